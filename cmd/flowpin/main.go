@@ -1,0 +1,196 @@
+// Command flowpin pins every connection to the uplink it started on and
+// spreads new ones over the uplinks by weight. See README.md.
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"flowpin/lb"
+)
+
+func main() {
+	if err := newRoot(os.Stdout, os.Stderr).Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "flowpin:", oneLine(err))
+		os.Exit(1)
+	}
+}
+
+// oneLine keeps an error to one line for boot logs; rollback errors
+// joined with errors.Join are separated by "; ".
+func oneLine(err error) string {
+	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
+}
+
+type app struct {
+	config string
+	out    io.Writer
+	log    *slog.Logger
+}
+
+func newRoot(out, errOut io.Writer) *cobra.Command {
+	a := &app{out: out, log: slog.New(slog.NewTextHandler(errOut, nil))}
+	root := &cobra.Command{
+		Use:   "flowpin",
+		Short: "Pin each connection to its uplink; spread new ones by weight",
+		Long: `flowpin sets up the Linux kernel for a host with more than one uplink:
+one routing table per link, fwmark and source ip rules, an nftables table
+that saves each flow's link in its conntrack mark and restores it, a
+weighted multipath route for new flows, and NAT per link.
+
+Every command acts on the network namespace it runs in, so
+"ip netns exec NS flowpin apply" works.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVarP(&a.config, "config", "c", lb.DefaultPath, "config file")
+	root.AddCommand(a.applyCmd(), a.planCmd(), a.downCmd())
+	return root
+}
+
+func (a *app) open() (*lb.Kernel, error) {
+	if err := lb.CheckPrivileges(); err != nil {
+		return nil, err
+	}
+	return lb.OpenKernel()
+}
+
+func (a *app) prepare() (*lb.Kernel, *lb.Desired, error) {
+	c, err := lb.LoadConfig(a.config)
+	if err != nil {
+		return nil, nil, err
+	}
+	k, err := a.open()
+	if err != nil {
+		return nil, nil, err
+	}
+	d, err := k.Prepare(c)
+	if err != nil {
+		k.Close()
+		return nil, nil, err
+	}
+	for _, w := range d.Warnings {
+		a.log.Warn(w)
+	}
+	return k, d, nil
+}
+
+func (a *app) applyCmd() *cobra.Command {
+	var verbose bool
+	cmd := &cobra.Command{
+		Use:   "apply",
+		Short: "Make the kernel match the config",
+		Long: `Make the kernel match the config, changing only the difference.
+
+A second apply with the same config writes nothing. Established connections
+stay on their links when weights or links change. If any step fails, the
+steps before it are undone and the kernel is as it was.`,
+		Example: "  flowpin apply -c /etc/flowpin/flowpin.yaml\n  ip netns exec router flowpin apply -c router.yaml -v",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			k, d, err := a.prepare()
+			if err != nil {
+				return err
+			}
+			defer k.Close()
+			res, err := k.Apply(d)
+			if err != nil {
+				return fmt.Errorf("apply failed, nothing changed: %w", err)
+			}
+			for _, w := range res.Warnings[len(d.Warnings):] {
+				a.log.Warn(w)
+			}
+			if verbose {
+				for _, c := range res.Commands {
+					fmt.Fprintln(a.out, c)
+				}
+			}
+			usable := 0
+			for _, l := range d.Links {
+				if l.Usable {
+					usable++
+				}
+			}
+			fmt.Fprintf(a.out, "applied: %d of %d links in the multipath route, %d kernel writes\n", usable, len(d.Links), res.Writes)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print each change as the equivalent command")
+	return cmd
+}
+
+func (a *app) planCmd() *cobra.Command {
+	var full bool
+	cmd := &cobra.Command{
+		Use:   "plan",
+		Short: "Print what apply would change, as ip/nft/sysctl commands",
+		Long: `Print what apply would change, without changing anything, as the
+equivalent ip rule / ip route / sysctl / nft commands, in the order apply
+runs them. With --full, print the whole desired state as a script for an
+empty namespace, to review or to paste by hand.`,
+		Example: "  flowpin plan -c /etc/flowpin/flowpin.yaml\n  flowpin plan --full -c flowpin.yaml > flowpin.sh",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			k, d, err := a.prepare()
+			if err != nil {
+				return err
+			}
+			defer k.Close()
+			var lines []string
+			if full {
+				lines = lb.FullScript(d)
+			} else if lines, err = k.Changes(d); err != nil {
+				return err
+			}
+			if len(lines) == 0 {
+				fmt.Fprintln(a.out, "# nothing to change")
+				return nil
+			}
+			for _, l := range lines {
+				fmt.Fprintln(a.out, l)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&full, "full", false, "print the whole state, not just the difference")
+	return cmd
+}
+
+func (a *app) downCmd() *cobra.Command {
+	var verbose bool
+	cmd := &cobra.Command{
+		Use:   "down",
+		Short: "Remove exactly what flowpin added",
+		Long: `Remove every ip rule and route flowpin added (they carry protocol 201),
+its nftables table, and put back the sysctls it changed. State flowpin does
+not own is never touched. Nothing left to remove is not an error. The config
+is not needed: what to remove is found by its tags.`,
+		Example: "  flowpin down\n  ip netns exec router flowpin down -v",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			k, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer k.Close()
+			res, err := k.Down()
+			if res != nil && verbose {
+				for _, c := range res.Commands {
+					fmt.Fprintln(a.out, c)
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("down: %w", err)
+			}
+			fmt.Fprintf(a.out, "down: %d kernel writes\n", res.Writes)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print each change as the equivalent command")
+	return cmd
+}

@@ -1,0 +1,389 @@
+// Package lb is flowpin's core: the config model and its validation, the
+// planner that turns a config plus what the kernel reports about the
+// interfaces into one Desired value, and the apply/down orchestration.
+package lb
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// DefaultPath is where the boot script and the daemon look for the config.
+const DefaultPath = "/etc/flowpin/flowpin.yaml"
+
+// Defaults. Each is overridable in the config; see README.md.
+const (
+	// DefaultMarkMask: eight bits of the packet and conntrack mark, the
+	// same bits mwan3 uses. The rest stay free for other software.
+	DefaultMarkMask = 0x0000ff00
+	// DefaultBalanceTable holds the weighted multipath default route; link
+	// i gets table DefaultBalanceTable+1+i.
+	DefaultBalanceTable = 100
+	// DefaultPriorityBase: flowpin's ip rules live in [base, base+400].
+	// Below 32766 (main) and above 0 (local); clear of the 0-999 range
+	// that hand-written rules and most tools use.
+	DefaultPriorityBase = 1000
+	// MaxLinks is bounded by the rule layout: 100 priorities per block.
+	MaxLinks = 100
+	// MaxWeight is the kernel's limit: a nexthop weight is rtnh_hops+1,
+	// and rtnh_hops is one byte.
+	MaxWeight = 256
+)
+
+// Config is a validated flowpin configuration.
+type Config struct {
+	Path         string
+	MarkMask     uint32
+	BalanceTable int
+	PriorityBase int
+	Links        []Link
+
+	lines lineIndex
+}
+
+// Link is one uplink.
+type Link struct {
+	Name      string
+	Interface string
+	Gateway   netip.Addr
+	Weight    int
+	NAT       bool
+	Table     int
+	Mark      uint32
+}
+
+// ConfigError names the file, the line and the field of a bad value.
+type ConfigError struct {
+	File  string
+	Line  int
+	Field string
+	Msg   string
+}
+
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	b.WriteString(": ")
+	if e.Field != "" {
+		b.WriteString(e.Field)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+type rawConfig struct {
+	MarkMask     *int64    `yaml:"mark_mask"`
+	BalanceTable *int64    `yaml:"balance_table"`
+	PriorityBase *int64    `yaml:"priority_base"`
+	Links        []rawLink `yaml:"links"`
+}
+
+type rawLink struct {
+	Name      string `yaml:"name"`
+	Interface string `yaml:"interface"`
+	Gateway   string `yaml:"gateway"`
+	Weight    *int64 `yaml:"weight"`
+	NAT       bool   `yaml:"nat"`
+	Table     *int64 `yaml:"table"`
+	Mark      *int64 `yaml:"mark"`
+}
+
+// LoadConfig reads and validates the file at path. It does not look at the
+// kernel; Plan checks the config against the interfaces.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return ParseConfig(path, data)
+}
+
+var yamlLine = regexp.MustCompile(`line (\d+): (.*)`)
+
+// ParseConfig validates data as if read from path (used in messages).
+func ParseConfig(path string, data []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, yamlError(path, err)
+	}
+	var raw rawConfig
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&raw); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &ConfigError{File: path, Msg: "empty config: no links"}
+		}
+		return nil, yamlError(path, err)
+	}
+	c := &Config{Path: path, lines: lineIndex{root: &root}}
+	if err := c.fill(&raw); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// yamlError turns yaml.v3's multi-line messages into one line that starts
+// with file:line.
+func yamlError(path string, err error) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		first := te.Errors[0]
+		if m := yamlLine.FindStringSubmatch(first); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			return &ConfigError{File: path, Line: n, Msg: friendlyYAML(m[2])}
+		}
+		return &ConfigError{File: path, Msg: first}
+	}
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return &ConfigError{File: path, Line: n, Msg: "yaml syntax error: " + m[2]}
+	}
+	return &ConfigError{File: path, Msg: "yaml syntax error: " + msg}
+}
+
+var unknownField = regexp.MustCompile(`field (\S+) not found in type lb\.raw(\w+)`)
+
+func friendlyYAML(msg string) string {
+	if m := unknownField.FindStringSubmatch(msg); m != nil {
+		where := "top level"
+		if m[2] == "Link" {
+			where = "a link"
+		}
+		return fmt.Sprintf("unknown key %q in %s", m[1], where)
+	}
+	return msg
+}
+
+func (c *Config) errf(line int, field, format string, args ...any) error {
+	return &ConfigError{File: c.Path, Line: line, Field: field, Msg: fmt.Sprintf(format, args...)}
+}
+
+// LinkError is for callers (the planner, the appliers) that find a problem
+// with link i's field only against the kernel.
+func (c *Config) LinkError(i int, field, format string, args ...any) error {
+	name := fmt.Sprintf("links[%d]", i)
+	if field != "" {
+		name += "." + field
+	}
+	return c.errf(c.lines.link(i, field), name, format, args...)
+}
+
+// FieldError is LinkError for a top-level field.
+func (c *Config) FieldError(field, format string, args ...any) error {
+	return c.errf(c.lines.top(field), field, format, args...)
+}
+
+func (c *Config) fill(raw *rawConfig) error {
+	c.MarkMask = DefaultMarkMask
+	if raw.MarkMask != nil {
+		v := *raw.MarkMask
+		if v <= 0 || v > 0xffffffff {
+			return c.FieldError("mark_mask", "%#x is not a non-zero 32-bit mask", v)
+		}
+		c.MarkMask = uint32(v)
+	}
+	c.BalanceTable = DefaultBalanceTable
+	if raw.BalanceTable != nil {
+		if err := checkTable(*raw.BalanceTable); err != nil {
+			return c.FieldError("balance_table", "%d %v", *raw.BalanceTable, err)
+		}
+		c.BalanceTable = int(*raw.BalanceTable)
+	}
+	c.PriorityBase = DefaultPriorityBase
+	if raw.PriorityBase != nil {
+		v := *raw.PriorityBase
+		if v < 1 || v+rulePrioritySpan >= 32766 {
+			return c.FieldError("priority_base", "%d is out of range (1..%d): flowpin's rules must sit between the local (0) and main (32766) rules", v, 32765-rulePrioritySpan)
+		}
+		c.PriorityBase = int(v)
+	}
+	if len(raw.Links) == 0 {
+		return c.FieldError("links", "no links: at least one is needed")
+	}
+	if len(raw.Links) > MaxLinks {
+		return c.FieldError("links", "%d links: at most %d are supported", len(raw.Links), MaxLinks)
+	}
+	values := maskValues(c.MarkMask)
+	names := map[string]int{}
+	ifaces := map[string]int{}
+	tables := map[int]string{c.BalanceTable: "balance_table"}
+	marks := map[uint32]int{}
+	for i, rl := range raw.Links {
+		l := Link{Name: rl.Name, Interface: rl.Interface, NAT: rl.NAT}
+		if l.Name == "" {
+			return c.LinkError(i, "name", "missing: every link needs a unique name")
+		}
+		if !validName(l.Name) {
+			return c.LinkError(i, "name", "%q: use letters, digits, '-', '_' and '.' (at most 32)", l.Name)
+		}
+		if j, dup := names[l.Name]; dup {
+			return c.LinkError(i, "name", "duplicate link name %q (also links[%d])", l.Name, j)
+		}
+		names[l.Name] = i
+		if l.Interface == "" {
+			return c.LinkError(i, "interface", "missing for link %q", l.Name)
+		}
+		if len(l.Interface) > 15 || strings.ContainsAny(l.Interface, " /\t\"") {
+			return c.LinkError(i, "interface", "%q is not a valid interface name", l.Interface)
+		}
+		if j, dup := ifaces[l.Interface]; dup {
+			return c.LinkError(i, "interface", "%q is already used by links[%d]", l.Interface, j)
+		}
+		ifaces[l.Interface] = i
+		if rl.Gateway == "" {
+			return c.LinkError(i, "gateway", "missing for link %q", l.Name)
+		}
+		gw, err := netip.ParseAddr(rl.Gateway)
+		if err != nil || gw.Zone() != "" {
+			return c.LinkError(i, "gateway", "%q is not an IP address", rl.Gateway)
+		}
+		if !gw.Is4() {
+			// The data model carries the family; IPv6 links come later.
+			return c.LinkError(i, "gateway", "%s: only IPv4 gateways are supported so far", gw)
+		}
+		if gw.IsUnspecified() || gw.IsMulticast() || gw.IsLoopback() {
+			return c.LinkError(i, "gateway", "%s cannot be a next hop", gw)
+		}
+		l.Gateway = gw
+		l.Weight = 1
+		if rl.Weight != nil {
+			if w := *rl.Weight; w < 1 || w > MaxWeight {
+				return c.LinkError(i, "weight", "%d is out of range (1..%d)", w, MaxWeight)
+			}
+			l.Weight = int(*rl.Weight)
+		}
+		l.Table = c.BalanceTable + 1 + i
+		if rl.Table != nil {
+			if err := checkTable(*rl.Table); err != nil {
+				return c.LinkError(i, "table", "%d %v", *rl.Table, err)
+			}
+			l.Table = int(*rl.Table)
+		}
+		if other, dup := tables[l.Table]; dup {
+			return c.LinkError(i, "table", "table %d is already used by %s", l.Table, other)
+		}
+		tables[l.Table] = fmt.Sprintf("links[%d] (%s)", i, l.Name)
+		if rl.Mark != nil {
+			m := *rl.Mark
+			if m <= 0 || m > 0xffffffff || uint32(m)&^c.MarkMask != 0 {
+				return c.LinkError(i, "mark", "%#x must be non-zero and inside mark_mask %#x", m, c.MarkMask)
+			}
+			l.Mark = uint32(m)
+		} else {
+			if i >= len(values) {
+				return c.LinkError(i, "mark", "mark_mask %#x has room for %d links only", c.MarkMask, len(values))
+			}
+			l.Mark = values[i]
+		}
+		if j, dup := marks[l.Mark]; dup {
+			return c.LinkError(i, "mark", "%#x is already used by links[%d]", l.Mark, j)
+		}
+		marks[l.Mark] = i
+		c.Links = append(c.Links, l)
+	}
+	return nil
+}
+
+func checkTable(v int64) error {
+	switch {
+	case v < 1 || v > 0xffffffff:
+		return errors.New("is not a routing table id (1..4294967295)")
+	case v >= 252 && v <= 255:
+		return errors.New("is reserved by the kernel (default, main, local)")
+	}
+	return nil
+}
+
+// maskValues lists the first link marks under mask: 1, 2, 3... shifted to
+// the mask's lowest bit, skipping values with bits outside the mask.
+func maskValues(mask uint32) []uint32 {
+	shift := 0
+	for mask>>shift&1 == 0 {
+		shift++
+	}
+	var out []uint32
+	for n := uint64(1); len(out) < MaxLinks && n<<shift <= 0xffffffff; n++ {
+		v := uint32(n << shift)
+		if v&^mask == 0 {
+			out = append(out, v)
+		} else if v > mask {
+			break
+		}
+	}
+	return out
+}
+
+func validName(s string) bool {
+	if len(s) > 32 {
+		return false
+	}
+	for _, r := range s {
+		ok := r == '-' || r == '_' || r == '.' || (r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z')
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// lineIndex finds the line of a field in the parsed YAML document.
+type lineIndex struct{ root *yaml.Node }
+
+func (x lineIndex) doc() *yaml.Node {
+	if x.root == nil || len(x.root.Content) == 0 {
+		return nil
+	}
+	return x.root.Content[0]
+}
+
+func mapValue(m *yaml.Node, key string) (k, v *yaml.Node) {
+	if m == nil || m.Kind != yaml.MappingNode {
+		return nil, nil
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i], m.Content[i+1]
+		}
+	}
+	return nil, nil
+}
+
+func (x lineIndex) top(field string) int {
+	d := x.doc()
+	if d == nil {
+		return 0
+	}
+	if k, _ := mapValue(d, field); k != nil {
+		return k.Line
+	}
+	return d.Line
+}
+
+func (x lineIndex) link(i int, field string) int {
+	_, links := mapValue(x.doc(), "links")
+	if links == nil || links.Kind != yaml.SequenceNode || i >= len(links.Content) {
+		return x.top("links")
+	}
+	item := links.Content[i]
+	if field == "" {
+		return item.Line
+	}
+	if _, v := mapValue(item, field); v != nil {
+		return v.Line
+	}
+	return item.Line
+}

@@ -1,0 +1,187 @@
+package lb
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"flowpin/nft"
+	"flowpin/rules"
+)
+
+// Rule priority layout, relative to Config.PriorityBase (B). Order matters;
+// it has to pass both scenarios in KERNEL-NOTES at once:
+//
+//	B+i      from ADDR_i lookup T_i suppress_prefixlength 0
+//	         A link's own subnet, from its own address, leaves by that
+//	         link even when main has the same subnet on another interface
+//	         (two NICs on one subnet, seed 002). The default route in T_i
+//	         is suppressed so that the next rule can still see main.
+//	B+100+i  fwmark M_i lookup T_i
+//	         A pinned flow stays on its link, even if main has grown a
+//	         more specific route since it started.
+//	B+200    lookup main suppress_prefixlength 0
+//	         Unpinned traffic still reaches connected and more specific
+//	         routes (the LAN, a VPN); main's default is skipped.
+//	B+300+i  from ADDR_i lookup T_i
+//	         Anything else sourced from a link's address leaves by that
+//	         link (seeds 000-002: no asymmetric replies).
+//	B+400    lookup BALANCE
+//	         New flows: the weighted multipath default route. If no link
+//	         is up it is empty and lookup goes on to main's own default.
+const (
+	offSourceLocal = 0
+	offMark        = 100
+	offMain        = 200
+	offSource      = 300
+	offBalance     = 400
+
+	rulePrioritySpan = offBalance
+)
+
+// Desired is everything flowpin wants in the kernel, as plain values.
+type Desired struct {
+	Routing rules.State
+	// Sysctls written before the routing changes.
+	Sysctls []rules.Sysctl
+	// LateSysctls exist only once nf_conntrack is loaded, which the nft
+	// table does; they are written after it.
+	LateSysctls []rules.Sysctl
+	NFT         nft.Spec
+	Links       []LinkPlan
+	Warnings    []string
+}
+
+// LinkPlan is one link as planned.
+type LinkPlan struct {
+	Link
+	// Usable: the interface is up and has an address, so the link has
+	// routes and takes new flows.
+	Usable bool
+	Addr   netip.Prefix
+	Why    string // why it is not usable
+}
+
+// Plan turns a config and the kernel's interfaces into the desired state.
+// It is pure: the same inputs give the same Desired.
+func Plan(c *Config, ifaces map[string]rules.Iface) (*Desired, error) {
+	d := &Desired{NFT: nft.Spec{Mask: c.MarkMask}}
+	for i, l := range c.Links {
+		lp := LinkPlan{Link: l}
+		ifc, ok := ifaces[l.Interface]
+		if !ok {
+			return nil, c.LinkError(i, "interface", "%q does not exist", l.Interface)
+		}
+		var v4 []netip.Prefix
+		for _, a := range ifc.Addrs {
+			if a.Addr().Is4() {
+				v4 = append(v4, a)
+			}
+		}
+		for _, a := range v4 {
+			if a.Contains(l.Gateway) {
+				lp.Addr = a
+				break
+			}
+		}
+		switch {
+		case len(v4) == 0:
+			lp.Why = fmt.Sprintf("interface %s has no IPv4 address yet", l.Interface)
+		case !lp.Addr.IsValid():
+			return nil, c.LinkError(i, "gateway", "%s is not reachable on %s (its addresses: %v)", l.Gateway, l.Interface, v4)
+		case lp.Addr.Addr() == l.Gateway:
+			return nil, c.LinkError(i, "gateway", "%s is %s's own address, not a next hop", l.Gateway, l.Interface)
+		case !ifc.Up:
+			lp.Why = fmt.Sprintf("interface %s is down", l.Interface)
+		default:
+			lp.Usable = true
+		}
+		if !lp.Usable {
+			d.Warnings = append(d.Warnings, fmt.Sprintf("link %s left out of the multipath route: %s", l.Name, lp.Why))
+		}
+		d.Links = append(d.Links, lp)
+		d.NFT.Links = append(d.NFT.Links, nft.Link{Name: l.Name, Iface: l.Interface, Mark: l.Mark, NAT: l.NAT})
+	}
+	d.Routing = routing(c, d.Links)
+	d.Sysctls, d.LateSysctls = sysctls(d.Links)
+	return d, nil
+}
+
+func routing(c *Config, links []LinkPlan) rules.State {
+	var s rules.State
+	base := c.PriorityBase
+	all4 := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	var nhs []rules.Nexthop
+	for i, l := range links {
+		// The fwmark rule exists even for a link that is down: its table
+		// is then empty and lookup falls through, and the rule is ready
+		// when the link comes back.
+		s.Rules = append(s.Rules, rules.Rule{Family: rules.V4, Priority: base + offMark + i, Mark: l.Mark, Mask: c.MarkMask, Table: l.Table, SuppressPrefixlen: -1})
+		if !l.Usable {
+			continue
+		}
+		src := netip.PrefixFrom(l.Addr.Addr(), 32)
+		s.Rules = append(s.Rules,
+			rules.Rule{Family: rules.V4, Priority: base + offSourceLocal + i, Src: src, Table: l.Table, SuppressPrefixlen: 0},
+			rules.Rule{Family: rules.V4, Priority: base + offSource + i, Src: src, Table: l.Table, SuppressPrefixlen: -1},
+		)
+		s.Routes = append(s.Routes,
+			// The link's own subnet, so the table alone routes neighbours
+			// on it (seeds 001, 002).
+			rules.Route{Family: rules.V4, Table: l.Table, Dst: l.Addr.Masked(), Dev: l.Interface, Src: l.Addr.Addr(), Scope: rules.ScopeLink},
+			rules.Route{Family: rules.V4, Table: l.Table, Dst: all4, Gw: l.Gateway, Dev: l.Interface, Src: l.Addr.Addr()},
+		)
+		nhs = append(nhs, rules.Nexthop{Dev: l.Interface, Gw: l.Gateway, Weight: l.Weight})
+	}
+	s.Rules = append(s.Rules,
+		rules.Rule{Family: rules.V4, Priority: base + offMain, Table: mainTable, SuppressPrefixlen: 0},
+		rules.Rule{Family: rules.V4, Priority: base + offBalance, Table: c.BalanceTable, SuppressPrefixlen: -1},
+	)
+	switch len(nhs) {
+	case 0:
+	case 1:
+		// The kernel stores a one-nexthop multipath route as a plain one;
+		// plan it that way so a re-apply sees no difference.
+		s.Routes = append(s.Routes, rules.Route{Family: rules.V4, Table: c.BalanceTable, Dst: all4, Gw: nhs[0].Gw, Dev: nhs[0].Dev})
+	default:
+		s.Routes = append(s.Routes, rules.Route{Family: rules.V4, Table: c.BalanceTable, Dst: all4, Nexthops: nhs})
+	}
+	slices.SortStableFunc(s.Rules, func(a, b rules.Rule) int { return a.Priority - b.Priority })
+	return s
+}
+
+const mainTable = 254
+
+func sysctls(links []LinkPlan) (early, late []rules.Sysctl) {
+	early = []rules.Sysctl{
+		// Hash on the 5-tuple, so flows between the same two hosts spread
+		// over the links (the default hashes addresses only).
+		{Key: "net/ipv4/fib_multipath_hash_policy", Value: "1"},
+		// Skip a nexthop whose neighbour is known dead.
+		{Key: "net/ipv4/fib_multipath_use_neigh", Value: "1"},
+	}
+	shared := map[netip.Prefix]int{}
+	for _, l := range links {
+		if l.Addr.IsValid() {
+			shared[l.Addr.Masked()]++
+		}
+	}
+	for _, l := range links {
+		// Loose reverse-path filtering: strict drops replies of flows a
+		// mark routed by a link table main would not have chosen.
+		early = append(early, rules.Sysctl{Key: "net/ipv4/conf/" + l.Interface + "/rp_filter", Value: "2"})
+		if l.Addr.IsValid() && shared[l.Addr.Masked()] > 1 {
+			// Two interfaces on one subnet: each answers ARP only for its
+			// own address and announces only its own, or the subnet's
+			// switch learns one MAC for both (seed 002).
+			early = append(early,
+				rules.Sysctl{Key: "net/ipv4/conf/" + l.Interface + "/arp_ignore", Value: "1"},
+				rules.Sysctl{Key: "net/ipv4/conf/" + l.Interface + "/arp_announce", Value: "2"},
+			)
+		}
+	}
+	// Per-flow byte and packet counters for `flowpin status`; only flows
+	// that start after it is set are counted.
+	late = []rules.Sysctl{{Key: "net/netfilter/nf_conntrack_acct", Value: "1"}}
+	return early, late
+}

@@ -1,0 +1,404 @@
+// Package nft manages the one nftables table flowpin owns, `inet flowpin`:
+// the chains that save a flow's link mark into its conntrack entry and
+// restore it onto later packets, and the per-link masquerade. The table is
+// built from a Spec and replaced in one transaction.
+package nft
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"golang.org/x/sys/unix"
+)
+
+// TableName is the table flowpin owns. Family inet, so the same chains
+// carry IPv4 and IPv6.
+const TableName = "flowpin"
+
+// Link is what the table needs to know about one uplink.
+type Link struct {
+	Name  string
+	Iface string
+	Mark  uint32
+	NAT   bool
+}
+
+// Spec is the whole table.
+type Spec struct {
+	Mask  uint32
+	Links []Link
+	// Records are kept in the table as rule comments in the "state"
+	// chain (e.g. "sysctl net/ipv4/conf/wan1/rp_filter=1": a value as it
+	// was before flowpin changed it). They live and die with the table in
+	// this network namespace, which a file under /run would not.
+	Records []string
+}
+
+type chainDef struct {
+	name     string
+	typ      nftables.ChainType
+	hook     *nftables.ChainHook
+	prio     *nftables.ChainPriority
+	hookText string // as nft writes it
+}
+
+// The chains, in the order they are written.
+var chains = []chainDef{
+	// Mangle (-150) runs after conntrack (-200), so ct mark is there, and
+	// before the routing decision, so a restored mark picks the table.
+	{"prerouting", nftables.ChainTypeFilter, nftables.ChainHookPrerouting, nftables.ChainPriorityMangle, "type filter hook prerouting priority mangle; policy accept;"},
+	// Locally generated packets: a route chain re-routes when the mark
+	// changes.
+	{"output", nftables.ChainTypeRoute, nftables.ChainHookOutput, nftables.ChainPriorityMangle, "type route hook output priority mangle; policy accept;"},
+	{"postrouting", nftables.ChainTypeFilter, nftables.ChainHookPostrouting, nftables.ChainPriorityMangle, "type filter hook postrouting priority mangle; policy accept;"},
+	{"nat", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource, "type nat hook postrouting priority srcnat; policy accept;"},
+	{"state", "", nil, nil, ""},
+}
+
+// rule is one rule both as nft text and as expressions, built from the
+// same values so the two cannot disagree.
+type rule struct {
+	chain string
+	text  string
+	why   string
+	exprs []expr.Any
+	// record rules carry their text as the whole comment.
+	record bool
+}
+
+func (r rule) comment() string {
+	if r.record {
+		return r.why
+	}
+	sum := sha256.Sum256([]byte(r.chain + "\x00" + r.text))
+	return r.why + " #" + hex.EncodeToString(sum[:4])
+}
+
+func le(v uint32) []byte { return binaryutil.NativeEndian.PutUint32(v) }
+
+func ifname(s string) []byte {
+	b := make([]byte, 16)
+	copy(b, s)
+	return b
+}
+
+// matchIface: meta iifname/oifname == name.
+func matchIface(key expr.MetaKey, name string) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: key, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(name)},
+	}
+}
+
+// ctMarkIs: ct mark & mask == v.
+func ctMarkIs(mask, v uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeyMARK},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: le(mask), Xor: le(0)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: le(v)},
+	}
+}
+
+// setMarkBits: X = (X & ^mask) ^ v, for X the ct mark or the packet mark.
+// nft cannot OR two registers, so each link gets its own constant; bits
+// outside the mask pass through untouched.
+func setMarkBits(ct bool, mask, v uint32) []expr.Any {
+	var load, store expr.Any
+	if ct {
+		load = &expr.Ct{Register: 1, Key: expr.CtKeyMARK}
+		store = &expr.Ct{Register: 1, Key: expr.CtKeyMARK, SourceRegister: true}
+	} else {
+		load = &expr.Meta{Register: 1, Key: expr.MetaKeyMARK}
+		store = &expr.Meta{Register: 1, Key: expr.MetaKeyMARK, SourceRegister: true}
+	}
+	return []expr.Any{load, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: le(^mask), Xor: le(v)}, store}
+}
+
+func hexm(v uint32) string { return fmt.Sprintf("0x%08x", v) }
+
+func join(parts ...[]expr.Any) []expr.Any { return slices.Concat(parts...) }
+
+func saveRule(chain string, key expr.MetaKey, dir string, mask uint32, l Link) rule {
+	return rule{
+		chain: chain,
+		text: fmt.Sprintf("%s %q ct mark & %s == 0x00000000 ct mark set ct mark & %s | %s",
+			dir, l.Iface, hexm(mask), hexm(^mask), hexm(l.Mark)),
+		why:   "save " + l.Name,
+		exprs: join(matchIface(key, l.Iface), ctMarkIs(mask, 0), setMarkBits(true, mask, l.Mark)),
+	}
+}
+
+func restoreRule(chain string, mask uint32, l Link) rule {
+	return rule{
+		chain: chain,
+		text: fmt.Sprintf("ct mark & %s == %s meta mark set meta mark & %s | %s",
+			hexm(mask), hexm(l.Mark), hexm(^mask), hexm(l.Mark)),
+		why:   "restore " + l.Name,
+		exprs: join(ctMarkIs(mask, l.Mark), setMarkBits(false, mask, l.Mark)),
+	}
+}
+
+// RecordPrefix marks saved sysctl values among the records.
+const RecordPrefix = "sysctl "
+
+// rules lists every rule of the table in order.
+func (s Spec) rules() []rule {
+	var out []rule
+	// Prerouting. A packet arriving on a link: a flow seen for the first
+	// time there is pinned to that link (inbound connections, port
+	// forwards). Its mark is NOT restored onto the packet: replies from a
+	// WAN must be routed by main towards the LAN, and a link table has no
+	// LAN route (KERNEL-NOTES, dual-WAN NAT box).
+	for _, l := range s.Links {
+		out = append(out, saveRule("prerouting", expr.MetaKeyIIFNAME, "iifname", s.Mask, l))
+	}
+	for _, l := range s.Links {
+		out = append(out, rule{
+			chain: "prerouting",
+			text:  fmt.Sprintf("iifname %q return", l.Iface),
+			why:   "from " + l.Name,
+			exprs: join(matchIface(expr.MetaKeyIIFNAME, l.Iface), []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}),
+		})
+	}
+	// Everything else (the LAN side, forwarded replies of inbound flows)
+	// takes its flow's link mark, so the fwmark rule routes it by the link.
+	for _, l := range s.Links {
+		out = append(out, restoreRule("prerouting", s.Mask, l))
+	}
+	// Local output: the same restore, re-routed by the route chain.
+	for _, l := range s.Links {
+		out = append(out, restoreRule("output", s.Mask, l))
+	}
+	// Postrouting: a flow leaving by a link for the first time is pinned
+	// to it. Runs before srcnat, after the routing decision.
+	for _, l := range s.Links {
+		out = append(out, saveRule("postrouting", expr.MetaKeyOIFNAME, "oifname", s.Mask, l))
+	}
+	for _, l := range s.Links {
+		if !l.NAT {
+			continue
+		}
+		out = append(out, rule{
+			chain: "nat",
+			text:  fmt.Sprintf("oifname %q masquerade", l.Iface),
+			why:   "nat " + l.Name,
+			exprs: join(matchIface(expr.MetaKeyOIFNAME, l.Iface), []expr.Any{&expr.Masq{}}),
+		})
+	}
+	for _, rec := range s.Records {
+		out = append(out, rule{
+			chain:  "state",
+			text:   fmt.Sprintf("counter comment %q", rec),
+			why:    rec,
+			record: true,
+			exprs:  []expr.Any{&expr.Counter{}},
+		})
+	}
+	return out
+}
+
+// Render returns the table as an nft script that creates or replaces it
+// atomically (`nft -f`).
+func (s Spec) Render() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "add table inet %s\nflush table inet %s\ntable inet %s {\n", TableName, TableName, TableName)
+	rs := s.rules()
+	for _, c := range chains {
+		fmt.Fprintf(&b, "\tchain %s {\n", c.name)
+		if c.hookText != "" {
+			fmt.Fprintf(&b, "\t\t%s\n", c.hookText)
+		}
+		for _, r := range rs {
+			if r.chain != c.name {
+				continue
+			}
+			if r.record {
+				fmt.Fprintf(&b, "\t\t%s\n", r.text)
+			} else {
+				fmt.Fprintf(&b, "\t\t%s comment %q\n", r.text, r.comment())
+			}
+		}
+		b.WriteString("\t}\n")
+	}
+	b.WriteString("}\n")
+	return b.String()
+}
+
+// Conn talks nftables in the caller's network namespace.
+type Conn struct {
+	// Writes counts committed transactions.
+	Writes int
+}
+
+func table() *nftables.Table {
+	return &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+}
+
+// Current is the table as found in the kernel.
+type Current struct {
+	Exists bool
+	// Chains maps a chain name to its rules' comments, in order.
+	Chains  map[string][]string
+	hooks   map[string]string
+	Records []string
+}
+
+// Read lists the owned table. A missing table is not an error.
+func (c *Conn) Read() (*Current, error) {
+	// A fresh Conn per operation: a failed batch leaves an error stuck on
+	// the Conn (KERNEL-NOTES).
+	nc, err := nftables.New()
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	cur := &Current{Chains: map[string][]string{}, hooks: map[string]string{}}
+	t, err := nc.ListTableOfFamily(TableName, nftables.TableFamilyINet)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return cur, nil
+		}
+		return nil, fmt.Errorf("list table inet %s: %w", TableName, err)
+	}
+	cur.Exists = true
+	chs, err := nc.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, fmt.Errorf("list chains: %w", err)
+	}
+	for _, ch := range chs {
+		if ch.Table.Name != TableName {
+			continue
+		}
+		cur.hooks[ch.Name] = hookKey(ch.Type, ch.Hooknum, ch.Priority)
+		rs, err := nc.GetRules(t, ch)
+		if err != nil {
+			return nil, fmt.Errorf("list rules of chain %s: %w", ch.Name, err)
+		}
+		comments := []string{}
+		for _, r := range rs {
+			cm, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+			comments = append(comments, cm)
+			if ch.Name == "state" {
+				cur.Records = append(cur.Records, cm)
+			}
+		}
+		cur.Chains[ch.Name] = comments
+	}
+	return cur, nil
+}
+
+func hookKey(t nftables.ChainType, h *nftables.ChainHook, p *nftables.ChainPriority) string {
+	k := string(t)
+	if h != nil {
+		k += fmt.Sprintf("/%d", *h)
+	}
+	if p != nil {
+		k += fmt.Sprintf("/%d", *p)
+	}
+	return k
+}
+
+// UpToDate reports whether cur already is spec.
+func (s Spec) UpToDate(cur *Current) bool {
+	if !cur.Exists || len(cur.Chains) != len(chains) {
+		return false
+	}
+	want := map[string][]string{}
+	for _, c := range chains {
+		want[c.name] = []string{}
+		if cur.hooks[c.name] != hookKey(c.typ, c.hook, c.prio) {
+			return false
+		}
+	}
+	for _, r := range s.rules() {
+		want[r.chain] = append(want[r.chain], r.comment())
+	}
+	for name, cm := range want {
+		if !slices.Equal(cur.Chains[name], cm) {
+			return false
+		}
+	}
+	return true
+}
+
+// Apply makes the table match spec in one transaction, and only if it
+// differs. It returns whether it wrote.
+func (c *Conn) Apply(s Spec) (bool, error) {
+	cur, err := c.Read()
+	if err != nil {
+		return false, err
+	}
+	if s.UpToDate(cur) {
+		return false, nil
+	}
+	nc, err := nftables.New()
+	if err != nil {
+		return false, fmt.Errorf("nftables: %w", err)
+	}
+	t := nc.AddTable(table())
+	if cur.Exists {
+		// Flush and refill in the same batch: no packet sees a half state.
+		nc.FlushTable(t)
+		for name, hk := range cur.hooks {
+			keep := false
+			for _, cd := range chains {
+				if cd.name == name && hookKey(cd.typ, cd.hook, cd.prio) == hk {
+					keep = true
+				}
+			}
+			if !keep {
+				nc.DelChain(&nftables.Chain{Name: name, Table: t})
+			}
+		}
+	}
+	byName := map[string]*nftables.Chain{}
+	for _, cd := range chains {
+		ch := &nftables.Chain{Name: cd.name, Table: t, Type: cd.typ, Hooknum: cd.hook, Priority: cd.prio}
+		if cd.hook != nil {
+			pol := nftables.ChainPolicyAccept
+			ch.Policy = &pol
+		}
+		byName[cd.name] = nc.AddChain(ch)
+	}
+	for _, r := range s.rules() {
+		nc.AddRule(&nftables.Rule{
+			Table:    t,
+			Chain:    byName[r.chain],
+			Exprs:    r.exprs,
+			UserData: userdata.AppendString(nil, userdata.TypeComment, r.comment()),
+		})
+	}
+	c.Writes++
+	if err := nc.Flush(); err != nil {
+		return false, fmt.Errorf("replace table inet %s: %w", TableName, err)
+	}
+	return true, nil
+}
+
+// Remove deletes the table. A missing table is not an error.
+func (c *Conn) Remove() (bool, error) {
+	cur, err := c.Read()
+	if err != nil {
+		return false, err
+	}
+	if !cur.Exists {
+		return false, nil
+	}
+	nc, err := nftables.New()
+	if err != nil {
+		return false, fmt.Errorf("nftables: %w", err)
+	}
+	nc.DelTable(table())
+	c.Writes++
+	if err := nc.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+		return false, fmt.Errorf("delete table inet %s: %w", TableName, err)
+	}
+	return true, nil
+}
