@@ -61,6 +61,11 @@ func (a *app) open() (*lb.Kernel, error) {
 }
 
 func (a *app) prepare() (*lb.Kernel, *lb.Desired, error) {
+	// Privileges first: without them the config may not be readable
+	// either, and "run it as root" is the useful answer.
+	if err := lb.CheckPrivileges(); err != nil {
+		return nil, nil, err
+	}
 	c, err := lb.LoadConfig(a.config)
 	if err != nil {
 		return nil, nil, err

@@ -1,0 +1,43 @@
+# flowpin. `make help` lists the targets.
+GO      ?= go
+BIN     := bin/flowpin
+PKGS    := ./...
+# Debian tools the integration tests, the demo and the benchmarks use.
+DEBS    := nftables conntrack iperf3
+
+.PHONY: help build deps test unit integration demo bench lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build bin/flowpin
+	$(GO) build -o $(BIN) ./cmd/flowpin
+
+deps: ## install the Debian tools the tests and the demo need (root)
+	@missing=""; for t in nft:nftables conntrack:conntrack iperf3:iperf3; do \
+		command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	$(GO) mod download
+
+lint: ## gofmt and go vet
+	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$bad" ]; then echo "gofmt needed: $$bad"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+unit: ## unit tests only (no root needed)
+	$(GO) test -short $(PKGS)
+
+test: deps lint ## the whole suite: unit and real-kernel integration tests (root)
+	$(GO) test -count=1 -timeout 45m $(PKGS)
+
+demo: deps build ## dual-WAN sandbox in network namespaces, flowpin working there
+	bash scripts/demo.sh $(BIN)
+
+bench: deps build ## benchmarks, printed as tables (apply time vs a shell script, ...)
+	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./integration/
+
+clean: ## remove build output
+	rm -rf bin

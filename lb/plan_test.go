@@ -1,0 +1,162 @@
+package lb
+
+import (
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"flowpin/rules"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func iface(name string, up bool, addrs ...string) rules.Iface {
+	i := rules.Iface{Name: name, Up: up}
+	for _, a := range addrs {
+		i.Addrs = append(i.Addrs, netip.MustParsePrefix(a))
+	}
+	return i
+}
+
+func ifaces(list ...rules.Iface) map[string]rules.Iface {
+	m := map[string]rules.Iface{}
+	for _, i := range list {
+		m[i.Name] = i
+	}
+	return m
+}
+
+func mustParse(t *testing.T, y string) *Config {
+	t.Helper()
+	c, err := ParseConfig("f.yaml", []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// golden compares got with testdata/name, or rewrites it with -update.
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if d := cmp.Diff(string(want), got); d != "" {
+		t.Errorf("%s differs (-want +got):\n%s", path, d)
+	}
+}
+
+const serverConfig = `links:
+  - {name: eth0, interface: eth0, gateway: 10.88.0.1}
+  - {name: eth1, interface: eth1, gateway: 10.88.0.1}
+`
+
+func TestPlanGolden(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		config string
+		ifaces map[string]rules.Iface
+		warn   []string
+	}{
+		{"dualwan", twoLinks, ifaces(iface("wan1", true, "192.0.2.2/24", "2001:db8::2/64"), iface("wan2", true, "198.51.100.2/24"), iface("lan", true, "10.77.0.1/24")), nil},
+		{"dualwan-isp2-down", twoLinks, ifaces(iface("wan1", true, "192.0.2.2/24"), iface("wan2", false, "198.51.100.2/24")),
+			[]string{"link isp2 left out of the multipath route: interface wan2 is down"}},
+		{"dualwan-no-address", twoLinks, ifaces(iface("wan1", false), iface("wan2", true)),
+			[]string{"link isp1 left out of the multipath route: interface wan1 has no IPv4 address yet", "link isp2 left out of the multipath route: interface wan2 has no IPv4 address yet"}},
+		{"server-one-subnet", serverConfig, ifaces(iface("eth0", true, "10.88.0.10/24"), iface("eth1", true, "10.88.0.11/24")), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := Plan(mustParse(t, tc.config), tc.ifaces)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.warn, d.Warnings); diff != "" {
+				t.Errorf("warnings (-want +got):\n%s", diff)
+			}
+			golden(t, tc.name+".golden", strings.Join(FullScript(d), "\n")+"\n")
+		})
+	}
+}
+
+// The order of the rules is the design; pin it independently of the
+// golden text.
+func TestPlanRuleOrder(t *testing.T) {
+	d, err := Plan(mustParse(t, serverConfig), ifaces(iface("eth0", true, "10.88.0.10/24"), iface("eth1", true, "10.88.0.11/24")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range d.Routing.Rules {
+		got = append(got, r.Command("add"))
+	}
+	want := []string{
+		"ip rule add pref 1000 from 10.88.0.10 lookup 101 suppress_prefixlength 0 proto 201",
+		"ip rule add pref 1001 from 10.88.0.11 lookup 102 suppress_prefixlength 0 proto 201",
+		"ip rule add pref 1100 from all fwmark 0x100/0xff00 lookup 101 proto 201",
+		"ip rule add pref 1101 from all fwmark 0x200/0xff00 lookup 102 proto 201",
+		"ip rule add pref 1200 from all lookup main suppress_prefixlength 0 proto 201",
+		"ip rule add pref 1300 from 10.88.0.10 lookup 101 proto 201",
+		"ip rule add pref 1301 from 10.88.0.11 lookup 102 proto 201",
+		"ip rule add pref 1400 from all lookup 100 proto 201",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("rules (-want +got):\n%s", diff)
+	}
+}
+
+func TestPlanErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		config string
+		ifaces map[string]rules.Iface
+		want   string
+	}{
+		{"missing interface", twoLinks, ifaces(iface("wan1", true, "192.0.2.2/24")), `f.yaml:8: links[1].interface: "wan2" does not exist`},
+		{"gateway off-link", twoLinks, ifaces(iface("wan1", true, "192.0.2.2/24"), iface("wan2", true, "203.0.113.2/24")),
+			"f.yaml:9: links[1].gateway: 198.51.100.1 is not reachable on wan2 (its addresses: [203.0.113.2/24])"},
+		{"gateway is own address", twoLinks, ifaces(iface("wan1", true, "192.0.2.1/24"), iface("wan2", true, "198.51.100.2/24")),
+			"f.yaml:4: links[0].gateway: 192.0.2.1 is wan1's own address, not a next hop"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Plan(mustParse(t, tc.config), tc.ifaces)
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("error\n got: %v\nwant: %s", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestPlanWeightsAndMultipath(t *testing.T) {
+	d, err := Plan(mustParse(t, twoLinks), ifaces(iface("wan1", true, "192.0.2.2/24"), iface("wan2", true, "198.51.100.2/24")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bal *rules.Route
+	for i, r := range d.Routing.Routes {
+		if r.Table == 100 {
+			bal = &d.Routing.Routes[i]
+		}
+	}
+	if bal == nil {
+		t.Fatal("no route in the balance table")
+	}
+	want := []rules.Nexthop{
+		{Dev: "wan1", Gw: netip.MustParseAddr("192.0.2.1"), Weight: 3},
+		{Dev: "wan2", Gw: netip.MustParseAddr("198.51.100.1"), Weight: 1},
+	}
+	if diff := cmp.Diff(want, bal.Nexthops, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+		t.Errorf("nexthops (-want +got):\n%s", diff)
+	}
+}
