@@ -93,17 +93,21 @@ func (k *Kernel) checkCollisions(c *Config, d *Desired) error {
 		}
 		return c.LinkError(o.link, "table", format, args...)
 	}
+	ids := make([]int, len(tables))
+	for i, o := range tables {
+		ids[i] = o.table
+	}
+	foreignRoutes, err := k.Routes.ForeignRoutes(ids)
+	if err != nil {
+		return err
+	}
 	for _, o := range tables {
 		for _, fr := range foreign {
 			if fr.Table == o.table {
 				return tableErr(o, "table %d is already used by ip rule %q, which flowpin does not own", o.table, fr.Text)
 			}
 		}
-		routes, err := k.Routes.ForeignRoutes(o.table)
-		if err != nil {
-			return err
-		}
-		if len(routes) > 0 {
+		if routes := foreignRoutes[o.table]; len(routes) > 0 {
 			return tableErr(o, "table %d already holds routes flowpin does not own (%s)", o.table, routes[0])
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
+	mdnetlink "github.com/mdlayher/netlink"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
@@ -338,7 +339,7 @@ func (c *Conn) Apply(s Spec) (bool, error) {
 	if s.UpToDate(cur) {
 		return false, nil
 	}
-	nc, err := nftables.New()
+	nc, err := nftables.New(nftables.WithSockOptions(bigReceiveBuffer))
 	if err != nil {
 		return false, fmt.Errorf("nftables: %w", err)
 	}
@@ -377,9 +378,37 @@ func (c *Conn) Apply(s Spec) (bool, error) {
 	}
 	c.Writes++
 	if err := nc.Flush(); err != nil {
+		// The kernel commits or rejects a batch whole, but an error on the
+		// acks (ENOBUFS) comes after the commit: ask the kernel which.
+		if after, rerr := c.Read(); rerr == nil && s.UpToDate(after) {
+			return true, nil
+		}
 		return false, fmt.Errorf("replace table inet %s: %w", TableName, err)
 	}
 	return true, nil
+}
+
+// bigReceiveBuffer makes room for one ack per message of a large batch
+// (64 links are ~600 rules). The default socket buffer overflows, and the
+// kernel then drops acks with ENOBUFS. SO_RCVBUFFORCE ignores rmem_max;
+// flowpin runs with CAP_NET_ADMIN, which it needs for that.
+func bigReceiveBuffer(c *mdnetlink.Conn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20)
+	})
+	if err != nil {
+		return err
+	}
+	if serr != nil {
+		// Without the privilege, take what rmem_max allows.
+		return c.SetReadBuffer(16 << 20)
+	}
+	return nil
 }
 
 // Remove deletes the table. A missing table is not an error.

@@ -162,29 +162,34 @@ func foreignText(r netlink.Rule, fr Rule) string {
 	return text
 }
 
-// ForeignRoutes lists routes in table that flowpin does not own.
-func (k *Kernel) ForeignRoutes(table int) ([]string, error) {
+// ForeignRoutes lists, for each of tables that holds any, the routes
+// flowpin does not own, as `ip route` would print them. One dump of every
+// table, whatever the number of links.
+func (k *Kernel) ForeignRoutes(tables []int) (map[int][]string, error) {
 	names, err := k.ifaceNames()
 	if err != nil {
 		return nil, err
 	}
-	var out []string
+	want := map[int]bool{}
+	for _, t := range tables {
+		want[t] = true
+	}
+	out := map[int][]string{}
 	for _, fam := range []int{V4, V6} {
-		filter := &netlink.Route{Table: table}
+		filter := &netlink.Route{Table: unix.RT_TABLE_UNSPEC}
 		rs, err := retry(func() ([]netlink.Route, error) {
 			return k.h.RouteListFiltered(fam, filter, netlink.RT_FILTER_TABLE)
 		})
 		if err != nil {
-			return nil, fmt.Errorf("list routes in table %d: %w", table, err)
+			return nil, fmt.Errorf("list routes: %w", err)
 		}
 		for _, r := range rs {
-			if r.Protocol == Protocol || r.Table != table {
+			if r.Protocol == Protocol || !want[r.Table] {
 				continue
 			}
-			// Broadcast/local entries never appear in a non-local table;
-			// anything here is someone's.
 			fr := fromNetlinkRoute(r, names)
-			out = append(out, strings.TrimSuffix(fr.Spec(), fmt.Sprintf(" proto %d", Protocol))+fmt.Sprintf(" proto %d", r.Protocol))
+			text := strings.TrimSuffix(fr.Spec(), fmt.Sprintf(" proto %d", Protocol)) + fmt.Sprintf(" proto %d", r.Protocol)
+			out[r.Table] = append(out[r.Table], text)
 		}
 	}
 	return out, nil
