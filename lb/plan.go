@@ -55,21 +55,40 @@ type Desired struct {
 // LinkPlan is one link as planned.
 type LinkPlan struct {
 	Link
-	// Usable: the interface is up and has an address, so the link has
-	// routes and takes new flows.
+	// Usable: the interface is up and has an address, so the link has its
+	// table and source rules.
 	Usable bool
-	Addr   netip.Prefix
-	Why    string // why it is not usable
+	// InRoute: usable and not down by the daemon's health checks, so it
+	// is in the multipath route and takes new flows.
+	InRoute bool
+	Addr    netip.Prefix
+	Why     string // why it is not in the multipath route
 }
 
 // Plan turns a config and the kernel's interfaces into the desired state.
 // It is pure: the same inputs give the same Desired.
 func Plan(c *Config, ifaces map[string]rules.Iface) (*Desired, error) {
+	return PlanWith(c, ifaces, PlanOptions{})
+}
+
+// PlanOptions carry the daemon's view into the plan.
+type PlanOptions struct {
+	// Down names links the health checks took down, with the reason.
+	// They keep their tables and rules, so their probes and pinned flows
+	// still route, but leave the multipath route.
+	Down map[string]string
+	// MissingOK: an interface that does not exist (a ppp0 between two
+	// sessions) leaves its link unusable instead of being an error.
+	MissingOK bool
+}
+
+// PlanWith is Plan with the daemon's options.
+func PlanWith(c *Config, ifaces map[string]rules.Iface, o PlanOptions) (*Desired, error) {
 	d := &Desired{NFT: nft.Spec{Mask: c.MarkMask}}
 	for i, l := range c.Links {
 		lp := LinkPlan{Link: l}
 		ifc, ok := ifaces[l.Interface]
-		if !ok {
+		if !ok && !o.MissingOK {
 			return nil, c.LinkError(i, "interface", "%q does not exist", l.Interface)
 		}
 		var v4 []netip.Prefix
@@ -78,15 +97,22 @@ func Plan(c *Config, ifaces map[string]rules.Iface) (*Desired, error) {
 				v4 = append(v4, a)
 			}
 		}
+		if l.GatewayAuto {
+			lp.Gateway = autoGateway(ifc, v4)
+		}
 		for _, a := range v4 {
-			if a.Contains(l.Gateway) {
+			if lp.Gateway.IsValid() && a.Contains(lp.Gateway) {
 				lp.Addr = a
 				break
 			}
 		}
 		switch {
+		case !ok:
+			lp.Why = fmt.Sprintf("interface %s does not exist", l.Interface)
 		case len(v4) == 0:
 			lp.Why = fmt.Sprintf("interface %s has no IPv4 address yet", l.Interface)
+		case l.GatewayAuto && !lp.Gateway.IsValid():
+			lp.Why = fmt.Sprintf("interface %s has no default route in main to take the gateway from yet", l.Interface)
 		case !lp.Addr.IsValid():
 			return nil, c.LinkError(i, "gateway", "%s is not reachable on %s (its addresses: %v)", l.Gateway, l.Interface, v4)
 		case lp.Addr.Addr() == l.Gateway:
@@ -95,6 +121,10 @@ func Plan(c *Config, ifaces map[string]rules.Iface) (*Desired, error) {
 			lp.Why = fmt.Sprintf("interface %s is down", l.Interface)
 		default:
 			lp.Usable = true
+			lp.InRoute = true
+			if why, ok := o.Down[l.Name]; ok {
+				lp.InRoute, lp.Why = false, why
+			}
 		}
 		if !lp.Usable {
 			d.Warnings = append(d.Warnings, fmt.Sprintf("link %s left out of the multipath route: %s", l.Name, lp.Why))
@@ -105,6 +135,19 @@ func Plan(c *Config, ifaces map[string]rules.Iface) (*Desired, error) {
 	d.Routing = routing(c, d.Links)
 	d.Sysctls, d.LateSysctls = sysctls(d.Links)
 	return d, nil
+}
+
+// autoGateway picks the next hop of the interface's own default route in
+// main, on one of its subnets.
+func autoGateway(ifc rules.Iface, v4 []netip.Prefix) netip.Addr {
+	for _, gw := range ifc.Gateways {
+		for _, a := range v4 {
+			if a.Contains(gw) {
+				return gw
+			}
+		}
+	}
+	return netip.Addr{}
 }
 
 func routing(c *Config, links []LinkPlan) rules.State {
@@ -131,7 +174,9 @@ func routing(c *Config, links []LinkPlan) rules.State {
 			rules.Route{Family: rules.V4, Table: l.Table, Dst: l.Addr.Masked(), Dev: l.Interface, Src: l.Addr.Addr(), Scope: rules.ScopeLink},
 			rules.Route{Family: rules.V4, Table: l.Table, Dst: all4, Gw: l.Gateway, Dev: l.Interface, Src: l.Addr.Addr()},
 		)
-		nhs = append(nhs, rules.Nexthop{Dev: l.Interface, Gw: l.Gateway, Weight: l.Weight})
+		if l.InRoute {
+			nhs = append(nhs, rules.Nexthop{Dev: l.Interface, Gw: l.Gateway, Weight: l.Weight})
+		}
 	}
 	s.Rules = append(s.Rules,
 		rules.Rule{Family: rules.V4, Priority: base + offMain, Table: mainTable, SuppressPrefixlen: 0},
@@ -155,8 +200,15 @@ const mainTable = 254
 func sysctls(links []LinkPlan) (early, late []rules.Sysctl) {
 	early = []rules.Sysctl{
 		// Hash on the 5-tuple, so flows between the same two hosts spread
-		// over the links (the default hashes addresses only).
-		{Key: "net/ipv4/fib_multipath_hash_policy", Value: "1"},
+		// over the links (the default hashes addresses only). Policy 3
+		// with fields src/dst ip, proto, sport, dport (0x37) rather than
+		// policy 1: policy 1 reuses an L4 hash already on the packet (a
+		// NIC's RSS hash, a local socket's txhash over veth), which `ip
+		// route get` cannot reproduce, so `flowpin explain` could not
+		// predict a flow's link. The fields are written first so the
+		// policy never runs with the default fields. Kernel >= 5.12.
+		{Key: "net/ipv4/fib_multipath_hash_fields", Value: "55"}, // 0x37; reads back in decimal
+		{Key: "net/ipv4/fib_multipath_hash_policy", Value: "3"},
 		// Skip a nexthop whose neighbour is known dead.
 		{Key: "net/ipv4/fib_multipath_use_neigh", Value: "1"},
 	}

@@ -331,7 +331,7 @@ func (k *Kernel) Neighbour(dev string, ip netip.Addr) (Neighbour, error) {
 			return Neighbour{State: neighState(n.State), MAC: n.HardwareAddr.String()}, nil
 		}
 	}
-	return Neighbour{}, nil
+	return Neighbour{State: "none"}, nil
 }
 
 func neighState(s int) string {

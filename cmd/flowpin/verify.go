@@ -1,0 +1,201 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"flowpin/lb"
+)
+
+func (a *app) verifyCmd() *cobra.Command {
+	var (
+		asJSON  bool
+		probe   string
+		noProbe bool
+	)
+	cmd := &cobra.Command{
+		Use:   "verify",
+		Short: "Check that the kernel routes as the config says; exit 0 only if it does",
+		Long: `Compare the kernel with what the config asks for, and ask the kernel how it
+routes (ip route get, with source, mark and ports), as seed 001 does by hand:
+
+  - flowpin's ip rules, routes and nft table are present and as planned
+    (drift in plan's words: "missing: ip rule add ...");
+  - for each usable link: traffic from its address and traffic with its mark
+    leave by it, and its gateway answers (neighbour entry, or one UDP packet
+    to the gateway's discard port to make the kernel resolve it);
+  - the wildcard source is routable and new flows reach every usable link;
+  - sysctls: multipath hash, rp_filter per link, ARP where links share a subnet;
+  - no foreign ip rule before flowpin's catches its traffic, and no foreign
+    nft rule writes the mark bits flowpin owns.
+
+One line per check, with the reason and the fix. Nothing is changed.`,
+		Example: "  flowpin verify -c /etc/flowpin/flowpin.yaml\n  ip netns exec router flowpin verify -c router.yaml --json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := lb.LoadConfig(a.config)
+			if err != nil {
+				return err
+			}
+			o := lb.VerifyOptions{NoProbe: noProbe}
+			if probe != "" {
+				if o.Probe, err = netip.ParseAddr(probe); err != nil {
+					return fmt.Errorf("--to %q: not an IP address", probe)
+				}
+			}
+			k, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer k.Close()
+			rep, err := k.Verify(c, o)
+			if err != nil {
+				return fmt.Errorf("verify: %w", err)
+			}
+			if asJSON {
+				out := struct {
+					OK     bool             `json:"ok"`
+					Failed int              `json:"failed"`
+					Checks []lb.VerifyCheck `json:"checks"`
+				}{rep.Failed() == 0, rep.Failed(), rep.Checks}
+				enc := json.NewEncoder(a.out)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(out); err != nil {
+					return err
+				}
+			} else {
+				for _, ch := range rep.Checks {
+					status := "ok  "
+					switch {
+					case ch.Skip:
+						status = "skip"
+					case !ch.OK:
+						status = "FAIL"
+					}
+					fmt.Fprintf(a.out, "%s %s: %s\n", status, ch.Name, ch.Detail)
+					if !ch.OK && !ch.Skip && ch.Fix != "" {
+						fmt.Fprintf(a.out, "     fix: %s\n", ch.Fix)
+					}
+				}
+			}
+			if n := rep.Failed(); n > 0 {
+				return fmt.Errorf("verify: %d of %d checks failed", n, len(rep.Checks))
+			}
+			if !asJSON {
+				fmt.Fprintf(a.out, "verify: all %d checks passed\n", len(rep.Checks))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the checks as JSON")
+	cmd.Flags().StringVar(&probe, "to", "", "destination for the route lookups (default "+lb.DefaultProbe.String()+"; nothing is sent to it)")
+	cmd.Flags().BoolVar(&noProbe, "no-probe", false, "never send a packet to a gateway that has no neighbour entry")
+	return cmd
+}
+
+func (a *app) explainCmd() *cobra.Command {
+	var (
+		asJSON           bool
+		from, iif, proto string
+		mark             string
+		sport, dport     uint16
+	)
+	cmd := &cobra.Command{
+		Use:   "explain [flags] DST",
+		Short: "Show the path a packet to DST takes: nft, ip rule, table, route, link, NAT",
+		Long: `Show, step by step, what happens to one packet: flowpin's nft restore/save
+decision (from the config and the flow's conntrack entry, if it has one),
+which ip rule matched, which table and route, which nexthop (for a new flow,
+the one the multipath hash picks for this exact 5-tuple), and the source it
+leaves with after NAT.
+
+Every routing answer is the kernel's own (ip route get with the packet's
+source, input interface, mark, protocol and ports). Without --iif the packet
+is one this host sends; with --iif it is forwarded, which needs
+net.ipv4.ip_forward=1 in this namespace.`,
+		Example: `  flowpin explain --iif lan --from 10.0.0.2 --proto tcp --sport 40000 --dport 443 203.0.113.10
+  ip netns exec server flowpin explain --from 10.88.0.11 203.0.113.20`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p := lb.Packet{Iif: iif, Sport: sport, Dport: dport}
+			var err error
+			if p.Dst, err = netip.ParseAddr(args[0]); err != nil {
+				return fmt.Errorf("destination %q: not an IP address", args[0])
+			}
+			if from != "" {
+				if p.Src, err = netip.ParseAddr(from); err != nil {
+					return fmt.Errorf("--from %q: not an IP address", from)
+				}
+			}
+			if mark != "" {
+				m, err := strconv.ParseUint(mark, 0, 32)
+				if err != nil {
+					return fmt.Errorf("--mark %q: not a 32-bit number", mark)
+				}
+				p.Mark = uint32(m)
+			}
+			switch strings.ToLower(proto) {
+			case "":
+			case "tcp":
+				p.Proto = unix.IPPROTO_TCP
+			case "udp":
+				p.Proto = unix.IPPROTO_UDP
+			default:
+				return fmt.Errorf("--proto %q: tcp or udp", proto)
+			}
+			if (sport != 0 || dport != 0) && p.Proto == 0 {
+				return fmt.Errorf("--sport/--dport need --proto tcp or udp")
+			}
+			c, err := lb.LoadConfig(a.config)
+			if err != nil {
+				return err
+			}
+			k, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer k.Close()
+			e, err := k.Explain(c, p)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(a.out)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(struct {
+					*lb.Explanation
+					Summary string `json:"summary"`
+				}{e, e.Summary()}); err != nil {
+					return err
+				}
+			} else {
+				for _, s := range e.Steps {
+					fmt.Fprintf(a.out, "%-16s %s\n", s.Stage+":", s.Text)
+				}
+				for _, n := range e.Notes {
+					fmt.Fprintf(a.out, "%-16s %s\n", "note:", n)
+				}
+				fmt.Fprintf(a.out, "=> %s\n", e.Summary())
+			}
+			if e.Error != "" {
+				return fmt.Errorf("explain: the kernel would not route this packet")
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&asJSON, "json", false, "print the explanation as JSON")
+	f.StringVar(&from, "from", "", "source address")
+	f.StringVar(&iif, "iif", "", "interface the packet arrives on (forwarded); empty: sent by this host")
+	f.StringVar(&mark, "mark", "", "packet mark before flowpin's chains (e.g. 0x10)")
+	f.StringVar(&proto, "proto", "", "tcp or udp")
+	f.Uint16Var(&sport, "sport", 0, "source port")
+	f.Uint16Var(&dport, "dport", 0, "destination port")
+	return cmd
+}

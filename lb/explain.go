@@ -1,0 +1,468 @@
+package lb
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+
+	"flowpin/nft"
+	"flowpin/rules"
+)
+
+// Packet is what `flowpin explain` is asked about. Src, Iif, Mark, Proto
+// and the ports are optional; without Iif the packet is locally generated.
+type Packet struct {
+	Dst          netip.Addr
+	Src          netip.Addr
+	Iif          string
+	Mark         uint32
+	Proto        uint8
+	Sport, Dport uint16
+}
+
+// Step is one stage of a packet's path.
+type Step struct {
+	Stage string `json:"stage"` // "conntrack", "nft prerouting", "ip rule", ...
+	Text  string `json:"text"`
+}
+
+// Explanation is the path of one packet, stage by stage, and where it ends.
+type Explanation struct {
+	Steps []Step `json:"steps"`
+	// Dev and Gw: where the packet leaves; Link: the flowpin link that is
+	// ("" when it leaves by something else or not at all).
+	Dev  string     `json:"dev,omitempty"`
+	Gw   netip.Addr `json:"gateway,omitzero"`
+	Link string     `json:"link,omitempty"`
+	// Source: the source address the packet carries when it leaves
+	// (after NAT).
+	Source netip.Addr `json:"source,omitzero"`
+	// Pinned: an existing flow whose link is decided by its conntrack mark;
+	// HashPick: a new flow whose link the multipath hash chose.
+	Pinned   bool `json:"pinned"`
+	HashPick bool `json:"hash_pick"`
+	// Notes: caveats that make the answer less certain.
+	Notes []string `json:"notes,omitempty"`
+	// Error: the kernel would not route the packet, and why.
+	Error string `json:"error,omitempty"`
+}
+
+func (e *Explanation) add(stage, format string, args ...any) {
+	e.Steps = append(e.Steps, Step{Stage: stage, Text: fmt.Sprintf(format, args...)})
+}
+
+// Summary is the one-line answer.
+func (e *Explanation) Summary() string {
+	if e.Error != "" {
+		return "not routed: " + e.Error
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "leaves by %s", e.Dev)
+	if e.Gw.IsValid() {
+		fmt.Fprintf(&b, " via %s", e.Gw)
+	}
+	if e.Link != "" {
+		fmt.Fprintf(&b, " (link %s)", e.Link)
+	} else {
+		b.WriteString(" (not a flowpin link)")
+	}
+	if e.Source.IsValid() {
+		fmt.Fprintf(&b, " with source %s", e.Source)
+	}
+	switch {
+	case e.Pinned:
+		b.WriteString(", pinned by its conntrack mark")
+	case e.HashPick:
+		b.WriteString(", picked by the multipath hash")
+	}
+	return b.String()
+}
+
+// Explain follows p through flowpin's nft chains, the ip rules and the
+// routing tables. Every routing answer is the kernel's own (RTM_GETROUTE
+// with the packet's source, input interface, mark and 5-tuple, which is
+// what the multipath hash reads), so it cannot drift from what the kernel
+// does; flowpin only supplies the mark its nft chains would set, from the
+// config and the flow's conntrack entry.
+func (k *Kernel) Explain(c *Config, p Packet) (*Explanation, error) {
+	if !p.Dst.IsValid() {
+		return nil, errors.New("explain: no destination address")
+	}
+	ifaces, err := k.Routes.Interfaces()
+	if err != nil {
+		return nil, err
+	}
+	d, err := Plan(c, ifaces)
+	if err != nil {
+		return nil, err
+	}
+	if p.Iif != "" {
+		if _, ok := ifaces[p.Iif]; !ok {
+			return nil, fmt.Errorf("explain: interface %s does not exist in this network namespace", p.Iif)
+		}
+	}
+	e := &Explanation{}
+	k.describe(e, p)
+
+	// Conntrack: only a full 5-tuple names a flow.
+	var flow *nft.Flow
+	if p.Src.IsValid() && p.Proto != 0 && p.Sport != 0 && p.Dport != 0 {
+		flow, err = nft.LookupFlow(nft.Tuple{Proto: p.Proto, Src: p.Src, Dst: p.Dst, Sport: p.Sport, Dport: p.Dport})
+		if err != nil {
+			e.Notes = append(e.Notes, fmt.Sprintf("conntrack lookup failed (%v): treated as a new flow", err))
+		}
+	}
+	linkOfMark := func(m uint32) *LinkPlan {
+		for i := range d.Links {
+			if m&c.MarkMask == d.Links[i].Mark {
+				return &d.Links[i]
+			}
+		}
+		return nil
+	}
+	var pinnedTo *LinkPlan
+	switch {
+	case flow == nil && (p.Proto == 0 || p.Sport == 0 || p.Dport == 0 || !p.Src.IsValid()):
+		e.add("conntrack", "not looked up (needs --from, --proto, --sport and --dport): treated as the first packet of a new flow")
+	case flow == nil:
+		e.add("conntrack", "no entry for %s %s:%d -> %s:%d: this is the first packet of a new flow", rules.ProtoName(p.Proto), p.Src, p.Sport, p.Dst, p.Dport)
+	default:
+		dir := "original"
+		if flow.IsReply {
+			dir = "reply"
+		}
+		pinnedTo = linkOfMark(flow.Mark)
+		switch {
+		case pinnedTo != nil:
+			e.add("conntrack", "existing flow (%s direction of %s:%d -> %s:%d), ct mark %#x: pinned to link %s (%s)",
+				dir, flow.Orig.Src, flow.Orig.Sport, flow.Orig.Dst, flow.Orig.Dport, flow.Mark, pinnedTo.Name, pinnedTo.Interface)
+		case flow.Mark&c.MarkMask != 0:
+			e.add("conntrack", "existing flow (%s direction), ct mark %#x: bits %#x match no link of this config (a link was removed?)",
+				dir, flow.Mark, flow.Mark&c.MarkMask)
+		default:
+			e.add("conntrack", "existing flow (%s direction), ct mark %#x: not pinned to a link yet (it has not left by a link, nor arrived on one)", dir, flow.Mark)
+		}
+	}
+
+	// nft: flowpin's prerouting chain (arriving packets) or output chain
+	// (local ones), as built in nft.Spec.
+	mark := p.Mark
+	var inLink *LinkPlan
+	for i := range d.Links {
+		if d.Links[i].Interface == p.Iif {
+			inLink = &d.Links[i]
+		}
+	}
+	chain := "nft output"
+	if p.Iif != "" {
+		chain = "nft prerouting"
+	}
+	switch {
+	case inLink != nil:
+		if pinnedTo == nil {
+			e.add(chain, "arrives on %s, link %s: the flow is pinned to %s here (ct mark set to %#x); the mark is not restored onto the packet, so main routes it (replies from a link go to the LAN)",
+				p.Iif, inLink.Name, inLink.Name, inLink.Mark)
+		} else {
+			e.add(chain, "arrives on %s, link %s: the flow is already pinned to %s; the mark is not restored onto packets from a link, so main routes it", p.Iif, inLink.Name, pinnedTo.Name)
+		}
+	case pinnedTo != nil:
+		mark = mark&^c.MarkMask | pinnedTo.Mark
+		e.add(chain, "restore: ct mark & %#x == %#x, so meta mark set to %#x: the fwmark rule of link %s routes it", c.MarkMask, pinnedTo.Mark, mark, pinnedTo.Name)
+	default:
+		e.add(chain, "no restore (the flow has no link yet): meta mark stays %#x", mark)
+	}
+
+	q := rules.Query{Dst: p.Dst, Src: p.Src, Iif: p.Iif, Mark: mark, Proto: p.Proto, Sport: p.Sport, Dport: p.Dport}
+	ans, err := k.Routes.RouteGet(q)
+	if err != nil {
+		k.routeError(e, d, q, err)
+		return e, nil
+	}
+	fq := q
+	fq.FIBMatch = true
+	entry, ferr := k.Routes.RouteGet(fq)
+	if ferr != nil {
+		// Should not happen when the plain lookup worked; keep going with
+		// what we have.
+		entry = ans
+		e.Notes = append(e.Notes, ferr.Error())
+	}
+
+	all, err := k.Routes.ListRules(familyOf(p.Dst))
+	if err != nil {
+		return nil, err
+	}
+	pkt := rules.Packet{Src: p.Src, Dst: p.Dst, Iif: p.Iif, Mark: mark, Proto: p.Proto, Sport: p.Sport, Dport: p.Dport}
+	if pkt.Iif == "" {
+		pkt.Iif = "lo"
+	}
+	if r, ok := MatchedRule(all, pkt, ans.Table, entry.Dst.Bits()); ok {
+		owner := "not flowpin's"
+		if r.Owned() {
+			owner = "flowpin's: " + k.ruleRole(c, r)
+		}
+		e.add("ip rule", "%s  (%s)", strings.ReplaceAll(r.String(), "\t", " "), owner)
+	} else {
+		e.add("ip rule", "the kernel answered from table %s; no rule here explains it (a rule type this tool does not model?)", tableText(ans.Table))
+	}
+	e.add("route", "%s", entry.String())
+
+	e.Dev, e.Gw = ans.Dev, ans.Gw
+	for _, l := range d.Links {
+		if l.Interface == ans.Dev {
+			e.Link = l.Name
+		}
+	}
+	switch {
+	case ans.Type == unix.RTN_LOCAL:
+		e.add("nexthop", "%s is a local address: the packet is delivered to this host", p.Dst)
+		e.Dev, e.Link = "lo", ""
+		return e, nil
+	case len(entry.Nexthops) > 1:
+		legs := make([]string, 0, len(entry.Nexthops))
+		for _, nh := range entry.Nexthops {
+			legs = append(legs, fmt.Sprintf("%s weight %d", nh.Dev, nh.Weight))
+		}
+		how := "the multipath hash of this packet's addresses"
+		if p.Proto != 0 && p.Sport != 0 && p.Dport != 0 {
+			how = fmt.Sprintf("the multipath hash of %s %s:%d -> %s:%d", rules.ProtoName(p.Proto), p.Src, p.Sport, p.Dst, p.Dport)
+		}
+		e.HashPick = pinnedTo == nil
+		e.add("nexthop", "%s picks via %s dev %s out of %s", how, ans.Gw, ans.Dev, strings.Join(legs, ", "))
+		k.hashNotes(e, p)
+	default:
+		if ans.Gw.IsValid() {
+			e.add("nexthop", "via %s dev %s", ans.Gw, ans.Dev)
+		} else {
+			e.add("nexthop", "directly connected on %s", ans.Dev)
+		}
+	}
+	e.Pinned = pinnedTo != nil && inLink == nil
+
+	// Postrouting: the save rule and NAT, for a packet that leaves by a link.
+	var out *LinkPlan
+	for i := range d.Links {
+		if d.Links[i].Interface == ans.Dev {
+			out = &d.Links[i]
+		}
+	}
+	switch {
+	case out == nil:
+		e.add("nft postrouting", "%s is not a flowpin link: no save, no NAT by flowpin", ans.Dev)
+	case flow != nil && flow.Mark&c.MarkMask != 0:
+		e.add("nft postrouting", "ct mark already holds a link (%#x): unchanged", flow.Mark&c.MarkMask)
+	case inLink != nil:
+		e.add("nft postrouting", "ct mark was set to %#x (link %s) in prerouting: unchanged", inLink.Mark, inLink.Name)
+	default:
+		e.add("nft postrouting", "save: ct mark set to %#x: every later packet of this flow is pinned to link %s", out.Mark, out.Name)
+	}
+	e.Source = p.Src
+	if !e.Source.IsValid() {
+		e.Source = ans.PrefSrc
+	}
+	switch {
+	case flow != nil && !flow.IsReply && flow.Reply.Dst != flow.Orig.Src:
+		// The reply tuple of a NATed flow is addressed to the NAT source.
+		e.Source = flow.Reply.Dst
+		e.add("nat", "the flow is already translated: source %s", e.Source)
+	case out != nil && out.NAT && inLink == nil && (flow == nil || !flow.IsReply):
+		if out.Addr.IsValid() {
+			e.Source = out.Addr.Addr()
+		}
+		e.add("nat", "masquerade on %s: source becomes %s", out.Interface, e.Source)
+	case out != nil && out.NAT:
+		e.add("nat", "part of a flow that came in on a link: conntrack reverses its translation, no new masquerade")
+	}
+	return e, nil
+}
+
+func familyOf(a netip.Addr) int {
+	if a.Is6() && !a.Is4In6() {
+		return rules.V6
+	}
+	return rules.V4
+}
+
+func tableText(t int) string {
+	switch t {
+	case unix.RT_TABLE_MAIN:
+		return "main"
+	case unix.RT_TABLE_LOCAL:
+		return "local"
+	case unix.RT_TABLE_DEFAULT:
+		return "default"
+	}
+	return fmt.Sprint(t)
+}
+
+func (k *Kernel) describe(e *Explanation, p Packet) {
+	var b strings.Builder
+	if p.Proto != 0 {
+		b.WriteString(rules.ProtoName(p.Proto) + " ")
+	}
+	src := "(source not chosen yet)"
+	if p.Src.IsValid() {
+		src = p.Src.String()
+	}
+	b.WriteString(src)
+	if p.Sport != 0 {
+		fmt.Fprintf(&b, ":%d", p.Sport)
+	}
+	fmt.Fprintf(&b, " -> %s", p.Dst)
+	if p.Dport != 0 {
+		fmt.Fprintf(&b, ":%d", p.Dport)
+	}
+	if p.Iif != "" {
+		fmt.Fprintf(&b, ", arriving on %s (forwarded)", p.Iif)
+	} else {
+		b.WriteString(", sent by this host")
+	}
+	if p.Mark != 0 {
+		fmt.Fprintf(&b, ", mark %#x", p.Mark)
+	}
+	e.add("packet", "%s", b.String())
+}
+
+// hashNotes warns when the kernel's hash for a real packet can differ from
+// the one `ip route get` computes.
+func (k *Kernel) hashNotes(e *Explanation, p Packet) {
+	policy, err := k.Routes.ReadSysctl("net/ipv4/fib_multipath_hash_policy")
+	if err != nil {
+		return
+	}
+	switch {
+	case policy == "0":
+		e.Notes = append(e.Notes, "fib_multipath_hash_policy is 0: the hash reads addresses only, so every flow between the same two hosts takes the same link")
+	case policy == "1" && p.Iif != "":
+		// fib_multipath_hash: policy 1 returns skb->hash when the packet
+		// already carries an L4 hash (a NIC's RSS hash, or the sending
+		// socket's random hash over a veth), which route get cannot know.
+		e.Notes = append(e.Notes, "fib_multipath_hash_policy is 1: for a forwarded packet that already carries an L4 hash (NIC RSS, veth from a local socket) the kernel uses that hash instead, and the real pick can differ; policy 3 with fib_multipath_hash_fields=0x37 hashes the same 5-tuple from the headers and makes this prediction exact")
+	}
+	if p.Proto == 0 || p.Sport == 0 || p.Dport == 0 {
+		e.Notes = append(e.Notes, "no --proto/--sport/--dport: the pick shown is for port 0; a real flow's ports change it")
+	}
+}
+
+// routeError turns the kernel's refusal into an explanation.
+func (k *Kernel) routeError(e *Explanation, d *Desired, q rules.Query, err error) {
+	var why string
+	switch {
+	case q.Iif != "" && errors.Is(err, unix.EHOSTUNREACH):
+		fwd, _ := k.Routes.ReadSysctl("net/ipv4/ip_forward")
+		if fwd == "0" {
+			why = fmt.Sprintf("net.ipv4.ip_forward is 0 in this namespace, so the kernel does not forward packets arriving on %s (and `ip route get ... iif` cannot answer); enable it with `sysctl -w net.ipv4.ip_forward=1` on a router", q.Iif)
+		} else {
+			why = fmt.Sprintf("no route for a packet arriving on %s (%v)", q.Iif, err)
+		}
+	case errors.Is(err, unix.EXDEV):
+		why = fmt.Sprintf("reverse-path filter: the kernel would not expect source %s on %s (rp_filter); check net.ipv4.conf.%s.rp_filter", q.Src, q.Iif, q.Iif)
+	case q.Iif != "" && errors.Is(err, unix.EINVAL):
+		why = fmt.Sprintf("the kernel rejects source %s on %s as martian (a local, broadcast or invalid address arriving from outside)", q.Src, q.Iif)
+	case q.Iif == "" && q.Src.IsValid() && !k.isLocal(q.Src):
+		why = fmt.Sprintf("%s is not an address of this host: a packet this host sends cannot carry it (use --iif for a forwarded one)", q.Src)
+	case errors.Is(err, unix.ENETUNREACH):
+		why = "no route: every table the rules lead to is empty for this destination, or a rule says unreachable"
+	case errors.Is(err, unix.EACCES):
+		why = "a prohibit rule or route rejects it"
+	case errors.Is(err, unix.ENODEV):
+		why = "an interface involved is down or gone"
+	default:
+		why = err.Error()
+	}
+	e.Error = why
+	e.add("route", "ip route get %s: %v", q.Args(), err)
+	if all, lerr := k.Routes.ListRules(familyOf(q.Dst)); lerr == nil {
+		pkt := rules.Packet{Src: q.Src, Dst: q.Dst, Iif: q.Iif, Mark: q.Mark, Proto: q.Proto, Sport: q.Sport, Dport: q.Dport}
+		if pkt.Iif == "" {
+			pkt.Iif = "lo"
+		}
+		for _, r := range all {
+			if r.Terminal() && r.Matches(pkt) {
+				e.add("ip rule", "%s  (drops or rejects it)", strings.ReplaceAll(r.String(), "\t", " "))
+				break
+			}
+		}
+	}
+	_ = d
+}
+
+func (k *Kernel) isLocal(a netip.Addr) bool {
+	ifaces, err := k.Routes.Interfaces()
+	if err != nil {
+		return true // cannot tell: do not claim otherwise
+	}
+	for _, ifc := range ifaces {
+		for _, p := range ifc.Addrs {
+			if p.Addr() == a {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// ruleRole names what a flowpin rule is for, from the priority layout in
+// plan.go.
+func (k *Kernel) ruleRole(c *Config, r rules.RuleInfo) string {
+	off := r.Priority - c.PriorityBase
+	name := func(i int) string {
+		if i >= 0 && i < len(c.Links) {
+			return c.Links[i].Name
+		}
+		return fmt.Sprintf("link #%d", i)
+	}
+	switch {
+	case off >= offSourceLocal && off < offMark:
+		return "a link's own subnet from its own address (" + name(off-offSourceLocal) + ")"
+	case off >= offMark && off < offMain:
+		return "pinned flows of link " + name(off-offMark)
+	case off == offMain:
+		return "connected and more specific routes in main, before the balance table"
+	case off >= offSource && off < offBalance:
+		return "traffic from link " + name(off-offSource) + "'s address"
+	case off == offBalance:
+		return "new flows: the weighted multipath route"
+	}
+	return "outside flowpin's layout"
+}
+
+// MatchedRule names the rule behind a route answer the kernel gave: the
+// first rule, in priority order, whose selectors match p and whose lookup
+// could have produced an entry of prefix length plen in table. It follows
+// goto and skips nop; a suppress_prefixlength rule whose answer would have
+// been suppressed is passed over, as fib4_rule_suppress does.
+func MatchedRule(all []rules.RuleInfo, p rules.Packet, table, plen int) (rules.RuleInfo, bool) {
+	for i := 0; i < len(all); i++ {
+		r := all[i]
+		if !r.Matches(p) {
+			continue
+		}
+		switch r.Action {
+		case nl.FR_ACT_GOTO:
+			j := i + 1
+			for j < len(all) && all[j].Priority < r.Goto {
+				j++
+			}
+			i = j - 1
+		case nl.FR_ACT_TO_TBL:
+			if r.Table != table {
+				continue
+			}
+			if r.SuppressPrefixlen >= 0 && plen <= r.SuppressPrefixlen {
+				continue
+			}
+			return r, true
+		case nl.FR_ACT_NOP:
+		default:
+			if r.Terminal() {
+				return r, false
+			}
+		}
+	}
+	return rules.RuleInfo{}, false
+}

@@ -1,0 +1,560 @@
+package lb
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+
+	"flowpin/nft"
+	"flowpin/rules"
+)
+
+// VerifyCheck is one line of `flowpin verify`.
+type VerifyCheck struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Skip   bool   `json:"skipped,omitempty"`
+	Detail string `json:"detail"`
+	Fix    string `json:"fix,omitempty"`
+}
+
+// VerifyReport is every check verify ran.
+type VerifyReport struct {
+	Checks []VerifyCheck `json:"checks"`
+}
+
+// Failed counts the checks that failed.
+func (r *VerifyReport) Failed() int {
+	n := 0
+	for _, c := range r.Checks {
+		if !c.OK && !c.Skip {
+			n++
+		}
+	}
+	return n
+}
+
+func (r *VerifyReport) pass(name, format string, args ...any) {
+	r.Checks = append(r.Checks, VerifyCheck{Name: name, OK: true, Detail: fmt.Sprintf(format, args...)})
+}
+
+func (r *VerifyReport) fail(name, fix, format string, args ...any) {
+	r.Checks = append(r.Checks, VerifyCheck{Name: name, Detail: fmt.Sprintf(format, args...), Fix: fix})
+}
+
+func (r *VerifyReport) skip(name, format string, args ...any) {
+	r.Checks = append(r.Checks, VerifyCheck{Name: name, Skip: true, Detail: fmt.Sprintf(format, args...)})
+}
+
+// VerifyOptions tune verify. The zero value is fine.
+type VerifyOptions struct {
+	// Probe is the destination the route lookups ask about: some address
+	// beyond the uplinks. Nothing is sent to it. Default 198.18.0.1
+	// (RFC 2544 benchmarking range, unlikely to have a route of its own).
+	Probe netip.Addr
+	// Samples: how many source ports the spread check tries at most.
+	Samples int
+	// NoProbe: do not send a packet to a gateway without a neighbour entry.
+	NoProbe bool
+}
+
+// DefaultProbe is the destination of verify's route lookups.
+var DefaultProbe = netip.MustParseAddr("198.18.0.1")
+
+const applyFix = "flowpin apply"
+
+// Verify compares the kernel with what c asks for and runs seed 001's
+// route lookups through the kernel. It returns an error only when it cannot
+// check at all; problems are failed checks.
+func (k *Kernel) Verify(c *Config, o VerifyOptions) (*VerifyReport, error) {
+	if !o.Probe.IsValid() {
+		o.Probe = DefaultProbe
+	}
+	if o.Samples <= 0 {
+		o.Samples = 1024
+	}
+	ifaces, err := k.Routes.Interfaces()
+	if err != nil {
+		return nil, err
+	}
+	d, err := Plan(c, ifaces)
+	if err != nil {
+		return nil, err
+	}
+	r := &VerifyReport{}
+	for _, w := range d.Warnings {
+		r.skip("plan", "%s", w)
+	}
+	if err := k.verifyRouting(r, c, d); err != nil {
+		return nil, err
+	}
+	if err := k.verifyNFT(r, d); err != nil {
+		return nil, err
+	}
+	k.verifySysctls(r, d)
+	all, err := k.Routes.ListRules(rules.V4)
+	if err != nil {
+		return nil, err
+	}
+	r.Checks = append(r.Checks, ShadowChecks(c, d, all)...)
+	writers, err := k.NFT.ForeignMarkWriters(c.MarkMask)
+	if err != nil {
+		return nil, err
+	}
+	r.Checks = append(r.Checks, MarkWriterChecks(c, writers)...)
+	k.verifyLinks(r, c, d, all, o)
+	k.verifySpread(r, d, o)
+	return r, nil
+}
+
+// DriftChecks turns the difference between what flowpin owns in the kernel
+// and what it plans into checks, in plan's words.
+func DriftChecks(owned, want rules.State) []VerifyCheck {
+	var out []VerifyCheck
+	for _, op := range rules.Diff(owned, want) {
+		ch := VerifyCheck{Fix: applyFix}
+		switch {
+		case op.Kind == rules.AddRule:
+			ch.Name = fmt.Sprintf("rule %d", op.Rule.Priority)
+			ch.Detail = "missing: " + op.Rule.Command("add")
+		case op.Kind == rules.DelRule:
+			ch.Name = fmt.Sprintf("rule %d", op.Rule.Priority)
+			ch.Detail = "unexpected: " + op.Rule.Command("add") + " (flowpin's tag, not in the plan)"
+		case op.Kind == rules.ReplaceRoute && op.Old == nil:
+			ch.Name = "route " + op.Route.Key()
+			ch.Detail = "missing: " + op.Route.Command("replace")
+		case op.Kind == rules.ReplaceRoute:
+			ch.Name = "route " + op.Route.Key()
+			ch.Detail = fmt.Sprintf("differs: have %s, want %s", op.Old.Command("replace"), op.Route.Command("replace"))
+		default:
+			ch.Name = "route " + op.Route.Key()
+			ch.Detail = "unexpected: " + op.Route.Command("replace") + " (flowpin's tag, not in the plan)"
+		}
+		out = append(out, ch)
+	}
+	return out
+}
+
+func (k *Kernel) verifyRouting(r *VerifyReport, c *Config, d *Desired) error {
+	owned, err := k.Routes.Owned()
+	if err != nil {
+		return err
+	}
+	drift := DriftChecks(owned, d.Routing)
+	if len(drift) == 0 {
+		r.pass("routing", "%d ip rules and %d routes as planned", len(d.Routing.Rules), len(d.Routing.Routes))
+	}
+	r.Checks = append(r.Checks, drift...)
+	tables := []int{c.BalanceTable}
+	for _, l := range c.Links {
+		tables = append(tables, l.Table)
+	}
+	foreign, err := k.Routes.ForeignRoutes(tables)
+	if err != nil {
+		return err
+	}
+	for _, t := range tables {
+		for _, f := range foreign[t] {
+			r.fail(fmt.Sprintf("table %d", t), fmt.Sprintf("ip route del %s, or give flowpin another table id", f),
+				"holds a route flowpin does not own: %s", f)
+		}
+	}
+	return nil
+}
+
+// nftWant reads the rules of each chain out of the rendered spec: the
+// rule text and its comment, which carries a digest of the text.
+func nftWant(s nft.Spec) map[string][][2]string {
+	want := map[string][][2]string{}
+	chain := ""
+	for _, line := range strings.Split(s.Render(), "\n") {
+		t := strings.TrimSpace(line)
+		if name, ok := strings.CutPrefix(t, "chain "); ok {
+			chain = strings.TrimSuffix(name, " {")
+			want[chain] = [][2]string{}
+			continue
+		}
+		i := strings.LastIndex(t, ` comment "`)
+		if chain == "" || i < 0 || strings.HasPrefix(t, "type ") {
+			continue
+		}
+		want[chain] = append(want[chain], [2]string{t[:i], strings.TrimSuffix(t[i+len(` comment "`):], `"`)})
+	}
+	return want
+}
+
+// NFTChecks compares the table found with the one planned, rule by rule,
+// in nft's words. The "state" chain holds records, not packet rules.
+func NFTChecks(s nft.Spec, cur *nft.Current) []VerifyCheck {
+	const fix = applyFix
+	if !cur.Exists {
+		return []VerifyCheck{{Name: "nft table", Detail: "missing: table inet " + nft.TableName, Fix: fix}}
+	}
+	var out []VerifyCheck
+	want := nftWant(s)
+	names := make([]string, 0, len(want))
+	for name := range want {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if name == "state" {
+			continue
+		}
+		have, ok := cur.Chains[name]
+		if !ok {
+			out = append(out, VerifyCheck{Name: "nft chain " + name, Detail: fmt.Sprintf("missing: chain inet %s %s", nft.TableName, name), Fix: fix})
+			continue
+		}
+		for _, w := range want[name] {
+			if !slices.Contains(have, w[1]) {
+				out = append(out, VerifyCheck{Name: "nft chain " + name,
+					Detail: fmt.Sprintf("missing: nft add rule inet %s %s %s comment %q", nft.TableName, name, w[0], w[1]), Fix: fix})
+			}
+		}
+		for _, h := range have {
+			if !slices.ContainsFunc(want[name], func(w [2]string) bool { return w[1] == h }) {
+				out = append(out, VerifyCheck{Name: "nft chain " + name, Detail: fmt.Sprintf("unexpected: rule with comment %q", h), Fix: fix})
+			}
+		}
+		wantOrder := make([]string, 0, len(want[name]))
+		for _, w := range want[name] {
+			wantOrder = append(wantOrder, w[1])
+		}
+		if len(out) == 0 && !slices.Equal(have, wantOrder) {
+			out = append(out, VerifyCheck{Name: "nft chain " + name, Detail: "rules in another order than planned", Fix: fix})
+		}
+	}
+	for name := range cur.Chains {
+		if _, ok := want[name]; !ok {
+			out = append(out, VerifyCheck{Name: "nft chain " + name, Detail: fmt.Sprintf("unexpected: chain inet %s %s", nft.TableName, name), Fix: fix})
+		}
+	}
+	return out
+}
+
+func (k *Kernel) verifyNFT(r *VerifyReport, d *Desired) error {
+	cur, err := k.NFT.Read()
+	if err != nil {
+		return err
+	}
+	checks := NFTChecks(d.NFT, cur)
+	if len(checks) == 0 {
+		// Every rule matches: what is left is the chains' types and hooks.
+		// Records are bookkeeping (sysctl values before flowpin), not
+		// packet rules: take them as found.
+		s := d.NFT
+		s.Records = cur.Records
+		if !s.UpToDate(cur) {
+			checks = append(checks, VerifyCheck{Name: "nft table", Detail: "a chain's type, hook or priority differs from the plan", Fix: applyFix})
+		}
+	}
+	if len(checks) == 0 {
+		n := 0
+		for name, cm := range cur.Chains {
+			if name != "state" {
+				n += len(cm)
+			}
+		}
+		r.pass("nft table", "table inet %s as planned (%d rules)", nft.TableName, n)
+	}
+	r.Checks = append(r.Checks, checks...)
+	return nil
+}
+
+// sysctlWhy says what goes wrong when a planned value is not there.
+func sysctlWhy(key string) string {
+	switch {
+	case strings.HasSuffix(key, "/rp_filter"):
+		return "strict reverse-path filtering drops replies of flows a mark routes by a link main would not pick"
+	case strings.HasSuffix(key, "fib_multipath_hash_policy"), strings.HasSuffix(key, "fib_multipath_hash_fields"):
+		return "new flows between the same two hosts would not spread over the links by 5-tuple"
+	case strings.HasSuffix(key, "fib_multipath_use_neigh"):
+		return "new flows would still go to a gateway whose neighbour entry is known dead"
+	case strings.HasSuffix(key, "/arp_ignore"), strings.HasSuffix(key, "/arp_announce"):
+		return "two interfaces on one subnet answer ARP for each other's address"
+	case strings.HasSuffix(key, "nf_conntrack_acct"):
+		return "flowpin status cannot count bytes per link"
+	}
+	return "flowpin plans this value"
+}
+
+func (k *Kernel) verifySysctls(r *VerifyReport, d *Desired) {
+	for _, s := range slices.Concat(d.Sysctls, d.LateSysctls) {
+		name := "sysctl " + s.Name()
+		now, err := k.Routes.ReadSysctl(s.Key)
+		switch {
+		case err != nil:
+			r.fail(name, applyFix, "cannot read: %v", err)
+		case now != s.Value:
+			r.fail(name, applyFix+" (or: "+s.Command()+")", "is %s, want %s: %s", now, s.Value, sysctlWhy(s.Key))
+		default:
+			r.pass(name, "%s", s.Value)
+		}
+	}
+}
+
+// ShadowChecks finds foreign ip rules placed before flowpin's last rule
+// that catch the traffic flowpin's rules are meant to route. A rule with a
+// narrow selector (a destination, an interface, a protocol, a uid, another
+// program's mark bits) is someone's deliberate exception and passes.
+func ShadowChecks(c *Config, d *Desired, all []rules.RuleInfo) []VerifyCheck {
+	first, last := c.PriorityBase, c.PriorityBase+rulePrioritySpan
+	var linkAddrs []netip.Addr
+	for _, l := range d.Links {
+		if l.Addr.IsValid() {
+			linkAddrs = append(linkAddrs, l.Addr.Addr())
+		}
+	}
+	var out []VerifyCheck
+	var narrow []string
+	for _, r := range all {
+		if r.Owned() || r.Priority >= last {
+			continue
+		}
+		// The kernel's own rule 0 (lookup local) must come first.
+		if r.Priority == 0 && r.Action == nl.FR_ACT_TO_TBL && r.Table == unix.RT_TABLE_LOCAL {
+			continue
+		}
+		text := strings.ReplaceAll(r.String(), "\t", " ")
+		if r.Mask != 0 && r.Mask&c.MarkMask != 0 {
+			out = append(out, VerifyCheck{Name: fmt.Sprintf("foreign rule %d", r.Priority),
+				Detail: fmt.Sprintf("%q selects on mark bits %#x that flowpin owns (mark_mask %#x)", text, r.Mask&c.MarkMask, c.MarkMask),
+				Fix:    fmt.Sprintf("ip rule del pref %d, or change mark_mask", r.Priority)})
+			continue
+		}
+		broad := !r.Dst.IsValid() || r.Dst.Bits() == 0
+		broad = broad && r.Iif == "" && r.Oif == "" && r.UID == nil && r.IPProto == 0 &&
+			r.Sport == [2]uint16{} && r.Dport == [2]uint16{} && r.Tos == 0 && !r.L3mdev && r.Mask == 0
+		if broad && r.Src.IsValid() && r.Src.Bits() > 0 {
+			broad = slices.ContainsFunc(linkAddrs, r.Src.Contains)
+		}
+		// An inverted selector matches nearly everything; a nop rule
+		// does nothing.
+		broad = (broad || r.Invert) && r.Action != nl.FR_ACT_NOP
+		if !broad {
+			narrow = append(narrow, fmt.Sprint(r.Priority))
+			continue
+		}
+		where := fmt.Sprintf("before flowpin's rules (%d-%d)", first, last)
+		if r.Priority > first {
+			where = fmt.Sprintf("among flowpin's rules (%d-%d)", first, last)
+		}
+		what := "catches their traffic"
+		if r.Action == nl.FR_ACT_TO_TBL && r.SuppressPrefixlen >= 0 {
+			what = "catches their traffic to every route more specific than /" + fmt.Sprint(r.SuppressPrefixlen) + " (a link's own subnet then leaves by whichever interface main picks)"
+		}
+		out = append(out, VerifyCheck{
+			Name:   fmt.Sprintf("foreign rule %d", r.Priority),
+			Detail: fmt.Sprintf("%q (not flowpin's) comes %s and %s", text, where, what),
+			Fix:    fmt.Sprintf("ip rule del pref %d, or narrow its selector, or move it after %d", r.Priority, last),
+		})
+	}
+	if len(out) == 0 {
+		detail := fmt.Sprintf("no foreign ip rule before %d catches flowpin's traffic", last)
+		if len(narrow) > 0 {
+			detail += " (narrow rules left alone: " + strings.Join(narrow, ", ") + ")"
+		}
+		out = append(out, VerifyCheck{Name: "shadowing", OK: true, Detail: detail})
+	}
+	return out
+}
+
+// MarkWriterChecks reports foreign nft rules that write flowpin's mark bits.
+func MarkWriterChecks(c *Config, ws []nft.MarkWriter) []VerifyCheck {
+	if len(ws) == 0 {
+		return []VerifyCheck{{Name: "foreign nft", OK: true, Detail: fmt.Sprintf("no rule outside table inet %s writes mark bits %#x", nft.TableName, c.MarkMask)}}
+	}
+	var out []VerifyCheck
+	for _, w := range ws {
+		out = append(out, VerifyCheck{
+			Name:   "foreign nft rule",
+			Detail: fmt.Sprintf("%s sets %s bits %#x, inside flowpin's mark_mask %#x: pinned flows lose or change their link", w.Where(), w.What, w.Bits&c.MarkMask, c.MarkMask),
+			Fix:    fmt.Sprintf("%s, or make it keep bits %#x (e.g. meta mark set meta mark & %#x | VALUE)", w.DeleteCommand(), c.MarkMask, ^c.MarkMask),
+		})
+	}
+	return out
+}
+
+func (k *Kernel) verifyLinks(r *VerifyReport, c *Config, d *Desired, all []rules.RuleInfo, o VerifyOptions) {
+	for _, l := range d.Links {
+		name := "link " + l.Name
+		if !l.Usable {
+			r.skip(name, "not in use: %s", l.Why)
+			continue
+		}
+		src := l.Addr.Addr()
+		for _, q := range []struct {
+			what string
+			q    rules.Query
+		}{
+			{fmt.Sprintf("from %s", src), rules.Query{Dst: o.Probe, Src: src}},
+			{fmt.Sprintf("fwmark %#x", l.Mark), rules.Query{Dst: o.Probe, Mark: l.Mark}},
+		} {
+			check := fmt.Sprintf("%s: %s", name, q.what)
+			ans, err := k.Routes.RouteGet(q.q)
+			if err != nil {
+				r.fail(check, applyFix, "%v", err)
+				continue
+			}
+			if ans.Dev == l.Interface && ans.Gw == l.Gateway {
+				r.pass(check, "leaves by %s via %s (ip route get %s)", ans.Dev, ans.Gw, q.q.Args())
+				continue
+			}
+			fq := q.q
+			fq.FIBMatch = true
+			plen := 0
+			if e, err := k.Routes.RouteGet(fq); err == nil {
+				plen = e.Dst.Bits()
+			}
+			by := "no rule found"
+			pkt := rules.Packet{Src: q.q.Src, Dst: q.q.Dst, Iif: "lo", Mark: q.q.Mark}
+			fix := applyFix
+			if mr, ok := MatchedRule(all, pkt, ans.Table, plen); ok {
+				by = "rule " + strings.ReplaceAll(mr.String(), "\t", " ")
+				if !mr.Owned() {
+					by += " (not flowpin's)"
+					fix = fmt.Sprintf("ip rule del pref %d, or move it after flowpin's rules", mr.Priority)
+				}
+			}
+			r.fail(check, fix, "leaves by %s via %s, want %s via %s: table %s, %s (ip route get %s)",
+				orNone(ans.Dev), ans.Gw, l.Interface, l.Gateway, tableText(ans.Table), by, q.q.Args())
+		}
+		k.verifyGateway(r, l, o)
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "nothing"
+	}
+	return s
+}
+
+// verifyGateway looks for a neighbour entry of the gateway; without one it
+// sends a single UDP datagram to the gateway's discard port, which makes
+// the kernel resolve it, and looks again.
+func (k *Kernel) verifyGateway(r *VerifyReport, l LinkPlan, o VerifyOptions) {
+	name := fmt.Sprintf("link %s: gateway %s", l.Name, l.Gateway)
+	n, err := k.Routes.Neighbour(l.Interface, l.Gateway)
+	if err != nil {
+		r.fail(name, "", "%v", err)
+		return
+	}
+	if n.Usable() {
+		r.pass(name, "neighbour %s on %s (%s)", n.MAC, l.Interface, n.State)
+		return
+	}
+	if o.NoProbe {
+		r.fail(name, "ping -I "+l.Interface+" "+l.Gateway.String(), "no usable neighbour entry on %s (%s); not probed (--no-probe)", l.Interface, n.State)
+		return
+	}
+	before := n.State
+	probeErr := probeGateway(l.Interface, l.Gateway)
+	deadline := time.Now().Add(1500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		if n, err = k.Routes.Neighbour(l.Interface, l.Gateway); err == nil && n.Usable() {
+			r.pass(name, "answered ARP on %s: %s (neighbour entry was %s before the probe)", l.Interface, n.MAC, before)
+			return
+		}
+	}
+	detail := fmt.Sprintf("no ARP answer on %s (neighbour %s)", l.Interface, n.State)
+	if probeErr != nil {
+		detail += fmt.Sprintf("; probe: %v", probeErr)
+	}
+	r.fail(name, "check the cable and the gateway address in the config", "%s", detail)
+}
+
+func probeGateway(dev string, gw netip.Addr) error {
+	dl := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) { serr = unix.BindToDevice(int(fd), dev) }); err != nil {
+			return err
+		}
+		return serr
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	conn, err := dl.DialContext(ctx, "udp", netip.AddrPortFrom(gw, 9).String())
+	if err != nil {
+		return fmt.Errorf("udp to %s:9 on %s: %w", gw, dev, err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("flowpin verify")); err != nil {
+		return fmt.Errorf("udp to %s:9 on %s: %w", gw, dev, err)
+	}
+	return nil
+}
+
+// verifySpread checks that the wildcard source is routable and that new
+// flows reach every usable link: route get for one destination over a
+// range of source ports, as the multipath hash sees them.
+func (k *Kernel) verifySpread(r *VerifyReport, d *Desired, o VerifyOptions) {
+	usable := map[string]string{} // dev -> link
+	var want []string
+	for _, l := range d.Links {
+		if l.Usable {
+			usable[l.Interface] = l.Name
+			want = append(want, l.Interface)
+		}
+	}
+	q := rules.Query{Dst: o.Probe}
+	ans, err := k.Routes.RouteGet(q)
+	switch {
+	case err != nil:
+		r.fail("wildcard source", applyFix, "%v", err)
+		return
+	case usable[ans.Dev] == "":
+		r.fail("wildcard source", applyFix, "ip route get %s: leaves by %s, which is no usable flowpin link", q.Args(), orNone(ans.Dev))
+	default:
+		r.pass("wildcard source", "ip route get %s: leaves by %s (link %s)", q.Args(), ans.Dev, usable[ans.Dev])
+	}
+	if len(want) == 0 {
+		r.fail("new flows", applyFix, "no link is usable: new flows use main's default route")
+		return
+	}
+	seen := map[string]int{}
+	n := 0
+	for i := 0; i < o.Samples; i++ {
+		q := rules.Query{Dst: o.Probe, Proto: unix.IPPROTO_TCP, Sport: uint16(32768 + i), Dport: 443}
+		ans, err := k.Routes.RouteGet(q)
+		if err != nil {
+			r.fail("new flows", applyFix, "%v", err)
+			return
+		}
+		seen[ans.Dev]++
+		n++
+		if i >= 63 && len(seen) >= len(want) {
+			break
+		}
+	}
+	var parts []string
+	var missing []string
+	for _, dev := range want {
+		parts = append(parts, fmt.Sprintf("%s %d", usable[dev], seen[dev]))
+		if seen[dev] == 0 {
+			missing = append(missing, usable[dev])
+		}
+	}
+	for dev, cnt := range seen {
+		if usable[dev] == "" {
+			parts = append(parts, fmt.Sprintf("%s (not a link) %d", orNone(dev), cnt))
+			missing = append(missing, "(traffic leaves by "+orNone(dev)+")")
+		}
+	}
+	detail := fmt.Sprintf("tcp to %s:443 from %d source ports: %s", o.Probe, n, strings.Join(parts, ", "))
+	if len(missing) > 0 {
+		r.fail("new flows", applyFix+"; if a foreign rule is reported above, remove it", "%s; never: %s", detail, strings.Join(missing, ", "))
+		return
+	}
+	r.pass("new flows", "%s", detail)
+}

@@ -1,0 +1,242 @@
+package lb
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink/nl"
+
+	"flowpin/nft"
+	"flowpin/rules"
+)
+
+func verifyTestPlan(t *testing.T) (*Config, *Desired) {
+	t.Helper()
+	c, err := ParseConfig("test.yaml", []byte(`links:
+  - name: isp1
+    interface: wan1
+    gateway: 192.0.2.1
+    nat: true
+  - name: isp2
+    interface: wan2
+    gateway: 198.51.100.1
+    nat: true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Plan(c, map[string]rules.Iface{
+		"wan1": {Name: "wan1", Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.2/24")}},
+		"wan2": {Name: "wan2", Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("198.51.100.2/24")}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, d
+}
+
+func details(cs []VerifyCheck) string {
+	var b strings.Builder
+	for _, c := range cs {
+		b.WriteString(c.Name + ": " + c.Detail + " | fix: " + c.Fix + "\n")
+	}
+	return b.String()
+}
+
+func TestVerifyDriftChecks(t *testing.T) {
+	_, d := verifyTestPlan(t)
+	if got := DriftChecks(d.Routing, d.Routing); len(got) != 0 {
+		t.Fatalf("no drift: want no checks, got\n%s", details(got))
+	}
+
+	cur := rules.State{Routes: d.Routing.Routes}
+	var dropped rules.Rule
+	for _, r := range d.Routing.Rules {
+		if r.Priority == 1101 {
+			dropped = r
+			continue
+		}
+		cur.Rules = append(cur.Rules, r)
+	}
+	// A stale rule with flowpin's tag, and a route changed by hand.
+	cur.Rules = append(cur.Rules, rules.Rule{Family: rules.V4, Priority: 1102, Mark: 0x300, Mask: 0xff00, Table: 103, SuppressPrefixlen: -1})
+	cur.Routes = append([]rules.Route(nil), d.Routing.Routes...)
+	for i, r := range cur.Routes {
+		if r.Table == 101 && r.Dst.Bits() == 0 {
+			cur.Routes[i].Gw = netip.MustParseAddr("192.0.2.99")
+		}
+	}
+	got := details(DriftChecks(cur, d.Routing))
+	for _, want := range []string{
+		"rule 1101: missing: " + dropped.Command("add") + " | fix: flowpin apply",
+		"missing: ip rule add pref 1101 from all fwmark 0x200/0xff00 lookup 102 proto 201",
+		"rule 1102: unexpected: ip rule add pref 1102 from all fwmark 0x300/0xff00 lookup 103 proto 201",
+		"differs: have ip route replace default via 192.0.2.99 dev wan1 table 101",
+		"want ip route replace default via 192.0.2.1 dev wan1 table 101",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("drift: no %q in\n%s", want, got)
+		}
+	}
+}
+
+// nftCurrent builds what nft.Conn.Read would find for a table holding
+// exactly the rules of spec (comments only, as Read reports them).
+func nftCurrent(s nft.Spec) *nft.Current {
+	cur := &nft.Current{Exists: true, Chains: map[string][]string{}}
+	for chain, rs := range nftWant(s) {
+		cur.Chains[chain] = []string{}
+		for _, r := range rs {
+			cur.Chains[chain] = append(cur.Chains[chain], r[1])
+		}
+	}
+	return cur
+}
+
+func TestVerifyNFTChecks(t *testing.T) {
+	_, d := verifyTestPlan(t)
+	want := nftWant(d.NFT)
+	if len(want["prerouting"]) != 6 || len(want["output"]) != 2 || len(want["nat"]) != 2 {
+		t.Fatalf("rules read from the rendered spec: %v", want)
+	}
+	if got := NFTChecks(d.NFT, nftCurrent(d.NFT)); len(got) != 0 {
+		t.Fatalf("same table: want no checks, got\n%s", details(got))
+	}
+	if got := details(NFTChecks(d.NFT, &nft.Current{})); !strings.Contains(got, "missing: table inet flowpin") {
+		t.Errorf("no table: got\n%s", got)
+	}
+
+	cur := nftCurrent(d.NFT)
+	restore := want["prerouting"][4] // restore isp1
+	cur.Chains["prerouting"] = append(cur.Chains["prerouting"][:4], cur.Chains["prerouting"][5:]...)
+	cur.Chains["nat"] = append(cur.Chains["nat"], "someone's #12345678")
+	got := details(NFTChecks(d.NFT, cur))
+	for _, w := range []string{
+		"nft chain prerouting: missing: nft add rule inet flowpin prerouting " + restore[0],
+		"ct mark & 0x0000ff00 == 0x00000100 meta mark set meta mark & 0xffff00ff | 0x00000100",
+		`nft chain nat: unexpected: rule with comment "someone's #12345678"`,
+	} {
+		if !strings.Contains(got, w) {
+			t.Errorf("nft drift: no %q in\n%s", w, got)
+		}
+	}
+}
+
+func TestVerifyShadowChecks(t *testing.T) {
+	c, d := verifyTestPlan(t)
+	own := func(p int) rules.RuleInfo {
+		return rules.RuleInfo{Priority: p, Action: nl.FR_ACT_TO_TBL, Table: 101, SuppressPrefixlen: -1, Protocol: rules.Protocol}
+	}
+	base := []rules.RuleInfo{
+		{Priority: 0, Action: nl.FR_ACT_TO_TBL, Table: 255, SuppressPrefixlen: -1},
+		own(1000), own(1100), own(1400),
+		{Priority: 32766, Action: nl.FR_ACT_TO_TBL, Table: 254, SuppressPrefixlen: -1},
+	}
+	got := ShadowChecks(c, d, base)
+	if len(got) != 1 || !got[0].OK {
+		t.Fatalf("only the kernel's and flowpin's rules: want one passing check, got\n%s", details(got))
+	}
+
+	cases := []struct {
+		name string
+		rule rules.RuleInfo
+		want string // "" : not reported
+	}{
+		{"everything to main", rules.RuleInfo{Priority: 100, Action: nl.FR_ACT_TO_TBL, Table: 254, SuppressPrefixlen: -1},
+			`"100: from all lookup main" (not flowpin's) comes before flowpin's rules (1000-1400) and catches their traffic`},
+		{"main suppress 0 (wg-quick style)", rules.RuleInfo{Priority: 900, Action: nl.FR_ACT_TO_TBL, Table: 254, SuppressPrefixlen: 0},
+			"every route more specific than /0"},
+		{"from a link's address", rules.RuleInfo{Priority: 1200, Action: nl.FR_ACT_TO_TBL, Table: 7, SuppressPrefixlen: -1, Src: netip.MustParsePrefix("198.51.100.0/24")},
+			"among flowpin's rules"},
+		{"blackhole", rules.RuleInfo{Priority: 50, Action: nl.FR_ACT_BLACKHOLE, SuppressPrefixlen: -1}, "50: from all blackhole"},
+		{"flowpin's mark bits", rules.RuleInfo{Priority: 60, Action: nl.FR_ACT_TO_TBL, Table: 7, Mark: 0x100, Mask: 0xff00, SuppressPrefixlen: -1},
+			"selects on mark bits 0xff00 that flowpin owns"},
+		{"one destination", rules.RuleInfo{Priority: 100, Action: nl.FR_ACT_TO_TBL, Table: 7, SuppressPrefixlen: -1, Dst: netip.MustParsePrefix("10.0.0.0/8")}, ""},
+		{"one input interface", rules.RuleInfo{Priority: 100, Action: nl.FR_ACT_TO_TBL, Table: 7, SuppressPrefixlen: -1, Iif: "vpn0"}, ""},
+		{"another program's mark bit", rules.RuleInfo{Priority: 100, Action: nl.FR_ACT_TO_TBL, Table: 7, Mark: 1, Mask: 1, SuppressPrefixlen: -1}, ""},
+		{"another source", rules.RuleInfo{Priority: 100, Action: nl.FR_ACT_TO_TBL, Table: 7, SuppressPrefixlen: -1, Src: netip.MustParsePrefix("10.9.0.0/16")}, ""},
+		{"after flowpin", rules.RuleInfo{Priority: 2000, Action: nl.FR_ACT_TO_TBL, Table: 254, SuppressPrefixlen: -1}, ""},
+	}
+	for _, tc := range cases {
+		all := append([]rules.RuleInfo{tc.rule}, base...)
+		got := ShadowChecks(c, d, all)
+		failed := !got[0].OK
+		switch {
+		case tc.want == "" && failed:
+			t.Errorf("%s: want no report, got\n%s", tc.name, details(got))
+		case tc.want != "" && (!failed || !strings.Contains(got[0].Detail, tc.want)):
+			t.Errorf("%s: want a failed check saying %q, got\n%s", tc.name, tc.want, details(got))
+		case tc.want != "" && !strings.Contains(got[0].Fix, "ip rule del pref"):
+			t.Errorf("%s: fix %q does not say how", tc.name, got[0].Fix)
+		}
+	}
+}
+
+func TestVerifyMarkWriterChecks(t *testing.T) {
+	c, _ := verifyTestPlan(t)
+	if got := MarkWriterChecks(c, nil); len(got) != 1 || !got[0].OK {
+		t.Fatalf("no writers: %s", details(got))
+	}
+	got := MarkWriterChecks(c, []nft.MarkWriter{{Family: "ip", Table: "fault", Chain: "pre", Handle: 3, Hook: "prerouting", What: "meta mark", Bits: 0xffffffff}})
+	if len(got) != 1 || got[0].OK || !strings.Contains(got[0].Detail, "sets meta mark bits 0xff00") || got[0].Fix != "nft delete rule ip fault pre handle 3, or make it keep bits 0xff00 (e.g. meta mark set meta mark & 0xffff00ff | VALUE)" {
+		t.Errorf("writer: %s", details(got))
+	}
+}
+
+// TestExplainMatchedRule: naming the rule behind a kernel answer follows
+// the kernel's order, goto, and suppress_prefixlength.
+func TestExplainMatchedRule(t *testing.T) {
+	src := netip.MustParsePrefix("198.51.100.2/32")
+	to := func(p, table, suppress int) rules.RuleInfo {
+		return rules.RuleInfo{Priority: p, Action: nl.FR_ACT_TO_TBL, Table: table, SuppressPrefixlen: suppress}
+	}
+	from := func(r rules.RuleInfo) rules.RuleInfo { r.Src = src; return r }
+	mark := func(r rules.RuleInfo) rules.RuleInfo { r.Mark, r.Mask = 0x200, 0xff00; return r }
+	layout := []rules.RuleInfo{
+		to(0, 255, -1),
+		from(to(1001, 102, 0)),
+		mark(to(1101, 102, -1)),
+		to(1200, 254, 0),
+		from(to(1301, 102, -1)),
+		to(1400, 100, -1),
+		to(32766, 254, -1),
+	}
+	dst := netip.MustParseAddr("198.18.0.1")
+	cases := []struct {
+		name        string
+		rules       []rules.RuleInfo
+		pkt         rules.Packet
+		table, plen int
+		want        int // priority, -1: none
+	}{
+		{"own subnet from own address", layout, rules.Packet{Src: src.Addr(), Dst: netip.MustParseAddr("198.51.100.1")}, 102, 24, 1001},
+		{"default from own address: 1001 suppressed", layout, rules.Packet{Src: src.Addr(), Dst: dst}, 102, 0, 1301},
+		{"pinned by mark", layout, rules.Packet{Dst: dst, Mark: 0x200}, 102, 0, 1101},
+		{"mark outside the mask bits", layout, rules.Packet{Dst: dst, Mark: 0x1}, 100, 0, 1400},
+		{"LAN route from main", layout, rules.Packet{Dst: netip.MustParseAddr("10.77.0.2")}, 254, 24, 1200},
+		{"goto skips", append([]rules.RuleInfo{{Priority: 10, Action: nl.FR_ACT_GOTO, Goto: 1400, SuppressPrefixlen: -1}}, layout...), rules.Packet{Src: src.Addr(), Dst: dst}, 100, 0, 1400},
+		{"no rule for that table", layout, rules.Packet{Dst: dst}, 77, 0, -1},
+	}
+	for _, tc := range cases {
+		r, ok := MatchedRule(tc.rules, tc.pkt, tc.table, tc.plen)
+		got := -1
+		if ok {
+			got = r.Priority
+		}
+		if got != tc.want {
+			t.Errorf("%s: matched rule %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestExplainSummary(t *testing.T) {
+	e := &Explanation{Dev: "wan2", Gw: netip.MustParseAddr("198.51.100.1"), Link: "isp2", Source: netip.MustParseAddr("198.51.100.2"), HashPick: true}
+	if got, want := e.Summary(), "leaves by wan2 via 198.51.100.1 (link isp2) with source 198.51.100.2, picked by the multipath hash"; got != want {
+		t.Errorf("summary %q, want %q", got, want)
+	}
+	e = &Explanation{Error: "net.ipv4.ip_forward is 0"}
+	if got := e.Summary(); got != "not routed: net.ipv4.ip_forward is 0" {
+		t.Errorf("summary %q", got)
+	}
+}
