@@ -22,6 +22,9 @@ type Kernel struct {
 	// so tests can prove the rollback on the real kernel; the CLI sets it
 	// from FLOWPIN_INJECT_FAULT.
 	Fault string
+
+	// records are the pre-flowpin sysctl values last written to the table.
+	records map[string]string
 }
 
 // OpenKernel opens handles on the caller's network namespace.
@@ -59,11 +62,16 @@ func CheckPrivileges() error {
 // Prepare loads the interfaces, plans, and checks the plan against state
 // flowpin does not own. Nothing is written.
 func (k *Kernel) Prepare(c *Config) (*Desired, error) {
+	return k.PrepareWith(c, PlanOptions{})
+}
+
+// PrepareWith is Prepare with the daemon's plan options.
+func (k *Kernel) PrepareWith(c *Config, o PlanOptions) (*Desired, error) {
 	ifaces, err := k.Routes.Interfaces()
 	if err != nil {
 		return nil, err
 	}
-	d, err := Plan(c, ifaces)
+	d, err := PlanWith(c, ifaces, o)
 	if err != nil {
 		return nil, err
 	}
@@ -147,6 +155,13 @@ func (k *Kernel) planSysctls(d *Desired, cur *nft.Current) (*sysctlPlan, error) 
 			continue
 		}
 		if key, val, ok := strings.Cut(kv, "="); ok {
+			p.records[key] = val
+		}
+	}
+	// Someone deleted the table, records and all: a long-lived Kernel (the
+	// daemon's) still knows the values from before flowpin.
+	for key, val := range k.records {
+		if _, ok := p.records[key]; !ok && !cur.Exists {
 			p.records[key] = val
 		}
 	}
@@ -265,6 +280,7 @@ func (k *Kernel) steps(d *Desired) ([]Change, nft.Spec, error) {
 		return nil, spec, err
 	}
 	spec.Records = sp.recordList()
+	k.records = sp.records
 	owned, err := k.Routes.Owned()
 	if err != nil {
 		return nil, spec, err

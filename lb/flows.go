@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 	"syscall"
 	"time"
 
@@ -101,8 +102,13 @@ type MarkFilter struct {
 // Conntrack reads the connection tracking table of one network namespace
 // as a stream. ti-mo/conntrack's Dump decodes every flow fully into one
 // slice (about 500 MiB at 200k flows); a walk here holds one receive buffer
-// and one record at a time.
+// and one record per socket at a time.
 type Conntrack struct {
+	netns int
+	socks []*dumpSocket // one per concurrent dump, opened on first use
+}
+
+type dumpSocket struct {
 	c   *netlink.Conn
 	buf []byte
 }
@@ -111,17 +117,35 @@ type Conntrack struct {
 // refers to; 0 means the namespace of the caller, which under
 // `ip netns exec NS` is NS.
 func OpenConntrack(netnsFD int) (*Conntrack, error) {
-	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: netnsFD})
-	if err != nil {
-		return nil, fmt.Errorf("open conntrack netlink socket: %w", err)
+	ct := &Conntrack{netns: netnsFD}
+	if _, err := ct.socket(0); err != nil {
+		return nil, err
 	}
-	// A ctnetlink dump fills at most 32 KiB per message batch
-	// (netlink_recvmsg caps max_recvmsg_len there); twice that leaves room.
-	return &Conntrack{c: c, buf: make([]byte, 64<<10)}, nil
+	return ct, nil
 }
 
-// Close releases the socket.
-func (ct *Conntrack) Close() error { return ct.c.Close() }
+func (ct *Conntrack) socket(i int) (*dumpSocket, error) {
+	for len(ct.socks) <= i {
+		c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: ct.netns})
+		if err != nil {
+			return nil, fmt.Errorf("open conntrack netlink socket: %w", err)
+		}
+		// A ctnetlink dump fills at most 32 KiB per batch (netlink_recvmsg
+		// caps max_recvmsg_len there); twice that leaves room.
+		ct.socks = append(ct.socks, &dumpSocket{c: c, buf: make([]byte, 64<<10)})
+	}
+	return ct.socks[i], nil
+}
+
+// Close releases the sockets.
+func (ct *Conntrack) Close() error {
+	var errs []error
+	for _, s := range ct.socks {
+		errs = append(errs, s.c.Close())
+	}
+	ct.socks = nil
+	return errors.Join(errs...)
+}
 
 // errDumpInterrupted: the table changed under the dump in a way the kernel
 // flagged (NLM_F_DUMP_INTR); the flows seen may be incomplete.
@@ -130,6 +154,96 @@ var errDumpInterrupted = errors.New("conntrack dump interrupted by a concurrent 
 // Walk dumps the table (only flows matching f, if f is not nil) and calls fn
 // once per flow, decoding only what d asks for. fn must not keep rec.
 func (ct *Conntrack) Walk(f *MarkFilter, d Detail, fn func(rec *FlowRecord)) error {
+	s, err := ct.socket(0)
+	if err != nil {
+		return err
+	}
+	return s.walk(f, d, fn)
+}
+
+// WalkParallel runs one dump per part, each on its own socket and
+// goroutine, and calls fn(i, rec) for the flows of part i. Calls for one
+// part are sequential; calls for different parts run concurrently.
+//
+// Most of a dump's cost is the kernel serializing each flow (about 3.5 us
+// per flow here, in the recvmsg of the socket that asked), and a filtered
+// dump serializes only the flows that match. Dumps of disjoint parts on
+// different cores therefore divide the wall time by the number of cores.
+func (ct *Conntrack) WalkParallel(parts []*MarkFilter, d Detail, fn func(part int, rec *FlowRecord)) error {
+	for i := range parts {
+		if _, err := ct.socket(i); err != nil {
+			return err
+		}
+	}
+	errs := make([]error, len(parts))
+	var wg sync.WaitGroup
+	for i, f := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = ct.socks[i].walk(f, d, func(rec *FlowRecord) { fn(i, rec) })
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		// One interrupted part means the whole answer is suspect.
+		if errors.Is(err, errDumpInterrupted) {
+			return err
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Partition splits the table into up to n disjoint parts that together
+// hold every flow, for WalkParallel. Each part is the flows whose mark has
+// a given value on a few bits of the mask: (mark & bits) == value over all
+// values is a partition whatever marks the flows carry, including none and
+// marks no link has. The bits are picked so the configured weights spread
+// evenly over the parts. n is rounded down to a power of two, at most 8.
+func Partition(c *Config, n int) []*MarkFilter {
+	k := 0
+	for k < 3 && 1<<(k+1) <= n {
+		k++
+	}
+	var chosen uint32
+	for range k {
+		best, bestLoad := uint32(0), -1
+		for bit := uint32(1); bit != 0; bit <<= 1 {
+			if c.MarkMask&bit == 0 || chosen&bit != 0 {
+				continue
+			}
+			// The heaviest part if this bit were added.
+			load := map[uint32]int{}
+			heaviest := 0
+			for _, l := range c.Links {
+				v := l.Mark & (chosen | bit)
+				load[v] += l.Weight
+				heaviest = max(heaviest, load[v])
+			}
+			if bestLoad < 0 || heaviest < bestLoad {
+				best, bestLoad = bit, heaviest
+			}
+		}
+		if best == 0 {
+			break // the mask has no bit left
+		}
+		chosen |= best
+	}
+	if chosen == 0 {
+		return []*MarkFilter{nil}
+	}
+	// Every value of the chosen bits: iterate the subsets of chosen.
+	var parts []*MarkFilter
+	for v := uint32(0); ; v = (v - chosen) & chosen {
+		parts = append(parts, &MarkFilter{Mark: v, Mask: chosen})
+		if v == chosen {
+			break
+		}
+	}
+	return parts
+}
+
+func (s *dumpSocket) walk(f *MarkFilter, d Detail, fn func(rec *FlowRecord)) error {
 	var attrs []netfilter.Attribute
 	if f != nil {
 		attrs = []netfilter.Attribute{
@@ -146,13 +260,13 @@ func (ct *Conntrack) Walk(f *MarkFilter, d Detail, fn func(rec *FlowRecord)) err
 	if err != nil {
 		return fmt.Errorf("build conntrack dump request: %w", err)
 	}
-	sent, err := ct.c.Send(req)
+	sent, err := s.c.Send(req)
 	if err != nil {
 		return fmt.Errorf("send conntrack dump request: %w", err)
 	}
 	// netlink.Conn.Receive gathers a whole multi-part dump before it
 	// returns; read the socket ourselves to handle one batch at a time.
-	raw, err := ct.c.SyscallConn()
+	raw, err := s.c.SyscallConn()
 	if err != nil {
 		return fmt.Errorf("conntrack socket: %w", err)
 	}
@@ -164,7 +278,7 @@ func (ct *Conntrack) Walk(f *MarkFilter, d Detail, fn func(rec *FlowRecord)) err
 		if err := raw.Read(func(fd uintptr) bool {
 			// MSG_TRUNC makes n the real length, so a batch larger than
 			// the buffer is reported instead of silently cut.
-			n, _, rerr = unix.Recvfrom(int(fd), ct.buf, unix.MSG_TRUNC)
+			n, _, rerr = unix.Recvfrom(int(fd), s.buf, unix.MSG_TRUNC)
 			return rerr != unix.EAGAIN && rerr != unix.EWOULDBLOCK
 		}); err != nil {
 			return fmt.Errorf("read conntrack dump: %w", err)
@@ -172,10 +286,10 @@ func (ct *Conntrack) Walk(f *MarkFilter, d Detail, fn func(rec *FlowRecord)) err
 		if rerr != nil {
 			return fmt.Errorf("read conntrack dump: %w", rerr)
 		}
-		if n > len(ct.buf) {
-			return fmt.Errorf("read conntrack dump: %d-byte batch does not fit the %d-byte buffer", n, len(ct.buf))
+		if n > len(s.buf) {
+			return fmt.Errorf("read conntrack dump: %d-byte batch does not fit the %d-byte buffer", n, len(s.buf))
 		}
-		msgs, err := syscall.ParseNetlinkMessage(ct.buf[:n])
+		msgs, err := syscall.ParseNetlinkMessage(s.buf[:n])
 		if err != nil {
 			return fmt.Errorf("parse conntrack dump: %w", err)
 		}
@@ -216,94 +330,154 @@ func (ct *Conntrack) Walk(f *MarkFilter, d Detail, fn func(rec *FlowRecord)) err
 // decodeFlow reads the attributes of one ctnetlink message (after the
 // nfgenmsg header).
 func decodeFlow(b []byte, d Detail, rec *FlowRecord) error {
-	ad, err := netfilter.NewAttributeDecoder(b)
-	if err != nil {
-		return err
-	}
-	for ad.Next() {
-		switch ad.Type() {
+	it := attrs{b: b}
+	for it.next() {
+		switch it.typ {
 		case ctaMark:
-			rec.Mark = ad.Uint32()
+			rec.Mark = it.u32()
 		case ctaCountersOrig:
 			rec.Counted = true
-			ad.Nested(counterDecoder(&rec.Orig))
+			it.err = decodeCounter(it.data, &rec.Orig)
 		case ctaCountersReply:
 			rec.Counted = true
-			ad.Nested(counterDecoder(&rec.Reply))
+			it.err = decodeCounter(it.data, &rec.Reply)
 		case ctaTupleOrig:
 			if d >= DetailTuples {
-				ad.Nested(tupleDecoder(rec, &rec.OrigSrc, &rec.OrigDst))
+				it.err = decodeTuple(it.data, rec, &rec.OrigSrc, &rec.OrigDst)
 			}
 		case ctaTupleReply:
 			if d >= DetailTuples {
-				ad.Nested(tupleDecoder(rec, &rec.ReplySrc, &rec.ReplyDst))
+				it.err = decodeTuple(it.data, rec, &rec.ReplySrc, &rec.ReplyDst)
 			}
 		case ctaTimestamp:
 			if d >= DetailTuples {
-				ad.Nested(func(nad *netlink.AttributeDecoder) error {
-					for nad.Next() {
-						if nad.Type() == ctaTimestampStart {
-							rec.Start = time.Unix(0, int64(nad.Uint64()))
-						}
+				ts := attrs{b: it.data}
+				for ts.next() {
+					if ts.typ == ctaTimestampStart {
+						rec.Start = time.Unix(0, int64(ts.u64()))
 					}
-					return nil
-				})
+				}
+				it.err = ts.err
 			}
 		}
 	}
-	return ad.Err()
+	return it.err
 }
 
-func counterDecoder(c *Counter) func(*netlink.AttributeDecoder) error {
-	return func(nad *netlink.AttributeDecoder) error {
-		for nad.Next() {
-			switch nad.Type() {
-			case ctaCountersPackets:
-				c.Packets = nad.Uint64()
-			case ctaCountersBytes:
-				c.Bytes = nad.Uint64()
-			}
-		}
-		return nil
-	}
+// attrs walks netlink attributes without allocating. mdlayher/netlink's
+// AttributeDecoder allocates a decoder and two closures for every nested
+// attribute: 17 allocations per flow measured, a third of the user time of
+// a 200k-flow status. Attribute headers are host-endian; ctnetlink's
+// values are big-endian.
+type attrs struct {
+	b    []byte
+	typ  uint16
+	data []byte
+	err  error
 }
 
-func tupleDecoder(rec *FlowRecord, src, dst *Endpoint) func(*netlink.AttributeDecoder) error {
-	return func(nad *netlink.AttributeDecoder) error {
-		for nad.Next() {
-			switch nad.Type() {
-			case ctaTupleIP:
-				nad.Nested(func(ip *netlink.AttributeDecoder) error {
-					for ip.Next() {
-						a, ok := netip.AddrFromSlice(ip.Bytes())
-						if !ok {
-							continue
-						}
-						switch ip.Type() {
-						case ctaIPv4Src, ctaIPv6Src:
-							src.Addr = a
-						case ctaIPv4Dst, ctaIPv6Dst:
-							dst.Addr = a
-						}
-					}
-					return nil
-				})
-			case ctaTupleProto:
-				nad.Nested(func(p *netlink.AttributeDecoder) error {
-					for p.Next() {
-						switch p.Type() {
-						case ctaProtoNum:
-							rec.Proto = p.Uint8()
-						case ctaProtoSrcPort:
-							src.Port, src.HasPort = p.Uint16(), true
-						case ctaProtoDstPort:
-							dst.Port, dst.HasPort = p.Uint16(), true
-						}
-					}
-					return nil
-				})
-			}
-		}
-		return nil
+func (a *attrs) next() bool {
+	if a.err != nil || len(a.b) == 0 {
+		return false
 	}
+	if len(a.b) < unix.SizeofNlAttr {
+		a.err = errors.New("truncated netlink attribute header")
+		return false
+	}
+	n := int(binary.NativeEndian.Uint16(a.b))
+	if n < unix.SizeofNlAttr || n > len(a.b) {
+		a.err = fmt.Errorf("netlink attribute of length %d in %d bytes", n, len(a.b))
+		return false
+	}
+	a.typ = binary.NativeEndian.Uint16(a.b[2:]) &^ (unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER)
+	a.data = a.b[unix.SizeofNlAttr:n]
+	a.b = a.b[min((n+unix.NLA_ALIGNTO-1)&^(unix.NLA_ALIGNTO-1), len(a.b)):]
+	return true
+}
+
+// u8, u16, u32 and u64 read a big-endian value; a wrong size is an error.
+func (a *attrs) u8() uint8 {
+	if len(a.data) != 1 {
+		a.sizeErr(1)
+		return 0
+	}
+	return a.data[0]
+}
+
+func (a *attrs) u16() uint16 {
+	if len(a.data) != 2 {
+		a.sizeErr(2)
+		return 0
+	}
+	return binary.BigEndian.Uint16(a.data)
+}
+
+func (a *attrs) u32() uint32 {
+	if len(a.data) != 4 {
+		a.sizeErr(4)
+		return 0
+	}
+	return binary.BigEndian.Uint32(a.data)
+}
+
+func (a *attrs) u64() uint64 {
+	if len(a.data) != 8 {
+		a.sizeErr(8)
+		return 0
+	}
+	return binary.BigEndian.Uint64(a.data)
+}
+
+func (a *attrs) sizeErr(want int) {
+	a.err = fmt.Errorf("netlink attribute %d: %d bytes, want %d", a.typ, len(a.data), want)
+}
+
+func decodeCounter(b []byte, c *Counter) error {
+	it := attrs{b: b}
+	for it.next() {
+		switch it.typ {
+		case ctaCountersPackets:
+			c.Packets = it.u64()
+		case ctaCountersBytes:
+			c.Bytes = it.u64()
+		}
+	}
+	return it.err
+}
+
+func decodeTuple(b []byte, rec *FlowRecord, src, dst *Endpoint) error {
+	it := attrs{b: b}
+	for it.next() {
+		switch it.typ {
+		case ctaTupleIP:
+			ip := attrs{b: it.data}
+			for ip.next() {
+				a, ok := netip.AddrFromSlice(ip.data)
+				if !ok {
+					continue
+				}
+				switch ip.typ {
+				case ctaIPv4Src, ctaIPv6Src:
+					src.Addr = a
+				case ctaIPv4Dst, ctaIPv6Dst:
+					dst.Addr = a
+				}
+			}
+			it.err = ip.err
+		case ctaTupleProto:
+			p := attrs{b: it.data}
+			for p.next() {
+				switch p.typ {
+				case ctaProtoNum:
+					rec.Proto = p.u8()
+				case ctaProtoSrcPort:
+					src.Port, src.HasPort = p.u16(), true
+				case ctaProtoDstPort:
+					dst.Port, dst.HasPort = p.u16(), true
+				}
+			}
+			it.err = p.err
+		}
+	}
+	return it.err
 }

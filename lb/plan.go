@@ -234,6 +234,10 @@ func sysctls(links []LinkPlan) (early, late []rules.Sysctl) {
 	}
 	// Per-flow byte and packet counters for `flowpin status`; only flows
 	// that start after it is set are counted.
-	late = []rules.Sysctl{{Key: "net/netfilter/nf_conntrack_acct", Value: "1"}}
+	late = []rules.Sysctl{
+		{Key: "net/netfilter/nf_conntrack_acct", Value: "1"},
+		// Flow start times, for the age column of `status --flows`.
+		{Key: "net/netfilter/nf_conntrack_timestamp", Value: "1"},
+	}
 	return early, late
 }

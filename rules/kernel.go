@@ -42,6 +42,9 @@ type Iface struct {
 	Index int
 	Up    bool // administratively up and with carrier
 	Addrs []netip.Prefix
+	// Gateways are the next hops of main's default routes through this
+	// interface, as a DHCP or PPP client installs them (gateway: auto).
+	Gateways []netip.Addr
 }
 
 // retry reruns a dump that the kernel interrupted (a change raced it), so
@@ -89,6 +92,28 @@ func (k *Kernel) Interfaces() (map[string]Iface, error) {
 		i := out[name]
 		i.Addrs = append(i.Addrs, netip.PrefixFrom(ip.Unmap(), ones))
 		out[name] = i
+	}
+	mainRoutes, err := retry(func() ([]netlink.Route, error) {
+		return k.h.RouteListFiltered(V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	for _, r := range mainRoutes {
+		if r.Protocol == Protocol || (r.Dst != nil && prefixOf(r.Dst).Bits() != 0) {
+			continue
+		}
+		add := func(idx int, gw net.IP) {
+			if name, ok := byIndex[idx]; ok && gw != nil {
+				i := out[name]
+				i.Gateways = append(i.Gateways, addrOf(gw))
+				out[name] = i
+			}
+		}
+		add(r.LinkIndex, r.Gw)
+		for _, nh := range r.MultiPath {
+			add(nh.LinkIndex, nh.Gw)
+		}
 	}
 	return out, nil
 }

@@ -49,7 +49,7 @@ Every command acts on the network namespace it runs in, so
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVarP(&a.config, "config", "c", lb.DefaultPath, "config file")
-	root.AddCommand(a.applyCmd(), a.planCmd(), a.downCmd())
+	root.AddCommand(a.applyCmd(), a.planCmd(), a.downCmd(), a.runCmd(), a.statusCmd(), a.verifyCmd(), a.explainCmd())
 	return root
 }
 

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"flowpin/lb"
+)
+
+func (a *app) runCmd() *cobra.Command {
+	var metricsAddr, logFormat string
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run as a daemon: keep the config applied, fail over dead links",
+		Long: `Apply the config, then keep the kernel matching it and route around dead
+links, in the foreground.
+
+- Drift (ip rule flush, a firewall reload, NetworkManager) is repaired within
+  a second: on netlink and nftables notifications, and every second anyway.
+- Each link is probed with ICMP echo out of that link (bound to its device,
+  carrying its mark), in parallel. fall bad rounds take it down, rise good
+  rounds bring it back; carrier loss or a failed gateway neighbour takes it
+  down at once.
+- A link going down leaves the multipath route and only its own conntrack
+  entries are deleted, so its NATed flows re-establish on a live link.
+  A link coming back rejoins the route; no flow on a healthy link moves.
+- "gateway: auto" follows the interface's default route in main (DHCP, PPP).
+- flowpin status shows each link's state, the last change and why.
+- On SIGTERM or SIGINT it exits 0 and leaves routing as last applied;
+  flowpin down removes it. A restart adopts the kernel's state and moves
+  no flow.`,
+		Example: "  flowpin run -c /etc/flowpin/flowpin.yaml --metrics :9108\n  ip netns exec router flowpin run -c router.yaml --log-format json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(logFormat)
+			if err != nil {
+				return err
+			}
+			k, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer k.Close()
+			c, err := lb.LoadConfig(a.config)
+			if err != nil {
+				return err
+			}
+			ln, err := lb.ListenAPI()
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			d := lb.NewDaemon(c, k, log)
+			d.OnReady = func() {
+				log.Info("running", "config", a.config, "links", len(c.Links))
+				_, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyReady)
+			}
+			go d.ServeAPI(ctx, ln)
+			if metricsAddr != "" {
+				addr, err := metricsListenAddr(metricsAddr)
+				if err != nil {
+					return err
+				}
+				mln, err := net.Listen("tcp", addr)
+				if err != nil {
+					return fmt.Errorf("metrics: %w", err)
+				}
+				mux := http.NewServeMux()
+				mux.Handle("GET /metrics", promhttp.HandlerFor(d.Metrics().Registry, promhttp.HandlerOpts{}))
+				srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+				go func() { _ = srv.Serve(mln) }()
+				defer srv.Close()
+				log.Info("metrics", "addr", mln.Addr().String())
+			}
+			return d.Run(ctx)
+		},
+	}
+	cmd.Flags().StringVar(&metricsAddr, "metrics", "", "serve Prometheus metrics on ADDR (\":9108\" binds localhost only; give a host to bind another)")
+	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	return cmd
+}
+
+// metricsListenAddr binds localhost when the address names no host.
+func metricsListenAddr(s string) (string, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", fmt.Errorf("--metrics %q: %w", s, err)
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+func newLogger(format string) (*slog.Logger, error) {
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, nil)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, nil)), nil
+	}
+	return nil, errors.New("--log-format: want text or json, not " + format)
+}

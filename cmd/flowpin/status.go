@@ -1,0 +1,310 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"flowpin/lb"
+)
+
+// intervalValue is the --watch flag: a Go duration ("500ms", "2s") or a
+// number of seconds ("2"), like watch(1).
+type intervalValue struct{ d *time.Duration }
+
+func (v intervalValue) String() string {
+	if v.d == nil || *v.d == 0 {
+		return ""
+	}
+	return v.d.String()
+}
+
+func (v intervalValue) Set(s string) error {
+	d, err := parseInterval(s)
+	if err != nil {
+		return err
+	}
+	*v.d = d
+	return nil
+}
+
+func (v intervalValue) Type() string { return "interval" }
+
+func parseInterval(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		secs, ferr := strconv.ParseFloat(s, 64)
+		if ferr != nil {
+			return 0, fmt.Errorf("%q is not an interval (e.g. 2s, 500ms, 2)", s)
+		}
+		d = time.Duration(secs * float64(time.Second))
+	}
+	if d < 100*time.Millisecond {
+		return 0, fmt.Errorf("interval %v is too short: at least 100ms (each frame dumps the whole conntrack table)", d)
+	}
+	return d, nil
+}
+
+const defaultWatch = 2 * time.Second
+
+func (a *app) statusCmd() *cobra.Command {
+	var (
+		asJSON bool
+		flows  bool
+		link   string
+		limit  int
+		watch  time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "status [--watch [INTERVAL]]",
+		Short: "Show flows, bytes and packets per link, from conntrack",
+		Long: `Show, per link, how many flows are pinned to it, their share against the
+share the weights give it, and bytes and packets in each direction, then the
+flows without a flowpin mark ("unpinned") and the totals. Counts come from
+one streamed dump of the kernel's conntrack table, grouped by the link marks
+flowpin puts in each flow's conntrack mark.
+
+"Out" is conntrack's original direction (from whoever opened the flow: on a
+NAT box, upload); "in" is the reply direction. Byte and packet counters
+exist only for flows that began after net.netfilter.nf_conntrack_acct was
+set, which apply does. A link's state is "unknown" until a flowpin daemon
+tracks health.
+
+--flows lists the flows themselves, largest first by bytes, with the source
+the far end sees after NAT. --watch redraws the table in place every
+INTERVAL (default 2s) with per-second rates.
+
+Exits non-zero when flowpin was never applied in this network namespace.`,
+		Example: `  flowpin status -c /etc/flowpin/flowpin.yaml
+  flowpin status --json | jq '.links[] | {name, flows, flow_share, weight_share}'
+  flowpin status --flows --link isp1 --limit 20
+  flowpin status --watch 1s
+  ip netns exec router flowpin status -c router.yaml`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			// "--watch 5s": pflag cannot give an optional value after a
+			// space, so the interval arrives as an argument.
+			if len(args) == 0 {
+				return nil
+			}
+			if len(args) == 1 && cmd.Flags().Changed("watch") {
+				d, err := parseInterval(args[0])
+				if err != nil {
+					return err
+				}
+				watch = d
+				return nil
+			}
+			return fmt.Errorf("unexpected arguments %q", args)
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if limit < 0 {
+				return fmt.Errorf("--limit %d: must be 0 (no limit) or more", limit)
+			}
+			if !flows && (link != "" || cmd.Flags().Changed("limit")) {
+				return fmt.Errorf("--link and --limit go with --flows")
+			}
+			k, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer k.Close()
+			// Not applied is the first thing to say, before any complaint
+			// about the config file.
+			if _, err := k.ReadApplied(); err != nil {
+				return err
+			}
+			c, err := lb.LoadConfig(a.config)
+			if err != nil {
+				return err
+			}
+			ct, err := lb.OpenConntrack(0)
+			if err != nil {
+				return err
+			}
+			defer ct.Close()
+			v := statusView{k: k, c: c, ct: ct, flows: flows, query: lb.FlowQuery{Link: link, Limit: limit}}
+			if watch > 0 {
+				return v.watch(cmd.Context(), a.out, watch, asJSON)
+			}
+			fr, err := v.frame(nil)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(a.out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(fr.data())
+			}
+			return fr.text(a.out)
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&asJSON, "json", false, "print JSON (schema in README.md); with --watch, one object per line")
+	f.BoolVar(&flows, "flows", false, "list the flows themselves, largest first by bytes")
+	f.StringVar(&link, "link", "", `with --flows: only this link's flows ("unpinned" for flows without a mark)`)
+	f.IntVar(&limit, "limit", 100, "with --flows: show at most this many (0: all)")
+	f.Var(intervalValue{&watch}, "watch", "redraw every INTERVAL (default 2s) until interrupted")
+	f.Lookup("watch").NoOptDefVal = defaultWatch.String()
+	return cmd
+}
+
+// statusView produces one frame of whichever view was asked for.
+type statusView struct {
+	k     *lb.Kernel
+	c     *lb.Config
+	ct    *lb.Conntrack
+	flows bool
+	query lb.FlowQuery
+}
+
+type frame struct {
+	status *lb.Status
+	flows  *lb.FlowList
+}
+
+func (f frame) data() any {
+	if f.flows != nil {
+		return f.flows
+	}
+	return f.status
+}
+
+func (f frame) text(w io.Writer) error {
+	if f.flows != nil {
+		return lb.WriteFlows(w, f.flows)
+	}
+	return lb.WriteStatus(w, f.status)
+}
+
+func (v statusView) frame(prev *lb.Status) (frame, error) {
+	// Re-read what is applied every frame: a `flowpin down` or a re-apply
+	// during --watch shows up.
+	ap, err := v.k.ReadApplied()
+	if err != nil {
+		return frame{}, err
+	}
+	if v.flows {
+		fl, err := lb.ListFlows(v.c, v.ct, v.query, time.Now())
+		return frame{flows: fl}, err
+	}
+	st, err := lb.ReadStatus(v.c, ap, v.ct)
+	if err != nil {
+		return frame{}, err
+	}
+	// The daemon of this namespace, if one runs, knows each link's health.
+	if h, err := lb.QueryHealth(context.Background()); err == nil {
+		st.WithHealth(h)
+	} else if !errors.Is(err, lb.ErrNoDaemon) {
+		st.Warnings = append(st.Warnings, err.Error())
+	}
+	st.SetRates(prev)
+	return frame{status: st}, nil
+}
+
+// Terminal control (VT100/xterm, what every terminal emulator speaks): the
+// alternate screen keeps the user's scrollback clean, and each frame
+// overwrites the previous one from the top-left corner.
+const (
+	enterScreen = "\x1b[?1049h\x1b[?25l" // alternate screen, hide cursor
+	leaveScreen = "\x1b[?25h\x1b[?1049l"
+	home        = "\x1b[H"
+	clearLine   = "\x1b[K" // to the end of the line
+	clearBelow  = "\x1b[J" // to the end of the screen
+)
+
+// watch redraws the view every interval until interrupted. On a terminal
+// it redraws in place; into a pipe or file it writes one frame after
+// another, and with --json one object per line.
+func (v statusView) watch(ctx context.Context, out io.Writer, every time.Duration, asJSON bool) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ttyFd := -1
+	if f, ok := out.(*os.File); ok && !asJSON && term.IsTerminal(int(f.Fd())) {
+		ttyFd = int(f.Fd())
+		fmt.Fprint(out, enterScreen)
+		defer fmt.Fprint(out, leaveScreen)
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	var prev *lb.Status
+	for {
+		fr, err := v.frame(prev)
+		var buf bytes.Buffer
+		switch {
+		case asJSON && err != nil:
+			return err
+		case asJSON:
+			if err := json.NewEncoder(&buf).Encode(fr.data()); err != nil {
+				return err
+			}
+		default:
+			fmt.Fprintf(&buf, "flowpin status, every %v, %s (Ctrl-C to quit)\n\n", every, time.Now().Format("15:04:05"))
+			if err != nil {
+				// Keep watching: the table may come back (a re-apply).
+				fmt.Fprintf(&buf, "error: %v\n", err)
+			} else if err := fr.text(&buf); err != nil {
+				return err
+			}
+		}
+		if fr.status != nil {
+			prev = fr.status
+		}
+		if ttyFd >= 0 {
+			if _, err := io.WriteString(out, redraw(buf.String(), ttyFd)); err != nil {
+				return err
+			}
+		} else {
+			if !asJSON {
+				buf.WriteString("\n")
+			}
+			if _, err := out.Write(buf.Bytes()); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// redraw turns a frame into one write that overwrites the screen: each line
+// cut to the terminal's width (a wrapped line would scroll the frame) and
+// cleared to its end, the rows below the frame cleared.
+func redraw(frame string, fd int) string {
+	width, height, err := term.GetSize(fd)
+	if err != nil {
+		width, height = 0, 0
+	}
+	var b strings.Builder
+	b.WriteString(home)
+	sc := bufio.NewScanner(strings.NewReader(frame))
+	for row := 0; sc.Scan(); row++ {
+		if height > 0 && row >= height-1 {
+			break
+		}
+		line := sc.Text()
+		if width > 0 && len(line) > width {
+			line = line[:width]
+		}
+		b.WriteString(line)
+		b.WriteString(clearLine)
+		b.WriteString("\n")
+	}
+	b.WriteString(clearBelow)
+	return b.String()
+}

@@ -1,0 +1,388 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// daemon is a `flowpin run` inside a namespace.
+type daemon struct {
+	t    testing.TB
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	log  bytes.Buffer
+	done chan error
+
+	ns, cfg string // namespace, config path
+
+	stopOnce sync.Once
+	exitErr  error
+	took     time.Duration
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+// startDaemon runs flowpin run with cfg in ns and waits until it has
+// applied. It is stopped (SIGTERM) in t.Cleanup if still running.
+func startDaemon(t testing.TB, ns, cfg string, args ...string) *daemon {
+	t.Helper()
+	if flowpinBin == "" {
+		t.Skip("flowpin binary not built")
+	}
+	if err := mustOwn(ns); err != nil {
+		t.Fatal(err)
+	}
+	path := writeFile(t, "run.yaml", cfg)
+	d := &daemon{t: t, done: make(chan error, 1), ns: ns, cfg: path}
+	d.cmd = exec.Command("ip", append([]string{"netns", "exec", ns, flowpinBin, "run", "-c", path}, args...)...)
+	w := lockedWriter{&d.mu, &d.log}
+	d.cmd.Stdout, d.cmd.Stderr = w, w
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.done <- d.cmd.Wait() }()
+	t.Cleanup(func() {
+		d.stop()
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", d.logs())
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(d.logs(), "msg=running") {
+		select {
+		case err := <-d.done:
+			t.Fatalf("daemon exited: %v\n%s", err, d.logs())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon not ready:\n%s", d.logs())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return d
+}
+
+func (d *daemon) logs() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.log.String()
+}
+
+// stop sends SIGTERM and returns the exit error and how long exiting took.
+func (d *daemon) stop() (error, time.Duration) {
+	d.stopOnce.Do(func() {
+		start := time.Now()
+		_ = d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case d.exitErr = <-d.done:
+		case <-time.After(10 * time.Second):
+			_ = d.cmd.Process.Kill()
+			d.exitErr = fmt.Errorf("did not exit within 10s of SIGTERM")
+		}
+		d.took = time.Since(start)
+	})
+	return d.exitErr, d.took
+}
+
+// checkedConfig is the dual-WAN config with fast checks against the far
+// host, as the issue's scenarios use.
+func checkedConfig(d *dualWAN, gw2 string) string {
+	return fmt.Sprintf(`links:
+  - name: isp1
+    interface: wan1
+    gateway: %s
+    weight: 1
+    nat: true
+    check: {targets: [%s], interval: 300ms, timeout: 300ms, fall: 3, rise: 3}
+  - name: isp2
+    interface: wan2
+    gateway: %s
+    weight: 1
+    nat: true
+    check: {targets: [%s], interval: 300ms, timeout: 300ms, fall: 3, rise: 3}
+`, d.GW1, d.Service, gw2, d.Service)
+}
+
+// blackhole makes an ISP drop everything from its customer while the
+// customer's carrier stays up: a silent upstream failure.
+func blackhole(t testing.TB, isp string) func() {
+	nft(t, isp, `table netdev outage {
+	chain in {
+		type filter hook ingress device "cust" priority -500; policy drop;
+	}
+}
+`)
+	return func() { run(t, isp, "nft", "delete", "table", "netdev", "outage") }
+}
+
+type linkJSON struct {
+	Name       string `json:"name"`
+	State      string `json:"state"`
+	Reason     string `json:"reason"`
+	LastChange string `json:"last_change"`
+}
+
+// linkStates asks `flowpin status --json` for each link's state.
+func (dm *daemon) linkStates(t testing.TB) map[string]linkJSON {
+	t.Helper()
+	out, err := flowpin(t, dm.ns, "status", "--json", "-c", dm.cfg)
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	var s struct {
+		Links []linkJSON `json:"links"`
+	}
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	m := map[string]linkJSON{}
+	for _, l := range s.Links {
+		m[l.Name] = l
+	}
+	return m
+}
+
+// waitState polls status until link is in state, or fails after limit.
+func (dm *daemon) waitState(t testing.TB, link, state string, limit time.Duration) linkJSON {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		l := dm.linkStates(t)[link]
+		if l.State == state {
+			return l
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("link %s still %q after %v, want %q (%s)", link, l.State, limit, state, l.Reason)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// untilAllSucceed makes batches of short LAN connections until one batch
+// succeeds completely, and returns how long that took from start.
+func untilAllSucceed(t testing.TB, d *dualWAN, srv *echoServer, start time.Time, limit time.Duration) time.Duration {
+	t.Helper()
+	target := fmt.Sprintf("%s:%d", d.Service, srv.Port())
+	for {
+		r := connectN(t, d.LAN, target, srv, 16, dialOpts{Timeout: 250 * time.Millisecond, Parallel: 16})
+		if r.Failed == 0 {
+			return time.Since(start)
+		}
+		if time.Since(start) > limit {
+			t.Fatalf("new connections still failing %v after the outage began (%d of 16)", limit, r.Failed)
+		}
+	}
+}
+
+func TestDaemonSilentFailure(t *testing.T) {
+	d := newDualWAN(t)
+	srv := startEchoServer(t, d.Far, d.Service+":0")
+	dm := startDaemon(t, d.Router, checkedConfig(d, d.GW2))
+	untilAllSucceed(t, d, srv, time.Now(), 5*time.Second)
+
+	start := time.Now()
+	blackhole(t, d.ISP2)
+	took := untilAllSucceed(t, d, srv, start, 6*time.Second)
+	t.Logf("silent failure: new connections all succeed again after %v", took.Round(time.Millisecond))
+	l := dm.waitState(t, "isp2", "down", 2*time.Second)
+	if !strings.Contains(l.Reason, "probes lost to "+d.Service) {
+		t.Errorf("reason %q does not say what was lost", l.Reason)
+	}
+	if s := dm.linkStates(t)["isp1"]; s.State != "up" {
+		t.Errorf("isp1 is %q", s.State)
+	}
+}
+
+func TestDaemonCarrierLoss(t *testing.T) {
+	d := newDualWAN(t)
+	srv := startEchoServer(t, d.Far, d.Service+":0")
+	// Slow probes: only the carrier notification can explain a fast
+	// failover here.
+	cfg := strings.ReplaceAll(checkedConfig(d, d.GW2), "interval: 300ms", "interval: 2s")
+	dm := startDaemon(t, d.Router, cfg)
+	untilAllSucceed(t, d, srv, time.Now(), 5*time.Second)
+
+	start := time.Now()
+	run(t, d.ISP2, "ip", "link", "set", "cust", "down")
+	took := untilAllSucceed(t, d, srv, start, 3*time.Second)
+	t.Logf("carrier loss: new connections all succeed again after %v", took.Round(time.Millisecond))
+	l := dm.waitState(t, "isp2", "down", time.Second)
+	if !strings.Contains(l.Reason, "carrier lost on wan2") {
+		t.Errorf("reason %q", l.Reason)
+	}
+}
+
+// While isp2 is out, long-lived connections (all on isp1) carry data; isp2
+// comes back; not one breaks; new flows use both links again. Flows pinned
+// to isp1 before the outage survive it (selective flush).
+func TestDaemonRecoveryAndSelectiveFlush(t *testing.T) {
+	d := newDualWAN(t)
+	srv := startEchoServer(t, d.Far, d.Service+":0")
+	target := fmt.Sprintf("%s:%d", d.Service, srv.Port())
+	dm := startDaemon(t, d.Router, checkedConfig(d, d.GW2))
+
+	before := startLongLived(t, d.LAN, target, srv, 24, dialOpts{})
+	time.Sleep(300 * time.Millisecond)
+	restore := blackhole(t, d.ISP2)
+	dm.waitState(t, "isp2", "down", 5*time.Second)
+
+	during := startLongLived(t, d.LAN, target, srv, 16, dialOpts{})
+	time.Sleep(500 * time.Millisecond)
+	restore()
+	dm.waitState(t, "isp2", "up", 5*time.Second)
+	time.Sleep(stallAfter + 500*time.Millisecond)
+
+	onISP1, onISP2 := 0, 0
+	for i, s := range before.stop() {
+		switch s.Remote.Addr() {
+		case netip.MustParseAddr(d.WAN1):
+			onISP1++
+			if s.Stalled || s.Err != nil {
+				t.Errorf("connection %d on isp1 broke when isp2 failed: stalled=%v err=%v", i, s.Stalled, s.Err)
+			}
+		case netip.MustParseAddr(d.WAN2):
+			onISP2++ // its link died: it may break, and re-establishes elsewhere
+		}
+	}
+	if onISP1 == 0 || onISP2 == 0 {
+		t.Errorf("flows before the outage were %d/%d on isp1/isp2; the test needs both", onISP1, onISP2)
+	}
+	for i, s := range during.stop() {
+		if s.Remote.Addr() != netip.MustParseAddr(d.WAN1) {
+			t.Errorf("connection %d opened during the outage went by %v", i, s.Remote.Addr())
+		}
+		if s.Stalled || s.Err != nil || s.Echoes < 20 {
+			t.Errorf("connection %d opened during the outage broke when isp2 returned: stalled=%v err=%v echoes=%d", i, s.Stalled, s.Err, s.Echoes)
+		}
+	}
+	srv.Reset()
+	r := connectN(t, d.LAN, target, srv, 240, dialOpts{})
+	if r.Failed != 0 {
+		t.Fatalf("%d failed after recovery: %v", r.Failed, r.Errors[0])
+	}
+	checkSplit(t, d, r.PerSource, 1, 1)
+}
+
+func TestDaemonRepairsDrift(t *testing.T) {
+	d := newDualWAN(t)
+	srv := startEchoServer(t, d.Far, d.Service+":0")
+	target := fmt.Sprintf("%s:%d", d.Service, srv.Port())
+	startDaemon(t, d.Router, checkedConfig(d, d.GW2))
+	want := run(t, d.Router, "ip", "rule")
+	wantNFT := run(t, d.Router, "nft", "list", "table", "inet", "flowpin")
+	ll := startLongLived(t, d.LAN, target, srv, 16, dialOpts{})
+	time.Sleep(300 * time.Millisecond)
+
+	for _, drift := range []struct {
+		name string
+		cmd  []string
+		got  func() string
+		want string
+	}{
+		{"ip rule flush protocol 201", []string{"ip", "rule", "flush", "protocol", "201"}, func() string { return run(t, d.Router, "ip", "rule") }, want},
+		{"nft delete table inet flowpin", []string{"nft", "delete", "table", "inet", "flowpin"}, func() string { out, _ := tryRun(d.Router, "nft", "list", "table", "inet", "flowpin"); return out }, wantNFT},
+	} {
+		start := time.Now()
+		run(t, d.Router, drift.cmd...)
+		for drift.got() != drift.want {
+			if time.Since(start) > 3*time.Second {
+				t.Fatalf("after %s: not repaired in 3s:\n%s", drift.name, drift.got())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Logf("%s: repaired after %v", drift.name, time.Since(start).Round(time.Millisecond))
+	}
+	time.Sleep(500 * time.Millisecond)
+	for i, s := range ll.stop() {
+		if s.Stalled || s.Err != nil {
+			t.Errorf("connection %d broke across the repair: stalled=%v err=%v", i, s.Stalled, s.Err)
+		}
+	}
+}
+
+func TestDaemonSIGTERMAndRestart(t *testing.T) {
+	d := newDualWAN(t)
+	srv := startEchoServer(t, d.Far, d.Service+":0")
+	target := fmt.Sprintf("%s:%d", d.Service, srv.Port())
+	cfg := checkedConfig(d, d.GW2)
+	dm := startDaemon(t, d.Router, cfg)
+	ll := startLongLived(t, d.LAN, target, srv, 24, dialOpts{})
+	time.Sleep(300 * time.Millisecond)
+
+	err, took := dm.stop()
+	if err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, dm.logs())
+	}
+	t.Logf("exited 0 %v after SIGTERM", took.Round(time.Millisecond))
+	if took > 2*time.Second {
+		t.Errorf("took %v to exit", took)
+	}
+	// Routing stays as last applied.
+	if r := connectN(t, d.LAN, target, srv, 40, dialOpts{}); r.Failed != 0 {
+		t.Errorf("%d of 40 new connections failed with the daemon stopped", r.Failed)
+	}
+
+	dm2 := startDaemon(t, d.Router, cfg)
+	time.Sleep(time.Second)
+	if strings.Contains(dm2.logs(), "repaired kernel state") {
+		t.Errorf("restart changed the kernel:\n%s", dm2.logs())
+	}
+	for i, s := range ll.stop() {
+		if s.Stalled || s.Err != nil {
+			t.Errorf("connection %d broke across the restart: stalled=%v err=%v", i, s.Stalled, s.Err)
+		}
+	}
+}
+
+// gateway: auto follows the interface's default route in main, as a DHCP
+// client changes it.
+func TestDaemonGatewayAuto(t *testing.T) {
+	d := newDualWAN(t)
+	srv := startEchoServer(t, d.Far, d.Service+":0")
+	target := fmt.Sprintf("%s:%d", d.Service, srv.Port())
+	// What a DHCP client on wan2 installs: its own default route.
+	run(t, d.Router, "ip", "route", "add", "default", "via", d.GW2, "dev", "wan2", "metric", "200")
+	dm := startDaemon(t, d.Router, checkedConfig(d, "auto"))
+	if got := run(t, d.Router, "ip", "route", "show", "table", "102", "default"); !strings.Contains(got, "via "+d.GW2) {
+		t.Fatalf("table 102: %s", got)
+	}
+
+	// The ISP renumbers its side; the DHCP client follows.
+	newGW := "198.51.100.254"
+	// (Deleting first: deleting a primary address takes its
+	// secondaries with it.)
+	run(t, d.ISP2, "ip", "addr", "del", d.GW2+"/24", "dev", "cust")
+	run(t, d.ISP2, "ip", "addr", "add", newGW+"/24", "dev", "cust")
+	run(t, d.Router, "ip", "route", "replace", "default", "via", newGW, "dev", "wan2", "metric", "200")
+	start := time.Now()
+	for !strings.Contains(run(t, d.Router, "ip", "route", "show", "table", "102", "default"), "via "+newGW) {
+		if time.Since(start) > 3*time.Second {
+			t.Fatalf("table 102 did not follow the gateway: %s", run(t, d.Router, "ip", "route", "show", "table", "all"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("link route followed the new gateway after %v", time.Since(start).Round(time.Millisecond))
+	dm.waitState(t, "isp2", "up", 5*time.Second)
+	srv.Reset()
+	r := connectN(t, d.LAN, target, srv, 120, dialOpts{})
+	if r.Failed != 0 || r.PerSource[netip.MustParseAddr(d.WAN2)] == 0 {
+		t.Errorf("after the gateway change: %d failed, far saw %v", r.Failed, r.PerSource)
+	}
+}

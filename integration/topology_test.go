@@ -1,0 +1,208 @@
+package integration
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// dualWAN is a NAT router with two uplinks (scenario 1 of KERNEL-NOTES):
+//
+//	lan --- router ==wan1== isp1 ---core--- far (203.0.113.10 on lo)
+//	               ==wan2== isp2 ---core---/
+//
+// Each ISP drops packets on its customer port whose source is not the
+// customer's own address (BCP38), so a reply sent out of the wrong link is
+// lost, as on the real Internet. The ISPs and far also route each other's
+// customer prefixes (isp1 -> far -> isp2), so without BCP38 an asymmetric
+// reply *would* arrive: a failure is the filter's doing, not a missing route.
+// Far-originated traffic has source 203.0.113.10 (route src), which every
+// namespace can route back to.
+type dualWAN struct {
+	LAN, Router, ISP1, ISP2, Far string // namespace names
+
+	LANHost   string // 10.77.0.2 (lan eth0)
+	RouterLAN string // 10.77.0.1 (router lan)
+	WAN1      string // 192.0.2.2 (router wan1)
+	WAN2      string // 198.51.100.2 (router wan2)
+	GW1       string // 192.0.2.1 (isp1 cust)
+	GW2       string // 198.51.100.1 (isp2 cust)
+	Service   string // 203.0.113.10 (far lo)
+}
+
+func newDualWAN(t testing.TB) *dualWAN {
+	t.Helper()
+	start := time.Now()
+	l := newLab(t)
+	d := &dualWAN{
+		LAN: l.addNS("lan"), Router: l.addNS("router"),
+		ISP1: l.addNS("isp1"), ISP2: l.addNS("isp2"), Far: l.addNS("far"),
+		LANHost: "10.77.0.2", RouterLAN: "10.77.0.1",
+		WAN1: "192.0.2.2", WAN2: "198.51.100.2",
+		GW1: "192.0.2.1", GW2: "198.51.100.1",
+		Service: "203.0.113.10",
+	}
+
+	veth(t, d.LAN, "eth0", d.Router, "lan")
+	veth(t, d.Router, "wan1", d.ISP1, "cust")
+	veth(t, d.Router, "wan2", d.ISP2, "cust")
+	veth(t, d.ISP1, "core", d.Far, "isp1")
+	veth(t, d.ISP2, "core", d.Far, "isp2")
+
+	addAddr(t, d.LAN, "eth0", "10.77.0.2/24")
+	addRoute(t, d.LAN, "default", "via", d.RouterLAN)
+
+	addAddr(t, d.Router, "lan", "10.77.0.1/24")
+	addAddr(t, d.Router, "wan1", "192.0.2.2/24")
+	addAddr(t, d.Router, "wan2", "198.51.100.2/24")
+	setSysctl(t, d.Router, "net.ipv4.ip_forward", "1")
+	// What a typical box has before flowpin: one default route, via ISP1.
+	addRoute(t, d.Router, "default", "via", d.GW1, "dev", "wan1")
+
+	for _, isp := range []struct {
+		ns, cust, core, far, custAddr, otherPrefix string
+	}{
+		{d.ISP1, "192.0.2.1/24", "100.64.1.1/30", "100.64.1.2", d.WAN1, "198.51.100.0/24"},
+		{d.ISP2, "198.51.100.1/24", "100.64.2.1/30", "100.64.2.2", d.WAN2, "192.0.2.0/24"},
+	} {
+		addAddr(t, isp.ns, "cust", isp.cust)
+		addAddr(t, isp.ns, "core", isp.core)
+		setSysctl(t, isp.ns, "net.ipv4.ip_forward", "1")
+		addRoute(t, isp.ns, "203.0.113.0/24", "via", isp.far)
+		addRoute(t, isp.ns, isp.otherPrefix, "via", isp.far)
+		nft(t, isp.ns, bcp38Ruleset(isp.custAddr))
+	}
+
+	addAddr(t, d.Far, "isp1", "100.64.1.2/30")
+	addAddr(t, d.Far, "isp2", "100.64.2.2/30")
+	addAddr(t, d.Far, "lo", "203.0.113.10/32")
+	setSysctl(t, d.Far, "net.ipv4.ip_forward", "1")
+	addRoute(t, d.Far, "192.0.2.0/24", "via", "100.64.1.1", "src", d.Service)
+	addRoute(t, d.Far, "198.51.100.0/24", "via", "100.64.2.1", "src", d.Service)
+
+	t.Logf("dual-WAN topology (%s-*) up in %v", d.Router[:len(d.Router)-len("-router")], time.Since(start).Round(time.Millisecond))
+	return d
+}
+
+// bcp38Ruleset: an ISP's ingress filter on its customer port. netdev ingress
+// sees the packet before routing; tc flower/u32/matchall are not available
+// in this kernel. `ip saddr` only matches IPv4, so ARP passes.
+func bcp38Ruleset(customer string) string {
+	return fmt.Sprintf(`table netdev bcp38 {
+	counter spoofed {}
+	chain in {
+		type filter hook ingress device "cust" priority 0;
+		ip saddr != %s counter name "spoofed" drop
+	}
+}
+`, customer)
+}
+
+// bcp38Drops is how many packets an ISP (d.ISP1 or d.ISP2) dropped as spoofed.
+func (d *dualWAN) bcp38Drops(t testing.TB, isp string) int {
+	t.Helper()
+	return nftCounter(t, isp, "netdev", "bcp38", "spoofed")
+}
+
+// config renders a flowpin config for the two links.
+func (d *dualWAN) config(weight1, weight2 int) string {
+	return fmt.Sprintf(`links:
+  - name: isp1
+    interface: wan1
+    gateway: %s
+    weight: %d
+    nat: true
+  - name: isp2
+    interface: wan2
+    gateway: %s
+    weight: %d
+    nat: true
+`, d.GW1, weight1, d.GW2, weight2)
+}
+
+// multiHomedServer is seed 002 (two interfaces on ONE subnet, scenario 2 of
+// KERNEL-NOTES):
+//
+//	server eth0 10.88.0.10 --srv0--+
+//	server eth1 10.88.0.11 --srv1--+ br0 10.88.0.1 (switch) --up-- far (203.0.113.20 on lo)
+//	neighbor eth0 10.88.0.50 --nbr-+
+//
+// The switch drops frames on srv0/srv1 whose IPv4 source is not that port's
+// own address (cloud "source/dest check"). The server has what a cloud image
+// has: both subnet routes and default via 10.88.0.1 dev eth0; no arp_* sysctls.
+type multiHomedServer struct {
+	Switch, Server, Neighbor, Far string // namespace names
+
+	Gateway      string // 10.88.0.1 (switch br0)
+	Eth0Addr     string // 10.88.0.10
+	Eth1Addr     string // 10.88.0.11
+	NeighborAddr string // 10.88.0.50
+	Service      string // 203.0.113.20 (far lo)
+}
+
+func newMultiHomedServer(t testing.TB) *multiHomedServer {
+	t.Helper()
+	start := time.Now()
+	l := newLab(t)
+	s := &multiHomedServer{
+		Switch: l.addNS("switch"), Server: l.addNS("server"),
+		Neighbor: l.addNS("neighbor"), Far: l.addNS("far"),
+		Gateway: "10.88.0.1", Eth0Addr: "10.88.0.10", Eth1Addr: "10.88.0.11",
+		NeighborAddr: "10.88.0.50", Service: "203.0.113.20",
+	}
+
+	run(t, s.Switch, "ip", "link", "add", "br0", "type", "bridge")
+	linkUp(t, s.Switch, "br0")
+	// eth0 is wired (and addressed) first so its subnet route is the one
+	// the kernel picks for replies, as on the cloud image.
+	veth(t, s.Switch, "srv0", s.Server, "eth0")
+	veth(t, s.Switch, "srv1", s.Server, "eth1")
+	veth(t, s.Switch, "nbr", s.Neighbor, "eth0")
+	for _, p := range []string{"srv0", "srv1", "nbr"} {
+		run(t, s.Switch, "ip", "link", "set", "dev", p, "master", "br0")
+	}
+	addAddr(t, s.Switch, "br0", "10.88.0.1/24")
+	setSysctl(t, s.Switch, "net.ipv4.ip_forward", "1")
+	nft(t, s.Switch, portSecurityRuleset(s.Eth0Addr, s.Eth1Addr))
+
+	veth(t, s.Switch, "up", s.Far, "sw")
+	addAddr(t, s.Switch, "up", "100.64.9.1/30")
+	addRoute(t, s.Switch, "203.0.113.20/32", "via", "100.64.9.2")
+	addAddr(t, s.Far, "sw", "100.64.9.2/30")
+	addAddr(t, s.Far, "lo", "203.0.113.20/32")
+	addRoute(t, s.Far, "10.88.0.0/24", "via", "100.64.9.1", "src", s.Service)
+
+	addAddr(t, s.Server, "eth0", "10.88.0.10/24")
+	addAddr(t, s.Server, "eth1", "10.88.0.11/24")
+	addRoute(t, s.Server, "default", "via", s.Gateway, "dev", "eth0")
+
+	addAddr(t, s.Neighbor, "eth0", "10.88.0.50/24")
+	addRoute(t, s.Neighbor, "default", "via", s.Gateway)
+
+	t.Logf("multi-homed server topology (%s-*) up in %v", s.Server[:len(s.Server)-len("-server")], time.Since(start).Round(time.Millisecond))
+	return s
+}
+
+// portSecurityRuleset: per-port source check on the switch. The netdev
+// ingress hook of a bridge port runs before the bridge sees the frame.
+func portSecurityRuleset(eth0, eth1 string) string {
+	return fmt.Sprintf(`table netdev portsec {
+	counter srv0_spoofed {}
+	counter srv1_spoofed {}
+	chain srv0 {
+		type filter hook ingress device "srv0" priority 0;
+		ip saddr != %s counter name "srv0_spoofed" drop
+	}
+	chain srv1 {
+		type filter hook ingress device "srv1" priority 0;
+		ip saddr != %s counter name "srv1_spoofed" drop
+	}
+}
+`, eth0, eth1)
+}
+
+// spoofDrops is how many packets the switch dropped on port "srv0" or "srv1".
+func (s *multiHomedServer) spoofDrops(t testing.TB, port string) int {
+	t.Helper()
+	return nftCounter(t, s.Switch, "netdev", "portsec", port+"_spoofed")
+}

@@ -1,0 +1,90 @@
+package lb
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the daemon's Prometheus metrics. Flow and byte counts are
+// read from conntrack at scrape time (FlowCollector), not kept here.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	up          *prometheus.GaugeVec
+	changes     *prometheus.CounterVec
+	rtt         *prometheus.GaugeVec
+	loss        *prometheus.GaugeVec
+	probes      *prometheus.CounterVec
+	syncs       prometheus.Counter
+	syncErrors  prometheus.Counter
+	syncWrites  prometheus.Counter
+	syncSeconds prometheus.Histogram
+}
+
+// NewMetrics registers every metric in a fresh registry.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "flowpin_link_up", Help: "1 if the link is up and takes new flows, 0 if down.",
+		}, []string{"link"}),
+		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flowpin_link_state_changes_total", Help: "Link state changes (up or down).",
+		}, []string{"link"}),
+		rtt: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "flowpin_probe_rtt_seconds", Help: "Mean round-trip time of the link's last good probe round.",
+		}, []string{"link"}),
+		loss: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "flowpin_probe_loss_ratio", Help: "Share of the link's last 20 probes that went unanswered.",
+		}, []string{"link"}),
+		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flowpin_probes_total", Help: "Probes sent, by result.",
+		}, []string{"link", "result"}),
+		syncs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flowpin_syncs_total", Help: "Applies and resyncs of the kernel state.",
+		}),
+		syncErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flowpin_sync_errors_total", Help: "Applies and resyncs that failed (and were rolled back).",
+		}),
+		syncWrites: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flowpin_sync_writes_total", Help: "Kernel writes made by applies and resyncs: repairs of drift and health changes.",
+		}),
+		syncSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "flowpin_sync_duration_seconds", Help: "Time to read, diff and apply the kernel state.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 12),
+		}),
+	}
+	m.Registry.MustRegister(m.up, m.changes, m.rtt, m.loss, m.probes, m.syncs, m.syncErrors, m.syncWrites, m.syncSeconds)
+	return m
+}
+
+func (m *Metrics) setState(link string, s LinkState) {
+	v := 0.0
+	if s == StateUp {
+		v = 1
+	}
+	m.up.WithLabelValues(link).Set(v)
+}
+
+func (m *Metrics) changed(link string) { m.changes.WithLabelValues(link).Inc() }
+
+func (m *Metrics) probed(link string, r Round, loss float64) {
+	m.probes.WithLabelValues(link, "answered").Add(float64(r.Answered))
+	m.probes.WithLabelValues(link, "lost").Add(float64(r.Sent - r.Answered))
+	if r.Answered > 0 {
+		m.rtt.WithLabelValues(link).Set(r.RTT.Seconds())
+	}
+	m.loss.WithLabelValues(link).Set(loss)
+}
+
+func (m *Metrics) synced(writes int, took time.Duration) {
+	m.syncs.Inc()
+	m.syncWrites.Add(float64(writes))
+	m.syncSeconds.Observe(took.Seconds())
+}
+
+func (m *Metrics) syncFailed() {
+	m.syncs.Inc()
+	m.syncErrors.Inc()
+}

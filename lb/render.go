@@ -1,0 +1,130 @@
+package lb
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+)
+
+// WriteStatus renders s as the table `flowpin status` prints. With rates
+// (a --watch frame after the first) it adds per-second columns.
+func WriteStatus(w io.Writer, s *Status) error {
+	withRates := s.Interval > 0
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	head := "LINK\tINTERFACE\tGATEWAY\tWEIGHT\tMARK\tSTATE\tFLOWS\tSHARE\tBY WEIGHT\tBYTES OUT\tBYTES IN\tPKTS OUT\tPKTS IN"
+	if withRates {
+		head += "\tOUT/s\tIN/s"
+	}
+	fmt.Fprintln(tw, head)
+	for _, l := range s.Links {
+		share, want := "-", "-"
+		if s.pinned() > 0 {
+			share = pct(l.FlowShare)
+		}
+		if l.InMultipath {
+			want = pct(l.WeightShare)
+		} else {
+			want = "not in route"
+		}
+		row := fmt.Sprintf("%s\t%s\t%s\t%d\t%#x\t%s\t%d\t%s\t%s\t%s", l.Name, l.Interface, l.Gateway, l.Weight, l.Mark, l.State, l.Flows, share, want, counterCells(l.Counters))
+		if withRates {
+			if l.Rate != nil {
+				row += fmt.Sprintf("\t%s/s\t%s/s", HumanBytes(uint64(l.Rate.BytesOutPerSec)), HumanBytes(uint64(l.Rate.BytesInPerSec)))
+			} else {
+				row += "\t-\t-"
+			}
+		}
+		fmt.Fprintln(tw, row)
+	}
+	fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t%d\t-\t-\t%s\n", UnpinnedLink, s.Unpinned.Flows, counterCells(s.Unpinned))
+	for _, m := range s.OtherMarks {
+		fmt.Fprintf(tw, "mark %#x\t-\t-\t-\t%#x\t-\t%d\t-\t-\t%s\n", m.Mark, m.Mark, m.Flows, counterCells(m.Counters))
+	}
+	fmt.Fprintf(tw, "total\t\t\t\t\t\t%d\t\t\t%s\n", s.Total.Flows, counterCells(s.Total))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if !s.Daemon {
+		fmt.Fprintln(w, "state unknown: no flowpin daemon is tracking link health")
+	} else {
+		for _, l := range s.Links {
+			if l.StateSince == nil {
+				continue
+			}
+			line := fmt.Sprintf("%s: %s since %s", l.Name, l.Reason, l.StateSince.Format("15:04:05"))
+			if l.RTTMillis != nil && l.Loss != nil {
+				line += fmt.Sprintf("; rtt %.2f ms, loss %s", *l.RTTMillis, pct(*l.Loss))
+			}
+			fmt.Fprintln(w, line)
+		}
+	}
+	if n := s.Total.FlowsWithoutCounters; n > 0 {
+		fmt.Fprintf(w, "%d flows have no byte counters (they began while nf_conntrack_acct was off)\n", n)
+	}
+	for _, msg := range s.Warnings {
+		fmt.Fprintln(w, "warning:", msg)
+	}
+	return nil
+}
+
+func (s *Status) pinned() int64 {
+	var n int64
+	for _, l := range s.Links {
+		n += l.Flows
+	}
+	return n
+}
+
+func counterCells(c Counters) string {
+	return fmt.Sprintf("%s\t%s\t%d\t%d", HumanBytes(c.BytesOut), HumanBytes(c.BytesIn), c.PacketsOut, c.PacketsIn)
+}
+
+func pct(f float64) string { return fmt.Sprintf("%.1f%%", 100*f) }
+
+// HumanBytes renders n in binary units ("1.5 MiB").
+func HumanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit && exp < 5; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// WriteFlows renders a flow listing.
+func WriteFlows(w io.Writer, fl *FlowList) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PROTO\tSOURCE\tDESTINATION\tNAT SOURCE\tLINK\tAGE\tBYTES OUT\tBYTES IN")
+	for _, f := range fl.Flows {
+		nat := "-"
+		if f.NATSrc != nil {
+			nat = *f.NATSrc
+		}
+		dst := f.Dst
+		if f.NATDst != nil {
+			dst += " -> " + *f.NATDst
+		}
+		age := "-"
+		if f.AgeSeconds != nil {
+			age = (time.Duration(*f.AgeSeconds) * time.Second).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Proto, f.Src, dst, nat, f.Link, age, HumanBytes(f.BytesOut), HumanBytes(f.BytesIn))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	what := "flows"
+	if fl.Matched == 1 {
+		what = "flow"
+	}
+	fmt.Fprintf(w, "%d of %d %s, largest first by bytes\n", len(fl.Flows), fl.Matched, what)
+	if len(fl.Flows) > 0 && fl.Flows[0].AgeSeconds == nil {
+		fmt.Fprintln(w, "age unknown: net.netfilter.nf_conntrack_timestamp is off (ages exist only for flows that start after it is set)")
+	}
+	return nil
+}

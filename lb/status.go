@@ -1,0 +1,371 @@
+package lb
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"time"
+
+	"flowpin/rules"
+)
+
+// StatusSchema is the version of the JSON that `flowpin status --json`
+// prints. Fields may be added within a version (the daemon's health fields
+// will be); none is removed or changes meaning without a new version.
+const StatusSchema = 1
+
+// LinkState is a link's health as a daemon sees it.
+type LinkState string
+
+const (
+	// StateUnknown: no flowpin daemon runs, so nobody is probing the link.
+	// Whether the interface is up says little about the path behind it.
+	StateUnknown LinkState = "unknown"
+	StateUp      LinkState = "up"
+	StateDown    LinkState = "down"
+)
+
+// Counters are what conntrack says about a set of flows. "Out" is
+// conntrack's original direction: from the side that opened the flow. On a
+// NAT box, where flows are opened from the LAN, that is upload.
+type Counters struct {
+	Flows      int64  `json:"flows"`
+	BytesOut   uint64 `json:"bytes_out"`
+	BytesIn    uint64 `json:"bytes_in"`
+	PacketsOut uint64 `json:"packets_out"`
+	PacketsIn  uint64 `json:"packets_in"`
+	// FlowsWithoutCounters began while nf_conntrack_acct was off: the
+	// kernel only gives counters to flows created after it is set.
+	FlowsWithoutCounters int64 `json:"flows_without_counters"`
+}
+
+func (c *Counters) add(r *FlowRecord) {
+	c.Flows++
+	if !r.Counted {
+		c.FlowsWithoutCounters++
+		return
+	}
+	c.BytesOut += r.Orig.Bytes
+	c.BytesIn += r.Reply.Bytes
+	c.PacketsOut += r.Orig.Packets
+	c.PacketsIn += r.Reply.Packets
+}
+
+func (c *Counters) plus(o Counters) {
+	c.Flows += o.Flows
+	c.BytesOut += o.BytesOut
+	c.BytesIn += o.BytesIn
+	c.PacketsOut += o.PacketsOut
+	c.PacketsIn += o.PacketsIn
+	c.FlowsWithoutCounters += o.FlowsWithoutCounters
+}
+
+// Rates are per-second changes between two watch frames. They are computed
+// from the counters of the flows alive at each frame, so a flow that ended
+// in between takes its bytes with it; negative differences count as zero.
+type Rates struct {
+	BytesOutPerSec   float64 `json:"bytes_out_per_sec"`
+	BytesInPerSec    float64 `json:"bytes_in_per_sec"`
+	PacketsOutPerSec float64 `json:"packets_out_per_sec"`
+	PacketsInPerSec  float64 `json:"packets_in_per_sec"`
+}
+
+// LinkStatus is one link's row.
+type LinkStatus struct {
+	Name      string    `json:"name"`
+	Interface string    `json:"interface"`
+	Gateway   string    `json:"gateway"`
+	Weight    int       `json:"weight"`
+	Mark      uint32    `json:"mark"`
+	State     LinkState `json:"state"`
+	// From the daemon (absent without one): when the state last changed
+	// and why, and the probes' round-trip time and loss.
+	StateSince *time.Time `json:"state_since,omitempty"`
+	Reason     string     `json:"reason,omitempty"`
+	RTTMillis  *float64   `json:"rtt_ms,omitempty"`
+	Loss       *float64   `json:"loss,omitempty"`
+	Counters
+	// InMultipath: the link is a nexthop of the applied multipath route,
+	// so it takes new flows.
+	InMultipath bool `json:"in_multipath"`
+	// FlowShare is this link's part of the pinned flows (0..1);
+	// WeightShare is its part of the applied multipath weights, which
+	// FlowShare should approach as flows accumulate.
+	FlowShare   float64 `json:"flow_share"`
+	WeightShare float64 `json:"weight_share"`
+	Rate        *Rates  `json:"rate,omitempty"` // --watch only
+}
+
+// MarkCount is flows whose mark is under flowpin's mask but belongs to no
+// configured link (a link since removed from the config, or another
+// program writing those bits).
+type MarkCount struct {
+	Mark uint32 `json:"mark"`
+	Counters
+}
+
+// Status is the whole `flowpin status` answer.
+type Status struct {
+	Schema int       `json:"schema"`
+	Time   time.Time `json:"time"`
+	// Daemon: a flowpin daemon is tracking link health. Until one exists
+	// this is false and every state is "unknown".
+	Daemon   bool         `json:"daemon"`
+	MarkMask uint32       `json:"mark_mask"`
+	Acct     bool         `json:"acct"` // net.netfilter.nf_conntrack_acct
+	Links    []LinkStatus `json:"links"`
+	// Unpinned flows carry no flowpin mark: they started before apply,
+	// or never crossed a link (the box's own LAN traffic).
+	Unpinned   Counters    `json:"unpinned"`
+	OtherMarks []MarkCount `json:"other_marks"`
+	Total      Counters    `json:"total"`
+	// Seconds since the previous frame (--watch only).
+	Interval float64  `json:"interval,omitempty"`
+	Warnings []string `json:"warnings"`
+}
+
+// Tally counts flows per mark value (the ct mark under mask).
+type Tally map[uint32]*Counters
+
+// TallyFlows dumps the conntrack table once and counts it per mark, in
+// parallel dumps of disjoint parts, one per core.
+func TallyFlows(ct *Conntrack, c *Config) (Tally, error) {
+	parts := Partition(c, runtime.GOMAXPROCS(0))
+	var t Tally
+	err := retryDump(func() error {
+		tallies := make([]Tally, len(parts))
+		for i := range tallies {
+			tallies[i] = Tally{}
+		}
+		err := ct.WalkParallel(parts, DetailCounters, func(i int, r *FlowRecord) {
+			m := r.Mark & c.MarkMask
+			cnt := tallies[i][m]
+			if cnt == nil {
+				cnt = &Counters{}
+				tallies[i][m] = cnt
+			}
+			cnt.add(r)
+		})
+		t = Tally{}
+		for _, pt := range tallies {
+			for m, cnt := range pt {
+				if t[m] == nil {
+					t[m] = &Counters{}
+				}
+				t[m].plus(*cnt)
+			}
+		}
+		return err
+	})
+	return t, err
+}
+
+// retryDump reruns a dump the kernel flagged as interrupted, so nobody
+// reads counts from a partial table.
+func retryDump(f func() error) error {
+	var err error
+	for range 5 {
+		if err = f(); !errors.Is(err, errDumpInterrupted) {
+			return err
+		}
+	}
+	return err
+}
+
+// Applied is what flowpin finds of itself in the namespace.
+type Applied struct {
+	Table  bool         // nft table inet flowpin
+	Rules  []rules.Rule // ip rules with protocol 201
+	Routes []rules.Route
+	Acct   bool
+}
+
+// ErrNotApplied: nothing of flowpin is in this network namespace.
+var ErrNotApplied = errors.New("not applied in this network namespace: there is no nft table inet flowpin and no ip rule with protocol 201 (run `flowpin apply` first; under `ip netns exec NS`, in that namespace)")
+
+// ReadApplied reads flowpin's table, rules and routes, and whether the
+// kernel counts bytes per flow. It returns ErrNotApplied when there is
+// neither a table nor a rule.
+func (k *Kernel) ReadApplied() (*Applied, error) {
+	cur, err := k.NFT.Read()
+	if err != nil {
+		return nil, err
+	}
+	owned, err := k.Routes.Owned()
+	if err != nil {
+		return nil, err
+	}
+	if !cur.Exists && len(owned.Rules) == 0 {
+		return nil, ErrNotApplied
+	}
+	a := &Applied{Table: cur.Exists, Rules: owned.Rules, Routes: owned.Routes}
+	// A missing key means nf_conntrack is not loaded: nothing counts.
+	v, err := k.Routes.ReadSysctl("net/netfilter/nf_conntrack_acct")
+	a.Acct = err == nil && v == "1"
+	return a, nil
+}
+
+// BuildStatus puts the config, what was applied and the flow counts
+// together. It is pure.
+func BuildStatus(c *Config, a *Applied, t Tally, now time.Time) *Status {
+	s := &Status{
+		Schema:     StatusSchema,
+		Time:       now,
+		MarkMask:   c.MarkMask,
+		Acct:       a.Acct,
+		OtherMarks: []MarkCount{},
+		Warnings:   []string{},
+	}
+	if !a.Table {
+		s.Warnings = append(s.Warnings, "nft table inet flowpin is missing: new flows are not being pinned (run flowpin apply)")
+	}
+	if len(a.Rules) == 0 {
+		s.Warnings = append(s.Warnings, "no ip rules with protocol 201: pinned flows are not routed by their link (run flowpin apply)")
+	}
+	if !a.Acct {
+		s.Warnings = append(s.Warnings, "net.netfilter.nf_conntrack_acct is off: bytes and packets are not counted (flowpin apply turns it on; flows that started before stay uncounted)")
+	}
+	weights := appliedWeights(c, a.Routes)
+	var weightSum int
+	for _, w := range weights {
+		weightSum += w
+	}
+	seen := map[uint32]bool{0: true}
+	var pinned int64
+	for _, l := range c.Links {
+		ls := LinkStatus{
+			Name: l.Name, Interface: l.Interface, Gateway: l.Gateway.String(),
+			Weight: l.Weight, Mark: l.Mark, State: StateUnknown,
+		}
+		if cnt := t[l.Mark]; cnt != nil {
+			ls.Counters = *cnt
+		}
+		seen[l.Mark] = true
+		if w, ok := weights[l.Name]; ok {
+			ls.InMultipath = true
+			if weightSum > 0 {
+				ls.WeightShare = float64(w) / float64(weightSum)
+			}
+		}
+		if len(a.Rules) > 0 && !hasMarkRule(a.Rules, l.Mark, c.MarkMask) {
+			s.Warnings = append(s.Warnings, fmt.Sprintf("link %s: no ip rule for fwmark %#x/%#x: the config differs from what was applied (run flowpin apply)", l.Name, l.Mark, c.MarkMask))
+		}
+		pinned += ls.Flows
+		s.Links = append(s.Links, ls)
+	}
+	for i := range s.Links {
+		if pinned > 0 {
+			s.Links[i].FlowShare = float64(s.Links[i].Flows) / float64(pinned)
+		}
+		s.Total.plus(s.Links[i].Counters)
+	}
+	if cnt := t[0]; cnt != nil {
+		s.Unpinned = *cnt
+		s.Total.plus(*cnt)
+	}
+	for m, cnt := range t {
+		if !seen[m] {
+			s.OtherMarks = append(s.OtherMarks, MarkCount{Mark: m, Counters: *cnt})
+			s.Total.plus(*cnt)
+		}
+	}
+	slices.SortFunc(s.OtherMarks, func(a, b MarkCount) int { return cmp.Compare(a.Mark, b.Mark) })
+	if len(s.OtherMarks) > 0 {
+		s.Warnings = append(s.Warnings, fmt.Sprintf("%d flows carry a mark under mask %#x that no configured link has", otherFlows(s.OtherMarks), c.MarkMask))
+	}
+	return s
+}
+
+func otherFlows(ms []MarkCount) int64 {
+	var n int64
+	for _, m := range ms {
+		n += m.Flows
+	}
+	return n
+}
+
+func hasMarkRule(rs []rules.Rule, mark, mask uint32) bool {
+	for _, r := range rs {
+		if r.Mark == mark && r.Mask == mask {
+			return true
+		}
+	}
+	return false
+}
+
+// appliedWeights reads the weights of the multipath route in the balance
+// table as applied, by link name: those, not the config's, decide where new
+// flows go (a link that was down at apply is not in the route).
+func appliedWeights(c *Config, routes []rules.Route) map[string]int {
+	byIface := map[string]string{}
+	for _, l := range c.Links {
+		byIface[l.Interface] = l.Name
+	}
+	out := map[string]int{}
+	for _, r := range routes {
+		if r.Table != c.BalanceTable || r.Dst.Bits() != 0 || r.Family != rules.V4 {
+			continue
+		}
+		if len(r.Nexthops) == 0 && r.Dev != "" {
+			// One nexthop reads back as a plain route (KERNEL-NOTES).
+			if name, ok := byIface[r.Dev]; ok {
+				out[name] = 1
+			}
+		}
+		for _, nh := range r.Nexthops {
+			if name, ok := byIface[nh.Dev]; ok {
+				out[name] += nh.Weight
+			}
+		}
+	}
+	return out
+}
+
+// SetRates fills in per-second rates against the previous frame.
+func (s *Status) SetRates(prev *Status) {
+	if prev == nil {
+		return
+	}
+	dt := s.Time.Sub(prev.Time).Seconds()
+	if dt <= 0 {
+		return
+	}
+	s.Interval = dt
+	old := map[string]Counters{}
+	for _, l := range prev.Links {
+		old[l.Name] = l.Counters
+	}
+	for i := range s.Links {
+		if o, ok := old[s.Links[i].Name]; ok {
+			r := rates(o, s.Links[i].Counters, dt)
+			s.Links[i].Rate = &r
+		}
+	}
+}
+
+func rates(a, b Counters, dt float64) Rates {
+	d := func(x, y uint64) float64 {
+		if y < x {
+			return 0
+		}
+		return float64(y-x) / dt
+	}
+	return Rates{
+		BytesOutPerSec:   d(a.BytesOut, b.BytesOut),
+		BytesInPerSec:    d(a.BytesIn, b.BytesIn),
+		PacketsOutPerSec: d(a.PacketsOut, b.PacketsOut),
+		PacketsInPerSec:  d(a.PacketsIn, b.PacketsIn),
+	}
+}
+
+// ReadStatus is the whole status: one dump of the conntrack table, counted
+// per link.
+func ReadStatus(c *Config, a *Applied, ct *Conntrack) (*Status, error) {
+	t, err := TallyFlows(ct, c)
+	if err != nil {
+		return nil, err
+	}
+	return BuildStatus(c, a, t, time.Now()), nil
+}

@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# flowpin demo: a dual-WAN NAT router in network namespaces.
+#
+#   lan --- router ==wan1== isp1 --+
+#                  ==wan2== isp2 --+-- far (203.0.113.10, the "Internet")
+#
+# Usage (as root): scripts/demo.sh /path/to/flowpin
+# Everything lives in namespaces named fpdemo-*, deleted on exit; the host's
+# routes, rules, nftables and sysctls are never touched, and no packet leaves
+# these namespaces. Needs: iproute2, nftables (nft), perl-base (Essential in
+# Debian; its IO::Socket::INET is the far end's TCP listener).
+set -euo pipefail
+
+BIN=${1:?usage: $0 /path/to/flowpin}
+BIN=$(realpath "$BIN")
+[[ $(id -u) == 0 ]] || { echo "demo.sh: must run as root" >&2; exit 1; }
+for tool in ip nft perl timeout; do
+	command -v "$tool" >/dev/null || { echo "demo.sh: $tool not found (apt-get install iproute2 nftables perl-base)" >&2; exit 1; }
+done
+
+P=fpdemo
+LAN=$P-lan ROUTER=$P-router ISP1=$P-isp1 ISP2=$P-isp2 FAR=$P-far
+ALL=("$LAN" "$ROUTER" "$ISP1" "$ISP2" "$FAR")
+SERVICE=203.0.113.10 PORT=5201
+WORK=$(mktemp -d)
+LISTENER_PID=
+
+cleanup() {
+	set +e
+	[[ -n $LISTENER_PID ]] && kill "$LISTENER_PID" 2>/dev/null && wait "$LISTENER_PID" 2>/dev/null
+	for ns in "${ALL[@]}"; do
+		ip netns del "$ns" 2>/dev/null
+	done
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+for ns in "${ALL[@]}"; do
+	if ip netns list | grep -qw "^$ns"; then
+		echo "demo.sh: namespace $ns already exists (another demo running?)" >&2
+		ALL=() # not ours: do not delete it
+		exit 1
+	fi
+done
+
+heading() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+# veth NS_A IF_A NS_B IF_B: a cable, both ends created inside their namespaces.
+veth() {
+	ip -n "$1" link add name "$2" type veth peer name "$4" netns "$3"
+	ip -n "$1" link set dev "$2" up
+	ip -n "$3" link set dev "$4" up
+}
+
+heading "Building the sandbox (namespaces $P-*)"
+for ns in "${ALL[@]}"; do
+	ip netns add "$ns"
+	ip -n "$ns" link set dev lo up
+	nsx "$ns" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+done
+veth "$LAN" eth0 "$ROUTER" lan
+veth "$ROUTER" wan1 "$ISP1" cust
+veth "$ROUTER" wan2 "$ISP2" cust
+veth "$ISP1" core "$FAR" isp1
+veth "$ISP2" core "$FAR" isp2
+
+ip -n "$LAN" addr add 10.77.0.2/24 dev eth0
+ip -n "$LAN" route add default via 10.77.0.1
+
+ip -n "$ROUTER" addr add 10.77.0.1/24 dev lan
+ip -n "$ROUTER" addr add 192.0.2.2/24 dev wan1
+ip -n "$ROUTER" addr add 198.51.100.2/24 dev wan2
+nsx "$ROUTER" sysctl -qw net.ipv4.ip_forward=1
+ip -n "$ROUTER" route add default via 192.0.2.1 dev wan1 # the box before flowpin
+
+# isp CUST_CIDR CORE_CIDR FAR_ADDR CUSTOMER OTHER_PREFIX
+isp() {
+	local ns=$1
+	ip -n "$ns" addr add "$2" dev cust
+	ip -n "$ns" addr add "$3" dev core
+	nsx "$ns" sysctl -qw net.ipv4.ip_forward=1
+	ip -n "$ns" route add 203.0.113.0/24 via "$4"
+	ip -n "$ns" route add "$6" via "$4"
+	# BCP38: the ISP drops anything from its customer not sourced from the
+	# customer's own address.
+	nsx "$ns" nft -f - <<-EOF
+		table netdev bcp38 {
+			chain in {
+				type filter hook ingress device "cust" priority 0;
+				ip saddr != $5 drop
+			}
+		}
+	EOF
+}
+isp "$ISP1" 192.0.2.1/24 100.64.1.1/30 100.64.1.2 192.0.2.2 198.51.100.0/24
+isp "$ISP2" 198.51.100.1/24 100.64.2.1/30 100.64.2.2 198.51.100.2 192.0.2.0/24
+
+ip -n "$FAR" addr add 100.64.1.2/30 dev isp1
+ip -n "$FAR" addr add 100.64.2.2/30 dev isp2
+ip -n "$FAR" addr add $SERVICE/32 dev lo
+nsx "$FAR" sysctl -qw net.ipv4.ip_forward=1
+ip -n "$FAR" route add 192.0.2.0/24 via 100.64.1.1 src $SERVICE
+ip -n "$FAR" route add 198.51.100.0/24 via 100.64.2.1 src $SERVICE
+# Count new connections at the far end by the (NATed) source = the link used.
+nsx "$FAR" nft -f - <<-EOF
+	table ip demo {
+		counter via_isp1 {}
+		counter via_isp2 {}
+		counter other {}
+		chain in {
+			type filter hook input priority 0;
+			tcp dport $PORT ct state new ip saddr 192.0.2.2 counter name "via_isp1"
+			tcp dport $PORT ct state new ip saddr 198.51.100.2 counter name "via_isp2"
+			tcp dport $PORT ct state new ip saddr != { 192.0.2.2, 198.51.100.2 } counter name "other"
+		}
+	}
+EOF
+# The far end's TCP listener: accept and close. A listener that stays open
+# (iperf3 -s closes and reopens its socket between "tests", refusing the
+# connections that arrive in between). Stops by itself after 120 s at most.
+ip netns exec "$FAR" timeout 120 perl -MIO::Socket::INET -e '
+	my $s = IO::Socket::INET->new(LocalAddr => $ARGV[0], LocalPort => $ARGV[1],
+		Listen => 1024, ReuseAddr => 1) or die "listen: $!\n";
+	while (1) { my $c = $s->accept or next; close $c }' $SERVICE $PORT &
+LISTENER_PID=$!
+for _ in $(seq 50); do
+	nsx "$FAR" bash -c "exec 3<>/dev/tcp/$SERVICE/$PORT" 2>/dev/null && break
+	sleep 0.1
+done
+nsx "$FAR" nft reset counters table ip demo >/dev/null
+echo "lan 10.77.0.2 -> router (lan 10.77.0.1, wan1 192.0.2.2, wan2 198.51.100.2)"
+echo "isp1 gw 192.0.2.1, isp2 gw 198.51.100.1 (both enforce BCP38) -> far $SERVICE:$PORT"
+
+count() { nsx "$FAR" nft list counter ip demo "$1" | awk '/packets/ { print $2 }'; }
+
+# traffic N: N short TCP connections lan -> far (20 at a time, 1 s timeout
+# each, so a broken setup cannot stall the demo), then the per-link counts.
+traffic() {
+	local n=$1 ok i pids=()
+	nsx "$FAR" nft reset counters table ip demo >/dev/null
+	: >"$WORK/ok"
+	for ((i = 1; i <= n; i++)); do
+		{ nsx "$LAN" timeout 1 bash -c "exec 3<>/dev/tcp/$SERVICE/$PORT" 2>/dev/null && echo ok >>"$WORK/ok"; } &
+		pids+=($!)
+		if ((i % 20 == 0 || i == n)); then
+			wait "${pids[@]}" || true # not a bare wait: the listener is a child too
+			pids=()
+		fi
+	done
+	ok=$(wc -l <"$WORK/ok")
+	printf '%d/%d connections ok; seen at far: isp1 (192.0.2.2) %d, isp2 (198.51.100.2) %d, other %d\n' \
+		"$ok" "$n" "$(count via_isp1)" "$(count via_isp2)" "$(count other)"
+}
+
+show_router() {
+	echo "--- ip rule"
+	nsx "$ROUTER" ip rule show
+	for table in main 100 101 102; do
+		echo "--- ip route show table $table"
+		nsx "$ROUTER" ip route show table "$table" 2>&1 || true
+	done
+	echo "--- nft list table inet flowpin"
+	nsx "$ROUTER" nft list table inet flowpin
+}
+
+heading "Before flowpin: lan -> far (no NAT: isp1 drops source 10.77.0.2)"
+traffic 2
+
+cat >"$WORK/flowpin.yaml" <<EOF
+links:
+  - name: isp1
+    interface: wan1
+    gateway: 192.0.2.1
+    weight: 3
+    nat: true
+  - name: isp2
+    interface: wan2
+    gateway: 198.51.100.1
+    weight: 1
+    nat: true
+EOF
+heading "Config ($WORK/flowpin.yaml)"
+cat "$WORK/flowpin.yaml"
+
+heading "flowpin plan"
+nsx "$ROUTER" "$BIN" plan -c "$WORK/flowpin.yaml"
+
+heading "flowpin apply"
+nsx "$ROUTER" "$BIN" apply -c "$WORK/flowpin.yaml"
+
+heading "Router state after apply"
+show_router
+
+heading "60 connections lan -> far (weights isp1:isp2 = 3:1)"
+traffic 60
+
+heading "isp2 fails (its customer port goes down) -> flowpin apply"
+nsx "$ISP2" ip link set dev cust down
+nsx "$ROUTER" "$BIN" apply -c "$WORK/flowpin.yaml" || echo "(flowpin apply exited $?)"
+nsx "$ROUTER" ip route show table 100
+heading "30 connections lan -> far with isp2 down"
+traffic 30
+
+heading "isp2 is back -> flowpin apply"
+nsx "$ISP2" ip link set dev cust up
+sleep 0.2
+nsx "$ROUTER" "$BIN" apply -c "$WORK/flowpin.yaml"
+nsx "$ROUTER" ip route show table 100
+heading "60 connections lan -> far with both links"
+traffic 60
+
+heading "flowpin down: the router is as it was"
+nsx "$ROUTER" "$BIN" down -c "$WORK/flowpin.yaml"
+nsx "$ROUTER" ip rule show
+nsx "$ROUTER" ip route show table main
+nsx "$ROUTER" nft list tables
+
+heading "Done (namespaces $P-* are removed on exit)"
