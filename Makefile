@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/flowpin
 PKGS    := ./...
 # Debian tools the integration tests, the demo and the benchmarks use.
-DEBS    := nftables conntrack iperf3
+DEBS    := nftables conntrack
 
 .PHONY: help build deps test unit integration demo bench lint clean
 
@@ -14,7 +14,7 @@ build: ## build bin/flowpin
 	$(GO) build -o $(BIN) ./cmd/flowpin
 
 deps: ## install the Debian tools the tests and the demo need (root)
-	@missing=""; for t in nft:nftables conntrack:conntrack iperf3:iperf3; do \
+	@missing=""; for t in nft:nftables conntrack:conntrack; do \
 		command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \

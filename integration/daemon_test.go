@@ -1,11 +1,16 @@
 package integration
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -384,5 +389,118 @@ func TestDaemonGatewayAuto(t *testing.T) {
 	r := connectN(t, d.LAN, target, srv, 120, dialOpts{})
 	if r.Failed != 0 || r.PerSource[netip.MustParseAddr(d.WAN2)] == 0 {
 		t.Errorf("after the gateway change: %d failed, far saw %v", r.Failed, r.PerSource)
+	}
+}
+
+// scrape fetches the daemon's /metrics from inside ns. The socket is made
+// on nsDo's thread (http.Client would dial from another goroutine, in
+// another namespace), then used for one HTTP/1.0 request.
+func scrape(t testing.TB, ns, addr string) (string, error) {
+	var conn net.Conn
+	if err := nsDo(ns, func() error {
+		var err error
+		conn, err = net.DialTimeout("tcp", addr, 2*time.Second)
+		return err
+	}); err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(conn, "GET /metrics HTTP/1.0\r\nHost: flowpin\r\n\r\n"); err != nil {
+		return "", err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// metric returns the value of the sample whose name and labels are exactly
+// series (e.g. `flowpin_link_up{link="isp2"}`), or -1.
+func metric(body, series string) float64 {
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return -1
+}
+
+func TestDaemonMetrics(t *testing.T) {
+	d := newDualWAN(t)
+	srv := startEchoServer(t, d.Far, d.Service+":0")
+	target := fmt.Sprintf("%s:%d", d.Service, srv.Port())
+	// No host: localhost only.
+	dm := startDaemon(t, d.Router, checkedConfig(d, d.GW2), "--metrics", ":9108")
+	ll := startLongLived(t, d.LAN, target, srv, 12, dialOpts{})
+	time.Sleep(300 * time.Millisecond)
+	blackhole(t, d.ISP2)
+	dm.waitState(t, "isp2", "down", 5*time.Second)
+
+	body, err := scrape(t, d.Router, "127.0.0.1:9108")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]func(float64) bool{
+		`flowpin_link_up{link="isp1"}`:                    func(v float64) bool { return v == 1 },
+		`flowpin_link_up{link="isp2"}`:                    func(v float64) bool { return v == 0 },
+		`flowpin_link_state_changes_total{link="isp2"}`:   func(v float64) bool { return v == 1 },
+		`flowpin_probe_loss_ratio{link="isp2"}`:           func(v float64) bool { return v > 0 },
+		`flowpin_probe_rtt_seconds{link="isp1"}`:          func(v float64) bool { return v > 0 && v < 1 },
+		`flowpin_probes_total{link="isp2",result="lost"}`: func(v float64) bool { return v >= 3 },
+		`flowpin_syncs_total`:                             func(v float64) bool { return v >= 2 },
+		`flowpin_sync_errors_total`:                       func(v float64) bool { return v == 0 },
+		`flowpin_link_flows{link="isp1"}`:                 func(v float64) bool { return v >= 1 },
+		`flowpin_link_bytes{direction="out",link="isp1"}`: func(v float64) bool { return v > 0 },
+		`flowpin_conntrack_read_errors`:                   func(v float64) bool { return v == 0 },
+	}
+	for series, ok := range want {
+		if v := metric(body, series); !ok(v) {
+			t.Errorf("%s = %v", series, v)
+		}
+	}
+	// The selective flush took isp2's flows away; isp1's stay.
+	for i, s := range ll.stop() {
+		if s.Remote.Addr() == netip.MustParseAddr(d.WAN1) && (s.Stalled || s.Err != nil) {
+			t.Errorf("connection %d on isp1 broke", i)
+		}
+	}
+	if t.Failed() {
+		t.Logf("metrics:\n%s", body)
+	}
+	// Bound to localhost: the router's LAN address does not answer.
+	if _, err := scrape(t, d.Router, d.RouterLAN+":9108"); err == nil {
+		t.Error("metrics answer on the LAN address; want localhost only")
+	}
+}
+
+// A gateway whose neighbour entry fails takes the link down at once, long
+// before the (deliberately slow) probes would.
+func TestDaemonNeighbourFailure(t *testing.T) {
+	d := newDualWAN(t)
+	// Fast neighbour unreachability detection on wan2, so the kernel
+	// gives up on the gateway's MAC within about a second of silence.
+	for k, v := range map[string]string{
+		"base_reachable_time_ms": "500", "delay_first_probe_time": "1",
+		"retrans_time_ms": "100", "ucast_solicit": "2", "mcast_solicit": "2",
+	} {
+		setSysctl(t, d.Router, "net.ipv4.neigh.wan2."+k, v)
+	}
+	cfg := strings.ReplaceAll(checkedConfig(d, d.GW2), "interval: 300ms", "interval: 1500ms")
+	cfg = strings.ReplaceAll(cfg, "fall: 3", "fall: 10")
+	dm := startDaemon(t, d.Router, cfg)
+	dm.waitState(t, "isp2", "up", 5*time.Second)
+	blackhole(t, d.ISP2)
+	start := time.Now()
+	l := dm.waitState(t, "isp2", "down", 8*time.Second)
+	t.Logf("down after %v: %s", time.Since(start).Round(time.Millisecond), l.Reason)
+	if !strings.Contains(l.Reason, "neighbour failed") {
+		t.Errorf("reason %q: want the neighbour failure (probes need 10 rounds of 1.5s)", l.Reason)
 	}
 }

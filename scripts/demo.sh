@@ -24,9 +24,11 @@ ALL=("$LAN" "$ROUTER" "$ISP1" "$ISP2" "$FAR")
 SERVICE=203.0.113.10 PORT=5201
 WORK=$(mktemp -d)
 LISTENER_PID=
+DAEMON=
 
 cleanup() {
 	set +e
+	[[ -n $DAEMON ]] && kill "$DAEMON" 2>/dev/null && wait "$DAEMON" 2>/dev/null
 	[[ -n $LISTENER_PID ]] && kill "$LISTENER_PID" 2>/dev/null && wait "$LISTENER_PID" 2>/dev/null
 	for ns in "${ALL[@]}"; do
 		ip netns del "$ns" 2>/dev/null
@@ -196,20 +198,50 @@ show_router
 heading "60 connections lan -> far (weights isp1:isp2 = 3:1)"
 traffic 60
 
-heading "isp2 fails (its customer port goes down) -> flowpin apply"
+heading "flowpin status: flows per link, counted from conntrack by their link mark"
+nsx "$ROUTER" "$BIN" status -c "$WORK/flowpin.yaml"
+
+heading "isp2 is out at boot (its port is down) -> flowpin apply leaves it out, with a warning"
 nsx "$ISP2" ip link set dev cust down
 nsx "$ROUTER" "$BIN" apply -c "$WORK/flowpin.yaml" || echo "(flowpin apply exited $?)"
 nsx "$ROUTER" ip route show table 100
-heading "30 connections lan -> far with isp2 down"
 traffic 30
-
-heading "isp2 is back -> flowpin apply"
 nsx "$ISP2" ip link set dev cust up
 sleep 0.2
-nsx "$ROUTER" "$BIN" apply -c "$WORK/flowpin.yaml"
-nsx "$ROUTER" ip route show table 100
-heading "60 connections lan -> far with both links"
+
+# The daemon probes each link every 300 ms through that link only; 3 bad
+# rounds take it down, 3 good ones bring it back.
+sed -i 's/^    nat: true$/    nat: true\n    check: {targets: [203.0.113.10], interval: 300ms, timeout: 300ms, fall: 3, rise: 3}/' "$WORK/flowpin.yaml"
+heading "flowpin run (the daemon), with health checks against far"
+grep check "$WORK/flowpin.yaml"
+# Not through nsx: $! must be the daemon itself (ip netns exec execs it).
+ip netns exec "$ROUTER" "$BIN" run -c "$WORK/flowpin.yaml" >"$WORK/run.log" 2>&1 &
+DAEMON=$!
+sleep 1.5
+nsx "$ROUTER" "$BIN" status -c "$WORK/flowpin.yaml"
 traffic 60
+
+heading "isp2 fails silently (its upstream drops everything; the carrier stays up)"
+printf 'table netdev outage {\n\tchain in {\n\t\ttype filter hook ingress device "cust" priority -500; policy drop;\n\t}\n}\n' | nsx "$ISP2" nft -f -
+sleep 1.5
+nsx "$ROUTER" "$BIN" status -c "$WORK/flowpin.yaml"
+nsx "$ROUTER" ip route show table 100
+traffic 30
+
+heading "isp2 recovers"
+nsx "$ISP2" nft delete table netdev outage
+sleep 1.5
+nsx "$ROUTER" "$BIN" status -c "$WORK/flowpin.yaml"
+traffic 60
+
+heading "A moment of flowpin status --watch (a frame a second)"
+nsx "$ROUTER" timeout --preserve-status -s INT 3.5 "$BIN" status --watch 1s -c "$WORK/flowpin.yaml" || true
+
+heading "The daemon's log (SIGTERM: it exits, routing stays as applied)"
+kill -TERM "$DAEMON"
+wait "$DAEMON" || true
+DAEMON=
+cut -c1-200 "$WORK/run.log"
 
 heading "flowpin down: the router is as it was"
 nsx "$ROUTER" "$BIN" down -c "$WORK/flowpin.yaml"

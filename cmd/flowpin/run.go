@@ -78,6 +78,9 @@ links, in the foreground.
 				if err != nil {
 					return fmt.Errorf("metrics: %w", err)
 				}
+				if err := d.Metrics().RegisterFlowMetrics(c); err != nil {
+					return fmt.Errorf("metrics: %w", err)
+				}
 				mux := http.NewServeMux()
 				mux.Handle("GET /metrics", promhttp.HandlerFor(d.Metrics().Registry, promhttp.HandlerOpts{}))
 				srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
