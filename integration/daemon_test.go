@@ -504,3 +504,29 @@ func TestDaemonNeighbourFailure(t *testing.T) {
 		t.Errorf("reason %q: want the neighbour failure (probes need 10 rounds of 1.5s)", l.Reason)
 	}
 }
+
+// A WAN whose address is not there yet when the daemon starts (DHCP not
+// done at boot) is simply down, not an error; when it gets its address,
+// the daemon routes it, its probes rise, and it takes new flows.
+func TestDaemonLinkNotReadyAtStart(t *testing.T) {
+	d := newDualWAN(t)
+	srv := startEchoServer(t, d.Far, d.Service+":0")
+	target := fmt.Sprintf("%s:%d", d.Service, srv.Port())
+	run(t, d.Router, "ip", "addr", "flush", "dev", "wan2")
+	dm := startDaemon(t, d.Router, checkedConfig(d, d.GW2))
+	l := dm.linkStates(t)["isp2"]
+	if l.State != "down" || !strings.Contains(l.Reason, "no IPv4 address yet") {
+		t.Errorf("isp2 at start: %+v", l)
+	}
+	if r := connectN(t, d.LAN, target, srv, 30, dialOpts{}); r.Failed != 0 || r.PerSource[netip.MustParseAddr(d.WAN1)] != 30 {
+		t.Errorf("with isp2 not ready: %d failed, far saw %v", r.Failed, r.PerSource)
+	}
+	run(t, d.Router, "ip", "addr", "add", d.WAN2+"/24", "dev", "wan2")
+	dm.waitState(t, "isp2", "up", 5*time.Second)
+	srv.Reset()
+	r := connectN(t, d.LAN, target, srv, 240, dialOpts{})
+	if r.Failed != 0 {
+		t.Fatalf("%d failed once isp2 was ready: %v", r.Failed, r.Errors[0])
+	}
+	checkSplit(t, d, r.PerSource, 1, 1)
+}

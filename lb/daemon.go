@@ -149,12 +149,26 @@ func (d *Daemon) adopt() error {
 			inRoute[nh.Dev] = true
 		}
 	}
+	// A link that cannot work yet (no interface, no address, no gateway:
+	// a WAN whose DHCP is not done at boot) is simply down.
+	des, err := d.Kernel.PrepareWith(d.Config, PlanOptions{MissingOK: true})
+	if err != nil {
+		return err
+	}
+	unusable := map[string]string{}
+	for _, l := range des.Links {
+		if !l.Usable {
+			unusable[l.Name] = l.Why
+		}
+	}
 	now := time.Now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, l := range d.Config.Links {
 		state, why := StateUp, "up: daemon started"
-		if cur.Exists && !inRoute[l.Interface] {
+		if reason, ok := unusable[l.Name]; ok {
+			state, why = StateDown, "down: "+reason
+		} else if cur.Exists && !inRoute[l.Interface] {
 			state, why = StateDown, "down: not in the multipath route when the daemon started"
 		} else if cur.Exists {
 			why = "up: adopted from the running kernel"

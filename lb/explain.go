@@ -207,7 +207,7 @@ func (k *Kernel) Explain(c *Config, p Packet) (*Explanation, error) {
 		}
 		e.add("ip rule", "%s  (%s)", strings.ReplaceAll(r.String(), "\t", " "), owner)
 	} else {
-		e.add("ip rule", "the kernel answered from table %s; no rule here explains it (a rule type this tool does not model?)", tableText(ans.Table))
+		e.add("ip rule", "the kernel answered from table %s; no rule here explains it (a rule type this tool does not model?)", rules.TableName(ans.Table))
 	}
 	e.add("route", "%s", entry.String())
 
@@ -285,18 +285,6 @@ func familyOf(a netip.Addr) int {
 		return rules.V6
 	}
 	return rules.V4
-}
-
-func tableText(t int) string {
-	switch t {
-	case unix.RT_TABLE_MAIN:
-		return "main"
-	case unix.RT_TABLE_LOCAL:
-		return "local"
-	case unix.RT_TABLE_DEFAULT:
-		return "default"
-	}
-	return fmt.Sprint(t)
 }
 
 func (k *Kernel) describe(e *Explanation, p Packet) {

@@ -426,7 +426,7 @@ func (k *Kernel) verifyLinks(r *VerifyReport, c *Config, d *Desired, all []rules
 				}
 			}
 			r.fail(check, fix, "leaves by %s via %s, want %s via %s: table %s, %s (ip route get %s)",
-				orNone(ans.Dev), ans.Gw, l.Interface, l.Gateway, tableText(ans.Table), by, q.q.Args())
+				orNone(ans.Dev), ans.Gw, l.Interface, l.Gateway, rules.TableName(ans.Table), by, q.q.Args())
 		}
 		k.verifyGateway(r, l, o)
 	}

@@ -138,7 +138,7 @@ func (a Answer) String() string {
 	if a.Dev != "" {
 		fmt.Fprintf(&b, " dev %s", a.Dev)
 	}
-	fmt.Fprintf(&b, " table %s", tableName(a.Table))
+	fmt.Fprintf(&b, " table %s", TableName(a.Table))
 	if a.PrefSrc.IsValid() {
 		fmt.Fprintf(&b, " src %s", a.PrefSrc)
 	}

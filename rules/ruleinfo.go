@@ -56,7 +56,7 @@ func (r RuleInfo) String() string {
 	b.WriteString(r.Selector())
 	switch r.Action {
 	case nl.FR_ACT_TO_TBL:
-		fmt.Fprintf(&b, " lookup %s", tableName(r.Table))
+		fmt.Fprintf(&b, " lookup %s", TableName(r.Table))
 		if r.SuppressPrefixlen >= 0 {
 			fmt.Fprintf(&b, " suppress_prefixlength %d", r.SuppressPrefixlen)
 		}

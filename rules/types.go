@@ -104,7 +104,7 @@ func (r Rule) Selector() string {
 	if r.Mask != 0 {
 		fmt.Fprintf(&b, " fwmark %#x/%#x", r.Mark, r.Mask)
 	}
-	fmt.Fprintf(&b, " lookup %s", tableName(r.Table))
+	fmt.Fprintf(&b, " lookup %s", TableName(r.Table))
 	if r.SuppressPrefixlen >= 0 {
 		fmt.Fprintf(&b, " suppress_prefixlength %d", r.SuppressPrefixlen)
 	}
@@ -116,7 +116,8 @@ func (r Rule) Command(verb string) string {
 	return fmt.Sprintf("%s rule %s pref %d %s proto %d", ipCmd(r.Family), verb, r.Priority, r.Selector(), Protocol)
 }
 
-func tableName(t int) string {
+// TableName is a table as `ip` names it.
+func TableName(t int) string {
 	switch t {
 	case unix.RT_TABLE_MAIN:
 		return "main"
@@ -142,7 +143,7 @@ func (r Route) Spec() string {
 	if r.Dev != "" {
 		fmt.Fprintf(&b, " dev %s", r.Dev)
 	}
-	fmt.Fprintf(&b, " table %s proto %d", tableName(r.Table), Protocol)
+	fmt.Fprintf(&b, " table %s proto %d", TableName(r.Table), Protocol)
 	if r.Scope == ScopeLink {
 		b.WriteString(" scope link")
 	}
@@ -163,7 +164,7 @@ func (r Route) Command(verb string) string {
 		if r.Dst.Bits() != 0 {
 			dst = r.Dst.String()
 		}
-		return fmt.Sprintf("%s route del %s table %s proto %d", ipCmd(r.Family), dst, tableName(r.Table), Protocol)
+		return fmt.Sprintf("%s route del %s table %s proto %d", ipCmd(r.Family), dst, TableName(r.Table), Protocol)
 	}
 	return fmt.Sprintf("%s route %s %s", ipCmd(r.Family), verb, r.Spec())
 }
