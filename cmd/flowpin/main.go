@@ -85,6 +85,17 @@ func (a *app) prepare() (*lb.Kernel, *lb.Desired, error) {
 	return k, d, nil
 }
 
+// printCommands shows, with -v, each change made as the command that
+// does the same by hand.
+func (a *app) printCommands(verbose bool, res *lb.Result) {
+	if !verbose || res == nil {
+		return
+	}
+	for _, c := range res.Commands {
+		fmt.Fprintln(a.out, c)
+	}
+}
+
 func (a *app) applyCmd() *cobra.Command {
 	var verbose bool
 	cmd := &cobra.Command{
@@ -110,18 +121,14 @@ steps before it are undone and the kernel is as it was.`,
 			for _, w := range res.Warnings[len(d.Warnings):] {
 				a.log.Warn(w)
 			}
-			if verbose {
-				for _, c := range res.Commands {
-					fmt.Fprintln(a.out, c)
-				}
-			}
-			usable := 0
+			a.printCommands(verbose, res)
+			inRoute := 0
 			for _, l := range d.Links {
-				if l.Usable {
-					usable++
+				if l.InRoute {
+					inRoute++
 				}
 			}
-			fmt.Fprintf(a.out, "applied: %d of %d links in the multipath route, %d kernel writes\n", usable, len(d.Links), res.Writes)
+			fmt.Fprintf(a.out, "applied: %d of %d links in the multipath route, %d kernel writes\n", inRoute, len(d.Links), res.Writes)
 			return nil
 		},
 	}
@@ -184,11 +191,7 @@ is not needed: what to remove is found by its tags.`,
 			}
 			defer k.Close()
 			res, err := k.Down()
-			if res != nil && verbose {
-				for _, c := range res.Commands {
-					fmt.Fprintln(a.out, c)
-				}
-			}
+			a.printCommands(verbose, res)
 			if err != nil {
 				return fmt.Errorf("down: %w", err)
 			}
