@@ -116,6 +116,11 @@ func (l *lab) addNS(role string) string {
 	run(t, name, "ip", "link", "set", "lo", "up")
 	setSysctl(t, name, "net.ipv4.conf.all.rp_filter", "0")
 	setSysctl(t, name, "net.ipv4.conf.default.rp_filter", "0")
+	// flowpin is IPv4-only so far. Without IPv6, no link-local address or
+	// route appears asynchronously (after DAD) in the middle of a test's
+	// before/after snapshots.
+	setSysctl(t, name, "net.ipv6.conf.all.disable_ipv6", "1")
+	setSysctl(t, name, "net.ipv6.conf.default.disable_ipv6", "1")
 	return name
 }
 

@@ -158,10 +158,12 @@ func (k *Kernel) planSysctls(d *Desired, cur *nft.Current) (*sysctlPlan, error) 
 			p.records[key] = val
 		}
 	}
-	// Someone deleted the table, records and all: a long-lived Kernel (the
-	// daemon's) still knows the values from before flowpin.
+	// Someone deleted the table, records and all (or a dump racing with
+	// that returned a partial table): a long-lived Kernel (the daemon's)
+	// still knows the values from before flowpin. What it knows is never
+	// newer than the truth, so it fills every gap.
 	for key, val := range k.records {
-		if _, ok := p.records[key]; !ok && !cur.Exists {
+		if _, ok := p.records[key]; !ok {
 			p.records[key] = val
 		}
 	}
