@@ -15,18 +15,8 @@ import (
 	"flowpin/rules"
 )
 
-const statusLinks = `links:
-  - name: isp1
-    interface: wan1
-    gateway: 192.0.2.1
-    weight: 3
-    nat: true
-  - name: isp2
-    interface: wan2
-    gateway: 198.51.100.1
-    weight: 1
-    nat: true
-`
+// statusLinks is the dual-WAN config the other tests of this package use.
+const statusLinks = twoLinks
 
 func statusConfig(t *testing.T, y string) *Config {
 	t.Helper()

@@ -60,9 +60,10 @@ func (a *app) open() (*lb.Kernel, error) {
 	return lb.OpenKernel()
 }
 
-func (a *app) prepare() (*lb.Kernel, *lb.Desired, error) {
-	// Privileges first: without them the config may not be readable
-	// either, and "run it as root" is the useful answer.
+// openWithConfig checks privileges first (without them the config may not
+// be readable either, and "run it as root" is the useful answer), then
+// loads the config, then opens the kernel handles.
+func (a *app) openWithConfig() (*lb.Kernel, *lb.Config, error) {
 	if err := lb.CheckPrivileges(); err != nil {
 		return nil, nil, err
 	}
@@ -70,7 +71,15 @@ func (a *app) prepare() (*lb.Kernel, *lb.Desired, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	k, err := a.open()
+	k, err := lb.OpenKernel()
+	if err != nil {
+		return nil, nil, err
+	}
+	return k, c, nil
+}
+
+func (a *app) prepare() (*lb.Kernel, *lb.Desired, error) {
+	k, c, err := a.openWithConfig()
 	if err != nil {
 		return nil, nil, err
 	}

@@ -48,15 +48,11 @@ links, in the foreground.
 			if err != nil {
 				return err
 			}
-			k, err := a.open()
+			k, c, err := a.openWithConfig()
 			if err != nil {
 				return err
 			}
 			defer k.Close()
-			c, err := lb.LoadConfig(a.config)
-			if err != nil {
-				return err
-			}
 			ln, err := lb.ListenAPI()
 			if err != nil {
 				return err

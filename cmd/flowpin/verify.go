@@ -39,17 +39,14 @@ One line per check, with the reason and the fix. Nothing is changed.`,
 		Example: "  flowpin verify -c /etc/flowpin/flowpin.yaml\n  ip netns exec router flowpin verify -c router.yaml --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := lb.LoadConfig(a.config)
-			if err != nil {
-				return err
-			}
 			o := lb.VerifyOptions{NoProbe: noProbe}
 			if probe != "" {
+				var err error
 				if o.Probe, err = netip.ParseAddr(probe); err != nil {
 					return fmt.Errorf("--to %q: not an IP address", probe)
 				}
 			}
-			k, err := a.open()
+			k, c, err := a.openWithConfig()
 			if err != nil {
 				return err
 			}
@@ -152,11 +149,7 @@ net.ipv4.ip_forward=1 in this namespace.`,
 			if (sport != 0 || dport != 0) && p.Proto == 0 {
 				return fmt.Errorf("--sport/--dport need --proto tcp or udp")
 			}
-			c, err := lb.LoadConfig(a.config)
-			if err != nil {
-				return err
-			}
-			k, err := a.open()
+			k, c, err := a.openWithConfig()
 			if err != nil {
 				return err
 			}
