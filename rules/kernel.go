@@ -151,6 +151,12 @@ type ForeignRule struct {
 	Text string
 }
 
+// ForeignRules lists the ip rules flowpin does not own.
+func (k *Kernel) ForeignRules() ([]ForeignRule, error) {
+	_, foreign, err := k.ReadRules()
+	return foreign, err
+}
+
 // ReadRules returns flowpin's rules and everyone else's.
 func (k *Kernel) ReadRules() (owned []Rule, foreign []ForeignRule, err error) {
 	for _, fam := range []int{V4, V6} {

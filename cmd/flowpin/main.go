@@ -11,7 +11,13 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"flowpin/lb"
+	"flowpin/lb/apply"
+	"flowpin/lb/config"
+	"flowpin/lb/diagnose"
+	"flowpin/lb/plan"
+	"flowpin/nft"
+	"flowpin/nft/ct"
+	"flowpin/rules"
 )
 
 func main() {
@@ -48,37 +54,69 @@ Every command acts on the network namespace it runs in, so
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVarP(&a.config, "config", "c", lb.DefaultPath, "config file")
+	root.PersistentFlags().StringVarP(&a.config, "config", "c", config.DefaultPath, "config file")
 	root.AddCommand(a.applyCmd(), a.planCmd(), a.downCmd(), a.runCmd(), a.statusCmd(), a.verifyCmd(), a.explainCmd())
 	return root
 }
 
-func (a *app) open() (*lb.Kernel, error) {
-	if err := lb.CheckPrivileges(); err != nil {
+// kernel is the concrete adapters on the namespace the command runs in,
+// handed to lb's packages.
+type kernel struct {
+	routes *rules.Kernel
+	nft    *nft.Conn
+	ct     *ct.Conntrack
+	*apply.Kernel
+}
+
+func openKernel() (*kernel, error) {
+	rk, err := rules.Open()
+	if err != nil {
 		return nil, err
 	}
-	return lb.OpenKernel()
+	conn, err := ct.Open(0)
+	if err != nil {
+		rk.Close()
+		return nil, err
+	}
+	nc := &nft.Conn{}
+	return &kernel{routes: rk, nft: nc, ct: conn, Kernel: apply.New(rk, nc)}, nil
+}
+
+func (k *kernel) Close() {
+	k.routes.Close()
+	_ = k.ct.Close()
+}
+
+func (k *kernel) diagnose() *diagnose.Kernel {
+	return &diagnose.Kernel{Routes: k.routes, NFT: k.nft, CT: k.ct}
+}
+
+func (a *app) open() (*kernel, error) {
+	if err := apply.CheckPrivileges(); err != nil {
+		return nil, err
+	}
+	return openKernel()
 }
 
 // openWithConfig checks privileges first (without them the config may not
 // be readable either, and "run it as root" is the useful answer), then
 // loads the config, then opens the kernel handles.
-func (a *app) openWithConfig() (*lb.Kernel, *lb.Config, error) {
-	if err := lb.CheckPrivileges(); err != nil {
+func (a *app) openWithConfig() (*kernel, *config.Config, error) {
+	if err := apply.CheckPrivileges(); err != nil {
 		return nil, nil, err
 	}
-	c, err := lb.LoadConfig(a.config)
+	c, err := config.Load(a.config)
 	if err != nil {
 		return nil, nil, err
 	}
-	k, err := lb.OpenKernel()
+	k, err := openKernel()
 	if err != nil {
 		return nil, nil, err
 	}
 	return k, c, nil
 }
 
-func (a *app) prepare() (*lb.Kernel, *lb.Desired, error) {
+func (a *app) prepare() (*kernel, *plan.Desired, error) {
 	k, c, err := a.openWithConfig()
 	if err != nil {
 		return nil, nil, err
@@ -96,7 +134,7 @@ func (a *app) prepare() (*lb.Kernel, *lb.Desired, error) {
 
 // printCommands shows, with -v, each change made as the command that
 // does the same by hand.
-func (a *app) printCommands(verbose bool, res *lb.Result) {
+func (a *app) printCommands(verbose bool, res *apply.Result) {
 	if !verbose || res == nil {
 		return
 	}
@@ -164,7 +202,7 @@ empty namespace, to review or to paste by hand.`,
 			defer k.Close()
 			var lines []string
 			if full {
-				lines = lb.FullScript(d)
+				lines = plan.FullScript(d)
 			} else if lines, err = k.Changes(d); err != nil {
 				return err
 			}

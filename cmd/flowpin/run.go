@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
-	"flowpin/lb"
+	"flowpin/lb/daemon"
 )
 
 func (a *app) runCmd() *cobra.Command {
@@ -53,13 +53,13 @@ links, in the foreground.
 				return err
 			}
 			defer k.Close()
-			ln, err := lb.ListenAPI()
+			ln, err := daemon.ListenAPI()
 			if err != nil {
 				return err
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			d := lb.NewDaemon(c, k, log)
+			d := daemon.New(c, k.Kernel, log)
 			d.OnReady = func() {
 				log.Info("running", "config", a.config, "links", len(c.Links))
 				_, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyReady)

@@ -18,7 +18,9 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"flowpin/lb"
+	"flowpin/lb/config"
+	"flowpin/lb/daemon"
+	"flowpin/lb/status"
 )
 
 // intervalValue is the --watch flag: a Go duration ("500ms", "2s") or a
@@ -123,19 +125,14 @@ Exits non-zero when flowpin was never applied in this network namespace.`,
 			defer k.Close()
 			// Not applied is the first thing to say, before any complaint
 			// about the config file.
-			if _, err := k.ReadApplied(); err != nil {
+			if _, err := status.ReadApplied(k.routes, k.nft); err != nil {
 				return err
 			}
-			c, err := lb.LoadConfig(a.config)
+			c, err := config.Load(a.config)
 			if err != nil {
 				return err
 			}
-			ct, err := lb.OpenConntrack(0)
-			if err != nil {
-				return err
-			}
-			defer ct.Close()
-			v := statusView{k: k, c: c, ct: ct, flows: flows, query: lb.FlowQuery{Link: link, Limit: limit}}
+			v := statusView{k: k, c: c, flows: flows, query: status.FlowQuery{Link: link, Limit: limit}}
 			if watch > 0 {
 				return v.watch(cmd.Context(), a.out, watch, asJSON)
 			}
@@ -163,16 +160,15 @@ Exits non-zero when flowpin was never applied in this network namespace.`,
 
 // statusView produces one frame of whichever view was asked for.
 type statusView struct {
-	k     *lb.Kernel
-	c     *lb.Config
-	ct    *lb.Conntrack
+	k     *kernel
+	c     *config.Config
 	flows bool
-	query lb.FlowQuery
+	query status.FlowQuery
 }
 
 type frame struct {
-	status *lb.Status
-	flows  *lb.FlowList
+	status *status.Status
+	flows  *status.FlowList
 }
 
 func (f frame) data() any {
@@ -184,30 +180,30 @@ func (f frame) data() any {
 
 func (f frame) text(w io.Writer) error {
 	if f.flows != nil {
-		return lb.WriteFlows(w, f.flows)
+		return status.WriteFlows(w, f.flows)
 	}
-	return lb.WriteStatus(w, f.status)
+	return status.WriteStatus(w, f.status)
 }
 
-func (v statusView) frame(prev *lb.Status) (frame, error) {
+func (v statusView) frame(prev *status.Status) (frame, error) {
 	// Re-read what is applied every frame: a `flowpin down` or a re-apply
 	// during --watch shows up.
-	ap, err := v.k.ReadApplied()
+	ap, err := status.ReadApplied(v.k.routes, v.k.nft)
 	if err != nil {
 		return frame{}, err
 	}
 	if v.flows {
-		fl, err := lb.ListFlows(v.c, v.ct, v.query, time.Now())
+		fl, err := status.ListFlows(v.c, v.k.ct, v.query, time.Now())
 		return frame{flows: fl}, err
 	}
-	st, err := lb.ReadStatus(v.c, ap, v.ct)
+	st, err := status.ReadStatus(v.c, ap, v.k.ct)
 	if err != nil {
 		return frame{}, err
 	}
 	// The daemon of this namespace, if one runs, knows each link's health.
-	if h, err := lb.QueryHealth(context.Background()); err == nil {
+	if h, err := daemon.QueryHealth(context.Background()); err == nil {
 		st.WithHealth(h)
-	} else if !errors.Is(err, lb.ErrNoDaemon) {
+	} else if !errors.Is(err, daemon.ErrNoDaemon) {
 		st.Warnings = append(st.Warnings, err.Error())
 	}
 	st.SetRates(prev)
@@ -239,7 +235,7 @@ func (v statusView) watch(ctx context.Context, out io.Writer, every time.Duratio
 	}
 	tick := time.NewTicker(every)
 	defer tick.Stop()
-	var prev *lb.Status
+	var prev *status.Status
 	for {
 		fr, err := v.frame(prev)
 		var buf bytes.Buffer

@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
-	"flowpin/lb"
+	"flowpin/lb/diagnose"
 )
 
 func (a *app) verifyCmd() *cobra.Command {
@@ -39,7 +39,7 @@ One line per check, with the reason and the fix. Nothing is changed.`,
 		Example: "  flowpin verify -c /etc/flowpin/flowpin.yaml\n  ip netns exec router flowpin verify -c router.yaml --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			o := lb.VerifyOptions{NoProbe: noProbe}
+			o := diagnose.VerifyOptions{NoProbe: noProbe}
 			if probe != "" {
 				var err error
 				if o.Probe, err = netip.ParseAddr(probe); err != nil {
@@ -51,15 +51,15 @@ One line per check, with the reason and the fix. Nothing is changed.`,
 				return err
 			}
 			defer k.Close()
-			rep, err := k.Verify(c, o)
+			rep, err := k.diagnose().Verify(c, o)
 			if err != nil {
 				return fmt.Errorf("verify: %w", err)
 			}
 			if asJSON {
 				out := struct {
-					OK     bool             `json:"ok"`
-					Failed int              `json:"failed"`
-					Checks []lb.VerifyCheck `json:"checks"`
+					OK     bool                   `json:"ok"`
+					Failed int                    `json:"failed"`
+					Checks []diagnose.VerifyCheck `json:"checks"`
 				}{rep.Failed() == 0, rep.Failed(), rep.Checks}
 				enc := json.NewEncoder(a.out)
 				enc.SetIndent("", "  ")
@@ -91,7 +91,7 @@ One line per check, with the reason and the fix. Nothing is changed.`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the checks as JSON")
-	cmd.Flags().StringVar(&probe, "to", "", "destination for the route lookups (default "+lb.DefaultProbe.String()+"; nothing is sent to it)")
+	cmd.Flags().StringVar(&probe, "to", "", "destination for the route lookups (default "+diagnose.DefaultProbe.String()+"; nothing is sent to it)")
 	cmd.Flags().BoolVar(&noProbe, "no-probe", false, "never send a packet to a gateway that has no neighbour entry")
 	return cmd
 }
@@ -120,7 +120,7 @@ net.ipv4.ip_forward=1 in this namespace.`,
   ip netns exec server flowpin explain --from 10.88.0.11 203.0.113.20`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p := lb.Packet{Iif: iif, Sport: sport, Dport: dport}
+			p := diagnose.Packet{Iif: iif, Sport: sport, Dport: dport}
 			var err error
 			if p.Dst, err = netip.ParseAddr(args[0]); err != nil {
 				return fmt.Errorf("destination %q: not an IP address", args[0])
@@ -154,7 +154,7 @@ net.ipv4.ip_forward=1 in this namespace.`,
 				return err
 			}
 			defer k.Close()
-			e, err := k.Explain(c, p)
+			e, err := k.diagnose().Explain(c, p)
 			if err != nil {
 				return err
 			}
@@ -162,7 +162,7 @@ net.ipv4.ip_forward=1 in this namespace.`,
 				enc := json.NewEncoder(a.out)
 				enc.SetIndent("", "  ")
 				if err := enc.Encode(struct {
-					*lb.Explanation
+					*diagnose.Explanation
 					Summary string `json:"summary"`
 				}{e, e.Summary()}); err != nil {
 					return err

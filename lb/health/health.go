@@ -1,4 +1,7 @@
-package lb
+// Package health judges links: the hysteresis tracker that turns probe
+// rounds into up and down, the ICMP prober, and the link states every
+// other package reads as plain values.
+package health
 
 import (
 	"context"
@@ -15,7 +18,30 @@ import (
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
+
+	"flowpin/lb/config"
 )
+
+// LinkState is a link's health as a daemon sees it.
+type LinkState string
+
+const (
+	// StateUnknown: no flowpin daemon runs, so nobody is probing the link.
+	// Whether the interface is up says little about the path behind it.
+	StateUnknown LinkState = "unknown"
+	StateUp      LinkState = "up"
+	StateDown    LinkState = "down"
+)
+
+// LinkHealth is one link's health as the daemon reports it.
+type LinkHealth struct {
+	Name       string    `json:"name"`
+	State      LinkState `json:"state"`
+	LastChange time.Time `json:"last_change"`
+	Reason     string    `json:"reason"`
+	RTTMillis  float64   `json:"rtt_ms"`
+	Loss       float64   `json:"loss"`
+}
 
 // Tracker is one link's health with hysteresis: Fall consecutive bad
 // rounds take it down, Rise consecutive good rounds bring it back. Carrier
@@ -40,7 +66,7 @@ type Tracker struct {
 
 // NewTracker starts a link in state s (the daemon adopts what the kernel
 // has: a link in the multipath route starts up).
-func NewTracker(c HealthCheck, s LinkState, now time.Time, why string) *Tracker {
+func NewTracker(c config.HealthCheck, s LinkState, now time.Time, why string) *Tracker {
 	return &Tracker{Fall: c.Fall, Rise: c.Rise, State: s, LastChange: now, Reason: why, window: make([]bool, 20)}
 }
 
@@ -52,7 +78,7 @@ type Round struct {
 	Err            error // the probe could not even be sent
 }
 
-func (r Round) good(quorum int) bool { return r.Err == nil && r.Answered >= quorum }
+func (r Round) Good(quorum int) bool { return r.Err == nil && r.Answered >= quorum }
 
 func (r Round) describe() string {
 	if r.Err != nil {
@@ -72,7 +98,7 @@ func (t *Tracker) Observe(r Round, quorum int, now time.Time) bool {
 		t.next = (t.next + 1) % len(t.window)
 		t.seen++
 	}
-	if r.good(quorum) {
+	if r.Good(quorum) {
 		t.RTT = r.RTT
 		t.bad = 0
 		t.good++

@@ -1,4 +1,4 @@
-package lb
+package status
 
 import (
 	"bytes"
@@ -12,15 +12,19 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"flowpin/lb/config"
+	"flowpin/lb/config/configtest"
+	"flowpin/lb/health"
+	"flowpin/nft/ct"
 	"flowpin/rules"
 )
 
 // statusLinks is the dual-WAN config the other tests of this package use.
-const statusLinks = twoLinks
+const statusLinks = configtest.TwoLinks
 
-func statusConfig(t *testing.T, y string) *Config {
+func statusConfig(t *testing.T, y string) *config.Config {
 	t.Helper()
-	c, err := ParseConfig("test.yaml", []byte(y))
+	c, err := config.Parse("test.yaml", []byte(y))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +33,7 @@ func statusConfig(t *testing.T, y string) *Config {
 
 var statusAll4 = netip.MustParsePrefix("0.0.0.0/0")
 
-func statusApplied(c *Config) *Applied {
+func statusApplied(c *config.Config) *Applied {
 	a := &Applied{Table: true, Acct: true}
 	var nhs []rules.Nexthop
 	for _, l := range c.Links {
@@ -55,10 +59,10 @@ func TestStatusBuild(t *testing.T) {
 	s := BuildStatus(c, statusApplied(c), tally, now)
 
 	want := []LinkStatus{
-		{Name: "isp1", Interface: "wan1", Gateway: "192.0.2.1", Weight: 3, Mark: 0x100, State: StateUnknown,
+		{Name: "isp1", Interface: "wan1", Gateway: "192.0.2.1", Weight: 3, Mark: 0x100, State: health.StateUnknown,
 			Counters:    Counters{Flows: 6, BytesOut: 600, BytesIn: 6000, PacketsOut: 6, PacketsIn: 60},
 			InMultipath: true, FlowShare: 0.75, WeightShare: 0.75},
-		{Name: "isp2", Interface: "wan2", Gateway: "198.51.100.1", Weight: 1, Mark: 0x200, State: StateUnknown,
+		{Name: "isp2", Interface: "wan2", Gateway: "198.51.100.1", Weight: 1, Mark: 0x200, State: health.StateUnknown,
 			Counters:    Counters{Flows: 2, BytesOut: 200, BytesIn: 2000, PacketsOut: 2, PacketsIn: 20, FlowsWithoutCounters: 1},
 			InMultipath: true, FlowShare: 0.25, WeightShare: 0.25},
 	}
@@ -218,7 +222,7 @@ func TestStatusCollectorTopN(t *testing.T) {
 			col := collector{limit: limit}
 			all = all[:0]
 			for i := range 500 {
-				rec := FlowRecord{Orig: Counter{Bytes: r.Uint64N(1 << 20)}, Reply: Counter{Bytes: r.Uint64N(1 << 20)}, Mark: uint32(i)}
+				rec := ct.FlowRecord{Orig: ct.Counter{Bytes: r.Uint64N(1 << 20)}, Reply: ct.Counter{Bytes: r.Uint64N(1 << 20)}, Mark: uint32(i)}
 				all = append(all, flowBytes(&rec))
 				col.add(&rec)
 			}
@@ -247,7 +251,7 @@ func TestStatusCollectorTopN(t *testing.T) {
 
 func TestStatusFilterFor(t *testing.T) {
 	c := statusConfig(t, statusLinks)
-	for link, want := range map[string]*MarkFilter{
+	for link, want := range map[string]*ct.MarkFilter{
 		"":           nil,
 		"isp2":       {Mark: 0x200, Mask: 0xff00},
 		UnpinnedLink: {Mark: 0, Mask: 0xff00},
@@ -321,5 +325,35 @@ func TestStatusPartition(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestStatusFlowRowNAT(t *testing.T) {
+	names := map[uint32]string{0: UnpinnedLink, 0x100: "isp1"}
+	now := time.Unix(1700000100, 0)
+	masq := ct.FlowRecord{Mark: 0xab_0100, Proto: 6, Counted: true, Orig: ct.Counter{Packets: 10, Bytes: 1000}, Reply: ct.Counter{Packets: 8, Bytes: 5000},
+		OrigSrc:  ct.Endpoint{Addr: netip.MustParseAddr("10.77.0.2"), Port: 40000, HasPort: true},
+		OrigDst:  ct.Endpoint{Addr: netip.MustParseAddr("203.0.113.10"), Port: 7000, HasPort: true},
+		ReplySrc: ct.Endpoint{Addr: netip.MustParseAddr("203.0.113.10"), Port: 7000, HasPort: true},
+		ReplyDst: ct.Endpoint{Addr: netip.MustParseAddr("192.0.2.2"), Port: 40000, HasPort: true},
+		Start:    time.Unix(1700000000, 0)}
+	row := flowRow(&masq, 0xff00, names, now)
+	if row.Link != "isp1" || row.Mark != 0x100 || row.NATSrc == nil || *row.NATSrc != "192.0.2.2:40000" || row.NATDst != nil {
+		t.Errorf("masqueraded flow: %+v", row)
+	}
+	if row.AgeSeconds == nil || *row.AgeSeconds != 100 {
+		t.Errorf("age: %v, want 100", row.AgeSeconds)
+	}
+	if row.BytesOut != 1000 || row.BytesIn != 5000 {
+		t.Errorf("bytes out/in: %d/%d, want 1000/5000", row.BytesOut, row.BytesIn)
+	}
+	plain := masq
+	plain.Mark = 0x300
+	plain.ReplyDst = plain.OrigSrc
+	plain.ReplySrc = ct.Endpoint{Addr: netip.MustParseAddr("10.77.0.9"), Port: 22, HasPort: true} // DNAT
+	plain.Start = time.Time{}
+	row = flowRow(&plain, 0xff00, names, now)
+	if row.NATSrc != nil || row.NATDst == nil || *row.NATDst != "10.77.0.9:22" || row.Link != "mark 0x300" || row.AgeSeconds != nil {
+		t.Errorf("port-forwarded flow: %+v", row)
 	}
 }

@@ -1,4 +1,7 @@
-package lb
+// Package status counts flows per link from conntrack, lists them, and
+// renders the `flowpin status` answer. It reads link health as plain
+// values (health.LinkHealth) and knows nothing of the daemon.
+package status
 
 import (
 	"cmp"
@@ -8,6 +11,10 @@ import (
 	"slices"
 	"time"
 
+	"flowpin/lb/config"
+	"flowpin/lb/health"
+	"flowpin/nft"
+	"flowpin/nft/ct"
 	"flowpin/rules"
 )
 
@@ -15,17 +22,6 @@ import (
 // prints. Fields may be added within a version (the daemon's health fields
 // will be); none is removed or changes meaning without a new version.
 const StatusSchema = 1
-
-// LinkState is a link's health as a daemon sees it.
-type LinkState string
-
-const (
-	// StateUnknown: no flowpin daemon runs, so nobody is probing the link.
-	// Whether the interface is up says little about the path behind it.
-	StateUnknown LinkState = "unknown"
-	StateUp      LinkState = "up"
-	StateDown    LinkState = "down"
-)
 
 // Counters are what conntrack says about a set of flows. "Out" is
 // conntrack's original direction: from the side that opened the flow. On a
@@ -41,7 +37,7 @@ type Counters struct {
 	FlowsWithoutCounters int64 `json:"flows_without_counters"`
 }
 
-func (c *Counters) add(r *FlowRecord) {
+func (c *Counters) add(r *ct.FlowRecord) {
 	c.Flows++
 	if !r.Counted {
 		c.FlowsWithoutCounters++
@@ -74,12 +70,12 @@ type Rates struct {
 
 // LinkStatus is one link's row.
 type LinkStatus struct {
-	Name      string    `json:"name"`
-	Interface string    `json:"interface"`
-	Gateway   string    `json:"gateway"`
-	Weight    int       `json:"weight"`
-	Mark      uint32    `json:"mark"`
-	State     LinkState `json:"state"`
+	Name      string           `json:"name"`
+	Interface string           `json:"interface"`
+	Gateway   string           `json:"gateway"`
+	Weight    int              `json:"weight"`
+	Mark      uint32           `json:"mark"`
+	State     health.LinkState `json:"state"`
 	// From the daemon (absent without one): when the state last changed
 	// and why, and the probes' round-trip time and loss.
 	StateSince *time.Time `json:"state_since,omitempty"`
@@ -131,15 +127,15 @@ type Tally map[uint32]*Counters
 
 // TallyFlows dumps the conntrack table once and counts it per mark, in
 // parallel dumps of disjoint parts, one per core.
-func TallyFlows(ct *Conntrack, c *Config) (Tally, error) {
+func TallyFlows(conn *ct.Conntrack, c *config.Config) (Tally, error) {
 	parts := Partition(c, runtime.GOMAXPROCS(0))
 	var t Tally
-	err := retryDump(func() error {
+	err := ct.RetryInterrupted(func() error {
 		tallies := make([]Tally, len(parts))
 		for i := range tallies {
 			tallies[i] = Tally{}
 		}
-		err := ct.WalkParallel(parts, DetailCounters, func(i int, r *FlowRecord) {
+		err := conn.WalkParallel(parts, ct.DetailCounters, func(i int, r *ct.FlowRecord) {
 			m := r.Mark & c.MarkMask
 			cnt := tallies[i][m]
 			if cnt == nil {
@@ -162,16 +158,15 @@ func TallyFlows(ct *Conntrack, c *Config) (Tally, error) {
 	return t, err
 }
 
-// retryDump reruns a dump the kernel flagged as interrupted, so nobody
-// reads counts from a partial table.
-func retryDump(f func() error) error {
-	var err error
-	for range 5 {
-		if err = f(); !errors.Is(err, errDumpInterrupted) {
-			return err
-		}
-	}
-	return err
+// Routing is what status reads of netlink and /proc/sys.
+type Routing interface {
+	Owned() (rules.State, error)
+	ReadSysctl(key string) (string, error)
+}
+
+// Tables is what status reads of nftables.
+type Tables interface {
+	Read() (*nft.Current, error)
 }
 
 // Applied is what flowpin finds of itself in the namespace.
@@ -188,12 +183,12 @@ var ErrNotApplied = errors.New("not applied in this network namespace: there is 
 // ReadApplied reads flowpin's table, rules and routes, and whether the
 // kernel counts bytes per flow. It returns ErrNotApplied when there is
 // neither a table nor a rule.
-func (k *Kernel) ReadApplied() (*Applied, error) {
-	cur, err := k.NFT.Read()
+func ReadApplied(r Routing, t Tables) (*Applied, error) {
+	cur, err := t.Read()
 	if err != nil {
 		return nil, err
 	}
-	owned, err := k.Routes.Owned()
+	owned, err := r.Owned()
 	if err != nil {
 		return nil, err
 	}
@@ -202,14 +197,14 @@ func (k *Kernel) ReadApplied() (*Applied, error) {
 	}
 	a := &Applied{Table: cur.Exists, Rules: owned.Rules, Routes: owned.Routes}
 	// A missing key means nf_conntrack is not loaded: nothing counts.
-	v, err := k.Routes.ReadSysctl("net/netfilter/nf_conntrack_acct")
+	v, err := r.ReadSysctl("net/netfilter/nf_conntrack_acct")
 	a.Acct = err == nil && v == "1"
 	return a, nil
 }
 
 // BuildStatus puts the config, what was applied and the flow counts
 // together. It is pure.
-func BuildStatus(c *Config, a *Applied, t Tally, now time.Time) *Status {
+func BuildStatus(c *config.Config, a *Applied, t Tally, now time.Time) *Status {
 	s := &Status{
 		Schema:     StatusSchema,
 		Time:       now,
@@ -237,7 +232,7 @@ func BuildStatus(c *Config, a *Applied, t Tally, now time.Time) *Status {
 	for _, l := range c.Links {
 		ls := LinkStatus{
 			Name: l.Name, Interface: l.Interface, Gateway: l.Gateway.String(),
-			Weight: l.Weight, Mark: l.Mark, State: StateUnknown,
+			Weight: l.Weight, Mark: l.Mark, State: health.StateUnknown,
 		}
 		if cnt := t[l.Mark]; cnt != nil {
 			ls.Counters = *cnt
@@ -298,7 +293,7 @@ func hasMarkRule(rs []rules.Rule, mark, mask uint32) bool {
 // appliedWeights reads the weights of the multipath route in the balance
 // table as applied, by link name: those, not the config's, decide where new
 // flows go (a link that was down at apply is not in the route).
-func appliedWeights(c *Config, routes []rules.Route) map[string]int {
+func appliedWeights(c *config.Config, routes []rules.Route) map[string]int {
 	byIface := map[string]string{}
 	for _, l := range c.Links {
 		byIface[l.Interface] = l.Name
@@ -362,10 +357,20 @@ func rates(a, b Counters, dt float64) Rates {
 
 // ReadStatus is the whole status: one dump of the conntrack table, counted
 // per link.
-func ReadStatus(c *Config, a *Applied, ct *Conntrack) (*Status, error) {
-	t, err := TallyFlows(ct, c)
+func ReadStatus(c *config.Config, a *Applied, conn *ct.Conntrack) (*Status, error) {
+	t, err := TallyFlows(conn, c)
 	if err != nil {
 		return nil, err
 	}
 	return BuildStatus(c, a, t, time.Now()), nil
+}
+
+// Partition splits the conntrack table into up to n disjoint parts by
+// the bits of c's mark mask, balanced by the links' weights.
+func Partition(c *config.Config, n int) []*ct.MarkFilter {
+	links := make([]ct.WeightedMark, len(c.Links))
+	for i, l := range c.Links {
+		links[i] = ct.WeightedMark{Mark: l.Mark, Weight: l.Weight}
+	}
+	return ct.Partition(c.MarkMask, links, n)
 }

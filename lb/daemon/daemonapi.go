@@ -1,4 +1,4 @@
-package lb
+package daemon
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"flowpin/lb/health"
 )
 
 // SocketName is the abstract unix socket the daemon answers on. Abstract
@@ -45,7 +47,7 @@ func (d *Daemon) ServeAPI(ctx context.Context, ln net.Listener) {
 }
 
 // QueryHealth asks this namespace's daemon for its view of the links.
-func QueryHealth(ctx context.Context) ([]LinkHealth, error) {
+func QueryHealth(ctx context.Context) ([]health.LinkHealth, error) {
 	c := &http.Client{
 		Timeout: 2 * time.Second,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -66,7 +68,7 @@ func QueryHealth(ctx context.Context) ([]LinkHealth, error) {
 		return nil, fmt.Errorf("ask the daemon: %w", err)
 	}
 	defer resp.Body.Close()
-	var out []LinkHealth
+	var out []health.LinkHealth
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		return nil, fmt.Errorf("decode the daemon's answer: %w", err)
 	}

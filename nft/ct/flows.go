@@ -1,4 +1,7 @@
-package lb
+// Package ct is all of flowpin's conntrack access, on one handle per
+// network namespace: a streaming dump that decodes only what is asked for,
+// lookup of one flow, and deletion of the flows of one mark.
+package ct
 
 import (
 	"encoding/binary"
@@ -10,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mdlayher/netlink"
+	"github.com/ti-mo/conntrack"
 	"github.com/ti-mo/netfilter"
 	"golang.org/x/sys/unix"
 )
@@ -106,6 +110,9 @@ type MarkFilter struct {
 type Conntrack struct {
 	netns int
 	socks []*dumpSocket // one per concurrent dump, opened on first use
+
+	mu  sync.Mutex
+	req *conntrack.Conn // lookups and flushes, opened on first use
 }
 
 type dumpSocket struct {
@@ -113,10 +120,10 @@ type dumpSocket struct {
 	buf []byte
 }
 
-// OpenConntrack opens a ctnetlink socket in the network namespace netnsFD
+// Open opens a ctnetlink socket in the network namespace netnsFD
 // refers to; 0 means the namespace of the caller, which under
 // `ip netns exec NS` is NS.
-func OpenConntrack(netnsFD int) (*Conntrack, error) {
+func Open(netnsFD int) (*Conntrack, error) {
 	ct := &Conntrack{netns: netnsFD}
 	if _, err := ct.socket(0); err != nil {
 		return nil, err
@@ -144,12 +151,18 @@ func (ct *Conntrack) Close() error {
 		errs = append(errs, s.c.Close())
 	}
 	ct.socks = nil
+	ct.mu.Lock()
+	if ct.req != nil {
+		errs = append(errs, ct.req.Close())
+		ct.req = nil
+	}
+	ct.mu.Unlock()
 	return errors.Join(errs...)
 }
 
-// errDumpInterrupted: the table changed under the dump in a way the kernel
+// ErrDumpInterrupted: the table changed under the dump in a way the kernel
 // flagged (NLM_F_DUMP_INTR); the flows seen may be incomplete.
-var errDumpInterrupted = errors.New("conntrack dump interrupted by a concurrent change")
+var ErrDumpInterrupted = errors.New("conntrack dump interrupted by a concurrent change")
 
 // Walk dumps the table (only flows matching f, if f is not nil) and calls fn
 // once per flow, decoding only what d asks for. fn must not keep rec.
@@ -187,11 +200,17 @@ func (ct *Conntrack) WalkParallel(parts []*MarkFilter, d Detail, fn func(part in
 	wg.Wait()
 	for _, err := range errs {
 		// One interrupted part means the whole answer is suspect.
-		if errors.Is(err, errDumpInterrupted) {
+		if errors.Is(err, ErrDumpInterrupted) {
 			return err
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// WeightedMark is one link's mark and its share of new flows.
+type WeightedMark struct {
+	Mark   uint32
+	Weight int
 }
 
 // Partition splits the table into up to n disjoint parts that together
@@ -200,7 +219,7 @@ func (ct *Conntrack) WalkParallel(parts []*MarkFilter, d Detail, fn func(part in
 // values is a partition whatever marks the flows carry, including none and
 // marks no link has. The bits are picked so the configured weights spread
 // evenly over the parts. n is rounded down to a power of two, at most 8.
-func Partition(c *Config, n int) []*MarkFilter {
+func Partition(mask uint32, links []WeightedMark, n int) []*MarkFilter {
 	k := 0
 	for k < 3 && 1<<(k+1) <= n {
 		k++
@@ -209,13 +228,13 @@ func Partition(c *Config, n int) []*MarkFilter {
 	for range k {
 		best, bestLoad := uint32(0), -1
 		for bit := uint32(1); bit != 0; bit <<= 1 {
-			if c.MarkMask&bit == 0 || chosen&bit != 0 {
+			if mask&bit == 0 || chosen&bit != 0 {
 				continue
 			}
 			// The heaviest part if this bit were added.
 			load := map[uint32]int{}
 			heaviest := 0
-			for _, l := range c.Links {
+			for _, l := range links {
 				v := l.Mark & (chosen | bit)
 				load[v] += l.Weight
 				heaviest = max(heaviest, load[v])
@@ -303,7 +322,7 @@ func (s *dumpSocket) walk(f *MarkFilter, d Detail, fn func(rec *FlowRecord)) err
 			switch m.Header.Type {
 			case unix.NLMSG_DONE:
 				if interrupted {
-					return errDumpInterrupted
+					return ErrDumpInterrupted
 				}
 				return nil
 			case unix.NLMSG_ERROR:
@@ -480,4 +499,23 @@ func decodeTuple(b []byte, rec *FlowRecord, src, dst *Endpoint) error {
 		}
 	}
 	return it.err
+}
+
+// RetryInterrupted reruns a dump the kernel flagged as interrupted, so nobody
+// reads counts from a partial table.
+func RetryInterrupted(f func() error) error {
+	var err error
+	for range 5 {
+		if err = f(); !errors.Is(err, ErrDumpInterrupted) {
+			return err
+		}
+	}
+	return err
+}
+
+func (e Endpoint) String() string {
+	if !e.HasPort {
+		return e.Addr.String()
+	}
+	return netip.AddrPortFrom(e.Addr, e.Port).String()
 }

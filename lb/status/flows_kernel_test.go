@@ -1,4 +1,4 @@
-package lb
+package status
 
 import (
 	"crypto/rand"
@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"flowpin/nft/ct"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/mdlayher/netlink"
@@ -113,12 +115,12 @@ func TestStatusWalkMatchesConntrackDump(t *testing.T) {
 		want[m].PacketsIn += f.CountersReply.Packets
 	}
 
-	ct, err := OpenConntrack(int(ns))
+	conn, err := ct.Open(int(ns))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ct.Close()
-	got, err := TallyFlows(ct, c)
+	defer conn.Close()
+	got, err := TallyFlows(conn, c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +133,7 @@ func TestStatusWalkMatchesConntrackDump(t *testing.T) {
 		}
 	}
 	// The same socket again: a second walk sees the same table.
-	again, err := TallyFlows(ct, c)
+	again, err := TallyFlows(conn, c)
 	if err != nil || !cmp.Equal(got, again) {
 		t.Errorf("second walk differs: %v\n%s", err, cmp.Diff(got, again))
 	}
@@ -147,7 +149,7 @@ func TestStatusWalkMatchesConntrackDump(t *testing.T) {
 	// under the mask, whatever the bits outside it).
 	for _, link := range []string{"isp1", "isp2", UnpinnedLink} {
 		wantN := seeded[link]
-		fl, err := ListFlows(c, ct, FlowQuery{Link: link, Limit: 5}, time.Now())
+		fl, err := ListFlows(c, conn, FlowQuery{Link: link, Limit: 5}, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -160,7 +162,7 @@ func TestStatusWalkMatchesConntrackDump(t *testing.T) {
 			}
 		}
 	}
-	fl, err := ListFlows(c, ct, FlowQuery{}, time.Now())
+	fl, err := ListFlows(c, conn, FlowQuery{}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +187,7 @@ func TestStatusWalkMatchesConntrackDump(t *testing.T) {
 	// in the part its mark says.
 	parts := Partition(statusConfig(t, statusLinks+"  - {name: isp3, interface: wan3, gateway: 203.0.113.1}\n"), 8)
 	perPart := make([]int, len(parts))
-	err = ct.WalkParallel(parts, DetailCounters, func(i int, r *FlowRecord) {
+	err = conn.WalkParallel(parts, ct.DetailCounters, func(i int, r *ct.FlowRecord) {
 		perPart[i]++
 		if r.Mark&parts[i].Mask != parts[i].Mark {
 			t.Errorf("flow with mark %#x in part %+v", r.Mark, parts[i])
@@ -200,7 +202,7 @@ func TestStatusWalkMatchesConntrackDump(t *testing.T) {
 	}
 
 	// Namespace-correct: the other namespace's table is empty.
-	oct, err := OpenConntrack(int(other))
+	oct, err := ct.Open(int(other))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package lb
+package plan
 
 import (
 	"flag"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"flowpin/lb/config/configtest"
 	"flowpin/rules"
 )
 
@@ -31,14 +32,9 @@ func ifaces(list ...rules.Iface) map[string]rules.Iface {
 	return m
 }
 
-func mustParse(t *testing.T, y string) *Config {
-	t.Helper()
-	c, err := ParseConfig("f.yaml", []byte(y))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
+var mustParse = configtest.MustParse
+
+const twoLinks = configtest.TwoLinks
 
 // golden compares got with testdata/name, or rewrites it with -update.
 func golden(t *testing.T, name, got string) {

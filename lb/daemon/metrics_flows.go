@@ -1,7 +1,11 @@
-package lb
+package daemon
 
 import (
 	"sync"
+
+	"flowpin/lb/config"
+	"flowpin/lb/status"
+	"flowpin/nft/ct"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -10,18 +14,18 @@ import (
 // Prometheus scrapes, with the same streaming dump as `flowpin status`:
 // nothing is kept between scrapes, so the numbers are never stale.
 type flowCollector struct {
-	c *Config
+	c *config.Config
 
 	mu sync.Mutex // one dump at a time
-	ct *Conntrack
+	ct *ct.Conntrack
 
 	flows, bytes, packets, errors *prometheus.Desc
 }
 
 // RegisterFlowMetrics adds per-link flow, byte and packet metrics read from
 // the conntrack table of the caller's network namespace.
-func (m *Metrics) RegisterFlowMetrics(c *Config) error {
-	ct, err := OpenConntrack(0)
+func (m *Metrics) RegisterFlowMetrics(c *config.Config) error {
+	ct, err := ct.Open(0)
 	if err != nil {
 		return err
 	}
@@ -45,16 +49,16 @@ func (fc *flowCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (fc *flowCollector) Collect(ch chan<- prometheus.Metric) {
 	fc.mu.Lock()
-	t, err := TallyFlows(fc.ct, fc.c)
+	t, err := status.TallyFlows(fc.ct, fc.c)
 	fc.mu.Unlock()
 	if err != nil {
 		ch <- prometheus.MustNewConstMetric(fc.errors, prometheus.GaugeValue, 1)
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(fc.errors, prometheus.GaugeValue, 0)
-	emit := func(name string, cnt *Counters) {
+	emit := func(name string, cnt *status.Counters) {
 		if cnt == nil {
-			cnt = &Counters{}
+			cnt = &status.Counters{}
 		}
 		ch <- prometheus.MustNewConstMetric(fc.flows, prometheus.GaugeValue, float64(cnt.Flows), name)
 		ch <- prometheus.MustNewConstMetric(fc.bytes, prometheus.GaugeValue, float64(cnt.BytesOut), name, "out")
@@ -65,5 +69,5 @@ func (fc *flowCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, l := range fc.c.Links {
 		emit(l.Name, t[l.Mark])
 	}
-	emit(UnpinnedLink, t[0])
+	emit(status.UnpinnedLink, t[0])
 }

@@ -1,14 +1,16 @@
-package lb
+package health
 
 import (
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"flowpin/lb/config"
 )
 
 func TestTrackerHysteresis(t *testing.T) {
-	c := HealthCheck{Fall: 3, Rise: 2, Quorum: 1}
+	c := config.HealthCheck{Fall: 3, Rise: 2, Quorum: 1}
 	now := time.Unix(1000, 0)
 	tr := NewTracker(c, StateUp, now, "adopted")
 	target := netip.MustParseAddr("203.0.113.10")
@@ -47,7 +49,7 @@ func TestTrackerHysteresis(t *testing.T) {
 }
 
 func TestTrackerQuorumAndReason(t *testing.T) {
-	c := HealthCheck{Fall: 1, Rise: 1, Quorum: 2}
+	c := config.HealthCheck{Fall: 1, Rise: 1, Quorum: 2}
 	tr := NewTracker(c, StateUp, time.Now(), "")
 	b := netip.MustParseAddr("198.51.100.53")
 	// One of two answering is below a quorum of 2.
@@ -63,7 +65,7 @@ func TestTrackerQuorumAndReason(t *testing.T) {
 }
 
 func TestTrackerForceDown(t *testing.T) {
-	c := HealthCheck{Fall: 3, Rise: 3, Quorum: 1}
+	c := config.HealthCheck{Fall: 3, Rise: 3, Quorum: 1}
 	tr := NewTracker(c, StateUp, time.Now(), "")
 	if !tr.ForceDown("carrier lost on wan2", time.Now()) || tr.State != StateDown || tr.Reason != "down: carrier lost on wan2" {
 		t.Fatalf("force down: %+v", tr)

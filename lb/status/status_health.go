@@ -1,9 +1,11 @@
-package lb
+package status
+
+import "flowpin/lb/health"
 
 // WithHealth fills in the daemon's view of each link.
-func (s *Status) WithHealth(h []LinkHealth) {
+func (s *Status) WithHealth(h []health.LinkHealth) {
 	s.Daemon = true
-	by := map[string]LinkHealth{}
+	by := map[string]health.LinkHealth{}
 	for _, l := range h {
 		by[l.Name] = l
 	}

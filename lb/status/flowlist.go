@@ -1,14 +1,16 @@
-package lb
+package status
 
 import (
 	"cmp"
 	"container/heap"
 	"fmt"
-	"net/netip"
 	"runtime"
 	"slices"
 	"strconv"
 	"time"
+
+	"flowpin/lb/config"
+	"flowpin/nft/ct"
 )
 
 // UnpinnedLink names the flows without a flowpin mark, in --link and in
@@ -55,14 +57,14 @@ type FlowList struct {
 // flowHeap is a min-heap on total bytes: with a limit, the smallest of the
 // kept flows is the one a bigger newcomer replaces. Memory stays at Limit
 // records however large the table is.
-type flowHeap []FlowRecord
+type flowHeap []ct.FlowRecord
 
-func flowBytes(r *FlowRecord) uint64 { return r.Orig.Bytes + r.Reply.Bytes }
+func flowBytes(r *ct.FlowRecord) uint64 { return r.Orig.Bytes + r.Reply.Bytes }
 
 func (h flowHeap) Len() int           { return len(h) }
 func (h flowHeap) Less(i, j int) bool { return flowBytes(&h[i]) < flowBytes(&h[j]) }
 func (h flowHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *flowHeap) Push(x any)        { *h = append(*h, x.(FlowRecord)) }
+func (h *flowHeap) Push(x any)        { *h = append(*h, x.(ct.FlowRecord)) }
 func (h *flowHeap) Pop() any {
 	old := *h
 	x := old[len(old)-1]
@@ -77,7 +79,7 @@ type collector struct {
 	kept    flowHeap
 }
 
-func (c *collector) add(r *FlowRecord) {
+func (c *collector) add(r *ct.FlowRecord) {
 	c.matched++
 	if c.limit <= 0 || len(c.kept) < c.limit {
 		heap.Push(&c.kept, *r)
@@ -99,24 +101,24 @@ func (c *collector) merge(o *collector) {
 }
 
 // sorted returns the kept flows, largest first.
-func (c *collector) sorted() []FlowRecord {
-	out := slices.Clone([]FlowRecord(c.kept))
-	slices.SortStableFunc(out, func(a, b FlowRecord) int { return cmp.Compare(flowBytes(&b), flowBytes(&a)) })
+func (c *collector) sorted() []ct.FlowRecord {
+	out := slices.Clone([]ct.FlowRecord(c.kept))
+	slices.SortStableFunc(out, func(a, b ct.FlowRecord) int { return cmp.Compare(flowBytes(&b), flowBytes(&a)) })
 	return out
 }
 
 // filterFor turns the query's link into a kernel-side mark filter.
-func filterFor(c *Config, link string) (*MarkFilter, error) {
+func filterFor(c *config.Config, link string) (*ct.MarkFilter, error) {
 	switch link {
 	case "":
 		return nil, nil
 	case UnpinnedLink:
-		return &MarkFilter{Mark: 0, Mask: c.MarkMask}, nil
+		return &ct.MarkFilter{Mark: 0, Mask: c.MarkMask}, nil
 	}
 	names := []string{}
 	for _, l := range c.Links {
 		if l.Name == link {
-			return &MarkFilter{Mark: l.Mark, Mask: c.MarkMask}, nil
+			return &ct.MarkFilter{Mark: l.Mark, Mask: c.MarkMask}, nil
 		}
 		names = append(names, l.Name)
 	}
@@ -125,22 +127,22 @@ func filterFor(c *Config, link string) (*MarkFilter, error) {
 
 // ListFlows dumps the flows the query selects (filtered by the kernel when
 // it names a link) and returns the largest by bytes.
-func ListFlows(c *Config, ct *Conntrack, q FlowQuery, now time.Time) (*FlowList, error) {
+func ListFlows(c *config.Config, conn *ct.Conntrack, q FlowQuery, now time.Time) (*FlowList, error) {
 	f, err := filterFor(c, q.Link)
 	if err != nil {
 		return nil, err
 	}
-	parts := []*MarkFilter{f}
+	parts := []*ct.MarkFilter{f}
 	if f == nil {
 		parts = Partition(c, runtime.GOMAXPROCS(0))
 	}
 	var col collector
-	err = retryDump(func() error {
+	err = ct.RetryInterrupted(func() error {
 		cols := make([]collector, len(parts))
 		for i := range cols {
 			cols[i].limit = q.Limit
 		}
-		err := ct.WalkParallel(parts, DetailTuples, func(i int, r *FlowRecord) { cols[i].add(r) })
+		err := conn.WalkParallel(parts, ct.DetailTuples, func(i int, r *ct.FlowRecord) { cols[i].add(r) })
 		col = collector{limit: q.Limit}
 		for _, pc := range cols {
 			col.merge(&pc)
@@ -161,7 +163,7 @@ func ListFlows(c *Config, ct *Conntrack, q FlowQuery, now time.Time) (*FlowList,
 	return fl, nil
 }
 
-func flowRow(r *FlowRecord, mask uint32, names map[uint32]string, now time.Time) FlowRow {
+func flowRow(r *ct.FlowRecord, mask uint32, names map[uint32]string, now time.Time) FlowRow {
 	m := r.Mark & mask
 	link, ok := names[m]
 	if !ok {
@@ -193,13 +195,6 @@ func flowRow(r *FlowRecord, mask uint32, names map[uint32]string, now time.Time)
 		row.AgeSeconds = &age
 	}
 	return row
-}
-
-func (e Endpoint) String() string {
-	if !e.HasPort {
-		return e.Addr.String()
-	}
-	return netip.AddrPortFrom(e.Addr, e.Port).String()
 }
 
 func protoName(p uint8) string {

@@ -1,4 +1,4 @@
-package lb
+package diagnose
 
 import (
 	"errors"
@@ -9,7 +9,9 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
-	"flowpin/nft"
+	"flowpin/lb/config"
+	"flowpin/lb/plan"
+	"flowpin/nft/ct"
 	"flowpin/rules"
 )
 
@@ -88,7 +90,7 @@ func (e *Explanation) Summary() string {
 // what the multipath hash reads), so it cannot drift from what the kernel
 // does; flowpin only supplies the mark its nft chains would set, from the
 // config and the flow's conntrack entry.
-func (k *Kernel) Explain(c *Config, p Packet) (*Explanation, error) {
+func (k *Kernel) Explain(c *config.Config, p Packet) (*Explanation, error) {
 	if !p.Dst.IsValid() {
 		return nil, errors.New("explain: no destination address")
 	}
@@ -96,7 +98,7 @@ func (k *Kernel) Explain(c *Config, p Packet) (*Explanation, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, err := Plan(c, ifaces)
+	d, err := plan.Plan(c, ifaces)
 	if err != nil {
 		return nil, err
 	}
@@ -109,14 +111,14 @@ func (k *Kernel) Explain(c *Config, p Packet) (*Explanation, error) {
 	k.describe(e, p)
 
 	// Conntrack: only a full 5-tuple names a flow.
-	var flow *nft.Flow
+	var flow *ct.Flow
 	if p.Src.IsValid() && p.Proto != 0 && p.Sport != 0 && p.Dport != 0 {
-		flow, err = nft.LookupFlow(nft.Tuple{Proto: p.Proto, Src: p.Src, Dst: p.Dst, Sport: p.Sport, Dport: p.Dport})
+		flow, err = k.CT.Lookup(ct.Tuple{Proto: p.Proto, Src: p.Src, Dst: p.Dst, Sport: p.Sport, Dport: p.Dport})
 		if err != nil {
 			e.Notes = append(e.Notes, fmt.Sprintf("conntrack lookup failed (%v): treated as a new flow", err))
 		}
 	}
-	linkOfMark := func(m uint32) *LinkPlan {
+	linkOfMark := func(m uint32) *plan.LinkPlan {
 		for i := range d.Links {
 			if m&c.MarkMask == d.Links[i].Mark {
 				return &d.Links[i]
@@ -124,7 +126,7 @@ func (k *Kernel) Explain(c *Config, p Packet) (*Explanation, error) {
 		}
 		return nil
 	}
-	var pinnedTo *LinkPlan
+	var pinnedTo *plan.LinkPlan
 	switch {
 	case flow == nil && (p.Proto == 0 || p.Sport == 0 || p.Dport == 0 || !p.Src.IsValid()):
 		e.add("conntrack", "not looked up (needs --from, --proto, --sport and --dport): treated as the first packet of a new flow")
@@ -151,7 +153,7 @@ func (k *Kernel) Explain(c *Config, p Packet) (*Explanation, error) {
 	// nft: flowpin's prerouting chain (arriving packets) or output chain
 	// (local ones), as built in nft.Spec.
 	mark := p.Mark
-	var inLink *LinkPlan
+	var inLink *plan.LinkPlan
 	for i := range d.Links {
 		if d.Links[i].Interface == p.Iif {
 			inLink = &d.Links[i]
@@ -244,7 +246,7 @@ func (k *Kernel) Explain(c *Config, p Packet) (*Explanation, error) {
 	e.Pinned = pinnedTo != nil && inLink == nil
 
 	// Postrouting: the save rule and NAT, for a packet that leaves by a link.
-	var out *LinkPlan
+	var out *plan.LinkPlan
 	for i := range d.Links {
 		if d.Links[i].Interface == ans.Dev {
 			out = &d.Links[i]
@@ -337,7 +339,7 @@ func (k *Kernel) hashNotes(e *Explanation, p Packet) {
 }
 
 // routeError turns the kernel's refusal into an explanation.
-func (k *Kernel) routeError(e *Explanation, d *Desired, q rules.Query, err error) {
+func (k *Kernel) routeError(e *Explanation, d *plan.Desired, q rules.Query, err error) {
 	var why string
 	switch {
 	case q.Iif != "" && errors.Is(err, unix.EHOSTUNREACH):
@@ -396,7 +398,7 @@ func (k *Kernel) isLocal(a netip.Addr) bool {
 
 // ruleRole names what a flowpin rule is for, from the priority layout in
 // plan.go.
-func (k *Kernel) ruleRole(c *Config, r rules.RuleInfo) string {
+func (k *Kernel) ruleRole(c *config.Config, r rules.RuleInfo) string {
 	off := r.Priority - c.PriorityBase
 	name := func(i int) string {
 		if i >= 0 && i < len(c.Links) {
@@ -405,15 +407,15 @@ func (k *Kernel) ruleRole(c *Config, r rules.RuleInfo) string {
 		return fmt.Sprintf("link #%d", i)
 	}
 	switch {
-	case off >= offSourceLocal && off < offMark:
-		return "a link's own subnet from its own address (" + name(off-offSourceLocal) + ")"
-	case off >= offMark && off < offMain:
-		return "pinned flows of link " + name(off-offMark)
-	case off == offMain:
+	case off >= plan.OffSourceLocal && off < plan.OffMark:
+		return "a link's own subnet from its own address (" + name(off-plan.OffSourceLocal) + ")"
+	case off >= plan.OffMark && off < plan.OffMain:
+		return "pinned flows of link " + name(off-plan.OffMark)
+	case off == plan.OffMain:
 		return "connected and more specific routes in main, before the balance table"
-	case off >= offSource && off < offBalance:
-		return "traffic from link " + name(off-offSource) + "'s address"
-	case off == offBalance:
+	case off >= plan.OffSource && off < plan.OffBalance:
+		return "traffic from link " + name(off-plan.OffSource) + "'s address"
+	case off == plan.OffBalance:
 		return "new flows: the weighted multipath route"
 	}
 	return "outside flowpin's layout"

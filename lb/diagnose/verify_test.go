@@ -1,4 +1,4 @@
-package lb
+package diagnose
 
 import (
 	"net/netip"
@@ -7,13 +7,15 @@ import (
 
 	"github.com/vishvananda/netlink/nl"
 
+	"flowpin/lb/config"
+	"flowpin/lb/plan"
 	"flowpin/nft"
 	"flowpin/rules"
 )
 
-func verifyTestPlan(t *testing.T) (*Config, *Desired) {
+func verifyTestPlan(t *testing.T) (*config.Config, *plan.Desired) {
 	t.Helper()
-	c, err := ParseConfig("test.yaml", []byte(`links:
+	c, err := config.Parse("test.yaml", []byte(`links:
   - name: isp1
     interface: wan1
     gateway: 192.0.2.1
@@ -26,7 +28,7 @@ func verifyTestPlan(t *testing.T) (*Config, *Desired) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := Plan(c, map[string]rules.Iface{
+	d, err := plan.Plan(c, map[string]rules.Iface{
 		"wan1": {Name: "wan1", Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.2/24")}},
 		"wan2": {Name: "wan2", Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("198.51.100.2/24")}},
 	})

@@ -1,4 +1,4 @@
-package lb
+package daemon
 
 import (
 	"context"
@@ -16,6 +16,10 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
+	"flowpin/lb/apply"
+	"flowpin/lb/config"
+	"flowpin/lb/health"
+	"flowpin/lb/plan"
 	"flowpin/nft"
 )
 
@@ -26,15 +30,15 @@ const ResyncInterval = time.Second
 // Daemon keeps the kernel matching the config and routes around dead
 // links. It runs in the network namespace it was started in.
 type Daemon struct {
-	Config *Config
-	Kernel *Kernel
+	Config *config.Config
+	Kernel *apply.Kernel
 	Log    *slog.Logger
 	// OnReady, if set, is called once the first sync is done (systemd
 	// notify).
 	OnReady func()
 
 	mu       sync.Mutex // guards trackers and gateways for readers
-	trackers map[string]*Tracker
+	trackers map[string]*health.Tracker
 	gateways map[string]netip.Addr // the gateway each link last planned with
 	usable   map[string]bool
 
@@ -42,9 +46,9 @@ type Daemon struct {
 	ct      *conntrack.Conn
 }
 
-// NewDaemon prepares a daemon; Run starts it.
-func NewDaemon(c *Config, k *Kernel, log *slog.Logger) *Daemon {
-	return &Daemon{Config: c, Kernel: k, Log: log, trackers: map[string]*Tracker{}, gateways: map[string]netip.Addr{}, usable: map[string]bool{}, metrics: NewMetrics()}
+// New prepares a daemon; Run starts it.
+func New(c *config.Config, k *apply.Kernel, log *slog.Logger) *Daemon {
+	return &Daemon{Config: c, Kernel: k, Log: log, trackers: map[string]*health.Tracker{}, gateways: map[string]netip.Addr{}, usable: map[string]bool{}, metrics: NewMetrics()}
 }
 
 // Metrics returns the daemon's Prometheus registry wrapper.
@@ -52,7 +56,7 @@ func (d *Daemon) Metrics() *Metrics { return d.metrics }
 
 type probeResult struct {
 	link  int
-	round Round
+	round health.Round
 	at    time.Time
 }
 
@@ -151,7 +155,7 @@ func (d *Daemon) adopt() error {
 	}
 	// A link that cannot work yet (no interface, no address, no gateway:
 	// a WAN whose DHCP is not done at boot) is simply down.
-	des, err := d.Kernel.PrepareWith(d.Config, PlanOptions{MissingOK: true})
+	des, err := d.Kernel.PrepareWith(d.Config, plan.Options{MissingOK: true})
 	if err != nil {
 		return err
 	}
@@ -165,15 +169,15 @@ func (d *Daemon) adopt() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, l := range d.Config.Links {
-		state, why := StateUp, "up: daemon started"
+		state, why := health.StateUp, "up: daemon started"
 		if reason, ok := unusable[l.Name]; ok {
-			state, why = StateDown, "down: "+reason
+			state, why = health.StateDown, "down: "+reason
 		} else if cur.Exists && !inRoute[l.Interface] {
-			state, why = StateDown, "down: not in the multipath route when the daemon started"
+			state, why = health.StateDown, "down: not in the multipath route when the daemon started"
 		} else if cur.Exists {
 			why = "up: adopted from the running kernel"
 		}
-		d.trackers[l.Name] = NewTracker(l.Check, state, now, why)
+		d.trackers[l.Name] = health.NewTracker(l.Check, state, now, why)
 		d.metrics.setState(l.Name, state)
 	}
 	return nil
@@ -184,7 +188,7 @@ func (d *Daemon) downSet() map[string]string {
 	defer d.mu.Unlock()
 	down := map[string]string{}
 	for name, t := range d.trackers {
-		if t.State == StateDown {
+		if t.State == health.StateDown {
 			down[name] = t.Reason
 		}
 	}
@@ -200,9 +204,9 @@ func (d *Daemon) syncLogged(why string) {
 // sync plans with the current health and applies the difference.
 func (d *Daemon) sync(why string) error {
 	start := time.Now()
-	des, err := d.Kernel.PrepareWith(d.Config, PlanOptions{Down: d.downSet(), MissingOK: true})
+	des, err := d.Kernel.PrepareWith(d.Config, plan.Options{Down: d.downSet(), MissingOK: true})
 	if err == nil {
-		var res *Result
+		var res *apply.Result
 		res, err = d.Kernel.Apply(des)
 		if err == nil {
 			d.metrics.synced(res.Writes, time.Since(start))
@@ -247,7 +251,7 @@ func (d *Daemon) targets(i int) []netip.Addr {
 // parallel, and a slow round never delays the next one.
 func (d *Daemon) probeLoop(ctx context.Context, i int, out chan<- probeResult) {
 	l := d.Config.Links[i]
-	var p *Prober
+	var p *health.Prober
 	defer func() {
 		if p != nil {
 			p.Close()
@@ -266,16 +270,16 @@ func (d *Daemon) probeLoop(ctx context.Context, i int, out chan<- probeResult) {
 		mu.Lock()
 		if p == nil {
 			var err error
-			if p, err = NewProber(l.Interface, l.Mark); err != nil {
+			if p, err = health.NewProber(l.Interface, l.Mark); err != nil {
 				mu.Unlock()
-				out <- probeResult{link: i, round: Round{Sent: max(len(tg), 1), Err: err}, at: time.Now()}
+				out <- probeResult{link: i, round: health.Round{Sent: max(len(tg), 1), Err: err}, at: time.Now()}
 				continue
 			}
 		}
 		prober := p
 		mu.Unlock()
 		if len(tg) == 0 {
-			out <- probeResult{link: i, round: Round{Sent: 1, Err: errors.New("no target: no gateway known yet")}, at: time.Now()}
+			out <- probeResult{link: i, round: health.Round{Sent: 1, Err: errors.New("no target: no gateway known yet")}, at: time.Now()}
 			continue
 		}
 		go func() {
@@ -311,14 +315,14 @@ func (d *Daemon) observe(r probeResult) {
 }
 
 // changed acts on a link's new state: route first, then flows.
-func (d *Daemon) changed(l Link, state LinkState, reason string) {
+func (d *Daemon) changed(l config.Link, state health.LinkState, reason string) {
 	d.metrics.setState(l.Name, state)
 	d.metrics.changed(l.Name)
 	d.Log.Warn("link "+string(state), "link", l.Name, "interface", l.Interface, "reason", reason)
 	// Out of (or back into) the multipath route: new flows go elsewhere
 	// (or here again). Pinned flows on healthy links are untouched.
 	d.syncLogged("link " + l.Name + " " + string(state))
-	if state != StateDown {
+	if state != health.StateDown {
 		return
 	}
 	// Only this link's flows: their NAT binding is to an address that no
@@ -332,13 +336,13 @@ func (d *Daemon) changed(l Link, state LinkState, reason string) {
 	d.Log.Info("flushed the link's flows", "link", l.Name, "mark", fmt.Sprintf("%#x/%#x", l.Mark, d.Config.MarkMask))
 }
 
-func (d *Daemon) linkByIface(name string) (Link, bool) {
+func (d *Daemon) linkByIface(name string) (config.Link, bool) {
 	for _, l := range d.Config.Links {
 		if l.Interface == name {
 			return l, true
 		}
 	}
-	return Link{}, false
+	return config.Link{}, false
 }
 
 // onLink takes a link down at once when its carrier goes; probes bring it
@@ -389,14 +393,14 @@ func linkIndex(name string) int {
 	return l.Attrs().Index
 }
 
-func (d *Daemon) forceDown(l Link, why string) {
+func (d *Daemon) forceDown(l config.Link, why string) {
 	d.mu.Lock()
 	t := d.trackers[l.Name]
 	changed := t.ForceDown(why, time.Now())
 	reason := t.Reason
 	d.mu.Unlock()
 	if changed {
-		d.changed(l, StateDown, reason)
+		d.changed(l, health.StateDown, reason)
 	}
 }
 
@@ -508,27 +512,17 @@ func (d *Daemon) watch(ctx context.Context, wg *sync.WaitGroup, kick chan<- stri
 	return nil
 }
 
-// LinkHealth is one link's health as the daemon reports it.
-type LinkHealth struct {
-	Name       string    `json:"name"`
-	State      LinkState `json:"state"`
-	LastChange time.Time `json:"last_change"`
-	Reason     string    `json:"reason"`
-	RTTMillis  float64   `json:"rtt_ms"`
-	Loss       float64   `json:"loss"`
-}
-
 // Health is the daemon's view of every link, in config order.
-func (d *Daemon) Health() []LinkHealth {
+func (d *Daemon) Health() []health.LinkHealth {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var out []LinkHealth
+	var out []health.LinkHealth
 	for _, l := range d.Config.Links {
 		t := d.trackers[l.Name]
 		if t == nil {
 			continue
 		}
-		out = append(out, LinkHealth{
+		out = append(out, health.LinkHealth{
 			Name: l.Name, State: t.State, LastChange: t.LastChange, Reason: t.Reason,
 			RTTMillis: float64(t.RTT.Microseconds()) / 1000, Loss: t.Loss(),
 		})

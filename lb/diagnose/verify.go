@@ -1,4 +1,7 @@
-package lb
+// Package diagnose is `flowpin verify` and `flowpin explain`: it checks
+// the kernel against the plan, and walks one packet through conntrack, the
+// nft table, the ip rules and the routes, asking the kernel at each step.
+package diagnose
 
 import (
 	"context"
@@ -13,9 +16,47 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
+	"flowpin/lb/config"
+	"flowpin/lb/plan"
 	"flowpin/nft"
+	"flowpin/nft/ct"
 	"flowpin/rules"
 )
+
+// Routing is what verify and explain read of netlink and /proc/sys.
+type Routing interface {
+	Interfaces() (map[string]rules.Iface, error)
+	Owned() (rules.State, error)
+	ForeignRoutes(tables []int) (map[int][]string, error)
+	ListRules(family int) ([]rules.RuleInfo, error)
+	RouteGet(rules.Query) (rules.Answer, error)
+	Neighbour(dev string, ip netip.Addr) (rules.Neighbour, error)
+	ReadSysctl(key string) (string, error)
+}
+
+// Tables is what they read of nftables.
+type Tables interface {
+	Read() (*nft.Current, error)
+	ForeignMarkWriters(mask uint32) ([]nft.MarkWriter, error)
+}
+
+// Flows is what explain asks of conntrack.
+type Flows interface {
+	Lookup(ct.Tuple) (*ct.Flow, error)
+}
+
+var (
+	_ Routing = (*rules.Kernel)(nil)
+	_ Tables  = (*nft.Conn)(nil)
+	_ Flows   = (*ct.Conntrack)(nil)
+)
+
+// Kernel is the namespace verify and explain look at.
+type Kernel struct {
+	Routes Routing
+	NFT    Tables
+	CT     Flows
+}
 
 // VerifyCheck is one line of `flowpin verify`.
 type VerifyCheck struct {
@@ -74,7 +115,7 @@ const applyFix = "flowpin apply"
 // Verify compares the kernel with what c asks for and runs seed 001's
 // route lookups through the kernel. It returns an error only when it cannot
 // check at all; problems are failed checks.
-func (k *Kernel) Verify(c *Config, o VerifyOptions) (*VerifyReport, error) {
+func (k *Kernel) Verify(c *config.Config, o VerifyOptions) (*VerifyReport, error) {
 	if !o.Probe.IsValid() {
 		o.Probe = DefaultProbe
 	}
@@ -85,7 +126,7 @@ func (k *Kernel) Verify(c *Config, o VerifyOptions) (*VerifyReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, err := Plan(c, ifaces)
+	d, err := plan.Plan(c, ifaces)
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +184,7 @@ func DriftChecks(owned, want rules.State) []VerifyCheck {
 	return out
 }
 
-func (k *Kernel) verifyRouting(r *VerifyReport, c *Config, d *Desired) error {
+func (k *Kernel) verifyRouting(r *VerifyReport, c *config.Config, d *plan.Desired) error {
 	owned, err := k.Routes.Owned()
 	if err != nil {
 		return err
@@ -241,7 +282,7 @@ func NFTChecks(s nft.Spec, cur *nft.Current) []VerifyCheck {
 	return out
 }
 
-func (k *Kernel) verifyNFT(r *VerifyReport, d *Desired) error {
+func (k *Kernel) verifyNFT(r *VerifyReport, d *plan.Desired) error {
 	cur, err := k.NFT.Read()
 	if err != nil {
 		return err
@@ -287,7 +328,7 @@ func sysctlWhy(key string) string {
 	return "flowpin plans this value"
 }
 
-func (k *Kernel) verifySysctls(r *VerifyReport, d *Desired) {
+func (k *Kernel) verifySysctls(r *VerifyReport, d *plan.Desired) {
 	for _, s := range slices.Concat(d.Sysctls, d.LateSysctls) {
 		name := "sysctl " + s.Name()
 		now, err := k.Routes.ReadSysctl(s.Key)
@@ -306,8 +347,8 @@ func (k *Kernel) verifySysctls(r *VerifyReport, d *Desired) {
 // that catch the traffic flowpin's rules are meant to route. A rule with a
 // narrow selector (a destination, an interface, a protocol, a uid, another
 // program's mark bits) is someone's deliberate exception and passes.
-func ShadowChecks(c *Config, d *Desired, all []rules.RuleInfo) []VerifyCheck {
-	first, last := c.PriorityBase, c.PriorityBase+rulePrioritySpan
+func ShadowChecks(c *config.Config, d *plan.Desired, all []rules.RuleInfo) []VerifyCheck {
+	first, last := c.PriorityBase, c.PriorityBase+config.RulePrioritySpan
 	var linkAddrs []netip.Addr
 	for _, l := range d.Links {
 		if l.Addr.IsValid() {
@@ -369,7 +410,7 @@ func ShadowChecks(c *Config, d *Desired, all []rules.RuleInfo) []VerifyCheck {
 }
 
 // MarkWriterChecks reports foreign nft rules that write flowpin's mark bits.
-func MarkWriterChecks(c *Config, ws []nft.MarkWriter) []VerifyCheck {
+func MarkWriterChecks(c *config.Config, ws []nft.MarkWriter) []VerifyCheck {
 	if len(ws) == 0 {
 		return []VerifyCheck{{Name: "foreign nft", OK: true, Detail: fmt.Sprintf("no rule outside table inet %s writes mark bits %#x", nft.TableName, c.MarkMask)}}
 	}
@@ -384,7 +425,7 @@ func MarkWriterChecks(c *Config, ws []nft.MarkWriter) []VerifyCheck {
 	return out
 }
 
-func (k *Kernel) verifyLinks(r *VerifyReport, c *Config, d *Desired, all []rules.RuleInfo, o VerifyOptions) {
+func (k *Kernel) verifyLinks(r *VerifyReport, c *config.Config, d *plan.Desired, all []rules.RuleInfo, o VerifyOptions) {
 	for _, l := range d.Links {
 		name := "link " + l.Name
 		if !l.Usable {
@@ -442,7 +483,7 @@ func orNone(s string) string {
 // verifyGateway looks for a neighbour entry of the gateway; without one it
 // sends a single UDP datagram to the gateway's discard port, which makes
 // the kernel resolve it, and looks again.
-func (k *Kernel) verifyGateway(r *VerifyReport, l LinkPlan, o VerifyOptions) {
+func (k *Kernel) verifyGateway(r *VerifyReport, l plan.LinkPlan, o VerifyOptions) {
 	name := fmt.Sprintf("link %s: gateway %s", l.Name, l.Gateway)
 	n, err := k.Routes.Neighbour(l.Interface, l.Gateway)
 	if err != nil {
@@ -498,7 +539,7 @@ func probeGateway(dev string, gw netip.Addr) error {
 // verifySpread checks that the wildcard source is routable and that new
 // flows reach every usable link: route get for one destination over a
 // range of source ports, as the multipath hash sees them.
-func (k *Kernel) verifySpread(r *VerifyReport, d *Desired, o VerifyOptions) {
+func (k *Kernel) verifySpread(r *VerifyReport, d *plan.Desired, o VerifyOptions) {
 	usable := map[string]string{} // dev -> link
 	var want []string
 	for _, l := range d.Links {

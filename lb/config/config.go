@@ -1,7 +1,7 @@
-// Package lb is flowpin's core: the config model and its validation, the
-// planner that turns a config plus what the kernel reports about the
-// interfaces into one Desired value, and the apply/down orchestration.
-package lb
+// Package config is flowpin's config model and its validation. It reads
+// YAML and knows nothing of the kernel: the planner checks a config
+// against the interfaces.
+package config
 
 import (
 	"bytes"
@@ -35,6 +35,9 @@ const (
 	DefaultPriorityBase = 1000
 	// MaxLinks is bounded by the rule layout: 100 priorities per block.
 	MaxLinks = 100
+	// RulePrioritySpan is how far above PriorityBase flowpin's ip rules
+	// reach; the planner lays them out inside [base, base+span].
+	RulePrioritySpan = 400
 	// MaxWeight is the kernel's limit: a nexthop weight is rtnh_hops+1,
 	// and rtnh_hops is one byte.
 	MaxWeight = 256
@@ -138,20 +141,20 @@ type rawCheck struct {
 	Quorum   *int64         `yaml:"quorum"`
 }
 
-// LoadConfig reads and validates the file at path. It does not look at the
+// Load reads and validates the file at path. It does not look at the
 // kernel; Plan checks the config against the interfaces.
-func LoadConfig(path string) (*Config, error) {
+func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return ParseConfig(path, data)
+	return Parse(path, data)
 }
 
 var yamlLine = regexp.MustCompile(`line (\d+): (.*)`)
 
-// ParseConfig validates data as if read from path (used in messages).
-func ParseConfig(path string, data []byte) (*Config, error) {
+// Parse validates data as if read from path (used in messages).
+func Parse(path string, data []byte) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, yamlError(path, err)
@@ -192,7 +195,7 @@ func yamlError(path string, err error) error {
 	return &ConfigError{File: path, Msg: "yaml syntax error: " + msg}
 }
 
-var unknownField = regexp.MustCompile(`field (\S+) not found in type lb\.raw(\w+)`)
+var unknownField = regexp.MustCompile(`field (\S+) not found in type config\.raw(\w+)`)
 
 func friendlyYAML(msg string) string {
 	if m := unknownField.FindStringSubmatch(msg); m != nil {
@@ -243,8 +246,8 @@ func (c *Config) fill(raw *rawConfig) error {
 	c.PriorityBase = DefaultPriorityBase
 	if raw.PriorityBase != nil {
 		v := *raw.PriorityBase
-		if v < 1 || v+rulePrioritySpan >= 32766 {
-			return c.FieldError("priority_base", "%d is out of range (1..%d): flowpin's rules must sit between the local (0) and main (32766) rules", v, 32765-rulePrioritySpan)
+		if v < 1 || v+RulePrioritySpan >= 32766 {
+			return c.FieldError("priority_base", "%d is out of range (1..%d): flowpin's rules must sit between the local (0) and main (32766) rules", v, 32765-RulePrioritySpan)
 		}
 		c.PriorityBase = int(v)
 	}

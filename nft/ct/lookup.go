@@ -1,10 +1,11 @@
-package nft
+package ct
 
 import (
 	"errors"
 	"fmt"
 	"net/netip"
 
+	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
 )
@@ -28,15 +29,41 @@ type Flow struct {
 	IsReply bool
 }
 
-// LookupFlow finds the conntrack entry that t belongs to, in either
-// direction (the kernel hashes both tuples of every entry), in the caller's
-// network namespace. No entry is (nil, nil).
-func LookupFlow(t Tuple) (*Flow, error) {
-	c, err := conntrack.Dial(nil)
-	if err != nil {
-		return nil, fmt.Errorf("open conntrack: %w", err)
+// requests returns the handle for single requests (get, flush), opened
+// in the same network namespace as the dump sockets.
+func (ct *Conntrack) requests() (*conntrack.Conn, error) {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	if ct.req == nil {
+		c, err := conntrack.Dial(&netlink.Config{NetNS: ct.netns})
+		if err != nil {
+			return nil, fmt.Errorf("open conntrack: %w", err)
+		}
+		ct.req = c
 	}
-	defer c.Close()
+	return ct.req, nil
+}
+
+// FlushMark deletes every flow with (ct mark & mask) == mark, in the
+// kernel, in one request: no other flow is touched.
+func (ct *Conntrack) FlushMark(mark, mask uint32) error {
+	c, err := ct.requests()
+	if err != nil {
+		return err
+	}
+	if err := c.FlushFilter(conntrack.NewFilter().Mark(mark).MarkMask(mask)); err != nil {
+		return fmt.Errorf("conntrack flush mark %#x/%#x: %w", mark, mask, err)
+	}
+	return nil
+}
+
+// Lookup finds the conntrack entry that t belongs to, in either direction
+// (the kernel hashes both tuples of every entry). No entry is (nil, nil).
+func (ct *Conntrack) Lookup(t Tuple) (*Flow, error) {
+	c, err := ct.requests()
+	if err != nil {
+		return nil, err
+	}
 	q := conntrack.Flow{}
 	q.TupleOrig.IP.SourceAddress = t.Src
 	q.TupleOrig.IP.DestinationAddress = t.Dst

@@ -1,7 +1,9 @@
-package lb
+package daemon
 
 import (
 	"time"
+
+	"flowpin/lb/health"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -30,7 +32,7 @@ func NewMetrics() *Metrics {
 			Name: "flowpin_link_up", Help: "1 if the link is up and takes new flows, 0 if down.",
 		}, []string{"link"}),
 		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "flowpin_link_state_changes_total", Help: "Link state changes (up or down).",
+			Name: "flowpin_link_state_changes_total", Help: "config.Link state changes (up or down).",
 		}, []string{"link"}),
 		rtt: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "flowpin_probe_rtt_seconds", Help: "Mean round-trip time of the link's last good probe round.",
@@ -59,9 +61,9 @@ func NewMetrics() *Metrics {
 	return m
 }
 
-func (m *Metrics) setState(link string, s LinkState) {
+func (m *Metrics) setState(link string, s health.LinkState) {
 	v := 0.0
-	if s == StateUp {
+	if s == health.StateUp {
 		v = 1
 	}
 	m.up.WithLabelValues(link).Set(v)
@@ -69,7 +71,7 @@ func (m *Metrics) setState(link string, s LinkState) {
 
 func (m *Metrics) changed(link string) { m.changes.WithLabelValues(link).Inc() }
 
-func (m *Metrics) probed(link string, r Round, loss float64) {
+func (m *Metrics) probed(link string, r health.Round, loss float64) {
 	m.probes.WithLabelValues(link, "answered").Add(float64(r.Answered))
 	m.probes.WithLabelValues(link, "lost").Add(float64(r.Sent - r.Answered))
 	if r.Answered > 0 {

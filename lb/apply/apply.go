@@ -1,4 +1,9 @@
-package lb
+// Package apply makes the kernel match a plan: it reads what flowpin owns,
+// diffs it against the Desired value, and changes only the difference,
+// adding before deleting. A failed apply is rolled back newest first. Down
+// removes exactly what flowpin added. It reaches the kernel only through
+// the interfaces declared here, so a fake can stand in for each.
+package apply
 
 import (
 	"errors"
@@ -9,38 +14,88 @@ import (
 	"strconv"
 	"strings"
 
+	"flowpin/lb/config"
+	"flowpin/lb/plan"
 	"flowpin/nft"
 	"flowpin/rules"
 )
 
-// Kernel bundles the two handles on the network namespace flowpin runs in.
+// Routing is what apply needs of netlink and /proc/sys: rules.Kernel in
+// production, rulestest.Fake in tests.
+type Routing interface {
+	// Interfaces lists every interface with its addresses and main's
+	// default gateways through it.
+	Interfaces() (map[string]rules.Iface, error)
+	// Owned reads back every rule and route carrying flowpin's tag.
+	Owned() (rules.State, error)
+	// ForeignRules lists the ip rules flowpin does not own.
+	ForeignRules() ([]rules.ForeignRule, error)
+	// ForeignRoutes lists, per table of tables, routes flowpin does not own.
+	ForeignRoutes(tables []int) (map[int][]string, error)
+	// Do sends one change.
+	Do(rules.Op) error
+	ReadSysctl(key string) (string, error)
+	WriteSysctl(rules.Sysctl) error
+}
+
+// Tables is what apply needs of nftables: nft.Conn in production,
+// nfttest.Fake in tests.
+type Tables interface {
+	// Read lists the owned table; a missing one is not an error.
+	Read() (*nft.Current, error)
+	// Apply replaces the owned table in one transaction when it differs
+	// from spec, and says whether it wrote.
+	Apply(nft.Spec) (bool, error)
+	// Remove deletes the owned table, and says whether there was one.
+	Remove() (bool, error)
+}
+
+var (
+	_ Routing = (*rules.Kernel)(nil)
+	_ Tables  = (*nft.Conn)(nil)
+)
+
+// Kernel bundles the handles on one network namespace.
 type Kernel struct {
-	Routes *rules.Kernel
-	NFT    *nft.Conn
-	// Fault, when set, makes Apply fail at that step ("routes" after its
-	// first routing change, "nft" before the table is written). It exists
-	// so tests can prove the rollback on the real kernel; the CLI sets it
-	// from FLOWPIN_INJECT_FAULT.
-	Fault string
+	Routes Routing
+	NFT    Tables
 
 	// records are the pre-flowpin sysctl values last written to the table.
 	records map[string]string
+	writes  int
 }
 
-// OpenKernel opens handles on the caller's network namespace.
-func OpenKernel() (*Kernel, error) {
-	rk, err := rules.Open()
-	if err != nil {
-		return nil, err
-	}
-	return &Kernel{Routes: rk, NFT: &nft.Conn{}, Fault: os.Getenv("FLOWPIN_INJECT_FAULT")}, nil
-}
-
-// Close releases the handles.
-func (k *Kernel) Close() { k.Routes.Close() }
+// New returns a Kernel on the given adapters.
+func New(r Routing, t Tables) *Kernel { return &Kernel{Routes: r, NFT: t} }
 
 // Writes is the number of kernel writes made so far.
-func (k *Kernel) Writes() int { return k.Routes.Writes + k.NFT.Writes }
+func (k *Kernel) Writes() int { return k.writes }
+
+func (k *Kernel) do(op rules.Op) error {
+	k.writes++
+	return k.Routes.Do(op)
+}
+
+func (k *Kernel) writeSysctl(s rules.Sysctl) error {
+	k.writes++
+	return k.Routes.WriteSysctl(s)
+}
+
+func (k *Kernel) applyTable(s nft.Spec) (bool, error) {
+	wrote, err := k.NFT.Apply(s)
+	if wrote || err != nil {
+		k.writes++
+	}
+	return wrote, err
+}
+
+func (k *Kernel) removeTable() (bool, error) {
+	removed, err := k.removeTable()
+	if removed || err != nil {
+		k.writes++
+	}
+	return removed, err
+}
 
 // CheckPrivileges says plainly when the process cannot change networking.
 func CheckPrivileges() error {
@@ -61,17 +116,17 @@ func CheckPrivileges() error {
 
 // Prepare loads the interfaces, plans, and checks the plan against state
 // flowpin does not own. Nothing is written.
-func (k *Kernel) Prepare(c *Config) (*Desired, error) {
-	return k.PrepareWith(c, PlanOptions{})
+func (k *Kernel) Prepare(c *config.Config) (*plan.Desired, error) {
+	return k.PrepareWith(c, plan.Options{})
 }
 
 // PrepareWith is Prepare with the daemon's plan options.
-func (k *Kernel) PrepareWith(c *Config, o PlanOptions) (*Desired, error) {
+func (k *Kernel) PrepareWith(c *config.Config, o plan.Options) (*plan.Desired, error) {
 	ifaces, err := k.Routes.Interfaces()
 	if err != nil {
 		return nil, err
 	}
-	d, err := PlanWith(c, ifaces, o)
+	d, err := plan.With(c, ifaces, o)
 	if err != nil {
 		return nil, err
 	}
@@ -82,8 +137,8 @@ func (k *Kernel) PrepareWith(c *Config, o PlanOptions) (*Desired, error) {
 }
 
 // checkCollisions refuses table ids and marks that someone else uses.
-func (k *Kernel) checkCollisions(c *Config, d *Desired) error {
-	_, foreign, err := k.Routes.ReadRules()
+func (k *Kernel) checkCollisions(c *config.Config, d *plan.Desired) error {
+	foreign, err := k.Routes.ForeignRules()
 	if err != nil {
 		return err
 	}
@@ -147,7 +202,7 @@ type sysctlPlan struct {
 	records map[string]string // key -> value before flowpin
 }
 
-func (k *Kernel) planSysctls(d *Desired, cur *nft.Current) (*sysctlPlan, error) {
+func (k *Kernel) planSysctls(d *plan.Desired, cur *nft.Current) (*sysctlPlan, error) {
 	p := &sysctlPlan{records: map[string]string{}}
 	for _, rec := range cur.Records {
 		kv, ok := strings.CutPrefix(rec, nft.RecordPrefix)
@@ -216,8 +271,8 @@ func (k *Kernel) sysctlChange(key, to, from string) Change {
 	s := rules.Sysctl{Key: key, Value: to}
 	return Change{
 		Command: s.Command(),
-		do:      func() error { return k.Routes.WriteSysctl(s) },
-		undo:    func() error { return k.Routes.WriteSysctl(rules.Sysctl{Key: key, Value: from}) },
+		do:      func() error { return k.writeSysctl(s) },
+		undo:    func() error { return k.writeSysctl(rules.Sysctl{Key: key, Value: from}) },
 	}
 }
 
@@ -230,7 +285,7 @@ func (p *sysctlPlan) recordList() []string {
 }
 
 // Changes lists what Apply would do, in order, as commands.
-func (k *Kernel) Changes(d *Desired) ([]string, error) {
+func (k *Kernel) Changes(d *plan.Desired) ([]string, error) {
 	steps, spec, err := k.steps(d)
 	if err != nil {
 		return nil, err
@@ -254,24 +309,7 @@ func (k *Kernel) Changes(d *Desired) ([]string, error) {
 	return out, nil
 }
 
-// FullScript is the whole desired state as commands for an empty
-// namespace: what an operator would type by hand.
-func FullScript(d *Desired) []string {
-	var out []string
-	for _, s := range d.Sysctls {
-		out = append(out, s.Command())
-	}
-	for _, op := range rules.Diff(rules.State{}, d.Routing) {
-		out = append(out, op.Command())
-	}
-	out = append(out, "nft -f - <<'EOF'\n"+d.NFT.Render()+"EOF")
-	for _, s := range d.LateSysctls {
-		out = append(out, s.Command())
-	}
-	return out
-}
-
-func (k *Kernel) steps(d *Desired) ([]Change, nft.Spec, error) {
+func (k *Kernel) steps(d *plan.Desired) ([]Change, nft.Spec, error) {
 	spec := d.NFT
 	cur, err := k.NFT.Read()
 	if err != nil {
@@ -292,8 +330,8 @@ func (k *Kernel) steps(d *Desired) ([]Change, nft.Spec, error) {
 		op := op
 		steps = append(steps, Change{
 			Command: op.Command(),
-			do:      func() error { return k.Routes.Do(op) },
-			undo:    func() error { return k.Routes.Do(op.Inverse()) },
+			do:      func() error { return k.do(op) },
+			undo:    func() error { return k.do(op.Inverse()) },
 		})
 	}
 	return steps, spec, nil
@@ -309,7 +347,7 @@ type Result struct {
 // Apply makes the kernel match d: sysctls, then routes and rules, then the
 // nft table in one transaction. If any step fails, every step before it is
 // undone, newest first, and the kernel is as it was.
-func (k *Kernel) Apply(d *Desired) (*Result, error) {
+func (k *Kernel) Apply(d *plan.Desired) (*Result, error) {
 	start := k.Writes()
 	res := &Result{Warnings: slices.Clone(d.Warnings)}
 	steps, spec, err := k.steps(d)
@@ -326,20 +364,14 @@ func (k *Kernel) Apply(d *Desired) (*Result, error) {
 		}
 		return errors.Join(errs...)
 	}
-	for i, s := range steps {
+	for _, s := range steps {
 		if err := s.do(); err != nil {
 			return nil, rollback(err)
 		}
 		done = append(done, s)
 		res.Commands = append(res.Commands, s.Command)
-		if k.Fault == "routes" && i == len(steps)-1 {
-			return nil, rollback(errors.New("injected fault after the routing changes"))
-		}
 	}
-	if k.Fault == "nft" {
-		return nil, rollback(errors.New("injected fault before the nft table"))
-	}
-	wrote, err := k.NFT.Apply(spec)
+	wrote, err := k.applyTable(spec)
 	if err != nil {
 		return nil, rollback(err)
 	}
@@ -351,7 +383,7 @@ func (k *Kernel) Apply(d *Desired) (*Result, error) {
 		if err == nil && now == s.Value {
 			continue
 		}
-		if err := k.Routes.WriteSysctl(s); err != nil {
+		if err := k.writeSysctl(s); err != nil {
 			res.Warnings = append(res.Warnings, err.Error())
 			continue
 		}
@@ -377,13 +409,13 @@ func (k *Kernel) Down() (*Result, error) {
 	}
 	// Rules first, so nothing points at a table while it empties.
 	for _, op := range rules.Diff(owned, rules.State{}) {
-		if err := k.Routes.Do(op); err != nil {
+		if err := k.do(op); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		res.Commands = append(res.Commands, op.Command())
 	}
-	removed, err := k.NFT.Remove()
+	removed, err := k.removeTable()
 	if err != nil {
 		errs = append(errs, err)
 	} else if removed {
@@ -400,7 +432,7 @@ func (k *Kernel) Down() (*Result, error) {
 			continue
 		}
 		s := rules.Sysctl{Key: key, Value: val}
-		if err := k.Routes.WriteSysctl(s); err != nil {
+		if err := k.writeSysctl(s); err != nil {
 			errs = append(errs, err)
 			continue
 		}

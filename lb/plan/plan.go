@@ -1,10 +1,14 @@
-package lb
+// Package plan turns a config plus what the kernel reports about the
+// interfaces into one Desired value: every rule, route, sysctl and nft
+// object flowpin wants, as plain values. It is pure.
+package plan
 
 import (
 	"fmt"
 	"net/netip"
 	"slices"
 
+	"flowpin/lb/config"
 	"flowpin/nft"
 	"flowpin/rules"
 )
@@ -30,14 +34,15 @@ import (
 //	         New flows: the weighted multipath default route. If no link
 //	         is up it is empty and lookup goes on to main's own default.
 const (
-	offSourceLocal = 0
-	offMark        = 100
-	offMain        = 200
-	offSource      = 300
-	offBalance     = 400
-
-	rulePrioritySpan = offBalance
+	OffSourceLocal = 0
+	OffMark        = 100
+	OffMain        = 200
+	OffSource      = 300
+	OffBalance     = 400
 )
+
+// The config validates priority_base against the span of this layout.
+var _ = [1]struct{}{}[OffBalance-config.RulePrioritySpan]
 
 // Desired is everything flowpin wants in the kernel, as plain values.
 type Desired struct {
@@ -54,7 +59,7 @@ type Desired struct {
 
 // LinkPlan is one link as planned.
 type LinkPlan struct {
-	Link
+	config.Link
 	// Usable: the interface is up and has an address, so the link has its
 	// table and source rules.
 	Usable bool
@@ -67,12 +72,12 @@ type LinkPlan struct {
 
 // Plan turns a config and the kernel's interfaces into the desired state.
 // It is pure: the same inputs give the same Desired.
-func Plan(c *Config, ifaces map[string]rules.Iface) (*Desired, error) {
-	return PlanWith(c, ifaces, PlanOptions{})
+func Plan(c *config.Config, ifaces map[string]rules.Iface) (*Desired, error) {
+	return With(c, ifaces, Options{})
 }
 
-// PlanOptions carry the daemon's view into the plan.
-type PlanOptions struct {
+// Options carry the daemon's view into the plan.
+type Options struct {
 	// Down names links the health checks took down, with the reason.
 	// They keep their tables and rules, so their probes and pinned flows
 	// still route, but leave the multipath route.
@@ -82,8 +87,8 @@ type PlanOptions struct {
 	MissingOK bool
 }
 
-// PlanWith is Plan with the daemon's options.
-func PlanWith(c *Config, ifaces map[string]rules.Iface, o PlanOptions) (*Desired, error) {
+// With is Plan with the daemon's options.
+func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired, error) {
 	d := &Desired{NFT: nft.Spec{Mask: c.MarkMask}}
 	for i, l := range c.Links {
 		lp := LinkPlan{Link: l}
@@ -150,7 +155,7 @@ func autoGateway(ifc rules.Iface, v4 []netip.Prefix) netip.Addr {
 	return netip.Addr{}
 }
 
-func routing(c *Config, links []LinkPlan) rules.State {
+func routing(c *config.Config, links []LinkPlan) rules.State {
 	var s rules.State
 	base := c.PriorityBase
 	all4 := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
@@ -159,14 +164,14 @@ func routing(c *Config, links []LinkPlan) rules.State {
 		// The fwmark rule exists even for a link that is down: its table
 		// is then empty and lookup falls through, and the rule is ready
 		// when the link comes back.
-		s.Rules = append(s.Rules, rules.Rule{Family: rules.V4, Priority: base + offMark + i, Mark: l.Mark, Mask: c.MarkMask, Table: l.Table, SuppressPrefixlen: -1})
+		s.Rules = append(s.Rules, rules.Rule{Family: rules.V4, Priority: base + OffMark + i, Mark: l.Mark, Mask: c.MarkMask, Table: l.Table, SuppressPrefixlen: -1})
 		if !l.Usable {
 			continue
 		}
 		src := netip.PrefixFrom(l.Addr.Addr(), 32)
 		s.Rules = append(s.Rules,
-			rules.Rule{Family: rules.V4, Priority: base + offSourceLocal + i, Src: src, Table: l.Table, SuppressPrefixlen: 0},
-			rules.Rule{Family: rules.V4, Priority: base + offSource + i, Src: src, Table: l.Table, SuppressPrefixlen: -1},
+			rules.Rule{Family: rules.V4, Priority: base + OffSourceLocal + i, Src: src, Table: l.Table, SuppressPrefixlen: 0},
+			rules.Rule{Family: rules.V4, Priority: base + OffSource + i, Src: src, Table: l.Table, SuppressPrefixlen: -1},
 		)
 		s.Routes = append(s.Routes,
 			// The link's own subnet, so the table alone routes neighbours
@@ -179,8 +184,8 @@ func routing(c *Config, links []LinkPlan) rules.State {
 		}
 	}
 	s.Rules = append(s.Rules,
-		rules.Rule{Family: rules.V4, Priority: base + offMain, Table: mainTable, SuppressPrefixlen: 0},
-		rules.Rule{Family: rules.V4, Priority: base + offBalance, Table: c.BalanceTable, SuppressPrefixlen: -1},
+		rules.Rule{Family: rules.V4, Priority: base + OffMain, Table: MainTable, SuppressPrefixlen: 0},
+		rules.Rule{Family: rules.V4, Priority: base + OffBalance, Table: c.BalanceTable, SuppressPrefixlen: -1},
 	)
 	switch len(nhs) {
 	case 0:
@@ -195,7 +200,8 @@ func routing(c *Config, links []LinkPlan) rules.State {
 	return s
 }
 
-const mainTable = 254
+// MainTable is the kernel's main routing table.
+const MainTable = 254
 
 func sysctls(links []LinkPlan) (early, late []rules.Sysctl) {
 	early = []rules.Sysctl{
@@ -240,4 +246,21 @@ func sysctls(links []LinkPlan) (early, late []rules.Sysctl) {
 		{Key: "net/netfilter/nf_conntrack_timestamp", Value: "1"},
 	}
 	return early, late
+}
+
+// FullScript is the whole desired state as commands for an empty
+// namespace: what an operator would type by hand.
+func FullScript(d *Desired) []string {
+	var out []string
+	for _, s := range d.Sysctls {
+		out = append(out, s.Command())
+	}
+	for _, op := range rules.Diff(rules.State{}, d.Routing) {
+		out = append(out, op.Command())
+	}
+	out = append(out, "nft -f - <<'EOF'\n"+d.NFT.Render()+"EOF")
+	for _, s := range d.LateSysctls {
+		out = append(out, s.Command())
+	}
+	return out
 }

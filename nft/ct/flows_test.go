@@ -1,4 +1,4 @@
-package lb
+package ct
 
 import (
 	"encoding/binary"
@@ -156,32 +156,3 @@ func TestStatusDecodeFlowRejectsGarbage(t *testing.T) {
 	}
 }
 
-func TestStatusFlowRowNAT(t *testing.T) {
-	names := map[uint32]string{0: UnpinnedLink, 0x100: "isp1"}
-	now := time.Unix(1700000100, 0)
-	masq := FlowRecord{Mark: 0xab_0100, Proto: 6, Counted: true, Orig: Counter{10, 1000}, Reply: Counter{8, 5000},
-		OrigSrc:  Endpoint{netip.MustParseAddr("10.77.0.2"), 40000, true},
-		OrigDst:  Endpoint{netip.MustParseAddr("203.0.113.10"), 7000, true},
-		ReplySrc: Endpoint{netip.MustParseAddr("203.0.113.10"), 7000, true},
-		ReplyDst: Endpoint{netip.MustParseAddr("192.0.2.2"), 40000, true},
-		Start:    time.Unix(1700000000, 0)}
-	row := flowRow(&masq, 0xff00, names, now)
-	if row.Link != "isp1" || row.Mark != 0x100 || row.NATSrc == nil || *row.NATSrc != "192.0.2.2:40000" || row.NATDst != nil {
-		t.Errorf("masqueraded flow: %+v", row)
-	}
-	if row.AgeSeconds == nil || *row.AgeSeconds != 100 {
-		t.Errorf("age: %v, want 100", row.AgeSeconds)
-	}
-	if row.BytesOut != 1000 || row.BytesIn != 5000 {
-		t.Errorf("bytes out/in: %d/%d, want 1000/5000", row.BytesOut, row.BytesIn)
-	}
-	plain := masq
-	plain.Mark = 0x300
-	plain.ReplyDst = plain.OrigSrc
-	plain.ReplySrc = Endpoint{netip.MustParseAddr("10.77.0.9"), 22, true} // DNAT
-	plain.Start = time.Time{}
-	row = flowRow(&plain, 0xff00, names, now)
-	if row.NATSrc != nil || row.NATDst == nil || *row.NATDst != "10.77.0.9:22" || row.Link != "mark 0x300" || row.AgeSeconds != nil {
-		t.Errorf("port-forwarded flow: %+v", row)
-	}
-}

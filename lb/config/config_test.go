@@ -1,4 +1,4 @@
-package lb
+package config
 
 import (
 	"errors"
@@ -26,7 +26,7 @@ const twoLinks = `links:
 `
 
 func TestParseConfigDefaults(t *testing.T) {
-	c, err := ParseConfig("f.yaml", []byte(twoLinks))
+	c, err := Parse("f.yaml", []byte(twoLinks))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +48,7 @@ func TestParseConfigDefaults(t *testing.T) {
 var defaultCheck = HealthCheck{Interval: 500 * time.Millisecond, Timeout: time.Second, Fall: 3, Rise: 3, Quorum: 1}
 
 func TestParseConfigCheck(t *testing.T) {
-	c, err := ParseConfig("f.yaml", []byte(`links:
+	c, err := Parse("f.yaml", []byte(`links:
   - name: a
     interface: eth0
     gateway: auto
@@ -75,7 +75,7 @@ func TestParseConfigCheck(t *testing.T) {
 }
 
 func TestParseConfigOverrides(t *testing.T) {
-	c, err := ParseConfig("f.yaml", []byte(`mark_mask: 0x00ff0000
+	c, err := Parse("f.yaml", []byte(`mark_mask: 0x00ff0000
 balance_table: 500
 priority_base: 2000
 links:
@@ -128,7 +128,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad name", "links:\n  - {name: 'a b', interface: x, gateway: 10.0.0.1}\n", `f.yaml:2: links[0].name: "a b": use letters, digits, '-', '_' and '.' (at most 32)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseConfig("f.yaml", []byte(tc.yaml))
+			_, err := Parse("f.yaml", []byte(tc.yaml))
 			if err == nil {
 				t.Fatal("no error")
 			}
@@ -147,7 +147,7 @@ func TestParseConfigErrors(t *testing.T) {
 }
 
 func TestLoadConfigMissingFile(t *testing.T) {
-	_, err := LoadConfig("/nonexistent/flowpin.yaml")
+	_, err := Load("/nonexistent/flowpin.yaml")
 	if err == nil || !strings.Contains(err.Error(), "/nonexistent/flowpin.yaml") {
 		t.Fatalf("error %v does not name the file", err)
 	}
@@ -184,12 +184,12 @@ func hasPrefix(s, p []uint32) bool {
 
 // The shipped example configs must stay valid.
 func TestExampleConfigs(t *testing.T) {
-	paths, err := filepath.Glob("../examples/*.yaml")
+	paths, err := filepath.Glob("../../examples/*.yaml")
 	if err != nil || len(paths) < 3 {
 		t.Fatalf("examples: %v %v", paths, err)
 	}
 	for _, p := range paths {
-		if _, err := LoadConfig(p); err != nil {
+		if _, err := Load(p); err != nil {
 			t.Errorf("%v", err)
 		}
 	}
