@@ -90,7 +90,7 @@ func (k *Kernel) applyTable(s nft.Spec) (bool, error) {
 }
 
 func (k *Kernel) removeTable() (bool, error) {
-	removed, err := k.removeTable()
+	removed, err := k.NFT.Remove()
 	if removed || err != nil {
 		k.writes++
 	}
