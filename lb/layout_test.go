@@ -1,0 +1,89 @@
+// Package lb_test checks the shape of the house: which package may depend
+// on which. lb itself holds no code; its subpackages are flowpin's core.
+package lb_test
+
+import (
+	"encoding/json"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+type pkg struct {
+	ImportPath string
+	Imports    []string
+	Deps       []string
+	Standard   bool
+}
+
+func listPackages(t *testing.T) map[string]pkg {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-json", "flowpin/...")
+	cmd.Dir = ".."
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	pkgs := map[string]pkg{}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for {
+		var p pkg
+		if err := dec.Decode(&p); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		pkgs[p.ImportPath] = p
+	}
+	return pkgs
+}
+
+func isStd(path string) bool {
+	first, _, _ := strings.Cut(path, "/")
+	return !strings.Contains(first, ".") && first != "flowpin"
+}
+
+func TestLayout(t *testing.T) {
+	pkgs := listPackages(t)
+	for _, want := range []string{"flowpin/lb/config", "flowpin/lb/plan", "flowpin/lb/apply", "flowpin/lb/health",
+		"flowpin/lb/status", "flowpin/lb/diagnose", "flowpin/lb/daemon", "flowpin/rules", "flowpin/nft", "flowpin/nft/ct"} {
+		if _, ok := pkgs[want]; !ok {
+			t.Errorf("package %s is missing", want)
+		}
+	}
+	for path, p := range pkgs {
+		adapter := path == "flowpin/rules" || path == "flowpin/nft" || strings.HasPrefix(path, "flowpin/rules/") || strings.HasPrefix(path, "flowpin/nft/")
+		for _, d := range p.Deps {
+			switch {
+			case adapter && strings.HasPrefix(d, "flowpin/lb"):
+				t.Errorf("adapter %s depends on %s: adapters import nothing from lb", path, d)
+			case strings.Contains(d, "prometheus") && !strings.HasPrefix(path, "flowpin/lb/daemon") && !strings.HasPrefix(path, "flowpin/cmd/"):
+				t.Errorf("%s depends on %s: metrics live in lb/daemon only", path, d)
+			}
+		}
+	}
+	// The config model links nothing but the standard library and yaml.
+	for _, d := range pkgs["flowpin/lb/config"].Deps {
+		if !isStd(d) && !strings.HasPrefix(d, "go.yaml.in/yaml/") {
+			t.Errorf("lb/config depends on %s: it may use only the standard library and yaml", d)
+		}
+	}
+	// Dependencies point down: no package of lb imports one above it.
+	order := []string{"config", "plan", "apply", "health", "status", "diagnose", "daemon"}
+	rank := map[string]int{}
+	for i, n := range order {
+		rank["flowpin/lb/"+n] = i
+	}
+	for path, p := range pkgs {
+		r, ok := rank[path]
+		if !ok {
+			continue
+		}
+		for _, imp := range p.Imports {
+			if ri, ok := rank[imp]; ok && ri > r {
+				t.Errorf("%s imports %s, which sits above it", path, imp)
+			}
+		}
+	}
+}
