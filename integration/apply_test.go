@@ -194,7 +194,7 @@ func TestMultiHomedServer(t *testing.T) {
 	// Before: the second address does not work from beyond the gateway
 	// (its replies leave by eth0 and the switch drops them).
 	if r := connectN(t, s.Far, fmt.Sprintf("%s:%d", s.Eth1Addr, srv.Port()), srv, 3, dialOpts{Timeout: time.Second}); r.OK == 3 {
-		t.Fatal("far -> eth1 address worked before apply: the topology does not model seed 002")
+		t.Fatal("far -> eth1 address worked before apply: the topology does not model the asymmetric-reply failure")
 	}
 
 	out := apply(t, s.Server, serverConfig(s))

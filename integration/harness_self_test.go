@@ -122,7 +122,7 @@ func TestHarnessServerBaseline(t *testing.T) {
 		}
 	}
 
-	// Seed 002: the second address does not answer. Whichever interface
+	// Before flowpin, the second address does not answer. Whichever interface
 	// the request arrives on (both answer ARP for it), the reply follows
 	// the first subnet route / the default route out of eth0 with source
 	// 10.88.0.11, and the switch drops it on srv0.
@@ -137,7 +137,7 @@ func TestHarnessServerBaseline(t *testing.T) {
 		}
 	}
 	if s.spoofDrops(t, "srv0") == before {
-		t.Errorf("srv0 did not drop anything: the failure is not the one seed 002 describes")
+		t.Errorf("srv0 did not drop anything: the failure is not the asymmetric reply this topology models")
 	}
 	t.Logf("neighbor's ARP entry for %s: %s", s.Eth1Addr,
 		strings.TrimSpace(run(t, s.Neighbor, "ip", "neigh", "show", s.Eth1Addr)))

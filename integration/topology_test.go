@@ -6,7 +6,8 @@ import (
 	"time"
 )
 
-// dualWAN is a NAT router with two uplinks (scenario 1 of KERNEL-NOTES):
+// dualWAN is a NAT router with two uplinks, where replies arriving from a
+// WAN must never be routed by a link table (it has no LAN route):
 //
 //	lan --- router ==wan1== isp1 ---core--- far (203.0.113.10 on lo)
 //	               ==wan2== isp2 ---core---/
@@ -120,8 +121,8 @@ func (d *dualWAN) config(weight1, weight2 int) string {
 `, d.GW1, weight1, d.GW2, weight2)
 }
 
-// multiHomedServer is seed 002 (two interfaces on ONE subnet, scenario 2 of
-// KERNEL-NOTES):
+// multiHomedServer is a cloud instance with two interfaces on ONE subnet,
+// where a main-table lookup sends replies out of the wrong interface:
 //
 //	server eth0 10.88.0.10 --srv0--+
 //	server eth1 10.88.0.11 --srv1--+ br0 10.88.0.1 (switch) --up-- far (203.0.113.20 on lo)

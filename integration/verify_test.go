@@ -206,7 +206,7 @@ func TestVerifyDualWAN(t *testing.T) {
 	}
 }
 
-// TestVerifyAndExplainMultiHomedServer: seed 002's server. verify passes,
+// TestVerifyAndExplainMultiHomedServer: two NICs on one subnet. verify passes,
 // and explain shows replies from the second address leaving by the second
 // interface, which real traffic through the source-checking switch confirms.
 func TestVerifyAndExplainMultiHomedServer(t *testing.T) {

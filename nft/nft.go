@@ -157,7 +157,7 @@ func (s Spec) rules() []rule {
 	// time there is pinned to that link (inbound connections, port
 	// forwards). Its mark is NOT restored onto the packet: replies from a
 	// WAN must be routed by main towards the LAN, and a link table has no
-	// LAN route (KERNEL-NOTES, dual-WAN NAT box).
+	// LAN route, so every such connection would hang in SYN_RECV.
 	for _, l := range s.Links {
 		out = append(out, saveRule("prerouting", expr.MetaKeyIIFNAME, "iifname", s.Mask, l))
 	}
@@ -255,7 +255,7 @@ type Current struct {
 // Read lists the owned table. A missing table is not an error.
 func (c *Conn) Read() (*Current, error) {
 	// A fresh Conn per operation: a failed batch leaves an error stuck on
-	// the Conn (KERNEL-NOTES).
+	// the Conn, and the library keeps it for every later Flush.
 	nc, err := nftables.New()
 	if err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)
