@@ -156,6 +156,11 @@ steps before it are undone and the kernel is as it was.`,
 		Example: "  flowpin apply -c /etc/flowpin/flowpin.yaml\n  ip netns exec router flowpin apply -c router.yaml -v",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			lock, err := lockWriter("apply")
+			if err != nil {
+				return err
+			}
+			defer lock.Release()
 			k, d, err := a.prepare()
 			if err != nil {
 				return err
@@ -232,6 +237,11 @@ is not needed: what to remove is found by its tags.`,
 		Example: "  flowpin down\n  ip netns exec router flowpin down -v",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			lock, err := lockWriter("down")
+			if err != nil {
+				return err
+			}
+			defer lock.Release()
 			k, err := a.open()
 			if err != nil {
 				return err
