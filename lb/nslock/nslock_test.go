@@ -68,8 +68,7 @@ func TestWritersSerialize(t *testing.T) {
 					return
 				}
 				now := inside.Add(1)
-				if now > most.Load() {
-					most.Store(now)
+				for m := most.Load(); now > m && !most.CompareAndSwap(m, now); m = most.Load() {
 				}
 				time.Sleep(200 * time.Microsecond)
 				inside.Add(-1)
@@ -221,6 +220,36 @@ func TestDaemonWaitsForApply(t *testing.T) {
 	h.Release()
 	if err := <-got; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// An apply that waited for the writer lock while a daemon started does not
+// write once it gets the lock: the daemon is next.
+func TestWaitingApplyYieldsToDaemon(t *testing.T) {
+	dir := t.TempDir()
+	n := testNS(t, dir, "net-1-1")
+	h, err := n.Writer("apply")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		h2, err := n.Writer("apply")
+		h2.Release()
+		got <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the second apply is waiting
+	// The daemon's first step: its own lock (it then waits for the writer
+	// lock, as the apply does).
+	d, err := acquire(n.path("daemon"), "run", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.release()
+	h.Release()
+	var de *DaemonError
+	if err := <-got; !errors.As(err, &de) {
+		t.Errorf("waiting apply, after a daemon claimed the namespace: %v, want a DaemonError", err)
 	}
 }
 
