@@ -14,6 +14,7 @@ import (
 // of them alone would: the kernel matches exactly one config, and down puts
 // back the sysctls from before either.
 func TestConcurrentApplies(t *testing.T) {
+	skipShort(t)
 	const rounds = 30
 	for _, tc := range []struct {
 		name string
@@ -94,6 +95,7 @@ func TestConcurrentApplies(t *testing.T) {
 // Beside a running daemon, apply and down refuse and write nothing: the
 // daemon would undo their writes at its next sync.
 func TestApplyRefusedBesideDaemon(t *testing.T) {
+	skipShort(t)
 	d := newDualWAN(t)
 	dm := startDaemon(t, d.Router, checkedConfig(d, d.GW2))
 	time.Sleep(300 * time.Millisecond) // first probe rounds
@@ -124,5 +126,11 @@ func TestApplyRefusedBesideDaemon(t *testing.T) {
 	}
 	if out, err := flowpin(t, d.Router, "down"); err != nil {
 		t.Errorf("down after the daemon stopped: %v\n%s", err, out)
+	}
+}
+
+func skipShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs root and network namespaces")
 	}
 }
