@@ -153,8 +153,8 @@ func (n *Namespace) checkDir() error {
 	if err := unix.Lstat(n.Dir, &st); err != nil {
 		return fmt.Errorf("lock directory: %w", err)
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFDIR || int(st.Uid) != os.Geteuid() || st.Mode&0o022 != 0 {
-		return fmt.Errorf("lock directory %s: want a directory owned by uid %d and writable by no one else", n.Dir, os.Geteuid())
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR || (st.Uid != 0 && int(st.Uid) != os.Geteuid()) || st.Mode&0o022 != 0 {
+		return fmt.Errorf("lock directory %s: want a directory owned by root (or uid %d) and writable by no one else", n.Dir, os.Geteuid())
 	}
 	return nil
 }
