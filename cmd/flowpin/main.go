@@ -152,10 +152,19 @@ func (a *app) applyCmd() *cobra.Command {
 
 A second apply with the same config writes nothing. Established connections
 stay on their links when weights or links change. If any step fails, the
-steps before it are undone and the kernel is as it was.`,
+steps before it are undone and the kernel is as it was.
+
+Two applies at once run one after the other (the second waits up to 30s).
+While "flowpin run" manages the network namespace, apply refuses and writes
+nothing: change the daemon's config and restart it instead.`,
 		Example: "  flowpin apply -c /etc/flowpin/flowpin.yaml\n  ip netns exec router flowpin apply -c router.yaml -v",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			lock, err := lockWriter("apply")
+			if err != nil {
+				return err
+			}
+			defer lock.Release()
 			k, d, err := a.prepare()
 			if err != nil {
 				return err
@@ -228,10 +237,16 @@ func (a *app) downCmd() *cobra.Command {
 		Long: `Remove every ip rule and route flowpin added (they carry protocol 201),
 its nftables table, and put back the sysctls it changed. State flowpin does
 not own is never touched. Nothing left to remove is not an error. The config
-is not needed: what to remove is found by its tags.`,
+is not needed: what to remove is found by its tags. While "flowpin run"
+manages the network namespace, down refuses: stop the daemon first.`,
 		Example: "  flowpin down\n  ip netns exec router flowpin down -v",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			lock, err := lockWriter("down")
+			if err != nil {
+				return err
+			}
+			defer lock.Release()
 			k, err := a.open()
 			if err != nil {
 				return err

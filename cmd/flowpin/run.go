@@ -53,6 +53,11 @@ links, in the foreground.
 				return err
 			}
 			defer k.Close()
+			lock, err := lockDaemon()
+			if err != nil {
+				return err
+			}
+			defer lock.Release()
 			ln, err := daemon.ListenAPI()
 			if err != nil {
 				return err
