@@ -155,4 +155,3 @@ func TestStatusDecodeFlowRejectsGarbage(t *testing.T) {
 		t.Fatalf("decodeFlow on a short counter: %v, want a size error", err)
 	}
 }
-
