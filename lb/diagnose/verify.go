@@ -127,8 +127,8 @@ const applyFix = "flowpin apply"
 
 // Verify compares the kernel with what c asks for and asks the kernel how
 // it routes each link's traffic and new flows (route lookups, as `ip route
-// get` makes them). It returns an error only when it cannot
-// check at all; problems are failed checks.
+// get` makes them). It returns an error only when it cannot check at all;
+// problems are failed checks.
 func (k *Kernel) Verify(c *config.Config, o VerifyOptions) (*VerifyReport, error) {
 	if !o.Probe.IsValid() {
 		o.Probe = DefaultProbe
