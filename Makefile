@@ -2,6 +2,10 @@
 GO      ?= go
 BIN     := bin/flowpin
 PKGS    := ./...
+# staticcheck release `make lint` installs when missing (2026.2.2 = v0.8.2).
+STATICCHECK_VERSION := v0.8.2
+# Not $$HOME/go/bin: CI's GOPATH may be elsewhere and not on PATH.
+STATICCHECK = $(shell $(GO) env GOPATH)/bin/staticcheck
 # Debian tools the integration tests, the demo and the benchmarks use.
 DEBS    := nftables conntrack
 
@@ -22,13 +26,16 @@ deps: ## install the Debian tools the tests and the demo need (root)
 	fi
 	$(GO) mod download
 
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet and staticcheck (installed if missing)
 	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$bad" ]; then echo "gofmt needed: $$bad"; exit 1; fi
 	$(GO) vet $(PKGS)
+	@[ -x "$(STATICCHECK)" ] && "$(STATICCHECK)" -version | grep -q '($(STATICCHECK_VERSION:v%=%))' || \
+		$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	"$(STATICCHECK)" $(PKGS)
 
-unit: ## unit tests only (no root needed)
-	$(GO) test -short $(PKGS)
+unit: ## unit tests only: unprivileged, no namespaces, race detector on
+	$(GO) test -short -race $(PKGS)
 
 test: deps lint ## the whole suite: unit and real-kernel integration tests (root)
 	$(GO) test -count=1 -timeout 45m $(PKGS)

@@ -91,7 +91,7 @@ func (d *daemon) logs() string {
 }
 
 // stop sends SIGTERM and returns the exit error and how long exiting took.
-func (d *daemon) stop() (error, time.Duration) {
+func (d *daemon) stop() (time.Duration, error) {
 	d.stopOnce.Do(func() {
 		start := time.Now()
 		_ = d.cmd.Process.Signal(syscall.SIGTERM)
@@ -103,7 +103,7 @@ func (d *daemon) stop() (error, time.Duration) {
 		}
 		d.took = time.Since(start)
 	})
-	return d.exitErr, d.took
+	return d.took, d.exitErr
 }
 
 // checkedConfig is the dual-WAN config with fast checks against the far
@@ -331,7 +331,7 @@ func TestDaemonSIGTERMAndRestart(t *testing.T) {
 	ll := startLongLived(t, d.LAN, target, srv, 24, dialOpts{})
 	time.Sleep(300 * time.Millisecond)
 
-	err, took := dm.stop()
+	took, err := dm.stop()
 	if err != nil {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, dm.logs())
 	}

@@ -4,7 +4,10 @@ package integration
 // "before flowpin" baselines the real tests rely on.
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -298,5 +301,35 @@ func TestHarnessCleanup(t *testing.T) {
 	}
 	if _, err := tryRun(names[0], "true"); err == nil {
 		t.Errorf("run in a deleted namespace was not refused")
+	}
+}
+
+// TestHarnessEchoToken: the first echo of a long-lived connection fails on
+// a wrong answer and on a closed connection, not only on a write error.
+func TestHarnessEchoToken(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		answer func(net.Conn)
+		ok     bool
+	}{
+		{"echo", func(c net.Conn) { _, _ = io.Copy(c, c) }, true},
+		{"wrong answer", func(c net.Conn) {
+			_, _ = bufio.NewReader(c).ReadString('\n')
+			_, _ = io.WriteString(c, "other\n")
+		}, false},
+		{"closed before answering", func(c net.Conn) {
+			_, _ = bufio.NewReader(c).ReadString('\n')
+			c.Close()
+		}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			client, server := net.Pipe()
+			defer client.Close()
+			go c.answer(server)
+			err := echoToken(client, bufio.NewReader(client), "tok")
+			if (err == nil) != c.ok {
+				t.Errorf("echoToken: %v, want ok=%v", err, c.ok)
+			}
+		})
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -42,6 +43,13 @@ func TestMain(m *testing.M) {
 }
 
 func testMain(m *testing.M) int {
+	flag.Parse()
+	if testing.Short() {
+		// Every test here builds namespaces and moves real traffic: none
+		// is a unit test.
+		fmt.Println("integration: skipped under -short")
+		return 0
+	}
 	if os.Geteuid() == 0 && os.Getenv("FLOWPIN_SKIP_BUILD") != "1" {
 		dir, err := os.MkdirTemp("", "flowpin-integration-")
 		if err != nil {

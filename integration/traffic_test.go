@@ -355,10 +355,7 @@ func startLongLived(t testing.TB, ns, target string, srv *echoServer, k int, o d
 		tok := randToken()
 		_ = c.SetDeadline(time.Now().Add(o.timeout()))
 		br := bufio.NewReader(c)
-		if _, err := io.WriteString(c, tok+"\n"); err == nil {
-			_, err = br.ReadString('\n')
-		}
-		if err != nil {
+		if err := echoToken(c, br, tok); err != nil {
 			t.Fatalf("long-lived connection %d: first echo: %v", i, err)
 		}
 		if srv != nil {
@@ -369,6 +366,21 @@ func startLongLived(t testing.TB, ns, target string, srv *echoServer, k int, o d
 	}
 	t.Cleanup(func() { l.stop() })
 	return l
+}
+
+// echoToken sends tok and reads the line that comes back, which must be tok.
+func echoToken(w io.Writer, br *bufio.Reader, tok string) error {
+	if _, err := io.WriteString(w, tok+"\n"); err != nil {
+		return err
+	}
+	got, err := br.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if got != tok+"\n" {
+		return fmt.Errorf("sent %q, got back %q", tok, strings.TrimSuffix(got, "\n"))
+	}
+	return nil
 }
 
 func (l *longLived) loop(i int, br *bufio.Reader) {

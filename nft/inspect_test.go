@@ -52,6 +52,9 @@ func TestVerifyMarkWrites(t *testing.T) {
 // TestVerifyForeignMarkWritersInNamespace loads rules with nft(8) in a
 // fresh namespace and reads them back through netlink.
 func TestVerifyForeignMarkWritersInNamespace(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs a network namespace: not a unit test (-short)")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}

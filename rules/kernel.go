@@ -7,34 +7,85 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
-// Kernel is a netlink handle on the network namespace flowpin runs in,
-// plus /proc/sys as that namespace sees it.
+// Kernel is a netlink handle on one network namespace, plus /proc/sys as
+// that namespace sees it. Every request, the ones netlink.Handle has no
+// method for included, goes out on a socket opened in that namespace, so a
+// Kernel works the same from any thread.
 type Kernel struct {
-	h       *netlink.Handle
+	h  *netlink.Handle
+	ns netns.NsHandle
+	// route is a NETLINK_ROUTE socket in ns for the requests built here
+	// (the full rule dump, RTM_GETROUTE with ports).
+	route   *nl.SocketHandle
 	sysRoot string
 	// Writes counts every change sent to the kernel, for the
 	// "a second apply writes nothing" check.
 	Writes int
 }
 
-// Open returns a handle on the caller's network namespace.
+// Open returns a handle on the network namespace of the calling thread.
 func Open() (*Kernel, error) {
-	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	ns, err := netns.Get()
 	if err != nil {
-		return nil, fmt.Errorf("open netlink: %w", err)
+		return nil, fmt.Errorf("open network namespace: %w", err)
 	}
-	return &Kernel{h: h, sysRoot: "/proc/sys"}, nil
+	defer ns.Close()
+	return OpenAt(ns)
 }
 
-// Close releases the netlink socket.
-func (k *Kernel) Close() { k.h.Close() }
+// OpenAt returns a handle on network namespace ns, whichever namespace the
+// calling thread is in. The caller may close ns afterwards.
+func OpenAt(ns netns.NsHandle) (*Kernel, error) {
+	fd, err := unix.FcntlInt(uintptr(ns), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open network namespace: %w", err)
+	}
+	own := netns.NsHandle(fd)
+	h, err := netlink.NewHandleAt(own, unix.NETLINK_ROUTE)
+	if err != nil {
+		own.Close()
+		return nil, fmt.Errorf("open netlink: %w", err)
+	}
+	s, err := nl.GetNetlinkSocketAt(own, netns.None(), unix.NETLINK_ROUTE)
+	if err != nil {
+		h.Close()
+		own.Close()
+		return nil, fmt.Errorf("open netlink: %w", err)
+	}
+	// Same limits as netlink's own one-shot sockets: a kernel that never
+	// answers is an error, not a hang.
+	if err := errors.Join(s.SetSendTimeout(&nl.SocketTimeoutTv), s.SetReceiveTimeout(&nl.SocketTimeoutTv)); err != nil {
+		s.Close()
+		h.Close()
+		own.Close()
+		return nil, fmt.Errorf("open netlink: %w", err)
+	}
+	return &Kernel{h: h, ns: own, route: &nl.SocketHandle{Socket: s}, sysRoot: "/proc/sys"}, nil
+}
+
+// Close releases the netlink sockets and the namespace.
+func (k *Kernel) Close() {
+	k.h.Close()
+	k.route.Close()
+	k.ns.Close()
+}
+
+// request is a netlink request that goes out on k's own socket.
+func (k *Kernel) request(proto, flags int) *nl.NetlinkRequest {
+	req := nl.NewNetlinkRequest(proto, flags)
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: k.route}
+	return req
+}
 
 // Iface is what the planner needs to know about an interface.
 type Iface struct {
@@ -121,11 +172,15 @@ func (k *Kernel) Interfaces() (map[string]Iface, error) {
 // Owned reads back every rule and route that carries flowpin's tag.
 func (k *Kernel) Owned() (State, error) {
 	var s State
-	owned, _, err := k.ReadRules()
+	all, err := k.allRules()
 	if err != nil {
 		return s, err
 	}
-	s.Rules = owned
+	for _, r := range all {
+		if r.Owned() {
+			s.Rules = append(s.Rules, r.Rule())
+		}
+	}
 	names, err := k.ifaceNames()
 	if err != nil {
 		return s, err
@@ -145,52 +200,42 @@ func (k *Kernel) Owned() (State, error) {
 	return s, nil
 }
 
-// ForeignRule is an ip rule flowpin does not own, as `ip rule` prints it.
+// ForeignRule is an ip rule flowpin does not own. Rule holds its
+// priority, source, mark and table (0 for a goto or a blackhole: it looks
+// up no table); Info all of it.
 type ForeignRule struct {
 	Rule
+	Info RuleInfo
+	// Text is the rule as `ip rule` prints it, on one line.
 	Text string
 }
 
-// ForeignRules lists the ip rules flowpin does not own.
+// ForeignRules lists the ip rules flowpin does not own, IPv4 then IPv6.
 func (k *Kernel) ForeignRules() ([]ForeignRule, error) {
-	_, foreign, err := k.ReadRules()
-	return foreign, err
+	all, err := k.allRules()
+	if err != nil {
+		return nil, err
+	}
+	var out []ForeignRule
+	for _, r := range all {
+		if !r.Owned() {
+			out = append(out, ForeignRule{Rule: r.Rule(), Info: r, Text: strings.Replace(r.String(), ":\t", ": ", 1)})
+		}
+	}
+	return out, nil
 }
 
-// ReadRules returns flowpin's rules and everyone else's.
-func (k *Kernel) ReadRules() (owned []Rule, foreign []ForeignRule, err error) {
+// allRules is every ip rule, IPv4 then IPv6, each sorted by priority.
+func (k *Kernel) allRules() ([]RuleInfo, error) {
+	var all []RuleInfo
 	for _, fam := range []int{V4, V6} {
-		rs, err := retry(func() ([]netlink.Rule, error) { return k.h.RuleList(fam) })
+		rs, err := k.ListRules(fam)
 		if err != nil {
-			return nil, nil, fmt.Errorf("list rules: %w", err)
+			return nil, err
 		}
-		for _, r := range rs {
-			fr := fromNetlinkRule(r, fam)
-			if r.Protocol == Protocol {
-				owned = append(owned, fr)
-				continue
-			}
-			foreign = append(foreign, ForeignRule{Rule: fr, Text: foreignText(r, fr)})
-		}
+		all = append(all, rs...)
 	}
-	return owned, foreign, nil
-}
-
-func foreignText(r netlink.Rule, fr Rule) string {
-	text := fmt.Sprintf("%d: %s", fr.Priority, fr.Selector())
-	if r.IifName != "" {
-		text += " iif " + r.IifName
-	}
-	if r.OifName != "" {
-		text += " oif " + r.OifName
-	}
-	if r.Dst != nil {
-		text += " to " + r.Dst.String()
-	}
-	if r.Goto >= 0 {
-		text += fmt.Sprintf(" goto %d", r.Goto)
-	}
-	return text
+	return all, nil
 }
 
 // ForeignRoutes lists, for each of tables that holds any, the routes
@@ -270,16 +315,6 @@ func ipOf(a netip.Addr) net.IP {
 		return nil
 	}
 	return a.AsSlice()
-}
-
-func fromNetlinkRule(r netlink.Rule, fam int) Rule {
-	out := Rule{Family: fam, Priority: r.Priority, Table: r.Table, SuppressPrefixlen: r.SuppressPrefixlen, Src: prefixOf(r.Src)}
-	if r.Mask != nil {
-		out.Mark, out.Mask = r.Mark, *r.Mask
-	} else if r.Mark != 0 {
-		out.Mark, out.Mask = r.Mark, 0xffffffff
-	}
-	return out
 }
 
 func toNetlinkRule(r Rule) *netlink.Rule {
@@ -481,20 +516,53 @@ func wrap(o Op, err error) error {
 	return fmt.Errorf("%s: %w", o.Command(), err)
 }
 
-// ReadSysctl returns the value of s.Key, trimmed.
+// ReadSysctl returns the value of key (a path below /proc/sys), trimmed,
+// as k's namespace has it.
 func (k *Kernel) ReadSysctl(key string) (string, error) {
-	b, err := os.ReadFile(filepath.Join(k.sysRoot, key))
+	var b []byte
+	err := k.inNS(func() (err error) {
+		b, err = os.ReadFile(filepath.Join(k.sysRoot, key))
+		return err
+	})
 	if err != nil {
 		return "", fmt.Errorf("read sysctl %s: %w", key, err)
 	}
 	return strings.TrimSpace(string(b)), nil
 }
 
-// WriteSysctl sets s.
+// WriteSysctl sets s in k's namespace.
 func (k *Kernel) WriteSysctl(s Sysctl) error {
 	k.Writes++
-	if err := os.WriteFile(filepath.Join(k.sysRoot, s.Key), []byte(s.Value), 0o644); err != nil {
+	err := k.inNS(func() error { return os.WriteFile(filepath.Join(k.sysRoot, s.Key), []byte(s.Value), 0o644) })
+	if err != nil {
 		return fmt.Errorf("%s: %w", s.Command(), err)
 	}
 	return nil
+}
+
+// inNS runs fn where /proc/sys/net shows k's namespace. /proc/sys/net
+// belongs to the namespace of the thread that opens a file in it
+// (Documentation/admin-guide/sysctl/net.rst), so when the calling thread is
+// elsewhere fn runs on a thread moved into k's namespace and thrown away
+// afterwards.
+func (k *Kernel) inNS(fn func() error) error {
+	if here, err := netns.Get(); err == nil {
+		same := here.Equal(k.ns)
+		here.Close()
+		if same {
+			return fn()
+		}
+	}
+	errc := make(chan error, 1)
+	go func() {
+		// Never unlocked: the runtime ends the thread with the goroutine,
+		// so nothing else ever runs in k's namespace by accident.
+		runtime.LockOSThread()
+		if err := netns.Set(k.ns); err != nil {
+			errc <- fmt.Errorf("enter network namespace: %w", err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
 }

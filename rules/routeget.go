@@ -148,8 +148,8 @@ func (a Answer) String() string {
 	return b.String()
 }
 
-// RouteGet asks the kernel how it routes q (RTM_GETROUTE), in the network
-// namespace the caller's thread is in, like every other command of flowpin.
+// RouteGet asks the kernel how it routes q (RTM_GETROUTE) in k's network
+// namespace.
 // Errors are the kernel's, wrapped with the equivalent `ip route get`.
 func (k *Kernel) RouteGet(q Query) (Answer, error) {
 	a, err := k.routeGet(q)
@@ -168,7 +168,7 @@ func (k *Kernel) routeGet(q Query) (Answer, error) {
 	if dst.Is6() {
 		fam, bits = unix.AF_INET6, 128
 	}
-	req := nl.NewNetlinkRequest(unix.RTM_GETROUTE, unix.NLM_F_REQUEST)
+	req := k.request(unix.RTM_GETROUTE, unix.NLM_F_REQUEST)
 	msg := nl.NewRtMsg()
 	msg.Family = uint8(fam)
 	msg.Dst_len = bits

@@ -20,6 +20,9 @@ import (
 // t.Cleanup. Commands reach it with `ip -n`; Go code with inTestNS.
 func testNS(t *testing.T) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("needs a network namespace: not a unit test (-short)")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces)")
 	}

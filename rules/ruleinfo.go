@@ -196,24 +196,34 @@ func (r RuleInfo) matchSelectors(p Packet) bool {
 	return r.Tos == 0 && !r.L3mdev
 }
 
-// ListRules dumps every ip rule of family, sorted by priority.
-func (k *Kernel) ListRules(family int) ([]RuleInfo, error) {
-	return retry(func() ([]RuleInfo, error) { return listRules(family) })
+// Rule is the part of r that flowpin writes and compares.
+func (r RuleInfo) Rule() Rule {
+	return Rule{Family: r.Family, Priority: r.Priority, Src: r.Src, Mark: r.Mark, Mask: r.Mask, Table: r.Table, SuppressPrefixlen: r.SuppressPrefixlen}
 }
 
-func listRules(family int) ([]RuleInfo, error) {
-	req := nl.NewNetlinkRequest(unix.RTM_GETRULE, unix.NLM_F_DUMP|unix.NLM_F_REQUEST)
+// ListRules dumps every ip rule of family, sorted by priority. It is the
+// one rule reader: Owned and ForeignRules are built from it.
+func (k *Kernel) ListRules(family int) ([]RuleInfo, error) {
+	rs, err := retry(func() ([]RuleInfo, error) { return k.listRules(family) })
+	if err != nil {
+		return nil, fmt.Errorf("list rules: %w", err)
+	}
+	return rs, nil
+}
+
+func (k *Kernel) listRules(family int) ([]RuleInfo, error) {
+	req := k.request(unix.RTM_GETRULE, unix.NLM_F_DUMP|unix.NLM_F_REQUEST)
 	req.AddData(nl.NewIfInfomsg(family))
 	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWRULE)
 	if err != nil {
-		return nil, fmt.Errorf("list rules: %w", err)
+		return nil, err
 	}
 	var out []RuleInfo
 	for _, m := range msgs {
 		hdr := nl.DeserializeRtMsg(m)
 		attrs, err := nl.ParseRouteAttr(m[hdr.Len():])
 		if err != nil {
-			return nil, fmt.Errorf("list rules: %w", err)
+			return nil, err
 		}
 		r := RuleInfo{
 			Family: int(hdr.Family), Action: hdr.Type, Table: int(hdr.Table), Tos: hdr.Tos,

@@ -23,13 +23,15 @@ func (a *app) verifyCmd() *cobra.Command {
 		Use:   "verify",
 		Short: "Check that the kernel routes as the config says; exit 0 only if it does",
 		Long: `Compare the kernel with what the config asks for, and ask the kernel how it
-routes (ip route get, with source, mark and ports), as seed 001 does by hand:
+routes (ip route get, with source, mark and ports), as one would by hand:
 
   - flowpin's ip rules, routes and nft table are present and as planned
     (drift in plan's words: "missing: ip rule add ...");
   - for each usable link: traffic from its address and traffic with its mark
     leave by it, and its gateway answers (neighbour entry, or one UDP packet
-    to the gateway's discard port to make the kernel resolve it);
+    to the gateway's discard port to make the kernel resolve it, then up to
+    1.5 s for the ARP answer; up to 16 gateways are checked at once, so 64
+    silent gateways take about 6 s);
   - the wildcard source is routable and new flows reach every usable link;
   - sysctls: multipath hash, rp_filter per link, ARP where links share a subnet;
   - no foreign ip rule before flowpin's catches its traffic, and no foreign

@@ -107,105 +107,138 @@ func (k *Kernel) Explain(c *config.Config, p Packet) (*Explanation, error) {
 			return nil, fmt.Errorf("explain: interface %s does not exist in this network namespace", p.Iif)
 		}
 	}
-	e := &Explanation{}
-	k.describe(e, p)
+	x := &explainer{k: k, c: c, d: d, p: p, e: &Explanation{}, mark: p.Mark}
+	k.describe(x.e, p)
+	x.conntrack()
+	x.restore()
+	routed, err := x.route()
+	if err != nil {
+		return nil, err
+	}
+	if !routed || x.nexthop() {
+		return x.e, nil
+	}
+	x.save()
+	x.nat()
+	return x.e, nil
+}
 
-	// Conntrack: only a full 5-tuple names a flow.
-	var flow *ct.Flow
-	if p.Src.IsValid() && p.Proto != 0 && p.Sport != 0 && p.Dport != 0 {
-		flow, err = k.CT.Lookup(ct.Tuple{Proto: p.Proto, Src: p.Src, Dst: p.Dst, Sport: p.Sport, Dport: p.Dport})
-		if err != nil {
-			e.Notes = append(e.Notes, fmt.Sprintf("conntrack lookup failed (%v): treated as a new flow", err))
+// explainer carries one packet through Explain's stages, in the order the
+// kernel runs them; each stage adds its steps and what later ones need.
+type explainer struct {
+	k *Kernel
+	c *config.Config
+	d *plan.Desired
+	p Packet
+	e *Explanation
+
+	flow     *ct.Flow       // the packet's conntrack entry; nil: a new flow
+	pinnedTo *plan.LinkPlan // the link the flow's ct mark names
+	inLink   *plan.LinkPlan // the link the packet arrives on
+	mark     uint32         // meta mark after flowpin's chains
+	ans      rules.Answer   // the kernel's route for the packet
+	entry    rules.Answer   // the route entry behind ans (fibmatch)
+	out      *plan.LinkPlan // the link the packet leaves by
+}
+
+// linkWhere is the planned link for which f holds, or nil.
+func (x *explainer) linkWhere(f func(l *plan.LinkPlan) bool) *plan.LinkPlan {
+	var found *plan.LinkPlan
+	for i := range x.d.Links {
+		if f(&x.d.Links[i]) {
+			found = &x.d.Links[i]
 		}
 	}
-	linkOfMark := func(m uint32) *plan.LinkPlan {
-		for i := range d.Links {
-			if m&c.MarkMask == d.Links[i].Mark {
-				return &d.Links[i]
-			}
-		}
-		return nil
-	}
-	var pinnedTo *plan.LinkPlan
-	switch {
-	case flow == nil && (p.Proto == 0 || p.Sport == 0 || p.Dport == 0 || !p.Src.IsValid()):
+	return found
+}
+
+// conntrack looks up the packet's flow (only a full 5-tuple names one)
+// and the link its ct mark pins it to.
+func (x *explainer) conntrack() {
+	p, e := x.p, x.e
+	if !p.Src.IsValid() || p.Proto == 0 || p.Sport == 0 || p.Dport == 0 {
 		e.add("conntrack", "not looked up (needs --from, --proto, --sport and --dport): treated as the first packet of a new flow")
-	case flow == nil:
+		return
+	}
+	flow, err := x.k.CT.Lookup(ct.Tuple{Proto: p.Proto, Src: p.Src, Dst: p.Dst, Sport: p.Sport, Dport: p.Dport})
+	if err != nil {
+		e.Notes = append(e.Notes, fmt.Sprintf("conntrack lookup failed (%v): treated as a new flow", err))
+	}
+	if flow == nil {
 		e.add("conntrack", "no entry for %s %s:%d -> %s:%d: this is the first packet of a new flow", rules.ProtoName(p.Proto), p.Src, p.Sport, p.Dst, p.Dport)
+		return
+	}
+	x.flow = flow
+	dir := "original"
+	if flow.IsReply {
+		dir = "reply"
+	}
+	x.pinnedTo = x.linkWhere(func(l *plan.LinkPlan) bool { return flow.Mark&x.c.MarkMask == l.Mark })
+	switch {
+	case x.pinnedTo != nil:
+		e.add("conntrack", "existing flow (%s direction of %s:%d -> %s:%d), ct mark %#x: pinned to link %s (%s)",
+			dir, flow.Orig.Src, flow.Orig.Sport, flow.Orig.Dst, flow.Orig.Dport, flow.Mark, x.pinnedTo.Name, x.pinnedTo.Interface)
+	case flow.Mark&x.c.MarkMask != 0:
+		e.add("conntrack", "existing flow (%s direction), ct mark %#x: bits %#x match no link of this config (a link was removed?)",
+			dir, flow.Mark, flow.Mark&x.c.MarkMask)
 	default:
-		dir := "original"
-		if flow.IsReply {
-			dir = "reply"
-		}
-		pinnedTo = linkOfMark(flow.Mark)
-		switch {
-		case pinnedTo != nil:
-			e.add("conntrack", "existing flow (%s direction of %s:%d -> %s:%d), ct mark %#x: pinned to link %s (%s)",
-				dir, flow.Orig.Src, flow.Orig.Sport, flow.Orig.Dst, flow.Orig.Dport, flow.Mark, pinnedTo.Name, pinnedTo.Interface)
-		case flow.Mark&c.MarkMask != 0:
-			e.add("conntrack", "existing flow (%s direction), ct mark %#x: bits %#x match no link of this config (a link was removed?)",
-				dir, flow.Mark, flow.Mark&c.MarkMask)
-		default:
-			e.add("conntrack", "existing flow (%s direction), ct mark %#x: not pinned to a link yet (it has not left by a link, nor arrived on one)", dir, flow.Mark)
-		}
+		e.add("conntrack", "existing flow (%s direction), ct mark %#x: not pinned to a link yet (it has not left by a link, nor arrived on one)", dir, flow.Mark)
 	}
+}
 
-	// nft: flowpin's prerouting chain (arriving packets) or output chain
-	// (local ones), as built in nft.Spec.
-	mark := p.Mark
-	var inLink *plan.LinkPlan
-	for i := range d.Links {
-		if d.Links[i].Interface == p.Iif {
-			inLink = &d.Links[i]
-		}
-	}
+// restore is flowpin's prerouting chain (arriving packets) or output chain
+// (local ones), as built in nft.Spec: the mark the packet is routed with.
+func (x *explainer) restore() {
+	p, e := x.p, x.e
+	x.inLink = x.linkWhere(func(l *plan.LinkPlan) bool { return l.Interface == p.Iif })
 	chain := "nft output"
 	if p.Iif != "" {
 		chain = "nft prerouting"
 	}
 	switch {
-	case inLink != nil:
-		if pinnedTo == nil {
-			e.add(chain, "arrives on %s, link %s: the flow is pinned to %s here (ct mark set to %#x); the mark is not restored onto the packet, so main routes it (replies from a link go to the LAN)",
-				p.Iif, inLink.Name, inLink.Name, inLink.Mark)
-		} else {
-			e.add(chain, "arrives on %s, link %s: the flow is already pinned to %s; the mark is not restored onto packets from a link, so main routes it", p.Iif, inLink.Name, pinnedTo.Name)
-		}
-	case pinnedTo != nil:
-		mark = mark&^c.MarkMask | pinnedTo.Mark
-		e.add(chain, "restore: ct mark & %#x == %#x, so meta mark set to %#x: the fwmark rule of link %s routes it", c.MarkMask, pinnedTo.Mark, mark, pinnedTo.Name)
+	case x.inLink != nil && x.pinnedTo == nil:
+		e.add(chain, "arrives on %s, link %s: the flow is pinned to %s here (ct mark set to %#x); the mark is not restored onto the packet, so main routes it (replies from a link go to the LAN)",
+			p.Iif, x.inLink.Name, x.inLink.Name, x.inLink.Mark)
+	case x.inLink != nil:
+		e.add(chain, "arrives on %s, link %s: the flow is already pinned to %s; the mark is not restored onto packets from a link, so main routes it", p.Iif, x.inLink.Name, x.pinnedTo.Name)
+	case x.pinnedTo != nil:
+		x.mark = x.mark&^x.c.MarkMask | x.pinnedTo.Mark
+		e.add(chain, "restore: ct mark & %#x == %#x, so meta mark set to %#x: the fwmark rule of link %s routes it", x.c.MarkMask, x.pinnedTo.Mark, x.mark, x.pinnedTo.Name)
 	default:
-		e.add(chain, "no restore (the flow has no link yet): meta mark stays %#x", mark)
+		e.add(chain, "no restore (the flow has no link yet): meta mark stays %#x", x.mark)
 	}
+}
 
-	q := rules.Query{Dst: p.Dst, Src: p.Src, Iif: p.Iif, Mark: mark, Proto: p.Proto, Sport: p.Sport, Dport: p.Dport}
-	ans, err := k.Routes.RouteGet(q)
+// route asks the kernel for the packet's route and the entry behind it,
+// and names the ip rule that led there. false: the kernel refused, and
+// the explanation says why.
+func (x *explainer) route() (bool, error) {
+	p, e := x.p, x.e
+	q := rules.Query{Dst: p.Dst, Src: p.Src, Iif: p.Iif, Mark: x.mark, Proto: p.Proto, Sport: p.Sport, Dport: p.Dport}
+	ans, err := x.k.Routes.RouteGet(q)
 	if err != nil {
-		k.routeError(e, d, q, err)
-		return e, nil
+		x.k.routeError(e, q, err)
+		return false, nil
 	}
 	fq := q
 	fq.FIBMatch = true
-	entry, ferr := k.Routes.RouteGet(fq)
+	entry, ferr := x.k.Routes.RouteGet(fq)
 	if ferr != nil {
 		// Should not happen when the plain lookup worked; keep going with
 		// what we have.
 		entry = ans
 		e.Notes = append(e.Notes, ferr.Error())
 	}
+	x.ans, x.entry = ans, entry
 
-	all, err := k.Routes.ListRules(familyOf(p.Dst))
+	all, err := x.k.Routes.ListRules(familyOf(p.Dst))
 	if err != nil {
-		return nil, err
+		return false, err
 	}
-	pkt := rules.Packet{Src: p.Src, Dst: p.Dst, Iif: p.Iif, Mark: mark, Proto: p.Proto, Sport: p.Sport, Dport: p.Dport}
-	if pkt.Iif == "" {
-		pkt.Iif = "lo"
-	}
-	if r, ok := MatchedRule(all, pkt, ans.Table, entry.Dst.Bits()); ok {
+	if r, ok := MatchedRule(all, packetOf(q), ans.Table, entry.Dst.Bits()); ok {
 		owner := "not flowpin's"
 		if r.Owned() {
-			owner = "flowpin's: " + k.ruleRole(c, r)
+			owner = "flowpin's: " + x.k.ruleRole(x.c, r)
 		}
 		e.add("ip rule", "%s  (%s)", strings.ReplaceAll(r.String(), "\t", " "), owner)
 	} else {
@@ -214,64 +247,82 @@ func (k *Kernel) Explain(c *config.Config, p Packet) (*Explanation, error) {
 	e.add("route", "%s", entry.String())
 
 	e.Dev, e.Gw = ans.Dev, ans.Gw
-	for _, l := range d.Links {
-		if l.Interface == ans.Dev {
-			e.Link = l.Name
-		}
+	x.out = x.linkWhere(func(l *plan.LinkPlan) bool { return l.Interface == ans.Dev })
+	if x.out != nil {
+		e.Link = x.out.Name
 	}
+	return true, nil
+}
+
+// packetOf is q as the rule selectors see it: a locally generated packet
+// comes from "lo".
+func packetOf(q rules.Query) rules.Packet {
+	pkt := rules.Packet{Src: q.Src, Dst: q.Dst, Iif: q.Iif, Mark: q.Mark, Proto: q.Proto, Sport: q.Sport, Dport: q.Dport}
+	if pkt.Iif == "" {
+		pkt.Iif = "lo"
+	}
+	return pkt
+}
+
+// nexthop says which leg of the route the packet takes and why. true: it
+// is delivered to this host and goes no further.
+func (x *explainer) nexthop() (local bool) {
+	p, e, ans := x.p, x.e, x.ans
 	switch {
 	case ans.Type == unix.RTN_LOCAL:
 		e.add("nexthop", "%s is a local address: the packet is delivered to this host", p.Dst)
 		e.Dev, e.Link = "lo", ""
-		return e, nil
-	case len(entry.Nexthops) > 1:
-		legs := make([]string, 0, len(entry.Nexthops))
-		for _, nh := range entry.Nexthops {
+		return true
+	case len(x.entry.Nexthops) > 1:
+		legs := make([]string, 0, len(x.entry.Nexthops))
+		for _, nh := range x.entry.Nexthops {
 			legs = append(legs, fmt.Sprintf("%s weight %d", nh.Dev, nh.Weight))
 		}
 		how := "the multipath hash of this packet's addresses"
 		if p.Proto != 0 && p.Sport != 0 && p.Dport != 0 {
 			how = fmt.Sprintf("the multipath hash of %s %s:%d -> %s:%d", rules.ProtoName(p.Proto), p.Src, p.Sport, p.Dst, p.Dport)
 		}
-		e.HashPick = pinnedTo == nil
+		e.HashPick = x.pinnedTo == nil
 		e.add("nexthop", "%s picks via %s dev %s out of %s", how, ans.Gw, ans.Dev, strings.Join(legs, ", "))
-		k.hashNotes(e, p)
+		x.k.hashNotes(e, p)
+	case ans.Gw.IsValid():
+		e.add("nexthop", "via %s dev %s", ans.Gw, ans.Dev)
 	default:
-		if ans.Gw.IsValid() {
-			e.add("nexthop", "via %s dev %s", ans.Gw, ans.Dev)
-		} else {
-			e.add("nexthop", "directly connected on %s", ans.Dev)
-		}
+		e.add("nexthop", "directly connected on %s", ans.Dev)
 	}
-	e.Pinned = pinnedTo != nil && inLink == nil
+	e.Pinned = x.pinnedTo != nil && x.inLink == nil
+	return false
+}
 
-	// Postrouting: the save rule and NAT, for a packet that leaves by a link.
-	var out *plan.LinkPlan
-	for i := range d.Links {
-		if d.Links[i].Interface == ans.Dev {
-			out = &d.Links[i]
-		}
-	}
+// save is flowpin's postrouting chain: the link a new flow leaves by
+// becomes its ct mark.
+func (x *explainer) save() {
+	e, flow := x.e, x.flow
 	switch {
-	case out == nil:
-		e.add("nft postrouting", "%s is not a flowpin link: no save, no NAT by flowpin", ans.Dev)
-	case flow != nil && flow.Mark&c.MarkMask != 0:
-		e.add("nft postrouting", "ct mark already holds a link (%#x): unchanged", flow.Mark&c.MarkMask)
-	case inLink != nil:
-		e.add("nft postrouting", "ct mark was set to %#x (link %s) in prerouting: unchanged", inLink.Mark, inLink.Name)
+	case x.out == nil:
+		e.add("nft postrouting", "%s is not a flowpin link: no save, no NAT by flowpin", x.ans.Dev)
+	case flow != nil && flow.Mark&x.c.MarkMask != 0:
+		e.add("nft postrouting", "ct mark already holds a link (%#x): unchanged", flow.Mark&x.c.MarkMask)
+	case x.inLink != nil:
+		e.add("nft postrouting", "ct mark was set to %#x (link %s) in prerouting: unchanged", x.inLink.Mark, x.inLink.Name)
 	default:
-		e.add("nft postrouting", "save: ct mark set to %#x: every later packet of this flow is pinned to link %s", out.Mark, out.Name)
+		e.add("nft postrouting", "save: ct mark set to %#x: every later packet of this flow is pinned to link %s", x.out.Mark, x.out.Name)
 	}
-	e.Source = p.Src
+}
+
+// nat is the source address the packet leaves with.
+func (x *explainer) nat() {
+	e, flow, out := x.e, x.flow, x.out
+	e.Source = x.p.Src
 	if !e.Source.IsValid() {
-		e.Source = ans.PrefSrc
+		e.Source = x.ans.PrefSrc
 	}
 	switch {
 	case flow != nil && !flow.IsReply && flow.Reply.Dst != flow.Orig.Src:
 		// The reply tuple of a NATed flow is addressed to the NAT source.
 		e.Source = flow.Reply.Dst
 		e.add("nat", "the flow is already translated: source %s", e.Source)
-	case out != nil && out.NAT && inLink == nil && (flow == nil || !flow.IsReply):
+	case out != nil && out.NAT && x.inLink == nil && (flow == nil || !flow.IsReply):
 		if out.Addr.IsValid() {
 			e.Source = out.Addr.Addr()
 		}
@@ -279,7 +330,6 @@ func (k *Kernel) Explain(c *config.Config, p Packet) (*Explanation, error) {
 	case out != nil && out.NAT:
 		e.add("nat", "part of a flow that came in on a link: conntrack reverses its translation, no new masquerade")
 	}
-	return e, nil
 }
 
 func familyOf(a netip.Addr) int {
@@ -339,7 +389,7 @@ func (k *Kernel) hashNotes(e *Explanation, p Packet) {
 }
 
 // routeError turns the kernel's refusal into an explanation.
-func (k *Kernel) routeError(e *Explanation, d *plan.Desired, q rules.Query, err error) {
+func (k *Kernel) routeError(e *Explanation, q rules.Query, err error) {
 	var why string
 	switch {
 	case q.Iif != "" && errors.Is(err, unix.EHOSTUNREACH):
@@ -367,10 +417,7 @@ func (k *Kernel) routeError(e *Explanation, d *plan.Desired, q rules.Query, err 
 	e.Error = why
 	e.add("route", "ip route get %s: %v", q.Args(), err)
 	if all, lerr := k.Routes.ListRules(familyOf(q.Dst)); lerr == nil {
-		pkt := rules.Packet{Src: q.Src, Dst: q.Dst, Iif: q.Iif, Mark: q.Mark, Proto: q.Proto, Sport: q.Sport, Dport: q.Dport}
-		if pkt.Iif == "" {
-			pkt.Iif = "lo"
-		}
+		pkt := packetOf(q)
 		for _, r := range all {
 			if r.Terminal() && r.Matches(pkt) {
 				e.add("ip rule", "%s  (drops or rejects it)", strings.ReplaceAll(r.String(), "\t", " "))
@@ -378,7 +425,6 @@ func (k *Kernel) routeError(e *Explanation, d *plan.Desired, q rules.Query, err 
 			}
 		}
 	}
-	_ = d
 }
 
 func (k *Kernel) isLocal(a netip.Addr) bool {

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -56,6 +57,10 @@ type Kernel struct {
 	Routes Routing
 	NFT    Tables
 	CT     Flows
+	// ProbeGateway sends one packet towards gw out of dev, so that the
+	// kernel resolves its neighbour entry. Nil: a UDP datagram to gw's
+	// discard port (9).
+	ProbeGateway func(dev string, gw netip.Addr) error
 }
 
 // VerifyCheck is one line of `flowpin verify`.
@@ -105,22 +110,34 @@ type VerifyOptions struct {
 	Samples int
 	// NoProbe: do not send a packet to a gateway without a neighbour entry.
 	NoProbe bool
+	// ProbeWait: how long to wait for a probed gateway's ARP answer.
+	// Default 1.5 s.
+	ProbeWait time.Duration
 }
+
+// gatewayChecksAtOnce bounds the gateway checks that run at the same time:
+// each may wait ProbeWait for an ARP answer, so 64 dead gateways take four
+// waits, not 64, while a host with hundreds of links sends no burst.
+const gatewayChecksAtOnce = 16
 
 // DefaultProbe is the destination of verify's route lookups.
 var DefaultProbe = netip.MustParseAddr("198.18.0.1")
 
 const applyFix = "flowpin apply"
 
-// Verify compares the kernel with what c asks for and runs seed 001's
-// route lookups through the kernel. It returns an error only when it cannot
-// check at all; problems are failed checks.
+// Verify compares the kernel with what c asks for and asks the kernel how
+// it routes each link's traffic and new flows (route lookups, as `ip route
+// get` makes them). It returns an error only when it cannot check at all;
+// problems are failed checks.
 func (k *Kernel) Verify(c *config.Config, o VerifyOptions) (*VerifyReport, error) {
 	if !o.Probe.IsValid() {
 		o.Probe = DefaultProbe
 	}
 	if o.Samples <= 0 {
 		o.Samples = 1024
+	}
+	if o.ProbeWait <= 0 {
+		o.ProbeWait = 1500 * time.Millisecond
 	}
 	ifaces, err := k.Routes.Interfaces()
 	if err != nil {
@@ -151,7 +168,7 @@ func (k *Kernel) Verify(c *config.Config, o VerifyOptions) (*VerifyReport, error
 		return nil, err
 	}
 	r.Checks = append(r.Checks, MarkWriterChecks(c, writers)...)
-	k.verifyLinks(r, c, d, all, o)
+	k.verifyLinks(r, d, all, o)
 	k.verifySpread(r, d, o)
 	return r, nil
 }
@@ -425,51 +442,75 @@ func MarkWriterChecks(c *config.Config, ws []nft.MarkWriter) []VerifyCheck {
 	return out
 }
 
-func (k *Kernel) verifyLinks(r *VerifyReport, c *config.Config, d *plan.Desired, all []rules.RuleInfo, o VerifyOptions) {
-	for _, l := range d.Links {
-		name := "link " + l.Name
+// verifyLinks checks each usable link's routes, then its gateway. The
+// gateway checks run in parallel (they may wait for ARP); the report keeps
+// link order.
+func (k *Kernel) verifyLinks(r *VerifyReport, d *plan.Desired, all []rules.RuleInfo, o VerifyOptions) {
+	routes := make([]VerifyReport, len(d.Links))
+	gateways := make([]VerifyReport, len(d.Links))
+	sem := make(chan struct{}, gatewayChecksAtOnce)
+	var wg sync.WaitGroup
+	for i, l := range d.Links {
 		if !l.Usable {
-			r.skip(name, "not in use: %s", l.Why)
+			routes[i].skip("link "+l.Name, "not in use: %s", l.Why)
 			continue
 		}
-		src := l.Addr.Addr()
-		for _, q := range []struct {
-			what string
-			q    rules.Query
-		}{
-			{fmt.Sprintf("from %s", src), rules.Query{Dst: o.Probe, Src: src}},
-			{fmt.Sprintf("fwmark %#x", l.Mark), rules.Query{Dst: o.Probe, Mark: l.Mark}},
-		} {
-			check := fmt.Sprintf("%s: %s", name, q.what)
-			ans, err := k.Routes.RouteGet(q.q)
-			if err != nil {
-				r.fail(check, applyFix, "%v", err)
-				continue
-			}
-			if ans.Dev == l.Interface && ans.Gw == l.Gateway {
-				r.pass(check, "leaves by %s via %s (ip route get %s)", ans.Dev, ans.Gw, q.q.Args())
-				continue
-			}
-			fq := q.q
-			fq.FIBMatch = true
-			plen := 0
-			if e, err := k.Routes.RouteGet(fq); err == nil {
-				plen = e.Dst.Bits()
-			}
-			by := "no rule found"
-			pkt := rules.Packet{Src: q.q.Src, Dst: q.q.Dst, Iif: "lo", Mark: q.q.Mark}
-			fix := applyFix
-			if mr, ok := MatchedRule(all, pkt, ans.Table, plen); ok {
-				by = "rule " + strings.ReplaceAll(mr.String(), "\t", " ")
-				if !mr.Owned() {
-					by += " (not flowpin's)"
-					fix = fmt.Sprintf("ip rule del pref %d, or move it after flowpin's rules", mr.Priority)
-				}
-			}
-			r.fail(check, fix, "leaves by %s via %s, want %s via %s: table %s, %s (ip route get %s)",
-				orNone(ans.Dev), ans.Gw, l.Interface, l.Gateway, rules.TableName(ans.Table), by, q.q.Args())
+		k.verifyLinkRoutes(&routes[i], l, all, o)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			k.verifyGateway(&gateways[i], l, o)
+		}()
+	}
+	wg.Wait()
+	for i := range d.Links {
+		r.Checks = append(r.Checks, routes[i].Checks...)
+		r.Checks = append(r.Checks, gateways[i].Checks...)
+	}
+}
+
+// verifyLinkRoutes checks that the link's address and its mark both route
+// out of the link to its gateway, and names the rule that sends them
+// elsewhere when not.
+func (k *Kernel) verifyLinkRoutes(r *VerifyReport, l plan.LinkPlan, all []rules.RuleInfo, o VerifyOptions) {
+	name := "link " + l.Name
+	src := l.Addr.Addr()
+	for _, q := range []struct {
+		what string
+		q    rules.Query
+	}{
+		{fmt.Sprintf("from %s", src), rules.Query{Dst: o.Probe, Src: src}},
+		{fmt.Sprintf("fwmark %#x", l.Mark), rules.Query{Dst: o.Probe, Mark: l.Mark}},
+	} {
+		check := fmt.Sprintf("%s: %s", name, q.what)
+		ans, err := k.Routes.RouteGet(q.q)
+		if err != nil {
+			r.fail(check, applyFix, "%v", err)
+			continue
 		}
-		k.verifyGateway(r, l, o)
+		if ans.Dev == l.Interface && ans.Gw == l.Gateway {
+			r.pass(check, "leaves by %s via %s (ip route get %s)", ans.Dev, ans.Gw, q.q.Args())
+			continue
+		}
+		fq := q.q
+		fq.FIBMatch = true
+		plen := 0
+		if e, err := k.Routes.RouteGet(fq); err == nil {
+			plen = e.Dst.Bits()
+		}
+		by := "no rule found"
+		fix := applyFix
+		if mr, ok := MatchedRule(all, packetOf(q.q), ans.Table, plen); ok {
+			by = "rule " + strings.ReplaceAll(mr.String(), "\t", " ")
+			if !mr.Owned() {
+				by += " (not flowpin's)"
+				fix = fmt.Sprintf("ip rule del pref %d, or move it after flowpin's rules", mr.Priority)
+			}
+		}
+		r.fail(check, fix, "leaves by %s via %s, want %s via %s: table %s, %s (ip route get %s)",
+			orNone(ans.Dev), ans.Gw, l.Interface, l.Gateway, rules.TableName(ans.Table), by, q.q.Args())
 	}
 }
 
@@ -499,8 +540,12 @@ func (k *Kernel) verifyGateway(r *VerifyReport, l plan.LinkPlan, o VerifyOptions
 		return
 	}
 	before := n.State
-	probeErr := probeGateway(l.Interface, l.Gateway)
-	deadline := time.Now().Add(1500 * time.Millisecond)
+	probe := k.ProbeGateway
+	if probe == nil {
+		probe = probeGateway
+	}
+	probeErr := probe(l.Interface, l.Gateway)
+	deadline := time.Now().Add(o.ProbeWait)
 	for time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 		if n, err = k.Routes.Neighbour(l.Interface, l.Gateway); err == nil && n.Usable() {

@@ -24,6 +24,9 @@ import (
 // t.Cleanup.
 func statusNetns(t testing.TB, role string) netns.NsHandle {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("needs a network namespace: not a unit test (-short)")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates a network namespace")
 	}
