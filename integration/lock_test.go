@@ -118,7 +118,7 @@ func TestApplyRefusedBesideDaemon(t *testing.T) {
 		t.Errorf("the daemon repaired the kernel %d times after the refused commands: they wrote", n-repairs)
 	}
 
-	if err, _ := dm.stop(); err != nil {
+	if _, err := dm.stop(); err != nil {
 		t.Fatalf("daemon exit: %v", err)
 	}
 	if out := apply(t, d.Router, d.config(3, 1)); kernelWrites(t, out) == 0 {
