@@ -24,7 +24,7 @@ type ctMessage struct {
 	noPorts, noMrk bool
 }
 
-func (m ctMessage) encode(t *testing.T) []byte {
+func (m ctMessage) encode(t testing.TB) []byte {
 	t.Helper()
 	ae := netlink.NewAttributeEncoder()
 	ae.ByteOrder = binary.BigEndian
@@ -155,4 +155,3 @@ func TestStatusDecodeFlowRejectsGarbage(t *testing.T) {
 		t.Fatalf("decodeFlow on a short counter: %v, want a size error", err)
 	}
 }
-
