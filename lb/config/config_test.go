@@ -148,6 +148,8 @@ var errorCases = []struct {
 	{"weight too big", link0("    weight: 257\n"), "f.yaml:5: links[0].weight: 257 is out of range (1..256)"},
 	{"weight not a number", link0("    weight: heavy\n"), `f.yaml:5: links[0].weight: "heavy" is not an integer`},
 	{"weight overflows int64", link0("    weight: 99999999999999999999\n"), `f.yaml:5: links[0].weight: "99999999999999999999" is not an integer`},
+	{"quoted number", link0("    weight: \"3\"\n"), `f.yaml:5: links[0].weight: "3" is in quotes, which make it a string: write it without them`},
+	{"quoted bool", link0("    nat: 'true'\n"), `f.yaml:5: links[0].nat: "true" is in quotes, which make it a string: write it without them`},
 	{"nat not a bool", link0("    nat: maybe\n"), `f.yaml:5: links[0].nat: "maybe" is not true or false`},
 	{"interval not a duration", link0("    check: {interval: soon}\n"), `f.yaml:5: links[0].check.interval: "soon" is not a duration (like 500ms or 2s)`},
 	{"gateway not ip", "links:\n  - name: a\n    interface: x\n    gateway: router.lan\n", `f.yaml:4: links[0].gateway: "router.lan" is not an IP address (or auto)`},

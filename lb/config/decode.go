@@ -66,9 +66,23 @@ func (d *decoder) decode(path string, n *yaml.Node, v reflect.Value) error {
 		return d.errAt(n, path, "want a single value, not %s", kindName(n))
 	}
 	if err := n.Decode(v.Addr().Interface()); err != nil {
+		if quoted(n) && unquotedDecodes(n, v.Type()) {
+			return d.errAt(n, path, "%s is in quotes, which make it a string: write it without them", quote(n.Value))
+		}
 		return d.errAt(n, path, "%s is not %s", quote(n.Value), typeName(v.Type()))
 	}
 	return nil
+}
+
+func quoted(n *yaml.Node) bool {
+	return n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0
+}
+
+// unquotedDecodes says whether n would decode into a t without its quotes.
+func unquotedDecodes(n *yaml.Node, t reflect.Type) bool {
+	bare := *n
+	bare.Style, bare.Tag = 0, ""
+	return bare.Decode(reflect.New(t).Interface()) == nil
 }
 
 func (d *decoder) sequence(path string, n *yaml.Node, v reflect.Value, limit int) error {
