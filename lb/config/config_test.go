@@ -250,6 +250,51 @@ links:
 	}
 }
 
+// A new section is a struct in the schema: its keys, its place in messages
+// and its list limit follow from the struct, with no change to the decoder.
+func TestDecodeNewSections(t *testing.T) {
+	type rawRule struct {
+		From string `yaml:"from"`
+		Link string `yaml:"link"`
+	}
+	type rawHook struct {
+		Run     []string       `yaml:"run" max:"2"`
+		Timeout *time.Duration `yaml:"timeout"`
+	}
+	type schema struct {
+		Rules []rawRule          `yaml:"rules"`
+		Hooks map[string]rawHook `yaml:"hooks"`
+	}
+	decode := func(y string) (schema, error) {
+		var s schema
+		root, err := parseDocument("f.yaml", []byte(y))
+		if err != nil {
+			return s, err
+		}
+		d := decoder{file: "f.yaml"}
+		return s, d.decode("", root, reflect.ValueOf(&s).Elem())
+	}
+	s, err := decode("rules:\n  - {from: 10.0.0.0/8, link: a}\nhooks:\n  up: {run: [x, y], timeout: 2s}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Rules) != 1 || s.Rules[0].Link != "a" || len(s.Hooks["up"].Run) != 2 || *s.Hooks["up"].Timeout != 2*time.Second {
+		t.Errorf("decoded %+v", s)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"rules:\n  - from: 10.0.0.0/8\n    lnk: a\n", `f.yaml:3: rules[0]: unknown key "lnk" (did you mean "link"?)`},
+		{"hooks:\n  up:\n    timout: 2s\n", `f.yaml:3: hooks.up: unknown key "timout" (did you mean "timeout"?)`},
+		{"hooks:\n  up: {timeout: soon}\n", `f.yaml:2: hooks.up.timeout: "soon" is not a duration (like 500ms or 2s)`},
+		{"hooks:\n  up: {run: [a, b, c]}\n", `f.yaml:2: hooks.up.run: 3 entries: at most 2 are supported`},
+		{"hooks: [up]\n", `f.yaml:1: hooks: want a mapping of names, not a list`},
+		{"hooks:\n  \"\\e[31mup\": {timeout: soon}\n", `f.yaml:2: hooks["\x1b[31mup"].timeout: "soon" is not a duration (like 500ms or 2s)`},
+	} {
+		if _, err := decode(tc.yaml); err == nil || err.Error() != tc.want {
+			t.Errorf("%q:\n got: %v\nwant: %s", tc.yaml, err, tc.want)
+		}
+	}
+}
+
 // The list limits in the raw structs' tags are the exported ones.
 func TestParseConfigLimitTags(t *testing.T) {
 	if got := structFields(reflect.TypeFor[rawConfig]())["links"].max; got != MaxLinks {

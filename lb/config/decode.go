@@ -61,6 +61,8 @@ func (d *decoder) decode(path string, n *yaml.Node, v reflect.Value) error {
 		}
 	case reflect.Slice:
 		return d.sequence(path, n, v, 0)
+	case reflect.Map:
+		return d.namedMap(path, n, v)
 	}
 	if n.Kind != yaml.ScalarNode {
 		return d.errAt(n, path, "want a single value, not %s", kindName(n))
@@ -142,6 +144,35 @@ func (d *decoder) mapping(path string, n *yaml.Node, v reflect.Value) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// namedMap fills a map[string]T: sections named by the user (hooks: {up:
+// ..., down: ...}), each at path.name.
+func (d *decoder) namedMap(path string, n *yaml.Node, v reflect.Value) error {
+	if n.Kind != yaml.MappingNode {
+		return d.errAt(n, path, "want a mapping of names, not %s", kindName(n))
+	}
+	if v.Type().Key().Kind() != reflect.String {
+		panic("config: a map in the schema must have string keys")
+	}
+	pairs, err := d.pairs(path, n, n)
+	if err != nil {
+		return err
+	}
+	m := reflect.MakeMapWithSize(v.Type(), len(pairs))
+	for _, p := range pairs {
+		elem := reflect.New(v.Type().Elem()).Elem()
+		sub := path + "." + p.key.Value
+		if !validName(p.key.Value) {
+			sub = path + "[" + quote(p.key.Value) + "]" // hooks["a b"]
+		}
+		if err := d.decode(sub, p.value, elem); err != nil {
+			return err
+		}
+		m.SetMapIndex(reflect.ValueOf(p.key.Value).Convert(v.Type().Key()), elem)
+	}
+	v.Set(m)
 	return nil
 }
 
