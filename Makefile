@@ -9,7 +9,7 @@ STATICCHECK = $(shell $(GO) env GOPATH)/bin/staticcheck
 # Debian tools the integration tests, the demo and the benchmarks use.
 DEBS    := nftables conntrack
 
-.PHONY: help build deps test unit integration demo bench lint clean
+.PHONY: help build deps test unit integration demo bench lint clean fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -37,8 +37,25 @@ lint: ## gofmt, go vet and staticcheck (installed if missing)
 unit: ## unit tests only: unprivileged, no namespaces, race detector on
 	$(GO) test -short -race $(PKGS)
 
-test: deps lint ## the whole suite: unit and real-kernel integration tests (root)
+test: deps lint ## the whole suite: unit and real-kernel integration tests (root), and a short fuzz of each target
 	$(GO) test -count=1 -timeout 45m $(PKGS)
+	$(call run_fuzz,$(FUZZTIME_TEST))
+
+# Fuzz targets as package:Target. `go test -fuzz` takes one package and one
+# target at a time, so they run one after another. A crash is written to
+# the package's testdata/fuzz and from then on runs as a plain test.
+FUZZ_TARGETS  := lb/config:FuzzParse nft/ct:FuzzDecodeFlow nft/ct:FuzzDecodeBatch
+FUZZTIME      ?= 60s
+FUZZTIME_TEST ?= 10s
+define run_fuzz
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} for $(1)"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(1) -fuzzminimizetime 5s ./$${t%%:*}; \
+	done
+endef
+
+fuzz: ## run each fuzz target for FUZZTIME (60s)
+	$(call run_fuzz,$(FUZZTIME))
 
 demo: deps build ## dual-WAN sandbox in network namespaces, flowpin working there
 	bash scripts/demo.sh $(BIN)

@@ -346,7 +346,7 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"missing file", "", "no such file or directory"},
 		{"yaml syntax", "links:\n  - name: a\n   interface: x\n", "flowpin.yaml:1: yaml syntax error"},
-		{"unknown key", link("    wieght: 2\n"), `flowpin.yaml:5: unknown key "wieght"`},
+		{"unknown key", link("    wieght: 2\n"), `flowpin.yaml:5: links[0]: unknown key "wieght" (did you mean "weight"?)`},
 		{"no links", "links: []\n", "flowpin.yaml:1: links: no links"},
 		{"duplicate names", good + "  - {name: isp1, interface: lan, gateway: 10.77.0.2}\n", `flowpin.yaml:12: links[2].name: duplicate link name "isp1"`},
 		{"missing interface", link("  - {name: isp3, interface: wan3, gateway: 203.0.113.1}\n"), `flowpin.yaml:5: links[1].interface: "wan3" does not exist`},

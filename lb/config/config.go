@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -114,11 +115,21 @@ func (e *ConfigError) Error() string {
 	return b.String()
 }
 
+// Limits on the input. A config is a few KiB; anything much larger is the
+// wrong file or a runaway generator, and is refused before it is parsed.
+const (
+	MaxFileSize = 1 << 20
+	// MaxTargets per link: each is pinged every interval.
+	MaxTargets = 16
+)
+
+// The raw structs are the file's schema: their yaml tags are the known
+// keys of each section (see decode.go), `max` the most list entries.
 type rawConfig struct {
 	MarkMask     *int64    `yaml:"mark_mask"`
 	BalanceTable *int64    `yaml:"balance_table"`
 	PriorityBase *int64    `yaml:"priority_base"`
-	Links        []rawLink `yaml:"links"`
+	Links        []rawLink `yaml:"links" max:"100"` // MaxLinks
 }
 
 type rawLink struct {
@@ -133,7 +144,7 @@ type rawLink struct {
 }
 
 type rawCheck struct {
-	Targets  []string       `yaml:"targets"`
+	Targets  []string       `yaml:"targets" max:"16"` // MaxTargets
 	Interval *time.Duration `yaml:"interval"`
 	Timeout  *time.Duration `yaml:"timeout"`
 	Fall     *int64         `yaml:"fall"`
@@ -144,50 +155,69 @@ type rawCheck struct {
 // Load reads and validates the file at path. It does not look at the
 // kernel; Plan checks the config against the interfaces.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	// One byte more than allowed, so Parse sees that it is too large
+	// without the whole of a huge file (or /dev/zero) being read.
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	return Parse(path, data)
 }
 
-var yamlLine = regexp.MustCompile(`line (\d+): (.*)`)
-
 // Parse validates data as if read from path (used in messages).
 func Parse(path string, data []byte) (*Config, error) {
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, yamlError(path, err)
+	if len(data) > MaxFileSize {
+		return nil, &ConfigError{File: path, Msg: fmt.Sprintf("larger than %d MiB, the most a config may be", MaxFileSize>>20)}
+	}
+	root, err := parseDocument(path, data)
+	if err != nil {
+		return nil, err
 	}
 	var raw rawConfig
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&raw); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, &ConfigError{File: path, Msg: "empty config: no links"}
-		}
-		return nil, yamlError(path, err)
+	d := decoder{file: path}
+	if err := d.decode("", root, reflect.ValueOf(&raw).Elem()); err != nil {
+		return nil, err
 	}
-	c := &Config{Path: path, lines: lineIndex{root: &root}}
+	c := &Config{Path: path, lines: lineIndex{root: root}}
 	if err := c.fill(&raw); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-// yamlError turns yaml.v3's multi-line messages into one line that starts
-// with file:line.
-func yamlError(path string, err error) error {
-	var te *yaml.TypeError
-	if errors.As(err, &te) && len(te.Errors) > 0 {
-		first := te.Errors[0]
-		if m := yamlLine.FindStringSubmatch(first); m != nil {
-			n, _ := strconv.Atoi(m[1])
-			return &ConfigError{File: path, Line: n, Msg: friendlyYAML(m[2])}
+// parseDocument parses data into a node tree and makes sure it is one
+// YAML document: a second one would otherwise be silently ignored.
+func parseDocument(path string, data []byte) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var root yaml.Node
+	if err := dec.Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &ConfigError{File: path, Msg: "empty config: no links"}
 		}
-		return &ConfigError{File: path, Msg: first}
+		return nil, yamlError(path, err)
 	}
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	var second yaml.Node
+	switch err := dec.Decode(&second); {
+	case errors.Is(err, io.EOF):
+	case err != nil:
+		return nil, yamlError(path, err)
+	default:
+		return nil, &ConfigError{File: path, Line: second.Line, Msg: "a second YAML document: a config is one document (remove the ---)"}
+	}
+	return &root, nil
+}
+
+var yamlLine = regexp.MustCompile(`line (\d+): (.*)`)
+
+// yamlError turns yaml.v3's syntax errors into one line that starts with
+// file:line.
+func yamlError(path string, err error) error {
+	msg := strings.ReplaceAll(strings.TrimPrefix(err.Error(), "yaml: "), "\n", "; ")
 	if m := yamlLine.FindStringSubmatch(msg); m != nil {
 		n, _ := strconv.Atoi(m[1])
 		return &ConfigError{File: path, Line: n, Msg: "yaml syntax error: " + m[2]}
@@ -195,39 +225,68 @@ func yamlError(path string, err error) error {
 	return &ConfigError{File: path, Msg: "yaml syntax error: " + msg}
 }
 
-var unknownField = regexp.MustCompile(`field (\S+) not found in type config\.raw(\w+)`)
-
-func friendlyYAML(msg string) string {
-	if m := unknownField.FindStringSubmatch(msg); m != nil {
-		where := "top level"
-		if m[2] == "Link" {
-			where = "a link"
-		}
-		return fmt.Sprintf("unknown key %q in %s", m[1], where)
-	}
-	return msg
-}
-
 func (c *Config) errf(line int, field, format string, args ...any) error {
 	return &ConfigError{File: c.Path, Line: line, Field: field, Msg: fmt.Sprintf(format, args...)}
 }
 
 // LinkError is for callers (the planner, the appliers) that find a problem
-// with link i's field only against the kernel.
+// with link i's field only against the kernel. field may be a path inside
+// the link ("check.interval").
 func (c *Config) LinkError(i int, field, format string, args ...any) error {
 	name := fmt.Sprintf("links[%d]", i)
 	if field != "" {
 		name += "." + field
 	}
-	return c.errf(c.lines.link(i, field), name, format, args...)
+	return c.FieldError(name, format, args...)
 }
 
-// FieldError is LinkError for a top-level field.
-func (c *Config) FieldError(field, format string, args ...any) error {
-	return c.errf(c.lines.top(field), field, format, args...)
+// FieldError is an error about the value at path: a top-level key
+// ("balance_table") or a path into the file ("links[1].check.targets[0]").
+// The line is the path's, or that of the nearest part of it in the file.
+func (c *Config) FieldError(path, format string, args ...any) error {
+	return c.errf(c.lines.line(path), path, format, args...)
+}
+
+// used is what the links so far have taken; each must be unique.
+type used struct {
+	names, ifaces map[string]int
+	tables        map[int64]string
+	marks         map[uint32]int
 }
 
 func (c *Config) fill(raw *rawConfig) error {
+	if err := c.fillTop(raw); err != nil {
+		return err
+	}
+	u := used{
+		names:  map[string]int{},
+		ifaces: map[string]int{},
+		tables: map[int64]string{int64(c.BalanceTable): "balance_table"},
+		marks:  map[uint32]int{},
+	}
+	for i := range raw.Links {
+		l, err := c.fillLink(i, &raw.Links[i], &u)
+		if err != nil {
+			return err
+		}
+		c.Links = append(c.Links, l)
+	}
+	for i := range raw.Links {
+		if err := c.fillTable(i, raw.Links[i].Table, &u); err != nil {
+			return err
+		}
+	}
+	values := maskValues(c.MarkMask)
+	for i := range raw.Links {
+		if err := c.fillMark(i, raw.Links[i].Mark, values, &u); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fillTop takes the top-level settings.
+func (c *Config) fillTop(raw *rawConfig) error {
 	c.MarkMask = DefaultMarkMask
 	if raw.MarkMask != nil {
 		v := *raw.MarkMask
@@ -238,7 +297,7 @@ func (c *Config) fill(raw *rawConfig) error {
 	}
 	c.BalanceTable = DefaultBalanceTable
 	if raw.BalanceTable != nil {
-		if err := checkTable(*raw.BalanceTable); err != nil {
+		if err := CheckTableID(*raw.BalanceTable); err != nil {
 			return c.FieldError("balance_table", "%d %v", *raw.BalanceTable, err)
 		}
 		c.BalanceTable = int(*raw.BalanceTable)
@@ -254,94 +313,116 @@ func (c *Config) fill(raw *rawConfig) error {
 	if len(raw.Links) == 0 {
 		return c.FieldError("links", "no links: at least one is needed")
 	}
-	if len(raw.Links) > MaxLinks {
-		return c.FieldError("links", "%d links: at most %d are supported", len(raw.Links), MaxLinks)
+	return nil
+}
+
+// fillLink takes one link's own settings; its table and mark depend on
+// the others and come after.
+func (c *Config) fillLink(i int, rl *rawLink, u *used) (Link, error) {
+	l := Link{Name: rl.Name, Interface: rl.Interface, NAT: rl.NAT}
+	if l.Name == "" {
+		return l, c.LinkError(i, "name", "missing: every link needs a unique name")
 	}
-	values := maskValues(c.MarkMask)
-	names := map[string]int{}
-	ifaces := map[string]int{}
-	tables := map[int]string{c.BalanceTable: "balance_table"}
-	marks := map[uint32]int{}
-	for i, rl := range raw.Links {
-		l := Link{Name: rl.Name, Interface: rl.Interface, NAT: rl.NAT}
-		if l.Name == "" {
-			return c.LinkError(i, "name", "missing: every link needs a unique name")
-		}
-		if !validName(l.Name) {
-			return c.LinkError(i, "name", "%q: use letters, digits, '-', '_' and '.' (at most 32)", l.Name)
-		}
-		if j, dup := names[l.Name]; dup {
-			return c.LinkError(i, "name", "duplicate link name %q (also links[%d])", l.Name, j)
-		}
-		names[l.Name] = i
-		if l.Interface == "" {
-			return c.LinkError(i, "interface", "missing for link %q", l.Name)
-		}
-		if len(l.Interface) > 15 || strings.ContainsAny(l.Interface, " /\t\"") {
-			return c.LinkError(i, "interface", "%q is not a valid interface name", l.Interface)
-		}
-		if j, dup := ifaces[l.Interface]; dup {
-			return c.LinkError(i, "interface", "%q is already used by links[%d]", l.Interface, j)
-		}
-		ifaces[l.Interface] = i
-		switch rl.Gateway {
-		case "":
-			return c.LinkError(i, "gateway", "missing for link %q (an address, or auto)", l.Name)
-		case "auto":
-			l.GatewayAuto = true
-		default:
-			gw, err := netip.ParseAddr(rl.Gateway)
-			if err != nil || gw.Zone() != "" {
-				return c.LinkError(i, "gateway", "%q is not an IP address (or auto)", rl.Gateway)
-			}
-			if !gw.Is4() {
-				// The data model carries the family; IPv6 links come later.
-				return c.LinkError(i, "gateway", "%s: only IPv4 gateways are supported so far", gw)
-			}
-			if gw.IsUnspecified() || gw.IsMulticast() || gw.IsLoopback() {
-				return c.LinkError(i, "gateway", "%s cannot be a next hop", gw)
-			}
-			l.Gateway = gw
-		}
-		if err := c.fillCheck(i, rl.Check, &l.Check); err != nil {
-			return err
-		}
-		l.Weight = 1
-		if rl.Weight != nil {
-			if w := *rl.Weight; w < 1 || w > MaxWeight {
-				return c.LinkError(i, "weight", "%d is out of range (1..%d)", w, MaxWeight)
-			}
-			l.Weight = int(*rl.Weight)
-		}
-		l.Table = c.BalanceTable + 1 + i
-		if rl.Table != nil {
-			if err := checkTable(*rl.Table); err != nil {
-				return c.LinkError(i, "table", "%d %v", *rl.Table, err)
-			}
-			l.Table = int(*rl.Table)
-		}
-		if other, dup := tables[l.Table]; dup {
-			return c.LinkError(i, "table", "table %d is already used by %s", l.Table, other)
-		}
-		tables[l.Table] = fmt.Sprintf("links[%d] (%s)", i, l.Name)
-		if rl.Mark != nil {
-			m := *rl.Mark
-			if m <= 0 || m > 0xffffffff || uint32(m)&^c.MarkMask != 0 {
-				return c.LinkError(i, "mark", "%#x must be non-zero and inside mark_mask %#x", m, c.MarkMask)
-			}
-			l.Mark = uint32(m)
-		} else {
-			if i >= len(values) {
-				return c.LinkError(i, "mark", "mark_mask %#x has room for %d links only", c.MarkMask, len(values))
-			}
-			l.Mark = values[i]
-		}
-		if j, dup := marks[l.Mark]; dup {
-			return c.LinkError(i, "mark", "%#x is already used by links[%d]", l.Mark, j)
-		}
-		marks[l.Mark] = i
-		c.Links = append(c.Links, l)
+	if !validName(l.Name) {
+		return l, c.LinkError(i, "name", "%s: use letters, digits, '-', '_' and '.' (at most 32)", quote(l.Name))
 	}
+	if j, dup := u.names[l.Name]; dup {
+		return l, c.LinkError(i, "name", "duplicate link name %s (also links[%d])", quote(l.Name), j)
+	}
+	u.names[l.Name] = i
+	if l.Interface == "" {
+		return l, c.LinkError(i, "interface", "missing for link %s", quote(l.Name))
+	}
+	if !validInterface(l.Interface) {
+		return l, c.LinkError(i, "interface", "%s is not a valid interface name", quote(l.Interface))
+	}
+	if j, dup := u.ifaces[l.Interface]; dup {
+		return l, c.LinkError(i, "interface", "%s is already used by links[%d]", quote(l.Interface), j)
+	}
+	u.ifaces[l.Interface] = i
+	if err := c.fillGateway(i, rl.Gateway, &l); err != nil {
+		return l, err
+	}
+	if err := c.fillCheck(i, rl.Check, &l.Check); err != nil {
+		return l, err
+	}
+	l.Weight = 1
+	if rl.Weight != nil {
+		if w := *rl.Weight; w < 1 || w > MaxWeight {
+			return l, c.LinkError(i, "weight", "%d is out of range (1..%d)", w, MaxWeight)
+		}
+		l.Weight = int(*rl.Weight)
+	}
+	return l, nil
+}
+
+// fillGateway takes an address, or auto: the planner then takes the next
+// hop of the interface's own default route.
+func (c *Config) fillGateway(i int, raw string, l *Link) error {
+	switch raw {
+	case "":
+		return c.LinkError(i, "gateway", "missing for link %s (an address, or auto)", quote(l.Name))
+	case "auto":
+		l.GatewayAuto = true
+		return nil
+	}
+	gw, err := netip.ParseAddr(raw)
+	if err != nil || gw.Zone() != "" {
+		return c.LinkError(i, "gateway", "%s is not an IP address (or auto)", quote(raw))
+	}
+	if !gw.Is4() {
+		// The data model carries the family; IPv6 links come later.
+		return c.LinkError(i, "gateway", "%s: only IPv4 gateways are supported so far", gw)
+	}
+	if gw.IsUnspecified() || gw.IsMulticast() || gw.IsLoopback() || gw == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return c.LinkError(i, "gateway", "%s cannot be a next hop", gw)
+	}
+	l.Gateway = gw
+	return nil
+}
+
+// fillTable gives link i its table: the one it names, or the next after
+// balance_table.
+func (c *Config) fillTable(i int, raw *int64, u *used) error {
+	l := &c.Links[i]
+	if raw != nil {
+		if err := CheckTableID(*raw); err != nil {
+			return c.LinkError(i, "table", "%d %v", *raw, err)
+		}
+		l.Table = int(*raw)
+	} else {
+		id := int64(c.BalanceTable) + 1 + int64(i)
+		if err := CheckTableID(id); err != nil {
+			return c.FieldError("balance_table", "%d gives links[%d] table %d, which %v: choose another balance_table, or a table for the link", c.BalanceTable, i, id, err)
+		}
+		l.Table = int(id)
+	}
+	if other, dup := u.tables[int64(l.Table)]; dup {
+		return c.LinkError(i, "table", "table %d is already used by %s", l.Table, other)
+	}
+	u.tables[int64(l.Table)] = fmt.Sprintf("links[%d] (%s)", i, l.Name)
+	return nil
+}
+
+// fillMark gives link i its mark: the one it names, or the i-th value
+// under the mask.
+func (c *Config) fillMark(i int, raw *int64, values []uint32, u *used) error {
+	l := &c.Links[i]
+	if raw != nil {
+		if err := CheckMark(*raw, c.MarkMask); err != nil {
+			return c.LinkError(i, "mark", "%#x %v", *raw, err)
+		}
+		l.Mark = uint32(*raw)
+	} else {
+		if i >= len(values) {
+			return c.LinkError(i, "mark", "mark_mask %#x has room for %d links only", c.MarkMask, len(values))
+		}
+		l.Mark = values[i]
+	}
+	if j, dup := u.marks[l.Mark]; dup {
+		return c.LinkError(i, "mark", "%#x is already used by links[%d]", l.Mark, j)
+	}
+	u.marks[l.Mark] = i
 	return nil
 }
 
@@ -353,19 +434,19 @@ func (c *Config) fillCheck(i int, raw *rawCheck, out *HealthCheck) error {
 	for j, s := range raw.Targets {
 		a, err := netip.ParseAddr(s)
 		if err != nil || !a.Is4() {
-			return c.LinkError(i, "check", "targets[%d]: %q is not an IPv4 address", j, s)
+			return c.LinkError(i, fmt.Sprintf("check.targets[%d]", j), "%s is not an IPv4 address", quote(s))
 		}
 		out.Targets = append(out.Targets, a)
 	}
 	if raw.Interval != nil {
 		if v := *raw.Interval; v < 50*time.Millisecond || v > time.Minute {
-			return c.LinkError(i, "check", "interval: %v is out of range (50ms..1m)", v)
+			return c.LinkError(i, "check.interval", "%v is out of range (50ms..1m)", v)
 		}
 		out.Interval = *raw.Interval
 	}
 	if raw.Timeout != nil {
 		if v := *raw.Timeout; v < 10*time.Millisecond || v > 30*time.Second {
-			return c.LinkError(i, "check", "timeout: %v is out of range (10ms..30s)", v)
+			return c.LinkError(i, "check.timeout", "%v is out of range (10ms..30s)", v)
 		}
 		out.Timeout = *raw.Timeout
 	}
@@ -378,22 +459,35 @@ func (c *Config) fillCheck(i int, raw *rawCheck, out *HealthCheck) error {
 			continue
 		}
 		if *f.raw < 1 || *f.raw > 100 {
-			return c.LinkError(i, "check", "%s: %d is out of range (1..100)", f.name, *f.raw)
+			return c.LinkError(i, "check."+f.name, "%d is out of range (1..100)", *f.raw)
 		}
 		*f.out = int(*f.raw)
 	}
 	if n := max(len(out.Targets), 1); out.Quorum > n {
-		return c.LinkError(i, "check", "quorum: %d is more than the %d targets", out.Quorum, n)
+		return c.LinkError(i, "check.quorum", "%d is more than the %d targets", out.Quorum, n)
 	}
 	return nil
 }
 
-func checkTable(v int64) error {
+// CheckTableID says why id cannot be one of flowpin's routing tables, or
+// returns nil. The error reads after the number: "300 is ...".
+func CheckTableID(id int64) error {
 	switch {
-	case v < 1 || v > 0xffffffff:
+	case id == 0 || id >= 252 && id <= 255:
+		// rtnetlink.h: RT_TABLE_UNSPEC 0, COMPAT 252, DEFAULT 253,
+		// MAIN 254, LOCAL 255.
+		return errors.New("is reserved by the kernel (0 unspec, 252 compat, 253 default, 254 main, 255 local)")
+	case id < 1 || id > 0xffffffff:
 		return errors.New("is not a routing table id (1..4294967295)")
-	case v >= 252 && v <= 255:
-		return errors.New("is reserved by the kernel (default, main, local)")
+	}
+	return nil
+}
+
+// CheckMark says why m cannot be a link's mark under mask, or returns nil.
+// The error reads after the number: "0x1 must ...".
+func CheckMark(m int64, mask uint32) error {
+	if m <= 0 || m > 0xffffffff || uint32(m)&^mask != 0 {
+		return fmt.Errorf("must be non-zero and inside mark_mask %#x", mask)
 	}
 	return nil
 }
@@ -417,6 +511,21 @@ func maskValues(mask uint32) []uint32 {
 	return out
 }
 
+// validInterface is the kernel's dev_valid_name (net/core/dev.c): 1 to 15
+// bytes, not "." or "..", no '/', ':' or white space. flowpin also refuses
+// '"' (it quotes names in nft rules) and control characters.
+func validInterface(s string) bool {
+	if s == "" || len(s) > 15 || s == "." || s == ".." {
+		return false
+	}
+	for _, r := range s {
+		if r == '/' || r == ':' || r == '"' || r <= ' ' || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
 func validName(s string) bool {
 	if len(s) > 32 {
 		return false
@@ -430,14 +539,43 @@ func validName(s string) bool {
 	return true
 }
 
-// lineIndex finds the line of a field in the parsed YAML document.
+// lineIndex finds the line of a path (links[1].check.interval) in the
+// parsed YAML document.
 type lineIndex struct{ root *yaml.Node }
 
-func (x lineIndex) doc() *yaml.Node {
-	if x.root == nil || len(x.root.Content) == 0 {
-		return nil
+var pathPart = regexp.MustCompile(`^([^.\[]*)((?:\[\d+\])*)`)
+
+func (x lineIndex) line(path string) int {
+	if x.root == nil {
+		return 0
 	}
-	return x.root.Content[0]
+	n := resolve(x.root)
+	line := n.Line
+	for part := range strings.SplitSeq(path, ".") {
+		m := pathPart.FindStringSubmatch(part)
+		if m == nil {
+			return line
+		}
+		if m[1] != "" {
+			k, v := mapValue(n, m[1])
+			if k == nil {
+				return line
+			}
+			n, line = resolve(v), k.Line
+		}
+		for idx := range strings.SplitSeq(strings.Trim(m[2], "[]"), "][") {
+			if idx == "" {
+				continue
+			}
+			i, _ := strconv.Atoi(idx)
+			if n.Kind != yaml.SequenceNode || i >= len(n.Content) {
+				return line
+			}
+			n = resolve(n.Content[i])
+			line = n.Line
+		}
+	}
+	return line
 }
 
 func mapValue(m *yaml.Node, key string) (k, v *yaml.Node) {
@@ -450,30 +588,4 @@ func mapValue(m *yaml.Node, key string) (k, v *yaml.Node) {
 		}
 	}
 	return nil, nil
-}
-
-func (x lineIndex) top(field string) int {
-	d := x.doc()
-	if d == nil {
-		return 0
-	}
-	if k, _ := mapValue(d, field); k != nil {
-		return k.Line
-	}
-	return d.Line
-}
-
-func (x lineIndex) link(i int, field string) int {
-	_, links := mapValue(x.doc(), "links")
-	if links == nil || links.Kind != yaml.SequenceNode || i >= len(links.Content) {
-		return x.top("links")
-	}
-	item := links.Content[i]
-	if field == "" {
-		return item.Line
-	}
-	if _, v := mapValue(item, field); v != nil {
-		return v.Line
-	}
-	return item.Line
 }

@@ -2,8 +2,11 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -96,37 +99,104 @@ links:
 	}
 }
 
+// link0 is one valid link followed by extra lines of it.
+func link0(extra string) string {
+	return "links:\n  - name: a\n    interface: x\n    gateway: 10.0.0.1\n" + extra
+}
+
+// manyLinks is n links in flow style, one a line, from line 2.
+func manyLinks(n int) string {
+	var b strings.Builder
+	b.WriteString("links:\n")
+	for i := range n {
+		fmt.Fprintf(&b, "  - {name: l%d, interface: e%d, gateway: 10.0.0.1}\n", i, i)
+	}
+	return b.String()
+}
+
+// errorCases are bad configs and the whole one-line message each gets.
+// FuzzParse starts from them too.
+var errorCases = []struct {
+	name, yaml string
+	want       string
+}{
+	{"syntax", "links:\n  - name: a\n   interface: x\n", "f.yaml:1: yaml syntax error: did not find expected '-' indicator"},
+	{"unknown key", "links:\n  - name: a\n    interfce: wan1\n", `f.yaml:3: links[0]: unknown key "interfce" (did you mean "interface"?)`},
+	{"unknown top key", "linx: []\n", `f.yaml:1: unknown key "linx" at the top level (did you mean "links"?)`},
+	{"unknown key far from any", "links:\n  - name: a\n    colour: red\n", `f.yaml:3: links[0]: unknown key "colour"`},
+	{"unknown check key", link0("    check:\n      targets: [10.0.0.9]\n      intervl: 1s\n"), `f.yaml:7: links[0].check: unknown key "intervl" (did you mean "interval"?)`},
+	{"unknown key in second link's check", link0("  - name: b\n    interface: y\n    gateway: 10.0.0.2\n    check: {fal: 2}\n"), `f.yaml:8: links[1].check: unknown key "fal" (did you mean "fall"?)`},
+	{"unknown key in a merged mapping", "x: &d {intervl: 1s}\n", `f.yaml:1: unknown key "x" at the top level`},
+	{"unknown key merged into check", "links:\n  - name: a\n    interface: x\n    gateway: 10.0.0.1\n    check: {<<: {intervl: 1s}}\n", `f.yaml:5: links[0].check: unknown key "intervl" (did you mean "interval"?)`},
+	{"key twice", "links:\n  - name: a\n    name: b\n", `f.yaml:3: links[0]: key "name" appears twice`},
+	{"empty", "", "f.yaml: empty config: no links"},
+	{"only a comment", "# nothing\n", "f.yaml: empty config: no links"},
+	{"no links", "links: []\n", "f.yaml:1: links: no links: at least one is needed"},
+	{"top level is a list", "- links\n", "f.yaml:1: the config is a list; it must be a mapping of keys (links: ...)"},
+	{"links not a list", "links: isp1\n", "f.yaml:1: links: want a list, not a single value"},
+	{"check not a mapping", link0("    check: [10.0.0.9]\n"), "f.yaml:5: links[0].check: want a mapping of keys, not a list"},
+	{"name is a list", "links:\n  - name: [a]\n", "f.yaml:2: links[0].name: want a single value, not a list"},
+	{"second document", twoLinks + "---\nlinks: []\n", "f.yaml:12: a second YAML document: a config is one document (remove the ---)"},
+	{"too many links", manyLinks(101), "f.yaml:2: links: 101 entries: at most 100 are supported"},
+	{"too many targets", link0("    check:\n      targets: [" + strings.Repeat("10.0.0.9, ", 16) + "10.0.0.9]\n"), "f.yaml:6: links[0].check.targets: 17 entries: at most 16 are supported"},
+	{"file too large", twoLinks + strings.Repeat("#", MaxFileSize), "f.yaml: larger than 1 MiB, the most a config may be"},
+	{"duplicate name", "links:\n  - {name: a, interface: x, gateway: 10.0.0.1}\n  - {name: a, interface: y, gateway: 10.0.1.1}\n", `f.yaml:3: links[1].name: duplicate link name "a" (also links[0])`},
+	{"long name", "links:\n  - {name: " + strings.Repeat("n", 100_000) + ", interface: x, gateway: 10.0.0.1}\n", `f.yaml:2: links[0].name: "` + strings.Repeat("n", 64) + `"… (100000 bytes): use letters, digits, '-', '_' and '.' (at most 32)`},
+	{"escape sequence in name", "links:\n  - {name: \"\\e[31mred\\r\", interface: x, gateway: 10.0.0.1}\n", `f.yaml:2: links[0].name: "\x1b[31mred\r": use letters, digits, '-', '_' and '.' (at most 32)`},
+	{"weight 0", link0("    weight: 0\n"), "f.yaml:5: links[0].weight: 0 is out of range (1..256)"},
+	{"weight negative", link0("    weight: -2\n"), "f.yaml:5: links[0].weight: -2 is out of range (1..256)"},
+	{"weight too big", link0("    weight: 257\n"), "f.yaml:5: links[0].weight: 257 is out of range (1..256)"},
+	{"weight not a number", link0("    weight: heavy\n"), `f.yaml:5: links[0].weight: "heavy" is not an integer`},
+	{"weight overflows int64", link0("    weight: 99999999999999999999\n"), `f.yaml:5: links[0].weight: "99999999999999999999" is not an integer`},
+	{"quoted number", link0("    weight: \"3\"\n"), `f.yaml:5: links[0].weight: "3" is in quotes, which make it a string: write it without them`},
+	{"quoted bool", link0("    nat: 'true'\n"), `f.yaml:5: links[0].nat: "true" is in quotes, which make it a string: write it without them`},
+	{"nat not a bool", link0("    nat: maybe\n"), `f.yaml:5: links[0].nat: "maybe" is not true or false`},
+	{"interval not a duration", link0("    check: {interval: soon}\n"), `f.yaml:5: links[0].check.interval: "soon" is not a duration (like 500ms or 2s)`},
+	{"gateway not ip", "links:\n  - name: a\n    interface: x\n    gateway: router.lan\n", `f.yaml:4: links[0].gateway: "router.lan" is not an IP address (or auto)`},
+	{"gateway broadcast", "links:\n  - name: a\n    interface: x\n    gateway: 255.255.255.255\n", `f.yaml:4: links[0].gateway: 255.255.255.255 cannot be a next hop`},
+	{"missing gateway", "links:\n  - name: a\n    interface: x\n", `f.yaml:2: links[0].gateway: missing for link "a" (an address, or auto)`},
+	{"missing interface", "links:\n  - name: a\n    gateway: 10.0.0.1\n", `f.yaml:2: links[0].interface: missing for link "a"`},
+	{"interface with colon", "links:\n  - {name: a, interface: 'eth0:1', gateway: 10.0.0.1}\n", `f.yaml:2: links[0].interface: "eth0:1" is not a valid interface name`},
+	{"interface too long", "links:\n  - {name: a, interface: abcdefghijklmnop, gateway: 10.0.0.1}\n", `f.yaml:2: links[0].interface: "abcdefghijklmnop" is not a valid interface name`},
+	{"same interface", "links:\n  - {name: a, interface: x, gateway: 10.0.0.1}\n  - {name: b, interface: x, gateway: 10.0.0.2}\n", `f.yaml:3: links[1].interface: "x" is already used by links[0]`},
+	{"reserved table", "links:\n  - {name: a, interface: x, gateway: 10.0.0.1, table: 254}\n", "f.yaml:2: links[0].table: 254 is reserved by the kernel (0 unspec, 252 compat, 253 default, 254 main, 255 local)"},
+	{"table 0", "links:\n  - {name: a, interface: x, gateway: 10.0.0.1, table: 0}\n", "f.yaml:2: links[0].table: 0 is reserved by the kernel (0 unspec, 252 compat, 253 default, 254 main, 255 local)"},
+	{"table over 32 bits", "links:\n  - {name: a, interface: x, gateway: 10.0.0.1, table: 4294967296}\n", "f.yaml:2: links[0].table: 4294967296 is not a routing table id (1..4294967295)"},
+	{"balance_table 0", "balance_table: 0\n" + twoLinks, "f.yaml:1: balance_table: 0 is reserved by the kernel (0 unspec, 252 compat, 253 default, 254 main, 255 local)"},
+	{"derived table past 32 bits", "balance_table: 4294967295\n" + twoLinks, "f.yaml:1: balance_table: 4294967295 gives links[0] table 4294967296, which is not a routing table id (1..4294967295): choose another balance_table, or a table for the link"},
+	{"derived table second past 32 bits", "balance_table: 4294967294\n" + twoLinks, "f.yaml:1: balance_table: 4294967294 gives links[1] table 4294967296, which is not a routing table id (1..4294967295): choose another balance_table, or a table for the link"},
+	{"derived table reserved", "balance_table: 250\n" + twoLinks, "f.yaml:1: balance_table: 250 gives links[1] table 252, which is reserved by the kernel (0 unspec, 252 compat, 253 default, 254 main, 255 local): choose another balance_table, or a table for the link"},
+	{"table clash", "balance_table: 7\nlinks:\n  - {name: a, interface: x, gateway: 10.0.0.1, table: 7}\n", "f.yaml:3: links[0].table: table 7 is already used by balance_table"},
+	{"explicit table clashes with a derived one", "links:\n  - {name: a, interface: x, gateway: 10.0.0.1}\n  - {name: b, interface: y, gateway: 10.0.1.1, table: 101}\n", "f.yaml:3: links[1].table: table 101 is already used by links[0] (a)"},
+	{"mark outside mask", "links:\n  - {name: a, interface: x, gateway: 10.0.0.1, mark: 0x1}\n", "f.yaml:2: links[0].mark: 0x1 must be non-zero and inside mark_mask 0xff00"},
+	{"mark over 32 bits", "links:\n  - {name: a, interface: x, gateway: 10.0.0.1, mark: 0x100000100}\n", "f.yaml:2: links[0].mark: 0x100000100 must be non-zero and inside mark_mask 0xff00"},
+	{"mark twice", "links:\n  - {name: a, interface: x, gateway: 10.0.0.1, mark: 0x200}\n  - {name: b, interface: y, gateway: 10.0.1.1}\n", "f.yaml:3: links[1].mark: 0x200 is already used by links[0]"},
+	{"mask too small for the links", "mark_mask: 0x1\n" + twoLinks, "f.yaml:8: links[1].mark: mark_mask 0x1 has room for 1 links only"},
+	{"bad mask", "mark_mask: 0\nlinks:\n  - {name: a, interface: x, gateway: 10.0.0.1}\n", "f.yaml:1: mark_mask: 0x0 is not a non-zero 32-bit mask"},
+	{"priority", "priority_base: 32700\nlinks:\n  - {name: a, interface: x, gateway: 10.0.0.1}\n", "f.yaml:1: priority_base: 32700 is out of range (1..32365): flowpin's rules must sit between the local (0) and main (32766) rules"},
+	{"ipv6 gateway", "links:\n  - {name: a, interface: x, gateway: '2001:db8::1'}\n", "f.yaml:2: links[0].gateway: 2001:db8::1: only IPv4 gateways are supported so far"},
+	{"check quorum", link0("    check: {targets: [10.0.0.9], quorum: 2}\n"), "f.yaml:5: links[0].check.quorum: 2 is more than the 1 targets"},
+	{"check interval", link0("    check: {interval: 1ms}\n"), "f.yaml:5: links[0].check.interval: 1ms is out of range (50ms..1m)"},
+	{"check interval block", link0("    check:\n      fall: 2\n      interval: 1ms\n"), "f.yaml:7: links[0].check.interval: 1ms is out of range (50ms..1m)"},
+	{"check target", link0("    check: {targets: [example.com]}\n"), `f.yaml:5: links[0].check.targets[0]: "example.com" is not an IPv4 address`},
+	{"check second target on its own line", link0("    check:\n      targets:\n        - 10.0.0.9\n        - 10.0.0.x\n"), `f.yaml:8: links[0].check.targets[1]: "10.0.0.x" is not an IPv4 address`},
+	{"bad name", "links:\n  - {name: 'a b', interface: x, gateway: 10.0.0.1}\n", `f.yaml:2: links[0].name: "a b": use letters, digits, '-', '_' and '.' (at most 32)`},
+	{"merge bomb", mergeBomb(30), "f.yaml:17: links[15]: the config expands to more than 100000 values (aliases or merge keys?)"},
+}
+
+// mergeBomb is a few hundred bytes whose merge keys stand for 2^n keys:
+// link i merges link i-1 twice.
+func mergeBomb(n int) string {
+	var b strings.Builder
+	b.WriteString("links:\n  - &a0 {name: a}\n")
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&b, "  - &a%d {<<: [*a%d, *a%d]}\n", i, i-1, i-1)
+	}
+	return b.String()
+}
+
 func TestParseConfigErrors(t *testing.T) {
-	for _, tc := range []struct {
-		name, yaml string
-		want       string // the whole one-line message
-	}{
-		{"syntax", "links:\n  - name: a\n   interface: x\n", "f.yaml:1: yaml syntax error: did not find expected '-' indicator"},
-		{"unknown key", "links:\n  - name: a\n    interfce: wan1\n", `f.yaml:3: unknown key "interfce" in a link`},
-		{"unknown top key", "linx: []\n", `f.yaml:1: unknown key "linx" in top level`},
-		{"empty", "", "f.yaml: empty config: no links"},
-		{"no links", "links: []\n", "f.yaml:1: links: no links: at least one is needed"},
-		{"duplicate name", "links:\n  - {name: a, interface: x, gateway: 10.0.0.1}\n  - {name: a, interface: y, gateway: 10.0.1.1}\n", `f.yaml:3: links[1].name: duplicate link name "a" (also links[0])`},
-		{"weight 0", "links:\n  - name: a\n    interface: x\n    gateway: 10.0.0.1\n    weight: 0\n", "f.yaml:5: links[0].weight: 0 is out of range (1..256)"},
-		{"weight negative", "links:\n  - name: a\n    interface: x\n    gateway: 10.0.0.1\n    weight: -2\n", "f.yaml:5: links[0].weight: -2 is out of range (1..256)"},
-		{"weight too big", "links:\n  - name: a\n    interface: x\n    gateway: 10.0.0.1\n    weight: 257\n", "f.yaml:5: links[0].weight: 257 is out of range (1..256)"},
-		{"weight not a number", "links:\n  - name: a\n    interface: x\n    gateway: 10.0.0.1\n    weight: heavy\n", "f.yaml:5: cannot unmarshal !!str `heavy` into int64"},
-		{"gateway not ip", "links:\n  - name: a\n    interface: x\n    gateway: router.lan\n", `f.yaml:4: links[0].gateway: "router.lan" is not an IP address (or auto)`},
-		{"missing gateway", "links:\n  - name: a\n    interface: x\n", `f.yaml:2: links[0].gateway: missing for link "a" (an address, or auto)`},
-		{"missing interface", "links:\n  - name: a\n    gateway: 10.0.0.1\n", `f.yaml:2: links[0].interface: missing for link "a"`},
-		{"same interface", "links:\n  - {name: a, interface: x, gateway: 10.0.0.1}\n  - {name: b, interface: x, gateway: 10.0.0.2}\n", `f.yaml:3: links[1].interface: "x" is already used by links[0]`},
-		{"reserved table", "links:\n  - {name: a, interface: x, gateway: 10.0.0.1, table: 254}\n", "f.yaml:2: links[0].table: 254 is reserved by the kernel (default, main, local)"},
-		{"table clash", "balance_table: 7\nlinks:\n  - {name: a, interface: x, gateway: 10.0.0.1, table: 7}\n", "f.yaml:3: links[0].table: table 7 is already used by balance_table"},
-		{"mark outside mask", "links:\n  - {name: a, interface: x, gateway: 10.0.0.1, mark: 0x1}\n", "f.yaml:2: links[0].mark: 0x1 must be non-zero and inside mark_mask 0xff00"},
-		{"mark twice", "links:\n  - {name: a, interface: x, gateway: 10.0.0.1, mark: 0x200}\n  - {name: b, interface: y, gateway: 10.0.1.1}\n", "f.yaml:3: links[1].mark: 0x200 is already used by links[0]"},
-		{"bad mask", "mark_mask: 0\nlinks:\n  - {name: a, interface: x, gateway: 10.0.0.1}\n", "f.yaml:1: mark_mask: 0x0 is not a non-zero 32-bit mask"},
-		{"priority", "priority_base: 32700\nlinks:\n  - {name: a, interface: x, gateway: 10.0.0.1}\n", "f.yaml:1: priority_base: 32700 is out of range (1..32365): flowpin's rules must sit between the local (0) and main (32766) rules"},
-		{"ipv6 gateway", "links:\n  - {name: a, interface: x, gateway: '2001:db8::1'}\n", "f.yaml:2: links[0].gateway: 2001:db8::1: only IPv4 gateways are supported so far"},
-		{"check quorum", "links:\n  - name: a\n    interface: x\n    gateway: 10.0.0.1\n    check: {targets: [10.0.0.9], quorum: 2}\n", "f.yaml:5: links[0].check: quorum: 2 is more than the 1 targets"},
-		{"check interval", "links:\n  - name: a\n    interface: x\n    gateway: 10.0.0.1\n    check: {interval: 1ms}\n", "f.yaml:5: links[0].check: interval: 1ms is out of range (50ms..1m)"},
-		{"check target", "links:\n  - name: a\n    interface: x\n    gateway: 10.0.0.1\n    check: {targets: [example.com]}\n", `f.yaml:5: links[0].check: targets[0]: "example.com" is not an IPv4 address`},
-		{"bad name", "links:\n  - {name: 'a b', interface: x, gateway: 10.0.0.1}\n", `f.yaml:2: links[0].name: "a b": use letters, digits, '-', '_' and '.' (at most 32)`},
-	} {
+	for _, tc := range errorCases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse("f.yaml", []byte(tc.yaml))
 			if err == nil {
@@ -143,6 +213,131 @@ func TestParseConfigErrors(t *testing.T) {
 				t.Errorf("error spans lines: %q", err)
 			}
 		})
+	}
+}
+
+func TestParseConfigMergeKey(t *testing.T) {
+	c, err := Parse("f.yaml", []byte(`x-check: &check {targets: [203.0.113.10], interval: 300ms, fall: 2}
+links:
+  - name: a
+    interface: eth0
+    gateway: 10.0.0.1
+    check: {<<: *check, fall: 5}
+  - name: b
+    interface: eth1
+    gateway: 10.0.1.1
+    check: *check
+`))
+	if err == nil {
+		t.Fatalf("the unknown top-level key x-check was taken: %+v", c)
+	}
+	c, err = Parse("f.yaml", []byte(`links:
+  - name: a
+    interface: eth0
+    gateway: 10.0.0.1
+    check: &check {targets: [203.0.113.10], interval: 300ms, fall: 2}
+  - name: b
+    interface: eth1
+    gateway: 10.0.1.1
+    check: {<<: *check, fall: 5}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := HealthCheck{Targets: []netip.Addr{netip.MustParseAddr("203.0.113.10")}, Interval: 300 * time.Millisecond, Timeout: time.Second, Fall: 5, Rise: 3, Quorum: 1}
+	if d := cmp.Diff(want, c.Links[1].Check, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); d != "" {
+		t.Errorf("merged check (-want +got):\n%s", d)
+	}
+}
+
+// A new section is a struct in the schema: its keys, its place in messages
+// and its list limit follow from the struct, with no change to the decoder.
+func TestDecodeNewSections(t *testing.T) {
+	type rawRule struct {
+		From string `yaml:"from"`
+		Link string `yaml:"link"`
+	}
+	type rawHook struct {
+		Run     []string       `yaml:"run" max:"2"`
+		Timeout *time.Duration `yaml:"timeout"`
+	}
+	type schema struct {
+		Rules []rawRule          `yaml:"rules"`
+		Hooks map[string]rawHook `yaml:"hooks"`
+	}
+	decode := func(y string) (schema, error) {
+		var s schema
+		root, err := parseDocument("f.yaml", []byte(y))
+		if err != nil {
+			return s, err
+		}
+		d := decoder{file: "f.yaml"}
+		return s, d.decode("", root, reflect.ValueOf(&s).Elem())
+	}
+	s, err := decode("rules:\n  - {from: 10.0.0.0/8, link: a}\nhooks:\n  up: {run: [x, y], timeout: 2s}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Rules) != 1 || s.Rules[0].Link != "a" || len(s.Hooks["up"].Run) != 2 || *s.Hooks["up"].Timeout != 2*time.Second {
+		t.Errorf("decoded %+v", s)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"rules:\n  - from: 10.0.0.0/8\n    lnk: a\n", `f.yaml:3: rules[0]: unknown key "lnk" (did you mean "link"?)`},
+		{"hooks:\n  up:\n    timout: 2s\n", `f.yaml:3: hooks.up: unknown key "timout" (did you mean "timeout"?)`},
+		{"hooks:\n  up: {timeout: soon}\n", `f.yaml:2: hooks.up.timeout: "soon" is not a duration (like 500ms or 2s)`},
+		{"hooks:\n  up: {run: [a, b, c]}\n", `f.yaml:2: hooks.up.run: 3 entries: at most 2 are supported`},
+		{"hooks: [up]\n", `f.yaml:1: hooks: want a mapping of names, not a list`},
+		{"hooks:\n  \"\\e[31mup\": {timeout: soon}\n", `f.yaml:2: hooks["\x1b[31mup"].timeout: "soon" is not a duration (like 500ms or 2s)`},
+	} {
+		if _, err := decode(tc.yaml); err == nil || err.Error() != tc.want {
+			t.Errorf("%q:\n got: %v\nwant: %s", tc.yaml, err, tc.want)
+		}
+	}
+}
+
+// The list limits in the raw structs' tags are the exported ones.
+func TestParseConfigLimitTags(t *testing.T) {
+	if got := structFields(reflect.TypeFor[rawConfig]())["links"].max; got != MaxLinks {
+		t.Errorf("links max %d, MaxLinks %d", got, MaxLinks)
+	}
+	if got := structFields(reflect.TypeFor[rawCheck]())["targets"].max; got != MaxTargets {
+		t.Errorf("targets max %d, MaxTargets %d", got, MaxTargets)
+	}
+	if _, err := Parse("f.yaml", []byte(manyLinks(MaxLinks))); err != nil {
+		t.Errorf("%d links: %v", MaxLinks, err)
+	}
+}
+
+// A huge config is refused before it is parsed. Prints the time taken;
+// it was 28.7 s and 2.7 GB for 50 MB before the size limit.
+func TestParseConfigHugeInput(t *testing.T) {
+	entry := "  - {name: l, interface: e, gateway: 10.0.0.1}\n"
+	huge := "links:\n" + strings.Repeat(entry, 50<<20/len(entry))
+	path := filepath.Join(t.TempDir(), "huge.yaml")
+	if err := os.WriteFile(path, []byte(huge), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want := path + ": larger than 1 MiB, the most a config may be"
+	start := time.Now()
+	_, err := Load(path)
+	t.Logf("Load of %d bytes (%d links) refused in %v", len(huge), strings.Count(huge, "\n")-1, time.Since(start))
+	if err == nil || err.Error() != want {
+		t.Errorf("Load: %v, want %s", err, want)
+	}
+	start = time.Now()
+	_, err = Parse("f.yaml", []byte(huge))
+	t.Logf("Parse of the same refused in %v", time.Since(start))
+	if err == nil || err.Error() != "f.yaml: larger than 1 MiB, the most a config may be" {
+		t.Errorf("Parse: %v", err)
+	}
+	// The worst that fits: as many links as 1 MiB holds, refused at the
+	// list's length before any link is looked at.
+	fits := "links:\n" + strings.Repeat("- {}\n", (MaxFileSize-7)/5)
+	start = time.Now()
+	_, err = Parse("f.yaml", []byte(fits))
+	t.Logf("Parse of %d bytes (%d links) refused in %v", len(fits), strings.Count(fits, "\n")-1, time.Since(start))
+	if want := "f.yaml:2: links: 209713 entries: at most 100 are supported"; err == nil || err.Error() != want {
+		t.Errorf("Parse: %v, want %s", err, want)
 	}
 }
 

@@ -4,6 +4,7 @@
 package plan
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -122,6 +123,8 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 			return nil, c.LinkError(i, "gateway", "%s is not reachable on %s (its addresses: %v)", l.Gateway, l.Interface, v4)
 		case lp.Addr.Addr() == l.Gateway:
 			return nil, c.LinkError(i, "gateway", "%s is %s's own address, not a next hop", l.Gateway, l.Interface)
+		case !l.GatewayAuto && noHost(lp.Addr, l.Gateway) != "":
+			return nil, c.LinkError(i, "gateway", "%s is the %s address of %s on %s, not a next hop", l.Gateway, noHost(lp.Addr, l.Gateway), lp.Addr.Masked(), l.Interface)
 		case !ifc.Up:
 			lp.Why = fmt.Sprintf("interface %s is down", l.Interface)
 		default:
@@ -153,6 +156,26 @@ func autoGateway(ifc rules.Iface, v4 []netip.Prefix) netip.Addr {
 		}
 	}
 	return netip.Addr{}
+}
+
+// noHost says whether a is the network or the broadcast address of p,
+// which no neighbour can have: "network", "broadcast" or "". The kernel
+// refuses such a next hop only when the route is added, after flowpin has
+// changed other things. A /31 has neither (RFC 3021: both addresses are
+// hosts).
+func noHost(p netip.Prefix, a netip.Addr) string {
+	if !a.Is4() || p.Bits() >= 31 {
+		return ""
+	}
+	if a == p.Masked().Addr() {
+		return "network"
+	}
+	b := a.As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	if binary.BigEndian.Uint32(b[:])&host == host {
+		return "broadcast"
+	}
+	return ""
 }
 
 func routing(c *config.Config, links []LinkPlan) rules.State {

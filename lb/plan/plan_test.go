@@ -124,6 +124,14 @@ func TestPlanErrors(t *testing.T) {
 			"f.yaml:9: links[1].gateway: 198.51.100.1 is not reachable on wan2 (its addresses: [203.0.113.2/24])"},
 		{"gateway is own address", twoLinks, ifaces(iface("wan1", true, "192.0.2.1/24"), iface("wan2", true, "198.51.100.2/24")),
 			"f.yaml:4: links[0].gateway: 192.0.2.1 is wan1's own address, not a next hop"},
+		{"gateway is the broadcast address", strings.Replace(twoLinks, "198.51.100.1", "198.51.100.255", 1), ifaces(iface("wan1", true, "192.0.2.2/24"), iface("wan2", true, "198.51.100.2/24")),
+			"f.yaml:9: links[1].gateway: 198.51.100.255 is the broadcast address of 198.51.100.0/24 on wan2, not a next hop"},
+		{"gateway is the network address", strings.Replace(twoLinks, "192.0.2.1", "192.0.2.0", 1), ifaces(iface("wan1", true, "192.0.2.2/24"), iface("wan2", true, "198.51.100.2/24")),
+			"f.yaml:4: links[0].gateway: 192.0.2.0 is the network address of 192.0.2.0/24 on wan1, not a next hop"},
+		{"gateway is the broadcast address of a /30", strings.Replace(twoLinks, "192.0.2.1", "192.0.2.7", 1), ifaces(iface("wan1", true, "192.0.2.5/30"), iface("wan2", true, "198.51.100.2/24")),
+			"f.yaml:4: links[0].gateway: 192.0.2.7 is the broadcast address of 192.0.2.4/30 on wan1, not a next hop"},
+		{"gateway is the network address of a /25", strings.Replace(twoLinks, "192.0.2.1", "192.0.2.128", 1), ifaces(iface("wan1", true, "192.0.2.130/25"), iface("wan2", true, "198.51.100.2/24")),
+			"f.yaml:4: links[0].gateway: 192.0.2.128 is the network address of 192.0.2.128/25 on wan1, not a next hop"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Plan(mustParse(t, tc.config), tc.ifaces)
@@ -131,6 +139,29 @@ func TestPlanErrors(t *testing.T) {
 				t.Errorf("error\n got: %v\nwant: %s", err, tc.want)
 			}
 		})
+	}
+}
+
+// On a /31 both addresses are hosts (RFC 3021), so the "network" and
+// "broadcast" addresses are next hops; on a /24 the .0 and .255 are not.
+func TestPlanGatewayHostAddresses(t *testing.T) {
+	for _, tc := range []struct {
+		prefix, gw string
+		ok         bool
+	}{
+		{"192.0.2.1/31", "192.0.2.0", true},
+		{"192.0.2.0/31", "192.0.2.1", true},
+		{"192.0.2.2/30", "192.0.2.1", true},
+		{"192.0.2.2/30", "192.0.2.3", false},
+		{"192.0.2.2/30", "192.0.2.0", false},
+		{"10.0.0.2/8", "10.255.255.255", false},
+		{"10.0.0.2/8", "10.255.255.254", true},
+	} {
+		y := strings.Replace(strings.Replace(twoLinks, "192.0.2.1", tc.gw, 1), "198.51.100.1", "198.51.100.2", 1)
+		_, err := Plan(mustParse(t, y), ifaces(iface("wan1", true, tc.prefix), iface("wan2", true, "198.51.100.1/24")))
+		if (err == nil) != tc.ok {
+			t.Errorf("gateway %s on %s: error %v, want ok=%v", tc.gw, tc.prefix, err, tc.ok)
+		}
 	}
 }
 

@@ -308,42 +308,55 @@ func (s *dumpSocket) walk(f *MarkFilter, d Detail, fn func(rec *FlowRecord)) err
 		if n > len(s.buf) {
 			return fmt.Errorf("read conntrack dump: %d-byte batch does not fit the %d-byte buffer", n, len(s.buf))
 		}
-		msgs, err := syscall.ParseNetlinkMessage(s.buf[:n])
-		if err != nil {
-			return fmt.Errorf("parse conntrack dump: %w", err)
-		}
-		for _, m := range msgs {
-			if m.Header.Seq != sent.Header.Sequence {
-				continue // a late answer to an earlier request
-			}
-			if m.Header.Flags&unix.NLM_F_DUMP_INTR != 0 {
-				interrupted = true
-			}
-			switch m.Header.Type {
-			case unix.NLMSG_DONE:
-				if interrupted {
-					return ErrDumpInterrupted
-				}
-				return nil
-			case unix.NLMSG_ERROR:
-				if len(m.Data) >= 4 {
-					if code := int32(binary.NativeEndian.Uint32(m.Data)); code < 0 {
-						return fmt.Errorf("conntrack dump: %w", syscall.Errno(-code))
-					}
-				}
-				continue
-			}
-			if m.Header.Type != uint16(netfilter.NFSubsysCTNetlink)<<8|ipctnlMsgCtNew || len(m.Data) < 4 {
-				continue
-			}
-			rec.reset()
-			rec.Family = m.Data[0]
-			if err := decodeFlow(m.Data[4:], d, &rec); err != nil {
-				return fmt.Errorf("decode conntrack entry: %w", err)
-			}
-			fn(&rec)
+		done, err := decodeBatch(s.buf[:n], sent.Header.Sequence, d, &rec, &interrupted, fn)
+		if done || err != nil {
+			return err
 		}
 	}
+}
+
+// decodeBatch decodes one read of a dump's answer and calls fn for each
+// flow in it. done: the dump ended (the error then says how). Messages of
+// other sequence numbers are answers to earlier requests and skipped.
+// *interrupted is set when the kernel flags any part of the dump
+// NLM_F_DUMP_INTR.
+func decodeBatch(b []byte, seq uint32, d Detail, rec *FlowRecord, interrupted *bool, fn func(rec *FlowRecord)) (done bool, err error) {
+	msgs, err := syscall.ParseNetlinkMessage(b)
+	if err != nil {
+		return true, fmt.Errorf("parse conntrack dump: %w", err)
+	}
+	for _, m := range msgs {
+		if m.Header.Seq != seq {
+			continue // a late answer to an earlier request
+		}
+		if m.Header.Flags&unix.NLM_F_DUMP_INTR != 0 {
+			*interrupted = true
+		}
+		switch m.Header.Type {
+		case unix.NLMSG_DONE:
+			if *interrupted {
+				return true, ErrDumpInterrupted
+			}
+			return true, nil
+		case unix.NLMSG_ERROR:
+			if len(m.Data) >= 4 {
+				if code := int32(binary.NativeEndian.Uint32(m.Data)); code < 0 {
+					return true, fmt.Errorf("conntrack dump: %w", syscall.Errno(-code))
+				}
+			}
+			continue
+		}
+		if m.Header.Type != uint16(netfilter.NFSubsysCTNetlink)<<8|ipctnlMsgCtNew || len(m.Data) < 4 {
+			continue
+		}
+		rec.reset()
+		rec.Family = m.Data[0]
+		if err := decodeFlow(m.Data[4:], d, rec); err != nil {
+			return true, fmt.Errorf("decode conntrack entry: %w", err)
+		}
+		fn(rec)
+	}
+	return false, nil
 }
 
 // decodeFlow reads the attributes of one ctnetlink message (after the

@@ -24,7 +24,7 @@ type ctMessage struct {
 	noPorts, noMrk bool
 }
 
-func (m ctMessage) encode(t *testing.T) []byte {
+func (m ctMessage) encode(t testing.TB) []byte {
 	t.Helper()
 	ae := netlink.NewAttributeEncoder()
 	ae.ByteOrder = binary.BigEndian
