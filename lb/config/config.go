@@ -67,6 +67,10 @@ type Link struct {
 	Table       int
 	Mark        uint32
 	Check       HealthCheck
+	// MarkSet, TableSet: Mark, Table come from the config. Otherwise they
+	// are defaults by position, and plan.Assign gives the link the values
+	// recorded for it by name when it was last applied.
+	MarkSet, TableSet bool
 }
 
 // HealthCheck is how the daemon probes a link. Defaults are for a failover in
@@ -318,7 +322,7 @@ func (c *Config) fill(raw *rawConfig) error {
 			if err := checkTable(*rl.Table); err != nil {
 				return c.LinkError(i, "table", "%d %v", *rl.Table, err)
 			}
-			l.Table = int(*rl.Table)
+			l.Table, l.TableSet = int(*rl.Table), true
 		}
 		if other, dup := tables[l.Table]; dup {
 			return c.LinkError(i, "table", "table %d is already used by %s", l.Table, other)
@@ -329,7 +333,7 @@ func (c *Config) fill(raw *rawConfig) error {
 			if m <= 0 || m > 0xffffffff || uint32(m)&^c.MarkMask != 0 {
 				return c.LinkError(i, "mark", "%#x must be non-zero and inside mark_mask %#x", m, c.MarkMask)
 			}
-			l.Mark = uint32(m)
+			l.Mark, l.MarkSet = uint32(m), true
 		} else {
 			if i >= len(values) {
 				return c.LinkError(i, "mark", "mark_mask %#x has room for %d links only", c.MarkMask, len(values))
