@@ -324,10 +324,14 @@ func (c *Config) fill(raw *rawConfig) error {
 			}
 			l.Table, l.TableSet = int(*rl.Table), true
 		}
-		if other, dup := tables[l.Table]; dup {
+		// Only explicit values can collide: plan.Assign moves a default
+		// out of their way.
+		if other, dup := tables[l.Table]; dup && l.TableSet {
 			return c.LinkError(i, "table", "table %d is already used by %s", l.Table, other)
 		}
-		tables[l.Table] = fmt.Sprintf("links[%d] (%s)", i, l.Name)
+		if l.TableSet {
+			tables[l.Table] = fmt.Sprintf("links[%d] (%s)", i, l.Name)
+		}
 		if rl.Mark != nil {
 			m := *rl.Mark
 			if m <= 0 || m > 0xffffffff || uint32(m)&^c.MarkMask != 0 {
@@ -340,10 +344,12 @@ func (c *Config) fill(raw *rawConfig) error {
 			}
 			l.Mark = values[i]
 		}
-		if j, dup := marks[l.Mark]; dup {
+		if j, dup := marks[l.Mark]; dup && l.MarkSet {
 			return c.LinkError(i, "mark", "%#x is already used by links[%d]", l.Mark, j)
 		}
-		marks[l.Mark] = i
+		if l.MarkSet {
+			marks[l.Mark] = i
+		}
 		c.Links = append(c.Links, l)
 	}
 	return nil

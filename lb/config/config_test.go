@@ -118,7 +118,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"reserved table", "links:\n  - {name: a, interface: x, gateway: 10.0.0.1, table: 254}\n", "f.yaml:2: links[0].table: 254 is reserved by the kernel (default, main, local)"},
 		{"table clash", "balance_table: 7\nlinks:\n  - {name: a, interface: x, gateway: 10.0.0.1, table: 7}\n", "f.yaml:3: links[0].table: table 7 is already used by balance_table"},
 		{"mark outside mask", "links:\n  - {name: a, interface: x, gateway: 10.0.0.1, mark: 0x1}\n", "f.yaml:2: links[0].mark: 0x1 must be non-zero and inside mark_mask 0xff00"},
-		{"mark twice", "links:\n  - {name: a, interface: x, gateway: 10.0.0.1, mark: 0x200}\n  - {name: b, interface: y, gateway: 10.0.1.1}\n", "f.yaml:3: links[1].mark: 0x200 is already used by links[0]"},
+		{"mark twice", "links:\n  - {name: a, interface: x, gateway: 10.0.0.1, mark: 0x200}\n  - {name: b, interface: y, gateway: 10.0.1.1, mark: 0x200}\n", "f.yaml:3: links[1].mark: 0x200 is already used by links[0]"},
 		{"bad mask", "mark_mask: 0\nlinks:\n  - {name: a, interface: x, gateway: 10.0.0.1}\n", "f.yaml:1: mark_mask: 0x0 is not a non-zero 32-bit mask"},
 		{"priority", "priority_base: 32700\nlinks:\n  - {name: a, interface: x, gateway: 10.0.0.1}\n", "f.yaml:1: priority_base: 32700 is out of range (1..32365): flowpin's rules must sit between the local (0) and main (32766) rules"},
 		{"ipv6 gateway", "links:\n  - {name: a, interface: x, gateway: '2001:db8::1'}\n", "f.yaml:2: links[0].gateway: 2001:db8::1: only IPv4 gateways are supported so far"},
