@@ -151,10 +151,33 @@ func TestRemoveFirstLinkKeepsOthersFlows(t *testing.T) {
 	if n := kernelWrites(t, out); n != 0 {
 		t.Errorf("re-apply made %d writes", n)
 	}
+	checkMarks(t, w, w.config(1, 2), map[string]uint32{"isp1": 0x200, "isp2": 0x300})
+
+	// isp0 comes back, first in the list: the others stay where they are.
+	apply(t, w.Router, w.config(0, 1, 2))
+	checkMarks(t, w, w.config(0, 1, 2), map[string]uint32{"isp0": 0x100, "isp1": 0x200, "isp2": 0x300})
+	if n := kernelWrites(t, apply(t, w.Router, w.config(0, 1, 2))); n != 0 {
+		t.Errorf("re-apply made %d writes", n)
+	}
+}
+
+// checkMarks checks the fwmark rules (mark 0xN00 -> table 100+N here),
+// and that status and verify, which read the config, see the same marks.
+func checkMarks(t *testing.T, w *triWAN, cfg string, want map[string]uint32) {
+	t.Helper()
 	rules := run(t, w.Router, "ip", "rule")
-	for _, want := range []string{"fwmark 0x200/0xff00 lookup 102", "fwmark 0x300/0xff00 lookup 103"} {
-		if !strings.Contains(rules, want) {
-			t.Errorf("ip rule has no %q:\n%s", want, rules)
+	for _, m := range want {
+		if r := fmt.Sprintf("fwmark %#x/0xff00 lookup %d", m, 100+m>>8); !strings.Contains(rules, r) {
+			t.Errorf("ip rule has no %q:\n%s", r, rules)
 		}
+	}
+	path := writeFile(t, "f.yaml", cfg)
+	for _, l := range readStatus(t, w.Router, path).Links {
+		if l.Mark != want[l.Name] {
+			t.Errorf("status: %s has mark %#x, want %#x", l.Name, l.Mark, want[l.Name])
+		}
+	}
+	if out, err := flowpin(t, w.Router, "verify", "-c", path); err != nil {
+		t.Errorf("verify: %v\n%s", err, out)
 	}
 }

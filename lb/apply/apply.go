@@ -213,8 +213,11 @@ func (k *Kernel) checkCollisions(c *config.Config, d *plan.Desired) error {
 // Change is one planned change, as the command that does it by hand.
 type Change struct {
 	Command string
-	undo    func() error
-	do      func() error
+	// script, if set, is the whole change for plan (Command is its
+	// one-line summary for apply -v).
+	script string
+	undo   func() error
+	do     func() error
 }
 
 // sysctlPlan works out the sysctl writes and the records of original
@@ -314,6 +317,10 @@ func (k *Kernel) Changes(d *plan.Desired) ([]string, error) {
 	}
 	var out []string
 	for _, s := range st.changes {
+		if s.script != "" {
+			out = append(out, s.script)
+			continue
+		}
 		out = append(out, s.Command)
 	}
 	if !st.spec.UpToDate(st.cur) {
@@ -376,6 +383,7 @@ func (k *Kernel) steps(d *plan.Desired) (*applySteps, error) {
 		if early := earlyRecords(cur.Records, st.spec.Records); !cur.Exists || !slices.Equal(early, cur.Records) {
 			st.changes = append(st.changes, Change{
 				Command: "nft -f - # records in table inet " + nft.TableName + " chain state",
+				script:  "nft -f - <<'EOF'\n" + nft.RenderRecords(early) + "EOF",
 				do: func() error {
 					_, err := k.record(early)
 					return err
