@@ -663,3 +663,113 @@ func TestSpecCurrentIsUpToDate(t *testing.T) {
 		t.Error("a spec with other records is UpToDate")
 	}
 }
+
+// Every read apply and down make can fail: the error comes back and
+// nothing is written.
+func TestReadErrors(t *testing.T) {
+	boom := errors.New("read boom")
+	for _, what := range []string{"interfaces", "owned", "foreign rules", "foreign routes", "net/ipv4/conf/wan1/rp_filter", "nft"} {
+		for _, op := range []string{"apply", "plan", "down"} {
+			t.Run(what+"/"+op, func(t *testing.T) {
+				b := newBox()
+				if op == "down" {
+					b.apply(t, cfg(isp1(3), isp2(1)))
+				}
+				before := b.dump()
+				b.resetTranscripts()
+				if what == "nft" {
+					b.nft.ReadErr = boom
+				} else {
+					b.routes.ReadHook = func(w string) error {
+						if w == what {
+							return boom
+						}
+						return nil
+					}
+				}
+				var err error
+				k := b.kernel()
+				switch op {
+				case "apply":
+					_, err = b.tryApply(k, cfg(isp1(3), isp2(1)))
+				case "plan":
+					var d *plan.Desired
+					if d, err = k.Prepare(configtest.MustParse(t, cfg(isp1(3), isp2(1)))); err == nil {
+						_, err = k.Changes(d)
+					}
+				case "down":
+					_, err = k.Down()
+				}
+				b.routes.ReadHook, b.nft.ReadErr = nil, nil
+				readByOp := op != "down" || what == "owned" || what == "nft"
+				if readByOp && !errors.Is(err, boom) {
+					t.Errorf("err = %v, want the read error", err)
+				}
+				if readByOp && b.transcript() != "" {
+					t.Errorf("wrote after a failed read:\n%s", b.transcript())
+				}
+				if readByOp && b.dump() != before {
+					t.Error("state changed after a failed read")
+				}
+			})
+		}
+	}
+}
+
+// Down goes on past a failed delete and reports it; a second down
+// finishes the job.
+func TestDownContinuesPastErrors(t *testing.T) {
+	b := newBox()
+	b.apply(t, cfg(isp1(3), isp2(1)))
+	boom := errors.New("boom")
+	b.routes.FailWhen(func(cmd string) bool { return strings.HasPrefix(cmd, "ip rule del pref 1100") }, boom)
+	res, err := b.kernel().Down()
+	if !errors.Is(err, boom) {
+		t.Fatalf("down: %v, want the rule error", err)
+	}
+	if len(res.Commands) == 0 {
+		t.Error("down stopped at the first error")
+	}
+	b.routes.Hook = nil
+	b.down(t)
+	if st, _ := b.routes.Owned(); len(st.Rules)+len(st.Routes) > 0 || b.nft.Spec() != nil {
+		t.Errorf("left behind:\n%s", b.dump())
+	}
+
+	b = newBox()
+	b.apply(t, cfg(isp1(3), isp2(1)))
+	b.nft.FailAlways(boom)
+	if _, err := b.kernel().Down(); !errors.Is(err, boom) {
+		t.Fatalf("down: %v, want the table error", err)
+	}
+	b.nft.Hook = nil
+	b.down(t)
+	if b.nft.Spec() != nil {
+		t.Errorf("table left behind:\n%s", b.dump())
+	}
+}
+
+// A link whose mark the config changes: its flows under the old mark go.
+func TestExplicitMarkChangeFlushesTheOldMark(t *testing.T) {
+	b := newBox()
+	b.apply(t, cfg(isp1(1), isp2(1)))
+	b.flows.flushed = nil
+	b.apply(t, cfg(linkYAML("isp1", "wan1", "192.0.2.1", 1, ", mark: 0x700"), isp2(1)))
+	if diff := cmp.Diff([]string{"0x100/0xff00"}, b.flows.flushed); diff != "" {
+		t.Errorf("flushed (-want +got):\n%s", diff)
+	}
+	if got := b.nft.Spec().Links[0].Mark; got != 0x700 {
+		t.Errorf("isp1 mark %#x, want 0x700", got)
+	}
+}
+
+// A late sysctl that cannot be written is a warning: the rest is applied.
+func TestLateSysctlFailureIsAWarning(t *testing.T) {
+	b := newBox()
+	boom := errors.New("boom")
+	b.routes.FailWhen(func(cmd string) bool { return strings.Contains(cmd, "nf_conntrack_acct") }, boom)
+	res := b.apply(t, cfg(isp1(3), isp2(1)))
+	if !slices.ContainsFunc(res.Warnings, func(w string) bool { return strings.Contains(w, "boom") }) {
+		t.Errorf("warnings = %q", res.Warnings)
+	}
+}

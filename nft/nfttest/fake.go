@@ -25,6 +25,9 @@ type Fake struct {
 	// Hook, if set, is called with each transaction's script before it
 	// is committed; an error fails it whole and nothing changes.
 	Hook func(script string) error
+	// ReadErr, if set, fails every read (Read, and the read that Apply,
+	// Record and Remove make first).
+	ReadErr error
 }
 
 // FailNth makes the nth transaction from now fail with err (n >= 1). It
@@ -84,6 +87,9 @@ func (f *Fake) current() *nft.Current {
 func (f *Fake) Read() (*nft.Current, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.ReadErr != nil {
+		return nil, f.ReadErr
+	}
 	return f.current(), nil
 }
 
@@ -91,6 +97,9 @@ func (f *Fake) Read() (*nft.Current, error) {
 func (f *Fake) Apply(s nft.Spec) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.ReadErr != nil {
+		return false, f.ReadErr
+	}
 	if s.UpToDate(f.current()) {
 		return false, nil
 	}
@@ -108,6 +117,9 @@ func (f *Fake) Apply(s nft.Spec) (bool, error) {
 func (f *Fake) Record(records []string) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.ReadErr != nil {
+		return false, f.ReadErr
+	}
 	if cur := f.current(); cur.Exists && slices.Equal(cur.Records, records) {
 		return false, nil
 	}
@@ -128,6 +140,9 @@ func (f *Fake) Record(records []string) (bool, error) {
 func (f *Fake) Remove() (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.ReadErr != nil {
+		return false, f.ReadErr
+	}
 	if f.spec == nil {
 		return false, nil
 	}

@@ -39,6 +39,17 @@ type Fake struct {
 	// Hook, if set, is called with each write's command before it is
 	// made; an error fails the write and nothing changes.
 	Hook func(cmd string) error
+	// ReadHook, if set, is called before each read with what is read
+	// ("interfaces", "owned", "foreign rules", "foreign routes", or the
+	// sysctl key); an error fails the read.
+	ReadHook func(what string) error
+}
+
+func (f *Fake) read(what string) error {
+	if f.ReadHook == nil {
+		return nil
+	}
+	return f.ReadHook(what)
 }
 
 // New returns a Fake with the given interfaces and sysctls.
@@ -102,6 +113,9 @@ func (f *Fake) write(cmd string) error {
 func (f *Fake) Interfaces() (map[string]rules.Iface, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.read("interfaces"); err != nil {
+		return nil, err
+	}
 	out := make(map[string]rules.Iface, len(f.Ifaces))
 	for k, v := range f.Ifaces {
 		v.Addrs = slices.Clone(v.Addrs)
@@ -115,6 +129,9 @@ func (f *Fake) Interfaces() (map[string]rules.Iface, error) {
 func (f *Fake) Owned() (rules.State, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.read("owned"); err != nil {
+		return rules.State{}, err
+	}
 	return rules.State{Rules: f.sortedRules(), Routes: f.sortedRoutes()}, nil
 }
 
@@ -122,6 +139,9 @@ func (f *Fake) Owned() (rules.State, error) {
 func (f *Fake) ForeignRules() ([]rules.ForeignRule, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.read("foreign rules"); err != nil {
+		return nil, err
+	}
 	return slices.Clone(f.Foreign), nil
 }
 
@@ -129,6 +149,9 @@ func (f *Fake) ForeignRules() ([]rules.ForeignRule, error) {
 func (f *Fake) ForeignRoutes(tables []int) (map[int][]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.read("foreign routes"); err != nil {
+		return nil, err
+	}
 	out := map[int][]string{}
 	for _, t := range tables {
 		if rs := f.ForeignRouteText[t]; len(rs) > 0 {
@@ -186,6 +209,9 @@ var ErrNoSysctl = errors.New("no such file or directory")
 func (f *Fake) ReadSysctl(key string) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.read(key); err != nil {
+		return "", err
+	}
 	v, ok := f.Sysctls[key]
 	if !ok {
 		return "", fmt.Errorf("read sysctl %s: %w", key, ErrNoSysctl)
