@@ -73,6 +73,9 @@ func leftBehind(t testing.TB, ns string) []string {
 // flowpin left. The links start with strict rp_filter, which apply makes
 // loose, so a lost original shows as rp_filter 2 after down.
 func TestApplySIGKILLThenApplyAndDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs root, network namespaces and real traffic")
+	}
 	const links, rounds = 64, 12
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

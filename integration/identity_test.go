@@ -88,6 +88,9 @@ func ctCount(t testing.TB, ns string, mark, mask uint32) int {
 // tables, so none of their established connections breaks, and the
 // removed link's flows are deleted from conntrack at once.
 func TestRemoveFirstLinkKeepsOthersFlows(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs root, network namespaces and real traffic")
+	}
 	w := newTriWAN(t)
 	srv := startEchoServer(t, w.Far, w.Service+":0")
 	target := fmt.Sprintf("%s:%d", w.Service, srv.Port())
