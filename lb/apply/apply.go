@@ -48,8 +48,8 @@ type Tables interface {
 	Apply(nft.Spec) (bool, error)
 	// Remove deletes the owned table, and says whether there was one.
 	Remove() (bool, error)
-	// Record replaces only the table's records (creating the table with
-	// just its state chain if missing) in one transaction, and says
+	// Record replaces only the table's records (a missing table is
+	// created with its chains empty) in one transaction, and says
 	// whether it wrote.
 	Record(records []string) (bool, error)
 }
