@@ -150,6 +150,11 @@ func restoreRule(chain string, mask uint32, l Link) rule {
 // RecordPrefix marks saved sysctl values among the records.
 const RecordPrefix = "sysctl "
 
+// LinkRecordPrefix marks a link's mark and table among the records
+// ("link isp1 mark=0x200 table=102"), so a link keeps them while other
+// links come and go.
+const LinkRecordPrefix = "link "
+
 // rules lists every rule of the table in order.
 func (s Spec) rules() []rule {
 	var out []rule
@@ -231,6 +236,35 @@ func (s Spec) Render() string {
 	}
 	b.WriteString("}\n")
 	return b.String()
+}
+
+// RenderRecords is the nft script that replaces only the records, as
+// Conn.Record does; no other chain is touched. (A missing table is
+// created with all its chains, empty.)
+func RenderRecords(records []string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "add table inet %s\nadd chain inet %s state\nflush chain inet %s state\n", TableName, TableName, TableName)
+	for _, r := range (Spec{Records: records}).rules() {
+		fmt.Fprintf(&b, "add rule inet %s state %s\n", TableName, r.text)
+	}
+	return b.String()
+}
+
+// Current is the table as Read would find it once spec is applied, for
+// fakes and tests.
+func (s Spec) Current() *Current {
+	cur := &Current{Exists: true, Chains: map[string][]string{}, hooks: map[string]string{}}
+	for _, c := range chains {
+		cur.Chains[c.name] = []string{}
+		cur.hooks[c.name] = hookKey(c.typ, c.hook, c.prio)
+	}
+	for _, r := range s.rules() {
+		cur.Chains[r.chain] = append(cur.Chains[r.chain], r.comment())
+		if r.chain == "state" {
+			cur.Records = append(cur.Records, r.comment())
+		}
+	}
+	return cur
 }
 
 // Conn talks nftables in the caller's network namespace.
@@ -424,6 +458,57 @@ func bigReceiveBuffer(c *mdnetlink.Conn) error {
 		return c.SetReadBuffer(16 << 20)
 	}
 	return nil
+}
+
+// Record replaces the records in the state chain in one transaction, and
+// only if they differ; no other chain is touched, and a missing table is
+// created with its chains empty. It lets apply save the values it is about
+// to change before it changes them. It returns whether it wrote.
+func (c *Conn) Record(records []string) (bool, error) {
+	cur, err := c.Read()
+	if err != nil {
+		return false, err
+	}
+	if cur.Exists && slices.Equal(cur.Records, records) {
+		return false, nil
+	}
+	nc, err := nftables.New(nftables.WithSockOptions(bigReceiveBuffer))
+	if err != nil {
+		return false, fmt.Errorf("nftables: %w", err)
+	}
+	t := nc.AddTable(table())
+	var ch *nftables.Chain
+	for _, cd := range chains {
+		// A new table gets every chain, empty (an empty base chain with
+		// policy accept passes every packet), so the chains are listed in
+		// the same order as after a full Apply.
+		if cur.Exists && cd.name != "state" {
+			continue
+		}
+		c := &nftables.Chain{Name: cd.name, Table: t, Type: cd.typ, Hooknum: cd.hook, Priority: cd.prio}
+		if cd.hook != nil {
+			pol := nftables.ChainPolicyAccept
+			c.Policy = &pol
+		}
+		c = nc.AddChain(c)
+		if cd.name == "state" {
+			ch = c
+		}
+	}
+	nc.FlushChain(ch)
+	for _, r := range (Spec{Records: records}).rules() {
+		nc.AddRule(&nftables.Rule{
+			Table:    t,
+			Chain:    ch,
+			Exprs:    r.exprs,
+			UserData: userdata.AppendString(nil, userdata.TypeComment, r.comment()),
+		})
+	}
+	c.Writes++
+	if err := nc.Flush(); err != nil {
+		return false, fmt.Errorf("record state in table inet %s: %w", TableName, err)
+	}
+	return true, nil
 }
 
 // Remove deletes the table. A missing table is not an error.

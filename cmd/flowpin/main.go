@@ -79,7 +79,9 @@ func openKernel() (*kernel, error) {
 		return nil, err
 	}
 	nc := &nft.Conn{}
-	return &kernel{routes: rk, nft: nc, ct: conn, Kernel: apply.New(rk, nc)}, nil
+	ak := apply.New(rk, nc)
+	ak.Flows = conn
+	return &kernel{routes: rk, nft: nc, ct: conn, Kernel: ak}, nil
 }
 
 func (k *kernel) Close() {
@@ -113,7 +115,33 @@ func (a *app) openWithConfig() (*kernel, *config.Config, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if c, err = resolveConfig(k, c); err != nil {
+		k.Close()
+		return nil, nil, err
+	}
 	return k, c, nil
+}
+
+// loadConfig loads the config and resolves it against the namespace (see
+// resolveConfig). Every command that reads links' marks or tables uses
+// the resolved config.
+func (a *app) loadConfig(k *kernel) (*config.Config, error) {
+	c, err := config.Load(a.config)
+	if err != nil {
+		return nil, err
+	}
+	return resolveConfig(k, c)
+}
+
+// resolveConfig gives each link the mark and table it was last applied
+// with in this namespace (records in flowpin's nft table), unless the
+// config sets them: a link keeps them while other links come and go.
+func resolveConfig(k *kernel, c *config.Config) (*config.Config, error) {
+	cur, err := k.nft.Read()
+	if err != nil {
+		return nil, err
+	}
+	return plan.Assign(c, cur.Records)
 }
 
 func (a *app) prepare() (*kernel, *plan.Desired, error) {

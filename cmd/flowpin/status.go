@@ -128,7 +128,7 @@ Exits non-zero when flowpin was never applied in this network namespace.`,
 			if _, err := status.ReadApplied(k.routes, k.nft); err != nil {
 				return err
 			}
-			c, err := config.Load(a.config)
+			c, err := a.loadConfig(k)
 			if err != nil {
 				return err
 			}

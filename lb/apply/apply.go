@@ -48,6 +48,16 @@ type Tables interface {
 	Apply(nft.Spec) (bool, error)
 	// Remove deletes the owned table, and says whether there was one.
 	Remove() (bool, error)
+	// Record replaces only the table's records (a missing table is
+	// created with its chains empty) in one transaction, and says
+	// whether it wrote.
+	Record(records []string) (bool, error)
+}
+
+// Flows is what apply needs of conntrack: ct.Conntrack in production.
+type Flows interface {
+	// FlushMark deletes every flow with (ct mark & mask) == mark.
+	FlushMark(mark, mask uint32) error
 }
 
 var (
@@ -59,6 +69,10 @@ var (
 type Kernel struct {
 	Routes Routing
 	NFT    Tables
+	// Flows, if set, is where the flows of a link that left the config
+	// (or lost its mark) are deleted, so they reconnect at once on a
+	// link that exists rather than being restored onto a stale mark.
+	Flows Flows
 
 	// records are the pre-flowpin sysctl values last written to the table.
 	records map[string]string
@@ -83,6 +97,14 @@ func (k *Kernel) writeSysctl(s rules.Sysctl) error {
 
 func (k *Kernel) applyTable(s nft.Spec) (bool, error) {
 	wrote, err := k.NFT.Apply(s)
+	if wrote || err != nil {
+		k.writes++
+	}
+	return wrote, err
+}
+
+func (k *Kernel) record(records []string) (bool, error) {
+	wrote, err := k.NFT.Record(records)
 	if wrote || err != nil {
 		k.writes++
 	}
@@ -191,8 +213,11 @@ func (k *Kernel) checkCollisions(c *config.Config, d *plan.Desired) error {
 // Change is one planned change, as the command that does it by hand.
 type Change struct {
 	Command string
-	undo    func() error
-	do      func() error
+	// script, if set, is the whole change for plan (Command is its
+	// one-line summary for apply -v).
+	script string
+	undo   func() error
+	do     func() error
 }
 
 // sysctlPlan works out the sysctl writes and the records of original
@@ -286,55 +311,146 @@ func (p *sysctlPlan) recordList() []string {
 
 // Changes lists what Apply would do, in order, as commands.
 func (k *Kernel) Changes(d *plan.Desired) ([]string, error) {
-	steps, spec, err := k.steps(d)
+	st, err := k.steps(d)
 	if err != nil {
 		return nil, err
 	}
 	var out []string
-	for _, s := range steps {
+	for _, s := range st.changes {
+		if s.script != "" {
+			out = append(out, s.script)
+			continue
+		}
 		out = append(out, s.Command)
 	}
-	cur, err := k.NFT.Read()
-	if err != nil {
-		return nil, err
-	}
-	if !spec.UpToDate(cur) {
-		out = append(out, "nft -f - <<'EOF'\n"+spec.Render()+"EOF")
+	if !st.spec.UpToDate(st.cur) {
+		out = append(out, "nft -f - <<'EOF'\n"+st.spec.Render()+"EOF")
 	}
 	for _, s := range d.LateSysctls {
 		if now, err := k.Routes.ReadSysctl(s.Key); err != nil || now != s.Value {
 			out = append(out, s.Command())
 		}
 	}
+	for _, m := range st.flush {
+		out = append(out, flushCommand(m, d.NFT.Mask))
+	}
 	return out, nil
 }
 
-func (k *Kernel) steps(d *plan.Desired) ([]Change, nft.Spec, error) {
-	spec := d.NFT
+func flushCommand(mark, mask uint32) string {
+	return fmt.Sprintf("conntrack -D --mark %#x/%#x", mark, mask)
+}
+
+// applySteps is everything Apply does, worked out before it writes.
+type applySteps struct {
+	cur *nft.Current
+	// changes run in order and are undone newest first.
+	changes []Change
+	// spec is the table to write after them.
+	spec nft.Spec
+	// flush: marks of links that left the config or whose mark changed;
+	// their flows are deleted once everything else is in place.
+	flush []uint32
+}
+
+func (k *Kernel) steps(d *plan.Desired) (*applySteps, error) {
+	st := &applySteps{spec: d.NFT}
 	cur, err := k.NFT.Read()
 	if err != nil {
-		return nil, spec, err
+		return nil, err
 	}
+	st.cur = cur
 	sp, err := k.planSysctls(d, cur)
 	if err != nil {
-		return nil, spec, err
+		return nil, err
 	}
-	spec.Records = sp.recordList()
 	k.records = sp.records
+	st.spec.Records = sp.recordList()
+	for _, l := range d.Links {
+		st.spec.Records = append(st.spec.Records, plan.FormatLinkRecord(l.Name, l.Mark, l.Table))
+	}
+	st.flush = staleMarks(cur.Records, d)
 	owned, err := k.Routes.Owned()
 	if err != nil {
-		return nil, spec, err
+		return nil, err
 	}
-	steps := sp.changes
+	// The values from before flowpin go into the table before the first
+	// sysctl changes: a process killed between the two must not lose
+	// them, and a later apply must not take flowpin's own values for them.
+	// The table keeps every record it has until the end of the apply (a
+	// value flowpin no longer wants is put back only below).
+	if len(sp.changes) > 0 {
+		if early := earlyRecords(cur.Records, st.spec.Records); !cur.Exists || !slices.Equal(early, cur.Records) {
+			st.changes = append(st.changes, Change{
+				Command: "nft -f - # records in table inet " + nft.TableName + " chain state",
+				script:  "nft -f - <<'EOF'\n" + nft.RenderRecords(early) + "EOF",
+				do: func() error {
+					_, err := k.record(early)
+					return err
+				},
+				undo: func() error {
+					if !cur.Exists {
+						_, err := k.removeTable()
+						return err
+					}
+					_, err := k.record(cur.Records)
+					return err
+				},
+			})
+		}
+	}
+	st.changes = append(st.changes, sp.changes...)
 	for _, op := range rules.Diff(owned, d.Routing) {
 		op := op
-		steps = append(steps, Change{
+		st.changes = append(st.changes, Change{
 			Command: op.Command(),
 			do:      func() error { return k.do(op) },
 			undo:    func() error { return k.do(op.Inverse()) },
 		})
 	}
-	return steps, spec, nil
+	return st, nil
+}
+
+// earlyRecords is the table's records plus every sysctl record of want
+// that it lacks: what must be saved before any sysctl is written.
+func earlyRecords(have, want []string) []string {
+	keys := map[string]bool{}
+	for _, r := range have {
+		if kv, ok := strings.CutPrefix(r, nft.RecordPrefix); ok {
+			key, _, _ := strings.Cut(kv, "=")
+			keys[key] = true
+		}
+	}
+	out := slices.Clone(have)
+	for _, r := range want {
+		if kv, ok := strings.CutPrefix(r, nft.RecordPrefix); ok {
+			if key, _, _ := strings.Cut(kv, "="); !keys[key] {
+				out = append(out, r)
+			}
+		}
+	}
+	return out
+}
+
+// staleMarks lists the recorded marks that no link of d carries under
+// the same name any more: the link left the config, or its mark changed.
+func staleMarks(records []string, d *plan.Desired) []uint32 {
+	now := map[string]uint32{}
+	for _, l := range d.Links {
+		now[l.Name] = l.Mark
+	}
+	var out []uint32
+	recs := plan.ParseLinkRecords(records)
+	for _, name := range slices.Sorted(maps.Keys(recs)) {
+		m := recs[name].Mark
+		if cur, ok := now[name]; ok && cur == m {
+			continue
+		}
+		if m != 0 && m&^d.NFT.Mask == 0 && !slices.Contains(out, m) {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // Result is what Apply or Down did.
@@ -350,7 +466,7 @@ type Result struct {
 func (k *Kernel) Apply(d *plan.Desired) (*Result, error) {
 	start := k.Writes()
 	res := &Result{Warnings: slices.Clone(d.Warnings)}
-	steps, spec, err := k.steps(d)
+	st, err := k.steps(d)
 	if err != nil {
 		return nil, err
 	}
@@ -364,14 +480,14 @@ func (k *Kernel) Apply(d *plan.Desired) (*Result, error) {
 		}
 		return errors.Join(errs...)
 	}
-	for _, s := range steps {
+	for _, s := range st.changes {
 		if err := s.do(); err != nil {
 			return nil, rollback(err)
 		}
 		done = append(done, s)
 		res.Commands = append(res.Commands, s.Command)
 	}
-	wrote, err := k.applyTable(spec)
+	wrote, err := k.applyTable(st.spec)
 	if err != nil {
 		return nil, rollback(err)
 	}
@@ -388,6 +504,21 @@ func (k *Kernel) Apply(d *plan.Desired) (*Result, error) {
 			continue
 		}
 		res.Commands = append(res.Commands, s.Command())
+	}
+	// Only now that the new marks route: the flows of a link that is gone
+	// would otherwise be restored onto a mark no rule (or the wrong one)
+	// routes. Every other flow is left alone. A failure here undoes
+	// nothing: the routing is right, and the flows time out.
+	for _, m := range st.flush {
+		if k.Flows == nil {
+			break
+		}
+		k.writes++
+		if err := k.Flows.FlushMark(m, d.NFT.Mask); err != nil {
+			res.Warnings = append(res.Warnings, err.Error())
+			continue
+		}
+		res.Commands = append(res.Commands, flushCommand(m, d.NFT.Mask))
 	}
 	res.Writes = k.Writes() - start
 	return res, nil
@@ -415,12 +546,9 @@ func (k *Kernel) Down() (*Result, error) {
 		}
 		res.Commands = append(res.Commands, op.Command())
 	}
-	removed, err := k.removeTable()
-	if err != nil {
-		errs = append(errs, err)
-	} else if removed {
-		res.Commands = append(res.Commands, "nft delete table inet "+nft.TableName)
-	}
+	// Sysctls next, and the table with their records last: a down killed
+	// half way must leave the records for the next down.
+	sysctlErrs := len(errs)
 	for _, rec := range cur.Records {
 		kv, ok := strings.CutPrefix(rec, nft.RecordPrefix)
 		if !ok {
@@ -437,6 +565,17 @@ func (k *Kernel) Down() (*Result, error) {
 			continue
 		}
 		res.Commands = append(res.Commands, s.Command())
+	}
+	if len(errs) > sysctlErrs {
+		// Keep the table, and the values still to put back, for a retry.
+		res.Writes = k.Writes() - start
+		return res, errors.Join(errs...)
+	}
+	removed, err := k.removeTable()
+	if err != nil {
+		errs = append(errs, err)
+	} else if removed {
+		res.Commands = append(res.Commands, "nft delete table inet "+nft.TableName)
 	}
 	res.Writes = k.Writes() - start
 	return res, errors.Join(errs...)

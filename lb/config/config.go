@@ -67,7 +67,10 @@ type Link struct {
 	NAT         bool
 	Table       int
 	Mark        uint32
-	Check       HealthCheck
+	// TableSet and MarkSet: the config gave them. Otherwise they are
+	// defaults that plan.Assign replaces with the link's recorded ones.
+	TableSet, MarkSet bool
+	Check             HealthCheck
 }
 
 // HealthCheck is how the daemon probes a link. Defaults are for a failover in
@@ -389,13 +392,18 @@ func (c *Config) fillTable(i int, raw *int64, u *used) error {
 		if err := CheckTableID(*raw); err != nil {
 			return c.LinkError(i, "table", "%d %v", *raw, err)
 		}
-		l.Table = int(*raw)
+		l.Table, l.TableSet = int(*raw), true
 	} else {
 		id := int64(c.BalanceTable) + 1 + int64(i)
 		if err := CheckTableID(id); err != nil {
 			return c.FieldError("balance_table", "%d gives links[%d] table %d, which %v: choose another balance_table, or a table for the link", c.BalanceTable, i, id, err)
 		}
 		l.Table = int(id)
+	}
+	// Only explicit values can collide: plan.Assign moves a default out
+	// of their way.
+	if !l.TableSet {
+		return nil
 	}
 	if other, dup := u.tables[int64(l.Table)]; dup {
 		return c.LinkError(i, "table", "table %d is already used by %s", l.Table, other)
@@ -412,12 +420,15 @@ func (c *Config) fillMark(i int, raw *int64, values []uint32, u *used) error {
 		if err := CheckMark(*raw, c.MarkMask); err != nil {
 			return c.LinkError(i, "mark", "%#x %v", *raw, err)
 		}
-		l.Mark = uint32(*raw)
+		l.Mark, l.MarkSet = uint32(*raw), true
 	} else {
 		if i >= len(values) {
 			return c.LinkError(i, "mark", "mark_mask %#x has room for %d links only", c.MarkMask, len(values))
 		}
 		l.Mark = values[i]
+	}
+	if !l.MarkSet {
+		return nil
 	}
 	if j, dup := u.marks[l.Mark]; dup {
 		return c.LinkError(i, "mark", "%#x is already used by links[%d]", l.Mark, j)

@@ -78,14 +78,21 @@ func checkInvariants(t *testing.T, c *Config) {
 	}
 	tables := map[int]bool{c.BalanceTable: true}
 	marks := map[uint32]bool{}
+	// Every table and mark is valid; explicit ones are also distinct
+	// (plan.Assign moves a default out of their way).
 	for _, l := range c.Links {
-		if err := CheckTableID(int64(l.Table)); err != nil || tables[l.Table] {
+		if err := CheckTableID(int64(l.Table)); err != nil || (l.TableSet && tables[l.Table]) {
 			t.Fatalf("link %s table %d: %v (or used twice)", l.Name, l.Table, err)
 		}
-		if err := CheckMark(int64(l.Mark), c.MarkMask); err != nil || marks[l.Mark] {
+		if err := CheckMark(int64(l.Mark), c.MarkMask); err != nil || (l.MarkSet && marks[l.Mark]) {
 			t.Fatalf("link %s mark %#x: %v (or used twice)", l.Name, l.Mark, err)
 		}
-		tables[l.Table], marks[l.Mark] = true, true
+		if l.TableSet {
+			tables[l.Table] = true
+		}
+		if l.MarkSet {
+			marks[l.Mark] = true
+		}
 		if !validName(l.Name) || !validInterface(l.Interface) || l.Weight < 1 || l.Weight > MaxWeight {
 			t.Fatalf("link %+v", l)
 		}
@@ -98,7 +105,8 @@ func checkInvariants(t *testing.T, c *Config) {
 	}
 }
 
-// render writes c back as YAML with every value explicit.
+// render writes c back as YAML with every value explicit, but for
+// default tables and marks, which plan.Assign may still move.
 func render(t *testing.T, c *Config) []byte {
 	t.Helper()
 	i64 := func(v int64) *int64 { return &v }
@@ -113,8 +121,14 @@ func render(t *testing.T, c *Config) []byte {
 		for _, a := range ch.Targets {
 			rc.Targets = append(rc.Targets, a.String())
 		}
-		raw.Links = append(raw.Links, rawLink{Name: l.Name, Interface: l.Interface, Gateway: gw, Weight: i64(int64(l.Weight)), NAT: l.NAT,
-			Table: i64(int64(l.Table)), Mark: i64(int64(l.Mark)), Check: rc})
+		rl := rawLink{Name: l.Name, Interface: l.Interface, Gateway: gw, Weight: i64(int64(l.Weight)), NAT: l.NAT, Check: rc}
+		if l.TableSet {
+			rl.Table = i64(int64(l.Table))
+		}
+		if l.MarkSet {
+			rl.Mark = i64(int64(l.Mark))
+		}
+		raw.Links = append(raw.Links, rl)
 	}
 	out, err := yaml.Marshal(raw)
 	if err != nil {

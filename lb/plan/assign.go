@@ -1,0 +1,172 @@
+package plan
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"flowpin/lb/config"
+	"flowpin/nft"
+)
+
+// LinkRecord is a link's mark and table as last applied.
+type LinkRecord struct {
+	Mark  uint32
+	Table int
+}
+
+// FormatLinkRecord is the record apply keeps in flowpin's table for a link:
+// "link isp1 mark=0x200 table=102".
+func FormatLinkRecord(name string, mark uint32, table int) string {
+	return fmt.Sprintf("%s%s mark=%#x table=%d", nft.LinkRecordPrefix, name, mark, table)
+}
+
+// ParseLinkRecords picks the link records out of the table's records, by
+// link name. Records it cannot read are skipped: the link then gets fresh
+// values, as on a first apply.
+func ParseLinkRecords(records []string) map[string]LinkRecord {
+	out := map[string]LinkRecord{}
+	for _, rec := range records {
+		rest, ok := strings.CutPrefix(rec, nft.LinkRecordPrefix)
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) != 3 {
+			continue
+		}
+		ms, ok1 := strings.CutPrefix(f[1], "mark=")
+		ts, ok2 := strings.CutPrefix(f[2], "table=")
+		m, err1 := strconv.ParseUint(ms, 0, 32)
+		t, err2 := strconv.ParseUint(ts, 10, 32)
+		if !ok1 || !ok2 || err1 != nil || err2 != nil {
+			continue
+		}
+		out[f[0]] = LinkRecord{Mark: uint32(m), Table: int(t)}
+	}
+	return out
+}
+
+// Assign gives every link whose config does not set its mark or table the
+// value recorded for it by name the last time it was applied, so a link
+// keeps its mark and table (and its established flows their route) while
+// other links are removed, inserted or reordered, and across restarts.
+// A link without a record gets the lowest free value, avoiding values
+// recorded for links that are gone (their flows may still carry the mark
+// until apply flushes them). Explicit values in the config always win.
+// It returns a copy; c is not changed. It is pure.
+func Assign(c *config.Config, records []string) (*config.Config, error) {
+	rec := ParseLinkRecords(records)
+	out := *c
+	out.Links = make([]config.Link, len(c.Links))
+	copy(out.Links, c.Links)
+
+	usedMark := map[uint32]bool{}
+	usedTable := map[int]bool{c.BalanceTable: true}
+	for _, l := range out.Links {
+		if l.MarkSet {
+			usedMark[l.Mark] = true
+		}
+		if l.TableSet {
+			usedTable[l.Table] = true
+		}
+	}
+	markDone := make([]bool, len(out.Links))
+	tableDone := make([]bool, len(out.Links))
+	for i := range out.Links {
+		l := &out.Links[i]
+		r, ok := rec[l.Name]
+		if !ok {
+			continue
+		}
+		if !l.MarkSet && r.Mark != 0 && r.Mark&^c.MarkMask == 0 && !usedMark[r.Mark] {
+			l.Mark, markDone[i] = r.Mark, true
+			usedMark[r.Mark] = true
+		}
+		if !l.TableSet && validTable(r.Table) && !usedTable[r.Table] {
+			l.Table, tableDone[i] = r.Table, true
+			usedTable[r.Table] = true
+		}
+	}
+	avoidMark := map[uint32]bool{}
+	avoidTable := map[int]bool{}
+	for _, r := range rec {
+		avoidMark[r.Mark] = true
+		avoidTable[r.Table] = true
+	}
+	values := markValues(c.MarkMask)
+	for i := range out.Links {
+		l := &out.Links[i]
+		if !l.MarkSet && !markDone[i] {
+			m, ok := lowestFree(values, usedMark, avoidMark)
+			if !ok {
+				return nil, c.LinkError(i, "mark", "mark_mask %#x has room for %d links only", c.MarkMask, len(values))
+			}
+			l.Mark = m
+			usedMark[m] = true
+		}
+		if !l.TableSet && !tableDone[i] {
+			t, ok := lowestFreeTable(c.BalanceTable+1, usedTable, avoidTable)
+			if !ok {
+				return nil, c.LinkError(i, "table", "no free routing table id above balance_table %d", c.BalanceTable)
+			}
+			l.Table = t
+			usedTable[t] = true
+		}
+	}
+	return &out, nil
+}
+
+func validTable(t int) bool { return config.CheckTableID(int64(t)) == nil }
+
+// lowestFree is the first value not used, preferring one not avoided.
+func lowestFree(values []uint32, used, avoid map[uint32]bool) (uint32, bool) {
+	for _, pass := range []map[uint32]bool{avoid, nil} {
+		for _, v := range values {
+			if !used[v] && !pass[v] {
+				return v, true
+			}
+		}
+	}
+	return 0, false
+}
+
+func lowestFreeTable(from int, used, avoid map[int]bool) (int, bool) {
+	for _, pass := range []map[int]bool{avoid, nil} {
+		// A link needs at most config.MaxLinks tables; look a little
+		// further so that used and avoided ids cannot run it out.
+		for t, n := from, 0; t <= 0xffffffff && n < 4*config.MaxLinks+8; t++ {
+			if !validTable(t) {
+				continue
+			}
+			n++
+			if !used[t] && !pass[t] {
+				return t, true
+			}
+		}
+	}
+	return 0, false
+}
+
+// markValues lists link marks under mask: 1, 2, 3... shifted to the mask's
+// lowest bit, skipping values with bits outside the mask; the same values,
+// in the same order, that the config gives links by position.
+func markValues(mask uint32) []uint32 {
+	if mask == 0 {
+		return nil
+	}
+	shift := 0
+	for mask>>shift&1 == 0 {
+		shift++
+	}
+	var out []uint32
+	for n := uint64(1); len(out) < config.MaxLinks && n<<shift <= 0xffffffff; n++ {
+		v := uint32(n << shift)
+		if v&^mask == 0 {
+			out = append(out, v)
+		} else if v > mask {
+			break
+		}
+	}
+	return out
+}

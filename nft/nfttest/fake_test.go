@@ -1,0 +1,56 @@
+package nfttest
+
+import (
+	"errors"
+	"testing"
+
+	"flowpin/nft"
+)
+
+func TestFake(t *testing.T) {
+	var f Fake
+	s := nft.Spec{Mask: 0xff00, Links: []nft.Link{{Name: "isp1", Iface: "wan1", Mark: 0x100, NAT: true}}, Records: []string{"sysctl a=1"}}
+	if wrote, err := f.Record([]string{"sysctl a=1"}); !wrote || err != nil {
+		t.Fatalf("Record on no table: %v %v", wrote, err)
+	}
+	if cur, _ := f.Read(); !cur.Exists || len(cur.Records) != 1 || s.UpToDate(cur) {
+		t.Fatalf("after Record: %+v", cur)
+	}
+	if wrote, _ := f.Record([]string{"sysctl a=1"}); wrote {
+		t.Error("Record of the same records wrote")
+	}
+	if wrote, err := f.Apply(s); !wrote || err != nil {
+		t.Fatalf("Apply: %v %v", wrote, err)
+	}
+	if wrote, _ := f.Apply(s); wrote {
+		t.Error("second Apply wrote")
+	}
+	if cur, _ := f.Read(); !s.UpToDate(cur) {
+		t.Error("Read after Apply is not UpToDate")
+	}
+	if f.Dump() != s.Render() {
+		t.Errorf("Dump:\n%s", f.Dump())
+	}
+	boom := errors.New("boom")
+	f.FailNth(1, boom)
+	if _, err := f.Remove(); !errors.Is(err, boom) {
+		t.Fatalf("Remove: %v, want boom", err)
+	}
+	if f.Spec() == nil {
+		t.Fatal("a failed Remove removed the table")
+	}
+	if removed, err := f.Remove(); !removed || err != nil {
+		t.Fatalf("Remove: %v %v", removed, err)
+	}
+	if removed, _ := f.Remove(); removed {
+		t.Error("Remove of no table removed something")
+	}
+	want := []string{nft.RenderRecords([]string{"sysctl a=1"}), s.Render(), "nft delete table inet flowpin"}
+	if len(f.Transcript) != len(want) || f.Transcript[0] != want[0] || f.Transcript[1] != want[1] || f.Transcript[2] != want[2] {
+		t.Errorf("Transcript = %q", f.Transcript)
+	}
+	f.ReadErr = boom
+	if _, err := f.Read(); !errors.Is(err, boom) {
+		t.Error("ReadErr ignored")
+	}
+}

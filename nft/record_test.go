@@ -1,0 +1,111 @@
+package nft
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/vishvananda/netns"
+)
+
+// inFreshNS runs fn on a thread inside a new network namespace.
+func inFreshNS(t *testing.T, fn func(ns string) error) {
+	t.Helper()
+	if testing.Short() || os.Geteuid() != 0 {
+		t.Skip("needs root and a network namespace")
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	ns := "fp" + hex.EncodeToString(b) + "-nft"
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		h, err := netns.GetFromName(ns)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			errc <- err
+			return
+		}
+		errc <- fn(ns)
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Record saves records without touching the other chains, and Current
+// (what the fake returns) is what Read finds in the kernel.
+func TestRecordInNamespace(t *testing.T) {
+	spec := Spec{Mask: 0xff00, Links: []Link{{Name: "isp1", Iface: "wan1", Mark: 0x100, NAT: true}, {Name: "isp2", Iface: "wan2", Mark: 0x200}}}
+	inFreshNS(t, func(ns string) error {
+		c := &Conn{}
+		if wrote, err := c.Record([]string{"sysctl a=1"}); !wrote || err != nil {
+			t.Fatalf("Record on no table: %v %v", wrote, err)
+		}
+		cur, err := c.Read()
+		if err != nil {
+			return err
+		}
+		if !cur.Exists || !slices.Equal(cur.Records, []string{"sysctl a=1"}) || len(cur.Chains) != len(chains) {
+			t.Errorf("after Record: %+v", cur)
+		}
+		if wrote, err := c.Record([]string{"sysctl a=1"}); wrote || err != nil {
+			t.Errorf("same records again: wrote=%v err=%v", wrote, err)
+		}
+		spec.Records = []string{"sysctl a=1", "link isp1 mark=0x100 table=101"}
+		if wrote, err := c.Apply(spec); !wrote || err != nil {
+			t.Fatalf("Apply: %v %v", wrote, err)
+		}
+		cur, err = c.Read()
+		if err != nil {
+			return err
+		}
+		want := spec.Current()
+		if diff := cmp.Diff(want.Chains, cur.Chains); diff != "" || !slices.Equal(want.Records, cur.Records) || !spec.UpToDate(cur) {
+			t.Errorf("Spec.Current differs from Read (-current +read):\n%s", diff)
+		}
+		out, err := exec.Command("nft", "list", "table", "inet", TableName).CombinedOutput()
+		if err != nil {
+			t.Fatalf("nft list: %v\n%s", err, out)
+		}
+		var order []string
+		for _, l := range strings.Split(string(out), "\n") {
+			if f := strings.Fields(l); len(f) == 3 && f[0] == "chain" {
+				order = append(order, f[1])
+			}
+		}
+		if diff := cmp.Diff([]string{"prerouting", "output", "postrouting", "nat", "state"}, order); diff != "" {
+			t.Errorf("chain order after Record then Apply (-want +got):\n%s", diff)
+		}
+		if wrote, err := c.Record(append(slices.Clone(spec.Records), "sysctl b=2")); !wrote || err != nil {
+			t.Fatalf("Record on the table: %v %v", wrote, err)
+		}
+		after, err := c.Read()
+		if err != nil {
+			return err
+		}
+		for _, ch := range []string{"prerouting", "output", "postrouting", "nat"} {
+			if !slices.Equal(cur.Chains[ch], after.Chains[ch]) {
+				t.Errorf("Record changed chain %s", ch)
+			}
+		}
+		if !slices.Equal(after.Records, []string{"sysctl a=1", "link isp1 mark=0x100 table=101", "sysctl b=2"}) {
+			t.Errorf("records after Record: %q", after.Records)
+		}
+		return nil
+	})
+}
