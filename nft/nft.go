@@ -363,21 +363,6 @@ func (s Spec) UpToDate(cur *Current) bool {
 	return true
 }
 
-// Applied is the Current that Read finds once s is applied: what a fake of
-// the table answers.
-func (s Spec) Applied() *Current {
-	cur := &Current{Exists: true, Chains: map[string][]string{}, hooks: map[string]string{}}
-	for _, c := range chains {
-		cur.Chains[c.name] = []string{}
-		cur.hooks[c.name] = hookKey(c.typ, c.hook, c.prio)
-	}
-	for _, r := range s.rules() {
-		cur.Chains[r.chain] = append(cur.Chains[r.chain], r.comment())
-	}
-	cur.Records = slices.Clone(cur.Chains["state"])
-	return cur
-}
-
 // Apply makes the table match spec in one transaction, and only if it
 // differs. It returns whether it wrote.
 func (c *Conn) Apply(s Spec) (bool, error) {

@@ -343,7 +343,7 @@ func applied(t testing.TB, c *config.Config, ifaces map[string]rules.Iface) (*fa
 		ifaces:  ifaces,
 		sysctls: map[string]string{"net/ipv4/ip_forward": "1"},
 		neigh:   map[string]rules.Neighbour{},
-		nft:     d.NFT.Applied(),
+		nft:     d.NFT.Current(),
 	}
 	f.rules = []rules.RuleInfo{lookupRule(0, unix.RT_TABLE_LOCAL), lookupRule(32766, unix.RT_TABLE_MAIN), lookupRule(32767, unix.RT_TABLE_DEFAULT)}
 	for _, r := range d.Routing.Rules {
