@@ -125,7 +125,15 @@ func listenAPI(dir string, gid int, mode os.FileMode) (net.Listener, error) {
 	}
 	ln.SetUnlinkOnClose(false)
 	var st unix.Stat_t
-	err = errors.Join(os.Chown(tmp, os.Geteuid(), gid), os.Chmod(tmp, mode), unix.Lstat(tmp, &st))
+	if gid != os.Getegid() {
+		// Giving a file to a group one is not in takes CAP_CHOWN.
+		if err = os.Chown(tmp, -1, gid); err != nil {
+			err = fmt.Errorf("give it to group %s (gid %d; this needs CAP_CHOWN): %w", GroupName, gid, err)
+		}
+	}
+	if err == nil {
+		err = errors.Join(os.Chmod(tmp, mode), unix.Lstat(tmp, &st))
+	}
 	if err == nil {
 		err = os.Rename(tmp, path)
 	}
