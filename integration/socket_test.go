@@ -38,11 +38,51 @@ func socketPath(t testing.TB, ns string) string {
 // (see squat) instead of running tests.
 const squatEnv = "FLOWPIN_TEST_SQUAT"
 
+// floodEnv makes it open idle connections to a socket instead: "N PATH".
+const floodEnv = "FLOWPIN_TEST_FLOOD"
+
 func init() {
 	if path := os.Getenv(squatEnv); path != "" {
 		squat(path)
 		os.Exit(0)
 	}
+	if arg := os.Getenv(floodEnv); arg != "" {
+		flood(arg)
+		os.Exit(0)
+	}
+}
+
+// flood opens N connections to the socket at PATH, says how many it got
+// and "ready", and holds them (reconnecting those the server closes)
+// until killed.
+func flood(arg string) {
+	var n int
+	var path string
+	if _, err := fmt.Sscan(arg, &n, &path); err != nil {
+		fmt.Println(err)
+		return
+	}
+	got := 0
+	for range n {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			fmt.Printf("dial: %v\n", err)
+			break
+		}
+		got++
+		go func() {
+			for {
+				_, _ = c.Read(make([]byte, 1))
+				c.Close()
+				if c, err = net.Dial("unix", path); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	fmt.Printf("connected %d\n", got)
+	fmt.Println("ready")
+	select {}
 }
 
 // forged is the squatter's answer: a link "up" with a reason that would
@@ -163,10 +203,17 @@ func flowpinGroup(t testing.TB, ns string) int {
 // startSquatter runs squat as nobody in ns and returns what it reported.
 func startSquatter(t testing.TB, ns, testCopy, path string) string {
 	t.Helper()
+	return startHelper(t, ns, asNobody(nil, "env", squatEnv+"="+path, testCopy))
+}
+
+// startHelper runs this test binary as a helper (squat, flood) in ns, and
+// returns what it reported before "ready".
+func startHelper(t testing.TB, ns string, cmdline []string) string {
+	t.Helper()
 	if err := mustOwn(ns); err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"netns", "exec", ns}, asNobody(nil, "env", squatEnv+"="+path, testCopy)...)
+	args := append([]string{"netns", "exec", ns}, cmdline...)
 	cmd := exec.Command("ip", args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -258,6 +305,23 @@ func TestSocketUnprivileged(t *testing.T) {
 	out, err = tryRun(d.Router, asNobody([]int{gid}, flowpinCopy, "status")...)
 	if err != nil || !strings.Contains(out, "isp1") || !strings.Contains(out, "wan2") || strings.Contains(out, "state unknown") {
 		t.Errorf("status as a member of flowpin: %v\n%s", err, out)
+	}
+
+	// A member of flowpin holding every connection the socket serves
+	// (and more) cannot lock root out.
+	report = startHelper(t, d.Router, asNobody([]int{gid}, "env", fmt.Sprintf("%s=%d %s", floodEnv, 200, path), testCopy))
+	t.Logf("flood as a member of flowpin: %s", strings.TrimSpace(report))
+	if !strings.Contains(report, "connected 200") {
+		t.Fatalf("flood: %s", report)
+	}
+	for i := range 3 {
+		text, err := flowpin(t, d.Router, "status", "-c", dm.cfg)
+		if err != nil || strings.Contains(text, "state unknown") || strings.Contains(text, "warning") {
+			t.Errorf("status as root during the flood (%d): %v\n%s", i, err, text)
+		}
+	}
+	if fds := openFDs(t, dm.cmd.Process.Pid); fds > 60 {
+		t.Errorf("daemon holds %d descriptors during the flood", fds)
 	}
 }
 

@@ -244,21 +244,26 @@ func ServeAPI(ctx context.Context, ln net.Listener, src Source) error {
 	return Serve(ctx, ln, APIHandler(src))
 }
 
-// Limits bound what the clients of one server can hold.
-type Limits struct {
+// limits bound what the clients of one server can hold.
+type limits struct {
 	// MaxConns connections are served at once; more are closed as soon
 	// as they are accepted.
 	MaxConns int
+	// RootConns more are kept for clients running as root, on unix
+	// sockets (where the kernel says who connects): a member of group
+	// flowpin holding every ordinary slot cannot lock root out.
+	RootConns int
 	// A connection that sends no complete request header in ReadHeader,
 	// or stays idle between requests longer than Idle, is closed.
 	ReadHeader, Read, Write, Idle time.Duration
 	MaxHeaderBytes                int
 }
 
-// DefaultLimits are for a handful of local clients (flowpin status, a
+// defaultLimits are for a handful of local clients (flowpin status, a
 // Prometheus scraper). Write leaves time to dump a large conntrack table.
-var DefaultLimits = Limits{
+var defaultLimits = limits{
 	MaxConns:       16,
+	RootConns:      4,
 	ReadHeader:     2 * time.Second,
 	Read:           5 * time.Second,
 	Write:          30 * time.Second,
@@ -266,16 +271,16 @@ var DefaultLimits = Limits{
 	MaxHeaderBytes: 8 << 10,
 }
 
-// Serve answers h on ln until ctx ends, within DefaultLimits. Every
+// Serve answers h on ln until ctx ends, within defaultLimits. Every
 // server of the daemon goes through here, so no client, however many
 // connections it opens and however long it holds them, can take more
 // than MaxConns descriptors and their buffers from the daemon, whose
 // control loop needs descriptors for its own syncs and probes.
 func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
-	return serve(ctx, ln, h, DefaultLimits)
+	return serve(ctx, ln, h, defaultLimits)
 }
 
-func serve(ctx context.Context, ln net.Listener, h http.Handler, lim Limits) error {
+func serve(ctx context.Context, ln net.Listener, h http.Handler, lim limits) error {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: lim.ReadHeader,
@@ -286,7 +291,11 @@ func serve(ctx context.Context, ln net.Listener, h http.Handler, lim Limits) err
 	}
 	stop := context.AfterFunc(ctx, func() { _ = srv.Close() })
 	defer stop()
-	err := srv.Serve(&capListener{Listener: ln, free: make(chan struct{}, lim.MaxConns)})
+	cl := &capListener{Listener: ln, free: make(chan struct{}, lim.MaxConns)}
+	if _, ok := ln.Addr().(*net.UnixAddr); ok && lim.RootConns > 0 {
+		cl.root = make(chan struct{}, lim.RootConns)
+	}
+	err := srv.Serve(cl)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -301,6 +310,7 @@ func serve(ctx context.Context, ln net.Listener, h http.Handler, lim Limits) err
 type capListener struct {
 	net.Listener
 	free chan struct{}
+	root chan struct{} // nil: no slots kept for root
 }
 
 func (l *capListener) Accept() (net.Conn, error) {
@@ -309,13 +319,31 @@ func (l *capListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		select {
-		case l.free <- struct{}{}:
-			return &capConn{Conn: c, release: func() { <-l.free }}, nil
-		default:
-			c.Close()
+		if slot := l.slot(c); slot != nil {
+			return &capConn{Conn: c, release: func() { <-slot }}, nil
+		}
+		c.Close()
+	}
+}
+
+// slot takes a free slot for c, and returns its pool, or nil if none is
+// free.
+func (l *capListener) slot(c net.Conn) chan struct{} {
+	select {
+	case l.free <- struct{}{}:
+		return l.free
+	default:
+	}
+	if uc, ok := c.(*net.UnixConn); ok && l.root != nil {
+		if cred, err := peerCred(uc); err == nil && cred.Uid == 0 {
+			select {
+			case l.root <- struct{}{}:
+				return l.root
+			default:
+			}
 		}
 	}
+	return nil
 }
 
 type capConn struct {
