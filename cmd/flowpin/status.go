@@ -222,6 +222,11 @@ func (v statusView) frame(prev *status.Status) (frame, error) {
 		if err != nil {
 			return frame{}, err
 		}
+		if prev != nil && !st.Time.After(prev.Time) {
+			// The daemon's status is shared for up to a second: the
+			// same one again, with the rates it already has.
+			return frame{status: prev}, nil
+		}
 		st.SetRates(prev)
 		return frame{status: st}, nil
 	}
