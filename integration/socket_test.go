@@ -237,6 +237,7 @@ func startHelper(t testing.TB, ns string, cmdline []string) string {
 // is refused with the reason, and a member of group flowpin gets the
 // whole status from the daemon.
 func TestSocketUnprivileged(t *testing.T) {
+	skipShort(t)
 	d := newDualWAN(t)
 	flowpinCopy, testCopy := nobodyDir(t)
 	gid := flowpinGroup(t, d.Router)
@@ -325,11 +326,20 @@ func TestSocketUnprivileged(t *testing.T) {
 	}
 }
 
+// skipShort: these tests need root and namespaces.
+func skipShort(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs root and network namespaces")
+	}
+}
+
 func pidGone(pid int) bool { return syscall.Kill(pid, 0) == syscall.ESRCH }
 
 // A daemon killed with SIGKILL leaves its socket file behind; the next one
 // replaces it. While a daemon lives, a second one refuses to start.
 func TestSocketStaleAndLive(t *testing.T) {
+	skipShort(t)
 	d := newDualWAN(t)
 	path := socketPath(t, d.Router)
 	cfg := d.config(1, 1)
@@ -397,6 +407,7 @@ func vmRSS(t testing.TB, pid int) string {
 // bounded number of descriptors; status still answers; idle connections
 // are closed after the header timeout.
 func TestSocketIdleConnections(t *testing.T) {
+	skipShort(t)
 	d := newDualWAN(t)
 	dm := startDaemon(t, d.Router, d.config(1, 1), "--metrics", ":9108")
 	pid := dm.cmd.Process.Pid

@@ -10,6 +10,7 @@ import (
 // as such, not as "invalid IP"; once the route exists and is applied, its
 // gateway shows.
 func TestStatusGatewayAutoNone(t *testing.T) {
+	skipShort(t)
 	d := newDualWAN(t)
 	cfg := writeFile(t, "auto.yaml", strings.Replace(d.config(1, 1), "gateway: "+d.GW2, "gateway: auto", 1))
 	if out, err := flowpin(t, d.Router, "apply", "-c", cfg); err != nil {
