@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -273,5 +274,58 @@ func TestServeLimits(t *testing.T) {
 	resp.Body.Close()
 	if string(b) != "ok" {
 		t.Errorf("answer %q", b)
+	}
+}
+
+// A socket served by a process that is not root, at the daemon's path, is
+// not believed: the client asks the kernel who serves it (SO_PEERCRED).
+// The server here listens from a thread whose effective uid is nobody's,
+// which is what the kernel records for the socket.
+func TestAPIRefusesNonRootServer(t *testing.T) {
+	if testing.Short() || os.Geteuid() != 0 {
+		t.Skip("needs root, to listen as another user")
+	}
+	// Not t.TempDir: its parent is root's alone.
+	dir, err := os.MkdirTemp("", "flowpin-api-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	path, err := SocketPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		ln  net.Listener
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		// Locked and never unlocked: the thread ends with the goroutine,
+		// so no other goroutine ever runs as nobody.
+		runtime.LockOSThread()
+		const keep = ^uintptr(0) // -1: leave as is
+		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, keep, 65534, keep); e != 0 {
+			res <- result{err: e}
+			return
+		}
+		ln, err := net.Listen("unix", path)
+		res <- result{ln, err}
+	}()
+	r := <-res
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	defer r.ln.Close()
+	go http.Serve(r.ln, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, `[{"name":"isp1","state":"up","reason":"forged\u001b[2J"}]`)
+	}))
+	var h []health.LinkHealth
+	err = query(context.Background(), dir, 0, "/health", &h)
+	if err == nil || !strings.Contains(err.Error(), "served by uid 65534, not by root") {
+		t.Errorf("server as nobody: %v %v", err, h)
 	}
 }
