@@ -29,7 +29,8 @@ import (
 // namespace, unlike an abstract one; so each socket is named after the
 // namespace it serves (SocketPath), and `ip netns exec NS flowpin status`
 // finds the socket of NS because it runs in NS. /run is not part of what
-// `ip netns exec` changes (it bind-mounts only /etc/netns/NS/* and /sys).
+// `ip netns exec` changes (it bind-mounts only /etc/netns/NS/* and /sys:
+// ip-netns(8)).
 const SocketDir = "/run/flowpin"
 
 // GroupName is the group whose members may read the daemon's status
@@ -170,15 +171,18 @@ func ownDir(dir string) error {
 	return nil
 }
 
-// answers tells whether a daemon listens on path. Only "connection
-// refused" (nobody listens) or a missing file count as dead: a live
-// daemon whose backlog is full answers EAGAIN, and must not be replaced.
+// answers tells whether a daemon of this user (root) listens on path.
+// Only "connection refused" (nobody listens) or a missing file count as
+// dead: a live daemon whose backlog is full answers EAGAIN, and must not
+// be replaced. A socket served by another user (put there while the
+// directory was not yet ours alone) is no daemon: it is replaced too.
 func answers(path string) (bool, error) {
 	c, err := net.DialTimeout("unix", path, time.Second)
 	switch {
 	case err == nil:
-		c.Close()
-		return true, nil
+		defer c.Close()
+		cred, err := peerCred(c.(*net.UnixConn))
+		return err == nil && int(cred.Uid) == os.Geteuid(), nil
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, os.ErrNotExist):
 		return false, nil
 	}

@@ -328,4 +328,14 @@ func TestAPIRefusesNonRootServer(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "served by uid 65534, not by root") {
 		t.Errorf("server as nobody: %v %v", err, h)
 	}
+
+	// The daemon takes the name back (and the directory: 0777 before).
+	startAPI(t, dir, &fakeSource{health: []health.LinkHealth{{Name: "isp1", Reason: "real"}}})
+	h = nil
+	if err := query(context.Background(), dir, 0, "/health", &h); err != nil || len(h) != 1 || h[0].Reason != "real" {
+		t.Errorf("after the daemon started: %v %+v", err, h)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("dir %v %v, want 0755", fi.Mode(), err)
+	}
 }
