@@ -10,13 +10,13 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"flowpin/lb/daemon"
+	"flowpin/lb/status"
 )
 
 func (a *app) runCmd() *cobra.Command {
@@ -62,6 +62,7 @@ links, in the foreground.
 			if err != nil {
 				return err
 			}
+			defer ln.Close()
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			d := daemon.New(c, k.Kernel, log)
@@ -69,7 +70,15 @@ links, in the foreground.
 				log.Info("running", "config", a.config, "links", len(c.Links))
 				_, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyReady)
 			}
-			go d.ServeAPI(ctx, ln)
+			api := daemon.SourceFuncs{
+				HealthFunc: d.Health,
+				StatusFunc: func() (*status.Status, error) { return daemonStatus(c, d.Health()) },
+			}
+			go func() {
+				if err := daemon.ServeAPI(ctx, ln, api); err != nil {
+					log.Error("status socket", "err", err)
+				}
+			}()
 			if metricsAddr != "" {
 				addr, err := metricsListenAddr(metricsAddr)
 				if err != nil {
@@ -84,9 +93,11 @@ links, in the foreground.
 				}
 				mux := http.NewServeMux()
 				mux.Handle("GET /metrics", promhttp.HandlerFor(d.Metrics().Registry, promhttp.HandlerOpts{}))
-				srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-				go func() { _ = srv.Serve(mln) }()
-				defer srv.Close()
+				go func() {
+					if err := daemon.Serve(ctx, mln, mux); err != nil {
+						log.Error("metrics", "err", err)
+					}
+				}()
 				log.Info("metrics", "addr", mln.Addr().String())
 			}
 			return d.Run(ctx)

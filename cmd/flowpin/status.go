@@ -18,8 +18,10 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"flowpin/lb/apply"
 	"flowpin/lb/config"
 	"flowpin/lb/daemon"
+	"flowpin/lb/health"
 	"flowpin/lb/status"
 )
 
@@ -89,6 +91,11 @@ tracks health.
 the far end sees after NAT. --watch redraws the table in place every
 INTERVAL (default 2s) with per-second rates.
 
+Reading conntrack and the routing state needs CAP_NET_ADMIN. Without it,
+flowpin status asks this network namespace's flowpin daemon for the same
+status (the daemon's config, not -c); root and members of group flowpin may
+ask. --flows always needs CAP_NET_ADMIN.
+
 Exits non-zero when flowpin was never applied in this network namespace.`,
 		Example: `  flowpin status -c /etc/flowpin/flowpin.yaml
   flowpin status --json | jq '.links[] | {name, flows, flow_share, weight_share}'
@@ -118,7 +125,22 @@ Exits non-zero when flowpin was never applied in this network namespace.`,
 			if !flows && (link != "" || cmd.Flags().Changed("limit")) {
 				return fmt.Errorf("--link and --limit go with --flows")
 			}
-			k, err := a.open()
+			if err := apply.CheckPrivileges(); err != nil {
+				if flows {
+					return fmt.Errorf("--flows reads conntrack itself: %w", err)
+				}
+				// Unprivileged: the daemon computes the status.
+				v := statusView{fromDaemon: true}
+				if watch > 0 {
+					return v.watch(cmd.Context(), a.out, watch, asJSON)
+				}
+				fr, err := v.frame(nil)
+				if err != nil {
+					return err
+				}
+				return fr.print(a.out, asJSON)
+			}
+			k, err := openKernel()
 			if err != nil {
 				return err
 			}
@@ -140,12 +162,7 @@ Exits non-zero when flowpin was never applied in this network namespace.`,
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				enc := json.NewEncoder(a.out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(fr.data())
-			}
-			return fr.text(a.out)
+			return fr.print(a.out, asJSON)
 		},
 	}
 	f := cmd.Flags()
@@ -164,6 +181,8 @@ type statusView struct {
 	c     *config.Config
 	flows bool
 	query status.FlowQuery
+	// fromDaemon: without CAP_NET_ADMIN, the daemon's status.
+	fromDaemon bool
 }
 
 type frame struct {
@@ -178,6 +197,15 @@ func (f frame) data() any {
 	return f.status
 }
 
+func (f frame) print(w io.Writer, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(f.data())
+	}
+	return f.text(w)
+}
+
 func (f frame) text(w io.Writer) error {
 	if f.flows != nil {
 		return status.WriteFlows(w, f.flows)
@@ -186,6 +214,22 @@ func (f frame) text(w io.Writer) error {
 }
 
 func (v statusView) frame(prev *status.Status) (frame, error) {
+	if v.fromDaemon {
+		st, err := daemon.QueryStatus(context.Background())
+		if errors.Is(err, daemon.ErrNoDaemon) {
+			return frame{}, errors.New("without CAP_NET_ADMIN, flowpin status asks the flowpin daemon, and none runs in this network namespace: run flowpin status as root to read the kernel directly")
+		}
+		if err != nil {
+			return frame{}, err
+		}
+		if prev != nil && !st.Time.After(prev.Time) {
+			// The daemon's status is shared for up to a second: the
+			// same one again, with the rates it already has.
+			return frame{status: prev}, nil
+		}
+		st.SetRates(prev)
+		return frame{status: st}, nil
+	}
 	// Re-read what is applied every frame: a `flowpin down` or a re-apply
 	// during --watch shows up.
 	ap, err := status.ReadApplied(v.k.routes, v.k.nft)
@@ -303,4 +347,26 @@ func redraw(frame string, fd int) string {
 	}
 	b.WriteString(clearBelow)
 	return b.String()
+}
+
+// daemonStatus is what the daemon serves on its socket to users without
+// CAP_NET_ADMIN: the status `flowpin status` computes, with the daemon's
+// health. It opens netlink handles of its own: the daemon's belong to its
+// loop.
+func daemonStatus(c *config.Config, h []health.LinkHealth) (*status.Status, error) {
+	k, err := openKernel()
+	if err != nil {
+		return nil, err
+	}
+	defer k.Close()
+	ap, err := status.ReadApplied(k.routes, k.nft)
+	if err != nil {
+		return nil, err
+	}
+	st, err := status.ReadStatus(c, ap, k.ct)
+	if err != nil {
+		return nil, err
+	}
+	st.WithHealth(h)
+	return st, nil
 }

@@ -27,7 +27,7 @@ func WriteStatus(w io.Writer, s *Status) error {
 		} else {
 			want = "not in route"
 		}
-		row := fmt.Sprintf("%s\t%s\t%s\t%d\t%#x\t%s\t%d\t%s\t%s\t%s", l.Name, l.Interface, l.Gateway, l.Weight, l.Mark, l.State, l.Flows, share, want, counterCells(l.Counters))
+		row := fmt.Sprintf("%s\t%s\t%s\t%d\t%#x\t%s\t%d\t%s\t%s\t%s", Printable(l.Name), Printable(l.Interface), Printable(gatewayCell(l)), l.Weight, l.Mark, Printable(string(l.State)), l.Flows, share, want, counterCells(l.Counters))
 		if withRates {
 			if l.Rate != nil {
 				row += fmt.Sprintf("\t%s/s\t%s/s", HumanBytes(uint64(l.Rate.BytesOutPerSec)), HumanBytes(uint64(l.Rate.BytesInPerSec)))
@@ -52,7 +52,7 @@ func WriteStatus(w io.Writer, s *Status) error {
 			if l.StateSince == nil {
 				continue
 			}
-			line := fmt.Sprintf("%s: %s since %s", l.Name, l.Reason, l.StateSince.Format("15:04:05"))
+			line := fmt.Sprintf("%s: %s since %s", Printable(l.Name), Printable(l.Reason), l.StateSince.Format("15:04:05"))
 			if l.RTTMillis != nil && l.Loss != nil {
 				line += fmt.Sprintf("; rtt %.2f ms, loss %s", *l.RTTMillis, pct(*l.Loss))
 			}
@@ -63,9 +63,21 @@ func WriteStatus(w io.Writer, s *Status) error {
 		fmt.Fprintf(w, "%d flows have no byte counters (they began while nf_conntrack_acct was off)\n", n)
 	}
 	for _, msg := range s.Warnings {
-		fmt.Fprintln(w, "warning:", msg)
+		fmt.Fprintln(w, "warning:", Printable(msg))
 	}
 	return nil
+}
+
+// gatewayCell is the GATEWAY column: the address, and for "gateway: auto"
+// the address found in the link's table or that there is none yet.
+func gatewayCell(l LinkStatus) string {
+	switch {
+	case !l.GatewayAuto:
+		return l.Gateway
+	case l.Gateway == "":
+		return "auto (none yet)"
+	}
+	return l.Gateway + " (auto)"
 }
 
 func (s *Status) pinned() int64 {
@@ -113,7 +125,7 @@ func WriteFlows(w io.Writer, fl *FlowList) error {
 		if f.AgeSeconds != nil {
 			age = (time.Duration(*f.AgeSeconds) * time.Second).String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Proto, f.Src, dst, nat, f.Link, age, HumanBytes(f.BytesOut), HumanBytes(f.BytesIn))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", Printable(f.Proto), Printable(f.Src), Printable(dst), Printable(nat), Printable(f.Link), age, HumanBytes(f.BytesOut), HumanBytes(f.BytesIn))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -70,12 +70,16 @@ type Rates struct {
 
 // LinkStatus is one link's row.
 type LinkStatus struct {
-	Name      string           `json:"name"`
-	Interface string           `json:"interface"`
-	Gateway   string           `json:"gateway"`
-	Weight    int              `json:"weight"`
-	Mark      uint32           `json:"mark"`
-	State     health.LinkState `json:"state"`
+	Name      string `json:"name"`
+	Interface string `json:"interface"`
+	// Gateway is the next hop's address. With "gateway: auto"
+	// (GatewayAuto) it is the one in the link's table as applied, or
+	// empty while the interface has no default route yet.
+	Gateway     string           `json:"gateway"`
+	GatewayAuto bool             `json:"gateway_auto,omitempty"`
+	Weight      int              `json:"weight"`
+	Mark        uint32           `json:"mark"`
+	State       health.LinkState `json:"state"`
 	// From the daemon (absent without one): when the state last changed
 	// and why, and the probes' round-trip time and loss.
 	StateSince *time.Time `json:"state_since,omitempty"`
@@ -234,6 +238,10 @@ func BuildStatus(c *config.Config, a *Applied, t Tally, now time.Time) *Status {
 			Name: l.Name, Interface: l.Interface, Gateway: l.Gateway.String(),
 			Weight: l.Weight, Mark: l.Mark, State: health.StateUnknown,
 		}
+		if l.GatewayAuto {
+			ls.GatewayAuto = true
+			ls.Gateway = appliedGateway(l.Table, a.Routes)
+		}
 		if cnt := t[l.Mark]; cnt != nil {
 			ls.Counters = *cnt
 		}
@@ -288,6 +296,17 @@ func hasMarkRule(rs []rules.Rule, mark, mask uint32) bool {
 		}
 	}
 	return false
+}
+
+// appliedGateway is the next hop of the default route in a link's own
+// table as applied, or "" when there is none.
+func appliedGateway(table int, routes []rules.Route) string {
+	for _, r := range routes {
+		if r.Table == table && r.Family == rules.V4 && r.Dst.Bits() == 0 && r.Gw.IsValid() {
+			return r.Gw.String()
+		}
+	}
+	return ""
 }
 
 // appliedWeights reads the weights of the multipath route in the balance

@@ -1,0 +1,479 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/user"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"flowpin/lb/health"
+	"flowpin/lb/status"
+)
+
+// SocketDir holds the daemons' sockets, one per network namespace. Only
+// root can create files in it (0755, owned by root), so no other user can
+// bind a socket there before the daemon does and answer in its place.
+//
+// A unix socket in the file system is reachable from every network
+// namespace, unlike an abstract one; so each socket is named after the
+// namespace it serves (SocketPath), and `ip netns exec NS flowpin status`
+// finds the socket of NS because it runs in NS. /run is not part of what
+// `ip netns exec` changes (it bind-mounts only /etc/netns/NS/* and /sys:
+// ip-netns(8)).
+const SocketDir = "/run/flowpin"
+
+// GroupName is the group whose members may read the daemon's status
+// through its socket. When it does not exist, only root may.
+const GroupName = "flowpin"
+
+var (
+	// ErrNoDaemon: no `flowpin run` in this network namespace.
+	ErrNoDaemon = errors.New("no flowpin daemon runs in this network namespace")
+	// ErrNotPermitted: the socket exists but this user may not open it.
+	ErrNotPermitted = errors.New("not permitted to read the flowpin daemon's status: join group " + GroupName + " or run as root")
+)
+
+// SocketPath is the socket for the network namespace this process is in,
+// in dir: net-INODE-DEV.sock, after the identity of /proc/self/ns/net
+// (`readlink /proc/self/ns/net` shows the inode as net:[INODE]).
+func SocketPath(dir string) (string, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
+		return "", fmt.Errorf("identify this network namespace: %w", err)
+	}
+	return filepath.Join(dir, fmt.Sprintf("net-%d-%d.sock", st.Ino, st.Dev)), nil
+}
+
+// apiListener removes its socket file on Close, if the file is still the
+// one it bound.
+type apiListener struct {
+	*net.UnixListener
+	path string
+	ino  uint64
+	once sync.Once
+}
+
+func (l *apiListener) Close() error {
+	err := l.UnixListener.Close()
+	l.once.Do(func() {
+		var st unix.Stat_t
+		if unix.Lstat(l.path, &st) == nil && st.Ino == l.ino {
+			_ = os.Remove(l.path)
+		}
+	})
+	return err
+}
+
+// ListenAPI claims this network namespace's socket in SocketDir. A
+// second daemon in the same namespace fails here, before it touches
+// anything; a socket file left by a daemon that was killed is replaced.
+func ListenAPI() (net.Listener, error) {
+	gid, mode := 0, os.FileMode(0o600)
+	if g, err := user.LookupGroup(GroupName); err == nil {
+		if _, err := fmt.Sscan(g.Gid, &gid); err == nil {
+			mode = 0o660
+		}
+	}
+	return listenAPI(SocketDir, gid, mode)
+}
+
+func listenAPI(dir string, gid int, mode os.FileMode) (net.Listener, error) {
+	if err := ownDir(dir); err != nil {
+		return nil, err
+	}
+	path, err := SocketPath(dir)
+	if err != nil {
+		return nil, err
+	}
+	// Two daemons starting at once must not both find the socket dead and
+	// replace each other's: the check and the replacement happen under
+	// an exclusive lock on the directory.
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	if err := unix.Flock(int(d.Fd()), unix.LOCK_EX); err != nil {
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	defer unix.Flock(int(d.Fd()), unix.LOCK_UN)
+
+	switch alive, err := answers(path); {
+	case err != nil:
+		return nil, err
+	case alive:
+		return nil, fmt.Errorf("another flowpin run is active in this network namespace (%s answers)", path)
+	}
+	// Bind under a temporary name, set owner and mode, then rename over
+	// the final name (replacing a dead daemon's socket): the socket is
+	// never reachable under its name with the wrong permissions.
+	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
+	_ = os.Remove(tmp)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", tmp, err)
+	}
+	ln.SetUnlinkOnClose(false)
+	var st unix.Stat_t
+	if gid != os.Getegid() {
+		// Giving a file to a group one is not in takes CAP_CHOWN.
+		if err = os.Chown(tmp, -1, gid); err != nil {
+			err = fmt.Errorf("give it to group %s (gid %d; this needs CAP_CHOWN): %w", GroupName, gid, err)
+		}
+	}
+	if err == nil {
+		err = errors.Join(os.Chmod(tmp, mode), unix.Lstat(tmp, &st))
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		ln.Close()
+		_ = os.Remove(tmp)
+		return nil, fmt.Errorf("socket %s: %w", path, err)
+	}
+	return &apiListener{UnixListener: ln, path: path, ino: st.Ino}, nil
+}
+
+// ownDir makes dir if needed and checks that nobody but this user (root)
+// can create, rename or delete entries in it.
+func ownDir(dir string) error {
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	if int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%s belongs to uid %d, not to uid %d: another user could replace the daemon's socket; remove it", dir, st.Uid, os.Geteuid())
+	}
+	if st.Mode&0o022 != 0 {
+		// Ours, but others could write in it: tighten it.
+		if err := os.Chmod(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// answers tells whether a daemon of this user (root) listens on path.
+// Only "connection refused" (nobody listens) or a missing file count as
+// dead: a live daemon whose backlog is full answers EAGAIN, and must not
+// be replaced. A socket served by another user (put there while the
+// directory was not yet ours alone) is no daemon: it is replaced too.
+func answers(path string) (bool, error) {
+	c, err := net.DialTimeout("unix", path, time.Second)
+	switch {
+	case err == nil:
+		defer c.Close()
+		cred, err := peerCred(c.(*net.UnixConn))
+		return err == nil && int(cred.Uid) == os.Geteuid(), nil
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, os.ErrNotExist):
+		return false, nil
+	}
+	return false, fmt.Errorf("check for a running daemon on %s: %w", path, err)
+}
+
+// Source is what the API serves: the links' health, and the whole
+// status as `flowpin status --json` prints it.
+type Source interface {
+	Health() []health.LinkHealth
+	Status() (*status.Status, error)
+}
+
+// SourceFuncs makes a Source of two functions.
+type SourceFuncs struct {
+	HealthFunc func() []health.LinkHealth
+	StatusFunc func() (*status.Status, error)
+}
+
+func (s SourceFuncs) Health() []health.LinkHealth     { return s.HealthFunc() }
+func (s SourceFuncs) Status() (*status.Status, error) { return s.StatusFunc() }
+
+// statusMaxAge: a status younger than this is served again rather than
+// recomputed. Each status is a dump of the whole conntrack table; clients
+// asking faster than this share one dump, so however many there are, the
+// daemon dumps at most once per statusMaxAge.
+const statusMaxAge = time.Second
+
+// APIHandler answers GET /health (the links' health) and GET /status (the
+// whole status, same JSON as `flowpin status --json`).
+func APIHandler(src Source) http.Handler {
+	var (
+		mu     sync.Mutex
+		last   *status.Status
+		lastAt time.Time
+	)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(src.Health())
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		if last == nil || time.Since(lastAt) >= statusMaxAge {
+			st, err := src.Status()
+			if err != nil {
+				mu.Unlock()
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			last, lastAt = st, time.Now()
+		}
+		st := last
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(st)
+	})
+	return mux
+}
+
+// ServeAPI answers the API on ln until ctx ends.
+func ServeAPI(ctx context.Context, ln net.Listener, src Source) error {
+	return Serve(ctx, ln, APIHandler(src))
+}
+
+// limits bound what the clients of one server can hold.
+type limits struct {
+	// MaxConns connections are served at once; more are closed as soon
+	// as they are accepted.
+	MaxConns int
+	// RootConns more are kept for clients running as root, on unix
+	// sockets (where the kernel says who connects): a member of group
+	// flowpin holding every ordinary slot cannot lock root out.
+	RootConns int
+	// A connection that sends no complete request header in ReadHeader,
+	// or stays idle between requests longer than Idle, is closed.
+	ReadHeader, Read, Write, Idle time.Duration
+	MaxHeaderBytes                int
+}
+
+// defaultLimits are for a handful of local clients (flowpin status, a
+// Prometheus scraper). Write leaves time to dump a large conntrack table.
+var defaultLimits = limits{
+	MaxConns:       16,
+	RootConns:      4,
+	ReadHeader:     2 * time.Second,
+	Read:           5 * time.Second,
+	Write:          30 * time.Second,
+	Idle:           5 * time.Second,
+	MaxHeaderBytes: 8 << 10,
+}
+
+// Serve answers h on ln until ctx ends, within defaultLimits. Every
+// server of the daemon goes through here, so no client, however many
+// connections it opens and however long it holds them, can take more
+// than MaxConns descriptors and their buffers from the daemon, whose
+// control loop needs descriptors for its own syncs and probes.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
+	return serve(ctx, ln, h, defaultLimits)
+}
+
+func serve(ctx context.Context, ln net.Listener, h http.Handler, lim limits) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: lim.ReadHeader,
+		ReadTimeout:       lim.Read,
+		WriteTimeout:      lim.Write,
+		IdleTimeout:       lim.Idle,
+		MaxHeaderBytes:    lim.MaxHeaderBytes,
+	}
+	stop := context.AfterFunc(ctx, func() { _ = srv.Close() })
+	defer stop()
+	cl := &capListener{Listener: ln, free: make(chan struct{}, lim.MaxConns)}
+	if _, ok := ln.Addr().(*net.UnixAddr); ok && lim.RootConns > 0 {
+		cl.root = make(chan struct{}, lim.RootConns)
+	}
+	err := srv.Serve(cl)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// capListener accepts at most cap(free) connections at once and closes
+// the ones beyond at once. golang.org/x/net/netutil.LimitListener would
+// instead stop accepting, leaving the excess queued in the kernel: behind
+// thousands of queued idle connections a real client would wait minutes,
+// and the queue would drain only one timeout per batch.
+type capListener struct {
+	net.Listener
+	free chan struct{}
+	root chan struct{} // nil: no slots kept for root
+}
+
+func (l *capListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if slot := l.slot(c); slot != nil {
+			return &capConn{Conn: c, release: func() { <-slot }}, nil
+		}
+		c.Close()
+	}
+}
+
+// slot takes a free slot for c, and returns its pool, or nil if none is
+// free.
+func (l *capListener) slot(c net.Conn) chan struct{} {
+	select {
+	case l.free <- struct{}{}:
+		return l.free
+	default:
+	}
+	if uc, ok := c.(*net.UnixConn); ok && l.root != nil {
+		if cred, err := peerCred(uc); err == nil && cred.Uid == 0 {
+			select {
+			case l.root <- struct{}{}:
+				return l.root
+			default:
+			}
+		}
+	}
+	return nil
+}
+
+type capConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *capConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+// QueryHealth asks this namespace's daemon for its view of the links.
+func QueryHealth(ctx context.Context) ([]health.LinkHealth, error) {
+	var out []health.LinkHealth
+	return out, query(ctx, SocketDir, 0, "/health", &out)
+}
+
+// QueryStatus asks this namespace's daemon for the whole status.
+func QueryStatus(ctx context.Context) (*status.Status, error) {
+	var out status.Status
+	if err := query(ctx, SocketDir, 0, "/status", &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// maxAnswer bounds what is read of an answer.
+const maxAnswer = 16 << 20
+
+// query GETs path from the daemon whose socket is in dir, trusting only a
+// server running as uid trust, and decodes the JSON answer into out.
+func query(ctx context.Context, dir string, trust uint32, path string, out any) error {
+	sock, err := SocketPath(dir)
+	if err != nil {
+		return err
+	}
+	c := &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return dialTrusted(ctx, sock, trust)
+			},
+			DisableKeepAlives: true,
+		},
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://flowpin"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		var ue *untrustedError
+		switch {
+		case errors.Is(err, ErrNoDaemon):
+			return ErrNoDaemon
+		case errors.Is(err, ErrNotPermitted):
+			return ErrNotPermitted
+		case errors.As(err, &ue):
+			return ue
+		}
+		return fmt.Errorf("ask the daemon: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		// The body is the daemon's error message, to be shown to the
+		// user: escaped, one line, short.
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("the daemon answered %d: %s", resp.StatusCode, status.Printable(string(b)))
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxAnswer)).Decode(out); err != nil {
+		return fmt.Errorf("decode the daemon's answer: %w", err)
+	}
+	return nil
+}
+
+type untrustedError struct {
+	path string
+	uid  uint32
+}
+
+func (e *untrustedError) Error() string {
+	return fmt.Sprintf("%s is served by uid %d, not by root: ignoring it (someone else's process; remove the socket and restart flowpin run)", e.path, e.uid)
+}
+
+// dialTrusted connects to the socket and checks, with SO_PEERCRED, that
+// the process serving it runs as uid trust (root): nobody else may speak
+// for the daemon.
+func dialTrusted(ctx context.Context, path string, trust uint32) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	switch {
+	case errors.Is(err, os.ErrNotExist), errors.Is(err, syscall.ECONNREFUSED):
+		return nil, ErrNoDaemon
+	case errors.Is(err, os.ErrPermission):
+		return nil, ErrNotPermitted
+	case err != nil:
+		return nil, err
+	}
+	cred, err := peerCred(c.(*net.UnixConn))
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("credentials of %s: %w", path, err)
+	}
+	if cred.Uid != trust {
+		c.Close()
+		return nil, &untrustedError{path: path, uid: cred.Uid}
+	}
+	return c, nil
+}
+
+// peerCred reads the credentials of the process that created the listening
+// socket, as the kernel recorded them (socket(7) SO_PEERCRED).
+func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	return cred, cerr
+}

@@ -1,0 +1,341 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"flowpin/lb/health"
+	"flowpin/lb/status"
+)
+
+type fakeSource struct {
+	health   []health.LinkHealth
+	statuses atomic.Int32
+}
+
+func (f *fakeSource) Health() []health.LinkHealth { return f.health }
+
+func (f *fakeSource) Status() (*status.Status, error) {
+	f.statuses.Add(1)
+	return &status.Status{Schema: status.StatusSchema, Daemon: true, Links: []status.LinkStatus{{Name: "isp1", State: health.StateUp}}}, nil
+}
+
+// startAPI serves src on a socket in dir as listenAPI makes it.
+func startAPI(t *testing.T, dir string, src Source) (net.Listener, string) {
+	t.Helper()
+	ln, err := listenAPI(dir, os.Getgid(), 0o660)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = ServeAPI(ctx, ln, src) }()
+	t.Cleanup(func() { cancel(); <-done })
+	path, err := SocketPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln, path
+}
+
+func TestAPISocket(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "flowpin")
+	src := &fakeSource{health: []health.LinkHealth{{Name: "isp1", State: health.StateUp, Reason: "ok"}}}
+	uid := uint32(os.Geteuid())
+
+	if err := query(context.Background(), dir, uid, "/health", new([]health.LinkHealth)); !errors.Is(err, ErrNoDaemon) {
+		t.Fatalf("before any daemon: %v, want ErrNoDaemon", err)
+	}
+	ln, path := startAPI(t, dir, src)
+
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil || st.Mode&0o777 != 0o755 {
+		t.Errorf("dir mode %o (%v), want 0755", st.Mode&0o777, err)
+	}
+	if err := unix.Lstat(path, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK || st.Mode&0o777 != 0o660 || st.Gid != uint32(os.Getgid()) {
+		t.Errorf("socket mode %o gid %d (%v), want a socket 0660 gid %d", st.Mode, st.Gid, err, os.Getgid())
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("dir holds %v, want only the socket", ents)
+	}
+
+	var h []health.LinkHealth
+	if err := query(context.Background(), dir, uid, "/health", &h); err != nil || len(h) != 1 || h[0].Reason != "ok" {
+		t.Errorf("health: %v %+v", err, h)
+	}
+	var s status.Status
+	if err := query(context.Background(), dir, uid, "/status", &s); err != nil || !s.Daemon || s.Links[0].Name != "isp1" {
+		t.Errorf("status: %v %+v", err, s)
+	}
+
+	// A server running as another user is not believed. (The product
+	// trusts uid 0; here the server's uid is compared with another one.)
+	err := query(context.Background(), dir, uid+1, "/health", &h)
+	var ue *untrustedError
+	if !errors.As(err, &ue) || ue.uid != uid || !strings.Contains(err.Error(), "not by root") {
+		t.Errorf("server uid %d, trusting uid %d: %v", uid, uid+1, err)
+	}
+
+	// A live daemon makes the second one refuse.
+	if _, err := listenAPI(dir, os.Getgid(), 0o660); err == nil || !strings.Contains(err.Error(), "another flowpin run is active") {
+		t.Errorf("second daemon: %v", err)
+	}
+	ln.Close()
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket left after close: %v", err)
+	}
+}
+
+// A daemon killed with SIGKILL leaves its socket file; the next one finds
+// nobody answering on it and replaces it.
+func TestAPISocketStale(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "flowpin")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path, err := SocketPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead.SetUnlinkOnClose(false)
+	dead.Close()
+	src := &fakeSource{health: []health.LinkHealth{{Name: "isp1"}}}
+	startAPI(t, dir, src)
+	var h []health.LinkHealth
+	if err := query(context.Background(), dir, uint32(os.Geteuid()), "/health", &h); err != nil || len(h) != 1 {
+		t.Errorf("after replacing the stale socket: %v %v", err, h)
+	}
+}
+
+// The socket directory must be ours alone.
+func TestAPISocketDirOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give the directory to another user")
+	}
+	dir := filepath.Join(t.TempDir(), "flowpin")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := listenAPI(dir, 0, 0o600); err == nil || !strings.Contains(err.Error(), "belongs to uid 65534") {
+		t.Errorf("dir owned by nobody: %v", err)
+	}
+	// Ours but writable by others: tightened.
+	dir2 := filepath.Join(t.TempDir(), "flowpin")
+	if err := os.Mkdir(dir2, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir2, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := listenAPI(dir2, 0, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if fi, err := os.Stat(dir2); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("dir mode %v (%v), want 0755", fi.Mode().Perm(), err)
+	}
+}
+
+// However many clients ask, the conntrack table is dumped at most once a
+// second.
+func TestAPIStatusShared(t *testing.T) {
+	src := &fakeSource{}
+	h := APIHandler(src)
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rec := &recorder{header: http.Header{}}
+			h.ServeHTTP(rec, mustRequest(t, "/status"))
+		}()
+	}
+	wg.Wait()
+	if n := src.statuses.Load(); n != 1 {
+		t.Errorf("50 requests computed the status %d times, want 1", n)
+	}
+}
+
+type recorder struct {
+	header http.Header
+	code   int
+	body   strings.Builder
+}
+
+func (r *recorder) Header() http.Header         { return r.header }
+func (r *recorder) WriteHeader(code int)        { r.code = code }
+func (r *recorder) Write(b []byte) (int, error) { return r.body.Write(b) }
+
+func mustRequest(t *testing.T, path string) *http.Request {
+	r, err := http.NewRequest(http.MethodGet, "http://flowpin"+path, nil)
+	if err != nil {
+		t.Error(err)
+	}
+	return r
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// Idle connections beyond the cap are closed at once, the ones within it
+// after the header timeout, and a real request is still answered.
+func TestServeLimits(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := limits{MaxConns: 4, ReadHeader: 300 * time.Millisecond, Read: time.Second, Write: time.Second, Idle: 300 * time.Millisecond, MaxHeaderBytes: 4096}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, ln, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }), lim)
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+
+	const idle = 200
+	base := openFDs(t)
+	var conns []net.Conn
+	for range idle {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	// Let the server accept them all.
+	time.Sleep(100 * time.Millisecond)
+	// The test holds the client ends; the server holds at most MaxConns.
+	if held := openFDs(t) - base - idle; held > lim.MaxConns+2 {
+		t.Errorf("server holds %d descriptors for %d idle connections, want at most %d", held, idle, lim.MaxConns)
+	}
+	closed := func(c net.Conn, within time.Duration) bool {
+		_ = c.SetReadDeadline(time.Now().Add(within))
+		_, err := c.Read(make([]byte, 1))
+		return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
+	}
+	open := 0
+	for _, c := range conns[:idle/2] {
+		if !closed(c, time.Millisecond) {
+			open++
+		}
+	}
+	if open > lim.MaxConns {
+		t.Errorf("%d connections still open, want at most %d", open, lim.MaxConns)
+	}
+	// After the header timeout, every idle connection is closed.
+	for i, c := range conns {
+		if !closed(c, lim.ReadHeader+time.Second) {
+			t.Fatalf("idle connection %d still open after %v", i, lim.ReadHeader+time.Second)
+		}
+	}
+	resp, err := http.Get(fmt.Sprintf("http://%s/", ln.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "ok" {
+		t.Errorf("answer %q", b)
+	}
+}
+
+// A socket served by a process that is not root, at the daemon's path, is
+// not believed: the client asks the kernel who serves it (SO_PEERCRED).
+// The server here listens from a thread whose effective uid is nobody's,
+// which is what the kernel records for the socket.
+func TestAPIRefusesNonRootServer(t *testing.T) {
+	if testing.Short() || os.Geteuid() != 0 {
+		t.Skip("needs root, to listen as another user")
+	}
+	// Not t.TempDir: its parent is root's alone.
+	dir, err := os.MkdirTemp("", "flowpin-api-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	path, err := SocketPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		ln  net.Listener
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		// Locked and never unlocked: the thread ends with the goroutine,
+		// so no other goroutine ever runs as nobody.
+		runtime.LockOSThread()
+		const keep = ^uintptr(0) // -1: leave as is
+		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, keep, 65534, keep); e != 0 {
+			res <- result{err: e}
+			return
+		}
+		ln, err := net.Listen("unix", path)
+		res <- result{ln, err}
+	}()
+	r := <-res
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	defer r.ln.Close()
+	go http.Serve(r.ln, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, `[{"name":"isp1","state":"up","reason":"forged\u001b[2J"}]`)
+	}))
+	var h []health.LinkHealth
+	err = query(context.Background(), dir, 0, "/health", &h)
+	if err == nil || !strings.Contains(err.Error(), "served by uid 65534, not by root") {
+		t.Errorf("server as nobody: %v %v", err, h)
+	}
+
+	// The daemon takes the name back (and the directory: 0777 before).
+	startAPI(t, dir, &fakeSource{health: []health.LinkHealth{{Name: "isp1", Reason: "real"}}})
+	h = nil
+	if err := query(context.Background(), dir, 0, "/health", &h); err != nil || len(h) != 1 || h[0].Reason != "real" {
+		t.Errorf("after the daemon started: %v %+v", err, h)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("dir %v %v, want 0755", fi.Mode(), err)
+	}
+}
