@@ -326,13 +326,6 @@ func TestSocketUnprivileged(t *testing.T) {
 	}
 }
 
-// skipShort: these tests need root and namespaces.
-func skipShort(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("needs root and network namespaces")
-	}
-}
 
 func pidGone(pid int) bool { return syscall.Kill(pid, 0) == syscall.ESRCH }
 
@@ -372,7 +365,7 @@ func TestSocketStaleAndLive(t *testing.T) {
 	if out, err := flowpin(t, d.Router, "status", "-c", dm2.cfg); err != nil || strings.Contains(out, "state unknown") {
 		t.Errorf("the first daemon stopped answering: %v\n%s", err, out)
 	}
-	if err, _ := dm2.stop(); err != nil {
+	if _, err := dm2.stop(); err != nil {
 		t.Errorf("stop: %v", err)
 	}
 	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
