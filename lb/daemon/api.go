@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"flowpin/lb/health"
+	"flowpin/lb/nslock"
 	"flowpin/lb/status"
 )
 
@@ -31,7 +32,7 @@ import (
 // finds the socket of NS because it runs in NS. /run is not part of what
 // `ip netns exec` changes (it bind-mounts only /etc/netns/NS/* and /sys:
 // ip-netns(8)).
-const SocketDir = "/run/flowpin"
+const SocketDir = nslock.DefaultDir
 
 // GroupName is the group whose members may read the daemon's status
 // through its socket. When it does not exist, only root may.
@@ -45,14 +46,13 @@ var (
 )
 
 // SocketPath is the socket for the network namespace this process is in,
-// in dir: net-INODE-DEV.sock, after the identity of /proc/self/ns/net
-// (`readlink /proc/self/ns/net` shows the inode as net:[INODE]).
+// in dir: named after the namespace's identity (nslock.ID), like its locks.
 func SocketPath(dir string) (string, error) {
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
-		return "", fmt.Errorf("identify this network namespace: %w", err)
+	id, err := nslock.ID()
+	if err != nil {
+		return "", err
 	}
-	return filepath.Join(dir, fmt.Sprintf("net-%d-%d.sock", st.Ino, st.Dev)), nil
+	return filepath.Join(dir, id+".sock"), nil
 }
 
 // apiListener removes its socket file on Close, if the file is still the
@@ -89,7 +89,7 @@ func ListenAPI() (net.Listener, error) {
 }
 
 func listenAPI(dir string, gid int, mode os.FileMode) (net.Listener, error) {
-	if err := ownDir(dir); err != nil {
+	if err := nslock.OwnDir(dir); err != nil {
 		return nil, err
 	}
 	path, err := SocketPath(dir)
@@ -144,31 +144,6 @@ func listenAPI(dir string, gid int, mode os.FileMode) (net.Listener, error) {
 		return nil, fmt.Errorf("socket %s: %w", path, err)
 	}
 	return &apiListener{UnixListener: ln, path: path, ino: st.Ino}, nil
-}
-
-// ownDir makes dir if needed and checks that nobody but this user (root)
-// can create, rename or delete entries in it.
-func ownDir(dir string) error {
-	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-		return err
-	}
-	var st unix.Stat_t
-	if err := unix.Lstat(dir, &st); err != nil {
-		return err
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		return fmt.Errorf("%s is not a directory", dir)
-	}
-	if int(st.Uid) != os.Geteuid() {
-		return fmt.Errorf("%s belongs to uid %d, not to uid %d: another user could replace the daemon's socket; remove it", dir, st.Uid, os.Geteuid())
-	}
-	if st.Mode&0o022 != 0 {
-		// Ours, but others could write in it: tighten it.
-		if err := os.Chmod(dir, 0o755); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // answers tells whether a daemon of this user (root) listens on path.

@@ -43,14 +43,24 @@ type Namespace struct {
 
 // Here returns the locks of the network namespace this process runs in.
 func Here() (*Namespace, error) {
-	// nsfs gives every network namespace its own inode, and every process
-	// in a namespace (ip netns exec included) sees the same one: see
-	// namespaces(7), "The /proc/[pid]/ns/ directory".
+	id, err := ID()
+	if err != nil {
+		return nil, err
+	}
+	return &Namespace{Dir: DefaultDir, ID: id, Wait: DefaultWait}, nil
+}
+
+// ID names the network namespace this process runs in, for the files
+// flowpin keeps per namespace in DefaultDir (locks, the daemon's socket).
+// nsfs gives every network namespace its own inode, and every process in
+// a namespace (ip netns exec included) sees the same one: see
+// namespaces(7), "The /proc/[pid]/ns/ directory".
+func ID() (string, error) {
 	var st unix.Stat_t
 	if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
-		return nil, fmt.Errorf("identify network namespace: stat /proc/self/ns/net: %w", err)
+		return "", fmt.Errorf("identify network namespace: stat /proc/self/ns/net: %w", err)
 	}
-	return &Namespace{Dir: DefaultDir, ID: Name(st.Dev, st.Ino), Wait: DefaultWait}, nil
+	return Name(st.Dev, st.Ino), nil
 }
 
 // Name is the file name stem for the namespace whose /proc/*/ns/net has
@@ -142,19 +152,32 @@ func (n *Namespace) path(kind string) string {
 	return filepath.Join(n.Dir, n.ID+"."+kind)
 }
 
-// checkDir creates the lock directory if missing and refuses one that
-// someone else could write: whoever can replace a lock file can make a
-// writer believe it holds the lock.
-func (n *Namespace) checkDir() error {
-	if err := os.MkdirAll(n.Dir, 0o755); err != nil {
-		return fmt.Errorf("lock directory: %w", err)
+func (n *Namespace) checkDir() error { return OwnDir(n.Dir) }
+
+// OwnDir makes dir if needed and checks that nobody but this user (root)
+// can create, rename or delete entries in it: whoever could would replace
+// a lock file (and make a writer believe it holds the lock) or the
+// daemon's socket (and answer in its place). A directory of ours that
+// others could write is tightened to 0755; files planted in it meanwhile
+// are not trusted (see acquire and daemonAbsent).
+func OwnDir(dir string) error {
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
 	}
 	var st unix.Stat_t
-	if err := unix.Lstat(n.Dir, &st); err != nil {
-		return fmt.Errorf("lock directory: %w", err)
+	if err := unix.Lstat(dir, &st); err != nil {
+		return err
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFDIR || (st.Uid != 0 && int(st.Uid) != os.Geteuid()) || st.Mode&0o022 != 0 {
-		return fmt.Errorf("lock directory %s: want a directory owned by root (or uid %d) and writable by no one else", n.Dir, os.Geteuid())
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	if int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%s belongs to uid %d, not to uid %d: another user could replace flowpin's locks and socket there; remove it", dir, st.Uid, os.Geteuid())
+	}
+	if st.Mode&0o022 != 0 {
+		if err := os.Chmod(dir, 0o755); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -169,6 +192,10 @@ func (n *Namespace) daemonAbsent() error {
 		return fmt.Errorf("check for a daemon: %w", err)
 	}
 	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err == nil && int(st.Uid) != os.Geteuid() {
+		return nil // planted by another user: no daemon of ours
+	}
 	// A shared lock conflicts only with the daemon's exclusive one; it is
 	// dropped when fd is closed.
 	err = unix.Flock(fd, unix.LOCK_SH|unix.LOCK_NB)
@@ -241,6 +268,13 @@ func acquire(path, role string, wait time.Duration) (*lockFile, error) {
 		if err := unix.Fstat(fd, &held); err != nil {
 			unix.Close(fd)
 			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if int(held.Uid) != os.Geteuid() {
+			// Planted while the directory was open to others: not a lock
+			// of ours. Remove it and take a fresh one.
+			_ = unix.Unlink(path)
+			unix.Close(fd)
+			continue
 		}
 		if err := unix.Stat(path, &named); err != nil || named.Ino != held.Ino || named.Dev != held.Dev {
 			unix.Close(fd) // released and removed by the previous holder

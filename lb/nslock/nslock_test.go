@@ -253,8 +253,9 @@ func TestWaitingApplyYieldsToDaemon(t *testing.T) {
 	}
 }
 
-// A stale file (its holder gone) is no lock, and a file or directory others
-// can write is refused.
+// A stale file (its holder gone) is no lock; a directory of another user is
+// refused, one of ours that others can write is tightened, and files others
+// planted in it are not trusted.
 func TestStaleFileAndUnsafeDir(t *testing.T) {
 	dir := t.TempDir()
 	n := testNS(t, dir, "net-1-1")
@@ -276,8 +277,45 @@ func TestStaleFileAndUnsafeDir(t *testing.T) {
 	if err := os.Chmod(open, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := testNS(t, open, "net-1-1").Writer("apply"); err == nil || !strings.Contains(err.Error(), "writable by no one else") {
-		t.Errorf("world-writable lock directory: %v", err)
+	// Ours but open to others: tightened, and what others planted there
+	// meanwhile is not trusted.
+	planted := testNS(t, open, "net-1-1")
+	if os.Geteuid() == 0 {
+		if err := os.WriteFile(planted.path("daemon"), []byte("1 run\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(planted.path("daemon"), 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		fd, err := unix.Open(planted.path("daemon"), unix.O_RDONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		if err := unix.Flock(fd, unix.LOCK_EX); err != nil { // "held" by its planter
+			t.Fatal(err)
+		}
+	}
+	h, err = planted.Writer("apply")
+	if err != nil {
+		t.Errorf("world-writable lock directory of ours: %v", err)
+	} else {
+		h.Release()
+	}
+	if fi, err := os.Stat(open); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("lock directory mode %v (%v), want it tightened to 0755", fi.Mode().Perm(), err)
+	}
+	if os.Geteuid() == 0 {
+		other := filepath.Join(t.TempDir(), "other")
+		if err := os.Mkdir(other, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(other, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := testNS(t, other, "net-1-1").Writer("apply"); err == nil || !strings.Contains(err.Error(), "belongs to uid 65534") {
+			t.Errorf("lock directory of another user: %v", err)
+		}
 	}
 	link := filepath.Join(t.TempDir(), "link")
 	if err := os.Symlink(dir, link); err != nil {
