@@ -15,12 +15,20 @@ import (
 )
 
 // Rule priority layout, relative to Config.PriorityBase (B). Order matters;
-// it has to pass both scenarios in KERNEL-NOTES at once:
+// it serves two setups that pull in opposite directions at once:
+//
+//   - a NAT box, where a reply arriving from a WAN must be routed by main
+//     towards the LAN (a link table has no LAN route; the nft table
+//     therefore never restores the mark onto packets from a link), and
+//   - a server with two interfaces on ONE subnet, where a main lookup
+//     before the link rules sends the second address's replies out of the
+//     first interface, and a switch that checks sources drops them.
+//
 //
 //	B+i      from ADDR_i lookup T_i suppress_prefixlength 0
 //	         A link's own subnet, from its own address, leaves by that
 //	         link even when main has the same subnet on another interface
-//	         (two NICs on one subnet, seed 002). The default route in T_i
+//	         (two NICs on one subnet). The default route in T_i
 //	         is suppressed so that the next rule can still see main.
 //	B+100+i  fwmark M_i lookup T_i
 //	         A pinned flow stays on its link, even if main has grown a
@@ -30,7 +38,7 @@ import (
 //	         routes (the LAN, a VPN); main's default is skipped.
 //	B+300+i  from ADDR_i lookup T_i
 //	         Anything else sourced from a link's address leaves by that
-//	         link (seeds 000-002: no asymmetric replies).
+//	         link: no asymmetric replies.
 //	B+400    lookup BALANCE
 //	         New flows: the weighted multipath default route. If no link
 //	         is up it is empty and lookup goes on to main's own default.
@@ -198,7 +206,7 @@ func routing(c *config.Config, links []LinkPlan) rules.State {
 		)
 		s.Routes = append(s.Routes,
 			// The link's own subnet, so the table alone routes neighbours
-			// on it (seeds 001, 002).
+			// on it (the gateway, other hosts of a shared subnet).
 			rules.Route{Family: rules.V4, Table: l.Table, Dst: l.Addr.Masked(), Dev: l.Interface, Src: l.Addr.Addr(), Scope: rules.ScopeLink},
 			rules.Route{Family: rules.V4, Table: l.Table, Dst: all4, Gw: l.Gateway, Dev: l.Interface, Src: l.Addr.Addr()},
 		)
@@ -254,7 +262,7 @@ func sysctls(links []LinkPlan) (early, late []rules.Sysctl) {
 		if l.Addr.IsValid() && shared[l.Addr.Masked()] > 1 {
 			// Two interfaces on one subnet: each answers ARP only for its
 			// own address and announces only its own, or the subnet's
-			// switch learns one MAC for both (seed 002).
+			// switch learns one MAC for both (ip-sysctl.rst: arp_ignore, arp_announce).
 			early = append(early,
 				rules.Sysctl{Key: "net/ipv4/conf/" + l.Interface + "/arp_ignore", Value: "1"},
 				rules.Sysctl{Key: "net/ipv4/conf/" + l.Interface + "/arp_announce", Value: "2"},

@@ -323,7 +323,7 @@ func appliedWeights(c *config.Config, routes []rules.Route) map[string]int {
 			continue
 		}
 		if len(r.Nexthops) == 0 && r.Dev != "" {
-			// One nexthop reads back as a plain route (KERNEL-NOTES).
+			// The kernel stores a one-nexthop multipath route as a plain one.
 			if name, ok := byIface[r.Dev]; ok {
 				out[name] = 1
 			}
