@@ -15,15 +15,13 @@ import (
 )
 
 // Rule priority layout, relative to Config.PriorityBase (B). Order matters;
-// it serves two setups that pull in opposite directions at once:
-//
-//   - a NAT box, where a reply arriving from a WAN must be routed by main
-//     towards the LAN (a link table has no LAN route; the nft table
-//     therefore never restores the mark onto packets from a link), and
-//   - a server with two interfaces on ONE subnet, where a main lookup
-//     before the link rules sends the second address's replies out of the
-//     first interface, and a switch that checks sources drops them.
-//
+// it serves two setups that pull in opposite directions at once. On a NAT
+// box, a reply arriving from a WAN must be routed by main towards the LAN
+// (a link table has no LAN route, so the nft table never restores the mark
+// onto packets from a link). On a server with two interfaces on ONE
+// subnet, a main lookup before the link rules sends the second address's
+// replies out of the first interface, and a switch that checks sources
+// drops them.
 //
 //	B+i      from ADDR_i lookup T_i suppress_prefixlength 0
 //	         A link's own subnet, from its own address, leaves by that
