@@ -17,11 +17,13 @@ import (
 	"testing"
 	"time"
 
+	"flowpin/lb/nslock"
+
 	"golang.org/x/sys/unix"
 )
 
-// The daemon's socket: /run/flowpin/net-INODE-DEV.sock, after the identity
-// of the network namespace (README.md). `ip netns add` bind-mounts the
+// The daemon's socket: /run/flowpin/net-DEV-INODE.sock, after the identity
+// of the network namespace (README.md), as its locks are named. `ip netns add` bind-mounts the
 // namespace at /run/netns/NAME, which has the same identity.
 const socketDir = "/run/flowpin"
 
@@ -31,7 +33,7 @@ func socketPath(t testing.TB, ns string) string {
 	if err := unix.Stat("/run/netns/"+ns, &st); err != nil {
 		t.Fatal(err)
 	}
-	return filepath.Join(socketDir, fmt.Sprintf("net-%d-%d.sock", st.Ino, st.Dev))
+	return filepath.Join(socketDir, nslock.Name(st.Dev, st.Ino)+".sock")
 }
 
 // squatEnv makes this test binary, run again as another user, a squatter
@@ -325,7 +327,6 @@ func TestSocketUnprivileged(t *testing.T) {
 		t.Errorf("daemon holds %d descriptors during the flood", fds)
 	}
 }
-
 
 func pidGone(pid int) bool { return syscall.Kill(pid, 0) == syscall.ESRCH }
 
