@@ -130,15 +130,7 @@ Exits non-zero when flowpin was never applied in this network namespace.`,
 					return fmt.Errorf("--flows reads conntrack itself: %w", err)
 				}
 				// Unprivileged: the daemon computes the status.
-				v := statusView{fromDaemon: true}
-				if watch > 0 {
-					return v.watch(cmd.Context(), a.out, watch, asJSON)
-				}
-				fr, err := v.frame(nil)
-				if err != nil {
-					return err
-				}
-				return fr.print(a.out, asJSON)
+				return statusView{fromDaemon: true}.show(cmd.Context(), a.out, watch, asJSON)
 			}
 			k, err := openKernel()
 			if err != nil {
@@ -155,14 +147,7 @@ Exits non-zero when flowpin was never applied in this network namespace.`,
 				return err
 			}
 			v := statusView{k: k, c: c, flows: flows, query: status.FlowQuery{Link: link, Limit: limit}}
-			if watch > 0 {
-				return v.watch(cmd.Context(), a.out, watch, asJSON)
-			}
-			fr, err := v.frame(nil)
-			if err != nil {
-				return err
-			}
-			return fr.print(a.out, asJSON)
+			return v.show(cmd.Context(), a.out, watch, asJSON)
 		},
 	}
 	f := cmd.Flags()
@@ -183,6 +168,18 @@ type statusView struct {
 	query status.FlowQuery
 	// fromDaemon: without CAP_NET_ADMIN, the daemon's status.
 	fromDaemon bool
+}
+
+// show prints one frame, or keeps printing them with --watch.
+func (v statusView) show(ctx context.Context, out io.Writer, watch time.Duration, asJSON bool) error {
+	if watch > 0 {
+		return v.watch(ctx, out, watch, asJSON)
+	}
+	fr, err := v.frame(nil)
+	if err != nil {
+		return err
+	}
+	return fr.print(out, asJSON)
 }
 
 type frame struct {

@@ -279,7 +279,7 @@ func (c *Config) fill(raw *rawConfig) error {
 			return err
 		}
 	}
-	values := maskValues(c.MarkMask)
+	values := MaskValues(c.MarkMask)
 	for i := range raw.Links {
 		if err := c.fillMark(i, raw.Links[i].Mark, values, &u); err != nil {
 			return err
@@ -503,9 +503,14 @@ func CheckMark(m int64, mask uint32) error {
 	return nil
 }
 
-// maskValues lists the first link marks under mask: 1, 2, 3... shifted to
-// the mask's lowest bit, skipping values with bits outside the mask.
-func maskValues(mask uint32) []uint32 {
+// MaskValues lists the first link marks under mask: 1, 2, 3... shifted to
+// the mask's lowest bit, skipping values with bits outside the mask. The
+// config gives links these by position; plan.Assign hands out the same
+// values, in the same order.
+func MaskValues(mask uint32) []uint32 {
+	if mask == 0 {
+		return nil
+	}
 	shift := 0
 	for mask>>shift&1 == 0 {
 		shift++

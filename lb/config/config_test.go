@@ -357,9 +357,9 @@ func TestMaskValues(t *testing.T) {
 		{0x0300, 3, []uint32{0x100, 0x200, 0x300}},
 		{0x80000000, 1, []uint32{0x80000000}},
 	} {
-		got := maskValues(tc.mask)
+		got := MaskValues(tc.mask)
 		if len(got) != tc.n || !hasPrefix(got, tc.head) {
-			t.Errorf("maskValues(%#x) = %#x (len %d), want %d starting %#x", tc.mask, got[:min(len(got), 4)], len(got), tc.n, tc.head)
+			t.Errorf("MaskValues(%#x) = %#x (len %d), want %d starting %#x", tc.mask, got[:min(len(got), 4)], len(got), tc.n, tc.head)
 		}
 	}
 }

@@ -94,7 +94,7 @@ func Assign(c *config.Config, records []string) (*config.Config, error) {
 		avoidMark[r.Mark] = true
 		avoidTable[r.Table] = true
 	}
-	values := markValues(c.MarkMask)
+	values := config.MaskValues(c.MarkMask)
 	for i := range out.Links {
 		l := &out.Links[i]
 		if !l.MarkSet && !markDone[i] {
@@ -146,27 +146,4 @@ func lowestFreeTable(from int, used, avoid map[int]bool) (int, bool) {
 		}
 	}
 	return 0, false
-}
-
-// markValues lists link marks under mask: 1, 2, 3... shifted to the mask's
-// lowest bit, skipping values with bits outside the mask; the same values,
-// in the same order, that the config gives links by position.
-func markValues(mask uint32) []uint32 {
-	if mask == 0 {
-		return nil
-	}
-	shift := 0
-	for mask>>shift&1 == 0 {
-		shift++
-	}
-	var out []uint32
-	for n := uint64(1); len(out) < config.MaxLinks && n<<shift <= 0xffffffff; n++ {
-		v := uint32(n << shift)
-		if v&^mask == 0 {
-			out = append(out, v)
-		} else if v > mask {
-			break
-		}
-	}
-	return out
 }
