@@ -186,6 +186,10 @@ EOF
 heading "Config ($WORK/flowpin.yaml)"
 cat "$WORK/flowpin.yaml"
 
+heading "A typo in the config is one line naming file, line, section and key; nothing is applied"
+sed 's/^    weight: 3$/    weight: 3\n    check: {intervl: 1s}/' "$WORK/flowpin.yaml" >"$WORK/typo.yaml"
+nsx "$ROUTER" "$BIN" apply -c "$WORK/typo.yaml" || echo "(flowpin apply exited $?)"
+
 heading "flowpin plan"
 nsx "$ROUTER" "$BIN" plan -c "$WORK/flowpin.yaml"
 
@@ -220,6 +224,13 @@ DAEMON=$!
 sleep 1.5
 nsx "$ROUTER" "$BIN" status -c "$WORK/flowpin.yaml"
 traffic 60
+
+heading "While the daemon runs, flowpin apply and down refuse: the daemon owns the namespace"
+nsx "$ROUTER" "$BIN" apply -c "$WORK/flowpin.yaml" || echo "(flowpin apply exited $?)"
+
+heading "flowpin status as an unprivileged user: answered by the daemon over its root-only socket"
+ls -l /run/flowpin/ | grep "$(stat -L -c %i /run/netns/$ROUTER)" || true
+nsx "$ROUTER" setpriv --reuid=nobody --regid=nogroup --clear-groups "$BIN" status 2>&1 || echo "(exit $?: root, or members of group flowpin, may read it)"
 
 heading "isp2 fails silently (its upstream drops everything; the carrier stays up)"
 printf 'table netdev outage {\n\tchain in {\n\t\ttype filter hook ingress device "cust" priority -500; policy drop;\n\t}\n}\n' | nsx "$ISP2" nft -f -
