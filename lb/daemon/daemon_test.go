@@ -444,3 +444,30 @@ func TestStartsWithInterfaceAbsent(t *testing.T) {
 		return got[len(got)-1] == both
 	})
 }
+
+// A probe that finds its device gone (ENODEV) closes that prober, once,
+// and the next round opens a fresh one.
+func TestProberReopenedAfterENODEV(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.round()
+	h.probers.mu.Lock()
+	h.probers.enodev["wan2"] = true
+	h.probers.mu.Unlock()
+	h.round()
+	h.eventually("wan2's prober closed", func() bool {
+		h.probers.mu.Lock()
+		defer h.probers.mu.Unlock()
+		return h.probers.closed == 1
+	})
+	h.probers.mu.Lock()
+	h.probers.enodev["wan2"] = false
+	h.probers.mu.Unlock()
+	h.round()
+	h.stop()
+	h.probers.mu.Lock()
+	defer h.probers.mu.Unlock()
+	if h.probers.open != 3 || h.probers.closed != 3 {
+		t.Errorf("%d probers opened, %d closed; want 3 and 3", h.probers.open, h.probers.closed)
+	}
+}

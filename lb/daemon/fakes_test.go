@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"flowpin/lb/apply"
 	"flowpin/lb/config"
 	"flowpin/lb/health"
@@ -226,10 +228,11 @@ type fakeProbers struct {
 	open     int
 	closed   int
 	missing  map[string]bool // the factory fails: no such device
+	enodev   map[string]bool // Probe fails: the bound device is gone
 }
 
 func newFakeProbers(c *config.Config) *fakeProbers {
-	p := &fakeProbers{good: map[string]bool{}, block: map[string]chan struct{}{}, calls: map[string]int{}, inFlight: map[string]int{}, maxIn: map[string]int{}, missing: map[string]bool{}}
+	p := &fakeProbers{good: map[string]bool{}, block: map[string]chan struct{}{}, calls: map[string]int{}, inFlight: map[string]int{}, maxIn: map[string]int{}, missing: map[string]bool{}, enodev: map[string]bool{}}
 	for _, l := range c.Links {
 		p.good[l.Interface] = true
 	}
@@ -282,6 +285,7 @@ func (f *fakeProber) Probe(targets []netip.Addr, _ time.Duration) health.Round {
 	p.maxIn[f.iface] = max(p.maxIn[f.iface], p.inFlight[f.iface])
 	block := p.block[f.iface]
 	good := p.good[f.iface]
+	enodev := p.enodev[f.iface]
 	p.mu.Unlock()
 	if block != nil {
 		<-block
@@ -289,6 +293,9 @@ func (f *fakeProber) Probe(targets []netip.Addr, _ time.Duration) health.Round {
 	p.mu.Lock()
 	p.inFlight[f.iface]--
 	p.mu.Unlock()
+	if enodev {
+		return health.Round{Sent: len(targets), Err: fmt.Errorf("sendto: %w", unix.ENODEV)}
+	}
 	if good {
 		return health.Round{Sent: len(targets), Answered: len(targets), RTT: time.Millisecond}
 	}
