@@ -179,6 +179,10 @@ func (o *opener) failures(from time.Time) (n, failed int) {
 func TestDaemonInterfaceVanishes(t *testing.T) {
 	d := newDualWAN(t)
 	srv := startEchoServer(t, d.Far, d.Service+":0")
+	// No default route in main to fall back on: when the kernel drops the
+	// multipath route with wan2's nexthop, only the daemon's next sync
+	// routes new flows again.
+	run(t, d.Router, "ip", "route", "del", "default")
 	dm := startDaemon(t, d.Router, checkedConfig(d, d.GW2))
 	untilAllSucceed(t, d, srv, time.Now(), 5*time.Second)
 
