@@ -28,11 +28,13 @@ func (a *app) runCmd() *cobra.Command {
 links, in the foreground.
 
 - Drift (ip rule flush, a firewall reload, NetworkManager) is repaired within
-  a second: on netlink and nftables notifications, and every second anyway.
+  a second, on netlink and nftables notifications; the kernel is also
+  re-read every 30s, and at once if notifications were lost.
 - Each link is probed with ICMP echo out of that link (bound to its device,
   carrying its mark), in parallel. fall bad rounds take it down, rise good
-  rounds bring it back; carrier loss or a failed gateway neighbour takes it
-  down at once.
+  rounds bring it back; carrier loss, a removed interface (a PPP session
+  ending) or a failed gateway neighbour takes it down at once. An interface
+  that does not exist yet is a down link, adopted when it appears.
 - A link going down leaves the multipath route and only its own conntrack
   entries are deleted, so its NATed flows re-establish on a live link.
   A link coming back rejoins the route; no flow on a healthy link moves.
@@ -65,7 +67,11 @@ links, in the foreground.
 			defer ln.Close()
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			d := daemon.New(c, k.Kernel, log)
+			d := daemon.New(c, daemon.Deps{
+				Applier:   daemon.KernelApplier(k.Kernel),
+				Conntrack: k.ct,
+				Events:    daemon.NetlinkEvents{Log: log},
+			}, log)
 			d.OnReady = func() {
 				log.Info("running", "config", a.config, "links", len(c.Links))
 				_, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyReady)
@@ -88,7 +94,7 @@ links, in the foreground.
 				if err != nil {
 					return fmt.Errorf("metrics: %w", err)
 				}
-				if err := d.Metrics().RegisterFlowMetrics(c); err != nil {
+				if err := d.Metrics().RegisterFlowMetrics(c, k.ct); err != nil {
 					return fmt.Errorf("metrics: %w", err)
 				}
 				mux := http.NewServeMux()

@@ -8,47 +8,91 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/google/nftables"
-	"github.com/ti-mo/conntrack"
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
-	"flowpin/lb/apply"
 	"flowpin/lb/config"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
-	"flowpin/nft"
 )
 
-// ResyncInterval is the backstop: the daemon re-reads and repairs the
-// kernel this often even when no notification arrived.
-const ResyncInterval = time.Second
+// Defaults for Deps.
+const (
+	// ResyncInterval is the backstop: the daemon re-reads and repairs the
+	// kernel this often even when no notification arrived. Notifications
+	// are the trigger; this only catches one that was missed.
+	ResyncInterval = 30 * time.Second
+	// MinSyncInterval spaces syncs: the notifications of a burst (our own
+	// writes among them) are folded into one sync.
+	MinSyncInterval = 50 * time.Millisecond
+)
+
+// Deps are the daemon's handles on the kernel and on time. Applier and
+// Conntrack are required; the rest default to the real thing.
+type Deps struct {
+	Applier Applier
+	// Conntrack flushes a dead link's flows. The daemon uses this one
+	// handle and dials none of its own.
+	Conntrack Flusher
+	Probers   ProberFactory // default ICMPProbers
+	Clock     Clock         // default RealClock
+	Events    Events        // default NetlinkEvents
+
+	ResyncInterval  time.Duration // default ResyncInterval
+	MinSyncInterval time.Duration // default MinSyncInterval
+}
 
 // Daemon keeps the kernel matching the config and routes around dead
 // links. It runs in the network namespace it was started in.
 type Daemon struct {
 	Config *config.Config
-	Kernel *apply.Kernel
 	Log    *slog.Logger
-	// OnReady, if set, is called once the first sync is done (systemd
-	// notify).
+	// OnReady, if set, is called once the subscriptions are live and the
+	// first sync is done (systemd notify).
 	OnReady func()
 
-	mu       sync.Mutex // guards trackers and gateways for readers
+	deps Deps
+
+	mu       sync.Mutex // guards trackers, gateways and usable for readers
 	trackers map[string]*health.Tracker
 	gateways map[string]netip.Addr // the gateway each link last planned with
 	usable   map[string]bool
 
+	// Owned by Run's goroutine.
+	runner *syncRunner
+	flush  map[string]bool // links whose flows go once a sync took them out
+	// reopen[i]: link i's interface was removed; its prober's socket is
+	// bound to a device that is gone.
+	reopen []atomic.Bool
+
 	metrics *Metrics
-	ct      *conntrack.Conn
 }
 
 // New prepares a daemon; Run starts it.
-func New(c *config.Config, k *apply.Kernel, log *slog.Logger) *Daemon {
-	return &Daemon{Config: c, Kernel: k, Log: log, trackers: map[string]*health.Tracker{}, gateways: map[string]netip.Addr{}, usable: map[string]bool{}, metrics: NewMetrics()}
+func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
+	if deps.Probers == nil {
+		deps.Probers = ICMPProbers
+	}
+	if deps.Clock == nil {
+		deps.Clock = RealClock{}
+	}
+	if deps.Events == nil {
+		deps.Events = NetlinkEvents{Log: log}
+	}
+	if deps.ResyncInterval <= 0 {
+		deps.ResyncInterval = ResyncInterval
+	}
+	if deps.MinSyncInterval <= 0 {
+		deps.MinSyncInterval = MinSyncInterval
+	}
+	return &Daemon{
+		Config: c, Log: log, deps: deps,
+		trackers: map[string]*health.Tracker{}, gateways: map[string]netip.Addr{}, usable: map[string]bool{},
+		flush: map[string]bool{}, reopen: make([]atomic.Bool, len(c.Links)),
+		metrics: NewMetrics(),
+	}
 }
 
 // Metrics returns the daemon's Prometheus registry wrapper.
@@ -61,48 +105,64 @@ type probeResult struct {
 }
 
 // Run applies the config, then keeps it applied until ctx ends. It leaves
-// the kernel as last applied: `flowpin down` removes it.
+// the kernel as last applied: `flowpin down` removes it. Every goroutine
+// it starts has ended when it returns.
 func (d *Daemon) Run(ctx context.Context) error {
-	ct, err := conntrack.Dial(nil)
-	if err != nil {
-		return fmt.Errorf("open conntrack: %w", err)
-	}
-	defer ct.Close()
-	d.ct = ct
-
 	if err := d.adopt(); err != nil {
 		return err
 	}
-	if err := d.sync("start"); err != nil {
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel: a panic below still stops everything
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	// Subscribe before the first sync, so no change after it is missed.
+	events, err := d.deps.Events.Subscribe(ctx)
+	if err != nil {
+		return fmt.Errorf("subscribe to kernel notifications: %w", err)
+	}
+	defer func() {
+		cancel()
+		drain(events)
+	}()
+	d.runner = newSyncRunner(d.deps.Clock, d.deps.MinSyncInterval, d.deps.ResyncInterval)
+	defer d.runner.Stop()
+	d.runner.Due()
+	err = d.sync("start")
+	d.runner.Done(err)
+	if err != nil {
 		return err
 	}
 	if d.OnReady != nil {
 		d.OnReady()
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-
-	results := make(chan probeResult, 4*len(d.Config.Links))
+	results := make(chan probeResult, len(d.Config.Links))
 	for i := range d.Config.Links {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.probeLoop(ctx, i, results) }()
 	}
-	kick := make(chan string, 1)
-	carrier := make(chan netlink.LinkUpdate, 64)
-	neigh := make(chan netlink.NeighUpdate, 64)
-	if err := d.watch(ctx, &wg, kick, carrier, neigh); err != nil {
-		return err
-	}
+	return d.loop(ctx, &events, results)
+}
 
-	resync := time.NewTicker(ResyncInterval)
-	defer resync.Stop()
-	// Notifications come in bursts (our own writes among them): sync once
-	// per burst.
-	var debounce <-chan time.Time
-	pending := ""
+// drain waits for a subscription to finish closing after its context
+// ended (nil: none is open).
+func drain(events <-chan Event) {
+	if events == nil {
+		return
+	}
+	for range events {
+	}
+}
+
+// loop is the daemon's one goroutine that acts: it owns the runner, the
+// trackers' transitions and the subscription (*events, replaced when it
+// is lost).
+func (d *Daemon) loop(ctx context.Context, events *<-chan Event, results <-chan probeResult) error {
+	resub := d.deps.Clock.NewTimer(0)
+	resub.Stop()
+	defer resub.Stop()
+	resubBackoff := time.Duration(0)
 	for {
 		select {
 		case <-ctx.Done():
@@ -110,21 +170,42 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return nil
 		case r := <-results:
 			d.observe(r)
-		case u := <-carrier:
-			d.onLink(u)
-		case u := <-neigh:
-			d.onNeigh(u)
-		case why := <-kick:
-			if debounce == nil {
-				debounce = time.After(20 * time.Millisecond)
+		case ev, ok := <-*events:
+			if ok {
+				d.onEvent(ev)
+				continue
 			}
-			pending = why
-		case <-debounce:
-			debounce = nil
-			d.syncLogged(pending)
-		case <-resync.C:
-			d.syncLogged("resync")
+			// The subscription ended (an overflow; its EventLost asked
+			// for the re-read already). Subscribe again at once.
+			*events = nil
+			if ctx.Err() != nil {
+				continue
+			}
+			resubBackoff = 0
+			resub.Reset(0)
+		case <-resub.C():
+			ch, err := d.deps.Events.Subscribe(ctx)
+			if err != nil {
+				resubBackoff = min(max(2*resubBackoff, time.Second), d.deps.ResyncInterval)
+				d.Log.Error("subscribe to kernel notifications; will retry", "in", resubBackoff, "err", err)
+				resub.Reset(resubBackoff)
+				continue
+			}
+			*events = ch
+			d.Log.Info("subscribed to kernel notifications again")
+			d.runner.RequestNow("subscribed again")
+		case <-d.runner.C():
+			d.runSync()
 		}
+	}
+}
+
+func (d *Daemon) runSync() {
+	why := d.runner.Due()
+	err := d.sync(why)
+	d.runner.Done(err)
+	if err != nil {
+		d.Log.Error("sync failed; will retry", "trigger", why, "in", d.runner.Backoff(), "err", err)
 	}
 }
 
@@ -133,11 +214,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 // until its probes rise, so a restart moves no flow. With no flowpin state
 // at all, every link starts up.
 func (d *Daemon) adopt() error {
-	owned, err := d.Kernel.Routes.Owned()
-	if err != nil {
-		return err
-	}
-	cur, err := d.Kernel.NFT.Read()
+	owned, cur, err := d.deps.Applier.Current()
 	if err != nil {
 		return err
 	}
@@ -155,7 +232,7 @@ func (d *Daemon) adopt() error {
 	}
 	// A link that cannot work yet (no interface, no address, no gateway:
 	// a WAN whose DHCP is not done at boot) is simply down.
-	des, err := d.Kernel.PrepareWith(d.Config, plan.Options{MissingOK: true})
+	des, err := d.deps.Applier.PrepareWith(d.Config, plan.Options{MissingOK: true})
 	if err != nil {
 		return err
 	}
@@ -165,7 +242,7 @@ func (d *Daemon) adopt() error {
 			unusable[l.Name] = l.Why
 		}
 	}
-	now := time.Now()
+	now := d.deps.Clock.Now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, l := range d.Config.Links {
@@ -195,42 +272,53 @@ func (d *Daemon) downSet() map[string]string {
 	return down
 }
 
-func (d *Daemon) syncLogged(why string) {
-	if err := d.sync(why); err != nil {
-		d.Log.Error("sync failed; will retry", "trigger", why, "err", err)
-	}
-}
-
-// sync plans with the current health and applies the difference.
+// sync plans with the current health and applies the difference. Links
+// that went down have their flows flushed only once it succeeded: until
+// the multipath route no longer offers the link, a flushed flow would
+// simply be pinned to it again.
 func (d *Daemon) sync(why string) error {
-	start := time.Now()
-	des, err := d.Kernel.PrepareWith(d.Config, plan.Options{Down: d.downSet(), MissingOK: true})
-	if err == nil {
-		var res *apply.Result
-		res, err = d.Kernel.Apply(des)
-		if err == nil {
-			d.metrics.synced(res.Writes, time.Since(start))
-			if res.Writes > 0 {
-				d.Log.Info("repaired kernel state", "trigger", why, "writes", res.Writes, "changes", res.Commands)
-			}
-		}
-	}
+	start := d.deps.Clock.Now()
+	des, err := d.deps.Applier.PrepareWith(d.Config, plan.Options{Down: d.downSet(), MissingOK: true})
 	if err != nil {
 		d.metrics.syncFailed()
 		return err
 	}
+	res, err := d.deps.Applier.Apply(des)
+	if err != nil {
+		d.metrics.syncFailed()
+		return err
+	}
+	d.metrics.synced(res.Writes, d.deps.Clock.Now().Sub(start))
+	if res.Writes > 0 {
+		d.Log.Info("repaired kernel state", "trigger", why, "writes", res.Writes, "changes", res.Commands)
+	}
 	d.mu.Lock()
 	for _, l := range des.Links {
-		if d.gateways[l.Name] != l.Gateway && l.Gateway.IsValid() {
-			if old := d.gateways[l.Name]; old.IsValid() {
-				d.Log.Info("gateway changed", "link", l.Name, "from", old, "to", l.Gateway)
-			}
+		if old := d.gateways[l.Name]; old.IsValid() && l.Gateway.IsValid() && old != l.Gateway {
+			d.Log.Info("gateway changed", "link", l.Name, "from", old, "to", l.Gateway)
 		}
 		d.gateways[l.Name] = l.Gateway
 		d.usable[l.Name] = l.Usable
 	}
 	d.mu.Unlock()
+	for _, l := range des.Links {
+		if d.flush[l.Name] && !l.InRoute {
+			delete(d.flush, l.Name)
+			d.flushFlows(l.Link)
+		}
+	}
 	return nil
+}
+
+// flushFlows deletes only this link's flows: their NAT binding is to an
+// address that no longer works, so they must re-establish on a live link.
+// Every other link's flows stay.
+func (d *Daemon) flushFlows(l config.Link) {
+	if err := d.deps.Conntrack.FlushMark(l.Mark, d.Config.MarkMask); err != nil {
+		d.Log.Error("flush the link's conntrack entries", "link", l.Name, "err", err)
+		return
+	}
+	d.Log.Info("flushed the link's flows", "link", l.Name, "mark", fmt.Sprintf("%#x/%#x", l.Mark, d.Config.MarkMask))
 }
 
 // targets is what a link probes: its configured targets, or its gateway.
@@ -247,58 +335,63 @@ func (d *Daemon) targets(i int) []netip.Addr {
 	return nil
 }
 
-// probeLoop runs one link's rounds on its own ticker; links are probed in
-// parallel, and a slow round never delays the next one.
+// probeLoop runs one link's rounds. Links are probed in parallel; a
+// link's own rounds run one at a time, so their results arrive in order,
+// and a round longer than the interval delays the next one instead of
+// overlapping it. The prober belongs to this goroutine alone.
 func (d *Daemon) probeLoop(ctx context.Context, i int, out chan<- probeResult) {
-	l := d.Config.Links[i]
-	var p *health.Prober
+	interval := d.Config.Links[i].Check.Interval
+	var p Prober
 	defer func() {
 		if p != nil {
 			p.Close()
 		}
 	}()
-	var mu sync.Mutex // the prober is replaced when its interface comes back
-	tick := time.NewTicker(l.Check.Interval)
-	defer tick.Stop()
+	t := d.deps.Clock.NewTimer(interval)
+	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-t.C():
 		}
-		tg := d.targets(i)
-		mu.Lock()
-		if p == nil {
-			var err error
-			if p, err = health.NewProber(l.Interface, l.Mark); err != nil {
-				mu.Unlock()
-				out <- probeResult{link: i, round: health.Round{Sent: max(len(tg), 1), Err: err}, at: time.Now()}
-				continue
-			}
+		start := d.deps.Clock.Now()
+		r := d.probeRound(i, &p)
+		select {
+		case out <- probeResult{link: i, round: r, at: d.deps.Clock.Now()}:
+		case <-ctx.Done():
+			return
 		}
-		prober := p
-		mu.Unlock()
-		if len(tg) == 0 {
-			out <- probeResult{link: i, round: health.Round{Sent: 1, Err: errors.New("no target: no gateway known yet")}, at: time.Now()}
-			continue
-		}
-		go func() {
-			r := prober.Probe(tg, l.Check.Timeout)
-			if r.Err != nil && errors.Is(r.Err, unix.ENODEV) {
-				// The interface went away; bind a fresh socket next round.
-				mu.Lock()
-				if p == prober {
-					p.Close()
-					p = nil
-				}
-				mu.Unlock()
-			}
-			select {
-			case out <- probeResult{link: i, round: r, at: time.Now()}:
-			case <-ctx.Done():
-			}
-		}()
+		t.Reset(max(interval-d.deps.Clock.Now().Sub(start), 0))
 	}
+}
+
+// probeRound probes link i once with *p, opening a prober first if there
+// is none and closing it when its interface went away.
+func (d *Daemon) probeRound(i int, p *Prober) health.Round {
+	l := d.Config.Links[i]
+	if d.reopen[i].Swap(false) && *p != nil {
+		(*p).Close()
+		*p = nil
+	}
+	tg := d.targets(i)
+	if *p == nil {
+		var err error
+		if *p, err = d.deps.Probers(l.Interface, l.Mark); err != nil {
+			*p = nil
+			return health.Round{Sent: max(len(tg), 1), Err: err}
+		}
+	}
+	if len(tg) == 0 {
+		return health.Round{Sent: 1, Err: errors.New("no target: no gateway known yet")}
+	}
+	r := (*p).Probe(tg, l.Check.Timeout)
+	if r.Err != nil && errors.Is(r.Err, unix.ENODEV) {
+		// The interface went away; bind a fresh socket next round.
+		(*p).Close()
+		*p = nil
+	}
+	return r
 }
 
 func (d *Daemon) observe(r probeResult) {
@@ -321,195 +414,67 @@ func (d *Daemon) changed(l config.Link, state health.LinkState, reason string) {
 	d.Log.Warn("link "+string(state), "link", l.Name, "interface", l.Interface, "reason", reason)
 	// Out of (or back into) the multipath route: new flows go elsewhere
 	// (or here again). Pinned flows on healthy links are untouched.
-	d.syncLogged("link " + l.Name + " " + string(state))
-	if state != health.StateDown {
-		return
+	if state == health.StateDown {
+		d.flush[l.Name] = true
+	} else {
+		delete(d.flush, l.Name)
 	}
-	// Only this link's flows: their NAT binding is to an address that no
-	// longer works, so they must re-establish on a live link. Every other
-	// link's flows stay.
-	f := conntrack.NewFilter().Mark(l.Mark).MarkMask(d.Config.MarkMask)
-	if err := d.ct.FlushFilter(f); err != nil {
-		d.Log.Error("flush the link's conntrack entries", "link", l.Name, "err", err)
-		return
-	}
-	d.Log.Info("flushed the link's flows", "link", l.Name, "mark", fmt.Sprintf("%#x/%#x", l.Mark, d.Config.MarkMask))
+	d.runner.Request("link " + l.Name + " " + string(state))
 }
 
-func (d *Daemon) linkByIface(name string) (config.Link, bool) {
-	for _, l := range d.Config.Links {
+func (d *Daemon) linkByIface(name string) (int, bool) {
+	for i, l := range d.Config.Links {
 		if l.Interface == name {
-			return l, true
+			return i, true
 		}
 	}
-	return config.Link{}, false
+	return -1, false
 }
 
-// onLink takes a link down at once when its carrier goes; probes bring it
-// back. Any interface change also calls for a sync (addresses, state).
-func (d *Daemon) onLink(u netlink.LinkUpdate) {
-	a := u.Attrs()
-	l, ok := d.linkByIface(a.Name)
-	if !ok {
-		return
-	}
-	lost := u.Header.Type == unix.RTM_DELLINK || a.Flags&unix.IFF_UP == 0 || u.IfInfomsg.Flags&unix.IFF_LOWER_UP == 0
-	if lost {
-		why := "carrier lost on " + a.Name
-		if u.Header.Type == unix.RTM_DELLINK {
-			why = "interface " + a.Name + " removed"
+// onEvent handles one kernel notification. A link whose carrier goes is
+// down at once and probes bring it back; a gateway the kernel cannot
+// resolve takes its link down at once; any change may mean drift.
+func (d *Daemon) onEvent(ev Event) {
+	switch ev.Kind {
+	case EventLink:
+		i, ok := d.linkByIface(ev.Iface)
+		if !ok {
+			return
 		}
-		d.forceDown(l, why)
-	}
-	d.syncLogged("interface " + a.Name)
-}
-
-// onNeigh takes a link down at once when the kernel finds its gateway
-// unreachable at layer 2.
-func (d *Daemon) onNeigh(u netlink.NeighUpdate) {
-	if u.State&netlink.NUD_FAILED == 0 {
-		return
-	}
-	ip, ok := netip.AddrFromSlice(u.IP)
-	if !ok {
-		return
-	}
-	ip = ip.Unmap()
-	for _, l := range d.Config.Links {
-		d.mu.Lock()
-		gw := d.gateways[l.Name]
-		d.mu.Unlock()
-		if gw == ip && linkIndex(l.Interface) == u.LinkIndex {
-			d.forceDown(l, fmt.Sprintf("gateway %s unreachable (neighbour failed)", ip))
+		if ev.Removed {
+			d.reopen[i].Store(true)
+			d.forceDown(d.Config.Links[i], "interface "+ev.Iface+" removed")
+		} else if !ev.Up {
+			d.forceDown(d.Config.Links[i], "carrier lost on "+ev.Iface)
 		}
+		d.runner.Request("interface " + ev.Iface)
+	case EventNeighFailed:
+		for _, l := range d.Config.Links {
+			d.mu.Lock()
+			gw := d.gateways[l.Name]
+			d.mu.Unlock()
+			if gw == ev.IP && l.Interface == ev.Iface {
+				d.forceDown(l, fmt.Sprintf("gateway %s unreachable (neighbour failed)", ev.IP))
+			}
+		}
+	case EventDrift:
+		d.runner.Request(ev.What)
+	case EventLost:
+		d.metrics.subscriptionLost(ev.What)
+		d.Log.Warn("kernel notifications lost; re-reading the kernel", "what", ev.What)
+		d.runner.RequestNow("notifications lost: " + ev.What)
 	}
-}
-
-func linkIndex(name string) int {
-	l, err := netlink.LinkByName(name)
-	if err != nil {
-		return -1
-	}
-	return l.Attrs().Index
 }
 
 func (d *Daemon) forceDown(l config.Link, why string) {
 	d.mu.Lock()
 	t := d.trackers[l.Name]
-	changed := t.ForceDown(why, time.Now())
+	changed := t.ForceDown(why, d.deps.Clock.Now())
 	reason := t.Reason
 	d.mu.Unlock()
 	if changed {
 		d.changed(l, health.StateDown, reason)
 	}
-}
-
-// watch subscribes to every notification that can mean the kernel drifted
-// from the plan: links, addresses, routes, rules, neighbours and nftables.
-func (d *Daemon) watch(ctx context.Context, wg *sync.WaitGroup, kick chan<- string, carrier chan netlink.LinkUpdate, neigh chan netlink.NeighUpdate) error {
-	done := ctx.Done()
-	onErr := func(what string) func(error) {
-		return func(err error) {
-			if ctx.Err() != nil {
-				return // closing the sockets on the way out
-			}
-			d.Log.Warn("netlink notifications", "what", what, "err", err)
-		}
-	}
-	if err := netlink.LinkSubscribeWithOptions(carrier, done, netlink.LinkSubscribeOptions{ErrorCallback: onErr("links")}); err != nil {
-		return fmt.Errorf("subscribe to links: %w", err)
-	}
-	if err := netlink.NeighSubscribeWithOptions(neigh, done, netlink.NeighSubscribeOptions{ErrorCallback: onErr("neighbours")}); err != nil {
-		return fmt.Errorf("subscribe to neighbours: %w", err)
-	}
-	addrs := make(chan netlink.AddrUpdate, 64)
-	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{ErrorCallback: onErr("addresses")}); err != nil {
-		return fmt.Errorf("subscribe to addresses: %w", err)
-	}
-	routes := make(chan netlink.RouteUpdate, 256)
-	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{ErrorCallback: onErr("routes")}); err != nil {
-		return fmt.Errorf("subscribe to routes: %w", err)
-	}
-	// The library has no rule subscription; any message on the rule
-	// groups is reason enough to sync.
-	ruleSock, err := nl.Subscribe(unix.NETLINK_ROUTE, unix.RTNLGRP_IPV4_RULE, unix.RTNLGRP_IPV6_RULE)
-	if err != nil {
-		return fmt.Errorf("subscribe to rules: %w", err)
-	}
-	nfmon := nftables.NewMonitor(nftables.WithMonitorObject(nftables.MonitorObjectRuleset))
-	nfc, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
-	}
-	nfEvents, err := nfc.AddMonitor(nfmon)
-	if err != nil {
-		return fmt.Errorf("monitor nftables: %w", err)
-	}
-
-	send := func(why string) {
-		select {
-		case kick <- why:
-		default:
-		}
-	}
-	wg.Add(3)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-done:
-				return
-			case _, ok := <-addrs:
-				if !ok {
-					return
-				}
-				send("address change")
-			case _, ok := <-routes:
-				if !ok {
-					return
-				}
-				send("route change")
-			}
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		<-done
-		ruleSock.Close()
-		nfmon.Close()
-	}()
-	go func() {
-		defer wg.Done()
-		for {
-			if _, _, err := ruleSock.Receive(); err != nil {
-				return
-			}
-			send("ip rule change")
-		}
-	}()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for ev := range nfEvents {
-			if ev.Error != nil {
-				continue
-			}
-			var table *nftables.Table
-			switch v := ev.Data.(type) {
-			case *nftables.Table:
-				table = v
-			case *nftables.Chain:
-				table = v.Table
-			case *nftables.Rule:
-				table = v.Table
-			}
-			// Only our own table: other programs' rulesets are theirs.
-			if table != nil && table.Name == nft.TableName {
-				send("nftables change")
-			}
-		}
-	}()
-	return nil
 }
 
 // Health is the daemon's view of every link, in config order.

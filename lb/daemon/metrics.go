@@ -6,6 +6,7 @@ import (
 	"flowpin/lb/health"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // Metrics are the daemon's Prometheus metrics. Flow and byte counts are
@@ -22,6 +23,7 @@ type Metrics struct {
 	syncErrors  prometheus.Counter
 	syncWrites  prometheus.Counter
 	syncSeconds prometheus.Histogram
+	subLosses   *prometheus.CounterVec
 }
 
 // NewMetrics registers every metric in a fresh registry.
@@ -57,7 +59,14 @@ func NewMetrics() *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 12),
 		}),
 	}
-	m.Registry.MustRegister(m.up, m.changes, m.rtt, m.loss, m.probes, m.syncs, m.syncErrors, m.syncWrites, m.syncSeconds)
+	m.subLosses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flowpin_subscription_losses_total",
+		Help: "Kernel notifications lost (a subscription socket overflowed or failed), by subscription; each is followed by a full re-read.",
+	}, []string{"what"})
+	m.Registry.MustRegister(m.up, m.changes, m.rtt, m.loss, m.probes, m.syncs, m.syncErrors, m.syncWrites, m.syncSeconds, m.subLosses,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
 	return m
 }
 
@@ -85,6 +94,8 @@ func (m *Metrics) synced(writes int, took time.Duration) {
 	m.syncWrites.Add(float64(writes))
 	m.syncSeconds.Observe(took.Seconds())
 }
+
+func (m *Metrics) subscriptionLost(what string) { m.subLosses.WithLabelValues(what).Inc() }
 
 func (m *Metrics) syncFailed() {
 	m.syncs.Inc()

@@ -23,15 +23,11 @@ type flowCollector struct {
 }
 
 // RegisterFlowMetrics adds per-link flow, byte and packet metrics read from
-// the conntrack table of the caller's network namespace.
-func (m *Metrics) RegisterFlowMetrics(c *config.Config) error {
-	ct, err := ct.Open(0)
-	if err != nil {
-		return err
-	}
+// conn, the daemon's conntrack handle (its caller closes it).
+func (m *Metrics) RegisterFlowMetrics(c *config.Config, conn *ct.Conntrack) error {
 	fc := &flowCollector{
 		c:       c,
-		ct:      ct,
+		ct:      conn,
 		flows:   prometheus.NewDesc("flowpin_link_flows", "Conntrack flows pinned to the link (\"unpinned\": no flowpin mark).", []string{"link"}, nil),
 		bytes:   prometheus.NewDesc("flowpin_link_bytes", "Bytes of the link's current flows, by direction (out: the side that opened the flow).", []string{"link", "direction"}, nil),
 		packets: prometheus.NewDesc("flowpin_link_packets", "Packets of the link's current flows, by direction.", []string{"link", "direction"}, nil),

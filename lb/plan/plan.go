@@ -73,6 +73,9 @@ type LinkPlan struct {
 	// InRoute: usable and not down by the daemon's health checks, so it
 	// is in the multipath route and takes new flows.
 	InRoute bool
+	// Missing: the interface does not exist (only with MissingOK), so
+	// neither do its per-interface sysctls.
+	Missing bool
 	Addr    netip.Prefix
 	Why     string // why it is not in the multipath route
 }
@@ -120,6 +123,7 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 		}
 		switch {
 		case !ok:
+			lp.Missing = true
 			lp.Why = fmt.Sprintf("interface %s does not exist", l.Interface)
 		case len(v4) == 0:
 			lp.Why = fmt.Sprintf("interface %s has no IPv4 address yet", l.Interface)
@@ -254,6 +258,9 @@ func sysctls(links []LinkPlan) (early, late []rules.Sysctl) {
 		}
 	}
 	for _, l := range links {
+		if l.Missing {
+			continue // set when the interface appears
+		}
 		// Loose reverse-path filtering: strict drops replies of flows a
 		// mark routed by a link table main would not have chosen.
 		early = append(early, rules.Sysctl{Key: "net/ipv4/conf/" + l.Interface + "/rp_filter", Value: "2"})

@@ -187,3 +187,25 @@ func TestPlanWeightsAndMultipath(t *testing.T) {
 		t.Errorf("nexthops (-want +got):\n%s", diff)
 	}
 }
+
+// An interface that does not exist (a ppp0 between sessions) has no
+// /proc/sys/net/ipv4/conf entry either: planning one of its sysctls
+// would fail every sync until it is back.
+func TestPlanMissingInterfaceHasNoSysctls(t *testing.T) {
+	c := mustParse(t, twoLinks)
+	d, err := With(c, ifaces(iface("wan1", true, "192.0.2.2/24")), Options{MissingOK: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := d.Links[1]; l.Usable || !l.Missing || l.Why != "interface wan2 does not exist" {
+		t.Errorf("wan2 planned as %+v", l)
+	}
+	var keys []string
+	for _, s := range d.Sysctls {
+		keys = append(keys, s.Key)
+	}
+	got := strings.Join(keys, " ")
+	if strings.Contains(got, "wan2") || !strings.Contains(got, "conf/wan1/rp_filter") {
+		t.Errorf("sysctls: %s", got)
+	}
+}

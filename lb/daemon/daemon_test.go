@@ -1,0 +1,473 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+
+	"flowpin/lb/config"
+	"flowpin/lb/config/configtest"
+	"flowpin/lb/health"
+)
+
+// checked is a dual-WAN config with health checks: fall 3, rise 2, a
+// round every second.
+const checked = `links:
+  - name: isp1
+    interface: wan1
+    gateway: 192.0.2.1
+    weight: 1
+    nat: true
+    check: {targets: [203.0.113.10], interval: 1s, timeout: 500ms, fall: 3, rise: 2}
+  - name: isp2
+    interface: wan2
+    gateway: 198.51.100.1
+    weight: 1
+    nat: true
+    check: {targets: [203.0.113.10], interval: 1s, timeout: 500ms, fall: 3, rise: 2}
+`
+
+type harness struct {
+	t       *testing.T
+	c       *config.Config
+	clock   *fakeClock
+	rec     *transcript
+	k       *fakeKernel
+	probers *fakeProbers
+	events  *fakeEvents
+	d       *Daemon
+	ready   chan struct{}
+	cancel  context.CancelFunc
+	done    chan error
+	stopped sync.Once
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	c := configtest.MustParse(t, checked)
+	h := &harness{t: t, c: c, clock: newFakeClock(), rec: &transcript{}, events: &fakeEvents{}, ready: make(chan struct{})}
+	h.k = newFakeKernel(h.rec, c)
+	h.probers = newFakeProbers(c)
+	return h
+}
+
+// start runs the daemon and waits until it is ready.
+func (h *harness) start() {
+	h.t.Helper()
+	h.run()
+	select {
+	case <-h.ready:
+	case err := <-h.done:
+		h.t.Fatalf("Run returned before ready: %v", err)
+	case <-time.After(5 * time.Second):
+		h.t.Fatal("not ready")
+	}
+}
+
+func (h *harness) run() {
+	h.d = New(h.c, Deps{
+		Applier: h.k, Conntrack: h.k, Probers: h.probers.factory, Clock: h.clock, Events: h.events,
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h.d.OnReady = func() { close(h.ready) }
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	h.done = make(chan error, 1)
+	go func() { h.done <- h.d.Run(ctx) }()
+	h.t.Cleanup(h.stop)
+}
+
+func (h *harness) stop() {
+	h.stopped.Do(func() {
+		h.cancel()
+		select {
+		case <-h.done:
+		case <-time.After(5 * time.Second):
+			h.t.Fatal("Run did not return")
+		}
+	})
+}
+
+// eventually polls cond with short real sleeps.
+func (h *harness) eventually(what string, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("%s: never happened; transcript:\n%s", what, strings.Join(h.rec.get(), "\n"))
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// round advances the clock by one probe interval once every probe loop
+// has armed its timer, and waits until every link was probed once more.
+func (h *harness) round() {
+	h.t.Helper()
+	before := map[string]int{}
+	for _, l := range h.c.Links {
+		before[l.Interface] = h.probers.count(l.Interface)
+	}
+	// Each link's probe timer plus the sync runner's.
+	h.eventually("timers armed", func() bool { return h.clock.Armed() >= len(h.c.Links)+1 })
+	h.clock.Advance(time.Second)
+	for _, l := range h.c.Links {
+		h.eventually("probe of "+l.Interface, func() bool {
+			h.probers.mu.Lock()
+			defer h.probers.mu.Unlock()
+			return h.probers.calls[l.Interface] > before[l.Interface] || h.probers.missing[l.Interface]
+		})
+	}
+}
+
+func (h *harness) state(link string) health.LinkHealth {
+	for _, l := range h.d.Health() {
+		if l.Name == link {
+			return l
+		}
+	}
+	h.t.Fatalf("no link %s", link)
+	return health.LinkHealth{}
+}
+
+func (h *harness) waitState(link string, s health.LinkState) {
+	h.t.Helper()
+	h.eventually(link+" "+string(s), func() bool { return h.state(link).State == s })
+}
+
+// waitTranscript waits until the transcript is want, then checks it stays
+// so.
+func (h *harness) waitTranscript(want ...string) {
+	h.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := h.rec.get()
+		if cmp.Equal(got, want) {
+			return
+		}
+		if time.Now().After(deadline) || len(got) > len(want) {
+			h.t.Fatalf("transcript (-got +want):\n%s", cmp.Diff(got, want))
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+const (
+	both    = "apply route=[isp1 isp2] out=[]"
+	isp2Out = "apply route=[isp1] out=[isp2]"
+	flush2  = "flush mark 0x200/0xff00"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestProbesTakeALinkDownThenBack(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.waitTranscript(both)
+
+	h.probers.set("wan2", false)
+	h.round()
+	h.round()
+	if s := h.state("isp2"); s.State != health.StateUp {
+		t.Fatalf("isp2 after 2 bad rounds of fall 3: %+v", s)
+	}
+	h.round()
+	h.waitState("isp2", health.StateDown)
+	h.clock.Advance(MinSyncInterval)
+	// Out of the multipath route first, then its flows, never the
+	// other way round.
+	h.waitTranscript(both, isp2Out, flush2)
+	if r := h.state("isp2").Reason; !strings.Contains(r, "1/1 probes lost to 203.0.113.10, 3 rounds") {
+		t.Errorf("reason %q", r)
+	}
+
+	h.probers.set("wan2", true)
+	h.round()
+	h.round()
+	h.waitState("isp2", health.StateUp)
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(both, isp2Out, flush2, both)
+	if got := testutil.ToFloat64(h.d.Metrics().changes.WithLabelValues("isp2")); got != 2 {
+		t.Errorf("state changes of isp2: %v", got)
+	}
+}
+
+func TestCarrierLossTakesALinkDownAtOnce(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.waitTranscript(both)
+	h.events.send(Event{Kind: EventLink, Iface: "wan2", Up: false})
+	h.waitState("isp2", health.StateDown)
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(both, isp2Out, flush2)
+	if r := h.state("isp2").Reason; r != "down: carrier lost on wan2" {
+		t.Errorf("reason %q", r)
+	}
+	// Another interface's change is only a reason to sync.
+	h.events.send(Event{Kind: EventLink, Iface: "lan", Up: false})
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(both, isp2Out, flush2)
+	if s := h.state("isp1"); s.State != health.StateUp {
+		t.Errorf("isp1: %+v", s)
+	}
+}
+
+func TestNeighbourFailedTakesALinkDown(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.waitTranscript(both)
+	// Not the gateway, or not on the link's interface: nothing.
+	h.events.send(Event{Kind: EventNeighFailed, Iface: "wan2", IP: netip.MustParseAddr("198.51.100.7")})
+	h.events.send(Event{Kind: EventNeighFailed, Iface: "wan1", IP: netip.MustParseAddr("198.51.100.1")})
+	h.events.send(Event{Kind: EventNeighFailed, Iface: "wan2", IP: netip.MustParseAddr("198.51.100.1")})
+	h.waitState("isp2", health.StateDown)
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(both, isp2Out, flush2)
+	if r := h.state("isp2").Reason; !strings.Contains(r, "gateway 198.51.100.1 unreachable (neighbour failed)") {
+		t.Errorf("reason %q", r)
+	}
+	if s := h.state("isp1"); s.State != health.StateUp {
+		t.Errorf("isp1: %+v", s)
+	}
+}
+
+// A link's flows are flushed only once the sync that took it out of the
+// multipath route succeeded: before, new flows would still be pinned to
+// it. A failed sync is retried with backoff, not at once.
+func TestFailedSyncDoesNotFlush(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.waitTranscript(both)
+	h.k.setApplyErr(errors.New("route replace: file exists"))
+	h.probers.set("wan2", false) // so it stays down while time passes
+	h.events.send(Event{Kind: EventLink, Iface: "wan2", Up: false})
+	h.waitState("isp2", health.StateDown)
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(both, isp2Out+": FAILED")
+
+	// Backoff: 1s, then 2s.
+	h.clock.Advance(999 * time.Millisecond)
+	time.Sleep(5 * time.Millisecond)
+	h.waitTranscript(both, isp2Out+": FAILED")
+	h.clock.Advance(time.Millisecond)
+	h.waitTranscript(both, isp2Out+": FAILED", isp2Out+": FAILED")
+	h.clock.Advance(1999 * time.Millisecond)
+	time.Sleep(5 * time.Millisecond)
+	h.waitTranscript(both, isp2Out+": FAILED", isp2Out+": FAILED")
+	h.k.setApplyErr(nil)
+	h.clock.Advance(time.Millisecond)
+	h.waitTranscript(both, isp2Out+": FAILED", isp2Out+": FAILED", isp2Out, flush2)
+	if got := testutil.ToFloat64(h.d.Metrics().syncErrors); got != 2 {
+		t.Errorf("sync errors: %v", got)
+	}
+}
+
+// Notifications in a burst are one sync; with none, the kernel is re-read
+// only at the backstop.
+func TestBurstIsOneSyncAndBackstopIsSlow(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.waitTranscript(both)
+	for range 50 {
+		h.events.send(Event{Kind: EventDrift, What: "route change"})
+	}
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(both, both)
+	h.clock.Advance(ResyncInterval - time.Millisecond)
+	time.Sleep(5 * time.Millisecond)
+	h.waitTranscript(both, both)
+	h.clock.Advance(time.Millisecond)
+	h.waitTranscript(both, both, both)
+}
+
+// A lost subscription (a netlink socket that overflowed) is counted, the
+// kernel is re-read at once, and the daemon subscribes again.
+func TestLostSubscriptionResyncsAndResubscribes(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.waitTranscript(both)
+	h.events.mu.Lock()
+	h.events.failNext = 1 // the first attempt to subscribe again fails
+	h.events.mu.Unlock()
+	h.events.lose("links")
+	h.waitTranscript(both, both) // no clock advance: at once
+	if got := testutil.ToFloat64(h.d.Metrics().subLosses.WithLabelValues("links")); got != 1 {
+		t.Errorf("losses: %v", got)
+	}
+	// The retry to subscribe waits a second.
+	h.eventually("second subscribe attempt", func() bool { return h.clock.Armed() >= 4 })
+	h.clock.Advance(time.Second)
+	h.eventually("subscribed again", func() bool { return h.events.count() == 2 })
+	h.waitTranscript(both, both, both)
+	// And the new subscription works.
+	h.events.send(Event{Kind: EventLink, Iface: "wan2", Up: false})
+	h.waitState("isp2", health.StateDown)
+}
+
+func TestSubscribeFailsRunReturnsNotReady(t *testing.T) {
+	h := newHarness(t)
+	h.events.failNext = 1
+	h.run()
+	select {
+	case err := <-h.done:
+		h.stopped.Do(func() {})
+		if !errors.Is(err, errSubscribe) {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	select {
+	case <-h.ready:
+		t.Error("OnReady was called")
+	default:
+	}
+	if got := h.rec.get(); len(got) != 0 {
+		t.Errorf("synced without notifications: %v", got)
+	}
+}
+
+func TestStartSyncFailsRunReturns(t *testing.T) {
+	h := newHarness(t)
+	h.k.setApplyErr(errors.New("nft: operation not permitted"))
+	h.run()
+	select {
+	case err := <-h.done:
+		h.stopped.Do(func() {})
+		if err == nil || !strings.Contains(err.Error(), "not permitted") {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	select {
+	case <-h.ready:
+		t.Error("OnReady was called")
+	default:
+	}
+}
+
+// Rounds of one link never overlap, and nothing outlives Run: probers are
+// closed once each, goroutines are gone (goleak in TestMain).
+func TestSlowProbeRoundsDoNotOverlap(t *testing.T) {
+	h := newHarness(t)
+	release := make(chan struct{})
+	h.probers.block["wan1"] = release
+	h.start()
+	h.eventually("first round", func() bool { return h.clock.Armed() >= 3 })
+	h.clock.Advance(time.Second)
+	h.eventually("wan1 probing", func() bool { return h.probers.count("wan1") == 1 })
+	for range 5 {
+		h.clock.Advance(time.Second)
+		time.Sleep(time.Millisecond)
+	}
+	if n := h.probers.count("wan1"); n != 1 {
+		t.Errorf("wan1 probed %d times while a round was in flight", n)
+	}
+	close(release)
+	h.stop()
+	h.probers.mu.Lock()
+	defer h.probers.mu.Unlock()
+	if h.probers.maxIn["wan1"] != 1 {
+		t.Errorf("wan1 had %d rounds in flight", h.probers.maxIn["wan1"])
+	}
+	if h.probers.open != h.probers.closed {
+		t.Errorf("%d probers opened, %d closed", h.probers.open, h.probers.closed)
+	}
+}
+
+// A removed interface (a PPP session ending) takes its link down and the
+// sync still succeeds; when the interface is back, the link is adopted
+// and its probes bring it up.
+func TestInterfaceRemovedAndBack(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.waitTranscript(both)
+	h.round() // opens both probers
+	h.k.removeIface("wan2")
+	h.probers.setMissing("wan2", true)
+	h.events.send(Event{Kind: EventLink, Iface: "wan2", Removed: true})
+	h.waitState("isp2", health.StateDown)
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(both, isp2Out, flush2)
+	if r := h.state("isp2").Reason; r != "down: interface wan2 removed" {
+		t.Errorf("reason %q", r)
+	}
+	h.round() // the prober of the removed device is closed; a new one fails
+
+	h.k.addIface(h.c.Links[1], 1)
+	h.probers.setMissing("wan2", false)
+	h.events.send(Event{Kind: EventLink, Iface: "wan2", Up: true})
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(both, isp2Out, flush2, isp2Out)
+	h.round()
+	h.round()
+	h.waitState("isp2", health.StateUp)
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(both, isp2Out, flush2, isp2Out, both)
+	h.probers.mu.Lock()
+	defer h.probers.mu.Unlock()
+	if h.probers.open != 3 {
+		t.Errorf("opened %d probers, want 3 (wan1, wan2, wan2 again)", h.probers.open)
+	}
+}
+
+// With an interface absent at start, the daemon starts with that link
+// down and adopts it when the interface appears.
+func TestStartsWithInterfaceAbsent(t *testing.T) {
+	h := newHarness(t)
+	h.k.removeIface("wan2")
+	h.probers.setMissing("wan2", true)
+	h.start()
+	h.waitTranscript(isp2Out)
+	if r := h.state("isp2").Reason; r != "down: interface wan2 does not exist" {
+		t.Errorf("reason %q", r)
+	}
+	h.k.addIface(h.c.Links[1], 1)
+	h.probers.setMissing("wan2", false)
+	h.events.send(Event{Kind: EventLink, Iface: "wan2", Up: true})
+	h.round()
+	h.round()
+	h.waitState("isp2", health.StateUp)
+	h.clock.Advance(MinSyncInterval)
+	h.eventually("isp2 in the route", func() bool {
+		got := h.rec.get()
+		return got[len(got)-1] == both
+	})
+}
+
+// A probe that finds its device gone (ENODEV) closes that prober, once,
+// and the next round opens a fresh one.
+func TestProberReopenedAfterENODEV(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.round()
+	h.probers.mu.Lock()
+	h.probers.enodev["wan2"] = true
+	h.probers.mu.Unlock()
+	h.round()
+	h.eventually("wan2's prober closed", func() bool {
+		h.probers.mu.Lock()
+		defer h.probers.mu.Unlock()
+		return h.probers.closed == 1
+	})
+	h.probers.mu.Lock()
+	h.probers.enodev["wan2"] = false
+	h.probers.mu.Unlock()
+	h.round()
+	h.stop()
+	h.probers.mu.Lock()
+	defer h.probers.mu.Unlock()
+	if h.probers.open != 3 || h.probers.closed != 3 {
+		t.Errorf("%d probers opened, %d closed; want 3 and 3", h.probers.open, h.probers.closed)
+	}
+}

@@ -1,0 +1,247 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+
+	"flowpin/nft"
+)
+
+// NetlinkEvents subscribes to the kernel's notifications in the caller's
+// network namespace: links, neighbours, addresses, routes, rules and
+// nftables.
+//
+// A burst (hundreds of link changes, thousands of neighbour entries) can
+// overflow a subscription socket's receive queue (ENOBUFS, see
+// netlink(7)); vishvananda/netlink then closes that subscription's
+// channel. Subscribe turns that into an EventLost and closes its own
+// channel, and the daemon re-reads the kernel and subscribes again.
+type NetlinkEvents struct {
+	Log *slog.Logger
+}
+
+var _ Events = NetlinkEvents{}
+
+// rcvbuf is asked for each subscription socket; the kernel caps it at
+// net.core.rmem_max unless forced (root may force it).
+const rcvbuf = 4 << 20
+
+// Subscribe implements Events.
+func (e NetlinkEvents) Subscribe(parent context.Context) (<-chan Event, error) {
+	ctx, cancel := context.WithCancel(parent)
+	s := &subscription{ctx: ctx, cancel: cancel, log: e.Log, out: make(chan Event, 64)}
+	if err := s.start(); err != nil {
+		cancel()
+		s.wg.Wait()
+		return nil, err
+	}
+	go func() {
+		s.wg.Wait()
+		close(s.out)
+	}()
+	return s.out, nil
+}
+
+type subscription struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	log    *slog.Logger
+	wg     sync.WaitGroup
+	out    chan Event
+}
+
+func (s *subscription) onErr(what string) func(error) {
+	return func(err error) {
+		if s.ctx.Err() == nil && s.log != nil {
+			s.log.Warn("netlink notifications", "what", what, "err", err)
+		}
+	}
+}
+
+// send forwards e unless the subscription is ending.
+func (s *subscription) send(e Event) {
+	select {
+	case s.out <- e:
+	case <-s.ctx.Done():
+	}
+}
+
+// lost reports a subscription whose channel closed while it was wanted,
+// and ends the others, so the daemon starts over with all of them.
+func (s *subscription) lost(what string) {
+	if s.ctx.Err() == nil {
+		s.send(Event{Kind: EventLost, What: what})
+	}
+	s.cancel()
+}
+
+// forward reads in until the library closes it. It keeps reading after
+// the subscription ends: the library's goroutine blocks on a send until
+// someone does, and only then sees its socket closed.
+func forward[T any](s *subscription, what string, in <-chan T, conv func(T) (Event, bool)) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.lost(what)
+		for u := range in {
+			if s.ctx.Err() != nil {
+				continue
+			}
+			if ev, ok := conv(u); ok {
+				s.send(ev)
+			}
+		}
+	}()
+}
+
+func (s *subscription) start() error {
+	done := s.ctx.Done()
+	links := make(chan netlink.LinkUpdate, 256)
+	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{
+		ErrorCallback: s.onErr("links"), ReceiveBufferSize: rcvbuf, ReceiveBufferForceSize: true,
+	}); err != nil {
+		return fmt.Errorf("subscribe to links: %w", err)
+	}
+	forward(s, "links", links, linkEvent)
+
+	neigh := make(chan netlink.NeighUpdate, 256)
+	if err := netlink.NeighSubscribeWithOptions(neigh, done, netlink.NeighSubscribeOptions{
+		ErrorCallback: s.onErr("neighbours"), ReceiveBufferSize: rcvbuf, ReceiveBufferForceSize: true,
+	}); err != nil {
+		return fmt.Errorf("subscribe to neighbours: %w", err)
+	}
+	forward(s, "neighbours", neigh, neighEvent)
+
+	addrs := make(chan netlink.AddrUpdate, 64)
+	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{
+		ErrorCallback: s.onErr("addresses"), ReceiveBufferSize: rcvbuf, ReceiveBufferForceSize: true,
+	}); err != nil {
+		return fmt.Errorf("subscribe to addresses: %w", err)
+	}
+	forward(s, "addresses", addrs, func(netlink.AddrUpdate) (Event, bool) { return Event{Kind: EventDrift, What: "address change"}, true })
+
+	routes := make(chan netlink.RouteUpdate, 256)
+	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{
+		ErrorCallback: s.onErr("routes"), ReceiveBufferSize: rcvbuf, ReceiveBufferForceSize: true,
+	}); err != nil {
+		return fmt.Errorf("subscribe to routes: %w", err)
+	}
+	forward(s, "routes", routes, func(netlink.RouteUpdate) (Event, bool) { return Event{Kind: EventDrift, What: "route change"}, true })
+
+	if err := s.watchRules(); err != nil {
+		return err
+	}
+	return s.watchNFT()
+}
+
+// watchRules: the library has no rule subscription; any message on the
+// rule groups is reason enough to sync.
+func (s *subscription) watchRules() error {
+	sock, err := nl.Subscribe(unix.NETLINK_ROUTE, unix.RTNLGRP_IPV4_RULE, unix.RTNLGRP_IPV6_RULE)
+	if err != nil {
+		return fmt.Errorf("subscribe to rules: %w", err)
+	}
+	rules := make(chan struct{})
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		<-s.ctx.Done()
+		sock.Close()
+	}()
+	go func() {
+		defer s.wg.Done()
+		defer close(rules)
+		for {
+			if _, _, err := sock.Receive(); err != nil {
+				s.onErr("rules")(err)
+				return
+			}
+			select {
+			case rules <- struct{}{}:
+			case <-s.ctx.Done():
+			}
+		}
+	}()
+	forward(s, "rules", rules, func(struct{}) (Event, bool) { return Event{Kind: EventDrift, What: "ip rule change"}, true })
+	return nil
+}
+
+// watchNFT follows nftables changes to flowpin's own table: other
+// programs' rulesets are theirs.
+func (s *subscription) watchNFT() error {
+	mon := nftables.NewMonitor(nftables.WithMonitorObject(nftables.MonitorObjectRuleset))
+	nfc, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	events, err := nfc.AddMonitor(mon)
+	if err != nil {
+		return fmt.Errorf("monitor nftables: %w", err)
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		<-s.ctx.Done()
+		_ = mon.Close()
+	}()
+	forward(s, "nftables", events, nftEvent)
+	return nil
+}
+
+func nftEvent(ev *nftables.MonitorEvent) (Event, bool) {
+	if ev.Error != nil {
+		// The monitor goes on after an error, but what the error hid
+		// (an overflow) is unknown: re-read everything.
+		return Event{Kind: EventLost, What: "nftables"}, true
+	}
+	var table *nftables.Table
+	switch v := ev.Data.(type) {
+	case *nftables.Table:
+		table = v
+	case *nftables.Chain:
+		table = v.Table
+	case *nftables.Rule:
+		table = v.Table
+	}
+	if table != nil && table.Name == nft.TableName {
+		return Event{Kind: EventDrift, What: "nftables change"}, true
+	}
+	return Event{}, false
+}
+
+// linkEvent: a removed interface, one set down, or one without carrier
+// has lost its link.
+func linkEvent(u netlink.LinkUpdate) (Event, bool) {
+	if u.Link == nil {
+		return Event{}, false
+	}
+	a := u.Attrs()
+	removed := u.Header.Type == unix.RTM_DELLINK
+	up := !removed && a.Flags&unix.IFF_UP != 0 && u.IfInfomsg.Flags&unix.IFF_LOWER_UP != 0
+	return Event{Kind: EventLink, Iface: a.Name, Removed: removed, Up: up}, true
+}
+
+// neighEvent passes on only failed neighbours: the rest of the neighbour
+// table's churn says nothing about flowpin's state.
+func neighEvent(u netlink.NeighUpdate) (Event, bool) {
+	if u.State&netlink.NUD_FAILED == 0 {
+		return Event{}, false
+	}
+	ip, ok := netip.AddrFromSlice(u.IP)
+	if !ok {
+		return Event{}, false
+	}
+	l, err := netlink.LinkByIndex(u.LinkIndex)
+	if err != nil {
+		return Event{}, false
+	}
+	return Event{Kind: EventNeighFailed, Iface: l.Attrs().Name, IP: ip.Unmap()}, true
+}

@@ -1,0 +1,378 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"flowpin/lb/apply"
+	"flowpin/lb/config"
+	"flowpin/lb/health"
+	"flowpin/lb/plan"
+	"flowpin/nft"
+	"flowpin/rules"
+)
+
+// fakeClock moves only when a test advances it.
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	timers []*fakeTimer
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) NewTimer(d time.Duration) Timer {
+	t := &fakeTimer{c: c, ch: make(chan time.Time, 1)}
+	c.mu.Lock()
+	c.timers = append(c.timers, t)
+	c.mu.Unlock()
+	t.Reset(d)
+	return t
+}
+
+// Advance moves the clock and fires every timer that is due.
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	for _, t := range c.timers {
+		t.fireIfDue()
+	}
+}
+
+// Armed counts the timers waiting to fire.
+func (c *fakeClock) Armed() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, t := range c.timers {
+		if t.armed {
+			n++
+		}
+	}
+	return n
+}
+
+type fakeTimer struct {
+	c     *fakeClock
+	ch    chan time.Time
+	at    time.Time
+	armed bool
+}
+
+func (t *fakeTimer) C() <-chan time.Time { return t.ch }
+
+// fireIfDue needs c.mu held.
+func (t *fakeTimer) fireIfDue() {
+	if t.armed && !t.at.After(t.c.now) {
+		t.armed = false
+		select {
+		case t.ch <- t.c.now:
+		default:
+		}
+	}
+}
+
+func (t *fakeTimer) Reset(d time.Duration) {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	select {
+	case <-t.ch:
+	default:
+	}
+	t.at, t.armed = t.c.now.Add(d), true
+	t.fireIfDue()
+}
+
+func (t *fakeTimer) Stop() {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	t.armed = false
+	select {
+	case <-t.ch:
+	default:
+	}
+}
+
+// transcript is what the fakes were asked to do, in order.
+type transcript struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (r *transcript) add(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lines = append(r.lines, fmt.Sprintf(format, args...))
+}
+
+func (r *transcript) get() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.lines)
+}
+
+// fakeKernel is the Applier and the Flusher. It plans with the real
+// planner against interfaces the test controls and records each apply as
+// the multipath route it would leave.
+type fakeKernel struct {
+	rec *transcript
+
+	mu       sync.Mutex
+	ifaces   map[string]rules.Iface
+	applyErr error
+	flushErr error
+	owned    rules.State
+	table    nft.Current
+}
+
+func newFakeKernel(rec *transcript, c *config.Config) *fakeKernel {
+	k := &fakeKernel{rec: rec, ifaces: map[string]rules.Iface{}}
+	for i, l := range c.Links {
+		k.addIface(l, i)
+	}
+	return k
+}
+
+// addIface gives link l's interface an address next to its gateway.
+func (k *fakeKernel) addIface(l config.Link, i int) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	gw := l.Gateway.As4()
+	gw[3]++
+	k.ifaces[l.Interface] = rules.Iface{
+		Name: l.Interface, Index: i + 2, Up: true,
+		Addrs: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4(gw), 24)},
+	}
+}
+
+func (k *fakeKernel) removeIface(name string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	delete(k.ifaces, name)
+}
+
+func (k *fakeKernel) setApplyErr(err error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.applyErr = err
+}
+
+func (k *fakeKernel) PrepareWith(c *config.Config, o plan.Options) (*plan.Desired, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return plan.With(c, k.ifaces, o)
+}
+
+func (k *fakeKernel) Apply(d *plan.Desired) (*apply.Result, error) {
+	k.mu.Lock()
+	err := k.applyErr
+	k.mu.Unlock()
+	var in, down []string
+	for _, l := range d.Links {
+		if l.InRoute {
+			in = append(in, l.Name)
+		} else {
+			down = append(down, l.Name)
+		}
+	}
+	line := fmt.Sprintf("apply route=[%s] out=[%s]", strings.Join(in, " "), strings.Join(down, " "))
+	if err != nil {
+		k.rec.add("%s: FAILED", line)
+		return nil, err
+	}
+	k.rec.add("%s", line)
+	return &apply.Result{}, nil
+}
+
+func (k *fakeKernel) Current() (rules.State, *nft.Current, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	t := k.table
+	return k.owned, &t, nil
+}
+
+func (k *fakeKernel) FlushMark(mark, mask uint32) error {
+	k.mu.Lock()
+	err := k.flushErr
+	k.mu.Unlock()
+	k.rec.add("flush mark %#x/%#x", mark, mask)
+	return err
+}
+
+// fakeProbers hands out probers whose answers the test sets per
+// interface.
+type fakeProbers struct {
+	mu       sync.Mutex
+	good     map[string]bool
+	block    map[string]chan struct{} // Probe waits on it when set
+	calls    map[string]int
+	inFlight map[string]int
+	maxIn    map[string]int
+	open     int
+	closed   int
+	missing  map[string]bool // the factory fails: no such device
+	enodev   map[string]bool // Probe fails: the bound device is gone
+}
+
+func newFakeProbers(c *config.Config) *fakeProbers {
+	p := &fakeProbers{good: map[string]bool{}, block: map[string]chan struct{}{}, calls: map[string]int{}, inFlight: map[string]int{}, maxIn: map[string]int{}, missing: map[string]bool{}, enodev: map[string]bool{}}
+	for _, l := range c.Links {
+		p.good[l.Interface] = true
+	}
+	return p
+}
+
+func (p *fakeProbers) set(iface string, good bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.good[iface] = good
+}
+
+func (p *fakeProbers) setMissing(iface string, missing bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.missing[iface] = missing
+}
+
+func (p *fakeProbers) count(iface string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.calls[iface]
+}
+
+func (p *fakeProbers) factory(iface string, _ uint32) (Prober, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.missing[iface] {
+		return nil, fmt.Errorf("probe socket on %s: no such device", iface)
+	}
+	p.open++
+	return &fakeProber{p: p, iface: iface}, nil
+}
+
+type fakeProber struct {
+	p      *fakeProbers
+	iface  string
+	closed bool
+}
+
+func (f *fakeProber) Probe(targets []netip.Addr, _ time.Duration) health.Round {
+	p := f.p
+	p.mu.Lock()
+	if f.closed {
+		p.mu.Unlock()
+		panic("probe on a closed prober")
+	}
+	p.calls[f.iface]++
+	p.inFlight[f.iface]++
+	p.maxIn[f.iface] = max(p.maxIn[f.iface], p.inFlight[f.iface])
+	block := p.block[f.iface]
+	good := p.good[f.iface]
+	enodev := p.enodev[f.iface]
+	p.mu.Unlock()
+	if block != nil {
+		<-block
+	}
+	p.mu.Lock()
+	p.inFlight[f.iface]--
+	p.mu.Unlock()
+	if enodev {
+		return health.Round{Sent: len(targets), Err: fmt.Errorf("sendto: %w", unix.ENODEV)}
+	}
+	if good {
+		return health.Round{Sent: len(targets), Answered: len(targets), RTT: time.Millisecond}
+	}
+	return health.Round{Sent: len(targets), Lost: targets}
+}
+
+func (f *fakeProber) Close() {
+	f.p.mu.Lock()
+	defer f.p.mu.Unlock()
+	if f.closed {
+		panic("prober closed twice")
+	}
+	f.closed = true
+	f.p.closed++
+}
+
+// fakeEvents is a subscription the test feeds, fails or loses.
+type fakeEvents struct {
+	mu         sync.Mutex
+	ch         chan Event
+	ctx        context.Context
+	subscribed int
+	failNext   int // the next n Subscribe calls fail
+}
+
+var errSubscribe = errors.New("subscribe: no buffer space available")
+
+func (e *fakeEvents) Subscribe(ctx context.Context) (<-chan Event, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.failNext > 0 {
+		e.failNext--
+		return nil, errSubscribe
+	}
+	e.subscribed++
+	ch := make(chan Event)
+	e.ch, e.ctx = ch, ctx
+	go func() {
+		<-ctx.Done()
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.ch == ch {
+			close(ch)
+			e.ch = nil
+		}
+	}()
+	return ch, nil
+}
+
+func (e *fakeEvents) count() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.subscribed
+}
+
+// send delivers ev; false if there is no live subscription.
+func (e *fakeEvents) send(ev Event) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ch == nil {
+		return false
+	}
+	select {
+	case e.ch <- ev:
+		return true
+	case <-e.ctx.Done():
+		return false
+	}
+}
+
+// lose ends the subscription as an overflow does: EventLost, then close.
+func (e *fakeEvents) lose(what string) {
+	e.send(Event{Kind: EventLost, What: what})
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ch != nil {
+		close(e.ch)
+		e.ch = nil
+	}
+}

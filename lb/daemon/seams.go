@@ -1,0 +1,135 @@
+package daemon
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"flowpin/lb/apply"
+	"flowpin/lb/config"
+	"flowpin/lb/health"
+	"flowpin/lb/plan"
+	"flowpin/nft"
+	"flowpin/nft/ct"
+	"flowpin/rules"
+)
+
+// Applier is what the daemon needs of the kernel's routing and nftables:
+// plan against the interfaces, apply the difference, and read back what
+// flowpin owns (to adopt a running kernel). KernelApplier wraps
+// *apply.Kernel; tests use a recording fake.
+type Applier interface {
+	PrepareWith(c *config.Config, o plan.Options) (*plan.Desired, error)
+	Apply(d *plan.Desired) (*apply.Result, error)
+	// Current reads back flowpin's rules and routes and its nft table.
+	Current() (rules.State, *nft.Current, error)
+}
+
+// Flusher deletes a link's flows from conntrack.
+type Flusher interface {
+	FlushMark(mark, mask uint32) error
+}
+
+var _ Flusher = (*ct.Conntrack)(nil)
+
+// Prober sends one round of probes out of one link.
+type Prober interface {
+	Probe(targets []netip.Addr, timeout time.Duration) health.Round
+	Close()
+}
+
+// ProberFactory opens a prober bound to iface that marks its packets
+// with mark.
+type ProberFactory func(iface string, mark uint32) (Prober, error)
+
+// ICMPProbers opens health.Prober sockets (needs CAP_NET_RAW).
+func ICMPProbers(iface string, mark uint32) (Prober, error) {
+	p, err := health.NewProber(iface, mark)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Clock is the daemon's time: real in production, driven by hand in
+// tests.
+type Clock interface {
+	Now() time.Time
+	NewTimer(d time.Duration) Timer
+}
+
+// Timer is a one-shot timer that can be re-armed.
+type Timer interface {
+	C() <-chan time.Time
+	// Reset re-arms the timer; a value of the earlier arming that was not
+	// received is dropped (Go 1.23 timer semantics).
+	Reset(d time.Duration)
+	Stop()
+}
+
+// RealClock is the wall clock.
+type RealClock struct{}
+
+func (RealClock) Now() time.Time { return time.Now() }
+
+func (RealClock) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }
+
+type realTimer struct{ t *time.Timer }
+
+func (t realTimer) C() <-chan time.Time   { return t.t.C }
+func (t realTimer) Reset(d time.Duration) { t.t.Reset(d) }
+func (t realTimer) Stop()                 { t.t.Stop() }
+
+// EventKind says what a notification is about.
+type EventKind int
+
+const (
+	// EventLink: an interface changed or was removed.
+	EventLink EventKind = iota
+	// EventNeighFailed: the kernel gave up resolving a neighbour.
+	EventNeighFailed
+	// EventDrift: an address, route, rule or flowpin's nft table changed.
+	EventDrift
+	// EventLost: notifications were lost (the socket overflowed or
+	// failed); the kernel must be re-read at once.
+	EventLost
+)
+
+// Event is one kernel notification, reduced to what the daemon acts on.
+type Event struct {
+	Kind EventKind
+	// What: the subscription (EventLost) or the change (EventDrift).
+	What  string
+	Iface string
+	// Removed: the interface was deleted. Up: administratively up with
+	// carrier (EventLink).
+	Removed, Up bool
+	IP          netip.Addr // the neighbour (EventNeighFailed)
+}
+
+// Events is the source of kernel notifications.
+type Events interface {
+	// Subscribe starts every subscription. The channel is closed when
+	// ctx ends or a subscription is lost (an EventLost comes first); the
+	// daemon then subscribes again. Every goroutine Subscribe starts has
+	// ended by the time the channel is closed.
+	Subscribe(ctx context.Context) (<-chan Event, error)
+}
+
+// kernelApplier adapts *apply.Kernel.
+type kernelApplier struct{ *apply.Kernel }
+
+// KernelApplier is the Applier of the kernel k works on.
+func KernelApplier(k *apply.Kernel) Applier { return kernelApplier{k} }
+
+func (k kernelApplier) Current() (rules.State, *nft.Current, error) {
+	owned, err := k.Routes.Owned()
+	if err != nil {
+		return rules.State{}, nil, err
+	}
+	cur, err := k.NFT.Read()
+	if err != nil {
+		return rules.State{}, nil, err
+	}
+	return owned, cur, nil
+}
