@@ -51,6 +51,14 @@ type Config struct {
 	BalanceTable int
 	PriorityBase int
 	Links        []Link
+	// Policies: [0] is the implicit `default` (every link by tier), then
+	// the config's policies in order, then a one-link policy for each
+	// link a rule names.
+	Policies []Policy
+	// Unmatched is the index in Policies of the policy for flows no rule
+	// matches: default_policy, or 0.
+	Unmatched int
+	Rules     []Rule
 
 	lines lineIndex
 }
@@ -70,7 +78,10 @@ type Link struct {
 	// TableSet and MarkSet: the config gave them. Otherwise they are
 	// defaults that plan.Assign replaces with the link's recorded ones.
 	TableSet, MarkSet bool
-	Check             HealthCheck
+	// Tier places the link in the default policy: it takes new flows
+	// only when no link of a lower tier is up. Default 1.
+	Tier  int
+	Check HealthCheck
 }
 
 // HealthCheck is how the daemon probes a link. Defaults are for a failover in
@@ -133,6 +144,29 @@ type rawConfig struct {
 	BalanceTable *int64    `yaml:"balance_table"`
 	PriorityBase *int64    `yaml:"priority_base"`
 	Links        []rawLink `yaml:"links" max:"100"` // MaxLinks
+	// DefaultPolicy names the policy of flows no rule matches.
+	DefaultPolicy string      `yaml:"default_policy"`
+	Policies      []rawPolicy `yaml:"policies" max:"64"` // MaxPolicies
+	Rules         []rawRule   `yaml:"rules" max:"1000"`  // MaxRules
+}
+
+type rawPolicy struct {
+	Name       string     `yaml:"name"`
+	Tiers      [][]string `yaml:"tiers"`
+	LastResort string     `yaml:"last_resort"`
+	Failback   string     `yaml:"failback"`
+}
+
+type rawRule struct {
+	Name     string         `yaml:"name"`
+	Proto    string         `yaml:"proto"`
+	Src      []string       `yaml:"src" max:"256"`
+	Dst      []string       `yaml:"dst" max:"256"`
+	SrcPorts []string       `yaml:"src_ports" max:"64"`
+	DstPorts []string       `yaml:"dst_ports" max:"64"`
+	IIF      string         `yaml:"iif"`
+	Policy   string         `yaml:"policy"`
+	Sticky   *time.Duration `yaml:"sticky"`
 }
 
 type rawLink struct {
@@ -143,6 +177,7 @@ type rawLink struct {
 	NAT       bool      `yaml:"nat"`
 	Table     *int64    `yaml:"table"`
 	Mark      *int64    `yaml:"mark"`
+	Tier      *int64    `yaml:"tier"`
 	Check     *rawCheck `yaml:"check"`
 }
 
@@ -285,6 +320,7 @@ func (c *Config) fill(raw *rawConfig) error {
 			return err
 		}
 	}
+	c.Policies = []Policy{{Name: DefaultPolicy, Tiers: DefaultTiers(c.Links), LastResort: Unreachable, Failback: Keep, Implicit: true}}
 	return nil
 }
 
@@ -349,6 +385,7 @@ func (c *Config) fillLink(i int, rl *rawLink, u *used) (Link, error) {
 	if err := c.fillCheck(i, rl.Check, &l.Check); err != nil {
 		return l, err
 	}
+	l.Tier = 1
 	l.Weight = 1
 	if rl.Weight != nil {
 		if w := *rl.Weight; w < 1 || w > MaxWeight {

@@ -39,9 +39,10 @@ func TestParseConfigDefaults(t *testing.T) {
 		BalanceTable: 100,
 		PriorityBase: 1000,
 		Links: []Link{
-			{Name: "isp1", Interface: "wan1", Gateway: netip.MustParseAddr("192.0.2.1"), Weight: 3, NAT: true, Table: 101, Mark: 0x100, Check: defaultCheck},
-			{Name: "isp2", Interface: "wan2", Gateway: netip.MustParseAddr("198.51.100.1"), Weight: 1, NAT: true, Table: 102, Mark: 0x200, Check: defaultCheck},
+			{Name: "isp1", Interface: "wan1", Gateway: netip.MustParseAddr("192.0.2.1"), Weight: 3, NAT: true, Table: 101, Mark: 0x100, Tier: 1, Check: defaultCheck},
+			{Name: "isp2", Interface: "wan2", Gateway: netip.MustParseAddr("198.51.100.1"), Weight: 1, NAT: true, Table: 102, Mark: 0x200, Tier: 1, Check: defaultCheck},
 		},
+		Policies: []Policy{{Name: "default", Tiers: [][]int{{0, 1}}, LastResort: Unreachable, Failback: Keep, Implicit: true}},
 	}
 	if d := cmp.Diff(want, c, cmpopts.IgnoreUnexported(Config{}), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); d != "" {
 		t.Errorf("config (-want +got):\n%s", d)
