@@ -280,6 +280,11 @@ func sysctls(links []LinkPlan) (early, late []rules.Sysctl) {
 		{Key: "net/netfilter/nf_conntrack_acct", Value: "1"},
 		// Flow start times, for the age column of `status --flows`.
 		{Key: "net/netfilter/nf_conntrack_timestamp", Value: "1"},
+		// Conntrack events for every flow, so the daemon's flow counts
+		// see flows that began while it was not running end. With the
+		// default (2) a flow gets events only if a listener existed when
+		// it began (nf_ct_ecache_ext_add, net/netfilter/nf_conntrack_ecache.c).
+		{Key: "net/netfilter/nf_conntrack_events", Value: "1"},
 	}
 	return early, late
 }
