@@ -40,6 +40,11 @@ links, in the foreground.
   A link coming back rejoins the route; no flow on a healthy link moves.
 - "gateway: auto" follows the interface's default route in main (DHCP, PPP).
 - flowpin status shows each link's state, the last change and why.
+- Flows per link are counted in memory from conntrack events, after one
+  streamed dump at start, and re-counted every minute and at once when the
+  kernel drops events; bytes and packets per link come from the counters
+  of the link's nft rules. flowpin status and the metrics answer from
+  there, without reading the conntrack table.
 - On SIGTERM or SIGINT it exits 0 and leaves routing as last applied;
   flowpin down removes it. A restart adopts the kernel's state and moves
   no flow.`,
@@ -71,6 +76,8 @@ links, in the foreground.
 				Applier:   daemon.KernelApplier(k.Kernel),
 				Conntrack: k.ct,
 				Events:    daemon.NetlinkEvents{Log: log},
+				Flows:     k.ct,
+				Traffic:   k.nft,
 			}, log)
 			d.OnReady = func() {
 				log.Info("running", "config", a.config, "links", len(c.Links))
@@ -78,7 +85,7 @@ links, in the foreground.
 			}
 			api := daemon.SourceFuncs{
 				HealthFunc: d.Health,
-				StatusFunc: func() (*status.Status, error) { return daemonStatus(c, d.Health()) },
+				StatusFunc: func() (*status.Status, error) { return daemonStatus(c, d) },
 			}
 			go func() {
 				if err := daemon.ServeAPI(ctx, ln, api); err != nil {
@@ -92,9 +99,6 @@ links, in the foreground.
 				}
 				mln, err := net.Listen("tcp", addr)
 				if err != nil {
-					return fmt.Errorf("metrics: %w", err)
-				}
-				if err := d.Metrics().RegisterFlowMetrics(c, k.ct); err != nil {
 					return fmt.Errorf("metrics: %w", err)
 				}
 				mux := http.NewServeMux()

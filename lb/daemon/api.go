@@ -181,10 +181,11 @@ func (s SourceFuncs) Health() []health.LinkHealth     { return s.HealthFunc() }
 func (s SourceFuncs) Status() (*status.Status, error) { return s.StatusFunc() }
 
 // statusMaxAge: a status younger than this is served again rather than
-// recomputed. Each status is a dump of the whole conntrack table; clients
-// asking faster than this share one dump, so however many there are, the
-// daemon dumps at most once per statusMaxAge.
-const statusMaxAge = time.Second
+// recomputed. A status costs O(links) from the daemon's counts, but a
+// dump of the whole table until its first count is done; clients asking
+// faster than this share one, so however many there are, the daemon
+// computes at most one per statusMaxAge.
+const statusMaxAge = 100 * time.Millisecond
 
 // APIHandler answers GET /health (the links' health) and GET /status (the
 // whole status, same JSON as `flowpin status --json`).

@@ -42,6 +42,16 @@ type Deps struct {
 
 	ResyncInterval  time.Duration // default ResyncInterval
 	MinSyncInterval time.Duration // default MinSyncInterval
+
+	// Flows, if set, is followed by events to keep flow counts per link
+	// in memory (FlowTally, metrics) and to watch new flows for replies.
+	Flows FlowTable
+	// Traffic, if set, gives each link's bytes and packets.
+	Traffic TrafficCounters
+	// FlowEventSpace is the event socket's receive buffer (default
+	// ct.DefaultEventSpace).
+	FlowEventSpace    int
+	ReconcileInterval time.Duration // default ReconcileInterval
 }
 
 // Daemon keeps the kernel matching the config and routes around dead
@@ -68,6 +78,7 @@ type Daemon struct {
 	reopen []atomic.Bool
 
 	metrics *Metrics
+	flows   *flowTracker // nil without Deps.Flows
 }
 
 // New prepares a daemon; Run starts it.
@@ -87,13 +98,23 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 	if deps.MinSyncInterval <= 0 {
 		deps.MinSyncInterval = MinSyncInterval
 	}
-	return &Daemon{
+	if deps.ReconcileInterval <= 0 {
+		deps.ReconcileInterval = ReconcileInterval
+	}
+	d := &Daemon{
 		Config: c, Log: log, deps: deps,
 		trackers: map[string]*health.Tracker{}, gateways: map[string]netip.Addr{}, usable: map[string]bool{},
 		flush: map[string]bool{}, reopen: make([]atomic.Bool, len(c.Links)),
 		metrics: NewMetrics(),
 	}
+	if deps.Flows != nil {
+		d.flows = newFlowTracker(deps.Flows, c.MarkMask, deps.Clock, log, d.metrics, deps.FlowEventSpace, deps.ReconcileInterval)
+		d.metrics.Registry.MustRegister(newFlowCollector(d))
+	}
+	return d
 }
+
+func (d *Daemon) flowTracker() *flowTracker { return d.flows }
 
 // Metrics returns the daemon's Prometheus registry wrapper.
 func (d *Daemon) Metrics() *Metrics { return d.metrics }
@@ -125,6 +146,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		cancel()
 		drain(events)
 	}()
+	if d.flows != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.flows.run(ctx) }()
+	}
 	d.runner = newSyncRunner(d.deps.Clock, d.deps.MinSyncInterval, d.deps.ResyncInterval)
 	defer d.runner.Stop()
 	d.runner.Due()

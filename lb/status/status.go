@@ -124,7 +124,15 @@ type Status struct {
 	// Seconds since the previous frame (--watch only).
 	Interval float64  `json:"interval,omitempty"`
 	Warnings []string `json:"warnings"`
+	// BytesFrom says what the byte and packet counts are: absent (or
+	// "flows"), those of the flows alive now, from conntrack; "rules", the
+	// links' traffic since flowpin's nft table was last written, from the
+	// counters of its rules (a daemon's status).
+	BytesFrom string `json:"bytes_from,omitempty"`
 }
+
+// BytesFromRules: see Status.BytesFrom.
+const BytesFromRules = "rules"
 
 // Tally counts flows per mark value (the ct mark under mask).
 type Tally map[uint32]*Counters
