@@ -56,10 +56,10 @@ type Event struct {
 	SeenReply bool
 }
 
-// The conntrack multicast groups (uapi/linux/netfilter/nfnetlink.h
-// NFNLGRP_CONNTRACK_NEW, _UPDATE, _DESTROY), as a bind(2) group mask:
-// group g is bit g-1.
-const ctGroups = 1<<(1-1) | 1<<(2-1) | 1<<(3-1)
+// The conntrack multicast groups NFNLGRP_CONNTRACK_NEW (1), _UPDATE (2)
+// and _DESTROY (3) (uapi/linux/netfilter/nfnetlink.h), as a bind(2) group
+// mask: group g is bit g-1.
+const ctGroups = 0b111
 
 const (
 	ipctnlMsgCtDelete = 2        // IPCTNL_MSG_CT_DELETE
