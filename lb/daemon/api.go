@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -211,10 +212,13 @@ func APIHandler(src Source) http.Handler {
 			}
 			last, lastAt = st, time.Now()
 		}
-		st := last
+		// Counts may be shared; the links' health is always the latest.
+		st := *last
+		st.Links = slices.Clone(last.Links)
 		mu.Unlock()
+		st.WithHealth(src.Health())
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(st)
+		_ = json.NewEncoder(w).Encode(&st)
 	})
 	return mux
 }
