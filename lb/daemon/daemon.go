@@ -52,6 +52,9 @@ type Deps struct {
 	// ct.DefaultEventSpace).
 	FlowEventSpace    int
 	ReconcileInterval time.Duration // default ReconcileInterval
+	// Passive tunes the detection of dead links from their own new
+	// flows (with Flows only; zero value: DefaultPassive).
+	Passive PassiveParams
 }
 
 // Daemon keeps the kernel matching the config and routes around dead
@@ -79,6 +82,11 @@ type Daemon struct {
 
 	metrics *Metrics
 	flows   *flowTracker // nil without Deps.Flows
+
+	// burst[i] asks link i's probe loop for a burst of probes at once:
+	// its new flows go unanswered. suspectWhy[i] (under mu) says why.
+	burst      []chan struct{}
+	suspectWhy []string
 }
 
 // New prepares a daemon; Run starts it.
@@ -107,9 +115,22 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 		flush: map[string]bool{}, reopen: make([]atomic.Bool, len(c.Links)),
 		metrics: NewMetrics(),
 	}
+	d.burst, d.suspectWhy = make([]chan struct{}, len(c.Links)), make([]string, len(c.Links))
+	for i := range d.burst {
+		d.burst[i] = make(chan struct{}, 1)
+	}
 	if deps.Flows != nil {
 		d.flows = newFlowTracker(deps.Flows, c.MarkMask, deps.Clock, log, d.metrics, deps.FlowEventSpace, deps.ReconcileInterval)
 		d.metrics.Registry.MustRegister(newFlowCollector(d))
+		p := deps.Passive
+		if p == (PassiveParams{}) {
+			p = DefaultPassive
+		}
+		marks := make([]uint32, len(c.Links))
+		for i, l := range c.Links {
+			marks[i] = l.Mark
+		}
+		d.flows.watch = &passiveWatch{d: d, det: newPassiveDetector(p, c.MarkMask, marks)}
 	}
 	return d
 }
@@ -123,6 +144,7 @@ type probeResult struct {
 	link  int
 	round health.Round
 	at    time.Time
+	burst bool // a burst on suspicion (burstRound), not a regular round
 }
 
 // Run applies the config, then keeps it applied until ctx ends. It leaves
@@ -194,6 +216,10 @@ func (d *Daemon) loop(ctx context.Context, events *<-chan Event, results <-chan 
 			d.Log.Info("stopping; routing stays as last applied (flowpin down removes it)")
 			return nil
 		case r := <-results:
+			if r.burst {
+				d.burstDone(r)
+				continue
+			}
 			d.observe(r)
 		case ev, ok := <-*events:
 			if ok {
@@ -379,6 +405,14 @@ func (d *Daemon) probeLoop(ctx context.Context, i int, out chan<- probeResult) {
 		case <-ctx.Done():
 			return
 		case <-t.C():
+		case <-d.burst[i]:
+			r := d.burstRound(i, &p)
+			select {
+			case out <- probeResult{link: i, round: r, at: d.deps.Clock.Now(), burst: true}:
+			case <-ctx.Done():
+				return
+			}
+			continue // the regular rounds keep their rhythm
 		}
 		start := d.deps.Clock.Now()
 		r := d.probeRound(i, &p)

@@ -438,6 +438,13 @@ func (f *fakeFlowTable) send(evs ...ct.Event) {
 	ch <- evs
 }
 
+// settle returns once the tracker is done with every batch sent before:
+// it has taken two more (it handles one at a time).
+func (f *fakeFlowTable) settle() {
+	f.send()
+	f.send()
+}
+
 func (f *fakeFlowTable) Walk(_ *ct.MarkFilter, _ ct.Detail, fn func(*ct.FlowRecord)) error {
 	f.mu.Lock()
 	f.walks++

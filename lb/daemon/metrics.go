@@ -31,6 +31,8 @@ type Metrics struct {
 	ctRecounts  prometheus.Counter
 	ctCorrected prometheus.Counter
 	ctEventVec  [ct.EventLost + 1]prometheus.Counter
+	suspects    *prometheus.CounterVec
+	bursts      *prometheus.CounterVec
 }
 
 // NewMetrics registers every metric in a fresh registry.
@@ -86,6 +88,13 @@ func NewMetrics() *Metrics {
 	m.ctCorrected = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "flowpin_conntrack_recount_corrections_total", Help: "Flows by which re-counts corrected the event-driven counts (summed over links and families).",
 	})
+	m.suspects = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flowpin_link_suspicions_total", Help: "Times a link's new flows went unanswered well above its baseline and other links', making it suspect.",
+	}, []string{"link"})
+	m.bursts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flowpin_burst_probes_total", Help: "Bursts of probes on suspicion, by outcome: down (none answered) or cleared.",
+	}, []string{"link", "outcome"})
+	m.Registry.MustRegister(m.suspects, m.bursts)
 	m.Registry.MustRegister(m.up, m.changes, m.rtt, m.loss, m.probes, m.syncs, m.syncErrors, m.syncWrites, m.syncSeconds, m.subLosses,
 		m.ctLosses, m.ctEvents, m.ctRecounts, m.ctCorrected,
 		collectors.NewGoCollector(),
@@ -120,6 +129,10 @@ func (m *Metrics) synced(writes int, took time.Duration) {
 }
 
 func (m *Metrics) subscriptionLost(what string) { m.subLosses.WithLabelValues(what).Inc() }
+
+func (m *Metrics) suspected(link string) { m.suspects.WithLabelValues(link).Inc() }
+
+func (m *Metrics) burst(link, outcome string) { m.bursts.WithLabelValues(link, outcome).Inc() }
 
 func (m *Metrics) ctEventsLost() { m.ctLosses.Inc() }
 

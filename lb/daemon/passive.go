@@ -1,0 +1,334 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"flowpin/lb/health"
+	"flowpin/nft/ct"
+)
+
+// PassiveParams tune the passive failure detector: each link's own new
+// flows (TCP and UDP) that see no reply. The traffic only makes a link
+// suspect; a burst of probes then decides.
+type PassiveParams struct {
+	// Window: a new flow without a reply this long is unanswered. A link
+	// whose replies are slow waits longer: 4 times its mean reply delay,
+	// up to MaxWindow.
+	Window, MaxWindow time.Duration
+	// Last is how many of a link's most recent judged flows make its
+	// recent share, counting only flows judged within Span.
+	Last int
+	Span time.Duration
+	// MinFlows: a recent share of fewer flows means nothing.
+	MinFlows int
+	// Jump: the recent share must exceed the link's baseline (its share
+	// over its earlier flows) by this much...
+	Jump float64
+	// Margin: ...and that of every other link with recent flows by this
+	// much: a far server that died for every link is no link's fault.
+	Margin float64
+	// Alpha is the weight of one flow in the baseline (an average over
+	// about 1/Alpha flows).
+	Alpha float64
+	// Cooldown: a link is suspected at most this often.
+	Cooldown time.Duration
+	// MaxPending bounds the flows waiting for a reply (a flood of new
+	// flows is not followed beyond it).
+	MaxPending int
+}
+
+// DefaultPassive are the defaults: three of a link's last four new flows
+// unanswered for 400 ms, when it usually answers and other links do,
+// make it suspect.
+var DefaultPassive = PassiveParams{
+	Window: 400 * time.Millisecond, MaxWindow: 3 * time.Second,
+	Last: 4, Span: 2 * time.Second, MinFlows: 3,
+	Jump: 0.5, Margin: 0.3, Alpha: 0.02,
+	Cooldown: 2 * time.Second, MaxPending: 200_000,
+}
+
+type pendingFlow struct {
+	id   uint32
+	link int
+	at   time.Time
+}
+
+type outcome struct {
+	at         time.Time
+	unanswered bool
+}
+
+type linkWatch struct {
+	recent   []outcome // the last p.Last, oldest first
+	baseline float64
+	judged   int
+	delay    time.Duration // mean reply delay (EWMA)
+	suspect  time.Time     // last suspicion
+}
+
+// suspicion is a link the traffic says may be dead.
+type suspicion struct {
+	link int
+	why  string
+}
+
+// passiveDetector watches new flows per link for replies. It is pure:
+// time comes with each call. Not safe for concurrent use.
+type passiveDetector struct {
+	p      PassiveParams
+	mask   uint32
+	byMark map[uint32]int
+	links  []linkWatch
+	// Flows waiting for a reply, by ID, and in the order they began.
+	pending map[uint32]pendingFlow
+	queue   []pendingFlow
+}
+
+func newPassiveDetector(p PassiveParams, mask uint32, marks []uint32) *passiveDetector {
+	d := &passiveDetector{p: p, mask: mask, byMark: map[uint32]int{}, links: make([]linkWatch, len(marks)), pending: map[uint32]pendingFlow{}}
+	for i, m := range marks {
+		d.byMark[m] = i
+	}
+	return d
+}
+
+// observe takes a batch of conntrack events seen at now, and returns
+// the links that became suspect.
+func (d *passiveDetector) observe(evs []ct.Event, now time.Time) []suspicion {
+	var out []suspicion
+	for i := range evs {
+		ev := &evs[i]
+		switch ev.Type {
+		case ct.EventNew:
+			link, ok := d.byMark[ev.Mark&d.mask]
+			if !ok || (ev.Proto != 6 && ev.Proto != 17) || ev.SeenReply || len(d.pending) >= d.p.MaxPending {
+				continue
+			}
+			pf := pendingFlow{id: ev.ID, link: link, at: now}
+			d.pending[ev.ID] = pf
+			d.queue = append(d.queue, pf)
+		case ct.EventUpdate:
+			if !ev.SeenReply {
+				continue
+			}
+			if pf, ok := d.pending[ev.ID]; ok {
+				delete(d.pending, ev.ID)
+				lw := &d.links[pf.link]
+				delay := now.Sub(pf.at)
+				if lw.delay == 0 {
+					lw.delay = delay
+				} else {
+					lw.delay = (7*lw.delay + delay) / 8
+				}
+				if s, ok := d.judge(pf.link, false, now); ok {
+					out = append(out, s)
+				}
+			}
+		case ct.EventDestroy:
+			delete(d.pending, ev.ID) // gone before its window: not judged
+		}
+	}
+	return append(out, d.tick(now)...)
+}
+
+// window is how long link i's flows may wait for a reply.
+func (d *passiveDetector) window(i int) time.Duration {
+	return min(max(d.p.Window, 4*d.links[i].delay), d.p.MaxWindow)
+}
+
+// tick judges the flows whose window ended by now as unanswered.
+func (d *passiveDetector) tick(now time.Time) []suspicion {
+	var out []suspicion
+	n := 0
+	for _, pf := range d.queue {
+		cur, ok := d.pending[pf.id]
+		if !ok || cur.at != pf.at {
+			n++ // answered or gone; or an ID reused since
+			continue
+		}
+		if now.Sub(pf.at) < d.window(pf.link) {
+			// Flows began in order; a later one's window (same link or
+			// one with a longer window) is not over either, except on a
+			// link with a shorter window: those wait a little longer.
+			break
+		}
+		n++
+		delete(d.pending, pf.id)
+		if s, ok := d.judge(pf.link, true, now); ok {
+			out = append(out, s)
+		}
+	}
+	d.queue = d.queue[n:]
+	if len(d.queue) == 0 {
+		d.queue = nil // let the array go
+	}
+	return out
+}
+
+// share is link i's unanswered share over its recent flows, and how many
+// there are.
+func (d *passiveDetector) share(i int, now time.Time) (float64, int) {
+	u, n := 0, 0
+	for _, o := range d.links[i].recent {
+		if now.Sub(o.at) > d.p.Span {
+			continue
+		}
+		n++
+		if o.unanswered {
+			u++
+		}
+	}
+	if n == 0 {
+		return 0, 0
+	}
+	return float64(u) / float64(n), n
+}
+
+// judge records one flow's outcome and says whether its link is now
+// suspect.
+func (d *passiveDetector) judge(i int, unanswered bool, now time.Time) (suspicion, bool) {
+	lw := &d.links[i]
+	lw.recent = append(lw.recent, outcome{at: now, unanswered: unanswered})
+	if len(lw.recent) > d.p.Last {
+		lw.recent = lw.recent[len(lw.recent)-d.p.Last:]
+	}
+	base := lw.baseline
+	// The baseline learns after the check, so the flows that raise the
+	// share do not raise the bar in the same breath.
+	defer func() {
+		v := 0.0
+		if unanswered {
+			v = 1
+		}
+		lw.baseline += d.p.Alpha * (v - lw.baseline)
+		lw.judged++
+	}()
+	if !unanswered || (!lw.suspect.IsZero() && now.Sub(lw.suspect) < d.p.Cooldown) {
+		return suspicion{}, false
+	}
+	share, n := d.share(i, now)
+	if n < d.p.MinFlows || share < base+d.p.Jump {
+		return suspicion{}, false
+	}
+	others := -1.0
+	for j := range d.links {
+		if j == i {
+			continue
+		}
+		if s, m := d.share(j, now); m >= 2 {
+			others = max(others, s)
+			if share < s+d.p.Margin {
+				return suspicion{}, false
+			}
+		}
+	}
+	lw.suspect = now
+	why := fmt.Sprintf("%d of its last %d new flows unanswered after %v (baseline %.0f%%", int(share*float64(n)+0.5), n, d.window(i), 100*base)
+	if others >= 0 {
+		why += fmt.Sprintf(", other links at most %.0f%%", 100*others)
+	}
+	return suspicion{link: i, why: why + ")"}, true
+}
+
+// passiveWatch feeds the detector from the flow tracker's goroutine and
+// hands suspicions to the daemon.
+type passiveWatch struct {
+	d   *Daemon
+	det *passiveDetector
+}
+
+func (w *passiveWatch) events(evs []ct.Event, now time.Time) {
+	for _, s := range w.det.observe(evs, now) {
+		w.d.suspect(s)
+	}
+}
+
+func (w *passiveWatch) tick(now time.Time) {
+	for _, s := range w.det.tick(now) {
+		w.d.suspect(s)
+	}
+}
+
+// Burst probes: each target probed burstProbes times at once, waiting
+// 4 times the link's last round-trip time, within [burstMinTimeout, the
+// link's probe timeout].
+const (
+	burstProbes     = 3
+	burstMinTimeout = 200 * time.Millisecond
+)
+
+// suspect asks an up link's probe loop for a burst at once.
+func (d *Daemon) suspect(s suspicion) {
+	l := d.Config.Links[s.link]
+	d.mu.Lock()
+	t := d.trackers[l.Name]
+	up := t != nil && t.State == health.StateUp
+	if up {
+		d.suspectWhy[s.link] = s.why
+	}
+	d.mu.Unlock()
+	if !up {
+		return
+	}
+	d.metrics.suspected(l.Name)
+	d.Log.Warn("link suspect: its new flows go unanswered; probing it at once", "link", l.Name, "why", s.why)
+	select {
+	case d.burst[s.link] <- struct{}{}:
+	default: // one is pending already
+	}
+}
+
+// burstRound probes link i's targets burstProbes times each, at once,
+// with a timeout fitted to the link's round-trip time.
+func (d *Daemon) burstRound(i int, p *Prober) health.Round {
+	l := d.Config.Links[i]
+	tg := d.targets(i)
+	if *p == nil {
+		var err error
+		if *p, err = d.deps.Probers(l.Interface, l.Mark); err != nil {
+			*p = nil
+			return health.Round{Sent: max(len(tg), 1), Err: err}
+		}
+	}
+	if len(tg) == 0 {
+		return health.Round{Sent: 1, Err: errors.New("no target: no gateway known yet")}
+	}
+	var rtt time.Duration
+	for _, h := range d.Health() {
+		if h.Name == l.Name {
+			rtt = time.Duration(h.RTTMillis * float64(time.Millisecond))
+		}
+	}
+	timeout := max(min(4*rtt, l.Check.Timeout), min(burstMinTimeout, l.Check.Timeout))
+	var many []netip.Addr
+	for range burstProbes {
+		many = append(many, tg...)
+	}
+	r := (*p).Probe(many, timeout)
+	if r.Err != nil && errors.Is(r.Err, unix.ENODEV) {
+		(*p).Close()
+		*p = nil
+	}
+	return r
+}
+
+// burstDone acts on a burst: no answer at all takes the link down (its
+// probes bring it back as usual); any answer clears it.
+func (d *Daemon) burstDone(r probeResult) {
+	l := d.Config.Links[r.link]
+	d.mu.Lock()
+	why := d.suspectWhy[r.link]
+	d.mu.Unlock()
+	if r.round.Answered == 0 {
+		d.metrics.burst(l.Name, "down")
+		d.forceDown(l, fmt.Sprintf("new flows unanswered (%s), and none of %d burst probes answered", why, r.round.Sent))
+		return
+	}
+	d.metrics.burst(l.Name, "cleared")
+	d.Log.Info("suspect link answers its probes; it stays up", "link", l.Name, "answered", r.round.Answered, "of", r.round.Sent)
+}
