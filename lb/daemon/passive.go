@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -56,6 +57,7 @@ type pendingFlow struct {
 	id   uint32
 	link int
 	at   time.Time
+	dst  netip.Addr
 }
 
 type outcome struct {
@@ -87,10 +89,15 @@ type passiveDetector struct {
 	// Flows waiting for a reply, by ID, and in the order they began.
 	pending map[uint32]pendingFlow
 	queue   []pendingFlow
+	// silent[dst][i]: when a flow to dst over link i last went
+	// unanswered. A destination silent over two links is the far end's
+	// fault, not a link's: its flows are not held against any link.
+	silent    map[netip.Addr][]time.Time
+	lastSweep time.Time
 }
 
 func newPassiveDetector(p PassiveParams, mask uint32, marks []uint32) *passiveDetector {
-	d := &passiveDetector{p: p, mask: mask, byMark: map[uint32]int{}, links: make([]linkWatch, len(marks)), pending: map[uint32]pendingFlow{}}
+	d := &passiveDetector{p: p, mask: mask, byMark: map[uint32]int{}, links: make([]linkWatch, len(marks)), pending: map[uint32]pendingFlow{}, silent: map[netip.Addr][]time.Time{}}
 	for i, m := range marks {
 		d.byMark[m] = i
 	}
@@ -109,7 +116,7 @@ func (d *passiveDetector) observe(evs []ct.Event, now time.Time) []suspicion {
 			if !ok || (ev.Proto != 6 && ev.Proto != 17) || ev.SeenReply || len(d.pending) >= d.p.MaxPending {
 				continue
 			}
-			pf := pendingFlow{id: ev.ID, link: link, at: now}
+			pf := pendingFlow{id: ev.ID, link: link, at: now, dst: ev.Dst}
 			d.pending[ev.ID] = pf
 			d.queue = append(d.queue, pf)
 		case ct.EventUpdate:
@@ -159,15 +166,50 @@ func (d *passiveDetector) tick(now time.Time) []suspicion {
 		}
 		n++
 		delete(d.pending, pf.id)
+		if d.silentElsewhere(pf, now) {
+			continue
+		}
 		if s, ok := d.judge(pf.link, true, now); ok {
 			out = append(out, s)
 		}
 	}
 	d.queue = d.queue[n:]
+	if now.Sub(d.lastSweep) > d.p.Span {
+		d.lastSweep = now
+		for dst, at := range d.silent {
+			if !slices.ContainsFunc(at, func(t time.Time) bool { return now.Sub(t) <= d.p.Span }) {
+				delete(d.silent, dst)
+			}
+		}
+	}
 	if len(d.queue) == 0 {
 		d.queue = nil // let the array go
 	}
 	return out
+}
+
+// silentElsewhere records that pf's destination did not answer over its
+// link, and says whether it did not answer over another link either,
+// lately.
+func (d *passiveDetector) silentElsewhere(pf pendingFlow, now time.Time) bool {
+	if !pf.dst.IsValid() {
+		return false
+	}
+	at, ok := d.silent[pf.dst]
+	if !ok {
+		if len(d.silent) >= d.p.MaxPending {
+			return false
+		}
+		at = make([]time.Time, len(d.links))
+		d.silent[pf.dst] = at
+	}
+	at[pf.link] = now
+	for j, t := range at {
+		if j != pf.link && !t.IsZero() && now.Sub(t) <= d.p.Span {
+			return true
+		}
+	}
+	return false
 }
 
 // share is link i's unanswered share over its recent flows, and how many

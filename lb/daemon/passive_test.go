@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 
@@ -8,8 +9,9 @@ import (
 )
 
 // flowScript says, for the n-th new flow (one every step), its link and
-// after how long it is answered (0: never).
-type flowScript func(n int, at time.Duration) (link int, reply time.Duration)
+// after how long it is answered (0: never), and its destination
+// 203.0.113.dst (0: none known).
+type flowScript func(n int, at time.Duration) (link int, reply time.Duration, dst byte)
 
 type simResult struct {
 	suspects []time.Duration // when, per suspicion, in order
@@ -44,9 +46,13 @@ func simulate(t *testing.T, p PassiveParams, nLinks int, dur, step time.Duration
 			replies = replies[1:]
 		}
 		if now >= next {
-			link, r := script(n, now)
+			link, r, dst := script(n, now)
 			id := uint32(n + 1)
-			evs = append(evs, ct.Event{Type: ct.EventNew, ID: id, Mark: marks[link], Proto: 6, Family: 2})
+			ev := ct.Event{Type: ct.EventNew, ID: id, Mark: marks[link], Proto: 6, Family: 2}
+			if dst != 0 {
+				ev.Dst = netip.AddrFrom4([4]byte{203, 0, 113, dst})
+			}
+			evs = append(evs, ev)
 			if r > 0 {
 				replies = append(replies, reply{now + r, id})
 				// keep replies in time order
@@ -83,60 +89,76 @@ func TestPassiveDetector(t *testing.T) {
 	}{
 		{
 			name: "link 1 dies", links: 2,
-			script: func(n int, at time.Duration) (int, time.Duration) {
+			script: func(n int, at time.Duration) (int, time.Duration, byte) {
 				l := alternate(n)
 				if l == 1 && at >= death {
-					return l, 0
+					return l, 0, 0
 				}
-				return l, 5 * ms
+				return l, 5 * ms, 0
 			},
 			want: []int{1}, within: time.Second, allowMore: true,
 		},
 		{
 			name: "the far server dies for every link", links: 2,
-			script: func(n int, at time.Duration) (int, time.Duration) {
+			script: func(n int, at time.Duration) (int, time.Duration, byte) {
 				if at >= death {
-					return alternate(n), 0
+					return alternate(n), 0, 0
 				}
-				return alternate(n), 5 * ms
+				return alternate(n), 5 * ms, 0
 			},
 		},
 		{
 			name: "a dead server among live ones, over every link", links: 2,
-			script: func(n int, at time.Duration) (int, time.Duration) {
+			script: func(n int, at time.Duration) (int, time.Duration, byte) {
 				// Flows 2 and 3 of every 4 go to the dead server.
 				if at >= death && n%4 >= 2 {
-					return alternate(n), 0
+					return alternate(n), 0, 0
 				}
-				return alternate(n), 5 * ms
+				return alternate(n), 5 * ms, 0
+			},
+		},
+		{
+			name: "a dead server among live ones, links by hash", links: 2,
+			script: func(n int, at time.Duration) (int, time.Duration, byte) {
+				// Every other flow goes to the dead server (203.0.113.20),
+				// over whichever link the hash gives: runs of dead flows
+				// on one link happen, but the server is silent on both.
+				link := int(uint32(n)*2654435761>>13) % 2
+				if n%2 == 1 {
+					if at >= death {
+						return link, 0, 20
+					}
+					return link, 5 * ms, 20
+				}
+				return link, 5 * ms, 10
 			},
 		},
 		{
 			name: "slow replies are answers", links: 2,
-			script: func(n int, at time.Duration) (int, time.Duration) {
+			script: func(n int, at time.Duration) (int, time.Duration, byte) {
 				if alternate(n) == 1 && at >= death {
-					return 1, 700 * ms // slower than the window, after a while
+					return 1, 700 * ms, 0 // slower than the window, after a while
 				}
-				return alternate(n), 200 * ms
+				return alternate(n), 200 * ms, 0
 			},
 		},
 		{
 			name: "a link that always has unanswered flows", links: 2,
-			script: func(n int, _ time.Duration) (int, time.Duration) {
+			script: func(n int, _ time.Duration) (int, time.Duration, byte) {
 				// Link 1 carries one-way UDP half the time: its baseline.
 				if alternate(n) == 1 && n%4 == 1 {
-					return 1, 0
+					return 1, 0, 0
 				}
-				return alternate(n), 5 * ms
+				return alternate(n), 5 * ms, 0
 			},
 		},
 		{
 			name: "the only link with traffic dies: probes decide", links: 2,
-			script: func(_ int, at time.Duration) (int, time.Duration) {
+			script: func(_ int, at time.Duration) (int, time.Duration, byte) {
 				if at >= death {
-					return 0, 0
+					return 0, 0, 0
 				}
-				return 0, 5 * ms
+				return 0, 5 * ms, 0
 			},
 			want: []int{0}, within: time.Second, allowMore: true,
 		},

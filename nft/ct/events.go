@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/netfilter"
@@ -50,7 +51,8 @@ type Event struct {
 	Family uint8 // AF_INET, AF_INET6
 	ID     uint32
 	Mark   uint32
-	Proto  uint8 // of the original tuple
+	Proto  uint8      // of the original tuple
+	Dst    netip.Addr // the original tuple's destination: whom the flow was opened to
 	// SeenReply: a packet has travelled in the reply direction
 	// (IPS_SEEN_REPLY): the far end answered.
 	SeenReply bool
@@ -218,16 +220,24 @@ func decodeEvent(b []byte, ev *Event) error {
 		case ctaTupleOrig:
 			t := attrs{b: it.data}
 			for t.next() {
-				if t.typ != ctaTupleProto {
-					continue
-				}
-				p := attrs{b: t.data}
-				for p.next() {
-					if p.typ == ctaProtoNum {
-						ev.Proto = p.u8()
+				switch t.typ {
+				case ctaTupleProto:
+					p := attrs{b: t.data}
+					for p.next() {
+						if p.typ == ctaProtoNum {
+							ev.Proto = p.u8()
+						}
 					}
+					t.err = errors.Join(t.err, p.err)
+				case ctaTupleIP:
+					ip := attrs{b: t.data}
+					for ip.next() {
+						if ip.typ == ctaIPv4Dst || ip.typ == ctaIPv6Dst {
+							ev.Dst, _ = netip.AddrFromSlice(ip.data)
+						}
+					}
+					t.err = errors.Join(t.err, ip.err)
 				}
-				t.err = errors.Join(t.err, p.err)
 			}
 			it.err = t.err
 		}

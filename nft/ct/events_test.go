@@ -2,6 +2,7 @@ package ct
 
 import (
 	"encoding/binary"
+	"net/netip"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -52,12 +53,13 @@ func TestAppendEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	dst := netip.MustParseAddr("10.0.0.2")
 	want := []Event{
-		{Type: EventNew, Family: unix.AF_INET, ID: 7, Mark: 0x100, Proto: 6},
-		{Type: EventUpdate, Family: unix.AF_INET, ID: 7, Mark: 0x100, Proto: 6, SeenReply: true},
-		{Type: EventDestroy, Family: unix.AF_INET6, ID: 9, Proto: 17},
+		{Type: EventNew, Family: unix.AF_INET, ID: 7, Mark: 0x100, Proto: 6, Dst: dst},
+		{Type: EventUpdate, Family: unix.AF_INET, ID: 7, Mark: 0x100, Proto: 6, SeenReply: true, Dst: dst},
+		{Type: EventDestroy, Family: unix.AF_INET6, ID: 9, Proto: 17, Dst: dst},
 	}
-	if diff := cmp.Diff(want, got); diff != "" {
+	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 		t.Errorf("events (-want +got):\n%s", diff)
 	}
 	if _, err := appendEvents(nil, b[:len(b)-3]); err == nil {
