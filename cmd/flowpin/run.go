@@ -35,6 +35,10 @@ links, in the foreground.
   rounds bring it back; carrier loss, a removed interface (a PPP session
   ending) or a failed gateway neighbour takes it down at once. An interface
   that does not exist yet is a down link, adopted when it appears.
+- A link whose own new flows suddenly go unanswered (SYN without SYN-ACK,
+  UDP without reply), well above its baseline and the other links', is
+  probed at once in a burst; no answer takes it down without waiting for
+  fall rounds. The traffic only triggers the check; the probes decide.
 - A link going down leaves the multipath route and only its own conntrack
   entries are deleted, so its NATed flows re-establish on a live link.
   A link coming back rejoins the route; no flow on a healthy link moves.
