@@ -342,6 +342,12 @@ func fromNetlinkRoute(r netlink.Route, names map[int]string) Route {
 		Src:    addrOf(r.Src),
 		Scope:  Scope(r.Scope),
 	}
+	switch r.Type {
+	case unix.RTN_UNREACHABLE:
+		out.Type = "unreachable"
+	case unix.RTN_BLACKHOLE:
+		out.Type = "blackhole"
+	}
 	if !out.Dst.IsValid() {
 		// The kernel reports the default route with no RTA_DST.
 		if r.Family == V6 {
@@ -368,6 +374,12 @@ func (k *Kernel) toNetlinkRoute(r Route) (*netlink.Route, error) {
 		Src:      ipOf(r.Src),
 		Scope:    netlink.Scope(r.Scope),
 		Protocol: Protocol,
+	}
+	switch r.Type {
+	case "unreachable":
+		nr.Type = unix.RTN_UNREACHABLE
+	case "blackhole":
+		nr.Type = unix.RTN_BLACKHOLE
 	}
 	if r.Dev != "" {
 		l, err := k.h.LinkByName(r.Dev)

@@ -37,9 +37,13 @@ import (
 //	B+300+i  from ADDR_i lookup T_i
 //	         Anything else sourced from a link's address leaves by that
 //	         link: no asymmetric replies.
+//	B+201..  fwmark M_k lookup T_k (see OffPolicy)
+//	         A new flow a traffic rule sent to a policy: the policy's
+//	         active tier, or its last resort.
 //	B+400    lookup BALANCE
-//	         New flows: the weighted multipath default route. If no link
-//	         is up it is empty and lookup goes on to main's own default.
+//	         Other new flows: the default policy, the weighted multipath
+//	         route of its active tier; if no link is up, its last resort
+//	         (unreachable unless another default_policy says otherwise).
 const (
 	OffSourceLocal = 0
 	OffMark        = 100
@@ -61,6 +65,8 @@ type Desired struct {
 	LateSysctls []rules.Sysctl
 	NFT         nft.Spec
 	Links       []LinkPlan
+	Policies    []PolicyPlan
+	Rules       []RulePlan
 	Warnings    []string
 }
 
@@ -150,7 +156,10 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 		d.Links = append(d.Links, lp)
 		d.NFT.Links = append(d.NFT.Links, nft.Link{Name: l.Name, Iface: l.Interface, Mark: l.Mark, NAT: l.NAT})
 	}
-	d.Routing = routing(c, d.Links)
+	if err := policies(c, d); err != nil {
+		return nil, err
+	}
+	d.Routing = routing(c, d)
 	d.Sysctls, d.LateSysctls = sysctls(d.Links)
 	return d, nil
 }
@@ -188,12 +197,11 @@ func noHost(p netip.Prefix, a netip.Addr) string {
 	return ""
 }
 
-func routing(c *config.Config, links []LinkPlan) rules.State {
+func routing(c *config.Config, d *Desired) rules.State {
 	var s rules.State
 	base := c.PriorityBase
 	all4 := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
-	var nhs []rules.Nexthop
-	for i, l := range links {
+	for i, l := range d.Links {
 		// The fwmark rule exists even for a link that is down: its table
 		// is then empty and lookup falls through, and the rule is ready
 		// when the link comes back.
@@ -212,23 +220,12 @@ func routing(c *config.Config, links []LinkPlan) rules.State {
 			rules.Route{Family: rules.V4, Table: l.Table, Dst: l.Addr.Masked(), Dev: l.Interface, Src: l.Addr.Addr(), Scope: rules.ScopeLink},
 			rules.Route{Family: rules.V4, Table: l.Table, Dst: all4, Gw: l.Gateway, Dev: l.Interface, Src: l.Addr.Addr()},
 		)
-		if l.InRoute {
-			nhs = append(nhs, rules.Nexthop{Dev: l.Interface, Gw: l.Gateway, Weight: l.Weight})
-		}
 	}
 	s.Rules = append(s.Rules,
 		rules.Rule{Family: rules.V4, Priority: base + OffMain, Table: MainTable, SuppressPrefixlen: 0},
 		rules.Rule{Family: rules.V4, Priority: base + OffBalance, Table: c.BalanceTable, SuppressPrefixlen: -1},
 	)
-	switch len(nhs) {
-	case 0:
-	case 1:
-		// The kernel stores a one-nexthop multipath route as a plain one;
-		// plan it that way so a re-apply sees no difference.
-		s.Routes = append(s.Routes, rules.Route{Family: rules.V4, Table: c.BalanceTable, Dst: all4, Gw: nhs[0].Gw, Dev: nhs[0].Dev})
-	default:
-		s.Routes = append(s.Routes, rules.Route{Family: rules.V4, Table: c.BalanceTable, Dst: all4, Nexthops: nhs})
-	}
+	policyRouting(c, d, &s)
 	slices.SortStableFunc(s.Rules, func(a, b rules.Rule) int { return a.Priority - b.Priority })
 	return s
 }
