@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -579,4 +580,40 @@ func metaMarkIs(mask, v uint32) []expr.Any {
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: le(mask), Xor: le(0)},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: le(v)},
 	}
+}
+
+// StickySet names the set that holds the sources a sticky rule keeps on a
+// link, for addresses of a's family.
+func StickySet(rule, link string, a netip.Addr) string {
+	if a.Unmap().Is4() {
+		return stickySet(ipv4, rule, link)
+	}
+	return stickySet(ipv6, rule, link)
+}
+
+// StickyHas says whether set holds a, and for how much longer. A missing
+// set holds nothing.
+func (c *Conn) StickyHas(set string, a netip.Addr) (bool, time.Duration, error) {
+	nc, err := nftables.New()
+	if err != nil {
+		return false, 0, fmt.Errorf("nftables: %w", err)
+	}
+	s, err := nc.GetSetByName(table(), set)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return false, 0, nil
+		}
+		return false, 0, fmt.Errorf("set %s: %w", set, err)
+	}
+	es, err := nc.GetSetElements(s)
+	if err != nil {
+		return false, 0, fmt.Errorf("elements of set %s: %w", set, err)
+	}
+	key := a.Unmap().AsSlice()
+	for _, e := range es {
+		if bytes.Equal(e.Key, key) {
+			return true, e.Expires, nil
+		}
+	}
+	return false, 0, nil
 }

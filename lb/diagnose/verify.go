@@ -39,6 +39,8 @@ type Routing interface {
 type Tables interface {
 	Read() (*nft.Current, error)
 	ForeignMarkWriters(mask uint32) ([]nft.MarkWriter, error)
+	// StickyHas says whether a sticky set holds an address.
+	StickyHas(set string, a netip.Addr) (bool, time.Duration, error)
 }
 
 // Flows is what explain asks of conntrack.
@@ -169,8 +171,48 @@ func (k *Kernel) Verify(c *config.Config, o VerifyOptions) (*VerifyReport, error
 	}
 	r.Checks = append(r.Checks, MarkWriterChecks(c, writers)...)
 	k.verifyLinks(r, d, all, o)
+	k.verifyPolicies(r, d, o)
 	k.verifySpread(r, d, o)
 	return r, nil
+}
+
+// verifyPolicies asks the kernel where each policy's new flows go: the
+// mark its traffic rules set must route by a link of its active tier, or,
+// with no tier up, meet its last resort.
+func (k *Kernel) verifyPolicies(r *VerifyReport, d *plan.Desired, o VerifyOptions) {
+	if len(d.Policies) == 1 && len(d.Rules) == 0 {
+		return // the default policy alone: the spread check covers it
+	}
+	for _, p := range d.Policies {
+		name := "policy " + p.Name
+		q := rules.Query{Dst: o.Probe, Mark: p.Mark}
+		ans, err := k.Routes.RouteGet(q)
+		active := p.ActiveLinks(d.Links)
+		if len(active) == 0 {
+			switch {
+			case p.LastResort == config.LastMain && err == nil:
+				r.pass(name, "no link of any tier is up: main routes its flows, by %s (ip route get %s)", orNone(ans.Dev), q.Args())
+			case p.LastResort != config.LastMain && err != nil:
+				r.pass(name, "no link of any tier is up: last resort %s (ip route get %s: %v)", p.LastResort, q.Args(), err)
+			default:
+				r.fail(name, applyFix, "no link of any tier is up and the last resort is %s, but ip route get %s gives %s (%v)", p.LastResort, q.Args(), orNone(ans.Dev), err)
+			}
+			continue
+		}
+		var devs []string
+		for _, i := range active {
+			devs = append(devs, d.Links[i].Interface)
+		}
+		if err != nil {
+			r.fail(name, applyFix, "tier %d (%s) is up but ip route get %s fails: %v", p.Active+1, strings.Join(devs, ", "), q.Args(), err)
+			continue
+		}
+		if !slices.Contains(devs, ans.Dev) {
+			r.fail(name, applyFix, "new flows leave by %s, want tier %d (%s) (ip route get %s)", orNone(ans.Dev), p.Active+1, strings.Join(devs, ", "), q.Args())
+			continue
+		}
+		r.pass(name, "tier %d is active: new flows leave by %s (ip route get %s)", p.Active+1, ans.Dev, q.Args())
+	}
 }
 
 // DriftChecks turns the difference between what flowpin owns in the kernel
