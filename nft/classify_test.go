@@ -99,3 +99,31 @@ func TestClassifyInNamespace(t *testing.T) {
 		return nil
 	})
 }
+
+// A traffic rule's counter counts the new flows it classifies: a local
+// UDP packet to a port of rule "dns" hits it once per flow.
+func TestRuleHitsInNamespace(t *testing.T) {
+	s := Spec{Mask: 0xff00, Links: []Link{{Name: "isp1", Iface: "wan1", Mark: 0x100}},
+		Classes: []Class{{Name: "dns", Proto: "udp", DstPorts: []PortRange{{53, 53}}, Action: Action{Mark: 0xfe00}}}}
+	inFreshNS(t, func(ns string) error {
+		if out, err := exec.Command("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+		c := &Conn{}
+		if _, err := c.Apply(s); err != nil {
+			t.Fatal(err)
+		}
+		for _, port := range []string{"53", "53", "54"} {
+			// Each run is a new socket: a new flow (new source port).
+			_ = exec.Command("ip", "netns", "exec", ns, "bash", "-c", "echo x > /dev/udp/127.0.0.1/"+port).Run()
+		}
+		h, err := c.RuleHits()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h["dns"].Packets != 2 {
+			t.Errorf("hits %+v, want 2 packets for dns", h)
+		}
+		return nil
+	})
+}

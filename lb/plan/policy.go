@@ -93,10 +93,21 @@ func markValues(mask uint32, limit int) []uint32 {
 	return out
 }
 
-// policies plans the policies and the traffic rules: marks from the top of
-// the mask down (links take theirs from the bottom), tables after the
-// links', the active tier of each, and the nft classification.
-func policies(c *config.Config, d *Desired) error {
+// Marks are the mark values and tables the policies and traffic rules
+// take. They depend on the config alone.
+type Marks struct {
+	// Policies, in config order, with Mark, Table and Label set and no
+	// active tier (-1).
+	Policies []PolicyPlan
+	// Bypass is the ct mark of flows routed by main (0: no such rule).
+	Bypass uint32
+	// Rules: the mark of each traffic rule's new flows.
+	Rules []uint32
+}
+
+// Allocate hands out marks from the top of the mask down (links take
+// theirs from the bottom) and tables after the links'.
+func Allocate(c *config.Config) (*Marks, error) {
 	usedMark := map[uint32]bool{}
 	usedTable := map[int]bool{c.BalanceTable: true}
 	for _, l := range c.Links {
@@ -125,13 +136,13 @@ func policies(c *config.Config, d *Desired) error {
 		}
 		return 0, c.FieldError("balance_table", "no free routing table id above %d", c.BalanceTable)
 	}
-	bypass := slices.ContainsFunc(c.Rules, func(r config.Rule) bool { return r.Bypass() })
-	if bypass {
-		m, err := takeMark("rules that bypass to main")
+	m := &Marks{}
+	if slices.ContainsFunc(c.Rules, func(r config.Rule) bool { return r.Bypass() }) {
+		v, err := takeMark("rules that bypass to main")
 		if err != nil {
-			return err
+			return nil, err
 		}
-		d.NFT.Bypass = m
+		m.Bypass = v
 	}
 	labels := 0
 	for k, p := range c.Policies {
@@ -139,20 +150,48 @@ func policies(c *config.Config, d *Desired) error {
 		if k > 0 {
 			var err error
 			if pp.Mark, err = takeMark("policy " + p.Name); err != nil {
-				return err
+				return nil, err
 			}
 			if pp.Table, err = takeTable(); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		if p.Failback == config.Flush {
 			if labels == 128 {
-				return c.FieldError(fmt.Sprintf("policies[%d].failback", k), "more than 128 policies with failback: flush")
+				return nil, c.FieldError(fmt.Sprintf("policies[%d].failback", k), "more than 128 policies with failback: flush")
 			}
 			labels++
 			pp.Label = labels
 		}
-		for t, tier := range p.Tiers {
+		m.Policies = append(m.Policies, pp)
+	}
+	for _, r := range c.Rules {
+		switch {
+		case r.Bypass():
+			m.Rules = append(m.Rules, m.Bypass)
+		case r.Sticky > 0:
+			v, err := takeMark("sticky rule " + r.Name)
+			if err != nil {
+				return nil, err
+			}
+			m.Rules = append(m.Rules, v)
+		default:
+			m.Rules = append(m.Rules, m.Policies[r.Target].Mark)
+		}
+	}
+	return m, nil
+}
+
+// policies plans the policies and the traffic rules: their marks and
+// tables, the active tier of each, and the nft classification.
+func policies(c *config.Config, d *Desired) error {
+	m, err := Allocate(c)
+	if err != nil {
+		return err
+	}
+	d.NFT.Bypass = m.Bypass
+	for _, pp := range m.Policies {
+		for t, tier := range pp.Tiers {
 			if slices.ContainsFunc(tier, func(i int) bool { return d.Links[i].InRoute }) {
 				pp.Active = t
 				break
@@ -161,7 +200,7 @@ func policies(c *config.Config, d *Desired) error {
 		d.Policies = append(d.Policies, pp)
 	}
 	for i, r := range c.Rules {
-		rp := RulePlan{Rule: r}
+		rp := RulePlan{Rule: r, Mark: m.Rules[i]}
 		cl := nft.Class{Name: r.Name, Proto: string(r.Proto), Src: r.Src, Dst: r.Dst, IIF: r.IIF}
 		for _, pr := range r.SrcPorts {
 			cl.SrcPorts = append(cl.SrcPorts, nft.PortRange{Lo: pr.Lo, Hi: pr.Hi})
@@ -171,28 +210,19 @@ func policies(c *config.Config, d *Desired) error {
 		}
 		switch {
 		case r.Bypass():
-			rp.Mark = d.NFT.Bypass
-			cl.Action = nft.Action{Mark: d.NFT.Bypass, CtMark: d.NFT.Bypass}
+			cl.Action = nft.Action{Mark: rp.Mark, CtMark: rp.Mark}
 		case r.Sticky > 0:
 			p := d.Policies[r.Target]
-			m, err := takeMark("sticky rule " + r.Name)
-			if err != nil {
-				return err
-			}
-			rp.Mark = m
-			cl.Action = nft.Action{Mark: m, Label: p.Label}
+			cl.Action = nft.Action{Mark: rp.Mark, Label: p.Label}
 			cl.Sticky = r.Sticky
 			// A source sticks only to a link of the active tier that is
-			// up: entries for any other link are dropped with its set.
+			// up: entries for any other link go with its set.
 			for _, li := range p.ActiveLinks(d.Links) {
 				cl.StickyLinks = append(cl.StickyLinks, c.Links[li].Name)
 			}
 		default:
-			p := d.Policies[r.Target]
-			rp.Mark = p.Mark
-			cl.Action = nft.Action{Mark: p.Mark, Label: p.Label}
+			cl.Action = nft.Action{Mark: rp.Mark, Label: d.Policies[r.Target].Label}
 		}
-		_ = i
 		d.Rules = append(d.Rules, rp)
 		d.NFT.Classes = append(d.NFT.Classes, cl)
 	}
