@@ -150,6 +150,7 @@ type explainer struct {
 	entry    rules.Answer   // the route entry behind ans (fibmatch)
 	out      *plan.LinkPlan // the link the packet leaves by
 	policy   *plan.PolicyPlan
+	bypass   bool // the flow's ct mark is the bypass mark
 }
 
 // linkWhere is the planned link for which f holds, or nil.
@@ -189,6 +190,9 @@ func (x *explainer) conntrack() {
 	case x.pinnedTo != nil:
 		e.add("conntrack", "existing flow (%s direction of %s:%d -> %s:%d), ct mark %#x: pinned to link %s (%s)",
 			dir, flow.Orig.Src, flow.Orig.Sport, flow.Orig.Dst, flow.Orig.Dport, flow.Mark, x.pinnedTo.Name, x.pinnedTo.Interface)
+	case x.d.NFT.Bypass != 0 && flow.Mark&x.c.MarkMask == x.d.NFT.Bypass:
+		x.bypass = true
+		e.add("conntrack", "existing flow (%s direction), ct mark %#x: a traffic rule with policy main sent it to the main table; it is not pinned to a link", dir, flow.Mark)
 	case flow.Mark&x.c.MarkMask != 0:
 		e.add("conntrack", "existing flow (%s direction), ct mark %#x: bits %#x match no link of this config (a link was removed?)",
 			dir, flow.Mark, flow.Mark&x.c.MarkMask)
@@ -212,6 +216,9 @@ func (x *explainer) restore() {
 			p.Iif, x.inLink.Name, x.inLink.Name, x.inLink.Mark)
 	case x.inLink != nil:
 		e.add(chain, "arrives on %s, link %s: the flow is already pinned to %s; the mark is not restored onto packets from a link, so main routes it", p.Iif, x.inLink.Name, x.pinnedTo.Name)
+	case x.bypass && x.inLink == nil:
+		x.mark = x.mark&^x.c.MarkMask | x.d.NFT.Bypass
+		e.add(chain, "restore: ct mark & %#x == %#x, so meta mark set to %#x: routed by the main table", x.c.MarkMask, x.d.NFT.Bypass, x.mark)
 	case x.pinnedTo != nil:
 		x.mark = x.mark&^x.c.MarkMask | x.pinnedTo.Mark
 		e.add(chain, "restore: ct mark & %#x == %#x, so meta mark set to %#x: the fwmark rule of link %s routes it", x.c.MarkMask, x.pinnedTo.Mark, x.mark, x.pinnedTo.Name)
