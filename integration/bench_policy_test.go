@@ -33,7 +33,9 @@ func policyRules(links []string, n, port int) string {
 }
 
 // countRules is how many traffic rules a policyRules fragment holds.
-func countRules(frag string) int { return strings.Count(frag, "- {name: r") + strings.Count(frag, "- {name: last") }
+func countRules(frag string) int {
+	return strings.Count(frag, "- {name: r") + strings.Count(frag, "- {name: last")
+}
 
 // BenchmarkPolicyApply times `flowpin apply` on an empty namespace with 8
 // links, with 8 policies and 200 traffic rules against the links alone,
