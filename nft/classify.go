@@ -31,6 +31,17 @@ type Class struct {
 	// this rule, for this long, if that link is among StickyLinks.
 	Sticky      time.Duration
 	StickyLinks []string
+	// StickyLinks6: the same for IPv6 sources (a link's IPv6 can be down
+	// while its IPv4 is up).
+	StickyLinks6 []string
+}
+
+// stickyLinks are the links a source of family f may be stuck to.
+func (c Class) stickyLinks(f family) []string {
+	if f.nfproto == unix.NFPROTO_IPV4 {
+		return c.StickyLinks
+	}
+	return c.StickyLinks6
 }
 
 // Action is what classification does to a new flow's first packet.
@@ -333,7 +344,7 @@ func (s Spec) sets() []setDef {
 			continue
 		}
 		for _, f := range []family{ipv4, ipv6} {
-			for _, l := range c.StickyLinks {
+			for _, l := range c.stickyLinks(f) {
 				name := stickySet(f, c.Name, l)
 				set := &nftables.Set{Name: name, KeyType: f.addr, Dynamic: true, HasTimeout: true}
 				text := fmt.Sprintf("set %s {\n\t\ttype %s\n\t\tflags dynamic,timeout\n\t}", name, f.addr.Name)
@@ -456,7 +467,7 @@ func (s Spec) classifyRules() []rule {
 			out = append(out, labelRule(ch, c.Label))
 		}
 		for _, f := range []family{ipv4, ipv6} {
-			for _, l := range c.StickyLinks {
+			for _, l := range c.stickyLinks(f) {
 				if c.Sticky == 0 {
 					break
 				}
@@ -495,7 +506,7 @@ func (s Spec) classifyRules() []rule {
 			exprs: join(metaMarkIs(s.Mask, c.Mark), []expr.Any{&expr.Verdict{Kind: expr.VerdictGoto, Chain: ch}}),
 		})
 		for _, f := range []family{ipv4, ipv6} {
-			for _, l := range c.StickyLinks {
+			for _, l := range c.stickyLinks(f) {
 				iface := s.linkIface(l)
 				set := stickySet(f, c.Name, l)
 				out = append(out, rule{
@@ -616,4 +627,47 @@ func (c *Conn) StickyHas(set string, a netip.Addr) (bool, time.Duration, error) 
 		}
 	}
 	return false, 0, nil
+}
+
+// v6Exempt are the rules, at the head of every chain, that let IPv6's own
+// machinery through untouched: link-local and multicast traffic, neighbour
+// discovery and router advertisements (which also reach global
+// addresses), and DHCPv6. Marking them would route them by a link's table
+// or pin them to a link; NAT would rewrite addresses that only mean
+// something on one wire. None of it is ever balanced.
+func v6Exempt(chain string) []rule {
+	ll := netip.MustParsePrefix("fe80::/10")
+	mc := netip.MustParsePrefix("ff00::/8")
+	ret := &expr.Verdict{Kind: expr.VerdictReturn}
+	return []rule{
+		{chain: chain, text: "ip6 saddr fe80::/10 return", why: "link-local source", exprs: join(matchNfproto(ipv6), ip6PrefixIs(8, ll), []expr.Any{ret})},
+		{chain: chain, text: "ip6 daddr fe80::/10 return", why: "link-local destination", exprs: join(matchNfproto(ipv6), ip6PrefixIs(24, ll), []expr.Any{ret})},
+		{chain: chain, text: "ip6 daddr ff00::/8 return", why: "multicast", exprs: join(matchNfproto(ipv6), ip6PrefixIs(24, mc), []expr.Any{ret})},
+		{chain: chain, text: "icmpv6 type 133-137 return", why: "neighbour discovery", exprs: join(matchNfproto(ipv6), l4Range(unix.IPPROTO_ICMPV6, 0, []byte{133}, []byte{137}), []expr.Any{ret})},
+		{chain: chain, text: "meta nfproto ipv6 udp dport 546-547 return", why: "dhcpv6", exprs: join(matchNfproto(ipv6), l4Range(unix.IPPROTO_UDP, 2, []byte{0x02, 0x22}, []byte{0x02, 0x23}), []expr.Any{ret})},
+	}
+}
+
+// ip6PrefixIs: the IPv6 address at network header offset off is in p.
+func ip6PrefixIs(off uint32, p netip.Prefix) []expr.Any {
+	mask := make([]byte, 16)
+	for i := range p.Bits() {
+		mask[i/8] |= 0x80 >> (i % 8)
+	}
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: 16},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 16, Mask: mask, Xor: make([]byte, 16)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Addr().AsSlice()},
+	}
+}
+
+// l4Range: the protocol is proto and the transport header bytes at off
+// are within [lo, hi].
+func l4Range(proto byte, off uint32, lo, hi []byte) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: uint32(len(lo))},
+		&expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: lo, ToData: hi},
+	}
 }

@@ -14,7 +14,7 @@ func policySpec() Spec {
 		Links: []Link{{Name: "fiber", Iface: "wan1", Mark: 0x100, NAT: true}, {Name: "cable", Iface: "wan2", Mark: 0x200}},
 		Classes: []Class{
 			{Name: "voip", Proto: "udp", Src: []netip.Prefix{netip.MustParsePrefix("10.9.0.0/24")}, DstPorts: []PortRange{{5060, 5060}, {10000, 20000}}, IIF: "lan0", Action: Action{Mark: 0xfe00}},
-			{Name: "bank", Proto: "tcp", DstPorts: []PortRange{{443, 443}}, Action: Action{Mark: 0xfd00, Label: 3}, Sticky: 10 * time.Minute, StickyLinks: []string{"fiber", "cable"}},
+			{Name: "bank", Proto: "tcp", DstPorts: []PortRange{{443, 443}}, Action: Action{Mark: 0xfd00, Label: 3}, Sticky: 10 * time.Minute, StickyLinks: []string{"fiber", "cable"}, StickyLinks6: []string{"fiber", "cable"}},
 			{Name: "lan", Dst: []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16"), netip.MustParsePrefix("fd00::/8")}, Action: Action{Mark: 0xff00, CtMark: 0xff00}},
 			{Name: "all-udp", Proto: "udp", Action: Action{Mark: 0xfc00}},
 		},

@@ -50,6 +50,8 @@ type Spec struct {
 	// Bypass, if set, is the ct mark of flows routed by main: restored
 	// onto their packets like a link's.
 	Bypass uint32
+	// V6: some link carries IPv6; IPv6's own machinery is exempted.
+	V6 bool
 }
 
 type chainDef struct {
@@ -223,6 +225,11 @@ const LinkRecordPrefix = "link "
 // rules lists every rule of the table in order.
 func (s Spec) rules() []rule {
 	var out []rule
+	if s.V6 {
+		for _, ch := range []string{"prerouting", "output", "postrouting", "nat"} {
+			out = append(out, v6Exempt(ch)...)
+		}
+	}
 	// Prerouting. A packet arriving on a link: a flow seen for the first
 	// time there is pinned to that link (inbound connections, port
 	// forwards). Its mark is NOT restored onto the packet: replies from a

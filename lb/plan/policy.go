@@ -32,8 +32,9 @@ type PolicyPlan struct {
 	// the catch-all rule routes.
 	Mark uint32
 	// Active is the index of the first tier with a link up; -1: none,
-	// the last resort applies.
-	Active int
+	// the last resort applies. Active6 is the same for IPv6.
+	Active  int
+	Active6 int
 	// Label, if set, is 1 + the ct label bit on the policy's flows, for
 	// failback: flush.
 	Label int
@@ -47,6 +48,20 @@ func (p PolicyPlan) ActiveLinks(links []LinkPlan) []int {
 	var out []int
 	for _, i := range p.Tiers[p.Active] {
 		if links[i].InRoute {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// ActiveLinks6 are the links of the IPv6 active tier that take new flows.
+func (p PolicyPlan) ActiveLinks6(links []LinkPlan) []int {
+	if p.Active6 < 0 {
+		return nil
+	}
+	var out []int
+	for _, i := range p.Tiers[p.Active6] {
+		if links[i].V6.InRoute {
 			out = append(out, i)
 		}
 	}
@@ -146,7 +161,7 @@ func Allocate(c *config.Config) (*Marks, error) {
 	}
 	labels := 0
 	for k, p := range c.Policies {
-		pp := PolicyPlan{Policy: p, Table: c.BalanceTable, Active: -1}
+		pp := PolicyPlan{Policy: p, Table: c.BalanceTable, Active: -1, Active6: -1}
 		if k > 0 {
 			var err error
 			if pp.Mark, err = takeMark("policy " + p.Name); err != nil {
@@ -197,6 +212,12 @@ func policies(c *config.Config, d *Desired) error {
 				break
 			}
 		}
+		for t, tier := range pp.Tiers {
+			if slices.ContainsFunc(tier, func(i int) bool { return d.Links[i].V6.InRoute }) {
+				pp.Active6 = t
+				break
+			}
+		}
 		d.Policies = append(d.Policies, pp)
 	}
 	for i, r := range c.Rules {
@@ -219,6 +240,9 @@ func policies(c *config.Config, d *Desired) error {
 			// up: entries for any other link go with its set.
 			for _, li := range p.ActiveLinks(d.Links) {
 				cl.StickyLinks = append(cl.StickyLinks, c.Links[li].Name)
+			}
+			for _, li := range p.ActiveLinks6(d.Links) {
+				cl.StickyLinks6 = append(cl.StickyLinks6, c.Links[li].Name)
 			}
 		default:
 			cl.Action = nft.Action{Mark: rp.Mark, Label: d.Policies[r.Target].Label}
