@@ -78,9 +78,9 @@ type Link struct {
 	Gateway6     netip.Addr
 	Gateway6Auto bool
 	Weight       int
-	NAT         bool
-	Table       int
-	Mark        uint32
+	NAT          bool
+	Table        int
+	Mark         uint32
 	// TableSet and MarkSet: the config gave them. Otherwise they are
 	// defaults that plan.Assign replaces with the link's recorded ones.
 	TableSet, MarkSet bool
