@@ -156,7 +156,7 @@ func TestVerifyEndToEnd(t *testing.T) {
 				f.neigh["wan2 198.51.100.1"] = rules.Neighbour{State: "failed"}
 			},
 			fail: map[string][2]string{
-				"link isp2: gateway 198.51.100.1": {"no ARP answer on wan2 (neighbour failed)", "check the cable and the gateway address in the config"},
+				"link isp2: gateway 198.51.100.1": {"no ARP/ND answer on wan2 (neighbour failed)", "check the cable and the gateway address in the config"},
 			},
 		},
 	} {
@@ -244,7 +244,7 @@ func TestVerifyGatewaysInParallel(t *testing.T) {
 	for _, ch := range rep.Checks {
 		if strings.HasPrefix(ch.Name, "link ") {
 			order = append(order, ch.Name)
-			if strings.Contains(ch.Name, "gateway") && (ch.OK || !strings.Contains(ch.Detail, "no ARP answer")) {
+			if strings.Contains(ch.Name, "gateway") && (ch.OK || !strings.Contains(ch.Detail, "no ARP/ND answer")) {
 				t.Errorf("%s: %s", ch.Name, ch.Detail)
 			}
 		}

@@ -116,6 +116,10 @@ func (k *Kernel) Explain(c *config.Config, p Packet) (*Explanation, error) {
 			return nil, fmt.Errorf("explain: interface %s does not exist in this network namespace", p.Iif)
 		}
 	}
+	if familyOf(p.Dst) == rules.V6 {
+		// The links' IPv6 sides: their addresses, gateways and tiers.
+		d = asV6(d, false)
+	}
 	x := &explainer{k: k, c: c, d: d, p: p, e: &Explanation{}, mark: p.Mark}
 	k.describe(x.e, p)
 	x.conntrack()
@@ -387,7 +391,11 @@ func (x *explainer) nexthop() (local bool) {
 		}
 		how := "the multipath hash of this packet's addresses"
 		if p.Proto != 0 && p.Sport != 0 && p.Dport != 0 {
-			how = fmt.Sprintf("the multipath hash of %s %s:%d -> %s:%d", rules.ProtoName(p.Proto), p.Src, p.Sport, p.Dst, p.Dport)
+			src := "(any source)"
+			if p.Src.IsValid() {
+				src = p.Src.String()
+			}
+			how = fmt.Sprintf("the multipath hash of %s %s -> %s", rules.ProtoName(p.Proto), joinHostPort(src, p.Sport), joinHostPort(p.Dst.String(), p.Dport))
 		}
 		e.HashPick = x.pinnedTo == nil
 		e.add("nexthop", "%s picks via %s dev %s out of %s", how, ans.Gw, ans.Dev, strings.Join(legs, ", "))
@@ -439,6 +447,15 @@ func (x *explainer) nat() {
 	}
 }
 
+// joinHostPort writes an endpoint as nft and ss do: [2001:db8::1]:443 for
+// IPv6.
+func joinHostPort(host string, port uint16) string {
+	if strings.Contains(host, ":") {
+		return fmt.Sprintf("[%s]:%d", host, port)
+	}
+	return fmt.Sprintf("%s:%d", host, port)
+}
+
 func familyOf(a netip.Addr) int {
 	if a.Is6() && !a.Is4In6() {
 		return rules.V6
@@ -477,7 +494,11 @@ func (k *Kernel) describe(e *Explanation, p Packet) {
 // hashNotes warns when the kernel's hash for a real packet can differ from
 // the one `ip route get` computes.
 func (k *Kernel) hashNotes(e *Explanation, p Packet) {
-	policy, err := k.Routes.ReadSysctl("net/ipv4/fib_multipath_hash_policy")
+	key := "net/ipv4/fib_multipath_hash_policy"
+	if familyOf(p.Dst) == rules.V6 {
+		key = "net/ipv6/fib_multipath_hash_policy"
+	}
+	policy, err := k.Routes.ReadSysctl(key)
 	if err != nil {
 		return
 	}
