@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/ti-mo/conntrack"
+	"github.com/ti-mo/netfilter"
 	"golang.org/x/sys/unix"
 )
 
@@ -47,4 +48,18 @@ func (ct *Conntrack) FlushLabel(mark, mask uint32, bit int) (int, error) {
 // the bitmap out (bit i is bit i%8 of byte i/8 on little-endian hosts).
 func HasLabel(labels []byte, bit int) bool {
 	return bit >= 0 && bit/8 < len(labels) && labels[bit/8]&(1<<(bit%8)) != 0
+}
+
+// FlushMarkFamily is FlushMark for one address family (unix.AF_INET or
+// unix.AF_INET6): a link whose IPv6 failed loses its IPv6 flows only.
+func (ct *Conntrack) FlushMarkFamily(mark, mask uint32, family uint8) error {
+	c, err := ct.requests()
+	if err != nil {
+		return err
+	}
+	f := conntrack.NewFilter().Family(netfilter.ProtoFamily(family)).Mark(mark).MarkMask(mask)
+	if err := c.FlushFilter(f); err != nil {
+		return fmt.Errorf("conntrack flush family %d mark %#x/%#x: %w", family, mark, mask, err)
+	}
+	return nil
 }
