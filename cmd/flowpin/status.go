@@ -253,6 +253,9 @@ func (v statusView) frame(prev *status.Status) (frame, error) {
 	if err != nil {
 		return frame{}, err
 	}
+	if err := status.AddPolicies(st, v.c, ap, v.k.nft); err != nil {
+		return frame{}, err
+	}
 	// The daemon of this namespace, if one runs, knows each link's health.
 	if h, err := daemon.QueryHealth(context.Background()); err == nil {
 		st.WithHealth(h)
@@ -390,6 +393,9 @@ func daemonStatus(c *config.Config, d *daemon.Daemon) (*status.Status, error) {
 		if st, err = status.ReadStatus(c, ap, conn); err != nil {
 			return nil, err
 		}
+	}
+	if err := status.AddPolicies(st, c, ap, nc); err != nil {
+		return nil, err
 	}
 	st.WithHealth(d.Health())
 	return st, nil

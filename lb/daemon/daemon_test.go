@@ -119,17 +119,24 @@ func (h *harness) eventually(what string, cond func() bool) {
 func (h *harness) round() {
 	h.t.Helper()
 	before := map[string]int{}
-	for _, l := range h.c.Links {
-		before[l.Interface] = h.probers.count(l.Interface)
+	var keys []string
+	for _, u := range h.d.units {
+		l := h.c.Links[u.link]
+		k := l.Interface
+		if u.v6 {
+			k += "/6"
+		}
+		keys = append(keys, k)
+		before[k] = h.probers.count(k)
 	}
-	// Each link's probe timer plus the sync runner's.
-	h.eventually("timers armed", func() bool { return h.clock.Armed() >= len(h.c.Links)+1 })
+	// Each unit's probe timer plus the sync runner's.
+	h.eventually("timers armed", func() bool { return h.clock.Armed() >= len(h.d.units)+1 })
 	h.clock.Advance(time.Second)
-	for _, l := range h.c.Links {
-		h.eventually("probe of "+l.Interface, func() bool {
+	for _, k := range keys {
+		h.eventually("probe of "+k, func() bool {
 			h.probers.mu.Lock()
 			defer h.probers.mu.Unlock()
-			return h.probers.calls[l.Interface] > before[l.Interface] || h.probers.missing[l.Interface]
+			return h.probers.calls[k] > before[k] || h.probers.missing[strings.TrimSuffix(k, "/6")]
 		})
 	}
 }
@@ -201,7 +208,7 @@ func TestProbesTakeALinkDownThenBack(t *testing.T) {
 	h.waitState("isp2", health.StateUp)
 	h.clock.Advance(MinSyncInterval)
 	h.waitTranscript(both, isp2Out, flush2, both)
-	if got := testutil.ToFloat64(h.d.Metrics().changes.WithLabelValues("isp2")); got != 2 {
+	if got := testutil.ToFloat64(h.d.Metrics().changes.WithLabelValues("isp2", "ipv4")); got != 2 {
 		t.Errorf("state changes of isp2: %v", got)
 	}
 }
@@ -474,5 +481,87 @@ func TestProberReopenedAfterENODEV(t *testing.T) {
 	defer h.probers.mu.Unlock()
 	if h.probers.open != 3 || h.probers.closed != 3 {
 		t.Errorf("%d probers opened, %d closed; want 3 and 3", h.probers.open, h.probers.closed)
+	}
+}
+
+// A policy with failback: flush deletes its own flows on the lower tier
+// (by its ct label) once the higher tier is back; the default policy
+// (keep) deletes nothing, and the tier changes are counted.
+func TestFailbackFlushesOnlyThePolicysFlows(t *testing.T) {
+	h := newHarness(t)
+	h.c.Policies = append(h.c.Policies, config.Policy{Name: "isp1-first", Tiers: [][]int{{0}, {1}}, LastResort: config.Unreachable, Failback: config.Flush})
+	h.c.Rules = []config.Rule{{Name: "web", Policy: "isp1-first", Target: 1}}
+	h.start()
+	h.waitTranscript(both)
+
+	h.probers.set("wan1", false)
+	h.round()
+	h.round()
+	h.round()
+	h.waitState("isp1", health.StateDown)
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(both, "apply route=[isp2] out=[isp1]", "flush mark 0x100/0xff00")
+
+	h.probers.set("wan1", true)
+	h.round()
+	h.round()
+	h.waitState("isp1", health.StateUp)
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(both, "apply route=[isp2] out=[isp1]", "flush mark 0x100/0xff00", both, "flush mark 0x200/0xff00 label 0")
+	if got := testutil.ToFloat64(h.d.Metrics().tierChanges.WithLabelValues("isp1-first")); got != 2 {
+		t.Errorf("tier changes of isp1-first: %v", got)
+	}
+	if got := testutil.ToFloat64(h.d.Metrics().tier.WithLabelValues("isp1-first")); got != 1 {
+		t.Errorf("active tier of isp1-first: %v", got)
+	}
+	if p := h.d.Policies(); len(p) != 2 || p[1].Active != 0 {
+		t.Errorf("policies: %+v", p)
+	}
+}
+
+// An ISP's IPv6 fails while its IPv4 works: only the IPv6 side leaves the
+// IPv6 multipath route, only its IPv6 flows are flushed, and the health
+// reports both families.
+func TestIPv6FailsAlone(t *testing.T) {
+	h := newHarness(t)
+	h.c = configtest.MustParse(t, `links:
+  - name: isp1
+    interface: wan1
+    gateway: 192.0.2.1
+    gateway6: 2001:db8:1::1
+    nat: true
+    check: {targets: [203.0.113.10, 2001:db8:ff::10], interval: 1s, timeout: 500ms, fall: 3, rise: 2}
+  - name: isp2
+    interface: wan2
+    gateway: 198.51.100.1
+    gateway6: 2001:db8:2::1
+    nat: true
+    check: {targets: [203.0.113.10, 2001:db8:ff::10], interval: 1s, timeout: 500ms, fall: 3, rise: 2}
+`)
+	h.k = newFakeKernel(h.rec, h.c)
+	h.probers = newFakeProbers(h.c)
+	h.start()
+	all := "apply route=[isp1 isp2] out=[] route6=[isp1 isp2] out6=[]"
+	h.waitTranscript(all)
+
+	h.probers.set("wan1/6", false)
+	h.round()
+	h.round()
+	h.round()
+	h.eventually("isp1 IPv6 down", func() bool {
+		for _, l := range h.d.Health() {
+			if l.Name == "isp1" && l.Family == "ipv6" {
+				return l.State == health.StateDown
+			}
+		}
+		return false
+	})
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(all, "apply route=[isp1 isp2] out=[] route6=[isp2] out6=[isp1]", "flush mark 0x100/0xff00 family 10")
+	if s := h.state("isp1"); s.State != health.StateUp || s.Family != "ipv4" {
+		t.Errorf("isp1 IPv4: %+v", s)
+	}
+	if got := testutil.ToFloat64(h.d.Metrics().up.WithLabelValues("isp1", "ipv6")); got != 0 {
+		t.Errorf("flowpin_link_up{isp1,ipv6} = %v", got)
 	}
 }

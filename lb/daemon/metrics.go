@@ -33,6 +33,8 @@ type Metrics struct {
 	ctEventVec  [ct.EventLost + 1]prometheus.Counter
 	suspects    *prometheus.CounterVec
 	bursts      *prometheus.CounterVec
+	tier        *prometheus.GaugeVec
+	tierChanges *prometheus.CounterVec
 }
 
 // NewMetrics registers every metric in a fresh registry.
@@ -41,19 +43,19 @@ func NewMetrics() *Metrics {
 		Registry: prometheus.NewRegistry(),
 		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "flowpin_link_up", Help: "1 if the link is up and takes new flows, 0 if down.",
-		}, []string{"link"}),
+		}, []string{"link", "family"}),
 		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "flowpin_link_state_changes_total", Help: "config.Link state changes (up or down).",
-		}, []string{"link"}),
+			Name: "flowpin_link_state_changes_total", Help: "Link state changes (up or down), per address family.",
+		}, []string{"link", "family"}),
 		rtt: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "flowpin_probe_rtt_seconds", Help: "Mean round-trip time of the link's last good probe round.",
-		}, []string{"link"}),
+		}, []string{"link", "family"}),
 		loss: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "flowpin_probe_loss_ratio", Help: "Share of the link's last 20 probes that went unanswered.",
-		}, []string{"link"}),
+		}, []string{"link", "family"}),
 		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flowpin_probes_total", Help: "Probes sent, by result.",
-		}, []string{"link", "result"}),
+		}, []string{"link", "family", "result"}),
 		syncs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flowpin_syncs_total", Help: "Applies and resyncs of the kernel state.",
 		}),
@@ -90,11 +92,18 @@ func NewMetrics() *Metrics {
 	})
 	m.suspects = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "flowpin_link_suspicions_total", Help: "Times a link's new flows went unanswered well above its baseline and other links', making it suspect.",
-	}, []string{"link"})
+	}, []string{"link", "family"})
 	m.bursts = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "flowpin_burst_probes_total", Help: "Bursts of probes on suspicion, by outcome: down (none answered) or cleared.",
-	}, []string{"link", "outcome"})
+	}, []string{"link", "family", "outcome"})
 	m.Registry.MustRegister(m.suspects, m.bursts)
+	m.tier = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "flowpin_policy_active_tier", Help: "The policy's active tier (1 is the first); 0 when no link of any tier is up and its last resort applies.",
+	}, []string{"policy"})
+	m.tierChanges = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flowpin_policy_tier_changes_total", Help: "Failovers and failbacks of the policy between tiers.",
+	}, []string{"policy"})
+	m.Registry.MustRegister(m.tier, m.tierChanges)
 	m.Registry.MustRegister(m.up, m.changes, m.rtt, m.loss, m.probes, m.syncs, m.syncErrors, m.syncWrites, m.syncSeconds, m.subLosses,
 		m.ctLosses, m.ctEvents, m.ctRecounts, m.ctCorrected,
 		collectors.NewGoCollector(),
@@ -103,23 +112,29 @@ func NewMetrics() *Metrics {
 	return m
 }
 
-func (m *Metrics) setState(link string, s health.LinkState) {
+func (m *Metrics) setState(link, family string, s health.LinkState) {
 	v := 0.0
 	if s == health.StateUp {
 		v = 1
 	}
-	m.up.WithLabelValues(link).Set(v)
+	m.up.WithLabelValues(link, family).Set(v)
 }
 
-func (m *Metrics) changed(link string) { m.changes.WithLabelValues(link).Inc() }
+// tierChanged records a policy's new active tier (-1: none).
+func (m *Metrics) tierChanged(policy string, active int) {
+	m.tier.WithLabelValues(policy).Set(float64(active + 1))
+	m.tierChanges.WithLabelValues(policy).Inc()
+}
 
-func (m *Metrics) probed(link string, r health.Round, loss float64) {
-	m.probes.WithLabelValues(link, "answered").Add(float64(r.Answered))
-	m.probes.WithLabelValues(link, "lost").Add(float64(r.Sent - r.Answered))
+func (m *Metrics) changed(link, family string) { m.changes.WithLabelValues(link, family).Inc() }
+
+func (m *Metrics) probed(link, family string, r health.Round, loss float64) {
+	m.probes.WithLabelValues(link, family, "answered").Add(float64(r.Answered))
+	m.probes.WithLabelValues(link, family, "lost").Add(float64(r.Sent - r.Answered))
 	if r.Answered > 0 {
-		m.rtt.WithLabelValues(link).Set(r.RTT.Seconds())
+		m.rtt.WithLabelValues(link, family).Set(r.RTT.Seconds())
 	}
-	m.loss.WithLabelValues(link).Set(loss)
+	m.loss.WithLabelValues(link, family).Set(loss)
 }
 
 func (m *Metrics) synced(writes int, took time.Duration) {
@@ -130,9 +145,11 @@ func (m *Metrics) synced(writes int, took time.Duration) {
 
 func (m *Metrics) subscriptionLost(what string) { m.subLosses.WithLabelValues(what).Inc() }
 
-func (m *Metrics) suspected(link string) { m.suspects.WithLabelValues(link).Inc() }
+func (m *Metrics) suspected(link, family string) { m.suspects.WithLabelValues(link, family).Inc() }
 
-func (m *Metrics) burst(link, outcome string) { m.bursts.WithLabelValues(link, outcome).Inc() }
+func (m *Metrics) burst(link, family, outcome string) {
+	m.bursts.WithLabelValues(link, family, outcome).Inc()
+}
 
 func (m *Metrics) ctEventsLost() { m.ctLosses.Inc() }
 

@@ -84,8 +84,9 @@ type suspicion struct {
 type passiveDetector struct {
 	p      PassiveParams
 	mask   uint32
-	byMark map[uint32]int
-	links  []linkWatch
+	bySlot map[watchSlot]int
+	links  []linkWatch // by slot
+	v6     []bool      // by slot
 	// Flows waiting for a reply, by ID, and in the order they began.
 	pending map[uint32]pendingFlow
 	queue   []pendingFlow
@@ -96,10 +97,17 @@ type passiveDetector struct {
 	lastSweep time.Time
 }
 
-func newPassiveDetector(p PassiveParams, mask uint32, marks []uint32) *passiveDetector {
-	d := &passiveDetector{p: p, mask: mask, byMark: map[uint32]int{}, links: make([]linkWatch, len(marks)), pending: map[uint32]pendingFlow{}, silent: map[netip.Addr][]time.Time{}}
-	for i, m := range marks {
-		d.byMark[m] = i
+// watchSlot is what the detector judges: one family of one link.
+type watchSlot struct {
+	mark uint32
+	v6   bool
+}
+
+func newPassiveDetector(p PassiveParams, mask uint32, slots []watchSlot) *passiveDetector {
+	d := &passiveDetector{p: p, mask: mask, bySlot: map[watchSlot]int{}, links: make([]linkWatch, len(slots)), v6: make([]bool, len(slots)), pending: map[uint32]pendingFlow{}, silent: map[netip.Addr][]time.Time{}}
+	for i, s := range slots {
+		d.bySlot[s] = i
+		d.v6[i] = s.v6
 	}
 	return d
 }
@@ -112,7 +120,7 @@ func (d *passiveDetector) observe(evs []ct.Event, now time.Time) []suspicion {
 		ev := &evs[i]
 		switch ev.Type {
 		case ct.EventNew:
-			link, ok := d.byMark[ev.Mark&d.mask]
+			link, ok := d.bySlot[watchSlot{mark: ev.Mark & d.mask, v6: ev.Family == unix.AF_INET6}]
 			if !ok || (ev.Proto != 6 && ev.Proto != 17) || ev.SeenReply || len(d.pending) >= d.p.MaxPending {
 				continue
 			}
@@ -259,8 +267,8 @@ func (d *passiveDetector) judge(i int, unanswered bool, now time.Time) (suspicio
 	}
 	others := -1.0
 	for j := range d.links {
-		if j == i {
-			continue
+		if j == i || d.v6[j] != d.v6[i] {
+			continue // IPv4 and IPv6 fail apart: compare like with like
 		}
 		if s, m := d.share(j, now); m >= 2 {
 			others = max(others, s)
@@ -304,11 +312,12 @@ const (
 	burstMinTimeout = 200 * time.Millisecond
 )
 
-// suspect asks an up link's probe loop for a burst at once.
+// suspect asks an up unit's probe loop for a burst at once.
 func (d *Daemon) suspect(s suspicion) {
-	l := d.Config.Links[s.link]
+	u := d.units[s.link]
+	l := d.Config.Links[u.link]
 	d.mu.Lock()
-	t := d.trackers[l.Name]
+	t := d.trackers[unitKey(l.Name, u.v6)]
 	up := t != nil && t.State == health.StateUp
 	if up {
 		d.suspectWhy[s.link] = s.why
@@ -317,22 +326,23 @@ func (d *Daemon) suspect(s suspicion) {
 	if !up {
 		return
 	}
-	d.metrics.suspected(l.Name)
-	d.Log.Warn("link suspect: its new flows go unanswered; probing it at once", "link", l.Name, "why", s.why)
+	d.metrics.suspected(l.Name, u.family())
+	d.Log.Warn("link suspect: its new flows go unanswered; probing it at once", "link", l.Name, "family", u.family(), "why", s.why)
 	select {
 	case d.burst[s.link] <- struct{}{}:
 	default: // one is pending already
 	}
 }
 
-// burstRound probes link i's targets burstProbes times each, at once,
+// burstRound probes unit ui's targets burstProbes times each, at once,
 // with a timeout fitted to the link's round-trip time.
-func (d *Daemon) burstRound(i int, p *Prober) health.Round {
-	l := d.Config.Links[i]
-	tg := d.targets(i)
+func (d *Daemon) burstRound(ui int, p *Prober) health.Round {
+	u := d.units[ui]
+	l := d.Config.Links[u.link]
+	tg := d.targets(u)
 	if *p == nil {
 		var err error
-		if *p, err = d.deps.Probers(l.Interface, l.Mark); err != nil {
+		if *p, err = d.deps.Probers(l.Interface, l.Mark, u.v6); err != nil {
 			*p = nil
 			return health.Round{Sent: max(len(tg), 1), Err: err}
 		}
@@ -342,7 +352,7 @@ func (d *Daemon) burstRound(i int, p *Prober) health.Round {
 	}
 	var rtt time.Duration
 	for _, h := range d.Health() {
-		if h.Name == l.Name {
+		if h.Name == l.Name && h.Family == u.family() {
 			rtt = time.Duration(h.RTTMillis * float64(time.Millisecond))
 		}
 	}
@@ -359,18 +369,19 @@ func (d *Daemon) burstRound(i int, p *Prober) health.Round {
 	return r
 }
 
-// burstDone acts on a burst: no answer at all takes the link down (its
+// burstDone acts on a burst: no answer at all takes the unit down (its
 // probes bring it back as usual); any answer clears it.
 func (d *Daemon) burstDone(r probeResult) {
-	l := d.Config.Links[r.link]
+	u := d.units[r.unit]
+	l := d.Config.Links[u.link]
 	d.mu.Lock()
-	why := d.suspectWhy[r.link]
+	why := d.suspectWhy[r.unit]
 	d.mu.Unlock()
 	if r.round.Answered == 0 {
-		d.metrics.burst(l.Name, "down")
-		d.forceDown(l, fmt.Sprintf("new flows unanswered (%s), and none of %d burst probes answered", why, r.round.Sent))
+		d.metrics.burst(l.Name, u.family(), "down")
+		d.forceDown(l, fmt.Sprintf("new flows unanswered (%s), and none of %d burst probes answered", why, r.round.Sent), &u.v6)
 		return
 	}
-	d.metrics.burst(l.Name, "cleared")
-	d.Log.Info("suspect link answers its probes; it stays up", "link", l.Name, "answered", r.round.Answered, "of", r.round.Sent)
+	d.metrics.burst(l.Name, u.family(), "cleared")
+	d.Log.Info("suspect link answers its probes; it stays up", "link", l.Name, "family", u.family(), "answered", r.round.Answered, "of", r.round.Sent)
 }

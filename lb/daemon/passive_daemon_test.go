@@ -49,7 +49,7 @@ func TestSuspicionBurstTakesLinkDown(t *testing.T) {
 	}
 	h.clock.Advance(MinSyncInterval)
 	h.waitTranscript(both, isp2Out, flush2)
-	if v := testutil.ToFloat64(h.d.Metrics().bursts.WithLabelValues("isp2", "down")); v != 1 {
+	if v := testutil.ToFloat64(h.d.Metrics().bursts.WithLabelValues("isp2", "ipv4", "down")); v != 1 {
 		t.Errorf("bursts down %v", v)
 	}
 	if h.state("isp1").State != health.StateUp {
@@ -62,7 +62,7 @@ func TestSuspicionBurstTakesLinkDown(t *testing.T) {
 func TestSuspicionClearedByProbes(t *testing.T) {
 	h := suspectISP2(t, true)
 	h.eventually("burst cleared", func() bool {
-		return testutil.ToFloat64(h.d.Metrics().bursts.WithLabelValues("isp2", "cleared")) == 1
+		return testutil.ToFloat64(h.d.Metrics().bursts.WithLabelValues("isp2", "ipv4", "cleared")) == 1
 	})
 	time.Sleep(20 * time.Millisecond)
 	if s := h.state("isp2"); s.State != health.StateUp {

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"flowpin/nft/ct"
 )
 
@@ -23,7 +25,11 @@ type simResult struct {
 func simulate(t *testing.T, p PassiveParams, nLinks int, dur, step time.Duration, script flowScript) simResult {
 	t.Helper()
 	marks := []uint32{0x100, 0x200, 0x300}[:nLinks]
-	d := newPassiveDetector(p, 0xff00, marks)
+	var slots []watchSlot
+	for _, m := range marks {
+		slots = append(slots, watchSlot{mark: m})
+	}
+	d := newPassiveDetector(p, 0xff00, slots)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	type reply struct {
 		at time.Duration
@@ -202,16 +208,17 @@ func TestPassiveDetector(t *testing.T) {
 func TestPassiveDetectorIgnores(t *testing.T) {
 	p := DefaultPassive
 	p.MaxPending = 2
-	d := newPassiveDetector(p, 0xff00, []uint32{0x100})
+	d := newPassiveDetector(p, 0xff00, []watchSlot{{mark: 0x100}})
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	d.observe([]ct.Event{
-		{Type: ct.EventNew, ID: 1, Mark: 0x100, Proto: 1},  // ICMP
-		{Type: ct.EventNew, ID: 2, Mark: 0, Proto: 6},      // no link
-		{Type: ct.EventNew, ID: 3, Mark: 0x100, Proto: 17}, // judged
-		{Type: ct.EventNew, ID: 4, Mark: 0x100, Proto: 6},
+		{Type: ct.EventNew, ID: 1, Mark: 0x100, Proto: 1, Family: v4},            // ICMP
+		{Type: ct.EventNew, ID: 2, Mark: 0, Proto: 6, Family: v4},                // no link
+		{Type: ct.EventNew, ID: 7, Mark: 0x100, Proto: 6, Family: unix.AF_INET6}, // a family the link does not have
+		{Type: ct.EventNew, ID: 3, Mark: 0x100, Proto: 17, Family: v4},           // judged
+		{Type: ct.EventNew, ID: 4, Mark: 0x100, Proto: 6, Family: v4},
 		{Type: ct.EventDestroy, ID: 4},
-		{Type: ct.EventNew, ID: 5, Mark: 0x100, Proto: 6},
-		{Type: ct.EventNew, ID: 6, Mark: 0x100, Proto: 6}, // beyond MaxPending
+		{Type: ct.EventNew, ID: 5, Mark: 0x100, Proto: 6, Family: v4},
+		{Type: ct.EventNew, ID: 6, Mark: 0x100, Proto: 6, Family: v4}, // beyond MaxPending
 	}, t0)
 	if len(d.pending) != 2 {
 		t.Errorf("%d pending, want 2 (flows 3 and 5)", len(d.pending))

@@ -83,9 +83,13 @@ type LinkStatus struct {
 	// From the daemon (absent without one): when the state last changed
 	// and why, and the probes' round-trip time and loss.
 	StateSince *time.Time `json:"state_since,omitempty"`
-	Reason     string     `json:"reason,omitempty"`
-	RTTMillis  *float64   `json:"rtt_ms,omitempty"`
-	Loss       *float64   `json:"loss,omitempty"`
+	// State6 and Reason6: the link's IPv6 side, judged on its own (absent
+	// for a link without IPv6, or without a daemon).
+	State6    health.LinkState `json:"state6,omitempty"`
+	Reason6   string           `json:"reason6,omitempty"`
+	Reason    string           `json:"reason,omitempty"`
+	RTTMillis *float64         `json:"rtt_ms,omitempty"`
+	Loss      *float64         `json:"loss,omitempty"`
 	Counters
 	// InMultipath: the link is a nexthop of the applied multipath route,
 	// so it takes new flows.
@@ -116,6 +120,11 @@ type Status struct {
 	MarkMask uint32       `json:"mark_mask"`
 	Acct     bool         `json:"acct"` // net.netfilter.nf_conntrack_acct
 	Links    []LinkStatus `json:"links"`
+	// Policies and Rules: the traffic policies with their active tiers,
+	// and the traffic rules with their hit counts (absent without rules
+	// or policies).
+	Policies []PolicyStatus `json:"policies,omitempty"`
+	Rules    []RuleStatus   `json:"rules,omitempty"`
 	// Unpinned flows carry no flowpin mark: they started before apply,
 	// or never crossed a link (the box's own LAN traffic).
 	Unpinned   Counters    `json:"unpinned"`
