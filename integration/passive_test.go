@@ -190,14 +190,17 @@ func TestPassiveDeadServerControl(t *testing.T) {
 		if s := dm.linkStates(t)[link]; s.State != "up" {
 			t.Errorf("%s is %q (%s)", link, s.State, s.Reason)
 		}
-		if v := metric(body, `flowpin_link_state_changes_total{link="`+link+`"}`); v > 0 {
+		if v := metric(body, `flowpin_link_up{family="ipv4",link="`+link+`"}`); v != 1 {
+			t.Errorf("flowpin_link_up of %s: %v", link, v)
+		}
+		if v := metric(body, `flowpin_link_state_changes_total{family="ipv4",link="`+link+`"}`); v > 0 {
 			t.Errorf("%s changed state %v times", link, v)
 		}
 	}
 	fmt.Printf("dead-server control: %d flows to the dead server unanswered over both links; suspicions isp1 %v, isp2 %v; bursts cleared isp1 %v, isp2 %v; no link went down\n",
 		unanswered,
-		max(0, metric(body, `flowpin_link_suspicions_total{link="isp1"}`)), max(0, metric(body, `flowpin_link_suspicions_total{link="isp2"}`)),
-		max(0, metric(body, `flowpin_burst_probes_total{link="isp1",outcome="cleared"}`)), max(0, metric(body, `flowpin_burst_probes_total{link="isp2",outcome="cleared"}`)))
+		max(0, metric(body, `flowpin_link_suspicions_total{family="ipv4",link="isp1"}`)), max(0, metric(body, `flowpin_link_suspicions_total{family="ipv4",link="isp2"}`)),
+		max(0, metric(body, `flowpin_burst_probes_total{family="ipv4",link="isp1",outcome="cleared"}`)), max(0, metric(body, `flowpin_burst_probes_total{family="ipv4",link="isp2",outcome="cleared"}`)))
 }
 
 // A link without traffic is judged by its probes alone: a silent death
@@ -217,7 +220,7 @@ func TestPassiveQuietLinkJudgedByProbes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v := metric(body, `flowpin_link_suspicions_total{link="isp2"}`); v > 0 {
+	if v := metric(body, `flowpin_link_suspicions_total{family="ipv4",link="isp2"}`); v > 0 {
 		t.Errorf("a quiet link was suspected %v times", v)
 	}
 }
