@@ -204,21 +204,35 @@ func TestPassiveDeadServerControl(t *testing.T) {
 }
 
 // A link without traffic is judged by its probes alone: a silent death
-// takes it down after fall rounds, and no suspicion came first.
+// takes it down after fall rounds, and no suspicion came first. The
+// checks are the defaults (a round every 300 ms, each waiting at most
+// until the next, fall 3): down within about 1.2 s.
 func TestPassiveQuietLinkJudgedByProbes(t *testing.T) {
 	d := newDualWAN(t)
-	dm := startDaemon(t, d.Router, checkedConfig(d, d.GW2), "--metrics", ":9108")
+	cfg := fmt.Sprintf(`links:
+  - {name: isp1, interface: wan1, gateway: %s, weight: 1, nat: true, check: {targets: [%s]}}
+  - {name: isp2, interface: wan2, gateway: %s, weight: 1, nat: true, check: {targets: [%s]}}
+`, d.GW1, d.Service, d.GW2, d.Service)
+	dm := startDaemon(t, d.Router, cfg, "--metrics", ":9108")
 	time.Sleep(time.Second)
 	death := time.Now()
 	blackhole(t, d.ISP2)
 	l := dm.waitState(t, "isp2", "down", 5*time.Second)
-	t.Logf("quiet isp2 down %v after the death: %s", time.Since(death).Round(time.Millisecond), l.Reason)
-	if !strings.Contains(l.Reason, "probes lost to "+d.Service) {
-		t.Errorf("reason %q: want the probes'", l.Reason)
+	took := time.Since(death)
+	fmt.Printf("probes alone, default checks: a quiet isp2 is down %v after a silent death (%s)\n", took.Round(time.Millisecond), l.Reason)
+	if !strings.Contains(l.Reason, "probes lost to "+d.Service) || !strings.Contains(l.Reason, "3 rounds") {
+		t.Errorf("reason %q: want the probes', after 3 rounds", l.Reason)
+	}
+	// 300 ms x 3 and the round under way; generous, to be able to fail.
+	if took > 2*time.Second {
+		t.Errorf("down %v after the death, want about 1.2 s", took)
 	}
 	body, err := scrape(t, d.Router, "127.0.0.1:9108")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if v := metric(body, `flowpin_link_up{family="ipv4",link="isp2"}`); v != 0 {
+		t.Errorf("flowpin_link_up of isp2: %v", v)
 	}
 	if v := metric(body, `flowpin_link_suspicions_total{family="ipv4",link="isp2"}`); v > 0 {
 		t.Errorf("a quiet link was suspected %v times", v)
