@@ -45,7 +45,8 @@ type harness struct {
 	k       *fakeKernel
 	probers *fakeProbers
 	events  *fakeEvents
-	flows   *fakeFlowTable // optional: set before start
+	flows   *fakeFlowTable  // optional: set before start
+	traffic TrafficCounters // optional: set before start
 	d       *Daemon
 	ready   chan struct{}
 	cancel  context.CancelFunc
@@ -82,6 +83,7 @@ func (h *harness) run() {
 	if h.flows != nil {
 		deps.Flows = h.flows
 	}
+	deps.Traffic = h.traffic
 	h.d = New(h.c, deps, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	h.d.OnReady = func() { close(h.ready) }
 	ctx, cancel := context.WithCancel(context.Background())

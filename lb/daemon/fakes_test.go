@@ -517,3 +517,8 @@ func (f *fakeFlowTable) holdNextWalk() (walked <-chan struct{}, release func()) 
 	h := f.hold
 	return f.walked, func() { close(h) }
 }
+
+// fakeTraffic is nft's rule counters.
+type fakeTraffic map[string]nft.Counter
+
+func (f fakeTraffic) Counters() (map[string]nft.Counter, error) { return f, nil }
