@@ -113,7 +113,18 @@ func (t *flowTracker) run(ctx context.Context) {
 			continue
 		}
 		backoff = 0
+		started := t.clock.Now()
 		t.consume(ctx, events)
+		if ctx.Err() == nil && t.clock.Now().Sub(started) < time.Second {
+			// A subscription that keeps failing at once must not turn
+			// into a loop of dumps.
+			tm := t.clock.NewTimer(time.Second)
+			select {
+			case <-ctx.Done():
+			case <-tm.C():
+			}
+			tm.Stop()
+		}
 	}
 }
 

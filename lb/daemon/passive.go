@@ -53,11 +53,18 @@ var DefaultPassive = PassiveParams{
 	Cooldown: 2 * time.Second, MaxPending: 200_000,
 }
 
+// pendingFlow is a flow waiting for its reply. Kept small: a burst of
+// new flows (a scan, a reconnect storm) holds one per flow.
 type pendingFlow struct {
-	id   uint32
-	link int
-	at   time.Time
+	at   int64 // Unix nanoseconds
+	link int32
 	dst  netip.Addr
+}
+
+// queued is a pending flow in the order flows began.
+type queued struct {
+	id uint32
+	at int64
 }
 
 type outcome struct {
@@ -89,7 +96,7 @@ type passiveDetector struct {
 	v6     []bool      // by slot
 	// Flows waiting for a reply, by ID, and in the order they began.
 	pending map[uint32]pendingFlow
-	queue   []pendingFlow
+	queue   []queued
 	// silent[dst][i]: when a flow to dst over link i last went
 	// unanswered. A destination silent over two links is the far end's
 	// fault, not a link's: its flows are not held against any link.
@@ -124,9 +131,9 @@ func (d *passiveDetector) observe(evs []ct.Event, now time.Time) []suspicion {
 			if !ok || (ev.Proto != 6 && ev.Proto != 17) || ev.SeenReply || len(d.pending) >= d.p.MaxPending {
 				continue
 			}
-			pf := pendingFlow{id: ev.ID, link: link, at: now, dst: ev.Dst}
-			d.pending[ev.ID] = pf
-			d.queue = append(d.queue, pf)
+			at := now.UnixNano()
+			d.pending[ev.ID] = pendingFlow{at: at, link: int32(link), dst: ev.Dst}
+			d.queue = append(d.queue, queued{id: ev.ID, at: at})
 		case ct.EventUpdate:
 			if !ev.SeenReply {
 				continue
@@ -134,13 +141,13 @@ func (d *passiveDetector) observe(evs []ct.Event, now time.Time) []suspicion {
 			if pf, ok := d.pending[ev.ID]; ok {
 				delete(d.pending, ev.ID)
 				lw := &d.links[pf.link]
-				delay := now.Sub(pf.at)
+				delay := time.Duration(now.UnixNano() - pf.at)
 				if lw.delay == 0 {
 					lw.delay = delay
 				} else {
 					lw.delay = (7*lw.delay + delay) / 8
 				}
-				if s, ok := d.judge(pf.link, false, now); ok {
+				if s, ok := d.judge(int(pf.link), false, now); ok {
 					out = append(out, s)
 				}
 			}
@@ -160,24 +167,24 @@ func (d *passiveDetector) window(i int) time.Duration {
 func (d *passiveDetector) tick(now time.Time) []suspicion {
 	var out []suspicion
 	n := 0
-	for _, pf := range d.queue {
-		cur, ok := d.pending[pf.id]
-		if !ok || cur.at != pf.at {
+	for _, q := range d.queue {
+		pf, ok := d.pending[q.id]
+		if !ok || pf.at != q.at {
 			n++ // answered or gone; or an ID reused since
 			continue
 		}
-		if now.Sub(pf.at) < d.window(pf.link) {
+		if time.Duration(now.UnixNano()-pf.at) < d.window(int(pf.link)) {
 			// Flows began in order; a later one's window (same link or
 			// one with a longer window) is not over either, except on a
 			// link with a shorter window: those wait a little longer.
 			break
 		}
 		n++
-		delete(d.pending, pf.id)
+		delete(d.pending, q.id)
 		if d.silentElsewhere(pf, now) {
 			continue
 		}
-		if s, ok := d.judge(pf.link, true, now); ok {
+		if s, ok := d.judge(int(pf.link), true, now); ok {
 			out = append(out, s)
 		}
 	}
@@ -213,7 +220,7 @@ func (d *passiveDetector) silentElsewhere(pf pendingFlow, now time.Time) bool {
 	}
 	at[pf.link] = now
 	for j, t := range at {
-		if j != pf.link && !t.IsZero() && now.Sub(t) <= d.p.Span {
+		if j != int(pf.link) && !t.IsZero() && now.Sub(t) <= d.p.Span {
 			return true
 		}
 	}
