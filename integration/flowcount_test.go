@@ -204,3 +204,42 @@ func TestFlowCountsMatchConntrack(t *testing.T) {
 	t.Logf("losses %v -> %v; recounts %v, corrected %v", lossesBefore, losses,
 		metric(body, "flowpin_conntrack_recounts_total"), metric(body, "flowpin_conntrack_recount_corrections_total"))
 }
+
+// Status through the daemon (from memory) agrees with what the far end
+// saw: as many flows on each link as connections arrived from that link's
+// address, plus the daemon's own probe flows, which leave by the link too.
+func TestDaemonStatusAgreesWithFarEnd(t *testing.T) {
+	d := newDualWAN(t)
+	srv := startEchoServer(t, d.Far, d.Service+":0")
+	target := fmt.Sprintf("%s:%d", d.Service, srv.Port())
+	dm := startDaemon(t, d.Router, d.config(1, 1))
+	ll := startLongLived(t, d.LAN, target, srv, 40, dialOpts{})
+	defer ll.stop()
+	time.Sleep(500 * time.Millisecond)
+	far := srv.Sources()
+	wan := map[string]netip.Addr{"isp1": netip.MustParseAddr(d.WAN1), "isp2": netip.MustParseAddr(d.WAN2)}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c := dm.counts(t)
+		var diffs []string
+		for _, l := range c.Links {
+			mark := map[string]uint32{"isp1": 0x100, "isp2": 0x200}[l.Name]
+			probes, _ := tryRun(d.Router, "sh", "-c", fmt.Sprintf("conntrack -L -p icmp -m %#x/0xff00 2>/dev/null | wc -l", mark))
+			n, _ := strconv.Atoi(strings.TrimSpace(probes))
+			if want := int64(far[wan[l.Name]] + n); l.Flows != want || l.BytesOut == 0 || l.BytesIn == 0 {
+				diffs = append(diffs, fmt.Sprintf("%s: %d flows (want %d connections + %d probe flows), bytes out %d in %d", l.Name, l.Flows, far[wan[l.Name]], n, l.BytesOut, l.BytesIn))
+			}
+		}
+		if c.BytesFrom != "rules" {
+			diffs = append(diffs, "not answered from the daemon's memory: bytes_from "+c.BytesFrom)
+		}
+		if len(diffs) == 0 {
+			t.Logf("far end: %d from isp1, %d from isp2; the daemon agrees", far[wan["isp1"]], far[wan["isp2"]])
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon and far end disagree:\n%s", strings.Join(diffs, "\n"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

@@ -138,7 +138,7 @@ func TestPassiveFailover(t *testing.T) {
 	}
 	fmt.Printf("passive failover: isp2 down %v after a silent death (probes every 5 s, fall 3); the last new flow that cost anything started %v after it; %d of %d new flows since cost (failed or slow)\n",
 		down.Round(time.Millisecond), lastCostly.Round(time.Millisecond), costly, after)
-	if !strings.Contains(l.Reason, "new flows unanswered") || !strings.Contains(l.Reason, "burst probes") {
+	if !strings.Contains(l.Reason, "burst probes lost to "+d.Service) || !strings.Contains(l.Reason, "new flows went unanswered") {
 		t.Errorf("isp2 down for %q, want the passive detection", l.Reason)
 	}
 	// Generous: by probes alone it would be 10-15 s.

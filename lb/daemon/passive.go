@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -285,7 +286,7 @@ func (d *passiveDetector) judge(i int, unanswered bool, now time.Time) (suspicio
 		}
 	}
 	lw.suspect = now
-	why := fmt.Sprintf("%d of its last %d new flows unanswered after %v (baseline %.0f%%", int(share*float64(n)+0.5), n, d.window(i), 100*base)
+	why := fmt.Sprintf("%d of its last %d new flows went unanswered for %v (baseline %.0f%%", int(share*float64(n)+0.5), n, d.window(i), 100*base)
 	if others >= 0 {
 		why += fmt.Sprintf(", other links at most %.0f%%", 100*others)
 	}
@@ -386,7 +387,19 @@ func (d *Daemon) burstDone(r probeResult) {
 	d.mu.Unlock()
 	if r.round.Answered == 0 {
 		d.metrics.burst(l.Name, u.family(), "down")
-		d.forceDown(l, fmt.Sprintf("new flows unanswered (%s), and none of %d burst probes answered", why, r.round.Sent), &u.v6)
+		lost := "probes lost"
+		if r.round.Err != nil {
+			lost = "probes failed: " + r.round.Err.Error() + ";"
+		} else if len(r.round.Lost) > 0 {
+			var to []string
+			for _, a := range r.round.Lost {
+				if s := a.String(); !slices.Contains(to, s) {
+					to = append(to, s)
+				}
+			}
+			lost += " to " + strings.Join(to, ", ")
+		}
+		d.forceDown(l, fmt.Sprintf("%d/%d burst %s after %s", r.round.Sent, r.round.Sent, lost, why), &u.v6)
 		return
 	}
 	d.metrics.burst(l.Name, u.family(), "cleared")

@@ -44,7 +44,7 @@ func suspectISP2(t *testing.T, probesAnswer bool) *harness {
 func TestSuspicionBurstTakesLinkDown(t *testing.T) {
 	h := suspectISP2(t, false)
 	h.waitState("isp2", health.StateDown)
-	if r := h.state("isp2").Reason; !strings.Contains(r, "new flows unanswered") || !strings.Contains(r, "none of 3 burst probes answered") {
+	if r := h.state("isp2").Reason; !strings.Contains(r, "3/3 burst probes lost to 203.0.113.10 after 3 of its last 3 new flows went unanswered for 400ms (baseline 4%, other links at most 0%)") {
 		t.Errorf("reason %q", r)
 	}
 	h.clock.Advance(MinSyncInterval)
