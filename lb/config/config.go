@@ -112,9 +112,9 @@ const (
 	// that is shorter: a round ends before the next is due, so rounds
 	// never overlap and a dead link's bad rounds come one per interval.
 	DefaultTimeout = time.Second
-	DefaultFall     = 3
-	DefaultRise     = 3
-	DefaultQuorum   = 1
+	DefaultFall    = 3
+	DefaultRise    = 3
+	DefaultQuorum  = 1
 )
 
 // ConfigError names the file, the line and the field of a bad value.
