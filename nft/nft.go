@@ -41,6 +41,17 @@ type Spec struct {
 	// was before flowpin changed it). They live and die with the table in
 	// this network namespace, which a file under /run would not.
 	Records []string
+	// Classes are the traffic rules, in order: the first that matches a
+	// new flow decides its policy.
+	Classes []Class
+	// Unmatched is what a new flow no rule matches gets. Zero: nothing,
+	// and the catch-all ip rule routes it.
+	Unmatched Action
+	// Bypass, if set, is the ct mark of flows routed by main: restored
+	// onto their packets like a link's.
+	Bypass uint32
+	// V6: some link carries IPv6; IPv6's own machinery is exempted.
+	V6 bool
 }
 
 type chainDef struct {
@@ -62,6 +73,23 @@ var chains = []chainDef{
 	{"postrouting", nftables.ChainTypeFilter, nftables.ChainHookPostrouting, nftables.ChainPriorityMangle, "type filter hook postrouting priority mangle; policy accept;"},
 	{"nat", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource, "type nat hook postrouting priority srcnat; policy accept;"},
 	{"state", "", nil, nil, ""},
+}
+
+// chainDefs are the chains of s: the base chains, then the regular
+// chains the traffic rules jump to.
+func (s Spec) chainDefs() []chainDef {
+	out := slices.Clone(chains)
+	seen := map[string]bool{}
+	for _, c := range chains {
+		seen[c.name] = true
+	}
+	for _, r := range s.rules() {
+		if !seen[r.chain] {
+			seen[r.chain] = true
+			out = append(out, chainDef{name: r.chain})
+		}
+	}
+	return out
 }
 
 // rule is one rule both as nft text and as expressions, built from the
@@ -147,6 +175,45 @@ func restoreRule(chain string, mask uint32, l Link) rule {
 	}
 }
 
+// restoreAndClassify: a packet that already carries a mark inside the mask
+// is left alone: another program set it (a VPN's socket sets SO_MARK so
+// that its own ip rule matches its encrypted packets), and rewriting its
+// bits would route them into the tunnel they carry. Then the restore of a
+// pinned flow's link, and the classification of a new flow's first packet.
+func (s Spec) restoreAndClassify(chain string) []rule {
+	out := []rule{{
+		chain: chain,
+		text:  fmt.Sprintf("meta mark & %s != 0x00000000 return", hexm(s.Mask)),
+		why:   "foreign mark",
+		exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: le(s.Mask), Xor: le(0)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: le(0)},
+			&expr.Verdict{Kind: expr.VerdictReturn},
+		},
+	}}
+	for _, l := range s.Links {
+		out = append(out, restoreRule(chain, s.Mask, l))
+	}
+	if s.Bypass != 0 {
+		out = append(out, restoreRule(chain, s.Mask, Link{Name: "main", Mark: s.Bypass}))
+	}
+	if len(s.Classes) > 0 || s.Unmatched != (Action{}) {
+		out = append(out, rule{
+			chain: chain,
+			text:  fmt.Sprintf("ct mark & %s == 0x00000000 ct state new jump classify", hexm(s.Mask)),
+			why:   "classify",
+			exprs: join(ctMarkIs(s.Mask, 0), []expr.Any{
+				&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: le(expr.CtStateBitNEW), Xor: le(0)},
+				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: le(0)},
+				&expr.Verdict{Kind: expr.VerdictJump, Chain: "classify"},
+			}),
+		})
+	}
+	return out
+}
+
 // RecordPrefix marks saved sysctl values among the records.
 const RecordPrefix = "sysctl "
 
@@ -158,6 +225,11 @@ const LinkRecordPrefix = "link "
 // rules lists every rule of the table in order.
 func (s Spec) rules() []rule {
 	var out []rule
+	if s.V6 {
+		for _, ch := range []string{"prerouting", "output", "postrouting", "nat"} {
+			out = append(out, v6Exempt(ch)...)
+		}
+	}
 	// Prerouting. A packet arriving on a link: a flow seen for the first
 	// time there is pinned to that link (inbound connections, port
 	// forwards). Its mark is NOT restored onto the packet: replies from a
@@ -175,14 +247,11 @@ func (s Spec) rules() []rule {
 		})
 	}
 	// Everything else (the LAN side, forwarded replies of inbound flows)
-	// takes its flow's link mark, so the fwmark rule routes it by the link.
-	for _, l := range s.Links {
-		out = append(out, restoreRule("prerouting", s.Mask, l))
-	}
-	// Local output: the same restore, re-routed by the route chain.
-	for _, l := range s.Links {
-		out = append(out, restoreRule("output", s.Mask, l))
-	}
+	// takes its flow's link mark, so the fwmark rule routes it by the link;
+	// the first packet of a new flow is classified by the traffic rules.
+	out = append(out, s.restoreAndClassify("prerouting")...)
+	// Local output: the same, re-routed by the route chain.
+	out = append(out, s.restoreAndClassify("output")...)
 	// Postrouting: a flow leaving by a link for the first time is pinned
 	// to it. Runs before srcnat, after the routing decision.
 	for _, l := range s.Links {
@@ -199,6 +268,7 @@ func (s Spec) rules() []rule {
 			exprs: join(matchIface(expr.MetaKeyOIFNAME, l.Iface), []expr.Any{&expr.Masq{}}),
 		})
 	}
+	out = append(out, s.classifyRules()...)
 	for _, rec := range s.Records {
 		out = append(out, rule{
 			chain:  "state",
@@ -216,8 +286,11 @@ func (s Spec) rules() []rule {
 func (s Spec) Render() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "add table inet %s\nflush table inet %s\ntable inet %s {\n", TableName, TableName, TableName)
+	for _, d := range s.sets() {
+		fmt.Fprintf(&b, "\t%s\n", d.text)
+	}
 	rs := s.rules()
-	for _, c := range chains {
+	for _, c := range s.chainDefs() {
 		fmt.Fprintf(&b, "\tchain %s {\n", c.name)
 		if c.hookText != "" {
 			fmt.Fprintf(&b, "\t\t%s\n", c.hookText)
@@ -238,13 +311,24 @@ func (s Spec) Render() string {
 	return b.String()
 }
 
+// recordRules are the rules of the state chain that hold records.
+func recordRules(records []string) []rule {
+	var out []rule
+	for _, r := range (Spec{Records: records}).rules() {
+		if r.record {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 // RenderRecords is the nft script that replaces only the records, as
 // Conn.Record does; no other chain is touched. (A missing table is
 // created with all its chains, empty.)
 func RenderRecords(records []string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "add table inet %s\nadd chain inet %s state\nflush chain inet %s state\n", TableName, TableName, TableName)
-	for _, r := range (Spec{Records: records}).rules() {
+	for _, r := range recordRules(records) {
 		fmt.Fprintf(&b, "add rule inet %s state %s\n", TableName, r.text)
 	}
 	return b.String()
@@ -254,7 +338,10 @@ func RenderRecords(records []string) string {
 // fakes and tests.
 func (s Spec) Current() *Current {
 	cur := &Current{Exists: true, Chains: map[string][]string{}, hooks: map[string]string{}}
-	for _, c := range chains {
+	for _, d := range s.sets() {
+		cur.Sets = append(cur.Sets, d.set.Name)
+	}
+	for _, c := range s.chainDefs() {
 		cur.Chains[c.name] = []string{}
 		cur.hooks[c.name] = hookKey(c.typ, c.hook, c.prio)
 	}
@@ -284,6 +371,8 @@ type Current struct {
 	Chains  map[string][]string
 	hooks   map[string]string
 	Records []string
+	// Sets are the names of the table's sets and maps.
+	Sets []string
 }
 
 // Read lists the owned table. A missing table is not an error.
@@ -326,6 +415,13 @@ func (c *Conn) Read() (*Current, error) {
 		}
 		cur.Chains[ch.Name] = comments
 	}
+	sets, err := nc.GetSets(t)
+	if err != nil {
+		return nil, fmt.Errorf("list sets: %w", err)
+	}
+	for _, st := range sets {
+		cur.Sets = append(cur.Sets, st.Name)
+	}
 	return cur, nil
 }
 
@@ -342,11 +438,19 @@ func hookKey(t nftables.ChainType, h *nftables.ChainHook, p *nftables.ChainPrior
 
 // UpToDate reports whether cur already is spec.
 func (s Spec) UpToDate(cur *Current) bool {
-	if !cur.Exists || len(cur.Chains) != len(chains) {
+	defs := s.chainDefs()
+	if !cur.Exists || len(cur.Chains) != len(defs) {
+		return false
+	}
+	var sets []string
+	for _, d := range s.sets() {
+		sets = append(sets, d.set.Name)
+	}
+	if !slices.Equal(slices.Sorted(slices.Values(sets)), slices.Sorted(slices.Values(cur.Sets))) {
 		return false
 	}
 	want := map[string][]string{}
-	for _, c := range chains {
+	for _, c := range defs {
 		want[c.name] = []string{}
 		if cur.hooks[c.name] != hookKey(c.typ, c.hook, c.prio) {
 			return false
@@ -378,12 +482,34 @@ func (c *Conn) Apply(s Spec) (bool, error) {
 		return false, fmt.Errorf("nftables: %w", err)
 	}
 	t := nc.AddTable(table())
+	defs := s.chainDefs()
+	sets := s.sets()
+	have := map[string]bool{}
+	for _, name := range cur.Sets {
+		have[name] = true
+	}
 	if cur.Exists {
 		// Flush and refill in the same batch: no packet sees a half state.
+		// The sticky sets are kept with what packets put in them; the
+		// rule maps are emptied and refilled; sets and chains no longer
+		// wanted go once nothing refers to them.
 		nc.FlushTable(t)
+		wanted := map[string]bool{}
+		for _, d := range sets {
+			wanted[d.set.Name] = true
+		}
+		for _, name := range cur.Sets {
+			st := &nftables.Set{Table: t, Name: name}
+			switch {
+			case !wanted[name]:
+				nc.DelSet(st)
+			case strings.HasPrefix(name, "rules"):
+				nc.FlushSet(st)
+			}
+		}
 		for name, hk := range cur.hooks {
 			keep := false
-			for _, cd := range chains {
+			for _, cd := range defs {
 				if cd.name == name && hookKey(cd.typ, cd.hook, cd.prio) == hk {
 					keep = true
 				}
@@ -394,13 +520,27 @@ func (c *Conn) Apply(s Spec) (bool, error) {
 		}
 	}
 	byName := map[string]*nftables.Chain{}
-	for _, cd := range chains {
+	for _, cd := range defs {
 		ch := &nftables.Chain{Name: cd.name, Table: t, Type: cd.typ, Hooknum: cd.hook, Priority: cd.prio}
 		if cd.hook != nil {
 			pol := nftables.ChainPolicyAccept
 			ch.Policy = &pol
 		}
 		byName[cd.name] = nc.AddChain(ch)
+	}
+	for _, d := range sets {
+		d.set.Table = t
+		if !have[d.set.Name] {
+			if err := nc.AddSet(d.set, d.elems); err != nil {
+				return false, fmt.Errorf("set %s: %w", d.set.Name, err)
+			}
+			continue
+		}
+		if len(d.elems) > 0 {
+			if err := nc.SetAddElements(d.set, d.elems); err != nil {
+				return false, fmt.Errorf("set %s: %w", d.set.Name, err)
+			}
+		}
 	}
 	for _, r := range s.rules() {
 		nc.AddRule(&nftables.Rule{
@@ -481,7 +621,7 @@ func (c *Conn) Record(records []string) (bool, error) {
 		}
 	}
 	nc.FlushChain(ch)
-	for _, r := range (Spec{Records: records}).rules() {
+	for _, r := range recordRules(records) {
 		nc.AddRule(&nftables.Rule{
 			Table:    t,
 			Chain:    ch,
@@ -494,6 +634,34 @@ func (c *Conn) Record(records []string) (bool, error) {
 		return false, fmt.Errorf("record state in table inet %s: %w", TableName, err)
 	}
 	return true, nil
+}
+
+// FlushSets empties the named sets of the table (a link's sticky sources
+// when the link goes down). Missing sets are skipped.
+func (c *Conn) FlushSets(names []string) error {
+	cur, err := c.Read()
+	if err != nil {
+		return err
+	}
+	nc, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	n := 0
+	for _, name := range names {
+		if slices.Contains(cur.Sets, name) {
+			nc.FlushSet(&nftables.Set{Table: table(), Name: name})
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	c.Writes++
+	if err := nc.Flush(); err != nil {
+		return fmt.Errorf("flush sets of table inet %s: %w", TableName, err)
+	}
+	return nil
 }
 
 // Remove deletes the table. A missing table is not an error.

@@ -94,7 +94,8 @@ type Iface struct {
 	Up    bool // administratively up and with carrier
 	Addrs []netip.Prefix
 	// Gateways are the next hops of main's default routes through this
-	// interface, as a DHCP or PPP client installs them (gateway: auto).
+	// interface, as a DHCP or PPP client or router advertisements install
+	// them (gateway: auto, gateway6: auto), IPv4 and IPv6.
 	Gateways []netip.Addr
 }
 
@@ -144,11 +145,15 @@ func (k *Kernel) Interfaces() (map[string]Iface, error) {
 		i.Addrs = append(i.Addrs, netip.PrefixFrom(ip.Unmap(), ones))
 		out[name] = i
 	}
-	mainRoutes, err := retry(func() ([]netlink.Route, error) {
-		return k.h.RouteListFiltered(V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list routes: %w", err)
+	var mainRoutes []netlink.Route
+	for _, fam := range []int{V4, V6} {
+		rs, err := retry(func() ([]netlink.Route, error) {
+			return k.h.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list routes: %w", err)
+		}
+		mainRoutes = append(mainRoutes, rs...)
 	}
 	for _, r := range mainRoutes {
 		if r.Protocol == Protocol || (r.Dst != nil && prefixOf(r.Dst).Bits() != 0) {
@@ -342,6 +347,16 @@ func fromNetlinkRoute(r netlink.Route, names map[int]string) Route {
 		Src:    addrOf(r.Src),
 		Scope:  Scope(r.Scope),
 	}
+	switch r.Type {
+	case unix.RTN_UNREACHABLE:
+		out.Type = "unreachable"
+	case unix.RTN_BLACKHOLE:
+		out.Type = "blackhole"
+	}
+	if out.Type != "" {
+		// IPv6 hangs reject routes on the loopback device; they have none.
+		r.LinkIndex = 0
+	}
 	if !out.Dst.IsValid() {
 		// The kernel reports the default route with no RTA_DST.
 		if r.Family == V6 {
@@ -368,6 +383,12 @@ func (k *Kernel) toNetlinkRoute(r Route) (*netlink.Route, error) {
 		Src:      ipOf(r.Src),
 		Scope:    netlink.Scope(r.Scope),
 		Protocol: Protocol,
+	}
+	switch r.Type {
+	case "unreachable":
+		nr.Type = unix.RTN_UNREACHABLE
+	case "blackhole":
+		nr.Type = unix.RTN_BLACKHOLE
 	}
 	if r.Dev != "" {
 		l, err := k.h.LinkByName(r.Dev)

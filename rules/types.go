@@ -64,6 +64,9 @@ type Route struct {
 	Src      netip.Addr
 	Scope    Scope
 	Nexthops []Nexthop
+	// Type is "" for a unicast route, or "unreachable" or "blackhole":
+	// a route that answers with an error (ICMP unreachable) or drops.
+	Type string
 }
 
 // Key identifies a route within the kernel: one route per table and prefix
@@ -73,7 +76,7 @@ func (r Route) Key() string { return fmt.Sprintf("%d/%d/%s", r.Family, r.Table, 
 // Equal compares every attribute flowpin sets.
 func (r Route) Equal(o Route) bool {
 	return r.Family == o.Family && r.Table == o.Table && r.Dst == o.Dst && r.Dev == o.Dev &&
-		r.Gw == o.Gw && r.Src == o.Src && r.Scope == o.Scope && slices.Equal(r.Nexthops, o.Nexthops)
+		r.Gw == o.Gw && r.Src == o.Src && r.Scope == o.Scope && slices.Equal(r.Nexthops, o.Nexthops) && r.Type == o.Type
 }
 
 // State is the routing part of what flowpin wants, or of what it finds.
@@ -132,6 +135,9 @@ func TableName(t int) string {
 // Spec renders the route as `ip route` arguments (without the verb).
 func (r Route) Spec() string {
 	var b strings.Builder
+	if r.Type != "" {
+		b.WriteString(r.Type + " ")
+	}
 	if r.Dst.Bits() == 0 {
 		b.WriteString("default")
 	} else {

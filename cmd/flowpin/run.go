@@ -97,6 +97,9 @@ links, in the foreground.
 				if err := d.Metrics().RegisterFlowMetrics(c, k.ct); err != nil {
 					return fmt.Errorf("metrics: %w", err)
 				}
+				if err := d.Metrics().RegisterRuleMetrics(c, k.nft); err != nil {
+					return fmt.Errorf("metrics: %w", err)
+				}
 				mux := http.NewServeMux()
 				mux.Handle("GET /metrics", promhttp.HandlerFor(d.Metrics().Registry, promhttp.HandlerOpts{}))
 				go func() {

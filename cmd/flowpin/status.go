@@ -241,6 +241,9 @@ func (v statusView) frame(prev *status.Status) (frame, error) {
 	if err != nil {
 		return frame{}, err
 	}
+	if err := status.AddPolicies(st, v.c, ap, v.k.nft); err != nil {
+		return frame{}, err
+	}
 	// The daemon of this namespace, if one runs, knows each link's health.
 	if h, err := daemon.QueryHealth(context.Background()); err == nil {
 		st.WithHealth(h)
@@ -362,6 +365,9 @@ func daemonStatus(c *config.Config, h []health.LinkHealth) (*status.Status, erro
 	}
 	st, err := status.ReadStatus(c, ap, k.ct)
 	if err != nil {
+		return nil, err
+	}
+	if err := status.AddPolicies(st, c, ap, k.nft); err != nil {
 		return nil, err
 	}
 	st.WithHealth(h)

@@ -172,6 +172,10 @@ func (k *Kernel) checkCollisions(c *config.Config, d *plan.Desired) error {
 	for i, l := range c.Links {
 		tables = append(tables, owner{i, l.Table})
 	}
+	for _, p := range d.Policies[1:] {
+		// A policy's table is the next free id above balance_table.
+		tables = append(tables, owner{-1, p.Table})
+	}
 	tableErr := func(o owner, format string, args ...any) error {
 		if o.link < 0 {
 			return c.FieldError("balance_table", format, args...)
@@ -198,6 +202,13 @@ func (k *Kernel) checkCollisions(c *config.Config, d *plan.Desired) error {
 	}
 	for _, fr := range foreign {
 		if fr.Mask&c.MarkMask == 0 {
+			continue
+		}
+		if fr.Mark&fr.Mask&^c.MarkMask != 0 {
+			// The rule wants mark bits outside flowpin's mask (WireGuard's
+			// `not fwmark 0xca6c` with a full mask): it matches only
+			// packets another program marked, and flowpin leaves their
+			// marks alone.
 			continue
 		}
 		for i, l := range c.Links {

@@ -401,6 +401,21 @@ func TestCollisionsRefusedWithNothingWritten(t *testing.T) {
 	}
 }
 
+// VPNs beside flowpin: wg-quick's rules (a full-mask `not fwmark 0xca6c`
+// and main with suppress_prefixlength 0) and Tailscale's (0x80000/0xff0000)
+// match only marks with bits outside flowpin's mask, so apply goes on.
+func TestVPNRulesAccepted(t *testing.T) {
+	b := newBox()
+	b.routes.Foreign = []rules.ForeignRule{
+		{Rule: rules.Rule{Priority: 32764, Table: 254, SuppressPrefixlen: 0}, Text: "32764: from all lookup main suppress_prefixlength 0"},
+		{Rule: rules.Rule{Priority: 32765, Mark: 0xca6c, Mask: 0xffffffff, Table: 51820, SuppressPrefixlen: -1}, Text: "32765: not from all fwmark 0xca6c lookup 51820"},
+		{Rule: rules.Rule{Priority: 5210, Mark: 0x80000, Mask: 0xff0000, Table: 254, SuppressPrefixlen: -1}, Text: "5210: from all fwmark 0x80000/0xff0000 lookup main"},
+	}
+	if _, err := b.tryApply(b.kernel(), cfg(isp1(3), isp2(1))); err != nil {
+		t.Fatalf("apply beside VPN rules: %v", err)
+	}
+}
+
 // A crash (SIGKILL) after any number of writes, then apply and down,
 // must leave every sysctl at its value from before flowpin. Writes after
 // the crash point fail, the rollback's too, as if the process was gone.

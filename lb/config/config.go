@@ -71,10 +71,16 @@ type Link struct {
 	// and the planner fills it from the interface's own default route.
 	Gateway     netip.Addr
 	GatewayAuto bool
-	Weight      int
-	NAT         bool
-	Table       int
-	Mark        uint32
+	// Gateway6 is the IPv6 next hop (global or link-local, on Interface);
+	// with Gateway6Auto the planner takes it from the interface's IPv6
+	// default route in main (router advertisements, DHCPv6). Neither: the
+	// link carries no IPv6.
+	Gateway6     netip.Addr
+	Gateway6Auto bool
+	Weight       int
+	NAT          bool
+	Table        int
+	Mark         uint32
 	// TableSet and MarkSet: the config gave them. Otherwise they are
 	// defaults that plan.Assign replaces with the link's recorded ones.
 	TableSet, MarkSet bool
@@ -179,6 +185,7 @@ type rawLink struct {
 	Name      string    `yaml:"name"`
 	Interface string    `yaml:"interface"`
 	Gateway   string    `yaml:"gateway"`
+	Gateway6  string    `yaml:"gateway6"`
 	Weight    *int64    `yaml:"weight"`
 	NAT       bool      `yaml:"nat"`
 	Table     *int64    `yaml:"table"`
@@ -385,7 +392,7 @@ func (c *Config) fillLink(i int, rl *rawLink, u *used) (Link, error) {
 		return l, c.LinkError(i, "interface", "%s is already used by links[%d]", quote(l.Interface), j)
 	}
 	u.ifaces[l.Interface] = i
-	if err := c.fillGateway(i, rl.Gateway, &l); err != nil {
+	if err := c.fillGateway(i, rl, &l); err != nil {
 		return l, err
 	}
 	if err := c.fillCheck(i, rl.Check, &l.Check); err != nil {
@@ -408,30 +415,61 @@ func (c *Config) fillLink(i int, rl *rawLink, u *used) (Link, error) {
 	return l, nil
 }
 
-// fillGateway takes an address, or auto: the planner then takes the next
-// hop of the interface's own default route.
-func (c *Config) fillGateway(i int, raw string, l *Link) error {
-	switch raw {
+// fillGateway takes the IPv4 and IPv6 next hops: an address, or auto (the
+// planner then takes the next hop of the interface's own default route of
+// that family). A link needs at least one.
+func (c *Config) fillGateway(i int, rl *rawLink, l *Link) error {
+	if rl.Gateway == "" && rl.Gateway6 == "" {
+		return c.LinkError(i, "gateway", "missing for link %s: give gateway (IPv4: an address, or auto), gateway6 (IPv6: an address, or auto), or both", quote(l.Name))
+	}
+	switch rl.Gateway {
 	case "":
-		return c.LinkError(i, "gateway", "missing for link %s (an address, or auto)", quote(l.Name))
 	case "auto":
 		l.GatewayAuto = true
-		return nil
+	default:
+		gw, err := netip.ParseAddr(rl.Gateway)
+		if err != nil || gw.Zone() != "" {
+			return c.LinkError(i, "gateway", "%s is not an IP address (or auto)", quote(rl.Gateway))
+		}
+		if !gw.Is4() {
+			return c.LinkError(i, "gateway", "%s is an IPv6 address: IPv6 next hops go in gateway6", gw)
+		}
+		if gw.IsUnspecified() || gw.IsMulticast() || gw.IsLoopback() || gw == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+			return c.LinkError(i, "gateway", "%s cannot be a next hop", gw)
+		}
+		l.Gateway = gw
 	}
-	gw, err := netip.ParseAddr(raw)
-	if err != nil || gw.Zone() != "" {
-		return c.LinkError(i, "gateway", "%s is not an IP address (or auto)", quote(raw))
+	switch rl.Gateway6 {
+	case "":
+	case "auto":
+		l.Gateway6Auto = true
+	default:
+		gw, err := netip.ParseAddr(rl.Gateway6)
+		if err != nil {
+			return c.LinkError(i, "gateway6", "%s is not an IP address (or auto)", quote(rl.Gateway6))
+		}
+		if gw.Is4() || gw.Is4In6() {
+			return c.LinkError(i, "gateway6", "%s is an IPv4 address: IPv4 next hops go in gateway", gw)
+		}
+		if z := gw.Zone(); z != "" && z != l.Interface {
+			// A link-local next hop is only meaningful on one interface:
+			// the link's own.
+			return c.LinkError(i, "gateway6", "%s names interface %s, but the link is on %s (write it without %%%s, or %s%%%s)", quote(rl.Gateway6), z, l.Interface, z, gw.WithZone(""), l.Interface)
+		}
+		gw = gw.WithZone("")
+		if gw.IsUnspecified() || gw.IsMulticast() || gw.IsLoopback() {
+			return c.LinkError(i, "gateway6", "%s cannot be a next hop", gw)
+		}
+		l.Gateway6 = gw
 	}
-	if !gw.Is4() {
-		// The data model carries the family; IPv6 links come later.
-		return c.LinkError(i, "gateway", "%s: only IPv4 gateways are supported so far", gw)
-	}
-	if gw.IsUnspecified() || gw.IsMulticast() || gw.IsLoopback() || gw == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
-		return c.LinkError(i, "gateway", "%s cannot be a next hop", gw)
-	}
-	l.Gateway = gw
 	return nil
 }
+
+// HasV4 says whether the link carries IPv4 (it has gateway).
+func (l Link) HasV4() bool { return l.Gateway.IsValid() || l.GatewayAuto }
+
+// HasV6 says whether the link carries IPv6 (it has gateway6).
+func (l Link) HasV6() bool { return l.Gateway6.IsValid() || l.Gateway6Auto }
 
 // fillTable gives link i its table: the one it names, or the next after
 // balance_table.
@@ -493,8 +531,8 @@ func (c *Config) fillCheck(i int, raw *rawCheck, out *HealthCheck) error {
 	}
 	for j, s := range raw.Targets {
 		a, err := netip.ParseAddr(s)
-		if err != nil || !a.Is4() {
-			return c.LinkError(i, fmt.Sprintf("check.targets[%d]", j), "%s is not an IPv4 address", quote(s))
+		if err != nil || a.Zone() != "" || a.Is4In6() {
+			return c.LinkError(i, fmt.Sprintf("check.targets[%d]", j), "%s is not an IP address", quote(s))
 		}
 		out.Targets = append(out.Targets, a)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/netip"
 	"slices"
 	"sync"
@@ -63,6 +64,10 @@ type Daemon struct {
 	// Owned by Run's goroutine.
 	runner *syncRunner
 	flush  map[string]bool // links whose flows go once a sync took them out
+	// active is each policy's active tier as last applied (-1: none).
+	active map[string]int
+	// policies as last applied, for status.
+	policies []plan.PolicyPlan
 	// reopen[i]: link i's interface was removed; its prober's socket is
 	// bound to a device that is gone.
 	reopen []atomic.Bool
@@ -90,7 +95,7 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 	return &Daemon{
 		Config: c, Log: log, deps: deps,
 		trackers: map[string]*health.Tracker{}, gateways: map[string]netip.Addr{}, usable: map[string]bool{},
-		flush: map[string]bool{}, reopen: make([]atomic.Bool, len(c.Links)),
+		flush: map[string]bool{}, active: map[string]int{}, reopen: make([]atomic.Bool, len(c.Links)),
 		metrics: NewMetrics(),
 	}
 }
@@ -230,6 +235,15 @@ func (d *Daemon) adopt() error {
 			inRoute[nh.Dev] = true
 		}
 	}
+	// The default policy's route holds its active tier only: a link of a
+	// higher tier is out of it because it is on standby, not because it
+	// was down.
+	activeTier := math.MaxInt
+	for _, l := range d.Config.Links {
+		if inRoute[l.Interface] {
+			activeTier = min(activeTier, l.Tier)
+		}
+	}
 	// A link that cannot work yet (no interface, no address, no gateway:
 	// a WAN whose DHCP is not done at boot) is simply down.
 	des, err := d.deps.Applier.PrepareWith(d.Config, plan.Options{MissingOK: true})
@@ -249,7 +263,7 @@ func (d *Daemon) adopt() error {
 		state, why := health.StateUp, "up: daemon started"
 		if reason, ok := unusable[l.Name]; ok {
 			state, why = health.StateDown, "down: "+reason
-		} else if cur.Exists && !inRoute[l.Interface] {
+		} else if cur.Exists && !inRoute[l.Interface] && l.Tier <= activeTier {
 			state, why = health.StateDown, "down: not in the multipath route when the daemon started"
 		} else if cur.Exists {
 			why = "up: adopted from the running kernel"
@@ -307,7 +321,57 @@ func (d *Daemon) sync(why string) error {
 			d.flushFlows(l.Link)
 		}
 	}
+	d.failback(des)
 	return nil
+}
+
+// failback follows each policy's active tier. When a higher tier is back,
+// a policy with failback: flush deletes its own flows on the links of the
+// tiers below (found by the policy's ct label), so they re-establish on
+// the active tier; other policies' flows on those links stay. With keep,
+// they stay until they end.
+func (d *Daemon) failback(des *plan.Desired) {
+	d.mu.Lock()
+	d.policies = des.Policies
+	d.mu.Unlock()
+	for _, p := range des.Policies {
+		old, seen := d.active[p.Name]
+		d.active[p.Name] = p.Active
+		if !seen {
+			d.metrics.tier.WithLabelValues(p.Name).Set(float64(p.Active + 1))
+		}
+		if !seen || p.Active == old {
+			continue
+		}
+		d.Log.Info("policy tier changed", "policy", p.Name, "from", tierName(old), "to", tierName(p.Active))
+		d.metrics.tierChanged(p.Name, p.Active)
+		if p.Active < 0 || (old >= 0 && p.Active > old) || p.Failback != config.Flush || p.Label == 0 {
+			continue
+		}
+		for _, i := range p.LowerLinks() {
+			l := des.Links[i]
+			n, err := d.deps.Conntrack.FlushLabel(l.Mark, d.Config.MarkMask, p.Label-1)
+			if err != nil {
+				d.Log.Error("failback: flush the policy's flows", "policy", p.Name, "link", l.Name, "err", err)
+				continue
+			}
+			d.Log.Info("failback: flushed the policy's flows on a lower tier", "policy", p.Name, "link", l.Name, "flows", n)
+		}
+	}
+}
+
+func tierName(t int) string {
+	if t < 0 {
+		return "none (last resort)"
+	}
+	return fmt.Sprintf("tier %d", t+1)
+}
+
+// Policies are the policies as last applied, with their active tiers.
+func (d *Daemon) Policies() []plan.PolicyPlan {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.policies
 }
 
 // flushFlows deletes only this link's flows: their NAT binding is to an

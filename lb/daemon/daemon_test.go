@@ -471,3 +471,38 @@ func TestProberReopenedAfterENODEV(t *testing.T) {
 		t.Errorf("%d probers opened, %d closed; want 3 and 3", h.probers.open, h.probers.closed)
 	}
 }
+
+// A policy with failback: flush deletes its own flows on the lower tier
+// (by its ct label) once the higher tier is back; the default policy
+// (keep) deletes nothing, and the tier changes are counted.
+func TestFailbackFlushesOnlyThePolicysFlows(t *testing.T) {
+	h := newHarness(t)
+	h.c.Policies = append(h.c.Policies, config.Policy{Name: "isp1-first", Tiers: [][]int{{0}, {1}}, LastResort: config.Unreachable, Failback: config.Flush})
+	h.c.Rules = []config.Rule{{Name: "web", Policy: "isp1-first", Target: 1}}
+	h.start()
+	h.waitTranscript(both)
+
+	h.probers.set("wan1", false)
+	h.round()
+	h.round()
+	h.round()
+	h.waitState("isp1", health.StateDown)
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(both, "apply route=[isp2] out=[isp1]", "flush mark 0x100/0xff00")
+
+	h.probers.set("wan1", true)
+	h.round()
+	h.round()
+	h.waitState("isp1", health.StateUp)
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(both, "apply route=[isp2] out=[isp1]", "flush mark 0x100/0xff00", both, "flush mark 0x200/0xff00 label 0")
+	if got := testutil.ToFloat64(h.d.Metrics().tierChanges.WithLabelValues("isp1-first")); got != 2 {
+		t.Errorf("tier changes of isp1-first: %v", got)
+	}
+	if got := testutil.ToFloat64(h.d.Metrics().tier.WithLabelValues("isp1-first")); got != 1 {
+		t.Errorf("active tier of isp1-first: %v", got)
+	}
+	if p := h.d.Policies(); len(p) != 2 || p[1].Active != 0 {
+		t.Errorf("policies: %+v", p)
+	}
+}

@@ -216,6 +216,14 @@ func (k *fakeKernel) FlushMark(mark, mask uint32) error {
 	return err
 }
 
+func (k *fakeKernel) FlushLabel(mark, mask uint32, bit int) (int, error) {
+	k.mu.Lock()
+	err := k.flushErr
+	k.mu.Unlock()
+	k.rec.add("flush mark %#x/%#x label %d", mark, mask, bit)
+	return 0, err
+}
+
 // fakeProbers hands out probers whose answers the test sets per
 // interface.
 type fakeProbers struct {

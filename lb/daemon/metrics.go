@@ -24,6 +24,8 @@ type Metrics struct {
 	syncWrites  prometheus.Counter
 	syncSeconds prometheus.Histogram
 	subLosses   *prometheus.CounterVec
+	tier        *prometheus.GaugeVec
+	tierChanges *prometheus.CounterVec
 }
 
 // NewMetrics registers every metric in a fresh registry.
@@ -63,6 +65,13 @@ func NewMetrics() *Metrics {
 		Name: "flowpin_subscription_losses_total",
 		Help: "Kernel notifications lost (a subscription socket overflowed or failed), by subscription; each is followed by a full re-read.",
 	}, []string{"what"})
+	m.tier = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "flowpin_policy_active_tier", Help: "The policy's active tier (1 is the first); 0 when no link of any tier is up and its last resort applies.",
+	}, []string{"policy"})
+	m.tierChanges = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flowpin_policy_tier_changes_total", Help: "Failovers and failbacks of the policy between tiers.",
+	}, []string{"policy"})
+	m.Registry.MustRegister(m.tier, m.tierChanges)
 	m.Registry.MustRegister(m.up, m.changes, m.rtt, m.loss, m.probes, m.syncs, m.syncErrors, m.syncWrites, m.syncSeconds, m.subLosses,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -76,6 +85,12 @@ func (m *Metrics) setState(link string, s health.LinkState) {
 		v = 1
 	}
 	m.up.WithLabelValues(link).Set(v)
+}
+
+// tierChanged records a policy's new active tier (-1: none).
+func (m *Metrics) tierChanged(policy string, active int) {
+	m.tier.WithLabelValues(policy).Set(float64(active + 1))
+	m.tierChanges.WithLabelValues(policy).Inc()
 }
 
 func (m *Metrics) changed(link string) { m.changes.WithLabelValues(link).Inc() }

@@ -25,9 +25,11 @@ type Applier interface {
 	Current() (rules.State, *nft.Current, error)
 }
 
-// Flusher deletes a link's flows from conntrack.
+// Flusher deletes flows from conntrack: a link's, or a policy's on a
+// link (by ct label bit).
 type Flusher interface {
 	FlushMark(mark, mask uint32) error
+	FlushLabel(mark, mask uint32, bit int) (int, error)
 }
 
 var _ Flusher = (*ct.Conntrack)(nil)

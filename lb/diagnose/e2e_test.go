@@ -12,6 +12,8 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
+	"flowpin/lb/config"
+	"flowpin/lb/config/configtest"
 	"flowpin/nft"
 	"flowpin/nft/ct"
 	"flowpin/rules"
@@ -154,7 +156,7 @@ func TestVerifyEndToEnd(t *testing.T) {
 				f.neigh["wan2 198.51.100.1"] = rules.Neighbour{State: "failed"}
 			},
 			fail: map[string][2]string{
-				"link isp2: gateway 198.51.100.1": {"no ARP answer on wan2 (neighbour failed)", "check the cable and the gateway address in the config"},
+				"link isp2: gateway 198.51.100.1": {"no ARP/ND answer on wan2 (neighbour failed)", "check the cable and the gateway address in the config"},
 			},
 		},
 	} {
@@ -242,7 +244,7 @@ func TestVerifyGatewaysInParallel(t *testing.T) {
 	for _, ch := range rep.Checks {
 		if strings.HasPrefix(ch.Name, "link ") {
 			order = append(order, ch.Name)
-			if strings.Contains(ch.Name, "gateway") && (ch.OK || !strings.Contains(ch.Detail, "no ARP answer")) {
+			if strings.Contains(ch.Name, "gateway") && (ch.OK || !strings.Contains(ch.Detail, "no ARP/ND answer")) {
 				t.Errorf("%s: %s", ch.Name, ch.Detail)
 			}
 		}
@@ -381,5 +383,81 @@ func TestExplainEndToEnd(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Explain names the traffic rule, the policy and its tier, and for a
+// sticky source the link it is stuck to.
+func TestExplainPolicies(t *testing.T) {
+	f, c := policyFake(t)
+	f.sticky = map[string]time.Duration{"sticky4_bank_isp2 10.0.0.5": 9 * time.Minute}
+	lanHost, far := netip.MustParseAddr("10.0.0.5"), netip.MustParseAddr("198.18.0.1")
+	for _, tc := range []struct {
+		name                   string
+		p                      Packet
+		dev, rule, policy, stk string
+		tier                   int
+		step                   string
+	}{
+		{"rule to a policy", Packet{Src: lanHost, Dst: far, Iif: "lan", Proto: unix.IPPROTO_TCP, Sport: 40000, Dport: 443}, "wan2", "https", "isp2-first", "", 1,
+			"rule https (rules[0]) matches: policy isp2-first"},
+		{"sticky source", Packet{Src: lanHost, Dst: far, Iif: "lan", Proto: unix.IPPROTO_TCP, Sport: 40000, Dport: 8443}, "wan2", "bank", "default", "isp2", 1,
+			"source 10.0.0.5 is stuck to link isp2 for 9m0s more (set sticky4_bank_isp2)"},
+		{"no rule", Packet{Src: lanHost, Dst: far, Iif: "lan", Proto: unix.IPPROTO_UDP, Sport: 40000, Dport: 53}, "", "", "default", "", 0,
+			"no traffic rule matches: policy default"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := f.kernel().Explain(c, tc.p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (tc.dev != "" && e.Dev != tc.dev) || e.Rule != tc.rule || e.Policy != tc.policy || e.StuckTo != tc.stk || (tc.tier != 0 && e.Tier != tc.tier) {
+				t.Errorf("dev %s rule %q policy %q stuck %q tier %d; want %s %q %q %q %d\n%s", e.Dev, e.Rule, e.Policy, e.StuckTo, e.Tier, tc.dev, tc.rule, tc.policy, tc.stk, tc.tier, steps(e))
+			}
+			if !strings.Contains(steps(e), tc.step) {
+				t.Errorf("no %q in\n%s", tc.step, steps(e))
+			}
+		})
+	}
+}
+
+// policyFake is the dual-WAN router with a policy (isp2 first, then isp1)
+// that https takes, and a sticky rule on the default policy, as applied.
+func policyFake(t *testing.T) (*fakeKernel, *config.Config) {
+	c := configtest.MustParse(t, configtest.TwoLinks)
+	c.Policies = append(c.Policies, config.Policy{Name: "isp2-first", Tiers: [][]int{{1}, {0}}, LastResort: config.Unreachable, Failback: config.Keep})
+	c.Rules = []config.Rule{
+		{Name: "https", Proto: config.TCP, DstPorts: []config.PortRange{{Lo: 443, Hi: 443}}, Policy: "isp2-first", Target: 1},
+		{Name: "bank", Proto: config.TCP, DstPorts: []config.PortRange{{Lo: 8443, Hi: 8443}}, Policy: "default", Target: 0, Sticky: 10 * time.Minute},
+	}
+	f, _ := applied(t, c, map[string]rules.Iface{
+		"lan":  {Name: "lan", Index: 2, Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/24")}},
+		"wan1": {Name: "wan1", Index: 3, Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.2/24")}},
+		"wan2": {Name: "wan2", Index: 4, Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("198.51.100.2/24")}},
+	})
+	return f, c
+}
+
+// Verify checks each policy's route: as applied they pass; without the
+// policy's fwmark rule its flows take the default route and it fails.
+func TestVerifyPolicies(t *testing.T) {
+	f, c := policyFake(t)
+	rep, err := f.kernel().Verify(c, VerifyOptions{NoProbe: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := report(rep.Checks)
+	for _, w := range []string{"ok   policy default: tier 1 is active", "ok   policy isp2-first: tier 1 is active: new flows leave by wan2"} {
+		if !strings.Contains(got, w) {
+			t.Errorf("no %q in\n%s", w, got)
+		}
+	}
+	f.delRule(1202)
+	rep, err = f.kernel().Verify(c, VerifyOptions{NoProbe: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := report(rep.Checks); !strings.Contains(got, "FAIL policy isp2-first: new flows leave by wan") {
+		t.Errorf("policy rule removed, but:\n%s", got)
 	}
 }

@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"flowpin/lb/config"
 	"flowpin/lb/plan"
+	"flowpin/nft"
 	"flowpin/nft/ct"
 	"flowpin/rules"
 )
@@ -47,6 +49,13 @@ type Explanation struct {
 	// HashPick: a new flow whose link the multipath hash chose.
 	Pinned   bool `json:"pinned"`
 	HashPick bool `json:"hash_pick"`
+	// Rule: the traffic rule that decided the new flow's policy ("" for
+	// none: the default policy); Policy and Tier (1-based; 0: no tier up)
+	// where it went; StuckTo: the link a sticky rule keeps its source on.
+	Rule    string `json:"rule,omitempty"`
+	Policy  string `json:"policy,omitempty"`
+	Tier    int    `json:"tier,omitempty"`
+	StuckTo string `json:"stuck_to,omitempty"`
 	// Notes: caveats that make the answer less certain.
 	Notes []string `json:"notes,omitempty"`
 	// Error: the kernel would not route the packet, and why.
@@ -107,10 +116,15 @@ func (k *Kernel) Explain(c *config.Config, p Packet) (*Explanation, error) {
 			return nil, fmt.Errorf("explain: interface %s does not exist in this network namespace", p.Iif)
 		}
 	}
+	if familyOf(p.Dst) == rules.V6 {
+		// The links' IPv6 sides: their addresses, gateways and tiers.
+		d = asV6(d, false)
+	}
 	x := &explainer{k: k, c: c, d: d, p: p, e: &Explanation{}, mark: p.Mark}
 	k.describe(x.e, p)
 	x.conntrack()
 	x.restore()
+	x.classify()
 	routed, err := x.route()
 	if err != nil {
 		return nil, err
@@ -139,6 +153,8 @@ type explainer struct {
 	ans      rules.Answer   // the kernel's route for the packet
 	entry    rules.Answer   // the route entry behind ans (fibmatch)
 	out      *plan.LinkPlan // the link the packet leaves by
+	policy   *plan.PolicyPlan
+	bypass   bool // the flow's ct mark is the bypass mark
 }
 
 // linkWhere is the planned link for which f holds, or nil.
@@ -178,6 +194,9 @@ func (x *explainer) conntrack() {
 	case x.pinnedTo != nil:
 		e.add("conntrack", "existing flow (%s direction of %s:%d -> %s:%d), ct mark %#x: pinned to link %s (%s)",
 			dir, flow.Orig.Src, flow.Orig.Sport, flow.Orig.Dst, flow.Orig.Dport, flow.Mark, x.pinnedTo.Name, x.pinnedTo.Interface)
+	case x.d.NFT.Bypass != 0 && flow.Mark&x.c.MarkMask == x.d.NFT.Bypass:
+		x.bypass = true
+		e.add("conntrack", "existing flow (%s direction), ct mark %#x: a traffic rule with policy main sent it to the main table; it is not pinned to a link", dir, flow.Mark)
 	case flow.Mark&x.c.MarkMask != 0:
 		e.add("conntrack", "existing flow (%s direction), ct mark %#x: bits %#x match no link of this config (a link was removed?)",
 			dir, flow.Mark, flow.Mark&x.c.MarkMask)
@@ -201,6 +220,9 @@ func (x *explainer) restore() {
 			p.Iif, x.inLink.Name, x.inLink.Name, x.inLink.Mark)
 	case x.inLink != nil:
 		e.add(chain, "arrives on %s, link %s: the flow is already pinned to %s; the mark is not restored onto packets from a link, so main routes it", p.Iif, x.inLink.Name, x.pinnedTo.Name)
+	case x.bypass && x.inLink == nil:
+		x.mark = x.mark&^x.c.MarkMask | x.d.NFT.Bypass
+		e.add(chain, "restore: ct mark & %#x == %#x, so meta mark set to %#x: routed by the main table", x.c.MarkMask, x.d.NFT.Bypass, x.mark)
 	case x.pinnedTo != nil:
 		x.mark = x.mark&^x.c.MarkMask | x.pinnedTo.Mark
 		e.add(chain, "restore: ct mark & %#x == %#x, so meta mark set to %#x: the fwmark rule of link %s routes it", x.c.MarkMask, x.pinnedTo.Mark, x.mark, x.pinnedTo.Name)
@@ -251,7 +273,96 @@ func (x *explainer) route() (bool, error) {
 	if x.out != nil {
 		e.Link = x.out.Name
 	}
+	x.tier()
 	return true, nil
+}
+
+// classify is the classify chain: the first packet of a new flow that no
+// link has yet gets the mark of its traffic rule's policy.
+func (x *explainer) classify() {
+	p, e, mask := x.p, x.e, x.c.MarkMask
+	if x.pinnedTo != nil || x.inLink != nil {
+		return
+	}
+	if x.mark&mask != 0 {
+		e.add("nft classify", "the packet already carries mark %#x inside flowpin's mask %#x (set by another program, e.g. a VPN socket's SO_MARK): flowpin leaves it alone", x.mark, mask)
+		return
+	}
+	if x.flow != nil {
+		e.add("nft classify", "an existing flow: only the packets of a new one (ct state new) are classified by the traffic rules")
+		return
+	}
+	i, unsure := plan.Match(x.c.Rules, plan.Flow{Src: p.Src, Dst: p.Dst, Proto: p.Proto, Sport: p.Sport, Dport: p.Dport, Iif: p.Iif})
+	if unsure != "" {
+		e.Notes = append(e.Notes, unsure+": the answer assumes it does not match")
+	}
+	if i < 0 {
+		pol := x.d.Policies[x.c.Unmatched]
+		x.policy = &pol
+		e.Policy = pol.Name
+		x.mark = x.mark&^mask | pol.Mark
+		if len(x.c.Rules) == 0 {
+			e.add("nft classify", "no traffic rules: policy %s", pol.Name)
+		} else {
+			e.add("nft classify", "no traffic rule matches: policy %s (meta mark %#x)", pol.Name, x.mark)
+		}
+		return
+	}
+	r, rp := x.c.Rules[i], x.d.Rules[i]
+	e.Rule = r.Name
+	if r.Bypass() {
+		x.mark = x.mark&^mask | rp.Mark
+		e.Policy = config.BypassPolicy
+		e.add("nft classify", "rule %s (rules[%d]) matches: policy main, routed by the main table and never pinned (meta and ct mark %#x)", r.Name, i, rp.Mark)
+		return
+	}
+	pol := x.d.Policies[r.Target]
+	x.policy = &pol
+	e.Policy = pol.Name
+	if r.Sticky > 0 && p.Src.IsValid() {
+		for _, li := range pol.ActiveLinks(x.d.Links) {
+			l := x.d.Links[li]
+			set := nft.StickySet(r.Name, l.Name, p.Src)
+			has, left, err := x.k.NFT.StickyHas(set, p.Src)
+			if err != nil {
+				e.Notes = append(e.Notes, err.Error())
+				continue
+			}
+			if has {
+				x.mark = x.mark&^mask | l.Mark
+				e.StuckTo = l.Name
+				e.add("nft classify", "rule %s (rules[%d]) matches: policy %s; source %s is stuck to link %s for %v more (set %s): meta mark %#x", r.Name, i, pol.Name, p.Src, l.Name, left.Round(time.Second), set, x.mark)
+				return
+			}
+		}
+	}
+	x.mark = x.mark&^mask | rp.Mark
+	sticky := ""
+	if r.Sticky > 0 {
+		sticky = fmt.Sprintf("; its source is not stuck to a link yet, and will stick to the one it leaves by for %v", r.Sticky)
+	}
+	e.add("nft classify", "rule %s (rules[%d]) matches: policy %s (meta mark %#x)%s", r.Name, i, pol.Name, x.mark, sticky)
+}
+
+// tier names the tier of the policy the link it leaves by belongs to.
+func (x *explainer) tier() {
+	if x.policy == nil {
+		return
+	}
+	e, pol := x.e, x.policy
+	if pol.Active < 0 {
+		e.add("policy", "policy %s: no link of any tier is up, last resort %s", pol.Name, pol.LastResort)
+		return
+	}
+	for t, tier := range pol.Tiers {
+		for _, li := range tier {
+			if x.out != nil && x.d.Links[li].Name == x.out.Name {
+				e.Tier = t + 1
+				e.add("policy", "policy %s: link %s is in tier %d; the active tier is %d", pol.Name, x.out.Name, t+1, pol.Active+1)
+				return
+			}
+		}
+	}
 }
 
 // packetOf is q as the rule selectors see it: a locally generated packet
@@ -280,7 +391,11 @@ func (x *explainer) nexthop() (local bool) {
 		}
 		how := "the multipath hash of this packet's addresses"
 		if p.Proto != 0 && p.Sport != 0 && p.Dport != 0 {
-			how = fmt.Sprintf("the multipath hash of %s %s:%d -> %s:%d", rules.ProtoName(p.Proto), p.Src, p.Sport, p.Dst, p.Dport)
+			src := "(any source)"
+			if p.Src.IsValid() {
+				src = p.Src.String()
+			}
+			how = fmt.Sprintf("the multipath hash of %s %s -> %s", rules.ProtoName(p.Proto), joinHostPort(src, p.Sport), joinHostPort(p.Dst.String(), p.Dport))
 		}
 		e.HashPick = x.pinnedTo == nil
 		e.add("nexthop", "%s picks via %s dev %s out of %s", how, ans.Gw, ans.Dev, strings.Join(legs, ", "))
@@ -332,6 +447,15 @@ func (x *explainer) nat() {
 	}
 }
 
+// joinHostPort writes an endpoint as nft and ss do: [2001:db8::1]:443 for
+// IPv6.
+func joinHostPort(host string, port uint16) string {
+	if strings.Contains(host, ":") {
+		return fmt.Sprintf("[%s]:%d", host, port)
+	}
+	return fmt.Sprintf("%s:%d", host, port)
+}
+
 func familyOf(a netip.Addr) int {
 	if a.Is6() && !a.Is4In6() {
 		return rules.V6
@@ -370,7 +494,11 @@ func (k *Kernel) describe(e *Explanation, p Packet) {
 // hashNotes warns when the kernel's hash for a real packet can differ from
 // the one `ip route get` computes.
 func (k *Kernel) hashNotes(e *Explanation, p Packet) {
-	policy, err := k.Routes.ReadSysctl("net/ipv4/fib_multipath_hash_policy")
+	key := "net/ipv4/fib_multipath_hash_policy"
+	if familyOf(p.Dst) == rules.V6 {
+		key = "net/ipv6/fib_multipath_hash_policy"
+	}
+	policy, err := k.Routes.ReadSysctl(key)
 	if err != nil {
 		return
 	}
@@ -459,6 +587,10 @@ func (k *Kernel) ruleRole(c *config.Config, r rules.RuleInfo) string {
 		return "pinned flows of link " + name(off-plan.OffMark)
 	case off == plan.OffMain:
 		return "connected and more specific routes in main, before the balance table"
+	case off == plan.OffPolicy:
+		return "new flows a traffic rule sends to main (policy main, never pinned)"
+	case off > plan.OffPolicy && off < plan.OffSource:
+		return fmt.Sprintf("new flows a traffic rule sent to a policy (fwmark %#x)", r.Mark)
 	case off >= plan.OffSource && off < plan.OffBalance:
 		return "traffic from link " + name(off-plan.OffSource) + "'s address"
 	case off == plan.OffBalance:

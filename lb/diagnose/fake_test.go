@@ -43,6 +43,8 @@ type fakeKernel struct {
 	nft     *nft.Current
 	writers []nft.MarkWriter
 	flows   []ct.Flow
+	// sticky: "set addr" -> time left.
+	sticky map[string]time.Duration
 
 	// neighDelay makes every Neighbour call take that long; inNeigh and
 	// peakNeigh count the calls under way at once.
@@ -152,6 +154,13 @@ func (f *fakeKernel) Read() (*nft.Current, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.nft, nil
+}
+
+func (f *fakeKernel) StickyHas(set string, a netip.Addr) (bool, time.Duration, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	left, ok := f.sticky[set+" "+a.String()]
+	return ok, left, nil
 }
 
 func (f *fakeKernel) ForeignMarkWriters(mask uint32) ([]nft.MarkWriter, error) {

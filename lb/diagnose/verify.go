@@ -39,6 +39,8 @@ type Routing interface {
 type Tables interface {
 	Read() (*nft.Current, error)
 	ForeignMarkWriters(mask uint32) ([]nft.MarkWriter, error)
+	// StickyHas says whether a sticky set holds an address.
+	StickyHas(set string, a netip.Addr) (bool, time.Duration, error)
 }
 
 // Flows is what explain asks of conntrack.
@@ -106,6 +108,9 @@ type VerifyOptions struct {
 	// beyond the uplinks. Nothing is sent to it. Default 198.18.0.1
 	// (RFC 2544 benchmarking range, unlikely to have a route of its own).
 	Probe netip.Addr
+	// Probe6 is Probe for IPv6. Default 2001:2::1 (RFC 5180 benchmarking
+	// range).
+	Probe6 netip.Addr
 	// Samples: how many source ports the spread check tries at most.
 	Samples int
 	// NoProbe: do not send a packet to a gateway without a neighbour entry.
@@ -120,8 +125,12 @@ type VerifyOptions struct {
 // waits, not 64, while a host with hundreds of links sends no burst.
 const gatewayChecksAtOnce = 16
 
-// DefaultProbe is the destination of verify's route lookups.
-var DefaultProbe = netip.MustParseAddr("198.18.0.1")
+// DefaultProbe and DefaultProbe6 are the destinations of verify's route
+// lookups.
+var (
+	DefaultProbe  = netip.MustParseAddr("198.18.0.1")
+	DefaultProbe6 = netip.MustParseAddr("2001:2::1")
+)
 
 const applyFix = "flowpin apply"
 
@@ -132,6 +141,9 @@ const applyFix = "flowpin apply"
 func (k *Kernel) Verify(c *config.Config, o VerifyOptions) (*VerifyReport, error) {
 	if !o.Probe.IsValid() {
 		o.Probe = DefaultProbe
+	}
+	if !o.Probe6.IsValid() {
+		o.Probe6 = DefaultProbe6
 	}
 	if o.Samples <= 0 {
 		o.Samples = 1024
@@ -168,9 +180,90 @@ func (k *Kernel) Verify(c *config.Config, o VerifyOptions) (*VerifyReport, error
 		return nil, err
 	}
 	r.Checks = append(r.Checks, MarkWriterChecks(c, writers)...)
-	k.verifyLinks(r, d, all, o)
-	k.verifySpread(r, d, o)
+	if slices.ContainsFunc(d.Links, func(l plan.LinkPlan) bool { return l.HasV4() }) {
+		k.verifyLinks(r, d, all, o)
+		k.verifyPolicies(r, d, o)
+		k.verifySpread(r, d, o)
+	}
+	if slices.ContainsFunc(d.Links, func(l plan.LinkPlan) bool { return l.HasV6() }) {
+		all6, err := k.Routes.ListRules(rules.V6)
+		if err != nil {
+			return nil, err
+		}
+		d6, o6 := asV6(d, true), o
+		o6.Probe = o.Probe6
+		k.verifyLinks(r, d6, all6, o6)
+		k.verifyPolicies(r, d6, o6)
+		k.verifySpread(r, d6, o6)
+	}
 	return r, nil
+}
+
+// asV6 is d seen through the links' IPv6 sides, so that the per-link,
+// per-policy and spread checks (and explain) run on it unchanged; with
+// rename, names say IPv6.
+func asV6(d *plan.Desired, rename bool) *plan.Desired {
+	d6 := *d
+	d6.Links = nil
+	for _, l := range d.Links {
+		if l.HasV6() {
+			l.Usable, l.InRoute, l.Addr, l.Gateway, l.Why = l.V6.Usable, l.V6.InRoute, l.V6.Addr, l.V6.Gateway, l.V6.Why
+		} else {
+			l.Usable, l.InRoute, l.Why = false, false, "no IPv6 on this link (no gateway6)"
+		}
+		if rename {
+			l.Name += " (IPv6)"
+		}
+		d6.Links = append(d6.Links, l)
+	}
+	d6.Policies = nil
+	for _, p := range d.Policies {
+		p.Active = p.Active6
+		if rename {
+			p.Name += " (IPv6)"
+		}
+		d6.Policies = append(d6.Policies, p)
+	}
+	return &d6
+}
+
+// verifyPolicies asks the kernel where each policy's new flows go: the
+// mark its traffic rules set must route by a link of its active tier, or,
+// with no tier up, meet its last resort.
+func (k *Kernel) verifyPolicies(r *VerifyReport, d *plan.Desired, o VerifyOptions) {
+	if len(d.Policies) == 1 && len(d.Rules) == 0 {
+		return // the default policy alone: the spread check covers it
+	}
+	for _, p := range d.Policies {
+		name := "policy " + p.Name
+		q := rules.Query{Dst: o.Probe, Mark: p.Mark}
+		ans, err := k.Routes.RouteGet(q)
+		active := p.ActiveLinks(d.Links)
+		if len(active) == 0 {
+			switch {
+			case p.LastResort == config.LastMain && err == nil:
+				r.pass(name, "no link of any tier is up: main routes its flows, by %s (ip route get %s)", orNone(ans.Dev), q.Args())
+			case p.LastResort != config.LastMain && err != nil:
+				r.pass(name, "no link of any tier is up: last resort %s (ip route get %s: %v)", p.LastResort, q.Args(), err)
+			default:
+				r.fail(name, applyFix, "no link of any tier is up and the last resort is %s, but ip route get %s gives %s (%v)", p.LastResort, q.Args(), orNone(ans.Dev), err)
+			}
+			continue
+		}
+		var devs []string
+		for _, i := range active {
+			devs = append(devs, d.Links[i].Interface)
+		}
+		if err != nil {
+			r.fail(name, applyFix, "tier %d (%s) is up but ip route get %s fails: %v", p.Active+1, strings.Join(devs, ", "), q.Args(), err)
+			continue
+		}
+		if !slices.Contains(devs, ans.Dev) {
+			r.fail(name, applyFix, "new flows leave by %s, want tier %d (%s) (ip route get %s)", orNone(ans.Dev), p.Active+1, strings.Join(devs, ", "), q.Args())
+			continue
+		}
+		r.pass(name, "tier %d is active: new flows leave by %s (ip route get %s)", p.Active+1, ans.Dev, q.Args())
+	}
 }
 
 // DriftChecks turns the difference between what flowpin owns in the kernel
@@ -549,11 +642,11 @@ func (k *Kernel) verifyGateway(r *VerifyReport, l plan.LinkPlan, o VerifyOptions
 	for time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 		if n, err = k.Routes.Neighbour(l.Interface, l.Gateway); err == nil && n.Usable() {
-			r.pass(name, "answered ARP on %s: %s (neighbour entry was %s before the probe)", l.Interface, n.MAC, before)
+			r.pass(name, "answered ARP/ND on %s: %s (neighbour entry was %s before the probe)", l.Interface, n.MAC, before)
 			return
 		}
 	}
-	detail := fmt.Sprintf("no ARP answer on %s (neighbour %s)", l.Interface, n.State)
+	detail := fmt.Sprintf("no ARP/ND answer on %s (neighbour %s)", l.Interface, n.State)
 	if probeErr != nil {
 		detail += fmt.Sprintf("; probe: %v", probeErr)
 	}
@@ -570,6 +663,9 @@ func probeGateway(dev string, gw netip.Addr) error {
 	}}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
+	if gw.Is6() && gw.IsLinkLocalUnicast() {
+		gw = gw.WithZone(dev) // a link-local address means something on one link only
+	}
 	conn, err := dl.DialContext(ctx, "udp", netip.AddrPortFrom(gw, 9).String())
 	if err != nil {
 		return fmt.Errorf("udp to %s:9 on %s: %w", gw, dev, err)

@@ -99,7 +99,7 @@ func nftCurrent(s nft.Spec) *nft.Current {
 func TestVerifyNFTChecks(t *testing.T) {
 	_, d := verifyTestPlan(t)
 	want := nftWant(d.NFT)
-	if len(want["prerouting"]) != 6 || len(want["output"]) != 2 || len(want["nat"]) != 2 {
+	if len(want["prerouting"]) != 7 || len(want["output"]) != 3 || len(want["nat"]) != 2 {
 		t.Fatalf("rules read from the rendered spec: %v", want)
 	}
 	if got := NFTChecks(d.NFT, nftCurrent(d.NFT)); len(got) != 0 {
@@ -110,8 +110,8 @@ func TestVerifyNFTChecks(t *testing.T) {
 	}
 
 	cur := nftCurrent(d.NFT)
-	restore := want["prerouting"][4] // restore isp1
-	cur.Chains["prerouting"] = append(cur.Chains["prerouting"][:4], cur.Chains["prerouting"][5:]...)
+	restore := want["prerouting"][5] // restore isp1
+	cur.Chains["prerouting"] = append(cur.Chains["prerouting"][:5], cur.Chains["prerouting"][6:]...)
 	cur.Chains["nat"] = append(cur.Chains["nat"], "someone's #12345678")
 	got := details(NFTChecks(d.NFT, cur))
 	for _, w := range []string{

@@ -37,9 +37,13 @@ import (
 //	B+300+i  from ADDR_i lookup T_i
 //	         Anything else sourced from a link's address leaves by that
 //	         link: no asymmetric replies.
+//	B+201..  fwmark M_k lookup T_k (see OffPolicy)
+//	         A new flow a traffic rule sent to a policy: the policy's
+//	         active tier, or its last resort.
 //	B+400    lookup BALANCE
-//	         New flows: the weighted multipath default route. If no link
-//	         is up it is empty and lookup goes on to main's own default.
+//	         Other new flows: the default policy, the weighted multipath
+//	         route of its active tier; if no link is up, its last resort
+//	         (unreachable unless another default_policy says otherwise).
 const (
 	OffSourceLocal = 0
 	OffMark        = 100
@@ -61,6 +65,8 @@ type Desired struct {
 	LateSysctls []rules.Sysctl
 	NFT         nft.Spec
 	Links       []LinkPlan
+	Policies    []PolicyPlan
+	Rules       []RulePlan
 	Warnings    []string
 }
 
@@ -78,6 +84,9 @@ type LinkPlan struct {
 	Missing bool
 	Addr    netip.Prefix
 	Why     string // why it is not in the multipath route
+	// V6 is the link's IPv6 side (zero when it has no gateway6): it is up
+	// or down on its own, in its own tables and multipath routes.
+	V6 FamilyPlan
 }
 
 // Plan turns a config and the kernel's interfaces into the desired state.
@@ -92,6 +101,9 @@ type Options struct {
 	// They keep their tables and rules, so their probes and pinned flows
 	// still route, but leave the multipath route.
 	Down map[string]string
+	// Down6 is Down for the links' IPv6 sides: an ISP's IPv6 can fail
+	// while its IPv4 works.
+	Down6 map[string]string
 	// MissingOK: an interface that does not exist (a ppp0 between two
 	// sessions) leaves its link unusable instead of being an error.
 	MissingOK bool
@@ -125,6 +137,8 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 		case !ok:
 			lp.Missing = true
 			lp.Why = fmt.Sprintf("interface %s does not exist", l.Interface)
+		case !l.HasV4():
+			lp.Why = "no IPv4 on this link (no gateway)"
 		case len(v4) == 0:
 			lp.Why = fmt.Sprintf("interface %s has no IPv4 address yet", l.Interface)
 		case l.GatewayAuto && !lp.Gateway.IsValid():
@@ -144,13 +158,29 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 				lp.InRoute, lp.Why = false, why
 			}
 		}
-		if !lp.Usable {
+		if !lp.Usable && l.HasV4() {
 			d.Warnings = append(d.Warnings, fmt.Sprintf("link %s left out of the multipath route: %s", l.Name, lp.Why))
+		}
+		if l.HasV6() {
+			v6, err := planV6(c, i, ifc, ok, o)
+			if err != nil {
+				return nil, err
+			}
+			lp.V6 = v6
+			if !v6.Usable && !lp.Missing {
+				d.Warnings = append(d.Warnings, fmt.Sprintf("link %s left out of the IPv6 multipath route: %s", l.Name, v6.Why))
+			}
 		}
 		d.Links = append(d.Links, lp)
 		d.NFT.Links = append(d.NFT.Links, nft.Link{Name: l.Name, Iface: l.Interface, Mark: l.Mark, NAT: l.NAT})
 	}
-	d.Routing = routing(c, d.Links)
+	d.NFT.V6 = slices.ContainsFunc(c.Links, config.Link.HasV6)
+	if err := policies(c, d); err != nil {
+		return nil, err
+	}
+	d.Routing = routing(c, d)
+	routing6(c, d, &d.Routing)
+	slices.SortStableFunc(d.Routing.Rules, func(a, b rules.Rule) int { return a.Priority - b.Priority })
 	d.Sysctls, d.LateSysctls = sysctls(d.Links)
 	return d, nil
 }
@@ -188,12 +218,17 @@ func noHost(p netip.Prefix, a netip.Addr) string {
 	return ""
 }
 
-func routing(c *config.Config, links []LinkPlan) rules.State {
+func routing(c *config.Config, d *Desired) rules.State {
 	var s rules.State
+	if !slices.ContainsFunc(c.Links, config.Link.HasV4) {
+		return s // an IPv6-only config leaves IPv4 routing alone
+	}
 	base := c.PriorityBase
 	all4 := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
-	var nhs []rules.Nexthop
-	for i, l := range links {
+	for i, l := range d.Links {
+		if !l.HasV4() {
+			continue
+		}
 		// The fwmark rule exists even for a link that is down: its table
 		// is then empty and lookup falls through, and the rule is ready
 		// when the link comes back.
@@ -212,23 +247,12 @@ func routing(c *config.Config, links []LinkPlan) rules.State {
 			rules.Route{Family: rules.V4, Table: l.Table, Dst: l.Addr.Masked(), Dev: l.Interface, Src: l.Addr.Addr(), Scope: rules.ScopeLink},
 			rules.Route{Family: rules.V4, Table: l.Table, Dst: all4, Gw: l.Gateway, Dev: l.Interface, Src: l.Addr.Addr()},
 		)
-		if l.InRoute {
-			nhs = append(nhs, rules.Nexthop{Dev: l.Interface, Gw: l.Gateway, Weight: l.Weight})
-		}
 	}
 	s.Rules = append(s.Rules,
 		rules.Rule{Family: rules.V4, Priority: base + OffMain, Table: MainTable, SuppressPrefixlen: 0},
 		rules.Rule{Family: rules.V4, Priority: base + OffBalance, Table: c.BalanceTable, SuppressPrefixlen: -1},
 	)
-	switch len(nhs) {
-	case 0:
-	case 1:
-		// The kernel stores a one-nexthop multipath route as a plain one;
-		// plan it that way so a re-apply sees no difference.
-		s.Routes = append(s.Routes, rules.Route{Family: rules.V4, Table: c.BalanceTable, Dst: all4, Gw: nhs[0].Gw, Dev: nhs[0].Dev})
-	default:
-		s.Routes = append(s.Routes, rules.Route{Family: rules.V4, Table: c.BalanceTable, Dst: all4, Nexthops: nhs})
-	}
+	policyRouting(c, d, &s)
 	slices.SortStableFunc(s.Rules, func(a, b rules.Rule) int { return a.Priority - b.Priority })
 	return s
 }
@@ -237,7 +261,23 @@ func routing(c *config.Config, links []LinkPlan) rules.State {
 const MainTable = 254
 
 func sysctls(links []LinkPlan) (early, late []rules.Sysctl) {
-	early = []rules.Sysctl{
+	if slices.ContainsFunc(links, func(l LinkPlan) bool { return l.HasV4() }) {
+		early = sysctls4()
+	}
+	if slices.ContainsFunc(links, func(l LinkPlan) bool { return l.HasV6() }) {
+		// The same 5-tuple hash for IPv6 (fields: addresses, next header,
+		// ports; not the flow label, which a host may change mid-flow).
+		early = append(early,
+			rules.Sysctl{Key: "net/ipv6/fib_multipath_hash_fields", Value: "55"},
+			rules.Sysctl{Key: "net/ipv6/fib_multipath_hash_policy", Value: "3"},
+		)
+	}
+	early = append(early, linkSysctls(links)...)
+	return early, lateSysctls()
+}
+
+func sysctls4() []rules.Sysctl {
+	return []rules.Sysctl{
 		// Hash on the 5-tuple, so flows between the same two hosts spread
 		// over the links (the default hashes addresses only). Policy 3
 		// with fields src/dst ip, proto, sport, dport (0x37) rather than
@@ -251,6 +291,12 @@ func sysctls(links []LinkPlan) (early, late []rules.Sysctl) {
 		// Skip a nexthop whose neighbour is known dead.
 		{Key: "net/ipv4/fib_multipath_use_neigh", Value: "1"},
 	}
+}
+
+// linkSysctls are the per-interface IPv4 settings of the links that carry
+// IPv4.
+func linkSysctls(links []LinkPlan) []rules.Sysctl {
+	var early []rules.Sysctl
 	shared := map[netip.Prefix]int{}
 	for _, l := range links {
 		if l.Addr.IsValid() {
@@ -258,7 +304,7 @@ func sysctls(links []LinkPlan) (early, late []rules.Sysctl) {
 		}
 	}
 	for _, l := range links {
-		if l.Missing {
+		if l.Missing || !l.HasV4() {
 			continue // set when the interface appears
 		}
 		// Loose reverse-path filtering: strict drops replies of flows a
@@ -274,14 +320,17 @@ func sysctls(links []LinkPlan) (early, late []rules.Sysctl) {
 			)
 		}
 	}
+	return early
+}
+
+func lateSysctls() []rules.Sysctl {
 	// Per-flow byte and packet counters for `flowpin status`; only flows
 	// that start after it is set are counted.
-	late = []rules.Sysctl{
+	return []rules.Sysctl{
 		{Key: "net/netfilter/nf_conntrack_acct", Value: "1"},
 		// Flow start times, for the age column of `status --flows`.
 		{Key: "net/netfilter/nf_conntrack_timestamp", Value: "1"},
 	}
-	return early, late
 }
 
 // FullScript is the whole desired state as commands for an empty

@@ -59,6 +59,22 @@ const serverConfig = `links:
   - {name: eth1, interface: eth1, gateway: 10.88.0.1}
 `
 
+// dualStack: isp1 with a global IPv6 gateway, isp2 with a link-local one
+// (router advertisements) and two global addresses.
+const dualStack = `links:
+  - {name: isp1, interface: wan1, gateway: 192.0.2.1, gateway6: '2001:db8:1::1', weight: 3, nat: true}
+  - {name: isp2, interface: wan2, gateway: 198.51.100.1, gateway6: 'fe80::1', nat: true}
+`
+
+func dualStackIfaces() map[string]rules.Iface {
+	return ifaces(iface("wan1", true, "192.0.2.2/24", "2001:db8:1::2/64"), iface("wan2", true, "198.51.100.2/24", "2001:db8:2::2/64", "2001:db8:2::99/64"), iface("lan", true, "10.77.0.1/24", "fd00::1/64"))
+}
+
+const server6Config = `links:
+  - {name: eth0, interface: eth0, gateway6: '2001:db8:88::1'}
+  - {name: eth1, interface: eth1, gateway6: '2001:db8:88::1'}
+`
+
 func TestPlanGolden(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -72,6 +88,8 @@ func TestPlanGolden(t *testing.T) {
 		{"dualwan-no-address", twoLinks, ifaces(iface("wan1", false), iface("wan2", true)),
 			[]string{"link isp1 left out of the multipath route: interface wan1 has no IPv4 address yet", "link isp2 left out of the multipath route: interface wan2 has no IPv4 address yet"}},
 		{"server-one-subnet", serverConfig, ifaces(iface("eth0", true, "10.88.0.10/24"), iface("eth1", true, "10.88.0.11/24")), nil},
+		{"dualstack", dualStack, dualStackIfaces(), nil},
+		{"server6", server6Config, ifaces(iface("eth0", true, "2001:db8:88::10/64"), iface("eth1", true, "2001:db8:88::11/64")), nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d, err := Plan(mustParse(t, tc.config), tc.ifaces)

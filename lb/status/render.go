@@ -45,6 +45,9 @@ func WriteStatus(w io.Writer, s *Status) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if err := WritePolicies(w, s); err != nil {
+		return err
+	}
 	if !s.Daemon {
 		fmt.Fprintln(w, "state unknown: no flowpin daemon is tracking link health")
 	} else {

@@ -116,6 +116,11 @@ type Status struct {
 	MarkMask uint32       `json:"mark_mask"`
 	Acct     bool         `json:"acct"` // net.netfilter.nf_conntrack_acct
 	Links    []LinkStatus `json:"links"`
+	// Policies and Rules: the traffic policies with their active tiers,
+	// and the traffic rules with their hit counts (absent without rules
+	// or policies).
+	Policies []PolicyStatus `json:"policies,omitempty"`
+	Rules    []RuleStatus   `json:"rules,omitempty"`
 	// Unpinned flows carry no flowpin mark: they started before apply,
 	// or never crossed a link (the box's own LAN traffic).
 	Unpinned   Counters    `json:"unpinned"`

@@ -1,0 +1,65 @@
+package ct
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/ti-mo/conntrack"
+	"github.com/ti-mo/netfilter"
+	"golang.org/x/sys/unix"
+)
+
+// FlushLabel deletes the flows with (ct mark & mask) == mark that carry ct
+// label bit: a policy's flows on one link, and no other flow on it.
+// ctnetlink filters a dump by mark but not by label, so the kernel sends
+// the link's flows and the label is checked here. It returns how many
+// flows it deleted.
+func (ct *Conntrack) FlushLabel(mark, mask uint32, bit int) (int, error) {
+	c, err := ct.requests()
+	if err != nil {
+		return 0, err
+	}
+	var flows []conntrack.Flow
+	err = RetryInterrupted(func() error {
+		var derr error
+		flows, derr = c.DumpFilter(conntrack.NewFilter().Mark(mark).MarkMask(mask), nil)
+		return derr
+	})
+	if err != nil {
+		return 0, fmt.Errorf("conntrack dump mark %#x/%#x: %w", mark, mask, err)
+	}
+	n := 0
+	for _, f := range flows {
+		if !HasLabel(f.Labels, bit) {
+			continue
+		}
+		if err := c.Delete(f); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue // ended meanwhile
+			}
+			return n, fmt.Errorf("conntrack delete: %w", err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// HasLabel says whether ct label bit is set in labels, as the kernel lays
+// the bitmap out (bit i is bit i%8 of byte i/8 on little-endian hosts).
+func HasLabel(labels []byte, bit int) bool {
+	return bit >= 0 && bit/8 < len(labels) && labels[bit/8]&(1<<(bit%8)) != 0
+}
+
+// FlushMarkFamily is FlushMark for one address family (unix.AF_INET or
+// unix.AF_INET6): a link whose IPv6 failed loses its IPv6 flows only.
+func (ct *Conntrack) FlushMarkFamily(mark, mask uint32, family uint8) error {
+	c, err := ct.requests()
+	if err != nil {
+		return err
+	}
+	f := conntrack.NewFilter().Family(netfilter.ProtoFamily(family)).Mark(mark).MarkMask(mask)
+	if err := c.FlushFilter(f); err != nil {
+		return fmt.Errorf("conntrack flush family %d mark %#x/%#x: %w", family, mark, mask, err)
+	}
+	return nil
+}
