@@ -28,6 +28,7 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add(twoLinks)
 	f.Add(issueExample)
+	f.Add(dualStack)
 	for _, tc := range errorCases {
 		if len(tc.yaml) <= 4096 {
 			f.Add(tc.yaml)
@@ -55,6 +56,20 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// dualStack has a link of each family and one of both, and rules of each
+// family.
+const dualStack = `links:
+  - {name: v4, interface: wan1, gateway: 192.0.2.1}
+  - {name: v6, interface: wan2, gateway6: 'fe80::1%wan2', tier: 2}
+  - {name: both, interface: wan3, gateway: auto, gateway6: auto}
+policies:
+  - {name: p, tiers: [[v6], [both, v4]], failback: flush}
+rules:
+  - {name: a, dst: ['2001:db8::/32'], policy: v6, sticky: 1m}
+  - {name: b, src: [10.0.0.0/8, '2001:db8:1::/48'], proto: tcp, dst_ports: ["1-1024"], policy: p}
+default_policy: both
+`
 
 func checkMessage(t *testing.T, msg string) {
 	t.Helper()
@@ -102,8 +117,11 @@ func checkInvariants(t *testing.T, c *Config) {
 		if !validName(l.Name) || !validInterface(l.Interface) || l.Weight < 1 || l.Weight > MaxWeight {
 			t.Fatalf("link %+v", l)
 		}
-		if l.GatewayAuto == l.Gateway.IsValid() {
-			t.Fatalf("link %s: gateway %v, auto %v", l.Name, l.Gateway, l.GatewayAuto)
+		if l.GatewayAuto && l.Gateway.IsValid() || l.Gateway6Auto && l.Gateway6.IsValid() || !l.HasV4() && !l.HasV6() {
+			t.Fatalf("link %s: gateway %v, auto %v; gateway6 %v, auto %v", l.Name, l.Gateway, l.GatewayAuto, l.Gateway6, l.Gateway6Auto)
+		}
+		if l.Gateway.IsValid() && !l.Gateway.Is4() || l.Gateway6.IsValid() && (!l.Gateway6.Is6() || l.Gateway6.Is4In6() || l.Gateway6.Zone() != "") {
+			t.Fatalf("link %s: gateway %v, gateway6 %v", l.Name, l.Gateway, l.Gateway6)
 		}
 		if len(l.Check.Targets) > MaxTargets || l.Check.Quorum > max(1, len(l.Check.Targets)) {
 			t.Fatalf("link %s check %+v", l.Name, l.Check)
@@ -208,16 +226,25 @@ func render(t *testing.T, c *Config) []byte {
 	i64 := func(v int64) *int64 { return &v }
 	raw := rawConfig{MarkMask: i64(int64(c.MarkMask)), BalanceTable: i64(int64(c.BalanceTable)), PriorityBase: i64(int64(c.PriorityBase))}
 	for _, l := range c.Links {
-		gw := "auto"
-		if !l.GatewayAuto {
+		gw, gw6 := "", ""
+		switch {
+		case l.GatewayAuto:
+			gw = "auto"
+		case l.Gateway.IsValid():
 			gw = l.Gateway.String()
+		}
+		switch {
+		case l.Gateway6Auto:
+			gw6 = "auto"
+		case l.Gateway6.IsValid():
+			gw6 = l.Gateway6.String()
 		}
 		ch := l.Check
 		rc := &rawCheck{Interval: &ch.Interval, Timeout: &ch.Timeout, Fall: i64(int64(ch.Fall)), Rise: i64(int64(ch.Rise)), Quorum: i64(int64(ch.Quorum))}
 		for _, a := range ch.Targets {
 			rc.Targets = append(rc.Targets, a.String())
 		}
-		rl := rawLink{Name: l.Name, Interface: l.Interface, Gateway: gw, Weight: i64(int64(l.Weight)), NAT: l.NAT, Check: rc}
+		rl := rawLink{Name: l.Name, Interface: l.Interface, Gateway: gw, Gateway6: gw6, Weight: i64(int64(l.Weight)), NAT: l.NAT, Check: rc}
 		if l.TableSet {
 			rl.Table = i64(int64(l.Table))
 		}

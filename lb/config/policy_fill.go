@@ -80,6 +80,9 @@ func (c *Config) fillPolicies(raw *rawConfig) error {
 		if r.Sticky > 0 {
 			routed++
 		}
+		if err := c.checkRuleFamilies(i, r); err != nil {
+			return err
+		}
 		c.Rules = append(c.Rules, r)
 		if err := c.takeMarks(m, fmt.Sprintf("rules[%d]", i), routed, bypass); err != nil {
 			return err
@@ -314,6 +317,40 @@ func (c *Config) prefixes(field string, raw []string) ([]netip.Prefix, error) {
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// checkRuleFamilies: a rule whose addresses are of one family only must
+// send its flows to a policy with a link of that family, or none of them
+// could leave by the policy's links.
+func (c *Config) checkRuleFamilies(i int, r Rule) error {
+	if r.Bypass() {
+		return nil
+	}
+	fr := 3
+	for _, f := range []int{families(r.Src), families(r.Dst)} {
+		if f != 0 {
+			fr &= f
+		}
+	}
+	fp := 0
+	for _, tier := range c.Policies[r.Target].Tiers {
+		for _, li := range tier {
+			if c.Links[li].HasV4() {
+				fp |= 1
+			}
+			if c.Links[li].HasV6() {
+				fp |= 2
+			}
+		}
+	}
+	if fr&fp != 0 {
+		return nil
+	}
+	gw := "gateway"
+	if fr == 2 {
+		gw = "gateway6"
+	}
+	return c.FieldError(fmt.Sprintf("rules[%d].policy", i), "%s has no link with %s (%s), and the rule matches only %s flows", quote(r.Policy), familyName(fr), gw, familyName(fr))
 }
 
 // families is 1 for IPv4, 2 for IPv6, or both, of prefixes; 0 for none.

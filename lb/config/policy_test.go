@@ -243,6 +243,8 @@ var policyErrorCases = []struct {
 	{"address with zone", threeLinks + "rules:\n  - {name: a, src: ['fe80::1%lan0'], policy: fiber}\n", `f.yaml:6: rules[0].src[0]: "fe80::1%lan0": a rule's address cannot carry a zone (use iif for the interface)`},
 	{"IPv4-mapped address", threeLinks + "rules:\n  - {name: a, src: ['::ffff:10.0.0.1'], policy: fiber}\n", `f.yaml:6: rules[0].src[0]: "::ffff:10.0.0.1" is an IPv4-mapped IPv6 address, which no packet carries: write the IPv4 address`},
 	{"families never match", threeLinks + "rules:\n  - name: a\n    src: [10.0.0.0/8]\n    dst: ['2001:db8::/32']\n    policy: fiber\n", "f.yaml:8: rules[0].dst: only IPv6 addresses, and src only IPv4: no flow matches both"},
+	{"IPv6 rule on an IPv4 link", threeLinks + "rules:\n  - name: a\n    dst: ['2001:db8::/32']\n    policy: fiber\n", `f.yaml:8: rules[0].policy: "fiber" has no link with IPv6 (gateway6), and the rule matches only IPv6 flows`},
+	{"IPv4 rule on an IPv6 policy", "links:\n  - {name: a, interface: x, gateway: 10.0.0.1}\n  - {name: b, interface: y, gateway6: auto}\npolicies:\n  - {name: v6, tiers: [[b]]}\nrules:\n  - {name: r, src: [10.0.0.0/8, '2001:db8::/32'], dst: [192.0.2.0/24], policy: v6}\n", `f.yaml:7: rules[0].policy: "v6" has no link with IPv4 (gateway), and the rule matches only IPv4 flows`},
 	{"src a single value", threeLinks + "rules:\n  - {name: a, src: 10.0.0.0/8, policy: fiber}\n", "f.yaml:6: rules[0].src: want a list, not a single value"},
 	{"bad iif", threeLinks + "rules:\n  - {name: a, iif: 'lan 0', policy: fiber}\n", `f.yaml:6: rules[0].iif: "lan 0" is not a valid interface name`},
 	{"iif of a link", threeLinks + "rules:\n  - name: a\n    iif: wan2\n    policy: fiber\n", `f.yaml:7: rules[0].iif: "wan2" is the interface of links[1] (cable): flows arriving on a link stay on it, so the rule would never match`},
@@ -296,7 +298,8 @@ func TestParsePolicyLimits(t *testing.T) {
 		"sticky 1s":                          threeLinks + "rules:\n  - {name: a, policy: default, sticky: 1s}\n",
 		"sticky 24h":                         threeLinks + "rules:\n  - {name: a, policy: default, sticky: 24h}\n",
 		"ports 1 and 65535":                  threeLinks + "rules:\n  - {name: a, proto: tcp, src_ports: [1, \"1-65535\", 65535], policy: default}\n",
-		"mixed families on one side":         threeLinks + "rules:\n  - {name: a, src: [10.0.0.0/8, '2001:db8::/32'], dst: ['2001:db8:1::/48'], policy: default}\n",
+		"IPv6 rule on a dual-stack policy":   "links:\n  - {name: a, interface: x, gateway: 10.0.0.1}\n  - {name: b, interface: y, gateway6: auto}\npolicies:\n  - {name: p, tiers: [[a], [b]]}\nrules:\n  - {name: r, dst: ['2001:db8::/32'], policy: p}\n",
+		"mixed families on one side":         "links:\n  - {name: a, interface: x, gateway: 10.0.0.1, gateway6: auto}\nrules:\n  - {name: a, src: [10.0.0.0/8, '2001:db8::/32'], dst: ['2001:db8:1::/48'], policy: default}\n",
 		"main bypass in the last mark value": "mark_mask: 0x0300\nlinks:\n  - {name: a, interface: x, gateway: 10.0.0.1}\n  - {name: b, interface: y, gateway: 10.0.0.1}\nrules:\n  - {name: r, policy: main}\n",
 	} {
 		if _, err := Parse("f.yaml", []byte(y)); err != nil {
