@@ -14,8 +14,9 @@ import (
 // to priority_base+299 (the bypass rule of policy main sits at +201).
 const MaxRoutedMarks = 98
 
-// Sticky limits: under a second a source could not stick from one flow
-// to the next; over a day an entry outlives any session it protects.
+// Sticky limits: under a second a source would be forgotten between the
+// connections of one page load; over a day an entry outlives any login it
+// is there to protect.
 const (
 	MinSticky = time.Second
 	MaxSticky = 24 * time.Hour
