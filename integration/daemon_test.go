@@ -448,12 +448,12 @@ func TestDaemonMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]func(float64) bool{
-		`flowpin_link_up{link="isp1"}`:                    func(v float64) bool { return v == 1 },
-		`flowpin_link_up{link="isp2"}`:                    func(v float64) bool { return v == 0 },
-		`flowpin_link_state_changes_total{link="isp2"}`:   func(v float64) bool { return v == 1 },
-		`flowpin_probe_loss_ratio{link="isp2"}`:           func(v float64) bool { return v > 0 },
-		`flowpin_probe_rtt_seconds{link="isp1"}`:          func(v float64) bool { return v > 0 && v < 1 },
-		`flowpin_probes_total{link="isp2",result="lost"}`: func(v float64) bool { return v >= 3 },
+		`flowpin_link_up{family="ipv4",link="isp1"}`:                    func(v float64) bool { return v == 1 },
+		`flowpin_link_up{family="ipv4",link="isp2"}`:                    func(v float64) bool { return v == 0 },
+		`flowpin_link_state_changes_total{family="ipv4",link="isp2"}`:   func(v float64) bool { return v == 1 },
+		`flowpin_probe_loss_ratio{family="ipv4",link="isp2"}`:           func(v float64) bool { return v > 0 },
+		`flowpin_probe_rtt_seconds{family="ipv4",link="isp1"}`:          func(v float64) bool { return v > 0 && v < 1 },
+		`flowpin_probes_total{family="ipv4",link="isp2",result="lost"}`: func(v float64) bool { return v >= 3 },
 		`flowpin_syncs_total`:                             func(v float64) bool { return v >= 2 },
 		`flowpin_sync_errors_total`:                       func(v float64) bool { return v == 0 },
 		`flowpin_link_flows{link="isp1"}`:                 func(v float64) bool { return v >= 1 },

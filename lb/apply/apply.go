@@ -155,7 +155,27 @@ func (k *Kernel) PrepareWith(c *config.Config, o plan.Options) (*plan.Desired, e
 	if err := k.checkCollisions(c, d); err != nil {
 		return nil, err
 	}
+	d.Warnings = append(d.Warnings, k.raWarnings(c)...)
 	return d, nil
+}
+
+// raWarnings: with IPv6 forwarding on, the kernel ignores router
+// advertisements on an interface unless its accept_ra is 2
+// (Documentation/networking/ip-sysctl.rst, accept_ra), and gateway6: auto
+// would never learn a next hop there.
+func (k *Kernel) raWarnings(c *config.Config) []string {
+	var out []string
+	for _, l := range c.Links {
+		if !l.Gateway6Auto {
+			continue
+		}
+		fwd, err1 := k.Routes.ReadSysctl("net/ipv6/conf/" + l.Interface + "/forwarding")
+		ra, err2 := k.Routes.ReadSysctl("net/ipv6/conf/" + l.Interface + "/accept_ra")
+		if err1 == nil && err2 == nil && fwd == "1" && ra != "2" {
+			out = append(out, fmt.Sprintf("link %s: IPv6 forwarding is on and net.ipv6.conf.%s.accept_ra is %s, so the kernel ignores router advertisements there and gateway6: auto learns no gateway; set it to 2", l.Name, strings.ReplaceAll(l.Interface, ".", "/"), ra))
+		}
+	}
+	return out
 }
 
 // checkCollisions refuses table ids and marks that someone else uses.

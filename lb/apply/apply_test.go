@@ -788,3 +788,22 @@ func TestLateSysctlFailureIsAWarning(t *testing.T) {
 		t.Errorf("warnings = %q", res.Warnings)
 	}
 }
+
+// gateway6: auto on a router that forwards IPv6 needs accept_ra=2, or the
+// kernel ignores the advertisements: apply says so.
+func TestAcceptRAWarning(t *testing.T) {
+	b := newBox()
+	b.routes.Sysctls["net/ipv6/conf/wan2/forwarding"] = "1"
+	b.routes.Sysctls["net/ipv6/conf/wan2/accept_ra"] = "1"
+	b.routes.Sysctls["net/ipv6/conf/wan1/forwarding"] = "1"
+	b.routes.Sysctls["net/ipv6/conf/wan1/accept_ra"] = "2"
+	c := b.resolve(t, "links:\n  - {name: isp1, interface: wan1, gateway: 192.0.2.1, gateway6: auto}\n  - {name: isp2, interface: wan2, gateway: 198.51.100.1, gateway6: auto}\n")
+	d, err := b.kernel().Prepare(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(d.Warnings, "\n")
+	if !strings.Contains(got, "link isp2: IPv6 forwarding is on and net.ipv6.conf.wan2.accept_ra is 1") || strings.Contains(got, "link isp1: IPv6 forwarding") {
+		t.Errorf("warnings:\n%s", got)
+	}
+}

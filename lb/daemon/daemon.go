@@ -17,6 +17,7 @@ import (
 	"flowpin/lb/config"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
+	"flowpin/rules"
 )
 
 // Defaults for Deps.
@@ -56,10 +57,14 @@ type Daemon struct {
 
 	deps Deps
 
-	mu       sync.Mutex // guards trackers, gateways and usable for readers
+	mu sync.Mutex // guards trackers, gateways and usable for readers
+	// trackers, gateways, usable and flush are keyed by unitKey: a link's
+	// address families are judged on their own.
 	trackers map[string]*health.Tracker
-	gateways map[string]netip.Addr // the gateway each link last planned with
+	gateways map[string]netip.Addr // the gateway each unit last planned with
 	usable   map[string]bool
+	// units are the links' families, in config order: what is probed.
+	units []unit
 
 	// Owned by Run's goroutine.
 	runner *syncRunner
@@ -68,7 +73,7 @@ type Daemon struct {
 	active map[string]int
 	// policies as last applied, for status.
 	policies []plan.PolicyPlan
-	// reopen[i]: link i's interface was removed; its prober's socket is
+	// reopen[u]: unit u's interface was removed; its prober's socket is
 	// bound to a device that is gone.
 	reopen []atomic.Bool
 
@@ -95,7 +100,7 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 	return &Daemon{
 		Config: c, Log: log, deps: deps,
 		trackers: map[string]*health.Tracker{}, gateways: map[string]netip.Addr{}, usable: map[string]bool{},
-		flush: map[string]bool{}, active: map[string]int{}, reopen: make([]atomic.Bool, len(c.Links)),
+		flush: map[string]bool{}, active: map[string]int{}, units: units(c), reopen: make([]atomic.Bool, len(units(c))),
 		metrics: NewMetrics(),
 	}
 }
@@ -104,9 +109,52 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 func (d *Daemon) Metrics() *Metrics { return d.metrics }
 
 type probeResult struct {
-	link  int
+	unit  int
 	round health.Round
 	at    time.Time
+}
+
+// unit is one address family of one link: each is probed and judged on
+// its own, so an ISP's IPv6 can be down while its IPv4 works.
+type unit struct {
+	link int
+	v6   bool
+}
+
+func (u unit) family() string {
+	if u.v6 {
+		return "ipv6"
+	}
+	return "ipv4"
+}
+
+// unitKey names a unit: the link's name for IPv4, NAME/ipv6 for IPv6.
+func unitKey(name string, v6 bool) string {
+	if v6 {
+		return name + "/ipv6"
+	}
+	return name
+}
+
+func units(c *config.Config) []unit {
+	var out []unit
+	for i, l := range c.Links {
+		if l.HasV4() {
+			out = append(out, unit{link: i})
+		}
+		if l.HasV6() {
+			out = append(out, unit{link: i, v6: true})
+		}
+	}
+	return out
+}
+
+// familyOf is the address family constant of a unit, for conntrack.
+func (u unit) af() uint8 {
+	if u.v6 {
+		return unix.AF_INET6
+	}
+	return unix.AF_INET
 }
 
 // Run applies the config, then keeps it applied until ctx ends. It leaves
@@ -142,10 +190,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.OnReady()
 	}
 
-	results := make(chan probeResult, len(d.Config.Links))
-	for i := range d.Config.Links {
+	results := make(chan probeResult, len(d.units))
+	for u := range d.units {
 		wg.Add(1)
-		go func() { defer wg.Done(); d.probeLoop(ctx, i, results) }()
+		go func() { defer wg.Done(); d.probeLoop(ctx, u, results) }()
 	}
 	return d.loop(ctx, &events, results)
 }
@@ -223,25 +271,27 @@ func (d *Daemon) adopt() error {
 	if err != nil {
 		return err
 	}
-	inRoute := map[string]bool{}
+	inRoute := map[string]bool{} // unitKey(interface, v6)
 	for _, r := range owned.Routes {
 		if r.Table != d.Config.BalanceTable {
 			continue
 		}
+		v6 := r.Family == rules.V6
 		if r.Dev != "" {
-			inRoute[r.Dev] = true
+			inRoute[unitKey(r.Dev, v6)] = true
 		}
 		for _, nh := range r.Nexthops {
-			inRoute[nh.Dev] = true
+			inRoute[unitKey(nh.Dev, v6)] = true
 		}
 	}
 	// The default policy's route holds its active tier only: a link of a
 	// higher tier is out of it because it is on standby, not because it
 	// was down.
-	activeTier := math.MaxInt
-	for _, l := range d.Config.Links {
-		if inRoute[l.Interface] {
-			activeTier = min(activeTier, l.Tier)
+	activeTier := map[bool]int{false: math.MaxInt, true: math.MaxInt}
+	for _, u := range d.units {
+		l := d.Config.Links[u.link]
+		if inRoute[unitKey(l.Interface, u.v6)] {
+			activeTier[u.v6] = min(activeTier[u.v6], l.Tier)
 		}
 	}
 	// A link that cannot work yet (no interface, no address, no gateway:
@@ -253,33 +303,40 @@ func (d *Daemon) adopt() error {
 	unusable := map[string]string{}
 	for _, l := range des.Links {
 		if !l.Usable {
-			unusable[l.Name] = l.Why
+			unusable[unitKey(l.Name, false)] = l.Why
+		}
+		if !l.V6.Usable {
+			unusable[unitKey(l.Name, true)] = l.V6.Why
 		}
 	}
 	now := d.deps.Clock.Now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for _, l := range d.Config.Links {
+	for _, u := range d.units {
+		l := d.Config.Links[u.link]
 		state, why := health.StateUp, "up: daemon started"
-		if reason, ok := unusable[l.Name]; ok {
+		if reason, ok := unusable[unitKey(l.Name, u.v6)]; ok {
 			state, why = health.StateDown, "down: "+reason
-		} else if cur.Exists && !inRoute[l.Interface] && l.Tier <= activeTier {
+		} else if cur.Exists && !inRoute[unitKey(l.Interface, u.v6)] && l.Tier <= activeTier[u.v6] {
 			state, why = health.StateDown, "down: not in the multipath route when the daemon started"
 		} else if cur.Exists {
 			why = "up: adopted from the running kernel"
 		}
-		d.trackers[l.Name] = health.NewTracker(l.Check, state, now, why)
-		d.metrics.setState(l.Name, state)
+		d.trackers[unitKey(l.Name, u.v6)] = health.NewTracker(l.Check, state, now, why)
+		d.metrics.setState(l.Name, u.family(), state)
 	}
 	return nil
 }
 
-func (d *Daemon) downSet() map[string]string {
+// downSet names the links whose family (IPv6 with v6) the checks took
+// down, with the reason.
+func (d *Daemon) downSet(v6 bool) map[string]string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	down := map[string]string{}
-	for name, t := range d.trackers {
-		if t.State == health.StateDown {
+	for _, u := range d.units {
+		name := d.Config.Links[u.link].Name
+		if t := d.trackers[unitKey(name, u.v6)]; u.v6 == v6 && t.State == health.StateDown {
 			down[name] = t.Reason
 		}
 	}
@@ -292,7 +349,7 @@ func (d *Daemon) downSet() map[string]string {
 // simply be pinned to it again.
 func (d *Daemon) sync(why string) error {
 	start := d.deps.Clock.Now()
-	des, err := d.deps.Applier.PrepareWith(d.Config, plan.Options{Down: d.downSet(), MissingOK: true})
+	des, err := d.deps.Applier.PrepareWith(d.Config, plan.Options{Down: d.downSet(false), Down6: d.downSet(true), MissingOK: true})
 	if err != nil {
 		d.metrics.syncFailed()
 		return err
@@ -311,14 +368,18 @@ func (d *Daemon) sync(why string) error {
 		if old := d.gateways[l.Name]; old.IsValid() && l.Gateway.IsValid() && old != l.Gateway {
 			d.Log.Info("gateway changed", "link", l.Name, "from", old, "to", l.Gateway)
 		}
-		d.gateways[l.Name] = l.Gateway
-		d.usable[l.Name] = l.Usable
+		d.gateways[unitKey(l.Name, false)] = l.Gateway
+		d.usable[unitKey(l.Name, false)] = l.Usable
+		d.gateways[unitKey(l.Name, true)] = l.V6.Gateway
+		d.usable[unitKey(l.Name, true)] = l.V6.Usable
 	}
 	d.mu.Unlock()
-	for _, l := range des.Links {
-		if d.flush[l.Name] && !l.InRoute {
-			delete(d.flush, l.Name)
-			d.flushFlows(l.Link)
+	for _, u := range d.units {
+		l := des.Links[u.link]
+		k := unitKey(l.Name, u.v6)
+		if d.flush[k] && !(l.InRoute && !u.v6 || l.V6.InRoute && u.v6) {
+			delete(d.flush, k)
+			d.flushFlows(l.Link, u)
 		}
 	}
 	d.failback(des)
@@ -377,34 +438,48 @@ func (d *Daemon) Policies() []plan.PolicyPlan {
 // flushFlows deletes only this link's flows: their NAT binding is to an
 // address that no longer works, so they must re-establish on a live link.
 // Every other link's flows stay.
-func (d *Daemon) flushFlows(l config.Link) {
-	if err := d.deps.Conntrack.FlushMark(l.Mark, d.Config.MarkMask); err != nil {
-		d.Log.Error("flush the link's conntrack entries", "link", l.Name, "err", err)
+// A link with both families loses only the failed family's flows.
+func (d *Daemon) flushFlows(l config.Link, u unit) {
+	var err error
+	if l.HasV4() && l.HasV6() {
+		err = d.deps.Conntrack.FlushMarkFamily(l.Mark, d.Config.MarkMask, u.af())
+	} else {
+		err = d.deps.Conntrack.FlushMark(l.Mark, d.Config.MarkMask)
+	}
+	if err != nil {
+		d.Log.Error("flush the link's conntrack entries", "link", l.Name, "family", u.family(), "err", err)
 		return
 	}
-	d.Log.Info("flushed the link's flows", "link", l.Name, "mark", fmt.Sprintf("%#x/%#x", l.Mark, d.Config.MarkMask))
+	d.Log.Info("flushed the link's flows", "link", l.Name, "family", u.family(), "mark", fmt.Sprintf("%#x/%#x", l.Mark, d.Config.MarkMask))
 }
 
-// targets is what a link probes: its configured targets, or its gateway.
-func (d *Daemon) targets(i int) []netip.Addr {
-	l := d.Config.Links[i]
-	if len(l.Check.Targets) > 0 {
-		return l.Check.Targets
+// targets is what a unit probes: its family's configured targets, or its
+// gateway of that family.
+func (d *Daemon) targets(u unit) []netip.Addr {
+	l := d.Config.Links[u.link]
+	var tg []netip.Addr
+	for _, a := range l.Check.Targets {
+		if a.Is6() == u.v6 {
+			tg = append(tg, a)
+		}
+	}
+	if len(tg) > 0 {
+		return tg
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if gw := d.gateways[l.Name]; gw.IsValid() {
+	if gw := d.gateways[unitKey(l.Name, u.v6)]; gw.IsValid() {
 		return []netip.Addr{gw}
 	}
 	return nil
 }
 
-// probeLoop runs one link's rounds. Links are probed in parallel; a
-// link's own rounds run one at a time, so their results arrive in order,
-// and a round longer than the interval delays the next one instead of
-// overlapping it. The prober belongs to this goroutine alone.
-func (d *Daemon) probeLoop(ctx context.Context, i int, out chan<- probeResult) {
-	interval := d.Config.Links[i].Check.Interval
+// probeLoop runs one unit's rounds (a link's family). Units are probed in
+// parallel; a unit's own rounds run one at a time, so their results
+// arrive in order, and a round longer than the interval delays the next
+// one instead of overlapping it. The prober belongs to this goroutine.
+func (d *Daemon) probeLoop(ctx context.Context, ui int, out chan<- probeResult) {
+	interval := d.Config.Links[d.units[ui].link].Check.Interval
 	var p Prober
 	defer func() {
 		if p != nil {
@@ -420,9 +495,9 @@ func (d *Daemon) probeLoop(ctx context.Context, i int, out chan<- probeResult) {
 		case <-t.C():
 		}
 		start := d.deps.Clock.Now()
-		r := d.probeRound(i, &p)
+		r := d.probeRound(ui, &p)
 		select {
-		case out <- probeResult{link: i, round: r, at: d.deps.Clock.Now()}:
+		case out <- probeResult{unit: ui, round: r, at: d.deps.Clock.Now()}:
 		case <-ctx.Done():
 			return
 		}
@@ -430,18 +505,19 @@ func (d *Daemon) probeLoop(ctx context.Context, i int, out chan<- probeResult) {
 	}
 }
 
-// probeRound probes link i once with *p, opening a prober first if there
+// probeRound probes unit ui once with *p, opening a prober first if there
 // is none and closing it when its interface went away.
-func (d *Daemon) probeRound(i int, p *Prober) health.Round {
-	l := d.Config.Links[i]
-	if d.reopen[i].Swap(false) && *p != nil {
+func (d *Daemon) probeRound(ui int, p *Prober) health.Round {
+	u := d.units[ui]
+	l := d.Config.Links[u.link]
+	if d.reopen[ui].Swap(false) && *p != nil {
 		(*p).Close()
 		*p = nil
 	}
-	tg := d.targets(i)
+	tg := d.targets(u)
 	if *p == nil {
 		var err error
-		if *p, err = d.deps.Probers(l.Interface, l.Mark); err != nil {
+		if *p, err = d.deps.Probers(l.Interface, l.Mark, u.v6); err != nil {
 			*p = nil
 			return health.Round{Sent: max(len(tg), 1), Err: err}
 		}
@@ -459,31 +535,33 @@ func (d *Daemon) probeRound(i int, p *Prober) health.Round {
 }
 
 func (d *Daemon) observe(r probeResult) {
-	l := d.Config.Links[r.link]
+	u := d.units[r.unit]
+	l := d.Config.Links[u.link]
 	d.mu.Lock()
-	t := d.trackers[l.Name]
+	t := d.trackers[unitKey(l.Name, u.v6)]
 	changed := t.Observe(r.round, l.Check.Quorum, r.at)
 	state, reason := t.State, t.Reason
-	d.metrics.probed(l.Name, r.round, t.Loss())
+	d.metrics.probed(l.Name, u.family(), r.round, t.Loss())
 	d.mu.Unlock()
 	if changed {
-		d.changed(l, state, reason)
+		d.changed(l, u, state, reason)
 	}
 }
 
-// changed acts on a link's new state: route first, then flows.
-func (d *Daemon) changed(l config.Link, state health.LinkState, reason string) {
-	d.metrics.setState(l.Name, state)
-	d.metrics.changed(l.Name)
-	d.Log.Warn("link "+string(state), "link", l.Name, "interface", l.Interface, "reason", reason)
+// changed acts on a unit's new state: route first, then flows.
+func (d *Daemon) changed(l config.Link, u unit, state health.LinkState, reason string) {
+	d.metrics.setState(l.Name, u.family(), state)
+	d.metrics.changed(l.Name, u.family())
+	d.Log.Warn("link "+string(state), "link", l.Name, "family", u.family(), "interface", l.Interface, "reason", reason)
 	// Out of (or back into) the multipath route: new flows go elsewhere
 	// (or here again). Pinned flows on healthy links are untouched.
+	k := unitKey(l.Name, u.v6)
 	if state == health.StateDown {
-		d.flush[l.Name] = true
+		d.flush[k] = true
 	} else {
-		delete(d.flush, l.Name)
+		delete(d.flush, k)
 	}
-	d.runner.Request("link " + l.Name + " " + string(state))
+	d.runner.Request("link " + l.Name + " " + u.family() + " " + string(state))
 }
 
 func (d *Daemon) linkByIface(name string) (int, bool) {
@@ -506,19 +584,24 @@ func (d *Daemon) onEvent(ev Event) {
 			return
 		}
 		if ev.Removed {
-			d.reopen[i].Store(true)
-			d.forceDown(d.Config.Links[i], "interface "+ev.Iface+" removed")
+			for ui, u := range d.units {
+				if u.link == i {
+					d.reopen[ui].Store(true)
+				}
+			}
+			d.forceDown(d.Config.Links[i], "interface "+ev.Iface+" removed", nil)
 		} else if !ev.Up {
-			d.forceDown(d.Config.Links[i], "carrier lost on "+ev.Iface)
+			d.forceDown(d.Config.Links[i], "carrier lost on "+ev.Iface, nil)
 		}
 		d.runner.Request("interface " + ev.Iface)
 	case EventNeighFailed:
+		v6 := ev.IP.Is6() && !ev.IP.Is4In6()
 		for _, l := range d.Config.Links {
 			d.mu.Lock()
-			gw := d.gateways[l.Name]
+			gw := d.gateways[unitKey(l.Name, v6)]
 			d.mu.Unlock()
 			if gw == ev.IP && l.Interface == ev.Iface {
-				d.forceDown(l, fmt.Sprintf("gateway %s unreachable (neighbour failed)", ev.IP))
+				d.forceDown(l, fmt.Sprintf("gateway %s unreachable (neighbour failed)", ev.IP), &v6)
 			}
 		}
 	case EventDrift:
@@ -530,14 +613,21 @@ func (d *Daemon) onEvent(ev Event) {
 	}
 }
 
-func (d *Daemon) forceDown(l config.Link, why string) {
-	d.mu.Lock()
-	t := d.trackers[l.Name]
-	changed := t.ForceDown(why, d.deps.Clock.Now())
-	reason := t.Reason
-	d.mu.Unlock()
-	if changed {
-		d.changed(l, health.StateDown, reason)
+// forceDown takes the link's units down at once: both families, or with
+// only the one *only names.
+func (d *Daemon) forceDown(l config.Link, why string, only *bool) {
+	for _, u := range d.units {
+		if d.Config.Links[u.link].Name != l.Name || (only != nil && *only != u.v6) {
+			continue
+		}
+		d.mu.Lock()
+		t := d.trackers[unitKey(l.Name, u.v6)]
+		changed := t.ForceDown(why, d.deps.Clock.Now())
+		reason := t.Reason
+		d.mu.Unlock()
+		if changed {
+			d.changed(l, u, health.StateDown, reason)
+		}
 	}
 }
 
@@ -546,13 +636,14 @@ func (d *Daemon) Health() []health.LinkHealth {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out []health.LinkHealth
-	for _, l := range d.Config.Links {
-		t := d.trackers[l.Name]
+	for _, u := range d.units {
+		l := d.Config.Links[u.link]
+		t := d.trackers[unitKey(l.Name, u.v6)]
 		if t == nil {
 			continue
 		}
 		out = append(out, health.LinkHealth{
-			Name: l.Name, State: t.State, LastChange: t.LastChange, Reason: t.Reason,
+			Name: l.Name, Family: u.family(), State: t.State, LastChange: t.LastChange, Reason: t.Reason,
 			RTTMillis: float64(t.RTT.Microseconds()) / 1000, Loss: t.Loss(),
 		})
 	}

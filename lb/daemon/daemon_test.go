@@ -114,17 +114,24 @@ func (h *harness) eventually(what string, cond func() bool) {
 func (h *harness) round() {
 	h.t.Helper()
 	before := map[string]int{}
-	for _, l := range h.c.Links {
-		before[l.Interface] = h.probers.count(l.Interface)
+	var keys []string
+	for _, u := range h.d.units {
+		l := h.c.Links[u.link]
+		k := l.Interface
+		if u.v6 {
+			k += "/6"
+		}
+		keys = append(keys, k)
+		before[k] = h.probers.count(k)
 	}
-	// Each link's probe timer plus the sync runner's.
-	h.eventually("timers armed", func() bool { return h.clock.Armed() >= len(h.c.Links)+1 })
+	// Each unit's probe timer plus the sync runner's.
+	h.eventually("timers armed", func() bool { return h.clock.Armed() >= len(h.d.units)+1 })
 	h.clock.Advance(time.Second)
-	for _, l := range h.c.Links {
-		h.eventually("probe of "+l.Interface, func() bool {
+	for _, k := range keys {
+		h.eventually("probe of "+k, func() bool {
 			h.probers.mu.Lock()
 			defer h.probers.mu.Unlock()
-			return h.probers.calls[l.Interface] > before[l.Interface] || h.probers.missing[l.Interface]
+			return h.probers.calls[k] > before[k] || h.probers.missing[strings.TrimSuffix(k, "/6")]
 		})
 	}
 }
@@ -196,7 +203,7 @@ func TestProbesTakeALinkDownThenBack(t *testing.T) {
 	h.waitState("isp2", health.StateUp)
 	h.clock.Advance(MinSyncInterval)
 	h.waitTranscript(both, isp2Out, flush2, both)
-	if got := testutil.ToFloat64(h.d.Metrics().changes.WithLabelValues("isp2")); got != 2 {
+	if got := testutil.ToFloat64(h.d.Metrics().changes.WithLabelValues("isp2", "ipv4")); got != 2 {
 		t.Errorf("state changes of isp2: %v", got)
 	}
 }
@@ -504,5 +511,52 @@ func TestFailbackFlushesOnlyThePolicysFlows(t *testing.T) {
 	}
 	if p := h.d.Policies(); len(p) != 2 || p[1].Active != 0 {
 		t.Errorf("policies: %+v", p)
+	}
+}
+
+// An ISP's IPv6 fails while its IPv4 works: only the IPv6 side leaves the
+// IPv6 multipath route, only its IPv6 flows are flushed, and the health
+// reports both families.
+func TestIPv6FailsAlone(t *testing.T) {
+	h := newHarness(t)
+	h.c = configtest.MustParse(t, `links:
+  - name: isp1
+    interface: wan1
+    gateway: 192.0.2.1
+    gateway6: 2001:db8:1::1
+    nat: true
+    check: {targets: [203.0.113.10, 2001:db8:ff::10], interval: 1s, timeout: 500ms, fall: 3, rise: 2}
+  - name: isp2
+    interface: wan2
+    gateway: 198.51.100.1
+    gateway6: 2001:db8:2::1
+    nat: true
+    check: {targets: [203.0.113.10, 2001:db8:ff::10], interval: 1s, timeout: 500ms, fall: 3, rise: 2}
+`)
+	h.k = newFakeKernel(h.rec, h.c)
+	h.probers = newFakeProbers(h.c)
+	h.start()
+	all := "apply route=[isp1 isp2] out=[] route6=[isp1 isp2] out6=[]"
+	h.waitTranscript(all)
+
+	h.probers.set("wan1/6", false)
+	h.round()
+	h.round()
+	h.round()
+	h.eventually("isp1 IPv6 down", func() bool {
+		for _, l := range h.d.Health() {
+			if l.Name == "isp1" && l.Family == "ipv6" {
+				return l.State == health.StateDown
+			}
+		}
+		return false
+	})
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(all, "apply route=[isp1 isp2] out=[] route6=[isp2] out6=[isp1]", "flush mark 0x100/0xff00 family 10")
+	if s := h.state("isp1"); s.State != health.StateUp || s.Family != "ipv4" {
+		t.Errorf("isp1 IPv4: %+v", s)
+	}
+	if got := testutil.ToFloat64(h.d.Metrics().up.WithLabelValues("isp1", "ipv6")); got != 0 {
+		t.Errorf("flowpin_link_up{isp1,ipv6} = %v", got)
 	}
 }

@@ -154,12 +154,18 @@ func newFakeKernel(rec *transcript, c *config.Config) *fakeKernel {
 func (k *fakeKernel) addIface(l config.Link, i int) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	gw := l.Gateway.As4()
-	gw[3]++
-	k.ifaces[l.Interface] = rules.Iface{
-		Name: l.Interface, Index: i + 2, Up: true,
-		Addrs: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4(gw), 24)},
+	ifc := rules.Iface{Name: l.Interface, Index: i + 2, Up: true}
+	if l.Gateway.IsValid() {
+		gw := l.Gateway.As4()
+		gw[3]++
+		ifc.Addrs = append(ifc.Addrs, netip.PrefixFrom(netip.AddrFrom4(gw), 24))
 	}
+	if l.Gateway6.IsValid() {
+		gw := l.Gateway6.As16()
+		gw[15]++
+		ifc.Addrs = append(ifc.Addrs, netip.PrefixFrom(netip.AddrFrom16(gw), 64))
+	}
+	k.ifaces[l.Interface] = ifc
 }
 
 func (k *fakeKernel) removeIface(name string) {
@@ -193,6 +199,17 @@ func (k *fakeKernel) Apply(d *plan.Desired) (*apply.Result, error) {
 		}
 	}
 	line := fmt.Sprintf("apply route=[%s] out=[%s]", strings.Join(in, " "), strings.Join(down, " "))
+	if slices.ContainsFunc(d.Links, func(l plan.LinkPlan) bool { return l.HasV6() }) {
+		var in6, down6 []string
+		for _, l := range d.Links {
+			if l.V6.InRoute {
+				in6 = append(in6, l.Name)
+			} else if l.HasV6() {
+				down6 = append(down6, l.Name)
+			}
+		}
+		line += fmt.Sprintf(" route6=[%s] out6=[%s]", strings.Join(in6, " "), strings.Join(down6, " "))
+	}
 	if err != nil {
 		k.rec.add("%s: FAILED", line)
 		return nil, err
@@ -213,6 +230,14 @@ func (k *fakeKernel) FlushMark(mark, mask uint32) error {
 	err := k.flushErr
 	k.mu.Unlock()
 	k.rec.add("flush mark %#x/%#x", mark, mask)
+	return err
+}
+
+func (k *fakeKernel) FlushMarkFamily(mark, mask uint32, family uint8) error {
+	k.mu.Lock()
+	err := k.flushErr
+	k.mu.Unlock()
+	k.rec.add("flush mark %#x/%#x family %d", mark, mask, family)
 	return err
 }
 
@@ -243,6 +268,7 @@ func newFakeProbers(c *config.Config) *fakeProbers {
 	p := &fakeProbers{good: map[string]bool{}, block: map[string]chan struct{}{}, calls: map[string]int{}, inFlight: map[string]int{}, maxIn: map[string]int{}, missing: map[string]bool{}, enodev: map[string]bool{}}
 	for _, l := range c.Links {
 		p.good[l.Interface] = true
+		p.good[l.Interface+"/6"] = true
 	}
 	return p
 }
@@ -265,13 +291,17 @@ func (p *fakeProbers) count(iface string) int {
 	return p.calls[iface]
 }
 
-func (p *fakeProbers) factory(iface string, _ uint32) (Prober, error) {
+// factory keys an IPv6 prober's answers and counts by "IFACE/6".
+func (p *fakeProbers) factory(iface string, _ uint32, v6 bool) (Prober, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.missing[iface] {
 		return nil, fmt.Errorf("probe socket on %s: no such device", iface)
 	}
 	p.open++
+	if v6 {
+		iface += "/6"
+	}
 	return &fakeProber{p: p, iface: iface}, nil
 }
 

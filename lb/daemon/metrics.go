@@ -34,19 +34,19 @@ func NewMetrics() *Metrics {
 		Registry: prometheus.NewRegistry(),
 		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "flowpin_link_up", Help: "1 if the link is up and takes new flows, 0 if down.",
-		}, []string{"link"}),
+		}, []string{"link", "family"}),
 		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "flowpin_link_state_changes_total", Help: "config.Link state changes (up or down).",
-		}, []string{"link"}),
+			Name: "flowpin_link_state_changes_total", Help: "Link state changes (up or down), per address family.",
+		}, []string{"link", "family"}),
 		rtt: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "flowpin_probe_rtt_seconds", Help: "Mean round-trip time of the link's last good probe round.",
-		}, []string{"link"}),
+		}, []string{"link", "family"}),
 		loss: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "flowpin_probe_loss_ratio", Help: "Share of the link's last 20 probes that went unanswered.",
-		}, []string{"link"}),
+		}, []string{"link", "family"}),
 		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flowpin_probes_total", Help: "Probes sent, by result.",
-		}, []string{"link", "result"}),
+		}, []string{"link", "family", "result"}),
 		syncs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flowpin_syncs_total", Help: "Applies and resyncs of the kernel state.",
 		}),
@@ -79,12 +79,12 @@ func NewMetrics() *Metrics {
 	return m
 }
 
-func (m *Metrics) setState(link string, s health.LinkState) {
+func (m *Metrics) setState(link, family string, s health.LinkState) {
 	v := 0.0
 	if s == health.StateUp {
 		v = 1
 	}
-	m.up.WithLabelValues(link).Set(v)
+	m.up.WithLabelValues(link, family).Set(v)
 }
 
 // tierChanged records a policy's new active tier (-1: none).
@@ -93,15 +93,15 @@ func (m *Metrics) tierChanged(policy string, active int) {
 	m.tierChanges.WithLabelValues(policy).Inc()
 }
 
-func (m *Metrics) changed(link string) { m.changes.WithLabelValues(link).Inc() }
+func (m *Metrics) changed(link, family string) { m.changes.WithLabelValues(link, family).Inc() }
 
-func (m *Metrics) probed(link string, r health.Round, loss float64) {
-	m.probes.WithLabelValues(link, "answered").Add(float64(r.Answered))
-	m.probes.WithLabelValues(link, "lost").Add(float64(r.Sent - r.Answered))
+func (m *Metrics) probed(link, family string, r health.Round, loss float64) {
+	m.probes.WithLabelValues(link, family, "answered").Add(float64(r.Answered))
+	m.probes.WithLabelValues(link, family, "lost").Add(float64(r.Sent - r.Answered))
 	if r.Answered > 0 {
-		m.rtt.WithLabelValues(link).Set(r.RTT.Seconds())
+		m.rtt.WithLabelValues(link, family).Set(r.RTT.Seconds())
 	}
-	m.loss.WithLabelValues(link).Set(loss)
+	m.loss.WithLabelValues(link, family).Set(loss)
 }
 
 func (m *Metrics) synced(writes int, took time.Duration) {

@@ -29,6 +29,8 @@ type Applier interface {
 // link (by ct label bit).
 type Flusher interface {
 	FlushMark(mark, mask uint32) error
+	// FlushMarkFamily: one address family's (unix.AF_INET, AF_INET6).
+	FlushMarkFamily(mark, mask uint32, family uint8) error
 	FlushLabel(mark, mask uint32, bit int) (int, error)
 }
 
@@ -41,12 +43,12 @@ type Prober interface {
 }
 
 // ProberFactory opens a prober bound to iface that marks its packets
-// with mark.
-type ProberFactory func(iface string, mark uint32) (Prober, error)
+// with mark; with v6 it probes IPv6 targets.
+type ProberFactory func(iface string, mark uint32, v6 bool) (Prober, error)
 
 // ICMPProbers opens health.Prober sockets (needs CAP_NET_RAW).
-func ICMPProbers(iface string, mark uint32) (Prober, error) {
-	p, err := health.NewProber(iface, mark)
+func ICMPProbers(iface string, mark uint32, v6 bool) (Prober, error) {
+	p, err := health.NewProber(iface, mark, v6)
 	if err != nil {
 		return nil, err
 	}

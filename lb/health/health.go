@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 
 	"flowpin/lb/config"
@@ -35,7 +36,10 @@ const (
 
 // LinkHealth is one link's health as the daemon reports it.
 type LinkHealth struct {
-	Name       string    `json:"name"`
+	Name string `json:"name"`
+	// Family is "ipv4" or "ipv6": a link with both is judged per family
+	// (an ISP's IPv6 can fail while its IPv4 works).
+	Family     string    `json:"family"`
 	State      LinkState `json:"state"`
 	LastChange time.Time `json:"last_change"`
 	Reason     string    `json:"reason"`
@@ -150,9 +154,10 @@ func (t *Tracker) Loss() float64 {
 // socket is bound to the link's device and carries the link's mark, so
 // the fwmark rule routes it by the link's own table.
 type Prober struct {
-	conn *net.IPConn
-	pc   *ipv4.PacketConn
-	id   int
+	conn  *net.IPConn
+	id    int
+	iface string
+	v6    bool // ICMPv6 echo
 
 	mu      sync.Mutex
 	seq     int
@@ -160,9 +165,9 @@ type Prober struct {
 	done    chan struct{}
 }
 
-// NewProber opens a raw ICMP socket bound to iface with mark (needs
-// CAP_NET_RAW).
-func NewProber(iface string, mark uint32) (*Prober, error) {
+// NewProber opens a raw ICMP (or, with v6, ICMPv6) socket bound to iface
+// with mark (needs CAP_NET_RAW).
+func NewProber(iface string, mark uint32, v6 bool) (*Prober, error) {
 	var serr error
 	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
 		err := rc.Control(func(fd uintptr) {
@@ -179,7 +184,11 @@ func NewProber(iface string, mark uint32) (*Prober, error) {
 		}
 		return serr
 	}}
-	c, err := lc.ListenPacket(context.Background(), "ip4:icmp", "0.0.0.0")
+	network, addr := "ip4:icmp", "0.0.0.0"
+	if v6 {
+		network, addr = "ip6:ipv6-icmp", "::"
+	}
+	c, err := lc.ListenPacket(context.Background(), network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("probe socket on %s: %w", iface, err)
 	}
@@ -188,8 +197,9 @@ func NewProber(iface string, mark uint32) (*Prober, error) {
 		id:      rand.IntN(0xffff) + 1,
 		waiting: map[int]chan struct{}{},
 		done:    make(chan struct{}),
+		iface:   iface,
+		v6:      v6,
 	}
-	p.pc = ipv4.NewPacketConn(p.conn)
 	go p.read()
 	return p, nil
 }
@@ -215,8 +225,14 @@ func (p *Prober) read() {
 			}
 			continue
 		}
-		m, err := icmp.ParseMessage(1, buf[:n])
-		if err != nil || m.Type != ipv4.ICMPTypeEchoReply {
+		proto, reply := 1, icmp.Type(ipv4.ICMPTypeEchoReply)
+		if p.v6 {
+			// The kernel strips the IPv6 header of a raw ICMPv6 socket's
+			// packets and fills in the checksum (RFC 3542 section 3.1).
+			proto, reply = 58, ipv6.ICMPTypeEchoReply
+		}
+		m, err := icmp.ParseMessage(proto, buf[:n])
+		if err != nil || m.Type != reply {
 			continue
 		}
 		echo, ok := m.Body.(*icmp.Echo)
@@ -249,10 +265,18 @@ func (p *Prober) Probe(targets []netip.Addr, timeout time.Duration) Round {
 		ch := make(chan struct{})
 		p.waiting[seq] = ch
 		p.mu.Unlock()
-		msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: p.id, Seq: seq, Data: []byte("flowpin")}}
+		var typ icmp.Type = ipv4.ICMPTypeEcho
+		dst := &net.IPAddr{IP: tgt.AsSlice()}
+		if p.v6 {
+			typ = ipv6.ICMPTypeEchoRequest
+			if tgt.IsLinkLocalUnicast() {
+				dst.Zone = p.iface // a link-local gateway is on this link
+			}
+		}
+		msg := icmp.Message{Type: typ, Body: &icmp.Echo{ID: p.id, Seq: seq, Data: []byte("flowpin")}}
 		b, _ := msg.Marshal(nil)
 		start := time.Now()
-		if _, err := p.conn.WriteTo(b, &net.IPAddr{IP: tgt.AsSlice()}); err != nil {
+		if _, err := p.conn.WriteTo(b, dst); err != nil {
 			// ENETUNREACH and friends: the link cannot send, which is a
 			// failed probe, not a daemon error.
 			sendErr = err

@@ -27,7 +27,11 @@ func WriteStatus(w io.Writer, s *Status) error {
 		} else {
 			want = "not in route"
 		}
-		row := fmt.Sprintf("%s\t%s\t%s\t%d\t%#x\t%s\t%d\t%s\t%s\t%s", Printable(l.Name), Printable(l.Interface), Printable(gatewayCell(l)), l.Weight, l.Mark, Printable(string(l.State)), l.Flows, share, want, counterCells(l.Counters))
+		state := string(l.State)
+		if l.State6 != "" && l.State6 != l.State {
+			state += " (IPv6 " + string(l.State6) + ")"
+		}
+		row := fmt.Sprintf("%s\t%s\t%s\t%d\t%#x\t%s\t%d\t%s\t%s\t%s", Printable(l.Name), Printable(l.Interface), Printable(gatewayCell(l)), l.Weight, l.Mark, Printable(state), l.Flows, share, want, counterCells(l.Counters))
 		if withRates {
 			if l.Rate != nil {
 				row += fmt.Sprintf("\t%s/s\t%s/s", HumanBytes(uint64(l.Rate.BytesOutPerSec)), HumanBytes(uint64(l.Rate.BytesInPerSec)))
@@ -56,6 +60,9 @@ func WriteStatus(w io.Writer, s *Status) error {
 				continue
 			}
 			line := fmt.Sprintf("%s: %s since %s", Printable(l.Name), Printable(l.Reason), l.StateSince.Format("15:04:05"))
+			if l.Reason6 != "" && l.State6 != l.State {
+				line += "; IPv6: " + Printable(l.Reason6)
+			}
 			if l.RTTMillis != nil && l.Loss != nil {
 				line += fmt.Sprintf("; rtt %.2f ms, loss %s", *l.RTTMillis, pct(*l.Loss))
 			}

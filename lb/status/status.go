@@ -83,9 +83,13 @@ type LinkStatus struct {
 	// From the daemon (absent without one): when the state last changed
 	// and why, and the probes' round-trip time and loss.
 	StateSince *time.Time `json:"state_since,omitempty"`
-	Reason     string     `json:"reason,omitempty"`
-	RTTMillis  *float64   `json:"rtt_ms,omitempty"`
-	Loss       *float64   `json:"loss,omitempty"`
+	// State6 and Reason6: the link's IPv6 side, judged on its own (absent
+	// for a link without IPv6, or without a daemon).
+	State6    health.LinkState `json:"state6,omitempty"`
+	Reason6   string           `json:"reason6,omitempty"`
+	Reason    string           `json:"reason,omitempty"`
+	RTTMillis *float64         `json:"rtt_ms,omitempty"`
+	Loss      *float64         `json:"loss,omitempty"`
 	Counters
 	// InMultipath: the link is a nexthop of the applied multipath route,
 	// so it takes new flows.

@@ -6,12 +6,24 @@ import "flowpin/lb/health"
 func (s *Status) WithHealth(h []health.LinkHealth) {
 	s.Daemon = true
 	by := map[string]health.LinkHealth{}
+	by6 := map[string]health.LinkHealth{}
 	for _, l := range h {
-		by[l.Name] = l
+		if l.Family == "ipv6" {
+			by6[l.Name] = l
+		} else {
+			by[l.Name] = l
+		}
 	}
 	for i := range s.Links {
+		l6, ok6 := by6[s.Links[i].Name]
+		if ok6 {
+			s.Links[i].State6 = l6.State
+			s.Links[i].Reason6 = l6.Reason
+		}
 		l, ok := by[s.Links[i].Name]
-		if !ok {
+		if !ok && ok6 {
+			l = l6 // an IPv6-only link: its state is its IPv6 side's
+		} else if !ok {
 			continue
 		}
 		since, rtt, loss := l.LastChange, l.RTTMillis, l.Loss
