@@ -146,6 +146,12 @@ const (
 	MaxFileSize = 1 << 20
 	// MaxTargets per link: each is pinged every interval.
 	MaxTargets = 16
+	// MaxPolicies and MaxRules: the mark space and the ip rule layout
+	// bound them further (see MaxRoutedMarks).
+	MaxPolicies = 64
+	MaxRules    = 1000
+	// MaxTier is the highest tier a link can have.
+	MaxTier = 16
 )
 
 // The raw structs are the file's schema: their yaml tags are the known
@@ -189,7 +195,7 @@ type rawLink struct {
 	NAT       bool      `yaml:"nat"`
 	Table     *int64    `yaml:"table"`
 	Mark      *int64    `yaml:"mark"`
-	Tier      *int64    `yaml:"tier"`
+	Tier      *int64    `yaml:"tier"` // 1..MaxTier
 	Check     *rawCheck `yaml:"check"`
 }
 
@@ -333,7 +339,7 @@ func (c *Config) fill(raw *rawConfig) error {
 		}
 	}
 	c.Policies = []Policy{{Name: DefaultPolicy, Tiers: DefaultTiers(c.Links), LastResort: Unreachable, Failback: Keep, Implicit: true}}
-	return nil
+	return c.fillPolicies(raw)
 }
 
 // fillTop takes the top-level settings.
@@ -398,6 +404,12 @@ func (c *Config) fillLink(i int, rl *rawLink, u *used) (Link, error) {
 		return l, err
 	}
 	l.Tier = 1
+	if rl.Tier != nil {
+		if t := *rl.Tier; t < 1 || t > MaxTier {
+			return l, c.LinkError(i, "tier", "%d is out of range (1..%d)", t, MaxTier)
+		}
+		l.Tier = int(*rl.Tier)
+	}
 	l.Weight = 1
 	if rl.Weight != nil {
 		if w := *rl.Weight; w < 1 || w > MaxWeight {
@@ -590,7 +602,18 @@ func CheckMark(m int64, mask uint32) error {
 // the mask's lowest bit, skipping values with bits outside the mask. The
 // config gives links these by position; plan.Assign hands out the same
 // values, in the same order.
-func MaskValues(mask uint32) []uint32 {
+func MaskValues(mask uint32) []uint32 { return maskValues(mask, MaxLinks) }
+
+// MaxMaskValues caps AllMaskValues: more than every link, policy and
+// sticky rule a config can have (100 + 64 + 1000 + 1).
+const MaxMaskValues = 4096
+
+// AllMaskValues lists the values under mask as MaskValues does, up to
+// MaxMaskValues of them: the links, the policies, the sticky rules and
+// the bypass of rules with policy main all take one.
+func AllMaskValues(mask uint32) []uint32 { return maskValues(mask, MaxMaskValues) }
+
+func maskValues(mask uint32, limit int) []uint32 {
 	if mask == 0 {
 		return nil
 	}
@@ -599,7 +622,7 @@ func MaskValues(mask uint32) []uint32 {
 		shift++
 	}
 	var out []uint32
-	for n := uint64(1); len(out) < MaxLinks && n<<shift <= 0xffffffff; n++ {
+	for n := uint64(1); len(out) < limit && n<<shift <= 0xffffffff; n++ {
 		v := uint32(n << shift)
 		if v&^mask == 0 {
 			out = append(out, v)

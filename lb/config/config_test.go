@@ -307,6 +307,12 @@ func TestParseConfigLimitTags(t *testing.T) {
 	if got := structFields(reflect.TypeFor[rawCheck]())["targets"].max; got != MaxTargets {
 		t.Errorf("targets max %d, MaxTargets %d", got, MaxTargets)
 	}
+	if got := structFields(reflect.TypeFor[rawConfig]())["policies"].max; got != MaxPolicies {
+		t.Errorf("policies max %d, MaxPolicies %d", got, MaxPolicies)
+	}
+	if got := structFields(reflect.TypeFor[rawConfig]())["rules"].max; got != MaxRules {
+		t.Errorf("rules max %d, MaxRules %d", got, MaxRules)
+	}
 	if _, err := Parse("f.yaml", []byte(manyLinks(MaxLinks))); err != nil {
 		t.Errorf("%d links: %v", MaxLinks, err)
 	}

@@ -18,9 +18,9 @@ import (
 //	B+202+k    fwmark M_k lookup T_k          (policies, sticky rules)
 const OffPolicy = OffMain + 1
 
-// MaxRoutedMarks is how many policy and sticky-rule marks fit between
+// The config refuses more policies and sticky rules than fit between
 // OffPolicy+1 and OffSource.
-const MaxRoutedMarks = OffSource - OffPolicy - 1
+var _ = [1]struct{}{}[OffSource-OffPolicy-1-config.MaxRoutedMarks]
 
 // PolicyPlan is one policy as planned.
 type PolicyPlan struct {
@@ -89,25 +89,6 @@ type RulePlan struct {
 	Mark uint32
 }
 
-// markValues lists every value under mask, lowest first: n << shift for
-// n = 1, 2, ... with no bit outside the mask (at most limit of them).
-func markValues(mask uint32, limit int) []uint32 {
-	if mask == 0 {
-		return nil
-	}
-	shift := 0
-	for mask>>shift&1 == 0 {
-		shift++
-	}
-	var out []uint32
-	for n := uint64(1); len(out) < limit && n<<shift <= uint64(mask); n++ {
-		if v := uint32(n << shift); v&^mask == 0 {
-			out = append(out, v)
-		}
-	}
-	return out
-}
-
 // Marks are the mark values and tables the policies and traffic rules
 // take. They depend on the config alone.
 type Marks struct {
@@ -129,7 +110,7 @@ func Allocate(c *config.Config) (*Marks, error) {
 		usedMark[l.Mark] = true
 		usedTable[l.Table] = true
 	}
-	values := markValues(c.MarkMask, 1<<16)
+	values := config.AllMaskValues(c.MarkMask)
 	next := len(values) - 1
 	takeMark := func(what string) (uint32, error) {
 		for ; next >= 0; next-- {
