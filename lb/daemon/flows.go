@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"flowpin/lb/status"
 	"flowpin/nft"
 	"flowpin/nft/ct"
@@ -319,7 +321,11 @@ func (d *Daemon) FlowTally() (status.Tally, error) {
 	}
 	for k, n := range counts {
 		if n != 0 {
-			get(k.mark).Flows += n
+			c := get(k.mark)
+			c.Flows += n
+			if k.family == unix.AF_INET6 {
+				c.FlowsIPv6 += n
+			}
 		}
 	}
 	if d.deps.Traffic != nil {

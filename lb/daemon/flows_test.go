@@ -203,7 +203,7 @@ func TestFlowTally(t *testing.T) {
 		got[m] = *c
 	}
 	want := map[uint32]status.Counters{
-		0x100: {Flows: 2, BytesOut: 1220, PacketsOut: 13, BytesIn: 9000, PacketsIn: 9},
+		0x100: {Flows: 2, FlowsIPv6: 1, BytesOut: 1220, PacketsOut: 13, BytesIn: 9000, PacketsIn: 9},
 		0x200: {},
 		0:     {Flows: 1},
 		0x700: {Flows: 1},
