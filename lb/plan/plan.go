@@ -252,7 +252,7 @@ func routing(c *config.Config, d *Desired) rules.State {
 		rules.Rule{Family: rules.V4, Priority: base + OffMain, Table: MainTable, SuppressPrefixlen: 0},
 		rules.Rule{Family: rules.V4, Priority: base + OffBalance, Table: c.BalanceTable, SuppressPrefixlen: -1},
 	)
-	policyRouting(c, d, &s)
+	policyRouting(c, d, &s, rules.V4)
 	slices.SortStableFunc(s.Rules, func(a, b rules.Rule) int { return a.Priority - b.Priority })
 	return s
 }
