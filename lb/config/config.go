@@ -96,13 +96,29 @@ type Link struct {
 // down (a silent failure costs new flows at most about 1.2 s: up to one
 // round under way, then three), 3 good rounds to come back.
 type HealthCheck struct {
-	// Targets answer ICMP echo. None: the gateway itself.
+	// Targets answer the probes. None: the gateway itself.
 	Targets  []netip.Addr
 	Interval time.Duration
-	Timeout  time.Duration
-	Fall     int // consecutive bad rounds before down
-	Rise     int // consecutive good rounds before up
-	Quorum   int // targets that must answer for a round to be good
+	Timeout  time.Duration // at most Interval
+	Fall     int           // consecutive bad rounds before down
+	Rise     int           // consecutive good rounds before up
+	Quorum   int           // targets that must answer for a round to be good
+
+	// Link quality (each 0: off). A round whose rtt (the median over the
+	// targets that answered) exceeds MaxRTT is bad; loss over the last
+	// Window rounds above MaxLoss (0..1) takes the link down. A link that
+	// went down stays down at least HoldDown.
+	MaxRTT   time.Duration
+	MaxLoss  float64
+	Window   int
+	HoldDown time.Duration
+
+	// Method is how a target is probed. Port: tcp, http and dns; URL: the
+	// http path; Query: the name a dns probe asks for.
+	Method ProbeMethod
+	Port   int
+	URL    string
+	Query  string
 }
 
 // Check defaults.
@@ -115,6 +131,9 @@ const (
 	DefaultFall    = 3
 	DefaultRise    = 3
 	DefaultQuorum  = 1
+	// DefaultWindow: rounds over which loss, rtt and jitter are measured;
+	// 3 s of history at the default interval.
+	DefaultWindow = 10
 )
 
 // ConfigError names the file, the line and the field of a bad value.
@@ -206,6 +225,14 @@ type rawCheck struct {
 	Fall     *int64         `yaml:"fall"`
 	Rise     *int64         `yaml:"rise"`
 	Quorum   *int64         `yaml:"quorum"`
+	MaxRTT   *time.Duration `yaml:"max_rtt"`
+	MaxLoss  *string        `yaml:"max_loss"`
+	Window   *int64         `yaml:"window"`
+	HoldDown *time.Duration `yaml:"hold_down"`
+	Method   *string        `yaml:"method"`
+	Port     *int64         `yaml:"port"`
+	URL      *string        `yaml:"url"`
+	Query    *string        `yaml:"query"`
 }
 
 // Load reads and validates the file at path. It does not look at the
@@ -530,11 +557,9 @@ func (c *Config) fillMark(i int, raw *int64, values []uint32, u *used) error {
 }
 
 func (c *Config) fillCheck(i int, raw *rawCheck, out *HealthCheck) error {
-	*out = HealthCheck{Interval: DefaultInterval, Timeout: DefaultTimeout, Fall: DefaultFall, Rise: DefaultRise, Quorum: DefaultQuorum}
-	if raw == nil || raw.Timeout == nil {
-		defer func() { out.Timeout = min(DefaultTimeout, out.Interval) }()
-	}
+	*out = HealthCheck{Interval: DefaultInterval, Timeout: DefaultTimeout, Fall: DefaultFall, Rise: DefaultRise, Quorum: DefaultQuorum, Window: DefaultWindow, Method: ProbeICMP}
 	if raw == nil {
+		out.Timeout = min(DefaultTimeout, out.Interval)
 		return nil
 	}
 	for j, s := range raw.Targets {
@@ -550,11 +575,15 @@ func (c *Config) fillCheck(i int, raw *rawCheck, out *HealthCheck) error {
 		}
 		out.Interval = *raw.Interval
 	}
+	out.Timeout = min(DefaultTimeout, out.Interval)
 	if raw.Timeout != nil {
 		if v := *raw.Timeout; v < 10*time.Millisecond || v > 30*time.Second {
 			return c.LinkError(i, "check.timeout", "%v is out of range (10ms..30s)", v)
 		}
 		out.Timeout = *raw.Timeout
+		if out.Timeout > out.Interval {
+			return c.LinkError(i, "check.timeout", "%v is longer than the interval (%v): rounds would overlap; give at most %v, or a longer interval", out.Timeout, out.Interval, out.Interval)
+		}
 	}
 	for _, f := range []struct {
 		name string
@@ -572,7 +601,10 @@ func (c *Config) fillCheck(i int, raw *rawCheck, out *HealthCheck) error {
 	if n := max(len(out.Targets), 1); out.Quorum > n {
 		return c.LinkError(i, "check.quorum", "%d is more than the %d targets", out.Quorum, n)
 	}
-	return nil
+	if err := c.fillQuality(i, raw, out); err != nil {
+		return err
+	}
+	return c.fillMethod(i, raw, out)
 }
 
 // CheckTableID says why id cannot be one of flowpin's routing tables, or

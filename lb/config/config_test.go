@@ -49,7 +49,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	}
 }
 
-var defaultCheck = HealthCheck{Interval: 300 * time.Millisecond, Timeout: 300 * time.Millisecond, Fall: 3, Rise: 3, Quorum: 1}
+var defaultCheck = HealthCheck{Interval: 300 * time.Millisecond, Timeout: 300 * time.Millisecond, Fall: 3, Rise: 3, Quorum: 1, Window: 10, Method: ProbeICMP}
 
 func TestParseConfigCheck(t *testing.T) {
 	c, err := Parse("f.yaml", []byte(`links:
@@ -69,7 +69,7 @@ func TestParseConfigCheck(t *testing.T) {
 	}
 	l := c.Links[0]
 	want := HealthCheck{Targets: []netip.Addr{netip.MustParseAddr("203.0.113.10"), netip.MustParseAddr("198.51.100.53")},
-		Interval: 300 * time.Millisecond, Timeout: 250 * time.Millisecond, Fall: 2, Rise: 4, Quorum: 2}
+		Interval: 300 * time.Millisecond, Timeout: 250 * time.Millisecond, Fall: 2, Rise: 4, Quorum: 2, Window: 10, Method: ProbeICMP}
 	if !l.GatewayAuto || l.Gateway.IsValid() {
 		t.Errorf("gateway auto: %+v", l)
 	}
@@ -184,6 +184,31 @@ var errorCases = []struct {
 	{"check interval block", link0("    check:\n      fall: 2\n      interval: 1ms\n"), "f.yaml:7: links[0].check.interval: 1ms is out of range (50ms..1m)"},
 	{"check target", link0("    check: {targets: [example.com]}\n"), `f.yaml:5: links[0].check.targets[0]: "example.com" is not an IP address`},
 	{"check second target on its own line", link0("    check:\n      targets:\n        - 10.0.0.9\n        - 10.0.0.x\n"), `f.yaml:8: links[0].check.targets[1]: "10.0.0.x" is not an IP address`},
+	{"check timeout over interval", link0("    check:\n      interval: 300ms\n      timeout: 1s\n"), "f.yaml:7: links[0].check.timeout: 1s is longer than the interval (300ms): rounds would overlap; give at most 300ms, or a longer interval"},
+	{"check timeout over default interval", link0("    check: {timeout: 500ms}\n"), "f.yaml:5: links[0].check.timeout: 500ms is longer than the interval (300ms): rounds would overlap; give at most 300ms, or a longer interval"},
+	{"max_rtt not below timeout", link0("    check:\n      max_rtt: 300ms\n"), "f.yaml:6: links[0].check.max_rtt: 300ms is not below the timeout (300ms): a later answer is already lost; give a smaller max_rtt, or a longer interval and timeout"},
+	{"max_rtt tiny", link0("    check: {max_rtt: 10us}\n"), "f.yaml:5: links[0].check.max_rtt: 10µs is too small (at least 1ms)"},
+	{"max_rtt not a duration", link0("    check: {max_rtt: 150}\n"), `f.yaml:5: links[0].check.max_rtt: "150" is not a duration (like 500ms or 2s)`},
+	{"max_loss without percent", link0("    check:\n      window: 5\n      max_loss: 20\n"), `f.yaml:7: links[0].check.max_loss: "20" is not a percentage like 20%`},
+	{"max_loss as a fraction", link0("    check: {max_loss: 0.2}\n"), `f.yaml:5: links[0].check.max_loss: "0.2" is not a percentage like 20%`},
+	{"max_loss 100%", link0("    check: {max_loss: 100%}\n"), `f.yaml:5: links[0].check.max_loss: "100%" is out of range (more than 0% and less than 100%)`},
+	{"max_loss 0%", link0("    check: {max_loss: 0%}\n"), `f.yaml:5: links[0].check.max_loss: "0%" is out of range (more than 0% and less than 100%)`},
+	{"max_loss a list", link0("    check: {max_loss: [20%]}\n"), `f.yaml:5: links[0].check.max_loss: want a single value, not a list`},
+	{"window 0", link0("    check: {window: 0}\n"), "f.yaml:5: links[0].check.window: 0 is out of range (1..100 rounds)"},
+	{"window 101", link0("    check: {window: 101}\n"), "f.yaml:5: links[0].check.window: 101 is out of range (1..100 rounds)"},
+	{"hold_down negative", link0("    check: {hold_down: -1s}\n"), "f.yaml:5: links[0].check.hold_down: -1s is out of range (0s..1h0m0s)"},
+	{"hold_down a day", link0("    check: {hold_down: 24h}\n"), "f.yaml:5: links[0].check.hold_down: 24h0m0s is out of range (0s..1h0m0s)"},
+	{"unknown method", link0("    check: {method: udp}\n"), `f.yaml:5: links[0].check.method: "udp" is not a probe method (icmp, tcp, http or dns)`},
+	{"tcp without port", link0("    check:\n      method: tcp\n"), "f.yaml:5: links[0].check.port: missing: method tcp connects to a port (port: 443, say)"},
+	{"port with icmp", link0("    check: {port: 443}\n"), "f.yaml:5: links[0].check.port: 443: a port is for the tcp, http and dns methods, and this check uses icmp"},
+	{"port 0", link0("    check: {method: tcp, port: 0}\n"), "f.yaml:5: links[0].check.port: 0 is out of range (1..65535)"},
+	{"port 65536", link0("    check:\n      method: http\n      port: 65536\n"), "f.yaml:7: links[0].check.port: 65536 is out of range (1..65535)"},
+	{"url with tcp", link0("    check: {method: tcp, port: 80, url: /x}\n"), `f.yaml:5: links[0].check.url: "/x": a url is for the http method, and this check uses tcp`},
+	{"url with a host", link0("    check: {method: http, url: 'http://example.com/'}\n"), `f.yaml:5: links[0].check.url: "http://example.com/" is not a path (like / or /health?full=1): the host is the target`},
+	{"url with a space", link0("    check: {method: http, url: '/a b'}\n"), `f.yaml:5: links[0].check.url: "/a b" is not a path (like / or /health?full=1): the host is the target`},
+	{"dns without query", link0("    check: {method: dns}\n"), "f.yaml:5: links[0].check.query: missing: method dns needs a name to ask for (query: example.com, say)"},
+	{"query with icmp", link0("    check: {query: example.com}\n"), `f.yaml:5: links[0].check.query: "example.com": a query is for the dns method, and this check uses icmp`},
+	{"bad query", link0("    check:\n      method: dns\n      query: 'exa mple.com'\n"), `f.yaml:7: links[0].check.query: "exa mple.com" is not a domain name`},
 	{"bad name", "links:\n  - {name: 'a b', interface: x, gateway: 10.0.0.1}\n", `f.yaml:2: links[0].name: "a b": use letters, digits, '-', '_' and '.' (at most 32)`},
 	{"merge bomb", mergeBomb(30), "f.yaml:17: links[15]: the config expands to more than 100000 values (aliases or merge keys?)"},
 }
@@ -248,7 +273,7 @@ links:
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := HealthCheck{Targets: []netip.Addr{netip.MustParseAddr("203.0.113.10")}, Interval: 300 * time.Millisecond, Timeout: 300 * time.Millisecond, Fall: 5, Rise: 3, Quorum: 1}
+	want := HealthCheck{Targets: []netip.Addr{netip.MustParseAddr("203.0.113.10")}, Interval: 300 * time.Millisecond, Timeout: 300 * time.Millisecond, Fall: 5, Rise: 3, Quorum: 1, Window: 10, Method: ProbeICMP}
 	if d := cmp.Diff(want, c.Links[1].Check, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); d != "" {
 		t.Errorf("merged check (-want +got):\n%s", d)
 	}
@@ -410,7 +435,7 @@ func TestDefaultTimeoutFollowsInterval(t *testing.T) {
 		{"", 300 * time.Millisecond},
 		{"    check: {interval: 100ms}\n", 100 * time.Millisecond},
 		{"    check: {interval: 5s}\n", time.Second},
-		{"    check: {interval: 100ms, timeout: 2s}\n", 2 * time.Second},
+		{"    check: {interval: 2s, timeout: 1500ms}\n", 1500 * time.Millisecond},
 	} {
 		cfg, err := Parse("f.yaml", []byte("links:\n  - name: a\n    interface: eth0\n    gateway: 10.0.0.1\n"+c.check))
 		if err != nil {
@@ -419,5 +444,47 @@ func TestDefaultTimeoutFollowsInterval(t *testing.T) {
 		if got := cfg.Links[0].Check.Timeout; got != c.want {
 			t.Errorf("%q: timeout %v, want %v", c.check, got, c.want)
 		}
+	}
+}
+
+func TestParseConfigQuality(t *testing.T) {
+	for _, c := range []struct {
+		name, check string
+		want        func(*HealthCheck)
+	}{
+		{"defaults", "", func(*HealthCheck) {}},
+		{"issue example", `    check:
+      interval: 300ms
+      max_rtt: 150ms
+      max_loss: 20%
+      window: 10
+      hold_down: 30s
+      method: tcp
+      port: 443
+`, func(h *HealthCheck) {
+			h.MaxRTT, h.MaxLoss, h.HoldDown, h.Method, h.Port = 150*time.Millisecond, 0.2, 30*time.Second, ProbeTCP, 443
+		}},
+		{"fractional loss, window", "    check: {max_loss: 12.5%, window: 40}\n", func(h *HealthCheck) { h.MaxLoss, h.Window = 0.125, 40 }},
+		{"loss with a space", "    check: {max_loss: 5 %}\n", func(h *HealthCheck) { h.MaxLoss = 0.05 }},
+		{"http defaults", "    check: {method: http}\n", func(h *HealthCheck) { h.Method, h.Port, h.URL = ProbeHTTP, 80, "/" }},
+		{"http path and port", "    check: {method: http, port: 8080, url: '/health?full=1'}\n", func(h *HealthCheck) { h.Method, h.Port, h.URL = ProbeHTTP, 8080, "/health?full=1" }},
+		{"dns", "    check: {method: dns, query: example.com.}\n", func(h *HealthCheck) { h.Method, h.Port, h.Query = ProbeDNS, 53, "example.com." }},
+		{"dns port", "    check: {method: dns, port: 5353, query: _dmarc.example.com}\n", func(h *HealthCheck) { h.Method, h.Port, h.Query = ProbeDNS, 5353, "_dmarc.example.com" }},
+		{"explicit icmp", "    check: {method: icmp, hold_down: 0s}\n", func(*HealthCheck) {}},
+		{"timeout equal to interval", "    check: {interval: 1s, timeout: 1s, max_rtt: 999ms}\n", func(h *HealthCheck) {
+			h.Interval, h.Timeout, h.MaxRTT = time.Second, time.Second, 999*time.Millisecond
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := Parse("f.yaml", []byte(link0(c.check)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := defaultCheck
+			c.want(&want)
+			if d := cmp.Diff(want, cfg.Links[0].Check); d != "" {
+				t.Errorf("check (-want +got):\n%s", d)
+			}
+		})
 	}
 }

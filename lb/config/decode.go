@@ -302,19 +302,23 @@ func typeName(t reflect.Type) string {
 	return "a " + t.String()
 }
 
-// nearest is the known key within two edits of key, if exactly one is.
+// nearest is the known key closest to key, within two edits, if no other
+// is as close.
 func nearest(key string, known map[string]fieldInfo) string {
 	if len(key) > 64 {
 		return ""
 	}
-	found := ""
+	found, best, tie := "", 3, false
 	for k := range known {
-		if editDistance(key, k) <= 2 {
-			if found != "" {
-				return ""
-			}
-			found = k
+		switch d := editDistance(key, k); {
+		case d < best:
+			found, best, tie = k, d, false
+		case d == best:
+			tie = true
 		}
+	}
+	if tie {
+		return ""
 	}
 	return found
 }
