@@ -600,7 +600,7 @@ func (d *Daemon) observe(r probeResult) {
 	t := d.trackers[unitKey(l.Name, u.v6)]
 	changed := t.Observe(r.round, l.Check.Quorum, r.at)
 	state, reason := t.State, t.Reason
-	d.metrics.probed(l.Name, u.family(), r.round, t.Loss())
+	d.metrics.probed(l.Name, u.family(), r.round, t)
 	d.mu.Unlock()
 	if changed {
 		d.changed(l, u, state, reason)
@@ -703,8 +703,11 @@ func (d *Daemon) Health() []health.LinkHealth {
 		}
 		out = append(out, health.LinkHealth{
 			Name: l.Name, Family: u.family(), State: t.State, LastChange: t.LastChange, Reason: t.Reason,
-			RTTMillis: float64(t.RTT.Microseconds()) / 1000, Loss: t.Loss(),
+			RTTMillis: millis(t.RTT()), JitterMillis: millis(t.Jitter()), Loss: t.Loss(), Window: t.Rounds(),
 		})
 	}
 	return slices.Clip(out)
 }
+
+// millis is d in milliseconds, to the microsecond.
+func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -19,6 +19,8 @@ type Metrics struct {
 	up          *prometheus.GaugeVec
 	changes     *prometheus.CounterVec
 	rtt         *prometheus.GaugeVec
+	linkRTT     *prometheus.GaugeVec
+	jitter      *prometheus.GaugeVec
 	loss        *prometheus.GaugeVec
 	probes      *prometheus.CounterVec
 	syncs       prometheus.Counter
@@ -48,10 +50,16 @@ func NewMetrics() *Metrics {
 			Name: "flowpin_link_state_changes_total", Help: "Link state changes (up or down), per address family.",
 		}, []string{"link", "family"}),
 		rtt: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "flowpin_probe_rtt_seconds", Help: "Mean round-trip time of the link's last good probe round.",
+			Name: "flowpin_probe_rtt_seconds", Help: "Round-trip time of the link's last answered probe round (the median over its targets).",
+		}, []string{"link", "family"}),
+		linkRTT: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "flowpin_link_rtt_seconds", Help: "Median round-trip time of the link's answered probe rounds in its check window.",
+		}, []string{"link", "family"}),
+		jitter: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "flowpin_link_jitter_seconds", Help: "Mean absolute difference between the round-trip times of consecutive answered probe rounds in the link's check window.",
 		}, []string{"link", "family"}),
 		loss: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "flowpin_probe_loss_ratio", Help: "Share of the link's last 20 probes that went unanswered.",
+			Name: "flowpin_link_loss_ratio", Help: "Share of the link's probes in its check window (the last `window` rounds) that went unanswered.",
 		}, []string{"link", "family"}),
 		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flowpin_probes_total", Help: "Probes sent, by result.",
@@ -104,7 +112,7 @@ func NewMetrics() *Metrics {
 		Name: "flowpin_policy_tier_changes_total", Help: "Failovers and failbacks of the policy between tiers.",
 	}, []string{"policy"})
 	m.Registry.MustRegister(m.tier, m.tierChanges)
-	m.Registry.MustRegister(m.up, m.changes, m.rtt, m.loss, m.probes, m.syncs, m.syncErrors, m.syncWrites, m.syncSeconds, m.subLosses,
+	m.Registry.MustRegister(m.up, m.changes, m.rtt, m.linkRTT, m.jitter, m.loss, m.probes, m.syncs, m.syncErrors, m.syncWrites, m.syncSeconds, m.subLosses,
 		m.ctLosses, m.ctEvents, m.ctRecounts, m.ctCorrected,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -128,13 +136,16 @@ func (m *Metrics) tierChanged(policy string, active int) {
 
 func (m *Metrics) changed(link, family string) { m.changes.WithLabelValues(link, family).Inc() }
 
-func (m *Metrics) probed(link, family string, r health.Round, loss float64) {
+// probed records a round and the link's quality over its window after it.
+func (m *Metrics) probed(link, family string, r health.Round, t *health.Tracker) {
 	m.probes.WithLabelValues(link, family, "answered").Add(float64(r.Answered))
 	m.probes.WithLabelValues(link, family, "lost").Add(float64(r.Sent - r.Answered))
 	if r.Answered > 0 {
 		m.rtt.WithLabelValues(link, family).Set(r.RTT.Seconds())
 	}
-	m.loss.WithLabelValues(link, family).Set(loss)
+	m.linkRTT.WithLabelValues(link, family).Set(t.RTT().Seconds())
+	m.jitter.WithLabelValues(link, family).Set(t.Jitter().Seconds())
+	m.loss.WithLabelValues(link, family).Set(t.Loss())
 }
 
 func (m *Metrics) synced(writes int, took time.Duration) {

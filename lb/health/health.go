@@ -7,9 +7,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -43,41 +46,71 @@ type LinkHealth struct {
 	State      LinkState `json:"state"`
 	LastChange time.Time `json:"last_change"`
 	Reason     string    `json:"reason"`
-	RTTMillis  float64   `json:"rtt_ms"`
-	Loss       float64   `json:"loss"`
+	// Over the last Window rounds: the median rtt, the jitter (mean
+	// absolute difference of consecutive rounds' rtts) and the share of
+	// probes unanswered.
+	RTTMillis    float64 `json:"rtt_ms"`
+	JitterMillis float64 `json:"jitter_ms"`
+	Loss         float64 `json:"loss"`
+	Window       int     `json:"window"`
 }
 
 // Tracker is one link's health with hysteresis: Fall consecutive bad
-// rounds take it down, Rise consecutive good rounds bring it back. Carrier
-// or neighbour loss takes it down at once. It is pure; the daemon feeds it.
+// rounds take it down, Rise consecutive good rounds bring it back. A
+// round is bad when fewer than quorum targets answered, or when its rtt
+// exceeds MaxRTT. Loss over the last Window rounds above MaxLoss takes
+// it down too, and keeps it down until the loss is back within MaxLoss.
+// A link that went down stays down at least HoldDown. Carrier or
+// neighbour loss takes it down at once. It is pure; the daemon feeds it.
 type Tracker struct {
 	Fall, Rise int
+	MaxRTT     time.Duration // 0: off
+	MaxLoss    float64       // 0: off
+	HoldDown   time.Duration
 
 	State      LinkState
 	LastChange time.Time
 	Reason     string
-	good, bad  int
+	// good and bad count consecutive rounds; of the bad ones, slow counts
+	// the last run of rounds answered too slowly, lost the last run of
+	// rounds unanswered.
+	good, bad, slow, lost int
+	// downWhy is the reason the link last went down, kept while it is
+	// held down.
+	downWhy string
 
-	// RTT is the mean round-trip time of the last good round.
-	RTT time.Duration
-	// window holds the last probes' outcomes, for Loss.
-	window []bool
+	// rounds holds the last rounds, oldest at next once full.
+	rounds []sample
 	next   int
 	seen   int
 	// Changes counts transitions, for metrics.
 	Changes int
 }
 
+type sample struct {
+	sent, answered int
+	rtt            time.Duration // valid when answered > 0
+}
+
 // NewTracker starts a link in state s (the daemon adopts what the kernel
 // has: a link in the multipath route starts up).
 func NewTracker(c config.HealthCheck, s LinkState, now time.Time, why string) *Tracker {
-	return &Tracker{Fall: c.Fall, Rise: c.Rise, State: s, LastChange: now, Reason: why, window: make([]bool, 20)}
+	w := c.Window
+	if w <= 0 {
+		w = config.DefaultWindow
+	}
+	t := &Tracker{Fall: c.Fall, Rise: c.Rise, MaxRTT: c.MaxRTT, MaxLoss: c.MaxLoss, HoldDown: c.HoldDown,
+		State: s, LastChange: now, Reason: why, rounds: make([]sample, w)}
+	if s == StateDown {
+		t.downWhy = why
+	}
+	return t
 }
 
 // Round is what one probe round found.
 type Round struct {
 	Answered, Sent int
-	RTT            time.Duration // mean of the answered probes
+	RTT            time.Duration // the median over the probes answered
 	Lost           []netip.Addr
 	Err            error // the probe could not even be sent
 }
@@ -97,26 +130,78 @@ func (r Round) describe() string {
 
 // Observe feeds one round. It returns true when the state changed.
 func (t *Tracker) Observe(r Round, quorum int, now time.Time) bool {
-	for i := 0; i < r.Sent; i++ {
-		t.window[t.next] = i < r.Answered
-		t.next = (t.next + 1) % len(t.window)
-		t.seen++
-	}
-	if r.Good(quorum) {
-		t.RTT = r.RTT
-		t.bad = 0
+	t.rounds[t.next] = sample{sent: r.Sent, answered: min(r.Answered, r.Sent), rtt: r.RTT}
+	t.next = (t.next + 1) % len(t.rounds)
+	t.seen++
+
+	answered := r.Good(quorum)
+	slow := answered && t.MaxRTT > 0 && r.RTT > t.MaxRTT
+	switch {
+	case !answered:
+		t.good, t.slow = 0, 0
+		t.bad++
+		t.lost++
+	case slow:
+		t.good, t.lost = 0, 0
+		t.bad++
+		t.slow++
+	default:
+		t.bad, t.slow, t.lost = 0, 0, 0
 		t.good++
-		if t.State != StateUp && t.good >= t.Rise {
-			return t.set(StateUp, now, fmt.Sprintf("up: %d good rounds (rtt %v)", t.good, r.RTT.Round(10*time.Microsecond)))
+	}
+
+	if t.State != StateDown {
+		switch {
+		case t.bad >= t.Fall:
+			return t.down(now, t.badReason(r))
+		case t.lossExceeded(true):
+			return t.down(now, t.lossReason())
 		}
 		return false
 	}
-	t.good = 0
-	t.bad++
-	if t.State != StateDown && t.bad >= t.Fall {
-		return t.set(StateDown, now, fmt.Sprintf("down: %s, %d rounds in a row", r.describe(), t.bad))
+	if t.good < t.Rise {
+		return false
 	}
-	return false
+	if t.lossExceeded(false) {
+		// Answering again, but not yet well enough: say so.
+		t.Reason = t.lossReason()
+		return false
+	}
+	if until := t.LastChange.Add(t.HoldDown); now.Before(until) {
+		t.Reason = fmt.Sprintf("held down until %s (%s)", until.Format("15:04:05"), t.downWhy)
+		return false
+	}
+	return t.set(StateUp, now, fmt.Sprintf("up: %d good rounds (rtt %s)", t.good, Millis(r.RTT)))
+}
+
+// badReason says why fall bad rounds in a row took the link down; r is
+// the last.
+func (t *Tracker) badReason(r Round) string {
+	switch {
+	case t.slow == t.bad:
+		return fmt.Sprintf("down: rtt %s > %s for %d rounds", Millis(r.RTT), Millis(t.MaxRTT), t.slow)
+	case t.lost == t.bad:
+		return fmt.Sprintf("down: %s, %d rounds in a row", r.describe(), t.bad)
+	case t.slow > 0:
+		return fmt.Sprintf("down: %d bad rounds in a row (slow or lost), the last with rtt %s > %s", t.bad, Millis(r.RTT), Millis(t.MaxRTT))
+	default:
+		return fmt.Sprintf("down: %d bad rounds in a row (slow or lost), the last with %s", t.bad, r.describe())
+	}
+}
+
+func (t *Tracker) lossReason() string {
+	return fmt.Sprintf("down: loss %s > %s over %d rounds", Percent(t.Loss()), Percent(t.MaxLoss), t.Rounds())
+}
+
+// lossExceeded: loss over the window is above MaxLoss. With full, only
+// once the window is full: a few rounds after a start are too few to
+// judge a link by.
+func (t *Tracker) lossExceeded(full bool) bool {
+	if t.MaxLoss <= 0 || full && t.seen < len(t.rounds) {
+		return false
+	}
+	// The tolerance keeps 2 lost of 10 at exactly 20%, not above it.
+	return t.Loss() > t.MaxLoss+1e-9
 }
 
 // ForceDown takes the link down at once (carrier lost, gateway neighbour
@@ -126,7 +211,12 @@ func (t *Tracker) ForceDown(why string, now time.Time) bool {
 	if t.State == StateDown {
 		return false
 	}
-	return t.set(StateDown, now, "down: "+why)
+	return t.down(now, "down: "+why)
+}
+
+func (t *Tracker) down(now time.Time, why string) bool {
+	t.downWhy = why
+	return t.set(StateDown, now, why)
 }
 
 func (t *Tracker) set(s LinkState, now time.Time, why string) bool {
@@ -135,19 +225,97 @@ func (t *Tracker) set(s LinkState, now time.Time, why string) bool {
 	return true
 }
 
-// Loss is the share of the last probes (up to 20) that went unanswered.
+// window is the rounds seen so far, up to the window's size, oldest
+// first.
+func (t *Tracker) window() []sample {
+	if t.seen < len(t.rounds) {
+		return t.rounds[:t.seen]
+	}
+	return append(slices.Clone(t.rounds[t.next:]), t.rounds[:t.next]...)
+}
+
+// Rounds is how many rounds Loss, RTT and Jitter are over: the window,
+// or fewer just after a start.
+func (t *Tracker) Rounds() int { return min(t.seen, len(t.rounds)) }
+
+// Window is the most rounds the tracker keeps.
+func (t *Tracker) Window() int { return len(t.rounds) }
+
+// Loss is the share of the probes of the last rounds that went
+// unanswered.
 func (t *Tracker) Loss() float64 {
-	n := min(t.seen, len(t.window))
-	if n == 0 {
+	sent, lost := 0, 0
+	for _, s := range t.window() {
+		sent += s.sent
+		lost += s.sent - s.answered
+	}
+	if sent == 0 {
 		return 0
 	}
-	lost := 0
-	for _, ok := range t.window[:n] {
-		if !ok {
-			lost++
+	return float64(lost) / float64(sent)
+}
+
+// rtts are the last rounds' rtts, oldest first, of the rounds answered.
+func (t *Tracker) rtts() []time.Duration {
+	var out []time.Duration
+	for _, s := range t.window() {
+		if s.answered > 0 {
+			out = append(out, s.rtt)
 		}
 	}
-	return float64(lost) / float64(n)
+	return out
+}
+
+// RTT is the median rtt of the last rounds answered (0: none was).
+func (t *Tracker) RTT() time.Duration { return Median(t.rtts()) }
+
+// Jitter is the mean absolute difference between the rtts of consecutive
+// answered rounds (the idea of RFC 3550's interarrival jitter, without
+// its smoothing): how much the delay varies from one moment to the next,
+// which is what hurts calls and video. 0 with fewer than two.
+func (t *Tracker) Jitter() time.Duration {
+	r := t.rtts()
+	if len(r) < 2 {
+		return 0
+	}
+	var sum time.Duration
+	for i := 1; i < len(r); i++ {
+		d := r[i] - r[i-1]
+		sum += max(d, -d)
+	}
+	return sum / time.Duration(len(r)-1)
+}
+
+// Median of ds (the mean of the middle two for an even count; 0 for
+// none). ds is not changed.
+func Median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// Millis renders d as reasons do: "250 ms", "2.5 ms", "0.12 ms".
+func Millis(d time.Duration) string {
+	ms := float64(d) / float64(time.Millisecond)
+	switch {
+	case ms >= 10:
+		return strconv.FormatFloat(math.Round(ms), 'f', -1, 64) + " ms"
+	case ms >= 1:
+		return strconv.FormatFloat(math.Round(ms*10)/10, 'f', -1, 64) + " ms"
+	}
+	return strconv.FormatFloat(math.Round(ms*100)/100, 'f', -1, 64) + " ms"
+}
+
+// Percent renders a share as reasons do: "50%", "12.5%".
+func Percent(f float64) string {
+	return strconv.FormatFloat(math.Round(f*1000)/10, 'f', -1, 64) + "%"
 }
 
 // Prober sends ICMP echo out of one link, whatever the routing says: the
@@ -293,19 +461,17 @@ func (p *Prober) Probe(targets []netip.Addr, timeout time.Duration) Round {
 			}
 		}(tgt)
 	}
-	var sum time.Duration
+	var rtts []time.Duration
 	for range targets {
 		res := <-results
 		if res.ok {
-			r.Answered++
-			sum += res.rtt
+			rtts = append(rtts, res.rtt)
 		} else {
 			r.Lost = append(r.Lost, res.target)
 		}
 	}
-	if r.Answered > 0 {
-		r.RTT = sum / time.Duration(r.Answered)
-	} else if sendErr != nil {
+	r.Answered, r.RTT = len(rtts), Median(rtts)
+	if r.Answered == 0 && sendErr != nil {
 		r.Err = sendErr
 	}
 	return r

@@ -64,7 +64,7 @@ func WriteStatus(w io.Writer, s *Status) error {
 				line += "; IPv6: " + Printable(l.Reason6)
 			}
 			if l.RTTMillis != nil && l.Loss != nil {
-				line += fmt.Sprintf("; rtt %.2f ms, loss %s", *l.RTTMillis, pct(*l.Loss))
+				line += "; " + quality(l)
 			}
 			fmt.Fprintln(w, line)
 		}
@@ -103,6 +103,20 @@ func (s *Status) pinned() int64 {
 
 func counterCells(c Counters) string {
 	return fmt.Sprintf("%s\t%s\t%d\t%d", HumanBytes(c.BytesOut), HumanBytes(c.BytesIn), c.PacketsOut, c.PacketsIn)
+}
+
+// quality is the probes' view of a link: "rtt 12.3 ms, jitter 0.8 ms,
+// loss 10.0% over 10 rounds".
+func quality(l LinkStatus) string {
+	out := fmt.Sprintf("rtt %.2f ms", *l.RTTMillis)
+	if l.JitterMillis != nil {
+		out += fmt.Sprintf(", jitter %.2f ms", *l.JitterMillis)
+	}
+	out += ", loss " + pct(*l.Loss)
+	if l.Window > 0 {
+		out += fmt.Sprintf(" over %d rounds", l.Window)
+	}
+	return out
 }
 
 func pct(f float64) string { return fmt.Sprintf("%.1f%%", 100*f) }

@@ -96,8 +96,13 @@ type LinkStatus struct {
 	State6    health.LinkState `json:"state6,omitempty"`
 	Reason6   string           `json:"reason6,omitempty"`
 	Reason    string           `json:"reason,omitempty"`
-	RTTMillis *float64         `json:"rtt_ms,omitempty"`
-	Loss      *float64         `json:"loss,omitempty"`
+	// Over the probes' last Window rounds: median rtt, jitter (mean
+	// absolute difference of consecutive rounds' rtts) and the share of
+	// probes lost.
+	RTTMillis    *float64 `json:"rtt_ms,omitempty"`
+	JitterMillis *float64 `json:"jitter_ms,omitempty"`
+	Loss         *float64 `json:"loss,omitempty"`
+	Window       int      `json:"window,omitempty"`
 	Counters
 	// InMultipath: the link is a nexthop of the applied multipath route,
 	// so it takes new flows.

@@ -26,11 +26,13 @@ func (s *Status) WithHealth(h []health.LinkHealth) {
 		} else if !ok {
 			continue
 		}
-		since, rtt, loss := l.LastChange, l.RTTMillis, l.Loss
+		since, rtt, jitter, loss := l.LastChange, l.RTTMillis, l.JitterMillis, l.Loss
 		s.Links[i].State = l.State
 		s.Links[i].StateSince = &since
 		s.Links[i].Reason = l.Reason
 		s.Links[i].RTTMillis = &rtt
+		s.Links[i].JitterMillis = &jitter
 		s.Links[i].Loss = &loss
+		s.Links[i].Window = l.Window
 	}
 }

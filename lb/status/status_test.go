@@ -369,3 +369,35 @@ func TestCountersCountIPv6(t *testing.T) {
 		t.Errorf("counters %+v, total %+v: want 2 flows, 1 of them IPv6", c, total)
 	}
 }
+
+// The daemon's view of link quality reaches the text and the JSON.
+func TestStatusQuality(t *testing.T) {
+	c := statusConfig(t, statusLinks)
+	s := BuildStatus(c, statusApplied(c), Tally{}, time.Unix(0, 0))
+	since := time.Date(2026, 11, 22, 10, 31, 59, 0, time.UTC)
+	s.WithHealth([]health.LinkHealth{
+		{Name: "isp1", Family: "ipv4", State: health.StateUp, Reason: "up: daemon started", LastChange: since, RTTMillis: 12.345, JitterMillis: 0.8, Loss: 0, Window: 10},
+		{Name: "isp2", Family: "ipv4", State: health.StateDown, Reason: "held down until 10:32:05 (down: rtt 250 ms > 150 ms for 3 rounds)", LastChange: since, RTTMillis: 250, JitterMillis: 3.25, Loss: 0.1, Window: 10},
+	})
+	var buf bytes.Buffer
+	if err := WriteStatus(&buf, s); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"isp1: up: daemon started since 10:31:59; rtt 12.35 ms, jitter 0.80 ms, loss 0.0% over 10 rounds\n",
+		"isp2: held down until 10:32:05 (down: rtt 250 ms > 150 ms for 3 rounds) since 10:31:59; rtt 250.00 ms, jitter 3.25 ms, loss 10.0% over 10 rounds\n",
+	} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, buf.String())
+		}
+	}
+	js, err := json.Marshal(s.Links[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"rtt_ms":250`, `"jitter_ms":3.25`, `"loss":0.1`, `"window":10`, `"reason":"held down until 10:32:05`} {
+		if !strings.Contains(string(js), want) {
+			t.Errorf("json lacks %s: %s", want, js)
+		}
+	}
+}
