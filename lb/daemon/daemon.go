@@ -38,7 +38,7 @@ type Deps struct {
 	// Conntrack flushes a dead link's flows. The daemon uses this one
 	// handle and dials none of its own.
 	Conntrack Flusher
-	Probers   ProberFactory // default ICMPProbers
+	Probers   ProberFactory // default KernelProbers
 	Clock     Clock         // default RealClock
 	Events    Events        // default NetlinkEvents
 
@@ -102,7 +102,7 @@ type Daemon struct {
 // New prepares a daemon; Run starts it.
 func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 	if deps.Probers == nil {
-		deps.Probers = ICMPProbers
+		deps.Probers = KernelProbers
 	}
 	if deps.Clock == nil {
 		deps.Clock = RealClock{}
@@ -576,7 +576,7 @@ func (d *Daemon) probeRound(ui int, p *Prober) health.Round {
 	tg := d.targets(u)
 	if *p == nil {
 		var err error
-		if *p, err = d.deps.Probers(l.Interface, l.Mark, u.v6); err != nil {
+		if *p, err = d.deps.Probers(l, u.v6); err != nil {
 			*p = nil
 			return health.Round{Sent: max(len(tg), 1), Err: err}
 		}

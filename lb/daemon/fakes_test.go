@@ -293,7 +293,8 @@ func (p *fakeProbers) count(iface string) int {
 }
 
 // factory keys an IPv6 prober's answers and counts by "IFACE/6".
-func (p *fakeProbers) factory(iface string, _ uint32, v6 bool) (Prober, error) {
+func (p *fakeProbers) factory(l config.Link, v6 bool) (Prober, error) {
+	iface := l.Interface
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.missing[iface] {

@@ -350,7 +350,7 @@ func (d *Daemon) burstRound(ui int, p *Prober) health.Round {
 	tg := d.targets(u)
 	if *p == nil {
 		var err error
-		if *p, err = d.deps.Probers(l.Interface, l.Mark, u.v6); err != nil {
+		if *p, err = d.deps.Probers(l, u.v6); err != nil {
 			*p = nil
 			return health.Round{Sent: max(len(tg), 1), Err: err}
 		}

@@ -59,13 +59,24 @@ type Prober interface {
 	Close()
 }
 
-// ProberFactory opens a prober bound to iface that marks its packets
-// with mark; with v6 it probes IPv6 targets.
-type ProberFactory func(iface string, mark uint32, v6 bool) (Prober, error)
+// ProberFactory opens a prober for link l's check that leaves by the
+// link (bound to its interface, with its mark); with v6 it probes IPv6
+// targets.
+type ProberFactory func(l config.Link, v6 bool) (Prober, error)
 
-// ICMPProbers opens health.Prober sockets (needs CAP_NET_RAW).
-func ICMPProbers(iface string, mark uint32, v6 bool) (Prober, error) {
-	p, err := health.NewProber(iface, mark, v6)
+// KernelProbers opens the prober of the link's check method: an ICMP
+// socket (health.Prober, needs CAP_NET_RAW), or a health.ConnProber for
+// tcp, http and dns.
+func KernelProbers(l config.Link, v6 bool) (Prober, error) {
+	switch l.Check.Method {
+	case "", config.ProbeICMP:
+		p, err := health.NewProber(l.Interface, l.Mark, v6)
+		if err != nil {
+			return nil, err
+		}
+		return p, nil
+	}
+	p, err := health.NewConnProber(l.Check, l.Interface, l.Mark)
 	if err != nil {
 		return nil, err
 	}

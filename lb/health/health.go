@@ -15,13 +15,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
-	"golang.org/x/sys/unix"
 
 	"flowpin/lb/config"
 )
@@ -113,6 +111,9 @@ type Round struct {
 	RTT            time.Duration // the median over the probes answered
 	Lost           []netip.Addr
 	Err            error // the probe could not even be sent
+	// Cause is what a failed probe said, when it said more than
+	// nothing: "connection refused", "http status 503".
+	Cause string
 }
 
 func (r Round) Good(quorum int) bool { return r.Err == nil && r.Answered >= quorum }
@@ -125,7 +126,11 @@ func (r Round) describe() string {
 	for i, a := range r.Lost {
 		lost[i] = a.String()
 	}
-	return fmt.Sprintf("%d/%d probes lost to %s", r.Sent-r.Answered, r.Sent, strings.Join(lost, ", "))
+	out := fmt.Sprintf("%d/%d probes lost to %s", r.Sent-r.Answered, r.Sent, strings.Join(lost, ", "))
+	if r.Cause != "" {
+		out += " (" + r.Cause + ")"
+	}
+	return out
 }
 
 // Observe feeds one round. It returns true when the state changed.
@@ -336,22 +341,7 @@ type Prober struct {
 // NewProber opens a raw ICMP (or, with v6, ICMPv6) socket bound to iface
 // with mark (needs CAP_NET_RAW).
 func NewProber(iface string, mark uint32, v6 bool) (*Prober, error) {
-	var serr error
-	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
-		err := rc.Control(func(fd uintptr) {
-			if serr = unix.BindToDevice(int(fd), iface); serr != nil {
-				serr = fmt.Errorf("bind to %s: %w", iface, serr)
-				return
-			}
-			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark)); serr != nil {
-				serr = fmt.Errorf("set mark: %w", serr)
-			}
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
+	lc := net.ListenConfig{Control: linkControl(iface, mark)}
 	network, addr := "ip4:icmp", "0.0.0.0"
 	if v6 {
 		network, addr = "ip6:ipv6-icmp", "::"
