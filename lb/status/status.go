@@ -93,9 +93,9 @@ type LinkStatus struct {
 	StateSince *time.Time `json:"state_since,omitempty"`
 	// State6 and Reason6: the link's IPv6 side, judged on its own (absent
 	// for a link without IPv6, or without a daemon).
-	State6    health.LinkState `json:"state6,omitempty"`
-	Reason6   string           `json:"reason6,omitempty"`
-	Reason    string           `json:"reason,omitempty"`
+	State6  health.LinkState `json:"state6,omitempty"`
+	Reason6 string           `json:"reason6,omitempty"`
+	Reason  string           `json:"reason,omitempty"`
 	// Over the probes' last Window rounds: median rtt, jitter (mean
 	// absolute difference of consecutive rounds' rtts) and the share of
 	// probes lost.
