@@ -240,6 +240,8 @@ type probeServer struct {
 	mu      sync.Mutex
 	sources map[netip.Addr]int
 	stop    func()
+	// fail makes an http server answer 503 and a dns server SERVFAIL.
+	fail atomic.Bool
 }
 
 func (s *probeServer) saw(a netip.Addr) {
@@ -290,6 +292,10 @@ func startProbeServer(t testing.TB, method, ns, addr string) *probeServer {
 				http.Error(w, "wrong path or host: "+r.Host+r.URL.Path, http.StatusNotFound)
 				return
 			}
+			if s.fail.Load() {
+				http.Error(w, "failing", http.StatusServiceUnavailable)
+				return
+			}
 			fmt.Fprintln(w, "ok")
 		})}
 		done := make(chan struct{})
@@ -308,6 +314,9 @@ func startProbeServer(t testing.TB, method, ns, addr string) *probeServer {
 				m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: "probe.example.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.IPv4(192, 0, 2, 99)})
 			} else {
 				m.Rcode = dns.RcodeRefused
+			}
+			if s.fail.Load() {
+				m.Answer, m.Rcode = nil, dns.RcodeServerFailure
 			}
 			_ = w.WriteMsg(m)
 		})}
@@ -334,11 +343,12 @@ func startProbeServer(t testing.TB, method, ns, addr string) *probeServer {
 func TestProbeMethods(t *testing.T) {
 	d := newDualWAN(t)
 	for _, c := range []struct {
-		method, listen, check, cause string
+		method, listen, check string
+		failing               string // the cause when the server answers, failing
 	}{
-		{"tcp", d.Service + ":7443", "method: tcp, port: 7443", "(connection refused)"},
-		{"http", d.Service + ":8080", "method: http, port: 8080, url: /health", "(connection refused)"},
-		{"dns", d.Service + ":53", "method: dns, query: probe.example", "(connection refused)"},
+		{"tcp", d.Service + ":7443", "method: tcp, port: 7443", ""},
+		{"http", d.Service + ":8080", "method: http, port: 8080, url: /health", "(http status 503)"},
+		{"dns", d.Service + ":53", "method: dns, query: probe.example", "(dns SERVFAIL)"},
 	} {
 		t.Run(c.method, func(t *testing.T) {
 			srv := startProbeServer(t, c.method, d.Far, c.listen)
@@ -359,9 +369,19 @@ func TestProbeMethods(t *testing.T) {
 			restore()
 			dm.waitQuality(t, "isp2", 5*time.Second, "up again", isState("up"))
 
+			if c.failing != "" {
+				srv.fail.Store(true)
+				l = dm.waitQuality(t, "isp2", 3*time.Second, "down with the server failing", isState("down"))
+				if want := "down: 1/1 probes lost to " + d.Service + " " + c.failing + ", 3 rounds in a row"; l.Reason != want {
+					t.Errorf("reason %q, want %q", l.Reason, want)
+				}
+				srv.fail.Store(false)
+				dm.waitQuality(t, "isp2", 5*time.Second, "up again", isState("up"))
+			}
+
 			srv.stop()
 			l = dm.waitQuality(t, "isp2", 3*time.Second, "down with the server stopped", isState("down"))
-			if want := "down: 1/1 probes lost to " + d.Service + " " + c.cause + ", 3 rounds in a row"; l.Reason != want {
+			if want := "down: 1/1 probes lost to " + d.Service + " (connection refused), 3 rounds in a row"; l.Reason != want {
 				t.Errorf("reason %q, want %q", l.Reason, want)
 			}
 			// Every probe came from isp2's address: out of wan2, past
