@@ -1,5 +1,6 @@
-// Package health judges links: the hysteresis tracker that turns probe
-// rounds into up and down, the ICMP prober, and the link states every
+// Package health judges links: the tracker that turns probe rounds into
+// up and down (hysteresis, rtt and loss limits, hold-down), the probers
+// (ICMP echo; tcp, http and dns in probe.go), and the link states every
 // other package reads as plain values.
 package health
 
