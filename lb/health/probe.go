@@ -50,7 +50,8 @@ func linkControl(iface string, mark uint32) func(network, address string, rc sys
 type ConnProber struct {
 	check config.HealthCheck
 	iface string
-	mark  uint32
+	// control is every socket's Control: linkControl for the link.
+	control func(network, address string, rc syscall.RawConn) error
 }
 
 // NewConnProber prepares probes of c.Method out of iface with mark. It
@@ -64,7 +65,7 @@ func NewConnProber(c config.HealthCheck, iface string, mark uint32) (*ConnProber
 	if c.Port == 0 {
 		return nil, fmt.Errorf("probe method %s: no port", c.Method)
 	}
-	return &ConnProber{check: c, iface: iface, mark: mark}, nil
+	return &ConnProber{check: c, iface: iface, control: linkControl(iface, mark)}, nil
 }
 
 // Close releases nothing: probes hold no socket between rounds.
@@ -105,7 +106,7 @@ func (p *ConnProber) Probe(targets []netip.Addr, timeout time.Duration) Round {
 
 // once probes one target; nil is an answer, in rtt.
 func (p *ConnProber) once(ctx context.Context, tgt netip.Addr) (time.Duration, error) {
-	d := &net.Dialer{Control: linkControl(p.iface, p.mark)}
+	d := &net.Dialer{Control: p.control}
 	dialTo := tgt
 	if tgt.Is6() && tgt.IsLinkLocalUnicast() {
 		dialTo = tgt.WithZone(p.iface) // a link-local target is on this link
