@@ -255,3 +255,44 @@ func TestPolicyValidationErrors(t *testing.T) {
 		})
 	}
 }
+
+// down removes policies, rules and sticky sets exactly, and a second apply
+// writes nothing.
+func TestPolicyDownAndIdempotent(t *testing.T) {
+	d := newDualWAN(t)
+	before := state(t, d.Router)
+	cfg := writeFile(t, "flowpin.yaml", policyLinks(d, 2, `policies:
+  - name: isp2-first
+    tiers: [[isp2], [isp1]]
+    last_resort: blackhole
+    failback: flush
+rules:
+  - name: web
+    proto: tcp
+    dst_ports: [443, "8000-8100"]
+    policy: isp2-first
+    sticky: 10m
+  - name: bypass
+    dst: [10.200.0.0/16]
+    policy: main
+  - name: pin
+    src: [10.77.0.3]
+    policy: isp1
+`))
+	if out, err := flowpin(t, d.Router, "apply", "-c", cfg); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	out, err := flowpin(t, d.Router, "apply", "-c", cfg)
+	if err != nil {
+		t.Fatalf("second apply: %v\n%s", err, out)
+	}
+	if n := kernelWrites(t, out); n != 0 {
+		t.Errorf("second apply made %d kernel writes, want 0:\n%s", n, out)
+	}
+	if out, err := flowpin(t, d.Router, "down"); err != nil {
+		t.Fatalf("down: %v\n%s", err, out)
+	}
+	if diff := cmp.Diff(before, state(t, d.Router)); diff != "" {
+		t.Errorf("down left a difference (-before +after):\n%s", diff)
+	}
+}
