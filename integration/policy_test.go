@@ -2,9 +2,12 @@ package integration
 
 import (
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -294,5 +297,143 @@ rules:
 	}
 	if diff := cmp.Diff(before, state(t, d.Router)); diff != "" {
 		t.Errorf("down left a difference (-before +after):\n%s", diff)
+	}
+}
+
+// Sticky: a dozen LAN sources with ten flows each; with the sticky rule
+// every source's flows are on one link and the sources use both links;
+// without it at least one source's flows spread over both.
+func TestPolicySticky(t *testing.T) {
+	for _, sticky := range []bool{true, false} {
+		t.Run(fmt.Sprintf("sticky=%v", sticky), func(t *testing.T) {
+			d := newDualWAN(t)
+			srv := startEchoServer(t, d.Far, d.Service+":0")
+			target := fmt.Sprintf("%s:%d", d.Service, srv.Port())
+			cfg := d.config(1, 1)
+			if sticky {
+				cfg += "rules:\n  - {name: banking, src: [10.77.0.0/24], policy: default, sticky: 10m}\n"
+			}
+			if out, err := flowpin(t, d.Router, "apply", "-c", writeFile(t, "flowpin.yaml", cfg)); err != nil {
+				t.Fatalf("apply: %v\n%s", err, out)
+			}
+			var srcs []string
+			for i := 0; i < 12; i++ {
+				src := fmt.Sprintf("10.77.0.%d", 10+i)
+				addAddr(t, d.LAN, "eth0", src+"/24")
+				srcs = append(srcs, src)
+			}
+			spread, on1, on2 := 0, 0, 0
+			var lines []string
+			for _, src := range srcs {
+				r := connectN(t, d.LAN, target, srv, 10, dialOpts{Src: src, Parallel: 1})
+				if r.Failed != 0 {
+					t.Fatalf("%s: %d of 10 failed: %v", src, r.Failed, r.Errors[0])
+				}
+				a, b := onLinks(d, r.PerSource)
+				lines = append(lines, fmt.Sprintf("%s %d/%d", src, a, b))
+				switch {
+				case a > 0 && b > 0:
+					spread++
+				case a > 0:
+					on1++
+				default:
+					on2++
+				}
+			}
+			t.Logf("per source isp1/isp2: %s", strings.Join(lines, ", "))
+			t.Logf("sources on isp1 only %d, isp2 only %d, spread %d", on1, on2, spread)
+			if sticky && (spread != 0 || on1 == 0 || on2 == 0) {
+				t.Errorf("sticky: %d sources spread, %d/%d on isp1/isp2 only; want 0 spread and both links used", spread, on1, on2)
+			}
+			if !sticky && spread == 0 {
+				t.Errorf("control without sticky: no source's flows spread over both links")
+			}
+		})
+	}
+}
+
+// markedEcho makes one echo round trip from ns with SO_MARK mark on the
+// socket and returns the source the server saw.
+func markedEcho(t testing.TB, ns, target string, srv *echoServer, mark int) netip.Addr {
+	t.Helper()
+	tok := randToken()
+	err := nsDo(ns, func() error {
+		dl := net.Dialer{Timeout: 2 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_MARK, mark)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}}
+		c, err := dl.Dial("tcp4", target)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := io.WriteString(c, tok+"\n"); err != nil {
+			return err
+		}
+		_ = c.(*net.TCPConn).CloseWrite()
+		_, err = io.ReadAll(c)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("marked connection: %v", err)
+	}
+	ra, ok := srv.remote(tok)
+	if !ok {
+		t.Fatalf("server did not see the marked connection")
+	}
+	return ra.Addr().Unmap()
+}
+
+// VPN coexistence: wg-quick's and Tailscale's rules are in place before
+// apply; apply accepts them, a socket marked 0xca6c keeps its mark (a test
+// rule before flowpin's sends mark 0xca6c by isp2 only, so every marked
+// flow arrives from isp2's address while unmarked ones split), and down
+// leaves the VPN rules alone.
+func TestPolicyVPNCoexistence(t *testing.T) {
+	d := newDualWAN(t)
+	srv := startEchoServer(t, d.Far, d.Service+":0")
+	target := fmt.Sprintf("%s:%d", d.Service, srv.Port())
+	run(t, d.Router, "ip", "link", "add", "wg0", "type", "veth", "peer", "name", "wg0p") // no dummy module here
+	linkUp(t, d.Router, "wg0")
+	addAddr(t, d.Router, "wg0", "10.200.0.1/24")
+	run(t, d.Router, "ip", "-4", "route", "add", "0.0.0.0/0", "dev", "wg0", "table", "51820")
+	run(t, d.Router, "ip", "-4", "rule", "add", "not", "fwmark", "51820", "table", "51820")
+	run(t, d.Router, "ip", "-4", "rule", "add", "table", "main", "suppress_prefixlength", "0")
+	run(t, d.Router, "ip", "-4", "rule", "add", "fwmark", "0x80000/0xff0000", "lookup", "main", "pref", "5210")
+	run(t, d.Router, "ip", "-4", "route", "add", "default", "via", d.GW2, "dev", "wan2", "table", "300")
+	run(t, d.Router, "ip", "-4", "rule", "add", "pref", "500", "fwmark", "0xca6c", "lookup", "300")
+	vpnRules := run(t, d.Router, "ip", "-4", "rule", "show")
+
+	cfg := writeFile(t, "flowpin.yaml", d.config(1, 1)+"rules:\n  - {name: web, proto: tcp, dst_ports: [443], policy: isp1}\n")
+	if out, err := flowpin(t, d.Router, "apply", "-c", cfg); err != nil {
+		t.Fatalf("apply beside wg-quick and Tailscale rules: %v\n%s", err, out)
+	}
+	marked := map[netip.Addr]int{}
+	for i := 0; i < 30; i++ {
+		marked[markedEcho(t, d.Router, target, srv, 0xca6c)]++
+	}
+	a, b := onLinks(d, marked)
+	t.Logf("marked 0xca6c: %d/%d on isp1/isp2", a, b)
+	if a != 0 || b != 30 {
+		t.Errorf("marked sockets: %d/%d on isp1/isp2, want 0/30 (the mark must survive flowpin)", a, b)
+	}
+	srv.Reset()
+	r := connectN(t, d.Router, target, srv, 40, dialOpts{})
+	a, b = onLinks(d, r.PerSource)
+	t.Logf("unmarked from the router: %d/%d on isp1/isp2", a, b)
+	if r.Failed != 0 || a == 0 || b == 0 {
+		t.Errorf("unmarked: %d/%d on isp1/isp2, %d failed; want both links", a, b, r.Failed)
+	}
+	if out, err := flowpin(t, d.Router, "down"); err != nil {
+		t.Fatalf("down: %v\n%s", err, out)
+	}
+	if diff := cmp.Diff(vpnRules, run(t, d.Router, "ip", "-4", "rule", "show")); diff != "" {
+		t.Errorf("down changed the VPN rules (-before +after):\n%s", diff)
 	}
 }
