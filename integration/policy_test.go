@@ -410,7 +410,9 @@ func TestPolicyVPNCoexistence(t *testing.T) {
 	run(t, d.Router, "ip", "-4", "rule", "add", "pref", "500", "fwmark", "0xca6c", "lookup", "300")
 	vpnRules := run(t, d.Router, "ip", "-4", "rule", "show")
 
-	cfg := writeFile(t, "flowpin.yaml", d.config(1, 1)+"rules:\n  - {name: web, proto: tcp, dst_ports: [443], policy: isp1}\n")
+	// A rule pins the service to isp1, so flowpin would set isp1's mark on
+	// every new flow to it: the marked ones must keep 0xca6c instead.
+	cfg := writeFile(t, "flowpin.yaml", d.config(1, 1)+fmt.Sprintf("rules:\n  - {name: svc, proto: tcp, dst_ports: [%d], policy: isp1}\n", srv.Port()))
 	if out, err := flowpin(t, d.Router, "apply", "-c", cfg); err != nil {
 		t.Fatalf("apply beside wg-quick and Tailscale rules: %v\n%s", err, out)
 	}
@@ -426,9 +428,16 @@ func TestPolicyVPNCoexistence(t *testing.T) {
 	srv.Reset()
 	r := connectN(t, d.Router, target, srv, 40, dialOpts{})
 	a, b = onLinks(d, r.PerSource)
-	t.Logf("unmarked from the router: %d/%d on isp1/isp2", a, b)
+	t.Logf("unmarked from the router, pinned port: %d/%d on isp1/isp2", a, b)
+	if r.Failed != 0 || a != 40 || b != 0 {
+		t.Errorf("unmarked to the pinned port: %d/%d on isp1/isp2, %d failed; want 40/0/0", a, b, r.Failed)
+	}
+	other := startEchoServer(t, d.Far, d.Service+":0")
+	r = connectN(t, d.Router, fmt.Sprintf("%s:%d", d.Service, other.Port()), other, 40, dialOpts{})
+	a, b = onLinks(d, r.PerSource)
+	t.Logf("unmarked from the router, other port: %d/%d on isp1/isp2", a, b)
 	if r.Failed != 0 || a == 0 || b == 0 {
-		t.Errorf("unmarked: %d/%d on isp1/isp2, %d failed; want both links", a, b, r.Failed)
+		t.Errorf("unmarked to another port: %d/%d on isp1/isp2, %d failed; want both links", a, b, r.Failed)
 	}
 	if out, err := flowpin(t, d.Router, "down"); err != nil {
 		t.Fatalf("down: %v\n%s", err, out)
