@@ -63,8 +63,13 @@ default_policy: primary-first
 			if tc.extra != "" {
 				tier = 1 // the named policy alone makes isp2 a backup
 			}
-			dm := startDaemon(t, d.Router, policyLinks(d, tier, tc.extra))
+			// Flows pinned to isp2 by a rule are not the policy's: failback
+			// flush must leave them alone.
+			pinned := startEchoServer(t, d.Far, d.Service+":0")
+			rule := fmt.Sprintf("rules:\n  - {name: to-isp2, proto: tcp, dst_ports: [%d], policy: isp2}\n", pinned.Port())
+			dm := startDaemon(t, d.Router, policyLinks(d, tier, tc.extra+rule))
 			dm.waitState(t, "isp1", "up", 5*time.Second)
+			others := startLongLived(t, d.LAN, fmt.Sprintf("%s:%d", d.Service, pinned.Port()), pinned, 8, dialOpts{})
 
 			r := connectN(t, d.LAN, target, srv, 60, dialOpts{})
 			if r.Failed != 0 {
@@ -107,6 +112,11 @@ default_policy: primary-first
 				}
 				if s.Stalled || s.Err != nil {
 					broken++
+				}
+			}
+			for i, s := range others.stop() {
+				if s.Remote.Addr() != netip.MustParseAddr(d.WAN2) || s.Stalled || s.Err != nil {
+					t.Errorf("flow %d pinned to isp2 by a rule: by %v, stalled=%v err=%v; want untouched on isp2", i, s.Remote.Addr(), s.Stalled, s.Err)
 				}
 			}
 			t.Logf("held flows on isp2 broken after failback: %d of 8", broken)
