@@ -457,6 +457,11 @@ func (s Spec) classifyRules() []rule {
 		}
 	}
 	if s.Unmatched != (Action{}) {
+		// The unmatched policy's flows need its failback label too
+		// (only unmatched packets get here: the vmap verdicts are gotos).
+		if s.Unmatched.Label != 0 {
+			out = append(out, labelRule("classify", s.Unmatched.Label))
+		}
 		t, ex := s.actionRule(s.Unmatched)
 		out = append(out, rule{chain: "classify", text: t, why: "unmatched", exprs: ex})
 	}

@@ -127,3 +127,20 @@ func TestRuleHitsInNamespace(t *testing.T) {
 		return nil
 	})
 }
+
+// The default_policy's flows (no rule matched) carry its failback label,
+// or a failback flush of that policy finds none of them.
+func TestUnmatchedLabel(t *testing.T) {
+	s := policySpec()
+	s.Unmatched = Action{Mark: 0xfa00, Label: 2}
+	var classify []string
+	for _, r := range s.classifyRules() {
+		if r.chain == "classify" && !strings.Contains(r.text, "vmap") {
+			classify = append(classify, r.text)
+		}
+	}
+	want := []string{"ct label set 1", "meta mark set meta mark & 0xffff00ff | 0x0000fa00"}
+	if strings.Join(classify, "\n") != strings.Join(want, "\n") {
+		t.Errorf("classify chain after the maps:\n%s\nwant:\n%s", strings.Join(classify, "\n"), strings.Join(want, "\n"))
+	}
+}
