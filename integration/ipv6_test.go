@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // hostPort joins an address of either family and a port ("[2001:db8::1]:80").
@@ -105,4 +107,141 @@ func TestDualStackNAT(t *testing.T) {
 	if n := drops() - drops0; n != 0 {
 		t.Errorf("ISPs dropped %d spoofed packets after apply: something left by the wrong link or un-NATed", n)
 	}
+}
+
+// pinningRun6 holds 30 IPv6 LAN flows while flowpin is re-applied with
+// other weights, twice. breakPinning flushes the restore chain after each
+// apply (the negative control).
+func pinningRun6(t *testing.T, breakPinning bool) ([]connStatus, connectResult, *dualWAN) {
+	d := newDualWAN6(t)
+	srv := startEchoServer(t, d.Far, hostPort(d.Service6, 0))
+	target := hostPort(d.Service6, srv.Port())
+	sabotage := func() {
+		if breakPinning {
+			run(t, d.Router, "nft", "flush", "chain", "inet", "flowpin", "prerouting")
+		}
+	}
+	apply(t, d.Router, d.config6(1, 1))
+	sabotage()
+	ll := startLongLived(t, d.LAN, target, srv, 30, dialOpts{})
+	time.Sleep(500 * time.Millisecond)
+	for _, w := range [][2]int{{1, 4}, {4, 1}} {
+		apply(t, d.Router, d.config6(w[0], w[1]))
+		sabotage()
+		// Long enough for a misrouted flow to count as stalled.
+		time.Sleep(stallAfter + time.Second)
+	}
+	status := ll.stop()
+	srv.Reset()
+	fresh := connectN(t, d.LAN, target, srv, 120, dialOpts{})
+	return status, fresh, d
+}
+
+func TestDualStackPinningSurvivesReapply(t *testing.T) {
+	status, fresh, d := pinningRun6(t, false)
+	perLink := map[netip.Addr]int{}
+	for i, s := range status {
+		perLink[s.Remote.Addr()]++
+		if s.Stalled || s.Err != nil || s.Echoes < 50 {
+			t.Errorf("IPv6 connection %d (%v via %v) broke: stalled=%v err=%v echoes=%d maxRTT=%v", i, s.Local, s.Remote.Addr(), s.Stalled, s.Err, s.Echoes, s.MaxRTT)
+		}
+	}
+	t.Logf("held IPv6 connections per link: %v", perLink)
+	if len(perLink) != 2 {
+		t.Errorf("held IPv6 connections used %v, want both links (else a re-weighting moves none)", perLink)
+	}
+	if fresh.Failed != 0 {
+		t.Fatalf("%d new IPv6 connections failed after re-apply: %v", fresh.Failed, fresh.Errors[0])
+	}
+	checkSplitOf(t, "IPv6 after re-weighting", fresh.PerSource, d.WAN1v6, d.WAN2v6, 4, 1, 0.12)
+}
+
+// Without the conntrack restore the same run must break IPv6 connections,
+// or the test above proves nothing.
+func TestDualStackPinningNeedsRestore(t *testing.T) {
+	status, _, _ := pinningRun6(t, true)
+	broken := 0
+	for _, s := range status {
+		if s.Stalled || s.Err != nil {
+			broken++
+		}
+	}
+	t.Logf("%d of %d IPv6 connections broke without the restore rules", broken, len(status))
+	if broken == 0 {
+		t.Error("no IPv6 connection broke with the restore rules removed: the pinning test cannot fail")
+	}
+}
+
+// foreignState6 adds IPv6 state flowpin does not own beside foreignState's:
+// an IPv6 rule with its own table and route.
+func foreignState6(t *testing.T, ns string) {
+	foreignState(t, ns)
+	run(t, ns, "ip", "-6", "route", "add", "fd00:99::/64", "dev", "lan", "table", "300")
+	run(t, ns, "ip", "-6", "rule", "add", "pref", "500", "from", "fd00:99::/64", "lookup", "300")
+}
+
+// apply, a second apply and down on the dual-stack box, compared with
+// snapshots of both families' rules and routes, nftables and sysctls.
+func TestDualStackIdempotencyAndDown(t *testing.T) {
+	d := newDualWAN6(t)
+	foreignState6(t, d.Router)
+	// Not the kernel's defaults, so down restoring them is told apart from
+	// down writing defaults.
+	setSysctl(t, d.Router, "net.ipv6.fib_multipath_hash_policy", "1")
+	setSysctl(t, d.Router, "net.ipv6.fib_multipath_hash_fields", "3")
+	s0 := state(t, d.Router)
+
+	out := apply(t, d.Router, d.config6(3, 1))
+	if kernelWrites(t, out) == 0 {
+		t.Fatal("first apply wrote nothing")
+	}
+	s1 := state(t, d.Router)
+	for _, want := range []string{
+		"net.ipv6.fib_multipath_hash_policy = 3",
+		"net.ipv6.fib_multipath_hash_fields = 55",
+		"from 2001:db8:1::2 lookup", "from 2001:db8:2::2 lookup",
+		"default via fe80::1 dev wan1", "default via 2001:db8:2::1 dev wan2",
+		"nexthop via fe80::1 dev wan1 weight 3",
+		// The foreign IPv6 rule and route are left alone.
+		"500:\tfrom fd00:99::/64 lookup 300", "fd00:99::/64 dev lan table 300",
+	} {
+		if !strings.Contains(s1, want) {
+			t.Errorf("after apply, state lacks %q:\n%s", want, s1)
+		}
+	}
+	out = apply(t, d.Router, d.config6(3, 1))
+	if n := kernelWrites(t, out); n != 0 {
+		t.Errorf("second apply made %d kernel writes, want 0: %s", n, out)
+	}
+	if diff := cmpLines(s1, state(t, d.Router)); diff != "" {
+		t.Errorf("second apply changed the kernel (-first +second):\n%s", diff)
+	}
+
+	// Traffic of both families in between, so down also meets conntrack
+	// entries and neighbours.
+	srv6 := startEchoServer(t, d.Far, hostPort(d.Service6, 0))
+	srv4 := startEchoServer(t, d.Far, hostPort(d.Service, 0))
+	if r := connectN(t, d.LAN, hostPort(d.Service6, srv6.Port()), srv6, 20, dialOpts{}); r.Failed != 0 {
+		t.Errorf("IPv6: %d of 20 failed: %v", r.Failed, r.Errors[0])
+	}
+	if r := connectN(t, d.LAN, hostPort(d.Service, srv4.Port()), srv4, 20, dialOpts{}); r.Failed != 0 {
+		t.Errorf("IPv4: %d of 20 failed: %v", r.Failed, r.Errors[0])
+	}
+
+	out, err := flowpin(t, d.Router, "down")
+	if err != nil {
+		t.Fatalf("down: %v\n%s", err, out)
+	}
+	if diff := cmpLines(s0, state(t, d.Router)); diff != "" {
+		t.Errorf("down did not restore the state before apply (-before +after):\n%s", diff)
+	}
+	out, err = flowpin(t, d.Router, "down")
+	if err != nil || kernelWrites(t, out) != 0 {
+		t.Errorf("second down: %v, %s", err, out)
+	}
+}
+
+// cmpLines diffs two snapshots line by line.
+func cmpLines(a, b string) string {
+	return cmp.Diff(strings.Split(a, "\n"), strings.Split(b, "\n"))
 }
