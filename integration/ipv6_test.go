@@ -245,3 +245,129 @@ func TestDualStackIdempotencyAndDown(t *testing.T) {
 func cmpLines(a, b string) string {
 	return cmp.Diff(strings.Split(a, "\n"), strings.Split(b, "\n"))
 }
+
+// ndWatch counts, after flowpin's mangle chains, the router's neighbour and
+// router discovery and its link-local traffic, and how much of each carries
+// a link mark (bits of the default mark mask 0xff00). Global IPv6 to the far
+// host is counted too: it must be marked, so the counters are seen to work.
+const ndWatch = `table inet ndwatch {
+	counter nd {}
+	counter nd_marked {}
+	counter ll {}
+	counter ll_marked {}
+	counter global_marked {}
+	chain pre {
+		type filter hook prerouting priority -140; policy accept;
+		jump count
+	}
+	chain post {
+		type filter hook postrouting priority -140; policy accept;
+		jump count
+	}
+	chain count {
+		icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect } counter name "nd"
+		icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect } meta mark & 0xff00 != 0 counter name "nd_marked"
+		ip6 saddr fe80::/10 counter name "ll"
+		ip6 daddr fe80::/10 counter name "ll"
+		ip6 saddr fe80::/10 meta mark & 0xff00 != 0 counter name "ll_marked"
+		ip6 daddr fe80::/10 meta mark & 0xff00 != 0 counter name "ll_marked"
+		ip6 daddr 2001:db8:ff::10 meta mark & 0xff00 != 0 counter name "global_marked"
+	}
+}
+`
+
+// neighState is the NUD state ip(8) shows for addr on dev ("" if none).
+func neighState(t *testing.T, ns, dev, addr string) string {
+	t.Helper()
+	f := strings.Fields(run(t, ns, "ip", "-6", "neigh", "show", "dev", dev, "to", addr))
+	if len(f) == 0 {
+		return ""
+	}
+	return f[len(f)-1]
+}
+
+// With flowpin applied, neighbour discovery and link-local traffic work on
+// every link of the dual-stack box, and none of it is marked.
+func TestDualStackLinkLocalAndND(t *testing.T) {
+	d := newDualWAN6(t)
+	apply(t, d.Router, d.config6(1, 1))
+	nft(t, d.Router, ndWatch)
+
+	// Forget every neighbour, so what follows needs fresh resolution.
+	for _, c := range []struct{ ns, dev string }{
+		{d.Router, "wan1"}, {d.Router, "wan2"}, {d.Router, "lan"},
+		{d.ISP1, "cust"}, {d.ISP2, "cust"}, {d.LAN, "eth0"},
+	} {
+		run(t, c.ns, "ip", "-6", "neigh", "flush", "dev", c.dev)
+	}
+
+	linkLocal := func(ns, dev string) string {
+		t.Helper()
+		out := run(t, ns, "ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "link")
+		for _, f := range strings.Fields(out) {
+			if p, err := netip.ParsePrefix(f); err == nil && p.Addr() != netip.MustParseAddr("fe80::1") {
+				return p.Addr().String()
+			}
+		}
+		t.Fatalf("no link-local address on %s in %s:\n%s", dev, ns, out)
+		return ""
+	}
+	// Both directions on every link: the router to each ISP's link-local
+	// gateway and global address, each ISP to the router's link-local
+	// address, and the LAN to the router's.
+	for _, p := range []struct{ from, dst string }{
+		{d.Router, "fe80::1%wan1"},
+		{d.Router, "fe80::1%wan2"},
+		{d.Router, "2001:db8:1::1"},
+		{d.Router, d.GW2v6},
+		{d.ISP1, linkLocal(d.Router, "wan1") + "%cust"},
+		{d.ISP2, linkLocal(d.Router, "wan2") + "%cust"},
+		{d.LAN, linkLocal(d.Router, "lan") + "%eth0"},
+		{d.LAN, d.RouterLAN6},
+	} {
+		if err := pingTimeout(p.from, "", p.dst, 2*time.Second); err != nil {
+			t.Errorf("with flowpin applied: %v", err)
+		}
+	}
+	// Forwarded traffic over both links needs the gateways' neighbours too.
+	srv := startEchoServer(t, d.Far, hostPort(d.Service6, 0))
+	if r := connectN(t, d.LAN, hostPort(d.Service6, srv.Port()), srv, 40, dialOpts{}); r.Failed != 0 || len(r.PerSource) != 2 {
+		t.Errorf("LAN -> far over IPv6: %d of 40 failed, far saw %v", r.Failed, r.PerSource)
+	}
+
+	resolved := map[string]bool{"REACHABLE": true, "STALE": true, "DELAY": true, "PROBE": true}
+	for _, n := range []struct{ ns, dev, addr string }{
+		{d.Router, "wan1", "fe80::1"},
+		{d.Router, "wan2", "fe80::1"},
+		{d.Router, "wan1", "2001:db8:1::1"},
+		{d.Router, "wan2", d.GW2v6},
+		{d.Router, "lan", d.LANHost6},
+		{d.ISP1, "cust", linkLocal(d.Router, "wan1")},
+		{d.ISP2, "cust", linkLocal(d.Router, "wan2")},
+		{d.LAN, "eth0", d.RouterLAN6},
+	} {
+		if st := neighState(t, n.ns, n.dev, n.addr); !resolved[st] {
+			t.Errorf("neighbour %s on %s (%s): state %q, want resolved\n%s", n.addr, n.dev, n.ns, st, run(t, n.ns, "ip", "-6", "neigh", "show"))
+		}
+	}
+
+	counter := func(name string) int { return nftCounter(t, d.Router, "inet", "ndwatch", name) }
+	nd, ll, global := counter("nd"), counter("ll"), counter("global_marked")
+	t.Logf("router saw %d ND packets, %d link-local packets; %d marked packets to the far host", nd, ll, global)
+	if nd == 0 || ll == 0 || global == 0 {
+		t.Fatalf("watch counters nd=%d ll=%d global_marked=%d: each must have counted something", nd, ll, global)
+	}
+	if n := counter("nd_marked"); n != 0 {
+		t.Errorf("%d neighbour/router discovery packets carried a link mark", n)
+	}
+	if n := counter("ll_marked"); n != 0 {
+		t.Errorf("%d link-local packets carried a link mark", n)
+	}
+	// Nor pinned: conntrack holds the link-local echoes with no link mark.
+	ct := run(t, d.Router, "conntrack", "-L", "-f", "ipv6", "-p", "icmpv6")
+	for _, line := range strings.Split(ct, "\n") {
+		if strings.Contains(line, "fe80:") && !strings.Contains(line, "mark=0 ") {
+			t.Errorf("link-local flow pinned: %s", line)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -500,9 +501,21 @@ func pingTimeout(ns, src, dst string, timeout time.Duration) error {
 		}
 	}
 	var pc net.PacketConn
+	zone := dstIP.Zone()
 	if err := nsDo(ns, func() error {
 		var err error
 		pc, err = net.ListenPacket(network, src)
+		if err == nil && zone != "" {
+			// The zone names an interface of ns: resolve it here, since
+			// WriteTo would look the name up in the namespace of whatever
+			// thread it runs on.
+			var ifi *net.Interface
+			if ifi, err = net.InterfaceByName(zone); err == nil {
+				zone = strconv.Itoa(ifi.Index)
+			} else {
+				pc.Close()
+			}
+		}
 		return err
 	}); err != nil {
 		return fmt.Errorf("icmp socket in %s: %w", ns, err)
@@ -523,7 +536,7 @@ func pingTimeout(ns, src, dst string, timeout time.Duration) error {
 	defer cancel()
 	dl, _ := ctx.Deadline()
 	_ = pc.SetDeadline(dl)
-	if _, err := pc.WriteTo(req, &net.IPAddr{IP: dstIP.AsSlice(), Zone: dstIP.Zone()}); err != nil {
+	if _, err := pc.WriteTo(req, &net.IPAddr{IP: dstIP.AsSlice(), Zone: zone}); err != nil {
 		return fmt.Errorf("ping %s from %s: %w", dst, ns, err)
 	}
 	want := dstIP.WithZone("")
