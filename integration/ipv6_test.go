@@ -301,17 +301,7 @@ func TestDualStackLinkLocalAndND(t *testing.T) {
 		run(t, c.ns, "ip", "-6", "neigh", "flush", "dev", c.dev)
 	}
 
-	linkLocal := func(ns, dev string) string {
-		t.Helper()
-		out := run(t, ns, "ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "link")
-		for _, f := range strings.Fields(out) {
-			if p, err := netip.ParsePrefix(f); err == nil && p.Addr() != netip.MustParseAddr("fe80::1") {
-				return p.Addr().String()
-			}
-		}
-		t.Fatalf("no link-local address on %s in %s:\n%s", dev, ns, out)
-		return ""
-	}
+	linkLocal := func(ns, dev string) string { return linkLocalAddr(t, ns, dev) }
 	// Both directions on every link: the router to each ISP's link-local
 	// gateway and global address, each ISP to the router's link-local
 	// address, and the LAN to the router's.
@@ -369,5 +359,84 @@ func TestDualStackLinkLocalAndND(t *testing.T) {
 		if strings.Contains(line, "fe80:") && !strings.Contains(line, "mark=0 ") {
 			t.Errorf("link-local flow pinned: %s", line)
 		}
+	}
+}
+
+// serverConfig6 is an IPv6-only config (gateway6 only): each interface is a
+// link with the switch's link-local address as next hop, no NAT.
+func serverConfig6(s *multiHomedServer6) string {
+	return fmt.Sprintf(`links:
+  - name: eth0
+    interface: eth0
+    gateway6: %s
+  - name: eth1
+    interface: eth1
+    gateway6: %s
+`, s.Gateway, s.Gateway)
+}
+
+// The multi-homed server in IPv6: both addresses on one /64 answer, each
+// from its own interface, behind a switch that drops frames with another
+// port's source; the server's own connections work from each address.
+func TestMultiHomedServer6(t *testing.T) {
+	s := newMultiHomedServer6(t)
+	srv := startEchoServer(t, s.Server, "[::]:0")
+
+	// Before: the second address does not work from beyond the gateway
+	// (its replies leave by eth0 and the switch drops them).
+	drops0 := s.spoofDrops(t, "srv0")
+	if r := connectN(t, s.Far, hostPort(s.Eth1Addr, srv.Port()), srv, 3, dialOpts{Timeout: time.Second}); r.OK == 3 {
+		t.Fatal("far -> eth1's address worked before apply: the topology does not model the asymmetric-reply failure")
+	}
+	if s.spoofDrops(t, "srv0") == drops0 {
+		t.Error("the switch dropped nothing on srv0: the failure before apply was not the reply by the wrong port")
+	}
+
+	out := apply(t, s.Server, serverConfig6(s))
+	t.Log(strings.TrimSpace(out))
+	if !strings.Contains(out, "IPv6 2 of 2 links") {
+		t.Errorf("apply did not put both interfaces in the IPv6 multipath route: %s", out)
+	}
+	d0, d1 := s.spoofDrops(t, "srv0"), s.spoofDrops(t, "srv1")
+
+	for _, from := range []string{s.Neighbor, s.Far} {
+		for _, dst := range []string{s.Eth0Addr, s.Eth1Addr} {
+			if err := pingTimeout(from, "", dst, 2*time.Second); err != nil {
+				t.Errorf("ping %s -> %s: %v", from, dst, err)
+			}
+			r := connectN(t, from, hostPort(dst, srv.Port()), srv, 20, dialOpts{})
+			if r.Failed != 0 {
+				t.Errorf("TCP %s -> %s: %d of 20 failed: %v", from, dst, r.Failed, r.Errors[0])
+			}
+		}
+	}
+
+	// The server's own outbound connections, from an unbound socket and
+	// from each address, to the far host and to the neighbour.
+	farSrv := startEchoServer(t, s.Far, hostPort(s.Service, 0))
+	nbrSrv := startEchoServer(t, s.Neighbor, hostPort(s.NeighborAddr, 0))
+	for _, src := range []string{"", s.Eth0Addr, s.Eth1Addr} {
+		for _, tgt := range []struct {
+			srv  *echoServer
+			addr string
+		}{{farSrv, s.Service}, {nbrSrv, s.NeighborAddr}} {
+			tgt.srv.Reset()
+			r := connectN(t, s.Server, hostPort(tgt.addr, tgt.srv.Port()), tgt.srv, 20, dialOpts{Src: src})
+			if r.Failed != 0 {
+				t.Errorf("server (src %q) -> %s: %d of 20 failed: %v", src, tgt.addr, r.Failed, r.Errors[0])
+			}
+			got := tgt.srv.Sources()
+			switch {
+			case src == "" && tgt.addr == s.Service && len(got) != 2:
+				// Unbound flows to beyond the gateway spread over both
+				// interfaces (each leaving with its own address).
+				t.Errorf("far saw the server's unbound flows from %v, want both addresses", got)
+			case src != "" && got[netip.MustParseAddr(src)] != r.OK:
+				t.Errorf("server (src %s) -> %s: seen from %v", src, tgt.addr, got)
+			}
+		}
+	}
+	if n0, n1 := s.spoofDrops(t, "srv0")-d0, s.spoofDrops(t, "srv1")-d1; n0+n1 != 0 {
+		t.Errorf("switch dropped %d/%d packets with another port's source after apply", n0, n1)
 	}
 }

@@ -2,6 +2,8 @@ package integration
 
 import (
 	"fmt"
+	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -324,6 +326,115 @@ func portSecurityRuleset(eth0, eth1 string) string {
 
 // spoofDrops is how many packets the switch dropped on port "srv0" or "srv1".
 func (s *multiHomedServer) spoofDrops(t testing.TB, port string) int {
+	t.Helper()
+	return nftCounter(t, s.Switch, "netdev", "portsec", port+"_spoofed")
+}
+
+// multiHomedServer6 is multiHomedServer in IPv6 only: two interfaces on
+// ONE /64 behind a switch that checks IPv6 sources per port:
+//
+//	server eth0 2001:db8:88::10 --srv0--+
+//	server eth1 2001:db8:88::11 --srv1--+ br0 2001:db8:88::1, fe80::1 (switch) --up-- far (2001:db8:ff::20 on lo)
+//	neighbor eth0 2001:db8:88::50 --nbr-+
+//
+// Port srv0 (srv1) passes only frames from eth0's (eth1's) own global and
+// link-local address (and ::, as DAD needs), as cloud port security does.
+// The server has what router advertisements give a cloud image: both
+// prefix routes and default via fe80::1 dev eth0. IPv6 neighbour discovery
+// already answers only on the interface that holds the address, so no
+// sysctl is needed for that.
+type multiHomedServer6 struct {
+	Switch, Server, Neighbor, Far string // namespace names
+
+	Gateway      string // fe80::1 (switch br0; also 2001:db8:88::1)
+	Eth0Addr     string // 2001:db8:88::10
+	Eth1Addr     string // 2001:db8:88::11
+	NeighborAddr string // 2001:db8:88::50
+	Service      string // 2001:db8:ff::20 (far lo)
+}
+
+func newMultiHomedServer6(t testing.TB) *multiHomedServer6 {
+	t.Helper()
+	start := time.Now()
+	l := newLab6(t)
+	s := &multiHomedServer6{
+		Switch: l.addNS("switch"), Server: l.addNS("server"),
+		Neighbor: l.addNS("neighbor"), Far: l.addNS("far"),
+		Gateway: "fe80::1", Eth0Addr: "2001:db8:88::10", Eth1Addr: "2001:db8:88::11",
+		NeighborAddr: "2001:db8:88::50", Service: "2001:db8:ff::20",
+	}
+
+	// No multicast snooping: the switch floods solicited-node multicast
+	// rather than depending on MLD reports it may have dropped.
+	run(t, s.Switch, "ip", "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
+	linkUp(t, s.Switch, "br0")
+	veth(t, s.Switch, "srv0", s.Server, "eth0")
+	veth(t, s.Switch, "srv1", s.Server, "eth1")
+	veth(t, s.Switch, "nbr", s.Neighbor, "eth0")
+	for _, p := range []string{"srv0", "srv1", "nbr"} {
+		run(t, s.Switch, "ip", "link", "set", "dev", p, "master", "br0")
+	}
+	addAddr6(t, s.Switch, "br0", "2001:db8:88::1/64")
+	addAddr6(t, s.Switch, "br0", "fe80::1/64")
+	setSysctl(t, s.Switch, "net.ipv6.conf.all.forwarding", "1")
+
+	veth(t, s.Switch, "up", s.Far, "sw")
+	addAddr6(t, s.Switch, "up", "2001:db8:100:9::1/64")
+	addRoute6(t, s.Switch, "2001:db8:ff::20/128", "via", "2001:db8:100:9::2")
+	addAddr6(t, s.Far, "sw", "2001:db8:100:9::2/64")
+	addAddr6(t, s.Far, "lo", "2001:db8:ff::20/128")
+	addRoute6(t, s.Far, "2001:db8:88::/64", "via", "2001:db8:100:9::1", "src", s.Service)
+
+	addAddr6(t, s.Server, "eth0", s.Eth0Addr+"/64")
+	addAddr6(t, s.Server, "eth1", s.Eth1Addr+"/64")
+	addRoute6(t, s.Server, "default", "via", s.Gateway, "dev", "eth0")
+
+	addAddr6(t, s.Neighbor, "eth0", s.NeighborAddr+"/64")
+	addRoute6(t, s.Neighbor, "default", "via", s.Gateway, "dev", "eth0")
+
+	settle6(t, s.Switch, s.Server, s.Neighbor, s.Far)
+	nft(t, s.Switch, portSecurityRuleset6(
+		[]string{s.Eth0Addr, linkLocalAddr(t, s.Server, "eth0")},
+		[]string{s.Eth1Addr, linkLocalAddr(t, s.Server, "eth1")}))
+
+	t.Logf("IPv6 multi-homed server topology (%s-*) up in %v", s.Server[:len(s.Server)-len("-server")], time.Since(start).Round(time.Millisecond))
+	return s
+}
+
+// linkLocalAddr is dev's kernel-made link-local address in ns (the first
+// one other than fe80::1).
+func linkLocalAddr(t testing.TB, ns, dev string) string {
+	t.Helper()
+	out := run(t, ns, "ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "link")
+	for _, f := range strings.Fields(out) {
+		if p, err := netip.ParsePrefix(f); err == nil && p.Addr() != netip.MustParseAddr("fe80::1") {
+			return p.Addr().String()
+		}
+	}
+	t.Fatalf("no link-local address on %s in %s:\n%s", dev, ns, out)
+	return ""
+}
+
+// portSecurityRuleset6: the switch's per-port IPv6 source check; IPv4 and
+// other traffic is not looked at (the topology has none).
+func portSecurityRuleset6(eth0, eth1 []string) string {
+	return fmt.Sprintf(`table netdev portsec {
+	counter srv0_spoofed {}
+	counter srv1_spoofed {}
+	chain srv0 {
+		type filter hook ingress device "srv0" priority 0;
+		ip6 saddr != { %s, :: } counter name "srv0_spoofed" drop
+	}
+	chain srv1 {
+		type filter hook ingress device "srv1" priority 0;
+		ip6 saddr != { %s, :: } counter name "srv1_spoofed" drop
+	}
+}
+`, strings.Join(eth0, ", "), strings.Join(eth1, ", "))
+}
+
+// spoofDrops is how many packets the switch dropped on port "srv0" or "srv1".
+func (s *multiHomedServer6) spoofDrops(t testing.TB, port string) int {
 	t.Helper()
 	return nftCounter(t, s.Switch, "netdev", "portsec", port+"_spoofed")
 }
