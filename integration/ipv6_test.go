@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -438,5 +439,74 @@ func TestMultiHomedServer6(t *testing.T) {
 	}
 	if n0, n1 := s.spoofDrops(t, "srv0")-d0, s.spoofDrops(t, "srv1")-d1; n0+n1 != 0 {
 		t.Errorf("switch dropped %d/%d packets with another port's source after apply", n0, n1)
+	}
+}
+
+// bigEcho sends n bytes (after a token line) from ns to target and reads
+// them back: segments of the LAN's full MTU, which a smaller WAN MTU makes
+// the router answer with "packet too big" / "fragmentation needed".
+func bigEcho(ns, target string, n int, timeout time.Duration) error {
+	c, err := dialIn(ns, target, nil, timeout)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	msg := randToken() + "\n" + strings.Repeat("x", n)
+	werr := make(chan error, 1)
+	go func() {
+		_, err := io.WriteString(c, msg)
+		if err == nil {
+			err = c.(*net.TCPConn).CloseWrite()
+		}
+		werr <- err
+	}()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		return fmt.Errorf("read echo (%d of %d bytes back): %w", len(got), len(msg), err)
+	}
+	if err := <-werr; err != nil {
+		return err
+	}
+	if string(got) != msg {
+		return fmt.Errorf("echo of %d bytes came back as %d", len(msg), len(got))
+	}
+	return nil
+}
+
+// Path MTU discovery through the box: with 1280-byte WAN links behind a
+// 1500-byte LAN, the router's own "packet too big" (IPv6) and
+// "fragmentation needed" (IPv4) must reach the LAN host. They belong to the
+// pinned flow in conntrack; with the flow's mark they would be routed by
+// the link's table, out of the WAN, and every large transfer would hang.
+func TestDualStackPathMTU(t *testing.T) {
+	d := newDualWAN6(t)
+	for _, c := range []struct{ ns, dev string }{{d.Router, "wan1"}, {d.Router, "wan2"}, {d.ISP1, "cust"}, {d.ISP2, "cust"}} {
+		run(t, c.ns, "ip", "link", "set", "dev", c.dev, "mtu", "1280")
+	}
+	apply(t, d.Router, d.config6(1, 1))
+	srv6 := startEchoServer(t, d.Far, hostPort(d.Service6, 0))
+	srv4 := startEchoServer(t, d.Far, hostPort(d.Service, 0))
+	for _, target := range []string{hostPort(d.Service6, srv6.Port()), hostPort(d.Service, srv4.Port())} {
+		var wg sync.WaitGroup
+		errs := make([]error, 8)
+		for i := range errs {
+			wg.Add(1)
+			go func() { defer wg.Done(); errs[i] = bigEcho(d.LAN, target, 20000, 3*time.Second) }()
+		}
+		wg.Wait()
+		failed := 0
+		for _, err := range errs {
+			if err != nil {
+				failed++
+				t.Logf("LAN -> %s: %v", target, err)
+			}
+		}
+		if failed != 0 {
+			t.Errorf("LAN -> %s: %d of %d transfers of 20 kB hung (path MTU discovery broken)", target, failed, len(errs))
+		}
+	}
+	if out := run(t, d.LAN, "ip", "-6", "route", "show", "cache"); !strings.Contains(out, "mtu 1280") {
+		t.Errorf("the LAN host learnt no IPv6 path MTU:\n%s", out)
 	}
 }
