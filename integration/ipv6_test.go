@@ -89,6 +89,27 @@ func TestDualStackNAT(t *testing.T) {
 		}
 	}
 
+	// ICMPv6 echo through NAT66, and the router's own IPv6 connections:
+	// unbound (spread by the multipath route), and bound to each WAN
+	// address (leaving by that WAN).
+	if err := pingTimeout(d.LAN, "", d.Service6, 2*time.Second); err != nil {
+		t.Errorf("ping LAN -> far over IPv6: %v", err)
+	}
+	for _, src := range []string{"", d.WAN1v6, d.WAN2v6} {
+		srvFar6.Reset()
+		r := connectN(t, d.Router, far6, srvFar6, 20, dialOpts{Src: src})
+		got := srvFar6.Sources()
+		switch {
+		case r.Failed != 0:
+			t.Errorf("router (src %q) -> far over IPv6: %d of 20 failed: %v", src, r.Failed, r.Errors[0])
+		case src == "" && len(got) != 2:
+			t.Errorf("the router's unbound IPv6 flows arrived from %v, want both WAN addresses", got)
+		case src != "" && got[netip.MustParseAddr(src)] != 20:
+			t.Errorf("router (src %s) -> far: arrived from %v", src, got)
+		}
+	}
+	srvFar6.Reset()
+
 	// 120 IPv6 and 120 IPv4 flows from the LAN at the same time.
 	var r6, r4 connectResult
 	var wg sync.WaitGroup
