@@ -235,6 +235,9 @@ func TestDualStackIdempotencyAndDown(t *testing.T) {
 	if n := kernelWrites(t, out); n != 0 {
 		t.Errorf("second apply made %d kernel writes, want 0: %s", n, out)
 	}
+	if v := verifyOK(t, d.Router, writeFile(t, "v.yaml", d.config6(3, 1)), "after a dual-stack apply"); !strings.Contains(v, "IPv6") {
+		t.Errorf("verify says nothing of IPv6:\n%s", v)
+	}
 	if diff := cmpLines(s1, state(t, d.Router)); diff != "" {
 		t.Errorf("second apply changed the kernel (-first +second):\n%s", diff)
 	}
