@@ -254,6 +254,8 @@ func TestHarnessSnapshot(t *testing.T) {
 		"net.ipv4.conf.wan2.rp_filter = 0",
 		"net.ipv4.conf.lan.arp_ignore = 0",
 		"net.ipv4.ip_forward = 1",
+		"## ip -6 rule show\n0:\tfrom all lookup local",
+		"net.ipv6.fib_multipath_hash_policy = 0",
 	} {
 		if !strings.Contains(a, want) {
 			t.Errorf("snapshot lacks %q:\n%s", want, a)
@@ -271,6 +273,32 @@ func TestHarnessSnapshot(t *testing.T) {
 	run(t, d.Router, "ip", "rule", "del", "pref", "1000")
 	if c := snapshot(t, d.Router); c != a {
 		t.Errorf("snapshot after undo differs:\n%s\n---\n%s", a, c)
+	}
+}
+
+// With IPv6 on, a snapshot is still stable (nothing appears late after the
+// topology is up) and sees IPv6 rules and routes.
+func TestHarnessSnapshot6(t *testing.T) {
+	t.Parallel()
+	d := newDualWAN6(t)
+	a := snapshot(t, d.Router)
+	time.Sleep(300 * time.Millisecond)
+	if b := snapshot(t, d.Router); a != b {
+		t.Fatalf("two snapshots differ:\n%s\n---\n%s", a, b)
+	}
+	for _, want := range []string{"default via fe80::1 dev wan1", "2001:db8:2::/64 dev wan2", "net.ipv6.conf.all.forwarding = 1"} {
+		if !strings.Contains(a, want) {
+			t.Errorf("snapshot lacks %q:\n%s", want, a)
+		}
+	}
+	run(t, d.Router, "ip", "-6", "rule", "add", "fwmark", "0x100/0xff00", "lookup", "101", "pref", "1000")
+	if c := snapshot(t, d.Router); !strings.Contains(c, "1000:\tfrom all fwmark 0x100/0xff00 lookup 101") {
+		t.Errorf("snapshot did not see the new IPv6 rule:\n%s", c)
+	}
+	run(t, d.Router, "ip", "-6", "rule", "del", "pref", "1000")
+	run(t, d.Router, "ip", "-6", "route", "add", "fd00:98::/64", "dev", "lan", "table", "300")
+	if c := snapshot(t, d.Router); !strings.Contains(c, "fd00:98::/64 dev lan table 300") {
+		t.Errorf("snapshot did not see the new IPv6 route:\n%s", c)
 	}
 }
 

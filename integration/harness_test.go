@@ -95,6 +95,8 @@ func mustOwn(ns string) error {
 type lab struct {
 	t  testing.TB
 	id string
+	// ipv6: the namespaces keep IPv6 (see newLab6).
+	ipv6 bool
 }
 
 func newLab(t testing.TB) *lab {
@@ -105,6 +107,17 @@ func newLab(t testing.TB) *lab {
 		t.Fatal(err)
 	}
 	return &lab{t: t, id: hex.EncodeToString(b)}
+}
+
+// newLab6 is newLab for dual-stack topologies: IPv6 stays enabled, and
+// duplicate address detection is off for every interface created later, so
+// an address is usable as soon as it is added instead of staying tentative
+// for a second. Call settle6 once the topology is wired.
+func newLab6(t testing.TB) *lab {
+	t.Helper()
+	l := newLab(t)
+	l.ipv6 = true
+	return l
 }
 
 // addNS creates namespace "fp<id>-<role>" with lo up and rp_filter off, and
@@ -124,12 +137,68 @@ func (l *lab) addNS(role string) string {
 	run(t, name, "ip", "link", "set", "lo", "up")
 	setSysctl(t, name, "net.ipv4.conf.all.rp_filter", "0")
 	setSysctl(t, name, "net.ipv4.conf.default.rp_filter", "0")
-	// flowpin is IPv4-only so far. Without IPv6, no link-local address or
-	// route appears asynchronously (after DAD) in the middle of a test's
+	if l.ipv6 {
+		// No DAD: link-local and global addresses are final at once, so
+		// nothing appears asynchronously in a before/after snapshot.
+		for _, k := range []string{"disable_ipv6", "accept_dad"} {
+			setSysctl(t, name, "net.ipv6.conf.all."+k, "0")
+			setSysctl(t, name, "net.ipv6.conf.default."+k, "0")
+		}
+		return name
+	}
+	// IPv4-only topologies: without IPv6, no link-local address or route
+	// appears asynchronously (after DAD) in the middle of a test's
 	// before/after snapshots.
 	setSysctl(t, name, "net.ipv6.conf.all.disable_ipv6", "1")
 	setSysctl(t, name, "net.ipv6.conf.default.disable_ipv6", "1")
 	return name
+}
+
+// settle6 waits until no address in the namespaces is tentative any more
+// and every interface that is up has its link-local address (they appear
+// from a work queue shortly after the link comes up, even without DAD).
+func settle6(t testing.TB, nss ...string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for _, ns := range nss {
+		for {
+			tentative := strings.TrimSpace(run(t, ns, "ip", "-6", "-o", "addr", "show", "tentative"))
+			missing := ""
+			for _, line := range strings.Split(strings.TrimSpace(run(t, ns, "ip", "-o", "link", "show", "up")), "\n") {
+				f := strings.Fields(line)
+				if len(f) < 2 {
+					continue
+				}
+				dev, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+				if dev == "lo" || strings.Contains(line, "NO-CARRIER") {
+					continue
+				}
+				if strings.TrimSpace(run(t, ns, "ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "link")) == "" {
+					missing = dev
+					break
+				}
+			}
+			if tentative == "" && missing == "" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("IPv6 in %s did not settle: tentative %q, no link-local address on %q", ns, tentative, missing)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// addAddr6 adds an IPv6 address without duplicate address detection.
+func addAddr6(t testing.TB, ns, dev, cidr string) {
+	t.Helper()
+	run(t, ns, "ip", "-6", "addr", "add", cidr, "dev", dev, "nodad")
+}
+
+// addRoute6 runs `ip -6 route add ARGS` inside ns.
+func addRoute6(t testing.TB, ns string, args ...string) {
+	t.Helper()
+	run(t, ns, append([]string{"ip", "-6", "route", "add"}, args...)...)
 }
 
 // deleteNS kills what is left running inside ns (only processes the test
@@ -349,20 +418,25 @@ var (
 		"net.ipv4.fib_multipath_hash_policy",
 		"net.ipv4.fib_multipath_hash_fields",
 		"net.ipv4.fib_multipath_use_neigh",
+		"net.ipv6.conf.all.forwarding",
+		"net.ipv6.fib_multipath_hash_policy",
+		"net.ipv6.fib_multipath_hash_fields",
 		"net.netfilter.nf_conntrack_acct",
 		"net.netfilter.nf_conntrack_timestamp",
 	}
 	snapshotConfKeys = []string{"rp_filter", "src_valid_mark", "arp_ignore", "arp_announce", "arp_filter"}
 )
 
-// snapshot renders the namespace's policy-routing, nftables and relevant
-// sysctl state as text, for "exactly as before" comparisons.
+// snapshot renders the namespace's policy-routing (both families), nftables
+// and relevant sysctl state as text, for "exactly as before" comparisons.
 func snapshot(t testing.TB, ns string) string {
 	t.Helper()
 	var b strings.Builder
 	for _, c := range [][]string{
 		{"ip", "rule", "show"},
 		{"ip", "route", "show", "table", "all"},
+		{"ip", "-6", "rule", "show"},
+		{"ip", "-6", "route", "show", "table", "all"},
 		{"ip", "nexthop", "show"},
 		{"nft", "list", "ruleset"},
 	} {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -39,8 +40,9 @@ type echoServer struct {
 	closeOnce sync.Once
 }
 
-// startEchoServer listens on listenAddr (e.g. "203.0.113.10:0" or
-// "0.0.0.0:7000") inside ns. It stops in t.Cleanup.
+// startEchoServer listens on listenAddr (e.g. "203.0.113.10:0",
+// "0.0.0.0:7000" or "[2001:db8:ff::10]:0"; one family) inside ns. It stops
+// in t.Cleanup.
 func startEchoServer(t testing.TB, ns, listenAddr string) *echoServer {
 	t.Helper()
 	s := &echoServer{
@@ -50,7 +52,7 @@ func startEchoServer(t testing.TB, ns, listenAddr string) *echoServer {
 	}
 	inNS(t, ns, func() error {
 		var err error
-		s.ln, err = net.Listen("tcp4", listenAddr)
+		s.ln, err = net.Listen(tcpNetwork(listenAddr), listenAddr)
 		return err
 	})
 	s.addr = s.ln.Addr().(*net.TCPAddr).AddrPort()
@@ -208,10 +210,20 @@ func dialIn(ns, target string, local *net.TCPAddr, timeout time.Duration) (net.C
 			d.LocalAddr = local
 		}
 		var err error
-		c, err = d.Dial("tcp4", target)
+		c, err = d.Dial(tcpNetwork(target), target)
 		return err
 	})
 	return c, err
+}
+
+// tcpNetwork is "tcp6" for an "[ipv6]:port" address and "tcp4" otherwise,
+// so a socket is never dual-stack by accident.
+func tcpNetwork(hostport string) string {
+	host, _, err := net.SplitHostPort(hostport)
+	if err == nil && strings.Contains(host, ":") {
+		return "tcp6"
+	}
+	return "tcp4"
 }
 
 // connectResult is what connectN saw.
@@ -464,7 +476,8 @@ func (l *longLived) stop() []connStatus {
 
 // ping sends one ICMP echo request from ns to dst and waits up to 1s for the
 // reply (like `ping -c1 -W1`; iputils-ping is not on a fresh machine). src ""
-// lets the kernel pick the source address; otherwise it is bound.
+// lets the kernel pick the source address; otherwise it is bound. dst may be
+// IPv6, with a zone for a link-local address ("fe80::1%wan1").
 func ping(ns, src, dst string) error {
 	return pingTimeout(ns, src, dst, time.Second)
 }
@@ -474,13 +487,35 @@ func pingTimeout(ns, src, dst string, timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
+	v6 := dstIP.Is6() && !dstIP.Is4In6()
+	network, echo, echoReply := "ip4:icmp", byte(8), byte(0)
+	if v6 {
+		// The kernel fills in the ICMPv6 checksum of a raw ICMPv6 socket
+		// (RFC 3542 3.1), and the pseudo-header needs the source it picks.
+		network, echo, echoReply = "ip6:ipv6-icmp", 128, 129
+	}
 	if src == "" {
 		src = "0.0.0.0"
+		if v6 {
+			src = "::"
+		}
 	}
 	var pc net.PacketConn
+	zone := dstIP.Zone()
 	if err := nsDo(ns, func() error {
 		var err error
-		pc, err = net.ListenPacket("ip4:icmp", src)
+		pc, err = net.ListenPacket(network, src)
+		if err == nil && zone != "" {
+			// The zone names an interface of ns: resolve it here, since
+			// WriteTo would look the name up in the namespace of whatever
+			// thread it runs on.
+			var ifi *net.Interface
+			if ifi, err = net.InterfaceByName(zone); err == nil {
+				zone = strconv.Itoa(ifi.Index)
+			} else {
+				pc.Close()
+			}
+		}
 		return err
 	}); err != nil {
 		return fmt.Errorf("icmp socket in %s: %w", ns, err)
@@ -491,17 +526,20 @@ func pingTimeout(ns, src, dst string, timeout time.Duration) error {
 	_, _ = rand.Read(idb[:])
 	id := binary.BigEndian.Uint16(idb[:])
 	const seq = 1
-	req := []byte{8, 0, 0, 0, idb[0], idb[1], 0, seq, 'f', 'l', 'o', 'w', 'p', 'i', 'n', '!'}
-	cs := icmpChecksum(req)
-	req[2], req[3] = byte(cs>>8), byte(cs)
+	req := []byte{echo, 0, 0, 0, idb[0], idb[1], 0, seq, 'f', 'l', 'o', 'w', 'p', 'i', 'n', '!'}
+	if !v6 {
+		cs := icmpChecksum(req)
+		req[2], req[3] = byte(cs>>8), byte(cs)
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	dl, _ := ctx.Deadline()
 	_ = pc.SetDeadline(dl)
-	if _, err := pc.WriteTo(req, &net.IPAddr{IP: dstIP.AsSlice()}); err != nil {
+	if _, err := pc.WriteTo(req, &net.IPAddr{IP: dstIP.AsSlice(), Zone: zone}); err != nil {
 		return fmt.Errorf("ping %s from %s: %w", dst, ns, err)
 	}
+	want := dstIP.WithZone("")
 	buf := make([]byte, 1500)
 	for {
 		n, from, err := pc.ReadFrom(buf)
@@ -512,8 +550,8 @@ func pingTimeout(ns, src, dst string, timeout time.Duration) error {
 		// only the echo reply to this request.
 		m := buf[:n]
 		fa, _ := netip.AddrFromSlice(from.(*net.IPAddr).IP)
-		if len(m) >= 8 && m[0] == 0 && binary.BigEndian.Uint16(m[4:]) == id &&
-			binary.BigEndian.Uint16(m[6:]) == seq && fa.Unmap() == dstIP {
+		if len(m) >= 8 && m[0] == echoReply && binary.BigEndian.Uint16(m[4:]) == id &&
+			binary.BigEndian.Uint16(m[6:]) == seq && fa.Unmap() == want {
 			return nil
 		}
 	}

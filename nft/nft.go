@@ -254,7 +254,29 @@ func (s Spec) rules() []rule {
 	// takes its flow's link mark, so the fwmark rule routes it by the link;
 	// the first packet of a new flow is classified by the traffic rules.
 	out = append(out, s.restoreAndClassify("prerouting")...)
-	// Local output: the same, re-routed by the route chain.
+	// Local output: the same, re-routed by the route chain. Except the
+	// router's own ICMP errors travelling back to a flow's originator
+	// (conntrack relates them to the flow, in its reply direction): for a
+	// flow from the LAN that is the LAN, which a link table cannot reach,
+	// so with the flow's mark a "packet too big" or "fragmentation needed"
+	// would leave by the WAN and path MTU discovery would break. Unmarked,
+	// main routes them to the LAN, and an error about a connection to a
+	// link's own address has that address as source and leaves by its
+	// source rule. (nf_conntrack_inet_error, net/netfilter/nf_conntrack_proto_icmp.c:
+	// IP_CT_RELATED_REPLY is given to ICMP errors only.)
+	out = append(out, rule{
+		chain: "output",
+		text:  "ct state related ct direction reply return",
+		why:   "own icmp errors",
+		exprs: []expr.Any{
+			&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: le(expr.CtStateBitRELATED), Xor: le(0)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: le(0)},
+			&expr.Ct{Register: 1, Key: expr.CtKeyDIRECTION},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{1}}, // IP_CT_DIR_REPLY
+			&expr.Verdict{Kind: expr.VerdictReturn},
+		},
+	})
 	out = append(out, s.restoreAndClassify("output")...)
 	// Postrouting: a flow leaving by a link for the first time is pinned
 	// to it. Runs before srcnat, after the routing decision.

@@ -99,7 +99,7 @@ func nftCurrent(s nft.Spec) *nft.Current {
 func TestVerifyNFTChecks(t *testing.T) {
 	_, d := verifyTestPlan(t)
 	want := nftWant(d.NFT)
-	if len(want["prerouting"]) != 7 || len(want["output"]) != 3 || len(want["nat"]) != 2 {
+	if len(want["prerouting"]) != 7 || len(want["output"]) != 4 || len(want["nat"]) != 2 {
 		t.Fatalf("rules read from the rendered spec: %v", want)
 	}
 	if got := NFTChecks(d.NFT, nftCurrent(d.NFT)); len(got) != 0 {
