@@ -93,6 +93,10 @@ type Daemon struct {
 	metrics *Metrics
 	flows   *flowTracker // nil without Deps.Flows
 
+	// hooks runs on_change hooks and on-demand commands (nil before Run).
+	hooks        *HookRunner
+	pendingHooks []linkChange
+
 	// burst[u] asks unit u's probe loop for a burst of probes at once:
 	// its new flows go unanswered. suspectWhy[u] (under mu) says why.
 	burst      []chan struct{}
@@ -225,6 +229,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.flows.run(ctx) }()
 	}
+	d.hooks = NewHookRunner(d.Config.Hooks.Timeout, d.Log)
+	defer d.hooks.Stop()
 	d.runner = newSyncRunner(d.deps.Clock, d.deps.MinSyncInterval, d.deps.ResyncInterval)
 	defer d.runner.Stop()
 	d.runner.Due()
@@ -308,6 +314,7 @@ func (d *Daemon) runSync() {
 	why := d.runner.Due()
 	err := d.sync(why)
 	d.runner.Done(err)
+	d.hookChanges()
 	if err != nil {
 		d.Log.Error("sync failed; will retry", "trigger", why, "in", d.runner.Backoff(), "err", err)
 	}
@@ -620,6 +627,7 @@ func (d *Daemon) changed(l config.Link, u unit, state health.LinkState, reason s
 	} else {
 		delete(d.flush, k)
 	}
+	d.pendingHooks = append(d.pendingHooks, linkChange{link: l, v6: u.v6, state: state, reason: reason})
 	d.runner.Request("link " + l.Name + " " + u.family() + " " + string(state))
 }
 
