@@ -39,8 +39,11 @@ type Deps struct {
 	// handle and dials none of its own.
 	Conntrack Flusher
 	Probers   ProberFactory // default ICMPProbers
-	Clock     Clock         // default RealClock
-	Events    Events        // default NetlinkEvents
+	// Hooks, if set, runs hooks and on-demand commands, shared across
+	// reloads (default: one of the daemon's own).
+	Hooks  *HookRunner
+	Clock  Clock  // default RealClock
+	Events Events // default NetlinkEvents
 
 	ResyncInterval  time.Duration // default ResyncInterval
 	MinSyncInterval time.Duration // default MinSyncInterval
@@ -96,6 +99,8 @@ type Daemon struct {
 	// hooks runs on_change hooks and on-demand commands (nil before Run).
 	hooks        *HookRunner
 	pendingHooks []linkChange
+	// inherit: the links' trackers before a reload, by unit key.
+	inherit map[string]*health.Tracker
 
 	// burst[u] asks unit u's probe loop for a burst of probes at once:
 	// its new flows go unanswered. suspectWhy[u] (under mu) says why.
@@ -229,8 +234,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.flows.run(ctx) }()
 	}
-	d.hooks = NewHookRunner(d.Config.Hooks.Timeout, d.Log)
-	defer d.hooks.Stop()
+	if d.hooks = d.deps.Hooks; d.hooks == nil {
+		d.hooks = NewHookRunner(d.Config.Hooks.Timeout, d.Log)
+		defer d.hooks.Stop()
+	}
 	d.runner = newSyncRunner(d.deps.Clock, d.deps.MinSyncInterval, d.deps.ResyncInterval)
 	defer d.runner.Stop()
 	d.runner.Due()
@@ -380,8 +387,12 @@ func (d *Daemon) adopt() error {
 		} else if cur.Exists {
 			why = "up: adopted from the running kernel"
 		}
-		d.trackers[unitKey(l.Name, u.v6)] = health.NewTracker(l.Check, state, now, why)
-		d.metrics.setState(l.Name, u.family(), state)
+		t := d.inherited(unitKey(l.Name, u.v6), l.Check)
+		if t == nil {
+			t = health.NewTracker(l.Check, state, now, why)
+		}
+		d.trackers[unitKey(l.Name, u.v6)] = t
+		d.metrics.setState(l.Name, u.family(), t.State)
 	}
 	return nil
 }

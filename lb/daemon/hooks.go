@@ -50,6 +50,13 @@ func NewHookRunner(timeout time.Duration, log *slog.Logger) *HookRunner {
 	return &HookRunner{Timeout: timeout, Log: log, ctx: ctx, cancel: cancel, queues: map[string][]HookJob{}}
 }
 
+// SetTimeout changes the timeout of the jobs that start from now on.
+func (r *HookRunner) SetTimeout(t time.Duration) {
+	r.mu.Lock()
+	r.Timeout = t
+	r.mu.Unlock()
+}
+
 // Submit queues j and returns at once.
 func (r *HookRunner) Submit(j HookJob) {
 	r.mu.Lock()
@@ -99,7 +106,10 @@ func (r *HookRunner) Stop() {
 const stderrTail = 512
 
 func (r *HookRunner) run(j HookJob) error {
-	ctx, cancel := context.WithTimeout(r.ctx, r.Timeout)
+	r.mu.Lock()
+	timeout := r.Timeout
+	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(r.ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, j.Argv[0], j.Argv[1:]...)
 	cmd.Env = append(os.Environ(), j.Env...)
@@ -119,7 +129,7 @@ func (r *HookRunner) run(j HookJob) error {
 		r.Log.Info(j.What+" done", attrs...)
 		return nil
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		err = fmt.Errorf("killed after the timeout of %v", r.Timeout)
+		err = fmt.Errorf("killed after the timeout of %v", timeout)
 	case r.ctx.Err() != nil:
 		err = errors.New("killed: the daemon is stopping")
 	}
