@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"flowpin/lb/config"
@@ -101,6 +102,12 @@ type Daemon struct {
 	pendingHooks []linkChange
 	// inherit: the links' trackers before a reload, by unit key.
 	inherit map[string]*health.Tracker
+	// On-demand links (ondemand.go): state by link name (loop's),
+	// standby (under mu), the keep timer and the standby gauge.
+	od      map[string]*onDemand
+	standby map[string]bool
+	odTimer Timer
+	odGauge *prometheus.GaugeVec
 
 	// burst[u] asks unit u's probe loop for a burst of probes at once:
 	// its new flows go unanswered. suspectWhy[u] (under mu) says why.
@@ -131,7 +138,7 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 	d := &Daemon{
 		Config: c, Log: log, deps: deps,
 		trackers: map[string]*health.Tracker{}, gateways: map[string]netip.Addr{}, usable: map[string]bool{},
-		flush: map[string]bool{}, active: map[string]int{}, units: units(c), reopen: make([]atomic.Bool, len(units(c))),
+		flush: map[string]bool{}, active: map[string]int{}, od: map[string]*onDemand{}, standby: map[string]bool{}, units: units(c), reopen: make([]atomic.Bool, len(units(c))),
 		metrics: NewMetrics(),
 	}
 	d.burst, d.suspectWhy = make([]chan struct{}, len(d.units)), make([]string, len(d.units))
@@ -313,6 +320,8 @@ func (d *Daemon) loop(ctx context.Context, events *<-chan Event, results <-chan 
 			d.runner.RequestNow("subscribed again")
 		case <-d.runner.C():
 			d.runSync()
+		case <-d.onDemandC():
+			d.runner.Request("on-demand keep time")
 		}
 	}
 }
@@ -452,6 +461,7 @@ func (d *Daemon) sync(why string) error {
 		}
 	}
 	d.failback(des)
+	d.onDemandLinks()
 	return nil
 }
 
@@ -720,8 +730,12 @@ func (d *Daemon) Health() []health.LinkHealth {
 		if t == nil {
 			continue
 		}
+		state := t.State
+		if state != health.StateUp && d.isStandby(l.Name) {
+			state = health.StateStandby
+		}
 		out = append(out, health.LinkHealth{
-			Name: l.Name, Family: u.family(), State: t.State, LastChange: t.LastChange, Reason: t.Reason,
+			Name: l.Name, Family: u.family(), State: state, LastChange: t.LastChange, Reason: t.Reason,
 			RTTMillis: float64(t.RTT.Microseconds()) / 1000, Loss: t.Loss(),
 		})
 	}
