@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -57,6 +58,16 @@ func TestUseLink(t *testing.T) {
 		t.Errorf("under use isp2: %v, want all 20 from %s", got, wan2)
 	}
 
+	// A re-apply while the command runs leaves its table alone.
+	out, err = flowpin(t, d.Router, "use", "-c", cfg, "isp2", "--", "sh", "-c", flowpinBin+" apply -c "+cfg+" >/dev/null && nft list ruleset")
+	if err != nil {
+		t.Fatalf("use ... apply: %v\n%s", err, out)
+	}
+	// nft shows the cgroup's id where it cannot see the cgroup's path.
+	if !useRule.MatchString(out) {
+		t.Errorf("the use table after a re-apply:\n%s", out)
+	}
+
 	// The exit status, and nothing left behind.
 	_, err = flowpin(t, d.Router, "use", "-c", cfg, "isp1", "--", "sh", "-c", "exit 7")
 	var ee *exec.ExitError
@@ -79,6 +90,8 @@ func TestUseLink(t *testing.T) {
 		t.Errorf("use isp3: %v\n%s", err, out)
 	}
 }
+
+var useRule = regexp.MustCompile(`table inet flowpin_use_\d+ \{\s+chain output \{\s+type route hook output priority mangle - 1; policy accept;\s+socket cgroupv2 level 2 \S+ meta mark set meta mark & 0x[0-9a-f]+ \| 0x00000200 ct mark set ct mark & 0x[0-9a-f]+ \| 0x00000200\s`)
 
 // cgroupRoot is where the cgroup v2 hierarchy is mounted.
 func cgroupRoot(t testing.TB) string {

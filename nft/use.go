@@ -30,24 +30,12 @@ type Use struct {
 	// compares the socket's ancestor at that depth.
 	CgroupID uint64
 	Level    uint32
-	Path     string // for the rule's text only
 	Mask     uint32
 	Mark     uint32
 }
 
 // UseTable names the table of the use run by process pid.
 func UseTable(pid int) string { return UseTablePrefix + strconv.Itoa(pid) }
-
-// Render is the use's table as nft text.
-func (u Use) Render() string {
-	return fmt.Sprintf(`table inet %s {
-	chain output {
-		type route hook output priority mangle - 1; policy accept;
-		socket cgroupv2 level %d %q meta mark set meta mark & %s | %s ct mark set ct mark & %s | %s
-	}
-}
-`, u.Table, u.Level, u.Path, hexm(^u.Mask), hexm(u.Mark), hexm(^u.Mask), hexm(u.Mark))
-}
 
 func (u Use) exprs() []expr.Any {
 	id := make([]byte, 8)

@@ -95,7 +95,7 @@ func (a *app) use(name string, argv []string) error {
 			a.log.Error("use: clean up", "err", err)
 		}
 	}()
-	u := nft.Use{Table: nft.UseTable(os.Getpid()), CgroupID: g.ID, Level: g.Level, Path: g.Rel, Mask: c.MarkMask, Mark: l.Mark}
+	u := nft.Use{Table: nft.UseTable(os.Getpid()), CgroupID: g.ID, Level: g.Level, Mask: c.MarkMask, Mark: l.Mark}
 	// Signals before the table: a SIGTERM from here on still cleans up.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
