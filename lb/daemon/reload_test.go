@@ -2,6 +2,9 @@ package daemon
 
 import (
 	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -113,5 +116,41 @@ func waitHealth(t *testing.T, d *Daemon, link string, s health.LinkState) {
 			t.Fatalf("%s not %s: %+v", link, s, healthOf(d, link))
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+type reloaderFunc func() error
+
+func (f reloaderFunc) Reload() error { return f() }
+
+// Only root reloads; a refusal answers 422 with the reason.
+func TestReloadHandler(t *testing.T) {
+	calls := 0
+	h := reloadHandler(reloaderFunc(func() error {
+		calls++
+		return errors.New("f.yaml:3: links[0].weight: 0 is out of range (1..256)")
+	}))
+	for _, tc := range []struct {
+		name string
+		uid  any
+		code int
+		body string
+	}{
+		{"no credentials", nil, http.StatusForbidden, "only root"},
+		{"uid 1000", uint32(1000), http.StatusForbidden, "only root"},
+		{"root", uint32(0), http.StatusUnprocessableEntity, "f.yaml:3: links[0].weight: 0 is out of range (1..256)"},
+	} {
+		req := httptest.NewRequest(http.MethodPost, "/reload", nil)
+		if tc.uid != nil {
+			req = req.WithContext(context.WithValue(req.Context(), peerUIDKey{}, tc.uid))
+		}
+		w := httptest.NewRecorder()
+		h(w, req)
+		if w.Code != tc.code || !strings.Contains(w.Body.String(), tc.body) {
+			t.Errorf("%s: %d %q, want %d %q", tc.name, w.Code, w.Body.String(), tc.code, tc.body)
+		}
+	}
+	if calls != 1 {
+		t.Errorf("reloaded %d times, want once (root only)", calls)
 	}
 }
