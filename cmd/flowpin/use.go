@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -8,11 +9,14 @@ import (
 	"os/signal"
 	"slices"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"flowpin/cgroup"
 	"flowpin/lb/config"
+	"flowpin/lb/daemon"
+	"flowpin/lb/health"
 	"flowpin/lb/plan"
 	"flowpin/nft"
 )
@@ -81,6 +85,15 @@ func (a *app) use(name string, argv []string) error {
 		return fmt.Errorf("use: link %s cannot carry traffic: %s", name, l.Why)
 	}
 	l := c.Links[i]
+	// The daemon, if one runs, may know the link is down or on standby.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	hs, herr := daemon.QueryHealth(ctx)
+	cancel()
+	for _, h := range hs {
+		if herr == nil && h.Name == name && h.State != health.StateUp {
+			a.log.Warn("use: the daemon reports the link "+string(h.State)+"; running the command anyway", "link", name, "family", h.Family, "reason", h.Reason)
+		}
+	}
 	path, err := exec.LookPath(argv[0])
 	if err != nil {
 		return fmt.Errorf("use: %w", err)

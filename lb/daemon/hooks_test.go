@@ -32,7 +32,7 @@ func TestHookRunnerOrderPerQueue(t *testing.T) {
 		return HookJob{Queue: q, What: "test", Argv: []string{"/bin/sh", "-c", "sleep " + sleep + "; echo " + name + " >> " + out},
 			Done: func(error) { mu.Lock(); order = append(order, name); mu.Unlock(); done <- struct{}{} }}
 	}
-	r.Submit(job("a", "a1", "0.3"))
+	r.Submit(job("a", "a1", "1"))
 	r.Submit(job("a", "a2", "0"))
 	r.Submit(job("a", "a3", "0"))
 	r.Submit(job("b", "b1", "0"))
