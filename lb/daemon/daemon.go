@@ -102,6 +102,8 @@ type Daemon struct {
 	pendingHooks []linkChange
 	// inherit: the links' trackers before a reload, by unit key.
 	inherit map[string]*health.Tracker
+	// handover: stopped by a reload, not for good.
+	handover atomic.Bool
 	// On-demand links (ondemand.go): state by link name (loop's),
 	// standby (under mu), the keep timer and the standby gauge.
 	od      map[string]*onDemand
@@ -286,7 +288,11 @@ func (d *Daemon) loop(ctx context.Context, events *<-chan Event, results <-chan 
 	for {
 		select {
 		case <-ctx.Done():
-			d.Log.Info("stopping; routing stays as last applied (flowpin down removes it)")
+			if d.handover.Load() {
+				d.Log.Info("handing over to the reloaded config")
+			} else {
+				d.Log.Info("stopping; routing stays as last applied (flowpin down removes it)")
+			}
 			return nil
 		case r := <-results:
 			if r.burst {

@@ -146,9 +146,10 @@ func (s *Supervisor) reload(ctx context.Context, r *running) (*running, error) {
 		s.Log.Error("reload refused; running on the old config", "err", err)
 		return nil, err
 	}
+	r.d.handover.Store(true)
 	r.cancel()
 	if err := <-r.exited; err != nil {
-		return nil, err
+		s.Log.Error("the daemon of the old config ended with an error", "err", err)
 	}
 	s.Deps.Hooks.SetTimeout(c.Hooks.Timeout)
 	next, err := s.launch(ctx, c, r.d)
@@ -157,7 +158,11 @@ func (s *Supervisor) reload(ctx context.Context, r *running) (*running, error) {
 		s.Deps.Hooks.SetTimeout(old.Hooks.Timeout)
 		back, berr := s.launch(ctx, old, r.d)
 		if berr != nil {
-			return nil, errors.Join(err, fmt.Errorf("back to the old config: %w", berr))
+			// Nothing runs: Run ends with this.
+			err = errors.Join(err, fmt.Errorf("back to the old config: %w", berr))
+			dead := &running{d: r.d, cancel: func() {}, exited: make(chan error, 1)}
+			dead.exited <- err
+			return dead, err
 		}
 		return back, fmt.Errorf("apply the new config: %w (running on the old config)", err)
 	}

@@ -10,9 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"flowpin/lb/apply"
 	"flowpin/lb/config"
 	"flowpin/lb/config/configtest"
 	"flowpin/lb/health"
+	"flowpin/lb/plan"
 )
 
 // A reload with a broken config is refused and changes nothing; a good
@@ -152,5 +154,53 @@ func TestReloadHandler(t *testing.T) {
 	}
 	if calls != 1 {
 		t.Errorf("reloaded %d times, want once (root only)", calls)
+	}
+}
+
+// failOnce fails the next Apply after arm.
+type failOnce struct {
+	*fakeKernel
+	mu    sync.Mutex
+	armed bool
+}
+
+func (f *failOnce) Apply(d *plan.Desired) (*apply.Result, error) {
+	f.mu.Lock()
+	fail := f.armed
+	f.armed = false
+	f.mu.Unlock()
+	if fail {
+		return nil, errors.New("add rule pref 1101: file exists")
+	}
+	return f.fakeKernel.Apply(d)
+}
+
+// A new config whose first sync fails: the daemon goes back to the old
+// config and says so.
+func TestSupervisorReloadFallsBack(t *testing.T) {
+	h := newHarness(t)
+	k := &failOnce{fakeKernel: h.k}
+	reweighted := configtest.MustParse(t, strings.Replace(checked, "weight: 1\n", "weight: 5\n", 1))
+	sup := NewSupervisor(Deps{Applier: k, Conntrack: h.k, Probers: h.probers.factory, Clock: h.clock, Events: h.events},
+		func() (*config.Config, error) { return reweighted, nil }, quietLog())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sup.Run(ctx, h.c) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	first := waitDaemon(t, sup, nil)
+	k.mu.Lock()
+	k.armed = true
+	k.mu.Unlock()
+	err := sup.Reload()
+	if err == nil || !strings.Contains(err.Error(), "file exists") || !strings.Contains(err.Error(), "running on the old config") {
+		t.Errorf("err = %v", err)
+	}
+	if d := waitDaemon(t, sup, first); d.Config != h.c {
+		t.Error("not back on the old config")
 	}
 }
