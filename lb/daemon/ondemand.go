@@ -11,12 +11,18 @@ import (
 	"flowpin/lb/health"
 )
 
+// OnDemandRetry: an on-demand link that is needed but not up this long
+// after its up command ran has the command run again.
+const OnDemandRetry = 30 * time.Second
+
 // onDemand is an on-demand link's state, owned by the loop's goroutine
 // (standby is also read under mu by Health).
 type onDemand struct {
 	// up: its up command was run (or it was up when the daemon started)
 	// and its down command has not been run since.
 	up bool
+	// upAt: when its up command last ran.
+	upAt time.Time
 	// higherSince: since when a higher tier has been up in every policy
 	// that has the link, while it is up; zero when none is.
 	higherSince time.Time
@@ -44,12 +50,26 @@ func (d *Daemon) onDemandLinks() {
 		needed := d.neededOnDemand(i)
 		switch {
 		case needed && !st.up:
-			st.up, st.higherSince = true, time.Time{}
+			st.up, st.upAt, st.higherSince = true, now, time.Time{}
 			d.setStandby(l, false)
 			d.Log.Warn("on-demand link needed: bringing it up", "link", l.Name, "command", l.OnDemand.Up)
 			d.onDemandCommand(l, "up", l.OnDemand.Up)
+			next = minPositive(next, OnDemandRetry)
 		case needed:
 			st.higherSince = time.Time{}
+			if d.linkUp(l.Name) {
+				continue
+			}
+			// Still not up (the command failed, the modem did not
+			// register): run it again every OnDemandRetry.
+			if left := OnDemandRetry - now.Sub(st.upAt); left > 0 {
+				next = minPositive(next, left)
+				continue
+			}
+			st.upAt = now
+			d.Log.Warn("on-demand link still not up: running its up command again", "link", l.Name, "after", OnDemandRetry, "command", l.OnDemand.Up)
+			d.onDemandCommand(l, "up", l.OnDemand.Up)
+			next = minPositive(next, OnDemandRetry)
 		case st.up && st.higherSince.IsZero():
 			st.higherSince = now
 			next = minPositive(next, l.OnDemand.Keep)

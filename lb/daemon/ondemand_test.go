@@ -99,3 +99,44 @@ func TestOnDemandUpAndDown(t *testing.T) {
 		t.Errorf("flowpin_link_standby{lte} = %v", got)
 	}
 }
+
+// A needed on-demand link that does not come up has its up command run
+// again every OnDemandRetry.
+func TestOnDemandRetriesUp(t *testing.T) {
+	h := newHarness(t)
+	log := filepath.Join(t.TempDir(), "commands")
+	h.c = configtest.MustParse(t, `links:
+  - name: isp1
+    interface: wan1
+    gateway: 192.0.2.1
+    check: {targets: [203.0.113.10], interval: 1s, timeout: 500ms, fall: 3, rise: 2}
+  - name: lte
+    interface: wwan0
+    gateway: 198.51.100.1
+    tier: 2
+    check: {targets: [203.0.113.10], interval: 1s, timeout: 500ms, fall: 3, rise: 2}
+    on_demand: {up: "echo up >> `+log+`; exit 1", down: "echo down >> `+log+`"}
+`)
+	h.k = newFakeKernel(h.rec, h.c)
+	h.probers = newFakeProbers(h.c)
+	h.k.removeIface("wwan0")
+	h.probers.setMissing("wwan0", true)
+	h.start()
+	commands := func() string { b, _ := os.ReadFile(log); return strings.Join(strings.Fields(string(b)), " ") }
+	h.probers.set("wan1", false)
+	h.events.send(Event{Kind: EventLink, Iface: "wan1", Up: false})
+	h.waitState("isp1", health.StateDown)
+	h.clock.Advance(MinSyncInterval)
+	h.eventually("up command", func() bool { return commands() == "up" })
+	for range 28 {
+		h.round()
+	}
+	if c := commands(); c != "up" {
+		t.Fatalf("before the retry interval: %q", c)
+	}
+	for range 3 {
+		h.round()
+		h.clock.Advance(MinSyncInterval)
+	}
+	h.eventually("up command again", func() bool { return commands() == "up up" })
+}
