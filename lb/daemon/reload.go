@@ -245,7 +245,7 @@ type Reloader interface {
 func reloadHandler(r Reloader) http.HandlerFunc {
 	return func(w http.ResponseWriter, req *http.Request) {
 		if uid, ok := req.Context().Value(peerUIDKey{}).(uint32); !ok || uid != 0 {
-			http.Error(w, "reload: only root may reload the daemon", http.StatusForbidden)
+			http.Error(w, "only root may reload the daemon", http.StatusForbidden)
 			return
 		}
 		if err := r.Reload(); err != nil {
