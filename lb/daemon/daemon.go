@@ -249,6 +249,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.runner = newSyncRunner(d.deps.Clock, d.deps.MinSyncInterval, d.deps.ResyncInterval)
 	defer d.runner.Stop()
+	defer d.stopOnDemandTimer()
 	d.runner.Due()
 	err = d.sync("start")
 	d.runner.Done(err)

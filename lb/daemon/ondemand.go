@@ -114,6 +114,12 @@ func (d *Daemon) onDemandC() <-chan time.Time {
 	return d.odTimer.C()
 }
 
+func (d *Daemon) stopOnDemandTimer() {
+	if d.odTimer != nil {
+		d.odTimer.Stop()
+	}
+}
+
 // neededOnDemand says whether link i is needed: in some policy (other
 // than the one-link policy of a rule that names it), no link of a tier
 // above its own is up.
