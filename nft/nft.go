@@ -690,14 +690,19 @@ func (c *Conn) FlushSets(names []string) error {
 	return nil
 }
 
-// Remove deletes the table. A missing table is not an error.
+// Remove deletes the table, and the tables of `flowpin use` commands.
+// A missing table is not an error.
 func (c *Conn) Remove() (bool, error) {
+	uses, err := c.RemoveUses()
+	if err != nil {
+		return uses, err
+	}
 	cur, err := c.Read()
 	if err != nil {
-		return false, err
+		return uses, err
 	}
 	if !cur.Exists {
-		return false, nil
+		return uses, nil
 	}
 	nc, err := nftables.New()
 	if err != nil {

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,6 +23,10 @@ import (
 
 func main() {
 	if err := newRoot(os.Stdout, os.Stderr).Execute(); err != nil {
+		var code exitCode
+		if errors.As(err, &code) {
+			os.Exit(int(code))
+		}
 		fmt.Fprintln(os.Stderr, "flowpin:", oneLine(err))
 		os.Exit(1)
 	}
@@ -55,7 +60,7 @@ Every command acts on the network namespace it runs in, so
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVarP(&a.config, "config", "c", config.DefaultPath, "config file")
-	root.AddCommand(a.applyCmd(), a.planCmd(), a.downCmd(), a.runCmd(), a.statusCmd(), a.verifyCmd(), a.explainCmd())
+	root.AddCommand(a.applyCmd(), a.planCmd(), a.downCmd(), a.runCmd(), a.statusCmd(), a.verifyCmd(), a.explainCmd(), a.useCmd(), a.reloadCmd())
 	return root
 }
 

@@ -10,12 +10,15 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"flowpin/lb/config"
 	"flowpin/lb/daemon"
+	"flowpin/lb/health"
 	"flowpin/lb/status"
 )
 
@@ -49,6 +52,9 @@ links, in the foreground.
   kernel drops events; bytes and packets per link come from the counters
   of the link's nft rules. flowpin status and the metrics answer from
   there, without reading the conntrack table.
+- SIGHUP (systemctl reload, flowpin reload) re-reads the config and
+  applies the difference; a broken config is refused and the old one runs
+  on (see flowpin reload --help).
 - On SIGTERM or SIGINT it exits 0 and leaves routing as last applied;
   flowpin down removes it. A restart adopts the kernel's state and moves
   no flow.`,
@@ -76,23 +82,47 @@ links, in the foreground.
 			defer ln.Close()
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			d := daemon.New(c, daemon.Deps{
+			load := func() (*config.Config, error) {
+				nc, err := config.Load(a.config)
+				if err != nil {
+					return nil, err
+				}
+				return resolveConfig(k, nc)
+			}
+			sup := daemon.NewSupervisor(daemon.Deps{
 				Applier:   daemon.KernelApplier(k.Kernel),
 				Conntrack: k.ct,
 				Events:    daemon.NetlinkEvents{Log: log},
 				Flows:     k.ct,
 				Traffic:   k.nft,
-			}, log)
-			d.OnReady = func() {
-				log.Info("running", "config", a.config, "links", len(c.Links))
+			}, load, log)
+			first := true
+			sup.OnReady = func(d *daemon.Daemon) {
+				if first {
+					first = false
+					log.Info("running", "config", a.config, "links", len(d.Config.Links))
+				}
 				_, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyReady)
 			}
-			api := daemon.SourceFuncs{
-				HealthFunc: d.Health,
-				StatusFunc: func() (*status.Status, error) { return daemonStatus(c, d) },
-			}
+			// SIGHUP (systemctl reload) reloads the config; the outcome
+			// is logged.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
 			go func() {
-				if err := daemon.ServeAPI(ctx, ln, api); err != nil {
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-hup:
+						_, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyReloading)
+						_ = sup.Reload()
+						_, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyReady)
+					}
+				}
+			}()
+			go func() {
+				if err := daemon.ServeAPI(ctx, ln, supervisedAPI{sup}); err != nil {
 					log.Error("status socket", "err", err)
 				}
 			}()
@@ -105,11 +135,23 @@ links, in the foreground.
 				if err != nil {
 					return fmt.Errorf("metrics: %w", err)
 				}
-				if err := d.Metrics().RegisterRuleMetrics(c, k.nft); err != nil {
-					return fmt.Errorf("metrics: %w", err)
+				sup.Setup = func(d *daemon.Daemon) error {
+					if err := d.Metrics().RegisterRuleMetrics(d.Config, k.nft); err != nil {
+						return fmt.Errorf("metrics: %w", err)
+					}
+					return nil
 				}
 				mux := http.NewServeMux()
-				mux.Handle("GET /metrics", promhttp.HandlerFor(d.Metrics().Registry, promhttp.HandlerOpts{}))
+				// The registry of the daemon that runs now: a reload
+				// starts a new one (its counters start again from 0).
+				mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+					d := sup.Current()
+					if d == nil {
+						http.Error(w, "starting", http.StatusServiceUnavailable)
+						return
+					}
+					promhttp.HandlerFor(d.Metrics().Registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+				})
 				go func() {
 					if err := daemon.Serve(ctx, mln, mux); err != nil {
 						log.Error("metrics", "err", err)
@@ -117,13 +159,33 @@ links, in the foreground.
 				}()
 				log.Info("metrics", "addr", mln.Addr().String())
 			}
-			return d.Run(ctx)
+			return sup.Run(ctx, c)
 		},
 	}
 	cmd.Flags().StringVar(&metricsAddr, "metrics", "", "serve Prometheus metrics on ADDR (\":9108\" binds localhost only; give a host to bind another)")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	return cmd
 }
+
+// supervisedAPI answers the status socket from the daemon that runs now.
+type supervisedAPI struct{ sup *daemon.Supervisor }
+
+func (s supervisedAPI) Health() []health.LinkHealth {
+	if d := s.sup.Current(); d != nil {
+		return d.Health()
+	}
+	return nil
+}
+
+func (s supervisedAPI) Status() (*status.Status, error) {
+	d := s.sup.Current()
+	if d == nil {
+		return nil, errors.New("the daemon is starting")
+	}
+	return daemonStatus(d.Config, d)
+}
+
+func (s supervisedAPI) Reload() error { return s.sup.Reload() }
 
 // metricsListenAddr binds localhost when the address names no host.
 func metricsListenAddr(s string) (string, error) {
@@ -145,4 +207,36 @@ func newLogger(format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(os.Stderr, nil)), nil
 	}
 	return nil, errors.New("--log-format: want text or json, not " + format)
+}
+
+func (a *app) reloadCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "reload",
+		Short: "Make the running daemon re-read its config",
+		Long: `Ask "flowpin run" in this network namespace to re-read its config file
+(the one it was started with; -c is not used), as SIGHUP does, and print
+the outcome. The change is applied as a difference: flows pinned to links
+that remain are untouched, the flows of a removed link are deleted so they
+reconnect elsewhere, and new weights, traffic rules and policies apply to
+new flows at once. Links that remain keep their health.
+
+A config that does not load (or does not fit the interfaces) is refused:
+the daemon keeps running on the old one, the kernel is unchanged, and
+reload prints the error (file, line, field, value) and exits 1.
+Root only.`,
+		Example: "  flowpin reload\n  systemctl reload flowpin",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
+			defer cancel()
+			if err := daemon.RequestReload(ctx); err != nil {
+				if errors.Is(err, daemon.ErrNoDaemon) {
+					return errors.New("reload: no flowpin run in this network namespace")
+				}
+				return fmt.Errorf("reload refused: %w", err)
+			}
+			fmt.Fprintln(a.out, "reloaded")
+			return nil
+		},
+	}
 }

@@ -59,6 +59,8 @@ type Config struct {
 	// matches: default_policy, or 0.
 	Unmatched int
 	Rules     []Rule
+	// Hooks run on link state changes.
+	Hooks Hooks
 
 	lines lineIndex
 }
@@ -88,6 +90,9 @@ type Link struct {
 	// only when no link of a lower tier is up. Default 1.
 	Tier  int
 	Check HealthCheck
+	// OnDemand, if set, brings the link up only while its tier is the
+	// active one.
+	OnDemand *OnDemand
 }
 
 // HealthCheck is how the daemon probes a link. Defaults are for a failover in
@@ -184,6 +189,7 @@ type rawConfig struct {
 	DefaultPolicy string      `yaml:"default_policy"`
 	Policies      []rawPolicy `yaml:"policies" max:"64"` // MaxPolicies
 	Rules         []rawRule   `yaml:"rules" max:"1000"`  // MaxRules
+	Hooks         *rawHooks   `yaml:"hooks"`
 }
 
 type rawPolicy struct {
@@ -206,16 +212,17 @@ type rawRule struct {
 }
 
 type rawLink struct {
-	Name      string    `yaml:"name"`
-	Interface string    `yaml:"interface"`
-	Gateway   string    `yaml:"gateway"`
-	Gateway6  string    `yaml:"gateway6"`
-	Weight    *int64    `yaml:"weight"`
-	NAT       bool      `yaml:"nat"`
-	Table     *int64    `yaml:"table"`
-	Mark      *int64    `yaml:"mark"`
-	Tier      *int64    `yaml:"tier"` // 1..MaxTier
-	Check     *rawCheck `yaml:"check"`
+	Name      string       `yaml:"name"`
+	Interface string       `yaml:"interface"`
+	Gateway   string       `yaml:"gateway"`
+	Gateway6  string       `yaml:"gateway6"`
+	Weight    *int64       `yaml:"weight"`
+	NAT       bool         `yaml:"nat"`
+	Table     *int64       `yaml:"table"`
+	Mark      *int64       `yaml:"mark"`
+	Tier      *int64       `yaml:"tier"` // 1..MaxTier
+	Check     *rawCheck    `yaml:"check"`
+	OnDemand  *rawOnDemand `yaml:"on_demand"`
 }
 
 type rawCheck struct {
@@ -366,7 +373,10 @@ func (c *Config) fill(raw *rawConfig) error {
 		}
 	}
 	c.Policies = []Policy{{Name: DefaultPolicy, Tiers: DefaultTiers(c.Links), LastResort: Unreachable, Failback: Keep, Implicit: true}}
-	return c.fillPolicies(raw)
+	if err := c.fillPolicies(raw); err != nil {
+		return err
+	}
+	return c.fillOps(raw)
 }
 
 // fillTop takes the top-level settings.

@@ -43,6 +43,7 @@ func TestParseConfigDefaults(t *testing.T) {
 			{Name: "isp2", Interface: "wan2", Gateway: netip.MustParseAddr("198.51.100.1"), Weight: 1, NAT: true, Table: 102, Mark: 0x200, Tier: 1, Check: defaultCheck},
 		},
 		Policies: []Policy{{Name: "default", Tiers: [][]int{{0, 1}}, LastResort: Unreachable, Failback: Keep, Implicit: true}},
+		Hooks:    Hooks{Timeout: DefaultHookTimeout},
 	}
 	if d := cmp.Diff(want, c, cmpopts.IgnoreUnexported(Config{}), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); d != "" {
 		t.Errorf("config (-want +got):\n%s", d)

@@ -81,6 +81,7 @@ func TestParsePoliciesIssueExample(t *testing.T) {
 			Target:   1,
 			Sticky:   10 * time.Minute,
 		}},
+		Hooks: Hooks{Timeout: DefaultHookTimeout},
 	}
 	if d := cmp.Diff(want, c, cmpConfig); d != "" {
 		t.Errorf("config (-want +got):\n%s", d)

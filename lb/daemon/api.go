@@ -197,6 +197,9 @@ func APIHandler(src Source) http.Handler {
 		lastAt time.Time
 	)
 	mux := http.NewServeMux()
+	if r, ok := src.(Reloader); ok {
+		mux.HandleFunc("POST /reload", reloadHandler(r))
+	}
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(src.Health())
@@ -272,6 +275,7 @@ func serve(ctx context.Context, ln net.Listener, h http.Handler, lim limits) err
 		WriteTimeout:      lim.Write,
 		IdleTimeout:       lim.Idle,
 		MaxHeaderBytes:    lim.MaxHeaderBytes,
+		ConnContext:       connPeer,
 	}
 	stop := context.AfterFunc(ctx, func() { _ = srv.Close() })
 	defer stop()

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"flowpin/lb/config"
@@ -39,8 +40,11 @@ type Deps struct {
 	// handle and dials none of its own.
 	Conntrack Flusher
 	Probers   ProberFactory // default KernelProbers
-	Clock     Clock         // default RealClock
-	Events    Events        // default NetlinkEvents
+	// Hooks, if set, runs hooks and on-demand commands, shared across
+	// reloads (default: one of the daemon's own).
+	Hooks  *HookRunner
+	Clock  Clock  // default RealClock
+	Events Events // default NetlinkEvents
 
 	ResyncInterval  time.Duration // default ResyncInterval
 	MinSyncInterval time.Duration // default MinSyncInterval
@@ -93,6 +97,20 @@ type Daemon struct {
 	metrics *Metrics
 	flows   *flowTracker // nil without Deps.Flows
 
+	// hooks runs on_change hooks and on-demand commands (nil before Run).
+	hooks        *HookRunner
+	pendingHooks []linkChange
+	// inherit: the links' trackers before a reload, by unit key.
+	inherit map[string]*health.Tracker
+	// handover: stopped by a reload, not for good.
+	handover atomic.Bool
+	// On-demand links (ondemand.go): state by link name (loop's),
+	// standby (under mu), the keep timer and the standby gauge.
+	od      map[string]*onDemand
+	standby map[string]bool
+	odTimer Timer
+	odGauge *prometheus.GaugeVec
+
 	// burst[u] asks unit u's probe loop for a burst of probes at once:
 	// its new flows go unanswered. suspectWhy[u] (under mu) says why.
 	burst      []chan struct{}
@@ -122,7 +140,7 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 	d := &Daemon{
 		Config: c, Log: log, deps: deps,
 		trackers: map[string]*health.Tracker{}, gateways: map[string]netip.Addr{}, usable: map[string]bool{},
-		flush: map[string]bool{}, active: map[string]int{}, units: units(c), reopen: make([]atomic.Bool, len(units(c))),
+		flush: map[string]bool{}, active: map[string]int{}, od: map[string]*onDemand{}, standby: map[string]bool{}, units: units(c), reopen: make([]atomic.Bool, len(units(c))),
 		metrics: NewMetrics(),
 	}
 	d.burst, d.suspectWhy = make([]chan struct{}, len(d.units)), make([]string, len(d.units))
@@ -225,8 +243,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.flows.run(ctx) }()
 	}
+	if d.hooks = d.deps.Hooks; d.hooks == nil {
+		d.hooks = NewHookRunner(d.Config.Hooks.Timeout, d.Log)
+		defer d.hooks.Stop()
+	}
 	d.runner = newSyncRunner(d.deps.Clock, d.deps.MinSyncInterval, d.deps.ResyncInterval)
 	defer d.runner.Stop()
+	defer d.stopOnDemandTimer()
 	d.runner.Due()
 	err = d.sync("start")
 	d.runner.Done(err)
@@ -266,7 +289,11 @@ func (d *Daemon) loop(ctx context.Context, events *<-chan Event, results <-chan 
 	for {
 		select {
 		case <-ctx.Done():
-			d.Log.Info("stopping; routing stays as last applied (flowpin down removes it)")
+			if d.handover.Load() {
+				d.Log.Info("handing over to the reloaded config")
+			} else {
+				d.Log.Info("stopping; routing stays as last applied (flowpin down removes it)")
+			}
 			return nil
 		case r := <-results:
 			if r.burst {
@@ -300,6 +327,8 @@ func (d *Daemon) loop(ctx context.Context, events *<-chan Event, results <-chan 
 			d.runner.RequestNow("subscribed again")
 		case <-d.runner.C():
 			d.runSync()
+		case <-d.onDemandC():
+			d.runner.Request("on-demand keep time")
 		}
 	}
 }
@@ -308,6 +337,7 @@ func (d *Daemon) runSync() {
 	why := d.runner.Due()
 	err := d.sync(why)
 	d.runner.Done(err)
+	d.hookChanges()
 	if err != nil {
 		d.Log.Error("sync failed; will retry", "trigger", why, "in", d.runner.Backoff(), "err", err)
 	}
@@ -373,8 +403,12 @@ func (d *Daemon) adopt() error {
 		} else if cur.Exists {
 			why = "up: adopted from the running kernel"
 		}
-		d.trackers[unitKey(l.Name, u.v6)] = health.NewTracker(l.Check, state, now, why)
-		d.metrics.setState(l.Name, u.family(), state)
+		t := d.inherited(unitKey(l.Name, u.v6), l.Check)
+		if t == nil {
+			t = health.NewTracker(l.Check, state, now, why)
+		}
+		d.trackers[unitKey(l.Name, u.v6)] = t
+		d.metrics.setState(l.Name, u.family(), t.State)
 	}
 	return nil
 }
@@ -434,6 +468,7 @@ func (d *Daemon) sync(why string) error {
 		}
 	}
 	d.failback(des)
+	d.onDemandLinks()
 	return nil
 }
 
@@ -620,6 +655,7 @@ func (d *Daemon) changed(l config.Link, u unit, state health.LinkState, reason s
 	} else {
 		delete(d.flush, k)
 	}
+	d.pendingHooks = append(d.pendingHooks, linkChange{link: l, v6: u.v6, state: state, reason: reason})
 	d.runner.Request("link " + l.Name + " " + u.family() + " " + string(state))
 }
 
@@ -701,8 +737,12 @@ func (d *Daemon) Health() []health.LinkHealth {
 		if t == nil {
 			continue
 		}
+		state := t.State
+		if state != health.StateUp && d.isStandby(l.Name) {
+			state = health.StateStandby
+		}
 		out = append(out, health.LinkHealth{
-			Name: l.Name, Family: u.family(), State: t.State, LastChange: t.LastChange, Reason: t.Reason,
+			Name: l.Name, Family: u.family(), State: state, LastChange: t.LastChange, Reason: t.Reason,
 			RTTMillis: millis(t.RTT()), JitterMillis: millis(t.Jitter()), Loss: t.Loss(), Window: t.Rounds(),
 		})
 	}

@@ -34,6 +34,9 @@ const (
 	StateUnknown LinkState = "unknown"
 	StateUp      LinkState = "up"
 	StateDown    LinkState = "down"
+	// StateStandby: an on-demand link that is intentionally down until
+	// its tier is needed. Not an alarm.
+	StateStandby LinkState = "standby"
 )
 
 // LinkHealth is one link's health as the daemon reports it.

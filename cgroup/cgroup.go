@@ -1,0 +1,129 @@
+// Package cgroup makes throwaway cgroup v2 groups: a command started in
+// one, and everything it starts, can be matched by nftables'
+// `socket cgroupv2` and killed as a whole.
+package cgroup
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Group is one cgroup v2 directory.
+type Group struct {
+	// Dir is its directory; Rel its path under the hierarchy's root
+	// ("flowpin/use-123") and Level the number of parts of Rel.
+	Dir   string
+	Rel   string
+	Level uint32
+	// ID is the directory's inode number: the kernel's cgroup id, which
+	// `socket cgroupv2` compares.
+	ID uint64
+
+	// mounted: the hierarchy was not mounted here (ip netns exec gives a
+	// fresh /sys without it), so Create mounted it and Remove unmounts it.
+	mounted string
+}
+
+// Mount finds the cgroup v2 hierarchy in /proc/self/mountinfo: at
+// /sys/fs/cgroup on a unified system, /sys/fs/cgroup/unified on a hybrid
+// one. root is the mount's root within the hierarchy ("/" unless in a
+// cgroup namespace).
+func Mount() (dir, root string, err error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", "", err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// id parent major:minor root mountpoint opts... - fstype source superopts
+		fields := strings.Fields(sc.Text())
+		for i, fld := range fields {
+			if fld == "-" && i+1 < len(fields) && fields[i+1] == "cgroup2" && len(fields) > 4 {
+				return fields[4], fields[3], nil
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return "", "", err
+	}
+	return "", "", errors.New("no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup)")
+}
+
+// Create makes the group rel (e.g. "flowpin/use-123") under the v2
+// hierarchy, with its parents.
+func Create(rel string) (*Group, error) {
+	mnt, root, err := Mount()
+	mounted := ""
+	if err != nil {
+		// One hierarchy per cgroup namespace: mounting it again shows
+		// the same groups.
+		if mnt, err = os.MkdirTemp("", "flowpin-cgroup2-"); err != nil {
+			return nil, fmt.Errorf("create cgroup: %w", err)
+		}
+		if err := syscall.Mount("none", mnt, "cgroup2", 0, ""); err != nil {
+			os.Remove(mnt)
+			return nil, fmt.Errorf("create cgroup: no cgroup v2 hierarchy is mounted, and mounting one failed: %w", err)
+		}
+		mounted, root = mnt, "/"
+	}
+	g, err := create(mnt, root, rel)
+	if err != nil {
+		if mounted != "" {
+			_ = syscall.Unmount(mounted, syscall.MNT_DETACH)
+			os.Remove(mounted)
+		}
+		return nil, err
+	}
+	g.mounted = mounted
+	return g, nil
+}
+
+func create(mnt, root, rel string) (*Group, error) {
+	dir := filepath.Join(mnt, rel)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create cgroup: %w", err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		return nil, fmt.Errorf("create cgroup: %w", err)
+	}
+	full := strings.Trim(filepath.Join(root, rel), "/")
+	return &Group{Dir: dir, Rel: "/" + full, Level: uint32(strings.Count(full, "/") + 1), ID: st.Ino}, nil
+}
+
+// Open returns a descriptor of the group for clone3's CLONE_INTO_CGROUP
+// (syscall.SysProcAttr.CgroupFD): the child starts inside the group, so
+// not even its first socket is made outside it.
+func (g *Group) Open() (*os.File, error) {
+	return os.OpenFile(g.Dir, os.O_RDONLY|syscall.O_DIRECTORY, 0)
+}
+
+// Remove kills whatever is still in the group (a daemon the command left
+// behind would otherwise lose its routing silently) and deletes it.
+func (g *Group) Remove() error {
+	// cgroup.kill: since Linux 5.14.
+	_ = os.WriteFile(filepath.Join(g.Dir, "cgroup.kill"), []byte("1"), 0)
+	var err error
+	for range 100 {
+		// rmdir succeeds once the last process has gone; until then EBUSY.
+		if err = syscall.Rmdir(g.Dir); err == nil || errors.Is(err, syscall.ENOENT) {
+			err = nil
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		err = fmt.Errorf("remove cgroup %s: %w", g.Dir, err)
+	}
+	if g.mounted != "" {
+		err = errors.Join(err, syscall.Unmount(g.mounted, syscall.MNT_DETACH), os.Remove(g.mounted))
+	}
+	return err
+}

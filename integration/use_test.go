@@ -1,0 +1,109 @@
+package integration
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// useConnects is a command that opens n connections to target, one after
+// the other, each echoing one line.
+func useConnects(target netip.AddrPort, n int) []string {
+	return []string{"bash", "-c", fmt.Sprintf(`for i in $(seq %d); do
+	exec 3<>/dev/tcp/%s/%d || exit 1
+	echo "t$i" >&3; read -r x <&3 || exit 2
+	exec 3>&-
+done`, n, target.Addr(), target.Port())}
+}
+
+// TestUseLink: under `flowpin use isp2`, all 20 connections of a command
+// leave by isp2 (counted at the far end by their NAT source), while the
+// same command without it is split by the default policy. The command's
+// exit status is passed on, and the table and cgroup are gone after.
+func TestUseLink(t *testing.T) {
+	requireRoot(t)
+	d := newDualWAN(t)
+	cfg := writeFile(t, "use.yaml", d.config(1, 1))
+	if out, err := flowpin(t, d.Router, "apply", "-c", cfg); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _, _ = flowpin(t, d.Router, "down") })
+	srv := startEchoServer(t, d.Far, d.Service+":0")
+	target := netip.AddrPortFrom(netip.MustParseAddr(d.Service), uint16(srv.Port()))
+	wan1, wan2 := netip.MustParseAddr(d.WAN1), netip.MustParseAddr(d.WAN2)
+
+	// Without use: the policy spreads them (one in 2^20 would not be).
+	if out, err := tryRun(d.Router, useConnects(target, 20)...); err != nil {
+		t.Fatalf("connections without use: %v\n%s", err, out)
+	}
+	base := srv.Sources()
+	t.Logf("without use: %v", base)
+	if base[wan1] == 0 || base[wan2] == 0 {
+		t.Fatalf("the default policy did not split 20 connections: %v", base)
+	}
+	srv.Reset()
+
+	out, err := flowpin(t, d.Router, append([]string{"use", "-c", cfg, "isp2", "--"}, useConnects(target, 20)...)...)
+	if err != nil {
+		t.Fatalf("use: %v\n%s", err, out)
+	}
+	got := srv.Sources()
+	t.Logf("under use isp2: %v", got)
+	if got[wan2] != 20 || len(got) != 1 {
+		t.Errorf("under use isp2: %v, want all 20 from %s", got, wan2)
+	}
+
+	// A re-apply while the command runs leaves its table alone.
+	out, err = flowpin(t, d.Router, "use", "-c", cfg, "isp2", "--", "sh", "-c", flowpinBin+" apply -c "+cfg+" >/dev/null && nft list ruleset")
+	if err != nil {
+		t.Fatalf("use ... apply: %v\n%s", err, out)
+	}
+	// nft shows the cgroup's id where it cannot see the cgroup's path.
+	if !useRule.MatchString(out) {
+		t.Errorf("the use table after a re-apply:\n%s", out)
+	}
+
+	// The exit status, and nothing left behind.
+	_, err = flowpin(t, d.Router, "use", "-c", cfg, "isp1", "--", "sh", "-c", "exit 7")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 7 {
+		t.Errorf("use ... exit 7: err = %v, want exit status 7", err)
+	}
+	if tables := run(t, d.Router, "nft", "list", "tables"); strings.Contains(tables, "flowpin_use") {
+		t.Errorf("a use table is left:\n%s", tables)
+	}
+	if left, _ := os.ReadDir(cgroupRoot(t) + "/flowpin"); len(left) > 0 {
+		for _, e := range left {
+			if e.IsDir() {
+				t.Errorf("cgroup left behind: flowpin/%s", e.Name())
+			}
+		}
+	}
+
+	// An unknown link is refused before anything runs.
+	if out, err := flowpin(t, d.Router, "use", "-c", cfg, "isp3", "--", "true"); err == nil || !strings.Contains(out, `no link "isp3"`) {
+		t.Errorf("use isp3: %v\n%s", err, out)
+	}
+}
+
+var useRule = regexp.MustCompile(`table inet flowpin_use_\d+ \{\s+chain output \{\s+type route hook output priority mangle - 1; policy accept;\s+socket cgroupv2 level 2 \S+ meta mark set meta mark & 0x[0-9a-f]+ \| 0x00000200 ct mark set ct mark & 0x[0-9a-f]+ \| 0x00000200\s`)
+
+// cgroupRoot is where the cgroup v2 hierarchy is mounted.
+func cgroupRoot(t testing.TB) string {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.Contains(line, " - cgroup2 ") {
+			return strings.Fields(line)[4]
+		}
+	}
+	t.Skip("no cgroup v2")
+	return ""
+}

@@ -1,0 +1,318 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"flowpin/lb/config"
+	"flowpin/lb/health"
+	"flowpin/lb/plan"
+	"flowpin/lb/status"
+)
+
+// Supervisor runs the daemon and reloads its config on request (SIGHUP,
+// POST /reload). A reload is refused, and the running daemon left alone,
+// when the new config does not load or does not plan against the
+// interfaces. Otherwise the daemon of the old config stops (leaving the
+// kernel as it is), one of the new config starts, inheriting the health of
+// every link that remains, and its first sync applies the difference:
+// pinned flows of the links that remain are untouched, new weights, rules
+// and policies apply to new flows at once, and the flows of a removed link
+// are deleted so they reconnect elsewhere (apply does that for a link that
+// left the config).
+type Supervisor struct {
+	Log  *slog.Logger
+	Deps Deps
+	// Load reads and checks the config file, as at start.
+	Load func() (*config.Config, error)
+	// Setup, if set, prepares each daemon before it runs (metrics).
+	Setup func(*Daemon) error
+	// OnReady, if set, is called each time a daemon has done its first
+	// sync: at start and after every reload.
+	OnReady func(*Daemon)
+
+	cur  atomic.Pointer[Daemon]
+	reqs chan chan error
+	done chan struct{}
+}
+
+// NewSupervisor prepares a supervisor; Run starts it.
+func NewSupervisor(deps Deps, load func() (*config.Config, error), log *slog.Logger) *Supervisor {
+	return &Supervisor{Log: log, Deps: deps, Load: load, reqs: make(chan chan error), done: make(chan struct{})}
+}
+
+// Current is the daemon that runs now (nil before Run).
+func (s *Supervisor) Current() *Daemon { return s.cur.Load() }
+
+// Reload asks Run to reload the config and waits for the outcome: nil once
+// the new config is applied, or why it was refused (the old one runs on).
+func (s *Supervisor) Reload() error {
+	ch := make(chan error, 1)
+	select {
+	case s.reqs <- ch:
+	case <-s.done:
+		return errors.New("the daemon is stopping")
+	}
+	select {
+	case err := <-ch:
+		return err
+	case <-s.done:
+		return errors.New("the daemon is stopping")
+	}
+}
+
+type running struct {
+	d      *Daemon
+	cancel context.CancelFunc
+	exited chan error
+}
+
+// launch starts a daemon of c, inheriting prev's link health, and waits
+// until its first sync is done or it ended.
+func (s *Supervisor) launch(ctx context.Context, c *config.Config, prev *Daemon) (*running, error) {
+	d := New(c, s.Deps, s.Log)
+	if prev != nil {
+		d.inherit = prev.trackersSnapshot()
+	}
+	if s.Setup != nil {
+		if err := s.Setup(d); err != nil {
+			return nil, err
+		}
+	}
+	ready := make(chan struct{})
+	d.OnReady = func() { close(ready) }
+	dctx, cancel := context.WithCancel(ctx)
+	r := &running{d: d, cancel: cancel, exited: make(chan error, 1)}
+	go func() { r.exited <- d.Run(dctx) }()
+	select {
+	case <-ready:
+		s.cur.Store(d)
+		if s.OnReady != nil {
+			s.OnReady(d)
+		}
+		return r, nil
+	case err := <-r.exited:
+		cancel()
+		if err == nil {
+			err = errors.New("stopped before its first sync")
+		}
+		return nil, err
+	}
+}
+
+// Run runs the daemon of c until ctx ends, reloading on request.
+func (s *Supervisor) Run(ctx context.Context, c *config.Config) error {
+	defer close(s.done)
+	// One hook runner for all: a reload must not kill a running hook.
+	if s.Deps.Hooks == nil {
+		s.Deps.Hooks = NewHookRunner(c.Hooks.Timeout, s.Log)
+		defer s.Deps.Hooks.Stop()
+	}
+	s.Deps.Hooks.SetTimeout(c.Hooks.Timeout)
+	r, err := s.launch(ctx, c, nil)
+	if err != nil {
+		return err
+	}
+	for {
+		select {
+		case err := <-r.exited:
+			r.cancel()
+			return err
+		case req := <-s.reqs:
+			next, err := s.reload(ctx, r)
+			if next != nil {
+				r = next
+			}
+			req <- err
+		}
+	}
+}
+
+// reload checks the new config and, if it is good, replaces r's daemon.
+// It returns the daemon now running (nil: r still runs) and the outcome.
+func (s *Supervisor) reload(ctx context.Context, r *running) (*running, error) {
+	old := r.d.Config
+	s.Log.Info("reloading the config")
+	c, err := s.check()
+	if err != nil {
+		s.Log.Error("reload refused; running on the old config", "err", err)
+		return nil, err
+	}
+	r.d.handover.Store(true)
+	r.cancel()
+	if err := <-r.exited; err != nil {
+		s.Log.Error("the daemon of the old config ended with an error", "err", err)
+	}
+	s.Deps.Hooks.SetTimeout(c.Hooks.Timeout)
+	next, err := s.launch(ctx, c, r.d)
+	if err != nil {
+		s.Log.Error("the new config failed to apply; going back to the old one", "err", err)
+		s.Deps.Hooks.SetTimeout(old.Hooks.Timeout)
+		back, berr := s.launch(ctx, old, r.d)
+		if berr != nil {
+			// Nothing runs: Run ends with this.
+			err = errors.Join(err, fmt.Errorf("back to the old config: %w", berr))
+			dead := &running{d: r.d, cancel: func() {}, exited: make(chan error, 1)}
+			dead.exited <- err
+			return dead, err
+		}
+		return back, fmt.Errorf("apply the new config: %w (running on the old config)", err)
+	}
+	s.Log.Info("reloaded the config", "links", len(c.Links), "changes", describeReload(old, c))
+	return next, nil
+}
+
+// check loads the new config and plans it against the interfaces,
+// without changing anything.
+func (s *Supervisor) check() (*config.Config, error) {
+	c, err := s.Load()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.Deps.Applier.PrepareWith(c, plan.Options{MissingOK: true}); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// describeReload names what a reload changed, for the log.
+func describeReload(old, c *config.Config) string {
+	was := map[string]config.Link{}
+	for _, l := range old.Links {
+		was[l.Name] = l
+	}
+	var out []string
+	for _, l := range c.Links {
+		o, ok := was[l.Name]
+		switch {
+		case !ok:
+			out = append(out, "+"+l.Name)
+		case o.Weight != l.Weight:
+			out = append(out, fmt.Sprintf("%s weight %d->%d", l.Name, o.Weight, l.Weight))
+		}
+		delete(was, l.Name)
+	}
+	for _, l := range old.Links {
+		if _, gone := was[l.Name]; gone {
+			out = append(out, "-"+l.Name)
+		}
+	}
+	if len(out) == 0 {
+		return "no link changes"
+	}
+	return strings.Join(out, ", ")
+}
+
+// trackersSnapshot hands the links' health to the daemon that follows
+// this one; only after its Run has ended.
+func (d *Daemon) trackersSnapshot() map[string]*health.Tracker {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make(map[string]*health.Tracker, len(d.trackers))
+	for k, t := range d.trackers {
+		out[k] = t
+	}
+	return out
+}
+
+// inherited returns the tracker a link (unit key) had before a reload,
+// with the new config's check applied, or nil.
+func (d *Daemon) inherited(key string, c config.HealthCheck) *health.Tracker {
+	t := d.inherit[key]
+	if t == nil {
+		return nil
+	}
+	t.Fall, t.Rise = c.Fall, c.Rise
+	return t
+}
+
+// Reloader is a Source that can reload the daemon's config.
+type Reloader interface {
+	Reload() error
+}
+
+// reloadHandler answers POST /reload: root only, as the kernel says who
+// is calling (SO_PEERCRED); 200 when applied, 422 with the reason when
+// refused.
+func reloadHandler(r Reloader) http.HandlerFunc {
+	return func(w http.ResponseWriter, req *http.Request) {
+		if uid, ok := req.Context().Value(peerUIDKey{}).(uint32); !ok || uid != 0 {
+			http.Error(w, "only root may reload the daemon", http.StatusForbidden)
+			return
+		}
+		if err := r.Reload(); err != nil {
+			http.Error(w, err.Error(), http.StatusUnprocessableEntity)
+			return
+		}
+		_, _ = io.WriteString(w, "reloaded\n")
+	}
+}
+
+type peerUIDKey struct{}
+
+// connPeer records a unix socket client's uid in its requests' context.
+func connPeer(ctx context.Context, c net.Conn) context.Context {
+	if cc, ok := c.(*capConn); ok {
+		c = cc.Conn
+	}
+	if uc, ok := c.(*net.UnixConn); ok {
+		if cred, err := peerCred(uc); err == nil {
+			return context.WithValue(ctx, peerUIDKey{}, cred.Uid)
+		}
+	}
+	return ctx
+}
+
+// RequestReload asks this namespace's daemon to reload its config and
+// returns its answer: nil when applied, its reason when refused.
+func RequestReload(ctx context.Context) error {
+	return post(ctx, SocketDir, 0, "/reload")
+}
+
+func post(ctx context.Context, dir string, trust uint32, path string) error {
+	sock, err := SocketPath(dir)
+	if err != nil {
+		return err
+	}
+	c := &http.Client{
+		// A reload applies the config: allow it the time of a sync.
+		Timeout: time.Minute,
+		Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return dialTrusted(ctx, sock, trust)
+			},
+			DisableKeepAlives: true,
+		},
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://flowpin"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		var ue *untrustedError
+		switch {
+		case errors.Is(err, ErrNoDaemon):
+			return ErrNoDaemon
+		case errors.Is(err, ErrNotPermitted):
+			return ErrNotPermitted
+		case errors.As(err, &ue):
+			return ue
+		}
+		return fmt.Errorf("ask the daemon: %w", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return errors.New(status.Printable(strings.TrimSpace(string(b))))
+	}
+	return nil
+}

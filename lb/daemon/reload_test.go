@@ -1,0 +1,206 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"flowpin/lb/apply"
+	"flowpin/lb/config"
+	"flowpin/lb/config/configtest"
+	"flowpin/lb/health"
+	"flowpin/lb/plan"
+)
+
+// A reload with a broken config is refused and changes nothing; a good
+// one replaces the daemon, whose links keep their health; a removed link
+// is gone from the new daemon.
+func TestSupervisorReload(t *testing.T) {
+	h := newHarness(t)
+	var mu sync.Mutex
+	next, nextErr := h.c, error(nil)
+	load := func() (*config.Config, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return next, nextErr
+	}
+	sup := NewSupervisor(Deps{Applier: h.k, Conntrack: h.k, Probers: h.probers.factory, Clock: h.clock, Events: h.events}, load, quietLog())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sup.Run(ctx, h.c) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	first := waitDaemon(t, sup, nil)
+
+	h.events.send(Event{Kind: EventLink, Iface: "wan2", Up: false})
+	waitHealth(t, first, "isp2", health.StateDown)
+	applied := len(h.rec.get())
+
+	mu.Lock()
+	next, nextErr = nil, &config.ConfigError{File: "f.yaml", Line: 11, Field: "links[1].weight", Msg: "1000 is out of range (1..256)"}
+	mu.Unlock()
+	err := sup.Reload()
+	if err == nil || err.Error() != "f.yaml:11: links[1].weight: 1000 is out of range (1..256)" {
+		t.Errorf("broken config: err = %v", err)
+	}
+	if sup.Current() != first {
+		t.Error("a refused reload replaced the daemon")
+	}
+	if got := h.rec.get(); len(got) != applied {
+		t.Errorf("a refused reload wrote to the kernel: %q", got[applied:])
+	}
+
+	reweighted := configtest.MustParse(t, strings.Replace(checked, "weight: 1\n", "weight: 5\n", 1))
+	mu.Lock()
+	next, nextErr = reweighted, nil
+	mu.Unlock()
+	if err := sup.Reload(); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	second := waitDaemon(t, sup, first)
+	if second.Config != reweighted {
+		t.Error("the new daemon does not run the new config")
+	}
+	if s := healthOf(second, "isp2"); s.State != health.StateDown || s.Reason != "down: carrier lost on wan2" {
+		t.Errorf("isp2 after the reload: %+v, want still down (carrier lost)", s)
+	}
+
+	onlyISP1 := configtest.MustParse(t, checked[:strings.Index(checked, "  - name: isp2")])
+	mu.Lock()
+	next = onlyISP1
+	mu.Unlock()
+	if err := sup.Reload(); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	third := waitDaemon(t, sup, second)
+	if hs := third.Health(); len(hs) != 1 || hs[0].Name != "isp1" || hs[0].State != health.StateUp {
+		t.Errorf("health after removing isp2: %+v", hs)
+	}
+}
+
+func waitDaemon(t *testing.T, s *Supervisor, not *Daemon) *Daemon {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if d := s.Current(); d != nil && d != not {
+			return d
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no new daemon")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func healthOf(d *Daemon, link string) health.LinkHealth {
+	for _, h := range d.Health() {
+		if h.Name == link {
+			return h
+		}
+	}
+	return health.LinkHealth{}
+}
+
+func waitHealth(t *testing.T, d *Daemon, link string, s health.LinkState) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for healthOf(d, link).State != s {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not %s: %+v", link, s, healthOf(d, link))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+type reloaderFunc func() error
+
+func (f reloaderFunc) Reload() error { return f() }
+
+// Only root reloads; a refusal answers 422 with the reason.
+func TestReloadHandler(t *testing.T) {
+	calls := 0
+	h := reloadHandler(reloaderFunc(func() error {
+		calls++
+		return errors.New("f.yaml:3: links[0].weight: 0 is out of range (1..256)")
+	}))
+	for _, tc := range []struct {
+		name string
+		uid  any
+		code int
+		body string
+	}{
+		{"no credentials", nil, http.StatusForbidden, "only root"},
+		{"uid 1000", uint32(1000), http.StatusForbidden, "only root"},
+		{"root", uint32(0), http.StatusUnprocessableEntity, "f.yaml:3: links[0].weight: 0 is out of range (1..256)"},
+	} {
+		req := httptest.NewRequest(http.MethodPost, "/reload", nil)
+		if tc.uid != nil {
+			req = req.WithContext(context.WithValue(req.Context(), peerUIDKey{}, tc.uid))
+		}
+		w := httptest.NewRecorder()
+		h(w, req)
+		if w.Code != tc.code || !strings.Contains(w.Body.String(), tc.body) {
+			t.Errorf("%s: %d %q, want %d %q", tc.name, w.Code, w.Body.String(), tc.code, tc.body)
+		}
+	}
+	if calls != 1 {
+		t.Errorf("reloaded %d times, want once (root only)", calls)
+	}
+}
+
+// failOnce fails the next Apply after arm.
+type failOnce struct {
+	*fakeKernel
+	mu    sync.Mutex
+	armed bool
+}
+
+func (f *failOnce) Apply(d *plan.Desired) (*apply.Result, error) {
+	f.mu.Lock()
+	fail := f.armed
+	f.armed = false
+	f.mu.Unlock()
+	if fail {
+		return nil, errors.New("add rule pref 1101: file exists")
+	}
+	return f.fakeKernel.Apply(d)
+}
+
+// A new config whose first sync fails: the daemon goes back to the old
+// config and says so.
+func TestSupervisorReloadFallsBack(t *testing.T) {
+	h := newHarness(t)
+	k := &failOnce{fakeKernel: h.k}
+	reweighted := configtest.MustParse(t, strings.Replace(checked, "weight: 1\n", "weight: 5\n", 1))
+	sup := NewSupervisor(Deps{Applier: k, Conntrack: h.k, Probers: h.probers.factory, Clock: h.clock, Events: h.events},
+		func() (*config.Config, error) { return reweighted, nil }, quietLog())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sup.Run(ctx, h.c) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	first := waitDaemon(t, sup, nil)
+	k.mu.Lock()
+	k.armed = true
+	k.mu.Unlock()
+	err := sup.Reload()
+	if err == nil || !strings.Contains(err.Error(), "file exists") || !strings.Contains(err.Error(), "running on the old config") {
+		t.Errorf("err = %v", err)
+	}
+	if d := waitDaemon(t, sup, first); d.Config != h.c {
+		t.Error("not back on the old config")
+	}
+}
