@@ -9,13 +9,19 @@ STATICCHECK = $(shell $(GO) env GOPATH)/bin/staticcheck
 # Debian tools the integration tests, the demo and the benchmarks use.
 DEBS    := nftables conntrack
 
+# Build identity, stamped into the binary (flowpin --version). Overridable
+# for builds outside git: make build VERSION=1.2.3 COMMIT=abc...
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -s -w -X flowpin/lb/version.Version=$(VERSION) -X flowpin/lb/version.Commit=$(COMMIT)
+
 .PHONY: help build deps test unit integration demo bench lint clean fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## build bin/flowpin
-	$(GO) build -o $(BIN) ./cmd/flowpin
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/flowpin
 
 deps: ## install the Debian tools the tests and the demo need (root)
 	@missing=""; for t in nft:nftables conntrack:conntrack; do \

@@ -56,6 +56,8 @@ Every command acts on the network namespace it runs in, so
 	}
 	root.PersistentFlags().StringVarP(&a.config, "config", "c", config.DefaultPath, "config file")
 	root.AddCommand(a.applyCmd(), a.planCmd(), a.downCmd(), a.runCmd(), a.statusCmd(), a.verifyCmd(), a.explainCmd())
+	root.AddCommand(a.versionCmd())
+	stampVersion(root)
 	return root
 }
 
