@@ -56,7 +56,7 @@ Every command acts on the network namespace it runs in, so
 	}
 	root.PersistentFlags().StringVarP(&a.config, "config", "c", config.DefaultPath, "config file")
 	root.AddCommand(a.applyCmd(), a.planCmd(), a.downCmd(), a.runCmd(), a.statusCmd(), a.verifyCmd(), a.explainCmd())
-	root.AddCommand(a.versionCmd())
+	root.AddCommand(a.versionCmd(), genDocsCmd())
 	stampVersion(root)
 	return root
 }
