@@ -40,6 +40,10 @@ links, in the foreground.
   A link coming back rejoins the route; no flow on a healthy link moves.
 - "gateway: auto" follows the interface's default route in main (DHCP, PPP).
 - flowpin status shows each link's state, the last change and why.
+- With --metrics ADDR it serves Prometheus metrics at /metrics, and a
+  read-only status page at / (each link's state, flows, throughput, rtt and
+  loss graphs, the policies' active tiers; it refreshes itself) with its
+  data at /status.json, the JSON of flowpin status --json.
 - On SIGTERM or SIGINT it exits 0 and leaves routing as last applied;
   flowpin down removes it. A restart adopts the kernel's state and moves
   no flow.`,
@@ -102,17 +106,18 @@ links, in the foreground.
 				}
 				mux := http.NewServeMux()
 				mux.Handle("GET /metrics", promhttp.HandlerFor(d.Metrics().Registry, promhttp.HandlerOpts{}))
+				daemon.RegisterStatusPage(mux, api)
 				go func() {
 					if err := daemon.Serve(ctx, mln, mux); err != nil {
 						log.Error("metrics", "err", err)
 					}
 				}()
-				log.Info("metrics", "addr", mln.Addr().String())
+				log.Info("metrics", "addr", mln.Addr().String(), "status_page", "http://"+mln.Addr().String()+"/")
 			}
 			return d.Run(ctx)
 		},
 	}
-	cmd.Flags().StringVar(&metricsAddr, "metrics", "", "serve Prometheus metrics on ADDR (\":9108\" binds localhost only; give a host to bind another)")
+	cmd.Flags().StringVar(&metricsAddr, "metrics", "", "serve Prometheus metrics (/metrics), a status page (/) and its JSON (/status.json) on ADDR (\":9108\" binds localhost only; give a host to bind another)")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	return cmd
 }
