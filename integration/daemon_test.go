@@ -454,11 +454,14 @@ func TestDaemonMetrics(t *testing.T) {
 		`flowpin_probe_loss_ratio{family="ipv4",link="isp2"}`:           func(v float64) bool { return v > 0 },
 		`flowpin_probe_rtt_seconds{family="ipv4",link="isp1"}`:          func(v float64) bool { return v > 0 && v < 1 },
 		`flowpin_probes_total{family="ipv4",link="isp2",result="lost"}`: func(v float64) bool { return v >= 3 },
-		`flowpin_syncs_total`:                             func(v float64) bool { return v >= 2 },
-		`flowpin_sync_errors_total`:                       func(v float64) bool { return v == 0 },
-		`flowpin_link_flows{link="isp1"}`:                 func(v float64) bool { return v >= 1 },
-		`flowpin_link_bytes{direction="out",link="isp1"}`: func(v float64) bool { return v > 0 },
-		`flowpin_conntrack_read_errors`:                   func(v float64) bool { return v == 0 },
+		`flowpin_syncs_total`:                                   func(v float64) bool { return v >= 2 },
+		`flowpin_sync_errors_total`:                             func(v float64) bool { return v == 0 },
+		`flowpin_link_flows{family="ipv4",link="isp1"}`:         func(v float64) bool { return v >= 1 },
+		`flowpin_link_bytes_total{direction="out",link="isp1"}`: func(v float64) bool { return v > 0 },
+		`flowpin_link_bytes_total{direction="in",link="isp1"}`:  func(v float64) bool { return v > 0 },
+		`flowpin_flow_counts_ready`:                             func(v float64) bool { return v == 1 },
+		`flowpin_nft_counter_read_errors`:                       func(v float64) bool { return v == 0 },
+		`flowpin_conntrack_event_losses_total`:                  func(v float64) bool { return v >= 0 },
 	}
 	for series, ok := range want {
 		if v := metric(body, series); !ok(v) {

@@ -35,6 +35,13 @@ func statusBenchFlows() int {
 // each link mark, 10% unmarked. Two connections, one per core.
 func seedConntrack(tb testing.TB, ns string, n int) {
 	tb.Helper()
+	seedConntrackRange(tb, ns, 0, n, 2)
+}
+
+// seedConntrackRange creates the fake flows from to to-1 of
+// seedConntrack's series, on workers connections.
+func seedConntrackRange(tb testing.TB, ns string, from, to, workers int) {
+	tb.Helper()
 	if err := mustOwn(ns); err != nil {
 		tb.Fatal(err)
 	}
@@ -43,7 +50,6 @@ func seedConntrack(tb testing.TB, ns string, n int) {
 		tb.Fatal(err)
 	}
 	defer h.Close()
-	const workers = 2
 	var wg sync.WaitGroup
 	errs := make([]error, workers)
 	for w := range workers {
@@ -56,7 +62,7 @@ func seedConntrack(tb testing.TB, ns string, n int) {
 				return
 			}
 			defer c.Close()
-			for i := w; i < n; i += workers {
+			for i := from + w; i < to; i += workers {
 				mark := uint32(0x100)
 				switch i % 20 {
 				case 0, 1:
@@ -295,5 +301,152 @@ func BenchmarkStatus(b *testing.B) {
 			float64(f.median.Microseconds())/1000, float64(f.baseMedian.Microseconds())/1000, f.speedup, float64(f.maxRSS)/1024)
 	}
 	// Printed, not logged: the table is the point of the run, -v or not.
+	fmt.Print(tbl.String())
+}
+
+// procStatusKiB reads a field (VmRSS, VmHWM) of /proc/PID/status in KiB.
+func procStatusKiB(tb testing.TB, pid int, field string) int64 {
+	tb.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			kib, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				tb.Fatalf("parse %s %q: %v", field, v, err)
+			}
+			return kib
+		}
+	}
+	tb.Fatalf("no %s in /proc/%d/status", field, pid)
+	return 0
+}
+
+// metricSum adds up every sample of a metric.
+func metricSum(body, name string) float64 {
+	var sum float64
+	for _, line := range strings.Split(body, "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		if i := strings.LastIndexByte(line, ' '); i > 0 {
+			if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+				sum += v
+			}
+		}
+	}
+	return sum
+}
+
+// BenchmarkStatusDaemon: 200k fake flows, half created before the daemon
+// starts and half while it runs. It prints, from one run:
+//   - flowpin status through the daemon and a metrics scrape, against
+//     flowpin status without a daemon (the daemon stopped), as ratios of
+//     medians;
+//   - the daemon's flow count against conntrack -C;
+//   - the daemon's RSS (VmRSS, VmHWM);
+//   - the rate of new flows the daemon kept up with: the second half is
+//     created as fast as 4 connections can, and the rate is the flows
+//     over the time until the daemon's count caught up, with the event
+//     losses that took (0: it kept up by events alone).
+//
+// Nothing is asserted on time.
+//
+//	go test ./integration/ -run '^$' -bench StatusDaemon -benchtime 5x
+func BenchmarkStatusDaemon(b *testing.B) {
+	if flowpinBin == "" {
+		b.Skip("flowpin binary not built (FLOWPIN_SKIP_BUILD=1 or not root)")
+	}
+	if _, err := exec.LookPath("conntrack"); err != nil {
+		b.Skip("conntrack(8) is not installed (apt-get install conntrack)")
+	}
+	n := statusBenchFlows()
+	l := newLab(b)
+	router, peer := l.addNS("router"), l.addNS("peer")
+	for i, dev := range []string{"wan1", "wan2"} {
+		veth(b, router, dev, peer, "p"+dev)
+		addAddr(b, router, dev, fmt.Sprintf("100.64.%d.2/24", i+1))
+		addAddr(b, peer, "p"+dev, fmt.Sprintf("100.64.%d.1/24", i+1))
+	}
+	// Probes every 10s: the daemon's own flows do not move the figures.
+	cfg := `links:
+  - {name: isp1, interface: wan1, gateway: 100.64.1.1, weight: 1, nat: true, check: {interval: 10s, timeout: 1s}}
+  - {name: isp2, interface: wan2, gateway: 100.64.2.1, weight: 1, nat: true, check: {interval: 10s, timeout: 1s}}
+`
+	cfgPath := writeFile(b, "flowpin.yaml", cfg)
+	if out, err := tryRun(router, flowpinBin, "apply", "-c", cfgPath); err != nil {
+		b.Fatalf("flowpin apply: %v\n%s", err, out)
+	}
+	seedConntrackRange(b, router, 0, n/2, 2)
+
+	dm := startDaemon(b, router, cfg, "--metrics", ":9108")
+	pid := dm.cmd.Process.Pid
+	daemonFlows := func() float64 {
+		body, err := scrape(b, router, "127.0.0.1:9108")
+		if err != nil || metric(body, "flowpin_flow_counts_ready") != 1 {
+			return -1
+		}
+		return metricSum(body, "flowpin_link_flows")
+	}
+	for daemonFlows() < float64(n/2) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	body, _ := scrape(b, router, "127.0.0.1:9108")
+	lossesBefore := metric(body, "flowpin_conntrack_event_losses_total")
+
+	// The second half, as fast as it goes, while the daemon follows.
+	start := time.Now()
+	seedConntrackRange(b, router, n/2, n, 4)
+	seeded := time.Since(start)
+	for daemonFlows() < float64(n) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	caughtUp := time.Since(start)
+	body, _ = scrape(b, router, "127.0.0.1:9108")
+	losses := metric(body, "flowpin_conntrack_event_losses_total") - lossesBefore
+
+	kernel := conntrackCount(b, router)
+	counted := int64(daemonFlows())
+	rss, hwm := procStatusKiB(b, pid, "VmRSS"), procStatusKiB(b, pid, "VmHWM")
+
+	medianOf := func(ds []time.Duration) time.Duration {
+		slices.Sort(ds)
+		return ds[len(ds)/2]
+	}
+	var viaDaemon, scrapes, direct []time.Duration
+	for range b.N {
+		viaDaemon = append(viaDaemon, runMeasured(b, router, flowpinBin, "status").wall)
+		t0 := time.Now()
+		if _, err := scrape(b, router, "127.0.0.1:9108"); err != nil {
+			b.Fatal(err)
+		}
+		scrapes = append(scrapes, time.Since(t0))
+	}
+	// The daemon's RSS after serving, too.
+	hwm = max(hwm, procStatusKiB(b, pid, "VmHWM"))
+	if _, err := dm.stop(); err != nil {
+		b.Fatal(err)
+	}
+	for range b.N {
+		direct = append(direct, runMeasured(b, router, flowpinBin, "status", "-c", cfgPath).wall)
+	}
+	md, ms, mx := medianOf(viaDaemon), medianOf(scrapes), medianOf(direct)
+	ms2 := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	b.ReportMetric(ms2(md), "daemon-status-ms")
+	b.ReportMetric(ms2(ms), "scrape-ms")
+	b.ReportMetric(ms2(mx), "direct-status-ms")
+	b.ReportMetric(float64(hwm)/1024, "daemon-HWM-MiB")
+
+	var tbl strings.Builder
+	fmt.Fprintf(&tbl, "BenchmarkStatusDaemon: %d flows (%d before the daemon started, %d after), %d CPUs, medians of %d runs\n", n, n/2, n-n/2, runtime.NumCPU(), b.N)
+	fmt.Fprintf(&tbl, "  %-34s %9.1f ms  (%.1fx faster)\n", "flowpin status through the daemon", ms2(md), float64(mx)/float64(md))
+	fmt.Fprintf(&tbl, "  %-34s %9.1f ms  (%.1fx faster)\n", "metrics scrape", ms2(ms), float64(mx)/float64(ms))
+	fmt.Fprintf(&tbl, "  %-34s %9.1f ms  (baseline)\n", "flowpin status without a daemon", ms2(mx))
+	fmt.Fprintf(&tbl, "  counts: daemon %d, conntrack -C %d (off by %d, %.3f%%)\n", counted, kernel, counted-kernel, 100*float64(abs64(counted-kernel))/float64(kernel))
+	fmt.Fprintf(&tbl, "  daemon memory: VmRSS %.1f MiB, VmHWM %.1f MiB\n", float64(rss)/1024, float64(hwm)/1024)
+	fmt.Fprintf(&tbl, "  events: %d new flows created in %v (%.0f/s); the daemon caught up after %v: %.0f flows/s kept up, %v event losses\n",
+		n-n/2, seeded.Round(time.Millisecond), float64(n-n/2)/seeded.Seconds(), caughtUp.Round(time.Millisecond), float64(n-n/2)/caughtUp.Seconds(), losses)
 	fmt.Print(tbl.String())
 }

@@ -155,23 +155,27 @@ func hexm(v uint32) string { return fmt.Sprintf("0x%08x", v) }
 
 func join(parts ...[]expr.Any) []expr.Any { return slices.Concat(parts...) }
 
+// counter counts the packets and bytes a rule matches: on a link's
+// save, restore and from rules these are its traffic (Counters).
+func counter() []expr.Any { return []expr.Any{&expr.Counter{}} }
+
 func saveRule(chain string, key expr.MetaKey, dir string, mask uint32, l Link) rule {
 	return rule{
 		chain: chain,
-		text: fmt.Sprintf("%s %q ct mark & %s == 0x00000000 ct mark set ct mark & %s | %s",
+		text: fmt.Sprintf("%s %q ct mark & %s == 0x00000000 counter ct mark set ct mark & %s | %s",
 			dir, l.Iface, hexm(mask), hexm(^mask), hexm(l.Mark)),
 		why:   "save " + l.Name,
-		exprs: join(matchIface(key, l.Iface), ctMarkIs(mask, 0), setMarkBits(true, mask, l.Mark)),
+		exprs: join(matchIface(key, l.Iface), ctMarkIs(mask, 0), counter(), setMarkBits(true, mask, l.Mark)),
 	}
 }
 
 func restoreRule(chain string, mask uint32, l Link) rule {
 	return rule{
 		chain: chain,
-		text: fmt.Sprintf("ct mark & %s == %s meta mark set meta mark & %s | %s",
+		text: fmt.Sprintf("ct mark & %s == %s counter meta mark set meta mark & %s | %s",
 			hexm(mask), hexm(l.Mark), hexm(^mask), hexm(l.Mark)),
 		why:   "restore " + l.Name,
-		exprs: join(ctMarkIs(mask, l.Mark), setMarkBits(false, mask, l.Mark)),
+		exprs: join(ctMarkIs(mask, l.Mark), counter(), setMarkBits(false, mask, l.Mark)),
 	}
 }
 
@@ -241,9 +245,9 @@ func (s Spec) rules() []rule {
 	for _, l := range s.Links {
 		out = append(out, rule{
 			chain: "prerouting",
-			text:  fmt.Sprintf("iifname %q return", l.Iface),
+			text:  fmt.Sprintf("iifname %q counter return", l.Iface),
 			why:   "from " + l.Name,
-			exprs: join(matchIface(expr.MetaKeyIIFNAME, l.Iface), []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}),
+			exprs: join(matchIface(expr.MetaKeyIIFNAME, l.Iface), counter(), []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}),
 		})
 	}
 	// Everything else (the LAN side, forwarded replies of inbound flows)

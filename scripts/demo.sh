@@ -121,8 +121,8 @@ nsx "$FAR" nft -f - <<-EOF
 EOF
 # The far end's TCP listener: accept and close. A listener that stays open
 # (iperf3 -s closes and reopens its socket between "tests", refusing the
-# connections that arrive in between). Stops by itself after 120 s at most.
-ip netns exec "$FAR" timeout 120 perl -MIO::Socket::INET -e '
+# connections that arrive in between). Stops by itself after 300 s at most.
+ip netns exec "$FAR" timeout 300 perl -MIO::Socket::INET -e '
 	my $s = IO::Socket::INET->new(LocalAddr => $ARGV[0], LocalPort => $ARGV[1],
 		Listen => 1024, ReuseAddr => 1) or die "listen: $!\n";
 	while (1) { my $c = $s->accept or next; close $c }' $SERVICE $PORT &
@@ -258,6 +258,59 @@ heading "flowpin down: the router is as it was"
 nsx "$ROUTER" "$BIN" down -c "$WORK/flowpin.yaml"
 nsx "$ROUTER" ip rule show
 nsx "$ROUTER" ip route show table main
+nsx "$ROUTER" nft list tables
+
+heading "Backup tier: isp2 is tier 2 and carries nothing while isp1 is up"
+cat >"$WORK/policy.yaml" <<EOF
+links:
+  - {name: isp1, interface: wan1, gateway: 192.0.2.1, weight: 3, nat: true}
+  - {name: isp2, interface: wan2, gateway: 198.51.100.1, nat: true, tier: 2}
+EOF
+cat "$WORK/policy.yaml"
+nsx "$ROUTER" "$BIN" apply -c "$WORK/policy.yaml"
+traffic 30
+nsx "$ROUTER" "$BIN" status -c "$WORK/policy.yaml" | sed -n '/^POLICY/,/^$/p'
+
+heading "isp1's port goes down: the default policy's active tier moves to isp2"
+nsx "$ROUTER" ip link set dev wan1 down
+nsx "$ROUTER" "$BIN" apply -c "$WORK/policy.yaml" 2>&1 | grep -v WARN
+nsx "$ROUTER" ip route show table 100
+traffic 20
+nsx "$ROUTER" ip link set dev wan1 up
+sleep 0.3
+
+heading "Traffic rules: a destination and port rule sends its flows to a policy that prefers isp2"
+cat >"$WORK/rules.yaml" <<EOF
+links:
+  - {name: isp1, interface: wan1, gateway: 192.0.2.1, weight: 3, nat: true}
+  - {name: isp2, interface: wan2, gateway: 198.51.100.1, nat: true}
+policies:
+  - {name: isp2-first, tiers: [[isp2], [isp1]], last_resort: unreachable}
+rules:
+  - {name: far-via-isp2, proto: tcp, dst: [$SERVICE], dst_ports: [$PORT], policy: isp2-first}
+EOF
+cat "$WORK/rules.yaml"
+nsx "$ROUTER" "$BIN" apply -c "$WORK/rules.yaml"
+traffic 30
+nsx "$ROUTER" "$BIN" status -c "$WORK/rules.yaml" | sed -n '/^POLICY/,$p' | grep -v '^warning'
+nsx "$ROUTER" "$BIN" explain -c "$WORK/rules.yaml" $SERVICE --from 10.77.0.2 --iif lan --proto tcp --sport 40000 --dport $PORT | grep -E 'classify|policy|=>'
+
+cat >"$WORK/sticky.yaml" <<EOF
+links:
+  - {name: isp1, interface: wan1, gateway: 192.0.2.1, weight: 1, nat: true}
+  - {name: isp2, interface: wan2, gateway: 198.51.100.1, weight: 1, nat: true}
+rules:
+  - {name: banking, proto: tcp, dst_ports: [$PORT], policy: default, sticky: 10m}
+EOF
+heading "Sticky: with weights 1:1, every connection of the one LAN host takes the link its first one took"
+grep banking "$WORK/sticky.yaml"
+nsx "$ROUTER" "$BIN" apply -c "$WORK/sticky.yaml"
+traffic 30
+nsx "$ROUTER" "$BIN" explain -c "$WORK/sticky.yaml" $SERVICE --from 10.77.0.2 --iif lan --proto tcp --sport 40001 --dport $PORT | grep -E 'classify|=>'
+
+heading "flowpin down removes the policies, rules and sticky sets too"
+nsx "$ROUTER" "$BIN" down -c "$WORK/sticky.yaml"
+nsx "$ROUTER" ip rule show
 nsx "$ROUTER" nft list tables
 
 heading "Done (namespaces $P-* are removed on exit)"

@@ -35,11 +35,20 @@ links, in the foreground.
   rounds bring it back; carrier loss, a removed interface (a PPP session
   ending) or a failed gateway neighbour takes it down at once. An interface
   that does not exist yet is a down link, adopted when it appears.
+- A link whose own new flows suddenly go unanswered (SYN without SYN-ACK,
+  UDP without reply), well above its baseline and the other links', is
+  probed at once in a burst; no answer takes it down without waiting for
+  fall rounds. The traffic only triggers the check; the probes decide.
 - A link going down leaves the multipath route and only its own conntrack
   entries are deleted, so its NATed flows re-establish on a live link.
   A link coming back rejoins the route; no flow on a healthy link moves.
 - "gateway: auto" follows the interface's default route in main (DHCP, PPP).
 - flowpin status shows each link's state, the last change and why.
+- Flows per link are counted in memory from conntrack events, after one
+  streamed dump at start, and re-counted every minute and at once when the
+  kernel drops events; bytes and packets per link come from the counters
+  of the link's nft rules. flowpin status and the metrics answer from
+  there, without reading the conntrack table.
 - With --metrics ADDR it serves Prometheus metrics at /metrics, and a
   read-only status page at / (each link's state, flows, throughput, rtt and
   loss graphs, the policies' active tiers; it refreshes itself) with its
@@ -75,6 +84,8 @@ links, in the foreground.
 				Applier:   daemon.KernelApplier(k.Kernel),
 				Conntrack: k.ct,
 				Events:    daemon.NetlinkEvents{Log: log},
+				Flows:     k.ct,
+				Traffic:   k.nft,
 			}, log)
 			d.OnReady = func() {
 				log.Info("running", "config", a.config, "links", len(c.Links))
@@ -82,7 +93,7 @@ links, in the foreground.
 			}
 			api := daemon.SourceFuncs{
 				HealthFunc: d.Health,
-				StatusFunc: func() (*status.Status, error) { return daemonStatus(c, d.Health()) },
+				StatusFunc: func() (*status.Status, error) { return daemonStatus(c, d) },
 			}
 			go func() {
 				if err := daemon.ServeAPI(ctx, ln, api); err != nil {
@@ -96,9 +107,6 @@ links, in the foreground.
 				}
 				mln, err := net.Listen("tcp", addr)
 				if err != nil {
-					return fmt.Errorf("metrics: %w", err)
-				}
-				if err := d.Metrics().RegisterFlowMetrics(c, k.ct); err != nil {
 					return fmt.Errorf("metrics: %w", err)
 				}
 				if err := d.Metrics().RegisterRuleMetrics(c, k.nft); err != nil {

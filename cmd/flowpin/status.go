@@ -21,8 +21,10 @@ import (
 	"flowpin/lb/apply"
 	"flowpin/lb/config"
 	"flowpin/lb/daemon"
-	"flowpin/lb/health"
 	"flowpin/lb/status"
+	"flowpin/nft"
+	"flowpin/nft/ct"
+	"flowpin/rules"
 )
 
 // intervalValue is the --watch flag: a Go duration ("500ms", "2s") or a
@@ -91,10 +93,13 @@ tracks health.
 the far end sees after NAT. --watch redraws the table in place every
 INTERVAL (default 2s) with per-second rates.
 
-Reading conntrack and the routing state needs CAP_NET_ADMIN. Without it,
-flowpin status asks this network namespace's flowpin daemon for the same
-status (the daemon's config, not -c); root and members of group flowpin may
-ask. --flows always needs CAP_NET_ADMIN.
+When a flowpin daemon runs in this network namespace, flowpin status asks it
+(its config, not -c): it keeps the flow counts in memory, so the answer
+does not wait for a dump of the table, and bytes and packets are each
+link's traffic since flowpin's nft table was last written (the counters of
+its rules). Otherwise, reading conntrack and the routing state needs
+CAP_NET_ADMIN; root and members of group flowpin may ask the daemon.
+--flows always reads the table itself and needs CAP_NET_ADMIN.
 
 Exits non-zero when flowpin was never applied in this network namespace.`,
 		Example: `  flowpin status -c /etc/flowpin/flowpin.yaml
@@ -131,6 +136,13 @@ Exits non-zero when flowpin was never applied in this network namespace.`,
 				}
 				// Unprivileged: the daemon computes the status.
 				return statusView{fromDaemon: true}.show(cmd.Context(), a.out, watch, asJSON)
+			}
+			if !flows {
+				// A daemon keeps the counts in memory: asking it costs
+				// O(links), a dump O(flows).
+				if _, err := daemon.QueryHealth(cmd.Context()); err == nil {
+					return statusView{fromDaemon: true}.show(cmd.Context(), a.out, watch, asJSON)
+				}
 			}
 			k, err := openKernel()
 			if err != nil {
@@ -349,27 +361,42 @@ func redraw(frame string, fd int) string {
 	return b.String()
 }
 
-// daemonStatus is what the daemon serves on its socket to users without
-// CAP_NET_ADMIN: the status `flowpin status` computes, with the daemon's
-// health. It opens netlink handles of its own: the daemon's belong to its
-// loop.
-func daemonStatus(c *config.Config, h []health.LinkHealth) (*status.Status, error) {
-	k, err := openKernel()
+// daemonStatus is what the daemon serves on its socket: the status
+// `flowpin status` computes, with the daemon's health, and the counts from
+// the daemon's memory (O(links)); until the daemon has counted the table
+// once, from a dump. It opens netlink handles of its own: the daemon's
+// belong to its loop.
+func daemonStatus(c *config.Config, d *daemon.Daemon) (*status.Status, error) {
+	rk, err := rules.Open()
 	if err != nil {
 		return nil, err
 	}
-	defer k.Close()
-	ap, err := status.ReadApplied(k.routes, k.nft)
+	defer rk.Close()
+	nc := &nft.Conn{}
+	ap, err := status.ReadApplied(rk, nc)
 	if err != nil {
 		return nil, err
 	}
-	st, err := status.ReadStatus(c, ap, k.ct)
-	if err != nil {
+	var st *status.Status
+	if t, err := d.FlowTally(); err == nil {
+		st = status.BuildStatus(c, ap, t, time.Now())
+		st.BytesFrom = status.BytesFromRules
+	} else {
+		if !errors.Is(err, daemon.ErrCountsNotReady) {
+			return nil, err
+		}
+		conn, err := ct.Open(0)
+		if err != nil {
+			return nil, err
+		}
+		defer conn.Close()
+		if st, err = status.ReadStatus(c, ap, conn); err != nil {
+			return nil, err
+		}
+	}
+	if err := status.AddPolicies(st, c, ap, nc); err != nil {
 		return nil, err
 	}
-	if err := status.AddPolicies(st, c, ap, k.nft); err != nil {
-		return nil, err
-	}
-	st.WithHealth(h)
+	st.WithHealth(d.Health())
 	return st, nil
 }

@@ -91,8 +91,10 @@ type Link struct {
 }
 
 // HealthCheck is how the daemon probes a link. Defaults are for a failover in
-// about 1.5 s that does not flap on one lost packet: a round every 500 ms,
-// 3 bad rounds to go down, 3 good rounds to come back.
+// about a second that does not flap on one lost packet: a round every
+// 300 ms, each waiting at most until the next is due, 3 bad rounds to go
+// down (a silent failure costs new flows at most about 1.2 s: up to one
+// round under way, then three), 3 good rounds to come back.
 type HealthCheck struct {
 	// Targets answer ICMP echo. None: the gateway itself.
 	Targets  []netip.Addr
@@ -105,11 +107,14 @@ type HealthCheck struct {
 
 // Check defaults.
 const (
-	DefaultInterval = 500 * time.Millisecond
-	DefaultTimeout  = time.Second
-	DefaultFall     = 3
-	DefaultRise     = 3
-	DefaultQuorum   = 1
+	DefaultInterval = 300 * time.Millisecond
+	// DefaultTimeout caps the default timeout, which is the interval when
+	// that is shorter: a round ends before the next is due, so rounds
+	// never overlap and a dead link's bad rounds come one per interval.
+	DefaultTimeout = time.Second
+	DefaultFall    = 3
+	DefaultRise    = 3
+	DefaultQuorum  = 1
 )
 
 // ConfigError names the file, the line and the field of a bad value.
@@ -141,6 +146,12 @@ const (
 	MaxFileSize = 1 << 20
 	// MaxTargets per link: each is pinged every interval.
 	MaxTargets = 16
+	// MaxPolicies and MaxRules: the mark space and the ip rule layout
+	// bound them further (see MaxRoutedMarks).
+	MaxPolicies = 64
+	MaxRules    = 1000
+	// MaxTier is the highest tier a link can have.
+	MaxTier = 16
 )
 
 // The raw structs are the file's schema: their yaml tags are the known
@@ -184,7 +195,7 @@ type rawLink struct {
 	NAT       bool      `yaml:"nat"`
 	Table     *int64    `yaml:"table"`
 	Mark      *int64    `yaml:"mark"`
-	Tier      *int64    `yaml:"tier"`
+	Tier      *int64    `yaml:"tier"` // 1..MaxTier
 	Check     *rawCheck `yaml:"check"`
 }
 
@@ -328,7 +339,7 @@ func (c *Config) fill(raw *rawConfig) error {
 		}
 	}
 	c.Policies = []Policy{{Name: DefaultPolicy, Tiers: DefaultTiers(c.Links), LastResort: Unreachable, Failback: Keep, Implicit: true}}
-	return nil
+	return c.fillPolicies(raw)
 }
 
 // fillTop takes the top-level settings.
@@ -393,6 +404,12 @@ func (c *Config) fillLink(i int, rl *rawLink, u *used) (Link, error) {
 		return l, err
 	}
 	l.Tier = 1
+	if rl.Tier != nil {
+		if t := *rl.Tier; t < 1 || t > MaxTier {
+			return l, c.LinkError(i, "tier", "%d is out of range (1..%d)", t, MaxTier)
+		}
+		l.Tier = int(*rl.Tier)
+	}
 	l.Weight = 1
 	if rl.Weight != nil {
 		if w := *rl.Weight; w < 1 || w > MaxWeight {
@@ -514,6 +531,9 @@ func (c *Config) fillMark(i int, raw *int64, values []uint32, u *used) error {
 
 func (c *Config) fillCheck(i int, raw *rawCheck, out *HealthCheck) error {
 	*out = HealthCheck{Interval: DefaultInterval, Timeout: DefaultTimeout, Fall: DefaultFall, Rise: DefaultRise, Quorum: DefaultQuorum}
+	if raw == nil || raw.Timeout == nil {
+		defer func() { out.Timeout = min(DefaultTimeout, out.Interval) }()
+	}
 	if raw == nil {
 		return nil
 	}
@@ -582,7 +602,18 @@ func CheckMark(m int64, mask uint32) error {
 // the mask's lowest bit, skipping values with bits outside the mask. The
 // config gives links these by position; plan.Assign hands out the same
 // values, in the same order.
-func MaskValues(mask uint32) []uint32 {
+func MaskValues(mask uint32) []uint32 { return maskValues(mask, MaxLinks) }
+
+// MaxMaskValues caps AllMaskValues: more than every link, policy and
+// sticky rule a config can have (100 + 64 + 1000 + 1).
+const MaxMaskValues = 4096
+
+// AllMaskValues lists the values under mask as MaskValues does, up to
+// MaxMaskValues of them: the links, the policies, the sticky rules and
+// the bypass of rules with policy main all take one.
+func AllMaskValues(mask uint32) []uint32 { return maskValues(mask, MaxMaskValues) }
+
+func maskValues(mask uint32, limit int) []uint32 {
 	if mask == 0 {
 		return nil
 	}
@@ -591,7 +622,7 @@ func MaskValues(mask uint32) []uint32 {
 		shift++
 	}
 	var out []uint32
-	for n := uint64(1); len(out) < MaxLinks && n<<shift <= 0xffffffff; n++ {
+	for n := uint64(1); len(out) < limit && n<<shift <= 0xffffffff; n++ {
 		v := uint32(n << shift)
 		if v&^mask == 0 {
 			out = append(out, v)

@@ -49,7 +49,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	}
 }
 
-var defaultCheck = HealthCheck{Interval: 500 * time.Millisecond, Timeout: time.Second, Fall: 3, Rise: 3, Quorum: 1}
+var defaultCheck = HealthCheck{Interval: 300 * time.Millisecond, Timeout: 300 * time.Millisecond, Fall: 3, Rise: 3, Quorum: 1}
 
 func TestParseConfigCheck(t *testing.T) {
 	c, err := Parse("f.yaml", []byte(`links:
@@ -248,7 +248,7 @@ links:
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := HealthCheck{Targets: []netip.Addr{netip.MustParseAddr("203.0.113.10")}, Interval: 300 * time.Millisecond, Timeout: time.Second, Fall: 5, Rise: 3, Quorum: 1}
+	want := HealthCheck{Targets: []netip.Addr{netip.MustParseAddr("203.0.113.10")}, Interval: 300 * time.Millisecond, Timeout: 300 * time.Millisecond, Fall: 5, Rise: 3, Quorum: 1}
 	if d := cmp.Diff(want, c.Links[1].Check, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); d != "" {
 		t.Errorf("merged check (-want +got):\n%s", d)
 	}
@@ -306,6 +306,12 @@ func TestParseConfigLimitTags(t *testing.T) {
 	}
 	if got := structFields(reflect.TypeFor[rawCheck]())["targets"].max; got != MaxTargets {
 		t.Errorf("targets max %d, MaxTargets %d", got, MaxTargets)
+	}
+	if got := structFields(reflect.TypeFor[rawConfig]())["policies"].max; got != MaxPolicies {
+		t.Errorf("policies max %d, MaxPolicies %d", got, MaxPolicies)
+	}
+	if got := structFields(reflect.TypeFor[rawConfig]())["rules"].max; got != MaxRules {
+		t.Errorf("rules max %d, MaxRules %d", got, MaxRules)
 	}
 	if _, err := Parse("f.yaml", []byte(manyLinks(MaxLinks))); err != nil {
 		t.Errorf("%d links: %v", MaxLinks, err)
@@ -390,6 +396,28 @@ func TestExampleConfigs(t *testing.T) {
 	for _, p := range paths {
 		if _, err := Load(p); err != nil {
 			t.Errorf("%v", err)
+		}
+	}
+}
+
+// Without a timeout, a probe waits at most until the next round is due
+// (and never more than a second), so rounds do not overlap.
+func TestDefaultTimeoutFollowsInterval(t *testing.T) {
+	for _, c := range []struct {
+		check string
+		want  time.Duration
+	}{
+		{"", 300 * time.Millisecond},
+		{"    check: {interval: 100ms}\n", 100 * time.Millisecond},
+		{"    check: {interval: 5s}\n", time.Second},
+		{"    check: {interval: 100ms, timeout: 2s}\n", 2 * time.Second},
+	} {
+		cfg, err := Parse("f.yaml", []byte("links:\n  - name: a\n    interface: eth0\n    gateway: 10.0.0.1\n"+c.check))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.Links[0].Check.Timeout; got != c.want {
+			t.Errorf("%q: timeout %v, want %v", c.check, got, c.want)
 		}
 	}
 }

@@ -1,15 +1,15 @@
 package config
 
 import (
-	"net/netip"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/google/go-cmp/cmp/cmpopts"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -27,7 +27,14 @@ func FuzzParse(f *testing.F) {
 		f.Add(string(b))
 	}
 	f.Add(twoLinks)
+	f.Add(issueExample)
+	f.Add(dualStack)
 	for _, tc := range errorCases {
+		if len(tc.yaml) <= 4096 {
+			f.Add(tc.yaml)
+		}
+	}
+	for _, tc := range policyErrorCases {
 		if len(tc.yaml) <= 4096 {
 			f.Add(tc.yaml)
 		}
@@ -44,11 +51,25 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			t.Fatalf("written back, the config no longer parses: %v\n%s", err, out)
 		}
-		if d := cmp.Diff(c, again, cmpopts.IgnoreUnexported(Config{}), cmpopts.EquateComparable(netip.Addr{})); d != "" {
+		if d := cmp.Diff(c, again, cmpConfig); d != "" {
 			t.Fatalf("written back, the config parses differently (-first +again):\n%s\n%s", d, out)
 		}
 	})
 }
+
+// dualStack has a link of each family and one of both, and rules of each
+// family.
+const dualStack = `links:
+  - {name: v4, interface: wan1, gateway: 192.0.2.1}
+  - {name: v6, interface: wan2, gateway6: 'fe80::1%wan2', tier: 2}
+  - {name: both, interface: wan3, gateway: auto, gateway6: auto}
+policies:
+  - {name: p, tiers: [[v6], [both, v4]], failback: flush}
+rules:
+  - {name: a, dst: ['2001:db8::/32'], policy: v6, sticky: 1m}
+  - {name: b, src: [10.0.0.0/8, '2001:db8:1::/48'], proto: tcp, dst_ports: ["1-1024"], policy: p}
+default_policy: both
+`
 
 func checkMessage(t *testing.T, msg string) {
 	t.Helper()
@@ -96,12 +117,105 @@ func checkInvariants(t *testing.T, c *Config) {
 		if !validName(l.Name) || !validInterface(l.Interface) || l.Weight < 1 || l.Weight > MaxWeight {
 			t.Fatalf("link %+v", l)
 		}
-		if l.GatewayAuto == l.Gateway.IsValid() {
-			t.Fatalf("link %s: gateway %v, auto %v", l.Name, l.Gateway, l.GatewayAuto)
+		if l.GatewayAuto && l.Gateway.IsValid() || l.Gateway6Auto && l.Gateway6.IsValid() || !l.HasV4() && !l.HasV6() {
+			t.Fatalf("link %s: gateway %v, auto %v; gateway6 %v, auto %v", l.Name, l.Gateway, l.GatewayAuto, l.Gateway6, l.Gateway6Auto)
+		}
+		if l.Gateway.IsValid() && !l.Gateway.Is4() || l.Gateway6.IsValid() && (!l.Gateway6.Is6() || l.Gateway6.Is4In6() || l.Gateway6.Zone() != "") {
+			t.Fatalf("link %s: gateway %v, gateway6 %v", l.Name, l.Gateway, l.Gateway6)
 		}
 		if len(l.Check.Targets) > MaxTargets || l.Check.Quorum > max(1, len(l.Check.Targets)) {
 			t.Fatalf("link %s check %+v", l.Name, l.Check)
 		}
+		if l.Tier < 1 || l.Tier > MaxTier {
+			t.Fatalf("link %s tier %d", l.Name, l.Tier)
+		}
+	}
+	checkPolicyInvariants(t, c)
+}
+
+// checkPolicyInvariants: what the planner relies on of policies and
+// rules.
+func checkPolicyInvariants(t *testing.T, c *Config) {
+	t.Helper()
+	if len(c.Policies) == 0 || c.Policies[0].Name != DefaultPolicy || !c.Policies[0].Implicit {
+		t.Fatalf("policies[0] is not the implicit default: %+v", c.Policies)
+	}
+	if d := cmp.Diff(DefaultTiers(c.Links), c.Policies[0].Tiers); d != "" {
+		t.Fatalf("default policy's tiers:\n%s", d)
+	}
+	names := map[string]bool{}
+	for _, l := range c.Links {
+		names[l.Name] = true
+	}
+	routed := 0
+	for k, p := range c.Policies {
+		if k > 0 {
+			routed++
+			if p.Implicit != names[p.Name] {
+				t.Fatalf("policy %s: implicit %v, a link's name %v", p.Name, p.Implicit, names[p.Name])
+			}
+		}
+		if k > 0 && p.Name == DefaultPolicy || p.Name == BypassPolicy || !validName(p.Name) {
+			t.Fatalf("policy %d named %q", k, p.Name)
+		}
+		if i, _ := c.PolicyByName(p.Name); i != k {
+			t.Fatalf("policy %s twice", p.Name)
+		}
+		if len(p.Tiers) == 0 || p.LastResort == "" || p.Failback == "" {
+			t.Fatalf("policy %+v", p)
+		}
+		seen := map[int]bool{}
+		for _, tier := range p.Tiers {
+			if len(tier) == 0 {
+				t.Fatalf("policy %s: empty tier", p.Name)
+			}
+			for _, i := range tier {
+				if i < 0 || i >= len(c.Links) || seen[i] {
+					t.Fatalf("policy %s: link %d out of range or twice", p.Name, i)
+				}
+				seen[i] = true
+			}
+		}
+	}
+	if c.Unmatched < 0 || c.Unmatched >= len(c.Policies) {
+		t.Fatalf("Unmatched %d of %d policies", c.Unmatched, len(c.Policies))
+	}
+	marks := len(c.Links) + routed
+	bypass := false
+	for _, r := range c.Rules {
+		if r.Target < -1 || r.Target >= len(c.Policies) || r.Bypass() != (r.Policy == BypassPolicy) {
+			t.Fatalf("rule %s: target %d (policy %s)", r.Name, r.Target, r.Policy)
+		}
+		if !r.Bypass() && c.Policies[r.Target].Name != r.Policy {
+			t.Fatalf("rule %s: policy %s, target %s", r.Name, r.Policy, c.Policies[r.Target].Name)
+		}
+		if (len(r.SrcPorts) > 0 || len(r.DstPorts) > 0) && r.Proto != TCP && r.Proto != UDP {
+			t.Fatalf("rule %s: ports with proto %q", r.Name, r.Proto)
+		}
+		for _, pr := range append(slices.Clone(r.SrcPorts), r.DstPorts...) {
+			if pr.Lo == 0 || pr.Hi < pr.Lo {
+				t.Fatalf("rule %s: ports %+v", r.Name, pr)
+			}
+		}
+		for _, p := range append(slices.Clone(r.Src), r.Dst...) {
+			if !p.IsValid() || p != p.Masked() || p.Addr().Zone() != "" || p.Addr().Is4In6() {
+				t.Fatalf("rule %s: prefix %v", r.Name, p)
+			}
+		}
+		if r.Sticky != 0 && (r.Bypass() || r.Sticky < MinSticky || r.Sticky > MaxSticky) {
+			t.Fatalf("rule %s: sticky %v", r.Name, r.Sticky)
+		}
+		if r.Sticky > 0 {
+			routed++
+			marks++
+		}
+		bypass = bypass || r.Bypass()
+	}
+	if bypass {
+		marks++
+	}
+	if routed > MaxRoutedMarks || marks > len(AllMaskValues(c.MarkMask)) {
+		t.Fatalf("%d routed marks, %d marks in all under %#x", routed, marks, c.MarkMask)
 	}
 }
 
@@ -112,27 +226,84 @@ func render(t *testing.T, c *Config) []byte {
 	i64 := func(v int64) *int64 { return &v }
 	raw := rawConfig{MarkMask: i64(int64(c.MarkMask)), BalanceTable: i64(int64(c.BalanceTable)), PriorityBase: i64(int64(c.PriorityBase))}
 	for _, l := range c.Links {
-		gw := "auto"
-		if !l.GatewayAuto {
+		gw, gw6 := "", ""
+		switch {
+		case l.GatewayAuto:
+			gw = "auto"
+		case l.Gateway.IsValid():
 			gw = l.Gateway.String()
+		}
+		switch {
+		case l.Gateway6Auto:
+			gw6 = "auto"
+		case l.Gateway6.IsValid():
+			gw6 = l.Gateway6.String()
 		}
 		ch := l.Check
 		rc := &rawCheck{Interval: &ch.Interval, Timeout: &ch.Timeout, Fall: i64(int64(ch.Fall)), Rise: i64(int64(ch.Rise)), Quorum: i64(int64(ch.Quorum))}
 		for _, a := range ch.Targets {
 			rc.Targets = append(rc.Targets, a.String())
 		}
-		rl := rawLink{Name: l.Name, Interface: l.Interface, Gateway: gw, Weight: i64(int64(l.Weight)), NAT: l.NAT, Check: rc}
+		rl := rawLink{Name: l.Name, Interface: l.Interface, Gateway: gw, Gateway6: gw6, Weight: i64(int64(l.Weight)), NAT: l.NAT, Check: rc}
 		if l.TableSet {
 			rl.Table = i64(int64(l.Table))
 		}
 		if l.MarkSet {
 			rl.Mark = i64(int64(l.Mark))
 		}
+		rl.Tier = i64(int64(l.Tier))
 		raw.Links = append(raw.Links, rl)
+	}
+	for _, p := range c.Policies {
+		if p.Implicit {
+			continue
+		}
+		rp := rawPolicy{Name: p.Name, LastResort: string(p.LastResort), Failback: string(p.Failback)}
+		for _, tier := range p.Tiers {
+			var names []string
+			for _, i := range tier {
+				names = append(names, c.Links[i].Name)
+			}
+			rp.Tiers = append(rp.Tiers, names)
+		}
+		raw.Policies = append(raw.Policies, rp)
+	}
+	for _, r := range c.Rules {
+		rr := rawRule{Name: r.Name, Proto: string(r.Proto), IIF: r.IIF, Policy: r.Policy}
+		if r.Proto == AnyProto {
+			rr.Proto = "any"
+		}
+		for _, p := range r.Src {
+			rr.Src = append(rr.Src, p.String())
+		}
+		for _, p := range r.Dst {
+			rr.Dst = append(rr.Dst, p.String())
+		}
+		rr.SrcPorts = renderPorts(r.SrcPorts)
+		rr.DstPorts = renderPorts(r.DstPorts)
+		if r.Sticky > 0 {
+			rr.Sticky = &r.Sticky
+		}
+		raw.Rules = append(raw.Rules, rr)
+	}
+	if c.Unmatched != 0 {
+		raw.DefaultPolicy = c.Policies[c.Unmatched].Name
 	}
 	out, err := yaml.Marshal(raw)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return out
+}
+
+func renderPorts(rs []PortRange) []string {
+	var out []string
+	for _, r := range rs {
+		s := fmt.Sprint(r.Lo)
+		if r.Hi != r.Lo {
+			s += fmt.Sprintf("-%d", r.Hi)
+		}
+		out = append(out, s)
 	}
 	return out
 }

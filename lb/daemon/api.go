@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -181,10 +182,11 @@ func (s SourceFuncs) Health() []health.LinkHealth     { return s.HealthFunc() }
 func (s SourceFuncs) Status() (*status.Status, error) { return s.StatusFunc() }
 
 // statusMaxAge: a status younger than this is served again rather than
-// recomputed. Each status is a dump of the whole conntrack table; clients
-// asking faster than this share one dump, so however many there are, the
-// daemon dumps at most once per statusMaxAge.
-const statusMaxAge = time.Second
+// recomputed. A status costs O(links) from the daemon's counts, but a
+// dump of the whole table until its first count is done; clients asking
+// faster than this share one, so however many there are, the daemon
+// computes at most one per statusMaxAge.
+const statusMaxAge = 100 * time.Millisecond
 
 // APIHandler answers GET /health (the links' health) and GET /status (the
 // whole status, same JSON as `flowpin status --json`).
@@ -217,10 +219,13 @@ func statusHandler(src Source) http.HandlerFunc {
 			}
 			last, lastAt = st, time.Now()
 		}
-		st := last
+		// Counts may be shared; the links' health is always the latest.
+		st := *last
+		st.Links = slices.Clone(last.Links)
 		mu.Unlock()
+		st.WithHealth(src.Health())
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(st)
+		_ = json.NewEncoder(w).Encode(&st)
 	}
 }
 

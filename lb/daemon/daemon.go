@@ -44,6 +44,19 @@ type Deps struct {
 
 	ResyncInterval  time.Duration // default ResyncInterval
 	MinSyncInterval time.Duration // default MinSyncInterval
+
+	// Flows, if set, is followed by events to keep flow counts per link
+	// in memory (FlowTally, metrics) and to watch new flows for replies.
+	Flows FlowTable
+	// Traffic, if set, gives each link's bytes and packets.
+	Traffic TrafficCounters
+	// FlowEventSpace is the event socket's receive buffer (default
+	// ct.DefaultEventSpace).
+	FlowEventSpace    int
+	ReconcileInterval time.Duration // default ReconcileInterval
+	// Passive tunes the detection of dead links from their own new
+	// flows (with Flows only; zero value: DefaultPassive).
+	Passive PassiveParams
 }
 
 // Daemon keeps the kernel matching the config and routes around dead
@@ -78,6 +91,12 @@ type Daemon struct {
 	reopen []atomic.Bool
 
 	metrics *Metrics
+	flows   *flowTracker // nil without Deps.Flows
+
+	// burst[u] asks unit u's probe loop for a burst of probes at once:
+	// its new flows go unanswered. suspectWhy[u] (under mu) says why.
+	burst      []chan struct{}
+	suspectWhy []string
 }
 
 // New prepares a daemon; Run starts it.
@@ -97,13 +116,36 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 	if deps.MinSyncInterval <= 0 {
 		deps.MinSyncInterval = MinSyncInterval
 	}
-	return &Daemon{
+	if deps.ReconcileInterval <= 0 {
+		deps.ReconcileInterval = ReconcileInterval
+	}
+	d := &Daemon{
 		Config: c, Log: log, deps: deps,
 		trackers: map[string]*health.Tracker{}, gateways: map[string]netip.Addr{}, usable: map[string]bool{},
 		flush: map[string]bool{}, active: map[string]int{}, units: units(c), reopen: make([]atomic.Bool, len(units(c))),
 		metrics: NewMetrics(),
 	}
+	d.burst, d.suspectWhy = make([]chan struct{}, len(d.units)), make([]string, len(d.units))
+	for i := range d.burst {
+		d.burst[i] = make(chan struct{}, 1)
+	}
+	if deps.Flows != nil {
+		d.flows = newFlowTracker(deps.Flows, c.MarkMask, deps.Clock, log, d.metrics, deps.FlowEventSpace, deps.ReconcileInterval)
+		d.metrics.Registry.MustRegister(newFlowCollector(d))
+		p := deps.Passive
+		if p == (PassiveParams{}) {
+			p = DefaultPassive
+		}
+		slots := make([]watchSlot, len(d.units))
+		for i, u := range d.units {
+			slots[i] = watchSlot{mark: c.Links[u.link].Mark, v6: u.v6}
+		}
+		d.flows.watch = &passiveWatch{d: d, det: newPassiveDetector(p, c.MarkMask, slots)}
+	}
+	return d
 }
+
+func (d *Daemon) flowTracker() *flowTracker { return d.flows }
 
 // Metrics returns the daemon's Prometheus registry wrapper.
 func (d *Daemon) Metrics() *Metrics { return d.metrics }
@@ -112,6 +154,7 @@ type probeResult struct {
 	unit  int
 	round health.Round
 	at    time.Time
+	burst bool // a burst on suspicion (burstRound), not a regular round
 }
 
 // unit is one address family of one link: each is probed and judged on
@@ -178,6 +221,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		cancel()
 		drain(events)
 	}()
+	if d.flows != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.flows.run(ctx) }()
+	}
 	d.runner = newSyncRunner(d.deps.Clock, d.deps.MinSyncInterval, d.deps.ResyncInterval)
 	defer d.runner.Stop()
 	d.runner.Due()
@@ -222,6 +269,10 @@ func (d *Daemon) loop(ctx context.Context, events *<-chan Event, results <-chan 
 			d.Log.Info("stopping; routing stays as last applied (flowpin down removes it)")
 			return nil
 		case r := <-results:
+			if r.burst {
+				d.burstDone(r)
+				continue
+			}
 			d.observe(r)
 		case ev, ok := <-*events:
 			if ok {
@@ -493,6 +544,14 @@ func (d *Daemon) probeLoop(ctx context.Context, ui int, out chan<- probeResult) 
 		case <-ctx.Done():
 			return
 		case <-t.C():
+		case <-d.burst[ui]:
+			r := d.burstRound(ui, &p)
+			select {
+			case out <- probeResult{unit: ui, round: r, at: d.deps.Clock.Now(), burst: true}:
+			case <-ctx.Done():
+				return
+			}
+			continue // the regular rounds keep their rhythm
 		}
 		start := d.deps.Clock.Now()
 		r := d.probeRound(ui, &p)

@@ -45,6 +45,8 @@ type harness struct {
 	k       *fakeKernel
 	probers *fakeProbers
 	events  *fakeEvents
+	flows   *fakeFlowTable  // optional: set before start
+	traffic TrafficCounters // optional: set before start
 	d       *Daemon
 	ready   chan struct{}
 	cancel  context.CancelFunc
@@ -75,9 +77,14 @@ func (h *harness) start() {
 }
 
 func (h *harness) run() {
-	h.d = New(h.c, Deps{
+	deps := Deps{
 		Applier: h.k, Conntrack: h.k, Probers: h.probers.factory, Clock: h.clock, Events: h.events,
-	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}
+	if h.flows != nil {
+		deps.Flows = h.flows
+	}
+	deps.Traffic = h.traffic
+	h.d = New(h.c, deps, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	h.d.OnReady = func() { close(h.ready) }
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel

@@ -4,13 +4,15 @@ import (
 	"time"
 
 	"flowpin/lb/health"
+	"flowpin/nft/ct"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
-// Metrics are the daemon's Prometheus metrics. Flow and byte counts are
-// read from conntrack at scrape time (FlowCollector), not kept here.
+// Metrics are the daemon's Prometheus metrics. Flow counts come from the
+// daemon's memory and bytes from nft counters at scrape time
+// (flowCollector).
 type Metrics struct {
 	Registry *prometheus.Registry
 
@@ -24,6 +26,13 @@ type Metrics struct {
 	syncWrites  prometheus.Counter
 	syncSeconds prometheus.Histogram
 	subLosses   *prometheus.CounterVec
+	ctLosses    prometheus.Counter
+	ctEvents    *prometheus.CounterVec
+	ctRecounts  prometheus.Counter
+	ctCorrected prometheus.Counter
+	ctEventVec  [ct.EventLost + 1]prometheus.Counter
+	suspects    *prometheus.CounterVec
+	bursts      *prometheus.CounterVec
 	tier        *prometheus.GaugeVec
 	tierChanges *prometheus.CounterVec
 }
@@ -65,6 +74,29 @@ func NewMetrics() *Metrics {
 		Name: "flowpin_subscription_losses_total",
 		Help: "Kernel notifications lost (a subscription socket overflowed or failed), by subscription; each is followed by a full re-read.",
 	}, []string{"what"})
+	m.ctLosses = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "flowpin_conntrack_event_losses_total",
+		Help: "Times conntrack events were lost (the event socket overflowed, or the subscription ended); each is followed by a re-count of the table.",
+	})
+	m.ctEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flowpin_conntrack_events_total", Help: "Conntrack events received, by type.",
+	}, []string{"type"})
+	for t := ct.EventNew; t <= ct.EventLost; t++ {
+		m.ctEventVec[t] = m.ctEvents.WithLabelValues(t.String())
+	}
+	m.ctRecounts = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "flowpin_conntrack_recounts_total", Help: "Re-counts of the conntrack table that checked the event-driven flow counts (periodic, or after lost events).",
+	})
+	m.ctCorrected = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "flowpin_conntrack_recount_corrections_total", Help: "Flows by which re-counts corrected the event-driven counts (summed over links and families).",
+	})
+	m.suspects = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flowpin_link_suspicions_total", Help: "Times a link's new flows went unanswered well above its baseline and other links', making it suspect.",
+	}, []string{"link", "family"})
+	m.bursts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flowpin_burst_probes_total", Help: "Bursts of probes on suspicion, by outcome: down (none answered) or cleared.",
+	}, []string{"link", "family", "outcome"})
+	m.Registry.MustRegister(m.suspects, m.bursts)
 	m.tier = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "flowpin_policy_active_tier", Help: "The policy's active tier (1 is the first); 0 when no link of any tier is up and its last resort applies.",
 	}, []string{"policy"})
@@ -73,6 +105,7 @@ func NewMetrics() *Metrics {
 	}, []string{"policy"})
 	m.Registry.MustRegister(m.tier, m.tierChanges)
 	m.Registry.MustRegister(m.up, m.changes, m.rtt, m.loss, m.probes, m.syncs, m.syncErrors, m.syncWrites, m.syncSeconds, m.subLosses,
+		m.ctLosses, m.ctEvents, m.ctRecounts, m.ctCorrected,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -111,6 +144,25 @@ func (m *Metrics) synced(writes int, took time.Duration) {
 }
 
 func (m *Metrics) subscriptionLost(what string) { m.subLosses.WithLabelValues(what).Inc() }
+
+func (m *Metrics) suspected(link, family string) { m.suspects.WithLabelValues(link, family).Inc() }
+
+func (m *Metrics) burst(link, family, outcome string) {
+	m.bursts.WithLabelValues(link, family, outcome).Inc()
+}
+
+func (m *Metrics) ctEventsLost() { m.ctLosses.Inc() }
+
+func (m *Metrics) ctEvent(t ct.EventType) {
+	if int(t) < len(m.ctEventVec) && m.ctEventVec[t] != nil {
+		m.ctEventVec[t].Inc()
+	}
+}
+
+func (m *Metrics) reconciled(corrected int64) {
+	m.ctRecounts.Inc()
+	m.ctCorrected.Add(float64(corrected))
+}
 
 func (m *Metrics) syncFailed() {
 	m.syncs.Inc()

@@ -36,6 +36,23 @@ type Flusher interface {
 
 var _ Flusher = (*ct.Conntrack)(nil)
 
+// FlowTable is conntrack as the daemon's flow counts need it: the event
+// stream, and a streamed dump to start from and to correct drift with.
+type FlowTable interface {
+	Subscribe(ctx context.Context, space int) (<-chan []ct.Event, error)
+	Walk(f *ct.MarkFilter, d ct.Detail, fn func(rec *ct.FlowRecord)) error
+}
+
+var _ FlowTable = (*ct.Conntrack)(nil)
+
+// TrafficCounters reads the counters of flowpin's nft rules, from which
+// each link's bytes and packets come (nft.LinkTraffic).
+type TrafficCounters interface {
+	Counters() (map[string]nft.Counter, error)
+}
+
+var _ TrafficCounters = (*nft.Conn)(nil)
+
 // Prober sends one round of probes out of one link.
 type Prober interface {
 	Probe(targets []netip.Addr, timeout time.Duration) health.Round

@@ -434,6 +434,8 @@ func sysctlWhy(key string) string {
 		return "two interfaces on one subnet answer ARP for each other's address"
 	case strings.HasSuffix(key, "nf_conntrack_acct"):
 		return "flowpin status cannot count bytes per link"
+	case strings.HasSuffix(key, "nf_conntrack_events"):
+		return "the daemon's flow counts miss the end of flows that began while no daemon listened"
 	}
 	return "flowpin plans this value"
 }

@@ -116,7 +116,7 @@ func TestVerifyNFTChecks(t *testing.T) {
 	got := details(NFTChecks(d.NFT, cur))
 	for _, w := range []string{
 		"nft chain prerouting: missing: nft add rule inet flowpin prerouting " + restore[0],
-		"ct mark & 0x0000ff00 == 0x00000100 meta mark set meta mark & 0xffff00ff | 0x00000100",
+		"ct mark & 0x0000ff00 == 0x00000100 counter meta mark set meta mark & 0xffff00ff | 0x00000100",
 		`nft chain nat: unexpected: rule with comment "someone's #12345678"`,
 	} {
 		if !strings.Contains(got, w) {

@@ -113,33 +113,5 @@ func routing6(c *config.Config, d *Desired, s *rules.State) {
 		rules.Rule{Family: rules.V6, Priority: base + OffMain, Table: MainTable, SuppressPrefixlen: 0},
 		rules.Rule{Family: rules.V6, Priority: base + OffBalance, Table: c.BalanceTable, SuppressPrefixlen: -1},
 	)
-	if d.NFT.Bypass != 0 {
-		s.Rules = append(s.Rules, rules.Rule{Family: rules.V6, Priority: base + OffPolicy, Mark: d.NFT.Bypass, Mask: c.MarkMask, Table: MainTable, SuppressPrefixlen: -1})
-	}
-	prio := base + OffPolicy + 1
-	for _, p := range d.Policies {
-		if p.Mark != 0 {
-			s.Rules = append(s.Rules, rules.Rule{Family: rules.V6, Priority: prio, Mark: p.Mark, Mask: c.MarkMask, Table: p.Table, SuppressPrefixlen: -1})
-			prio++
-		}
-		var nhs []rules.Nexthop
-		for _, i := range p.ActiveLinks6(d.Links) {
-			l := d.Links[i]
-			nhs = append(nhs, rules.Nexthop{Dev: l.Interface, Gw: l.V6.Gateway, Weight: l.Weight})
-		}
-		switch {
-		case len(nhs) == 1:
-			s.Routes = append(s.Routes, rules.Route{Family: rules.V6, Table: p.Table, Dst: all6, Gw: nhs[0].Gw, Dev: nhs[0].Dev})
-		case len(nhs) > 1:
-			s.Routes = append(s.Routes, rules.Route{Family: rules.V6, Table: p.Table, Dst: all6, Nexthops: nhs})
-		case p.LastResort == config.Unreachable || p.LastResort == config.Blackhole:
-			s.Routes = append(s.Routes, rules.Route{Family: rules.V6, Table: p.Table, Dst: all6, Type: string(p.LastResort)})
-		}
-	}
-	for _, r := range d.Rules {
-		if r.Sticky > 0 {
-			s.Rules = append(s.Rules, rules.Rule{Family: rules.V6, Priority: prio, Mark: r.Mark, Mask: c.MarkMask, Table: d.Policies[r.Target].Table, SuppressPrefixlen: -1})
-			prio++
-		}
-	}
+	policyRouting(c, d, s, rules.V6)
 }

@@ -252,7 +252,7 @@ func routing(c *config.Config, d *Desired) rules.State {
 		rules.Rule{Family: rules.V4, Priority: base + OffMain, Table: MainTable, SuppressPrefixlen: 0},
 		rules.Rule{Family: rules.V4, Priority: base + OffBalance, Table: c.BalanceTable, SuppressPrefixlen: -1},
 	)
-	policyRouting(c, d, &s)
+	policyRouting(c, d, &s, rules.V4)
 	slices.SortStableFunc(s.Rules, func(a, b rules.Rule) int { return a.Priority - b.Priority })
 	return s
 }
@@ -330,6 +330,11 @@ func lateSysctls() []rules.Sysctl {
 		{Key: "net/netfilter/nf_conntrack_acct", Value: "1"},
 		// Flow start times, for the age column of `status --flows`.
 		{Key: "net/netfilter/nf_conntrack_timestamp", Value: "1"},
+		// Conntrack events for every flow, so the daemon's flow counts
+		// see flows that began while it was not running end. With the
+		// default (2) a flow gets events only if a listener existed when
+		// it began (nf_ct_ecache_ext_add, net/netfilter/nf_conntrack_ecache.c).
+		{Key: "net/netfilter/nf_conntrack_events", Value: "1"},
 	}
 }
 

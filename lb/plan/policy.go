@@ -18,9 +18,9 @@ import (
 //	B+202+k    fwmark M_k lookup T_k          (policies, sticky rules)
 const OffPolicy = OffMain + 1
 
-// MaxRoutedMarks is how many policy and sticky-rule marks fit between
+// The config refuses more policies and sticky rules than fit between
 // OffPolicy+1 and OffSource.
-const MaxRoutedMarks = OffSource - OffPolicy - 1
+var _ = [1]struct{}{}[OffSource-OffPolicy-1-config.MaxRoutedMarks]
 
 // PolicyPlan is one policy as planned.
 type PolicyPlan struct {
@@ -89,25 +89,6 @@ type RulePlan struct {
 	Mark uint32
 }
 
-// markValues lists every value under mask, lowest first: n << shift for
-// n = 1, 2, ... with no bit outside the mask (at most limit of them).
-func markValues(mask uint32, limit int) []uint32 {
-	if mask == 0 {
-		return nil
-	}
-	shift := 0
-	for mask>>shift&1 == 0 {
-		shift++
-	}
-	var out []uint32
-	for n := uint64(1); len(out) < limit && n<<shift <= uint64(mask); n++ {
-		if v := uint32(n << shift); v&^mask == 0 {
-			out = append(out, v)
-		}
-	}
-	return out
-}
-
 // Marks are the mark values and tables the policies and traffic rules
 // take. They depend on the config alone.
 type Marks struct {
@@ -129,7 +110,7 @@ func Allocate(c *config.Config) (*Marks, error) {
 		usedMark[l.Mark] = true
 		usedTable[l.Table] = true
 	}
-	values := markValues(c.MarkMask, 1<<16)
+	values := config.AllMaskValues(c.MarkMask)
 	next := len(values) - 1
 	takeMark := func(what string) (uint32, error) {
 		for ; next >= 0; next-- {
@@ -259,41 +240,46 @@ func policies(c *config.Config, d *Desired) error {
 	return nil
 }
 
-// policyRouting adds the policies' rules and routes to s.
-func policyRouting(c *config.Config, d *Desired, s *rules.State) {
+// policyRouting adds the policies' rules and routes of family fam to s.
+func policyRouting(c *config.Config, d *Desired, s *rules.State, fam int) {
 	base := c.PriorityBase
-	all4 := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	all := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	active, gw := PolicyPlan.ActiveLinks, func(l LinkPlan) netip.Addr { return l.Gateway }
+	if fam == rules.V6 {
+		all = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+		active, gw = PolicyPlan.ActiveLinks6, func(l LinkPlan) netip.Addr { return l.V6.Gateway }
+	}
 	if d.NFT.Bypass != 0 {
-		s.Rules = append(s.Rules, rules.Rule{Family: rules.V4, Priority: base + OffPolicy, Mark: d.NFT.Bypass, Mask: c.MarkMask, Table: MainTable, SuppressPrefixlen: -1})
+		s.Rules = append(s.Rules, rules.Rule{Family: fam, Priority: base + OffPolicy, Mark: d.NFT.Bypass, Mask: c.MarkMask, Table: MainTable, SuppressPrefixlen: -1})
 	}
 	prio := base + OffPolicy + 1
 	for _, p := range d.Policies {
 		if p.Mark != 0 {
-			s.Rules = append(s.Rules, rules.Rule{Family: rules.V4, Priority: prio, Mark: p.Mark, Mask: c.MarkMask, Table: p.Table, SuppressPrefixlen: -1})
+			s.Rules = append(s.Rules, rules.Rule{Family: fam, Priority: prio, Mark: p.Mark, Mask: c.MarkMask, Table: p.Table, SuppressPrefixlen: -1})
 			prio++
 		}
 		var nhs []rules.Nexthop
-		for _, i := range p.ActiveLinks(d.Links) {
+		for _, i := range active(p, d.Links) {
 			l := d.Links[i]
-			nhs = append(nhs, rules.Nexthop{Dev: l.Interface, Gw: l.Gateway, Weight: l.Weight})
+			nhs = append(nhs, rules.Nexthop{Dev: l.Interface, Gw: gw(l), Weight: l.Weight})
 		}
 		switch {
 		case len(nhs) == 1:
 			// The kernel stores a one-nexthop multipath route as a plain
 			// one; plan it that way so a re-apply sees no difference.
-			s.Routes = append(s.Routes, rules.Route{Family: rules.V4, Table: p.Table, Dst: all4, Gw: nhs[0].Gw, Dev: nhs[0].Dev})
+			s.Routes = append(s.Routes, rules.Route{Family: fam, Table: p.Table, Dst: all, Gw: nhs[0].Gw, Dev: nhs[0].Dev})
 		case len(nhs) > 1:
-			s.Routes = append(s.Routes, rules.Route{Family: rules.V4, Table: p.Table, Dst: all4, Nexthops: nhs})
+			s.Routes = append(s.Routes, rules.Route{Family: fam, Table: p.Table, Dst: all, Nexthops: nhs})
 		case p.LastResort == config.Unreachable || p.LastResort == config.Blackhole:
 			// No link of any tier is up: senders get an ICMP unreachable
 			// at once, or nothing; never a link that is down.
-			s.Routes = append(s.Routes, rules.Route{Family: rules.V4, Table: p.Table, Dst: all4, Type: string(p.LastResort)})
+			s.Routes = append(s.Routes, rules.Route{Family: fam, Table: p.Table, Dst: all, Type: string(p.LastResort)})
 		}
 		// LastMain: the table stays empty and lookup goes on to main.
 	}
 	for _, r := range d.Rules {
 		if r.Sticky > 0 {
-			s.Rules = append(s.Rules, rules.Rule{Family: rules.V4, Priority: prio, Mark: r.Mark, Mask: c.MarkMask, Table: d.Policies[r.Target].Table, SuppressPrefixlen: -1})
+			s.Rules = append(s.Rules, rules.Rule{Family: fam, Priority: prio, Mark: r.Mark, Mask: c.MarkMask, Table: d.Policies[r.Target].Table, SuppressPrefixlen: -1})
 			prio++
 		}
 	}

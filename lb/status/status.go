@@ -11,6 +11,8 @@ import (
 	"slices"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"flowpin/lb/config"
 	"flowpin/lb/health"
 	"flowpin/nft"
@@ -27,7 +29,9 @@ const StatusSchema = 1
 // conntrack's original direction: from the side that opened the flow. On a
 // NAT box, where flows are opened from the LAN, that is upload.
 type Counters struct {
-	Flows      int64  `json:"flows"`
+	Flows int64 `json:"flows"`
+	// FlowsIPv6 of the Flows are IPv6 flows.
+	FlowsIPv6  int64  `json:"flows_ipv6"`
 	BytesOut   uint64 `json:"bytes_out"`
 	BytesIn    uint64 `json:"bytes_in"`
 	PacketsOut uint64 `json:"packets_out"`
@@ -39,6 +43,9 @@ type Counters struct {
 
 func (c *Counters) add(r *ct.FlowRecord) {
 	c.Flows++
+	if r.Family == unix.AF_INET6 {
+		c.FlowsIPv6++
+	}
 	if !r.Counted {
 		c.FlowsWithoutCounters++
 		return
@@ -51,6 +58,7 @@ func (c *Counters) add(r *ct.FlowRecord) {
 
 func (c *Counters) plus(o Counters) {
 	c.Flows += o.Flows
+	c.FlowsIPv6 += o.FlowsIPv6
 	c.BytesOut += o.BytesOut
 	c.BytesIn += o.BytesIn
 	c.PacketsOut += o.PacketsOut
@@ -133,7 +141,15 @@ type Status struct {
 	// Seconds since the previous frame (--watch only).
 	Interval float64  `json:"interval,omitempty"`
 	Warnings []string `json:"warnings"`
+	// BytesFrom says what the byte and packet counts are: absent (or
+	// "flows"), those of the flows alive now, from conntrack; "rules", the
+	// links' traffic since flowpin's nft table was last written, from the
+	// counters of its rules (a daemon's status).
+	BytesFrom string `json:"bytes_from,omitempty"`
 }
+
+// BytesFromRules: see Status.BytesFrom.
+const BytesFromRules = "rules"
 
 // Tally counts flows per mark value (the ct mark under mask).
 type Tally map[uint32]*Counters

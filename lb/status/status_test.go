@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 
 	"flowpin/lb/config"
 	"flowpin/lb/config/configtest"
@@ -355,5 +356,16 @@ func TestStatusFlowRowNAT(t *testing.T) {
 	row = flowRow(&plain, 0xff00, names, now)
 	if row.NATSrc != nil || row.NATDst == nil || *row.NATDst != "10.77.0.9:22" || row.Link != "mark 0x300" || row.AgeSeconds != nil {
 		t.Errorf("port-forwarded flow: %+v", row)
+	}
+}
+
+func TestCountersCountIPv6(t *testing.T) {
+	var c Counters
+	c.add(&ct.FlowRecord{Family: unix.AF_INET, Counted: true})
+	c.add(&ct.FlowRecord{Family: unix.AF_INET6, Counted: true})
+	var total Counters
+	total.plus(c)
+	if c.Flows != 2 || c.FlowsIPv6 != 1 || total.FlowsIPv6 != 1 {
+		t.Errorf("counters %+v, total %+v: want 2 flows, 1 of them IPv6", c, total)
 	}
 }

@@ -26,9 +26,11 @@ const (
 
 	ctaTupleOrig     = 1
 	ctaTupleReply    = 2
+	ctaStatus        = 3
 	ctaMark          = 8
 	ctaCountersOrig  = 9
 	ctaCountersReply = 10
+	ctaID            = 12
 	ctaTimestamp     = 20
 	ctaMarkMask      = 21
 
@@ -78,7 +80,10 @@ type Endpoint struct {
 // A walk reuses one record for every flow: copy what you keep.
 type FlowRecord struct {
 	Family uint8 // AF_INET, AF_INET6
-	Mark   uint32
+	// ID is the kernel's identifier of the entry (CTA_ID): the same in
+	// dumps and in events for as long as the entry lives.
+	ID   uint32
+	Mark uint32
 	// Counted: the entry carries counters (nf_conntrack_acct was on when
 	// it was created).
 	Counted bool
@@ -367,6 +372,8 @@ func decodeFlow(b []byte, d Detail, rec *FlowRecord) error {
 		switch it.typ {
 		case ctaMark:
 			rec.Mark = it.u32()
+		case ctaID:
+			rec.ID = it.u32()
 		case ctaCountersOrig:
 			rec.Counted = true
 			it.err = decodeCounter(it.data, &rec.Orig)
