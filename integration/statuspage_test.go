@@ -34,6 +34,16 @@ type pageState struct {
 	} `json:"policies"`
 }
 
+// tier is the active tier the page shows for a policy (-1: not shown).
+func (p *pageState) tier(policy string) int {
+	for _, ps := range p.Policies {
+		if ps.Name == policy {
+			return ps.Active
+		}
+	}
+	return -1
+}
+
 type rect struct{ X, Y, W, H float64 }
 
 const pageStateJS = `(() => {
@@ -173,22 +183,19 @@ rules:
 			}
 		}
 	}
-	if len(st.Policies) != 1 || st.Policies[0].Name != "backup" || st.Policies[0].Active != 1 {
+	if tier := st.tier("backup"); tier != 1 {
 		var js string
 		b.eval(t, `fetch("status.json").then(r => r.text())`, &js)
-		out, _ := flowpin(t, d.Router, "status", "--json", "-c", dm.cfg)
-		cfgText, _ := os.ReadFile(dm.cfg)
-		t.Fatalf("policies on the page: %+v, want backup on tier 1; status.json:\n%s\nCLI:\n%s\ncfg:\n%s", st.Policies, js, out, cfgText)
+		t.Errorf("policies on the page: %+v, want backup on tier 1; status.json:\n%s", st.Policies, js)
 	}
 
 	blackhole(t, d.ISP2)
-	failed := time.Now()
 	took := waitPage("isp2 down", 8*time.Second, func(p *pageState) bool {
 		i, ok := p.link("isp2")
-		return ok && p.Links[i].State == "down" && p.Links[i].Reason != "" && len(p.Policies) == 1 && p.Policies[0].Active == 2
+		return ok && p.Links[i].State == "down" && p.Links[i].Reason != "" && p.tier("backup") == 2
 	})
-	t.Logf("page shows isp2 down %v after the blackhole (%q)", took.Round(time.Millisecond), st.Links[1].Reason)
-	_ = failed
+	i2, _ := st.link("isp2")
+	t.Logf("page shows isp2 down and policy backup on tier 2 %v after the blackhole (%q)", took.Round(time.Millisecond), st.Links[i2].Reason)
 	if i, _ := st.link("isp1"); st.Links[i].State != "up" {
 		t.Errorf("isp1 shows %q after isp2 failed", st.Links[i].State)
 	}
