@@ -80,7 +80,7 @@ func TestStatusPage(t *testing.T) {
 		t.Errorf("status.json = %+v", st)
 	}
 	if n := calls.Load(); n != 1 {
-		t.Errorf("two requests within a second computed the status %d times, want 1", n)
+		t.Errorf("two requests back to back computed the status %d times, want 1 (statusMaxAge)", n)
 	}
 	for _, m := range []string{http.MethodPost, http.MethodPut, http.MethodDelete} {
 		for _, p := range []string{"/", "/status.json"} {
