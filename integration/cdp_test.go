@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -206,6 +207,29 @@ func (b *browser) navigate(t testing.TB, url string) {
 	b.call(t, b.session, "Page.navigate", map[string]any{"url": url}, &res)
 	if res.ErrorText != "" {
 		t.Fatalf("navigate %s: %s", url, res.ErrorText)
+	}
+}
+
+// waitLoaded waits until the tab has loaded a page whose address starts
+// with prefix (Page.navigate returns before the new document exists).
+func (b *browser) waitLoaded(t testing.TB, prefix string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var res struct {
+			Result struct {
+				Value string `json:"value"`
+			} `json:"result"`
+		}
+		// Errors (the old document's context going away) just mean not yet.
+		err := b.tryCall(b.session, "Runtime.evaluate", map[string]any{"expression": `document.readyState + " " + location.href`, "returnByValue": true}, &res)
+		if err == nil && strings.HasPrefix(res.Result.Value, "complete "+prefix) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("page %s not loaded in 10s (%q, %v)", prefix, res.Result.Value, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

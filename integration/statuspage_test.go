@@ -123,6 +123,7 @@ rules:
 	b := startBrowser(t, d.Router, 1280, 1000)
 	loaded := time.Now()
 	b.navigate(t, "http://127.0.0.1:9108/?interval=0.5")
+	b.waitLoaded(t, "http://127.0.0.1:9108/")
 
 	var st pageState
 	waitPage := func(what string, limit time.Duration, ok func(*pageState) bool) time.Duration {
