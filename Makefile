@@ -7,24 +7,78 @@ STATICCHECK_VERSION := v0.8.2
 # Not $$HOME/go/bin: CI's GOPATH may be elsewhere and not on PATH.
 STATICCHECK = $(shell $(GO) env GOPATH)/bin/staticcheck
 # Debian tools the integration tests, the demo and the benchmarks use.
-DEBS    := nftables conntrack
+DEBS    := nftables conntrack socat
 
-.PHONY: help build deps test unit integration demo bench lint clean fuzz
+# Build identity, stamped into the binary (flowpin --version). Overridable
+# for builds outside git: make build VERSION=1.2.3 COMMIT=abc...
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -s -w -X flowpin/lb/version.Version=$(VERSION) -X flowpin/lb/version.Commit=$(COMMIT)
+
+.PHONY: help build deps deb-deps browser-deps test unit integration demo bench lint clean fuzz deb
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## build bin/flowpin
-	$(GO) build -o $(BIN) ./cmd/flowpin
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/flowpin
 
 deps: ## install the Debian tools the tests and the demo need (root)
-	@missing=""; for t in nft:nftables conntrack:conntrack; do \
+	@missing=""; for t in nft:nftables conntrack:conntrack socat:socat; do \
 		command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 	$(GO) mod download
+
+# The Debian package (make deb). nfpm is goreleaser's packager, pinned.
+DIST         ?= dist
+DEB_ARCHES   ?= amd64 arm64
+NFPM_VERSION := v2.45.0
+NFPM          = $(shell $(GO) env GOPATH)/bin/nfpm
+# The package version, from git describe (see the script).
+DEB_VERSION  ?= $(shell sh scripts/deb-version.sh '$(VERSION)')
+# Dates in the package (file times, man pages, changelog): the commit's, so
+# a rebuild of the same commit is the same package.
+export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
+
+deb-deps: ## install what make deb and its test need: lintian, systemd-analyze, nfpm (root)
+	@missing=""; for t in lintian:lintian dpkg-deb:dpkg systemd-analyze:systemd gzip:gzip; do \
+		command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@[ -x "$(NFPM)" ] && $(GO) version -m "$(NFPM)" | grep -Eq '^\s+mod\s+github.com/goreleaser/nfpm/v2\s+$(NFPM_VERSION)\s' || \
+		$(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+
+browser-deps: ## install headless Chromium for the status page's browser test (root)
+	@command -v chromium >/dev/null 2>&1 || { echo "installing: chromium"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+deb: deb-deps build ## build $(DIST)/flowpin_VERSION_ARCH.deb for amd64 and arm64
+	rm -rf $(DIST)/.stage && mkdir -p $(DIST)/.stage/common/examples
+	$(BIN) gen-docs $(DIST)/.stage/common
+	gzip -9n $(DIST)/.stage/common/man8/*.8
+	cp examples/*.yaml examples/grafana-dashboard.json $(DIST)/.stage/common/examples/
+	cp -p packaging/nfpm.yaml packaging/copyright packaging/postinst packaging/prerm packaging/lintian-overrides $(DIST)/.stage/common/
+	@# The example unit runs /usr/local/sbin/flowpin; the package's is in
+	@# /usr/sbin and waits for a config before it starts.
+	sed -e 's|/usr/local/sbin/flowpin|/usr/sbin/flowpin|g' \
+		-e 's|^# /etc/systemd/system/flowpin.service|# /usr/lib/systemd/system/flowpin.service (flowpin package)|' \
+		-e '/^\[Unit\]/a ConditionPathExists=/etc/flowpin/flowpin.yaml' \
+		examples/flowpin.service > $(DIST)/.stage/common/flowpin.service
+	printf 'flowpin (%s) unstable; urgency=medium\n\n  * Built from %s (commit %s).\n\n -- flowpin maintainers <flowpin@example.invalid>  %s\n' \
+		'$(DEB_VERSION)' '$(VERSION)' '$(COMMIT)' "$$(date -u -R -d @$$SOURCE_DATE_EPOCH)" | gzip -9n > $(DIST)/.stage/common/changelog.gz
+	@set -e; for arch in $(DEB_ARCHES); do \
+		stage=$(DIST)/.stage/$$arch; cp -r $(DIST)/.stage/common $$stage; \
+		echo "build linux/$$arch"; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$stage/flowpin ./cmd/flowpin; \
+		(cd $$stage && GOARCH=$$arch DEB_VERSION='$(DEB_VERSION)' \
+			"$(NFPM)" package -f nfpm.yaml -p deb -t $(abspath $(DIST))/flowpin_$(DEB_VERSION)_$$arch.deb); \
+	done
+	rm -rf $(DIST)/.stage
 
 lint: ## gofmt, go vet and staticcheck (installed if missing)
 	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -37,7 +91,7 @@ lint: ## gofmt, go vet and staticcheck (installed if missing)
 unit: ## unit tests only: unprivileged, no namespaces, race detector on
 	$(GO) test -short -race $(PKGS)
 
-test: deps lint ## the whole suite: unit and real-kernel integration tests (root), and a short fuzz of each target
+test: deps deb-deps browser-deps lint ## the whole suite: unit and real-kernel integration tests (root), and a short fuzz of each target
 	$(GO) test -count=1 -timeout 45m $(PKGS)
 	$(call run_fuzz,$(FUZZTIME_TEST))
 
@@ -64,4 +118,4 @@ bench: deps build ## benchmarks, printed as tables (apply time vs a shell script
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./integration/
 
 clean: ## remove build output
-	rm -rf bin
+	rm -rf bin $(DIST)

@@ -8,7 +8,10 @@
 # Everything lives in namespaces named fpdemo-*, deleted on exit; the host's
 # routes, rules, nftables and sysctls are never touched, and no packet leaves
 # these namespaces. Needs: iproute2, nftables (nft), perl-base (Essential in
-# Debian; its IO::Socket::INET is the far end's TCP listener).
+# Debian; its IO::Socket::INET is the far end's TCP listener). With socat,
+# the daemon's status page is forwarded to http://127.0.0.1:$DEMO_PORT/ on
+# this host (a localhost listener, nothing else) and kept up for
+# $DEMO_HOLD seconds (default 30; 0 skips the wait).
 set -euo pipefail
 
 BIN=${1:?usage: $0 /path/to/flowpin}
@@ -22,12 +25,15 @@ P=fpdemo
 LAN=$P-lan ROUTER=$P-router ISP1=$P-isp1 ISP2=$P-isp2 FAR=$P-far
 ALL=("$LAN" "$ROUTER" "$ISP1" "$ISP2" "$FAR")
 SERVICE=203.0.113.10 PORT=5201
+DEMO_PORT=${DEMO_PORT:-9108} DEMO_HOLD=${DEMO_HOLD:-30}
 WORK=$(mktemp -d)
 LISTENER_PID=
 DAEMON=
+FORWARDER=
 
 cleanup() {
 	set +e
+	[[ -n $FORWARDER ]] && kill "$FORWARDER" 2>/dev/null && wait "$FORWARDER" 2>/dev/null
 	[[ -n $DAEMON ]] && kill "$DAEMON" 2>/dev/null && wait "$DAEMON" 2>/dev/null
 	[[ -n $LISTENER_PID ]] && kill "$LISTENER_PID" 2>/dev/null && wait "$LISTENER_PID" 2>/dev/null
 	for ns in "${ALL[@]}"; do
@@ -216,12 +222,23 @@ sleep 0.2
 # The daemon probes each link every 300 ms through that link only; 3 bad
 # rounds take it down, 3 good ones bring it back.
 sed -i 's/^    nat: true$/    nat: true\n    check: {targets: [203.0.113.10], interval: 300ms, timeout: 300ms, fall: 3, rise: 3}/' "$WORK/flowpin.yaml"
-heading "flowpin run (the daemon), with health checks against far"
+heading "flowpin run (the daemon), with health checks against far, metrics and the status page"
 grep check "$WORK/flowpin.yaml"
 # Not through nsx: $! must be the daemon itself (ip netns exec execs it).
-ip netns exec "$ROUTER" "$BIN" run -c "$WORK/flowpin.yaml" >"$WORK/run.log" 2>&1 &
+ip netns exec "$ROUTER" "$BIN" run -c "$WORK/flowpin.yaml" --metrics 127.0.0.1:9108 >"$WORK/run.log" 2>&1 &
 DAEMON=$!
 sleep 1.5
+# The page listens on the router namespace's localhost. socat carries
+# each connection to this host's 127.0.0.1:$DEMO_PORT into it.
+if command -v socat >/dev/null; then
+	socat TCP-LISTEN:"$DEMO_PORT",bind=127.0.0.1,reuseaddr,fork \
+		EXEC:"ip netns exec $ROUTER socat STDIO TCP\:127.0.0.1\:9108" 2>"$WORK/socat.log" &
+	FORWARDER=$!
+	PAGE="http://127.0.0.1:$DEMO_PORT/"
+else
+	PAGE="(install socat to open it from this host) ip netns exec $ROUTER curl http://127.0.0.1:9108/status.json"
+fi
+echo "status page: $PAGE"
 nsx "$ROUTER" "$BIN" status -c "$WORK/flowpin.yaml"
 traffic 60
 
@@ -248,7 +265,30 @@ traffic 60
 heading "A moment of flowpin status --watch (a frame a second)"
 nsx "$ROUTER" timeout --preserve-status -s INT 3.5 "$BIN" status --watch 1s -c "$WORK/flowpin.yaml" || true
 
+if [[ -n $FORWARDER && $DEMO_HOLD -gt 0 ]]; then
+	heading "The status page, live for ${DEMO_HOLD}s while traffic runs: $PAGE"
+	echo "Open it in a browser on this host; isp2 fails silently halfway through and comes back. Ctrl-C ends the demo."
+	# Keep some traffic going so the graphs move: a connection every 50 ms.
+	(while :; do nsx "$LAN" timeout 1 bash -c "exec 3<>/dev/tcp/$SERVICE/$PORT" 2>/dev/null || true; sleep 0.05; done) &
+	BG=$!
+	for ((s = DEMO_HOLD; s > 0; s--)); do
+		if ((s == DEMO_HOLD / 2)); then
+			printf '\n%s\n' "isp2 fails silently now"
+			printf 'table netdev outage {\n\tchain in {\n\t\ttype filter hook ingress device "cust" priority -500; policy drop;\n\t}\n}\n' | nsx "$ISP2" nft -f -
+		elif ((s == DEMO_HOLD / 4)); then
+			printf '\n%s\n' "isp2 recovers"
+			nsx "$ISP2" nft delete table netdev outage
+		fi
+		printf '\r%3ds left ' "$s"
+		sleep 1
+	done
+	echo
+	kill "$BG" 2>/dev/null || true
+	wait "$BG" 2>/dev/null || true
+fi
+
 heading "The daemon's log (SIGTERM: it exits, routing stays as applied)"
+[[ -n $FORWARDER ]] && { kill "$FORWARDER" 2>/dev/null; wait "$FORWARDER" 2>/dev/null || true; FORWARDER=; }
 kill -TERM "$DAEMON"
 wait "$DAEMON" || true
 DAEMON=

@@ -55,6 +55,10 @@ links, in the foreground.
 - SIGHUP (systemctl reload, flowpin reload) re-reads the config and
   applies the difference; a broken config is refused and the old one runs
   on (see flowpin reload --help).
+- With --metrics ADDR it serves Prometheus metrics at /metrics, and a
+  read-only status page at / (each link's state, flows, throughput, rtt and
+  loss graphs, the policies' active tiers; it refreshes itself) with its
+  data at /status.json, the JSON of flowpin status --json.
 - On SIGTERM or SIGINT it exits 0 and leaves routing as last applied;
   flowpin down removes it. A restart adopts the kernel's state and moves
   no flow.`,
@@ -152,17 +156,18 @@ links, in the foreground.
 					}
 					promhttp.HandlerFor(d.Metrics().Registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
 				})
+				daemon.RegisterStatusPage(mux, supervisedAPI{sup})
 				go func() {
 					if err := daemon.Serve(ctx, mln, mux); err != nil {
 						log.Error("metrics", "err", err)
 					}
 				}()
-				log.Info("metrics", "addr", mln.Addr().String())
+				log.Info("metrics", "addr", mln.Addr().String(), "status_page", "http://"+mln.Addr().String()+"/")
 			}
 			return sup.Run(ctx, c)
 		},
 	}
-	cmd.Flags().StringVar(&metricsAddr, "metrics", "", "serve Prometheus metrics on ADDR (\":9108\" binds localhost only; give a host to bind another)")
+	cmd.Flags().StringVar(&metricsAddr, "metrics", "", "serve Prometheus metrics (/metrics), a status page (/) and its JSON (/status.json) on ADDR (\":9108\" binds localhost only; give a host to bind another)")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	return cmd
 }

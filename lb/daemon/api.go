@@ -191,11 +191,6 @@ const statusMaxAge = 100 * time.Millisecond
 // APIHandler answers GET /health (the links' health) and GET /status (the
 // whole status, same JSON as `flowpin status --json`).
 func APIHandler(src Source) http.Handler {
-	var (
-		mu     sync.Mutex
-		last   *status.Status
-		lastAt time.Time
-	)
 	mux := http.NewServeMux()
 	if r, ok := src.(Reloader); ok {
 		mux.HandleFunc("POST /reload", reloadHandler(r))
@@ -204,7 +199,19 @@ func APIHandler(src Source) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(src.Health())
 	})
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+	mux.Handle("GET /status", statusHandler(src))
+	return mux
+}
+
+// statusHandler answers the whole status as JSON, recomputed at most once
+// per statusMaxAge.
+func statusHandler(src Source) http.HandlerFunc {
+	var (
+		mu     sync.Mutex
+		last   *status.Status
+		lastAt time.Time
+	)
+	return func(w http.ResponseWriter, _ *http.Request) {
 		mu.Lock()
 		if last == nil || time.Since(lastAt) >= statusMaxAge {
 			st, err := src.Status()
@@ -222,8 +229,7 @@ func APIHandler(src Source) http.Handler {
 		st.WithHealth(src.Health())
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(&st)
-	})
-	return mux
+	}
 }
 
 // ServeAPI answers the API on ln until ctx ends.

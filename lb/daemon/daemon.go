@@ -485,7 +485,7 @@ func (d *Daemon) failback(des *plan.Desired) {
 		old, seen := d.active[p.Name]
 		d.active[p.Name] = p.Active
 		if !seen {
-			d.metrics.tier.WithLabelValues(p.Name).Set(float64(p.Active + 1))
+			d.metrics.tierStarted(p.Name, p.Active)
 		}
 		if !seen || p.Active == old {
 			continue

@@ -112,6 +112,9 @@ func NewMetrics() *Metrics {
 		Name: "flowpin_policy_tier_changes_total", Help: "Failovers and failbacks of the policy between tiers.",
 	}, []string{"policy"})
 	m.Registry.MustRegister(m.tier, m.tierChanges)
+	for _, what := range kernelSubscriptions {
+		m.subLosses.WithLabelValues(what) // 0 until the first loss
+	}
 	m.Registry.MustRegister(m.up, m.changes, m.rtt, m.linkRTT, m.jitter, m.loss, m.probes, m.syncs, m.syncErrors, m.syncWrites, m.syncSeconds, m.subLosses,
 		m.ctLosses, m.ctEvents, m.ctRecounts, m.ctCorrected,
 		collectors.NewGoCollector(),
@@ -126,6 +129,16 @@ func (m *Metrics) setState(link, family string, s health.LinkState) {
 		v = 1
 	}
 	m.up.WithLabelValues(link, family).Set(v)
+	// The link's change counter exists (at 0) from its first state on, so
+	// increase() and dashboards see 0 rather than nothing before a change.
+	m.changes.WithLabelValues(link, family)
+}
+
+// tierStarted records a policy's active tier when the daemon first
+// sees it, and starts its change counter at 0.
+func (m *Metrics) tierStarted(policy string, active int) {
+	m.tier.WithLabelValues(policy).Set(float64(active + 1))
+	m.tierChanges.WithLabelValues(policy)
 }
 
 // tierChanged records a policy's new active tier (-1: none).
@@ -153,6 +166,10 @@ func (m *Metrics) synced(writes int, took time.Duration) {
 	m.syncWrites.Add(float64(writes))
 	m.syncSeconds.Observe(took.Seconds())
 }
+
+// kernelSubscriptions are the notification subscriptions NetlinkEvents
+// makes (the names it reports losses by), whose loss counters start at 0.
+var kernelSubscriptions = []string{"links", "neighbours", "addresses", "routes", "rules", "nftables"}
 
 func (m *Metrics) subscriptionLost(what string) { m.subLosses.WithLabelValues(what).Inc() }
 
