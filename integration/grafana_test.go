@@ -221,7 +221,7 @@ rules:
 	// The list: per-link state, flows, throughput, rtt/loss,
 	// failovers, sync errors.
 	for _, m := range []string{"flowpin_link_up", "flowpin_link_flows", "flowpin_link_bytes_total", "flowpin_probe_rtt_seconds",
-		"flowpin_probe_loss_ratio", "flowpin_link_state_changes_total", "flowpin_policy_active_tier", "flowpin_sync_errors_total"} {
+		"flowpin_link_rtt_seconds", "flowpin_link_loss_ratio", "flowpin_link_jitter_seconds", "flowpin_link_state_changes_total", "flowpin_policy_active_tier", "flowpin_sync_errors_total"} {
 		if !queried[m] {
 			t.Errorf("the dashboard does not query %s", m)
 		}

@@ -112,6 +112,9 @@ func TestStatusWalkMatchesConntrackDump(t *testing.T) {
 			want[m] = &Counters{}
 		}
 		want[m].Flows++
+		if f.TupleOrig.IP.SourceAddress.Is6() {
+			want[m].FlowsIPv6++
+		}
 		want[m].BytesOut += f.CountersOrig.Bytes
 		want[m].BytesIn += f.CountersReply.Bytes
 		want[m].PacketsOut += f.CountersOrig.Packets
