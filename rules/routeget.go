@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 
+	mnl "github.com/mdlayher/netlink"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
@@ -236,23 +237,34 @@ func (k *Kernel) routeGet(q Query) (Answer, error) {
 	return parseAnswer(msgs[0], names)
 }
 
+// parseAnswer reads an RTM_NEWROUTE answer: struct rtmsg, then route
+// attributes. Attributes of the wrong size are ignored. (mdlayher/netlink's
+// decoder checks every attribute's length; nl.ParseRouteAttr panics on a
+// short one.)
 func parseAnswer(m []byte, names map[int]string) (Answer, error) {
+	if len(m) < unix.SizeofRtMsg {
+		return Answer{}, fmt.Errorf("parse answer: %d bytes, shorter than struct rtmsg", len(m))
+	}
 	rt := nl.DeserializeRtMsg(m)
-	attrs, err := nl.ParseRouteAttr(m[rt.Len():])
+	ad, err := mnl.NewAttributeDecoder(m[unix.SizeofRtMsg:])
 	if err != nil {
 		return Answer{}, fmt.Errorf("parse answer: %w", err)
 	}
 	a := Answer{Type: rt.Type, Table: int(rt.Table), Protocol: int(rt.Protocol)}
 	var dst netip.Addr
-	for _, at := range attrs {
-		v := at.Value
-		switch at.Attr.Type {
+	for ad.Next() {
+		v := ad.Bytes()
+		switch ad.Type() {
 		case unix.RTA_TABLE:
-			a.Table = int(binary.NativeEndian.Uint32(v))
+			if len(v) == 4 {
+				a.Table = int(binary.NativeEndian.Uint32(v))
+			}
 		case unix.RTA_DST:
 			dst = addrOf(v)
 		case unix.RTA_OIF:
-			a.Dev = names[int(binary.NativeEndian.Uint32(v))]
+			if len(v) == 4 {
+				a.Dev = names[int(binary.NativeEndian.Uint32(v))]
+			}
 		case unix.RTA_GATEWAY:
 			a.Gw = addrOf(v)
 		case unix.RTA_PREFSRC:
@@ -261,7 +273,10 @@ func parseAnswer(m []byte, names map[int]string) (Answer, error) {
 			a.Nexthops = parseMultipath(v, names)
 		}
 	}
-	if dst.IsValid() {
+	if err := ad.Err(); err != nil {
+		return Answer{}, fmt.Errorf("parse answer: %w", err)
+	}
+	if dst.IsValid() && int(rt.Dst_len) <= dst.BitLen() {
 		a.Dst = netip.PrefixFrom(dst, int(rt.Dst_len))
 	} else if rt.Family == unix.AF_INET6 {
 		a.Dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
@@ -272,7 +287,7 @@ func parseAnswer(m []byte, names map[int]string) (Answer, error) {
 }
 
 // parseMultipath reads a sequence of struct rtnexthop, each followed by its
-// own attributes (RTA_GATEWAY).
+// own attributes (RTA_GATEWAY). It stops at the first malformed one.
 func parseMultipath(b []byte, names map[int]string) []Nexthop {
 	var out []Nexthop
 	for len(b) >= unix.SizeofRtNexthop {
@@ -282,15 +297,15 @@ func parseMultipath(b []byte, names map[int]string) []Nexthop {
 			break
 		}
 		hop := Nexthop{Dev: names[int(nh.Ifindex)], Weight: int(nh.Hops) + 1}
-		if attrs, err := nl.ParseRouteAttr(b[unix.SizeofRtNexthop:n]); err == nil {
-			for _, at := range attrs {
-				if at.Attr.Type == unix.RTA_GATEWAY {
-					hop.Gw = addrOf(at.Value)
+		if ad, err := mnl.NewAttributeDecoder(b[unix.SizeofRtNexthop:n]); err == nil {
+			for ad.Next() {
+				if ad.Type() == unix.RTA_GATEWAY {
+					hop.Gw = addrOf(ad.Bytes())
 				}
 			}
 		}
 		out = append(out, hop)
-		b = b[nlAlign(n):]
+		b = b[min(nlAlign(n), len(b)):]
 	}
 	return out
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -29,6 +30,7 @@ func FuzzParse(f *testing.F) {
 	f.Add(twoLinks)
 	f.Add(issueExample)
 	f.Add(dualStack)
+	f.Add(checksAndOps)
 	for _, tc := range errorCases {
 		if len(tc.yaml) <= 4096 {
 			f.Add(tc.yaml)
@@ -56,6 +58,29 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// checksAndOps has every probe method, the quality keys, an on-demand
+// link and a hook.
+const checksAndOps = `links:
+  - name: a
+    interface: wan1
+    gateway: 192.0.2.1
+    check: {targets: [203.0.113.1, 203.0.113.2], quorum: 2, max_rtt: 150ms, max_loss: 12.5%, window: 20, hold_down: 30s, method: http, url: /health}
+  - name: b
+    interface: wan2
+    gateway: 198.51.100.1
+    check: {method: tcp, port: 443, interval: 1s, timeout: 800ms}
+  - name: c
+    interface: wan3
+    gateway6: 'fe80::1%wan3'
+    check: {method: dns, query: example.com, port: 5353}
+  - name: d
+    interface: wwan0
+    gateway: auto
+    tier: 2
+    on_demand: {up: ifup wwan0, down: ifdown wwan0, keep: 90s}
+hooks: {on_change: /bin/true, timeout: 5s}
+`
 
 // dualStack has a link of each family and one of both, and rules of each
 // family.
@@ -244,7 +269,11 @@ func render(t *testing.T, c *Config) []byte {
 		for _, a := range ch.Targets {
 			rc.Targets = append(rc.Targets, a.String())
 		}
+		renderQuality(rc, ch)
 		rl := rawLink{Name: l.Name, Interface: l.Interface, Gateway: gw, Gateway6: gw6, Weight: i64(int64(l.Weight)), NAT: l.NAT, Check: rc}
+		if od := l.OnDemand; od != nil {
+			rl.OnDemand = &rawOnDemand{Up: od.Up, Down: od.Down, Keep: &od.Keep}
+		}
 		if l.TableSet {
 			rl.Table = i64(int64(l.Table))
 		}
@@ -289,11 +318,37 @@ func render(t *testing.T, c *Config) []byte {
 	if c.Unmatched != 0 {
 		raw.DefaultPolicy = c.Policies[c.Unmatched].Name
 	}
+	raw.Hooks = &rawHooks{OnChange: c.Hooks.OnChange, Timeout: &c.Hooks.Timeout}
 	out, err := yaml.Marshal(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// renderQuality writes the check's quality and method keys, each only
+// where the config allows it (a port with icmp, say, is an error).
+func renderQuality(rc *rawCheck, ch HealthCheck) {
+	i64 := func(v int64) *int64 { return &v }
+	str := func(v string) *string { return &v }
+	if ch.MaxRTT > 0 {
+		rc.MaxRTT = &ch.MaxRTT
+	}
+	if ch.MaxLoss > 0 {
+		rc.MaxLoss = str(strconv.FormatFloat(ch.MaxLoss*100, 'g', -1, 64) + "%")
+	}
+	rc.Window = i64(int64(ch.Window))
+	rc.HoldDown = &ch.HoldDown
+	rc.Method = str(string(ch.Method))
+	if ch.Port != 0 {
+		rc.Port = i64(int64(ch.Port))
+	}
+	if ch.Method == ProbeHTTP {
+		rc.URL = &ch.URL
+	}
+	if ch.Method == ProbeDNS {
+		rc.Query = &ch.Query
+	}
 }
 
 func renderPorts(rs []PortRange) []string {

@@ -47,7 +47,8 @@ rules:                      # first match wins; decides the policy of NEW flows 
     sticky: 10m             # optional: a new flow from a source that used a link within this time takes that link again (if it is up)
 `
 
-var cmpConfig = cmp.Options{cmpopts.IgnoreUnexported(Config{}), cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})}
+// MaxLoss is written back as a percentage: equal to within rounding.
+var cmpConfig = cmp.Options{cmpopts.IgnoreUnexported(Config{}), cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{}), cmpopts.EquateApprox(0, 1e-12)}
 
 func TestParsePoliciesIssueExample(t *testing.T) {
 	c, err := Parse("f.yaml", []byte(issueExample))

@@ -232,8 +232,8 @@ func decodeEvent(b []byte, ev *Event) error {
 				case ctaTupleIP:
 					ip := attrs{b: t.data}
 					for ip.next() {
-						if ip.typ == ctaIPv4Dst || ip.typ == ctaIPv6Dst {
-							ev.Dst, _ = netip.AddrFromSlice(ip.data)
+						if a, ok := netip.AddrFromSlice(ip.data); ok && (ip.typ == ctaIPv4Dst || ip.typ == ctaIPv6Dst) {
+							ev.Dst = a
 						}
 					}
 					t.err = errors.Join(t.err, ip.err)

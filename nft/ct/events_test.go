@@ -11,7 +11,7 @@ import (
 )
 
 // eventMessage encodes a ctnetlink event as the kernel multicasts it.
-func eventMessage(t *testing.T, msgType, flags uint16, family uint8, id, mark, status uint32, proto uint8) []byte {
+func eventMessage(t testing.TB, msgType, flags uint16, family uint8, id, mark, status uint32, proto uint8) []byte {
 	t.Helper()
 	ae := netlink.NewAttributeEncoder()
 	ae.ByteOrder = binary.BigEndian
@@ -65,4 +65,55 @@ func TestAppendEvents(t *testing.T) {
 	if _, err := appendEvents(nil, b[:len(b)-3]); err == nil {
 		t.Error("a truncated message decoded without error")
 	}
+}
+
+// FuzzAppendEvents: no message on the event socket panics the decoder;
+// every event it returns came from a ctnetlink new or delete message, and
+// where the dump decoder also reads that message the two agree on the
+// flow's id, mark and destination.
+func FuzzAppendEvents(f *testing.F) {
+	var b []byte
+	b = append(b, eventMessage(f, ipctnlMsgCtNew, unix.NLM_F_CREATE|unix.NLM_F_EXCL, unix.AF_INET, 7, 0x100, 0x8, 6)...)
+	b = append(b, eventMessage(f, ipctnlMsgCtNew, 0, unix.AF_INET, 7, 0x100, 0x8|ipsSeenReply, 6)...)
+	b = append(b, eventMessage(f, ipctnlMsgCtDelete, 0, unix.AF_INET6, 9, 0, 0, 17)...)
+	f.Add(b)
+	for _, body := range seedFlows(f) {
+		f.Add(nlBatch(0, unix.AF_INET, body))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		events, err := appendEvents(nil, b)
+		if err != nil {
+			return
+		}
+		// The messages appendEvents read, framed the same way.
+		var ct [][]byte
+		for len(b) >= unix.SizeofNlMsghdr {
+			n := int(binary.NativeEndian.Uint32(b))
+			typ := binary.NativeEndian.Uint16(b[4:])
+			data := b[unix.SizeofNlMsghdr:n]
+			b = b[min((n+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1), len(b)):]
+			if typ>>8 == 1 && (typ&0xff == ipctnlMsgCtNew || typ&0xff == ipctnlMsgCtDelete) && len(data) >= 4 {
+				ct = append(ct, data)
+			}
+		}
+		if len(events) != len(ct) {
+			t.Fatalf("%d events from %d ctnetlink messages", len(events), len(ct))
+		}
+		for i, ev := range events {
+			if ev.Type != EventNew && ev.Type != EventUpdate && ev.Type != EventDestroy {
+				t.Fatalf("event %d: type %v", i, ev.Type)
+			}
+			if ev.Family != ct[i][0] {
+				t.Fatalf("event %d: family %d, message says %d", i, ev.Family, ct[i][0])
+			}
+			var rec FlowRecord
+			if decodeFlow(ct[i][4:], DetailTuples, &rec) != nil {
+				continue
+			}
+			if ev.ID != rec.ID || ev.Mark != rec.Mark || ev.Dst != rec.OrigDst.Addr {
+				t.Fatalf("event %d: id %d mark %#x dst %v; the dump decoder read id %d mark %#x dst %v",
+					i, ev.ID, ev.Mark, ev.Dst, rec.ID, rec.Mark, rec.OrigDst.Addr)
+			}
+		}
+	})
 }
