@@ -419,7 +419,7 @@ func TestMultiHomedServer6(t *testing.T) {
 
 	out := apply(t, s.Server, serverConfig6(s))
 	t.Log(strings.TrimSpace(out))
-	if !strings.Contains(out, "IPv6 2 of 2 links") {
+	if !strings.Contains(out, "applied: IPv6 2 of 2 links in the multipath route") {
 		t.Errorf("apply did not put both interfaces in the IPv6 multipath route: %s", out)
 	}
 	d0, d1 := s.spoofDrops(t, "srv0"), s.spoofDrops(t, "srv1")

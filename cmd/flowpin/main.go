@@ -228,9 +228,12 @@ nothing: change the daemon's config and restart it instead.`,
 					in6++
 				}
 			}
-			if has6 == 0 {
+			switch {
+			case has6 == 0:
 				fmt.Fprintf(a.out, "applied: %d of %d links in the multipath route, %d kernel writes\n", in4, len(d.Links), res.Writes)
-			} else {
+			case has4 == 0:
+				fmt.Fprintf(a.out, "applied: IPv6 %d of %d links in the multipath route, %d kernel writes\n", in6, has6, res.Writes)
+			default:
 				fmt.Fprintf(a.out, "applied: IPv4 %d of %d links, IPv6 %d of %d links in the multipath route, %d kernel writes\n", in4, has4, in6, has6, res.Writes)
 			}
 			return nil
