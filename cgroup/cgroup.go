@@ -127,3 +127,26 @@ func (g *Group) Remove() error {
 	}
 	return err
 }
+
+// SweepSiblings deletes the groups beside g (in the same parent) whose
+// names start with prefix and that keep says need not be kept. A group
+// that still has processes cannot be deleted (rmdir says EBUSY) and is
+// left alone. It returns the names of the groups it deleted.
+func (g *Group) SweepSiblings(prefix string, keep func(name string) bool) []string {
+	parent, self := filepath.Dir(g.Dir), filepath.Base(g.Dir)
+	entries, err := os.ReadDir(parent)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range entries {
+		name := e.Name()
+		if !e.IsDir() || name == self || !strings.HasPrefix(name, prefix) || keep(name) {
+			continue
+		}
+		if syscall.Rmdir(filepath.Join(parent, name)) == nil {
+			out = append(out, name)
+		}
+	}
+	return out
+}

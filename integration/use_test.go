@@ -6,9 +6,11 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // useConnects is a command that opens n connections to target, one after
@@ -88,6 +90,72 @@ func TestUseLink(t *testing.T) {
 	// An unknown link is refused before anything runs.
 	if out, err := flowpin(t, d.Router, "use", "-c", cfg, "isp3", "--", "true"); err == nil || !strings.Contains(out, `no link "isp3"`) {
 		t.Errorf("use isp3: %v\n%s", err, out)
+	}
+}
+
+// A use killed with SIGKILL leaves its table and cgroup. While the
+// command it started still runs, the next use leaves both alone (the
+// command keeps its link); once the command has ended, the next use
+// removes them.
+func TestUseKilledIsSweptLater(t *testing.T) {
+	requireRoot(t)
+	d := newDualWAN(t)
+	cfg := writeFile(t, "use.yaml", d.config(1, 1))
+	if out, err := flowpin(t, d.Router, "apply", "-c", cfg); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _, _ = flowpin(t, d.Router, "down") })
+	// ip netns exec execs flowpin: the process's pid is flowpin's.
+	cmd := exec.Command("ip", "netns", "exec", d.Router, flowpinBin, "use", "-c", cfg, "isp2", "--", "sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	table, group := fmt.Sprintf("flowpin_use_%d", pid), filepath.Join(cgroupRoot(t), "flowpin", fmt.Sprintf("use-%d", pid))
+	defer func() { _ = os.WriteFile(filepath.Join(group, "cgroup.kill"), []byte("1"), 0) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(run(t, d.Router, "nft", "list", "tables"), table) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no table %s 5 s after use started", table)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	left := func() (bool, bool) {
+		_, err := os.Stat(group)
+		return strings.Contains(run(t, d.Router, "nft", "list", "tables"), table), err == nil
+	}
+	if tbl, grp := left(); !tbl || !grp {
+		t.Fatalf("after SIGKILL: table %v, cgroup %v; want both left (nothing could clean up)", tbl, grp)
+	}
+
+	// sleep still runs in the cgroup: the next use keeps both.
+	if out, err := flowpin(t, d.Router, "use", "-c", cfg, "isp1", "--", "true"); err != nil {
+		t.Fatalf("use: %v\n%s", err, out)
+	}
+	if tbl, grp := left(); !tbl || !grp {
+		t.Errorf("the command of the killed use still runs, yet table %v, cgroup %v are left; want both", tbl, grp)
+	}
+
+	if err := os.WriteFile(filepath.Join(group, "cgroup.kill"), []byte("1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for procs, _ := os.ReadFile(filepath.Join(group, "cgroup.procs")); len(procs) > 0; procs, _ = os.ReadFile(filepath.Join(group, "cgroup.procs")) {
+		if time.Now().After(deadline) {
+			t.Fatalf("cgroup.kill left %q", procs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	out, err := flowpin(t, d.Router, "use", "-c", cfg, "isp1", "--", "true")
+	if err != nil {
+		t.Fatalf("use: %v\n%s", err, out)
+	}
+	if tbl, grp := left(); tbl || grp {
+		t.Errorf("the killed use's command has ended, yet table %v, cgroup %v are left; want neither\n%s", tbl, grp, out)
 	}
 }
 

@@ -7,7 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -40,8 +43,10 @@ chain, so an apply or the daemon's resync never touches it) gives its
 sockets' packets LINK's mark with "socket cgroupv2". No LD_PRELOAD: it
 works for static binaries too. When the command exits, anything it left
 running in the cgroup is killed and the table and the cgroup are removed
-(also on SIGINT/SIGTERM, which are passed on to the command). flowpin use
-exits with the command's exit status. flowpin must be applied (apply or
+(also on SIGINT/SIGTERM, which are passed on to the command). A use
+killed with SIGKILL cannot clean up: the next use removes its table and
+cgroup once nothing runs in the cgroup any more (flowpin down removes
+every use's table). flowpin use exits with the command's exit status. flowpin must be applied (apply or
 run) in this network namespace.`,
 		Example: "  flowpin use isp2 -- curl https://example.com/\n  flowpin use lte -- ping -c3 192.0.2.1",
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -108,6 +113,7 @@ func (a *app) use(name string, argv []string) error {
 			a.log.Error("use: clean up", "err", err)
 		}
 	}()
+	a.sweepUses(g, k.nft)
 	u := nft.Use{Table: nft.UseTable(os.Getpid()), CgroupID: g.ID, Level: g.Level, Mask: c.MarkMask, Mark: l.Mark}
 	// Signals before the table: a SIGTERM from here on still cleans up.
 	sigs := make(chan os.Signal, 4)
@@ -150,5 +156,42 @@ func (a *app) use(name string, argv []string) error {
 			}
 			return err
 		}
+	}
+}
+
+// sweepUses removes what a use killed by SIGKILL could not: its cgroup, once
+// nothing runs in it any more, and its table in this network namespace
+// (cgroups are shared by all namespaces, so the cgroup may have been
+// removed by a use elsewhere). A use whose process lives, or whose command
+// still runs in its cgroup, is left alone: its command's connections keep
+// their link.
+func (a *app) sweepUses(g *cgroup.Group, n *nft.Conn) {
+	alive := func(pid int) bool {
+		err := syscall.Kill(pid, 0)
+		return err == nil || errors.Is(err, syscall.EPERM)
+	}
+	for _, name := range g.SweepSiblings("use-", func(name string) bool {
+		pid, err := strconv.Atoi(strings.TrimPrefix(name, "use-"))
+		return err != nil || pid <= 0 || alive(pid)
+	}) {
+		a.log.Info("use: removed the cgroup of a use that was killed", "cgroup", "flowpin/"+name)
+	}
+	tables, err := n.UseTables()
+	if err != nil {
+		a.log.Warn("use: list the tables of earlier uses", "err", err)
+	}
+	for _, t := range tables {
+		pid, err := strconv.Atoi(strings.TrimPrefix(t, nft.UseTablePrefix))
+		if err != nil || pid <= 0 || alive(pid) {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(filepath.Dir(g.Dir), fmt.Sprintf("use-%d", pid))); !errors.Is(err, os.ErrNotExist) {
+			continue // its command still runs
+		}
+		if err := n.RemoveUse(t); err != nil {
+			a.log.Warn("use: remove the table of a use that was killed", "table", t, "err", err)
+			continue
+		}
+		a.log.Info("use: removed the table of a use that was killed", "table", t)
 	}
 }
