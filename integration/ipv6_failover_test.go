@@ -53,6 +53,98 @@ func (dm *daemon) familyStates(t testing.TB) map[string][2]string {
 	return m
 }
 
+// waitFamilies waits up to 5 s for a link's IPv4 and IPv6 states.
+func (dm *daemon) waitFamilies(t testing.TB, link string, want [2]string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for st := dm.familyStates(t); st[link] != want; st = dm.familyStates(t) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is IPv4 %q, IPv6 %q after 5 s; want %q, %q", link, st[link][0], st[link][1], want[0], want[1])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// outage drops what ISP1 forwards of one family ("ipv4" or "ipv6"), both
+// ways; what ISP1 itself answers (neighbour discovery, its own addresses)
+// still works. It returns the repair.
+func outage(t testing.TB, isp, family string) func() {
+	t.Helper()
+	nft(t, isp, fmt.Sprintf(`table inet outage_%[1]s {
+	chain forward {
+		type filter hook forward priority -500; policy accept;
+		meta nfproto %[1]s drop
+	}
+}
+`, family))
+	return func() { run(t, isp, "nft", "delete", "table", "inet", "outage_"+family) }
+}
+
+// heldBroken stops held flows and counts those that broke, checking that
+// every one had been opened by the far end's view of want.
+func heldBroken(t testing.TB, what string, l *longLived, want string) int {
+	t.Helper()
+	broken := 0
+	for _, s := range l.stop() {
+		if s.Remote.Addr() != netip.MustParseAddr(want) {
+			t.Errorf("%s: a held flow went by %v, want %s", what, s.Remote.Addr(), want)
+		}
+		if s.Stalled || s.Err != nil {
+			broken++
+		}
+	}
+	return broken
+}
+
+// failback: flush follows each family's own tier. With isp1 down in both
+// families the policy's held IPv4 and IPv6 flows run on isp2. isp1's IPv6
+// returns first: the held IPv6 flows are deleted (so they re-establish on
+// isp1) while the held IPv4 flows, whose tier has not moved, stay. When
+// IPv4 returns, its held flows go too.
+func TestDualStackFailbackPerFamily(t *testing.T) {
+	d := newDualWAN6(t)
+	srv6 := startEchoServer(t, d.Far, hostPort(d.Service6, 0))
+	srv4 := startEchoServer(t, d.Far, hostPort(d.Service, 0))
+	target6, target4 := hostPort(d.Service6, srv6.Port()), hostPort(d.Service, srv4.Port())
+	dm := startDaemon(t, d.Router, checkedConfig6(d)+`policies:
+  - {name: isp1-first, tiers: [[isp1], [isp2]], failback: flush}
+default_policy: isp1-first
+`)
+	dm.waitFamilies(t, "isp1", [2]string{"up", "up"})
+	dm.waitFamilies(t, "isp2", [2]string{"up", "up"})
+	if r := connectN(t, d.LAN, target6, srv6, 20, dialOpts{}); r.Failed != 0 || r.PerSource[netip.MustParseAddr(d.WAN1v6)] != 20 {
+		t.Fatalf("both links up: %d of 20 IPv6 flows failed, far saw %v; want all via isp1 (tier 1)", r.Failed, r.PerSource)
+	}
+
+	repair6, repair4 := outage(t, d.ISP1, "ipv6"), outage(t, d.ISP1, "ipv4")
+	dm.waitFamilies(t, "isp1", [2]string{"down", "down"})
+	held6 := startLongLived(t, d.LAN, target6, srv6, 8, dialOpts{})
+	held4 := startLongLived(t, d.LAN, target4, srv4, 8, dialOpts{})
+	time.Sleep(300 * time.Millisecond)
+
+	repair6()
+	dm.waitFamilies(t, "isp1", [2]string{"down", "up"})
+	time.Sleep(stallAfter + 500*time.Millisecond)
+	b6, b4 := heldBroken(t, "IPv6", held6, d.WAN2v6), heldBroken(t, "IPv4", held4, d.WAN2)
+	t.Logf("isp1's IPv6 back: held IPv6 flows on isp2 broken %d of 8, held IPv4 flows %d of 8", b6, b4)
+	if b6 != 8 || b4 != 0 {
+		t.Errorf("IPv6 failback: %d of 8 IPv6 and %d of 8 IPv4 held flows broke; want 8 and 0", b6, b4)
+	}
+	srv6.Reset()
+	if r := connectN(t, d.LAN, target6, srv6, 20, dialOpts{}); r.Failed != 0 || r.PerSource[netip.MustParseAddr(d.WAN1v6)] != 20 {
+		t.Errorf("isp1's IPv6 back: %d of 20 IPv6 flows failed, far saw %v; want all via isp1", r.Failed, r.PerSource)
+	}
+
+	held4 = startLongLived(t, d.LAN, target4, srv4, 8, dialOpts{})
+	time.Sleep(300 * time.Millisecond)
+	repair4()
+	dm.waitFamilies(t, "isp1", [2]string{"up", "up"})
+	time.Sleep(stallAfter + 500*time.Millisecond)
+	if b4 := heldBroken(t, "IPv4", held4, d.WAN2); b4 != 8 {
+		t.Errorf("IPv4 failback: %d of 8 held IPv4 flows on isp2 broke, want all", b4)
+	}
+}
+
 // isp1's IPv6 dies silently (its upstream drops IPv6; the link, neighbour
 // discovery and IPv4 keep working): new IPv6 flows move to isp2 within the
 // detection time, new IPv4 flows still use both links.
@@ -63,26 +155,14 @@ func TestDualStackPerFamilyFailover(t *testing.T) {
 	target6, target4 := hostPort(d.Service6, srv6.Port()), hostPort(d.Service, srv4.Port())
 	dm := startDaemon(t, d.Router, checkedConfig6(d))
 
-	deadline := time.Now().Add(5 * time.Second)
-	for st := dm.familyStates(t); st["isp1"] != [2]string{"up", "up"} || st["isp2"] != [2]string{"up", "up"}; st = dm.familyStates(t) {
-		if time.Now().After(deadline) {
-			t.Fatalf("links not up in both families: %v", st)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	dm.waitFamilies(t, "isp1", [2]string{"up", "up"})
+	dm.waitFamilies(t, "isp2", [2]string{"up", "up"})
 	if r := connectN(t, d.LAN, target6, srv6, 40, dialOpts{}); r.Failed != 0 || len(r.PerSource) != 2 {
 		t.Fatalf("before the outage: %d of 40 IPv6 flows failed, far saw %v", r.Failed, r.PerSource)
 	}
 
-	// Forwarded IPv6 dies at ISP1 in both directions; what ISP1 itself
-	// answers (neighbour discovery, its own addresses) still works.
-	nft(t, d.ISP1, `table inet outage6 {
-	chain forward6 {
-		type filter hook forward priority -500; policy accept;
-		meta nfproto ipv6 drop
-	}
-}
-`)
+	// Forwarded IPv6 dies at ISP1 in both directions.
+	outage(t, d.ISP1, "ipv6")
 	start := time.Now()
 	// fall 3 x interval 300ms, and a round's timeout: about 1.2s.
 	const limit = 4 * time.Second

@@ -472,37 +472,48 @@ func (d *Daemon) sync(why string) error {
 	return nil
 }
 
-// failback follows each policy's active tier. When a higher tier is back,
-// a policy with failback: flush deletes its own flows on the links of the
-// tiers below (found by the policy's ct label), so they re-establish on
-// the active tier; other policies' flows on those links stay. With keep,
-// they stay until they end.
+// failback follows each policy's active tier, per family. When a higher
+// tier is back, a policy with failback: flush deletes its own flows of that
+// family on the links of the tiers below (found by the policy's ct label),
+// so they re-establish on the active tier; other policies' flows on those
+// links, and the other family's, stay. With keep, they stay until they
+// end.
 func (d *Daemon) failback(des *plan.Desired) {
 	d.mu.Lock()
 	d.policies = des.Policies
 	d.mu.Unlock()
 	for _, p := range des.Policies {
-		old, seen := d.active[p.Name]
-		d.active[p.Name] = p.Active
-		if !seen {
-			d.metrics.tierStarted(p.Name, p.Active)
-		}
-		if !seen || p.Active == old {
-			continue
-		}
-		d.Log.Info("policy tier changed", "policy", p.Name, "from", tierName(old), "to", tierName(p.Active))
-		d.metrics.tierChanged(p.Name, p.Active)
-		if p.Active < 0 || (old >= 0 && p.Active > old) || p.Failback != config.Flush || p.Label == 0 {
-			continue
-		}
-		for _, i := range p.LowerLinks() {
-			l := des.Links[i]
-			n, err := d.deps.Conntrack.FlushLabel(l.Mark, d.Config.MarkMask, p.Label-1)
-			if err != nil {
-				d.Log.Error("failback: flush the policy's flows", "policy", p.Name, "link", l.Name, "err", err)
+		for _, v6 := range []bool{false, true} {
+			if !p.HasFamily(d.Config.Links, v6) {
 				continue
 			}
-			d.Log.Info("failback: flushed the policy's flows on a lower tier", "policy", p.Name, "link", l.Name, "flows", n)
+			active, family, af := p.Active, "ipv4", uint8(unix.AF_INET)
+			if v6 {
+				active, family, af = p.Active6, "ipv6", unix.AF_INET6
+			}
+			key := unitKey(p.Name, v6)
+			old, seen := d.active[key]
+			d.active[key] = active
+			if !seen {
+				d.metrics.tierStarted(p.Name, family, active)
+			}
+			if !seen || active == old {
+				continue
+			}
+			d.Log.Info("policy tier changed", "policy", p.Name, "family", family, "from", tierName(old), "to", tierName(active))
+			d.metrics.tierChanged(p.Name, family, active)
+			if active < 0 || (old >= 0 && active > old) || p.Failback != config.Flush || p.Label == 0 {
+				continue
+			}
+			for _, i := range p.LowerLinks(v6) {
+				l := des.Links[i]
+				n, err := d.deps.Conntrack.FlushLabel(l.Mark, d.Config.MarkMask, p.Label-1, af)
+				if err != nil {
+					d.Log.Error("failback: flush the policy's flows", "policy", p.Name, "link", l.Name, "family", family, "err", err)
+					continue
+				}
+				d.Log.Info("failback: flushed the policy's flows on a lower tier", "policy", p.Name, "link", l.Name, "family", family, "flows", n)
+			}
 		}
 	}
 }

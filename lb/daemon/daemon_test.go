@@ -509,15 +509,64 @@ func TestFailbackFlushesOnlyThePolicysFlows(t *testing.T) {
 	h.round()
 	h.waitState("isp1", health.StateUp)
 	h.clock.Advance(MinSyncInterval)
-	h.waitTranscript(both, "apply route=[isp2] out=[isp1]", "flush mark 0x100/0xff00", both, "flush mark 0x200/0xff00 label 0")
-	if got := testutil.ToFloat64(h.d.Metrics().tierChanges.WithLabelValues("isp1-first")); got != 2 {
+	h.waitTranscript(both, "apply route=[isp2] out=[isp1]", "flush mark 0x100/0xff00", both, "flush mark 0x200/0xff00 label 0 family 2")
+	if got := testutil.ToFloat64(h.d.Metrics().tierChanges.WithLabelValues("isp1-first", "ipv4")); got != 2 {
 		t.Errorf("tier changes of isp1-first: %v", got)
 	}
-	if got := testutil.ToFloat64(h.d.Metrics().tier.WithLabelValues("isp1-first")); got != 1 {
+	if n := testutil.CollectAndCount(h.d.Metrics().tier); n != 2 {
+		t.Errorf("flowpin_policy_active_tier: %d series, want 2 (IPv4 of two policies; no link has IPv6)", n)
+	}
+	if got := testutil.ToFloat64(h.d.Metrics().tier.WithLabelValues("isp1-first", "ipv4")); got != 1 {
 		t.Errorf("active tier of isp1-first: %v", got)
 	}
 	if p := h.d.Policies(); len(p) != 2 || p[1].Active != 0 {
 		t.Errorf("policies: %+v", p)
+	}
+}
+
+// Each family follows its own active tier: isp1's IPv6 fails and returns
+// while its IPv4 works, and failback: flush deletes the policy's IPv6
+// flows on isp2 only; its IPv4 tier never moved, so no IPv4 flow goes.
+func TestFailbackFollowsEachFamily(t *testing.T) {
+	h := newHarness(t)
+	h.c = configtest.MustParse(t, `links:
+  - name: isp1
+    interface: wan1
+    gateway: 192.0.2.1
+    gateway6: 2001:db8:1::1
+    check: {targets: [203.0.113.10, 2001:db8:ff::10], interval: 1s, timeout: 500ms, fall: 3, rise: 2}
+  - name: isp2
+    interface: wan2
+    gateway: 198.51.100.1
+    gateway6: 2001:db8:2::1
+    check: {targets: [203.0.113.10, 2001:db8:ff::10], interval: 1s, timeout: 500ms, fall: 3, rise: 2}
+policies:
+  - {name: isp1-first, tiers: [[isp1], [isp2]], failback: flush}
+rules:
+  - {name: web, proto: tcp, dst_ports: [443], policy: isp1-first}
+`)
+	h.k = newFakeKernel(h.rec, h.c)
+	h.probers = newFakeProbers(h.c)
+	h.start()
+	all := "apply route=[isp1 isp2] out=[] route6=[isp1 isp2] out6=[]"
+	h.waitTranscript(all)
+
+	h.probers.set("wan1/6", false)
+	h.round()
+	h.round()
+	h.round()
+	h.clock.Advance(MinSyncInterval)
+	v6down := "apply route=[isp1 isp2] out=[] route6=[isp2] out6=[isp1]"
+	h.waitTranscript(all, v6down, "flush mark 0x100/0xff00 family 10")
+
+	h.probers.set("wan1/6", true)
+	h.round()
+	h.round()
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(all, v6down, "flush mark 0x100/0xff00 family 10", all, "flush mark 0x200/0xff00 label 0 family 10")
+	m := h.d.Metrics()
+	if v4, v6 := testutil.ToFloat64(m.tierChanges.WithLabelValues("isp1-first", "ipv4")), testutil.ToFloat64(m.tierChanges.WithLabelValues("isp1-first", "ipv6")); v4 != 0 || v6 != 2 {
+		t.Errorf("tier changes of isp1-first: ipv4 %v, ipv6 %v; want 0 and 2", v4, v6)
 	}
 }
 

@@ -242,11 +242,11 @@ func (k *fakeKernel) FlushMarkFamily(mark, mask uint32, family uint8) error {
 	return err
 }
 
-func (k *fakeKernel) FlushLabel(mark, mask uint32, bit int) (int, error) {
+func (k *fakeKernel) FlushLabel(mark, mask uint32, bit int, family uint8) (int, error) {
 	k.mu.Lock()
 	err := k.flushErr
 	k.mu.Unlock()
-	k.rec.add("flush mark %#x/%#x label %d", mark, mask, bit)
+	k.rec.add("flush mark %#x/%#x label %d family %d", mark, mask, bit, family)
 	return 0, err
 }
 

@@ -107,10 +107,10 @@ func NewMetrics() *Metrics {
 	m.Registry.MustRegister(m.suspects, m.bursts)
 	m.tier = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "flowpin_policy_active_tier", Help: "The policy's active tier (1 is the first); 0 when no link of any tier is up and its last resort applies.",
-	}, []string{"policy"})
+	}, []string{"policy", "family"})
 	m.tierChanges = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "flowpin_policy_tier_changes_total", Help: "Failovers and failbacks of the policy between tiers.",
-	}, []string{"policy"})
+	}, []string{"policy", "family"})
 	m.Registry.MustRegister(m.tier, m.tierChanges)
 	for _, what := range kernelSubscriptions {
 		m.subLosses.WithLabelValues(what) // 0 until the first loss
@@ -136,15 +136,15 @@ func (m *Metrics) setState(link, family string, s health.LinkState) {
 
 // tierStarted records a policy's active tier when the daemon first
 // sees it, and starts its change counter at 0.
-func (m *Metrics) tierStarted(policy string, active int) {
-	m.tier.WithLabelValues(policy).Set(float64(active + 1))
-	m.tierChanges.WithLabelValues(policy)
+func (m *Metrics) tierStarted(policy, family string, active int) {
+	m.tier.WithLabelValues(policy, family).Set(float64(active + 1))
+	m.tierChanges.WithLabelValues(policy, family)
 }
 
 // tierChanged records a policy's new active tier (-1: none).
-func (m *Metrics) tierChanged(policy string, active int) {
-	m.tier.WithLabelValues(policy).Set(float64(active + 1))
-	m.tierChanges.WithLabelValues(policy).Inc()
+func (m *Metrics) tierChanged(policy, family string, active int) {
+	m.tier.WithLabelValues(policy, family).Set(float64(active + 1))
+	m.tierChanges.WithLabelValues(policy, family).Inc()
 }
 
 func (m *Metrics) changed(link, family string) { m.changes.WithLabelValues(link, family).Inc() }

@@ -29,14 +29,14 @@ func TestCountersStartAtZero(t *testing.T) {
 		t.Fatalf("%d change series before any link or policy", n)
 	}
 	m.setState("isp1", "ipv4", health.StateUp)
-	m.tierStarted("backup", 0)
+	m.tierStarted("backup", "ipv4", 0)
 	if n := testutil.CollectAndCount(m.changes, "flowpin_link_state_changes_total"); n != 1 {
 		t.Errorf("flowpin_link_state_changes_total: %d series after the link's first state, want 1", n)
 	}
 	if n := testutil.CollectAndCount(m.tierChanges, "flowpin_policy_tier_changes_total"); n != 1 {
 		t.Errorf("flowpin_policy_tier_changes_total: %d series after the policy was seen, want 1", n)
 	}
-	if v := testutil.ToFloat64(m.tier.WithLabelValues("backup")); v != 1 {
+	if v := testutil.ToFloat64(m.tier.WithLabelValues("backup", "ipv4")); v != 1 {
 		t.Errorf("active tier %v, want 1", v)
 	}
 	if v := testutil.ToFloat64(m.changes.WithLabelValues("isp1", "ipv4")); v != 0 {

@@ -31,7 +31,8 @@ type Flusher interface {
 	FlushMark(mark, mask uint32) error
 	// FlushMarkFamily: one address family's (unix.AF_INET, AF_INET6).
 	FlushMarkFamily(mark, mask uint32, family uint8) error
-	FlushLabel(mark, mask uint32, bit int) (int, error)
+	// FlushLabel: the flows of one family that carry ct label bit.
+	FlushLabel(mark, mask uint32, bit int, family uint8) (int, error)
 }
 
 var _ Flusher = (*ct.Conntrack)(nil)

@@ -68,16 +68,34 @@ func (p PolicyPlan) ActiveLinks6(links []LinkPlan) []int {
 	return out
 }
 
-// LowerLinks are the links of the tiers below the active one.
-func (p PolicyPlan) LowerLinks() []int {
-	if p.Active < 0 {
+// LowerLinks are the links of the tiers below the active one of a family
+// (each family has its own active tier).
+func (p PolicyPlan) LowerLinks(v6 bool) []int {
+	active := p.Active
+	if v6 {
+		active = p.Active6
+	}
+	if active < 0 {
 		return nil
 	}
 	var out []int
-	for _, t := range p.Tiers[p.Active+1:] {
+	for _, t := range p.Tiers[active+1:] {
 		out = append(out, t...)
 	}
 	return out
+}
+
+// HasFamily says whether any link of the policy has that family: a policy
+// of IPv4-only links has no IPv6 tier to follow.
+func (p PolicyPlan) HasFamily(links []config.Link, v6 bool) bool {
+	for _, tier := range p.Tiers {
+		for _, i := range tier {
+			if v6 && links[i].HasV6() || !v6 && links[i].HasV4() {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // RulePlan is one traffic rule as planned.

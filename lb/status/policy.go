@@ -20,8 +20,12 @@ type PolicyStatus struct {
 	// no link of any tier is up and LastResort applies.
 	ActiveTier  int      `json:"active_tier"`
 	ActiveLinks []string `json:"active_links"`
-	LastResort  string   `json:"last_resort"`
-	Failback    string   `json:"failback"`
+	// ActiveTier6 and ActiveLinks6 are the same for IPv6, which follows
+	// the links' IPv6 health; absent when no link of the policy has IPv6.
+	ActiveTier6  *int     `json:"active_tier6,omitempty"`
+	ActiveLinks6 []string `json:"active_links6,omitempty"`
+	LastResort   string   `json:"last_resort"`
+	Failback     string   `json:"failback"`
 	// Implicit: the built-in default policy, or the one-link policy of a
 	// rule that names a link.
 	Implicit bool `json:"implicit,omitempty"`
@@ -52,7 +56,7 @@ func PolicyTable(c *config.Config, a *Applied) ([]PolicyStatus, error) {
 	}
 	var out []PolicyStatus
 	for _, p := range m.Policies {
-		ps := PolicyStatus{Name: p.Name, LastResort: string(p.LastResort), Failback: string(p.Failback), Implicit: p.Implicit, ActiveLinks: []string{}}
+		ps := PolicyStatus{Name: p.Name, LastResort: string(p.LastResort), Failback: string(p.Failback), Implicit: p.Implicit}
 		for _, tier := range p.Tiers {
 			var names []string
 			for _, i := range tier {
@@ -60,33 +64,55 @@ func PolicyTable(c *config.Config, a *Applied) ([]PolicyStatus, error) {
 			}
 			ps.Tiers = append(ps.Tiers, names)
 		}
-		var devs []string
-		for _, r := range a.Routes {
-			if r.Table != p.Table || r.Dst.Bits() != 0 || r.Dst.Addr().Is6() || r.Type != "" {
-				continue
-			}
-			if r.Dev != "" {
-				devs = append(devs, r.Dev)
-			}
-			for _, nh := range r.Nexthops {
-				devs = append(devs, nh.Dev)
-			}
-		}
-		for t, tier := range p.Tiers {
-			for _, i := range tier {
-				if slices.Contains(devs, c.Links[i].Interface) {
-					if ps.ActiveTier == 0 {
-						ps.ActiveTier = t + 1
-					}
-					if ps.ActiveTier == t+1 {
-						ps.ActiveLinks = append(ps.ActiveLinks, c.Links[i].Name)
-					}
-				}
-			}
+		ps.ActiveTier, ps.ActiveLinks = activeTier(c, a, p, false)
+		if p.HasFamily(c.Links, true) {
+			t, links := activeTier(c, a, p, true)
+			ps.ActiveTier6, ps.ActiveLinks6 = &t, links
 		}
 		out = append(out, ps)
 	}
 	return out, nil
+}
+
+// activeTier reads a policy's active tier in one family from the default
+// route in its table: the first tier with a link among the route's
+// devices, and those links.
+func activeTier(c *config.Config, a *Applied, p plan.PolicyPlan, v6 bool) (int, []string) {
+	var devs []string
+	for _, r := range a.Routes {
+		if r.Table != p.Table || r.Dst.Bits() != 0 || r.Dst.Addr().Is6() != v6 || r.Type != "" {
+			continue
+		}
+		if r.Dev != "" {
+			devs = append(devs, r.Dev)
+		}
+		for _, nh := range r.Nexthops {
+			devs = append(devs, nh.Dev)
+		}
+	}
+	active, links := 0, []string{}
+	for t, tier := range p.Tiers {
+		for _, i := range tier {
+			if !slices.Contains(devs, c.Links[i].Interface) {
+				continue
+			}
+			if active == 0 {
+				active = t + 1
+			}
+			if active == t+1 {
+				links = append(links, c.Links[i].Name)
+			}
+		}
+	}
+	return active, links
+}
+
+// tierText is an active tier and its links as the table shows them.
+func tierText(tier int, links []string) (string, string) {
+	if tier == 0 {
+		return "none", "-"
+	}
+	return fmt.Sprintf("tier %d", tier), strings.Join(links, " ")
 }
 
 // RuleTable lists the traffic rules with their hits.
@@ -133,9 +159,10 @@ func WritePolicies(w io.Writer, s *Status) error {
 		for _, t := range p.Tiers {
 			tiers = append(tiers, "["+strings.Join(t, " ")+"]")
 		}
-		active, links := "none", "-"
-		if p.ActiveTier > 0 {
-			active, links = fmt.Sprintf("tier %d", p.ActiveTier), strings.Join(p.ActiveLinks, " ")
+		active, links := tierText(p.ActiveTier, p.ActiveLinks)
+		if p.ActiveTier6 != nil && (*p.ActiveTier6 != p.ActiveTier || !slices.Equal(p.ActiveLinks6, p.ActiveLinks)) {
+			a6, l6 := tierText(*p.ActiveTier6, p.ActiveLinks6)
+			active, links = active+", IPv6 "+a6, links+", IPv6 "+l6
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", Printable(p.Name), Printable(strings.Join(tiers, " ")), active, Printable(links), p.LastResort, p.Failback)
 	}

@@ -9,12 +9,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// FlushLabel deletes the flows with (ct mark & mask) == mark that carry ct
-// label bit: a policy's flows on one link, and no other flow on it.
+// FlushLabel deletes the flows of one address family (unix.AF_INET or
+// unix.AF_INET6) with (ct mark & mask) == mark that carry ct label bit: a
+// policy's flows on one link, and no other flow on it.
 // ctnetlink filters a dump by mark but not by label, so the kernel sends
 // the link's flows and the label is checked here. It returns how many
 // flows it deleted.
-func (ct *Conntrack) FlushLabel(mark, mask uint32, bit int) (int, error) {
+func (ct *Conntrack) FlushLabel(mark, mask uint32, bit int, family uint8) (int, error) {
 	c, err := ct.requests()
 	if err != nil {
 		return 0, err
@@ -22,11 +23,11 @@ func (ct *Conntrack) FlushLabel(mark, mask uint32, bit int) (int, error) {
 	var flows []conntrack.Flow
 	err = RetryInterrupted(func() error {
 		var derr error
-		flows, derr = c.DumpFilter(conntrack.NewFilter().Mark(mark).MarkMask(mask), nil)
+		flows, derr = c.DumpFilter(conntrack.NewFilter().Family(netfilter.ProtoFamily(family)).Mark(mark).MarkMask(mask), nil)
 		return derr
 	})
 	if err != nil {
-		return 0, fmt.Errorf("conntrack dump mark %#x/%#x: %w", mark, mask, err)
+		return 0, fmt.Errorf("conntrack dump family %d mark %#x/%#x: %w", family, mark, mask, err)
 	}
 	n := 0
 	for _, f := range flows {
