@@ -23,11 +23,10 @@ func useConnects(target netip.AddrPort, n int) []string {
 done`, n, target.Addr(), target.Port())}
 }
 
-// TestUseLink: under `flowpin use isp2`, all 20 connections of a command
-// leave by isp2 (counted at the far end by their NAT source), while the
-// same command without it is split by the default policy. The command's
-// exit status is passed on, and the table and cgroup are gone after.
-func TestUseLink(t *testing.T) {
+// appliedForUse is a dual-WAN router with flowpin applied (1:1), and its
+// config file; down runs at cleanup.
+func appliedForUse(t *testing.T) (*dualWAN, string) {
+	t.Helper()
 	requireRoot(t)
 	d := newDualWAN(t)
 	cfg := writeFile(t, "use.yaml", d.config(1, 1))
@@ -35,6 +34,15 @@ func TestUseLink(t *testing.T) {
 		t.Fatalf("apply: %v\n%s", err, out)
 	}
 	t.Cleanup(func() { _, _ = flowpin(t, d.Router, "down") })
+	return d, cfg
+}
+
+// TestUseLink: under `flowpin use isp2`, all 20 connections of a command
+// leave by isp2 (counted at the far end by their NAT source), while the
+// same command without it is split by the default policy. The command's
+// exit status is passed on, and the table and cgroup are gone after.
+func TestUseLink(t *testing.T) {
+	d, cfg := appliedForUse(t)
 	srv := startEchoServer(t, d.Far, d.Service+":0")
 	target := netip.AddrPortFrom(netip.MustParseAddr(d.Service), uint16(srv.Port()))
 	wan1, wan2 := netip.MustParseAddr(d.WAN1), netip.MustParseAddr(d.WAN2)
@@ -98,13 +106,7 @@ func TestUseLink(t *testing.T) {
 // command keeps its link); once the command has ended, the next use
 // removes them.
 func TestUseKilledIsSweptLater(t *testing.T) {
-	requireRoot(t)
-	d := newDualWAN(t)
-	cfg := writeFile(t, "use.yaml", d.config(1, 1))
-	if out, err := flowpin(t, d.Router, "apply", "-c", cfg); err != nil {
-		t.Fatalf("apply: %v\n%s", err, out)
-	}
-	t.Cleanup(func() { _, _ = flowpin(t, d.Router, "down") })
+	d, cfg := appliedForUse(t)
 	// ip netns exec execs flowpin: the process's pid is flowpin's.
 	cmd := exec.Command("ip", "netns", "exec", d.Router, flowpinBin, "use", "-c", cfg, "isp2", "--", "sleep", "60")
 	if err := cmd.Start(); err != nil {

@@ -524,23 +524,28 @@ func TestFailbackFlushesOnlyThePolicysFlows(t *testing.T) {
 	}
 }
 
-// Each family follows its own active tier: isp1's IPv6 fails and returns
-// while its IPv4 works, and failback: flush deletes the policy's IPv6
-// flows on isp2 only; its IPv4 tier never moved, so no IPv4 flow goes.
-func TestFailbackFollowsEachFamily(t *testing.T) {
-	h := newHarness(t)
-	h.c = configtest.MustParse(t, `links:
+// dualStackLinks are two dual-stack links, checked in each family.
+const dualStackLinks = `links:
   - name: isp1
     interface: wan1
     gateway: 192.0.2.1
     gateway6: 2001:db8:1::1
+    nat: true
     check: {targets: [203.0.113.10, 2001:db8:ff::10], interval: 1s, timeout: 500ms, fall: 3, rise: 2}
   - name: isp2
     interface: wan2
     gateway: 198.51.100.1
     gateway6: 2001:db8:2::1
+    nat: true
     check: {targets: [203.0.113.10, 2001:db8:ff::10], interval: 1s, timeout: 500ms, fall: 3, rise: 2}
-policies:
+`
+
+// Each family follows its own active tier: isp1's IPv6 fails and returns
+// while its IPv4 works, and failback: flush deletes the policy's IPv6
+// flows on isp2 only; its IPv4 tier never moved, so no IPv4 flow goes.
+func TestFailbackFollowsEachFamily(t *testing.T) {
+	h := newHarness(t)
+	h.c = configtest.MustParse(t, dualStackLinks+`policies:
   - {name: isp1-first, tiers: [[isp1], [isp2]], failback: flush}
 rules:
   - {name: web, proto: tcp, dst_ports: [443], policy: isp1-first}
@@ -575,20 +580,7 @@ rules:
 // reports both families.
 func TestIPv6FailsAlone(t *testing.T) {
 	h := newHarness(t)
-	h.c = configtest.MustParse(t, `links:
-  - name: isp1
-    interface: wan1
-    gateway: 192.0.2.1
-    gateway6: 2001:db8:1::1
-    nat: true
-    check: {targets: [203.0.113.10, 2001:db8:ff::10], interval: 1s, timeout: 500ms, fall: 3, rise: 2}
-  - name: isp2
-    interface: wan2
-    gateway: 198.51.100.1
-    gateway6: 2001:db8:2::1
-    nat: true
-    check: {targets: [203.0.113.10, 2001:db8:ff::10], interval: 1s, timeout: 500ms, fall: 3, rise: 2}
-`)
+	h.c = configtest.MustParse(t, dualStackLinks)
 	h.k = newFakeKernel(h.rec, h.c)
 	h.probers = newFakeProbers(h.c)
 	h.start()
