@@ -2,13 +2,18 @@
 # flowpin demo: a dual-WAN NAT router in network namespaces.
 #
 #   lan --- router ==wan1== isp1 --+
-#                  ==wan2== isp2 --+-- far (203.0.113.10, the "Internet")
+#                  ==wan2== isp2 --+-- far (203.0.113.10 and 2001:db8:ff::10,
+#                                       the "Internet")
+#
+# Dual stack: the LAN is 10.77.0.0/24 and the ULA fd00:77::/64; each ISP
+# gives the router one IPv4 address and one IPv6 /64 and drops anything
+# else from it (BCP38).
 #
 # Usage (as root): scripts/demo.sh /path/to/flowpin
 # Everything lives in namespaces named fpdemo-*, deleted on exit; the host's
 # routes, rules, nftables and sysctls are never touched, and no packet leaves
 # these namespaces. Needs: iproute2, nftables (nft), perl-base (Essential in
-# Debian; its IO::Socket::INET is the far end's TCP listener). With socat,
+# Debian; its IO::Socket::IP is the far end's TCP listener). With socat,
 # the daemon's status page is forwarded to http://127.0.0.1:$DEMO_PORT/ on
 # this host (a localhost listener, nothing else) and kept up for
 # $DEMO_HOLD seconds (default 30; 0 skips the wait).
@@ -24,7 +29,7 @@ done
 P=fpdemo
 LAN=$P-lan ROUTER=$P-router ISP1=$P-isp1 ISP2=$P-isp2 FAR=$P-far
 ALL=("$LAN" "$ROUTER" "$ISP1" "$ISP2" "$FAR")
-SERVICE=203.0.113.10 PORT=5201
+SERVICE=203.0.113.10 SERVICE6=2001:db8:ff::10 PORT=5201
 DEMO_PORT=${DEMO_PORT:-9108} DEMO_HOLD=${DEMO_HOLD:-30}
 WORK=$(mktemp -d)
 LISTENER_PID=
@@ -35,7 +40,8 @@ cleanup() {
 	set +e
 	[[ -n $FORWARDER ]] && kill "$FORWARDER" 2>/dev/null && wait "$FORWARDER" 2>/dev/null
 	[[ -n $DAEMON ]] && kill "$DAEMON" 2>/dev/null && wait "$DAEMON" 2>/dev/null
-	[[ -n $LISTENER_PID ]] && kill "$LISTENER_PID" 2>/dev/null && wait "$LISTENER_PID" 2>/dev/null
+	# shellcheck disable=SC2086 # a list of pids
+	[[ -n $LISTENER_PID ]] && kill $LISTENER_PID 2>/dev/null && wait $LISTENER_PID 2>/dev/null
 	for ns in "${ALL[@]}"; do
 		ip netns del "$ns" 2>/dev/null
 	done
@@ -66,7 +72,9 @@ heading "Building the sandbox (namespaces $P-*)"
 for ns in "${ALL[@]}"; do
 	ip netns add "$ns"
 	ip -n "$ns" link set dev lo up
-	nsx "$ns" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+	# keep_addr_on_down: an interface taken down and up (below) keeps its
+	# IPv6 addresses, as it keeps its IPv4 ones.
+	nsx "$ns" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 net.ipv6.conf.all.keep_addr_on_down=1
 done
 veth "$LAN" eth0 "$ROUTER" lan
 veth "$ROUTER" wan1 "$ISP1" cust
@@ -76,34 +84,47 @@ veth "$ISP2" core "$FAR" isp2
 
 ip -n "$LAN" addr add 10.77.0.2/24 dev eth0
 ip -n "$LAN" route add default via 10.77.0.1
+ip -n "$LAN" addr add fd00:77::2/64 dev eth0 nodad
+ip -n "$LAN" -6 route add default via fd00:77::1
 
 ip -n "$ROUTER" addr add 10.77.0.1/24 dev lan
 ip -n "$ROUTER" addr add 192.0.2.2/24 dev wan1
 ip -n "$ROUTER" addr add 198.51.100.2/24 dev wan2
-nsx "$ROUTER" sysctl -qw net.ipv4.ip_forward=1
+ip -n "$ROUTER" addr add fd00:77::1/64 dev lan nodad
+ip -n "$ROUTER" addr add 2001:db8:1::2/64 dev wan1 nodad
+ip -n "$ROUTER" addr add 2001:db8:2::2/64 dev wan2 nodad
+nsx "$ROUTER" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
 ip -n "$ROUTER" route add default via 192.0.2.1 dev wan1 # the box before flowpin
+ip -n "$ROUTER" -6 route add default via 2001:db8:1::1 dev wan1
 
-# isp CUST_CIDR CORE_CIDR FAR_ADDR CUSTOMER OTHER_PREFIX
+# isp CUST_CIDR CORE_CIDR FAR_ADDR CUSTOMER OTHER_PREFIX N: ISP N, in both
+# families (IPv6: 2001:db8:N::/64 to the customer, 2001:db8:100:N::/64 to far).
 isp() {
-	local ns=$1
+	local ns=$1 n=$7
 	ip -n "$ns" addr add "$2" dev cust
 	ip -n "$ns" addr add "$3" dev core
-	nsx "$ns" sysctl -qw net.ipv4.ip_forward=1
+	ip -n "$ns" addr add "2001:db8:$n::1/64" dev cust nodad
+	ip -n "$ns" addr add "2001:db8:100:$n::1/64" dev core nodad
+	nsx "$ns" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
 	ip -n "$ns" route add 203.0.113.0/24 via "$4"
 	ip -n "$ns" route add "$6" via "$4"
+	ip -n "$ns" -6 route add 2001:db8:ff::/64 via "2001:db8:100:$n::2"
+	ip -n "$ns" -6 route add "2001:db8:$((3 - n))::/64" via "2001:db8:100:$n::2"
 	# BCP38: the ISP drops anything from its customer not sourced from the
-	# customer's own address.
+	# customer's own address (and, for IPv6, its link-local one, which
+	# neighbour discovery uses).
 	nsx "$ns" nft -f - <<-EOF
 		table netdev bcp38 {
 			chain in {
 				type filter hook ingress device "cust" priority 0;
 				ip saddr != $5 drop
+				ip6 saddr != { 2001:db8:$n::2, fe80::/10 } drop
 			}
 		}
 	EOF
 }
-isp "$ISP1" 192.0.2.1/24 100.64.1.1/30 100.64.1.2 192.0.2.2 198.51.100.0/24
-isp "$ISP2" 198.51.100.1/24 100.64.2.1/30 100.64.2.2 198.51.100.2 192.0.2.0/24
+isp "$ISP1" 192.0.2.1/24 100.64.1.1/30 100.64.1.2 192.0.2.2 198.51.100.0/24 1
+isp "$ISP2" 198.51.100.1/24 100.64.2.1/30 100.64.2.2 198.51.100.2 192.0.2.0/24 2
 
 ip -n "$FAR" addr add 100.64.1.2/30 dev isp1
 ip -n "$FAR" addr add 100.64.2.2/30 dev isp2
@@ -111,6 +132,12 @@ ip -n "$FAR" addr add $SERVICE/32 dev lo
 nsx "$FAR" sysctl -qw net.ipv4.ip_forward=1
 ip -n "$FAR" route add 192.0.2.0/24 via 100.64.1.1 src $SERVICE
 ip -n "$FAR" route add 198.51.100.0/24 via 100.64.2.1 src $SERVICE
+ip -n "$FAR" addr add 2001:db8:100:1::2/64 dev isp1 nodad
+ip -n "$FAR" addr add 2001:db8:100:2::2/64 dev isp2 nodad
+ip -n "$FAR" addr add $SERVICE6/128 dev lo
+nsx "$FAR" sysctl -qw net.ipv6.conf.all.forwarding=1
+ip -n "$FAR" -6 route add 2001:db8:1::/64 via 2001:db8:100:1::1 src $SERVICE6
+ip -n "$FAR" -6 route add 2001:db8:2::/64 via 2001:db8:100:2::1 src $SERVICE6
 # Count new connections at the far end by the (NATed) source = the link used.
 nsx "$FAR" nft -f - <<-EOF
 	table ip demo {
@@ -124,33 +151,53 @@ nsx "$FAR" nft -f - <<-EOF
 			tcp dport $PORT ct state new ip saddr != { 192.0.2.2, 198.51.100.2 } counter name "other"
 		}
 	}
+	table ip6 demo {
+		counter via_isp1 {}
+		counter via_isp2 {}
+		counter other {}
+		chain in {
+			type filter hook input priority 0;
+			tcp dport $PORT ct state new ip6 saddr 2001:db8:1::2 counter name "via_isp1"
+			tcp dport $PORT ct state new ip6 saddr 2001:db8:2::2 counter name "via_isp2"
+			tcp dport $PORT ct state new ip6 saddr != { 2001:db8:1::2, 2001:db8:2::2 } counter name "other"
+		}
+	}
 EOF
 # The far end's TCP listener: accept and close. A listener that stays open
 # (iperf3 -s closes and reopens its socket between "tests", refusing the
 # connections that arrive in between). Stops by itself after 300 s at most.
-ip netns exec "$FAR" timeout 300 perl -MIO::Socket::INET -e '
-	my $s = IO::Socket::INET->new(LocalAddr => $ARGV[0], LocalPort => $ARGV[1],
-		Listen => 1024, ReuseAddr => 1) or die "listen: $!\n";
-	while (1) { my $c = $s->accept or next; close $c }' $SERVICE $PORT &
-LISTENER_PID=$!
-for _ in $(seq 50); do
-	nsx "$FAR" bash -c "exec 3<>/dev/tcp/$SERVICE/$PORT" 2>/dev/null && break
-	sleep 0.1
-done
+# One listener per family; they stop by themselves after 600 s at most.
+listen() {
+	ip netns exec "$FAR" timeout 600 perl -MIO::Socket::IP -e '
+		my $s = IO::Socket::IP->new(LocalHost => $ARGV[0], LocalPort => $ARGV[1],
+			Listen => 1024, ReuseAddr => 1) or die "listen: $!\n";
+		while (1) { my $c = $s->accept or next; close $c }' "$1" $PORT &
+	LISTENER_PID+=" $!"
+	for _ in $(seq 50); do
+		nsx "$FAR" bash -c "exec 3<>/dev/tcp/$1/$PORT" 2>/dev/null && break
+		sleep 0.1
+	done
+}
+listen $SERVICE
+listen $SERVICE6
 nsx "$FAR" nft reset counters table ip demo >/dev/null
+nsx "$FAR" nft reset counters table ip6 demo >/dev/null
 echo "lan 10.77.0.2 -> router (lan 10.77.0.1, wan1 192.0.2.2, wan2 198.51.100.2)"
 echo "isp1 gw 192.0.2.1, isp2 gw 198.51.100.1 (both enforce BCP38) -> far $SERVICE:$PORT"
+echo "IPv6: lan fd00:77::2 -> router (wan1 2001:db8:1::2, wan2 2001:db8:2::2) -> far [$SERVICE6]:$PORT"
 
-count() { nsx "$FAR" nft list counter ip demo "$1" | awk '/packets/ { print $2 }'; }
+count() { nsx "$FAR" nft list counter "$1" demo "$2" | awk '/packets/ { print $2 }'; }
 
-# traffic N: N short TCP connections lan -> far (20 at a time, 1 s timeout
-# each, so a broken setup cannot stall the demo), then the per-link counts.
+# traffic N [FAMILY [NS]]: N short TCP connections from NS (default lan) to
+# far, over IPv4 (ip) or IPv6 (ip6): 20 at a time, 1 s timeout each, so a
+# broken setup cannot stall the demo; then the per-link counts at far.
 traffic() {
-	local n=$1 ok i pids=()
-	nsx "$FAR" nft reset counters table ip demo >/dev/null
+	local n=$1 fam=${2:-ip} from=${3:-$LAN} dst=$SERVICE ok i pids=() a1=192.0.2.2 a2=198.51.100.2
+	[[ $fam == ip6 ]] && dst=$SERVICE6 a1=2001:db8:1::2 a2=2001:db8:2::2
+	nsx "$FAR" nft reset counters table "$fam" demo >/dev/null
 	: >"$WORK/ok"
 	for ((i = 1; i <= n; i++)); do
-		{ nsx "$LAN" timeout 1 bash -c "exec 3<>/dev/tcp/$SERVICE/$PORT" 2>/dev/null && echo ok >>"$WORK/ok"; } &
+		{ nsx "$from" timeout 1 bash -c "exec 3<>/dev/tcp/$dst/$PORT" 2>/dev/null && echo ok >>"$WORK/ok"; } &
 		pids+=($!)
 		if ((i % 20 == 0 || i == n)); then
 			wait "${pids[@]}" || true # not a bare wait: the listener is a child too
@@ -158,8 +205,8 @@ traffic() {
 		fi
 	done
 	ok=$(wc -l <"$WORK/ok")
-	printf '%d/%d connections ok; seen at far: isp1 (192.0.2.2) %d, isp2 (198.51.100.2) %d, other %d\n' \
-		"$ok" "$n" "$(count via_isp1)" "$(count via_isp2)" "$(count other)"
+	printf '%d/%d connections ok; seen at far: isp1 (%s) %d, isp2 (%s) %d, other %d\n' \
+		"$ok" "$n" $a1 "$(count "$fam" via_isp1)" $a2 "$(count "$fam" via_isp2)" "$(count "$fam" other)"
 }
 
 show_router() {
@@ -173,8 +220,12 @@ show_router() {
 	nsx "$ROUTER" nft list table inet flowpin
 }
 
-heading "Before flowpin: lan -> far (no NAT: isp1 drops source 10.77.0.2)"
+heading "flowpin --version"
+"$BIN" --version
+
+heading "Before flowpin: lan -> far (no NAT: isp1 drops source 10.77.0.2, and fd00:77::2)"
 traffic 2
+traffic 2 ip6
 
 cat >"$WORK/flowpin.yaml" <<EOF
 links:
@@ -352,5 +403,125 @@ heading "flowpin down removes the policies, rules and sticky sets too"
 nsx "$ROUTER" "$BIN" down -c "$WORK/sticky.yaml"
 nsx "$ROUTER" ip rule show
 nsx "$ROUTER" nft list tables
+
+heading "IPv6: dual-stack links, NAT66, each family balanced and pinned on its own"
+cat >"$WORK/dual.yaml" <<EOF
+links:
+  - {name: isp1, interface: wan1, gateway: 192.0.2.1, gateway6: 2001:db8:1::1, weight: 3, nat: true}
+  - {name: isp2, interface: wan2, gateway: 198.51.100.1, gateway6: 2001:db8:2::1, weight: 1, nat: true}
+EOF
+cat "$WORK/dual.yaml"
+nsx "$ROUTER" "$BIN" apply -c "$WORK/dual.yaml"
+traffic 60 ip6
+traffic 60
+echo "--- ip -6 rule; ip -6 route show table 100"
+nsx "$ROUTER" ip -6 rule show
+nsx "$ROUTER" ip -6 route show table 100
+nsx "$ROUTER" "$BIN" explain -c "$WORK/dual.yaml" $SERVICE6 --from fd00:77::2 --iif lan --proto tcp --sport 40000 --dport $PORT | grep -E 'hash|=>'
+echo "--- neighbour discovery is never marked or pinned: the gateways are resolved on their own links"
+nsx "$ROUTER" ip -6 neigh show | grep -E '2001:db8:[12]::1 '
+nsx "$ROUTER" "$BIN" down -c "$WORK/dual.yaml"
+
+heading "Operating it: the daemon with a hook, reloaded without a restart"
+cat >"$WORK/hook.sh" <<'EOF'
+#!/bin/sh
+echo "hook: $FLOWPIN_LINK ($FLOWPIN_INTERFACE, $FLOWPIN_FAMILY) is $FLOWPIN_STATE; up: $FLOWPIN_UP_LINKS; why: $FLOWPIN_REASON" >>"${0%.sh}.log"
+EOF
+chmod +x "$WORK/hook.sh"
+cat >"$WORK/ops.yaml" <<EOF
+links:
+  - name: isp1
+    interface: wan1
+    gateway: 192.0.2.1
+    weight: 3
+    nat: true
+    check: {targets: [$SERVICE], interval: 300ms, timeout: 300ms, fall: 3, rise: 3}
+  - name: isp2
+    interface: wan2
+    gateway: 198.51.100.1
+    weight: 1
+    nat: true
+    check: {targets: [$SERVICE], interval: 300ms, timeout: 300ms, fall: 3, rise: 3}
+hooks:
+  on_change: $WORK/hook.sh   # run on every link state change, one at a time per link
+  timeout: 5s
+EOF
+cat "$WORK/ops.yaml"
+ip netns exec "$ROUTER" "$BIN" run -c "$WORK/ops.yaml" >"$WORK/ops.log" 2>&1 &
+DAEMON=$!
+sleep 1.5
+traffic 40
+echo "--- the config now says weight 1 for isp1; flowpin reload (or SIGHUP, or systemctl reload flowpin)"
+sed -i 's/^    weight: 3$/    weight: 1/' "$WORK/ops.yaml"
+nsx "$ROUTER" "$BIN" reload
+traffic 40
+echo "--- a broken config is refused: the daemon runs on, the kernel is unchanged"
+cp "$WORK/ops.yaml" "$WORK/ops.good"
+sed -i 's/^    weight: 1$/    weight: -2/' "$WORK/ops.yaml"
+nsx "$ROUTER" "$BIN" reload || echo "(flowpin reload exited $?)"
+cp "$WORK/ops.good" "$WORK/ops.yaml"
+echo "--- isp2 fails silently and recovers: the hook runs each time"
+printf 'table netdev outage {\n\tchain in {\n\t\ttype filter hook ingress device "cust" priority -500; policy drop;\n\t}\n}\n' | nsx "$ISP2" nft -f -
+sleep 1.5
+nsx "$ISP2" nft delete table netdev outage
+sleep 1.5
+cut -c1-200 "$WORK/hook.log"
+
+heading "flowpin use isp2 -- COMMAND: every connection the command opens leaves by isp2"
+echo "the router's own 20 connections, without use:"
+traffic 20 ip "$ROUTER"
+echo "the same under flowpin use isp2 (a cgroup of its own; an nft socket cgroupv2 match marks its packets):"
+nsx "$FAR" nft reset counters table ip demo >/dev/null
+nsx "$ROUTER" "$BIN" use -c "$WORK/ops.yaml" isp2 -- bash -c "for i in \$(seq 20); do timeout 1 bash -c 'exec 3<>/dev/tcp/$SERVICE/$PORT'; done"
+printf 'seen at far: isp1 (192.0.2.2) %d, isp2 (198.51.100.2) %d\n' "$(count ip via_isp1)" "$(count ip via_isp2)"
+kill -TERM "$DAEMON"
+wait "$DAEMON" || true
+DAEMON=
+grep -E 'reload|refused' "$WORK/ops.log" | cut -c1-220
+nsx "$ROUTER" "$BIN" down -c "$WORK/ops.yaml" >/dev/null
+
+heading "On-demand backup: isp2 (think metered LTE) stays down until isp1 fails"
+cat >"$WORK/ondemand.yaml" <<EOF
+links:
+  - name: isp1
+    interface: wan1
+    gateway: 192.0.2.1
+    nat: true
+    check: {targets: [$SERVICE], interval: 300ms, timeout: 300ms, fall: 3, rise: 3}
+  - name: isp2
+    interface: wan2
+    gateway: 198.51.100.1
+    nat: true
+    tier: 2
+    check: {targets: [$SERVICE], interval: 300ms, timeout: 300ms, fall: 3, rise: 3}
+    on_demand:
+      up: ip link set wan2 up       # when its tier becomes the active one
+      down: ip link set wan2 down   # once a higher tier has been back for keep
+      keep: 3s
+EOF
+sed -n '/name: isp2/,$p' "$WORK/ondemand.yaml"
+ip netns exec "$ROUTER" "$BIN" run -c "$WORK/ondemand.yaml" >"$WORK/od.log" 2>&1 &
+DAEMON=$!
+sleep 4.5
+nsx "$ROUTER" "$BIN" status | grep -E '^(LINK|isp)'
+echo "wan2: $(ip -n "$ROUTER" -o link show wan2 | grep -o 'state [A-Z]*')"
+traffic 20
+echo "--- isp1 fails silently"
+printf 'table netdev outage {\n\tchain in {\n\t\ttype filter hook ingress device "cust" priority -500; policy drop;\n\t}\n}\n' | nsx "$ISP1" nft -f -
+sleep 3
+echo "wan2: $(ip -n "$ROUTER" -o link show wan2 | grep -o 'state [A-Z]*')"
+traffic 20
+echo "--- isp1 recovers; isp2's flows are deleted and it goes down after keep (3s)"
+nsx "$ISP1" nft delete table netdev outage
+sleep 5
+nsx "$ROUTER" "$BIN" status | grep -E '^(LINK|isp)'
+echo "wan2: $(ip -n "$ROUTER" -o link show wan2 | grep -o 'state [A-Z]*')"
+traffic 20
+kill -TERM "$DAEMON"
+wait "$DAEMON" || true
+DAEMON=
+grep -E 'on-demand|standby' "$WORK/od.log" | cut -c1-200
+nsx "$ROUTER" ip link set dev wan2 up
+nsx "$ROUTER" "$BIN" down -c "$WORK/ondemand.yaml"
 
 heading "Done (namespaces $P-* are removed on exit)"
