@@ -16,7 +16,7 @@
 # Debian; its IO::Socket::IP is the far end's TCP listener). With socat,
 # the daemon's status page is forwarded to http://127.0.0.1:$DEMO_PORT/ on
 # this host (a localhost listener, nothing else) and kept up for
-# $DEMO_HOLD seconds (default 30; 0 skips the wait).
+# $DEMO_HOLD seconds (default 30; 0 skips the wait and the forwarding).
 set -euo pipefail
 
 BIN=${1:?usage: $0 /path/to/flowpin}
@@ -220,6 +220,31 @@ show_router() {
 	nsx "$ROUTER" nft list table inet flowpin
 }
 
+# link_state LINK: the link's state as the running daemon reports it.
+link_state() {
+	nsx "$ROUTER" "$BIN" status 2>/dev/null | awk -v l="$1" '$1 == l && $5 ~ /^0x/ { print $6; exit }'
+}
+
+# wait_state LINK STATE: wait (10 s at most) until the daemon reports it,
+# then say how long that took.
+wait_state() {
+	local start=${EPOCHREALTIME/./}
+	for _ in $(seq 100); do
+		if [[ $(link_state "$1") == "$2" ]]; then
+			printf '(%s: %s, %d ms later)\n' "$1" "$2" $(((${EPOCHREALTIME/./} - start) / 1000))
+			return
+		fi
+		sleep 0.1
+	done
+	echo "(after 10 s, $1 is still $(link_state "$1"), not $2)"
+}
+
+OUTAGE='table netdev outage {
+	chain in {
+		type filter hook ingress device "cust" priority -500; policy drop;
+	}
+}'
+
 heading "flowpin --version"
 "$BIN" --version
 
@@ -278,16 +303,17 @@ grep check "$WORK/flowpin.yaml"
 # Not through nsx: $! must be the daemon itself (ip netns exec execs it).
 ip netns exec "$ROUTER" "$BIN" run -c "$WORK/flowpin.yaml" --metrics 127.0.0.1:9108 >"$WORK/run.log" 2>&1 &
 DAEMON=$!
-sleep 1.5
+wait_state isp1 up
+wait_state isp2 up
 # The page listens on the router namespace's localhost. socat carries
 # each connection to this host's 127.0.0.1:$DEMO_PORT into it.
-if command -v socat >/dev/null; then
+if [[ $DEMO_HOLD -gt 0 ]] && command -v socat >/dev/null; then
 	socat TCP-LISTEN:"$DEMO_PORT",bind=127.0.0.1,reuseaddr,fork \
 		EXEC:"ip netns exec $ROUTER socat STDIO TCP\:127.0.0.1\:9108" 2>"$WORK/socat.log" &
 	FORWARDER=$!
 	PAGE="http://127.0.0.1:$DEMO_PORT/"
 else
-	PAGE="(install socat to open it from this host) ip netns exec $ROUTER curl http://127.0.0.1:9108/status.json"
+	PAGE="(install socat, and keep DEMO_HOLD above 0, to open it from this host) ip netns exec $ROUTER curl http://127.0.0.1:9108/status.json"
 fi
 echo "status page: $PAGE"
 nsx "$ROUTER" "$BIN" status -c "$WORK/flowpin.yaml"
@@ -301,15 +327,15 @@ ls -l /run/flowpin/ | grep "$(stat -L -c %i /run/netns/$ROUTER)" || true
 nsx "$ROUTER" setpriv --reuid=nobody --regid=nogroup --clear-groups "$BIN" status 2>&1 || echo "(exit $?: root, or members of group flowpin, may read it)"
 
 heading "isp2 fails silently (its upstream drops everything; the carrier stays up)"
-printf 'table netdev outage {\n\tchain in {\n\t\ttype filter hook ingress device "cust" priority -500; policy drop;\n\t}\n}\n' | nsx "$ISP2" nft -f -
-sleep 1.5
+nsx "$ISP2" nft -f - <<<"$OUTAGE"
+wait_state isp2 down
 nsx "$ROUTER" "$BIN" status -c "$WORK/flowpin.yaml"
 nsx "$ROUTER" ip route show table 100
 traffic 30
 
 heading "isp2 recovers"
 nsx "$ISP2" nft delete table netdev outage
-sleep 1.5
+wait_state isp2 up
 nsx "$ROUTER" "$BIN" status -c "$WORK/flowpin.yaml"
 traffic 60
 
@@ -325,7 +351,7 @@ if [[ -n $FORWARDER && $DEMO_HOLD -gt 0 ]]; then
 	for ((s = DEMO_HOLD; s > 0; s--)); do
 		if ((s == DEMO_HOLD / 2)); then
 			printf '\n%s\n' "isp2 fails silently now"
-			printf 'table netdev outage {\n\tchain in {\n\t\ttype filter hook ingress device "cust" priority -500; policy drop;\n\t}\n}\n' | nsx "$ISP2" nft -f -
+			nsx "$ISP2" nft -f - <<<"$OUTAGE"
 		elif ((s == DEMO_HOLD / 4)); then
 			printf '\n%s\n' "isp2 recovers"
 			nsx "$ISP2" nft delete table netdev outage
@@ -449,7 +475,8 @@ EOF
 cat "$WORK/ops.yaml"
 ip netns exec "$ROUTER" "$BIN" run -c "$WORK/ops.yaml" >"$WORK/ops.log" 2>&1 &
 DAEMON=$!
-sleep 1.5
+wait_state isp1 up
+wait_state isp2 up
 traffic 40
 echo "--- the config now says weight 1 for isp1; flowpin reload (or SIGHUP, or systemctl reload flowpin)"
 sed -i 's/^    weight: 3$/    weight: 1/' "$WORK/ops.yaml"
@@ -461,10 +488,15 @@ sed -i 's/^    weight: 1$/    weight: -2/' "$WORK/ops.yaml"
 nsx "$ROUTER" "$BIN" reload || echo "(flowpin reload exited $?)"
 cp "$WORK/ops.good" "$WORK/ops.yaml"
 echo "--- isp2 fails silently and recovers: the hook runs each time"
-printf 'table netdev outage {\n\tchain in {\n\t\ttype filter hook ingress device "cust" priority -500; policy drop;\n\t}\n}\n' | nsx "$ISP2" nft -f -
-sleep 1.5
+nsx "$ISP2" nft -f - <<<"$OUTAGE"
+wait_state isp2 down
 nsx "$ISP2" nft delete table netdev outage
-sleep 1.5
+wait_state isp2 up
+# Hooks run in the background: wait (5 s at most) for both.
+for _ in $(seq 50); do
+	[[ $(wc -l <"$WORK/hook.log" 2>/dev/null) -ge 2 ]] && break
+	sleep 0.1
+done
 cut -c1-200 "$WORK/hook.log"
 
 heading "flowpin use isp2 -- COMMAND: every connection the command opens leaves by isp2"
@@ -502,18 +534,22 @@ EOF
 sed -n '/name: isp2/,$p' "$WORK/ondemand.yaml"
 ip netns exec "$ROUTER" "$BIN" run -c "$WORK/ondemand.yaml" >"$WORK/od.log" 2>&1 &
 DAEMON=$!
-sleep 4.5
+wait_state isp1 up
+echo "isp2 was up when the daemon started and is not needed: down after keep (3s)"
+wait_state isp2 standby
 nsx "$ROUTER" "$BIN" status | grep -E '^(LINK|isp)'
 echo "wan2: $(ip -n "$ROUTER" -o link show wan2 | grep -o 'state [A-Z]*')"
 traffic 20
 echo "--- isp1 fails silently"
-printf 'table netdev outage {\n\tchain in {\n\t\ttype filter hook ingress device "cust" priority -500; policy drop;\n\t}\n}\n' | nsx "$ISP1" nft -f -
-sleep 3
+nsx "$ISP1" nft -f - <<<"$OUTAGE"
+wait_state isp1 down
+wait_state isp2 up
 echo "wan2: $(ip -n "$ROUTER" -o link show wan2 | grep -o 'state [A-Z]*')"
 traffic 20
 echo "--- isp1 recovers; isp2's flows are deleted and it goes down after keep (3s)"
 nsx "$ISP1" nft delete table netdev outage
-sleep 5
+wait_state isp1 up
+wait_state isp2 standby
 nsx "$ROUTER" "$BIN" status | grep -E '^(LINK|isp)'
 echo "wan2: $(ip -n "$ROUTER" -o link show wan2 | grep -o 'state [A-Z]*')"
 traffic 20
