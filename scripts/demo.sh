@@ -454,20 +454,8 @@ cat >"$WORK/hook.sh" <<'EOF'
 echo "hook: $FLOWPIN_LINK ($FLOWPIN_INTERFACE, $FLOWPIN_FAMILY) is $FLOWPIN_STATE; up: $FLOWPIN_UP_LINKS; why: $FLOWPIN_REASON" >>"${0%.sh}.log"
 EOF
 chmod +x "$WORK/hook.sh"
-cat >"$WORK/ops.yaml" <<EOF
-links:
-  - name: isp1
-    interface: wan1
-    gateway: 192.0.2.1
-    weight: 3
-    nat: true
-    check: {targets: [$SERVICE], interval: 300ms, timeout: 300ms, fall: 3, rise: 3}
-  - name: isp2
-    interface: wan2
-    gateway: 198.51.100.1
-    weight: 1
-    nat: true
-    check: {targets: [$SERVICE], interval: 300ms, timeout: 300ms, fall: 3, rise: 3}
+# The daemon's config from above (weights 3:1, checks), and a hook.
+{ cat "$WORK/flowpin.yaml"; cat <<EOF; } >"$WORK/ops.yaml"
 hooks:
   on_change: $WORK/hook.sh   # run on every link state change, one at a time per link
   timeout: 5s
