@@ -65,13 +65,26 @@ func testReloadReweight(t *testing.T, bySignal bool) {
 	srv := startEchoServer(t, d.Far, d.Service+":0")
 	target := fmt.Sprintf("%s:%d", d.Service, srv.Port())
 	wan1, wan2 := netip.MustParseAddr(d.WAN1), netip.MustParseAddr(d.WAN2)
-	dm := startDaemon(t, d.Router, weightedConfig(d, 1, 1))
+	dm := startDaemon(t, d.Router, weightedConfig(d, 1, 1), "--metrics", ":9108")
 	held := startLongLived(t, d.LAN, target, srv, 30, dialOpts{})
 	time.Sleep(300 * time.Millisecond)
+	metric := func(name string) float64 {
+		t.Helper()
+		body, err := scrape(t, d.Router, "127.0.0.1:9108")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sumMetric(body, name)
+	}
+	syncs := metric("flowpin_syncs_total")
 
 	// Re-weight: nearly everything new to isp1.
 	if out, err := dm.reload(t, weightedConfig(d, 255, 1), bySignal); err != nil {
 		t.Fatalf("reload: %v\n%s", err, out)
+	}
+	// The metrics go on: the reloaded daemon's first sync adds to the count.
+	if after := metric("flowpin_syncs_total"); after <= syncs {
+		t.Errorf("flowpin_syncs_total %v before the reload, %v after: the counters started again", syncs, after)
 	}
 	srv.Reset()
 	r := connectN(t, d.LAN, target, srv, 60, dialOpts{})
@@ -173,6 +186,9 @@ func testReloadReweight(t *testing.T, bySignal bool) {
 	}
 	if st := dm.linkStates(t); len(st) != 1 || st["isp1"].State != "up" {
 		t.Errorf("after removing isp2, status: %+v", st)
+	}
+	if body, err := scrape(t, d.Router, "127.0.0.1:9108"); err != nil || strings.Contains(body, `link="isp2"`) {
+		t.Errorf("after removing isp2, /metrics still has its series (err %v):\n%s", err, body)
 	}
 }
 

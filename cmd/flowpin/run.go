@@ -146,8 +146,8 @@ links, in the foreground.
 					return nil
 				}
 				mux := http.NewServeMux()
-				// The registry of the daemon that runs now: a reload
-				// starts a new one (its counters start again from 0).
+				// The registry of the daemon that runs now: a reload's
+				// daemon takes over its predecessor's, counters and all.
 				mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 					d := sup.Current()
 					if d == nil {

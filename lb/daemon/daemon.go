@@ -149,7 +149,9 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 	}
 	if deps.Flows != nil {
 		d.flows = newFlowTracker(deps.Flows, c.MarkMask, deps.Clock, log, d.metrics, deps.FlowEventSpace, deps.ReconcileInterval)
-		d.metrics.Registry.MustRegister(newFlowCollector(d))
+		if err := d.metrics.registerOwned(newFlowCollector(d)); err != nil {
+			panic(err) // a fresh registry
+		}
 		p := deps.Passive
 		if p == (PassiveParams{}) {
 			p = DefaultPassive
@@ -164,6 +166,25 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 }
 
 func (d *Daemon) flowTracker() *flowTracker { return d.flows }
+
+// inheritMetrics carries prev's metrics over a reload, so counters go on
+// counting and /metrics shows no reset: prev's own collectors leave the
+// registry for d's, and the series of links, families and policies d's
+// config no longer has are deleted. Call it before Run.
+func (d *Daemon) inheritMetrics(prev *Daemon) {
+	m := prev.metrics
+	m.handOver()
+	for _, c := range d.metrics.handOver() {
+		if err := m.registerOwned(c); err != nil {
+			panic(err) // the old daemon's are gone
+		}
+	}
+	d.metrics = m
+	if d.flows != nil {
+		d.flows.metrics = m
+	}
+	m.prune(d.Config)
+}
 
 // Metrics returns the daemon's Prometheus registry wrapper.
 func (d *Daemon) Metrics() *Metrics { return d.metrics }

@@ -1,13 +1,16 @@
 package daemon
 
 import (
+	"sync"
 	"time"
 
+	"flowpin/lb/config"
 	"flowpin/lb/health"
 	"flowpin/nft/ct"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Metrics are the daemon's Prometheus metrics. Flow counts come from the
@@ -37,6 +40,93 @@ type Metrics struct {
 	bursts      *prometheus.CounterVec
 	tier        *prometheus.GaugeVec
 	tierChanges *prometheus.CounterVec
+
+	// owned are the collectors of the daemon that runs now (flow counts,
+	// rule hits, standby): they read that daemon's state and config, so
+	// a reload replaces them, while the counters above go on counting.
+	mu    sync.Mutex
+	owned []prometheus.Collector
+}
+
+// registerOwned registers a collector of the running daemon.
+func (m *Metrics) registerOwned(c prometheus.Collector) error {
+	if err := m.Registry.Register(c); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.owned = append(m.owned, c)
+	m.mu.Unlock()
+	return nil
+}
+
+// handOver takes the collectors of the daemon that ran off the registry,
+// for the next one's, and returns them.
+func (m *Metrics) handOver() []prometheus.Collector {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range m.owned {
+		m.Registry.Unregister(c)
+	}
+	old := m.owned
+	m.owned = nil
+	return old
+}
+
+// prune deletes the series of links, address families and policies that
+// c no longer has, so a reload that removes them leaves no stale series.
+func (m *Metrics) prune(c *config.Config) {
+	family := map[string]map[string]bool{}
+	for _, l := range c.Links {
+		family[l.Name] = map[string]bool{"ipv4": l.HasV4(), "ipv6": l.HasV6()}
+	}
+	keepLink := func(lb map[string]string) bool {
+		f, ok := family[lb["link"]]
+		return ok && (lb["family"] == "" || f[lb["family"]])
+	}
+	for _, v := range []*prometheus.MetricVec{m.up.MetricVec, m.changes.MetricVec, m.rtt.MetricVec, m.linkRTT.MetricVec,
+		m.jitter.MetricVec, m.loss.MetricVec, m.probes.MetricVec, m.suspects.MetricVec, m.bursts.MetricVec} {
+		deleteSeries(v, keepLink)
+	}
+	policies := map[string]map[string]bool{}
+	for _, p := range c.Policies {
+		f := map[string]bool{}
+		for _, tier := range p.Tiers {
+			for _, i := range tier {
+				f["ipv4"] = f["ipv4"] || c.Links[i].HasV4()
+				f["ipv6"] = f["ipv6"] || c.Links[i].HasV6()
+			}
+		}
+		policies[p.Name] = f
+	}
+	keepPolicy := func(lb map[string]string) bool { return policies[lb["policy"]][lb["family"]] }
+	deleteSeries(m.tier.MetricVec, keepPolicy)
+	deleteSeries(m.tierChanges.MetricVec, keepPolicy)
+}
+
+// deleteSeries deletes the series of v whose labels keep refuses.
+func deleteSeries(v *prometheus.MetricVec, keep func(map[string]string) bool) {
+	ch := make(chan prometheus.Metric)
+	go func() {
+		v.Collect(ch)
+		close(ch)
+	}()
+	var drop []prometheus.Labels
+	for metric := range ch {
+		var pb dto.Metric
+		if metric.Write(&pb) != nil {
+			continue
+		}
+		lb := prometheus.Labels{}
+		for _, p := range pb.GetLabel() {
+			lb[p.GetName()] = p.GetValue()
+		}
+		if !keep(lb) {
+			drop = append(drop, lb)
+		}
+	}
+	for _, lb := range drop {
+		v.Delete(lb)
+	}
 }
 
 // NewMetrics registers every metric in a fresh registry.

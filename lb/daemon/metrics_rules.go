@@ -28,7 +28,7 @@ func (m *Metrics) RegisterRuleMetrics(c *config.Config, h RuleHitReader) error {
 	if len(c.Rules) == 0 {
 		return nil
 	}
-	return m.Registry.Register(&ruleCollector{
+	return m.registerOwned(&ruleCollector{
 		c: c, hits: h,
 		flows:      prometheus.NewDesc("flowpin_rule_hits_total", "New flows the traffic rule classified (their first packets).", []string{"rule", "policy"}, nil),
 		bytes:      prometheus.NewDesc("flowpin_rule_hit_bytes_total", "Bytes of the first packets of the flows the traffic rule classified.", []string{"rule", "policy"}, nil),

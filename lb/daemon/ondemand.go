@@ -179,7 +179,9 @@ func (d *Daemon) standbyGauge() *prometheus.GaugeVec {
 			Name: "flowpin_link_standby",
 			Help: "1 while an on-demand link is intentionally down (not an alarm; flowpin_link_up is 0 then).",
 		}, []string{"link"})
-		d.metrics.Registry.MustRegister(d.odGauge)
+		if err := d.metrics.registerOwned(d.odGauge); err != nil {
+			panic(err) // a programming error: one per daemon
+		}
 	}
 	return d.odGauge
 }

@@ -23,7 +23,8 @@ import (
 // when the new config does not load or does not plan against the
 // interfaces. Otherwise the daemon of the old config stops (leaving the
 // kernel as it is), one of the new config starts, inheriting the health of
-// every link that remains, and its first sync applies the difference:
+// every link that remains and the metrics (counters go on counting), and
+// its first sync applies the difference:
 // pinned flows of the links that remain are untouched, new weights, rules
 // and policies apply to new flows at once, and the flows of a removed link
 // are deleted so they reconnect elsewhere (apply does that for a link that
@@ -81,6 +82,7 @@ func (s *Supervisor) launch(ctx context.Context, c *config.Config, prev *Daemon)
 	d := New(c, s.Deps, s.Log)
 	if prev != nil {
 		d.inherit = prev.trackersSnapshot()
+		d.inheritMetrics(prev)
 	}
 	if s.Setup != nil {
 		if err := s.Setup(d); err != nil {

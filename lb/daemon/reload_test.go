@@ -10,6 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"flowpin/lb/apply"
 	"flowpin/lb/config"
 	"flowpin/lb/config/configtest"
@@ -70,6 +74,17 @@ func TestSupervisorReload(t *testing.T) {
 	if second.Config != reweighted {
 		t.Error("the new daemon does not run the new config")
 	}
+	// The counters go on counting: the same metrics, isp2's state change
+	// still counted, and the flow collector is the new daemon's alone.
+	if second.Metrics() != first.Metrics() {
+		t.Error("the reloaded daemon started its metrics again from 0")
+	}
+	if got := testutil.ToFloat64(second.Metrics().changes.WithLabelValues("isp2", "ipv4")); got != 1 {
+		t.Errorf("isp2's state changes after the reload: %v, want 1", got)
+	}
+	if _, err := second.Metrics().Registry.Gather(); err != nil {
+		t.Errorf("gather after the reload: %v", err)
+	}
 	if s := healthOf(second, "isp2"); s.State != health.StateDown || s.Reason != "down: carrier lost on wan2" {
 		t.Errorf("isp2 after the reload: %+v, want still down (carrier lost)", s)
 	}
@@ -84,6 +99,14 @@ func TestSupervisorReload(t *testing.T) {
 	third := waitDaemon(t, sup, second)
 	if hs := third.Health(); len(hs) != 1 || hs[0].Name != "isp1" || hs[0].State != health.StateUp {
 		t.Errorf("health after removing isp2: %+v", hs)
+	}
+	// isp2's series are gone with it; isp1's stay.
+	m := third.Metrics()
+	if n := testutil.CollectAndCount(m.changes); n != 1 {
+		t.Errorf("flowpin_link_state_changes_total: %d series after isp2 was removed, want 1 (isp1)", n)
+	}
+	if n := testutil.CollectAndCount(m.up); n != 1 {
+		t.Errorf("flowpin_link_up: %d series after isp2 was removed, want 1 (isp1)", n)
 	}
 }
 
@@ -183,6 +206,12 @@ func TestSupervisorReloadFallsBack(t *testing.T) {
 	reweighted := configtest.MustParse(t, strings.Replace(checked, "weight: 1\n", "weight: 5\n", 1))
 	sup := NewSupervisor(Deps{Applier: k, Conntrack: h.k, Probers: h.probers.factory, Clock: h.clock, Events: h.events},
 		func() (*config.Config, error) { return reweighted, nil }, quietLog())
+	// Each daemon registers a collector of its own, as run's rule metrics
+	// do: a daemon's must be off the shared registry before the next one's
+	// (the failed one's too), or registering fails.
+	sup.Setup = func(d *Daemon) error {
+		return d.Metrics().registerOwned(prometheus.NewGauge(prometheus.GaugeOpts{Name: "flowpin_test_owned", Help: "test"}))
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- sup.Run(ctx, h.c) }()
@@ -200,7 +229,14 @@ func TestSupervisorReloadFallsBack(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "file exists") || !strings.Contains(err.Error(), "running on the old config") {
 		t.Errorf("err = %v", err)
 	}
-	if d := waitDaemon(t, sup, first); d.Config != h.c {
+	back := waitDaemon(t, sup, first)
+	if back.Config != h.c {
 		t.Error("not back on the old config")
+	}
+	if back.Metrics() != first.Metrics() {
+		t.Error("back on the old config, the metrics started again from 0")
+	}
+	if n := testutil.CollectAndCount(back.Metrics().Registry, "flowpin_test_owned"); n != 1 {
+		t.Errorf("%d owned collectors registered, want the running daemon's alone", n)
 	}
 }
