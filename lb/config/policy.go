@@ -19,6 +19,19 @@ type Policy struct {
 	Implicit bool
 }
 
+// HasFamily says whether any link of the policy has that family (IPv6 if
+// v6): a policy of IPv4-only links has no IPv6 tier to follow.
+func (p Policy) HasFamily(links []Link, v6 bool) bool {
+	for _, tier := range p.Tiers {
+		for _, i := range tier {
+			if v6 && links[i].HasV6() || !v6 && links[i].HasV4() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // LastResort is what a policy's new flows get when no link of any tier is
 // up.
 type LastResort string

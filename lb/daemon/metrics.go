@@ -89,14 +89,7 @@ func (m *Metrics) prune(c *config.Config) {
 	}
 	policies := map[string]map[string]bool{}
 	for _, p := range c.Policies {
-		f := map[string]bool{}
-		for _, tier := range p.Tiers {
-			for _, i := range tier {
-				f["ipv4"] = f["ipv4"] || c.Links[i].HasV4()
-				f["ipv6"] = f["ipv6"] || c.Links[i].HasV6()
-			}
-		}
-		policies[p.Name] = f
+		policies[p.Name] = map[string]bool{"ipv4": p.HasFamily(c.Links, false), "ipv6": p.HasFamily(c.Links, true)}
 	}
 	keepPolicy := func(lb map[string]string) bool { return policies[lb["policy"]][lb["family"]] }
 	deleteSeries(m.tier.MetricVec, keepPolicy)

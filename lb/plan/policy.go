@@ -85,19 +85,6 @@ func (p PolicyPlan) LowerLinks(v6 bool) []int {
 	return out
 }
 
-// HasFamily says whether any link of the policy has that family: a policy
-// of IPv4-only links has no IPv6 tier to follow.
-func (p PolicyPlan) HasFamily(links []config.Link, v6 bool) bool {
-	for _, tier := range p.Tiers {
-		for _, i := range tier {
-			if v6 && links[i].HasV6() || !v6 && links[i].HasV4() {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // RulePlan is one traffic rule as planned.
 type RulePlan struct {
 	config.Rule
