@@ -121,27 +121,33 @@ func TestDualWANNAT(t *testing.T) {
 // the far end's view of a fresh batch made after the last apply.
 func pinningRun(t *testing.T, breakPinning bool) ([]connStatus, connectResult, *dualWAN) {
 	d := newDualWAN(t)
-	srv := startEchoServer(t, d.Far, d.Service+":0")
-	target := fmt.Sprintf("%s:%d", d.Service, srv.Port())
+	status, fresh := reweightRun(t, d, d.Service, d.config, 24, 240, breakPinning)
+	return status, fresh, d
+}
+
+// reweightRun is pinningRun's body for either family: held flows to
+// service, config by weights, and the size of the fresh batch.
+func reweightRun(t *testing.T, d *dualWAN, service string, config func(w1, w2 int) string, held, fresh int, breakPinning bool) ([]connStatus, connectResult) {
+	srv := startEchoServer(t, d.Far, hostPort(service, 0))
+	target := hostPort(service, srv.Port())
 	sabotage := func() {
 		if breakPinning {
 			run(t, d.Router, "nft", "flush", "chain", "inet", "flowpin", "prerouting")
 		}
 	}
-	apply(t, d.Router, d.config(1, 1))
+	apply(t, d.Router, config(1, 1))
 	sabotage()
-	ll := startLongLived(t, d.LAN, target, srv, 24, dialOpts{})
+	ll := startLongLived(t, d.LAN, target, srv, held, dialOpts{})
 	time.Sleep(500 * time.Millisecond)
 	for _, w := range [][2]int{{1, 4}, {4, 1}} {
-		apply(t, d.Router, d.config(w[0], w[1]))
+		apply(t, d.Router, config(w[0], w[1]))
 		sabotage()
 		// Long enough for a misrouted flow to count as stalled.
 		time.Sleep(stallAfter + time.Second)
 	}
 	status := ll.stop()
 	srv.Reset()
-	fresh := connectN(t, d.LAN, target, srv, 240, dialOpts{})
-	return status, fresh, d
+	return status, connectN(t, d.LAN, target, srv, fresh, dialOpts{})
 }
 
 func TestPinningSurvivesReapply(t *testing.T) {

@@ -24,7 +24,7 @@ func BenchmarkProbeDetect(b *testing.B) {
 		b.StopTimer()
 		d := newDualWAN(b)
 		dm := startDaemon(b, d.Router, qualityConfig(d, fmt.Sprintf("{targets: [%s]}", d.Service)))
-		dm.waitQuality(b, "isp2", 5*time.Second, "up with a few rounds", func(l linkQuality) bool { return l.State == "up" && l.Window >= 3 })
+		dm.waitQuality(b, "isp2", 5*time.Second, "up with a few rounds", func(l linkJSON) bool { return l.State == "up" && l.Window >= 3 })
 		// The wait ends just after a round: start the failure at a random
 		// point of the next one, as a real one would.
 		time.Sleep(rand.N(300 * time.Millisecond))

@@ -106,23 +106,38 @@ func (d *daemon) stop() (time.Duration, error) {
 	return d.took, d.exitErr
 }
 
-// checkedConfig is the dual-WAN config with fast checks against the far
-// host, as the issue's scenarios use.
-func checkedConfig(d *dualWAN, gw2 string) string {
+// checkedLinks is the dual-WAN config with a health check per link (YAML
+// flow mappings), isp2 reached by gw2 and, if tier2 is not 0, in that tier.
+func checkedLinks(d *dualWAN, gw2 string, tier2 int, check1, check2 string) string {
+	tier := ""
+	if tier2 != 0 {
+		tier = fmt.Sprintf("    tier: %d\n", tier2)
+	}
 	return fmt.Sprintf(`links:
   - name: isp1
     interface: wan1
     gateway: %s
     weight: 1
     nat: true
-    check: {targets: [%s], interval: 300ms, timeout: 300ms, fall: 3, rise: 3}
+    check: %s
   - name: isp2
     interface: wan2
     gateway: %s
     weight: 1
     nat: true
-    check: {targets: [%s], interval: 300ms, timeout: 300ms, fall: 3, rise: 3}
-`, d.GW1, d.Service, gw2, d.Service)
+%s    check: %s
+`, d.GW1, check1, gw2, tier, check2)
+}
+
+// fastCheck probes the far host every 300 ms, 3 rounds to go down or up.
+func fastCheck(d *dualWAN) string {
+	return fmt.Sprintf("{targets: [%s], interval: 300ms, timeout: 300ms, fall: 3, rise: 3}", d.Service)
+}
+
+// checkedConfig is the dual-WAN config with fast checks against the far
+// host, as the issue's scenarios use.
+func checkedConfig(d *dualWAN, gw2 string) string {
+	return checkedLinks(d, gw2, 0, fastCheck(d), fastCheck(d))
 }
 
 // blackhole makes an ISP drop everything from its customer while the
@@ -137,15 +152,23 @@ func blackhole(t testing.TB, isp string) func() {
 	return func() { run(t, isp, "nft", "delete", "table", "netdev", "outage") }
 }
 
+// linkJSON is a link's row of `flowpin status --json`: its state (and
+// its IPv6 state), and the probes' figures.
 type linkJSON struct {
-	Name       string `json:"name"`
-	State      string `json:"state"`
-	Reason     string `json:"reason"`
-	LastChange string `json:"last_change"`
+	Name       string    `json:"name"`
+	State      string    `json:"state"`
+	State6     string    `json:"state6"`
+	Reason     string    `json:"reason"`
+	LastChange string    `json:"last_change"`
+	StateSince time.Time `json:"state_since"`
+	RTTMillis  float64   `json:"rtt_ms"`
+	JitterMS   float64   `json:"jitter_ms"`
+	Loss       float64   `json:"loss"`
+	Window     int       `json:"window"`
 }
 
-// linkStates asks `flowpin status --json` for each link's state.
-func (dm *daemon) linkStates(t testing.TB) map[string]linkJSON {
+// statusLinks asks `flowpin status --json` for the links.
+func (dm *daemon) statusLinks(t testing.TB) []linkJSON {
 	t.Helper()
 	out, err := flowpin(t, dm.ns, "status", "--json", "-c", dm.cfg)
 	if err != nil {
@@ -157,8 +180,14 @@ func (dm *daemon) linkStates(t testing.TB) map[string]linkJSON {
 	if err := json.Unmarshal([]byte(out), &s); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, out)
 	}
+	return s.Links
+}
+
+// linkStates is statusLinks by link name.
+func (dm *daemon) linkStates(t testing.TB) map[string]linkJSON {
+	t.Helper()
 	m := map[string]linkJSON{}
-	for _, l := range s.Links {
+	for _, l := range dm.statusLinks(t) {
 		m[l.Name] = l
 	}
 	return m

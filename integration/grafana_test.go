@@ -192,17 +192,9 @@ var targetLabels = map[string]bool{"instance": true, "job": true}
 // traffic, a policy and a traffic rule, a failover.
 func TestGrafanaDashboardMetrics(t *testing.T) {
 	qs := dashboardQueries(t)
-	d := newDualWAN(t)
-	srv := startEchoServer(t, d.Far, d.Service+":0")
-	target := fmt.Sprintf("%s:%d", d.Service, srv.Port())
-	cfg := checkedConfig(d, d.GW2) + `policies:
-  - {name: backup, tiers: [[isp2], [isp1]]}
-rules:
-  - {name: echo, proto: tcp, dst_ports: [` + fmt.Sprint(srv.Port()) + `], policy: default}
-`
-	dm := startDaemon(t, d.Router, cfg, "--metrics", ":9108")
-	ll := startLongLived(t, d.LAN, target, srv, 4, dialOpts{})
-	defer ll.stop()
+	d, dm := watchedRouter(t, func(port int) string {
+		return fmt.Sprintf("{name: echo, proto: tcp, dst_ports: [%d], policy: default}", port)
+	}, 4)
 	time.Sleep(500 * time.Millisecond)
 	// A healthy router: every series the dashboard draws is there,
 	// counters of what has not happened yet at 0.

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -32,22 +31,8 @@ func checkedConfig6(d *dualWAN) string {
 // familyStates is each link's IPv4 and IPv6 state from `status --json`.
 func (dm *daemon) familyStates(t testing.TB) map[string][2]string {
 	t.Helper()
-	out, err := flowpin(t, dm.ns, "status", "--json", "-c", dm.cfg)
-	if err != nil {
-		t.Fatalf("status: %v\n%s", err, out)
-	}
-	var s struct {
-		Links []struct {
-			Name   string `json:"name"`
-			State  string `json:"state"`
-			State6 string `json:"state6"`
-		} `json:"links"`
-	}
-	if err := json.Unmarshal([]byte(out), &s); err != nil {
-		t.Fatalf("status --json: %v\n%s", err, out)
-	}
 	m := map[string][2]string{}
-	for _, l := range s.Links {
+	for _, l := range dm.statusLinks(t) {
 		m[l.Name] = [2]string{l.State, l.State6}
 	}
 	return m

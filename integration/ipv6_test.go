@@ -131,31 +131,10 @@ func TestDualStackNAT(t *testing.T) {
 	}
 }
 
-// pinningRun6 holds 30 IPv6 LAN flows while flowpin is re-applied with
-// other weights, twice. breakPinning flushes the restore chain after each
-// apply (the negative control).
+// pinningRun6 is pinningRun over IPv6: 30 held flows, 120 fresh ones.
 func pinningRun6(t *testing.T, breakPinning bool) ([]connStatus, connectResult, *dualWAN) {
 	d := newDualWAN6(t)
-	srv := startEchoServer(t, d.Far, hostPort(d.Service6, 0))
-	target := hostPort(d.Service6, srv.Port())
-	sabotage := func() {
-		if breakPinning {
-			run(t, d.Router, "nft", "flush", "chain", "inet", "flowpin", "prerouting")
-		}
-	}
-	apply(t, d.Router, d.config6(1, 1))
-	sabotage()
-	ll := startLongLived(t, d.LAN, target, srv, 30, dialOpts{})
-	time.Sleep(500 * time.Millisecond)
-	for _, w := range [][2]int{{1, 4}, {4, 1}} {
-		apply(t, d.Router, d.config6(w[0], w[1]))
-		sabotage()
-		// Long enough for a misrouted flow to count as stalled.
-		time.Sleep(stallAfter + time.Second)
-	}
-	status := ll.stop()
-	srv.Reset()
-	fresh := connectN(t, d.LAN, target, srv, 120, dialOpts{})
+	status, fresh := reweightRun(t, d, d.Service6, d.config6, 30, 120, breakPinning)
 	return status, fresh, d
 }
 
@@ -389,7 +368,7 @@ func TestDualStackLinkLocalAndND(t *testing.T) {
 
 // serverConfig6 is an IPv6-only config (gateway6 only): each interface is a
 // link with the switch's link-local address as next hop, no NAT.
-func serverConfig6(s *multiHomedServer6) string {
+func serverConfig6(s *multiHomedServer) string {
 	return fmt.Sprintf(`links:
   - name: eth0
     interface: eth0

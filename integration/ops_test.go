@@ -133,23 +133,12 @@ func TestOnDemandBackup(t *testing.T) {
 	d := newDualWAN(t)
 	run(t, d.Router, "ip", "link", "set", "wan2", "down")
 	dir := t.TempDir()
-	cfg := fmt.Sprintf(`links:
-  - name: isp1
-    interface: wan1
-    gateway: %s
-    nat: true
-    check: {targets: [%s], interval: 300ms, timeout: 300ms, fall: 3, rise: 3}
-  - name: isp2
-    interface: wan2
-    gateway: %s
-    nat: true
-    tier: 2
-    check: {targets: [%s], interval: 300ms, timeout: 300ms, fall: 3, rise: 3}
-    on_demand:
+	// isp2 is the last link: its on_demand follows.
+	cfg := policyLinks(d, 2, fmt.Sprintf(`    on_demand:
       up: "touch %s/up-ran; ip link set wan2 up"
       down: "touch %s/down-ran; ip link set wan2 down"
       keep: 2s
-`, d.GW1, d.Service, d.GW2, d.Service, dir, dir)
+`, dir, dir))
 	dm := startDaemon(t, d.Router, cfg)
 	srv := startEchoServer(t, d.Far, d.Service+":0")
 	target := fmt.Sprintf("%s:%d", d.Service, srv.Port())

@@ -12,20 +12,8 @@ import (
 // slowChecks probes the far host every 5 s with fall 3: 15 s to notice
 // a silent failure by probes alone.
 func slowChecks(d *dualWAN) string {
-	return fmt.Sprintf(`links:
-  - name: isp1
-    interface: wan1
-    gateway: %s
-    weight: 1
-    nat: true
-    check: {targets: [%s], interval: 5s, timeout: 1s, fall: 3, rise: 2}
-  - name: isp2
-    interface: wan2
-    gateway: %s
-    weight: 1
-    nat: true
-    check: {targets: [%s], interval: 5s, timeout: 1s, fall: 3, rise: 2}
-`, d.GW1, d.Service, d.GW2, d.Service)
+	slow := fmt.Sprintf("{targets: [%s], interval: 5s, timeout: 1s, fall: 3, rise: 2}", d.Service)
+	return checkedLinks(d, d.GW2, 0, slow, slow)
 }
 
 // newFlow is one connection attempt of a flowStream.

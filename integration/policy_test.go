@@ -17,19 +17,7 @@ import (
 // policyLinks is the dual-WAN config with fast checks (300 ms × 3) and
 // isp2 in tier tier2; extra is appended (policies, rules, default_policy).
 func policyLinks(d *dualWAN, tier2 int, extra string) string {
-	return fmt.Sprintf(`links:
-  - name: isp1
-    interface: wan1
-    gateway: %s
-    nat: true
-    check: {targets: [%s], interval: 300ms, timeout: 300ms, fall: 3, rise: 3}
-  - name: isp2
-    interface: wan2
-    gateway: %s
-    nat: true
-    tier: %d
-    check: {targets: [%s], interval: 300ms, timeout: 300ms, fall: 3, rise: 3}
-`, d.GW1, d.Service, d.GW2, tier2, d.Service) + extra
+	return checkedLinks(d, d.GW2, tier2, fastCheck(d), fastCheck(d)) + extra
 }
 
 // onLinks counts connections by the far end's view of their source: the

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -22,58 +21,20 @@ import (
 // qualityConfig: isp1 probes the far host with the defaults; isp2 with
 // the check given (a YAML flow mapping).
 func qualityConfig(d *dualWAN, check2 string) string {
-	return fmt.Sprintf(`links:
-  - name: isp1
-    interface: wan1
-    gateway: %s
-    weight: 1
-    nat: true
-    check: {targets: [%s]}
-  - name: isp2
-    interface: wan2
-    gateway: %s
-    weight: 1
-    nat: true
-    check: %s
-`, d.GW1, d.Service, d.GW2, check2)
+	return checkedLinks(d, d.GW2, 0, fmt.Sprintf("{targets: [%s]}", d.Service), check2)
 }
 
-// linkQuality is a link's row of `flowpin status --json` with the
-// probes' figures.
-type linkQuality struct {
-	Name       string    `json:"name"`
-	State      string    `json:"state"`
-	Reason     string    `json:"reason"`
-	StateSince time.Time `json:"state_since"`
-	RTTMillis  float64   `json:"rtt_ms"`
-	JitterMS   float64   `json:"jitter_ms"`
-	Loss       float64   `json:"loss"`
-	Window     int       `json:"window"`
-}
-
-func (dm *daemon) quality(t testing.TB, link string) linkQuality {
+func (dm *daemon) quality(t testing.TB, link string) linkJSON {
 	t.Helper()
-	out, err := flowpin(t, dm.ns, "status", "--json", "-c", dm.cfg)
-	if err != nil {
-		t.Fatalf("status: %v\n%s", err, out)
+	l, ok := dm.linkStates(t)[link]
+	if !ok {
+		t.Fatalf("no link %s in status", link)
 	}
-	var s struct {
-		Links []linkQuality `json:"links"`
-	}
-	if err := json.Unmarshal([]byte(out), &s); err != nil {
-		t.Fatalf("status --json: %v\n%s", err, out)
-	}
-	for _, l := range s.Links {
-		if l.Name == link {
-			return l
-		}
-	}
-	t.Fatalf("no link %s in status:\n%s", link, out)
-	return linkQuality{}
+	return l
 }
 
 // waitQuality polls status until ok holds for link, or fails after limit.
-func (dm *daemon) waitQuality(t testing.TB, link string, limit time.Duration, what string, ok func(linkQuality) bool) linkQuality {
+func (dm *daemon) waitQuality(t testing.TB, link string, limit time.Duration, what string, ok func(linkJSON) bool) linkJSON {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for {
@@ -88,8 +49,8 @@ func (dm *daemon) waitQuality(t testing.TB, link string, limit time.Duration, wh
 	}
 }
 
-func isState(s string) func(linkQuality) bool {
-	return func(l linkQuality) bool { return l.State == s }
+func isState(s string) func(linkJSON) bool {
+	return func(l linkJSON) bool { return l.State == s }
 }
 
 // slowResponder answers ICMP echo to addr in ns in place of the kernel
@@ -156,7 +117,7 @@ func TestQualityMaxRTT(t *testing.T) {
 	resp := startSlowResponder(t, d.Far, d.Service, d.WAN2)
 	const hold = 4 * time.Second
 	dm := startDaemon(t, d.Router, qualityConfig(d, fmt.Sprintf("{targets: [%s], max_rtt: 100ms, hold_down: %v}", d.Service, hold)))
-	before := dm.waitQuality(t, "isp2", 3*time.Second, "up with a few rounds", func(l linkQuality) bool { return l.State == "up" && l.Window >= 3 })
+	before := dm.waitQuality(t, "isp2", 3*time.Second, "up with a few rounds", func(l linkJSON) bool { return l.State == "up" && l.Window >= 3 })
 	if before.RTTMillis <= 0 || before.RTTMillis > 50 {
 		t.Errorf("rtt before the delay: %v ms", before.RTTMillis)
 	}
@@ -173,7 +134,7 @@ func TestQualityMaxRTT(t *testing.T) {
 	}
 
 	resp.delay.Store(0)
-	held := dm.waitQuality(t, "isp2", 3*time.Second, "held down", func(l linkQuality) bool { return strings.HasPrefix(l.Reason, "held down until ") })
+	held := dm.waitQuality(t, "isp2", 3*time.Second, "held down", func(l linkJSON) bool { return strings.HasPrefix(l.Reason, "held down until ") })
 	want := fmt.Sprintf("held down until %s (%s)", down.StateSince.Add(hold).Local().Format("15:04:05"), down.Reason)
 	if held.State != "down" || held.Reason != want {
 		t.Errorf("held: %s %q, want down %q", held.State, held.Reason, want)
@@ -205,7 +166,7 @@ func lossyRuleset(iface string) string {
 func TestQualityMaxLoss(t *testing.T) {
 	d := newDualWAN(t)
 	dm := startDaemon(t, d.Router, qualityConfig(d, fmt.Sprintf("{targets: [%s], max_loss: 20%%, fall: 3, rise: 3}", d.Service)))
-	dm.waitQuality(t, "isp2", 5*time.Second, "up with a full window", func(l linkQuality) bool { return l.State == "up" && l.Window == 10 })
+	dm.waitQuality(t, "isp2", 5*time.Second, "up with a full window", func(l linkJSON) bool { return l.State == "up" && l.Window == 10 })
 
 	start := time.Now()
 	nft(t, d.Far, lossyRuleset("isp2"))
@@ -353,7 +314,7 @@ func TestProbeMethods(t *testing.T) {
 		t.Run(c.method, func(t *testing.T) {
 			srv := startProbeServer(t, c.method, d.Far, c.listen)
 			dm := startDaemon(t, d.Router, qualityConfig(d, fmt.Sprintf("{targets: [%s], interval: 200ms, %s}", d.Service, c.check)))
-			up := dm.waitQuality(t, "isp2", 5*time.Second, "up and answered", func(l linkQuality) bool {
+			up := dm.waitQuality(t, "isp2", 5*time.Second, "up and answered", func(l linkJSON) bool {
 				return l.State == "up" && l.Window >= 3 && l.Loss == 0 && l.RTTMillis > 0
 			})
 			t.Logf("%s probes: rtt %.2f ms, jitter %.2f ms", c.method, up.RTTMillis, up.JitterMS)

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bytes"
-	"fmt"
 	"image"
 	"image/png"
 	"os"
@@ -99,6 +98,24 @@ func abs(x int) int {
 	return x
 }
 
+// watchedRouter is the dual-WAN router running the daemon with fast checks,
+// metrics and the status page on :9108, a policy "backup" that prefers
+// isp2, and the traffic rule that rule gives for the echo server's port;
+// held connections to that server move traffic until the test ends.
+func watchedRouter(t *testing.T, rule func(port int) string, held int) (*dualWAN, *daemon) {
+	t.Helper()
+	d := newDualWAN(t)
+	srv := startEchoServer(t, d.Far, d.Service+":0")
+	cfg := checkedConfig(d, d.GW2) + `policies:
+  - {name: backup, tiers: [[isp2], [isp1]]}
+rules:
+  - ` + rule(srv.Port()) + "\n"
+	dm := startDaemon(t, d.Router, cfg, "--metrics", ":9108")
+	ll := startLongLived(t, d.LAN, hostPort(d.Service, srv.Port()), srv, held, dialOpts{})
+	t.Cleanup(func() { ll.stop() })
+	return d, dm
+}
+
 // TestStatusPageInBrowser loads the daemon's status page in headless
 // Chromium from the dual-WAN topology while traffic runs: both links
 // named and up, with throughput and rtt graphs drawn (pixels in the
@@ -108,17 +125,9 @@ func abs(x int) int {
 // on its second tier, within a few seconds.
 func TestStatusPageInBrowser(t *testing.T) {
 	chromiumPath(t)
-	d := newDualWAN(t)
-	srv := startEchoServer(t, d.Far, d.Service+":0")
-	target := fmt.Sprintf("%s:%d", d.Service, srv.Port())
-	cfg := checkedConfig(d, d.GW2) + `policies:
-  - {name: backup, tiers: [[isp2], [isp1]]}
-rules:
-  - {name: ssh-out, proto: tcp, dst_ports: [2222], policy: backup}
-`
-	dm := startDaemon(t, d.Router, cfg, "--metrics", ":9108")
-	ll := startLongLived(t, d.LAN, target, srv, 8, dialOpts{})
-	defer ll.stop()
+	d, dm := watchedRouter(t, func(int) string {
+		return "{name: ssh-out, proto: tcp, dst_ports: [2222], policy: backup}"
+	}, 8)
 
 	b := startBrowser(t, d.Router, 1280, 1000)
 	loaded := time.Now()

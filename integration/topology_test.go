@@ -274,16 +274,9 @@ func newMultiHomedServer(t testing.TB) *multiHomedServer {
 		NeighborAddr: "10.88.0.50", Service: "203.0.113.20",
 	}
 
-	run(t, s.Switch, "ip", "link", "add", "br0", "type", "bridge")
-	linkUp(t, s.Switch, "br0")
 	// eth0 is wired (and addressed) first so its subnet route is the one
 	// the kernel picks for replies, as on the cloud image.
-	veth(t, s.Switch, "srv0", s.Server, "eth0")
-	veth(t, s.Switch, "srv1", s.Server, "eth1")
-	veth(t, s.Switch, "nbr", s.Neighbor, "eth0")
-	for _, p := range []string{"srv0", "srv1", "nbr"} {
-		run(t, s.Switch, "ip", "link", "set", "dev", p, "master", "br0")
-	}
+	s.wireSwitch(t)
 	addAddr(t, s.Switch, "br0", "10.88.0.1/24")
 	setSysctl(t, s.Switch, "net.ipv4.ip_forward", "1")
 	nft(t, s.Switch, portSecurityRuleset(s.Eth0Addr, s.Eth1Addr))
@@ -324,13 +317,29 @@ func portSecurityRuleset(eth0, eth1 string) string {
 `, eth0, eth1)
 }
 
+// wireSwitch makes the switch's bridge and plugs the server's eth0 and
+// eth1 and the neighbour into it (ports srv0, srv1, nbr). No multicast
+// snooping: the switch floods IPv6 solicited-node multicast rather than
+// depending on MLD reports it may have dropped.
+func (s *multiHomedServer) wireSwitch(t testing.TB) {
+	t.Helper()
+	run(t, s.Switch, "ip", "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
+	linkUp(t, s.Switch, "br0")
+	veth(t, s.Switch, "srv0", s.Server, "eth0")
+	veth(t, s.Switch, "srv1", s.Server, "eth1")
+	veth(t, s.Switch, "nbr", s.Neighbor, "eth0")
+	for _, p := range []string{"srv0", "srv1", "nbr"} {
+		run(t, s.Switch, "ip", "link", "set", "dev", p, "master", "br0")
+	}
+}
+
 // spoofDrops is how many packets the switch dropped on port "srv0" or "srv1".
 func (s *multiHomedServer) spoofDrops(t testing.TB, port string) int {
 	t.Helper()
 	return nftCounter(t, s.Switch, "netdev", "portsec", port+"_spoofed")
 }
 
-// multiHomedServer6 is multiHomedServer in IPv6 only: two interfaces on
+// newMultiHomedServer6 builds the multiHomedServer in IPv6 only: two interfaces on
 // ONE /64 behind a switch that checks IPv6 sources per port:
 //
 //	server eth0 2001:db8:88::10 --srv0--+
@@ -342,38 +351,20 @@ func (s *multiHomedServer) spoofDrops(t testing.TB, port string) int {
 // The server has what router advertisements give a cloud image: both
 // prefix routes and default via fe80::1 dev eth0. IPv6 neighbour discovery
 // already answers only on the interface that holds the address, so no
-// sysctl is needed for that.
-type multiHomedServer6 struct {
-	Switch, Server, Neighbor, Far string // namespace names
-
-	Gateway      string // fe80::1 (switch br0; also 2001:db8:88::1)
-	Eth0Addr     string // 2001:db8:88::10
-	Eth1Addr     string // 2001:db8:88::11
-	NeighborAddr string // 2001:db8:88::50
-	Service      string // 2001:db8:ff::20 (far lo)
-}
-
-func newMultiHomedServer6(t testing.TB) *multiHomedServer6 {
+// sysctl is needed for that. Its Gateway is fe80::1 (the switch's br0 also
+// has 2001:db8:88::1), its Service 2001:db8:ff::20.
+func newMultiHomedServer6(t testing.TB) *multiHomedServer {
 	t.Helper()
 	start := time.Now()
 	l := newLab6(t)
-	s := &multiHomedServer6{
+	s := &multiHomedServer{
 		Switch: l.addNS("switch"), Server: l.addNS("server"),
 		Neighbor: l.addNS("neighbor"), Far: l.addNS("far"),
 		Gateway: "fe80::1", Eth0Addr: "2001:db8:88::10", Eth1Addr: "2001:db8:88::11",
 		NeighborAddr: "2001:db8:88::50", Service: "2001:db8:ff::20",
 	}
 
-	// No multicast snooping: the switch floods solicited-node multicast
-	// rather than depending on MLD reports it may have dropped.
-	run(t, s.Switch, "ip", "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
-	linkUp(t, s.Switch, "br0")
-	veth(t, s.Switch, "srv0", s.Server, "eth0")
-	veth(t, s.Switch, "srv1", s.Server, "eth1")
-	veth(t, s.Switch, "nbr", s.Neighbor, "eth0")
-	for _, p := range []string{"srv0", "srv1", "nbr"} {
-		run(t, s.Switch, "ip", "link", "set", "dev", p, "master", "br0")
-	}
+	s.wireSwitch(t)
 	addAddr6(t, s.Switch, "br0", "2001:db8:88::1/64")
 	addAddr6(t, s.Switch, "br0", "fe80::1/64")
 	setSysctl(t, s.Switch, "net.ipv6.conf.all.forwarding", "1")
@@ -431,10 +422,4 @@ func portSecurityRuleset6(eth0, eth1 []string) string {
 	}
 }
 `, strings.Join(eth0, ", "), strings.Join(eth1, ", "))
-}
-
-// spoofDrops is how many packets the switch dropped on port "srv0" or "srv1".
-func (s *multiHomedServer6) spoofDrops(t testing.TB, port string) int {
-	t.Helper()
-	return nftCounter(t, s.Switch, "netdev", "portsec", port+"_spoofed")
 }
