@@ -412,13 +412,7 @@ func (p *Prober) read() {
 
 // Probe sends one echo to each target in parallel and waits up to timeout.
 func (p *Prober) Probe(targets []netip.Addr, timeout time.Duration) Round {
-	r := Round{Sent: len(targets)}
-	type result struct {
-		target netip.Addr
-		rtt    time.Duration
-		ok     bool
-	}
-	results := make(chan result, len(targets))
+	results := make(chan probeResult, len(targets))
 	var sendErr error
 	for _, tgt := range targets {
 		p.mu.Lock()
@@ -446,25 +440,16 @@ func (p *Prober) Probe(targets []netip.Addr, timeout time.Duration) Round {
 		go func(tgt netip.Addr) {
 			select {
 			case <-ch:
-				results <- result{tgt, time.Since(start), true}
+				results <- probeResult{tgt, time.Since(start), nil}
 			case <-time.After(timeout):
 				p.mu.Lock()
 				delete(p.waiting, seq)
 				p.mu.Unlock()
-				results <- result{target: tgt}
+				results <- probeResult{target: tgt, err: context.DeadlineExceeded}
 			}
 		}(tgt)
 	}
-	var rtts []time.Duration
-	for range targets {
-		res := <-results
-		if res.ok {
-			rtts = append(rtts, res.rtt)
-		} else {
-			r.Lost = append(r.Lost, res.target)
-		}
-	}
-	r.Answered, r.RTT = len(rtts), Median(rtts)
+	r := collectRound(len(targets), results)
 	if r.Answered == 0 && sendErr != nil {
 		r.Err = sendErr
 	}

@@ -73,23 +73,33 @@ func (p *ConnProber) Close() {}
 
 // Probe probes every target in parallel; each probe ends by timeout.
 func (p *ConnProber) Probe(targets []netip.Addr, timeout time.Duration) Round {
-	type result struct {
-		target netip.Addr
-		rtt    time.Duration
-		err    error
-	}
-	results := make(chan result, len(targets))
+	results := make(chan probeResult, len(targets))
 	for _, tgt := range targets {
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
 			rtt, err := p.once(ctx, tgt)
-			results <- result{tgt, rtt, err}
+			results <- probeResult{tgt, rtt, err}
 		}()
 	}
-	r := Round{Sent: len(targets)}
+	return collectRound(len(targets), results)
+}
+
+// probeResult is one target's outcome in a round: an answer after rtt, or
+// the error that stands for its loss.
+type probeResult struct {
+	target netip.Addr
+	rtt    time.Duration
+	err    error
+}
+
+// collectRound gathers the results of a round of n probes: the answered
+// ones' median rtt, the lost targets, and the first loss that says more
+// than a timeout.
+func collectRound(n int, results <-chan probeResult) Round {
+	r := Round{Sent: n}
 	var rtts []time.Duration
-	for range targets {
+	for range n {
 		res := <-results
 		if res.err == nil {
 			rtts = append(rtts, res.rtt)
@@ -112,9 +122,9 @@ func (p *ConnProber) once(ctx context.Context, tgt netip.Addr) (time.Duration, e
 		dialTo = tgt.WithZone(p.iface) // a link-local target is on this link
 	}
 	addr := netip.AddrPortFrom(dialTo, uint16(p.check.Port)).String()
-	start := time.Now()
 	switch p.check.Method {
 	case config.ProbeTCP:
+		start := time.Now()
 		c, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
 			return 0, err
