@@ -166,9 +166,10 @@ func asNobody(groups []int, args ...string) []string {
 }
 
 // flowpinGroup gives namespace ns its own /etc/group with a group flowpin
-// (`ip netns exec` bind-mounts /etc/netns/NS/* over /etc), so the host's
-// users and groups stay as they are. It returns the group's id.
-func flowpinGroup(t testing.TB, ns string) int {
+// that lists members (`ip netns exec` bind-mounts /etc/netns/NS/* over
+// /etc), so the host's users and groups stay as they are. It returns the
+// group's id.
+func flowpinGroup(t testing.TB, ns string, members ...string) int {
 	t.Helper()
 	etc, err := os.ReadFile("/etc/group")
 	if err != nil {
@@ -195,7 +196,7 @@ func flowpinGroup(t testing.TB, ns string) int {
 			os.Remove("/etc/netns") // ours, if nobody else put anything there
 		}
 	})
-	content := strings.TrimRight(string(etc), "\n") + fmt.Sprintf("\nflowpin:x:%d:\n", gid)
+	content := strings.TrimRight(string(etc), "\n") + fmt.Sprintf("\nflowpin:x:%d:%s\n", gid, strings.Join(members, ","))
 	if err := os.WriteFile(filepath.Join(dir, "group"), []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}

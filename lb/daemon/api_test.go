@@ -542,9 +542,25 @@ func TestKernelClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	for _, from := range []string{"127.0.0.1", "127.0.0.7"} {
+	ln6, err := net.Listen("tcp", "[::]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln6.Close()
+	port6 := ln6.Addr().(*net.TCPAddr).Port
+	for _, c := range []struct {
+		from, to string
+		ln       net.Listener
+	}{
+		{"127.0.0.1", ln.Addr().String(), ln},
+		{"127.0.0.7", ln.Addr().String(), ln},
+		{"::1", fmt.Sprintf("[::1]:%d", port6), ln6},
+		// An IPv4 client of a dual-stack listener.
+		{"127.0.0.7", fmt.Sprintf("127.0.0.1:%d", port6), ln6},
+	} {
+		from, ln := c.from, c.ln
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
-		c, err := d.Dial("tcp", ln.Addr().String())
+		c, err := d.Dial("tcp", c.to)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -592,25 +608,24 @@ func TestKernelClient(t *testing.T) {
 
 // Only the client's end of this very connection is believed.
 func TestClientEnd(t *testing.T) {
-	local := &net.TCPAddr{IP: net.ParseIP("10.77.0.1"), Port: 9108}
-	remote := &net.TCPAddr{IP: net.ParseIP("10.77.0.1"), Port: 40000}
-	sock := func(state uint8, src string, sport uint16, dst string, dport uint16) *netlink.Socket {
-		return &netlink.Socket{State: state, UID: 0, ID: netlink.SocketID{
-			Source: net.ParseIP(src).To4(), SourcePort: sport, Destination: net.ParseIP(dst).To4(), DestinationPort: dport}}
+	local := netip.MustParseAddrPort("10.77.0.1:9108")
+	remote := netip.MustParseAddrPort("10.77.0.1:40000")
+	sock := func(state uint8, src, dst string) diagSocket {
+		return diagSocket{state: state, src: netip.MustParseAddrPort(src), dst: netip.MustParseAddrPort(dst)}
 	}
 	for _, c := range []struct {
 		name string
-		s    *netlink.Socket
+		s    diagSocket
 		want bool
 	}{
-		{"the client's end", sock(netlink.TCP_ESTABLISHED, "10.77.0.1", 40000, "10.77.0.1", 9108), true},
-		{"closing", sock(netlink.TCP_FIN_WAIT2, "10.77.0.1", 40000, "10.77.0.1", 9108), true},
-		{"our own end", sock(netlink.TCP_ESTABLISHED, "10.77.0.1", 9108, "10.77.0.1", 40000), false},
-		{"same ports, other address", sock(netlink.TCP_ESTABLISHED, "127.0.0.1", 40000, "127.0.0.1", 9108), false},
-		{"a listener on the client's port", sock(netlink.TCP_LISTEN, "0.0.0.0", 40000, "0.0.0.0", 0), false},
-		{"TIME_WAIT, whose uid reads 0", sock(netlink.TCP_TIME_WAIT, "10.77.0.1", 40000, "10.77.0.1", 9108), false},
+		{"the client's end", sock(netlink.TCP_ESTABLISHED, "10.77.0.1:40000", "10.77.0.1:9108"), true},
+		{"closing", sock(netlink.TCP_FIN_WAIT2, "10.77.0.1:40000", "10.77.0.1:9108"), true},
+		{"our own end", sock(netlink.TCP_ESTABLISHED, "10.77.0.1:9108", "10.77.0.1:40000"), false},
+		{"same ports, other address", sock(netlink.TCP_ESTABLISHED, "127.0.0.1:40000", "127.0.0.1:9108"), false},
+		{"a listener on the client's port", sock(netlink.TCP_LISTEN, "0.0.0.0:40000", "0.0.0.0:0"), false},
+		{"TIME_WAIT, whose uid reads 0", sock(netlink.TCP_TIME_WAIT, "10.77.0.1:40000", "10.77.0.1:9108"), false},
 	} {
-		if got := clientEnd(c.s, local, remote); got != c.want {
+		if got := c.s.isClientOf(local, remote); got != c.want {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
 	}
