@@ -85,6 +85,14 @@ func getIn(ns, addr, host, path string) (int, string, error) {
 	return getOn(conn, host, path)
 }
 
+// short is the start of an answer's body, for a message.
+func short(body string) string {
+	if len(body) > 120 {
+		return body[:120] + "..."
+	}
+	return body
+}
+
 // asUser is the command line that runs args in ns as the user with that
 // uid (and gid), with no supplementary groups: what the daemon believes
 // of its groups comes from the user database, not from the process.
@@ -145,21 +153,26 @@ func TestMetricsListenerHostAndAccess(t *testing.T) {
 		t.Errorf("flowpin run with a bad flag changed the kernel (-before +after):\n%s", diff)
 	}
 
-	dm := startDaemon(t, d.Router, cfg, "--metrics", "0.0.0.0:9108", "--metrics-host", "router.lan")
+	dm := startDaemon(t, d.Router, cfg, "--metrics", "0.0.0.0:9108")
 	lo, lan := "127.0.0.1:9108", d.RouterLAN+":9108"
-	for _, path := range []string{"/", "/status.json", "/metrics"} {
-		for _, host := range []string{"evil.example:9108", "evil.example", "127.0.0.1.evil.example:9108", "localhost:9109"} {
-			code, body, err := getIn(d.Router, lo, host, path)
-			if err != nil || code != http.StatusMisdirectedRequest || !strings.Contains(body, "--metrics-host") {
-				t.Errorf("GET %s, Host %q: %d %q %v, want 421", path, host, code, body, err)
+	foreign := []string{"evil.example:9108", "evil.example", "127.0.0.1.evil.example:9108", "localhost:9109", "router.lan:9108"}
+	hostChecks := func(own []string) {
+		t.Helper()
+		for _, path := range []string{"/", "/status.json", "/metrics"} {
+			for _, host := range foreign {
+				code, body, err := getIn(d.Router, lo, host, path)
+				if err != nil || code != http.StatusMisdirectedRequest || !strings.Contains(body, "--metrics-host") {
+					t.Errorf("GET %s, Host %q: %d %q %v, want 421", path, host, code, short(body), err)
+				}
 			}
-		}
-		for _, host := range []string{lo, "localhost:9108", "[::1]:9108", "router.lan", "router.lan:9108"} {
-			if code, body, err := getIn(d.Router, lo, host, path); err != nil || code != http.StatusOK {
-				t.Errorf("GET %s, Host %q as root: %d %q %v, want 200", path, host, code, body, err)
+			for _, host := range own {
+				if code, body, err := getIn(d.Router, lo, host, path); err != nil || code != http.StatusOK {
+					t.Errorf("GET %s, Host %q as root: %d %q %v, want 200", path, host, code, short(body), err)
+				}
 			}
 		}
 	}
+	hostChecks([]string{lo, "localhost:9108", "[::1]:9108"})
 	code, body, err := getIn(d.Router, lo, lo, "/status.json")
 	var st statusDoc
 	if err != nil || code != http.StatusOK || json.Unmarshal([]byte(body), &st) != nil || !st.Daemon || len(st.Links) != 2 {
@@ -205,17 +218,19 @@ func TestMetricsListenerHostAndAccess(t *testing.T) {
 			{"/status.json", "evil.example:9108", http.StatusMisdirectedRequest},
 		} {
 			if code, body, err := getIn(d.LAN, lan, c.host, c.path); err != nil || code != c.want {
-				t.Errorf("GET %s from the LAN, Host %q: %d %q %v, want %d", c.path, c.host, code, body, err, c.want)
+				t.Errorf("GET %s from the LAN, Host %q: %d %q %v, want %d", c.path, c.host, code, short(body), err, c.want)
 			}
 		}
 	}
 	lanChecks(http.StatusForbidden)
 
-	// Opened to all by the operator.
+	// A name the operator gives, and the status opened to all.
 	if _, err := dm.stop(); err != nil {
 		t.Fatal(err)
 	}
-	startDaemon(t, d.Router, cfg, "--metrics", "0.0.0.0:9108", "--public-status")
+	startDaemon(t, d.Router, cfg, "--metrics", "0.0.0.0:9108", "--metrics-host", "router.lan", "--public-status")
+	foreign = foreign[:len(foreign)-1]
+	hostChecks([]string{lo, "router.lan", "router.lan:9108", "Router.LAN.:9108"})
 	lanChecks(http.StatusOK)
 	if got := getAs(t, d.Router, testCopy, nobody, lo, lo, "/status.json"); got != http.StatusOK {
 		t.Errorf("status.json as nobody with --public-status: %d", got)

@@ -60,11 +60,26 @@ links, in the foreground.
   read-only status page at / (each link's state, flows, throughput, rtt and
   loss graphs, the policies' active tiers; it refreshes itself) with its
   data at /status.json, the JSON of flowpin status --json.
+  /metrics answers every client that reaches ADDR, as Prometheus expects.
+  The page and /status.json answer whom the status socket answers: root
+  and members of group flowpin on this host (the kernel names the user
+  behind a local connection); other users and other hosts get 403, unless
+  --public-status opens them to every client.
+  Every request must name the listener in its Host header: the address
+  connected to, localhost, 127.0.0.1 or [::1], with ADDR's port, or a
+  --metrics-host name; others get 421, so a web page reaching the port
+  through DNS rebinding reads nothing. A scrape by IP works as is; a
+  scrape by DNS name needs --metrics-host NAME.
+  The listener serves 16 connections, at most 4 per client (a local user,
+  or an address), 4 more for root, each closed 40s after it opened: no
+  one holding or trickling on connections takes the port from the others.
 - On SIGTERM or SIGINT it exits 0 and leaves routing as last applied;
   flowpin down removes it. A restart adopts the kernel's state and moves
   no flow.`,
-		Example: "  flowpin run -c /etc/flowpin/flowpin.yaml --metrics :9108\n  ip netns exec router flowpin run -c router.yaml --log-format json",
-		Args:    cobra.NoArgs,
+		Example: "  flowpin run -c /etc/flowpin/flowpin.yaml --metrics :9108\n" +
+			"  flowpin run -c /etc/flowpin/flowpin.yaml --metrics 10.0.0.1:9108 --metrics-host router.lan\n" +
+			"  ip netns exec router flowpin run -c router.yaml --log-format json",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(logFormat)
 			if err != nil {
