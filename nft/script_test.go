@@ -27,3 +27,16 @@ func TestScriptEndsAfterTheText(t *testing.T) {
 		}
 	}
 }
+
+// The fix verify prints for another program's mark writer is one shell
+// word per name, whatever the table and chain are called.
+func TestDeleteCommandQuotesNames(t *testing.T) {
+	w := MarkWriter{Family: "inet", Table: "t;touch pwned", Chain: "c$(touch pwned)", Handle: 7}
+	cmd := exec.Command("sh", "-e", "-c", `nft() { printf '%s\n' "$@"; }; `+w.DeleteCommand())
+	cmd.Dir = t.TempDir()
+	out, err := cmd.CombinedOutput()
+	want := "delete\nrule\ninet\nt;touch pwned\nc$(touch pwned)\nhandle\n7\n"
+	if err != nil || string(out) != want {
+		t.Errorf("%s: sh ran %q (err %v), want the arguments %q", w.DeleteCommand(), out, err, want)
+	}
+}
