@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -101,12 +102,16 @@ func TestUseLink(t *testing.T) {
 	}
 }
 
-// A use killed with SIGKILL leaves its table and cgroup. While the
-// command it started still runs, the next use leaves both alone (the
-// command keeps its link); once the command has ended, the next use
-// removes them.
+// A use killed with SIGKILL leaves its table and cgroup, and the mount
+// point of the cgroup hierarchy it mounted (ip netns exec gives it a
+// /sys without one) in /run/flowpin. While the command it started still
+// runs, the next use leaves the table and the cgroup alone (the command
+// keeps its link) and removes the mount point; once the command has
+// ended, the next use removes the table and cgroup too. Nothing is left in
+// /tmp.
 func TestUseKilledIsSweptLater(t *testing.T) {
 	d, cfg := appliedForUse(t)
+	tmpBefore, _ := filepath.Glob("/tmp/flowpin-cgroup2-*")
 	// ip netns exec execs flowpin: the process's pid is flowpin's.
 	cmd := exec.Command("ip", "netns", "exec", d.Router, flowpinBin, "use", "-c", cfg, "isp2", "--", "sleep", "60")
 	if err := cmd.Start(); err != nil {
@@ -133,6 +138,10 @@ func TestUseKilledIsSweptLater(t *testing.T) {
 	if tbl, grp := left(); !tbl || !grp {
 		t.Fatalf("after SIGKILL: table %v, cgroup %v; want both left (nothing could clean up)", tbl, grp)
 	}
+	mountPoint := fmt.Sprintf("/run/flowpin/cgroup2-%d", pid)
+	if _, err := os.Stat(mountPoint); err != nil {
+		t.Errorf("after SIGKILL: %v; want the killed use's mount point there", err)
+	}
 
 	// sleep still runs in the cgroup: the next use keeps both.
 	if out, err := flowpin(t, d.Router, "use", "-c", cfg, "isp1", "--", "true"); err != nil {
@@ -140,6 +149,9 @@ func TestUseKilledIsSweptLater(t *testing.T) {
 	}
 	if tbl, grp := left(); !tbl || !grp {
 		t.Errorf("the command of the killed use still runs, yet table %v, cgroup %v are left; want both", tbl, grp)
+	}
+	if _, err := os.Stat(mountPoint); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("after the next use: %s: %v; want it removed (the killed use needs it no more)", mountPoint, err)
 	}
 
 	if err := os.WriteFile(filepath.Join(group, "cgroup.kill"), []byte("1"), 0); err != nil {
@@ -158,6 +170,12 @@ func TestUseKilledIsSweptLater(t *testing.T) {
 	}
 	if tbl, grp := left(); tbl || grp {
 		t.Errorf("the killed use's command has ended, yet table %v, cgroup %v are left; want neither\n%s", tbl, grp, out)
+	}
+	tmpAfter, _ := filepath.Glob("/tmp/flowpin-cgroup2-*")
+	for _, p := range tmpAfter {
+		if !slices.Contains(tmpBefore, p) {
+			t.Errorf("%s is left behind", p)
+		}
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"flowpin/lb/config"
 	"flowpin/lb/daemon"
 	"flowpin/lb/health"
+	"flowpin/lb/nslock"
 	"flowpin/lb/plan"
 	"flowpin/nft"
 )
@@ -44,9 +45,10 @@ sockets' packets LINK's mark with "socket cgroupv2". No LD_PRELOAD: it
 works for static binaries too. When the command exits, anything it left
 running in the cgroup is killed and the table and the cgroup are removed
 (also on SIGINT/SIGTERM, which are passed on to the command). A use
-killed with SIGKILL cannot clean up: the next use removes its table and
-cgroup once nothing runs in the cgroup any more (flowpin down removes
-every use's table). flowpin use exits with the command's exit status. flowpin must be applied (apply or
+killed with SIGKILL cannot clean up: the next use removes the cgroup
+hierarchy's mount point it made under /run/flowpin (when /sys/fs/cgroup
+has none, as under ip netns exec), and its table and cgroup once nothing
+runs in the cgroup any more (flowpin down removes every use's table). flowpin use exits with the command's exit status. flowpin must be applied (apply or
 run) in this network namespace.`,
 		Example: "  flowpin use isp2 -- curl https://example.com/\n  flowpin use lte -- ping -c3 192.0.2.1",
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -104,7 +106,10 @@ func (a *app) use(name string, argv []string) error {
 		return fmt.Errorf("use: %w", err)
 	}
 
-	g, err := cgroup.Create(fmt.Sprintf("flowpin/use-%d", os.Getpid()))
+	if err := nslock.OwnDir(nslock.DefaultDir); err != nil {
+		return fmt.Errorf("use: %w", err)
+	}
+	g, err := cgroup.Create(fmt.Sprintf("flowpin/use-%d", os.Getpid()), nslock.DefaultDir)
 	if err != nil {
 		return fmt.Errorf("use: %w", err)
 	}
@@ -160,15 +165,19 @@ func (a *app) use(name string, argv []string) error {
 }
 
 // sweepUses removes what a use killed by SIGKILL could not: its cgroup, once
-// nothing runs in it any more, and its table in this network namespace
+// nothing runs in it any more, its table in this network namespace
 // (cgroups are shared by all namespaces, so the cgroup may have been
-// removed by a use elsewhere). A use whose process lives, or whose command
-// still runs in its cgroup, is left alone: its command's connections keep
-// their link.
+// removed by a use elsewhere), and the mount point of the cgroup
+// hierarchy it made. A use whose process lives, or whose command still
+// runs in its cgroup, keeps its cgroup and table: its command's
+// connections keep their link.
 func (a *app) sweepUses(g *cgroup.Group, n *nft.Conn) {
 	alive := func(pid int) bool {
 		err := syscall.Kill(pid, 0)
 		return err == nil || errors.Is(err, syscall.EPERM)
+	}
+	for _, name := range cgroup.SweepMounts(nslock.DefaultDir, alive) {
+		a.log.Info("use: removed the cgroup mount point of a use that was killed", "dir", filepath.Join(nslock.DefaultDir, name))
 	}
 	for _, name := range g.SweepSiblings("use-", func(name string) bool {
 		pid, err := strconv.Atoi(strings.TrimPrefix(name, "use-"))
