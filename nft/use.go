@@ -61,9 +61,10 @@ func (u Use) inCgroup() []expr.Any {
 // arrives while connect still holds the socket and only counts as a soft
 // error there, so the connect would fail only with the SYN's
 // retransmission a second later (tcp_v4_err, net/ipv4/tcp_ipv4.c).
-// Everything else gets ICMP administratively prohibited, an error the
-// kernel hands a connected UDP socket at once (EHOSTUNREACH, or EACCES for
-// IPv6), where "no route" would be ignored as transient.
+// Everything else is dropped, so the send fails (EPERM), with ICMP
+// administratively prohibited, which a connected UDP socket then reports
+// too (EHOSTUNREACH, or EACCES for IPv6), where "no route" would be
+// ignored as transient.
 func (u Use) rules() [][]expr.Any {
 	var out [][]expr.Any
 	for _, f := range []struct {
