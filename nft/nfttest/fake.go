@@ -20,7 +20,8 @@ type Fake struct {
 	spec *nft.Spec
 
 	// Transcript has one entry per committed transaction: the script
-	// (Render, RenderRecords) or "nft delete table inet flowpin".
+	// (Render, RenderRecords) or "nft delete table inet flowpin"; for a
+	// use's table, the line UseLine gives.
 	Transcript []string
 	// Hook, if set, is called with each transaction's script before it
 	// is committed; an error fails it whole and nothing changes.
@@ -28,6 +29,9 @@ type Fake struct {
 	// ReadErr, if set, fails every read (Read, and the read that Apply,
 	// Record and Remove make first).
 	ReadErr error
+
+	// uses are the tables of `flowpin use`, by name (see use.go).
+	uses map[string]nft.Use
 }
 
 // FailNth makes the nth transaction from now fail with err (n >= 1). It

@@ -1,4 +1,4 @@
-package main
+package use
 
 import (
 	"net/netip"
@@ -34,7 +34,7 @@ func applied(s *rules.State, i int, v4, v6 bool) {
 	}
 }
 
-func TestUseFamilies(t *testing.T) {
+func TestFamilies(t *testing.T) {
 	c := configtest.MustParse(t, useConfig)
 	records := []string{plan.FormatLinkRecord("isp1", 0x100, 101), plan.FormatLinkRecord("lte", 0x200, 102), plan.FormatLinkRecord("dsl", 0x300, 103)}
 	up := map[string]rules.Iface{
@@ -106,7 +106,7 @@ func TestUseFamilies(t *testing.T) {
 			}
 			var owned rules.State
 			tc.owned(&owned)
-			fams, err := useFamilies(c, tc.link, d, tc.records, owned)
+			fams, err := families(c, tc.link, d, tc.records, owned)
 			if tc.err != "" {
 				if err == nil || err.Error() != tc.err {
 					t.Errorf("err = %v, want %s", err, tc.err)
