@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"flowpin/lb/apply"
 	"flowpin/lb/config/configtest"
@@ -89,6 +90,28 @@ func newRig(t *testing.T, applied, use string) *rig {
 	g.r = &Runner{Config: configtest.MustParse(t, use), Kernel: apply.New(g.routes, g.nft), Tables: g.nft, Host: g.host,
 		Log: slog.New(slog.NewTextHandler(&g.logs, &slog.HandlerOptions{ReplaceAttr: noTime})), Pid: 42}
 	return g
+}
+
+// runBounded is Run, failing the test when it has not returned after
+// 10 s: a signal use did not pass on leaves the command running.
+func (g *rig) runBounded(link string, argv []string) (int, error) {
+	g.t.Helper()
+	type ran struct {
+		code int
+		err  error
+	}
+	done := make(chan ran, 1)
+	go func() {
+		code, err := g.r.Run(link, argv)
+		done <- ran{code, err}
+	}()
+	select {
+	case r := <-done:
+		return r.code, r.err
+	case <-time.After(10 * time.Second):
+		g.t.Fatal("Run has not returned 10 s after the signals")
+		return 0, nil
+	}
 }
 
 func (g *rig) hostLog() string {
@@ -220,7 +243,7 @@ func TestRunForwardsSignals(t *testing.T) {
 					g.host.sigs <- s
 				}
 			}
-			code, err := g.r.Run("isp1", []string{"sh", "-c", "x"})
+			code, err := g.runBounded("isp1", []string{"sh", "-c", "x"})
 			if err != nil || code != tc.want {
 				t.Errorf("Run = %d, %v; want %d", code, err, tc.want)
 			}
