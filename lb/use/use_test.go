@@ -273,12 +273,13 @@ func TestRunSweepsKilledUses(t *testing.T) {
 	// 100: killed, its command ended. 200: still running. 300: killed,
 	// its command still runs (busy). 500: killed, its cgroup removed by
 	// a use in another namespace. 600: killed outside any table's
-	// namespace. use-x, flowpin_use_x: not a use's.
-	h.alive[200] = true
+	// namespace. 201: running, its cgroup not beside ours (another
+	// cgroup namespace's). use-x, flowpin_use_x: not a use's.
+	h.alive[200], h.alive[201] = true, true
 	h.groups = map[string]bool{"/flowpin/use-100": false, "/flowpin/use-200": false, "/flowpin/use-300": true,
 		"/flowpin/use-x": false, "/flowpin/other-7": false, "/elsewhere/use-700": false}
 	h.mounts = []int{100, 200, 600}
-	for _, pid := range []int{100, 200, 300, 500} {
+	for _, pid := range []int{100, 200, 201, 300, 500} {
 		if err := g.nft.AddUse(nft.Use{Table: nft.UseTable(pid), CgroupID: uint64(pid), Level: 2, Mask: 0xff00, Mark: 0x100}); err != nil {
 			t.Fatal(err)
 		}
@@ -301,7 +302,7 @@ relay signals [interrupt terminated hangup quit]
 	if got := g.hostLog(); !strings.HasPrefix(got, want) {
 		t.Errorf("transcript:\n%s\nwant it to begin:\n%s", got, want)
 	}
-	if got := slices.Sorted(maps.Keys(g.nft.Uses())); !slices.Equal(got, []string{"flowpin_use_200", "flowpin_use_300", "flowpin_use_x"}) {
+	if got := slices.Sorted(maps.Keys(g.nft.Uses())); !slices.Equal(got, []string{"flowpin_use_200", "flowpin_use_201", "flowpin_use_300", "flowpin_use_x"}) {
 		t.Errorf("tables left %v", got)
 	}
 	if got := slices.Sorted(maps.Keys(h.groups)); !slices.Equal(got, []string{"/elsewhere/use-700", "/flowpin/other-7", "/flowpin/use-200", "/flowpin/use-300", "/flowpin/use-x"}) {
