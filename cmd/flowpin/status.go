@@ -20,6 +20,7 @@ import (
 
 	"flowpin/lb/apply"
 	"flowpin/lb/config"
+	"flowpin/lb/ctl"
 	"flowpin/lb/daemon"
 	"flowpin/lb/status"
 	"flowpin/nft"
@@ -140,7 +141,7 @@ Exits non-zero when flowpin was never applied in this network namespace.`,
 			if !flows {
 				// A daemon keeps the counts in memory: asking it costs
 				// O(links), a dump O(flows).
-				if _, err := daemon.QueryHealth(cmd.Context()); err == nil {
+				if _, err := (ctl.Client{}).Health(cmd.Context()); err == nil {
 					return statusView{fromDaemon: true}.show(cmd.Context(), a.out, watch, asJSON)
 				}
 			}
@@ -224,8 +225,8 @@ func (f frame) text(w io.Writer) error {
 
 func (v statusView) frame(prev *status.Status) (frame, error) {
 	if v.fromDaemon {
-		st, err := daemon.QueryStatus(context.Background())
-		if errors.Is(err, daemon.ErrNoDaemon) {
+		st, err := ctl.Client{}.Status(context.Background())
+		if errors.Is(err, ctl.ErrNoDaemon) {
 			return frame{}, errors.New("without CAP_NET_ADMIN, flowpin status asks the flowpin daemon, and none runs in this network namespace: run flowpin status as root to read the kernel directly")
 		}
 		if err != nil {
@@ -257,9 +258,9 @@ func (v statusView) frame(prev *status.Status) (frame, error) {
 		return frame{}, err
 	}
 	// The daemon of this namespace, if one runs, knows each link's health.
-	if h, err := daemon.QueryHealth(context.Background()); err == nil {
+	if h, err := (ctl.Client{}).Health(context.Background()); err == nil {
 		st.WithHealth(h)
-	} else if !errors.Is(err, daemon.ErrNoDaemon) {
+	} else if !errors.Is(err, ctl.ErrNoDaemon) {
 		st.Warnings = append(st.Warnings, err.Error())
 	}
 	st.SetRates(prev)
