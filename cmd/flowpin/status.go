@@ -22,6 +22,7 @@ import (
 	"flowpin/lb/config"
 	"flowpin/lb/ctl"
 	"flowpin/lb/daemon"
+	"flowpin/lb/health"
 	"flowpin/lb/status"
 	"flowpin/nft"
 	"flowpin/nft/ct"
@@ -240,31 +241,35 @@ func (v statusView) frame(prev *status.Status) (frame, error) {
 		st.SetRates(prev)
 		return frame{status: st}, nil
 	}
-	// Re-read what is applied every frame: a `flowpin down` or a re-apply
-	// during --watch shows up.
-	ap, err := status.ReadApplied(v.k.routes, v.k.nft)
-	if err != nil {
-		return frame{}, err
-	}
+	// Each frame re-reads what is applied: a `flowpin down` or a
+	// re-apply during --watch shows up. The daemon of this namespace, if
+	// one runs, knows each link's health.
+	src := status.Sources{Kernel: v.k.status(), Health: socketHealth{}}
 	if v.flows {
-		fl, err := status.ListFlows(v.c, v.k.ct, v.query, time.Now())
+		fl, err := status.CollectFlows(v.c, src, v.query)
 		return frame{flows: fl}, err
 	}
-	st, err := status.ReadStatus(v.c, ap, v.k.ct)
+	st, err := status.Collect(v.c, src)
 	if err != nil {
 		return frame{}, err
-	}
-	if err := status.AddPolicies(st, v.c, ap, v.k.nft); err != nil {
-		return frame{}, err
-	}
-	// The daemon of this namespace, if one runs, knows each link's health.
-	if h, err := (ctl.Client{}).Health(context.Background()); err == nil {
-		st.WithHealth(h)
-	} else if !errors.Is(err, ctl.ErrNoDaemon) {
-		st.Warnings = append(st.Warnings, err.Error())
 	}
 	st.SetRates(prev)
 	return frame{status: st}, nil
+}
+
+func (k *kernel) status() status.Kernel {
+	return status.Kernel{Routes: k.routes, NFT: k.nft, CT: k.ct}
+}
+
+// socketHealth asks the daemon of this namespace for the links' health.
+type socketHealth struct{}
+
+func (socketHealth) Health() ([]health.LinkHealth, error) {
+	h, err := ctl.Client{}.Health(context.Background())
+	if errors.Is(err, ctl.ErrNoDaemon) {
+		return nil, status.ErrNoDaemon
+	}
+	return h, err
 }
 
 // Terminal control (VT100/xterm, what every terminal emulator speaks): the
@@ -362,42 +367,48 @@ func redraw(frame string, fd int) string {
 	return b.String()
 }
 
-// daemonStatus is what the daemon serves on its socket: the status
-// `flowpin status` computes, with the daemon's health, and the counts from
-// the daemon's memory (O(links)); until the daemon has counted the table
-// once, from a dump. It opens netlink handles of its own: the daemon's
-// belong to its loop.
+// daemonStatus is what the daemon serves on its socket and at
+// /status.json: the status `flowpin status` shows, with the daemon's
+// health, and the counts from the daemon's memory (O(links)); until the
+// daemon has counted the table once, from a dump. It opens netlink handles
+// of its own: the daemon's belong to its loop.
 func daemonStatus(c *config.Config, d *daemon.Daemon) (*status.Status, error) {
 	rk, err := rules.Open()
 	if err != nil {
 		return nil, err
 	}
 	defer rk.Close()
-	nc := &nft.Conn{}
-	ap, err := status.ReadApplied(rk, nc)
-	if err != nil {
-		return nil, err
-	}
-	var st *status.Status
-	if t, err := d.FlowTally(); err == nil {
-		st = status.BuildStatus(c, ap, t, time.Now())
-		st.BytesFrom = status.BytesFromRules
-	} else {
-		if !errors.Is(err, daemon.ErrCountsNotReady) {
-			return nil, err
-		}
+	conn := &lazyConntrack{}
+	defer conn.Close()
+	return status.Collect(c, status.Sources{
+		Kernel: status.Kernel{Routes: rk, NFT: &nft.Conn{}, CT: conn},
+		Counts: d,
+		Health: liveHealth{d},
+	})
+}
+
+// liveHealth is the health the daemon tracks.
+type liveHealth struct{ d *daemon.Daemon }
+
+func (h liveHealth) Health() ([]health.LinkHealth, error) { return h.d.Health(), nil }
+
+// lazyConntrack opens its socket for the first dump: the daemon's status
+// dumps the table only until the daemon has counted it once.
+type lazyConntrack struct{ conn *ct.Conntrack }
+
+func (l *lazyConntrack) WalkParallel(parts []*ct.MarkFilter, d ct.Detail, fn func(int, *ct.FlowRecord)) error {
+	if l.conn == nil {
 		conn, err := ct.Open(0)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		defer conn.Close()
-		if st, err = status.ReadStatus(c, ap, conn); err != nil {
-			return nil, err
-		}
+		l.conn = conn
 	}
-	if err := status.AddPolicies(st, c, ap, nc); err != nil {
-		return nil, err
+	return l.conn.WalkParallel(parts, d, fn)
+}
+
+func (l *lazyConntrack) Close() {
+	if l.conn != nil {
+		_ = l.conn.Close()
 	}
-	st.WithHealth(d.Health())
-	return st, nil
 }
