@@ -244,12 +244,12 @@ func (v statusView) frame(prev *status.Status) (frame, error) {
 	// Each frame re-reads what is applied: a `flowpin down` or a
 	// re-apply during --watch shows up. The daemon of this namespace, if
 	// one runs, knows each link's health.
-	src := status.Sources{Kernel: v.k.status(), Health: socketHealth{}}
+	src := status.Sources{Kernel: v.k.status(), Health: ctl.Client{}}
 	if v.flows {
 		fl, err := status.CollectFlows(v.c, src, v.query)
 		return frame{flows: fl}, err
 	}
-	st, err := status.Collect(v.c, src)
+	st, err := status.Collect(context.Background(), v.c, src)
 	if err != nil {
 		return frame{}, err
 	}
@@ -259,17 +259,6 @@ func (v statusView) frame(prev *status.Status) (frame, error) {
 
 func (k *kernel) status() status.Kernel {
 	return status.Kernel{Routes: k.routes, NFT: k.nft, CT: k.ct}
-}
-
-// socketHealth asks the daemon of this namespace for the links' health.
-type socketHealth struct{}
-
-func (socketHealth) Health() ([]health.LinkHealth, error) {
-	h, err := ctl.Client{}.Health(context.Background())
-	if errors.Is(err, ctl.ErrNoDaemon) {
-		return nil, status.ErrNoDaemon
-	}
-	return h, err
 }
 
 // Terminal control (VT100/xterm, what every terminal emulator speaks): the
@@ -378,9 +367,11 @@ func daemonStatus(c *config.Config, d *daemon.Daemon) (*status.Status, error) {
 		return nil, err
 	}
 	defer rk.Close()
-	conn := &lazyConntrack{}
+	// Sockets open on first use: the table is dumped only until the
+	// daemon has counted it once.
+	conn := &ct.Conntrack{}
 	defer conn.Close()
-	return status.Collect(c, status.Sources{
+	return status.Collect(context.Background(), c, status.Sources{
 		Kernel: status.Kernel{Routes: rk, NFT: &nft.Conn{}, CT: conn},
 		Counts: d,
 		Health: liveHealth{d},
@@ -390,25 +381,4 @@ func daemonStatus(c *config.Config, d *daemon.Daemon) (*status.Status, error) {
 // liveHealth is the health the daemon tracks.
 type liveHealth struct{ d *daemon.Daemon }
 
-func (h liveHealth) Health() ([]health.LinkHealth, error) { return h.d.Health(), nil }
-
-// lazyConntrack opens its socket for the first dump: the daemon's status
-// dumps the table only until the daemon has counted it once.
-type lazyConntrack struct{ conn *ct.Conntrack }
-
-func (l *lazyConntrack) WalkParallel(parts []*ct.MarkFilter, d ct.Detail, fn func(int, *ct.FlowRecord)) error {
-	if l.conn == nil {
-		conn, err := ct.Open(0)
-		if err != nil {
-			return err
-		}
-		l.conn = conn
-	}
-	return l.conn.WalkParallel(parts, d, fn)
-}
-
-func (l *lazyConntrack) Close() {
-	if l.conn != nil {
-		_ = l.conn.Close()
-	}
-}
+func (h liveHealth) Health(context.Context) ([]health.LinkHealth, error) { return h.d.Health(), nil }

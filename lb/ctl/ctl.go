@@ -43,8 +43,10 @@ const SocketDir = nslock.DefaultDir
 const GroupName = "flowpin"
 
 var (
-	// ErrNoDaemon: no `flowpin run` in this network namespace.
-	ErrNoDaemon = errors.New("no flowpin daemon runs in this network namespace")
+	// ErrNoDaemon: no `flowpin run` in this network namespace. It is
+	// status's: a status collected without a daemon says the links'
+	// states are unknown.
+	ErrNoDaemon = status.ErrNoDaemon
 	// ErrNotPermitted: the socket exists but this user may not open it.
 	ErrNotPermitted = errors.New("not permitted to read the flowpin daemon's status: join group " + GroupName + " or run as root")
 )
@@ -88,7 +90,9 @@ type Client struct {
 	Trust uint32
 }
 
-// Health asks for the daemon's view of the links.
+var _ status.LinkHealth = Client{}
+
+// Health asks for the daemon's view of the links (status.LinkHealth).
 func (c Client) Health(ctx context.Context) ([]health.LinkHealth, error) {
 	var out []health.LinkHealth
 	return out, c.get(ctx, "/health", &out)

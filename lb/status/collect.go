@@ -1,6 +1,7 @@
 package status
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -38,10 +39,11 @@ type FlowCounts interface {
 	FlowTally() (Tally, error)
 }
 
-// LinkHealth is a daemon's view of the links.
+// LinkHealth is a daemon's view of the links (ctl.Client asks it over
+// the socket).
 type LinkHealth interface {
 	// Health is each link's health; ErrNoDaemon when no daemon runs.
-	Health() ([]health.LinkHealth, error)
+	Health(ctx context.Context) ([]health.LinkHealth, error)
 }
 
 var (
@@ -77,7 +79,7 @@ func (s Sources) now() time.Time {
 // flows per link (from a daemon's counts when ready, else one dump of the
 // conntrack table), the policies and rules, and each link's health when
 // a daemon tracks it. ErrNotApplied when flowpin is not applied.
-func Collect(c *config.Config, src Sources) (*Status, error) {
+func Collect(ctx context.Context, c *config.Config, src Sources) (*Status, error) {
 	ap, err := ReadApplied(src.Kernel.Routes, src.Kernel.NFT)
 	if err != nil {
 		return nil, err
@@ -104,7 +106,7 @@ func Collect(c *config.Config, src Sources) (*Status, error) {
 		return nil, err
 	}
 	if src.Health != nil {
-		h, err := src.Health.Health()
+		h, err := src.Health.Health(ctx)
 		switch {
 		case err == nil:
 			st.WithHealth(h)

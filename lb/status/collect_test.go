@@ -1,6 +1,7 @@
 package status
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"strings"
@@ -109,11 +110,13 @@ type fakeHealth struct {
 	err error
 }
 
-func (f fakeHealth) Health() ([]health.LinkHealth, error) { return f.h, f.err }
+func (f fakeHealth) Health(context.Context) ([]health.LinkHealth, error) { return f.h, f.err }
 
 var collectNow = time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
 
 func clock() time.Time { return collectNow }
+
+var ctx = context.Background()
 
 // Without a daemon (flowpin status as root, none running): one dump of
 // the table, counted per link; states unknown; the policies and rules as
@@ -123,7 +126,7 @@ func TestCollectFromDump(t *testing.T) {
 	isp1, isp2 := b.c.Links[0].Mark, b.c.Links[1].Mark
 	b.ct.Flows = []ct.FlowRecord{flow(isp1, 100, 1000), flow(isp1, 200, 2000), flow(isp2, 300, 3000), flow(0, 5, 50)}
 	b.nft.Hits = map[string]nft.Hits{"https": {Packets: 2, Bytes: 120}}
-	st, err := Collect(b.c, Sources{Kernel: b.kernel(), Health: fakeHealth{err: ErrNoDaemon}, Now: clock})
+	st, err := Collect(ctx, b.c, Sources{Kernel: b.kernel(), Health: fakeHealth{err: ErrNoDaemon}, Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +180,7 @@ func TestCollectFromDaemon(t *testing.T) {
 		{Name: "isp1", State: health.StateUp, Reason: "probes answered", LastChange: since, RTTMillis: 12, Window: 10},
 		{Name: "isp2", State: health.StateDown, Reason: "carrier lost", LastChange: since},
 	}}
-	st, err := Collect(b.c, Sources{Kernel: b.kernel(), Counts: counts, Health: h, Now: clock})
+	st, err := Collect(ctx, b.c, Sources{Kernel: b.kernel(), Counts: counts, Health: h, Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,12 +205,12 @@ func TestCollectCountsNotReady(t *testing.T) {
 	b := newCollectBox(t, collectYAML)
 	isp1, isp2 := b.c.Links[0].Mark, b.c.Links[1].Mark
 	b.ct.Flows = []ct.FlowRecord{flow(isp1, 100, 1000), flow(isp2, 300, 3000), flow(0x7700, 1, 1)}
-	cli, err := Collect(b.c, Sources{Kernel: b.kernel(), Health: fakeHealth{err: ErrNoDaemon}, Now: clock})
+	cli, err := Collect(ctx, b.c, Sources{Kernel: b.kernel(), Health: fakeHealth{err: ErrNoDaemon}, Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
 	dumps := b.ct.Dumps()
-	d, err := Collect(b.c, Sources{Kernel: b.kernel(), Counts: &fakeCounts{err: ErrCountsNotReady}, Health: fakeHealth{}, Now: clock})
+	d, err := Collect(ctx, b.c, Sources{Kernel: b.kernel(), Counts: &fakeCounts{err: ErrCountsNotReady}, Health: fakeHealth{}, Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +233,7 @@ func TestCollectCountsNotReady(t *testing.T) {
 // status is still shown.
 func TestCollectHealthUnavailable(t *testing.T) {
 	b := newCollectBox(t, collectYAML)
-	st, err := Collect(b.c, Sources{Kernel: b.kernel(), Health: fakeHealth{err: errors.New("the daemon answered 500: busy")}, Now: clock})
+	st, err := Collect(ctx, b.c, Sources{Kernel: b.kernel(), Health: fakeHealth{err: errors.New("the daemon answered 500: busy")}, Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +241,7 @@ func TestCollectHealthUnavailable(t *testing.T) {
 		t.Errorf("daemon %v, warnings %q", st.Daemon, st.Warnings)
 	}
 	// No source of health at all: states unknown, no warning.
-	st, err = Collect(b.c, Sources{Kernel: b.kernel()})
+	st, err = Collect(ctx, b.c, Sources{Kernel: b.kernel()})
 	if err != nil || st.Daemon || len(st.Warnings) != 0 || st.Links[0].State != health.StateUnknown {
 		t.Errorf("no health source: %v %+v", err, st)
 	}
@@ -252,7 +255,7 @@ func TestCollectNotApplied(t *testing.T) {
 	c := newCollectBox(t, collectYAML).c
 	empty := &collectBox{routes: rulestest.New(nil, nil), nft: &nfttest.Fake{}, ct: &cttest.Fake{Flows: []ct.FlowRecord{flow(0, 1, 1)}}}
 	counts := &fakeCounts{t: Tally{}}
-	if _, err := Collect(c, Sources{Kernel: empty.kernel(), Counts: counts, Health: fakeHealth{}}); !errors.Is(err, ErrNotApplied) {
+	if _, err := Collect(ctx, c, Sources{Kernel: empty.kernel(), Counts: counts, Health: fakeHealth{}}); !errors.Is(err, ErrNotApplied) {
 		t.Errorf("Collect: %v, want ErrNotApplied", err)
 	}
 	if _, err := CollectFlows(c, Sources{Kernel: empty.kernel()}, FlowQuery{}); !errors.Is(err, ErrNotApplied) {
@@ -286,7 +289,7 @@ func TestCollectErrors(t *testing.T) {
 		b := newCollectBox(t, collectYAML)
 		src := Sources{Kernel: b.kernel(), Health: fakeHealth{}}
 		tc.break_(b, &src)
-		if st, err := Collect(b.c, src); !errors.Is(err, boom) {
+		if st, err := Collect(ctx, b.c, src); !errors.Is(err, boom) {
 			t.Errorf("%s fails: %v %+v", tc.name, err, st)
 		}
 	}
@@ -301,7 +304,7 @@ func TestCollectErrors(t *testing.T) {
 		}
 		return nil
 	}
-	st, err := Collect(b.c, Sources{Kernel: b.kernel()})
+	st, err := Collect(ctx, b.c, Sources{Kernel: b.kernel()})
 	if err != nil || st.Links[0].Flows != 1 || st.Total.Flows != 1 {
 		t.Errorf("after interrupted dumps: %v %+v", err, st)
 	}
