@@ -148,7 +148,11 @@ func resolveConfig(k *kernel, c *config.Config) (*config.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return plan.Assign(c, cur.Records)
+	applied := map[string]config.Applied{}
+	for _, l := range cur.Records.Links {
+		applied[l.Name] = config.Applied{Mark: l.Mark, Table: l.Table}
+	}
+	return config.Assign(c, applied)
 }
 
 func (a *app) prepare() (*kernel, *plan.Desired, error) {

@@ -1,4 +1,4 @@
-package plan
+package config
 
 import (
 	"fmt"
@@ -8,6 +8,15 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 )
+
+func mustParseAssign(t *testing.T, y string) *Config {
+	t.Helper()
+	c, err := Parse("f.yaml", []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
 
 // links renders a config with links named by names; "name:mark=0x..",
 // "name:table=N" set them explicitly.
@@ -27,11 +36,15 @@ func assignConfig(names ...string) string {
 }
 
 func TestAssign(t *testing.T) {
-	rec := func(name string, mark uint32, table int) string { return FormatLinkRecord(name, mark, table) }
+	type rec struct {
+		name  string
+		mark  uint32
+		table int
+	}
 	for _, tc := range []struct {
 		name    string
 		links   []string
-		records []string
+		records []rec    // as last applied, in the order found
 		want    []string // name mark table
 	}{
 		{
@@ -42,73 +55,73 @@ func TestAssign(t *testing.T) {
 		{
 			name:    "same config: same values",
 			links:   []string{"a", "b", "c"},
-			records: []string{rec("a", 0x100, 101), rec("b", 0x200, 102), rec("c", 0x300, 103)},
+			records: []rec{{"a", 0x100, 101}, {"b", 0x200, 102}, {"c", 0x300, 103}},
 			want:    []string{"a 0x100 101", "b 0x200 102", "c 0x300 103"},
 		},
 		{
 			name:    "remove the first of three",
 			links:   []string{"b", "c"},
-			records: []string{rec("a", 0x100, 101), rec("b", 0x200, 102), rec("c", 0x300, 103)},
+			records: []rec{{"a", 0x100, 101}, {"b", 0x200, 102}, {"c", 0x300, 103}},
 			want:    []string{"b 0x200 102", "c 0x300 103"},
 		},
 		{
 			name:    "insert at the front",
 			links:   []string{"new", "b", "c"},
-			records: []string{rec("b", 0x200, 102), rec("c", 0x300, 103)},
+			records: []rec{{"b", 0x200, 102}, {"c", 0x300, 103}},
 			want:    []string{"new 0x100 101", "b 0x200 102", "c 0x300 103"},
 		},
 		{
 			name:    "reorder",
 			links:   []string{"c", "a", "b"},
-			records: []string{rec("a", 0x100, 101), rec("b", 0x200, 102), rec("c", 0x300, 103)},
+			records: []rec{{"a", 0x100, 101}, {"b", 0x200, 102}, {"c", 0x300, 103}},
 			want:    []string{"c 0x300 103", "a 0x100 101", "b 0x200 102"},
 		},
 		{
 			name:    "a new link avoids the values of a link removed in the same apply",
 			links:   []string{"b", "c", "d"},
-			records: []string{rec("a", 0x100, 101), rec("b", 0x200, 102), rec("c", 0x300, 103)},
+			records: []rec{{"a", 0x100, 101}, {"b", 0x200, 102}, {"c", 0x300, 103}},
 			want:    []string{"b 0x200 102", "c 0x300 103", "d 0x400 104"},
 		},
 		{
 			name:    "explicit mark wins over a record",
 			links:   []string{"a:mark=0x500", "b"},
-			records: []string{rec("a", 0x100, 101), rec("b", 0x200, 102)},
+			records: []rec{{"a", 0x100, 101}, {"b", 0x200, 102}},
 			want:    []string{"a 0x500 101", "b 0x200 102"},
 		},
 		{
 			name:    "explicit table wins over a record",
 			links:   []string{"a", "b:table=7"},
-			records: []string{rec("a", 0x100, 101), rec("b", 0x200, 102)},
+			records: []rec{{"a", 0x100, 101}, {"b", 0x200, 102}},
 			want:    []string{"a 0x100 101", "b 0x200 7"},
 		},
 		{
 			name:    "explicit value taken from another link's record: that link moves",
 			links:   []string{"a", "b:mark=0x100"},
-			records: []string{rec("a", 0x100, 101), rec("b", 0x200, 102)},
+			records: []rec{{"a", 0x100, 101}, {"b", 0x200, 102}},
 			want:    []string{"a 0x300 101", "b 0x100 102"},
 		},
 		{
 			name:    "explicit table taken from another link's record",
 			links:   []string{"a", "b:table=101"},
-			records: []string{rec("a", 0x100, 101), rec("b", 0x200, 102)},
+			records: []rec{{"a", 0x100, 101}, {"b", 0x200, 102}},
 			want:    []string{"a 0x100 103", "b 0x200 101"},
 		},
 		{
 			name:    "colliding records: the first keeps it",
 			links:   []string{"a", "b"},
-			records: []string{rec("a", 0x100, 101), rec("b", 0x100, 101)},
+			records: []rec{{"a", 0x100, 101}, {"b", 0x100, 101}},
 			want:    []string{"a 0x100 101", "b 0x200 102"},
 		},
 		{
 			name:    "a record outside the mask or a reserved table is not used",
 			links:   []string{"a"},
-			records: []string{rec("a", 0x10000, 254)},
+			records: []rec{{"a", 0x10000, 254}},
 			want:    []string{"a 0x100 101"},
 		},
 		{
-			name:    "unreadable records and sysctl records are ignored",
+			name:    "two for one name: the last counts",
 			links:   []string{"a", "b"},
-			records: []string{"sysctl net/ipv4/conf/if0/rp_filter=1", "link a mark=zz table=3", "link b mark=0x300", rec("b", 0x300, 105)},
+			records: []rec{{"b", 0x400, 104}, {"b", 0x300, 105}},
 			want:    []string{"a 0x100 101", "b 0x300 105"},
 		},
 		{
@@ -118,8 +131,12 @@ func TestAssign(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := mustParse(t, assignConfig(tc.links...))
-			out, err := Assign(c, tc.records)
+			c := mustParseAssign(t, assignConfig(tc.links...))
+			applied := map[string]Applied{}
+			for _, r := range tc.records {
+				applied[r.name] = Applied{Mark: r.mark, Table: r.table}
+			}
+			out, err := Assign(c, applied)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -130,38 +147,30 @@ func TestAssign(t *testing.T) {
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
 			}
-			again, err := Assign(c, tc.records)
+			again, err := Assign(c, applied)
 			if err != nil || !reflect.DeepEqual(out.Links, again.Links) {
 				t.Errorf("Assign is not deterministic")
 			}
-			if c.Links[0].Mark != mustParse(t, assignConfig(tc.links...)).Links[0].Mark {
+			if c.Links[0].Mark != mustParseAssign(t, assignConfig(tc.links...)).Links[0].Mark {
 				t.Errorf("Assign changed its input")
 			}
 		})
 	}
 }
 
-// Records written by apply read back as the same assignment.
-func TestLinkRecordRoundTrip(t *testing.T) {
-	got := ParseLinkRecords([]string{FormatLinkRecord("isp-1.a", 0xff00, 4000000000)})
-	if want := (LinkRecord{Mark: 0xff00, Table: 4000000000}); got["isp-1.a"] != want {
-		t.Errorf("got %+v, want %+v", got, want)
-	}
-}
-
 func TestAssignFullMask(t *testing.T) {
-	c := mustParse(t, "mark_mask: 0x3\n"+assignConfig("a", "b", "c"))
+	c := mustParseAssign(t, "mark_mask: 0x3\n"+assignConfig("a", "b", "c"))
 	// Records hold every value: the new link must still get one, the
 	// one released by a link that left.
-	out, err := Assign(c, []string{FormatLinkRecord("a", 1, 101), FormatLinkRecord("b", 2, 102), FormatLinkRecord("gone", 3, 103)})
+	out, err := Assign(c, map[string]Applied{"a": {1, 101}, "b": {2, 102}, "gone": {3, 103}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if m := out.Links[2].Mark; m != 3 {
 		t.Errorf("c got mark %#x, want 0x3 (the only one left)", m)
 	}
-	c = mustParse(t, "mark_mask: 0x3\n"+assignConfig("a", "b:mark=3", "c"))
-	if _, err := Assign(c, []string{FormatLinkRecord("a", 1, 101), FormatLinkRecord("c", 3, 103), FormatLinkRecord("x", 2, 104)}); err != nil {
+	c = mustParseAssign(t, "mark_mask: 0x3\n"+assignConfig("a", "b:mark=3", "c"))
+	if _, err := Assign(c, map[string]Applied{"a": {1, 101}, "c": {3, 103}, "x": {2, 104}}); err != nil {
 		t.Fatal(err)
 	}
 }
