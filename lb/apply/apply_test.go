@@ -130,24 +130,11 @@ var (
 
 func cfg(links ...string) string { return "links:\n" + strings.Join(links, "") }
 
-// resolve takes the links' marks and tables from the records in the table.
-func resolve(t Tables, c *config.Config) (*config.Config, error) {
-	cur, err := t.Read()
-	if err != nil {
-		return nil, err
-	}
-	applied := map[string]config.Applied{}
-	for _, l := range cur.Records.Links {
-		applied[l.Name] = config.Applied{Mark: l.Mark, Table: l.Table}
-	}
-	return config.Assign(c, applied)
-}
-
 // resolve does what the commands do: parse, then take the links' marks
 // and tables from the records in the table.
 func (b *box) resolve(t *testing.T, y string) *config.Config {
 	t.Helper()
-	c, err := resolve(b.nft, configtest.MustParse(t, y))
+	c, err := config.Resolve(configtest.MustParse(t, y), b.kernel())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +155,7 @@ func (b *box) tryApply(k *Kernel, y string) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := resolve(b.nft, parsed)
+	c, err := config.Resolve(parsed, k)
 	if err != nil {
 		return nil, err
 	}

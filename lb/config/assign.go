@@ -7,6 +7,36 @@ type Applied struct {
 	Table int
 }
 
+// AppliedReader reads what was last applied in the namespace: in
+// production the records in flowpin's nft table, which this package
+// cannot import (the command hands in the adapter).
+type AppliedReader interface {
+	// AppliedLinks is each link's mark and table as last applied, by
+	// link name; empty before the first apply.
+	AppliedLinks() (map[string]Applied, error)
+}
+
+// LoadResolved is the load step of every command that reads links'
+// marks or tables, and of the daemon's reload: Load, then Resolve.
+func LoadResolved(path string, r AppliedReader) (*Config, error) {
+	c, err := Load(path)
+	if err != nil {
+		return nil, err
+	}
+	return Resolve(c, r)
+}
+
+// Resolve gives each link the mark and table it was last applied with in
+// this namespace, unless the config sets them: a link keeps them while
+// other links come and go (see Assign).
+func Resolve(c *Config, r AppliedReader) (*Config, error) {
+	applied, err := r.AppliedLinks()
+	if err != nil {
+		return nil, err
+	}
+	return Assign(c, applied)
+}
+
 // Assign gives every link whose config does not set its mark or table the
 // value applied for it by name the last time, so a link keeps its mark
 // and table (and its established flows their route) while other links

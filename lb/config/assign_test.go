@@ -1,7 +1,10 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -172,5 +175,77 @@ func TestAssignFullMask(t *testing.T) {
 	c = mustParseAssign(t, "mark_mask: 0x3\n"+assignConfig("a", "b:mark=3", "c"))
 	if _, err := Assign(c, map[string]Applied{"a": {1, 101}, "c": {3, 103}, "x": {2, 104}}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// fakeApplied stands in for the records in flowpin's nft table.
+type fakeApplied struct {
+	links map[string]Applied
+	err   error
+	reads int
+}
+
+func (f *fakeApplied) AppliedLinks() (map[string]Applied, error) {
+	f.reads++
+	return f.links, f.err
+}
+
+// Every command loads the config, then takes the links' marks and tables
+// from what was last applied; a config that does not load reads nothing,
+// and a failed read is the command's error.
+func TestLoadResolved(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	if err := os.WriteFile(good, []byte(assignConfig("new", "b", "c:mark=0x100")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("links: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	f := &fakeApplied{links: map[string]Applied{"b": {0x200, 102}, "c": {0x300, 103}, "gone": {0x100, 101}}}
+	c, err := LoadResolved(good, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, l := range c.Links {
+		got = append(got, fmt.Sprintf("%s %#x %d", l.Name, l.Mark, l.Table))
+	}
+	// b keeps its values; c's explicit mark wins but it keeps its table;
+	// new avoids every value applied before (gone's flows, and c's under
+	// its old mark, may still carry them).
+	if diff := cmp.Diff([]string{"new 0x400 104", "b 0x200 102", "c 0x100 103"}, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	if f.reads != 1 {
+		t.Errorf("%d reads of what was applied, want 1", f.reads)
+	}
+
+	f = &fakeApplied{}
+	if _, err := LoadResolved(bad, f); err == nil || !strings.HasPrefix(err.Error(), bad+":") {
+		t.Errorf("bad config: %v", err)
+	}
+	if f.reads != 0 {
+		t.Errorf("a config that does not load read what was applied")
+	}
+	if _, err := LoadResolved(filepath.Join(dir, "missing.yaml"), f); err == nil || f.reads != 0 {
+		t.Errorf("missing config: %v, %d reads", err, f.reads)
+	}
+
+	boom := errors.New("nftables: boom")
+	if _, err := LoadResolved(good, &fakeApplied{err: boom}); !errors.Is(err, boom) {
+		t.Errorf("failed read: %v, want %v", err, boom)
+	}
+
+	// Nothing applied yet: the links take values by position.
+	parsed := mustParseAssign(t, assignConfig("a", "b"))
+	c, err = Resolve(parsed, &fakeApplied{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Links[0].Mark != 0x100 || c.Links[1].Table != 102 || c == parsed {
+		t.Errorf("first apply: %+v", c.Links)
 	}
 }
