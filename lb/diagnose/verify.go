@@ -17,6 +17,7 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
+	"flowpin/lb/clock"
 	"flowpin/lb/config"
 	"flowpin/lb/plan"
 	"flowpin/nft"
@@ -63,6 +64,16 @@ type Kernel struct {
 	// kernel resolves its neighbour entry. Nil: a UDP datagram to gw's
 	// discard port (9).
 	ProbeGateway func(dev string, gw netip.Addr) error
+	// Clock times the wait for a probed gateway's answer. Nil: the wall
+	// clock.
+	Clock clock.Clock
+}
+
+func (k *Kernel) clock() clock.Clock {
+	if k.Clock == nil {
+		return clock.Real{}
+	}
+	return k.Clock
 }
 
 // VerifyCheck is one line of `flowpin verify`.
@@ -640,9 +651,10 @@ func (k *Kernel) verifyGateway(r *VerifyReport, l plan.LinkPlan, o VerifyOptions
 		probe = probeGateway
 	}
 	probeErr := probe(l.Interface, l.Gateway)
-	deadline := time.Now().Add(o.ProbeWait)
-	for time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
+	clk := k.clock()
+	deadline := clk.Now().Add(o.ProbeWait)
+	for clk.Now().Before(deadline) {
+		clock.Sleep(clk, 50*time.Millisecond)
 		if n, err = k.Routes.Neighbour(l.Interface, l.Gateway); err == nil && n.Usable() {
 			r.pass(name, "answered ARP/ND on %s: %s (neighbour entry was %s before the probe)", l.Interface, n.MAC, before)
 			return
