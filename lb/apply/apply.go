@@ -349,7 +349,7 @@ func (k *Kernel) Changes(d *plan.Desired) ([]string, error) {
 		out = append(out, s.Command)
 	}
 	if !st.spec.UpToDate(st.cur) {
-		out = append(out, "nft -f - <<'EOF'\n"+st.spec.Render()+"EOF")
+		out = append(out, nft.Script(st.spec.Render()))
 	}
 	for _, s := range d.LateSysctls {
 		if now, err := k.Routes.ReadSysctl(s.Key); err != nil || now != s.Value {
@@ -408,7 +408,7 @@ func (k *Kernel) steps(d *plan.Desired) (*applySteps, error) {
 		if early := earlyRecords(cur.Records, st.spec.Records); !cur.Exists || !early.Equal(cur.Records) {
 			st.changes = append(st.changes, Change{
 				Command: "nft -f - # records in table inet " + nft.TableName + " chain state",
-				script:  "nft -f - <<'EOF'\n" + nft.RenderRecords(early) + "EOF",
+				script:  nft.Script(nft.RenderRecords(early)),
 				do: func() error {
 					_, err := k.record(early)
 					return err

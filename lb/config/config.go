@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -677,13 +678,16 @@ func maskValues(mask uint32, limit int) []uint32 {
 
 // validInterface is the kernel's dev_valid_name (net/core/dev.c): 1 to 15
 // bytes, not "." or "..", no '/', ':' or white space. flowpin also refuses
-// '"' (it quotes names in nft rules) and control characters.
+// what nft's language cannot write as it is, since `plan` prints the
+// names in nft rules for an operator to run: '"' (a string cannot hold
+// one), '\' (flowpin's nft text escapes it, nft does not unescape it), '*'
+// (a trailing one is a wildcard) and characters that do not print.
 func validInterface(s string) bool {
 	if s == "" || len(s) > 15 || s == "." || s == ".." {
 		return false
 	}
 	for _, r := range s {
-		if r == '/' || r == ':' || r == '"' || r <= ' ' || r == 0x7f {
+		if r == '/' || r == ':' || r == '"' || r == '\\' || r == '*' || r <= ' ' || !unicode.IsPrint(r) {
 			return false
 		}
 	}
