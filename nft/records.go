@@ -119,3 +119,13 @@ func (r Records) Equal(o Records) bool {
 func (r Records) Clone() Records {
 	return Records{Sysctls: slices.Clone(r.Sysctls), Links: slices.Clone(r.Links), Unknown: slices.Clone(r.Unknown)}
 }
+
+// Link is the record of the named link; of two, the later counts.
+func (r Records) Link(name string) (LinkRecord, bool) {
+	for i := len(r.Links) - 1; i >= 0; i-- {
+		if r.Links[i].Name == name {
+			return r.Links[i], true
+		}
+	}
+	return LinkRecord{}, false
+}

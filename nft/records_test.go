@@ -163,3 +163,16 @@ func FuzzDecodeRecords(f *testing.F) {
 		}
 	})
 }
+
+func TestRecordsLink(t *testing.T) {
+	r := Records{Links: []LinkRecord{{"a", 0x100, 101}, {"b", 0x200, 102}, {"a", 0x300, 103}}}
+	if l, ok := r.Link("a"); !ok || l != (LinkRecord{"a", 0x300, 103}) {
+		t.Errorf("a: %+v %v, want the later record", l, ok)
+	}
+	if l, ok := r.Link("b"); !ok || l.Mark != 0x200 {
+		t.Errorf("b: %+v %v", l, ok)
+	}
+	if _, ok := r.Link("c"); ok {
+		t.Error("c: found a record of a link that has none")
+	}
+}
