@@ -109,13 +109,7 @@ links, in the foreground.
 			defer ln.Close()
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			load := func() (*config.Config, error) {
-				nc, err := config.Load(a.config)
-				if err != nil {
-					return nil, err
-				}
-				return resolveConfig(k, nc)
-			}
+			load := func() (*config.Config, error) { return config.LoadResolved(a.config, k.Kernel) }
 			sup := daemon.NewSupervisor(daemon.Deps{
 				Applier:   daemon.KernelApplier(k.Kernel),
 				Conntrack: k.ct,

@@ -202,9 +202,9 @@ type familyUse struct {
 // link is not in the applied state at all (never applied with this
 // config, or applied with another mark or table), or carries neither
 // family. d is the plan, for the reason a family is not usable.
-func useFamilies(c *config.Config, i int, d *plan.Desired, records []string, owned rules.State) ([2]familyUse, error) {
+func useFamilies(c *config.Config, i int, d *plan.Desired, records nft.Records, owned rules.State) ([2]familyUse, error) {
 	l := c.Links[i]
-	rec, ok := plan.ParseLinkRecords(records)[l.Name]
+	rec, ok := records.Link(l.Name)
 	switch {
 	case !ok:
 		return [2]familyUse{}, fmt.Errorf("link %s is not applied in this network namespace (flowpin's table has no record of it): flowpin apply -c %s first", l.Name, c.Path)
