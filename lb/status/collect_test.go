@@ -14,7 +14,6 @@ import (
 	"flowpin/lb/apply"
 	"flowpin/lb/config"
 	"flowpin/lb/health"
-	"flowpin/lb/plan"
 	"flowpin/nft"
 	"flowpin/nft/ct"
 	"flowpin/nft/ct/cttest"
@@ -73,7 +72,7 @@ func newCollectBox(t *testing.T, y string) *collectBox {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.c, err = plan.Assign(parsed, nil); err != nil {
+	if b.c, err = config.Assign(parsed, nil); err != nil {
 		t.Fatal(err)
 	}
 	k := apply.New(b.routes, b.nft)
