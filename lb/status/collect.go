@@ -63,6 +63,10 @@ type Sources struct {
 	Counts FlowCounts
 	// Health, if set, gives each link's state.
 	Health LinkHealth
+	// Hits, if set, are the traffic rules' counters in place of the nft
+	// table's (Kernel.NFT): a daemon's, carried over rewrites of the
+	// table.
+	Hits HitReader
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
 }
@@ -102,7 +106,11 @@ func Collect(ctx context.Context, c *config.Config, src Sources) (*Status, error
 		}
 		st = BuildStatus(c, ap, t, src.now())
 	}
-	if err := AddPolicies(st, c, ap, src.Kernel.NFT); err != nil {
+	var hits HitReader = src.Kernel.NFT
+	if src.Hits != nil {
+		hits = src.Hits
+	}
+	if err := AddPolicies(st, c, ap, hits); err != nil {
 		return nil, err
 	}
 	if src.Health != nil {

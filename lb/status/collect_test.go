@@ -193,8 +193,14 @@ func TestCollectFromDaemon(t *testing.T) {
 		st.Links[1].Reason != "carrier lost" || st.Links[0].RTTMillis == nil || *st.Links[0].RTTMillis != 12 || !st.Links[0].StateSince.Equal(since) {
 		t.Errorf("health: daemon %v, links %+v", st.Daemon, st.Links)
 	}
-	if len(st.Policies) != 2 || len(st.Rules) != 1 {
+	if len(st.Policies) != 2 || len(st.Rules) != 1 || st.Rules[0].Hits != 0 {
 		t.Errorf("policies %+v rules %+v", st.Policies, st.Rules)
+	}
+	// The daemon's own count of the rules' hits wins over the table's.
+	b.nft.Hits = map[string]nft.Hits{"https": {Packets: 1}}
+	st, err = Collect(ctx, b.c, Sources{Kernel: b.kernel(), Counts: counts, Hits: hits{"https": {Packets: 9, Bytes: 540}}})
+	if err != nil || len(st.Rules) != 1 || st.Rules[0].Hits != 9 || st.Rules[0].HitBytes != 540 {
+		t.Errorf("rules with the daemon's hits: %v %+v", err, st.Rules)
 	}
 }
 
