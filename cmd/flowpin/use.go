@@ -18,7 +18,7 @@ import (
 
 	"flowpin/cgroup"
 	"flowpin/lb/config"
-	"flowpin/lb/daemon"
+	"flowpin/lb/ctl"
 	"flowpin/lb/health"
 	"flowpin/lb/nslock"
 	"flowpin/lb/plan"
@@ -113,7 +113,7 @@ func (a *app) use(name string, argv []string) error {
 	}
 	// The daemon, if one runs, may know the link is down or on standby.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	hs, herr := daemon.QueryHealth(ctx)
+	hs, herr := ctl.Client{}.Health(ctx)
 	cancel()
 	for _, h := range hs {
 		if herr == nil && h.Name == name && h.State != health.StateUp {

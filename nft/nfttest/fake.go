@@ -25,9 +25,12 @@ type Fake struct {
 	// Hook, if set, is called with each transaction's script before it
 	// is committed; an error fails it whole and nothing changes.
 	Hook func(script string) error
-	// ReadErr, if set, fails every read (Read, and the read that Apply,
-	// Record and Remove make first).
+	// ReadErr, if set, fails every read (Read, RuleHits, and the read
+	// that Apply, Record and Remove make first).
 	ReadErr error
+	// Hits are the traffic rules' counters by rule name, as the kernel
+	// would have counted them (RuleHits).
+	Hits map[string]nft.Hits
 }
 
 // FailNth makes the nth transaction from now fail with err (n >= 1). It
@@ -91,6 +94,23 @@ func (f *Fake) Read() (*nft.Current, error) {
 		return nil, f.ReadErr
 	}
 	return f.current(), nil
+}
+
+// RuleHits returns the counter of each traffic rule in the table (zero
+// unless set in Hits), by rule name; none without a table.
+func (f *Fake) RuleHits() (map[string]nft.Hits, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ReadErr != nil {
+		return nil, f.ReadErr
+	}
+	out := map[string]nft.Hits{}
+	if f.spec != nil {
+		for _, c := range f.spec.Classes {
+			out[c.Name] = f.Hits[c.Name]
+		}
+	}
+	return out, nil
 }
 
 // Apply replaces the table with s unless it already is s.
