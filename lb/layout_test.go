@@ -47,7 +47,7 @@ func isStd(path string) bool {
 func TestLayout(t *testing.T) {
 	pkgs := listPackages(t)
 	for _, want := range []string{"flowpin/lb/config", "flowpin/lb/plan", "flowpin/lb/apply", "flowpin/lb/health",
-		"flowpin/lb/status", "flowpin/lb/diagnose", "flowpin/lb/daemon", "flowpin/rules", "flowpin/nft", "flowpin/nft/ct"} {
+		"flowpin/lb/status", "flowpin/lb/ctl", "flowpin/lb/diagnose", "flowpin/lb/daemon", "flowpin/rules", "flowpin/nft", "flowpin/nft/ct"} {
 		if _, ok := pkgs[want]; !ok {
 			t.Errorf("package %s is missing", want)
 		}
@@ -70,7 +70,8 @@ func TestLayout(t *testing.T) {
 		}
 	}
 	// Dependencies point down: no package of lb imports one above it.
-	order := []string{"config", "plan", "apply", "health", "status", "diagnose", "daemon"}
+	// ctl, the socket's client, sits under the daemon that serves it.
+	order := []string{"config", "plan", "apply", "health", "status", "ctl", "diagnose", "daemon"}
 	rank := map[string]int{}
 	for i, n := range order {
 		rank["flowpin/lb/"+n] = i

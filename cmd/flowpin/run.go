@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"flowpin/lb/config"
+	"flowpin/lb/ctl"
 	"flowpin/lb/daemon"
 	"flowpin/lb/health"
 	"flowpin/lb/status"
@@ -108,13 +109,7 @@ links, in the foreground.
 			defer ln.Close()
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			load := func() (*config.Config, error) {
-				nc, err := config.Load(a.config)
-				if err != nil {
-					return nil, err
-				}
-				return resolveConfig(k, nc)
-			}
+			load := func() (*config.Config, error) { return config.LoadResolved(a.config, k.Kernel) }
 			sup := daemon.NewSupervisor(daemon.Deps{
 				Applier:   daemon.KernelApplier(k.Kernel),
 				Conntrack: k.ct,
@@ -258,8 +253,8 @@ Root only.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
 			defer cancel()
-			if err := daemon.RequestReload(ctx); err != nil {
-				if errors.Is(err, daemon.ErrNoDaemon) {
+			if err := (ctl.Client{}).Reload(ctx); err != nil {
+				if errors.Is(err, ctl.ErrNoDaemon) {
 					return errors.New("reload: no flowpin run in this network namespace")
 				}
 				return fmt.Errorf("reload refused: %w", err)

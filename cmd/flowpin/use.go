@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"flowpin/lb/daemon"
+	"flowpin/lb/ctl"
 	"flowpin/lb/nslock"
 	"flowpin/lb/use"
 )
@@ -63,7 +63,7 @@ func (a *app) use(name string, argv []string) error {
 	}
 	defer k.Close()
 	r := &use.Runner{Config: c, Kernel: k.Kernel, Tables: k.nft, Host: use.CgroupFS{MountDir: nslock.DefaultDir},
-		Health: daemon.QueryHealth, Log: a.log, Pid: os.Getpid()}
+		Health: ctl.Client{}.Health, Log: a.log, Pid: os.Getpid()}
 	code, err := r.Run(name, argv)
 	if err != nil || code == 0 {
 		return err

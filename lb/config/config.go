@@ -85,7 +85,7 @@ type Link struct {
 	Table        int
 	Mark         uint32
 	// TableSet and MarkSet: the config gave them. Otherwise they are
-	// defaults that plan.Assign replaces with the link's recorded ones.
+	// defaults that Assign replaces with the link's recorded ones.
 	TableSet, MarkSet bool
 	// Tier places the link in the default policy: it takes new flows
 	// only when no link of a lower tier is up. Default 1.
@@ -530,7 +530,7 @@ func (c *Config) fillTable(i int, raw *int64, u *used) error {
 		}
 		l.Table = int(id)
 	}
-	// Only explicit values can collide: plan.Assign moves a default out
+	// Only explicit values can collide: Assign moves a default out
 	// of their way.
 	if !l.TableSet {
 		return nil
@@ -643,7 +643,7 @@ func CheckMark(m int64, mask uint32) error {
 
 // MaskValues lists the first link marks under mask: 1, 2, 3... shifted to
 // the mask's lowest bit, skipping values with bits outside the mask. The
-// config gives links these by position; plan.Assign hands out the same
+// config gives links these by position; Assign hands out the same
 // values, in the same order.
 func MaskValues(mask uint32) []uint32 { return maskValues(mask, MaxLinks) }
 

@@ -7,6 +7,7 @@ import (
 
 	"flowpin/lb/config"
 	"flowpin/lb/plan"
+	"flowpin/nft"
 	"flowpin/rules"
 )
 
@@ -28,9 +29,9 @@ type familyUse struct {
 // link is not in the applied state at all (never applied with this
 // config, or applied with another mark or table), or carries neither
 // family. d is the plan, for the reason a family is not usable.
-func families(c *config.Config, i int, d *plan.Desired, records []string, owned rules.State) ([2]familyUse, error) {
+func families(c *config.Config, i int, d *plan.Desired, records nft.Records, owned rules.State) ([2]familyUse, error) {
 	l := c.Links[i]
-	rec, ok := plan.ParseLinkRecords(records)[l.Name]
+	rec, ok := records.Link(l.Name)
 	switch {
 	case !ok:
 		return [2]familyUse{}, fmt.Errorf("link %s is not applied in this network namespace (flowpin's table has no record of it): flowpin apply -c %s first", l.Name, c.Path)

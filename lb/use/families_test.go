@@ -6,6 +6,7 @@ import (
 
 	"flowpin/lb/config/configtest"
 	"flowpin/lb/plan"
+	"flowpin/nft"
 	"flowpin/rules"
 )
 
@@ -36,7 +37,7 @@ func applied(s *rules.State, i int, v4, v6 bool) {
 
 func TestFamilies(t *testing.T) {
 	c := configtest.MustParse(t, useConfig)
-	records := []string{plan.FormatLinkRecord("isp1", 0x100, 101), plan.FormatLinkRecord("lte", 0x200, 102), plan.FormatLinkRecord("dsl", 0x300, 103)}
+	records := nft.Records{Links: []nft.LinkRecord{{Name: "isp1", Mark: 0x100, Table: 101}, {Name: "lte", Mark: 0x200, Table: 102}, {Name: "dsl", Mark: 0x300, Table: 103}}}
 	up := map[string]rules.Iface{
 		"wan1":  {Name: "wan1", Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.2/24"), netip.MustParsePrefix("2001:db8:1::2/64")}},
 		"wwan0": {Name: "wwan0", Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("198.51.100.2/24"), netip.MustParsePrefix("2001:db8:2::2/64")}, Gateways: []netip.Addr{netip.MustParseAddr("fe80::1")}},
@@ -56,7 +57,7 @@ func TestFamilies(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		link    int
-		records []string
+		records nft.Records
 		ifaces  map[string]rules.Iface
 		owned   func(*rules.State)
 		want4   string
@@ -86,10 +87,10 @@ func TestFamilies(t *testing.T) {
 		{name: "another link's rule and route do not count", link: 1, records: records, ifaces: up,
 			owned: func(s *rules.State) { applied(s, 1, true, false); applied(s, 0, true, true) },
 			want6: "no ip rule for its mark 0x200/0xff00 yet: flowpin apply"},
-		{name: "never applied", link: 1, records: records[:1], ifaces: up,
+		{name: "never applied", link: 1, records: nft.Records{Links: records.Links[:1]}, ifaces: up,
 			owned: func(s *rules.State) { applied(s, 0, true, true) },
 			err:   "link lte is not applied in this network namespace (flowpin's table has no record of it): flowpin apply -c f.yaml first"},
-		{name: "applied with another mark", link: 1, records: []string{plan.FormatLinkRecord("lte", 0x500, 102)}, ifaces: up,
+		{name: "applied with another mark", link: 1, records: nft.Records{Links: []nft.LinkRecord{{Name: "lte", Mark: 0x500, Table: 102}}}, ifaces: up,
 			owned: func(s *rules.State) { applied(s, 1, true, true) },
 			err:   "link lte is applied with mark 0x500 table 102, and f.yaml gives it mark 0x200 table 102: flowpin apply -c f.yaml first"},
 		{name: "interface down", link: 1, records: records, ifaces: down,
