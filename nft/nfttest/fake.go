@@ -20,7 +20,8 @@ type Fake struct {
 	spec *nft.Spec
 
 	// Transcript has one entry per committed transaction: the script
-	// (Render, RenderRecords) or "nft delete table inet flowpin".
+	// (Render, RenderRecords) or "nft delete table inet flowpin"; for a
+	// use's table, the line UseLine gives.
 	Transcript []string
 	// Hook, if set, is called with each transaction's script before it
 	// is committed; an error fails it whole and nothing changes.
@@ -31,6 +32,9 @@ type Fake struct {
 	// Hits are the traffic rules' counters by rule name, as the kernel
 	// would have counted them (RuleHits).
 	Hits map[string]nft.Hits
+
+	// uses are the tables of `flowpin use`, by name (see use.go).
+	uses map[string]nft.Use
 }
 
 // FailNth makes the nth transaction from now fail with err (n >= 1). It
