@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -85,6 +86,20 @@ func TestLayout(t *testing.T) {
 			if ri, ok := rank[imp]; ok && ri > r {
 				t.Errorf("%s imports %s, which sits above it", path, imp)
 			}
+		}
+	}
+}
+
+// TestPackagesOnLayout: the project's Go lives in cmd (wiring), lb (the
+// core), nft and rules (the kernel adapters) and integration (the real-
+// kernel tests), so a reader knows where a thing belongs.
+func TestPackagesOnLayout(t *testing.T) {
+	roots := []string{"cmd", "lb", "nft", "rules", "integration"}
+	for path := range listPackages(t) {
+		rel, _ := strings.CutPrefix(path, "flowpin/")
+		top, _, _ := strings.Cut(rel, "/")
+		if path == "flowpin" || !slices.Contains(roots, top) {
+			t.Errorf("package %s lives outside %s", path, strings.Join(roots, ", "))
 		}
 	}
 }
