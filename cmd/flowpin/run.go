@@ -21,6 +21,8 @@ import (
 	"flowpin/lb/daemon"
 	"flowpin/lb/health"
 	"flowpin/lb/status"
+	"flowpin/nft"
+	"flowpin/rules"
 )
 
 func (a *app) runCmd() *cobra.Command {
@@ -113,7 +115,7 @@ links, in the foreground.
 			sup := daemon.NewSupervisor(daemon.Deps{
 				Applier:   daemon.KernelApplier(k.Kernel),
 				Conntrack: k.ct,
-				Events:    daemon.NetlinkEvents{Log: log},
+				Events:    daemon.KernelEvents{Routing: rules.Events{Log: log}, Table: nft.TableEvents{}},
 				Flows:     k.ct,
 				Traffic:   k.nft,
 			}, load, log)
@@ -143,7 +145,7 @@ links, in the foreground.
 				}
 			}()
 			go func() {
-				if err := daemon.ServeAPI(ctx, ln, supervisedAPI{sup}); err != nil {
+				if err := daemon.ServeAPI(ctx, ln, supervisedAPI{sup}, rules.SocketOwners{}); err != nil {
 					log.Error("status socket", "err", err)
 				}
 			}()
@@ -174,7 +176,7 @@ links, in the foreground.
 					promhttp.HandlerFor(d.Metrics().Registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
 				})
 				go func() {
-					if err := daemon.ServeWeb(ctx, mln, metrics, supervisedAPI{sup}, web); err != nil {
+					if err := daemon.ServeWeb(ctx, mln, metrics, supervisedAPI{sup}, web, rules.SocketOwners{}); err != nil {
 						log.Error("metrics", "err", err)
 					}
 				}()
