@@ -189,14 +189,20 @@ func (d *Daemon) standbyGauge() *prometheus.GaugeVec {
 // isStandby is read by Health; call with mu held.
 func (d *Daemon) isStandby(name string) bool { return d.standby[name] }
 
+// onDemandQueue is the hook queue of a link's on-demand commands: their
+// own, so an up command never waits behind an on_change hook (one that
+// hangs until its timeout would hold the backup link down that long),
+// while up and down still run one at a time in the order decided.
+func onDemandQueue(link string) string { return link + " on_demand" }
+
 // onDemandCommand runs an on-demand link's up or down command through the
-// shell, in the link's hook queue: after the hooks of its earlier changes.
+// shell, in the link's on-demand queue.
 func (d *Daemon) onDemandCommand(l config.Link, what, cmd string) {
 	if d.hooks == nil {
 		return
 	}
 	d.hooks.Submit(HookJob{
-		Queue: l.Name, What: "on_demand " + what,
+		Queue: onDemandQueue(l.Name), What: "on_demand " + what,
 		Argv: []string{"/bin/sh", "-c", cmd},
 		Env:  []string{"FLOWPIN_LINK=" + l.Name, "FLOWPIN_INTERFACE=" + l.Interface, "FLOWPIN_STATE=" + what, "FLOWPIN_REASON=" + fmt.Sprintf("on-demand %s", what)},
 	})
