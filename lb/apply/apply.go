@@ -538,8 +538,12 @@ func (k *Kernel) Apply(d *plan.Desired) (*Result, error) {
 	}
 	// Only now that the new marks route: the flows of a link that is gone
 	// would otherwise be restored onto a mark no rule (or the wrong one)
-	// routes. Every other flow is left alone. A failure here undoes
-	// nothing: the routing is right, and the flows time out.
+	// routes. Every other flow is left alone. Unlike a link judged down,
+	// whose flows the daemon keeps when no other link can take them, a
+	// link that left the config is gone for good: its flows cannot go on,
+	// so they go even when nothing else is up, and fail at once rather
+	// than hang. A failure here undoes nothing: the routing is right, and
+	// the flows time out.
 	for _, m := range st.flush {
 		if k.Flows == nil {
 			break

@@ -83,9 +83,19 @@ type Daemon struct {
 	// units are the links' families, in config order: what is probed.
 	units []unit
 
+	// kept: units whose flows were left in place when they went down
+	// (keep.go), until they are up again.
+	kept map[string]keptFlows
+
 	// Owned by Run's goroutine.
 	runner *syncRunner
-	flush  map[string]bool // links whose flows go once a sync took them out
+	// flush: units whose flows go once a sync took them out and another
+	// link can take them (keep.go); failedAt: when each unit's last
+	// failed round began.
+	flush    map[string]bool
+	failedAt map[string]time.Time
+	// applied is the plan last applied.
+	applied *plan.Desired
 	// active is each policy's active tier as last applied (-1: none).
 	active map[string]int
 	// policies as last applied, for status.
@@ -100,8 +110,8 @@ type Daemon struct {
 	// hooks runs on_change hooks and on-demand commands (nil before Run).
 	hooks        *HookRunner
 	pendingHooks []linkChange
-	// inherit: the links' trackers before a reload, by unit key.
-	inherit map[string]*health.Tracker
+	// inherit: what the daemon before a reload left (reload.go).
+	inherit *handover
 	// handover: stopped by a reload, not for good.
 	handover atomic.Bool
 	// On-demand links (ondemand.go): state by link name (loop's),
@@ -140,7 +150,7 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 	d := &Daemon{
 		Config: c, Log: log, deps: deps,
 		trackers: map[string]*health.Tracker{}, gateways: map[string]netip.Addr{}, usable: map[string]bool{},
-		flush: map[string]bool{}, active: map[string]int{}, od: map[string]*onDemand{}, standby: map[string]bool{}, units: units(c), reopen: make([]atomic.Bool, len(units(c))),
+		flush: map[string]bool{}, failedAt: map[string]time.Time{}, kept: map[string]keptFlows{}, active: map[string]int{}, od: map[string]*onDemand{}, standby: map[string]bool{}, units: units(c), reopen: make([]atomic.Bool, len(units(c))),
 		metrics: NewMetrics(),
 	}
 	d.burst, d.suspectWhy = make([]chan struct{}, len(d.units)), make([]string, len(d.units))
@@ -192,7 +202,8 @@ func (d *Daemon) Metrics() *Metrics { return d.metrics }
 type probeResult struct {
 	unit  int
 	round health.Round
-	at    time.Time
+	// start and at: when the round began and ended.
+	start, at time.Time
 	burst bool // a burst on suspicion (burstRound), not a regular round
 }
 
@@ -277,6 +288,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	d.hookChanges() // of changes before a reload
 	if d.OnReady != nil {
 		d.OnReady()
 	}
@@ -319,9 +331,10 @@ func (d *Daemon) loop(ctx context.Context, events *<-chan Event, results <-chan 
 		case r := <-results:
 			if r.burst {
 				d.burstDone(r)
-				continue
+			} else {
+				d.observe(r)
 			}
-			d.observe(r)
+			d.settleFlows()
 		case ev, ok := <-*events:
 			if ok {
 				d.onEvent(ev)
@@ -431,6 +444,7 @@ func (d *Daemon) adopt() error {
 		d.trackers[unitKey(l.Name, u.v6)] = t
 		d.metrics.setState(l.Name, u.family(), t.State)
 	}
+	d.inheritHooks()
 	return nil
 }
 
@@ -480,14 +494,8 @@ func (d *Daemon) sync(why string) error {
 		d.usable[unitKey(l.Name, true)] = l.V6.Usable
 	}
 	d.mu.Unlock()
-	for _, u := range d.units {
-		l := des.Links[u.link]
-		k := unitKey(l.Name, u.v6)
-		if d.flush[k] && !(l.InRoute && !u.v6 || l.V6.InRoute && u.v6) {
-			delete(d.flush, k)
-			d.flushFlows(l.Link, u)
-		}
-	}
+	d.applied = des
+	d.settleFlows()
 	d.failback(des)
 	d.onDemandLinks()
 	return nil
@@ -523,6 +531,8 @@ func (d *Daemon) failback(des *plan.Desired) {
 			}
 			d.Log.Info("policy tier changed", "policy", p.Name, "family", family, "from", tierName(old), "to", tierName(active))
 			d.metrics.tierChanged(p.Name, family, active)
+			// Only towards a live tier: with active < 0 no link of the
+			// policy is up, and its flows stay where they are (keep.go).
 			if active < 0 || (old >= 0 && active > old) || p.Failback != config.Flush || p.Label == 0 {
 				continue
 			}
@@ -554,8 +564,8 @@ func (d *Daemon) Policies() []plan.PolicyPlan {
 }
 
 // flushFlows deletes only this link's flows: their NAT binding is to an
-// address that no longer works, so they must re-establish on a live link.
-// Every other link's flows stay.
+// address that no longer works, so they must re-establish on a live link
+// (flushDown checks there is one). Every other link's flows stay.
 // A link with both families loses only the failed family's flows.
 func (d *Daemon) flushFlows(l config.Link, u unit) {
 	var err error
@@ -612,9 +622,10 @@ func (d *Daemon) probeLoop(ctx context.Context, ui int, out chan<- probeResult) 
 			return
 		case <-t.C():
 		case <-d.burst[ui]:
+			start := d.deps.Clock.Now()
 			r := d.burstRound(ui, &p)
 			select {
-			case out <- probeResult{unit: ui, round: r, at: d.deps.Clock.Now(), burst: true}:
+			case out <- probeResult{unit: ui, round: r, start: start, at: d.deps.Clock.Now(), burst: true}:
 			case <-ctx.Done():
 				return
 			}
@@ -623,7 +634,7 @@ func (d *Daemon) probeLoop(ctx context.Context, ui int, out chan<- probeResult) 
 		start := d.deps.Clock.Now()
 		r := d.probeRound(ui, &p)
 		select {
-		case out <- probeResult{unit: ui, round: r, at: d.deps.Clock.Now()}:
+		case out <- probeResult{unit: ui, round: r, start: start, at: d.deps.Clock.Now()}:
 		case <-ctx.Done():
 			return
 		}
@@ -667,8 +678,12 @@ func (d *Daemon) observe(r probeResult) {
 	t := d.trackers[unitKey(l.Name, u.v6)]
 	changed := t.Observe(r.round, l.Check.Quorum, r.at)
 	state, reason := t.State, t.Reason
+	_, bad := t.Streaks()
 	d.metrics.probed(l.Name, u.family(), r.round, t)
 	d.mu.Unlock()
+	if bad > 0 {
+		d.failed(unitKey(l.Name, u.v6), r.start)
+	}
 	if changed {
 		d.changed(l, u, state, reason)
 	}
@@ -686,6 +701,7 @@ func (d *Daemon) changed(l config.Link, u unit, state health.LinkState, reason s
 		d.flush[k] = true
 	} else {
 		delete(d.flush, k)
+		d.unkeep(k)
 	}
 	d.pendingHooks = append(d.pendingHooks, linkChange{link: l, v6: u.v6, state: state, reason: reason})
 	d.runner.Request("link " + l.Name + " " + u.family() + " " + string(state))
@@ -747,11 +763,13 @@ func (d *Daemon) forceDown(l config.Link, why string, only *bool) {
 		if d.Config.Links[u.link].Name != l.Name || (only != nil && *only != u.v6) {
 			continue
 		}
+		now := d.deps.Clock.Now()
 		d.mu.Lock()
 		t := d.trackers[unitKey(l.Name, u.v6)]
-		changed := t.ForceDown(why, d.deps.Clock.Now())
+		changed := t.ForceDown(why, now)
 		reason := t.Reason
 		d.mu.Unlock()
+		d.failed(unitKey(l.Name, u.v6), now)
 		if changed {
 			d.changed(l, u, health.StateDown, reason)
 		}
@@ -773,10 +791,14 @@ func (d *Daemon) Health() []health.LinkHealth {
 		if state != health.StateUp && d.isStandby(l.Name) {
 			state = health.StateStandby
 		}
-		out = append(out, health.LinkHealth{
+		lh := health.LinkHealth{
 			Name: l.Name, Family: u.family(), State: state, LastChange: t.LastChange, Reason: t.Reason,
 			RTTMillis: millis(t.RTT()), JitterMillis: millis(t.Jitter()), Loss: t.Loss(), Window: t.Rounds(),
-		})
+		}
+		if k, ok := d.kept[unitKey(l.Name, u.v6)]; ok {
+			lh.FlowsKept, lh.FlowsKeptSince = k.why, k.since
+		}
+		out = append(out, lh)
 	}
 	return slices.Clip(out)
 }

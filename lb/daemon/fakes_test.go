@@ -250,6 +250,14 @@ func (k *fakeKernel) FlushLabel(mark, mask uint32, bit int, family uint8) (int, 
 	return 0, err
 }
 
+func (k *fakeKernel) FlushMarkExceptLabels(mark, mask uint32, family uint8, keep []int) (int, error) {
+	k.mu.Lock()
+	err := k.flushErr
+	k.mu.Unlock()
+	k.rec.add("flush mark %#x/%#x family %d except labels %v", mark, mask, family, keep)
+	return 0, err
+}
+
 // fakeProbers hands out probers whose answers the test sets per
 // interface.
 type fakeProbers struct {

@@ -82,7 +82,10 @@ func (d *Daemon) onDemandLinks() {
 			st.up, st.higherSince = false, time.Time{}
 			d.setStandby(l, true)
 			d.Log.Info("on-demand link: a higher tier has been up for its keep time; taking it down", "link", l.Name, "keep", l.OnDemand.Keep, "command", l.OnDemand.Down)
-			// Its flows move back to the higher tier.
+			// Its flows move back to the higher tier. Unlike a link judged
+			// down, it is surely gone once its down command has run, so
+			// its flows could not go on there even with nowhere else to
+			// go: deleting them lets them fail at once rather than hang.
 			if err := d.deps.Conntrack.FlushMark(l.Mark, d.Config.MarkMask); err != nil {
 				d.Log.Error("on-demand: flush the link's flows", "link", l.Name, "err", err)
 			}

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -81,7 +83,7 @@ type running struct {
 func (s *Supervisor) launch(ctx context.Context, c *config.Config, prev *Daemon) (*running, error) {
 	d := New(c, s.Deps, s.Log)
 	if prev != nil {
-		d.inherit = prev.trackersSnapshot()
+		d.inherit = prev.handOver()
 		d.inheritMetrics(prev)
 	}
 	if s.Setup != nil {
@@ -213,27 +215,65 @@ func describeReload(old, c *config.Config) string {
 	return strings.Join(out, ", ")
 }
 
-// trackersSnapshot hands the links' health to the daemon that follows
-// this one; only after its Run has ended.
-func (d *Daemon) trackersSnapshot() map[string]*health.Tracker {
+// handover is what a daemon leaves the one of the reloaded config, by
+// unit key: each link's health, the fate of the flows of links that went
+// down (keep.go), and the hooks of changes whose sync it did not run.
+type handover struct {
+	trackers map[string]*health.Tracker
+	flush    map[string]bool
+	failedAt map[string]time.Time
+	kept     map[string]keptFlows
+	hooks    []linkChange
+}
+
+// handOver is what the daemon that follows this one inherits; only after
+// its Run has ended.
+func (d *Daemon) handOver() *handover {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := make(map[string]*health.Tracker, len(d.trackers))
-	for k, t := range d.trackers {
-		out[k] = t
+	return &handover{
+		trackers: maps.Clone(d.trackers), flush: maps.Clone(d.flush), failedAt: maps.Clone(d.failedAt),
+		kept: maps.Clone(d.kept), hooks: slices.Clone(d.pendingHooks),
 	}
-	return out
 }
 
 // inherited returns the tracker a link (unit key) had before a reload,
-// with the new config's check applied, or nil.
+// with the new config's check applied, or nil; and takes over what was
+// pending for it.
 func (d *Daemon) inherited(key string, c config.HealthCheck) *health.Tracker {
-	t := d.inherit[key]
+	if d.inherit == nil {
+		return nil
+	}
+	t := d.inherit.trackers[key]
 	if t == nil {
 		return nil
 	}
 	t.Fall, t.Rise = c.Fall, c.Rise
+	if d.inherit.flush[key] {
+		d.flush[key] = true
+	}
+	if at, ok := d.inherit.failedAt[key]; ok {
+		d.failedAt[key] = at
+	}
+	if k, ok := d.inherit.kept[key]; ok {
+		d.kept[key] = k
+	}
 	return t
+}
+
+// inheritHooks queues the hooks of the changes the previous daemon saw
+// but did not sync, for the links that remain: they run after this
+// daemon's first sync.
+func (d *Daemon) inheritHooks() {
+	if d.inherit == nil {
+		return
+	}
+	for _, ch := range d.inherit.hooks {
+		if i, ok := d.Config.LinkByName(ch.link.Name); ok {
+			ch.link = d.Config.Links[i]
+			d.pendingHooks = append(d.pendingHooks, ch)
+		}
+	}
 }
 
 // Reloader is a Source that can reload the daemon's config.

@@ -240,3 +240,19 @@ func TestSupervisorReloadFallsBack(t *testing.T) {
 		t.Errorf("%d owned collectors registered, want the running daemon's alone", n)
 	}
 }
+
+// runSupervisor runs sup with c until the returned stop, and returns its
+// first daemon.
+func runSupervisor(t *testing.T, sup *Supervisor, c *config.Config) (*Daemon, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sup.Run(ctx, c) }()
+	d := waitDaemon(t, sup, nil)
+	return d, func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}
+}

@@ -63,6 +63,12 @@ func WriteStatus(w io.Writer, s *Status) error {
 			if l.Reason6 != "" && l.State6 != l.State {
 				line += "; IPv6: " + Printable(l.Reason6)
 			}
+			if l.FlowsKept != "" {
+				line += "; flows kept: " + Printable(l.FlowsKept)
+			}
+			if l.FlowsKept6 != "" && l.FlowsKept6 != l.FlowsKept {
+				line += "; IPv6 flows kept: " + Printable(l.FlowsKept6)
+			}
 			if l.RTTMillis != nil && l.Loss != nil {
 				line += "; " + quality(l)
 			}

@@ -96,6 +96,13 @@ type LinkStatus struct {
 	State6  health.LinkState `json:"state6,omitempty"`
 	Reason6 string           `json:"reason6,omitempty"`
 	Reason  string           `json:"reason,omitempty"`
+	// FlowsKept (FlowsKept6: its IPv6 side), from the daemon while the
+	// link is down: its flows were left in place rather than deleted,
+	// since when, and why (no other link could take them). They go on
+	// when the link is back.
+	FlowsKept      string     `json:"flows_kept,omitempty"`
+	FlowsKeptSince *time.Time `json:"flows_kept_since,omitempty"`
+	FlowsKept6     string     `json:"flows_kept6,omitempty"`
 	// Over the probes' last Window rounds: median rtt, jitter (mean
 	// absolute difference of consecutive rounds' rtts) and the share of
 	// probes lost.
