@@ -204,7 +204,7 @@ type probeResult struct {
 	round health.Round
 	// start and at: when the round began and ended.
 	start, at time.Time
-	burst bool // a burst on suspicion (burstRound), not a regular round
+	burst     bool // a burst on suspicion (burstRound), not a regular round
 }
 
 // unit is one address family of one link: each is probed and judged on
