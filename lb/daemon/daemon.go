@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -61,6 +60,11 @@ type Deps struct {
 	// Passive tunes the detection of dead links from their own new
 	// flows (with Flows only; zero value: DefaultPassive).
 	Passive PassiveParams
+
+	// probes, if set, are the probe loops, and flowsShared the flow
+	// tracker, shared across reloads (default: the daemon's own).
+	probes      *probeLoops
+	flowsShared *sharedFlows
 }
 
 // Daemon keeps the kernel matching the config and routes around dead
@@ -100,12 +104,10 @@ type Daemon struct {
 	active map[string]int
 	// policies as last applied, for status.
 	policies []plan.PolicyPlan
-	// reopen[u]: unit u's interface was removed; its prober's socket is
-	// bound to a device that is gone.
-	reopen []atomic.Bool
 
 	metrics *Metrics
-	flows   *flowTracker // nil without Deps.Flows
+	flows   *flowTracker  // nil without Deps.Flows
+	watch   *passiveWatch // the flow tracker's, once Run starts
 
 	// hooks runs on_change hooks and on-demand commands (nil before Run).
 	hooks        *HookRunner
@@ -121,9 +123,10 @@ type Daemon struct {
 	odTimer Timer
 	odGauge *prometheus.GaugeVec
 
-	// burst[u] asks unit u's probe loop for a burst of probes at once:
-	// its new flows go unanswered. suspectWhy[u] (under mu) says why.
-	burst      []chan struct{}
+	// loops[u] is unit u's probe loop (probes.go), set under mu once Run
+	// took them over. A burst asked of it (its new flows go unanswered):
+	// suspectWhy[u] (under mu) says why.
+	loops      []*probeLoop
 	suspectWhy []string
 }
 
@@ -150,15 +153,17 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 	d := &Daemon{
 		Config: c, Log: log, deps: deps,
 		trackers: map[string]*health.Tracker{}, gateways: map[string]netip.Addr{}, usable: map[string]bool{},
-		flush: map[string]bool{}, failedAt: map[string]time.Time{}, kept: map[string]keptFlows{}, active: map[string]int{}, od: map[string]*onDemand{}, standby: map[string]bool{}, units: units(c), reopen: make([]atomic.Bool, len(units(c))),
+		flush: map[string]bool{}, failedAt: map[string]time.Time{}, kept: map[string]keptFlows{}, active: map[string]int{}, od: map[string]*onDemand{}, standby: map[string]bool{}, units: units(c),
 		metrics: NewMetrics(),
 	}
-	d.burst, d.suspectWhy = make([]chan struct{}, len(d.units)), make([]string, len(d.units))
-	for i := range d.burst {
-		d.burst[i] = make(chan struct{}, 1)
-	}
+	d.suspectWhy = make([]string, len(d.units))
 	if deps.Flows != nil {
-		d.flows = newFlowTracker(deps.Flows, c.MarkMask, deps.Clock, log, d.metrics, deps.FlowEventSpace, deps.ReconcileInterval)
+		if deps.flowsShared != nil {
+			d.flows = deps.flowsShared.reuse(c.MarkMask)
+		}
+		if d.flows == nil {
+			d.flows = newFlowTracker(deps.Flows, c.MarkMask, deps.Clock, log, d.metrics, deps.FlowEventSpace, deps.ReconcileInterval)
+		}
 		if err := d.metrics.registerOwned(newFlowCollector(d)); err != nil {
 			panic(err) // a fresh registry
 		}
@@ -170,7 +175,12 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 		for i, u := range d.units {
 			slots[i] = watchSlot{mark: c.Links[u.link].Mark, v6: u.v6}
 		}
-		d.flows.watch = &passiveWatch{d: d, det: newPassiveDetector(p, c.MarkMask, slots)}
+		det := newPassiveDetector(p, c.MarkMask, slots)
+		if w := d.flows.watch.Load(); w != nil && w.det.sameSlots(det) {
+			// A reload that kept the links: the baselines go on.
+			det = w.det
+		}
+		d.watch = &passiveWatch{d: d, det: det}
 	}
 	return d
 }
@@ -190,8 +200,8 @@ func (d *Daemon) inheritMetrics(prev *Daemon) {
 		}
 	}
 	d.metrics = m
-	if d.flows != nil {
-		d.flows.metrics = m
+	if d.flows != nil && d.flows.metrics != m {
+		d.flows.metrics = m // a new tracker, not yet running
 	}
 	m.prune(d.Config)
 }
@@ -200,7 +210,8 @@ func (d *Daemon) inheritMetrics(prev *Daemon) {
 func (d *Daemon) Metrics() *Metrics { return d.metrics }
 
 type probeResult struct {
-	unit  int
+	loop  *probeLoop
+	unit  int // the loop's unit, set by the daemon that takes the result
 	round health.Round
 	// start and at: when the round began and ended.
 	start, at time.Time
@@ -272,8 +283,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 		drain(events)
 	}()
 	if d.flows != nil {
-		wg.Add(1)
-		go func() { defer wg.Done(); d.flows.run(ctx) }()
+		d.flows.watch.Store(d.watch)
+		if sh := d.deps.flowsShared; sh != nil {
+			sh.run(d.flows)
+		} else {
+			wg.Add(1)
+			go func() { defer wg.Done(); d.flows.run(ctx) }()
+		}
 	}
 	if d.hooks = d.deps.Hooks; d.hooks == nil {
 		d.hooks = NewHookRunner(d.Config.Hooks.Timeout, d.Log)
@@ -293,12 +309,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.OnReady()
 	}
 
-	results := make(chan probeResult, len(d.units))
-	for u := range d.units {
-		wg.Add(1)
-		go func() { defer wg.Done(); d.probeLoop(ctx, u, results) }()
+	probes := d.deps.probes
+	if probes == nil {
+		probes = newProbeLoops()
+		defer probes.stop()
 	}
-	return d.loop(ctx, &events, results)
+	loops := probes.take(d)
+	d.mu.Lock()
+	d.loops = loops
+	d.mu.Unlock()
+	return d.loop(ctx, &events, probes.out)
 }
 
 // drain waits for a subscription to finish closing after its context
@@ -329,6 +349,9 @@ func (d *Daemon) loop(ctx context.Context, events *<-chan Event, results <-chan 
 			}
 			return nil
 		case r := <-results:
+			if r.unit = slices.Index(d.loops, r.loop); r.unit < 0 {
+				continue // of a loop this daemon did not take
+			}
 			if r.burst {
 				d.burstDone(r)
 			} else {
@@ -581,96 +604,6 @@ func (d *Daemon) flushFlows(l config.Link, u unit) {
 	d.Log.Info("flushed the link's flows", "link", l.Name, "family", u.family(), "mark", fmt.Sprintf("%#x/%#x", l.Mark, d.Config.MarkMask))
 }
 
-// targets is what a unit probes: its family's configured targets, or its
-// gateway of that family.
-func (d *Daemon) targets(u unit) []netip.Addr {
-	l := d.Config.Links[u.link]
-	var tg []netip.Addr
-	for _, a := range l.Check.Targets {
-		if a.Is6() == u.v6 {
-			tg = append(tg, a)
-		}
-	}
-	if len(tg) > 0 {
-		return tg
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if gw := d.gateways[unitKey(l.Name, u.v6)]; gw.IsValid() {
-		return []netip.Addr{gw}
-	}
-	return nil
-}
-
-// probeLoop runs one unit's rounds (a link's family). Units are probed in
-// parallel; a unit's own rounds run one at a time, so their results
-// arrive in order, and a round longer than the interval delays the next
-// one instead of overlapping it. The prober belongs to this goroutine.
-func (d *Daemon) probeLoop(ctx context.Context, ui int, out chan<- probeResult) {
-	interval := d.Config.Links[d.units[ui].link].Check.Interval
-	var p Prober
-	defer func() {
-		if p != nil {
-			p.Close()
-		}
-	}()
-	t := d.deps.Clock.NewTimer(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C():
-		case <-d.burst[ui]:
-			start := d.deps.Clock.Now()
-			r := d.burstRound(ui, &p)
-			select {
-			case out <- probeResult{unit: ui, round: r, start: start, at: d.deps.Clock.Now(), burst: true}:
-			case <-ctx.Done():
-				return
-			}
-			continue // the regular rounds keep their rhythm
-		}
-		start := d.deps.Clock.Now()
-		r := d.probeRound(ui, &p)
-		select {
-		case out <- probeResult{unit: ui, round: r, start: start, at: d.deps.Clock.Now()}:
-		case <-ctx.Done():
-			return
-		}
-		t.Reset(max(interval-d.deps.Clock.Now().Sub(start), 0))
-	}
-}
-
-// probeRound probes unit ui once with *p, opening a prober first if there
-// is none and closing it when its interface went away.
-func (d *Daemon) probeRound(ui int, p *Prober) health.Round {
-	u := d.units[ui]
-	l := d.Config.Links[u.link]
-	if d.reopen[ui].Swap(false) && *p != nil {
-		(*p).Close()
-		*p = nil
-	}
-	tg := d.targets(u)
-	if *p == nil {
-		var err error
-		if *p, err = d.deps.Probers(l, u.v6); err != nil {
-			*p = nil
-			return health.Round{Sent: max(len(tg), 1), Err: err}
-		}
-	}
-	if len(tg) == 0 {
-		return health.Round{Sent: 1, Err: errors.New("no target: no gateway known yet")}
-	}
-	r := (*p).Probe(tg, l.Check.Timeout)
-	if r.Err != nil && errors.Is(r.Err, unix.ENODEV) {
-		// The interface went away; bind a fresh socket next round.
-		(*p).Close()
-		*p = nil
-	}
-	return r
-}
-
 func (d *Daemon) observe(r probeResult) {
 	u := d.units[r.unit]
 	l := d.Config.Links[u.link]
@@ -729,7 +662,7 @@ func (d *Daemon) onEvent(ev Event) {
 		if ev.Removed {
 			for ui, u := range d.units {
 				if u.link == i {
-					d.reopen[ui].Store(true)
+					d.loops[ui].reopen.Store(true)
 				}
 			}
 			d.forceDown(d.Config.Links[i], "interface "+ev.Iface+" removed", nil)

@@ -294,6 +294,13 @@ func (p *fakeProbers) setMissing(iface string, missing bool) {
 	p.missing[iface] = missing
 }
 
+// opened counts the probers the factory gave out.
+func (p *fakeProbers) opened() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.open
+}
+
 func (p *fakeProbers) count(iface string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -58,8 +59,9 @@ type flowTracker struct {
 	space   int
 	every   time.Duration
 	// watch sees every batch of events after it is counted, and a tick
-	// every watchTick (the passive failure detector). Optional.
-	watch flowWatcher
+	// every watchTick (the passive failure detector of the daemon that
+	// runs). Optional.
+	watch atomic.Pointer[passiveWatch]
 
 	// Owned by run's goroutine.
 	flows   map[uint32]flowKey
@@ -70,12 +72,6 @@ type flowTracker struct {
 	mu     sync.Mutex
 	counts map[flowKey]int64
 	ready  bool // the first dump is merged
-}
-
-// flowWatcher is fed the events the tracker counts.
-type flowWatcher interface {
-	events(evs []ct.Event, now time.Time)
-	tick(now time.Time)
 }
 
 const watchTick = 50 * time.Millisecond
@@ -175,8 +171,8 @@ func (t *flowTracker) consume(ctx context.Context, events <-chan []ct.Event) {
 				t.log.Warn("conntrack events lost (socket buffer full); counting the table again")
 				startDump("events lost")
 			}
-			if t.watch != nil {
-				t.watch.events(evs, t.clock.Now())
+			if w := t.watch.Load(); w != nil {
+				w.events(evs, t.clock.Now())
 			}
 		case r := <-dumped:
 			t.dumping = false
@@ -194,11 +190,62 @@ func (t *flowTracker) consume(ctx context.Context, events <-chan []ct.Event) {
 		case <-reconcile.C():
 			startDump("periodic")
 		case <-tick.C():
-			if t.watch != nil {
-				t.watch.tick(t.clock.Now())
+			if w := t.watch.Load(); w != nil {
+				w.tick(t.clock.Now())
 			}
 			tick.Reset(watchTick)
 		}
+	}
+}
+
+// sharedFlows keeps one flow tracker running across reloads while the
+// mark mask stays: a reload neither loses the counts and the passive
+// detector's baselines nor waits for a dump in flight and starts another
+// one (200k flows take seconds).
+type sharedFlows struct {
+	mu     sync.Mutex
+	t      *flowTracker
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// reuse is the running tracker if it counts under mask, else nil.
+func (s *sharedFlows) reuse(mask uint32) *flowTracker {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.t != nil && s.t.mask == mask {
+		return s.t
+	}
+	return nil
+}
+
+// run makes t the running tracker, stopping the one before.
+func (s *sharedFlows) run(t *flowTracker) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.t == t {
+		return
+	}
+	s.stopLocked()
+	ctx, cancel := context.WithCancel(context.Background())
+	s.t, s.cancel, s.done = t, cancel, make(chan struct{})
+	go func(done chan struct{}) {
+		defer close(done)
+		t.run(ctx)
+	}(s.done)
+}
+
+func (s *sharedFlows) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopLocked()
+}
+
+func (s *sharedFlows) stopLocked() {
+	if s.t != nil {
+		s.cancel()
+		<-s.done
+		s.t = nil
 	}
 }
 

@@ -121,6 +121,16 @@ func (s *Supervisor) Run(ctx context.Context, c *config.Config) error {
 		defer s.Deps.Hooks.Stop()
 	}
 	s.Deps.Hooks.SetTimeout(c.Hooks.Timeout)
+	// One set of probe loops, and one flow tracker while the mark mask
+	// stays, for all: a reload must not restart them.
+	if s.Deps.probes == nil {
+		s.Deps.probes = newProbeLoops()
+		defer s.Deps.probes.stop()
+	}
+	if s.Deps.Flows != nil && s.Deps.flowsShared == nil {
+		s.Deps.flowsShared = &sharedFlows{}
+		defer s.Deps.flowsShared.stop()
+	}
 	r, err := s.launch(ctx, c, nil)
 	if err != nil {
 		return err
