@@ -96,8 +96,8 @@ INTERVAL (default 2s) with per-second rates.
 When a flowpin daemon runs in this network namespace, flowpin status asks it
 (its config, not -c): it keeps the flow counts in memory, so the answer
 does not wait for a dump of the table, and bytes and packets are each
-link's traffic since flowpin's nft table was last written (the counters of
-its rules). Otherwise, reading conntrack and the routing state needs
+link's traffic as the counters of its nft rules have it, carried over
+rewrites of the table while the daemon runs. Otherwise, reading conntrack and the routing state needs
 CAP_NET_ADMIN; root and members of group flowpin may ask the daemon.
 --flows always reads the table itself and needs CAP_NET_ADMIN.
 
@@ -394,7 +394,7 @@ func daemonStatus(c *config.Config, d *daemon.Daemon) (*status.Status, error) {
 			return nil, err
 		}
 	}
-	if err := status.AddPolicies(st, c, ap, nc); err != nil {
+	if err := status.AddPolicies(st, c, ap, d); err != nil {
 		return nil, err
 	}
 	st.WithHealth(d.Health())

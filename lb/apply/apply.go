@@ -489,6 +489,9 @@ type Result struct {
 	Commands []string
 	Writes   int
 	Warnings []string
+	// Table: the nft table was written, so its rules' counters started
+	// again from zero.
+	Table bool
 }
 
 // Apply makes the kernel match d: sysctls, then routes and rules, then the
@@ -523,6 +526,7 @@ func (k *Kernel) Apply(d *plan.Desired) (*Result, error) {
 		return nil, rollback(err)
 	}
 	if wrote {
+		res.Table = true
 		res.Commands = append(res.Commands, "nft -f - # table inet "+nft.TableName)
 	}
 	for _, s := range d.LateSysctls {

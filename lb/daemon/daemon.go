@@ -51,8 +51,11 @@ type Deps struct {
 	// Flows, if set, is followed by events to keep flow counts per link
 	// in memory (FlowTally, metrics) and to watch new flows for replies.
 	Flows FlowTable
-	// Traffic, if set, gives each link's bytes and packets.
-	Traffic TrafficCounters
+	// Traffic, if set, gives each link's bytes and packets, and
+	// RuleHits the traffic rules' hits (both from nft counters, carried
+	// over the table's rewrites: carry.go).
+	Traffic  TrafficCounters
+	RuleHits RuleHitReader
 	// FlowEventSpace is the event socket's receive buffer (default
 	// ct.DefaultEventSpace).
 	FlowEventSpace    int
@@ -65,6 +68,7 @@ type Deps struct {
 	// tracker, shared across reloads (default: the daemon's own).
 	probes      *probeLoops
 	flowsShared *sharedFlows
+	carry       *carries
 }
 
 // Daemon keeps the kernel matching the config and routes around dead
@@ -106,6 +110,7 @@ type Daemon struct {
 	policies []plan.PolicyPlan
 
 	metrics *Metrics
+	carry   *carries      // the nft counters' offsets (carry.go)
 	flows   *flowTracker  // nil without Deps.Flows
 	watch   *passiveWatch // the flow tracker's, once Run starts
 
@@ -150,11 +155,14 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 	if deps.ReconcileInterval <= 0 {
 		deps.ReconcileInterval = ReconcileInterval
 	}
+	if deps.carry == nil {
+		deps.carry = newCarries()
+	}
 	d := &Daemon{
 		Config: c, Log: log, deps: deps,
 		trackers: map[string]*health.Tracker{}, gateways: map[string]netip.Addr{}, usable: map[string]bool{},
 		flush: map[string]bool{}, failedAt: map[string]time.Time{}, kept: map[string]keptFlows{}, active: map[string]int{}, od: map[string]*onDemand{}, standby: map[string]bool{}, units: units(c),
-		metrics: NewMetrics(),
+		metrics: NewMetrics(), carry: deps.carry,
 	}
 	d.suspectWhy = make([]string, len(d.units))
 	if deps.Flows != nil {
@@ -497,7 +505,9 @@ func (d *Daemon) sync(why string) error {
 		d.metrics.syncFailed()
 		return err
 	}
+	d.beginWrite()
 	res, err := d.deps.Applier.Apply(des)
+	d.endWrite(err == nil && res.Table)
 	if err != nil {
 		d.metrics.syncFailed()
 		return err

@@ -350,8 +350,9 @@ var ErrCountsNotReady = errors.New("the daemon's flow counts are not ready yet")
 
 // FlowTally is the flows per mark from the daemon's memory, and each
 // link's bytes and packets from its nft counters: O(links), whatever the
-// number of flows. Bytes and packets are the link's traffic since
-// flowpin's nft table was last written, not those of the flows alive now.
+// number of flows. Bytes and packets are the link's traffic counted by
+// its rules, carried over the table's rewrites, not those of the flows
+// alive now.
 func (d *Daemon) FlowTally() (status.Tally, error) {
 	counts, ready := d.flows.snapshot()
 	if !ready {
@@ -376,7 +377,7 @@ func (d *Daemon) FlowTally() (status.Tally, error) {
 		}
 	}
 	if d.deps.Traffic != nil {
-		m, err := d.deps.Traffic.Counters()
+		m, err := d.trafficCounters()
 		if err != nil {
 			return nil, err
 		}

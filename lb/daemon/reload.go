@@ -127,6 +127,9 @@ func (s *Supervisor) Run(ctx context.Context, c *config.Config) error {
 		s.Deps.probes = newProbeLoops()
 		defer s.Deps.probes.stop()
 	}
+	if s.Deps.carry == nil {
+		s.Deps.carry = newCarries()
+	}
 	if s.Deps.Flows != nil && s.Deps.flowsShared == nil {
 		s.Deps.flowsShared = &sharedFlows{}
 		defer s.Deps.flowsShared.stop()

@@ -76,7 +76,7 @@ func WriteStatus(w io.Writer, s *Status) error {
 		}
 	}
 	if s.BytesFrom == BytesFromRules {
-		fmt.Fprintln(w, "flows counted by the daemon; bytes and packets: each link's traffic since flowpin's nft table was last written")
+		fmt.Fprintln(w, "flows counted by the daemon; bytes and packets: each link's traffic counted by flowpin's nft rules")
 	}
 	if n := s.Total.FlowsWithoutCounters; n > 0 {
 		fmt.Fprintf(w, "%d flows have no byte counters (they began while nf_conntrack_acct was off)\n", n)

@@ -155,8 +155,8 @@ type Status struct {
 	Warnings []string `json:"warnings"`
 	// BytesFrom says what the byte and packet counts are: absent (or
 	// "flows"), those of the flows alive now, from conntrack; "rules", the
-	// links' traffic since flowpin's nft table was last written, from the
-	// counters of its rules (a daemon's status).
+	// links' traffic counted by flowpin's nft rules, carried over the
+	// rewrites of its table while the daemon runs (a daemon's status).
 	BytesFrom string `json:"bytes_from,omitempty"`
 }
 
