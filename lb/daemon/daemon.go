@@ -102,8 +102,10 @@ type Daemon struct {
 	// failed round began.
 	flush    map[string]bool
 	failedAt map[string]time.Time
-	// applied is the plan last applied.
+	// applied is the plan last applied; open[v6], whether it failed open
+	// in that family (keep.go).
 	applied *plan.Desired
+	open    [2]bool
 	// active is each policy's active tier as last applied (-1: none).
 	active map[string]int
 	// policies as last applied, for status.
@@ -500,7 +502,7 @@ func (d *Daemon) downSet(v6 bool) map[string]string {
 // simply be pinned to it again.
 func (d *Daemon) sync(why string) error {
 	start := d.deps.Clock.Now()
-	des, err := d.deps.Applier.PrepareWith(d.Config, plan.Options{Down: d.downSet(false), Down6: d.downSet(true), MissingOK: true})
+	des, err := d.deps.Applier.PrepareWith(d.Config, plan.Options{Down: d.failOpen(false), Down6: d.failOpen(true), MissingOK: true})
 	if err != nil {
 		d.metrics.syncFailed()
 		return err

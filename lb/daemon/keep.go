@@ -27,6 +27,47 @@ import (
 // links are back. Flows that stayed are deleted later only if their link
 // keeps failing while another one works.
 
+// When every link of a family is judged down, the route fails open: the
+// links stay in it as if up. Taking them all out would leave the last
+// resort (an unreachable route in the balance table), and with it not only
+// every new flow unreachable but the established ones broken too, however
+// well the links carry them: the kernel's reverse-path filter (rp_filter,
+// loose, as flowpin sets it on the WANs and distributions default to) looks
+// up the source of each reply arriving from a WAN, the lookup falls to the
+// balance table, and an unreachable route there fails it, so the reply is
+// dropped (fib_validate_source in net/ipv4/fib_frontend.c). The judgement
+// is then the likelier failure: a probe target that stopped answering
+// looks the same on every link. Flows of links that are truly dead fail as
+// they would have; a link that comes back up ends it. As load balancers
+// do when every backend fails its checks (Envoy's panic threshold, AWS's
+// "fail open").
+
+// failOpen is the down set of a family (IPv6 with v6) to plan with: the
+// links the checks took down, or none when no link of the family is up.
+func (d *Daemon) failOpen(v6 bool) map[string]string {
+	down := d.downSet(v6)
+	i := b2i(v6)
+	n := 0
+	for _, u := range d.units {
+		if u.v6 == v6 {
+			n++
+		}
+	}
+	open := n > 0 && len(down) == n
+	if open != d.open[i] {
+		d.open[i] = open
+		if open {
+			d.Log.Warn("every link of the family is judged down: they all stay in the route (a failure they share, such as the probe target's, must not cut off every flow)", "family", familyLabel(v6))
+		} else {
+			d.Log.Info("a link of the family is up again: the links judged down leave the route", "family", familyLabel(v6))
+		}
+	}
+	if open {
+		return nil
+	}
+	return down
+}
+
 // keptFlows is a unit (a link's family) whose flows were left in place
 // when it went down, and why. Read under mu by Health.
 type keptFlows struct {
@@ -178,7 +219,13 @@ func (d *Daemon) settleFlows() {
 	for _, u := range d.units {
 		l := des.Links[u.link]
 		k := unitKey(l.Name, u.v6)
-		if !d.flush[k] || l.InRoute && !u.v6 || l.V6.InRoute && u.v6 {
+		if !d.flush[k] {
+			continue
+		}
+		if l.InRoute && !u.v6 || l.V6.InRoute && u.v6 {
+			if d.open[b2i(u.v6)] {
+				d.keepFlows(l.Link, u, fmt.Sprintf("no other %s link is up to take them (every %s link is judged down, and all stay in the route)", familyLabel(u.v6), familyLabel(u.v6)))
+			}
 			continue
 		}
 		fp := planFlush(d.Config, des, u.link, u.v6, d.takersFor(u))
@@ -272,4 +319,11 @@ func (d *Daemon) unkeep(k string) {
 // was taken down at once), for takersFor.
 func (d *Daemon) failed(k string, at time.Time) {
 	d.failedAt[k] = at
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -68,16 +68,20 @@ rules:
 	}
 }
 
+// keptOpen is why flows stay when every link is judged down.
+const keptOpen = "no other IPv4 link is up to take them (every IPv4 link is judged down, and all stay in the route)"
+
 // keptOf is what the daemon says of a link's kept flows ("": none kept).
 func (h *harness) keptOf(link string) string {
 	return h.state(link).FlowsKept
 }
 
 // The probe target stops answering: every link is judged down, though
-// they all still carry traffic. Not one flow is deleted, status says why,
-// and when the target answers again the links come back and nothing was
-// deleted. The links do not fail in the same round: the first one down
-// waits while the other's probes fail too.
+// they all still carry traffic. The route fails open (both links stay in
+// it), not one flow is deleted, status says why, and when the target
+// answers again the links come back and nothing was deleted. The links do
+// not fail in the same round: the first one down waits while the other's
+// probes fail too.
 func TestEveryLinkDownKeepsFlows(t *testing.T) {
 	h := newHarness(t)
 	h.start()
@@ -97,9 +101,10 @@ func TestEveryLinkDownKeepsFlows(t *testing.T) {
 	h.round()
 	h.waitState("isp2", health.StateDown)
 	h.clock.Advance(MinSyncInterval)
-	h.waitTranscript(both, "apply route=[isp2] out=[isp1]", "apply route=[] out=[isp1 isp2]")
+	// Every link down: the route fails open, both stay in it.
+	h.waitTranscript(both, "apply route=[isp2] out=[isp1]", both)
 	for _, l := range []string{"isp1", "isp2"} {
-		h.eventually(l+"'s flows kept", func() bool { return h.keptOf(l) == "no other IPv4 link is up to take them" })
+		h.eventually(l+"'s flows kept", func() bool { return h.keptOf(l) == keptOpen })
 	}
 
 	// The target answers again; isp1's rounds come first.
@@ -137,8 +142,8 @@ func TestKeptFlowsGoWhenTheirLinkStaysDead(t *testing.T) {
 	h.probers.set("wan2", false)
 	h.waitState("isp2", health.StateDown)
 	h.clock.Advance(MinSyncInterval)
-	h.waitTranscript(both, "apply route=[] out=[isp1 isp2]")
-	h.eventually("isp2's flows kept", func() bool { return h.keptOf("isp2") == "no other IPv4 link is up to take them" })
+	h.waitTranscript(both, both)
+	h.eventually("isp2's flows kept", func() bool { return h.keptOf("isp2") == keptOpen })
 
 	// isp1 comes back (rise 2); isp2's rounds of that time fail.
 	h.probers.set("wan1", true)
@@ -146,10 +151,10 @@ func TestKeptFlowsGoWhenTheirLinkStaysDead(t *testing.T) {
 	h.round()
 	h.waitState("isp1", health.StateUp)
 	h.clock.Advance(MinSyncInterval)
-	h.waitTranscript(both, "apply route=[] out=[isp1 isp2]", "apply route=[isp1] out=[isp2]")
+	h.waitTranscript(both, both, isp2Out)
 	// isp2's next round, begun with isp1 up, fails too: now they go.
 	h.round()
-	h.waitTranscript(both, "apply route=[] out=[isp1 isp2]", "apply route=[isp1] out=[isp2]", flush2)
+	h.waitTranscript(both, both, isp2Out, flush2)
 	if k := h.keptOf("isp2"); k != "" {
 		t.Errorf("isp2's flows deleted, status still says kept: %q", k)
 	}
@@ -197,7 +202,7 @@ func TestReloadKeepsKeptFlows(t *testing.T) {
 	}
 	second := waitDaemon(t, sup, first)
 	for _, l := range []string{"isp1", "isp2"} {
-		if k := healthOf(second, l).FlowsKept; k != "no other IPv4 link is up to take them" {
+		if k := healthOf(second, l).FlowsKept; k != keptOpen {
 			t.Errorf("%s after the reload: flows kept %q", l, k)
 		}
 	}

@@ -237,6 +237,7 @@ type handover struct {
 	failedAt map[string]time.Time
 	kept     map[string]keptFlows
 	hooks    []linkChange
+	open     [2]bool
 }
 
 // handOver is what the daemon that follows this one inherits; only after
@@ -246,7 +247,7 @@ func (d *Daemon) handOver() *handover {
 	defer d.mu.Unlock()
 	return &handover{
 		trackers: maps.Clone(d.trackers), flush: maps.Clone(d.flush), failedAt: maps.Clone(d.failedAt),
-		kept: maps.Clone(d.kept), hooks: slices.Clone(d.pendingHooks),
+		kept: maps.Clone(d.kept), hooks: slices.Clone(d.pendingHooks), open: d.open,
 	}
 }
 
@@ -276,11 +277,13 @@ func (d *Daemon) inherited(key string, c config.HealthCheck) *health.Tracker {
 
 // inheritHooks queues the hooks of the changes the previous daemon saw
 // but did not sync, for the links that remain: they run after this
-// daemon's first sync.
+// daemon's first sync. And whether the route failed open, so a reload
+// does not say it again.
 func (d *Daemon) inheritHooks() {
 	if d.inherit == nil {
 		return
 	}
+	d.open = d.inherit.open
 	for _, ch := range d.inherit.hooks {
 		if i, ok := d.Config.LinkByName(ch.link.Name); ok {
 			ch.link = d.Config.Links[i]
