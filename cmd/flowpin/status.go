@@ -97,8 +97,9 @@ When a flowpin daemon runs in this network namespace, flowpin status asks it
 (its config, not -c): it keeps the flow counts in memory, so the answer
 does not wait for a dump of the table, and bytes and packets are each
 link's traffic as the counters of its nft rules have it, carried over
-rewrites of the table while the daemon runs. Otherwise, reading conntrack and the routing state needs
-CAP_NET_ADMIN; root and members of group flowpin may ask the daemon.
+rewrites of the table while the daemon runs. Otherwise, reading conntrack
+and the routing state needs CAP_NET_ADMIN; root and members of group
+flowpin may ask the daemon.
 --flows always reads the table itself and needs CAP_NET_ADMIN.
 
 Exits non-zero when flowpin was never applied in this network namespace.`,

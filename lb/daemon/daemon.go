@@ -497,9 +497,10 @@ func (d *Daemon) downSet(v6 bool) map[string]string {
 }
 
 // sync plans with the current health and applies the difference. Links
-// that went down have their flows flushed only once it succeeded: until
+// that went down have their flows flushed only once it succeeded (until
 // the multipath route no longer offers the link, a flushed flow would
-// simply be pinned to it again.
+// simply be pinned to it again), and only where another link can take
+// them (keep.go).
 func (d *Daemon) sync(why string) error {
 	start := d.deps.Clock.Now()
 	des, err := d.deps.Applier.PrepareWith(d.Config, plan.Options{Down: d.failOpen(false), Down6: d.failOpen(true), MissingOK: true})

@@ -25,8 +25,11 @@ import (
 // when the new config does not load or does not plan against the
 // interfaces. Otherwise the daemon of the old config stops (leaving the
 // kernel as it is), one of the new config starts, inheriting the health of
-// every link that remains and the metrics (counters go on counting), and
-// its first sync applies the difference:
+// every link that remains, what was pending for it (the fate of its
+// flows, hooks of changes not yet synced) and the metrics (counters go on
+// counting); the probe loops, the flow tracker and the nft counters'
+// offsets belong to the supervisor and go on through it. Its first sync
+// applies the difference:
 // pinned flows of the links that remain are untouched, new weights, rules
 // and policies apply to new flows at once, and the flows of a removed link
 // are deleted so they reconnect elsewhere (apply does that for a link that

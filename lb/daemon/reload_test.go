@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -325,5 +327,32 @@ func TestReloadKeepsFlowCounts(t *testing.T) {
 	h.eventually("counted the new flow", func() bool {
 		tally, err := d.FlowTally()
 		return err == nil && tally[0x100].Flows == 2
+	})
+}
+
+// A change whose sync a reload overtook still gets its on_change hook,
+// run by the new daemon after its first sync.
+func TestReloadKeepsPendingHooks(t *testing.T) {
+	h := newHarness(t)
+	dir := t.TempDir()
+	hook := filepath.Join(dir, "hook.sh")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho \"$FLOWPIN_LINK $FLOWPIN_STATE\" >> "+filepath.Join(dir, "ran")+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c := configtest.MustParse(t, checked+"hooks:\n  on_change: "+hook+"\n")
+	sup := NewSupervisor(Deps{Applier: h.k, Conntrack: h.k, Probers: h.probers.factory, Clock: h.clock, Events: h.events},
+		func() (*config.Config, error) { return c, nil }, quietLog())
+	first, stop := runSupervisor(t, sup, c)
+	defer stop()
+	h.events.send(Event{Kind: EventLink, Iface: "wan2", Up: false})
+	waitHealth(t, first, "isp2", health.StateDown)
+	// No sync yet (the clock stands): the reload overtakes it.
+	if err := sup.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	h.d = waitDaemon(t, sup, first)
+	h.eventually("the hook of isp2's change", func() bool {
+		b, _ := os.ReadFile(filepath.Join(dir, "ran"))
+		return string(b) == "isp2 down\n"
 	})
 }
