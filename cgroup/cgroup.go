@@ -7,8 +7,10 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -30,22 +32,31 @@ type Group struct {
 	mounted string
 }
 
+// MountPrefix names the mount points Create makes in its mount
+// directory: cgroup2-PID, PID the process that mounted it.
+const MountPrefix = "cgroup2-"
+
 // Mount finds the cgroup v2 hierarchy in /proc/self/mountinfo: at
 // /sys/fs/cgroup on a unified system, /sys/fs/cgroup/unified on a hybrid
 // one. root is the mount's root within the hierarchy ("/" unless in a
-// cgroup namespace).
-func Mount() (dir, root string, err error) {
+// cgroup namespace). Mount points Create made in mountDir are passed
+// over: each goes when its process ends.
+func Mount(mountDir string) (dir, root string, err error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return "", "", err
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
+	return findMount(f, mountDir)
+}
+
+func findMount(mountinfo io.Reader, mountDir string) (dir, root string, err error) {
+	sc := bufio.NewScanner(mountinfo)
 	for sc.Scan() {
 		// id parent major:minor root mountpoint opts... - fstype source superopts
 		fields := strings.Fields(sc.Text())
 		for i, fld := range fields {
-			if fld == "-" && i+1 < len(fields) && fields[i+1] == "cgroup2" && len(fields) > 4 {
+			if fld == "-" && i+1 < len(fields) && fields[i+1] == "cgroup2" && len(fields) > 4 && !isOurs(mountDir, fields[4]) {
 				return fields[4], fields[3], nil
 			}
 		}
@@ -56,19 +67,28 @@ func Mount() (dir, root string, err error) {
 	return "", "", errors.New("no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup)")
 }
 
+func isOurs(mountDir, path string) bool {
+	return filepath.Dir(path) == filepath.Clean(mountDir) && strings.HasPrefix(filepath.Base(path), MountPrefix)
+}
+
 // Create makes the group rel (e.g. "flowpin/use-123") under the v2
-// hierarchy, with its parents.
-func Create(rel string) (*Group, error) {
-	mnt, root, err := Mount()
+// hierarchy, with its parents. Where the hierarchy is not mounted (ip
+// netns exec gives a fresh /sys without it), it mounts it at
+// mountDir/cgroup2-PID for the group's lifetime: mountDir is on a tmpfs
+// emptied at boot (/run/flowpin), and SweepMounts removes what a process
+// killed before Remove left there.
+func Create(rel, mountDir string) (*Group, error) {
+	mnt, root, err := Mount(mountDir)
 	mounted := ""
 	if err != nil {
 		// One hierarchy per cgroup namespace: mounting it again shows
 		// the same groups.
-		if mnt, err = os.MkdirTemp("", "flowpin-cgroup2-"); err != nil {
+		mnt = filepath.Join(mountDir, MountPrefix+strconv.Itoa(os.Getpid()))
+		if err := os.Mkdir(mnt, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 			return nil, fmt.Errorf("create cgroup: %w", err)
 		}
 		if err := syscall.Mount("none", mnt, "cgroup2", 0, ""); err != nil {
-			os.Remove(mnt)
+			_ = syscall.Rmdir(mnt)
 			return nil, fmt.Errorf("create cgroup: no cgroup v2 hierarchy is mounted, and mounting one failed: %w", err)
 		}
 		mounted, root = mnt, "/"
@@ -77,12 +97,42 @@ func Create(rel string) (*Group, error) {
 	if err != nil {
 		if mounted != "" {
 			_ = syscall.Unmount(mounted, syscall.MNT_DETACH)
-			os.Remove(mounted)
+			_ = syscall.Rmdir(mounted)
 		}
 		return nil, err
 	}
 	g.mounted = mounted
 	return g, nil
+}
+
+// SweepMounts removes the mount points Create made in mountDir for
+// processes that alive says have ended: a process killed with SIGKILL
+// cannot unmount its own. Under ip netns exec the mount itself went with
+// the process's private mount namespace and only the directory is left;
+// in this namespace it is unmounted first. A directory that is not empty
+// is left alone. It returns the names it removed.
+func SweepMounts(mountDir string, alive func(pid int) bool) []string {
+	entries, err := os.ReadDir(mountDir)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range entries {
+		num, ok := strings.CutPrefix(e.Name(), MountPrefix)
+		if !ok || !e.IsDir() {
+			continue
+		}
+		if pid, err := strconv.Atoi(num); err != nil || pid <= 0 || alive(pid) {
+			continue
+		}
+		path := filepath.Join(mountDir, e.Name())
+		// EINVAL: not a mount point in this namespace.
+		_ = syscall.Unmount(path, syscall.MNT_DETACH)
+		if syscall.Rmdir(path) == nil {
+			out = append(out, e.Name())
+		}
+	}
+	return out
 }
 
 func create(mnt, root, rel string) (*Group, error) {
@@ -123,7 +173,7 @@ func (g *Group) Remove() error {
 		err = fmt.Errorf("remove cgroup %s: %w", g.Dir, err)
 	}
 	if g.mounted != "" {
-		err = errors.Join(err, syscall.Unmount(g.mounted, syscall.MNT_DETACH), os.Remove(g.mounted))
+		err = errors.Join(err, syscall.Unmount(g.mounted, syscall.MNT_DETACH), syscall.Rmdir(g.mounted))
 	}
 	return err
 }

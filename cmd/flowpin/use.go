@@ -20,8 +20,10 @@ import (
 	"flowpin/lb/config"
 	"flowpin/lb/daemon"
 	"flowpin/lb/health"
+	"flowpin/lb/nslock"
 	"flowpin/lb/plan"
 	"flowpin/nft"
+	"flowpin/rules"
 )
 
 // exitCode ends flowpin with a command's own exit status, printing nothing.
@@ -44,10 +46,17 @@ sockets' packets LINK's mark with "socket cgroupv2". No LD_PRELOAD: it
 works for static binaries too. When the command exits, anything it left
 running in the cgroup is killed and the table and the cgroup are removed
 (also on SIGINT/SIGTERM, which are passed on to the command). A use
-killed with SIGKILL cannot clean up: the next use removes its table and
-cgroup once nothing runs in the cgroup any more (flowpin down removes
-every use's table). flowpin use exits with the command's exit status. flowpin must be applied (apply or
-run) in this network namespace.`,
+killed with SIGKILL cannot clean up: the next use removes the cgroup
+hierarchy's mount point it made under /run/flowpin (when /sys/fs/cgroup
+has none, as under ip netns exec), and its table and cgroup once nothing
+runs in the cgroup any more (flowpin down removes every use's table).
+flowpin use exits with the command's exit status.
+
+flowpin must be applied (apply or run) in this network namespace, LINK
+included: use refuses a link whose mark has no ip rule yet. An address
+family LINK cannot carry now (no gateway6, its interface down) is
+unreachable to the command instead of leaving by another link: its TCP
+connects are reset, its other packets refused with ICMP.`,
 		Example: "  flowpin use isp2 -- curl https://example.com/\n  flowpin use lte -- ping -c3 192.0.2.1",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if cmd.ArgsLenAtDash() != 1 || len(args) < 2 {
@@ -86,10 +95,22 @@ func (a *app) use(name string, argv []string) error {
 	if err != nil {
 		return err
 	}
-	if l := d.Links[i]; !l.Usable {
-		return fmt.Errorf("use: link %s cannot carry traffic: %s", name, l.Why)
+	owned, err := k.routes.Owned()
+	if err != nil {
+		return err
+	}
+	fams, err := useFamilies(c, i, d, cur.Records, owned)
+	if err != nil {
+		return fmt.Errorf("use: %w", err)
 	}
 	l := c.Links[i]
+	// Said only where the config routes the family at all: an IPv4-only
+	// router needs no word on IPv6 at every use.
+	for fi, has := range []func(config.Link) bool{config.Link.HasV4, config.Link.HasV6} {
+		if f := fams[fi]; f.Why != "" && slices.ContainsFunc(c.Links, has) {
+			a.log.Warn(fmt.Sprintf("use: link %s carries no %s now (%s): the command's %s connections are refused", name, f.Name, f.Why, f.Name))
+		}
+	}
 	// The daemon, if one runs, may know the link is down or on standby.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	hs, herr := daemon.QueryHealth(ctx)
@@ -104,7 +125,10 @@ func (a *app) use(name string, argv []string) error {
 		return fmt.Errorf("use: %w", err)
 	}
 
-	g, err := cgroup.Create(fmt.Sprintf("flowpin/use-%d", os.Getpid()))
+	if err := nslock.OwnDir(nslock.DefaultDir); err != nil {
+		return fmt.Errorf("use: %w", err)
+	}
+	g, err := cgroup.Create(fmt.Sprintf("flowpin/use-%d", os.Getpid()), nslock.DefaultDir)
 	if err != nil {
 		return fmt.Errorf("use: %w", err)
 	}
@@ -114,7 +138,8 @@ func (a *app) use(name string, argv []string) error {
 		}
 	}()
 	a.sweepUses(g, k.nft)
-	u := nft.Use{Table: nft.UseTable(os.Getpid()), CgroupID: g.ID, Level: g.Level, Mask: c.MarkMask, Mark: l.Mark}
+	u := nft.Use{Table: nft.UseTable(os.Getpid()), CgroupID: g.ID, Level: g.Level, Mask: c.MarkMask, Mark: l.Mark,
+		Unreachable4: fams[0].Why != "", Unreachable6: fams[1].Why != ""}
 	// Signals before the table: a SIGTERM from here on still cleans up.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
@@ -159,16 +184,91 @@ func (a *app) use(name string, argv []string) error {
 	}
 }
 
+// familyUse is what an address family of the link means for a use.
+type familyUse struct {
+	Name string // IPv4, IPv6
+	// Why the link carries none of the family now; "" when it does.
+	Why string
+	// InConfig: the link has the family in its config (a gateway).
+	InConfig bool
+}
+
+// useFamilies says which address families link i of c carries in the
+// kernel now, given the records in flowpin's table and the rules and
+// routes flowpin owns. The mark use gives the command's packets routes
+// them by the link's table only if the link's fwmark rule is there and
+// the table has a default route: without either, they fall through to
+// the rules after it and leave by another link. It is an error if the
+// link is not in the applied state at all (never applied with this
+// config, or applied with another mark or table), or carries neither
+// family. d is the plan, for the reason a family is not usable.
+func useFamilies(c *config.Config, i int, d *plan.Desired, records nft.Records, owned rules.State) ([2]familyUse, error) {
+	l := c.Links[i]
+	rec, ok := records.Link(l.Name)
+	switch {
+	case !ok:
+		return [2]familyUse{}, fmt.Errorf("link %s is not applied in this network namespace (flowpin's table has no record of it): flowpin apply -c %s first", l.Name, c.Path)
+	case rec.Mark != l.Mark || rec.Table != l.Table:
+		return [2]familyUse{}, fmt.Errorf("link %s is applied with mark %#x table %d, and %s gives it mark %#x table %d: flowpin apply -c %s first", l.Name, rec.Mark, rec.Table, c.Path, l.Mark, l.Table, c.Path)
+	}
+	fams := [2]familyUse{
+		{Name: "IPv4", InConfig: l.HasV4()},
+		{Name: "IPv6", InConfig: l.HasV6()},
+	}
+	for k, fam := range []int{rules.V4, rules.V6} {
+		f := &fams[k]
+		rule := slices.ContainsFunc(owned.Rules, func(r rules.Rule) bool {
+			return r.Family == fam && !r.Src.IsValid() && r.Mark == l.Mark && r.Mask == c.MarkMask && r.Table == l.Table
+		})
+		route := slices.ContainsFunc(owned.Routes, func(r rules.Route) bool {
+			return r.Family == fam && r.Table == l.Table && r.Dst.Bits() == 0 && r.Type == ""
+		})
+		why := ""
+		if fam == rules.V4 {
+			why = d.Links[i].Why
+		} else {
+			why = d.Links[i].V6.Why
+		}
+		switch {
+		case rule && route:
+		case !f.InConfig && fam == rules.V4:
+			f.Why = "no gateway in " + c.Path
+		case !f.InConfig:
+			f.Why = "no gateway6 in " + c.Path
+		case why != "":
+			f.Why = why
+		case !rule:
+			f.Why = fmt.Sprintf("no ip rule for its mark %#x/%#x yet: flowpin apply", l.Mark, c.MarkMask)
+		default:
+			f.Why = fmt.Sprintf("its table %d has no default route yet: flowpin apply", l.Table)
+		}
+	}
+	if fams[0].Why != "" && fams[1].Why != "" {
+		var whys []string
+		for _, f := range fams {
+			if f.InConfig {
+				whys = append(whys, f.Name+": "+f.Why)
+			}
+		}
+		return fams, fmt.Errorf("link %s cannot carry traffic now (%s)", l.Name, strings.Join(whys, "; "))
+	}
+	return fams, nil
+}
+
 // sweepUses removes what a use killed by SIGKILL could not: its cgroup, once
-// nothing runs in it any more, and its table in this network namespace
+// nothing runs in it any more, its table in this network namespace
 // (cgroups are shared by all namespaces, so the cgroup may have been
-// removed by a use elsewhere). A use whose process lives, or whose command
-// still runs in its cgroup, is left alone: its command's connections keep
-// their link.
+// removed by a use elsewhere), and the mount point of the cgroup
+// hierarchy it made. A use whose process lives, or whose command still
+// runs in its cgroup, keeps its cgroup and table: its command's
+// connections keep their link.
 func (a *app) sweepUses(g *cgroup.Group, n *nft.Conn) {
 	alive := func(pid int) bool {
 		err := syscall.Kill(pid, 0)
 		return err == nil || errors.Is(err, syscall.EPERM)
+	}
+	for _, name := range cgroup.SweepMounts(nslock.DefaultDir, alive) {
+		a.log.Info("use: removed the cgroup mount point of a use that was killed", "dir", filepath.Join(nslock.DefaultDir, name))
 	}
 	for _, name := range g.SweepSiblings("use-", func(name string) bool {
 		pid, err := strconv.Atoi(strings.TrimPrefix(name, "use-"))

@@ -134,11 +134,7 @@ func cfg(links ...string) string { return "links:\n" + strings.Join(links, "") }
 // and tables from the records in the table.
 func (b *box) resolve(t *testing.T, y string) *config.Config {
 	t.Helper()
-	cur, err := b.nft.Read()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := plan.Assign(configtest.MustParse(t, y), cur.Records)
+	c, err := config.Resolve(configtest.MustParse(t, y), b.kernel())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,15 +151,11 @@ func (b *box) apply(t *testing.T, y string) *Result {
 }
 
 func (b *box) tryApply(k *Kernel, y string) (*Result, error) {
-	cur, err := b.nft.Read()
-	if err != nil {
-		return nil, err
-	}
 	parsed, err := config.Parse("f.yaml", []byte(y))
 	if err != nil {
 		return nil, err
 	}
-	c, err := plan.Assign(parsed, cur.Records)
+	c, err := config.Resolve(parsed, k)
 	if err != nil {
 		return nil, err
 	}
@@ -671,12 +663,12 @@ func TestPrepareErrors(t *testing.T) {
 
 // nft.Spec.Current reads back as UpToDate, which the fake relies on.
 func TestSpecCurrentIsUpToDate(t *testing.T) {
-	s := nft.Spec{Mask: 0xff00, Links: []nft.Link{{Name: "a", Iface: "x", Mark: 0x100}}, Records: []string{"sysctl a=1"}}
+	s := nft.Spec{Mask: 0xff00, Links: []nft.Link{{Name: "a", Iface: "x", Mark: 0x100}}, Records: nft.Records{Sysctls: []nft.SysctlRecord{{Key: "a", Value: "1"}}}}
 	if !s.UpToDate(s.Current()) {
 		t.Error("Spec.Current is not UpToDate with its spec")
 	}
 	other := s
-	other.Records = nil
+	other.Records = nft.Records{}
 	if other.UpToDate(s.Current()) {
 		t.Error("a spec with other records is UpToDate")
 	}

@@ -242,38 +242,54 @@ type limits struct {
 	// MaxConns connections are served at once; more are closed as soon
 	// as they are accepted.
 	MaxConns int
-	// RootConns more are kept for clients running as root, on unix
-	// sockets (where the kernel says who connects): a member of group
-	// flowpin holding every ordinary slot cannot lock root out.
+	// PerClient of them at most go to one client (0: no such cap): one
+	// user, when the kernel names the client's user (see kernelClient),
+	// else one address. A client holding its share cannot keep the
+	// others out.
+	PerClient int
+	// RootConns more are kept for clients the kernel says run as root
+	// (on the unix socket, and local TCP clients), who are not held to
+	// PerClient: a member of group flowpin, or any local user on the
+	// metrics port, holding every ordinary slot cannot lock root out.
 	RootConns int
 	// A connection that sends no complete request header in ReadHeader,
 	// or stays idle between requests longer than Idle, is closed.
 	ReadHeader, Read, Write, Idle time.Duration
-	MaxHeaderBytes                int
+	// Conn is the whole life of a connection: it is closed Conn after it
+	// was accepted, whatever it is doing. The timeouts above are armed
+	// again for each request, so without it a client trickling one slow
+	// request after another would keep its slot for ever.
+	Conn           time.Duration
+	MaxHeaderBytes int
 }
 
 // defaultLimits are for a handful of local clients (flowpin status, a
-// Prometheus scraper). Write leaves time to dump a large conntrack table.
+// Prometheus scraper, a browser on the status page). Write leaves time to
+// dump a large conntrack table; Conn leaves time for one such request.
 var defaultLimits = limits{
 	MaxConns:       16,
+	PerClient:      4,
 	RootConns:      4,
 	ReadHeader:     2 * time.Second,
 	Read:           5 * time.Second,
 	Write:          30 * time.Second,
 	Idle:           5 * time.Second,
+	Conn:           40 * time.Second,
 	MaxHeaderBytes: 8 << 10,
 }
 
 // Serve answers h on ln until ctx ends, within defaultLimits. Every
 // server of the daemon goes through here, so no client, however many
 // connections it opens and however long it holds them, can take more
-// than MaxConns descriptors and their buffers from the daemon, whose
-// control loop needs descriptors for its own syncs and probes.
+// than its share of MaxConns descriptors and their buffers from the
+// daemon, whose control loop needs descriptors for its own syncs and
+// probes.
 func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
-	return serve(ctx, ln, h, defaultLimits)
+	return serve(ctx, ln, h, defaultLimits, kernelClient)
 }
 
-func serve(ctx context.Context, ln net.Listener, h http.Handler, lim limits) error {
+// serve answers h on ln within lim, telling clients apart with who.
+func serve(ctx context.Context, ln net.Listener, h http.Handler, lim limits, who func(net.Conn) client) error {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: lim.ReadHeader,
@@ -281,30 +297,45 @@ func serve(ctx context.Context, ln net.Listener, h http.Handler, lim limits) err
 		WriteTimeout:      lim.Write,
 		IdleTimeout:       lim.Idle,
 		MaxHeaderBytes:    lim.MaxHeaderBytes,
-		ConnContext:       connPeer,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if cc, ok := c.(*capConn); ok {
+				ctx = context.WithValue(ctx, clientKey{}, cc.client)
+			}
+			return connPeer(ctx, c)
+		},
 	}
 	stop := context.AfterFunc(ctx, func() { _ = srv.Close() })
 	defer stop()
-	cl := &capListener{Listener: ln, free: make(chan struct{}, lim.MaxConns)}
-	if _, ok := ln.Addr().(*net.UnixAddr); ok && lim.RootConns > 0 {
-		cl.root = make(chan struct{}, lim.RootConns)
-	}
-	err := srv.Serve(cl)
+	err := srv.Serve(&capListener{Listener: ln, lim: lim, who: who, per: map[string]int{}})
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
 	return err
 }
 
-// capListener accepts at most cap(free) connections at once and closes
-// the ones beyond at once. golang.org/x/net/netutil.LimitListener would
+type clientKey struct{}
+
+// clientOf is who sent r, as the server's listener saw it.
+func clientOf(r *http.Request) client {
+	c, _ := r.Context().Value(clientKey{}).(client)
+	return c
+}
+
+// capListener accepts at most lim.MaxConns connections at once (and
+// lim.PerClient per client, lim.RootConns more for root) and closes the
+// ones beyond at once. golang.org/x/net/netutil.LimitListener would
 // instead stop accepting, leaving the excess queued in the kernel: behind
 // thousands of queued idle connections a real client would wait minutes,
-// and the queue would drain only one timeout per batch.
+// and the queue would drain only one timeout per batch; nor can it tell
+// clients apart.
 type capListener struct {
 	net.Listener
-	free chan struct{}
-	root chan struct{} // nil: no slots kept for root
+	lim limits
+	who func(net.Conn) client
+
+	mu   sync.Mutex
+	used int
+	per  map[string]int
 }
 
 func (l *capListener) Accept() (net.Conn, error) {
@@ -313,35 +344,64 @@ func (l *capListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if slot := l.slot(c); slot != nil {
-			return &capConn{Conn: c, release: func() { <-slot }}, nil
+		// When even root's slots are taken, close before asking the
+		// kernel who it is: a flood costs an accept and a close.
+		if l.full() {
+			c.Close()
+			continue
 		}
-		c.Close()
+		who := l.who(c)
+		if !l.take(who) {
+			c.Close()
+			continue
+		}
+		cc := &capConn{Conn: c, client: who, release: func() { l.release(who) }}
+		if l.lim.Conn > 0 {
+			cc.end = time.Now().Add(l.lim.Conn)
+			_ = c.SetDeadline(cc.end)
+		}
+		return cc, nil
 	}
 }
 
-// slot takes a free slot for c, and returns its pool, or nil if none is
-// free.
-func (l *capListener) slot(c net.Conn) chan struct{} {
-	select {
-	case l.free <- struct{}{}:
-		return l.free
-	default:
-	}
-	if uc, ok := c.(*net.UnixConn); ok && l.root != nil {
-		if cred, err := peerCred(uc); err == nil && cred.Uid == 0 {
-			select {
-			case l.root <- struct{}{}:
-				return l.root
-			default:
-			}
-		}
-	}
-	return nil
+func (l *capListener) full() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.used >= l.lim.MaxConns+l.lim.RootConns
 }
 
+// take counts a connection of who, or says there is no slot for it.
+func (l *capListener) take(who client) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if who.root() {
+		if l.used >= l.lim.MaxConns+l.lim.RootConns {
+			return false
+		}
+	} else if l.used >= l.lim.MaxConns || (l.lim.PerClient > 0 && l.per[who.key] >= l.lim.PerClient) {
+		return false
+	}
+	l.used++
+	l.per[who.key]++
+	return true
+}
+
+func (l *capListener) release(who client) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.used--
+	if l.per[who.key]--; l.per[who.key] <= 0 {
+		delete(l.per, who.key)
+	}
+}
+
+// capConn is an accepted connection holding its slot until closed, and
+// its deadlines never later than end: the server sets them again for
+// each request, and must not push them past the connection's life.
 type capConn struct {
 	net.Conn
+	client  client
+	end     time.Time // zero: no limit
 	once    sync.Once
 	release func()
 }
@@ -350,6 +410,18 @@ func (c *capConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(c.release)
 	return err
+}
+
+func (c *capConn) SetDeadline(t time.Time) error      { return c.Conn.SetDeadline(c.clamp(t)) }
+func (c *capConn) SetReadDeadline(t time.Time) error  { return c.Conn.SetReadDeadline(c.clamp(t)) }
+func (c *capConn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(c.clamp(t)) }
+
+// clamp is t, or end if t is later (or none).
+func (c *capConn) clamp(t time.Time) time.Time {
+	if !c.end.IsZero() && (t.IsZero() || t.After(c.end)) {
+		return c.end
+	}
+	return t
 }
 
 // QueryHealth asks this namespace's daemon for its view of the links.

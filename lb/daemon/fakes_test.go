@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"flowpin/lb/apply"
+	"flowpin/lb/clock/clocktest"
 	"flowpin/lb/config"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
@@ -23,94 +24,9 @@ import (
 )
 
 // fakeClock moves only when a test advances it.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*fakeTimer
-}
+type fakeClock = clocktest.Fake
 
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) NewTimer(d time.Duration) Timer {
-	t := &fakeTimer{c: c, ch: make(chan time.Time, 1)}
-	c.mu.Lock()
-	c.timers = append(c.timers, t)
-	c.mu.Unlock()
-	t.Reset(d)
-	return t
-}
-
-// Advance moves the clock and fires every timer that is due.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	for _, t := range c.timers {
-		t.fireIfDue()
-	}
-}
-
-// Armed counts the timers waiting to fire.
-func (c *fakeClock) Armed() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for _, t := range c.timers {
-		if t.armed {
-			n++
-		}
-	}
-	return n
-}
-
-type fakeTimer struct {
-	c     *fakeClock
-	ch    chan time.Time
-	at    time.Time
-	armed bool
-}
-
-func (t *fakeTimer) C() <-chan time.Time { return t.ch }
-
-// fireIfDue needs c.mu held.
-func (t *fakeTimer) fireIfDue() {
-	if t.armed && !t.at.After(t.c.now) {
-		t.armed = false
-		select {
-		case t.ch <- t.c.now:
-		default:
-		}
-	}
-}
-
-func (t *fakeTimer) Reset(d time.Duration) {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	select {
-	case <-t.ch:
-	default:
-	}
-	t.at, t.armed = t.c.now.Add(d), true
-	t.fireIfDue()
-}
-
-func (t *fakeTimer) Stop() {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	t.armed = false
-	select {
-	case <-t.ch:
-	default:
-	}
-}
+func newFakeClock() *fakeClock { return clocktest.New() }
 
 // transcript is what the fakes were asked to do, in order.
 type transcript struct {

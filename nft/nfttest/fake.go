@@ -107,20 +107,20 @@ func (f *Fake) Apply(s nft.Spec) (bool, error) {
 		return false, err
 	}
 	s.Links = slices.Clone(s.Links)
-	s.Records = slices.Clone(s.Records)
+	s.Records = s.Records.Clone()
 	f.spec = &s
 	return true, nil
 }
 
 // Record replaces the records, creating a table with no links if there
 // is none.
-func (f *Fake) Record(records []string) (bool, error) {
+func (f *Fake) Record(records nft.Records) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.ReadErr != nil {
 		return false, f.ReadErr
 	}
-	if cur := f.current(); cur.Exists && slices.Equal(cur.Records, records) {
+	if cur := f.current(); cur.Exists && slices.Equal(cur.Chains["state"], records.Encode()) {
 		return false, nil
 	}
 	if err := f.commit(nft.RenderRecords(records)); err != nil {
@@ -132,7 +132,7 @@ func (f *Fake) Record(records []string) (bool, error) {
 		s := *f.spec
 		f.spec = &s
 	}
-	f.spec.Records = slices.Clone(records)
+	f.spec.Records = records.Clone()
 	return true, nil
 }
 

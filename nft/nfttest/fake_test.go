@@ -9,14 +9,14 @@ import (
 
 func TestFake(t *testing.T) {
 	var f Fake
-	s := nft.Spec{Mask: 0xff00, Links: []nft.Link{{Name: "isp1", Iface: "wan1", Mark: 0x100, NAT: true}}, Records: []string{"sysctl a=1"}}
-	if wrote, err := f.Record([]string{"sysctl a=1"}); !wrote || err != nil {
+	s := nft.Spec{Mask: 0xff00, Links: []nft.Link{{Name: "isp1", Iface: "wan1", Mark: 0x100, NAT: true}}, Records: nft.Records{Sysctls: []nft.SysctlRecord{{Key: "a", Value: "1"}}}}
+	if wrote, err := f.Record(s.Records); !wrote || err != nil {
 		t.Fatalf("Record on no table: %v %v", wrote, err)
 	}
-	if cur, _ := f.Read(); !cur.Exists || len(cur.Records) != 1 || s.UpToDate(cur) {
+	if cur, _ := f.Read(); !cur.Exists || !cur.Records.Equal(s.Records) || s.UpToDate(cur) {
 		t.Fatalf("after Record: %+v", cur)
 	}
-	if wrote, _ := f.Record([]string{"sysctl a=1"}); wrote {
+	if wrote, _ := f.Record(s.Records); wrote {
 		t.Error("Record of the same records wrote")
 	}
 	if wrote, err := f.Apply(s); !wrote || err != nil {
@@ -45,7 +45,7 @@ func TestFake(t *testing.T) {
 	if removed, _ := f.Remove(); removed {
 		t.Error("Remove of no table removed something")
 	}
-	want := []string{nft.RenderRecords([]string{"sysctl a=1"}), s.Render(), "nft delete table inet flowpin"}
+	want := []string{nft.RenderRecords(s.Records), s.Render(), "nft delete table inet flowpin"}
 	if len(f.Transcript) != len(want) || f.Transcript[0] != want[0] || f.Transcript[1] != want[1] || f.Transcript[2] != want[2] {
 		t.Errorf("Transcript = %q", f.Transcript)
 	}
