@@ -35,9 +35,12 @@ func (s *Status) WithHealth(h []health.LinkHealth) {
 		s.Links[i].JitterMillis = &jitter
 		s.Links[i].Loss = &loss
 		s.Links[i].Window = l.Window
+		// Always set: a status is served again with the latest health
+		// (the daemon's API), which may no longer keep them.
+		s.Links[i].FlowsKept, s.Links[i].FlowsKeptSince = l.FlowsKept, nil
 		if l.FlowsKept != "" {
 			kept := l.FlowsKeptSince
-			s.Links[i].FlowsKept, s.Links[i].FlowsKeptSince = l.FlowsKept, &kept
+			s.Links[i].FlowsKeptSince = &kept
 		}
 	}
 }

@@ -436,4 +436,13 @@ func TestStatusFlowsKept(t *testing.T) {
 	if strings.Count(string(js), "flows_kept") != 2 {
 		t.Errorf("json: %s", js)
 	}
+	// The same status with later health (the daemon serves one again):
+	// the link is up, nothing is said to be kept.
+	s.WithHealth([]health.LinkHealth{
+		{Name: "isp1", Family: "ipv4", State: health.StateUp, Reason: "up: 3 good rounds", LastChange: since},
+		{Name: "isp2", Family: "ipv4", State: health.StateUp, Reason: "up: 3 good rounds", LastChange: since},
+	})
+	if js, _ := json.Marshal(s.Links); strings.Contains(string(js), "flows_kept") {
+		t.Errorf("later health without kept flows: %s", js)
+	}
 }
