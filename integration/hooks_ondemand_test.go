@@ -95,6 +95,11 @@ hooks:
 		time.Sleep(50 * time.Millisecond)
 	}
 	logs := dm.logs()
+	for _, line := range strings.Split(logs, "\n") {
+		if strings.Contains(line, `queue=isp1`) {
+			t.Logf("isp1's hook, its child holding stderr: %s", line[strings.Index(line, "msg="):])
+		}
+	}
 	if strings.Contains(logs, `msg="on_change hook failed" queue=isp1`) || strings.Contains(logs, "WaitDelay") {
 		t.Errorf("isp1's hook, which exited 0, is logged as failed:\n%s", logs)
 	}
