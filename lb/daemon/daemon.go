@@ -556,6 +556,13 @@ func (d *Daemon) failback(des *plan.Desired) {
 			if v6 {
 				active, family, af = p.Active6, "ipv6", unix.AF_INET6
 			}
+			if d.open[b2i(v6)] {
+				// Every link of the family is judged down and the route
+				// failed open (keep.go): the tier it shows has no live
+				// link, so there is nothing to fail back to, and the
+				// last live tier is kept for when a link is back.
+				continue
+			}
 			key := unitKey(p.Name, v6)
 			old, seen := d.active[key]
 			d.active[key] = active

@@ -210,3 +210,37 @@ func TestReloadKeepsKeptFlows(t *testing.T) {
 		t.Errorf("flows deleted:\n%s", strings.Join(tr, "\n"))
 	}
 }
+
+// Failback flushes a policy's flows only towards a tier with a live link:
+// not when every link is down and the route failed open (its first tier
+// is in the route then, but not up), and then once that tier's link is
+// really back.
+func TestNoFailbackWhileFailingOpen(t *testing.T) {
+	h := newHarness(t)
+	h.c.Policies = append(h.c.Policies, config.Policy{Name: "isp1-first", Tiers: [][]int{{0}, {1}}, LastResort: config.Unreachable, Failback: config.Flush})
+	h.c.Rules = []config.Rule{{Name: "web", Policy: "isp1-first", Target: 1}}
+	h.start()
+	h.waitTranscript(both)
+	isp1Out := "apply route=[isp2] out=[isp1]"
+	h.probers.set("wan1", false)
+	h.events.send(Event{Kind: EventLink, Iface: "wan1", Up: false})
+	h.waitState("isp1", health.StateDown)
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(both, isp1Out, "flush mark 0x100/0xff00")
+
+	// isp2 goes too: the route fails open, isp1 is in it, but no tier is
+	// live: the policy's flows on isp2 stay.
+	h.probers.set("wan2", false)
+	h.events.send(Event{Kind: EventLink, Iface: "wan2", Up: false})
+	h.waitState("isp2", health.StateDown)
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(both, isp1Out, "flush mark 0x100/0xff00", both)
+
+	// isp1 is back for real: now the policy fails back.
+	h.probers.set("wan1", true)
+	h.round()
+	h.round()
+	h.waitState("isp1", health.StateUp)
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(both, isp1Out, "flush mark 0x100/0xff00", both, isp2Out, "flush mark 0x200/0xff00 label 0 family 2")
+}
