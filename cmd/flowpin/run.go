@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"flowpin/lb/config"
+	"flowpin/lb/ctl"
 	"flowpin/lb/daemon"
 	"flowpin/lb/health"
 	"flowpin/lb/status"
@@ -258,8 +259,8 @@ Root only.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
 			defer cancel()
-			if err := daemon.RequestReload(ctx); err != nil {
-				if errors.Is(err, daemon.ErrNoDaemon) {
+			if err := (ctl.Client{}).Reload(ctx); err != nil {
+				if errors.Is(err, ctl.ErrNoDaemon) {
 					return errors.New("reload: no flowpin run in this network namespace")
 				}
 				return fmt.Errorf("reload refused: %w", err)

@@ -5,12 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/user"
-	"path/filepath"
 	"slices"
 	"sync"
 	"syscall"
@@ -18,43 +16,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"flowpin/lb/ctl"
 	"flowpin/lb/health"
 	"flowpin/lb/nslock"
 	"flowpin/lb/status"
 )
-
-// SocketDir holds the daemons' sockets, one per network namespace. Only
-// root can create files in it (0755, owned by root), so no other user can
-// bind a socket there before the daemon does and answer in its place.
-//
-// A unix socket in the file system is reachable from every network
-// namespace, unlike an abstract one; so each socket is named after the
-// namespace it serves (SocketPath), and `ip netns exec NS flowpin status`
-// finds the socket of NS because it runs in NS. /run is not part of what
-// `ip netns exec` changes (it bind-mounts only /etc/netns/NS/* and /sys:
-// ip-netns(8)).
-const SocketDir = nslock.DefaultDir
-
-// GroupName is the group whose members may read the daemon's status
-// through its socket. When it does not exist, only root may.
-const GroupName = "flowpin"
-
-var (
-	// ErrNoDaemon: no `flowpin run` in this network namespace.
-	ErrNoDaemon = errors.New("no flowpin daemon runs in this network namespace")
-	// ErrNotPermitted: the socket exists but this user may not open it.
-	ErrNotPermitted = errors.New("not permitted to read the flowpin daemon's status: join group " + GroupName + " or run as root")
-)
-
-// SocketPath is the socket for the network namespace this process is in,
-// in dir: named after the namespace's identity (nslock.ID), like its locks.
-func SocketPath(dir string) (string, error) {
-	id, err := nslock.ID()
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(dir, id+".sock"), nil
-}
 
 // apiListener removes its socket file on Close, if the file is still the
 // one it bound.
@@ -76,24 +42,24 @@ func (l *apiListener) Close() error {
 	return err
 }
 
-// ListenAPI claims this network namespace's socket in SocketDir. A
+// ListenAPI claims this network namespace's socket in ctl.SocketDir. A
 // second daemon in the same namespace fails here, before it touches
 // anything; a socket file left by a daemon that was killed is replaced.
 func ListenAPI() (net.Listener, error) {
 	gid, mode := 0, os.FileMode(0o600)
-	if g, err := user.LookupGroup(GroupName); err == nil {
+	if g, err := user.LookupGroup(ctl.GroupName); err == nil {
 		if _, err := fmt.Sscan(g.Gid, &gid); err == nil {
 			mode = 0o660
 		}
 	}
-	return listenAPI(SocketDir, gid, mode)
+	return listenAPI(ctl.SocketDir, gid, mode)
 }
 
 func listenAPI(dir string, gid int, mode os.FileMode) (net.Listener, error) {
 	if err := nslock.OwnDir(dir); err != nil {
 		return nil, err
 	}
-	path, err := SocketPath(dir)
+	path, err := ctl.SocketPath(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +96,7 @@ func listenAPI(dir string, gid int, mode os.FileMode) (net.Listener, error) {
 	if gid != os.Getegid() {
 		// Giving a file to a group one is not in takes CAP_CHOWN.
 		if err = os.Chown(tmp, -1, gid); err != nil {
-			err = fmt.Errorf("give it to group %s (gid %d; this needs CAP_CHOWN): %w", GroupName, gid, err)
+			err = fmt.Errorf("give it to group %s (gid %d; this needs CAP_CHOWN): %w", ctl.GroupName, gid, err)
 		}
 	}
 	if err == nil {
@@ -157,7 +123,7 @@ func answers(path string) (bool, error) {
 	switch {
 	case err == nil:
 		defer c.Close()
-		cred, err := peerCred(c.(*net.UnixConn))
+		cred, err := ctl.PeerCred(c.(*net.UnixConn))
 		return err == nil && int(cred.Uid) == os.Geteuid(), nil
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, os.ErrNotExist):
 		return false, nil
@@ -422,120 +388,4 @@ func (c *capConn) clamp(t time.Time) time.Time {
 		return c.end
 	}
 	return t
-}
-
-// QueryHealth asks this namespace's daemon for its view of the links.
-func QueryHealth(ctx context.Context) ([]health.LinkHealth, error) {
-	var out []health.LinkHealth
-	return out, query(ctx, SocketDir, 0, "/health", &out)
-}
-
-// QueryStatus asks this namespace's daemon for the whole status.
-func QueryStatus(ctx context.Context) (*status.Status, error) {
-	var out status.Status
-	if err := query(ctx, SocketDir, 0, "/status", &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
-}
-
-// maxAnswer bounds what is read of an answer.
-const maxAnswer = 16 << 20
-
-// query GETs path from the daemon whose socket is in dir, trusting only a
-// server running as uid trust, and decodes the JSON answer into out.
-func query(ctx context.Context, dir string, trust uint32, path string, out any) error {
-	sock, err := SocketPath(dir)
-	if err != nil {
-		return err
-	}
-	c := &http.Client{
-		Timeout: 5 * time.Second,
-		Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return dialTrusted(ctx, sock, trust)
-			},
-			DisableKeepAlives: true,
-		},
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://flowpin"+path, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		var ue *untrustedError
-		switch {
-		case errors.Is(err, ErrNoDaemon):
-			return ErrNoDaemon
-		case errors.Is(err, ErrNotPermitted):
-			return ErrNotPermitted
-		case errors.As(err, &ue):
-			return ue
-		}
-		return fmt.Errorf("ask the daemon: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		// The body is the daemon's error message, to be shown to the
-		// user: escaped, one line, short.
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("the daemon answered %d: %s", resp.StatusCode, status.Printable(string(b)))
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxAnswer)).Decode(out); err != nil {
-		return fmt.Errorf("decode the daemon's answer: %w", err)
-	}
-	return nil
-}
-
-type untrustedError struct {
-	path string
-	uid  uint32
-}
-
-func (e *untrustedError) Error() string {
-	return fmt.Sprintf("%s is served by uid %d, not by root: ignoring it (someone else's process; remove the socket and restart flowpin run)", e.path, e.uid)
-}
-
-// dialTrusted connects to the socket and checks, with SO_PEERCRED, that
-// the process serving it runs as uid trust (root): nobody else may speak
-// for the daemon.
-func dialTrusted(ctx context.Context, path string, trust uint32) (net.Conn, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", path)
-	switch {
-	case errors.Is(err, os.ErrNotExist), errors.Is(err, syscall.ECONNREFUSED):
-		return nil, ErrNoDaemon
-	case errors.Is(err, os.ErrPermission):
-		return nil, ErrNotPermitted
-	case err != nil:
-		return nil, err
-	}
-	cred, err := peerCred(c.(*net.UnixConn))
-	if err != nil {
-		c.Close()
-		return nil, fmt.Errorf("credentials of %s: %w", path, err)
-	}
-	if cred.Uid != trust {
-		c.Close()
-		return nil, &untrustedError{path: path, uid: cred.Uid}
-	}
-	return c, nil
-}
-
-// peerCred reads the credentials of the process that created the listening
-// socket, as the kernel recorded them (socket(7) SO_PEERCRED).
-func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return nil, err
-	}
-	return cred, cerr
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"flowpin/lb/ctl"
 	"flowpin/lb/health"
 	"flowpin/lb/status"
 )
@@ -48,7 +49,7 @@ func startAPI(t *testing.T, dir string, src Source) (net.Listener, string) {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = ServeAPI(ctx, ln, src) }()
 	t.Cleanup(func() { cancel(); <-done })
-	path, err := SocketPath(dir)
+	path, err := ctl.SocketPath(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +61,8 @@ func TestAPISocket(t *testing.T) {
 	src := &fakeSource{health: []health.LinkHealth{{Name: "isp1", State: health.StateUp, Reason: "ok"}}}
 	uid := uint32(os.Geteuid())
 
-	if err := query(context.Background(), dir, uid, "/health", new([]health.LinkHealth)); !errors.Is(err, ErrNoDaemon) {
+	asker := ctl.Client{Dir: dir, Trust: uid}
+	if _, err := asker.Health(context.Background()); !errors.Is(err, ctl.ErrNoDaemon) {
 		t.Fatalf("before any daemon: %v, want ErrNoDaemon", err)
 	}
 	ln, path := startAPI(t, dir, src)
@@ -76,20 +78,17 @@ func TestAPISocket(t *testing.T) {
 		t.Errorf("dir holds %v, want only the socket", ents)
 	}
 
-	var h []health.LinkHealth
-	if err := query(context.Background(), dir, uid, "/health", &h); err != nil || len(h) != 1 || h[0].Reason != "ok" {
+	if h, err := asker.Health(context.Background()); err != nil || len(h) != 1 || h[0].Reason != "ok" {
 		t.Errorf("health: %v %+v", err, h)
 	}
-	var s status.Status
-	if err := query(context.Background(), dir, uid, "/status", &s); err != nil || !s.Daemon || s.Links[0].Name != "isp1" {
+	if s, err := asker.Status(context.Background()); err != nil || !s.Daemon || s.Links[0].Name != "isp1" {
 		t.Errorf("status: %v %+v", err, s)
 	}
 
 	// A server running as another user is not believed. (The product
 	// trusts uid 0; here the server's uid is compared with another one.)
-	err := query(context.Background(), dir, uid+1, "/health", &h)
-	var ue *untrustedError
-	if !errors.As(err, &ue) || ue.uid != uid || !strings.Contains(err.Error(), "not by root") {
+	_, err := ctl.Client{Dir: dir, Trust: uid + 1}.Health(context.Background())
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("served by uid %d, not by root", uid)) {
 		t.Errorf("server uid %d, trusting uid %d: %v", uid, uid+1, err)
 	}
 
@@ -110,7 +109,7 @@ func TestAPISocketStale(t *testing.T) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	path, err := SocketPath(dir)
+	path, err := ctl.SocketPath(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,8 +121,8 @@ func TestAPISocketStale(t *testing.T) {
 	dead.Close()
 	src := &fakeSource{health: []health.LinkHealth{{Name: "isp1"}}}
 	startAPI(t, dir, src)
-	var h []health.LinkHealth
-	if err := query(context.Background(), dir, uint32(os.Geteuid()), "/health", &h); err != nil || len(h) != 1 {
+	h, err := ctl.Client{Dir: dir, Trust: uint32(os.Geteuid())}.Health(context.Background())
+	if err != nil || len(h) != 1 {
 		t.Errorf("after replacing the stale socket: %v %v", err, h)
 	}
 }
@@ -297,7 +296,7 @@ func TestAPIRefusesNonRootServer(t *testing.T) {
 	if err := os.Chmod(dir, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	path, err := SocketPath(dir)
+	path, err := ctl.SocketPath(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,16 +325,15 @@ func TestAPIRefusesNonRootServer(t *testing.T) {
 	go http.Serve(r.ln, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, `[{"name":"isp1","state":"up","reason":"forged\u001b[2J"}]`)
 	}))
-	var h []health.LinkHealth
-	err = query(context.Background(), dir, 0, "/health", &h)
+	asker := ctl.Client{Dir: dir}
+	h, err := asker.Health(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "served by uid 65534, not by root") {
 		t.Errorf("server as nobody: %v %v", err, h)
 	}
 
 	// The daemon takes the name back (and the directory: 0777 before).
 	startAPI(t, dir, &fakeSource{health: []health.LinkHealth{{Name: "isp1", Reason: "real"}}})
-	h = nil
-	if err := query(context.Background(), dir, 0, "/health", &h); err != nil || len(h) != 1 || h[0].Reason != "real" {
+	if h, err = asker.Health(context.Background()); err != nil || len(h) != 1 || h[0].Reason != "real" {
 		t.Errorf("after the daemon started: %v %+v", err, h)
 	}
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o755 {

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"maps"
 	"sync"
@@ -345,8 +344,9 @@ func abs(v int64) int64 {
 }
 
 // ErrCountsNotReady: the daemon has not finished its first count of the
-// conntrack table (it just started), or does not follow conntrack.
-var ErrCountsNotReady = errors.New("the daemon's flow counts are not ready yet")
+// conntrack table (it just started), or does not follow conntrack; a
+// status then counts from a dump (status.Collect).
+var ErrCountsNotReady = status.ErrCountsNotReady
 
 // FlowTally is the flows per mark from the daemon's memory, and each
 // link's bytes and packets from its nft counters: O(links), whatever the

@@ -12,6 +12,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"flowpin/lb/ctl"
 )
 
 // client is who is at the other end of a connection, as far as the
@@ -51,7 +53,7 @@ func addrClient(a netip.Addr) client {
 func kernelClient(c net.Conn) client {
 	switch c := c.(type) {
 	case *net.UnixConn:
-		if cred, err := peerCred(c); err == nil {
+		if cred, err := ctl.PeerCred(c); err == nil {
 			return userClient(cred.Uid)
 		}
 		return client{key: "unix"}
@@ -191,7 +193,7 @@ func mayReadStatus(c client) bool {
 	if c.uid == 0 {
 		return true
 	}
-	g, err := user.LookupGroup(GroupName)
+	g, err := user.LookupGroup(ctl.GroupName)
 	if err != nil {
 		return false
 	}

@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"flowpin/lb/config"
+	"flowpin/lb/ctl"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
-	"flowpin/lb/status"
 )
 
 // Supervisor runs the daemon and reloads its config on request (SIGHUP,
@@ -325,55 +325,9 @@ func connPeer(ctx context.Context, c net.Conn) context.Context {
 		c = cc.Conn
 	}
 	if uc, ok := c.(*net.UnixConn); ok {
-		if cred, err := peerCred(uc); err == nil {
+		if cred, err := ctl.PeerCred(uc); err == nil {
 			return context.WithValue(ctx, peerUIDKey{}, cred.Uid)
 		}
 	}
 	return ctx
-}
-
-// RequestReload asks this namespace's daemon to reload its config and
-// returns its answer: nil when applied, its reason when refused.
-func RequestReload(ctx context.Context) error {
-	return post(ctx, SocketDir, 0, "/reload")
-}
-
-func post(ctx context.Context, dir string, trust uint32, path string) error {
-	sock, err := SocketPath(dir)
-	if err != nil {
-		return err
-	}
-	c := &http.Client{
-		// A reload applies the config: allow it the time of a sync.
-		Timeout: time.Minute,
-		Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return dialTrusted(ctx, sock, trust)
-			},
-			DisableKeepAlives: true,
-		},
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://flowpin"+path, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		var ue *untrustedError
-		switch {
-		case errors.Is(err, ErrNoDaemon):
-			return ErrNoDaemon
-		case errors.Is(err, ErrNotPermitted):
-			return ErrNotPermitted
-		case errors.As(err, &ue):
-			return ue
-		}
-		return fmt.Errorf("ask the daemon: %w", err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode != http.StatusOK {
-		return errors.New(status.Printable(strings.TrimSpace(string(b))))
-	}
-	return nil
 }

@@ -1,6 +1,8 @@
 // Package status counts flows per link from conntrack, lists them, and
-// renders the `flowpin status` answer. It reads link health as plain
-// values (health.LinkHealth) and knows nothing of the daemon.
+// renders the `flowpin status` answer. Collect assembles it, for the CLI
+// and for the daemon alike; it reads a daemon's counts and link health
+// through interfaces (FlowCounts, LinkHealth) and knows nothing of the
+// daemon itself.
 package status
 
 import (
@@ -168,7 +170,7 @@ type Tally map[uint32]*Counters
 
 // TallyFlows dumps the conntrack table once and counts it per mark, in
 // parallel dumps of disjoint parts, one per core.
-func TallyFlows(conn *ct.Conntrack, c *config.Config) (Tally, error) {
+func TallyFlows(conn Conntrack, c *config.Config) (Tally, error) {
 	parts := Partition(c, runtime.GOMAXPROCS(0))
 	var t Tally
 	err := ct.RetryInterrupted(func() error {
@@ -409,16 +411,6 @@ func rates(a, b Counters, dt float64) Rates {
 		PacketsOutPerSec: d(a.PacketsOut, b.PacketsOut),
 		PacketsInPerSec:  d(a.PacketsIn, b.PacketsIn),
 	}
-}
-
-// ReadStatus is the whole status: one dump of the conntrack table, counted
-// per link.
-func ReadStatus(c *config.Config, a *Applied, conn *ct.Conntrack) (*Status, error) {
-	t, err := TallyFlows(conn, c)
-	if err != nil {
-		return nil, err
-	}
-	return BuildStatus(c, a, t, time.Now()), nil
 }
 
 // Partition splits the conntrack table into up to n disjoint parts by

@@ -54,3 +54,28 @@ func TestFake(t *testing.T) {
 		t.Error("ReadErr ignored")
 	}
 }
+
+// RuleHits reports the traffic rules of the table, as the kernel's
+// counters of their chains: none without a table, zero unless counted.
+func TestFakeRuleHits(t *testing.T) {
+	var f Fake
+	if h, err := f.RuleHits(); err != nil || len(h) != 0 {
+		t.Errorf("no table: %v %v", h, err)
+	}
+	f.Hits = map[string]nft.Hits{"voip": {Packets: 3, Bytes: 180}, "gone": {Packets: 1}}
+	s := nft.Spec{Mask: 0xff00, Links: []nft.Link{{Name: "isp1", Iface: "wan1", Mark: 0x100}},
+		Classes: []nft.Class{{Name: "voip", Proto: "udp"}, {Name: "web", Proto: "tcp"}}}
+	if _, err := f.Apply(s); err != nil {
+		t.Fatal(err)
+	}
+	h, err := f.RuleHits()
+	want := map[string]nft.Hits{"voip": {Packets: 3, Bytes: 180}, "web": {}}
+	if err != nil || len(h) != len(want) || h["voip"] != want["voip"] || h["web"] != want["web"] {
+		t.Errorf("RuleHits = %v %v, want %v", h, err, want)
+	}
+	boom := errors.New("boom")
+	f.ReadErr = boom
+	if _, err := f.RuleHits(); !errors.Is(err, boom) {
+		t.Errorf("RuleHits with ReadErr: %v", err)
+	}
+}

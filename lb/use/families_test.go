@@ -1,4 +1,4 @@
-package main
+package use
 
 import (
 	"net/netip"
@@ -35,7 +35,7 @@ func applied(s *rules.State, i int, v4, v6 bool) {
 	}
 }
 
-func TestUseFamilies(t *testing.T) {
+func TestFamilies(t *testing.T) {
 	c := configtest.MustParse(t, useConfig)
 	records := nft.Records{Links: []nft.LinkRecord{{Name: "isp1", Mark: 0x100, Table: 101}, {Name: "lte", Mark: 0x200, Table: 102}, {Name: "dsl", Mark: 0x300, Table: 103}}}
 	up := map[string]rules.Iface{
@@ -107,7 +107,7 @@ func TestUseFamilies(t *testing.T) {
 			}
 			var owned rules.State
 			tc.owned(&owned)
-			fams, err := useFamilies(c, tc.link, d, tc.records, owned)
+			fams, err := families(c, tc.link, d, tc.records, owned)
 			if tc.err != "" {
 				if err == nil || err.Error() != tc.err {
 					t.Errorf("err = %v, want %s", err, tc.err)
