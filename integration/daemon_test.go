@@ -165,6 +165,7 @@ type linkJSON struct {
 	JitterMS   float64   `json:"jitter_ms"`
 	Loss       float64   `json:"loss"`
 	Window     int       `json:"window"`
+	FlowsKept  string    `json:"flows_kept"`
 }
 
 // statusLinks asks `flowpin status --json` for the links.

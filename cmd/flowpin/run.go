@@ -49,13 +49,17 @@ links, in the foreground.
 - A link going down leaves the multipath route and only its own conntrack
   entries are deleted, so its NATed flows re-establish on a live link.
   A link coming back rejoins the route; no flow on a healthy link moves.
+  With no other link up to take them (the probe target itself stopped
+  answering, so every link is judged down), no flow is deleted: they go
+  on when the links are back, and flowpin status says so.
 - "gateway: auto" follows the interface's default route in main (DHCP, PPP).
 - flowpin status shows each link's state, the last change and why.
 - Flows per link are counted in memory from conntrack events, after one
   streamed dump at start, and re-counted every minute and at once when the
   kernel drops events; bytes and packets per link come from the counters
   of the link's nft rules. flowpin status and the metrics answer from
-  there, without reading the conntrack table.
+  there, without reading the conntrack table. The nft counters are
+  carried over rewrites of the table, so they never go backwards.
 - SIGHUP (systemctl reload, flowpin reload) re-reads the config and
   applies the difference; a broken config is refused and the old one runs
   on (see flowpin reload --help).
@@ -118,6 +122,7 @@ links, in the foreground.
 				Events:    daemon.KernelEvents{Routing: rules.Events{Log: log}, Table: nft.TableEvents{}},
 				Flows:     k.ct,
 				Traffic:   k.nft,
+				RuleHits:  k.nft,
 			}, load, log)
 			first := true
 			sup.OnReady = func(d *daemon.Daemon) {
@@ -160,7 +165,8 @@ links, in the foreground.
 					return fmt.Errorf("metrics: %w", err)
 				}
 				sup.Setup = func(d *daemon.Daemon) error {
-					if err := d.Metrics().RegisterRuleMetrics(d.Config, k.nft); err != nil {
+					// The daemon's hits, carried over the table's rewrites.
+					if err := d.Metrics().RegisterRuleMetrics(d.Config, d); err != nil {
 						return fmt.Errorf("metrics: %w", err)
 					}
 					return nil

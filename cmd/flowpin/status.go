@@ -98,9 +98,10 @@ INTERVAL (default 2s) with per-second rates.
 When a flowpin daemon runs in this network namespace, flowpin status asks it
 (its config, not -c): it keeps the flow counts in memory, so the answer
 does not wait for a dump of the table, and bytes and packets are each
-link's traffic since flowpin's nft table was last written (the counters of
-its rules). Otherwise, reading conntrack and the routing state needs
-CAP_NET_ADMIN; root and members of group flowpin may ask the daemon.
+link's traffic as the counters of its nft rules have it, carried over
+rewrites of the table while the daemon runs. Otherwise, reading conntrack
+and the routing state needs CAP_NET_ADMIN; root and members of group
+flowpin may ask the daemon.
 --flows always reads the table itself and needs CAP_NET_ADMIN.
 
 Exits non-zero when flowpin was never applied in this network namespace.`,
@@ -375,6 +376,8 @@ func daemonStatus(c *config.Config, d *daemon.Daemon) (*status.Status, error) {
 		Kernel: status.Kernel{Routes: rk, NFT: &nft.Conn{}, CT: conn},
 		Counts: d,
 		Health: liveHealth{d},
+		// The daemon's hits, carried over rewrites of the table.
+		Hits: d,
 	})
 }
 

@@ -482,6 +482,9 @@ type Result struct {
 	Commands []string
 	Writes   int
 	Warnings []string
+	// Table: the nft table was written, so its rules' counters started
+	// again from zero.
+	Table bool
 }
 
 // Apply makes the kernel match d: sysctls, then routes and rules, then the
@@ -516,6 +519,7 @@ func (k *Kernel) Apply(d *plan.Desired) (*Result, error) {
 		return nil, rollback(err)
 	}
 	if wrote {
+		res.Table = true
 		res.Commands = append(res.Commands, "nft -f - # table inet "+nft.TableName)
 	}
 	for _, s := range d.LateSysctls {
@@ -531,8 +535,12 @@ func (k *Kernel) Apply(d *plan.Desired) (*Result, error) {
 	}
 	// Only now that the new marks route: the flows of a link that is gone
 	// would otherwise be restored onto a mark no rule (or the wrong one)
-	// routes. Every other flow is left alone. A failure here undoes
-	// nothing: the routing is right, and the flows time out.
+	// routes. Every other flow is left alone. Unlike a link judged down,
+	// whose flows the daemon keeps when no other link can take them, a
+	// link that left the config is gone for good: its flows cannot go on,
+	// so they go even when nothing else is up, and fail at once rather
+	// than hang. A failure here undoes nothing: the routing is right, and
+	// the flows time out.
 	for _, m := range st.flush {
 		if k.Flows == nil {
 			break

@@ -218,6 +218,9 @@ func TestApplyFromEmpty(t *testing.T) {
 	if got, want := res.Writes, b.routes.Writes()+b.nft.Writes(); got != want {
 		t.Errorf("Result.Writes = %d, the fakes saw %d", got, want)
 	}
+	if !res.Table {
+		t.Error("Result.Table false: the table was written")
+	}
 	// The originals are in the table before the first sysctl is written.
 	if first := b.nft.Transcript[0]; !strings.Contains(first, "net/ipv4/conf/wan1/rp_filter=1") || !strings.Contains(b.log[0], "add chain inet flowpin state") {
 		t.Errorf("first nft transaction does not save the originals:\n%s", first)
@@ -228,8 +231,8 @@ func TestApplyFromEmpty(t *testing.T) {
 
 	b.resetTranscripts()
 	res = b.apply(t, cfg(isp1(3), isp2(1)))
-	if res.Writes != 0 || b.routes.Writes() != 0 || b.nft.Writes() != 0 {
-		t.Errorf("second apply wrote %d times:\n%s", res.Writes, b.transcript())
+	if res.Writes != 0 || b.routes.Writes() != 0 || b.nft.Writes() != 0 || res.Table {
+		t.Errorf("second apply wrote %d times (table: %v):\n%s", res.Writes, res.Table, b.transcript())
 	}
 
 	b.resetTranscripts()

@@ -34,6 +34,9 @@ type Flusher interface {
 	FlushMarkFamily(mark, mask uint32, family uint8) error
 	// FlushLabel: the flows of one family that carry ct label bit.
 	FlushLabel(mark, mask uint32, bit int, family uint8) (int, error)
+	// FlushMarkExceptLabels: the flows of one family that carry none of
+	// the ct label bits keep.
+	FlushMarkExceptLabels(mark, mask uint32, family uint8, keep []int) (int, error)
 }
 
 var _ Flusher = (*ct.Conntrack)(nil)

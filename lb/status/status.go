@@ -98,6 +98,13 @@ type LinkStatus struct {
 	State6  health.LinkState `json:"state6,omitempty"`
 	Reason6 string           `json:"reason6,omitempty"`
 	Reason  string           `json:"reason,omitempty"`
+	// FlowsKept (FlowsKept6: its IPv6 side), from the daemon while the
+	// link is down: its flows were left in place rather than deleted,
+	// since when, and why (no other link could take them). They go on
+	// when the link is back.
+	FlowsKept      string     `json:"flows_kept,omitempty"`
+	FlowsKeptSince *time.Time `json:"flows_kept_since,omitempty"`
+	FlowsKept6     string     `json:"flows_kept6,omitempty"`
 	// Over the probes' last Window rounds: median rtt, jitter (mean
 	// absolute difference of consecutive rounds' rtts) and the share of
 	// probes lost.
@@ -150,8 +157,8 @@ type Status struct {
 	Warnings []string `json:"warnings"`
 	// BytesFrom says what the byte and packet counts are: absent (or
 	// "flows"), those of the flows alive now, from conntrack; "rules", the
-	// links' traffic since flowpin's nft table was last written, from the
-	// counters of its rules (a daemon's status).
+	// links' traffic counted by flowpin's nft rules, carried over the
+	// rewrites of its table while the daemon runs (a daemon's status).
 	BytesFrom string `json:"bytes_from,omitempty"`
 }
 
