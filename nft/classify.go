@@ -498,9 +498,11 @@ func (s Spec) classifyRules() []rule {
 		out = append(out, rule{chain: ch, text: t, why: "policy of " + c.Name, exprs: ex})
 	}
 	// Postrouting: a new flow of a sticky rule that went out by a link
-	// records its source against that link.
+	// records its source against that link. With no link to stick to
+	// (every link of its policy's active tier down) there is nothing to
+	// record.
 	for _, c := range s.Classes {
-		if c.Sticky == 0 {
+		if c.Sticky == 0 || len(c.StickyLinks)+len(c.StickyLinks6) == 0 {
 			continue
 		}
 		ch := "sticky_" + c.Name

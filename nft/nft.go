@@ -76,17 +76,35 @@ var chains = []chainDef{
 }
 
 // chainDefs are the chains of s: the base chains, then the regular
-// chains the traffic rules jump to.
+// chains that hold rules or that a rule or a map element jumps to. A chain
+// is declared because something refers to it, not only because it has
+// rules: the kernel refuses a whole batch with a jump to a chain that does
+// not exist (ENOENT), and an empty regular chain simply returns.
 func (s Spec) chainDefs() []chainDef {
 	out := slices.Clone(chains)
 	seen := map[string]bool{}
 	for _, c := range chains {
 		seen[c.name] = true
 	}
+	add := func(name string) {
+		if name != "" && !seen[name] {
+			seen[name] = true
+			out = append(out, chainDef{name: name})
+		}
+	}
 	for _, r := range s.rules() {
-		if !seen[r.chain] {
-			seen[r.chain] = true
-			out = append(out, chainDef{name: r.chain})
+		add(r.chain)
+		for _, e := range r.exprs {
+			if v, ok := e.(*expr.Verdict); ok {
+				add(v.Chain)
+			}
+		}
+	}
+	for _, d := range s.sets() {
+		for _, e := range d.elems {
+			if e.VerdictData != nil {
+				add(e.VerdictData.Chain)
+			}
 		}
 	}
 	return out
@@ -507,6 +525,23 @@ func (c *Conn) Apply(s Spec) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("nftables: %w", err)
 	}
+	if err := s.queue(nc, cur); err != nil {
+		return false, err
+	}
+	c.Writes++
+	if err := nc.Flush(); err != nil {
+		// The kernel commits or rejects a batch whole, but an error on the
+		// acks (ENOBUFS) comes after the commit: ask the kernel which.
+		if after, rerr := c.Read(); rerr == nil && s.UpToDate(after) {
+			return true, nil
+		}
+		return false, fmt.Errorf("replace table inet %s: %w", TableName, err)
+	}
+	return true, nil
+}
+
+// queue adds to nc the one transaction that turns the table cur into s.
+func (s Spec) queue(nc *nftables.Conn, cur *Current) error {
 	t := nc.AddTable(table())
 	defs := s.chainDefs()
 	sets := s.sets()
@@ -558,13 +593,13 @@ func (c *Conn) Apply(s Spec) (bool, error) {
 		d.set.Table = t
 		if !have[d.set.Name] {
 			if err := nc.AddSet(d.set, d.elems); err != nil {
-				return false, fmt.Errorf("set %s: %w", d.set.Name, err)
+				return fmt.Errorf("set %s: %w", d.set.Name, err)
 			}
 			continue
 		}
 		if len(d.elems) > 0 {
 			if err := nc.SetAddElements(d.set, d.elems); err != nil {
-				return false, fmt.Errorf("set %s: %w", d.set.Name, err)
+				return fmt.Errorf("set %s: %w", d.set.Name, err)
 			}
 		}
 	}
@@ -576,16 +611,7 @@ func (c *Conn) Apply(s Spec) (bool, error) {
 			UserData: userdata.AppendString(nil, userdata.TypeComment, r.comment()),
 		})
 	}
-	c.Writes++
-	if err := nc.Flush(); err != nil {
-		// The kernel commits or rejects a batch whole, but an error on the
-		// acks (ENOBUFS) comes after the commit: ask the kernel which.
-		if after, rerr := c.Read(); rerr == nil && s.UpToDate(after) {
-			return true, nil
-		}
-		return false, fmt.Errorf("replace table inet %s: %w", TableName, err)
-	}
-	return true, nil
+	return nil
 }
 
 // bigReceiveBuffer makes room for one ack per message of a large batch
@@ -627,6 +653,18 @@ func (c *Conn) Record(records []string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("nftables: %w", err)
 	}
+	if err := queueRecords(nc, cur, records); err != nil {
+		return false, err
+	}
+	c.Writes++
+	if err := nc.Flush(); err != nil {
+		return false, fmt.Errorf("record state in table inet %s: %w", TableName, err)
+	}
+	return true, nil
+}
+
+// queueRecords adds to nc the transaction that replaces the records.
+func queueRecords(nc *nftables.Conn, cur *Current, records []string) error {
 	t := nc.AddTable(table())
 	var ch *nftables.Chain
 	for _, cd := range chains {
@@ -655,11 +693,7 @@ func (c *Conn) Record(records []string) (bool, error) {
 			UserData: userdata.AppendString(nil, userdata.TypeComment, r.comment()),
 		})
 	}
-	c.Writes++
-	if err := nc.Flush(); err != nil {
-		return false, fmt.Errorf("record state in table inet %s: %w", TableName, err)
-	}
-	return true, nil
+	return nil
 }
 
 // FlushSets empties the named sets of the table (a link's sticky sources
