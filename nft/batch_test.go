@@ -2,6 +2,7 @@ package nft
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"regexp"
@@ -22,6 +23,8 @@ type batchRefs struct {
 	sets, delSets     map[string]bool // NEWSET, DELSET
 	jumps             []string        // jump/goto targets: rules' verdicts and map elements'
 	lookups           []string        // sets named by lookup and dynset expressions
+	elems             int             // set elements added
+	longest           int             // the longest message, in bytes
 }
 
 // captureBatch queues on a recording socket what queue adds and decodes
@@ -45,6 +48,7 @@ func captureBatch(t *testing.T, queue func(*nftables.Conn) error) batchRefs {
 		t.Fatal(err)
 	}
 	for _, m := range msgs {
+		b.longest = max(b.longest, unix.NLMSG_HDRLEN+len(m.Data))
 		if uint16(m.Header.Type)>>8 != unix.NFNL_SUBSYS_NFTABLES {
 			continue // batch begin and end
 		}
@@ -89,6 +93,7 @@ func captureBatch(t *testing.T, queue func(*nftables.Conn) error) batchRefs {
 				if ad.Type() == unix.NFTA_SET_ELEM_LIST_ELEMENTS {
 					ad.Nested(func(list *mdnetlink.AttributeDecoder) error {
 						for list.Next() {
+							b.elems++
 							list.Nested(func(el *mdnetlink.AttributeDecoder) error {
 								for el.Next() {
 									if el.Type() == unix.NFTA_SET_ELEM_DATA {
@@ -257,7 +262,7 @@ func TestBatchRefersOnlyToWhatItHas(t *testing.T) {
 			prev = specs[i-1].Current()
 		}
 		for _, cur := range []*Current{{Chains: map[string][]string{}}, prev} {
-			b := captureBatch(t, func(nc *nftables.Conn) error { return s.queue(nc, cur) })
+			b := captureBatch(t, func(nc *nftables.Conn) error { return s.layout().queue(nc, cur) })
 			if d := b.dangling(cur); len(d) > 0 {
 				t.Fatalf("spec %d (table before: %v): the batch refers to what it does not have: %v\n%s", i, cur.Exists, d, s.Render())
 			}
@@ -270,6 +275,32 @@ func TestBatchRefersOnlyToWhatItHas(t *testing.T) {
 			if !strings.Contains(script, "\tchain "+m[1]+" {") {
 				t.Fatalf("spec %d: Render jumps to chain %s, which it does not declare:\n%s", i, m[1], script)
 			}
+		}
+	}
+}
+
+// Every classification element reaches the kernel, for tables up to the
+// largest a config allows. A netlink attribute's length is 16 bits: with
+// all of a map's elements in one message, the library wrapped the length
+// of a list longer than 64 KiB and the kernel took only the first few
+// hundred elements (287 of 1000: the rules after them never matched).
+func TestBatchCarriesEveryElement(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		spec Spec
+	}{
+		{"1000 disjoint rules", manyRules(1000, false)},
+		{"1000 overlapping rules", manyRules(1000, true)},
+		{"the largest table", largest()},
+	} {
+		l := tc.spec.layout()
+		b := captureBatch(t, func(nc *nftables.Conn) error { return l.queue(nc, &Current{Chains: map[string][]string{}}) })
+		t.Logf("%s: %d elements, longest message %d bytes", tc.name, b.elems, b.longest)
+		if want := tc.spec.ClassElements(); b.elems != want {
+			t.Errorf("%s: the batch carries %d set elements, want %d", tc.name, b.elems, want)
+		}
+		if b.longest > math.MaxUint16 {
+			t.Errorf("%s: a message of %d bytes: some attribute in it is longer than netlink can say", tc.name, b.longest)
 		}
 	}
 }
