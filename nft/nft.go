@@ -448,10 +448,14 @@ type Current struct {
 func (c *Conn) Read() (*Current, error) {
 	// A fresh Conn per operation: a failed batch leaves an error stuck on
 	// the Conn, and the library keeps it for every later Flush.
-	nc, err := nftables.New()
+	// One socket for the whole read: a table of 1000 traffic rules has
+	// over 1000 chains, each listed by a request of its own, and a socket
+	// per request made the read some 30% slower.
+	nc, err := nftables.New(nftables.AsLasting())
 	if err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
+	defer nc.CloseLasting()
 	cur := &Current{Chains: map[string][]string{}, hooks: map[string]string{}}
 	t, err := nc.ListTableOfFamily(TableName, nftables.TableFamilyINet)
 	if err != nil {
