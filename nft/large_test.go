@@ -3,6 +3,9 @@ package nft
 import (
 	"fmt"
 	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -127,4 +130,62 @@ func kernelElements(t *testing.T) int {
 		n += len(es)
 	}
 	return n
+}
+
+// inContainerEnv makes the test binary apply two tables and report, in
+// place of running tests: it is started in a user namespace of its own
+// (a container), where SO_SNDBUFFORCE is refused.
+const inContainerEnv = "FLOWPIN_TEST_NFT_IN_USERNS"
+
+func init() {
+	if os.Getenv(inContainerEnv) == "" {
+		return
+	}
+	c := &Conn{}
+	for _, s := range []Spec{policySpec(), largest()} {
+		_, err := c.Apply(s)
+		fmt.Printf("%d %v\n", c.LastBatch, err)
+	}
+	os.Exit(0)
+}
+
+// In a container (a user namespace of its own: CAP_NET_ADMIN there, not
+// in the initial one) the socket buffers cannot be forced past
+// net.core.wmem_max and rmem_max. A table whose batch fits what they
+// allow applies, receive buffer short or not; one that does not fit is
+// refused whole, with the sysctl to raise.
+func TestBatchInUserNamespace(t *testing.T) {
+	if testing.Short() || os.Geteuid() != 0 {
+		t.Skip("needs root to make a user namespace")
+	}
+	b, err := os.ReadFile("/proc/sys/net/core/wmem_max")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wmemMax, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("unshare", "--user", "--map-root-user", "--net", os.Args[0])
+	cmd.Env = append(os.Environ(), inContainerEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want two results, got:\n%s", out)
+	}
+	for i, name := range []string{"a small table", "the largest table"} {
+		size, result, _ := strings.Cut(lines[i], " ")
+		n, _ := strconv.Atoi(size)
+		fits := n <= 2*wmemMax-32
+		t.Logf("%s in a user namespace: batch %d bytes, wmem_max %d: %s", name, n, wmemMax, result)
+		switch {
+		case fits && result != "<nil>":
+			t.Errorf("%s: the batch fits 2 x wmem_max, but: %s", name, result)
+		case !fits && !strings.Contains(result, "raise that to"):
+			t.Errorf("%s: a batch past 2 x wmem_max: %q, want it refused naming net.core.wmem_max", name, result)
+		}
+	}
 }

@@ -734,37 +734,44 @@ func measure(queue func(*nftables.Conn) error) (size, msgs int, err error) {
 func nlmsgAlign(n int) int { return (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }
 
 // Socket buffers for one batch. A batch is one sendmsg, which the kernel
-// refuses with EMSGSIZE when it is larger than the socket's send buffer
-// (netlink_sendmsg, net/netlink/af_netlink.c; the default, wmem_default, is
-// about 200 KiB: some 400 traffic rules). Every message is acked, and
-// acks that do not fit the receive buffer are dropped with ENOBUFS. So,
-// as the nft command does (mnl_set_sndbuffer, mnl_set_rcvbuffer in
-// nftables' src/mnl.c), the send buffer grows to the batch and the
-// receive buffer to 1 KiB per message, never below 16 MiB.
-// SO_*BUFFORCE ignore wmem_max and rmem_max; they need CAP_NET_ADMIN,
-// which changing nftables needs too. The kernel doubles the value given
-// (for its own overhead), so the batch fits with room to spare.
+// refuses with EMSGSIZE when it is longer than the socket's send buffer
+// less 32 bytes (netlink_sendmsg, net/netlink/af_netlink.c; the default,
+// wmem_default, is about 200 KiB: some 400 traffic rules). Every message
+// is acked, and acks that do not fit the receive buffer are dropped with
+// ENOBUFS. So, as the nft command does (mnl_set_sndbuffer,
+// mnl_set_rcvbuffer in nftables' src/mnl.c), the send buffer grows to the
+// batch and the receive buffer to 1 KiB per message, never below 16 MiB.
+// SO_*BUFFORCE ignore wmem_max and rmem_max but need CAP_NET_ADMIN in the
+// initial user namespace; without it (a container) the buffers grow as
+// far as those caps allow. The kernel doubles the value given (for its
+// own overhead), so the batch fits with room to spare. Lost acks are
+// survivable (Apply asks the kernel whether the batch was committed); a
+// batch that does not fit is not.
 const minReceiveBuffer = 16 << 20
 
 func batchBuffers(size, msgs int) nftables.SockOption {
 	return func(c *mdnetlink.Conn) error {
-		if err := growBuffer(c, unix.SO_SNDBUF, unix.SO_SNDBUFFORCE, size); err != nil {
-			return fmt.Errorf("send buffer for a batch of %d bytes: %w", size, err)
+		have, err := growBuffer(c, unix.SO_SNDBUF, unix.SO_SNDBUFFORCE, size)
+		if err != nil {
+			return fmt.Errorf("send buffer: %w", err)
 		}
-		if err := growBuffer(c, unix.SO_RCVBUF, unix.SO_RCVBUFFORCE, max(minReceiveBuffer, msgs*1024)); err != nil {
-			return fmt.Errorf("receive buffer for the acks of %d messages: %w", msgs, err)
+		if size > have-32 {
+			return fmt.Errorf("a batch of %d bytes does not fit the socket's send buffer of %d: without CAP_NET_ADMIN in the initial user namespace, net.core.wmem_max caps it; raise that to %d or more", size, have, size)
+		}
+		if _, err := growBuffer(c, unix.SO_RCVBUF, unix.SO_RCVBUFFORCE, max(minReceiveBuffer, msgs*1024)); err != nil {
+			return fmt.Errorf("receive buffer: %w", err)
 		}
 		return nil
 	}
 }
 
-// growBuffer makes the socket's buffer (opt) at least want bytes: with
-// force, or, without the privilege for it, as far as the sysctl cap
-// allows (an error if that is too little).
-func growBuffer(c *mdnetlink.Conn, opt, force, want int) error {
+// growBuffer asks for a socket buffer (opt) of at least want bytes, with
+// force or else as far as the sysctl cap allows, and returns the size it
+// has then.
+func growBuffer(c *mdnetlink.Conn, opt, force, want int) (int, error) {
 	raw, err := c.SyscallConn()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var have int
 	var serr error
@@ -772,18 +779,15 @@ func growBuffer(c *mdnetlink.Conn, opt, force, want int) error {
 		if have, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, opt); serr != nil || have >= want {
 			return
 		}
-		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, force, want); serr == nil {
-			return
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, force, want) != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, want)
 		}
-		_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, want)
-		if have, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, opt); serr == nil && have < want {
-			serr = fmt.Errorf("the socket buffer stays at %d bytes without CAP_NET_ADMIN (raise net.core.wmem_max and rmem_max)", have)
-		}
+		have, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, opt)
 	})
 	if err != nil {
-		return err
+		return 0, err
 	}
-	return serr
+	return have, serr
 }
 
 // Record replaces the records in the state chain in one transaction, and
