@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -262,5 +263,32 @@ rules:
 	}
 	if got := d.Multipath(false); !slices.Equal(got, []int{0}) {
 		t.Errorf("multipath links %v, want [0]: isp2 is on standby in tier 2", got)
+	}
+}
+
+// A sticky rule whose policy has no link up (its one link down, or every
+// link down for policy default) has nothing to stick to: the table must
+// still declare every chain it jumps to, or the kernel refuses all of it.
+func TestPlanStickyRuleWithNoLinkUp(t *testing.T) {
+	jump := regexp.MustCompile(`\b(?:jump|goto) ([A-Za-z0-9_.-]+)`)
+	for _, tc := range []struct {
+		name, rule string
+		ifs        map[string]rules.Iface
+	}{
+		{"policy isp2, wan2 down", "{name: s, proto: udp, policy: isp2, sticky: 10m}",
+			ifaces(iface("wan1", true, "192.0.2.2/24"), iface("wan2", false, "198.51.100.2/24"))},
+		{"policy default, every link down", "{name: s, proto: udp, policy: default, sticky: 10m}",
+			ifaces(iface("wan1", false, "192.0.2.2/24"), iface("wan2", false, "198.51.100.2/24"))},
+	} {
+		d, err := Plan(mustParse(t, twoLinks+"rules:\n  - "+tc.rule+"\n"), tc.ifs)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		script := d.NFT.Render()
+		for _, m := range jump.FindAllStringSubmatch(script, -1) {
+			if !strings.Contains(script, "\tchain "+m[1]+" {") {
+				t.Errorf("%s: the table jumps to chain %s, which it does not have:\n%s", tc.name, m[1], script)
+			}
+		}
 	}
 }
