@@ -283,12 +283,15 @@ func TestBatchRefersOnlyToWhatItHas(t *testing.T) {
 // largest a config allows. A netlink attribute's length is 16 bits: with
 // all of a map's elements in one message, the library wrapped the length
 // of a list longer than 64 KiB and the kernel took only the first few
-// hundred elements (287 of 1000: the rules after them never matched).
+// hundred elements, without an error: 287 of 1000 disjoint rules' (the
+// rules after them never matched), or 87 of one rule's 800 destinations
+// (a batch small enough to be sent).
 func TestBatchCarriesEveryElement(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		spec Spec
 	}{
+		{"one rule with 800 destinations", oneRuleManyDsts(800)},
 		{"1000 disjoint rules", manyRules(1000, false)},
 		{"1000 overlapping rules", manyRules(1000, true)},
 		{"the largest table", largest()},
@@ -303,4 +306,14 @@ func TestBatchCarriesEveryElement(t *testing.T) {
 			t.Errorf("%s: a message of %d bytes: some attribute in it is longer than netlink can say", tc.name, b.longest)
 		}
 	}
+}
+
+// oneRuleManyDsts is one rule with n destination /24s: n elements in one
+// map, in a batch far below the default send buffer.
+func oneRuleManyDsts(n int) Spec {
+	c := Class{Name: "block", Action: Action{Mark: 0xfe00}}
+	for i := range n {
+		c.Dst = append(c.Dst, netip.MustParsePrefix(fmt.Sprintf("10.%d.%d.0/24", i/250, i%250)))
+	}
+	return Spec{Mask: 0xff00, Links: []Link{{Name: "isp1", Iface: "wan1", Mark: 0x100}}, Classes: []Class{c}}
 }
