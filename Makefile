@@ -7,7 +7,7 @@ STATICCHECK_VERSION := v0.8.2
 # Not $$HOME/go/bin: CI's GOPATH may be elsewhere and not on PATH.
 STATICCHECK = $(shell $(GO) env GOPATH)/bin/staticcheck
 # Debian tools the integration tests, the demo and the benchmarks use.
-DEBS    := nftables conntrack socat
+DEBS    := nftables conntrack socat procps
 
 # Build identity, stamped into the binary (flowpin --version). Overridable
 # for builds outside git: make build VERSION=1.2.3 COMMIT=abc...
@@ -24,7 +24,7 @@ build: ## build bin/flowpin
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/flowpin
 
 deps: ## install the Debian tools the tests and the demo need (root)
-	@missing=""; for t in nft:nftables conntrack:conntrack socat:socat; do \
+	@missing=""; for t in nft:nftables conntrack:conntrack socat:socat sysctl:procps; do \
 		command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
@@ -98,7 +98,7 @@ test: deps deb-deps browser-deps lint ## the whole suite: unit and real-kernel i
 # Fuzz targets as package:Target. `go test -fuzz` takes one package and one
 # target at a time, so they run one after another. A crash is written to
 # the package's testdata/fuzz and from then on runs as a plain test.
-FUZZ_TARGETS  := lb/config:FuzzParse lb/plan:FuzzLinkRecords nft/ct:FuzzDecodeFlow nft/ct:FuzzDecodeBatch \
+FUZZ_TARGETS  := lb/config:FuzzParse lb/config:FuzzAssign nft:FuzzDecodeRecords nft/ct:FuzzDecodeFlow nft/ct:FuzzDecodeBatch \
                  nft/ct:FuzzAppendEvents rules:FuzzParseAnswer
 FUZZTIME      ?= 60s
 FUZZTIME_TEST ?= 10s

@@ -165,6 +165,7 @@ type linkJSON struct {
 	JitterMS   float64   `json:"jitter_ms"`
 	Loss       float64   `json:"loss"`
 	Window     int       `json:"window"`
+	FlowsKept  string    `json:"flows_kept"`
 }
 
 // statusLinks asks `flowpin status --json` for the links.
@@ -435,7 +436,8 @@ func scrape(t testing.TB, ns, addr string) (string, error) {
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(conn, "GET /metrics HTTP/1.0\r\nHost: flowpin\r\n\r\n"); err != nil {
+	// Host: the address scraped, as Prometheus sends it.
+	if _, err := io.WriteString(conn, "GET /metrics HTTP/1.0\r\nHost: "+addr+"\r\n\r\n"); err != nil {
 		return "", err
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)

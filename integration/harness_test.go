@@ -173,7 +173,17 @@ func settle6(t testing.TB, nss ...string) {
 				if dev == "lo" || strings.Contains(line, "NO-CARRIER") {
 					continue
 				}
-				if strings.TrimSpace(run(t, ns, "ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "link")) == "" {
+				// A device can be moved to another namespace or renamed
+				// between the listing and this look (a topology still
+				// being built): one that is gone now is not waited for.
+				out, err := tryRun(ns, "ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "link")
+				if err != nil && strings.Contains(out, "does not exist") {
+					continue
+				}
+				if err != nil {
+					t.Fatalf("[%s] ip -6 addr show dev %s: %v\n%s", ns, dev, err, out)
+				}
+				if strings.TrimSpace(out) == "" {
 					missing = dev
 					break
 				}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -47,7 +48,7 @@ func isStd(path string) bool {
 func TestLayout(t *testing.T) {
 	pkgs := listPackages(t)
 	for _, want := range []string{"flowpin/lb/config", "flowpin/lb/plan", "flowpin/lb/apply", "flowpin/lb/health",
-		"flowpin/lb/status", "flowpin/lb/diagnose", "flowpin/lb/daemon", "flowpin/rules", "flowpin/nft", "flowpin/nft/ct"} {
+		"flowpin/lb/status", "flowpin/lb/ctl", "flowpin/lb/diagnose", "flowpin/lb/daemon", "flowpin/rules", "flowpin/nft", "flowpin/nft/ct"} {
 		if _, ok := pkgs[want]; !ok {
 			t.Errorf("package %s is missing", want)
 		}
@@ -70,7 +71,8 @@ func TestLayout(t *testing.T) {
 		}
 	}
 	// Dependencies point down: no package of lb imports one above it.
-	order := []string{"config", "plan", "apply", "health", "status", "diagnose", "daemon"}
+	// ctl, the socket's client, sits under the daemon that serves it.
+	order := []string{"config", "plan", "apply", "health", "status", "ctl", "diagnose", "daemon"}
 	rank := map[string]int{}
 	for i, n := range order {
 		rank["flowpin/lb/"+n] = i
@@ -84,6 +86,20 @@ func TestLayout(t *testing.T) {
 			if ri, ok := rank[imp]; ok && ri > r {
 				t.Errorf("%s imports %s, which sits above it", path, imp)
 			}
+		}
+	}
+}
+
+// TestPackagesOnLayout: the project's Go lives in cmd (wiring), lb (the
+// core), nft and rules (the kernel adapters) and integration (the real-
+// kernel tests), so a reader knows where a thing belongs.
+func TestPackagesOnLayout(t *testing.T) {
+	roots := []string{"cmd", "lb", "nft", "rules", "integration"}
+	for path := range listPackages(t) {
+		rel, _ := strings.CutPrefix(path, "flowpin/")
+		top, _, _ := strings.Cut(rel, "/")
+		if path == "flowpin" || !slices.Contains(roots, top) {
+			t.Errorf("package %s lives outside %s", path, strings.Join(roots, ", "))
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"al.essio.dev/pkg/shellescape"
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
@@ -40,9 +41,10 @@ func (w MarkWriter) Where() string {
 	return s
 }
 
-// DeleteCommand is the nft command that removes the rule.
+// DeleteCommand is the nft command that removes the rule, each name one
+// shell word: another program's table and chain may be named anything.
 func (w MarkWriter) DeleteCommand() string {
-	return fmt.Sprintf("nft delete rule %s %s %s handle %d", w.Family, w.Table, w.Chain, w.Handle)
+	return shellescape.QuoteCommand([]string{"nft", "delete", "rule", w.Family, w.Table, w.Chain, "handle", fmt.Sprint(w.Handle)})
 }
 
 // ForeignMarkWriters lists every rule outside `inet flowpin` that writes a

@@ -38,10 +38,8 @@ type Spec struct {
 	Mask  uint32
 	Links []Link
 	// Records are kept in the table as rule comments in the "state"
-	// chain (e.g. "sysctl net/ipv4/conf/wan1/rp_filter=1": a value as it
-	// was before flowpin changed it). They live and die with the table in
-	// this network namespace, which a file under /run would not.
-	Records []string
+	// chain (see Records).
+	Records Records
 	// Classes are the traffic rules, in order: the first that matches a
 	// new flow decides its policy.
 	Classes []Class
@@ -256,14 +254,6 @@ func (s Spec) restoreAndClassify(chain string) []rule {
 	return out
 }
 
-// RecordPrefix marks saved sysctl values among the records.
-const RecordPrefix = "sysctl "
-
-// LinkRecordPrefix marks a link's mark and table among the records
-// ("link isp1 mark=0x200 table=102"), so a link keeps them while other
-// links come and go.
-const LinkRecordPrefix = "link "
-
 // rulesOf lists every rule of the table in order, for the groups gs of
 // the traffic rules and the table's sets.
 func (s Spec) rulesOf(gs [2][]group, sets []setDef) []rule {
@@ -334,7 +324,7 @@ func (s Spec) rulesOf(gs [2][]group, sets []setDef) []rule {
 		})
 	}
 	out = append(out, s.classifyRulesOf(gs, sets)...)
-	for _, rec := range s.Records {
+	for _, rec := range s.Records.Encode() {
 		out = append(out, rule{
 			chain:  "state",
 			text:   fmt.Sprintf("counter comment %q", rec),
@@ -378,7 +368,7 @@ func (s Spec) Render() string {
 }
 
 // recordRules are the rules of the state chain that hold records.
-func recordRules(records []string) []rule {
+func recordRules(records Records) []rule {
 	var out []rule
 	for _, r := range (Spec{Records: records}).layout().rules {
 		if r.record {
@@ -391,7 +381,7 @@ func recordRules(records []string) []rule {
 // RenderRecords is the nft script that replaces only the records, as
 // Conn.Record does; no other chain is touched. (A missing table is
 // created with all its chains, empty.)
-func RenderRecords(records []string) string {
+func RenderRecords(records Records) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "add table inet %s\nadd chain inet %s state\nflush chain inet %s state\n", TableName, TableName, TableName)
 	for _, r := range recordRules(records) {
@@ -414,10 +404,8 @@ func (s Spec) Current() *Current {
 	}
 	for _, r := range l.rules {
 		cur.Chains[r.chain] = append(cur.Chains[r.chain], r.comment())
-		if r.chain == "state" {
-			cur.Records = append(cur.Records, r.comment())
-		}
 	}
+	cur.Records = DecodeRecords(cur.Chains["state"])
 	return cur
 }
 
@@ -437,9 +425,10 @@ func table() *nftables.Table {
 type Current struct {
 	Exists bool
 	// Chains maps a chain name to its rules' comments, in order.
-	Chains  map[string][]string
-	hooks   map[string]string
-	Records []string
+	Chains map[string][]string
+	hooks  map[string]string
+	// Records are the state chain's comments, decoded.
+	Records Records
 	// Sets are the names of the table's sets and maps.
 	Sets []string
 }
@@ -482,12 +471,10 @@ func (c *Conn) Read() (*Current, error) {
 		for _, r := range rs {
 			cm, _ := userdata.GetString(r.UserData, userdata.TypeComment)
 			comments = append(comments, cm)
-			if ch.Name == "state" {
-				cur.Records = append(cur.Records, cm)
-			}
 		}
 		cur.Chains[ch.Name] = comments
 	}
+	cur.Records = DecodeRecords(cur.Chains["state"])
 	sets, err := nc.GetSets(t)
 	if err != nil {
 		return nil, fmt.Errorf("list sets: %w", err)
@@ -794,12 +781,12 @@ func growBuffer(c *mdnetlink.Conn, opt, force, want int) (int, error) {
 // only if they differ; no other chain is touched, and a missing table is
 // created with its chains empty. It lets apply save the values it is about
 // to change before it changes them. It returns whether it wrote.
-func (c *Conn) Record(records []string) (bool, error) {
+func (c *Conn) Record(records Records) (bool, error) {
 	cur, err := c.Read()
 	if err != nil {
 		return false, err
 	}
-	if cur.Exists && slices.Equal(cur.Records, records) {
+	if cur.Exists && slices.Equal(cur.Chains["state"], records.Encode()) {
 		return false, nil
 	}
 	c.Writes++
@@ -810,7 +797,7 @@ func (c *Conn) Record(records []string) (bool, error) {
 }
 
 // queueRecords adds to nc the transaction that replaces the records.
-func queueRecords(nc *nftables.Conn, cur *Current, records []string) error {
+func queueRecords(nc *nftables.Conn, cur *Current, records Records) error {
 	t := nc.AddTable(table())
 	var ch *nftables.Chain
 	for _, cd := range chains {

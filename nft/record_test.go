@@ -53,20 +53,21 @@ func TestRecordInNamespace(t *testing.T) {
 	spec := Spec{Mask: 0xff00, Links: []Link{{Name: "isp1", Iface: "wan1", Mark: 0x100, NAT: true}, {Name: "isp2", Iface: "wan2", Mark: 0x200}}}
 	inFreshNS(t, func(ns string) error {
 		c := &Conn{}
-		if wrote, err := c.Record([]string{"sysctl a=1"}); !wrote || err != nil {
+		a1 := Records{Sysctls: []SysctlRecord{{"a", "1"}}}
+		if wrote, err := c.Record(a1); !wrote || err != nil {
 			t.Fatalf("Record on no table: %v %v", wrote, err)
 		}
 		cur, err := c.Read()
 		if err != nil {
 			return err
 		}
-		if !cur.Exists || !slices.Equal(cur.Records, []string{"sysctl a=1"}) || len(cur.Chains) != len(chains) {
+		if !cur.Exists || !cur.Records.Equal(a1) || len(cur.Chains) != len(chains) {
 			t.Errorf("after Record: %+v", cur)
 		}
-		if wrote, err := c.Record([]string{"sysctl a=1"}); wrote || err != nil {
+		if wrote, err := c.Record(a1); wrote || err != nil {
 			t.Errorf("same records again: wrote=%v err=%v", wrote, err)
 		}
-		spec.Records = []string{"sysctl a=1", "link isp1 mark=0x100 table=101"}
+		spec.Records = Records{Sysctls: a1.Sysctls, Links: []LinkRecord{{"isp1", 0x100, 101}}}
 		if wrote, err := c.Apply(spec); !wrote || err != nil {
 			t.Fatalf("Apply: %v %v", wrote, err)
 		}
@@ -75,7 +76,7 @@ func TestRecordInNamespace(t *testing.T) {
 			return err
 		}
 		want := spec.Current()
-		if diff := cmp.Diff(want.Chains, cur.Chains); diff != "" || !slices.Equal(want.Records, cur.Records) || !spec.UpToDate(cur) {
+		if diff := cmp.Diff(want.Chains, cur.Chains); diff != "" || !want.Records.Equal(cur.Records) || !spec.UpToDate(cur) {
 			t.Errorf("Spec.Current differs from Read (-current +read):\n%s", diff)
 		}
 		out, err := exec.Command("nft", "list", "table", "inet", TableName).CombinedOutput()
@@ -91,7 +92,9 @@ func TestRecordInNamespace(t *testing.T) {
 		if diff := cmp.Diff([]string{"prerouting", "output", "postrouting", "nat", "state"}, order); diff != "" {
 			t.Errorf("chain order after Record then Apply (-want +got):\n%s", diff)
 		}
-		if wrote, err := c.Record(append(slices.Clone(spec.Records), "sysctl b=2")); !wrote || err != nil {
+		more := spec.Records.Clone()
+		more.Sysctls = append(more.Sysctls, SysctlRecord{"b", "2"})
+		if wrote, err := c.Record(more); !wrote || err != nil {
 			t.Fatalf("Record on the table: %v %v", wrote, err)
 		}
 		after, err := c.Read()
@@ -103,8 +106,8 @@ func TestRecordInNamespace(t *testing.T) {
 				t.Errorf("Record changed chain %s", ch)
 			}
 		}
-		if !slices.Equal(after.Records, []string{"sysctl a=1", "link isp1 mark=0x100 table=101", "sysctl b=2"}) {
-			t.Errorf("records after Record: %q", after.Records)
+		if want := []string{"sysctl a=1", "sysctl b=2", "link isp1 mark=0x100 table=101"}; !slices.Equal(after.Chains["state"], want) || !after.Records.Equal(more) {
+			t.Errorf("records after Record: %q, want %q", after.Chains["state"], want)
 		}
 		return nil
 	})

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 )
@@ -32,19 +33,69 @@ type Use struct {
 	Level    uint32
 	Mask     uint32
 	Mark     uint32
+	// Unreachable4 and Unreachable6: the link carries no IPv4 (IPv6)
+	// now. Its mark would fall through to the rules after the link's
+	// and leave by another link, so the command's packets of that family
+	// are refused instead (see rules). Packets to this host's own
+	// addresses (routed by lo, where no mark matters) still pass.
+	Unreachable4, Unreachable6 bool
 }
 
 // UseTable names the table of the use run by process pid.
 func UseTable(pid int) string { return UseTablePrefix + strconv.Itoa(pid) }
 
-func (u Use) exprs() []expr.Any {
+// inCgroup matches the packets of the use's cgroup's sockets.
+func (u Use) inCgroup() []expr.Any {
 	id := make([]byte, 8)
 	// The cgroup id is compared in host byte order.
 	binary.NativeEndian.PutUint64(id, u.CgroupID)
-	return join([]expr.Any{
+	return []expr.Any{
 		&expr.Socket{Key: expr.SocketKeyCgroupv2, Level: u.Level, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: id},
-	}, setMarkBits(false, u.Mask, u.Mark), setMarkBits(true, u.Mask, u.Mark))
+	}
+}
+
+// rules are the use chain's rules, in order: the refusals of the
+// families the link cannot carry, then the mark. A TCP connect is refused
+// with a reset, which fails it at once (ECONNREFUSED): an ICMP error
+// arrives while connect still holds the socket and only counts as a soft
+// error there, so the connect would fail only with the SYN's
+// retransmission a second later (tcp_v4_err, net/ipv4/tcp_ipv4.c).
+// Everything else is dropped, so the send fails (EPERM), with ICMP
+// administratively prohibited, which a connected UDP socket then reports
+// too (EHOSTUNREACH, or EACCES for IPv6), where "no route" would be
+// ignored as transient.
+func (u Use) rules() [][]expr.Any {
+	var out [][]expr.Any
+	for _, f := range []struct {
+		refuse bool
+		proto  byte
+	}{{u.Unreachable4, unix.NFPROTO_IPV4}, {u.Unreachable6, unix.NFPROTO_IPV6}} {
+		if !f.refuse {
+			continue
+		}
+		family := join(u.inCgroup(), []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{f.proto}},
+			&expr.Meta{Key: expr.MetaKeyOIFTYPE, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint16(unix.ARPHRD_LOOPBACK)},
+		})
+		// The counters show what was refused. Without one, nft 1.0.6
+		// lists "meta nfproto ipv6 ... meta l4proto tcp reject with tcp
+		// reset" without its nfproto, as if it refused both families.
+		out = append(out,
+			// ... meta l4proto tcp counter reject with tcp reset
+			join(family, []expr.Any{
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+				&expr.Counter{},
+				&expr.Reject{Type: unix.NFT_REJECT_TCP_RST},
+			}),
+			// ... counter reject with icmpx admin-prohibited
+			join(family, []expr.Any{&expr.Counter{}, &expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED}}),
+		)
+	}
+	return append(out, join(u.inCgroup(), setMarkBits(false, u.Mask, u.Mark), setMarkBits(true, u.Mask, u.Mark)))
 }
 
 // AddUse creates the use's table in one transaction.
@@ -56,7 +107,9 @@ func (c *Conn) AddUse(u Use) error {
 	t := nc.AddTable(&nftables.Table{Name: u.Table, Family: nftables.TableFamilyINet})
 	ch := nc.AddChain(&nftables.Chain{Name: "output", Table: t, Type: nftables.ChainTypeRoute,
 		Hooknum: nftables.ChainHookOutput, Priority: UsePriority})
-	nc.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: u.exprs()})
+	for _, exprs := range u.rules() {
+		nc.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs})
+	}
 	c.Writes++
 	if err := nc.Flush(); err != nil {
 		return fmt.Errorf("add table inet %s: %w", u.Table, err)

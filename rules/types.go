@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 
+	"al.essio.dev/pkg/shellescape"
 	"golang.org/x/sys/unix"
 )
 
@@ -147,7 +148,7 @@ func (r Route) Spec() string {
 		fmt.Fprintf(&b, " via %s", r.Gw)
 	}
 	if r.Dev != "" {
-		fmt.Fprintf(&b, " dev %s", r.Dev)
+		fmt.Fprintf(&b, " dev %s", shellescape.Quote(r.Dev))
 	}
 	fmt.Fprintf(&b, " table %s proto %d", TableName(r.Table), Protocol)
 	if r.Scope == ScopeLink {
@@ -157,7 +158,7 @@ func (r Route) Spec() string {
 		fmt.Fprintf(&b, " src %s", r.Src)
 	}
 	for _, nh := range r.Nexthops {
-		fmt.Fprintf(&b, " nexthop via %s dev %s weight %d", nh.Gw, nh.Dev, nh.Weight)
+		fmt.Fprintf(&b, " nexthop via %s dev %s weight %d", nh.Gw, shellescape.Quote(nh.Dev), nh.Weight)
 	}
 	return b.String()
 }
@@ -193,5 +194,14 @@ func (s Sysctl) Name() string {
 	return strings.Join(parts, ".")
 }
 
-// Command is the sysctl(8) command that sets it.
-func (s Sysctl) Command() string { return fmt.Sprintf("sysctl -w %s=%s", s.Name(), s.Value) }
+// Command is the sysctl(8) command that sets it, one shell word per
+// argument: an interface name may hold any character but '/', ':' and
+// white space (dev_valid_name, net/core/dev.c), ';' and '$(' included.
+// sysctl(8) splits its argument at the first '=', so a key with one in
+// it is written through /proc/sys instead.
+func (s Sysctl) Command() string {
+	if strings.Contains(s.Key, "=") {
+		return fmt.Sprintf("echo %s | tee %s", shellescape.Quote(s.Value), shellescape.Quote("/proc/sys/"+s.Key))
+	}
+	return "sysctl -w " + shellescape.Quote(s.Name()+"="+s.Value)
+}

@@ -301,7 +301,10 @@ sed -i 's/^    nat: true$/    nat: true\n    check: {targets: [203.0.113.10], in
 heading "flowpin run (the daemon), with health checks against far, metrics and the status page"
 grep check "$WORK/flowpin.yaml"
 # Not through nsx: $! must be the daemon itself (ip netns exec execs it).
-ip netns exec "$ROUTER" "$BIN" run -c "$WORK/flowpin.yaml" --metrics 127.0.0.1:9108 >"$WORK/run.log" 2>&1 &
+# --metrics-host: a browser on this host names the forwarded port (below)
+# in its Host header, and the daemon answers only names it knows.
+ip netns exec "$ROUTER" "$BIN" run -c "$WORK/flowpin.yaml" --metrics 127.0.0.1:9108 \
+	--metrics-host "127.0.0.1:$DEMO_PORT,localhost:$DEMO_PORT" >"$WORK/run.log" 2>&1 &
 DAEMON=$!
 wait_state isp1 up
 wait_state isp2 up

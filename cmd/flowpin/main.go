@@ -122,33 +122,18 @@ func (a *app) openWithConfig() (*kernel, *config.Config, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if c, err = resolveConfig(k, c); err != nil {
+	if c, err = config.Resolve(c, k.Kernel); err != nil {
 		k.Close()
 		return nil, nil, err
 	}
 	return k, c, nil
 }
 
-// loadConfig loads the config and resolves it against the namespace (see
-// resolveConfig). Every command that reads links' marks or tables uses
-// the resolved config.
+// loadConfig loads the config and resolves it against the namespace
+// (config.Resolve, from the records in flowpin's table). Every command
+// that reads links' marks or tables uses the resolved config.
 func (a *app) loadConfig(k *kernel) (*config.Config, error) {
-	c, err := config.Load(a.config)
-	if err != nil {
-		return nil, err
-	}
-	return resolveConfig(k, c)
-}
-
-// resolveConfig gives each link the mark and table it was last applied
-// with in this namespace (records in flowpin's nft table), unless the
-// config sets them: a link keeps them while other links come and go.
-func resolveConfig(k *kernel, c *config.Config) (*config.Config, error) {
-	cur, err := k.nft.Read()
-	if err != nil {
-		return nil, err
-	}
-	return plan.Assign(c, cur.Records)
+	return config.LoadResolved(a.config, k.Kernel)
 }
 
 func (a *app) prepare() (*kernel, *plan.Desired, error) {

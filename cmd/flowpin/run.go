@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"flowpin/lb/config"
+	"flowpin/lb/ctl"
 	"flowpin/lb/daemon"
 	"flowpin/lb/health"
 	"flowpin/lb/status"
@@ -24,6 +25,7 @@ import (
 
 func (a *app) runCmd() *cobra.Command {
 	var metricsAddr, logFormat string
+	var web daemon.WebOptions
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run as a daemon: keep the config applied, fail over dead links",
@@ -45,13 +47,17 @@ links, in the foreground.
 - A link going down leaves the multipath route and only its own conntrack
   entries are deleted, so its NATed flows re-establish on a live link.
   A link coming back rejoins the route; no flow on a healthy link moves.
+  With no other link up to take them (the probe target itself stopped
+  answering, so every link is judged down), no flow is deleted: they go
+  on when the links are back, and flowpin status says so.
 - "gateway: auto" follows the interface's default route in main (DHCP, PPP).
 - flowpin status shows each link's state, the last change and why.
 - Flows per link are counted in memory from conntrack events, after one
   streamed dump at start, and re-counted every minute and at once when the
   kernel drops events; bytes and packets per link come from the counters
   of the link's nft rules. flowpin status and the metrics answer from
-  there, without reading the conntrack table.
+  there, without reading the conntrack table. The nft counters are
+  carried over rewrites of the table, so they never go backwards.
 - SIGHUP (systemctl reload, flowpin reload) re-reads the config and
   applies the difference; a broken config is refused and the old one runs
   on (see flowpin reload --help).
@@ -59,14 +65,35 @@ links, in the foreground.
   read-only status page at / (each link's state, flows, throughput, rtt and
   loss graphs, the policies' active tiers; it refreshes itself) with its
   data at /status.json, the JSON of flowpin status --json.
+  /metrics answers every client that reaches ADDR, as Prometheus expects.
+  The page and /status.json answer whom the status socket answers: root
+  and members of group flowpin on this host (the kernel names the user
+  behind a local connection); other users and other hosts get 403, unless
+  --public-status opens them to every client.
+  Every request must name the listener in its Host header: the address
+  connected to, localhost, 127.0.0.1 or [::1], with ADDR's port, or a
+  --metrics-host name; others get 421, so a web page reaching the port
+  through DNS rebinding reads nothing. A scrape by IP works as is; a
+  scrape by DNS name needs --metrics-host NAME.
+  The listener serves 16 connections, at most 4 per client (a local user,
+  or an address), 4 more for root, each closed 40s after it opened: no
+  one holding or trickling on connections takes the port from the others.
 - On SIGTERM or SIGINT it exits 0 and leaves routing as last applied;
   flowpin down removes it. A restart adopts the kernel's state and moves
   no flow.`,
-		Example: "  flowpin run -c /etc/flowpin/flowpin.yaml --metrics :9108\n  ip netns exec router flowpin run -c router.yaml --log-format json",
-		Args:    cobra.NoArgs,
+		Example: "  flowpin run -c /etc/flowpin/flowpin.yaml --metrics :9108\n" +
+			"  flowpin run -c /etc/flowpin/flowpin.yaml --metrics 10.0.0.1:9108 --metrics-host router.lan\n" +
+			"  ip netns exec router flowpin run -c router.yaml --log-format json",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(logFormat)
 			if err != nil {
+				return err
+			}
+			if metricsAddr == "" && (len(web.Hosts) > 0 || web.PublicStatus) {
+				return errors.New("--metrics-host and --public-status need --metrics")
+			}
+			if err := web.Check(); err != nil {
 				return err
 			}
 			k, c, err := a.openWithConfig()
@@ -86,19 +113,14 @@ links, in the foreground.
 			defer ln.Close()
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			load := func() (*config.Config, error) {
-				nc, err := config.Load(a.config)
-				if err != nil {
-					return nil, err
-				}
-				return resolveConfig(k, nc)
-			}
+			load := func() (*config.Config, error) { return config.LoadResolved(a.config, k.Kernel) }
 			sup := daemon.NewSupervisor(daemon.Deps{
 				Applier:   daemon.KernelApplier(k.Kernel),
 				Conntrack: k.ct,
 				Events:    daemon.NetlinkEvents{Log: log},
 				Flows:     k.ct,
 				Traffic:   k.nft,
+				RuleHits:  k.nft,
 			}, load, log)
 			first := true
 			sup.OnReady = func(d *daemon.Daemon) {
@@ -135,20 +157,21 @@ links, in the foreground.
 				if err != nil {
 					return err
 				}
+				web.ListenHost, _, _ = net.SplitHostPort(addr)
 				mln, err := net.Listen("tcp", addr)
 				if err != nil {
 					return fmt.Errorf("metrics: %w", err)
 				}
 				sup.Setup = func(d *daemon.Daemon) error {
-					if err := d.Metrics().RegisterRuleMetrics(d.Config, k.nft); err != nil {
+					// The daemon's hits, carried over the table's rewrites.
+					if err := d.Metrics().RegisterRuleMetrics(d.Config, d); err != nil {
 						return fmt.Errorf("metrics: %w", err)
 					}
 					return nil
 				}
-				mux := http.NewServeMux()
 				// The registry of the daemon that runs now: a reload's
 				// daemon takes over its predecessor's, counters and all.
-				mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+				metrics := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					d := sup.Current()
 					if d == nil {
 						http.Error(w, "starting", http.StatusServiceUnavailable)
@@ -156,18 +179,20 @@ links, in the foreground.
 					}
 					promhttp.HandlerFor(d.Metrics().Registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
 				})
-				daemon.RegisterStatusPage(mux, supervisedAPI{sup})
 				go func() {
-					if err := daemon.Serve(ctx, mln, mux); err != nil {
+					if err := daemon.ServeWeb(ctx, mln, metrics, supervisedAPI{sup}, web); err != nil {
 						log.Error("metrics", "err", err)
 					}
 				}()
-				log.Info("metrics", "addr", mln.Addr().String(), "status_page", "http://"+mln.Addr().String()+"/")
+				log.Info("metrics", "addr", mln.Addr().String(), "status_page", "http://"+mln.Addr().String()+"/",
+					"hosts", web.Hosts, "public_status", web.PublicStatus)
 			}
 			return sup.Run(ctx, c)
 		},
 	}
 	cmd.Flags().StringVar(&metricsAddr, "metrics", "", "serve Prometheus metrics (/metrics), a status page (/) and its JSON (/status.json) on ADDR (\":9108\" binds localhost only; give a host to bind another)")
+	cmd.Flags().StringSliceVar(&web.Hosts, "metrics-host", nil, "also answer requests whose Host header is NAME (any port) or NAME:PORT, e.g. the name Prometheus scrapes or a proxy forwards (repeatable, or comma-separated); others get 421")
+	cmd.Flags().BoolVar(&web.PublicStatus, "public-status", false, "serve the status page and /status.json to every client that reaches --metrics, not only to root and group flowpin on this host")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	return cmd
 }
@@ -234,8 +259,8 @@ Root only.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
 			defer cancel()
-			if err := daemon.RequestReload(ctx); err != nil {
-				if errors.Is(err, daemon.ErrNoDaemon) {
+			if err := (ctl.Client{}).Reload(ctx); err != nil {
+				if errors.Is(err, ctl.ErrNoDaemon) {
 					return errors.New("reload: no flowpin run in this network namespace")
 				}
 				return fmt.Errorf("reload refused: %w", err)

@@ -20,7 +20,9 @@ import (
 
 	"flowpin/lb/apply"
 	"flowpin/lb/config"
+	"flowpin/lb/ctl"
 	"flowpin/lb/daemon"
+	"flowpin/lb/health"
 	"flowpin/lb/status"
 	"flowpin/nft"
 	"flowpin/nft/ct"
@@ -96,9 +98,10 @@ INTERVAL (default 2s) with per-second rates.
 When a flowpin daemon runs in this network namespace, flowpin status asks it
 (its config, not -c): it keeps the flow counts in memory, so the answer
 does not wait for a dump of the table, and bytes and packets are each
-link's traffic since flowpin's nft table was last written (the counters of
-its rules). Otherwise, reading conntrack and the routing state needs
-CAP_NET_ADMIN; root and members of group flowpin may ask the daemon.
+link's traffic as the counters of its nft rules have it, carried over
+rewrites of the table while the daemon runs. Otherwise, reading conntrack
+and the routing state needs CAP_NET_ADMIN; root and members of group
+flowpin may ask the daemon.
 --flows always reads the table itself and needs CAP_NET_ADMIN.
 
 Exits non-zero when flowpin was never applied in this network namespace.`,
@@ -140,7 +143,7 @@ Exits non-zero when flowpin was never applied in this network namespace.`,
 			if !flows {
 				// A daemon keeps the counts in memory: asking it costs
 				// O(links), a dump O(flows).
-				if _, err := daemon.QueryHealth(cmd.Context()); err == nil {
+				if _, err := (ctl.Client{}).Health(cmd.Context()); err == nil {
 					return statusView{fromDaemon: true}.show(cmd.Context(), a.out, watch, asJSON)
 				}
 			}
@@ -224,8 +227,8 @@ func (f frame) text(w io.Writer) error {
 
 func (v statusView) frame(prev *status.Status) (frame, error) {
 	if v.fromDaemon {
-		st, err := daemon.QueryStatus(context.Background())
-		if errors.Is(err, daemon.ErrNoDaemon) {
+		st, err := ctl.Client{}.Status(context.Background())
+		if errors.Is(err, ctl.ErrNoDaemon) {
 			return frame{}, errors.New("without CAP_NET_ADMIN, flowpin status asks the flowpin daemon, and none runs in this network namespace: run flowpin status as root to read the kernel directly")
 		}
 		if err != nil {
@@ -239,31 +242,24 @@ func (v statusView) frame(prev *status.Status) (frame, error) {
 		st.SetRates(prev)
 		return frame{status: st}, nil
 	}
-	// Re-read what is applied every frame: a `flowpin down` or a re-apply
-	// during --watch shows up.
-	ap, err := status.ReadApplied(v.k.routes, v.k.nft)
-	if err != nil {
-		return frame{}, err
-	}
+	// Each frame re-reads what is applied: a `flowpin down` or a
+	// re-apply during --watch shows up. The daemon of this namespace, if
+	// one runs, knows each link's health.
+	src := status.Sources{Kernel: v.k.status(), Health: ctl.Client{}}
 	if v.flows {
-		fl, err := status.ListFlows(v.c, v.k.ct, v.query, time.Now())
+		fl, err := status.CollectFlows(v.c, src, v.query)
 		return frame{flows: fl}, err
 	}
-	st, err := status.ReadStatus(v.c, ap, v.k.ct)
+	st, err := status.Collect(context.Background(), v.c, src)
 	if err != nil {
 		return frame{}, err
-	}
-	if err := status.AddPolicies(st, v.c, ap, v.k.nft); err != nil {
-		return frame{}, err
-	}
-	// The daemon of this namespace, if one runs, knows each link's health.
-	if h, err := daemon.QueryHealth(context.Background()); err == nil {
-		st.WithHealth(h)
-	} else if !errors.Is(err, daemon.ErrNoDaemon) {
-		st.Warnings = append(st.Warnings, err.Error())
 	}
 	st.SetRates(prev)
 	return frame{status: st}, nil
+}
+
+func (k *kernel) status() status.Kernel {
+	return status.Kernel{Routes: k.routes, NFT: k.nft, CT: k.ct}
 }
 
 // Terminal control (VT100/xterm, what every terminal emulator speaks): the
@@ -361,42 +357,31 @@ func redraw(frame string, fd int) string {
 	return b.String()
 }
 
-// daemonStatus is what the daemon serves on its socket: the status
-// `flowpin status` computes, with the daemon's health, and the counts from
-// the daemon's memory (O(links)); until the daemon has counted the table
-// once, from a dump. It opens netlink handles of its own: the daemon's
-// belong to its loop.
+// daemonStatus is what the daemon serves on its socket and at
+// /status.json: the status `flowpin status` shows, with the daemon's
+// health, and the counts from the daemon's memory (O(links)); until the
+// daemon has counted the table once, from a dump. It opens netlink handles
+// of its own: the daemon's belong to its loop.
 func daemonStatus(c *config.Config, d *daemon.Daemon) (*status.Status, error) {
 	rk, err := rules.Open()
 	if err != nil {
 		return nil, err
 	}
 	defer rk.Close()
-	nc := &nft.Conn{}
-	ap, err := status.ReadApplied(rk, nc)
-	if err != nil {
-		return nil, err
-	}
-	var st *status.Status
-	if t, err := d.FlowTally(); err == nil {
-		st = status.BuildStatus(c, ap, t, time.Now())
-		st.BytesFrom = status.BytesFromRules
-	} else {
-		if !errors.Is(err, daemon.ErrCountsNotReady) {
-			return nil, err
-		}
-		conn, err := ct.Open(0)
-		if err != nil {
-			return nil, err
-		}
-		defer conn.Close()
-		if st, err = status.ReadStatus(c, ap, conn); err != nil {
-			return nil, err
-		}
-	}
-	if err := status.AddPolicies(st, c, ap, nc); err != nil {
-		return nil, err
-	}
-	st.WithHealth(d.Health())
-	return st, nil
+	// Sockets open on first use: the table is dumped only until the
+	// daemon has counted it once.
+	conn := &ct.Conntrack{}
+	defer conn.Close()
+	return status.Collect(context.Background(), c, status.Sources{
+		Kernel: status.Kernel{Routes: rk, NFT: &nft.Conn{}, CT: conn},
+		Counts: d,
+		Health: liveHealth{d},
+		// The daemon's hits, carried over rewrites of the table.
+		Hits: d,
+	})
 }
+
+// liveHealth is the health the daemon tracks.
+type liveHealth struct{ d *daemon.Daemon }
+
+func (h liveHealth) Health(context.Context) ([]health.LinkHealth, error) { return h.d.Health(), nil }

@@ -51,7 +51,7 @@ type Tables interface {
 	// Record replaces only the table's records (a missing table is
 	// created with its chains empty) in one transaction, and says
 	// whether it wrote.
-	Record(records []string) (bool, error)
+	Record(nft.Records) (bool, error)
 }
 
 // Flows is what apply needs of conntrack: ct.Conntrack in production.
@@ -103,7 +103,7 @@ func (k *Kernel) applyTable(s nft.Spec) (bool, error) {
 	return wrote, err
 }
 
-func (k *Kernel) record(records []string) (bool, error) {
+func (k *Kernel) record(records nft.Records) (bool, error) {
 	wrote, err := k.NFT.Record(records)
 	if wrote || err != nil {
 		k.writes++
@@ -258,14 +258,8 @@ type sysctlPlan struct {
 
 func (k *Kernel) planSysctls(d *plan.Desired, cur *nft.Current) (*sysctlPlan, error) {
 	p := &sysctlPlan{records: map[string]string{}}
-	for _, rec := range cur.Records {
-		kv, ok := strings.CutPrefix(rec, nft.RecordPrefix)
-		if !ok {
-			continue
-		}
-		if key, val, ok := strings.Cut(kv, "="); ok {
-			p.records[key] = val
-		}
+	for _, s := range cur.Records.Sysctls {
+		p.records[s.Key] = s.Value
 	}
 	// Someone deleted the table, records and all (or a dump racing with
 	// that returned a partial table): a long-lived Kernel (the daemon's)
@@ -330,10 +324,10 @@ func (k *Kernel) sysctlChange(key, to, from string) Change {
 	}
 }
 
-func (p *sysctlPlan) recordList() []string {
-	var out []string
+func (p *sysctlPlan) recordList() []nft.SysctlRecord {
+	var out []nft.SysctlRecord
 	for _, key := range slices.Sorted(maps.Keys(p.records)) {
-		out = append(out, fmt.Sprintf("%s%s=%s", nft.RecordPrefix, key, p.records[key]))
+		out = append(out, nft.SysctlRecord{Key: key, Value: p.records[key]})
 	}
 	return out
 }
@@ -353,7 +347,7 @@ func (k *Kernel) Changes(d *plan.Desired) ([]string, error) {
 		out = append(out, s.Command)
 	}
 	if !st.spec.UpToDate(st.cur) {
-		out = append(out, "nft -f - <<'EOF'\n"+st.spec.Render()+"EOF")
+		out = append(out, nft.Script(st.spec.Render()))
 	}
 	for _, s := range d.LateSysctls {
 		if now, err := k.Routes.ReadSysctl(s.Key); err != nil || now != s.Value {
@@ -394,11 +388,11 @@ func (k *Kernel) steps(d *plan.Desired) (*applySteps, error) {
 		return nil, err
 	}
 	k.records = sp.records
-	st.spec.Records = sp.recordList()
+	st.spec.Records = nft.Records{Sysctls: sp.recordList()}
 	for _, l := range d.Links {
-		st.spec.Records = append(st.spec.Records, plan.FormatLinkRecord(l.Name, l.Mark, l.Table))
+		st.spec.Records.Links = append(st.spec.Records.Links, nft.LinkRecord{Name: l.Name, Mark: l.Mark, Table: l.Table})
 	}
-	st.flush = staleMarks(cur.Records, d)
+	st.flush = staleMarks(cur.Records.Links, d)
 	owned, err := k.Routes.Owned()
 	if err != nil {
 		return nil, err
@@ -409,10 +403,10 @@ func (k *Kernel) steps(d *plan.Desired) (*applySteps, error) {
 	// The table keeps every record it has until the end of the apply (a
 	// value flowpin no longer wants is put back only below).
 	if len(sp.changes) > 0 {
-		if early := earlyRecords(cur.Records, st.spec.Records); !cur.Exists || !slices.Equal(early, cur.Records) {
+		if early := earlyRecords(cur.Records, st.spec.Records); !cur.Exists || !early.Equal(cur.Records) {
 			st.changes = append(st.changes, Change{
 				Command: "nft -f - # records in table inet " + nft.TableName + " chain state",
-				script:  "nft -f - <<'EOF'\n" + nft.RenderRecords(early) + "EOF",
+				script:  nft.Script(nft.RenderRecords(early)),
 				do: func() error {
 					_, err := k.record(early)
 					return err
@@ -442,20 +436,15 @@ func (k *Kernel) steps(d *plan.Desired) (*applySteps, error) {
 
 // earlyRecords is the table's records plus every sysctl record of want
 // that it lacks: what must be saved before any sysctl is written.
-func earlyRecords(have, want []string) []string {
+func earlyRecords(have, want nft.Records) nft.Records {
 	keys := map[string]bool{}
-	for _, r := range have {
-		if kv, ok := strings.CutPrefix(r, nft.RecordPrefix); ok {
-			key, _, _ := strings.Cut(kv, "=")
-			keys[key] = true
-		}
+	for _, s := range have.Sysctls {
+		keys[s.Key] = true
 	}
-	out := slices.Clone(have)
-	for _, r := range want {
-		if kv, ok := strings.CutPrefix(r, nft.RecordPrefix); ok {
-			if key, _, _ := strings.Cut(kv, "="); !keys[key] {
-				out = append(out, r)
-			}
+	out := have.Clone()
+	for _, s := range want.Sysctls {
+		if !keys[s.Key] {
+			out.Sysctls = append(out.Sysctls, s)
 		}
 	}
 	return out
@@ -463,13 +452,17 @@ func earlyRecords(have, want []string) []string {
 
 // staleMarks lists the recorded marks that no link of d carries under
 // the same name any more: the link left the config, or its mark changed.
-func staleMarks(records []string, d *plan.Desired) []uint32 {
+func staleMarks(records []nft.LinkRecord, d *plan.Desired) []uint32 {
 	now := map[string]uint32{}
 	for _, l := range d.Links {
 		now[l.Name] = l.Mark
 	}
 	var out []uint32
-	recs := plan.ParseLinkRecords(records)
+	// By name, the last record of a name counting, as for Assign.
+	recs := map[string]nft.LinkRecord{}
+	for _, r := range records {
+		recs[r.Name] = r
+	}
 	for _, name := range slices.Sorted(maps.Keys(recs)) {
 		m := recs[name].Mark
 		if cur, ok := now[name]; ok && cur == m {
@@ -487,6 +480,9 @@ type Result struct {
 	Commands []string
 	Writes   int
 	Warnings []string
+	// Table: the nft table was written, so its rules' counters started
+	// again from zero.
+	Table bool
 }
 
 // Apply makes the kernel match d: sysctls, then routes and rules, then the
@@ -521,6 +517,7 @@ func (k *Kernel) Apply(d *plan.Desired) (*Result, error) {
 		return nil, rollback(err)
 	}
 	if wrote {
+		res.Table = true
 		res.Commands = append(res.Commands, "nft -f - # table inet "+nft.TableName)
 	}
 	for _, s := range d.LateSysctls {
@@ -536,8 +533,12 @@ func (k *Kernel) Apply(d *plan.Desired) (*Result, error) {
 	}
 	// Only now that the new marks route: the flows of a link that is gone
 	// would otherwise be restored onto a mark no rule (or the wrong one)
-	// routes. Every other flow is left alone. A failure here undoes
-	// nothing: the routing is right, and the flows time out.
+	// routes. Every other flow is left alone. Unlike a link judged down,
+	// whose flows the daemon keeps when no other link can take them, a
+	// link that left the config is gone for good: its flows cannot go on,
+	// so they go even when nothing else is up, and fail at once rather
+	// than hang. A failure here undoes nothing: the routing is right, and
+	// the flows time out.
 	for _, m := range st.flush {
 		if k.Flows == nil {
 			break
@@ -611,17 +612,12 @@ func (k *Kernel) Down() (*Result, error) {
 	// Sysctls next, and the table with their records last: a down killed
 	// half way must leave the records for the next down.
 	sysctlErrs := len(errs)
-	for _, rec := range cur.Records {
-		kv, ok := strings.CutPrefix(rec, nft.RecordPrefix)
-		if !ok {
+	for _, rec := range cur.Records.Sysctls {
+		now, err := k.Routes.ReadSysctl(rec.Key)
+		if err != nil || now == rec.Value {
 			continue
 		}
-		key, val, _ := strings.Cut(kv, "=")
-		now, err := k.Routes.ReadSysctl(key)
-		if err != nil || now == val {
-			continue
-		}
-		s := rules.Sysctl{Key: key, Value: val}
+		s := rules.Sysctl{Key: rec.Key, Value: rec.Value}
 		if err := k.writeSysctl(s); err != nil {
 			errs = append(errs, err)
 			continue

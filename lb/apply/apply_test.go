@@ -134,11 +134,7 @@ func cfg(links ...string) string { return "links:\n" + strings.Join(links, "") }
 // and tables from the records in the table.
 func (b *box) resolve(t *testing.T, y string) *config.Config {
 	t.Helper()
-	cur, err := b.nft.Read()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := plan.Assign(configtest.MustParse(t, y), cur.Records)
+	c, err := config.Resolve(configtest.MustParse(t, y), b.kernel())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,15 +151,11 @@ func (b *box) apply(t *testing.T, y string) *Result {
 }
 
 func (b *box) tryApply(k *Kernel, y string) (*Result, error) {
-	cur, err := b.nft.Read()
-	if err != nil {
-		return nil, err
-	}
 	parsed, err := config.Parse("f.yaml", []byte(y))
 	if err != nil {
 		return nil, err
 	}
-	c, err := plan.Assign(parsed, cur.Records)
+	c, err := config.Resolve(parsed, k)
 	if err != nil {
 		return nil, err
 	}
@@ -226,6 +218,9 @@ func TestApplyFromEmpty(t *testing.T) {
 	if got, want := res.Writes, b.routes.Writes()+b.nft.Writes(); got != want {
 		t.Errorf("Result.Writes = %d, the fakes saw %d", got, want)
 	}
+	if !res.Table {
+		t.Error("Result.Table false: the table was written")
+	}
 	// The originals are in the table before the first sysctl is written.
 	if first := b.nft.Transcript[0]; !strings.Contains(first, "net/ipv4/conf/wan1/rp_filter=1") || !strings.Contains(b.log[0], "add chain inet flowpin state") {
 		t.Errorf("first nft transaction does not save the originals:\n%s", first)
@@ -236,8 +231,8 @@ func TestApplyFromEmpty(t *testing.T) {
 
 	b.resetTranscripts()
 	res = b.apply(t, cfg(isp1(3), isp2(1)))
-	if res.Writes != 0 || b.routes.Writes() != 0 || b.nft.Writes() != 0 {
-		t.Errorf("second apply wrote %d times:\n%s", res.Writes, b.transcript())
+	if res.Writes != 0 || b.routes.Writes() != 0 || b.nft.Writes() != 0 || res.Table {
+		t.Errorf("second apply wrote %d times (table: %v):\n%s", res.Writes, res.Table, b.transcript())
 	}
 
 	b.resetTranscripts()
@@ -668,12 +663,12 @@ func TestPrepareErrors(t *testing.T) {
 
 // nft.Spec.Current reads back as UpToDate, which the fake relies on.
 func TestSpecCurrentIsUpToDate(t *testing.T) {
-	s := nft.Spec{Mask: 0xff00, Links: []nft.Link{{Name: "a", Iface: "x", Mark: 0x100}}, Records: []string{"sysctl a=1"}}
+	s := nft.Spec{Mask: 0xff00, Links: []nft.Link{{Name: "a", Iface: "x", Mark: 0x100}}, Records: nft.Records{Sysctls: []nft.SysctlRecord{{Key: "a", Value: "1"}}}}
 	if !s.UpToDate(s.Current()) {
 		t.Error("Spec.Current is not UpToDate with its spec")
 	}
 	other := s
-	other.Records = nil
+	other.Records = nft.Records{}
 	if other.UpToDate(s.Current()) {
 		t.Error("a spec with other records is UpToDate")
 	}
@@ -817,11 +812,7 @@ func TestSummaryCountsTheMultipathRoute(t *testing.T) {
 		{"isp2 a backup", cfg(isp1(1), linkYAML("isp2", "wan2", "198.51.100.1", 1, ", tier: 2")),
 			"applied: 1 of 2 links in the multipath route (on standby in a lower tier: isp2), 7 kernel writes"},
 	} {
-		c, err := plan.Assign(configtest.MustParse(t, tc.y), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := b.kernel().Prepare(c)
+		d, err := b.kernel().Prepare(b.resolve(t, tc.y))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -84,7 +85,7 @@ type Link struct {
 	Table        int
 	Mark         uint32
 	// TableSet and MarkSet: the config gave them. Otherwise they are
-	// defaults that plan.Assign replaces with the link's recorded ones.
+	// defaults that Assign replaces with the link's recorded ones.
 	TableSet, MarkSet bool
 	// Tier places the link in the default policy: it takes new flows
 	// only when no link of a lower tier is up. Default 1.
@@ -529,7 +530,7 @@ func (c *Config) fillTable(i int, raw *int64, u *used) error {
 		}
 		l.Table = int(id)
 	}
-	// Only explicit values can collide: plan.Assign moves a default out
+	// Only explicit values can collide: Assign moves a default out
 	// of their way.
 	if !l.TableSet {
 		return nil
@@ -642,7 +643,7 @@ func CheckMark(m int64, mask uint32) error {
 
 // MaskValues lists the first link marks under mask: 1, 2, 3... shifted to
 // the mask's lowest bit, skipping values with bits outside the mask. The
-// config gives links these by position; plan.Assign hands out the same
+// config gives links these by position; Assign hands out the same
 // values, in the same order.
 func MaskValues(mask uint32) []uint32 { return maskValues(mask, MaxLinks) }
 
@@ -677,13 +678,16 @@ func maskValues(mask uint32, limit int) []uint32 {
 
 // validInterface is the kernel's dev_valid_name (net/core/dev.c): 1 to 15
 // bytes, not "." or "..", no '/', ':' or white space. flowpin also refuses
-// '"' (it quotes names in nft rules) and control characters.
+// what nft's language cannot write as it is, since `plan` prints the
+// names in nft rules for an operator to run: '"' (a string cannot hold
+// one), '\' (flowpin's nft text escapes it, nft does not unescape it), '*'
+// (a trailing one is a wildcard) and characters that do not print.
 func validInterface(s string) bool {
 	if s == "" || len(s) > 15 || s == "." || s == ".." {
 		return false
 	}
 	for _, r := range s {
-		if r == '/' || r == ':' || r == '"' || r <= ' ' || r == 0x7f {
+		if r == '/' || r == ':' || r == '"' || r == '\\' || r == '*' || r <= ' ' || !unicode.IsPrint(r) {
 			return false
 		}
 	}

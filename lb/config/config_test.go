@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -159,6 +160,10 @@ var errorCases = []struct {
 	{"missing gateway", "links:\n  - name: a\n    interface: x\n", `f.yaml:2: links[0].gateway: missing for link "a": give gateway (IPv4: an address, or auto), gateway6 (IPv6: an address, or auto), or both`},
 	{"missing interface", "links:\n  - name: a\n    gateway: 10.0.0.1\n", `f.yaml:2: links[0].interface: missing for link "a"`},
 	{"interface with colon", "links:\n  - {name: a, interface: 'eth0:1', gateway: 10.0.0.1}\n", `f.yaml:2: links[0].interface: "eth0:1" is not a valid interface name`},
+	{"interface with a backslash", "links:\n  - {name: a, interface: 'w\\x', gateway: 10.0.0.1}\n", `f.yaml:2: links[0].interface: "w\\x" is not a valid interface name`},
+	{"interface with a star", "links:\n  - {name: a, interface: 'wan*', gateway: 10.0.0.1}\n", `f.yaml:2: links[0].interface: "wan*" is not a valid interface name`},
+	{"interface with a newline", "links:\n  - {name: a, interface: \"w\\nid\", gateway: 10.0.0.1}\n", `f.yaml:2: links[0].interface: "w\nid" is not a valid interface name`},
+	{"interface that does not print", "links:\n  - {name: a, interface: \"w\\u200bx\", gateway: 10.0.0.1}\n", `f.yaml:2: links[0].interface: "w\u200bx" is not a valid interface name`},
 	{"interface too long", "links:\n  - {name: a, interface: abcdefghijklmnop, gateway: 10.0.0.1}\n", `f.yaml:2: links[0].interface: "abcdefghijklmnop" is not a valid interface name`},
 	{"same interface", "links:\n  - {name: a, interface: x, gateway: 10.0.0.1}\n  - {name: b, interface: x, gateway: 10.0.0.2}\n", `f.yaml:3: links[1].interface: "x" is already used by links[0]`},
 	{"reserved table", "links:\n  - {name: a, interface: x, gateway: 10.0.0.1, table: 254}\n", "f.yaml:2: links[0].table: 254 is reserved by the kernel (0 unspec, 252 compat, 253 default, 254 main, 255 local)"},
@@ -487,5 +492,21 @@ func TestParseConfigQuality(t *testing.T) {
 				t.Errorf("check (-want +got):\n%s", d)
 			}
 		})
+	}
+}
+
+// Interface names the kernel takes that a shell would not read as one
+// word are valid: plan quotes them.
+func TestParseShellHostileInterfaces(t *testing.T) {
+	for _, name := range []string{"w;id>x", "w$(id)", "w`id`", "w'x", "a=b", "-x", "wän"} {
+		y := fmt.Sprintf("links:\n  - {name: a, interface: %s, gateway: 10.0.0.1}\n", strconv.Quote(name))
+		c, err := Parse("f.yaml", []byte(y))
+		if err != nil {
+			t.Errorf("%q: %v", name, err)
+			continue
+		}
+		if c.Links[0].Interface != name {
+			t.Errorf("%q: read as %q", name, c.Links[0].Interface)
+		}
 	}
 }

@@ -1,3 +1,17 @@
+// Why this file walks the YAML node tree by reflection instead of letting
+// yaml.v3 decode into the raw structs with Decoder.KnownFields(true):
+// yaml.v3's errors name a line and a Go type ("line 7: field intervl not
+// found in type config.rawCheck", "cannot unmarshal !!str `x` into int"),
+// not the field a user wrote. Walking the nodes, every error names the
+// field's path and its line, says what was wanted in the config's words,
+// and suggests the nearest known key:
+//
+//	f.yaml:7: links[0].check: unknown key "intervl" (did you mean "interval"?)
+//
+// It also bounds the work of aliases and merge keys (maxNodes), and
+// refuses a quoted number or duration with a reason. Scalars are still
+// decoded by yaml.v3 (Node.Decode). FuzzParse (fuzz_test.go) fuzzes it.
+
 package config
 
 import (
@@ -11,12 +25,9 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// The decoder fills the raw structs from the YAML node tree by reflection,
-// so that every error knows the path of the value it is about
-// (links[0].check.interval) and the line it is on. The known keys of a
-// section are the yaml tags of its raw struct: a new section is a new
-// struct field, nothing more. A slice field may carry `max:"N"`, the most
-// elements it takes.
+// The known keys of a section are the yaml tags of its raw struct: a new
+// section is a new struct field, nothing more. A slice field may carry
+// `max:"N"`, the most elements it takes.
 
 // maxNodes bounds the work of one decode. Aliases and merge keys can make
 // a small file stand for an exponentially large tree; no real config comes

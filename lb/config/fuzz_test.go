@@ -125,7 +125,7 @@ func checkInvariants(t *testing.T, c *Config) {
 	tables := map[int]bool{c.BalanceTable: true}
 	marks := map[uint32]bool{}
 	// Every table and mark is valid; explicit ones are also distinct
-	// (plan.Assign moves a default out of their way).
+	// (Assign moves a default out of their way).
 	for _, l := range c.Links {
 		if err := CheckTableID(int64(l.Table)); err != nil || (l.TableSet && tables[l.Table]) {
 			t.Fatalf("link %s table %d: %v (or used twice)", l.Name, l.Table, err)
@@ -245,7 +245,7 @@ func checkPolicyInvariants(t *testing.T, c *Config) {
 }
 
 // render writes c back as YAML with every value explicit, but for
-// default tables and marks, which plan.Assign may still move.
+// default tables and marks, which Assign may still move.
 func render(t *testing.T, c *Config) []byte {
 	t.Helper()
 	i64 := func(v int64) *int64 { return &v }

@@ -3,7 +3,9 @@ package config
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
+	"unicode"
 )
 
 // Policy is an ordered list of tiers of links: new flows of the policy go
@@ -66,6 +68,23 @@ const (
 	// BypassPolicy routes by the main table and never pins the flow.
 	BypassPolicy = "main"
 )
+
+// PolicyEnvName is the variable a hook reads a policy's active tier
+// from: FLOWPIN_POLICY_<NAME>_TIER (IPv4; with a 6 appended for IPv6),
+// the name upper-cased with every character that is not an ASCII letter
+// or digit replaced by '_'. Distinct names can give one variable
+// ("cable-first", "cable_first"); the config refuses that.
+func PolicyEnvName(policy string) string {
+	var b strings.Builder
+	for _, c := range policy {
+		if c < unicode.MaxASCII && (unicode.IsLetter(c) || unicode.IsDigit(c)) {
+			b.WriteRune(unicode.ToUpper(c))
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	return "FLOWPIN_POLICY_" + b.String() + "_TIER"
+}
 
 // Proto is a rule's protocol selector.
 type Proto string

@@ -54,9 +54,13 @@ func (c *Config) takeMarks(m *marks, field string, routed int, bypass bool) erro
 // fillPolicies takes policies, rules and default_policy, after the links.
 func (c *Config) fillPolicies(raw *rawConfig) error {
 	m := &marks{values: len(AllMaskValues(c.MarkMask)), links: len(c.Links)}
+	vars := hookVars{PolicyEnvName(DefaultPolicy): {name: DefaultPolicy}}
 	for k := range raw.Policies {
 		p, err := c.fillPolicy(k, &raw.Policies[k])
 		if err != nil {
+			return err
+		}
+		if err := c.claimHookVar(vars, fmt.Sprintf("policies[%d].name", k), p.Name); err != nil {
 			return err
 		}
 		c.Policies = append(c.Policies, p)
@@ -76,6 +80,9 @@ func (c *Config) fillPolicies(raw *rawConfig) error {
 			r.Target, added = c.target(r.Policy)
 			if added {
 				routed++
+				if err := c.claimHookVar(vars, fmt.Sprintf("rules[%d].policy", i), r.Policy); err != nil {
+					return err
+				}
 			}
 		}
 		if r.Sticky > 0 {
@@ -89,7 +96,28 @@ func (c *Config) fillPolicies(raw *rawConfig) error {
 			return err
 		}
 	}
-	return c.fillUnmatched(raw.DefaultPolicy, m)
+	return c.fillUnmatched(raw.DefaultPolicy, m, vars)
+}
+
+// hookVars maps each policy's hook variable (PolicyEnvName) to where the
+// policy comes from: the field that named it first ("" for the built-in
+// default) and its name.
+type hookVars map[string]struct{ field, name string }
+
+// claimHookVar refuses a policy whose hook variable another policy already
+// has: a hook would read one policy's tier and could not tell which.
+func (c *Config) claimHookVar(vars hookVars, field, name string) error {
+	env := PolicyEnvName(name)
+	prev, taken := vars[env]
+	if !taken {
+		vars[env] = struct{ field, name string }{field, name}
+		return nil
+	}
+	other := "the built-in policy " + quote(prev.name)
+	if prev.field != "" {
+		other = fmt.Sprintf("%s (%s, line %d)", quote(prev.name), prev.field, c.lines.line(prev.field))
+	}
+	return c.FieldError(field, "%s and %s both give the on_change hook the variable %s: rename one", quote(name), other, env)
 }
 
 // target is the index in c.Policies of the policy named name, known to
@@ -141,7 +169,7 @@ func (c *Config) checkPolicyRef(field, name string, mainOK bool) error {
 	return c.FieldError(field, "%s", msg)
 }
 
-func (c *Config) fillUnmatched(name string, m *marks) error {
+func (c *Config) fillUnmatched(name string, m *marks, vars hookVars) error {
 	if err := c.checkPolicyRef("default_policy", name, false); err != nil {
 		return err
 	}
@@ -150,10 +178,13 @@ func (c *Config) fillUnmatched(name string, m *marks) error {
 	}
 	k, added := c.target(name)
 	c.Unmatched = k
-	if added {
-		return c.takeMarks(m, "default_policy", 1, false)
+	if !added {
+		return nil
 	}
-	return nil
+	if err := c.claimHookVar(vars, "default_policy", name); err != nil {
+		return err
+	}
+	return c.takeMarks(m, "default_policy", 1, false)
 }
 
 func (c *Config) fillPolicy(k int, rp *rawPolicy) (Policy, error) {

@@ -262,6 +262,14 @@ var policyErrorCases = []struct {
 	{"default_policy main", threeLinks + "default_policy: main\n", `f.yaml:5: default_policy: "main" cannot be the policy of unmatched flows: name a policy, a link or default (a rule with policy main bypasses flowpin)`},
 	{"default_policy a list", threeLinks + "default_policy: [fiber]\n", "f.yaml:5: default_policy: want a single value, not a list"},
 
+	// Hook variables: two policies must not give the on_change hook one
+	// FLOWPIN_POLICY_<NAME>_TIER.
+	{"policies whose hook variables collide", threeLinks + "policies:\n  - {name: cable-first, tiers: [[cable]]}\n  - {name: cable_first, tiers: [[fiber]]}\n", `f.yaml:7: policies[1].name: "cable_first" and "cable-first" (policies[0].name, line 6) both give the on_change hook the variable FLOWPIN_POLICY_CABLE_FIRST_TIER: rename one`},
+	{"policy Default", threeLinks + "policies:\n  - {name: Default, tiers: [[cable]]}\n", `f.yaml:6: policies[0].name: "Default" and the built-in policy "default" both give the on_change hook the variable FLOWPIN_POLICY_DEFAULT_TIER: rename one`},
+	{"policy and link of rules", threeLinks + "policies:\n  - {name: FIBER, tiers: [[cable]]}\nrules:\n  - {name: a, policy: FIBER}\n  - name: b\n    policy: fiber\n", `f.yaml:10: rules[1].policy: "fiber" and "FIBER" (policies[0].name, line 6) both give the on_change hook the variable FLOWPIN_POLICY_FIBER_TIER: rename one`},
+	{"links of rules", "links:\n  - {name: isp-1, interface: x, gateway: 10.0.0.1}\n  - {name: isp_1, interface: y, gateway: 10.0.0.1}\nrules:\n  - {name: a, policy: isp-1}\n  - {name: b, policy: isp_1}\n", `f.yaml:6: rules[1].policy: "isp_1" and "isp-1" (rules[0].policy, line 5) both give the on_change hook the variable FLOWPIN_POLICY_ISP_1_TIER: rename one`},
+	{"link of default_policy", "links:\n  - {name: isp-1, interface: x, gateway: 10.0.0.1}\n  - {name: isp_1, interface: y, gateway: 10.0.0.1}\nrules:\n  - {name: a, policy: isp-1}\ndefault_policy: isp_1\n", `f.yaml:6: default_policy: "isp_1" and "isp-1" (rules[0].policy, line 5) both give the on_change hook the variable FLOWPIN_POLICY_ISP_1_TIER: rename one`},
+
 	// The mark space and the ip rule layout.
 	{"too many policies for the mask", "mark_mask: 0x0f00\n" + threeLinks + somePolicies(13), "f.yaml:19: policies[12]: mark_mask 0xf00 has 15 mark values; the 3 links and the policies and sticky rules up to here need 16"},
 	{"too many sticky rules for the mask", "mark_mask: 0x0700\n" + threeLinks + stickyRules(5), "f.yaml:11: rules[4]: mark_mask 0x700 has 7 mark values; the 3 links and the policies and sticky rules up to here need 8"},
@@ -302,6 +310,7 @@ func TestParsePolicyLimits(t *testing.T) {
 		"ports 1 and 65535":                  threeLinks + "rules:\n  - {name: a, proto: tcp, src_ports: [1, \"1-65535\", 65535], policy: default}\n",
 		"IPv6 rule on a dual-stack policy":   "links:\n  - {name: a, interface: x, gateway: 10.0.0.1}\n  - {name: b, interface: y, gateway6: auto}\npolicies:\n  - {name: p, tiers: [[a], [b]]}\nrules:\n  - {name: r, dst: ['2001:db8::/32'], policy: p}\n",
 		"mixed families on one side":         "links:\n  - {name: a, interface: x, gateway: 10.0.0.1, gateway6: auto}\nrules:\n  - {name: a, src: [10.0.0.0/8, '2001:db8::/32'], dst: ['2001:db8:1::/48'], policy: default}\n",
+		"policies that differ as variables":  threeLinks + "policies:\n  - {name: cable-first, tiers: [[cable]]}\n  - {name: cable-first2, tiers: [[fiber]]}\n  - {name: default2, tiers: [[lte]]}\nrules:\n  - {name: a, policy: fiber}\n  - {name: b, policy: fiber}\n",
 		"main bypass in the last mark value": "mark_mask: 0x0300\nlinks:\n  - {name: a, interface: x, gateway: 10.0.0.1}\n  - {name: b, interface: y, gateway: 10.0.0.1}\nrules:\n  - {name: r, policy: main}\n",
 	} {
 		if _, err := Parse("f.yaml", []byte(y)); err != nil {

@@ -5,12 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/user"
-	"path/filepath"
 	"slices"
 	"sync"
 	"syscall"
@@ -18,43 +16,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"flowpin/lb/ctl"
 	"flowpin/lb/health"
 	"flowpin/lb/nslock"
 	"flowpin/lb/status"
 )
-
-// SocketDir holds the daemons' sockets, one per network namespace. Only
-// root can create files in it (0755, owned by root), so no other user can
-// bind a socket there before the daemon does and answer in its place.
-//
-// A unix socket in the file system is reachable from every network
-// namespace, unlike an abstract one; so each socket is named after the
-// namespace it serves (SocketPath), and `ip netns exec NS flowpin status`
-// finds the socket of NS because it runs in NS. /run is not part of what
-// `ip netns exec` changes (it bind-mounts only /etc/netns/NS/* and /sys:
-// ip-netns(8)).
-const SocketDir = nslock.DefaultDir
-
-// GroupName is the group whose members may read the daemon's status
-// through its socket. When it does not exist, only root may.
-const GroupName = "flowpin"
-
-var (
-	// ErrNoDaemon: no `flowpin run` in this network namespace.
-	ErrNoDaemon = errors.New("no flowpin daemon runs in this network namespace")
-	// ErrNotPermitted: the socket exists but this user may not open it.
-	ErrNotPermitted = errors.New("not permitted to read the flowpin daemon's status: join group " + GroupName + " or run as root")
-)
-
-// SocketPath is the socket for the network namespace this process is in,
-// in dir: named after the namespace's identity (nslock.ID), like its locks.
-func SocketPath(dir string) (string, error) {
-	id, err := nslock.ID()
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(dir, id+".sock"), nil
-}
 
 // apiListener removes its socket file on Close, if the file is still the
 // one it bound.
@@ -76,24 +42,24 @@ func (l *apiListener) Close() error {
 	return err
 }
 
-// ListenAPI claims this network namespace's socket in SocketDir. A
+// ListenAPI claims this network namespace's socket in ctl.SocketDir. A
 // second daemon in the same namespace fails here, before it touches
 // anything; a socket file left by a daemon that was killed is replaced.
 func ListenAPI() (net.Listener, error) {
 	gid, mode := 0, os.FileMode(0o600)
-	if g, err := user.LookupGroup(GroupName); err == nil {
+	if g, err := user.LookupGroup(ctl.GroupName); err == nil {
 		if _, err := fmt.Sscan(g.Gid, &gid); err == nil {
 			mode = 0o660
 		}
 	}
-	return listenAPI(SocketDir, gid, mode)
+	return listenAPI(ctl.SocketDir, gid, mode)
 }
 
 func listenAPI(dir string, gid int, mode os.FileMode) (net.Listener, error) {
 	if err := nslock.OwnDir(dir); err != nil {
 		return nil, err
 	}
-	path, err := SocketPath(dir)
+	path, err := ctl.SocketPath(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +96,7 @@ func listenAPI(dir string, gid int, mode os.FileMode) (net.Listener, error) {
 	if gid != os.Getegid() {
 		// Giving a file to a group one is not in takes CAP_CHOWN.
 		if err = os.Chown(tmp, -1, gid); err != nil {
-			err = fmt.Errorf("give it to group %s (gid %d; this needs CAP_CHOWN): %w", GroupName, gid, err)
+			err = fmt.Errorf("give it to group %s (gid %d; this needs CAP_CHOWN): %w", ctl.GroupName, gid, err)
 		}
 	}
 	if err == nil {
@@ -157,7 +123,7 @@ func answers(path string) (bool, error) {
 	switch {
 	case err == nil:
 		defer c.Close()
-		cred, err := peerCred(c.(*net.UnixConn))
+		cred, err := ctl.PeerCred(c.(*net.UnixConn))
 		return err == nil && int(cred.Uid) == os.Geteuid(), nil
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, os.ErrNotExist):
 		return false, nil
@@ -242,38 +208,54 @@ type limits struct {
 	// MaxConns connections are served at once; more are closed as soon
 	// as they are accepted.
 	MaxConns int
-	// RootConns more are kept for clients running as root, on unix
-	// sockets (where the kernel says who connects): a member of group
-	// flowpin holding every ordinary slot cannot lock root out.
+	// PerClient of them at most go to one client (0: no such cap): one
+	// user, when the kernel names the client's user (see kernelClient),
+	// else one address. A client holding its share cannot keep the
+	// others out.
+	PerClient int
+	// RootConns more are kept for clients the kernel says run as root
+	// (on the unix socket, and local TCP clients), who are not held to
+	// PerClient: a member of group flowpin, or any local user on the
+	// metrics port, holding every ordinary slot cannot lock root out.
 	RootConns int
 	// A connection that sends no complete request header in ReadHeader,
 	// or stays idle between requests longer than Idle, is closed.
 	ReadHeader, Read, Write, Idle time.Duration
-	MaxHeaderBytes                int
+	// Conn is the whole life of a connection: it is closed Conn after it
+	// was accepted, whatever it is doing. The timeouts above are armed
+	// again for each request, so without it a client trickling one slow
+	// request after another would keep its slot for ever.
+	Conn           time.Duration
+	MaxHeaderBytes int
 }
 
 // defaultLimits are for a handful of local clients (flowpin status, a
-// Prometheus scraper). Write leaves time to dump a large conntrack table.
+// Prometheus scraper, a browser on the status page). Write leaves time to
+// dump a large conntrack table; Conn leaves time for one such request.
 var defaultLimits = limits{
 	MaxConns:       16,
+	PerClient:      4,
 	RootConns:      4,
 	ReadHeader:     2 * time.Second,
 	Read:           5 * time.Second,
 	Write:          30 * time.Second,
 	Idle:           5 * time.Second,
+	Conn:           40 * time.Second,
 	MaxHeaderBytes: 8 << 10,
 }
 
 // Serve answers h on ln until ctx ends, within defaultLimits. Every
 // server of the daemon goes through here, so no client, however many
 // connections it opens and however long it holds them, can take more
-// than MaxConns descriptors and their buffers from the daemon, whose
-// control loop needs descriptors for its own syncs and probes.
+// than its share of MaxConns descriptors and their buffers from the
+// daemon, whose control loop needs descriptors for its own syncs and
+// probes.
 func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
-	return serve(ctx, ln, h, defaultLimits)
+	return serve(ctx, ln, h, defaultLimits, kernelClient)
 }
 
-func serve(ctx context.Context, ln net.Listener, h http.Handler, lim limits) error {
+// serve answers h on ln within lim, telling clients apart with who.
+func serve(ctx context.Context, ln net.Listener, h http.Handler, lim limits, who func(net.Conn) client) error {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: lim.ReadHeader,
@@ -281,30 +263,45 @@ func serve(ctx context.Context, ln net.Listener, h http.Handler, lim limits) err
 		WriteTimeout:      lim.Write,
 		IdleTimeout:       lim.Idle,
 		MaxHeaderBytes:    lim.MaxHeaderBytes,
-		ConnContext:       connPeer,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if cc, ok := c.(*capConn); ok {
+				ctx = context.WithValue(ctx, clientKey{}, cc.client)
+			}
+			return connPeer(ctx, c)
+		},
 	}
 	stop := context.AfterFunc(ctx, func() { _ = srv.Close() })
 	defer stop()
-	cl := &capListener{Listener: ln, free: make(chan struct{}, lim.MaxConns)}
-	if _, ok := ln.Addr().(*net.UnixAddr); ok && lim.RootConns > 0 {
-		cl.root = make(chan struct{}, lim.RootConns)
-	}
-	err := srv.Serve(cl)
+	err := srv.Serve(&capListener{Listener: ln, lim: lim, who: who, per: map[string]int{}})
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
 	return err
 }
 
-// capListener accepts at most cap(free) connections at once and closes
-// the ones beyond at once. golang.org/x/net/netutil.LimitListener would
+type clientKey struct{}
+
+// clientOf is who sent r, as the server's listener saw it.
+func clientOf(r *http.Request) client {
+	c, _ := r.Context().Value(clientKey{}).(client)
+	return c
+}
+
+// capListener accepts at most lim.MaxConns connections at once (and
+// lim.PerClient per client, lim.RootConns more for root) and closes the
+// ones beyond at once. golang.org/x/net/netutil.LimitListener would
 // instead stop accepting, leaving the excess queued in the kernel: behind
 // thousands of queued idle connections a real client would wait minutes,
-// and the queue would drain only one timeout per batch.
+// and the queue would drain only one timeout per batch; nor can it tell
+// clients apart.
 type capListener struct {
 	net.Listener
-	free chan struct{}
-	root chan struct{} // nil: no slots kept for root
+	lim limits
+	who func(net.Conn) client
+
+	mu   sync.Mutex
+	used int
+	per  map[string]int
 }
 
 func (l *capListener) Accept() (net.Conn, error) {
@@ -313,35 +310,64 @@ func (l *capListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if slot := l.slot(c); slot != nil {
-			return &capConn{Conn: c, release: func() { <-slot }}, nil
+		// When even root's slots are taken, close before asking the
+		// kernel who it is: a flood costs an accept and a close.
+		if l.full() {
+			c.Close()
+			continue
 		}
-		c.Close()
+		who := l.who(c)
+		if !l.take(who) {
+			c.Close()
+			continue
+		}
+		cc := &capConn{Conn: c, client: who, release: func() { l.release(who) }}
+		if l.lim.Conn > 0 {
+			cc.end = time.Now().Add(l.lim.Conn)
+			_ = c.SetDeadline(cc.end)
+		}
+		return cc, nil
 	}
 }
 
-// slot takes a free slot for c, and returns its pool, or nil if none is
-// free.
-func (l *capListener) slot(c net.Conn) chan struct{} {
-	select {
-	case l.free <- struct{}{}:
-		return l.free
-	default:
-	}
-	if uc, ok := c.(*net.UnixConn); ok && l.root != nil {
-		if cred, err := peerCred(uc); err == nil && cred.Uid == 0 {
-			select {
-			case l.root <- struct{}{}:
-				return l.root
-			default:
-			}
-		}
-	}
-	return nil
+func (l *capListener) full() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.used >= l.lim.MaxConns+l.lim.RootConns
 }
 
+// take counts a connection of who, or says there is no slot for it.
+func (l *capListener) take(who client) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if who.root() {
+		if l.used >= l.lim.MaxConns+l.lim.RootConns {
+			return false
+		}
+	} else if l.used >= l.lim.MaxConns || (l.lim.PerClient > 0 && l.per[who.key] >= l.lim.PerClient) {
+		return false
+	}
+	l.used++
+	l.per[who.key]++
+	return true
+}
+
+func (l *capListener) release(who client) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.used--
+	if l.per[who.key]--; l.per[who.key] <= 0 {
+		delete(l.per, who.key)
+	}
+}
+
+// capConn is an accepted connection holding its slot until closed, and
+// its deadlines never later than end: the server sets them again for
+// each request, and must not push them past the connection's life.
 type capConn struct {
 	net.Conn
+	client  client
+	end     time.Time // zero: no limit
 	once    sync.Once
 	release func()
 }
@@ -352,118 +378,14 @@ func (c *capConn) Close() error {
 	return err
 }
 
-// QueryHealth asks this namespace's daemon for its view of the links.
-func QueryHealth(ctx context.Context) ([]health.LinkHealth, error) {
-	var out []health.LinkHealth
-	return out, query(ctx, SocketDir, 0, "/health", &out)
-}
+func (c *capConn) SetDeadline(t time.Time) error      { return c.Conn.SetDeadline(c.clamp(t)) }
+func (c *capConn) SetReadDeadline(t time.Time) error  { return c.Conn.SetReadDeadline(c.clamp(t)) }
+func (c *capConn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(c.clamp(t)) }
 
-// QueryStatus asks this namespace's daemon for the whole status.
-func QueryStatus(ctx context.Context) (*status.Status, error) {
-	var out status.Status
-	if err := query(ctx, SocketDir, 0, "/status", &out); err != nil {
-		return nil, err
+// clamp is t, or end if t is later (or none).
+func (c *capConn) clamp(t time.Time) time.Time {
+	if !c.end.IsZero() && (t.IsZero() || t.After(c.end)) {
+		return c.end
 	}
-	return &out, nil
-}
-
-// maxAnswer bounds what is read of an answer.
-const maxAnswer = 16 << 20
-
-// query GETs path from the daemon whose socket is in dir, trusting only a
-// server running as uid trust, and decodes the JSON answer into out.
-func query(ctx context.Context, dir string, trust uint32, path string, out any) error {
-	sock, err := SocketPath(dir)
-	if err != nil {
-		return err
-	}
-	c := &http.Client{
-		Timeout: 5 * time.Second,
-		Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return dialTrusted(ctx, sock, trust)
-			},
-			DisableKeepAlives: true,
-		},
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://flowpin"+path, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		var ue *untrustedError
-		switch {
-		case errors.Is(err, ErrNoDaemon):
-			return ErrNoDaemon
-		case errors.Is(err, ErrNotPermitted):
-			return ErrNotPermitted
-		case errors.As(err, &ue):
-			return ue
-		}
-		return fmt.Errorf("ask the daemon: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		// The body is the daemon's error message, to be shown to the
-		// user: escaped, one line, short.
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("the daemon answered %d: %s", resp.StatusCode, status.Printable(string(b)))
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxAnswer)).Decode(out); err != nil {
-		return fmt.Errorf("decode the daemon's answer: %w", err)
-	}
-	return nil
-}
-
-type untrustedError struct {
-	path string
-	uid  uint32
-}
-
-func (e *untrustedError) Error() string {
-	return fmt.Sprintf("%s is served by uid %d, not by root: ignoring it (someone else's process; remove the socket and restart flowpin run)", e.path, e.uid)
-}
-
-// dialTrusted connects to the socket and checks, with SO_PEERCRED, that
-// the process serving it runs as uid trust (root): nobody else may speak
-// for the daemon.
-func dialTrusted(ctx context.Context, path string, trust uint32) (net.Conn, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", path)
-	switch {
-	case errors.Is(err, os.ErrNotExist), errors.Is(err, syscall.ECONNREFUSED):
-		return nil, ErrNoDaemon
-	case errors.Is(err, os.ErrPermission):
-		return nil, ErrNotPermitted
-	case err != nil:
-		return nil, err
-	}
-	cred, err := peerCred(c.(*net.UnixConn))
-	if err != nil {
-		c.Close()
-		return nil, fmt.Errorf("credentials of %s: %w", path, err)
-	}
-	if cred.Uid != trust {
-		c.Close()
-		return nil, &untrustedError{path: path, uid: cred.Uid}
-	}
-	return c, nil
-}
-
-// peerCred reads the credentials of the process that created the listening
-// socket, as the kernel recorded them (socket(7) SO_PEERCRED).
-func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return nil, err
-	}
-	return cred, cerr
+	return t
 }

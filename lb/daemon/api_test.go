@@ -1,12 +1,14 @@
 package daemon
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -16,8 +18,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"flowpin/lb/ctl"
 	"flowpin/lb/health"
 	"flowpin/lb/status"
 )
@@ -45,7 +49,7 @@ func startAPI(t *testing.T, dir string, src Source) (net.Listener, string) {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = ServeAPI(ctx, ln, src) }()
 	t.Cleanup(func() { cancel(); <-done })
-	path, err := SocketPath(dir)
+	path, err := ctl.SocketPath(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +61,8 @@ func TestAPISocket(t *testing.T) {
 	src := &fakeSource{health: []health.LinkHealth{{Name: "isp1", State: health.StateUp, Reason: "ok"}}}
 	uid := uint32(os.Geteuid())
 
-	if err := query(context.Background(), dir, uid, "/health", new([]health.LinkHealth)); !errors.Is(err, ErrNoDaemon) {
+	asker := ctl.Client{Dir: dir, Trust: uid}
+	if _, err := asker.Health(context.Background()); !errors.Is(err, ctl.ErrNoDaemon) {
 		t.Fatalf("before any daemon: %v, want ErrNoDaemon", err)
 	}
 	ln, path := startAPI(t, dir, src)
@@ -73,20 +78,17 @@ func TestAPISocket(t *testing.T) {
 		t.Errorf("dir holds %v, want only the socket", ents)
 	}
 
-	var h []health.LinkHealth
-	if err := query(context.Background(), dir, uid, "/health", &h); err != nil || len(h) != 1 || h[0].Reason != "ok" {
+	if h, err := asker.Health(context.Background()); err != nil || len(h) != 1 || h[0].Reason != "ok" {
 		t.Errorf("health: %v %+v", err, h)
 	}
-	var s status.Status
-	if err := query(context.Background(), dir, uid, "/status", &s); err != nil || !s.Daemon || s.Links[0].Name != "isp1" {
+	if s, err := asker.Status(context.Background()); err != nil || !s.Daemon || s.Links[0].Name != "isp1" {
 		t.Errorf("status: %v %+v", err, s)
 	}
 
 	// A server running as another user is not believed. (The product
 	// trusts uid 0; here the server's uid is compared with another one.)
-	err := query(context.Background(), dir, uid+1, "/health", &h)
-	var ue *untrustedError
-	if !errors.As(err, &ue) || ue.uid != uid || !strings.Contains(err.Error(), "not by root") {
+	_, err := ctl.Client{Dir: dir, Trust: uid + 1}.Health(context.Background())
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("served by uid %d, not by root", uid)) {
 		t.Errorf("server uid %d, trusting uid %d: %v", uid, uid+1, err)
 	}
 
@@ -107,7 +109,7 @@ func TestAPISocketStale(t *testing.T) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	path, err := SocketPath(dir)
+	path, err := ctl.SocketPath(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,8 +121,8 @@ func TestAPISocketStale(t *testing.T) {
 	dead.Close()
 	src := &fakeSource{health: []health.LinkHealth{{Name: "isp1"}}}
 	startAPI(t, dir, src)
-	var h []health.LinkHealth
-	if err := query(context.Background(), dir, uint32(os.Geteuid()), "/health", &h); err != nil || len(h) != 1 {
+	h, err := ctl.Client{Dir: dir, Trust: uint32(os.Geteuid())}.Health(context.Background())
+	if err != nil || len(h) != 1 {
 		t.Errorf("after replacing the stale socket: %v %v", err, h)
 	}
 }
@@ -216,7 +218,7 @@ func TestServeLimits(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- serve(ctx, ln, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }), lim)
+		done <- serve(ctx, ln, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }), lim, kernelClient)
 	}()
 	defer func() {
 		cancel()
@@ -294,7 +296,7 @@ func TestAPIRefusesNonRootServer(t *testing.T) {
 	if err := os.Chmod(dir, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	path, err := SocketPath(dir)
+	path, err := ctl.SocketPath(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,19 +325,306 @@ func TestAPIRefusesNonRootServer(t *testing.T) {
 	go http.Serve(r.ln, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, `[{"name":"isp1","state":"up","reason":"forged\u001b[2J"}]`)
 	}))
-	var h []health.LinkHealth
-	err = query(context.Background(), dir, 0, "/health", &h)
+	asker := ctl.Client{Dir: dir}
+	h, err := asker.Health(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "served by uid 65534, not by root") {
 		t.Errorf("server as nobody: %v %v", err, h)
 	}
 
 	// The daemon takes the name back (and the directory: 0777 before).
 	startAPI(t, dir, &fakeSource{health: []health.LinkHealth{{Name: "isp1", Reason: "real"}}})
-	h = nil
-	if err := query(context.Background(), dir, 0, "/health", &h); err != nil || len(h) != 1 || h[0].Reason != "real" {
+	if h, err = asker.Health(context.Background()); err != nil || len(h) != 1 || h[0].Reason != "real" {
 		t.Errorf("after the daemon started: %v %+v", err, h)
 	}
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o755 {
 		t.Errorf("dir %v %v, want 0755", fi.Mode(), err)
+	}
+}
+
+// serveTest serves h on 127.0.0.1 within lim, telling clients apart with
+// who, until the test ends.
+func serveTest(t *testing.T, lim limits, who func(net.Conn) client, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, ln, h, lim, who) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return ln.Addr().String()
+}
+
+var okHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })
+
+// A client that trickles one request after another, each well within the
+// per-request timeouts, on one connection: it is cut when the
+// connection's time is up, not served for as long as it keeps trickling.
+func TestServeConnLifetime(t *testing.T) {
+	lim := limits{MaxConns: 4, ReadHeader: 500 * time.Millisecond, Read: time.Second, Write: time.Second,
+		Idle: 500 * time.Millisecond, Conn: 1500 * time.Millisecond, MaxHeaderBytes: 4096}
+	addr := serveTest(t, lim, kernelClient, okHandler)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	opened := time.Now()
+	br := bufio.NewReader(c)
+	served := 0
+	request := func() error {
+		for _, b := range []byte("GET / HTTP/1.1\r\nHost: flowpin\r\nX-Slow: 1\r\n\r\n") {
+			if _, err := c.Write([]byte{b}); err != nil {
+				return err
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("answer %s", resp.Status)
+		}
+		return nil
+	}
+	var err2 error
+	for err2 == nil {
+		if time.Since(opened) > lim.Conn+3*time.Second {
+			t.Fatalf("a trickling client still served (%d requests) %v after it connected; want it cut after %v", served, time.Since(opened).Round(time.Millisecond), lim.Conn)
+		}
+		if err2 = request(); err2 == nil {
+			served++
+		}
+	}
+	took := time.Since(opened)
+	t.Logf("trickling client served %d requests, cut after %v (%v)", served, took.Round(time.Millisecond), err2)
+	// Each request takes about 250 ms: several fit before the cut, so
+	// what cut it was the connection's life, not a request's timeout.
+	if served < 3 {
+		t.Errorf("only %d trickled requests served before the cut", served)
+	}
+	if took > lim.Conn+time.Second {
+		t.Errorf("cut after %v, want about %v", took, lim.Conn)
+	}
+}
+
+// dialFrom opens n connections to addr from the local address from.
+func dialFrom(t *testing.T, addr, from string, n int) []net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 2 * time.Second}
+	var cs []net.Conn
+	for range n {
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs = append(cs, c)
+	}
+	t.Cleanup(func() {
+		for _, c := range cs {
+			c.Close()
+		}
+	})
+	return cs
+}
+
+// stillOpen counts the connections the server has not closed, waiting up
+// to limit for that count to fall to want (the server accepts and closes
+// them one by one).
+func stillOpen(cs []net.Conn, want int, limit time.Duration) int {
+	closed := make([]bool, len(cs))
+	deadline := time.Now().Add(limit)
+	for {
+		open := 0
+		for i, c := range cs {
+			if closed[i] {
+				continue
+			}
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Millisecond))
+			if _, err := c.Read(make([]byte, 1)); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+				closed[i] = true
+				continue
+			}
+			open++
+		}
+		if open <= want || time.Now().After(deadline) {
+			return open
+		}
+	}
+}
+
+// One client holding (or trickling on) every connection it can gets
+// PerClient of them; the others are closed at once, and another client is
+// served. Root gets in even when everyone else is full.
+func TestServePerClient(t *testing.T) {
+	lim := limits{MaxConns: 6, PerClient: 2, RootConns: 2, ReadHeader: 10 * time.Second, Read: 10 * time.Second,
+		Write: 10 * time.Second, Idle: 10 * time.Second, Conn: 20 * time.Second, MaxHeaderBytes: 4096}
+	// Source addresses stand for what the kernel would say.
+	who := func(c net.Conn) client {
+		ip := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr()
+		if ip == netip.MustParseAddr("127.0.0.9") {
+			return userClient(0)
+		}
+		return addrClient(ip)
+	}
+	addr := serveTest(t, lim, who, okHandler)
+	ok := func(from string) bool {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 2 * time.Second}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		_, _ = io.WriteString(c, "GET / HTTP/1.0\r\n\r\n")
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		// HTTP/1.0: the server closes, and so gives the slot back,
+		// before the next step counts on it.
+		_, _ = io.Copy(io.Discard, br)
+		time.Sleep(20 * time.Millisecond)
+		return resp.StatusCode == http.StatusOK
+	}
+
+	hostile := dialFrom(t, addr, "127.0.0.2", 20)
+	if open := stillOpen(hostile, lim.PerClient, 2*time.Second); open != lim.PerClient {
+		t.Errorf("one client holds %d connections, want %d", open, lim.PerClient)
+	}
+	if !ok("127.0.0.3") {
+		t.Fatal("another client is not served while one holds all it can")
+	}
+	// Two more clients take their share: every ordinary slot is held.
+	others := append(dialFrom(t, addr, "127.0.0.4", 2), dialFrom(t, addr, "127.0.0.5", 2)...)
+	if open := stillOpen(others, 4, time.Second); open != 4 {
+		t.Errorf("%d of 4 connections of two clients within their share open", open)
+	}
+	if ok("127.0.0.6") {
+		t.Error("a client was served with every slot held")
+	}
+	if !ok("127.0.0.9") {
+		t.Error("root was not served with every ordinary slot held")
+	}
+	// The slots come back when the hostile client lets go.
+	for _, c := range hostile {
+		c.Close()
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for !ok("127.0.0.6") {
+		if time.Now().After(deadline) {
+			t.Fatal("slots not released after the client closed its connections")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The kernel names the local user behind a TCP connection, whatever
+// loopback address it comes from (so a local user cannot pass for many
+// clients), and behind a unix socket.
+func TestKernelClient(t *testing.T) {
+	uid := uint32(os.Geteuid())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ln6, err := net.Listen("tcp", "[::]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln6.Close()
+	port6 := ln6.Addr().(*net.TCPAddr).Port
+	for _, c := range []struct {
+		from, to string
+		ln       net.Listener
+	}{
+		{"127.0.0.1", ln.Addr().String(), ln},
+		{"127.0.0.7", ln.Addr().String(), ln},
+		{"::1", fmt.Sprintf("[::1]:%d", port6), ln6},
+		// An IPv4 client of a dual-stack listener.
+		{"127.0.0.7", fmt.Sprintf("127.0.0.1:%d", port6), ln6},
+	} {
+		from, ln := c.from, c.ln
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		c, err := d.Dial("tcp", c.to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := kernelClient(s), userClient(uid); got != want {
+			t.Errorf("TCP from %s: %+v, want %+v", from, got, want)
+		}
+		c.Close()
+		s.Close()
+	}
+
+	path := filepath.Join(t.TempDir(), "s")
+	uln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uln.Close()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := uln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got, want := kernelClient(s), userClient(uid); got != want {
+		t.Errorf("unix: %+v, want %+v", got, want)
+	}
+
+	if got := addrClient(netip.MustParseAddr("2001:db8:1:2:3:4:5:6")); got.key != "2001:db8:1:2::/64" || got.known {
+		t.Errorf("IPv6 client: %+v, want its /64", got)
+	}
+	if got := addrClient(netip.MustParseAddr("::ffff:192.0.2.7")); got.key != "192.0.2.7" || got.known {
+		t.Errorf("IPv4-mapped client: %+v", got)
+	}
+	if !mayReadStatus(userClient(0)) || mayReadStatus(client{key: "192.0.2.7"}) {
+		t.Error("mayReadStatus: want root yes, an unknown user no")
+	}
+}
+
+// Only the client's end of this very connection is believed.
+func TestClientEnd(t *testing.T) {
+	local := netip.MustParseAddrPort("10.77.0.1:9108")
+	remote := netip.MustParseAddrPort("10.77.0.1:40000")
+	sock := func(state uint8, src, dst string) diagSocket {
+		return diagSocket{state: state, src: netip.MustParseAddrPort(src), dst: netip.MustParseAddrPort(dst)}
+	}
+	for _, c := range []struct {
+		name string
+		s    diagSocket
+		want bool
+	}{
+		{"the client's end", sock(netlink.TCP_ESTABLISHED, "10.77.0.1:40000", "10.77.0.1:9108"), true},
+		{"closing", sock(netlink.TCP_FIN_WAIT2, "10.77.0.1:40000", "10.77.0.1:9108"), true},
+		{"our own end", sock(netlink.TCP_ESTABLISHED, "10.77.0.1:9108", "10.77.0.1:40000"), false},
+		{"same ports, other address", sock(netlink.TCP_ESTABLISHED, "127.0.0.1:40000", "127.0.0.1:9108"), false},
+		{"a listener on the client's port", sock(netlink.TCP_LISTEN, "0.0.0.0:40000", "0.0.0.0:0"), false},
+		{"TIME_WAIT, whose uid reads 0", sock(netlink.TCP_TIME_WAIT, "10.77.0.1:40000", "10.77.0.1:9108"), false},
+	} {
+		if got := c.s.isClientOf(local, remote); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
 	}
 }

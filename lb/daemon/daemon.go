@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -52,8 +51,11 @@ type Deps struct {
 	// Flows, if set, is followed by events to keep flow counts per link
 	// in memory (FlowTally, metrics) and to watch new flows for replies.
 	Flows FlowTable
-	// Traffic, if set, gives each link's bytes and packets.
-	Traffic TrafficCounters
+	// Traffic, if set, gives each link's bytes and packets, and
+	// RuleHits the traffic rules' hits (both from nft counters, carried
+	// over the table's rewrites: carry.go).
+	Traffic  TrafficCounters
+	RuleHits RuleHitReader
 	// FlowEventSpace is the event socket's receive buffer (default
 	// ct.DefaultEventSpace).
 	FlowEventSpace    int
@@ -61,6 +63,12 @@ type Deps struct {
 	// Passive tunes the detection of dead links from their own new
 	// flows (with Flows only; zero value: DefaultPassive).
 	Passive PassiveParams
+
+	// probes, if set, are the probe loops, and flowsShared the flow
+	// tracker, shared across reloads (default: the daemon's own).
+	probes      *probeLoops
+	flowsShared *sharedFlows
+	carry       *carries
 }
 
 // Daemon keeps the kernel matching the config and routes around dead
@@ -83,25 +91,36 @@ type Daemon struct {
 	// units are the links' families, in config order: what is probed.
 	units []unit
 
+	// kept: units whose flows were left in place when they went down
+	// (keep.go), until they are up again.
+	kept map[string]keptFlows
+
 	// Owned by Run's goroutine.
 	runner *syncRunner
-	flush  map[string]bool // links whose flows go once a sync took them out
+	// flush: units whose flows go once a sync took them out and another
+	// link can take them (keep.go); failedAt: when each unit's last
+	// failed round began.
+	flush    map[string]bool
+	failedAt map[string]time.Time
+	// applied is the plan last applied; open[v6], whether it failed open
+	// in that family (keep.go).
+	applied *plan.Desired
+	open    [2]bool
 	// active is each policy's active tier as last applied (-1: none).
 	active map[string]int
 	// policies as last applied, for status.
 	policies []plan.PolicyPlan
-	// reopen[u]: unit u's interface was removed; its prober's socket is
-	// bound to a device that is gone.
-	reopen []atomic.Bool
 
 	metrics *Metrics
-	flows   *flowTracker // nil without Deps.Flows
+	carry   *carries      // the nft counters' offsets (carry.go)
+	flows   *flowTracker  // nil without Deps.Flows
+	watch   *passiveWatch // the flow tracker's, once Run starts
 
 	// hooks runs on_change hooks and on-demand commands (nil before Run).
 	hooks        *HookRunner
 	pendingHooks []linkChange
-	// inherit: the links' trackers before a reload, by unit key.
-	inherit map[string]*health.Tracker
+	// inherit: what the daemon before a reload left (reload.go).
+	inherit *handover
 	// handover: stopped by a reload, not for good.
 	handover atomic.Bool
 	// On-demand links (ondemand.go): state by link name (loop's),
@@ -111,9 +130,10 @@ type Daemon struct {
 	odTimer Timer
 	odGauge *prometheus.GaugeVec
 
-	// burst[u] asks unit u's probe loop for a burst of probes at once:
-	// its new flows go unanswered. suspectWhy[u] (under mu) says why.
-	burst      []chan struct{}
+	// loops[u] is unit u's probe loop (probes.go), set under mu once Run
+	// took them over. A burst asked of it (its new flows go unanswered):
+	// suspectWhy[u] (under mu) says why.
+	loops      []*probeLoop
 	suspectWhy []string
 }
 
@@ -137,18 +157,23 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 	if deps.ReconcileInterval <= 0 {
 		deps.ReconcileInterval = ReconcileInterval
 	}
+	if deps.carry == nil {
+		deps.carry = newCarries()
+	}
 	d := &Daemon{
 		Config: c, Log: log, deps: deps,
 		trackers: map[string]*health.Tracker{}, gateways: map[string]netip.Addr{}, usable: map[string]bool{},
-		flush: map[string]bool{}, active: map[string]int{}, od: map[string]*onDemand{}, standby: map[string]bool{}, units: units(c), reopen: make([]atomic.Bool, len(units(c))),
-		metrics: NewMetrics(),
+		flush: map[string]bool{}, failedAt: map[string]time.Time{}, kept: map[string]keptFlows{}, active: map[string]int{}, od: map[string]*onDemand{}, standby: map[string]bool{}, units: units(c),
+		metrics: NewMetrics(), carry: deps.carry,
 	}
-	d.burst, d.suspectWhy = make([]chan struct{}, len(d.units)), make([]string, len(d.units))
-	for i := range d.burst {
-		d.burst[i] = make(chan struct{}, 1)
-	}
+	d.suspectWhy = make([]string, len(d.units))
 	if deps.Flows != nil {
-		d.flows = newFlowTracker(deps.Flows, c.MarkMask, deps.Clock, log, d.metrics, deps.FlowEventSpace, deps.ReconcileInterval)
+		if deps.flowsShared != nil {
+			d.flows = deps.flowsShared.reuse(c.MarkMask)
+		}
+		if d.flows == nil {
+			d.flows = newFlowTracker(deps.Flows, c.MarkMask, deps.Clock, log, d.metrics, deps.FlowEventSpace, deps.ReconcileInterval)
+		}
 		if err := d.metrics.registerOwned(newFlowCollector(d)); err != nil {
 			panic(err) // a fresh registry
 		}
@@ -160,7 +185,12 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 		for i, u := range d.units {
 			slots[i] = watchSlot{mark: c.Links[u.link].Mark, v6: u.v6}
 		}
-		d.flows.watch = &passiveWatch{d: d, det: newPassiveDetector(p, c.MarkMask, slots)}
+		det := newPassiveDetector(p, c.MarkMask, slots)
+		if w := d.flows.watch.Load(); w != nil && w.det.sameSlots(det) {
+			// A reload that kept the links: the baselines go on.
+			det = w.det
+		}
+		d.watch = &passiveWatch{d: d, det: det}
 	}
 	return d
 }
@@ -180,8 +210,8 @@ func (d *Daemon) inheritMetrics(prev *Daemon) {
 		}
 	}
 	d.metrics = m
-	if d.flows != nil {
-		d.flows.metrics = m
+	if d.flows != nil && d.flows.metrics != m {
+		d.flows.metrics = m // a new tracker, not yet running
 	}
 	m.prune(d.Config)
 }
@@ -190,10 +220,12 @@ func (d *Daemon) inheritMetrics(prev *Daemon) {
 func (d *Daemon) Metrics() *Metrics { return d.metrics }
 
 type probeResult struct {
-	unit  int
+	loop  *probeLoop
+	unit  int // the loop's unit, set by the daemon that takes the result
 	round health.Round
-	at    time.Time
-	burst bool // a burst on suspicion (burstRound), not a regular round
+	// start and at: when the round began and ended.
+	start, at time.Time
+	burst     bool // a burst on suspicion (burstRound), not a regular round
 }
 
 // unit is one address family of one link: each is probed and judged on
@@ -261,8 +293,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 		drain(events)
 	}()
 	if d.flows != nil {
-		wg.Add(1)
-		go func() { defer wg.Done(); d.flows.run(ctx) }()
+		d.flows.watch.Store(d.watch)
+		if sh := d.deps.flowsShared; sh != nil {
+			sh.run(d.flows)
+		} else {
+			wg.Add(1)
+			go func() { defer wg.Done(); d.flows.run(ctx) }()
+		}
 	}
 	if d.hooks = d.deps.Hooks; d.hooks == nil {
 		d.hooks = NewHookRunner(d.Config.Hooks.Timeout, d.Log)
@@ -277,16 +314,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	d.hookChanges() // of changes before a reload
 	if d.OnReady != nil {
 		d.OnReady()
 	}
 
-	results := make(chan probeResult, len(d.units))
-	for u := range d.units {
-		wg.Add(1)
-		go func() { defer wg.Done(); d.probeLoop(ctx, u, results) }()
+	probes := d.deps.probes
+	if probes == nil {
+		probes = newProbeLoops()
+		defer probes.stop()
 	}
-	return d.loop(ctx, &events, results)
+	loops := probes.take(d)
+	d.mu.Lock()
+	d.loops = loops
+	d.mu.Unlock()
+	return d.loop(ctx, &events, probes.out)
 }
 
 // drain waits for a subscription to finish closing after its context
@@ -317,11 +359,15 @@ func (d *Daemon) loop(ctx context.Context, events *<-chan Event, results <-chan 
 			}
 			return nil
 		case r := <-results:
+			if r.unit = slices.Index(d.loops, r.loop); r.unit < 0 {
+				continue // of a loop this daemon did not take
+			}
 			if r.burst {
 				d.burstDone(r)
-				continue
+			} else {
+				d.observe(r)
 			}
-			d.observe(r)
+			d.settleFlows()
 		case ev, ok := <-*events:
 			if ok {
 				d.onEvent(ev)
@@ -431,6 +477,7 @@ func (d *Daemon) adopt() error {
 		d.trackers[unitKey(l.Name, u.v6)] = t
 		d.metrics.setState(l.Name, u.family(), t.State)
 	}
+	d.inheritHooks()
 	return nil
 }
 
@@ -450,17 +497,20 @@ func (d *Daemon) downSet(v6 bool) map[string]string {
 }
 
 // sync plans with the current health and applies the difference. Links
-// that went down have their flows flushed only once it succeeded: until
+// that went down have their flows flushed only once it succeeded (until
 // the multipath route no longer offers the link, a flushed flow would
-// simply be pinned to it again.
+// simply be pinned to it again), and only where another link can take
+// them (keep.go).
 func (d *Daemon) sync(why string) error {
 	start := d.deps.Clock.Now()
-	des, err := d.deps.Applier.PrepareWith(d.Config, plan.Options{Down: d.downSet(false), Down6: d.downSet(true), MissingOK: true})
+	des, err := d.deps.Applier.PrepareWith(d.Config, plan.Options{Down: d.failOpen(false), Down6: d.failOpen(true), MissingOK: true})
 	if err != nil {
 		d.metrics.syncFailed()
 		return err
 	}
+	d.beginWrite()
 	res, err := d.deps.Applier.Apply(des)
+	d.endWrite(err == nil && res.Table)
 	if err != nil {
 		d.metrics.syncFailed()
 		return err
@@ -480,14 +530,8 @@ func (d *Daemon) sync(why string) error {
 		d.usable[unitKey(l.Name, true)] = l.V6.Usable
 	}
 	d.mu.Unlock()
-	for _, u := range d.units {
-		l := des.Links[u.link]
-		k := unitKey(l.Name, u.v6)
-		if d.flush[k] && !(l.InRoute && !u.v6 || l.V6.InRoute && u.v6) {
-			delete(d.flush, k)
-			d.flushFlows(l.Link, u)
-		}
-	}
+	d.applied = des
+	d.settleFlows()
 	d.failback(des)
 	d.onDemandLinks()
 	return nil
@@ -512,6 +556,13 @@ func (d *Daemon) failback(des *plan.Desired) {
 			if v6 {
 				active, family, af = p.Active6, "ipv6", unix.AF_INET6
 			}
+			if d.open[b2i(v6)] {
+				// Every link of the family is judged down and the route
+				// failed open (keep.go): the tier it shows has no live
+				// link, so there is nothing to fail back to, and the
+				// last live tier is kept for when a link is back.
+				continue
+			}
 			key := unitKey(p.Name, v6)
 			old, seen := d.active[key]
 			d.active[key] = active
@@ -523,6 +574,8 @@ func (d *Daemon) failback(des *plan.Desired) {
 			}
 			d.Log.Info("policy tier changed", "policy", p.Name, "family", family, "from", tierName(old), "to", tierName(active))
 			d.metrics.tierChanged(p.Name, family, active)
+			// Only towards a live tier: with active < 0 no link of the
+			// policy is up, and its flows stay where they are (keep.go).
 			if active < 0 || (old >= 0 && active > old) || p.Failback != config.Flush || p.Label == 0 {
 				continue
 			}
@@ -554,8 +607,8 @@ func (d *Daemon) Policies() []plan.PolicyPlan {
 }
 
 // flushFlows deletes only this link's flows: their NAT binding is to an
-// address that no longer works, so they must re-establish on a live link.
-// Every other link's flows stay.
+// address that no longer works, so they must re-establish on a live link
+// (flushDown checks there is one). Every other link's flows stay.
 // A link with both families loses only the failed family's flows.
 func (d *Daemon) flushFlows(l config.Link, u unit) {
 	var err error
@@ -571,95 +624,6 @@ func (d *Daemon) flushFlows(l config.Link, u unit) {
 	d.Log.Info("flushed the link's flows", "link", l.Name, "family", u.family(), "mark", fmt.Sprintf("%#x/%#x", l.Mark, d.Config.MarkMask))
 }
 
-// targets is what a unit probes: its family's configured targets, or its
-// gateway of that family.
-func (d *Daemon) targets(u unit) []netip.Addr {
-	l := d.Config.Links[u.link]
-	var tg []netip.Addr
-	for _, a := range l.Check.Targets {
-		if a.Is6() == u.v6 {
-			tg = append(tg, a)
-		}
-	}
-	if len(tg) > 0 {
-		return tg
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if gw := d.gateways[unitKey(l.Name, u.v6)]; gw.IsValid() {
-		return []netip.Addr{gw}
-	}
-	return nil
-}
-
-// probeLoop runs one unit's rounds (a link's family). Units are probed in
-// parallel; a unit's own rounds run one at a time, so their results
-// arrive in order, and a round longer than the interval delays the next
-// one instead of overlapping it. The prober belongs to this goroutine.
-func (d *Daemon) probeLoop(ctx context.Context, ui int, out chan<- probeResult) {
-	interval := d.Config.Links[d.units[ui].link].Check.Interval
-	var p Prober
-	defer func() {
-		if p != nil {
-			p.Close()
-		}
-	}()
-	t := d.deps.Clock.NewTimer(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C():
-		case <-d.burst[ui]:
-			r := d.burstRound(ui, &p)
-			select {
-			case out <- probeResult{unit: ui, round: r, at: d.deps.Clock.Now(), burst: true}:
-			case <-ctx.Done():
-				return
-			}
-			continue // the regular rounds keep their rhythm
-		}
-		start := d.deps.Clock.Now()
-		r := d.probeRound(ui, &p)
-		select {
-		case out <- probeResult{unit: ui, round: r, at: d.deps.Clock.Now()}:
-		case <-ctx.Done():
-			return
-		}
-		t.Reset(max(interval-d.deps.Clock.Now().Sub(start), 0))
-	}
-}
-
-// probeRound probes unit ui once with *p, opening a prober first if there
-// is none and closing it when its interface went away.
-func (d *Daemon) probeRound(ui int, p *Prober) health.Round {
-	u := d.units[ui]
-	l := d.Config.Links[u.link]
-	if d.reopen[ui].Swap(false) && *p != nil {
-		(*p).Close()
-		*p = nil
-	}
-	tg := d.targets(u)
-	if *p == nil {
-		var err error
-		if *p, err = d.deps.Probers(l, u.v6); err != nil {
-			*p = nil
-			return health.Round{Sent: max(len(tg), 1), Err: err}
-		}
-	}
-	if len(tg) == 0 {
-		return health.Round{Sent: 1, Err: errors.New("no target: no gateway known yet")}
-	}
-	r := (*p).Probe(tg, l.Check.Timeout)
-	if r.Err != nil && errors.Is(r.Err, unix.ENODEV) {
-		// The interface went away; bind a fresh socket next round.
-		(*p).Close()
-		*p = nil
-	}
-	return r
-}
-
 func (d *Daemon) observe(r probeResult) {
 	u := d.units[r.unit]
 	l := d.Config.Links[u.link]
@@ -667,8 +631,12 @@ func (d *Daemon) observe(r probeResult) {
 	t := d.trackers[unitKey(l.Name, u.v6)]
 	changed := t.Observe(r.round, l.Check.Quorum, r.at)
 	state, reason := t.State, t.Reason
+	_, bad := t.Streaks()
 	d.metrics.probed(l.Name, u.family(), r.round, t)
 	d.mu.Unlock()
+	if bad > 0 {
+		d.failed(unitKey(l.Name, u.v6), r.start)
+	}
 	if changed {
 		d.changed(l, u, state, reason)
 	}
@@ -686,6 +654,7 @@ func (d *Daemon) changed(l config.Link, u unit, state health.LinkState, reason s
 		d.flush[k] = true
 	} else {
 		delete(d.flush, k)
+		d.unkeep(k)
 	}
 	d.pendingHooks = append(d.pendingHooks, linkChange{link: l, v6: u.v6, state: state, reason: reason})
 	d.runner.Request("link " + l.Name + " " + u.family() + " " + string(state))
@@ -713,7 +682,7 @@ func (d *Daemon) onEvent(ev Event) {
 		if ev.Removed {
 			for ui, u := range d.units {
 				if u.link == i {
-					d.reopen[ui].Store(true)
+					d.loops[ui].reopen.Store(true)
 				}
 			}
 			d.forceDown(d.Config.Links[i], "interface "+ev.Iface+" removed", nil)
@@ -747,11 +716,13 @@ func (d *Daemon) forceDown(l config.Link, why string, only *bool) {
 		if d.Config.Links[u.link].Name != l.Name || (only != nil && *only != u.v6) {
 			continue
 		}
+		now := d.deps.Clock.Now()
 		d.mu.Lock()
 		t := d.trackers[unitKey(l.Name, u.v6)]
-		changed := t.ForceDown(why, d.deps.Clock.Now())
+		changed := t.ForceDown(why, now)
 		reason := t.Reason
 		d.mu.Unlock()
+		d.failed(unitKey(l.Name, u.v6), now)
 		if changed {
 			d.changed(l, u, health.StateDown, reason)
 		}
@@ -773,10 +744,14 @@ func (d *Daemon) Health() []health.LinkHealth {
 		if state != health.StateUp && d.isStandby(l.Name) {
 			state = health.StateStandby
 		}
-		out = append(out, health.LinkHealth{
+		lh := health.LinkHealth{
 			Name: l.Name, Family: u.family(), State: state, LastChange: t.LastChange, Reason: t.Reason,
 			RTTMillis: millis(t.RTT()), JitterMillis: millis(t.Jitter()), Loss: t.Loss(), Window: t.Rounds(),
-		})
+		}
+		if k, ok := d.kept[unitKey(l.Name, u.v6)]; ok {
+			lh.FlowsKept, lh.FlowsKeptSince = k.why, k.since
+		}
+		out = append(out, lh)
 	}
 	return slices.Clip(out)
 }

@@ -47,6 +47,7 @@ type harness struct {
 	events  *fakeEvents
 	flows   *fakeFlowTable  // optional: set before start
 	traffic TrafficCounters // optional: set before start
+	hits    RuleHitReader   // optional: set before start
 	d       *Daemon
 	ready   chan struct{}
 	cancel  context.CancelFunc
@@ -74,6 +75,10 @@ func (h *harness) start() {
 	case <-time.After(5 * time.Second):
 		h.t.Fatal("not ready")
 	}
+	// What the test does next happens after the start, as in life, not
+	// in the same instant: a link that failed then failed after the
+	// others were up.
+	h.clock.Advance(time.Millisecond)
 }
 
 func (h *harness) run() {
@@ -83,7 +88,7 @@ func (h *harness) run() {
 	if h.flows != nil {
 		deps.Flows = h.flows
 	}
-	deps.Traffic = h.traffic
+	deps.Traffic, deps.RuleHits = h.traffic, h.hits
 	h.d = New(h.c, deps, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	h.d.OnReady = func() { close(h.ready) }
 	ctx, cancel := context.WithCancel(context.Background())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"flowpin/lb/apply"
+	"flowpin/lb/clock/clocktest"
 	"flowpin/lb/config"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
@@ -22,94 +24,9 @@ import (
 )
 
 // fakeClock moves only when a test advances it.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*fakeTimer
-}
+type fakeClock = clocktest.Fake
 
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) NewTimer(d time.Duration) Timer {
-	t := &fakeTimer{c: c, ch: make(chan time.Time, 1)}
-	c.mu.Lock()
-	c.timers = append(c.timers, t)
-	c.mu.Unlock()
-	t.Reset(d)
-	return t
-}
-
-// Advance moves the clock and fires every timer that is due.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	for _, t := range c.timers {
-		t.fireIfDue()
-	}
-}
-
-// Armed counts the timers waiting to fire.
-func (c *fakeClock) Armed() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for _, t := range c.timers {
-		if t.armed {
-			n++
-		}
-	}
-	return n
-}
-
-type fakeTimer struct {
-	c     *fakeClock
-	ch    chan time.Time
-	at    time.Time
-	armed bool
-}
-
-func (t *fakeTimer) C() <-chan time.Time { return t.ch }
-
-// fireIfDue needs c.mu held.
-func (t *fakeTimer) fireIfDue() {
-	if t.armed && !t.at.After(t.c.now) {
-		t.armed = false
-		select {
-		case t.ch <- t.c.now:
-		default:
-		}
-	}
-}
-
-func (t *fakeTimer) Reset(d time.Duration) {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	select {
-	case <-t.ch:
-	default:
-	}
-	t.at, t.armed = t.c.now.Add(d), true
-	t.fireIfDue()
-}
-
-func (t *fakeTimer) Stop() {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	t.armed = false
-	select {
-	case <-t.ch:
-	default:
-	}
-}
+func newFakeClock() *fakeClock { return clocktest.New() }
 
 // transcript is what the fakes were asked to do, in order.
 type transcript struct {
@@ -141,6 +58,9 @@ type fakeKernel struct {
 	flushErr error
 	owned    rules.State
 	table    nft.Current
+	// rewrite, if set, is what writing the nft table does (its counters
+	// start again); Apply then writes it.
+	rewrite func()
 }
 
 func newFakeKernel(rec *transcript, c *config.Config) *fakeKernel {
@@ -216,6 +136,13 @@ func (k *fakeKernel) Apply(d *plan.Desired) (*apply.Result, error) {
 		return nil, err
 	}
 	k.rec.add("%s", line)
+	k.mu.Lock()
+	rewrite := k.rewrite
+	k.mu.Unlock()
+	if rewrite != nil {
+		rewrite()
+		return &apply.Result{Table: true}, nil
+	}
 	return &apply.Result{}, nil
 }
 
@@ -247,6 +174,14 @@ func (k *fakeKernel) FlushLabel(mark, mask uint32, bit int, family uint8) (int, 
 	err := k.flushErr
 	k.mu.Unlock()
 	k.rec.add("flush mark %#x/%#x label %d family %d", mark, mask, bit, family)
+	return 0, err
+}
+
+func (k *fakeKernel) FlushMarkExceptLabels(mark, mask uint32, family uint8, keep []int) (int, error) {
+	k.mu.Lock()
+	err := k.flushErr
+	k.mu.Unlock()
+	k.rec.add("flush mark %#x/%#x family %d except labels %v", mark, mask, family, keep)
 	return 0, err
 }
 
@@ -284,6 +219,13 @@ func (p *fakeProbers) setMissing(iface string, missing bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.missing[iface] = missing
+}
+
+// opened counts the probers the factory gave out.
+func (p *fakeProbers) opened() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.open
 }
 
 func (p *fakeProbers) count(iface string) int {
@@ -523,3 +465,47 @@ func (f *fakeFlowTable) holdNextWalk() (walked <-chan struct{}, release func()) 
 type fakeTraffic map[string]nft.Counter
 
 func (f fakeTraffic) Counters() (map[string]nft.Counter, error) { return f, nil }
+
+// fakeCounters are nft's rule counters (links' and rules'), which the
+// test moves and resets as a rewrite of the table does.
+type fakeCounters struct {
+	mu sync.Mutex
+	m  map[string]nft.Counter
+}
+
+func (f *fakeCounters) add(key string, packets, bytes uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m == nil {
+		f.m = map[string]nft.Counter{}
+	}
+	c := f.m[key]
+	f.m[key] = nft.Counter{Packets: c.Packets + packets, Bytes: c.Bytes + bytes}
+}
+
+// reset zeroes every counter: the table's rules were replaced.
+func (f *fakeCounters) reset() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for k := range f.m {
+		f.m[k] = nft.Counter{}
+	}
+}
+
+func (f *fakeCounters) Counters() (map[string]nft.Counter, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.m), nil
+}
+
+func (f *fakeCounters) RuleHits() (map[string]nft.Hits, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string]nft.Hits{}
+	for k, c := range f.m {
+		if name, ok := strings.CutPrefix(k, "rule "); ok {
+			out[name] = nft.Hits(c)
+		}
+	}
+	return out, nil
+}

@@ -2,10 +2,10 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -58,8 +58,9 @@ type flowTracker struct {
 	space   int
 	every   time.Duration
 	// watch sees every batch of events after it is counted, and a tick
-	// every watchTick (the passive failure detector). Optional.
-	watch flowWatcher
+	// every watchTick (the passive failure detector of the daemon that
+	// runs). Optional.
+	watch atomic.Pointer[passiveWatch]
 
 	// Owned by run's goroutine.
 	flows   map[uint32]flowKey
@@ -70,12 +71,6 @@ type flowTracker struct {
 	mu     sync.Mutex
 	counts map[flowKey]int64
 	ready  bool // the first dump is merged
-}
-
-// flowWatcher is fed the events the tracker counts.
-type flowWatcher interface {
-	events(evs []ct.Event, now time.Time)
-	tick(now time.Time)
 }
 
 const watchTick = 50 * time.Millisecond
@@ -175,8 +170,8 @@ func (t *flowTracker) consume(ctx context.Context, events <-chan []ct.Event) {
 				t.log.Warn("conntrack events lost (socket buffer full); counting the table again")
 				startDump("events lost")
 			}
-			if t.watch != nil {
-				t.watch.events(evs, t.clock.Now())
+			if w := t.watch.Load(); w != nil {
+				w.events(evs, t.clock.Now())
 			}
 		case r := <-dumped:
 			t.dumping = false
@@ -194,11 +189,62 @@ func (t *flowTracker) consume(ctx context.Context, events <-chan []ct.Event) {
 		case <-reconcile.C():
 			startDump("periodic")
 		case <-tick.C():
-			if t.watch != nil {
-				t.watch.tick(t.clock.Now())
+			if w := t.watch.Load(); w != nil {
+				w.tick(t.clock.Now())
 			}
 			tick.Reset(watchTick)
 		}
+	}
+}
+
+// sharedFlows keeps one flow tracker running across reloads while the
+// mark mask stays: a reload neither loses the counts and the passive
+// detector's baselines nor waits for a dump in flight and starts another
+// one (200k flows take seconds).
+type sharedFlows struct {
+	mu     sync.Mutex
+	t      *flowTracker
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// reuse is the running tracker if it counts under mask, else nil.
+func (s *sharedFlows) reuse(mask uint32) *flowTracker {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.t != nil && s.t.mask == mask {
+		return s.t
+	}
+	return nil
+}
+
+// run makes t the running tracker, stopping the one before.
+func (s *sharedFlows) run(t *flowTracker) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.t == t {
+		return
+	}
+	s.stopLocked()
+	ctx, cancel := context.WithCancel(context.Background())
+	s.t, s.cancel, s.done = t, cancel, make(chan struct{})
+	go func(done chan struct{}) {
+		defer close(done)
+		t.run(ctx)
+	}(s.done)
+}
+
+func (s *sharedFlows) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopLocked()
+}
+
+func (s *sharedFlows) stopLocked() {
+	if s.t != nil {
+		s.cancel()
+		<-s.done
+		s.t = nil
 	}
 }
 
@@ -298,13 +344,15 @@ func abs(v int64) int64 {
 }
 
 // ErrCountsNotReady: the daemon has not finished its first count of the
-// conntrack table (it just started), or does not follow conntrack.
-var ErrCountsNotReady = errors.New("the daemon's flow counts are not ready yet")
+// conntrack table (it just started), or does not follow conntrack; a
+// status then counts from a dump (status.Collect).
+var ErrCountsNotReady = status.ErrCountsNotReady
 
 // FlowTally is the flows per mark from the daemon's memory, and each
 // link's bytes and packets from its nft counters: O(links), whatever the
-// number of flows. Bytes and packets are the link's traffic since
-// flowpin's nft table was last written, not those of the flows alive now.
+// number of flows. Bytes and packets are the link's traffic counted by
+// its rules, carried over the table's rewrites, not those of the flows
+// alive now.
 func (d *Daemon) FlowTally() (status.Tally, error) {
 	counts, ready := d.flows.snapshot()
 	if !ready {
@@ -329,7 +377,7 @@ func (d *Daemon) FlowTally() (status.Tally, error) {
 		}
 	}
 	if d.deps.Traffic != nil {
-		m, err := d.deps.Traffic.Counters()
+		m, err := d.trafficCounters()
 		if err != nil {
 			return nil, err
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"time"
 	"unicode"
+
+	"golang.org/x/sys/unix"
 
 	"flowpin/lb/config"
 	"flowpin/lb/health"
@@ -116,12 +119,9 @@ func (r *HookRunner) run(j HookJob) error {
 	// Its own process group, so the kill reaches what a script started.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	// A grandchild that keeps stderr open must not hold Wait forever.
-	cmd.WaitDelay = time.Second
 	var stderr tailBuffer
-	cmd.Stderr = &stderr
 	start := time.Now()
-	err := cmd.Run()
+	err := runWithStderr(cmd, &stderr)
 	took := time.Since(start).Round(time.Millisecond)
 	attrs := []any{"queue", j.Queue, "command", strings.Join(j.Argv, " "), "took", took}
 	switch {
@@ -139,6 +139,55 @@ func (r *HookRunner) run(j HookJob) error {
 		code = ee.ExitCode()
 	}
 	r.Log.Error(j.What+" failed", append(attrs, "exit_code", code, "err", err, "stderr", stderr.String())...)
+	return err
+}
+
+// runWithStderr runs cmd with its stderr going to tail, and returns once
+// the process has exited: its exit status is the outcome.
+//
+// The stderr is a pipe of our own, not an io.Writer handed to exec: exec
+// would then wait for the write end to close everywhere, and a child the
+// hook left in the background (a daemon it restarted) holds it open. Wait
+// would stall and then report ErrWaitDelay for a hook that exited 0. What
+// the hook wrote before it exited is in the pipe when Wait returns and is
+// read without waiting; a background child's later writes get EPIPE once
+// the read end is closed, as they would after exec's WaitDelay.
+func runWithStderr(cmd *exec.Cmd, tail *tailBuffer) error {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("stderr pipe: %w", err)
+	}
+	defer pr.Close()
+	cmd.Stderr = pw
+	err = cmd.Start()
+	pw.Close() // the child has its own copy
+	if err != nil {
+		return err
+	}
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		// Ends at EOF, or when the deadline below stops it.
+		_, _ = io.Copy(tail, pr)
+	}()
+	err = cmd.Wait()
+	_ = pr.SetReadDeadline(time.Now())
+	<-copied
+	// The copy may have stopped with the hook's last writes unread: take
+	// what the pipe holds now, without waiting for more.
+	_ = pr.SetReadDeadline(time.Time{})
+	if rc, rerr := pr.SyscallConn(); rerr == nil {
+		buf := make([]byte, 4096)
+		_ = rc.Read(func(fd uintptr) bool {
+			for {
+				n, rerr := unix.Read(int(fd), buf)
+				if n <= 0 || rerr != nil {
+					return true
+				}
+				_, _ = tail.Write(buf[:n])
+			}
+		})
+	}
 	return err
 }
 

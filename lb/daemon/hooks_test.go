@@ -1,9 +1,12 @@
 package daemon
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -194,4 +197,54 @@ func (s *syncBuf) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// A hook that exits while a child it left in the background still holds
+// its stderr: the hook's outcome is its exit status, known at once, and
+// what it wrote to stderr before it exited is kept.
+func TestHookRunnerBackgroundChildHoldsStderr(t *testing.T) {
+	var buf syncBuf
+	r := NewHookRunner(time.Minute, slog.New(slog.NewTextHandler(&buf, nil)))
+	defer r.Stop()
+	dir := t.TempDir()
+	bg := func(name string) string {
+		// The child keeps the hook's stderr for 30 s.
+		return "sleep 30 & echo $! > " + filepath.Join(dir, name) + "; "
+	}
+	t.Cleanup(func() {
+		for _, name := range []string{"ok", "fail"} {
+			if b, err := os.ReadFile(filepath.Join(dir, name)); err == nil {
+				var pid int
+				if _, err := fmt.Sscan(string(b), &pid); err == nil && pid > 0 {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
+	})
+	errc := make(chan error, 2)
+	r.Submit(HookJob{Queue: "a", What: "on_change hook", Argv: []string{"/bin/sh", "-c", bg("ok") + "echo restarted >&2; exit 0"},
+		Done: func(err error) { errc <- err }})
+	r.Submit(HookJob{Queue: "a", What: "on_change hook", Argv: []string{"/bin/sh", "-c", bg("fail") + "echo 'vpn down' >&2; exit 3"},
+		Done: func(err error) { errc <- err }})
+	start := time.Now()
+	if err := <-errc; err != nil {
+		t.Errorf("a hook that exited 0 reported %v", err)
+	}
+	var ee *exec.ExitError
+	if err := <-errc; !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Errorf("a hook that exited 3: %v", err)
+	}
+	// Both ran, one after the other, while the first one's child lives on.
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("the queue waited %v for the background children", took)
+	}
+	got := buf.String()
+	for _, want := range []string{`msg="on_change hook done"`, `msg="on_change hook failed"`, "exit_code=3", `stderr="vpn down"`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("log lacks %s:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "WaitDelay") {
+		t.Errorf("log blames WaitDelay:\n%s", got)
+	}
 }

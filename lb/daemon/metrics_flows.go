@@ -24,8 +24,8 @@ func newFlowCollector(d *Daemon) *flowCollector {
 	return &flowCollector{
 		d:       d,
 		flows:   prometheus.NewDesc("flowpin_link_flows", "Conntrack flows pinned to the link, by address family (link \"unpinned\": no flowpin mark; \"other\": a mark no configured link has).", []string{"link", "family"}, nil),
-		bytes:   prometheus.NewDesc("flowpin_link_bytes_total", "Bytes that left (out) or arrived on (in) the link, counted by its nft rules since the table was last written.", []string{"link", "direction"}, nil),
-		packets: prometheus.NewDesc("flowpin_link_packets_total", "Packets that left (out) or arrived on (in) the link, counted by its nft rules.", []string{"link", "direction"}, nil),
+		bytes:   prometheus.NewDesc("flowpin_link_bytes_total", "Bytes that left (out) or arrived on (in) the link, counted by its nft rules (carried over rewrites of the table).", []string{"link", "direction"}, nil),
+		packets: prometheus.NewDesc("flowpin_link_packets_total", "Packets that left (out) or arrived on (in) the link, counted by its nft rules (carried over rewrites of the table).", []string{"link", "direction"}, nil),
 		ready:   prometheus.NewDesc("flowpin_flow_counts_ready", "1 once the daemon has counted the conntrack table and follows it by events.", nil, nil),
 		errors:  prometheus.NewDesc("flowpin_nft_counter_read_errors", "1 if this scrape could not read the nft counters.", nil, nil),
 	}
@@ -77,7 +77,7 @@ func (fc *flowCollector) Collect(ch chan<- prometheus.Metric) {
 	if fc.d.deps.Traffic == nil {
 		return
 	}
-	m, err := fc.d.deps.Traffic.Counters()
+	m, err := fc.d.trafficCounters()
 	ch <- prometheus.MustNewConstMetric(fc.errors, prometheus.GaugeValue, b2f(err != nil))
 	if err != nil {
 		return

@@ -82,7 +82,10 @@ func (d *Daemon) onDemandLinks() {
 			st.up, st.higherSince = false, time.Time{}
 			d.setStandby(l, true)
 			d.Log.Info("on-demand link: a higher tier has been up for its keep time; taking it down", "link", l.Name, "keep", l.OnDemand.Keep, "command", l.OnDemand.Down)
-			// Its flows move back to the higher tier.
+			// Its flows move back to the higher tier. Unlike a link judged
+			// down, it is surely gone once its down command has run, so
+			// its flows could not go on there even with nowhere else to
+			// go: deleting them lets them fail at once rather than hang.
 			if err := d.deps.Conntrack.FlushMark(l.Mark, d.Config.MarkMask); err != nil {
 				d.Log.Error("on-demand: flush the link's flows", "link", l.Name, "err", err)
 			}
@@ -189,14 +192,20 @@ func (d *Daemon) standbyGauge() *prometheus.GaugeVec {
 // isStandby is read by Health; call with mu held.
 func (d *Daemon) isStandby(name string) bool { return d.standby[name] }
 
+// onDemandQueue is the hook queue of a link's on-demand commands: their
+// own, so an up command never waits behind an on_change hook (one that
+// hangs until its timeout would hold the backup link down that long),
+// while up and down still run one at a time in the order decided.
+func onDemandQueue(link string) string { return link + " on_demand" }
+
 // onDemandCommand runs an on-demand link's up or down command through the
-// shell, in the link's hook queue: after the hooks of its earlier changes.
+// shell, in the link's on-demand queue.
 func (d *Daemon) onDemandCommand(l config.Link, what, cmd string) {
 	if d.hooks == nil {
 		return
 	}
 	d.hooks.Submit(HookJob{
-		Queue: l.Name, What: "on_demand " + what,
+		Queue: onDemandQueue(l.Name), What: "on_demand " + what,
 		Argv: []string{"/bin/sh", "-c", cmd},
 		Env:  []string{"FLOWPIN_LINK=" + l.Name, "FLOWPIN_INTERFACE=" + l.Interface, "FLOWPIN_STATE=" + what, "FLOWPIN_REASON=" + fmt.Sprintf("on-demand %s", what)},
 	})

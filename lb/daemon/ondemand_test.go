@@ -140,3 +140,54 @@ func TestOnDemandRetriesUp(t *testing.T) {
 	}
 	h.eventually("up command again", func() bool { return commands() == "up up" })
 }
+
+// An on-demand link's up command does not wait behind an on_change hook
+// of the same link that hangs: the backup is dialled at once.
+func TestOnDemandUpNotBehindHangingHook(t *testing.T) {
+	h := newHarness(t)
+	dir := t.TempDir()
+	log := filepath.Join(dir, "commands")
+	hook := filepath.Join(dir, "hook.sh")
+	// lte's hook hangs (its timeout is a minute); it says when it started.
+	script := "#!/bin/sh\nif [ \"$FLOWPIN_LINK\" = lte ]; then touch " + filepath.Join(dir, "hanging") + "; sleep 60; fi\n"
+	if err := os.WriteFile(hook, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h.c = configtest.MustParse(t, `links:
+  - name: isp1
+    interface: wan1
+    gateway: 192.0.2.1
+    nat: true
+    check: {targets: [203.0.113.10], interval: 1s, timeout: 500ms, fall: 3, rise: 2}
+  - name: lte
+    interface: wwan0
+    gateway: 198.51.100.1
+    nat: true
+    tier: 2
+    check: {targets: [203.0.113.10], interval: 1s, timeout: 500ms, fall: 3, rise: 2}
+    on_demand: {up: "echo up >> `+log+`", down: "echo down >> `+log+`", keep: 1h}
+hooks:
+  on_change: `+hook+`
+  timeout: 1m
+`)
+	h.k = newFakeKernel(h.rec, h.c)
+	h.probers = newFakeProbers(h.c)
+	h.start()
+	commands := func() string { b, _ := os.ReadFile(log); return strings.Join(strings.Fields(string(b)), " ") }
+
+	// lte's carrier goes: its on_change hook runs, and hangs.
+	h.events.send(Event{Kind: EventLink, Iface: "wwan0", Up: false})
+	h.waitState("lte", health.StateDown)
+	h.clock.Advance(MinSyncInterval)
+	h.eventually("lte's hook hangs", func() bool {
+		_, err := os.Stat(filepath.Join(dir, "hanging"))
+		return err == nil
+	})
+
+	// The primary dies: lte is needed, and its up command runs now, not
+	// once the hook is killed a minute later.
+	h.events.send(Event{Kind: EventLink, Iface: "wan1", Up: false})
+	h.waitState("isp1", health.StateDown)
+	h.clock.Advance(MinSyncInterval)
+	h.eventually("up command while lte's hook hangs", func() bool { return commands() == "up" })
+}

@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -109,6 +110,11 @@ type passiveDetector struct {
 type watchSlot struct {
 	mark uint32
 	v6   bool
+}
+
+// sameSlots: o judges the same links with the same parameters.
+func (d *passiveDetector) sameSlots(o *passiveDetector) bool {
+	return d.p == o.p && d.mask == o.mask && maps.Equal(d.bySlot, o.bySlot)
 }
 
 func newPassiveDetector(p PassiveParams, mask uint32, slots []watchSlot) *passiveDetector {
@@ -326,9 +332,13 @@ func (d *Daemon) suspect(s suspicion) {
 	l := d.Config.Links[u.link]
 	d.mu.Lock()
 	t := d.trackers[unitKey(l.Name, u.v6)]
-	up := t != nil && t.State == health.StateUp
+	up := t != nil && t.State == health.StateUp && d.loops != nil
 	if up {
 		d.suspectWhy[s.link] = s.why
+	}
+	var burst chan struct{}
+	if up {
+		burst = d.loops[s.link].burst
 	}
 	d.mu.Unlock()
 	if !up {
@@ -337,44 +347,34 @@ func (d *Daemon) suspect(s suspicion) {
 	d.metrics.suspected(l.Name, u.family())
 	d.Log.Warn("link suspect: its new flows go unanswered; probing it at once", "link", l.Name, "family", u.family(), "why", s.why)
 	select {
-	case d.burst[s.link] <- struct{}{}:
+	case burst <- struct{}{}:
 	default: // one is pending already
 	}
 }
 
-// burstRound probes unit ui's targets burstProbes times each, at once,
-// with a timeout fitted to the link's round-trip time.
-func (d *Daemon) burstRound(ui int, p *Prober) health.Round {
-	u := d.units[ui]
-	l := d.Config.Links[u.link]
-	tg := d.targets(u)
-	if *p == nil {
-		var err error
-		if *p, err = d.deps.Probers(l, u.v6); err != nil {
-			*p = nil
-			return health.Round{Sent: max(len(tg), 1), Err: err}
-		}
+// burstRound probes the unit's targets burstProbes times each, at once,
+// with a short timeout.
+func (lp *probeLoop) burstRound(p *Prober) health.Round {
+	d := lp.owner.Load()
+	tg := d.targets(lp.link, lp.v6)
+	if err := lp.open(p); err != nil {
+		return health.Round{Sent: max(len(tg), 1), Err: err}
 	}
 	if len(tg) == 0 {
 		return health.Round{Sent: 1, Err: errors.New("no target: no gateway known yet")}
 	}
 	var rtt time.Duration
 	for _, h := range d.Health() {
-		if h.Name == l.Name && h.Family == u.family() {
+		if h.Name == lp.link.Name && h.Family == (unit{v6: lp.v6}).family() {
 			rtt = time.Duration(h.RTTMillis * float64(time.Millisecond))
 		}
 	}
-	timeout := max(min(4*rtt, l.Check.Timeout), min(burstMinTimeout, l.Check.Timeout))
+	timeout := max(min(4*rtt, lp.link.Check.Timeout), min(burstMinTimeout, lp.link.Check.Timeout))
 	var many []netip.Addr
 	for range burstProbes {
 		many = append(many, tg...)
 	}
-	r := (*p).Probe(many, timeout)
-	if r.Err != nil && errors.Is(r.Err, unix.ENODEV) {
-		(*p).Close()
-		*p = nil
-	}
-	return r
+	return lp.probe(p, many, timeout)
 }
 
 // burstDone acts on a burst: no answer at all takes the unit down (its

@@ -6,16 +6,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"flowpin/lb/config"
+	"flowpin/lb/ctl"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
-	"flowpin/lb/status"
 )
 
 // Supervisor runs the daemon and reloads its config on request (SIGHUP,
@@ -23,8 +25,11 @@ import (
 // when the new config does not load or does not plan against the
 // interfaces. Otherwise the daemon of the old config stops (leaving the
 // kernel as it is), one of the new config starts, inheriting the health of
-// every link that remains and the metrics (counters go on counting), and
-// its first sync applies the difference:
+// every link that remains, what was pending for it (the fate of its
+// flows, hooks of changes not yet synced) and the metrics (counters go on
+// counting); the probe loops, the flow tracker and the nft counters'
+// offsets belong to the supervisor and go on through it. Its first sync
+// applies the difference:
 // pinned flows of the links that remain are untouched, new weights, rules
 // and policies apply to new flows at once, and the flows of a removed link
 // are deleted so they reconnect elsewhere (apply does that for a link that
@@ -81,7 +86,7 @@ type running struct {
 func (s *Supervisor) launch(ctx context.Context, c *config.Config, prev *Daemon) (*running, error) {
 	d := New(c, s.Deps, s.Log)
 	if prev != nil {
-		d.inherit = prev.trackersSnapshot()
+		d.inherit = prev.handOver()
 		d.inheritMetrics(prev)
 	}
 	if s.Setup != nil {
@@ -119,6 +124,19 @@ func (s *Supervisor) Run(ctx context.Context, c *config.Config) error {
 		defer s.Deps.Hooks.Stop()
 	}
 	s.Deps.Hooks.SetTimeout(c.Hooks.Timeout)
+	// One set of probe loops, and one flow tracker while the mark mask
+	// stays, for all: a reload must not restart them.
+	if s.Deps.probes == nil {
+		s.Deps.probes = newProbeLoops()
+		defer s.Deps.probes.stop()
+	}
+	if s.Deps.carry == nil {
+		s.Deps.carry = newCarries()
+	}
+	if s.Deps.Flows != nil && s.Deps.flowsShared == nil {
+		s.Deps.flowsShared = &sharedFlows{}
+		defer s.Deps.flowsShared.stop()
+	}
 	r, err := s.launch(ctx, c, nil)
 	if err != nil {
 		return err
@@ -213,27 +231,68 @@ func describeReload(old, c *config.Config) string {
 	return strings.Join(out, ", ")
 }
 
-// trackersSnapshot hands the links' health to the daemon that follows
-// this one; only after its Run has ended.
-func (d *Daemon) trackersSnapshot() map[string]*health.Tracker {
+// handover is what a daemon leaves the one of the reloaded config, by
+// unit key: each link's health, the fate of the flows of links that went
+// down (keep.go), and the hooks of changes whose sync it did not run.
+type handover struct {
+	trackers map[string]*health.Tracker
+	flush    map[string]bool
+	failedAt map[string]time.Time
+	kept     map[string]keptFlows
+	hooks    []linkChange
+	open     [2]bool
+}
+
+// handOver is what the daemon that follows this one inherits; only after
+// its Run has ended.
+func (d *Daemon) handOver() *handover {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := make(map[string]*health.Tracker, len(d.trackers))
-	for k, t := range d.trackers {
-		out[k] = t
+	return &handover{
+		trackers: maps.Clone(d.trackers), flush: maps.Clone(d.flush), failedAt: maps.Clone(d.failedAt),
+		kept: maps.Clone(d.kept), hooks: slices.Clone(d.pendingHooks), open: d.open,
 	}
-	return out
 }
 
 // inherited returns the tracker a link (unit key) had before a reload,
-// with the new config's check applied, or nil.
+// with the new config's check applied, or nil; and takes over what was
+// pending for it.
 func (d *Daemon) inherited(key string, c config.HealthCheck) *health.Tracker {
-	t := d.inherit[key]
+	if d.inherit == nil {
+		return nil
+	}
+	t := d.inherit.trackers[key]
 	if t == nil {
 		return nil
 	}
 	t.Fall, t.Rise = c.Fall, c.Rise
+	if d.inherit.flush[key] {
+		d.flush[key] = true
+	}
+	if at, ok := d.inherit.failedAt[key]; ok {
+		d.failedAt[key] = at
+	}
+	if k, ok := d.inherit.kept[key]; ok {
+		d.kept[key] = k
+	}
 	return t
+}
+
+// inheritHooks queues the hooks of the changes the previous daemon saw
+// but did not sync, for the links that remain: they run after this
+// daemon's first sync. And whether the route failed open, so a reload
+// does not say it again.
+func (d *Daemon) inheritHooks() {
+	if d.inherit == nil {
+		return
+	}
+	d.open = d.inherit.open
+	for _, ch := range d.inherit.hooks {
+		if i, ok := d.Config.LinkByName(ch.link.Name); ok {
+			ch.link = d.Config.Links[i]
+			d.pendingHooks = append(d.pendingHooks, ch)
+		}
+	}
 }
 
 // Reloader is a Source that can reload the daemon's config.
@@ -266,55 +325,9 @@ func connPeer(ctx context.Context, c net.Conn) context.Context {
 		c = cc.Conn
 	}
 	if uc, ok := c.(*net.UnixConn); ok {
-		if cred, err := peerCred(uc); err == nil {
+		if cred, err := ctl.PeerCred(uc); err == nil {
 			return context.WithValue(ctx, peerUIDKey{}, cred.Uid)
 		}
 	}
 	return ctx
-}
-
-// RequestReload asks this namespace's daemon to reload its config and
-// returns its answer: nil when applied, its reason when refused.
-func RequestReload(ctx context.Context) error {
-	return post(ctx, SocketDir, 0, "/reload")
-}
-
-func post(ctx context.Context, dir string, trust uint32, path string) error {
-	sock, err := SocketPath(dir)
-	if err != nil {
-		return err
-	}
-	c := &http.Client{
-		// A reload applies the config: allow it the time of a sync.
-		Timeout: time.Minute,
-		Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return dialTrusted(ctx, sock, trust)
-			},
-			DisableKeepAlives: true,
-		},
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://flowpin"+path, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		var ue *untrustedError
-		switch {
-		case errors.Is(err, ErrNoDaemon):
-			return ErrNoDaemon
-		case errors.Is(err, ErrNotPermitted):
-			return ErrNotPermitted
-		case errors.As(err, &ue):
-			return ue
-		}
-		return fmt.Errorf("ask the daemon: %w", err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode != http.StatusOK {
-		return errors.New(status.Printable(strings.TrimSpace(string(b))))
-	}
-	return nil
 }

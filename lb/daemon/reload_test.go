@@ -5,8 +5,11 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +22,7 @@ import (
 	"flowpin/lb/config/configtest"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
+	"flowpin/nft/ct"
 )
 
 // A reload with a broken config is refused and changes nothing; a good
@@ -239,4 +243,119 @@ func TestSupervisorReloadFallsBack(t *testing.T) {
 	if n := testutil.CollectAndCount(back.Metrics().Registry, "flowpin_test_owned"); n != 1 {
 		t.Errorf("%d owned collectors registered, want the running daemon's alone", n)
 	}
+}
+
+// runSupervisor runs sup with c until the returned stop, and returns its
+// first daemon.
+func runSupervisor(t *testing.T, sup *Supervisor, c *config.Config) (*Daemon, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sup.Run(ctx, c) }()
+	d := waitDaemon(t, sup, nil)
+	return d, func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}
+}
+
+// Reloads every half interval do not hold off failover: the probe loops
+// go on through them, their rhythm and rounds under way kept, so a dead
+// link is down after its fall rounds as without reloads.
+func TestReloadStormKeepsProbing(t *testing.T) {
+	h := newHarness(t)
+	reweighted := []*config.Config{h.c, configtest.MustParse(t, strings.Replace(checked, "weight: 1\n", "weight: 5\n", 1))}
+	var n atomic.Int32
+	sup := NewSupervisor(Deps{Applier: h.k, Conntrack: h.k, Probers: h.probers.factory, Clock: h.clock, Events: h.events},
+		func() (*config.Config, error) { return reweighted[n.Add(1)%2], nil }, quietLog())
+	first, stop := runSupervisor(t, sup, h.c)
+	defer stop()
+	h.probers.set("wan2", false)
+
+	// fall 3 rounds of 1s: down at 3s. Reload every 0.5s meanwhile.
+	d := first
+	for range 7 {
+		// Both probe loops and the sync runner wait on their timers, as
+		// they would while real time passes.
+		h.eventually("timers armed", func() bool { return h.clock.Armed() >= 3 })
+		h.clock.Advance(500 * time.Millisecond)
+		if err := sup.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		d = waitDaemon(t, sup, d)
+	}
+	waitHealth(t, d, "isp2", health.StateDown)
+	if s := healthOf(d, "isp2"); !strings.Contains(s.Reason, "3 rounds in a row") {
+		t.Errorf("isp2: %+v", s)
+	}
+	if got := h.probers.opened(); got != 2 {
+		t.Errorf("%d probers opened for 2 links: the probe loops were started again", got)
+	}
+	if s := healthOf(d, "isp1"); s.State != health.StateUp || s.Window < 3 {
+		t.Errorf("isp1 after the reloads: %+v, want up with its rounds counted", s)
+	}
+}
+
+// A reload keeps the flow tracker when the mark mask stays: the counts go
+// on without a new dump of the table (a reload storm is not a dump storm,
+// and does not wait for one).
+func TestReloadKeepsFlowCounts(t *testing.T) {
+	h := newHarness(t)
+	ft := newFakeFlowTable()
+	ft.put(1, 0x100, v4)
+	ft.put(2, 0x200, v6)
+	sup := NewSupervisor(Deps{Applier: h.k, Conntrack: h.k, Probers: h.probers.factory, Clock: h.clock, Events: h.events, Flows: ft},
+		func() (*config.Config, error) { return h.c, nil }, quietLog())
+	d, stop := runSupervisor(t, sup, h.c)
+	defer stop()
+	h.eventually("counted", func() bool { _, err := d.FlowTally(); return err == nil })
+	walks := ft.walkCount()
+	for range 5 {
+		if err := sup.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		d = waitDaemon(t, sup, d)
+		tally, err := d.FlowTally()
+		if err != nil || tally[0x100].Flows != 1 || tally[0x200].FlowsIPv6 != 1 {
+			t.Fatalf("tally right after a reload: %v, %v", tally, err)
+		}
+	}
+	if n := ft.walkCount(); n != walks {
+		t.Errorf("5 reloads walked the conntrack table %d times", n-walks)
+	}
+	// And it still follows the events.
+	ft.send(ct.Event{Type: ct.EventNew, ID: 3, Mark: 0x100, Family: v4})
+	h.eventually("counted the new flow", func() bool {
+		tally, err := d.FlowTally()
+		return err == nil && tally[0x100].Flows == 2
+	})
+}
+
+// A change whose sync a reload overtook still gets its on_change hook,
+// run by the new daemon after its first sync.
+func TestReloadKeepsPendingHooks(t *testing.T) {
+	h := newHarness(t)
+	dir := t.TempDir()
+	hook := filepath.Join(dir, "hook.sh")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho \"$FLOWPIN_LINK $FLOWPIN_STATE\" >> "+filepath.Join(dir, "ran")+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c := configtest.MustParse(t, checked+"hooks:\n  on_change: "+hook+"\n")
+	sup := NewSupervisor(Deps{Applier: h.k, Conntrack: h.k, Probers: h.probers.factory, Clock: h.clock, Events: h.events},
+		func() (*config.Config, error) { return c, nil }, quietLog())
+	first, stop := runSupervisor(t, sup, c)
+	defer stop()
+	h.events.send(Event{Kind: EventLink, Iface: "wan2", Up: false})
+	waitHealth(t, first, "isp2", health.StateDown)
+	// No sync yet (the clock stands): the reload overtakes it.
+	if err := sup.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	h.d = waitDaemon(t, sup, first)
+	h.eventually("the hook of isp2's change", func() bool {
+		b, _ := os.ReadFile(filepath.Join(dir, "ran"))
+		return string(b) == "isp2 down\n"
+	})
 }

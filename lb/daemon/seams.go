@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"flowpin/lb/apply"
+	"flowpin/lb/clock"
 	"flowpin/lb/config"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
@@ -33,6 +34,9 @@ type Flusher interface {
 	FlushMarkFamily(mark, mask uint32, family uint8) error
 	// FlushLabel: the flows of one family that carry ct label bit.
 	FlushLabel(mark, mask uint32, bit int, family uint8) (int, error)
+	// FlushMarkExceptLabels: the flows of one family that carry none of
+	// the ct label bits keep.
+	FlushMarkExceptLabels(mark, mask uint32, family uint8, keep []int) (int, error)
 }
 
 var _ Flusher = (*ct.Conntrack)(nil)
@@ -85,33 +89,14 @@ func KernelProbers(l config.Link, v6 bool) (Prober, error) {
 }
 
 // Clock is the daemon's time: real in production, driven by hand in
-// tests.
-type Clock interface {
-	Now() time.Time
-	NewTimer(d time.Duration) Timer
-}
+// tests. verify waits on the same one.
+type Clock = clock.Clock
 
 // Timer is a one-shot timer that can be re-armed.
-type Timer interface {
-	C() <-chan time.Time
-	// Reset re-arms the timer; a value of the earlier arming that was not
-	// received is dropped (Go 1.23 timer semantics).
-	Reset(d time.Duration)
-	Stop()
-}
+type Timer = clock.Timer
 
 // RealClock is the wall clock.
-type RealClock struct{}
-
-func (RealClock) Now() time.Time { return time.Now() }
-
-func (RealClock) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }
-
-type realTimer struct{ t *time.Timer }
-
-func (t realTimer) C() <-chan time.Time   { return t.t.C }
-func (t realTimer) Reset(d time.Duration) { t.t.Reset(d) }
-func (t realTimer) Stop()                 { t.t.Stop() }
+type RealClock = clock.Real
 
 // EventKind says what a notification is about.
 type EventKind int

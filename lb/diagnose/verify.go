@@ -18,6 +18,7 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
+	"flowpin/lb/clock"
 	"flowpin/lb/config"
 	"flowpin/lb/plan"
 	"flowpin/nft"
@@ -64,6 +65,16 @@ type Kernel struct {
 	// kernel resolves its neighbour entry. Nil: a UDP datagram to gw's
 	// discard port (9).
 	ProbeGateway func(dev string, gw netip.Addr) error
+	// Clock times the wait for a probed gateway's answer. Nil: the wall
+	// clock.
+	Clock clock.Clock
+}
+
+func (k *Kernel) clock() clock.Clock {
+	if k.Clock == nil {
+		return clock.Real{}
+	}
+	return k.Clock
 }
 
 // VerifyCheck is one line of `flowpin verify`.
@@ -323,41 +334,23 @@ func (k *Kernel) verifyRouting(r *VerifyReport, c *config.Config, d *plan.Desire
 	return nil
 }
 
-// nftWant reads the rules of each chain out of the rendered spec: the
-// rule text and its comment, which carries a digest of the text.
-func nftWant(s nft.Spec) map[string][][2]string {
-	want := map[string][][2]string{}
-	chain := ""
-	for _, line := range strings.Split(s.Render(), "\n") {
-		t := strings.TrimSpace(line)
-		if name, ok := strings.CutPrefix(t, "chain "); ok {
-			chain = strings.TrimSuffix(name, " {")
-			want[chain] = [][2]string{}
-			continue
-		}
-		i := strings.LastIndex(t, ` comment "`)
-		if chain == "" || i < 0 || strings.HasPrefix(t, "type ") {
-			continue
-		}
-		want[chain] = append(want[chain], [2]string{t[:i], strings.TrimSuffix(t[i+len(` comment "`):], `"`)})
-	}
-	return want
-}
-
-// NFTChecks compares the table found with the one planned, rule by rule,
-// in nft's words. The "state" chain holds records, not packet rules.
+// NFTChecks compares the table found with the one planned, rule by rule
+// (by the comments that name them), in nft's words. The "state" chain
+// holds records, not packet rules.
 func NFTChecks(s nft.Spec, cur *nft.Current) []VerifyCheck {
 	const fix = applyFix
 	if !cur.Exists {
 		return []VerifyCheck{{Name: "nft table", Detail: "missing: table inet " + nft.TableName, Fix: fix}}
 	}
 	var out []VerifyCheck
-	want := nftWant(s)
-	names := make([]string, 0, len(want))
-	for name := range want {
-		names = append(names, name)
+	want := map[string][]nft.PlannedRule{}
+	for _, name := range s.ChainNames() {
+		want[name] = nil
 	}
-	slices.Sort(names)
+	for _, r := range s.Planned() {
+		want[r.Chain] = append(want[r.Chain], r)
+	}
+	names := slices.Sorted(maps.Keys(want))
 	for _, name := range names {
 		if name == "state" {
 			continue
@@ -367,20 +360,18 @@ func NFTChecks(s nft.Spec, cur *nft.Current) []VerifyCheck {
 			out = append(out, VerifyCheck{Name: "nft chain " + name, Detail: fmt.Sprintf("missing: chain inet %s %s", nft.TableName, name), Fix: fix})
 			continue
 		}
+		wantOrder := make([]string, 0, len(want[name]))
 		for _, w := range want[name] {
-			if !slices.Contains(have, w[1]) {
+			wantOrder = append(wantOrder, w.Comment)
+			if !slices.Contains(have, w.Comment) {
 				out = append(out, VerifyCheck{Name: "nft chain " + name,
-					Detail: fmt.Sprintf("missing: nft add rule inet %s %s %s comment %q", nft.TableName, name, w[0], w[1]), Fix: fix})
+					Detail: fmt.Sprintf("missing: nft add rule inet %s %s %s comment %q", nft.TableName, name, w.Text, w.Comment), Fix: fix})
 			}
 		}
 		for _, h := range have {
-			if !slices.ContainsFunc(want[name], func(w [2]string) bool { return w[1] == h }) {
+			if !slices.Contains(wantOrder, h) {
 				out = append(out, VerifyCheck{Name: "nft chain " + name, Detail: fmt.Sprintf("unexpected: rule with comment %q", h), Fix: fix})
 			}
-		}
-		wantOrder := make([]string, 0, len(want[name]))
-		for _, w := range want[name] {
-			wantOrder = append(wantOrder, w[1])
 		}
 		if len(out) == 0 && !slices.Equal(have, wantOrder) {
 			out = append(out, VerifyCheck{Name: "nft chain " + name, Detail: "rules in another order than planned", Fix: fix})
@@ -404,9 +395,7 @@ func (k *Kernel) verifyNFT(r *VerifyReport, d *plan.Desired) error {
 		// Every rule matches: what is left is the chains' types and hooks.
 		// Records are bookkeeping (sysctl values before flowpin), not
 		// packet rules: take them as found.
-		s := d.NFT
-		s.Records = cur.Records
-		if !s.UpToDate(cur) {
+		if !d.NFT.UpToDateExceptRecords(cur) {
 			checks = append(checks, VerifyCheck{Name: "nft table", Detail: "a chain's type, hook or priority differs from the plan", Fix: applyFix})
 		}
 	}
@@ -642,9 +631,10 @@ func (k *Kernel) verifyGateway(r *VerifyReport, l plan.LinkPlan, o VerifyOptions
 		probe = probeGateway
 	}
 	probeErr := probe(l.Interface, l.Gateway)
-	deadline := time.Now().Add(o.ProbeWait)
-	for time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
+	clk := k.clock()
+	deadline := clk.Now().Add(o.ProbeWait)
+	for clk.Now().Before(deadline) {
+		clock.Sleep(clk, 50*time.Millisecond)
 		if n, err = k.Routes.Neighbour(l.Interface, l.Gateway); err == nil && n.Usable() {
 			r.pass(name, "answered ARP/ND on %s: %s (neighbour entry was %s before the probe)", l.Interface, n.MAC, before)
 			return

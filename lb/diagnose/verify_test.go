@@ -83,45 +83,95 @@ func TestVerifyDriftChecks(t *testing.T) {
 	}
 }
 
-// nftCurrent builds what nft.Conn.Read would find for a table holding
-// exactly the rules of spec (comments only, as Read reports them).
-func nftCurrent(s nft.Spec) *nft.Current {
-	cur := &nft.Current{Exists: true, Chains: map[string][]string{}}
-	for chain, rs := range nftWant(s) {
-		cur.Chains[chain] = []string{}
-		for _, r := range rs {
-			cur.Chains[chain] = append(cur.Chains[chain], r[1])
+// planned is the spec's packet rules of one chain.
+func planned(s nft.Spec, chain string) []nft.PlannedRule {
+	var out []nft.PlannedRule
+	for _, r := range s.Planned() {
+		if r.Chain == chain {
+			out = append(out, r)
 		}
 	}
-	return cur
+	return out
 }
 
 func TestVerifyNFTChecks(t *testing.T) {
 	_, d := verifyTestPlan(t)
-	want := nftWant(d.NFT)
-	if len(want["prerouting"]) != 7 || len(want["output"]) != 4 || len(want["nat"]) != 2 {
-		t.Fatalf("rules read from the rendered spec: %v", want)
+	if len(planned(d.NFT, "prerouting")) != 7 || len(planned(d.NFT, "output")) != 4 || len(planned(d.NFT, "nat")) != 2 {
+		t.Fatalf("planned rules: %v", d.NFT.Planned())
 	}
-	if got := NFTChecks(d.NFT, nftCurrent(d.NFT)); len(got) != 0 {
+	if got := NFTChecks(d.NFT, d.NFT.Current()); len(got) != 0 {
 		t.Fatalf("same table: want no checks, got\n%s", details(got))
 	}
 	if got := details(NFTChecks(d.NFT, &nft.Current{})); !strings.Contains(got, "missing: table inet flowpin") {
 		t.Errorf("no table: got\n%s", got)
 	}
 
-	cur := nftCurrent(d.NFT)
-	restore := want["prerouting"][5] // restore isp1
+	cur := d.NFT.Current()
+	restore := planned(d.NFT, "prerouting")[5] // restore isp1
 	cur.Chains["prerouting"] = append(cur.Chains["prerouting"][:5], cur.Chains["prerouting"][6:]...)
 	cur.Chains["nat"] = append(cur.Chains["nat"], "someone's #12345678")
 	got := details(NFTChecks(d.NFT, cur))
 	for _, w := range []string{
-		"nft chain prerouting: missing: nft add rule inet flowpin prerouting " + restore[0],
+		"nft chain prerouting: missing: nft add rule inet flowpin prerouting " + restore.Text,
 		"ct mark & 0x0000ff00 == 0x00000100 counter meta mark set meta mark & 0xffff00ff | 0x00000100",
 		`nft chain nat: unexpected: rule with comment "someone's #12345678"`,
 	} {
 		if !strings.Contains(got, w) {
 			t.Errorf("nft drift: no %q in\n%s", w, got)
 		}
+	}
+
+	cur = d.NFT.Current()
+	cur.Chains["output"][1], cur.Chains["output"][2] = cur.Chains["output"][2], cur.Chains["output"][1]
+	delete(cur.Chains, "nat")
+	cur.Chains["mine"] = []string{}
+	got = details(NFTChecks(d.NFT, cur))
+	for _, w := range []string{"nft chain nat: missing: chain inet flowpin nat", "nft chain mine: unexpected: chain inet flowpin mine"} {
+		if !strings.Contains(got, w) {
+			t.Errorf("chains: no %q in\n%s", w, got)
+		}
+	}
+	delete(cur.Chains, "mine")
+	cur.Chains["nat"] = d.NFT.Current().Chains["nat"]
+	if got := details(NFTChecks(d.NFT, cur)); got != "nft chain output: rules in another order than planned | fix: flowpin apply\n" {
+		t.Errorf("order: got\n%s", got)
+	}
+}
+
+// The planned rules are compared as values, not as text read back out of
+// the rendered script: a comment nft writes with escapes (a quote or a
+// backslash in a link's name) is found in the kernel as it is.
+func TestVerifyNFTChecksQuotedComments(t *testing.T) {
+	s := nft.Spec{Mask: 0xff00, Links: []nft.Link{{Name: `isp"1`, Iface: "wan1", Mark: 0x100, NAT: true}, {Name: `isp\2`, Iface: "wan2", Mark: 0x200}}}
+	if got := NFTChecks(s, s.Current()); len(got) != 0 {
+		t.Errorf("the table as planned: want no checks, got\n%s", details(got))
+	}
+}
+
+// Records are bookkeeping: verify takes them as found, in any order and
+// whatever they hold, and still notices a table that differs in anything
+// else.
+func TestVerifyNFTRecordsAsFound(t *testing.T) {
+	f, _, d := dualWAN(t)
+	cur := d.NFT.Current()
+	cur.Chains["state"] = []string{"link isp2 mark=0x200 table=102", "sysctl net/ipv4/conf/wan1/rp_filter=1", "from a newer flowpin", "link isp1 mark=0x100 table=101"}
+	cur.Records = nft.DecodeRecords(cur.Chains["state"])
+	f.nft = cur
+	r := &VerifyReport{}
+	if err := f.kernel().verifyNFT(r, d); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Checks) != 1 || !r.Checks[0].OK || r.Checks[0].Detail != "table inet flowpin as planned (15 rules)" {
+		t.Errorf("records in another order: got\n%s", details(r.Checks))
+	}
+
+	cur.Sets = append(cur.Sets, "someone's")
+	r = &VerifyReport{}
+	if err := f.kernel().verifyNFT(r, d); err != nil {
+		t.Fatal(err)
+	}
+	if got := details(r.Checks); !strings.Contains(got, "nft table: a chain's type, hook or priority differs from the plan") {
+		t.Errorf("a set that is not planned: got\n%s", got)
 	}
 }
 

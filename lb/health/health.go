@@ -55,6 +55,10 @@ type LinkHealth struct {
 	JitterMillis float64 `json:"jitter_ms"`
 	Loss         float64 `json:"loss"`
 	Window       int     `json:"window"`
+	// FlowsKept, while the link is down: its flows were left in place
+	// rather than deleted, and why (no other link could take them).
+	FlowsKept      string    `json:"flows_kept,omitempty"`
+	FlowsKeptSince time.Time `json:"flows_kept_since,omitzero"`
 }
 
 // Tracker is one link's health with hysteresis: Fall consecutive bad
@@ -242,6 +246,10 @@ func (t *Tracker) window() []sample {
 	}
 	return append(slices.Clone(t.rounds[t.next:]), t.rounds[:t.next]...)
 }
+
+// Streaks are the good and the bad rounds in a row that ended with the
+// last one (one of them is 0). Taking a link down at once zeroes good.
+func (t *Tracker) Streaks() (good, bad int) { return t.good, t.bad }
 
 // Rounds is how many rounds Loss, RTT and Jitter are over: the window,
 // or fewer just after a start.

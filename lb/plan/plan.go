@@ -348,7 +348,7 @@ func FullScript(d *Desired) []string {
 	for _, op := range rules.Diff(rules.State{}, d.Routing) {
 		out = append(out, op.Command())
 	}
-	out = append(out, "nft -f - <<'EOF'\n"+d.NFT.Render()+"EOF")
+	out = append(out, nft.Script(d.NFT.Render()))
 	for _, s := range d.LateSysctls {
 		out = append(out, s.Command())
 	}

@@ -127,7 +127,7 @@ func filterFor(c *config.Config, link string) (*ct.MarkFilter, error) {
 
 // ListFlows dumps the flows the query selects (filtered by the kernel when
 // it names a link) and returns the largest by bytes.
-func ListFlows(c *config.Config, conn *ct.Conntrack, q FlowQuery, now time.Time) (*FlowList, error) {
+func ListFlows(c *config.Config, conn Conntrack, q FlowQuery, now time.Time) (*FlowList, error) {
 	f, err := filterFor(c, q.Link)
 	if err != nil {
 		return nil, err

@@ -63,6 +63,12 @@ func WriteStatus(w io.Writer, s *Status) error {
 			if l.Reason6 != "" && l.State6 != l.State {
 				line += "; IPv6: " + Printable(l.Reason6)
 			}
+			if l.FlowsKept != "" {
+				line += "; flows kept: " + Printable(l.FlowsKept)
+			}
+			if l.FlowsKept6 != "" && l.FlowsKept6 != l.FlowsKept {
+				line += "; IPv6 flows kept: " + Printable(l.FlowsKept6)
+			}
 			if l.RTTMillis != nil && l.Loss != nil {
 				line += "; " + quality(l)
 			}
@@ -70,7 +76,7 @@ func WriteStatus(w io.Writer, s *Status) error {
 		}
 	}
 	if s.BytesFrom == BytesFromRules {
-		fmt.Fprintln(w, "flows counted by the daemon; bytes and packets: each link's traffic since flowpin's nft table was last written")
+		fmt.Fprintln(w, "flows counted by the daemon; bytes and packets: each link's traffic counted by flowpin's nft rules")
 	}
 	if n := s.Total.FlowsWithoutCounters; n > 0 {
 		fmt.Fprintf(w, "%d flows have no byte counters (they began while nf_conntrack_acct was off)\n", n)

@@ -1,6 +1,8 @@
 // Package status counts flows per link from conntrack, lists them, and
-// renders the `flowpin status` answer. It reads link health as plain
-// values (health.LinkHealth) and knows nothing of the daemon.
+// renders the `flowpin status` answer. Collect assembles it, for the CLI
+// and for the daemon alike; it reads a daemon's counts and link health
+// through interfaces (FlowCounts, LinkHealth) and knows nothing of the
+// daemon itself.
 package status
 
 import (
@@ -96,6 +98,13 @@ type LinkStatus struct {
 	State6  health.LinkState `json:"state6,omitempty"`
 	Reason6 string           `json:"reason6,omitempty"`
 	Reason  string           `json:"reason,omitempty"`
+	// FlowsKept (FlowsKept6: its IPv6 side), from the daemon while the
+	// link is down: its flows were left in place rather than deleted,
+	// since when, and why (no other link could take them). They go on
+	// when the link is back.
+	FlowsKept      string     `json:"flows_kept,omitempty"`
+	FlowsKeptSince *time.Time `json:"flows_kept_since,omitempty"`
+	FlowsKept6     string     `json:"flows_kept6,omitempty"`
 	// Over the probes' last Window rounds: median rtt, jitter (mean
 	// absolute difference of consecutive rounds' rtts) and the share of
 	// probes lost.
@@ -148,8 +157,8 @@ type Status struct {
 	Warnings []string `json:"warnings"`
 	// BytesFrom says what the byte and packet counts are: absent (or
 	// "flows"), those of the flows alive now, from conntrack; "rules", the
-	// links' traffic since flowpin's nft table was last written, from the
-	// counters of its rules (a daemon's status).
+	// links' traffic counted by flowpin's nft rules, carried over the
+	// rewrites of its table while the daemon runs (a daemon's status).
 	BytesFrom string `json:"bytes_from,omitempty"`
 }
 
@@ -161,7 +170,7 @@ type Tally map[uint32]*Counters
 
 // TallyFlows dumps the conntrack table once and counts it per mark, in
 // parallel dumps of disjoint parts, one per core.
-func TallyFlows(conn *ct.Conntrack, c *config.Config) (Tally, error) {
+func TallyFlows(conn Conntrack, c *config.Config) (Tally, error) {
 	parts := Partition(c, runtime.GOMAXPROCS(0))
 	var t Tally
 	err := ct.RetryInterrupted(func() error {
@@ -402,16 +411,6 @@ func rates(a, b Counters, dt float64) Rates {
 		PacketsOutPerSec: d(a.PacketsOut, b.PacketsOut),
 		PacketsInPerSec:  d(a.PacketsIn, b.PacketsIn),
 	}
-}
-
-// ReadStatus is the whole status: one dump of the conntrack table, counted
-// per link.
-func ReadStatus(c *config.Config, a *Applied, conn *ct.Conntrack) (*Status, error) {
-	t, err := TallyFlows(conn, c)
-	if err != nil {
-		return nil, err
-	}
-	return BuildStatus(c, a, t, time.Now()), nil
 }
 
 // Partition splits the conntrack table into up to n disjoint parts by

@@ -19,6 +19,7 @@ func (s *Status) WithHealth(h []health.LinkHealth) {
 		if ok6 {
 			s.Links[i].State6 = l6.State
 			s.Links[i].Reason6 = l6.Reason
+			s.Links[i].FlowsKept6 = l6.FlowsKept
 		}
 		l, ok := by[s.Links[i].Name]
 		if !ok && ok6 {
@@ -34,5 +35,12 @@ func (s *Status) WithHealth(h []health.LinkHealth) {
 		s.Links[i].JitterMillis = &jitter
 		s.Links[i].Loss = &loss
 		s.Links[i].Window = l.Window
+		// Always set: a status is served again with the latest health
+		// (the daemon's API), which may no longer keep them.
+		s.Links[i].FlowsKept, s.Links[i].FlowsKeptSince = l.FlowsKept, nil
+		if l.FlowsKept != "" {
+			kept := l.FlowsKeptSince
+			s.Links[i].FlowsKeptSince = &kept
+		}
 	}
 }

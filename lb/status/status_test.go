@@ -401,3 +401,48 @@ func TestStatusQuality(t *testing.T) {
 		}
 	}
 }
+
+// A down link whose flows the daemon kept says so, and why, in the text
+// and the JSON; a link whose flows were not kept says nothing of it.
+func TestStatusFlowsKept(t *testing.T) {
+	c := statusConfig(t, statusLinks)
+	s := BuildStatus(c, statusApplied(c), Tally{}, time.Unix(0, 0))
+	since := time.Date(2026, 11, 22, 10, 31, 59, 0, time.UTC)
+	kept := "no other IPv4 link is up to take them"
+	s.WithHealth([]health.LinkHealth{
+		{Name: "isp1", Family: "ipv4", State: health.StateDown, Reason: "down: 1/1 probes lost to 203.0.113.10, 3 rounds in a row", LastChange: since, FlowsKept: kept, FlowsKeptSince: since},
+		{Name: "isp2", Family: "ipv4", State: health.StateDown, Reason: "down: carrier lost on wan2", LastChange: since},
+	})
+	var buf bytes.Buffer
+	if err := WriteStatus(&buf, s); err != nil {
+		t.Fatal(err)
+	}
+	want := "isp1: down: 1/1 probes lost to 203.0.113.10, 3 rounds in a row since 10:31:59; flows kept: no other IPv4 link is up to take them;"
+	if !strings.Contains(buf.String(), want) {
+		t.Errorf("output lacks %q:\n%s", want, buf.String())
+	}
+	if strings.Count(buf.String(), "flows kept") != 1 {
+		t.Errorf("flows kept said of a link whose flows were not kept:\n%s", buf.String())
+	}
+	js, err := json.Marshal(s.Links)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"flows_kept":"no other IPv4 link is up to take them","flows_kept_since":"2026-11-22T10:31:59Z"`} {
+		if !strings.Contains(string(js), want) {
+			t.Errorf("json lacks %s: %s", want, js)
+		}
+	}
+	if strings.Count(string(js), "flows_kept") != 2 {
+		t.Errorf("json: %s", js)
+	}
+	// The same status with later health (the daemon serves one again):
+	// the link is up, nothing is said to be kept.
+	s.WithHealth([]health.LinkHealth{
+		{Name: "isp1", Family: "ipv4", State: health.StateUp, Reason: "up: 3 good rounds", LastChange: since},
+		{Name: "isp2", Family: "ipv4", State: health.StateUp, Reason: "up: 3 good rounds", LastChange: since},
+	})
+	if js, _ := json.Marshal(s.Links); strings.Contains(string(js), "flows_kept") {
+		t.Errorf("later health without kept flows: %s", js)
+	}
+}

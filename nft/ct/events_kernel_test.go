@@ -18,6 +18,13 @@ import (
 // eventsNetns is a throwaway network namespace, deleted in t.Cleanup.
 func eventsNetns(t *testing.T) netns.NsHandle {
 	t.Helper()
+	h, _ := namedNetns(t)
+	return h
+}
+
+// namedNetns is eventsNetns with its name, for commands run in it.
+func namedNetns(t *testing.T) (netns.NsHandle, string) {
+	t.Helper()
 	if testing.Short() || os.Geteuid() != 0 {
 		t.Skip("needs root and a network namespace")
 	}
@@ -36,7 +43,7 @@ func eventsNetns(t *testing.T) netns.NsHandle {
 		h.Close()
 		_ = exec.Command("ip", "netns", "del", name).Run()
 	})
-	return h
+	return h, name
 }
 
 func fakeFlow(i int, mark uint32) conntrack.Flow {

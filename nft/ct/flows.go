@@ -111,7 +111,8 @@ type MarkFilter struct {
 // Conntrack reads the connection tracking table of one network namespace
 // as a stream. ti-mo/conntrack's Dump decodes every flow fully into one
 // slice (about 500 MiB at 200k flows); a walk here holds one receive buffer
-// and one record per socket at a time.
+// and one record per socket at a time. The zero value reads the caller's
+// namespace and opens its sockets on first use (Open opens one at once).
 type Conntrack struct {
 	netns int
 	socks []*dumpSocket // one per concurrent dump, opened on first use

@@ -11,11 +11,31 @@ import (
 
 // FlushLabel deletes the flows of one address family (unix.AF_INET or
 // unix.AF_INET6) with (ct mark & mask) == mark that carry ct label bit: a
-// policy's flows on one link, and no other flow on it.
-// ctnetlink filters a dump by mark but not by label, so the kernel sends
-// the link's flows and the label is checked here. It returns how many
-// flows it deleted.
+// policy's flows on one link, and no other flow on it. It returns how
+// many flows it deleted.
 func (ct *Conntrack) FlushLabel(mark, mask uint32, bit int, family uint8) (int, error) {
+	return ct.deleteWhere(mark, mask, family, func(labels []byte) bool { return HasLabel(labels, bit) })
+}
+
+// FlushMarkExceptLabels deletes the flows of one address family with
+// (ct mark & mask) == mark that carry none of the ct label bits keep: a
+// link's flows, but for those of the policies told apart by these bits.
+// It returns how many flows it deleted.
+func (ct *Conntrack) FlushMarkExceptLabels(mark, mask uint32, family uint8, keep []int) (int, error) {
+	return ct.deleteWhere(mark, mask, family, func(labels []byte) bool {
+		for _, bit := range keep {
+			if HasLabel(labels, bit) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// deleteWhere deletes the flows of one family and mark whose labels del
+// accepts. ctnetlink filters a dump by mark but not by label, so the
+// kernel sends the link's flows and the labels are checked here.
+func (ct *Conntrack) deleteWhere(mark, mask uint32, family uint8, del func(labels []byte) bool) (int, error) {
 	c, err := ct.requests()
 	if err != nil {
 		return 0, err
@@ -31,7 +51,7 @@ func (ct *Conntrack) FlushLabel(mark, mask uint32, bit int, family uint8) (int, 
 	}
 	n := 0
 	for _, f := range flows {
-		if !HasLabel(f.Labels, bit) {
+		if !del(f.Labels) {
 			continue
 		}
 		if err := c.Delete(f); err != nil {

@@ -20,14 +20,21 @@ type Fake struct {
 	spec *nft.Spec
 
 	// Transcript has one entry per committed transaction: the script
-	// (Render, RenderRecords) or "nft delete table inet flowpin".
+	// (Render, RenderRecords) or "nft delete table inet flowpin"; for a
+	// use's table, the line UseLine gives.
 	Transcript []string
 	// Hook, if set, is called with each transaction's script before it
 	// is committed; an error fails it whole and nothing changes.
 	Hook func(script string) error
-	// ReadErr, if set, fails every read (Read, and the read that Apply,
-	// Record and Remove make first).
+	// ReadErr, if set, fails every read (Read, RuleHits, and the read
+	// that Apply, Record and Remove make first).
 	ReadErr error
+	// Hits are the traffic rules' counters by rule name, as the kernel
+	// would have counted them (RuleHits).
+	Hits map[string]nft.Hits
+
+	// uses are the tables of `flowpin use`, by name (see use.go).
+	uses map[string]nft.Use
 }
 
 // FailNth makes the nth transaction from now fail with err (n >= 1). It
@@ -93,6 +100,23 @@ func (f *Fake) Read() (*nft.Current, error) {
 	return f.current(), nil
 }
 
+// RuleHits returns the counter of each traffic rule in the table (zero
+// unless set in Hits), by rule name; none without a table.
+func (f *Fake) RuleHits() (map[string]nft.Hits, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ReadErr != nil {
+		return nil, f.ReadErr
+	}
+	out := map[string]nft.Hits{}
+	if f.spec != nil {
+		for _, c := range f.spec.Classes {
+			out[c.Name] = f.Hits[c.Name]
+		}
+	}
+	return out, nil
+}
+
 // Apply replaces the table with s unless it already is s.
 func (f *Fake) Apply(s nft.Spec) (bool, error) {
 	f.mu.Lock()
@@ -107,20 +131,20 @@ func (f *Fake) Apply(s nft.Spec) (bool, error) {
 		return false, err
 	}
 	s.Links = slices.Clone(s.Links)
-	s.Records = slices.Clone(s.Records)
+	s.Records = s.Records.Clone()
 	f.spec = &s
 	return true, nil
 }
 
 // Record replaces the records, creating a table with no links if there
 // is none.
-func (f *Fake) Record(records []string) (bool, error) {
+func (f *Fake) Record(records nft.Records) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.ReadErr != nil {
 		return false, f.ReadErr
 	}
-	if cur := f.current(); cur.Exists && slices.Equal(cur.Records, records) {
+	if cur := f.current(); cur.Exists && slices.Equal(cur.Chains["state"], records.Encode()) {
 		return false, nil
 	}
 	if err := f.commit(nft.RenderRecords(records)); err != nil {
@@ -132,7 +156,7 @@ func (f *Fake) Record(records []string) (bool, error) {
 		s := *f.spec
 		f.spec = &s
 	}
-	f.spec.Records = slices.Clone(records)
+	f.spec.Records = records.Clone()
 	return true, nil
 }
 

@@ -1,7 +1,4 @@
-// Package packaging holds the Debian package's nfpm config, maintainer
-// scripts and copyright file, and the test that builds the package with
-// `make deb` and checks what comes out.
-package packaging
+package integration
 
 import (
 	"bytes"
@@ -48,7 +45,8 @@ func command(t *testing.T, dir, name string, args ...string) string {
 	return string(out)
 }
 
-// TestDeb builds both packages with `make deb` and checks each: control
+// TestDeb builds both packages with `make deb` (from packaging/: the nfpm
+// config, maintainer scripts and copyright file) and checks each: control
 // fields, the file list, the binary (architecture, static, --version),
 // man pages, the unit (systemd-analyze verify), maintainer scripts, and
 // lintian.
