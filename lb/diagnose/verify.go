@@ -574,8 +574,8 @@ func (k *Kernel) verifyLinkRoutes(r *VerifyReport, l plan.LinkPlan, all []rules.
 			r.fail(check, applyFix, "%v", err)
 			continue
 		}
-		if ans.Dev == l.Interface && ans.Gw == l.Gateway {
-			r.pass(check, "leaves by %s via %s (ip route get %s)", ans.Dev, ans.Gw, q.q.Args())
+		if ans.Dev == l.Interface && ans.Gw == l.Via() {
+			r.pass(check, "leaves by %s (ip route get %s)", hop(ans.Dev, ans.Gw), q.q.Args())
 			continue
 		}
 		fq := q.q
@@ -593,9 +593,18 @@ func (k *Kernel) verifyLinkRoutes(r *VerifyReport, l plan.LinkPlan, all []rules.
 				fix = fmt.Sprintf("ip rule del pref %d, or move it after flowpin's rules", mr.Priority)
 			}
 		}
-		r.fail(check, fix, "leaves by %s via %s, want %s via %s: table %s, %s (ip route get %s)",
-			orNone(ans.Dev), ans.Gw, l.Interface, l.Gateway, rules.TableName(ans.Table), by, q.q.Args())
+		r.fail(check, fix, "leaves by %s, want %s: table %s, %s (ip route get %s)",
+			hop(orNone(ans.Dev), ans.Gw), hop(l.Interface, l.Via()), rules.TableName(ans.Table), by, q.q.Args())
 	}
+}
+
+// hop is where a packet leaves: "wan1 via 192.0.2.1", or "ppp0" out of a
+// point-to-point interface.
+func hop(dev string, gw netip.Addr) string {
+	if !gw.IsValid() {
+		return dev
+	}
+	return dev + " via " + gw.String()
 }
 
 func orNone(s string) string {
@@ -609,6 +618,12 @@ func orNone(s string) string {
 // sends a single UDP datagram to the gateway's discard port, which makes
 // the kernel resolve it, and looks again.
 func (k *Kernel) verifyGateway(r *VerifyReport, l plan.LinkPlan, o VerifyOptions) {
+	if l.PointToPoint {
+		// No link-layer address to resolve: the probes tell whether the
+		// peer answers.
+		r.pass(fmt.Sprintf("link %s: point-to-point", l.Name), "%s is point-to-point: no neighbour to resolve", l.Interface)
+		return
+	}
 	name := fmt.Sprintf("link %s: gateway %s", l.Name, l.Gateway)
 	n, err := k.Routes.Neighbour(l.Interface, l.Gateway)
 	if err != nil {
