@@ -321,6 +321,7 @@ func TestPlanStickyRuleWithNoLinkUp(t *testing.T) {
 		}
 	}
 }
+
 // A point-to-point link's gateway is its peer, which the probes use, while
 // its routes name no next hop; no peer leaves it without one.
 func TestPlanPointToPointGateway(t *testing.T) {
