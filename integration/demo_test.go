@@ -28,7 +28,7 @@ func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "../scripts/demo.sh", flowpinBin)
-	cmd.Env = append(os.Environ(), "DEMO_HOLD=0")
+	cmd.Env = append(os.Environ(), "DEMO_HOLD=0", "TUNPAIR="+tunpairBin)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	t.Logf("demo took %v", time.Since(start).Round(time.Second))
@@ -98,6 +98,16 @@ func TestDemo(t *testing.T) {
 	od := expect("On-demand backup", "(isp2: standby, ", "wan2: state DOWN", "wan2: state UP")
 	if c := each(od); len(c) != 3 || c[0][3] != 0 || c[2][3] != 0 {
 		t.Errorf("on-demand: %v; want nothing over isp2 while isp1 is up", c)
+	}
+	ppp := expect("A PPP-like uplink", "POINTOPOINT", "peer 198.51.100.1/32",
+		"default dev wan2 proto 201 src 198.51.100.2", "nexthop dev wan2 weight 1", "(isp2: down, ",
+		"default dev wan2 proto 201 src 198.51.100.7", "from 198.51.100.7 lookup 102")
+	if c := each(ppp); len(c) != 3 || c[0][0] != 40 || c[0][2] == 0 || c[0][3] == 0 ||
+		c[1][0] != 20 || c[1][3] != 0 || c[2][0] != 40 || c[2][3] != 0 || c[2][4] != 0 {
+		t.Errorf("point-to-point: %v; want 40 over both links, 20 over isp1 between sessions, 40 with none from the old address", c)
+	}
+	if m := regexp.MustCompile(`from the new address 198\.51\.100\.7: (\d+)`).FindStringSubmatch(ppp); m == nil || m[1] == "0" {
+		t.Errorf("point-to-point: no flow from the new session's address (%v)", m)
 	}
 	if !strings.Contains(text, "==> Done") {
 		t.Error("the demo did not reach its end")

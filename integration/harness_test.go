@@ -34,6 +34,9 @@ import (
 // FLOWPIN_SKIP_BUILD=1 or when not running as root (tests skip then).
 var flowpinBin string
 
+// tunpairBin is the point-to-point link helper (./tunpair), built beside it.
+var tunpairBin string
+
 // cmdTimeout bounds every external command so a wedged tool fails the test
 // instead of hanging the suite.
 const cmdTimeout = 30 * time.Second
@@ -64,6 +67,12 @@ func testMain(m *testing.M) int {
 			return 1
 		}
 		flowpinBin = bin
+		tp := filepath.Join(dir, "tunpair")
+		if out, err := exec.Command("go", "build", "-o", tp, "./tunpair").CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "integration: build tunpair: %v\n%s", err, out)
+			return 1
+		}
+		tunpairBin = tp
 	}
 	return m.Run()
 }

@@ -41,7 +41,7 @@ type dualWAN struct {
 
 func newDualWAN(t testing.TB) *dualWAN {
 	t.Helper()
-	return buildDualWAN(t, false)
+	return buildDualWAN(t, false, false)
 }
 
 // newDualWAN6 is the dual-WAN NAT box with IPv6 beside IPv4:
@@ -59,10 +59,10 @@ func newDualWAN(t testing.TB) *dualWAN {
 // source 2001:db8:ff::10, and the ISPs route each other's /64 via far.
 func newDualWAN6(t testing.TB) *dualWAN {
 	t.Helper()
-	return buildDualWAN(t, true)
+	return buildDualWAN(t, true, false)
 }
 
-func buildDualWAN(t testing.TB, ipv6 bool) *dualWAN {
+func buildDualWAN(t testing.TB, ipv6, p2p bool) *dualWAN {
 	t.Helper()
 	start := time.Now()
 	newL := newLab
@@ -81,7 +81,9 @@ func buildDualWAN(t testing.TB, ipv6 bool) *dualWAN {
 
 	veth(t, d.LAN, "eth0", d.Router, "lan")
 	veth(t, d.Router, "wan1", d.ISP1, "cust")
-	veth(t, d.Router, "wan2", d.ISP2, "cust")
+	if !p2p {
+		veth(t, d.Router, "wan2", d.ISP2, "cust")
+	}
 	veth(t, d.ISP1, "core", d.Far, "isp1")
 	veth(t, d.ISP2, "core", d.Far, "isp2")
 
@@ -90,7 +92,9 @@ func buildDualWAN(t testing.TB, ipv6 bool) *dualWAN {
 
 	addAddr(t, d.Router, "lan", "10.77.0.1/24")
 	addAddr(t, d.Router, "wan1", "192.0.2.2/24")
-	addAddr(t, d.Router, "wan2", "198.51.100.2/24")
+	if !p2p {
+		addAddr(t, d.Router, "wan2", "198.51.100.2/24")
+	}
 	setSysctl(t, d.Router, "net.ipv4.ip_forward", "1")
 	// What a typical box has before flowpin: one default route, via ISP1.
 	addRoute(t, d.Router, "default", "via", d.GW1, "dev", "wan1")
@@ -101,12 +105,20 @@ func buildDualWAN(t testing.TB, ipv6 bool) *dualWAN {
 		{d.ISP1, "192.0.2.1/24", "100.64.1.1/30", "100.64.1.2", d.WAN1, "198.51.100.0/24"},
 		{d.ISP2, "198.51.100.1/24", "100.64.2.1/30", "100.64.2.2", d.WAN2, "192.0.2.0/24"},
 	} {
-		addAddr(t, isp.ns, "cust", isp.cust)
+		p2pISP := p2p && isp.ns == d.ISP2
+		if !p2pISP {
+			addAddr(t, isp.ns, "cust", isp.cust)
+		}
 		addAddr(t, isp.ns, "core", isp.core)
 		setSysctl(t, isp.ns, "net.ipv4.ip_forward", "1")
 		addRoute(t, isp.ns, "203.0.113.0/24", "via", isp.far)
 		addRoute(t, isp.ns, isp.otherPrefix, "via", isp.far)
-		if !ipv6 {
+		switch {
+		case p2pISP:
+			// Sessions come and go with their interface: filter by name
+			// in the forward path, which outlives any one device.
+			nft(t, isp.ns, bcp38SessionRuleset)
+		case !ipv6:
 			nft(t, isp.ns, bcp38Ruleset(isp.custAddr))
 		}
 	}
@@ -169,6 +181,52 @@ func (d *dualWAN) addIPv6(t testing.TB) {
 
 	settle6(t, d.LAN, d.Router, d.ISP1, d.ISP2, d.Far)
 }
+
+// newPPPWAN is the dual-WAN NAT box with isp2 reached over a point-to-point
+// session instead of Ethernet, as over PPPoE or a VPN tunnel:
+//
+//	lan --- router ==wan1 (veth)== isp1 ---core--- far
+//	               ==wan2 (tun, 198.51.100.2 peer 198.51.100.1)== isp2 ---core---/
+//
+// wan2 and isp2's cust are tun devices carried by a tunpair process (the
+// session, see startSession): killing it ends the session and removes
+// both, stopping it is a silent failure with the carrier up. Main has no
+// default route through wan2 (a second session with nodefaultroute).
+func newPPPWAN(t testing.TB) (*dualWAN, *tunSession) {
+	t.Helper()
+	d := buildDualWAN(t, false, true)
+	return d, d.startSession(t, d.WAN2)
+}
+
+// startSession opens a new point-to-point session between the router's
+// wan2 and isp2, where the router gets addr with isp2's 198.51.100.1 as its
+// peer, as a PPP server hands out an address.
+func (d *dualWAN) startSession(t testing.TB, addr string) *tunSession {
+	t.Helper()
+	s := startTunPair(t, d.Router, "wan2", d.ISP2, "cust")
+	run(t, d.Router, "ip", "addr", "add", addr, "peer", d.GW2+"/32", "dev", "wan2")
+	run(t, d.ISP2, "ip", "addr", "add", d.GW2, "peer", addr+"/32", "dev", "cust")
+	linkUp(t, d.Router, "wan2")
+	linkUp(t, d.ISP2, "cust")
+	return s
+}
+
+// configP2P is config with isp2 on the point-to-point wan2 and gateway:
+// auto, which main offers no default route to take a next hop from.
+func (d *dualWAN) configP2P(weight1, weight2 int) string {
+	return strings.Replace(d.config(weight1, weight2), "gateway: "+d.GW2, "gateway: auto", 1)
+}
+
+// bcp38SessionRuleset is isp2's BCP38 on a session link: only the
+// customer's session addresses (198.51.100.0/24) may come from cust.
+const bcp38SessionRuleset = `table inet bcp38 {
+	counter spoofed {}
+	chain forward_in {
+		type filter hook forward priority 0;
+		iifname "cust" ip saddr != 198.51.100.0/24 counter name "spoofed" drop
+	}
+}
+`
 
 // bcp38Ruleset: an ISP's ingress filter on its customer port. netdev ingress
 // sees the packet before routing; tc flower/u32/matchall are not available

@@ -97,6 +97,13 @@ type Iface struct {
 	// interface, as a DHCP or PPP client or router advertisements install
 	// them (gateway: auto, gateway6: auto), IPv4 and IPv6.
 	Gateways []netip.Addr
+	// PointToPoint: IFF_POINTOPOINT (ppp, WireGuard, tun). Such a link has
+	// no link-layer next hop: anything routed out of it reaches the peer,
+	// and its default route is `default dev IF`.
+	PointToPoint bool
+	// Peers are the peer prefixes of its point-to-point IPv4 addresses
+	// (`inet 100.64.0.2 peer 100.64.0.1/32`), by local address.
+	Peers map[netip.Addr]netip.Prefix
 }
 
 // retry reruns a dump that the kernel interrupted (a change raced it), so
@@ -124,7 +131,7 @@ func (k *Kernel) Interfaces() (map[string]Iface, error) {
 	for _, l := range links {
 		a := l.Attrs()
 		up := a.Flags&net.FlagUp != 0 && a.OperState != netlink.OperDown && a.OperState != netlink.OperLowerLayerDown
-		out[a.Name] = Iface{Name: a.Name, Index: a.Index, Up: up}
+		out[a.Name] = Iface{Name: a.Name, Index: a.Index, Up: up, PointToPoint: a.Flags&net.FlagPointToPoint != 0}
 		byIndex[a.Index] = a.Name
 	}
 	addrs, err := retry(func() ([]netlink.Addr, error) { return k.h.AddrList(nil, unix.AF_UNSPEC) })
@@ -143,6 +150,12 @@ func (k *Kernel) Interfaces() (map[string]Iface, error) {
 		ones, _ := a.Mask.Size()
 		i := out[name]
 		i.Addrs = append(i.Addrs, netip.PrefixFrom(ip.Unmap(), ones))
+		if peer := prefixOf(a.Peer); peer.IsValid() && peer.Addr().Is4() {
+			if i.Peers == nil {
+				i.Peers = map[netip.Addr]netip.Prefix{}
+			}
+			i.Peers[ip.Unmap()] = peer
+		}
 		out[name] = i
 	}
 	var mainRoutes []netlink.Route

@@ -160,3 +160,25 @@ func TestKernelOpenAtReachesItsNamespace(t *testing.T) {
 		t.Errorf("rules in the namespace lack 1400 lookup 100: %v", rs)
 	}
 }
+
+// A tun device (as ppp0 or wg0) reads back as point-to-point, with the
+// peer of its address; a veth does not.
+func TestInterfacesPointToPoint(t *testing.T) {
+	ns := testNS(t)
+	ipn(t, ns, "tuntap", "add", "dev", "ppp9", "mode", "tun")
+	ipn(t, ns, "addr", "add", "100.64.0.2", "peer", "100.64.0.1/32", "dev", "ppp9")
+	ipn(t, ns, "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+	ipn(t, ns, "addr", "add", "192.0.2.2/24", "dev", "v0")
+	ifs, err := openAt(t, ns).Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := ifs["ppp9"]
+	peer := p.Peers[netip.MustParseAddr("100.64.0.2")]
+	if !p.PointToPoint || !slices.Equal(p.Addrs, []netip.Prefix{netip.MustParsePrefix("100.64.0.2/32")}) || len(p.Peers) != 1 || peer != netip.MustParsePrefix("100.64.0.1/32") {
+		t.Errorf("ppp9: %+v, want point-to-point 100.64.0.2/32 with peer 100.64.0.1/32", p)
+	}
+	if v := ifs["v0"]; v.PointToPoint || len(v.Peers) != 0 {
+		t.Errorf("v0: %+v, want no point-to-point, no peers", v)
+	}
+}

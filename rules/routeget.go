@@ -144,7 +144,7 @@ func (a Answer) String() string {
 		fmt.Fprintf(&b, " src %s", a.PrefSrc)
 	}
 	for _, nh := range a.Nexthops {
-		fmt.Fprintf(&b, " nexthop via %s dev %s weight %d", nh.Gw, nh.Dev, nh.Weight)
+		b.WriteString(" nexthop " + nh.Spec())
 	}
 	return b.String()
 }

@@ -54,6 +54,17 @@ type Nexthop struct {
 	Weight int // 1..256
 }
 
+// Spec renders the leg as `ip route` arguments after "nexthop". A leg
+// without Gw is a point-to-point interface's: everything sent out of it
+// reaches the peer, with no link-layer next hop to resolve.
+func (nh Nexthop) Spec() string {
+	via := ""
+	if nh.Gw.IsValid() {
+		via = fmt.Sprintf("via %s ", nh.Gw)
+	}
+	return fmt.Sprintf("%sdev %s weight %d", via, shellescape.Quote(nh.Dev), nh.Weight)
+}
+
 // Scope of a route, as the kernel has it.
 type Scope uint8
 
@@ -176,7 +187,7 @@ func (r Route) Spec() string {
 		fmt.Fprintf(&b, " src %s", r.Src)
 	}
 	for _, nh := range r.Nexthops {
-		fmt.Fprintf(&b, " nexthop via %s dev %s weight %d", nh.Gw, shellescape.Quote(nh.Dev), nh.Weight)
+		b.WriteString(" nexthop " + nh.Spec())
 	}
 	return b.String()
 }

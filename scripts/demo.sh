@@ -21,6 +21,9 @@ set -euo pipefail
 
 BIN=${1:?usage: $0 /path/to/flowpin}
 BIN=$(realpath "$BIN")
+# TUNPAIR: the point-to-point link helper (integration/tunpair); built
+# here with go when not given.
+TUNPAIR=${TUNPAIR:-}
 [[ $(id -u) == 0 ]] || { echo "demo.sh: must run as root" >&2; exit 1; }
 for tool in ip nft perl timeout; do
 	command -v "$tool" >/dev/null || { echo "demo.sh: $tool not found (apt-get install iproute2 nftables perl-base)" >&2; exit 1; }
@@ -35,11 +38,13 @@ WORK=$(mktemp -d)
 LISTENER_PID=
 DAEMON=
 FORWARDER=
+SESSION=
 
 cleanup() {
 	set +e
 	[[ -n $FORWARDER ]] && kill "$FORWARDER" 2>/dev/null && wait "$FORWARDER" 2>/dev/null
 	[[ -n $DAEMON ]] && kill "$DAEMON" 2>/dev/null && wait "$DAEMON" 2>/dev/null
+	[[ -n $SESSION ]] && kill "$SESSION" 2>/dev/null && wait "$SESSION" 2>/dev/null
 	# shellcheck disable=SC2086 # a list of pids
 	[[ -n $LISTENER_PID ]] && kill $LISTENER_PID 2>/dev/null && wait $LISTENER_PID 2>/dev/null
 	for ns in "${ALL[@]}"; do
@@ -49,6 +54,12 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+if [[ -z $TUNPAIR ]]; then
+	command -v go >/dev/null || { echo "demo.sh: go not found (it builds integration/tunpair; or set TUNPAIR)" >&2; exit 1; }
+	TUNPAIR=$WORK/tunpair
+	go -C "$(dirname "$(realpath "$0")")/.." build -o "$TUNPAIR" ./integration/tunpair
+fi
 
 for ns in "${ALL[@]}"; do
 	if ip netns list | grep -qw "^$ns"; then
@@ -143,12 +154,14 @@ nsx "$FAR" nft -f - <<-EOF
 	table ip demo {
 		counter via_isp1 {}
 		counter via_isp2 {}
+		counter via_isp2_session2 {}
 		counter other {}
 		chain in {
 			type filter hook input priority 0;
 			tcp dport $PORT ct state new ip saddr 192.0.2.2 counter name "via_isp1"
 			tcp dport $PORT ct state new ip saddr 198.51.100.2 counter name "via_isp2"
-			tcp dport $PORT ct state new ip saddr != { 192.0.2.2, 198.51.100.2 } counter name "other"
+			tcp dport $PORT ct state new ip saddr 198.51.100.7 counter name "via_isp2_session2"
+			tcp dport $PORT ct state new ip saddr != { 192.0.2.2, 198.51.100.2, 198.51.100.7 } counter name "other"
 		}
 	}
 	table ip6 demo {
@@ -222,7 +235,8 @@ show_router() {
 
 # link_state LINK: the link's state as the running daemon reports it.
 link_state() {
-	nsx "$ROUTER" "$BIN" status 2>/dev/null | awk -v l="$1" '$1 == l && $5 ~ /^0x/ { print $6; exit }'
+	# The column after the mark: GATEWAY may be several words ("dev ppp0 (auto)").
+	nsx "$ROUTER" "$BIN" status 2>/dev/null | awk -v l="$1" '$1 == l { for (i = 3; i < NF; i++) if ($i ~ /^0x/) { print $(i + 1); exit } }'
 }
 
 # wait_state LINK STATE: wait (10 s at most) until the daemon reports it,
@@ -550,5 +564,73 @@ DAEMON=
 grep -E 'on-demand|standby' "$WORK/od.log" | cut -c1-200
 nsx "$ROUTER" ip link set dev wan2 up
 nsx "$ROUTER" "$BIN" down -c "$WORK/ondemand.yaml"
+
+heading "A PPP-like uplink: isp2 over a point-to-point session (a tun pair carried by a process)"
+# The Ethernet cable to isp2 goes; a session takes its place, as PPPoE,
+# WireGuard or an LTE modem in raw-IP mode would: POINTOPOINT, NOARP, no
+# link-layer address, an address with a peer, and no default route in main
+# (nodefaultroute). Killing the process ends the session: both interfaces
+# vanish. start_session ADDR and stop_session play the ISP's side.
+ip -n "$ROUTER" link del wan2
+start_session() {
+	"$TUNPAIR" "$ROUTER" wan2 "$ISP2" cust >"$WORK/session.out" 2>&1 &
+	SESSION=$!
+	for _ in $(seq 50); do grep -q ready "$WORK/session.out" && break; sleep 0.1; done
+	ip -n "$ROUTER" addr add "$1" peer 198.51.100.1/32 dev wan2
+	ip -n "$ISP2" addr add 198.51.100.1 peer "$1"/32 dev cust
+	ip -n "$ROUTER" link set dev wan2 up
+	ip -n "$ISP2" link set dev cust up
+	# The ISP's BCP38 follows the address it handed out.
+	nsx "$ISP2" nft delete table netdev bcp38 2>/dev/null || true
+	nsx "$ISP2" nft -f - <<-EOF
+		table netdev bcp38 {
+			chain in {
+				type filter hook ingress device "cust" priority 0;
+				ip saddr != $1 drop
+			}
+		}
+	EOF
+}
+stop_session() {
+	kill "$SESSION"
+	wait "$SESSION" 2>/dev/null || true
+	SESSION=
+}
+start_session 198.51.100.2
+ip -n "$ROUTER" -d link show wan2 | head -2
+ip -n "$ROUTER" addr show dev wan2 | grep inet
+cat >"$WORK/ppp.yaml" <<EOF
+links:
+  - {name: isp1, interface: wan1, gateway: 192.0.2.1, nat: true, check: {targets: [$SERVICE], interval: 300ms, timeout: 300ms, fall: 3, rise: 3}}
+  - {name: isp2, interface: wan2, gateway: auto, nat: true, check: {interval: 300ms, timeout: 300ms, fall: 3, rise: 3}}
+EOF
+echo "isp2 has gateway: auto and no check targets: it probes its peer"
+cat "$WORK/ppp.yaml"
+ip netns exec "$ROUTER" "$BIN" run -c "$WORK/ppp.yaml" >"$WORK/ppp.log" 2>&1 &
+DAEMON=$!
+wait_state isp1 up
+wait_state isp2 up
+echo "--- ip route show table 102 (isp2's): no next hop, the session's address as source; table 100"
+nsx "$ROUTER" ip route show table 102
+nsx "$ROUTER" ip route show table 100
+traffic 40
+nsx "$ROUTER" "$BIN" status | grep -E '^(LINK|isp)'
+echo "--- the session ends (the process is killed, wan2 vanishes)"
+stop_session
+wait_state isp2 down
+traffic 20
+echo "--- a new session with a new address (198.51.100.7): adopted without a restart"
+start_session 198.51.100.7
+wait_state isp2 up
+nsx "$ROUTER" ip route show table 102
+nsx "$ROUTER" ip rule show | grep 'lookup 102'
+traffic 40
+echo "of them from the new address 198.51.100.7: $(count ip via_isp2_session2)"
+kill -TERM "$DAEMON"
+wait "$DAEMON" || true
+DAEMON=
+grep -E 'link (down|up)' "$WORK/ppp.log" | cut -c1-200
+nsx "$ROUTER" "$BIN" down -c "$WORK/ppp.yaml"
+stop_session
 
 heading "Done (namespaces $P-* are removed on exit)"

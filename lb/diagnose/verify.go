@@ -219,6 +219,9 @@ func asV6(d *plan.Desired, rename bool) *plan.Desired {
 	for _, l := range d.Links {
 		if l.HasV6() {
 			l.Usable, l.InRoute, l.Addr, l.Gateway, l.Why = l.V6.Usable, l.V6.InRoute, l.V6.Addr, l.V6.Gateway, l.V6.Why
+			// IPv6 routes always name their gateway6 (a point-to-point
+			// interface's device-only routes are IPv4's).
+			l.PointToPoint = false
 		} else {
 			l.Usable, l.InRoute, l.Why = false, false, "no IPv6 on this link (no gateway6)"
 		}
@@ -575,8 +578,8 @@ func (k *Kernel) verifyLinkRoutes(r *VerifyReport, l plan.LinkPlan, all []rules.
 			r.fail(check, applyFix, "%v", err)
 			continue
 		}
-		if ans.Dev == l.Interface && ans.Gw == l.Gateway {
-			r.pass(check, "leaves by %s via %s (ip route get %s)", ans.Dev, ans.Gw, q.q.Args())
+		if ans.Dev == l.Interface && ans.Gw == l.Via() {
+			r.pass(check, "leaves by %s (ip route get %s)", hop(ans.Dev, ans.Gw), q.q.Args())
 			continue
 		}
 		fq := q.q
@@ -594,9 +597,18 @@ func (k *Kernel) verifyLinkRoutes(r *VerifyReport, l plan.LinkPlan, all []rules.
 				fix = fmt.Sprintf("ip rule del pref %d, or move it after flowpin's rules", mr.Priority)
 			}
 		}
-		r.fail(check, fix, "leaves by %s via %s, want %s via %s: table %s, %s (ip route get %s)",
-			orNone(ans.Dev), ans.Gw, l.Interface, l.Gateway, rules.TableName(ans.Table), by, q.q.Args())
+		r.fail(check, fix, "leaves by %s, want %s: table %s, %s (ip route get %s)",
+			hop(orNone(ans.Dev), ans.Gw), hop(l.Interface, l.Via()), rules.TableName(ans.Table), by, q.q.Args())
 	}
+}
+
+// hop is where a packet leaves: "wan1 via 192.0.2.1", or "ppp0" out of a
+// point-to-point interface.
+func hop(dev string, gw netip.Addr) string {
+	if !gw.IsValid() {
+		return dev
+	}
+	return dev + " via " + gw.String()
 }
 
 func orNone(s string) string {
@@ -610,6 +622,12 @@ func orNone(s string) string {
 // sends a single UDP datagram to the gateway's discard port, which makes
 // the kernel resolve it, and looks again.
 func (k *Kernel) verifyGateway(r *VerifyReport, l plan.LinkPlan, o VerifyOptions) {
+	if l.PointToPoint {
+		// No link-layer address to resolve: the probes tell whether the
+		// peer answers.
+		r.pass(fmt.Sprintf("link %s: point-to-point", l.Name), "%s is point-to-point: no neighbour to resolve", l.Interface)
+		return
+	}
 	name := fmt.Sprintf("link %s: gateway %s", l.Name, l.Gateway)
 	n, err := k.Routes.Neighbour(l.Interface, l.Gateway)
 	if err != nil {

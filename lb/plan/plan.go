@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"flowpin/lb/config"
 	"flowpin/nft"
@@ -117,9 +118,24 @@ type LinkPlan struct {
 	Missing bool
 	Addr    netip.Prefix
 	Why     string // why it is not in the multipath route
+	// PointToPoint: the interface is IFF_POINTOPOINT (PPP, WireGuard,
+	// tun). Its routes name no next hop (Via); Gateway is its peer or the
+	// configured gateway, which the probes use.
+	PointToPoint bool
 	// V6 is the link's IPv6 side (zero when it has no gateway6): it is up
 	// or down on its own, in its own tables and multipath routes.
 	V6 FamilyPlan
+}
+
+// Via is the next hop the link's routes name: its gateway, or none on a
+// point-to-point interface, where `default dev IF` reaches the peer
+// without resolving any link-layer address, and a session's peer may
+// change while the routes stay.
+func (l LinkPlan) Via() netip.Addr {
+	if l.PointToPoint {
+		return netip.Addr{}
+	}
+	return l.Gateway
 }
 
 // Plan turns a config and the kernel's interfaces into the desired state.
@@ -157,15 +173,11 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 				v4 = append(v4, a)
 			}
 		}
+		lp.PointToPoint = ifc.PointToPoint
 		if l.GatewayAuto {
 			lp.Gateway = autoGateway(ifc, v4)
 		}
-		for _, a := range v4 {
-			if lp.Gateway.IsValid() && a.Contains(lp.Gateway) {
-				lp.Addr = a
-				break
-			}
-		}
+		lp.Addr = onLink(ifc, v4, lp.Gateway)
 		switch {
 		case !ok:
 			lp.Missing = true
@@ -174,13 +186,13 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 			lp.Why = "no IPv4 on this link (no gateway)"
 		case len(v4) == 0:
 			lp.Why = fmt.Sprintf("interface %s has no IPv4 address yet", l.Interface)
-		case l.GatewayAuto && !lp.Gateway.IsValid():
+		case l.GatewayAuto && !lp.Gateway.IsValid() && !ifc.PointToPoint:
 			lp.Why = fmt.Sprintf("interface %s has no default route in main to take the gateway from yet", l.Interface)
 		case !lp.Addr.IsValid():
-			return nil, c.LinkError(i, "gateway", "%s is not reachable on %s (its addresses: %v)", l.Gateway, l.Interface, v4)
+			return nil, c.LinkError(i, "gateway", "%s is neither on a subnet of %s (its addresses: %v) nor its peer%s", l.Gateway, l.Interface, v4, peersOf(ifc, v4))
 		case lp.Addr.Addr() == l.Gateway:
 			return nil, c.LinkError(i, "gateway", "%s is %s's own address, not a next hop", l.Gateway, l.Interface)
-		case !l.GatewayAuto && noHost(lp.Addr, l.Gateway) != "":
+		case !l.GatewayAuto && !ifc.PointToPoint && noHost(lp.Addr, l.Gateway) != "":
 			return nil, c.LinkError(i, "gateway", "%s is the %s address of %s on %s, not a next hop", l.Gateway, noHost(lp.Addr, l.Gateway), lp.Addr.Masked(), l.Interface)
 		case !ifc.Up:
 			lp.Why = fmt.Sprintf("interface %s is down", l.Interface)
@@ -211,7 +223,7 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 	if err := policies(c, d); err != nil {
 		return nil, err
 	}
-	d.Routing = routing(c, d)
+	d.Routing = routing(c, d, ifaces)
 	routing6(c, d, &d.Routing)
 	slices.SortStableFunc(d.Routing.Rules, func(a, b rules.Rule) int { return a.Priority - b.Priority })
 	d.Sysctls, d.LateSysctls = sysctls(d.Links)
@@ -219,7 +231,10 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 }
 
 // autoGateway picks the next hop of the interface's own default route in
-// main, on one of its subnets.
+// main, on one of its subnets. A point-to-point interface needs none: its
+// peer, when its address names one, is what the link probes by default,
+// whether or not main has a default route through it (a second PPP
+// session runs with nodefaultroute).
 func autoGateway(ifc rules.Iface, v4 []netip.Prefix) netip.Addr {
 	for _, gw := range ifc.Gateways {
 		for _, a := range v4 {
@@ -228,7 +243,54 @@ func autoGateway(ifc rules.Iface, v4 []netip.Prefix) netip.Addr {
 			}
 		}
 	}
+	if ifc.PointToPoint {
+		for _, a := range v4 {
+			if p, ok := ifc.Peers[a.Addr()]; ok && p.IsSingleIP() {
+				return p.Addr()
+			}
+		}
+	}
 	return netip.Addr{}
+}
+
+// onLink is the interface's address new flows leave with: the one whose
+// subnet holds gw, or whose point-to-point peer prefix does. On a
+// point-to-point interface without a gateway it is the first address.
+func onLink(ifc rules.Iface, v4 []netip.Prefix, gw netip.Addr) netip.Prefix {
+	for _, a := range v4 {
+		if gw.IsValid() && a.Contains(gw) {
+			return a
+		}
+	}
+	if !ifc.PointToPoint {
+		return netip.Prefix{}
+	}
+	for _, a := range v4 {
+		if p, ok := ifc.Peers[a.Addr()]; ok && gw.IsValid() && p.Contains(gw) {
+			return a
+		}
+	}
+	if !gw.IsValid() && len(v4) > 0 {
+		return v4[0]
+	}
+	return netip.Prefix{}
+}
+
+// peersOf lists an interface's point-to-point peers for an error message.
+func peersOf(ifc rules.Iface, v4 []netip.Prefix) string {
+	var ps []string
+	for _, a := range v4 {
+		if p, ok := ifc.Peers[a.Addr()]; ok {
+			ps = append(ps, p.String())
+		}
+	}
+	if !ifc.PointToPoint {
+		return " (it is not point-to-point)"
+	}
+	if len(ps) == 0 {
+		return " (its addresses name none)"
+	}
+	return fmt.Sprintf(" (%s)", strings.Join(ps, ", "))
 }
 
 // noHost says whether a is the network or the broadcast address of p,
@@ -251,7 +313,7 @@ func noHost(p netip.Prefix, a netip.Addr) string {
 	return ""
 }
 
-func routing(c *config.Config, d *Desired) rules.State {
+func routing(c *config.Config, d *Desired, ifaces map[string]rules.Iface) rules.State {
 	var s rules.State
 	if !slices.ContainsFunc(c.Links, config.Link.HasV4) {
 		return s // an IPv6-only config leaves IPv4 routing alone
@@ -274,12 +336,17 @@ func routing(c *config.Config, d *Desired) rules.State {
 			rules.Rule{Family: rules.V4, Priority: base + OffSourceLocal + i, Src: src, Table: l.Table, SuppressPrefixlen: 0},
 			rules.Rule{Family: rules.V4, Priority: base + OffSource + i, Src: src, Table: l.Table, SuppressPrefixlen: -1},
 		)
-		s.Routes = append(s.Routes,
-			// The link's own subnet, so the table alone routes neighbours
-			// on it (the gateway, other hosts of a shared subnet).
-			rules.Route{Family: rules.V4, Table: l.Table, Dst: l.Addr.Masked(), Dev: l.Interface, Src: l.Addr.Addr(), Scope: rules.ScopeLink},
-			rules.Route{Family: rules.V4, Table: l.Table, Dst: all4, Gw: l.Gateway, Dev: l.Interface, Src: l.Addr.Addr()},
-		)
+		// The link's own subnet (or its point-to-point peer), so the
+		// table alone routes neighbours on it (the gateway, other hosts
+		// of a shared subnet). A /32 without a peer has none.
+		onlink := l.Addr.Masked()
+		if p, ok := ifaces[l.Interface].Peers[l.Addr.Addr()]; ok && l.PointToPoint {
+			onlink = p.Masked()
+		}
+		if onlink.Bits() < 32 || onlink.Addr() != l.Addr.Addr() {
+			s.Routes = append(s.Routes, rules.Route{Family: rules.V4, Table: l.Table, Dst: onlink, Dev: l.Interface, Src: l.Addr.Addr(), Scope: rules.ScopeLink})
+		}
+		s.Routes = append(s.Routes, rules.Route{Family: rules.V4, Table: l.Table, Dst: all4, Gw: l.Via(), Dev: l.Interface, Src: l.Addr.Addr()})
 	}
 	s.Rules = append(s.Rules, skipRules(c, rules.V4)...)
 	s.Rules = append(s.Rules,

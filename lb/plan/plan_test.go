@@ -72,6 +72,29 @@ func dualStackIfaces() map[string]rules.Iface {
 	return ifaces(iface("wan1", true, "192.0.2.2/24", "2001:db8:1::2/64"), iface("wan2", true, "198.51.100.2/24", "2001:db8:2::2/64", "2001:db8:2::99/64"), iface("lan", true, "10.77.0.1/24", "fd00::1/64"))
 }
 
+// pppoe: isp1 on Ethernet, isp2 a PPP session (`inet 100.64.0.2 peer
+// 100.64.0.1/32`) with gateway: auto and no default route in main.
+const pppoe = `links:
+  - {name: isp1, interface: wan1, gateway: 192.0.2.1, weight: 3, nat: true}
+  - {name: isp2, interface: ppp0, gateway: auto, nat: true}
+`
+
+// p2p is a point-to-point interface with a peer for each of addrs
+// ("100.64.0.2 100.64.0.1/32"; a lone prefix has none).
+func p2p(name string, addrs ...string) rules.Iface {
+	i := rules.Iface{Name: name, Up: true, PointToPoint: true, Peers: map[netip.Addr]netip.Prefix{}}
+	for _, a := range addrs {
+		local, peer, ok := strings.Cut(a, " ")
+		if !ok {
+			i.Addrs = append(i.Addrs, netip.MustParsePrefix(local))
+			continue
+		}
+		i.Addrs = append(i.Addrs, netip.PrefixFrom(netip.MustParseAddr(local), 32))
+		i.Peers[netip.MustParseAddr(local)] = netip.MustParsePrefix(peer)
+	}
+	return i
+}
+
 const server6Config = `links:
   - {name: eth0, interface: eth0, gateway6: '2001:db8:88::1'}
   - {name: eth1, interface: eth1, gateway6: '2001:db8:88::1'}
@@ -91,6 +114,10 @@ func TestPlanGolden(t *testing.T) {
 			[]string{"link isp1 left out of the multipath route: interface wan1 has no IPv4 address yet", "link isp2 left out of the multipath route: interface wan2 has no IPv4 address yet"}},
 		{"server-one-subnet", serverConfig, ifaces(iface("eth0", true, "10.88.0.10/24"), iface("eth1", true, "10.88.0.11/24")), nil},
 		{"dualstack", dualStack, dualStackIfaces(), nil},
+		{"pppoe-auto", pppoe, ifaces(iface("wan1", true, "192.0.2.2/24"), p2p("ppp0", "100.64.0.2 100.64.0.1/32")), nil},
+		// A tunnel with a subnet and no peer, and no default route in main.
+		{"p2p-subnet-auto", pppoe, ifaces(iface("wan1", true, "192.0.2.2/24"), p2p("ppp0", "10.8.0.6/30")), nil},
+		{"pppoe-peer-gateway", strings.Replace(pppoe, "gateway: auto", "gateway: 100.64.0.1", 1), ifaces(iface("wan1", true, "192.0.2.2/24"), p2p("ppp0", "100.64.0.2 100.64.0.1/32")), nil},
 		{"server6", server6Config, ifaces(iface("eth0", true, "2001:db8:88::10/64"), iface("eth1", true, "2001:db8:88::11/64")), nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -144,7 +171,9 @@ func TestPlanErrors(t *testing.T) {
 	}{
 		{"missing interface", twoLinks, ifaces(iface("wan1", true, "192.0.2.2/24")), `f.yaml:8: links[1].interface: "wan2" does not exist`},
 		{"gateway off-link", twoLinks, ifaces(iface("wan1", true, "192.0.2.2/24"), iface("wan2", true, "203.0.113.2/24")),
-			"f.yaml:9: links[1].gateway: 198.51.100.1 is not reachable on wan2 (its addresses: [203.0.113.2/24])"},
+			"f.yaml:9: links[1].gateway: 198.51.100.1 is neither on a subnet of wan2 (its addresses: [203.0.113.2/24]) nor its peer (it is not point-to-point)"},
+		{"gateway neither on a subnet nor the peer", strings.Replace(pppoe, "gateway: auto", "gateway: 100.64.0.9", 1), ifaces(iface("wan1", true, "192.0.2.2/24"), p2p("ppp0", "100.64.0.2 100.64.0.1/32")),
+			"f.yaml:3: links[1].gateway: 100.64.0.9 is neither on a subnet of ppp0 (its addresses: [100.64.0.2/32]) nor its peer (100.64.0.1/32)"},
 		{"gateway is own address", twoLinks, ifaces(iface("wan1", true, "192.0.2.1/24"), iface("wan2", true, "198.51.100.2/24")),
 			"f.yaml:4: links[0].gateway: 192.0.2.1 is wan1's own address, not a next hop"},
 		{"gateway is the broadcast address", strings.Replace(twoLinks, "198.51.100.1", "198.51.100.255", 1), ifaces(iface("wan1", true, "192.0.2.2/24"), iface("wan2", true, "198.51.100.2/24")),
@@ -293,5 +322,35 @@ func TestPlanStickyRuleWithNoLinkUp(t *testing.T) {
 				t.Errorf("%s: the table jumps to chain %s, which it does not have:\n%s", tc.name, m[1], script)
 			}
 		}
+	}
+}
+
+// A point-to-point link's gateway is its peer, which the probes use, while
+// its routes name no next hop; no peer leaves it without one.
+func TestPlanPointToPointGateway(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		config   string
+		ppp      rules.Iface
+		gw, addr string
+	}{
+		{"auto takes the peer", pppoe, p2p("ppp0", "100.64.0.2 100.64.0.1/32"), "100.64.0.1", "100.64.0.2/32"},
+		{"auto without a peer", pppoe, p2p("ppp0", "10.8.0.6/30"), "invalid IP", "10.8.0.6/30"},
+		{"the peer given", strings.Replace(pppoe, "gateway: auto", "gateway: 100.64.0.1", 1), p2p("ppp0", "100.64.0.7 100.64.0.1/32"), "100.64.0.1", "100.64.0.7/32"},
+		{"a second address's peer", strings.Replace(pppoe, "gateway: auto", "gateway: 100.64.9.1", 1), p2p("ppp0", "100.64.0.7 100.64.0.1/32", "100.64.9.2 100.64.9.1/32"), "100.64.9.1", "100.64.9.2/32"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := Plan(mustParse(t, tc.config), ifaces(iface("wan1", true, "192.0.2.2/24"), tc.ppp))
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := d.Links[1]
+			if !l.Usable || !l.InRoute || !l.PointToPoint || l.Via().IsValid() {
+				t.Errorf("usable %v, in route %v, point-to-point %v, via %v; want a usable device-only link", l.Usable, l.InRoute, l.PointToPoint, l.Via())
+			}
+			if l.Gateway.String() != tc.gw || l.Addr.String() != tc.addr {
+				t.Errorf("gateway %v, address %v; want %s, %s", l.Gateway, l.Addr, tc.gw, tc.addr)
+			}
+		})
 	}
 }

@@ -249,7 +249,7 @@ func policies(c *config.Config, d *Desired) error {
 func policyRouting(c *config.Config, d *Desired, s *rules.State, fam int) {
 	base := c.PriorityBase
 	all := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
-	active, gw := PolicyPlan.ActiveLinks, func(l LinkPlan) netip.Addr { return l.Gateway }
+	active, gw := PolicyPlan.ActiveLinks, LinkPlan.Via
 	if fam == rules.V6 {
 		all = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
 		active, gw = PolicyPlan.ActiveLinks6, func(l LinkPlan) netip.Addr { return l.V6.Gateway }

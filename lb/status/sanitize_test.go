@@ -94,3 +94,19 @@ func TestStatusGatewayAuto(t *testing.T) {
 		t.Errorf("fixed gateway: %+v", l)
 	}
 }
+
+// A point-to-point link's table has `default dev IF` and no next hop:
+// status names the device, not "none yet".
+func TestStatusGatewayAutoPointToPoint(t *testing.T) {
+	c := statusConfig(t, strings.Replace(statusLinks, "gateway: 198.51.100.1", "gateway: auto", 1))
+	a := statusApplied(c)
+	a.Routes = append(a.Routes, rules.Route{Family: rules.V4, Table: c.Links[1].Table, Dst: statusAll4, Dev: "wan2", Src: netip.MustParseAddr("100.64.0.2")})
+	s := BuildStatus(c, a, Tally{}, time.Unix(0, 0))
+	var buf bytes.Buffer
+	if err := WriteStatus(&buf, s); err != nil {
+		t.Fatal(err)
+	}
+	if got := buf.String(); !strings.Contains(got, "dev wan2 (auto)") {
+		t.Errorf("device-only default route:\n%s", got)
+	}
+}

@@ -338,11 +338,18 @@ func hasMarkRule(rs []rules.Rule, mark, mask uint32) bool {
 }
 
 // appliedGateway is the next hop of the default route in a link's own
-// table as applied, or "" when there is none.
+// table as applied ("dev ppp0" out of a point-to-point interface), or ""
+// when there is none.
 func appliedGateway(table int, routes []rules.Route) string {
 	for _, r := range routes {
-		if r.Table == table && r.Family == rules.V4 && r.Dst.Bits() == 0 && r.Gw.IsValid() {
+		if r.Table != table || r.Family != rules.V4 || r.Dst.Bits() != 0 || r.Type != "" {
+			continue
+		}
+		if r.Gw.IsValid() {
 			return r.Gw.String()
+		}
+		if r.Dev != "" {
+			return "dev " + r.Dev
 		}
 	}
 	return ""
