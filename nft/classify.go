@@ -623,15 +623,6 @@ func labelRule(chain string, label int) rule {
 	}
 }
 
-// metaMarkIs: meta mark & mask == v.
-func metaMarkIs(mask, v uint32) []expr.Any {
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: le(mask), Xor: le(0)},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: le(v)},
-	}
-}
-
 // StickySet names the set that holds the sources a sticky rule keeps on a
 // link, for addresses of a's family.
 func StickySet(rule, link string, a netip.Addr) string {
