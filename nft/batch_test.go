@@ -299,7 +299,11 @@ func TestBatchCarriesEveryElement(t *testing.T) {
 		l := tc.spec.layout()
 		b := captureBatch(t, func(nc *nftables.Conn) error { return l.queue(nc, &Current{Chains: map[string][]string{}}) })
 		t.Logf("%s: %d elements, longest message %d bytes", tc.name, b.elems, b.longest)
-		if want := tc.spec.ClassElements(); b.elems != want {
+		want := tc.spec.ClassElements()
+		for _, d := range tc.spec.linkMaps() {
+			want += len(d.elems) // the links' maps
+		}
+		if b.elems != want {
 			t.Errorf("%s: the batch carries %d set elements, want %d", tc.name, b.elems, want)
 		}
 		if b.longest > math.MaxUint16 {
