@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"flowpin/lb/config"
+	"flowpin/lb/daemon/carry"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
 	"flowpin/rules"
@@ -53,7 +54,7 @@ type Deps struct {
 	Flows FlowTable
 	// Traffic, if set, gives each link's bytes and packets, and
 	// RuleHits the traffic rules' hits (both from nft counters, carried
-	// over the table's rewrites: carry.go).
+	// over the table's rewrites: lb/daemon/carry).
 	Traffic  TrafficCounters
 	RuleHits RuleHitReader
 	// FlowEventSpace is the event socket's receive buffer (default
@@ -68,7 +69,7 @@ type Deps struct {
 	// tracker, shared across reloads (default: the daemon's own).
 	probes      *probeLoops
 	flowsShared *sharedFlows
-	carry       *carries
+	carry       *carry.Set
 }
 
 // Daemon keeps the kernel matching the config and routes around dead
@@ -112,7 +113,7 @@ type Daemon struct {
 	policies []plan.PolicyPlan
 
 	metrics *Metrics
-	carry   *carries      // the nft counters' offsets (carry.go)
+	carry   *carry.Set    // the nft counters' offsets (lb/daemon/carry)
 	flows   *flowTracker  // nil without Deps.Flows
 	watch   *passiveWatch // the flow tracker's, once Run starts
 
@@ -158,7 +159,7 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 		deps.ReconcileInterval = ReconcileInterval
 	}
 	if deps.carry == nil {
-		deps.carry = newCarries()
+		deps.carry = carry.NewSet()
 	}
 	d := &Daemon{
 		Config: c, Log: log, deps: deps,

@@ -16,6 +16,7 @@ import (
 
 	"flowpin/lb/config"
 	"flowpin/lb/ctl"
+	"flowpin/lb/daemon/carry"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
 )
@@ -131,7 +132,7 @@ func (s *Supervisor) Run(ctx context.Context, c *config.Config) error {
 		defer s.Deps.probes.stop()
 	}
 	if s.Deps.carry == nil {
-		s.Deps.carry = newCarries()
+		s.Deps.carry = carry.NewSet()
 	}
 	if s.Deps.Flows != nil && s.Deps.flowsShared == nil {
 		s.Deps.flowsShared = &sharedFlows{}
