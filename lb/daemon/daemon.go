@@ -16,6 +16,7 @@ import (
 
 	"flowpin/lb/config"
 	"flowpin/lb/daemon/carry"
+	"flowpin/lb/daemon/hooks"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
 	"flowpin/rules"
@@ -42,7 +43,7 @@ type Deps struct {
 	Probers   ProberFactory // default KernelProbers
 	// Hooks, if set, runs hooks and on-demand commands, shared across
 	// reloads (default: one of the daemon's own).
-	Hooks  *HookRunner
+	Hooks  *hooks.Runner
 	Clock  Clock  // default RealClock
 	Events Events // default NetlinkEvents
 
@@ -118,8 +119,8 @@ type Daemon struct {
 	watch   *passiveWatch // the flow tracker's, once Run starts
 
 	// hooks runs on_change hooks and on-demand commands (nil before Run).
-	hooks        *HookRunner
-	pendingHooks []linkChange
+	hooks        *hooks.Runner
+	pendingHooks hooks.Pending
 	// inherit: what the daemon before a reload left (reload.go).
 	inherit *handover
 	// handover: stopped by a reload, not for good.
@@ -303,7 +304,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 	if d.hooks = d.deps.Hooks; d.hooks == nil {
-		d.hooks = NewHookRunner(d.Config.Hooks.Timeout, d.Log)
+		d.hooks = hooks.NewRunner(d.Config.Hooks.Timeout, d.Log)
 		defer d.hooks.Stop()
 	}
 	d.runner = newSyncRunner(d.deps.Clock, d.deps.MinSyncInterval, d.deps.ResyncInterval)
@@ -657,7 +658,7 @@ func (d *Daemon) changed(l config.Link, u unit, state health.LinkState, reason s
 		delete(d.flush, k)
 		d.unkeep(k)
 	}
-	d.pendingHooks = append(d.pendingHooks, linkChange{link: l, v6: u.v6, state: state, reason: reason})
+	d.pendingHooks.Add(hooks.Change{Link: l, V6: u.v6, State: state, Reason: reason})
 	d.runner.Request("link " + l.Name + " " + u.family() + " " + string(state))
 }
 

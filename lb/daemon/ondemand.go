@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"flowpin/lb/config"
+	"flowpin/lb/daemon/hooks"
 	"flowpin/lb/health"
 )
 
@@ -204,7 +205,7 @@ func (d *Daemon) onDemandCommand(l config.Link, what, cmd string) {
 	if d.hooks == nil {
 		return
 	}
-	d.hooks.Submit(HookJob{
+	d.hooks.Submit(hooks.Job{
 		Queue: onDemandQueue(l.Name), What: "on_demand " + what,
 		Argv: []string{"/bin/sh", "-c", cmd},
 		Env:  []string{"FLOWPIN_LINK=" + l.Name, "FLOWPIN_INTERFACE=" + l.Interface, "FLOWPIN_STATE=" + what, "FLOWPIN_REASON=" + fmt.Sprintf("on-demand %s", what)},

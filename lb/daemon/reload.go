@@ -9,7 +9,6 @@ import (
 	"maps"
 	"net"
 	"net/http"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"flowpin/lb/config"
 	"flowpin/lb/ctl"
 	"flowpin/lb/daemon/carry"
+	"flowpin/lb/daemon/hooks"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
 )
@@ -121,7 +121,7 @@ func (s *Supervisor) Run(ctx context.Context, c *config.Config) error {
 	defer close(s.done)
 	// One hook runner for all: a reload must not kill a running hook.
 	if s.Deps.Hooks == nil {
-		s.Deps.Hooks = NewHookRunner(c.Hooks.Timeout, s.Log)
+		s.Deps.Hooks = hooks.NewRunner(c.Hooks.Timeout, s.Log)
 		defer s.Deps.Hooks.Stop()
 	}
 	s.Deps.Hooks.SetTimeout(c.Hooks.Timeout)
@@ -240,7 +240,7 @@ type handover struct {
 	flush    map[string]bool
 	failedAt map[string]time.Time
 	kept     map[string]keptFlows
-	hooks    []linkChange
+	hooks    []hooks.Change
 	open     [2]bool
 }
 
@@ -251,7 +251,7 @@ func (d *Daemon) handOver() *handover {
 	defer d.mu.Unlock()
 	return &handover{
 		trackers: maps.Clone(d.trackers), flush: maps.Clone(d.flush), failedAt: maps.Clone(d.failedAt),
-		kept: maps.Clone(d.kept), hooks: slices.Clone(d.pendingHooks), open: d.open,
+		kept: maps.Clone(d.kept), hooks: d.pendingHooks.List(), open: d.open,
 	}
 }
 
@@ -289,9 +289,9 @@ func (d *Daemon) inheritHooks() {
 	}
 	d.open = d.inherit.open
 	for _, ch := range d.inherit.hooks {
-		if i, ok := d.Config.LinkByName(ch.link.Name); ok {
-			ch.link = d.Config.Links[i]
-			d.pendingHooks = append(d.pendingHooks, ch)
+		if i, ok := d.Config.LinkByName(ch.Link.Name); ok {
+			ch.Link = d.Config.Links[i]
+			d.pendingHooks.Add(ch)
 		}
 	}
 }
