@@ -17,6 +17,7 @@ import (
 	"flowpin/lb/config"
 	"flowpin/lb/daemon/carry"
 	"flowpin/lb/daemon/hooks"
+	"flowpin/lb/daemon/passive"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
 	"flowpin/rules"
@@ -63,8 +64,8 @@ type Deps struct {
 	FlowEventSpace    int
 	ReconcileInterval time.Duration // default ReconcileInterval
 	// Passive tunes the detection of dead links from their own new
-	// flows (with Flows only; zero value: DefaultPassive).
-	Passive PassiveParams
+	// flows (with Flows only; zero value: passive.Default).
+	Passive passive.Params
 
 	// probes, if set, are the probe loops, and flowsShared the flow
 	// tracker, shared across reloads (default: the daemon's own).
@@ -180,15 +181,15 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 			panic(err) // a fresh registry
 		}
 		p := deps.Passive
-		if p == (PassiveParams{}) {
-			p = DefaultPassive
+		if p == (passive.Params{}) {
+			p = passive.Default
 		}
-		slots := make([]watchSlot, len(d.units))
+		slots := make([]passive.Slot, len(d.units))
 		for i, u := range d.units {
-			slots[i] = watchSlot{mark: c.Links[u.link].Mark, v6: u.v6}
+			slots[i] = passive.Slot{Mark: c.Links[u.link].Mark, V6: u.v6}
 		}
-		det := newPassiveDetector(p, c.MarkMask, slots)
-		if w := d.flows.watch.Load(); w != nil && w.det.sameSlots(det) {
+		det := passive.NewDetector(p, c.MarkMask, slots)
+		if w := d.flows.watch.Load(); w != nil && w.det.SameSlots(det) {
 			// A reload that kept the links: the baselines go on.
 			det = w.det
 		}

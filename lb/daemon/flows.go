@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"flowpin/lb/daemon/passive"
 	"flowpin/lb/status"
 	"flowpin/nft"
 	"flowpin/nft/ct"
@@ -58,7 +59,7 @@ type flowTracker struct {
 	space   int
 	every   time.Duration
 	// watch sees every batch of events after it is counted, and a tick
-	// every watchTick (the passive failure detector of the daemon that
+	// every passive.TickEvery (the passive failure detector of the daemon that
 	// runs). Optional.
 	watch atomic.Pointer[passiveWatch]
 
@@ -72,8 +73,6 @@ type flowTracker struct {
 	counts map[flowKey]int64
 	ready  bool // the first dump is merged
 }
-
-const watchTick = 50 * time.Millisecond
 
 func newFlowTracker(table FlowTable, mask uint32, clock Clock, log *slog.Logger, m *Metrics, space int, every time.Duration) *flowTracker {
 	return &flowTracker{
@@ -149,7 +148,7 @@ func (t *flowTracker) consume(ctx context.Context, events <-chan []ct.Event) {
 	startDump("subscribed")
 	reconcile := t.clock.NewTimer(t.every)
 	defer reconcile.Stop()
-	tick := t.clock.NewTimer(watchTick)
+	tick := t.clock.NewTimer(passive.TickEvery)
 	defer tick.Stop()
 	for {
 		select {
@@ -192,7 +191,7 @@ func (t *flowTracker) consume(ctx context.Context, events <-chan []ct.Event) {
 			if w := t.watch.Load(); w != nil {
 				w.tick(t.clock.Now())
 			}
-			tick.Reset(watchTick)
+			tick.Reset(passive.TickEvery)
 		}
 	}
 }

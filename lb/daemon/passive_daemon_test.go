@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"flowpin/lb/daemon/passive"
 	"flowpin/lb/health"
 	"flowpin/nft/ct"
 )
@@ -33,7 +34,7 @@ func suspectISP2(t *testing.T, probesAnswer bool) *harness {
 	h.flows.send(evs...)
 	h.flows.settle()
 	before := h.probers.count("wan2")
-	h.clock.Advance(DefaultPassive.Window + watchTick)
+	h.clock.Advance(passive.Default.Window + passive.TickEvery)
 	// One burst: a single Probe call, the target three times.
 	h.eventually("burst probe of wan2", func() bool { return h.probers.count("wan2") == before+1 })
 	return h
