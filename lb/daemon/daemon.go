@@ -16,6 +16,7 @@ import (
 
 	"flowpin/lb/config"
 	"flowpin/lb/daemon/carry"
+	"flowpin/lb/daemon/failback"
 	"flowpin/lb/daemon/hooks"
 	"flowpin/lb/daemon/passive"
 	"flowpin/lb/health"
@@ -109,10 +110,8 @@ type Daemon struct {
 	// in that family (keep.go).
 	applied *plan.Desired
 	open    [2]bool
-	// active is each policy's active tier as last applied (-1: none).
-	active map[string]int
-	// policies as last applied, for status.
-	policies []plan.PolicyPlan
+	// tiers follows the policies' active tiers (failback).
+	tiers *failback.Tiers
 
 	metrics *Metrics
 	carry   *carry.Set    // the nft counters' offsets (lb/daemon/carry)
@@ -166,7 +165,7 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 	d := &Daemon{
 		Config: c, Log: log, deps: deps,
 		trackers: map[string]*health.Tracker{}, gateways: map[string]netip.Addr{}, usable: map[string]bool{},
-		flush: map[string]bool{}, failedAt: map[string]time.Time{}, kept: map[string]keptFlows{}, active: map[string]int{}, od: map[string]*onDemand{}, standby: map[string]bool{}, units: units(c),
+		flush: map[string]bool{}, failedAt: map[string]time.Time{}, kept: map[string]keptFlows{}, tiers: failback.New(), od: map[string]*onDemand{}, standby: map[string]bool{}, units: units(c),
 		metrics: NewMetrics(), carry: deps.carry,
 	}
 	d.suspectWhy = make([]string, len(d.units))
@@ -540,74 +539,34 @@ func (d *Daemon) sync(why string) error {
 	return nil
 }
 
-// failback follows each policy's active tier, per family. When a higher
-// tier is back, a policy with failback: flush deletes its own flows of that
-// family on the links of the tiers below (found by the policy's ct label),
-// so they re-establish on the active tier; other policies' flows on those
-// links, and the other family's, stay. With keep, they stay until they
-// end.
+// failback acts on what the failback part (lb/daemon/failback) makes of
+// the plan just applied: each policy's active tier, per family. When a
+// higher tier is back, a policy with failback: flush has its own flows of
+// that family deleted on the links of the tiers below (found by the
+// policy's ct label), so they re-establish on the active tier; other
+// policies' flows on those links, and the other family's, stay. With
+// keep, they stay until they end.
 func (d *Daemon) failback(des *plan.Desired) {
-	d.mu.Lock()
-	d.policies = des.Policies
-	d.mu.Unlock()
-	for _, p := range des.Policies {
-		for _, v6 := range []bool{false, true} {
-			if !p.HasFamily(d.Config.Links, v6) {
+	for _, s := range d.tiers.Applied(des, d.Config.Links, d.open) {
+		if s.Started {
+			d.metrics.tierStarted(s.Policy, s.Family, s.To)
+			continue
+		}
+		d.Log.Info("policy tier changed", "policy", s.Policy, "family", s.Family, "from", failback.TierName(s.From), "to", failback.TierName(s.To))
+		d.metrics.tierChanged(s.Policy, s.Family, s.To)
+		for _, f := range s.Flushes {
+			n, err := d.deps.Conntrack.FlushLabel(f.Mark, d.Config.MarkMask, f.Label, f.AF)
+			if err != nil {
+				d.Log.Error("failback: flush the policy's flows", "policy", s.Policy, "link", f.Link, "family", s.Family, "err", err)
 				continue
 			}
-			active, family, af := p.Active, "ipv4", uint8(unix.AF_INET)
-			if v6 {
-				active, family, af = p.Active6, "ipv6", unix.AF_INET6
-			}
-			if d.open[b2i(v6)] {
-				// Every link of the family is judged down and the route
-				// failed open (keep.go): the tier it shows has no live
-				// link, so there is nothing to fail back to, and the
-				// last live tier is kept for when a link is back.
-				continue
-			}
-			key := unitKey(p.Name, v6)
-			old, seen := d.active[key]
-			d.active[key] = active
-			if !seen {
-				d.metrics.tierStarted(p.Name, family, active)
-			}
-			if !seen || active == old {
-				continue
-			}
-			d.Log.Info("policy tier changed", "policy", p.Name, "family", family, "from", tierName(old), "to", tierName(active))
-			d.metrics.tierChanged(p.Name, family, active)
-			// Only towards a live tier: with active < 0 no link of the
-			// policy is up, and its flows stay where they are (keep.go).
-			if active < 0 || (old >= 0 && active > old) || p.Failback != config.Flush || p.Label == 0 {
-				continue
-			}
-			for _, i := range p.LowerLinks(v6) {
-				l := des.Links[i]
-				n, err := d.deps.Conntrack.FlushLabel(l.Mark, d.Config.MarkMask, p.Label-1, af)
-				if err != nil {
-					d.Log.Error("failback: flush the policy's flows", "policy", p.Name, "link", l.Name, "family", family, "err", err)
-					continue
-				}
-				d.Log.Info("failback: flushed the policy's flows on a lower tier", "policy", p.Name, "link", l.Name, "family", family, "flows", n)
-			}
+			d.Log.Info("failback: flushed the policy's flows on a lower tier", "policy", s.Policy, "link", f.Link, "family", s.Family, "flows", n)
 		}
 	}
 }
 
-func tierName(t int) string {
-	if t < 0 {
-		return "none (last resort)"
-	}
-	return fmt.Sprintf("tier %d", t+1)
-}
-
 // Policies are the policies as last applied, with their active tiers.
-func (d *Daemon) Policies() []plan.PolicyPlan {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.policies
-}
+func (d *Daemon) Policies() []plan.PolicyPlan { return d.tiers.Policies() }
 
 // flushFlows deletes only this link's flows: their NAT binding is to an
 // address that no longer works, so they must re-establish on a live link

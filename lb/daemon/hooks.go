@@ -28,7 +28,7 @@ func (d *Daemon) hookJob(ch hooks.Change) hooks.Job {
 			up = append(up, l.Name)
 		}
 	}
-	policies := d.policies
 	d.mu.Unlock()
+	policies := d.tiers.Policies()
 	return hooks.OnChange(d.Config.Hooks.OnChange, ch, up, policies)
 }

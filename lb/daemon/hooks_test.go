@@ -29,10 +29,10 @@ func TestHookEnv(t *testing.T) {
 	now := time.Now()
 	d.trackers[unitKey("isp1", false)] = health.NewTracker(c.Links[0].Check, health.StateDown, now, "down")
 	d.trackers[unitKey("lte", false)] = health.NewTracker(c.Links[1].Check, health.StateUp, now, "up")
-	d.policies = []plan.PolicyPlan{
+	d.tiers.Applied(&plan.Desired{Policies: []plan.PolicyPlan{
 		{Policy: config.Policy{Name: "default"}, Active: 1, Active6: -1},
 		{Policy: config.Policy{Name: "cable-first"}, Active: 0, Active6: -1},
-	}
+	}}, c.Links, [2]bool{})
 	got := d.hookJob(hooks.Change{Link: c.Links[0], State: health.StateDown, Reason: "down: carrier lost on wan1"}).Env
 	want := []string{
 		"FLOWPIN_LINK=isp1", "FLOWPIN_INTERFACE=wan1", "FLOWPIN_FAMILY=ipv4", "FLOWPIN_STATE=down",
