@@ -18,6 +18,7 @@ import (
 	"flowpin/lb/daemon/carry"
 	"flowpin/lb/daemon/failback"
 	"flowpin/lb/daemon/hooks"
+	"flowpin/lb/daemon/ondemand"
 	"flowpin/lb/daemon/passive"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
@@ -125,11 +126,8 @@ type Daemon struct {
 	inherit *handover
 	// handover: stopped by a reload, not for good.
 	handover atomic.Bool
-	// On-demand links (ondemand.go): state by link name (loop's),
-	// standby (under mu), the keep timer and the standby gauge.
-	od      map[string]*onDemand
-	standby map[string]bool
-	odTimer Timer
+	// od is the on-demand part; odGauge, its links' standby gauge.
+	od      *ondemand.Links
 	odGauge *prometheus.GaugeVec
 
 	// loops[u] is unit u's probe loop (probes.go), set under mu once Run
@@ -165,7 +163,7 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 	d := &Daemon{
 		Config: c, Log: log, deps: deps,
 		trackers: map[string]*health.Tracker{}, gateways: map[string]netip.Addr{}, usable: map[string]bool{},
-		flush: map[string]bool{}, failedAt: map[string]time.Time{}, kept: map[string]keptFlows{}, tiers: failback.New(), od: map[string]*onDemand{}, standby: map[string]bool{}, units: units(c),
+		flush: map[string]bool{}, failedAt: map[string]time.Time{}, kept: map[string]keptFlows{}, tiers: failback.New(), od: ondemand.New(deps.Clock), units: units(c),
 		metrics: NewMetrics(), carry: deps.carry,
 	}
 	d.suspectWhy = make([]string, len(d.units))
@@ -309,7 +307,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.runner = newSyncRunner(d.deps.Clock, d.deps.MinSyncInterval, d.deps.ResyncInterval)
 	defer d.runner.Stop()
-	defer d.stopOnDemandTimer()
+	defer d.od.Stop()
 	d.runner.Due()
 	err = d.sync("start")
 	d.runner.Done(err)
@@ -396,7 +394,7 @@ func (d *Daemon) loop(ctx context.Context, events *<-chan Event, results <-chan 
 			d.runner.RequestNow("subscribed again")
 		case <-d.runner.C():
 			d.runSync()
-		case <-d.onDemandC():
+		case <-d.od.C():
 			d.runner.Request("on-demand keep time")
 		}
 	}
@@ -703,7 +701,7 @@ func (d *Daemon) Health() []health.LinkHealth {
 			continue
 		}
 		state := t.State
-		if state != health.StateUp && d.isStandby(l.Name) {
+		if state != health.StateUp && d.od.Standby(l.Name) {
 			state = health.StateStandby
 		}
 		lh := health.LinkHealth{
