@@ -20,6 +20,7 @@ import (
 	"flowpin/lb/daemon/hooks"
 	"flowpin/lb/daemon/ondemand"
 	"flowpin/lb/daemon/passive"
+	"flowpin/lb/daemon/tally"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
 	"flowpin/rules"
@@ -72,7 +73,7 @@ type Deps struct {
 	// probes, if set, are the probe loops, and flowsShared the flow
 	// tracker, shared across reloads (default: the daemon's own).
 	probes      *probeLoops
-	flowsShared *sharedFlows
+	flowsShared *tally.Shared
 	carry       *carry.Set
 }
 
@@ -115,9 +116,9 @@ type Daemon struct {
 	tiers *failback.Tiers
 
 	metrics *Metrics
-	carry   *carry.Set    // the nft counters' offsets (lb/daemon/carry)
-	flows   *flowTracker  // nil without Deps.Flows
-	watch   *passiveWatch // the flow tracker's, once Run starts
+	carry   *carry.Set     // the nft counters' offsets (lb/daemon/carry)
+	flows   *tally.Tracker // nil without Deps.Flows
+	watch   *passiveWatch  // the flow tracker's, once Run starts
 
 	// hooks runs on_change hooks and on-demand commands (nil before Run).
 	hooks        *hooks.Runner
@@ -155,7 +156,7 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 		deps.MinSyncInterval = MinSyncInterval
 	}
 	if deps.ReconcileInterval <= 0 {
-		deps.ReconcileInterval = ReconcileInterval
+		deps.ReconcileInterval = tally.ReconcileInterval
 	}
 	if deps.carry == nil {
 		deps.carry = carry.NewSet()
@@ -169,10 +170,10 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 	d.suspectWhy = make([]string, len(d.units))
 	if deps.Flows != nil {
 		if deps.flowsShared != nil {
-			d.flows = deps.flowsShared.reuse(c.MarkMask)
+			d.flows = deps.flowsShared.Reuse(c.MarkMask)
 		}
 		if d.flows == nil {
-			d.flows = newFlowTracker(deps.Flows, c.MarkMask, deps.Clock, log, d.metrics, deps.FlowEventSpace, deps.ReconcileInterval)
+			d.flows = tally.New(deps.Flows, c.MarkMask, deps.Clock, log, flowMetrics{d.metrics}, deps.FlowEventSpace, deps.ReconcileInterval)
 		}
 		if err := d.metrics.registerOwned(newFlowCollector(d)); err != nil {
 			panic(err) // a fresh registry
@@ -186,7 +187,7 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 			slots[i] = passive.Slot{Mark: c.Links[u.link].Mark, V6: u.v6}
 		}
 		det := passive.NewDetector(p, c.MarkMask, slots)
-		if w := d.flows.watch.Load(); w != nil && w.det.SameSlots(det) {
+		if w, _ := d.flows.Watcher().(*passiveWatch); w != nil && w.det.SameSlots(det) {
 			// A reload that kept the links: the baselines go on.
 			det = w.det
 		}
@@ -194,8 +195,6 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 	}
 	return d
 }
-
-func (d *Daemon) flowTracker() *flowTracker { return d.flows }
 
 // inheritMetrics carries prev's metrics over a reload, so counters go on
 // counting and /metrics shows no reset: prev's own collectors leave the
@@ -210,8 +209,8 @@ func (d *Daemon) inheritMetrics(prev *Daemon) {
 		}
 	}
 	d.metrics = m
-	if d.flows != nil && d.flows.metrics != m {
-		d.flows.metrics = m // a new tracker, not yet running
+	if d.flows != nil && d.flows.Metrics() != (flowMetrics{m}) {
+		d.flows.SetMetrics(flowMetrics{m}) // a new tracker, not yet running
 	}
 	m.prune(d.Config)
 }
@@ -293,12 +292,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 		drain(events)
 	}()
 	if d.flows != nil {
-		d.flows.watch.Store(d.watch)
+		d.flows.Watch(d.watch)
 		if sh := d.deps.flowsShared; sh != nil {
-			sh.run(d.flows)
+			sh.Run(d.flows)
 		} else {
 			wg.Add(1)
-			go func() { defer wg.Done(); d.flows.run(ctx) }()
+			go func() { defer wg.Done(); d.flows.Run(ctx) }()
 		}
 	}
 	if d.hooks = d.deps.Hooks; d.hooks == nil {

@@ -20,13 +20,13 @@ type passiveWatch struct {
 	det *passive.Detector
 }
 
-func (w *passiveWatch) events(evs []ct.Event, now time.Time) {
+func (w *passiveWatch) Events(evs []ct.Event, now time.Time) {
 	for _, s := range w.det.Observe(evs, now) {
 		w.d.suspect(s)
 	}
 }
 
-func (w *passiveWatch) tick(now time.Time) {
+func (w *passiveWatch) Tick(now time.Time) {
 	for _, s := range w.det.Tick(now) {
 		w.d.suspect(s)
 	}

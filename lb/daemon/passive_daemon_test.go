@@ -21,7 +21,7 @@ func suspectISP2(t *testing.T, probesAnswer bool) *harness {
 	h.flows = newFakeFlowTable()
 	h.start()
 	h.waitTranscript(both)
-	h.eventually("flow counts ready", func() bool { _, ok := h.d.flows.snapshot(); return ok })
+	h.eventually("flow counts ready", func() bool { _, ok := h.d.flows.Counts(); return ok })
 	h.probers.set("wan2", probesAnswer)
 	var evs []ct.Event
 	for i := range uint32(4) {
@@ -31,8 +31,8 @@ func suspectISP2(t *testing.T, probesAnswer bool) *harness {
 			ct.Event{Type: ct.EventNew, ID: 20 + i, Mark: 0x200, Proto: 6, Family: v4},
 		)
 	}
-	h.flows.send(evs...)
-	h.flows.settle()
+	h.flows.Send(evs...)
+	h.flows.Settle()
 	before := h.probers.count("wan2")
 	h.clock.Advance(passive.Default.Window + passive.TickEvery)
 	// One burst: a single Probe call, the target three times.

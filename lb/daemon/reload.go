@@ -17,6 +17,7 @@ import (
 	"flowpin/lb/ctl"
 	"flowpin/lb/daemon/carry"
 	"flowpin/lb/daemon/hooks"
+	"flowpin/lb/daemon/tally"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
 )
@@ -135,8 +136,8 @@ func (s *Supervisor) Run(ctx context.Context, c *config.Config) error {
 		s.Deps.carry = carry.NewSet()
 	}
 	if s.Deps.Flows != nil && s.Deps.flowsShared == nil {
-		s.Deps.flowsShared = &sharedFlows{}
-		defer s.Deps.flowsShared.stop()
+		s.Deps.flowsShared = &tally.Shared{}
+		defer s.Deps.flowsShared.Stop()
 	}
 	r, err := s.launch(ctx, c, nil)
 	if err != nil {
