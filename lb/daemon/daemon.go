@@ -18,6 +18,7 @@ import (
 	"flowpin/lb/daemon/carry"
 	"flowpin/lb/daemon/failback"
 	"flowpin/lb/daemon/hooks"
+	"flowpin/lb/daemon/keep"
 	"flowpin/lb/daemon/ondemand"
 	"flowpin/lb/daemon/passive"
 	"flowpin/lb/daemon/tally"
@@ -97,21 +98,13 @@ type Daemon struct {
 	// units are the links' families, in config order: what is probed.
 	units []unit
 
-	// kept: units whose flows were left in place when they went down
-	// (keep.go), until they are up again.
-	kept map[string]keptFlows
-
 	// Owned by Run's goroutine.
 	runner *syncRunner
-	// flush: units whose flows go once a sync took them out and another
-	// link can take them (keep.go); failedAt: when each unit's last
-	// failed round began.
-	flush    map[string]bool
-	failedAt map[string]time.Time
-	// applied is the plan last applied; open[v6], whether it failed open
-	// in that family (keep.go).
+	// keep decides the fate of down links' flows and whether a family's
+	// route fails open (lb/daemon/keep).
+	keep *keep.Flows
+	// applied is the plan last applied.
 	applied *plan.Desired
-	open    [2]bool
 	// tiers follows the policies' active tiers (failback).
 	tiers *failback.Tiers
 
@@ -164,7 +157,7 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 	d := &Daemon{
 		Config: c, Log: log, deps: deps,
 		trackers: map[string]*health.Tracker{}, gateways: map[string]netip.Addr{}, usable: map[string]bool{},
-		flush: map[string]bool{}, failedAt: map[string]time.Time{}, kept: map[string]keptFlows{}, tiers: failback.New(), od: ondemand.New(deps.Clock), units: units(c),
+		keep: keep.New(), tiers: failback.New(), od: ondemand.New(deps.Clock), units: units(c),
 		metrics: NewMetrics(), carry: deps.carry,
 	}
 	d.suspectWhy = make([]string, len(d.units))
@@ -544,7 +537,7 @@ func (d *Daemon) sync(why string) error {
 // policies' flows on those links, and the other family's, stay. With
 // keep, they stay until they end.
 func (d *Daemon) failback(des *plan.Desired) {
-	for _, s := range d.tiers.Applied(des, d.Config.Links, d.open) {
+	for _, s := range d.tiers.Applied(des, d.Config.Links, d.keep.Open()) {
 		if s.Started {
 			d.metrics.tierStarted(s.Policy, s.Family, s.To)
 			continue
@@ -594,7 +587,7 @@ func (d *Daemon) observe(r probeResult) {
 	d.metrics.probed(l.Name, u.family(), r.round, t)
 	d.mu.Unlock()
 	if bad > 0 {
-		d.failed(unitKey(l.Name, u.v6), r.start)
+		d.keep.Failed(unitKey(l.Name, u.v6), r.start)
 	}
 	if changed {
 		d.changed(l, u, state, reason)
@@ -610,10 +603,9 @@ func (d *Daemon) changed(l config.Link, u unit, state health.LinkState, reason s
 	// (or here again). Pinned flows on healthy links are untouched.
 	k := unitKey(l.Name, u.v6)
 	if state == health.StateDown {
-		d.flush[k] = true
+		d.keep.Down(k)
 	} else {
-		delete(d.flush, k)
-		d.unkeep(k)
+		d.keep.Up(k)
 	}
 	d.pendingHooks.Add(hooks.Change{Link: l, V6: u.v6, State: state, Reason: reason})
 	d.runner.Request("link " + l.Name + " " + u.family() + " " + string(state))
@@ -681,7 +673,7 @@ func (d *Daemon) forceDown(l config.Link, why string, only *bool) {
 		changed := t.ForceDown(why, now)
 		reason := t.Reason
 		d.mu.Unlock()
-		d.failed(unitKey(l.Name, u.v6), now)
+		d.keep.Failed(unitKey(l.Name, u.v6), now)
 		if changed {
 			d.changed(l, u, health.StateDown, reason)
 		}
@@ -707,8 +699,8 @@ func (d *Daemon) Health() []health.LinkHealth {
 			Name: l.Name, Family: u.family(), State: state, LastChange: t.LastChange, Reason: t.Reason,
 			RTTMillis: millis(t.RTT()), JitterMillis: millis(t.Jitter()), Loss: t.Loss(), Window: t.Rounds(),
 		}
-		if k, ok := d.kept[unitKey(l.Name, u.v6)]; ok {
-			lh.FlowsKept, lh.FlowsKeptSince = k.why, k.since
+		if k, ok := d.keep.Kept(unitKey(l.Name, u.v6)); ok {
+			lh.FlowsKept, lh.FlowsKeptSince = k.Why, k.Since
 		}
 		out = append(out, lh)
 	}

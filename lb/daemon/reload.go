@@ -11,12 +11,12 @@ import (
 	"net/http"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"flowpin/lb/config"
 	"flowpin/lb/ctl"
 	"flowpin/lb/daemon/carry"
 	"flowpin/lb/daemon/hooks"
+	"flowpin/lb/daemon/keep"
 	"flowpin/lb/daemon/tally"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
@@ -238,11 +238,8 @@ func describeReload(old, c *config.Config) string {
 // down (keep.go), and the hooks of changes whose sync it did not run.
 type handover struct {
 	trackers map[string]*health.Tracker
-	flush    map[string]bool
-	failedAt map[string]time.Time
-	kept     map[string]keptFlows
+	keep     *keep.Flows
 	hooks    []hooks.Change
-	open     [2]bool
 }
 
 // handOver is what the daemon that follows this one inherits; only after
@@ -251,8 +248,7 @@ func (d *Daemon) handOver() *handover {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return &handover{
-		trackers: maps.Clone(d.trackers), flush: maps.Clone(d.flush), failedAt: maps.Clone(d.failedAt),
-		kept: maps.Clone(d.kept), hooks: d.pendingHooks.List(), open: d.open,
+		trackers: maps.Clone(d.trackers), keep: d.keep.Clone(), hooks: d.pendingHooks.List(),
 	}
 }
 
@@ -268,15 +264,7 @@ func (d *Daemon) inherited(key string, c config.HealthCheck) *health.Tracker {
 		return nil
 	}
 	t.Fall, t.Rise = c.Fall, c.Rise
-	if d.inherit.flush[key] {
-		d.flush[key] = true
-	}
-	if at, ok := d.inherit.failedAt[key]; ok {
-		d.failedAt[key] = at
-	}
-	if k, ok := d.inherit.kept[key]; ok {
-		d.kept[key] = k
-	}
+	d.keep.Inherit(d.inherit.keep, key)
 	return t
 }
 
@@ -288,7 +276,7 @@ func (d *Daemon) inheritHooks() {
 	if d.inherit == nil {
 		return
 	}
-	d.open = d.inherit.open
+	d.keep.InheritOpen(d.inherit.keep)
 	for _, ch := range d.inherit.hooks {
 		if i, ok := d.Config.LinkByName(ch.Link.Name); ok {
 			ch.Link = d.Config.Links[i]
