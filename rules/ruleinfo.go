@@ -11,6 +11,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Rule actions, as RuleInfo.Action has them (FR_ACT_*,
+// linux/fib_rules.h).
+const (
+	ActionToTable     = nl.FR_ACT_TO_TBL
+	ActionGoto        = nl.FR_ACT_GOTO
+	ActionNop         = nl.FR_ACT_NOP
+	ActionBlackhole   = nl.FR_ACT_BLACKHOLE
+	ActionUnreachable = nl.FR_ACT_UNREACHABLE
+	ActionProhibit    = nl.FR_ACT_PROHIBIT
+)
+
 // RuleInfo is one ip rule with every selector and its action, flowpin's or
 // not. netlink v1.3.1's RuleList drops the action (blackhole, unreachable,
 // ...) and reads a goto as a lookup, which verify and explain must not
@@ -18,7 +29,7 @@ import (
 type RuleInfo struct {
 	Family   int
 	Priority int
-	Action   uint8 // nl.FR_ACT_TO_TBL, FR_ACT_GOTO, FR_ACT_BLACKHOLE, ...
+	Action   uint8 // ActionToTable, ActionGoto, ActionBlackhole, ...
 	Table    int
 	Goto     int
 	Src, Dst netip.Prefix // invalid: all

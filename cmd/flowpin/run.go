@@ -21,6 +21,8 @@ import (
 	"flowpin/lb/daemon"
 	"flowpin/lb/health"
 	"flowpin/lb/status"
+	"flowpin/nft"
+	"flowpin/rules"
 )
 
 func (a *app) runCmd() *cobra.Command {
@@ -117,7 +119,7 @@ links, in the foreground.
 			sup := daemon.NewSupervisor(daemon.Deps{
 				Applier:   daemon.KernelApplier(k.Kernel),
 				Conntrack: k.ct,
-				Events:    daemon.NetlinkEvents{Log: log},
+				Events:    daemon.KernelEvents{Routing: rules.Events{Log: log}, Table: nft.TableEvents{}},
 				Flows:     k.ct,
 				Traffic:   k.nft,
 				RuleHits:  k.nft,
@@ -148,7 +150,7 @@ links, in the foreground.
 				}
 			}()
 			go func() {
-				if err := daemon.ServeAPI(ctx, ln, supervisedAPI{sup}); err != nil {
+				if err := daemon.ServeAPI(ctx, ln, supervisedAPI{sup}, rules.SocketOwners{}); err != nil {
 					log.Error("status socket", "err", err)
 				}
 			}()
@@ -180,7 +182,7 @@ links, in the foreground.
 					promhttp.HandlerFor(d.Metrics().Registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
 				})
 				go func() {
-					if err := daemon.ServeWeb(ctx, mln, metrics, supervisedAPI{sup}, web); err != nil {
+					if err := daemon.ServeWeb(ctx, mln, metrics, supervisedAPI{sup}, web, rules.SocketOwners{}); err != nil {
 						log.Error("metrics", "err", err)
 					}
 				}()

@@ -198,9 +198,10 @@ func statusHandler(src Source) http.HandlerFunc {
 	}
 }
 
-// ServeAPI answers the API on ln until ctx ends.
-func ServeAPI(ctx context.Context, ln net.Listener, src Source) error {
-	return Serve(ctx, ln, APIHandler(src))
+// ServeAPI answers the API on ln until ctx ends; owners name the local
+// user behind a TCP client (Serve).
+func ServeAPI(ctx context.Context, ln net.Listener, src Source, owners SocketOwners) error {
+	return Serve(ctx, ln, APIHandler(src), owners)
 }
 
 // limits bound what the clients of one server can hold.
@@ -249,9 +250,9 @@ var defaultLimits = limits{
 // connections it opens and however long it holds them, can take more
 // than its share of MaxConns descriptors and their buffers from the
 // daemon, whose control loop needs descriptors for its own syncs and
-// probes.
-func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
-	return serve(ctx, ln, h, defaultLimits, kernelClient)
+// probes. owners name the local user behind a TCP client.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler, owners SocketOwners) error {
+	return serve(ctx, ln, h, defaultLimits, kernelClient(owners))
 }
 
 // serve answers h on ln within lim, telling clients apart with who.

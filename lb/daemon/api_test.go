@@ -18,12 +18,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"flowpin/lb/ctl"
 	"flowpin/lb/health"
 	"flowpin/lb/status"
+	"flowpin/rules/rulestest"
 )
 
 type fakeSource struct {
@@ -47,7 +47,7 @@ func startAPI(t *testing.T, dir string, src Source) (net.Listener, string) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); _ = ServeAPI(ctx, ln, src) }()
+	go func() { defer close(done); _ = ServeAPI(ctx, ln, src, &rulestest.SocketOwners{}) }()
 	t.Cleanup(func() { cancel(); <-done })
 	path, err := ctl.SocketPath(dir)
 	if err != nil {
@@ -218,7 +218,7 @@ func TestServeLimits(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- serve(ctx, ln, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }), lim, kernelClient)
+		done <- serve(ctx, ln, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }), lim, kernelClient(&rulestest.SocketOwners{}))
 	}()
 	defer func() {
 		cancel()
@@ -369,7 +369,7 @@ var okHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { 
 func TestServeConnLifetime(t *testing.T) {
 	lim := limits{MaxConns: 4, ReadHeader: 500 * time.Millisecond, Read: time.Second, Write: time.Second,
 		Idle: 500 * time.Millisecond, Conn: 1500 * time.Millisecond, MaxHeaderBytes: 4096}
-	addr := serveTest(t, lim, kernelClient, okHandler)
+	addr := serveTest(t, lim, kernelClient(&rulestest.SocketOwners{}), okHandler)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -530,11 +530,11 @@ func TestServePerClient(t *testing.T) {
 	}
 }
 
-// The kernel names the local user behind a TCP connection, whatever
-// loopback address it comes from (so a local user cannot pass for many
-// clients), and behind a unix socket.
+// A TCP client is the user the kernel says owns its end of the
+// connection (asked with the addresses unmapped, so an IPv4 client of a
+// dual-stack listener is found), else its address; a unix socket's
+// client is the user SO_PEERCRED names.
 func TestKernelClient(t *testing.T) {
-	uid := uint32(os.Geteuid())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -549,30 +549,38 @@ func TestKernelClient(t *testing.T) {
 	for _, c := range []struct {
 		from, to string
 		ln       net.Listener
+		server   string // the server's end, unmapped
+		owned    bool
+		want     client
 	}{
-		{"127.0.0.1", ln.Addr().String(), ln},
-		{"127.0.0.7", ln.Addr().String(), ln},
-		{"::1", fmt.Sprintf("[::1]:%d", port6), ln6},
+		{"127.0.0.7", ln.Addr().String(), ln, ln.Addr().String(), true, userClient(1000)},
+		{"127.0.0.7", ln.Addr().String(), ln, ln.Addr().String(), false, client{key: "127.0.0.7"}},
+		{"::1", fmt.Sprintf("[::1]:%d", port6), ln6, fmt.Sprintf("[::1]:%d", port6), true, userClient(1000)},
+		{"::1", fmt.Sprintf("[::1]:%d", port6), ln6, fmt.Sprintf("[::1]:%d", port6), false, client{key: "::/64"}},
 		// An IPv4 client of a dual-stack listener.
-		{"127.0.0.7", fmt.Sprintf("127.0.0.1:%d", port6), ln6},
+		{"127.0.0.7", fmt.Sprintf("127.0.0.1:%d", port6), ln6, fmt.Sprintf("127.0.0.1:%d", port6), true, userClient(1000)},
 	} {
-		from, ln := c.from, c.ln
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
-		c, err := d.Dial("tcp", c.to)
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(c.from)}}
+		conn, err := d.Dial("tcp", c.to)
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := ln.Accept()
+		s, err := c.ln.Accept()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, want := kernelClient(s), userClient(uid); got != want {
-			t.Errorf("TCP from %s: %+v, want %+v", from, got, want)
+		var owners rulestest.SocketOwners
+		if c.owned {
+			owners.Own(netip.MustParseAddrPort(c.server), conn.LocalAddr().(*net.TCPAddr).AddrPort(), 1000)
 		}
-		c.Close()
+		if got := kernelClient(&owners)(s); got != c.want {
+			t.Errorf("TCP from %s to %s (known to the kernel: %v): %+v, want %+v", c.from, c.to, c.owned, got, c.want)
+		}
+		conn.Close()
 		s.Close()
 	}
 
+	uid := uint32(os.Geteuid())
 	path := filepath.Join(t.TempDir(), "s")
 	uln, err := net.Listen("unix", path)
 	if err != nil {
@@ -589,8 +597,12 @@ func TestKernelClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if got, want := kernelClient(s), userClient(uid); got != want {
+	var owners rulestest.SocketOwners
+	if got, want := kernelClient(&owners)(s), userClient(uid); got != want {
 		t.Errorf("unix: %+v, want %+v", got, want)
+	}
+	if owners.Asked() != 0 {
+		t.Errorf("sock_diag asked %d times about a unix socket", owners.Asked())
 	}
 
 	if got := addrClient(netip.MustParseAddr("2001:db8:1:2:3:4:5:6")); got.key != "2001:db8:1:2::/64" || got.known {
@@ -601,30 +613,5 @@ func TestKernelClient(t *testing.T) {
 	}
 	if !mayReadStatus(userClient(0)) || mayReadStatus(client{key: "192.0.2.7"}) {
 		t.Error("mayReadStatus: want root yes, an unknown user no")
-	}
-}
-
-// Only the client's end of this very connection is believed.
-func TestClientEnd(t *testing.T) {
-	local := netip.MustParseAddrPort("10.77.0.1:9108")
-	remote := netip.MustParseAddrPort("10.77.0.1:40000")
-	sock := func(state uint8, src, dst string) diagSocket {
-		return diagSocket{state: state, src: netip.MustParseAddrPort(src), dst: netip.MustParseAddrPort(dst)}
-	}
-	for _, c := range []struct {
-		name string
-		s    diagSocket
-		want bool
-	}{
-		{"the client's end", sock(netlink.TCP_ESTABLISHED, "10.77.0.1:40000", "10.77.0.1:9108"), true},
-		{"closing", sock(netlink.TCP_FIN_WAIT2, "10.77.0.1:40000", "10.77.0.1:9108"), true},
-		{"our own end", sock(netlink.TCP_ESTABLISHED, "10.77.0.1:9108", "10.77.0.1:40000"), false},
-		{"same ports, other address", sock(netlink.TCP_ESTABLISHED, "127.0.0.1:40000", "127.0.0.1:9108"), false},
-		{"a listener on the client's port", sock(netlink.TCP_LISTEN, "0.0.0.0:40000", "0.0.0.0:0"), false},
-		{"TIME_WAIT, whose uid reads 0", sock(netlink.TCP_TIME_WAIT, "10.77.0.1:40000", "10.77.0.1:9108"), false},
-	} {
-		if got := c.s.isClientOf(local, remote); got != c.want {
-			t.Errorf("%s: %v, want %v", c.name, got, c.want)
-		}
 	}
 }

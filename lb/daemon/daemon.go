@@ -24,6 +24,7 @@ import (
 	"flowpin/lb/daemon/tally"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
+	"flowpin/nft"
 	"flowpin/rules"
 )
 
@@ -50,7 +51,7 @@ type Deps struct {
 	// reloads (default: one of the daemon's own).
 	Hooks  *hooks.Runner
 	Clock  Clock  // default RealClock
-	Events Events // default NetlinkEvents
+	Events Events // default KernelEvents of rules.Events and nft.TableEvents
 
 	ResyncInterval  time.Duration // default ResyncInterval
 	MinSyncInterval time.Duration // default MinSyncInterval
@@ -140,7 +141,7 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 		deps.Clock = RealClock{}
 	}
 	if deps.Events == nil {
-		deps.Events = NetlinkEvents{Log: log}
+		deps.Events = KernelEvents{Routing: rules.Events{Log: log}, Table: nft.TableEvents{}}
 	}
 	if deps.ResyncInterval <= 0 {
 		deps.ResyncInterval = ResyncInterval

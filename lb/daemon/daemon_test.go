@@ -45,6 +45,7 @@ type harness struct {
 	k       *fakeKernel
 	probers *fakeProbers
 	events  *fakeEvents
+	kernel  Events          // optional, set before start: the daemon's events instead of events
 	flows   *fakeFlowTable  // optional: set before start
 	traffic TrafficCounters // optional: set before start
 	hits    RuleHitReader   // optional: set before start
@@ -84,6 +85,9 @@ func (h *harness) start() {
 func (h *harness) run() {
 	deps := Deps{
 		Applier: h.k, Conntrack: h.k, Probers: h.probers.factory, Clock: h.clock, Events: h.events,
+	}
+	if h.kernel != nil {
+		deps.Events = h.kernel
 	}
 	if h.flows != nil {
 		deps.Flows = h.flows

@@ -1,12 +1,15 @@
 package daemon
 
 import (
+	"slices"
 	"sync"
 	"time"
 
 	"flowpin/lb/config"
 	"flowpin/lb/health"
+	"flowpin/nft"
 	"flowpin/nft/ct"
+	"flowpin/rules"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -250,9 +253,9 @@ func (m *Metrics) synced(writes int, took time.Duration) {
 	m.syncSeconds.Observe(took.Seconds())
 }
 
-// kernelSubscriptions are the notification subscriptions NetlinkEvents
+// kernelSubscriptions are the notification subscriptions KernelEvents
 // makes (the names it reports losses by), whose loss counters start at 0.
-var kernelSubscriptions = []string{"links", "neighbours", "addresses", "routes", "rules", "nftables"}
+var kernelSubscriptions = append(slices.Clone(rules.Subscriptions), nft.Subscription)
 
 func (m *Metrics) subscriptionLost(what string) { m.subLosses.WithLabelValues(what).Inc() }
 

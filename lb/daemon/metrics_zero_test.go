@@ -1,9 +1,6 @@
 package daemon
 
 import (
-	"os"
-	"regexp"
-	"slices"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -41,22 +38,5 @@ func TestCountersStartAtZero(t *testing.T) {
 	}
 	if v := testutil.ToFloat64(m.changes.WithLabelValues("isp1", "ipv4")); v != 0 {
 		t.Errorf("state changes %v, want 0", v)
-	}
-}
-
-// kernelSubscriptions names every subscription NetlinkEvents reports.
-func TestKernelSubscriptionsListed(t *testing.T) {
-	src, err := os.ReadFile("events_netlink.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	names := regexp.MustCompile(`forward\(s, "(\w+)"`).FindAllSubmatch(src, -1)
-	if len(names) == 0 {
-		t.Fatal("no forward(s, \"NAME\" in events_netlink.go")
-	}
-	for _, n := range names {
-		if !slices.Contains(kernelSubscriptions, string(n[1])) {
-			t.Errorf("subscription %q is not in kernelSubscriptions", n[1])
-		}
 	}
 }

@@ -120,7 +120,8 @@ type Event struct {
 	IP          netip.Addr // the neighbour (EventNeighFailed)
 }
 
-// Events is the source of kernel notifications.
+// Events is the source of kernel notifications: KernelEvents, in tests a
+// fake.
 type Events interface {
 	// Subscribe starts every subscription. The channel is closed when
 	// ctx ends or a subscription is lost (an EventLost comes first); the
@@ -128,6 +129,35 @@ type Events interface {
 	// ended by the time the channel is closed.
 	Subscribe(ctx context.Context) (<-chan Event, error)
 }
+
+// RoutingEvents are the kernel's notifications about links,
+// neighbours, addresses, routes and ip rules, with the contract of
+// Events.Subscribe.
+type RoutingEvents interface {
+	Subscribe(ctx context.Context) (<-chan rules.Event, error)
+}
+
+var _ RoutingEvents = rules.Events{}
+
+// TableEvents are notifications about flowpin's nft table, with the
+// contract of Events.Subscribe, except that a lost TableEvent may come
+// without the channel being closed.
+type TableEvents interface {
+	Subscribe(ctx context.Context) (<-chan nft.TableEvent, error)
+}
+
+var _ TableEvents = nft.TableEvents{}
+
+// SocketOwners name the local user behind a TCP client of the daemon's
+// servers.
+type SocketOwners interface {
+	// ClientUID returns the uid that owns the client's end of the TCP
+	// connection client->server, when that end is a socket in this
+	// network namespace.
+	ClientUID(server, client netip.AddrPort) (uint32, bool)
+}
+
+var _ SocketOwners = rules.SocketOwners{}
 
 // kernelApplier adapts *apply.Kernel.
 type kernelApplier struct{ *apply.Kernel }

@@ -89,13 +89,14 @@ func (o WebOptions) Check() error {
 // the status page and /status.json from src; within the limits of every
 // server of the daemon (Serve), to requests whose Host header names this
 // listener (hostGuard). /metrics answers every client that reaches ln, as
-// a Prometheus scraper expects; the status, only those o allows.
-func ServeWeb(ctx context.Context, ln net.Listener, metrics http.Handler, src Source, o WebOptions) error {
+// a Prometheus scraper expects; the status, only those o allows. owners
+// name the local user behind a TCP client.
+func ServeWeb(ctx context.Context, ln net.Listener, metrics http.Handler, src Source, o WebOptions, owners SocketOwners) error {
 	h, err := webHandler(metrics, src, o, mayReadStatus)
 	if err != nil {
 		return err
 	}
-	return serve(ctx, ln, h, defaultLimits, kernelClient)
+	return serve(ctx, ln, h, defaultLimits, kernelClient(owners))
 }
 
 func webHandler(metrics http.Handler, src Source, o WebOptions, may func(client) bool) (http.Handler, error) {

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"flowpin/lb/config"
@@ -123,9 +122,9 @@ func TestVerifyEndToEnd(t *testing.T) {
 			name: "foreign blackhole behind a goto",
 			fault: func(_ *testing.T, f *fakeKernel) {
 				g := lookupRule(500, 0)
-				g.Action, g.Goto, g.Mark, g.Mask = nl.FR_ACT_GOTO, 600, 0x200, 0xff00
+				g.Action, g.Goto, g.Mark, g.Mask = rules.ActionGoto, 600, 0x200, 0xff00
 				b := lookupRule(600, 0)
-				b.Action = nl.FR_ACT_BLACKHOLE
+				b.Action = rules.ActionBlackhole
 				b.Dst = netip.MustParsePrefix("203.0.113.0/24")
 				f.setRule(g)
 				f.setRule(b)

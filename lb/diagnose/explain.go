@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"flowpin/lb/config"
@@ -611,13 +610,13 @@ func MatchedRule(all []rules.RuleInfo, p rules.Packet, table, plen int) (rules.R
 			continue
 		}
 		switch r.Action {
-		case nl.FR_ACT_GOTO:
+		case rules.ActionGoto:
 			j := i + 1
 			for j < len(all) && all[j].Priority < r.Goto {
 				j++
 			}
 			i = j - 1
-		case nl.FR_ACT_TO_TBL:
+		case rules.ActionToTable:
 			if r.Table != table {
 				continue
 			}
@@ -625,7 +624,7 @@ func MatchedRule(all []rules.RuleInfo, p rules.Packet, table, plen int) (rules.R
 				continue
 			}
 			return r, true
-		case nl.FR_ACT_NOP:
+		case rules.ActionNop:
 		default:
 			if r.Terminal() {
 				return r, false

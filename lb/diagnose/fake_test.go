@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"flowpin/lb/config"
@@ -230,17 +229,17 @@ func (f *fakeKernel) routeGet(q rules.Query) (rules.Answer, error) {
 			continue
 		}
 		switch r.Action {
-		case nl.FR_ACT_GOTO:
+		case rules.ActionGoto:
 			for i+1 < len(all) && all[i+1].Priority < r.Goto {
 				i++
 			}
-		case nl.FR_ACT_BLACKHOLE:
+		case rules.ActionBlackhole:
 			return rules.Answer{}, unix.EINVAL
-		case nl.FR_ACT_UNREACHABLE:
+		case rules.ActionUnreachable:
 			return rules.Answer{}, unix.EHOSTUNREACH
-		case nl.FR_ACT_PROHIBIT:
+		case rules.ActionProhibit:
 			return rules.Answer{}, unix.EACCES
-		case nl.FR_ACT_TO_TBL:
+		case rules.ActionToTable:
 			rt, ok := f.lookup(r.Table, q.Dst)
 			if !ok || (r.SuppressPrefixlen >= 0 && rt.Dst.Bits() <= r.SuppressPrefixlen) {
 				continue
@@ -328,12 +327,12 @@ func (f *fakeKernel) route(t *testing.T, table int, dst string) *fakeRoute {
 
 // lookupRule is an ip rule `[from src] lookup table`, not flowpin's.
 func lookupRule(prio, table int) rules.RuleInfo {
-	return rules.RuleInfo{Family: rules.V4, Priority: prio, Action: nl.FR_ACT_TO_TBL, Table: table, Goto: -1, SuppressPrefixlen: -1, Protocol: unix.RTPROT_BOOT}
+	return rules.RuleInfo{Family: rules.V4, Priority: prio, Action: rules.ActionToTable, Table: table, Goto: -1, SuppressPrefixlen: -1, Protocol: unix.RTPROT_BOOT}
 }
 
 // ownedRule is a planned rule as the kernel reads it back.
 func ownedRule(r rules.Rule) rules.RuleInfo {
-	return rules.RuleInfo{Family: r.Family, Priority: r.Priority, Action: nl.FR_ACT_TO_TBL, Table: r.Table, Goto: -1,
+	return rules.RuleInfo{Family: r.Family, Priority: r.Priority, Action: rules.ActionToTable, Table: r.Table, Goto: -1,
 		Src: r.Src, Mark: r.Mark, Mask: r.Mask, SuppressPrefixlen: r.SuppressPrefixlen, Protocol: rules.Protocol}
 }
 

@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"flowpin/lb/clock"
@@ -464,7 +463,7 @@ func ShadowChecks(c *config.Config, d *plan.Desired, all []rules.RuleInfo) []Ver
 			continue
 		}
 		// The kernel's own rule 0 (lookup local) must come first.
-		if r.Priority == 0 && r.Action == nl.FR_ACT_TO_TBL && r.Table == unix.RT_TABLE_LOCAL {
+		if r.Priority == 0 && r.Action == rules.ActionToTable && r.Table == unix.RT_TABLE_LOCAL {
 			continue
 		}
 		text := strings.ReplaceAll(r.String(), "\t", " ")
@@ -482,7 +481,7 @@ func ShadowChecks(c *config.Config, d *plan.Desired, all []rules.RuleInfo) []Ver
 		}
 		// An inverted selector matches nearly everything; a nop rule
 		// does nothing.
-		broad = (broad || r.Invert) && r.Action != nl.FR_ACT_NOP
+		broad = (broad || r.Invert) && r.Action != rules.ActionNop
 		if !broad {
 			narrow = append(narrow, fmt.Sprint(r.Priority))
 			continue
@@ -492,7 +491,7 @@ func ShadowChecks(c *config.Config, d *plan.Desired, all []rules.RuleInfo) []Ver
 			where = fmt.Sprintf("among flowpin's rules (%d-%d)", first, last)
 		}
 		what := "catches their traffic"
-		if r.Action == nl.FR_ACT_TO_TBL && r.SuppressPrefixlen >= 0 {
+		if r.Action == rules.ActionToTable && r.SuppressPrefixlen >= 0 {
 			what = "catches their traffic to every route more specific than /" + fmt.Sprint(r.SuppressPrefixlen) + " (a link's own subnet then leaves by whichever interface main picks)"
 		}
 		out = append(out, VerifyCheck{

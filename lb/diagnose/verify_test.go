@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vishvananda/netlink/nl"
-
 	"flowpin/lb/config"
 	"flowpin/lb/plan"
 	"flowpin/nft"
@@ -178,12 +176,12 @@ func TestVerifyNFTRecordsAsFound(t *testing.T) {
 func TestVerifyShadowChecks(t *testing.T) {
 	c, d := verifyTestPlan(t)
 	own := func(p int) rules.RuleInfo {
-		return rules.RuleInfo{Priority: p, Action: nl.FR_ACT_TO_TBL, Table: 101, SuppressPrefixlen: -1, Protocol: rules.Protocol}
+		return rules.RuleInfo{Priority: p, Action: rules.ActionToTable, Table: 101, SuppressPrefixlen: -1, Protocol: rules.Protocol}
 	}
 	base := []rules.RuleInfo{
-		{Priority: 0, Action: nl.FR_ACT_TO_TBL, Table: 255, SuppressPrefixlen: -1},
+		{Priority: 0, Action: rules.ActionToTable, Table: 255, SuppressPrefixlen: -1},
 		own(1000), own(1100), own(1400),
-		{Priority: 32766, Action: nl.FR_ACT_TO_TBL, Table: 254, SuppressPrefixlen: -1},
+		{Priority: 32766, Action: rules.ActionToTable, Table: 254, SuppressPrefixlen: -1},
 	}
 	got := ShadowChecks(c, d, base)
 	if len(got) != 1 || !got[0].OK {
@@ -195,20 +193,20 @@ func TestVerifyShadowChecks(t *testing.T) {
 		rule rules.RuleInfo
 		want string // "" : not reported
 	}{
-		{"everything to main", rules.RuleInfo{Priority: 100, Action: nl.FR_ACT_TO_TBL, Table: 254, SuppressPrefixlen: -1},
+		{"everything to main", rules.RuleInfo{Priority: 100, Action: rules.ActionToTable, Table: 254, SuppressPrefixlen: -1},
 			`"100: from all lookup main" (not flowpin's) comes before flowpin's rules (1000-1400) and catches their traffic`},
-		{"main suppress 0 (wg-quick style)", rules.RuleInfo{Priority: 900, Action: nl.FR_ACT_TO_TBL, Table: 254, SuppressPrefixlen: 0},
+		{"main suppress 0 (wg-quick style)", rules.RuleInfo{Priority: 900, Action: rules.ActionToTable, Table: 254, SuppressPrefixlen: 0},
 			"every route more specific than /0"},
-		{"from a link's address", rules.RuleInfo{Priority: 1200, Action: nl.FR_ACT_TO_TBL, Table: 7, SuppressPrefixlen: -1, Src: netip.MustParsePrefix("198.51.100.0/24")},
+		{"from a link's address", rules.RuleInfo{Priority: 1200, Action: rules.ActionToTable, Table: 7, SuppressPrefixlen: -1, Src: netip.MustParsePrefix("198.51.100.0/24")},
 			"among flowpin's rules"},
-		{"blackhole", rules.RuleInfo{Priority: 50, Action: nl.FR_ACT_BLACKHOLE, SuppressPrefixlen: -1}, "50: from all blackhole"},
-		{"flowpin's mark bits", rules.RuleInfo{Priority: 60, Action: nl.FR_ACT_TO_TBL, Table: 7, Mark: 0x100, Mask: 0xff00, SuppressPrefixlen: -1},
+		{"blackhole", rules.RuleInfo{Priority: 50, Action: rules.ActionBlackhole, SuppressPrefixlen: -1}, "50: from all blackhole"},
+		{"flowpin's mark bits", rules.RuleInfo{Priority: 60, Action: rules.ActionToTable, Table: 7, Mark: 0x100, Mask: 0xff00, SuppressPrefixlen: -1},
 			"selects on mark bits 0xff00 that flowpin owns"},
-		{"one destination", rules.RuleInfo{Priority: 100, Action: nl.FR_ACT_TO_TBL, Table: 7, SuppressPrefixlen: -1, Dst: netip.MustParsePrefix("10.0.0.0/8")}, ""},
-		{"one input interface", rules.RuleInfo{Priority: 100, Action: nl.FR_ACT_TO_TBL, Table: 7, SuppressPrefixlen: -1, Iif: "vpn0"}, ""},
-		{"another program's mark bit", rules.RuleInfo{Priority: 100, Action: nl.FR_ACT_TO_TBL, Table: 7, Mark: 1, Mask: 1, SuppressPrefixlen: -1}, ""},
-		{"another source", rules.RuleInfo{Priority: 100, Action: nl.FR_ACT_TO_TBL, Table: 7, SuppressPrefixlen: -1, Src: netip.MustParsePrefix("10.9.0.0/16")}, ""},
-		{"after flowpin", rules.RuleInfo{Priority: 2000, Action: nl.FR_ACT_TO_TBL, Table: 254, SuppressPrefixlen: -1}, ""},
+		{"one destination", rules.RuleInfo{Priority: 100, Action: rules.ActionToTable, Table: 7, SuppressPrefixlen: -1, Dst: netip.MustParsePrefix("10.0.0.0/8")}, ""},
+		{"one input interface", rules.RuleInfo{Priority: 100, Action: rules.ActionToTable, Table: 7, SuppressPrefixlen: -1, Iif: "vpn0"}, ""},
+		{"another program's mark bit", rules.RuleInfo{Priority: 100, Action: rules.ActionToTable, Table: 7, Mark: 1, Mask: 1, SuppressPrefixlen: -1}, ""},
+		{"another source", rules.RuleInfo{Priority: 100, Action: rules.ActionToTable, Table: 7, SuppressPrefixlen: -1, Src: netip.MustParsePrefix("10.9.0.0/16")}, ""},
+		{"after flowpin", rules.RuleInfo{Priority: 2000, Action: rules.ActionToTable, Table: 254, SuppressPrefixlen: -1}, ""},
 	}
 	for _, tc := range cases {
 		all := append([]rules.RuleInfo{tc.rule}, base...)
@@ -241,7 +239,7 @@ func TestVerifyMarkWriterChecks(t *testing.T) {
 func TestExplainMatchedRule(t *testing.T) {
 	src := netip.MustParsePrefix("198.51.100.2/32")
 	to := func(p, table, suppress int) rules.RuleInfo {
-		return rules.RuleInfo{Priority: p, Action: nl.FR_ACT_TO_TBL, Table: table, SuppressPrefixlen: suppress}
+		return rules.RuleInfo{Priority: p, Action: rules.ActionToTable, Table: table, SuppressPrefixlen: suppress}
 	}
 	from := func(r rules.RuleInfo) rules.RuleInfo { r.Src = src; return r }
 	mark := func(r rules.RuleInfo) rules.RuleInfo { r.Mark, r.Mask = 0x200, 0xff00; return r }
@@ -267,7 +265,7 @@ func TestExplainMatchedRule(t *testing.T) {
 		{"pinned by mark", layout, rules.Packet{Dst: dst, Mark: 0x200}, 102, 0, 1101},
 		{"mark outside the mask bits", layout, rules.Packet{Dst: dst, Mark: 0x1}, 100, 0, 1400},
 		{"LAN route from main", layout, rules.Packet{Dst: netip.MustParseAddr("10.77.0.2")}, 254, 24, 1200},
-		{"goto skips", append([]rules.RuleInfo{{Priority: 10, Action: nl.FR_ACT_GOTO, Goto: 1400, SuppressPrefixlen: -1}}, layout...), rules.Packet{Src: src.Addr(), Dst: dst}, 100, 0, 1400},
+		{"goto skips", append([]rules.RuleInfo{{Priority: 10, Action: rules.ActionGoto, Goto: 1400, SuppressPrefixlen: -1}}, layout...), rules.Packet{Src: src.Addr(), Dst: dst}, 100, 0, 1400},
 		{"no rule for that table", layout, rules.Packet{Dst: dst}, 77, 0, -1},
 	}
 	for _, tc := range cases {

@@ -1,4 +1,4 @@
-package daemon
+package rules
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 )
 
@@ -34,12 +35,13 @@ func inFreshNetns(t *testing.T, fn func()) {
 
 // The real subscription reports an interface appearing, losing carrier
 // and being removed, and ends every goroutine it started when its
-// context ends (goleak checks in TestMain).
-func TestNetlinkEventsLinkLifecycle(t *testing.T) {
+// context ends.
+func TestEventsLinkLifecycle(t *testing.T) {
+	defer goleak.VerifyNone(t)
 	inFreshNetns(t, func() {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		events, err := NetlinkEvents{}.Subscribe(ctx)
+		events, err := Events{}.Subscribe(ctx)
 		if err != nil {
 			t.Error(err)
 			return

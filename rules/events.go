@@ -1,4 +1,4 @@
-package daemon
+package rules
 
 import (
 	"context"
@@ -7,35 +7,63 @@ import (
 	"net/netip"
 	"sync"
 
-	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
-
-	"flowpin/nft"
 )
 
-// NetlinkEvents subscribes to the kernel's notifications in the caller's
-// network namespace: links, neighbours, addresses, routes, rules and
-// nftables.
+// EventKind says what a routing notification is about.
+type EventKind int
+
+const (
+	// EventLink: an interface changed or was removed.
+	EventLink EventKind = iota
+	// EventNeighFailed: the kernel gave up resolving a neighbour.
+	EventNeighFailed
+	// EventChange: an address, a route or an ip rule changed.
+	EventChange
+	// EventLost: notifications were lost (a socket overflowed or
+	// failed); whoever follows the kernel must read it again.
+	EventLost
+)
+
+// Event is one routing notification, reduced to what flowpin acts on.
+type Event struct {
+	Kind EventKind
+	// What: the subscription (EventLost) or the change (EventChange).
+	What  string
+	Iface string
+	// Removed: the interface was deleted. Up: administratively up with
+	// carrier (EventLink).
+	Removed, Up bool
+	IP          netip.Addr // the neighbour (EventNeighFailed)
+}
+
+// Subscriptions names the subscriptions Events makes, as an EventLost
+// names the one it lost.
+var Subscriptions = []string{"links", "neighbours", "addresses", "routes", "rules"}
+
+// Events subscribes to the routing notifications of the caller's network
+// namespace: links, neighbours, addresses, routes and ip rules.
 //
 // A burst (hundreds of link changes, thousands of neighbour entries) can
 // overflow a subscription socket's receive queue (ENOBUFS, see
 // netlink(7)); vishvananda/netlink then closes that subscription's
 // channel. Subscribe turns that into an EventLost and closes its own
-// channel, and the daemon re-reads the kernel and subscribes again.
-type NetlinkEvents struct {
+// channel, ending the other subscriptions: the caller reads the kernel
+// again and subscribes again.
+type Events struct {
 	Log *slog.Logger
 }
-
-var _ Events = NetlinkEvents{}
 
 // rcvbuf is asked for each subscription socket; the kernel caps it at
 // net.core.rmem_max unless forced (root may force it).
 const rcvbuf = 4 << 20
 
-// Subscribe implements Events.
-func (e NetlinkEvents) Subscribe(parent context.Context) (<-chan Event, error) {
+// Subscribe starts every subscription. The channel is closed when ctx
+// ends or a subscription is lost (an EventLost comes first). Every
+// goroutine Subscribe starts has ended by the time the channel is closed.
+func (e Events) Subscribe(parent context.Context) (<-chan Event, error) {
 	ctx, cancel := context.WithCancel(parent)
 	s := &subscription{ctx: ctx, cancel: cancel, log: e.Log, out: make(chan Event, 64)}
 	if err := s.start(); err != nil {
@@ -75,7 +103,7 @@ func (s *subscription) send(e Event) {
 }
 
 // lost reports a subscription whose channel closed while it was wanted,
-// and ends the others, so the daemon starts over with all of them.
+// and ends the others, so the caller starts over with all of them.
 func (s *subscription) lost(what string) {
 	if s.ctx.Err() == nil {
 		s.send(Event{Kind: EventLost, What: what})
@@ -126,7 +154,7 @@ func (s *subscription) start() error {
 	}); err != nil {
 		return fmt.Errorf("subscribe to addresses: %w", err)
 	}
-	forward(s, "addresses", addrs, func(netlink.AddrUpdate) (Event, bool) { return Event{Kind: EventDrift, What: "address change"}, true })
+	forward(s, "addresses", addrs, func(netlink.AddrUpdate) (Event, bool) { return Event{Kind: EventChange, What: "address change"}, true })
 
 	routes := make(chan netlink.RouteUpdate, 256)
 	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{
@@ -134,12 +162,9 @@ func (s *subscription) start() error {
 	}); err != nil {
 		return fmt.Errorf("subscribe to routes: %w", err)
 	}
-	forward(s, "routes", routes, func(netlink.RouteUpdate) (Event, bool) { return Event{Kind: EventDrift, What: "route change"}, true })
+	forward(s, "routes", routes, func(netlink.RouteUpdate) (Event, bool) { return Event{Kind: EventChange, What: "route change"}, true })
 
-	if err := s.watchRules(); err != nil {
-		return err
-	}
-	return s.watchNFT()
+	return s.watchRules()
 }
 
 // watchRules: the library has no rule subscription; any message on the
@@ -170,51 +195,8 @@ func (s *subscription) watchRules() error {
 			}
 		}
 	}()
-	forward(s, "rules", rules, func(struct{}) (Event, bool) { return Event{Kind: EventDrift, What: "ip rule change"}, true })
+	forward(s, "rules", rules, func(struct{}) (Event, bool) { return Event{Kind: EventChange, What: "ip rule change"}, true })
 	return nil
-}
-
-// watchNFT follows nftables changes to flowpin's own table: other
-// programs' rulesets are theirs.
-func (s *subscription) watchNFT() error {
-	mon := nftables.NewMonitor(nftables.WithMonitorObject(nftables.MonitorObjectRuleset))
-	nfc, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
-	}
-	events, err := nfc.AddMonitor(mon)
-	if err != nil {
-		return fmt.Errorf("monitor nftables: %w", err)
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		<-s.ctx.Done()
-		_ = mon.Close()
-	}()
-	forward(s, "nftables", events, nftEvent)
-	return nil
-}
-
-func nftEvent(ev *nftables.MonitorEvent) (Event, bool) {
-	if ev.Error != nil {
-		// The monitor goes on after an error, but what the error hid
-		// (an overflow) is unknown: re-read everything.
-		return Event{Kind: EventLost, What: "nftables"}, true
-	}
-	var table *nftables.Table
-	switch v := ev.Data.(type) {
-	case *nftables.Table:
-		table = v
-	case *nftables.Chain:
-		table = v.Table
-	case *nftables.Rule:
-		table = v.Table
-	}
-	if table != nil && table.Name == nft.TableName {
-		return Event{Kind: EventDrift, What: "nftables change"}, true
-	}
-	return Event{}, false
 }
 
 // linkEvent: a removed interface, one set down, or one without carrier

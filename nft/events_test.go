@@ -1,0 +1,91 @@
+package nft
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
+)
+
+func TestTableEventOnlyOwnTable(t *testing.T) {
+	own := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+	other := &nftables.Table{Name: "firewalld", Family: nftables.TableFamilyINet}
+	for _, tc := range []struct {
+		name string
+		ev   nftables.MonitorEvent
+		want *TableEvent
+	}{
+		{"own table", nftables.MonitorEvent{Data: own}, &TableEvent{What: "nftables change"}},
+		{"own chain", nftables.MonitorEvent{Data: &nftables.Chain{Table: own}}, &TableEvent{What: "nftables change"}},
+		{"own rule", nftables.MonitorEvent{Data: &nftables.Rule{Table: own}}, &TableEvent{What: "nftables change"}},
+		{"other table", nftables.MonitorEvent{Data: &nftables.Rule{Table: other}}, nil},
+		{"error", nftables.MonitorEvent{Error: unix.ENOBUFS}, &TableEvent{Lost: true, What: "nftables"}},
+	} {
+		got, ok := tableEvent(&tc.ev)
+		if (tc.want == nil) == ok || (ok && got != *tc.want) {
+			t.Errorf("%s: %+v %v, want %+v", tc.name, got, ok, tc.want)
+		}
+	}
+}
+
+// The real subscription sees changes to flowpin's table and none to
+// another program's, and ends every goroutine it started when its
+// context ends.
+func TestTableEventsInNamespace(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	inFreshNS(t, func(ns string) error {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		events, err := TableEvents{}.Subscribe(ctx)
+		if err != nil {
+			return err
+		}
+		nft := func(script string) error {
+			if out, err := exec.Command("ip", "netns", "exec", ns, "nft", script).CombinedOutput(); err != nil {
+				return fmt.Errorf("nft %s: %v\n%s", script, err, out)
+			}
+			return nil
+		}
+		if err := nft("add table inet other; add chain inet other c; add rule inet other c accept; delete table inet other"); err != nil {
+			return err
+		}
+		// The monitor hears of a change within milliseconds: a quarter
+		// of a second of silence says it was not passed on.
+		select {
+		case ev := <-events:
+			t.Errorf("another program's table made %+v", ev)
+		case <-time.After(250 * time.Millisecond):
+		}
+		if err := nft("add table inet " + TableName); err != nil {
+			return err
+		}
+		select {
+		case ev, ok := <-events:
+			if !ok || ev != (TableEvent{What: "nftables change"}) {
+				t.Errorf("got %+v (open %v), want flowpin's table's change", ev, ok)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("no event for flowpin's table")
+		}
+		cancel()
+		for {
+			select {
+			case ev, ok := <-events:
+				if !ok {
+					return nil
+				}
+				if ev.Lost {
+					t.Errorf("%+v after cancel", ev)
+				}
+			case <-time.After(5 * time.Second):
+				t.Error("channel not closed after cancel")
+				return nil
+			}
+		}
+	})
+}
