@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"flowpin/lb/clock/clocktest"
+	"flowpin/lb/daemon/passive"
 	"flowpin/lb/daemon/tally"
 	"flowpin/lb/daemon/tally/tallytest"
 	"flowpin/nft/ct"
@@ -199,5 +200,118 @@ func TestFlowCountsPeriodicRecount(t *testing.T) {
 	h.waitCounts(map[tally.Key]int64{{0x100, v4}: 1, {0x100, v6}: 1})
 	if v := func() int64 { _, r, _ := h.m.get(); return r }(); v != 1 {
 		t.Errorf("recounts %v, want 1", v)
+	}
+}
+
+// The tally is the flows per mark, those of IPv6 among them; a mark
+// counted down to zero is left out, and nothing is served before the
+// first count (nor by a daemon that does not follow conntrack).
+func TestTally(t *testing.T) {
+	if _, ok := (*tally.Tracker)(nil).Tally(); ok {
+		t.Error("a nil tracker has a tally")
+	}
+	h := newTrackerHarness(t)
+	if _, ok := h.tr.Tally(); ok {
+		t.Error("a tally before the first count")
+	}
+	h.table.Put(1, 0x100, v4)
+	h.table.Put(2, 0x100, v6)
+	h.table.Put(3, 0x10200, v4)
+	h.start()
+	h.waitCounts(map[tally.Key]int64{{0x100, v4}: 1, {0x100, v6}: 1, {0x200, v4}: 1})
+	h.table.Send(ct.Event{Type: ct.EventDestroy, ID: 3})
+	h.waitCounts(map[tally.Key]int64{{0x100, v4}: 1, {0x100, v6}: 1})
+	got, ok := h.tr.Tally()
+	if !ok || len(got) != 1 || got[0x100].Flows != 2 || got[0x100].FlowsIPv6 != 1 {
+		t.Errorf("tally %v (ok %v)", got, ok)
+	}
+	if h.tr.Mask() != 0xff00 {
+		t.Errorf("mask %#x", h.tr.Mask())
+	}
+}
+
+// watcher records what the tracker shows it.
+type watcher struct {
+	mu           sync.Mutex
+	events, tick int
+}
+
+func (w *watcher) Events(evs []ct.Event, _ time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.events += len(evs)
+}
+
+func (w *watcher) Tick(time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.tick++
+}
+
+func (w *watcher) get() (int, int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.events, w.tick
+}
+
+// The watcher sees every batch after it is counted, and the ticks; once
+// taken off, nothing more.
+func TestWatcher(t *testing.T) {
+	h := newTrackerHarness(t)
+	w := &watcher{}
+	h.tr.Watch(w)
+	if h.tr.Watcher() != w {
+		t.Fatal("Watcher is not the one set")
+	}
+	h.start()
+	h.waitCounts(map[tally.Key]int64{})
+	h.table.Send(ct.Event{Type: ct.EventNew, ID: 1, Mark: 0x100, Family: v4}, ct.Event{Type: ct.EventNew, ID: 2, Mark: 0x100, Family: v4})
+	h.table.Settle()
+	if n, _ := w.get(); n != 2 {
+		t.Errorf("watcher saw %d events, want 2", n)
+	}
+	h.clock.Advance(passive.TickEvery)
+	h.eventually("a tick", func() bool { _, n := w.get(); return n >= 1 })
+	h.tr.Watch(nil)
+	if h.tr.Watcher() != nil {
+		t.Error("a watcher after Watch(nil)")
+	}
+	h.table.Send(ct.Event{Type: ct.EventNew, ID: 3, Mark: 0x100, Family: v4})
+	h.table.Settle()
+	if n, _ := w.get(); n != 2 {
+		t.Errorf("watcher saw %d events after it was taken off", n)
+	}
+}
+
+// One tracker runs across reloads while the mask stays: Reuse gives it
+// back only for the same mask; Run of another stops the one before.
+func TestShared(t *testing.T) {
+	var s tally.Shared
+	if s.Reuse(0xff00) != nil {
+		t.Fatal("a tracker before any ran")
+	}
+	a, b := newTrackerHarness(t), newTrackerHarness(t)
+	a.table.Put(1, 0x100, v4)
+	s.Run(a.tr)
+	s.Run(a.tr) // again: still the one
+	a.waitCounts(map[tally.Key]int64{{0x100, v4}: 1})
+	if s.Reuse(0xff00) != a.tr || s.Reuse(0xff) != nil {
+		t.Error("Reuse by mask")
+	}
+	s.Run(b.tr)
+	b.waitCounts(map[tally.Key]int64{})
+	if s.Reuse(0xff00) != b.tr {
+		t.Error("not the tracker run last")
+	}
+	s.Stop()
+	if s.Reuse(0xff00) != nil {
+		t.Error("a tracker after Stop")
+	}
+	if m := a.tr.Metrics(); m != a.m {
+		t.Errorf("metrics %v", m)
+	}
+	a.tr.SetMetrics(b.m)
+	if a.tr.Metrics() != b.m {
+		t.Error("SetMetrics")
 	}
 }
