@@ -22,6 +22,13 @@ func suspectISP2(t *testing.T, probesAnswer bool) *harness {
 	h.start()
 	h.waitTranscript(both)
 	h.eventually("flow counts ready", func() bool { _, ok := h.d.flows.Counts(); return ok })
+	// A suspicion before Run took the probe loops finds no loop to ask
+	// for a burst (and the cooldown then holds the next one back).
+	h.eventually("probe loops taken", func() bool {
+		h.d.mu.Lock()
+		defer h.d.mu.Unlock()
+		return h.d.loops != nil
+	})
 	h.probers.set("wan2", probesAnswer)
 	var evs []ct.Event
 	for i := range uint32(4) {
