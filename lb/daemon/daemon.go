@@ -81,6 +81,15 @@ type Deps struct {
 
 // Daemon keeps the kernel matching the config and routes around dead
 // links. It runs in the network namespace it was started in.
+//
+// It is the loop: it owns the links' health and the one sync scheduler
+// (syncRunner), and feeds what happens to its parts, each in a package of
+// its own that cannot reach back into it: failback (the policies' tiers),
+// ondemand, passive (detection from the flows), hooks (the hook runner),
+// tally (the flow counts), keep (the fate of a down link's flows) and
+// carry (the nft counters over rewrites). The parts own their state and
+// return decisions (flows to flush, commands to run, what to log), which
+// the loop carries out; so each is tested on its own.
 type Daemon struct {
 	Config *config.Config
 	Log    *slog.Logger
