@@ -502,7 +502,7 @@ func (d *Daemon) downSet(v6 bool) map[string]string {
 // that went down have their flows flushed only once it succeeded (until
 // the multipath route no longer offers the link, a flushed flow would
 // simply be pinned to it again), and only where another link can take
-// them (keep.go).
+// them (lb/daemon/keep).
 func (d *Daemon) sync(why string) error {
 	start := d.deps.Clock.Now()
 	des, err := d.deps.Applier.PrepareWith(d.Config, plan.Options{Down: d.failOpen(false), Down6: d.failOpen(true), MissingOK: true})

@@ -235,7 +235,7 @@ func describeReload(old, c *config.Config) string {
 
 // handover is what a daemon leaves the one of the reloaded config, by
 // unit key: each link's health, the fate of the flows of links that went
-// down (keep.go), and the hooks of changes whose sync it did not run.
+// down (lb/daemon/keep), and the hooks of changes whose sync it did not run.
 type handover struct {
 	trackers map[string]*health.Tracker
 	keep     *keep.Flows
