@@ -322,10 +322,15 @@ type setDef struct {
 	text  string
 }
 
-func (s Spec) sets() []setDef {
+// families are the address families, in the order of a layout's groups.
+var families = [2]family{ipv4, ipv6}
+
+// setsOf are the sets of the table: the maps of the groups gs (one slice
+// per family), then the sticky sets.
+func (s Spec) setsOf(gs [2][]group) []setDef {
 	var out []setDef
-	for _, f := range []family{ipv4, ipv6} {
-		for _, g := range s.groups(f) {
+	for fi, f := range families {
+		for _, g := range gs[fi] {
 			set := &nftables.Set{Name: g.name, KeyType: f.keyType(), DataType: nftables.TypeVerdict, IsMap: true, Interval: true, Concatenation: true}
 			var elems []nftables.SetElement
 			var texts []string
@@ -429,19 +434,20 @@ func digest(text string) string {
 	return hex.EncodeToString(sum[:6])
 }
 
-// classifyRules are the rules of the classify chain, the per-rule chains
-// and the sticky recording in postrouting.
-func (s Spec) classifyRules() []rule {
+// classifyRulesOf are the rules of the classify chain, the per-rule
+// chains and the sticky recording in postrouting, for the groups gs and
+// their sets.
+func (s Spec) classifyRulesOf(gs [2][]group, setDefs []setDef) []rule {
 	if len(s.Classes) == 0 && s.Unmatched == (Action{}) {
 		return nil
 	}
 	var out []rule
 	sets := map[string]string{}
-	for _, d := range s.sets() {
+	for _, d := range setDefs {
 		sets[d.set.Name] = d.text
 	}
-	for _, f := range []family{ipv4, ipv6} {
-		for _, g := range s.groups(f) {
+	for fi, f := range families {
+		for _, g := range gs[fi] {
 			text := fmt.Sprintf("meta nfproto %s ", nfprotoName(f))
 			ex := matchNfproto(f)
 			if g.iif != "" {
@@ -498,9 +504,11 @@ func (s Spec) classifyRules() []rule {
 		out = append(out, rule{chain: ch, text: t, why: "policy of " + c.Name, exprs: ex})
 	}
 	// Postrouting: a new flow of a sticky rule that went out by a link
-	// records its source against that link.
+	// records its source against that link. With no link to stick to
+	// (every link of its policy's active tier down) there is nothing to
+	// record.
 	for _, c := range s.Classes {
-		if c.Sticky == 0 {
+		if c.Sticky == 0 || len(c.StickyLinks)+len(c.StickyLinks6) == 0 {
 			continue
 		}
 		ch := "sticky_" + c.Name

@@ -134,7 +134,7 @@ func TestUnmatchedLabel(t *testing.T) {
 	s := policySpec()
 	s.Unmatched = Action{Mark: 0xfa00, Label: 2}
 	var classify []string
-	for _, r := range s.classifyRules() {
+	for _, r := range s.layout().rules {
 		if r.chain == "classify" && !strings.Contains(r.text, "vmap") {
 			classify = append(classify, r.text)
 		}

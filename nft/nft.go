@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
@@ -73,18 +74,55 @@ var chains = []chainDef{
 	{"state", "", nil, nil, ""},
 }
 
-// chainDefs are the chains of s: the base chains, then the regular
-// chains the traffic rules jump to.
-func (s Spec) chainDefs() []chainDef {
+// layout is a Spec worked out once: its sets, its rules in order, and
+// its chains. Laying out the traffic rules compares every rule with the
+// others, so it is done once per operation, not once per question.
+type layout struct {
+	sets   []setDef
+	rules  []rule
+	chains []chainDef
+}
+
+func (s Spec) layout() layout {
+	gs := [2][]group{s.groups(ipv4), s.groups(ipv6)}
+	var l layout
+	l.sets = s.setsOf(gs)
+	l.rules = s.rulesOf(gs, l.sets)
+	l.chains = chainDefsOf(l.rules, l.sets)
+	return l
+}
+
+// chainDefsOf are the chains of a table: the base chains, then the
+// regular chains that hold rules or that a rule or a map element jumps
+// to. A chain is declared because something refers to it, not only
+// because it has rules: the kernel refuses a whole batch with a jump to a
+// chain that does not exist (ENOENT), and an empty regular chain simply
+// returns.
+func chainDefsOf(rules []rule, sets []setDef) []chainDef {
 	out := slices.Clone(chains)
 	seen := map[string]bool{}
 	for _, c := range chains {
 		seen[c.name] = true
 	}
-	for _, r := range s.rules() {
-		if !seen[r.chain] {
-			seen[r.chain] = true
-			out = append(out, chainDef{name: r.chain})
+	add := func(name string) {
+		if name != "" && !seen[name] {
+			seen[name] = true
+			out = append(out, chainDef{name: name})
+		}
+	}
+	for _, r := range rules {
+		add(r.chain)
+		for _, e := range r.exprs {
+			if v, ok := e.(*expr.Verdict); ok {
+				add(v.Chain)
+			}
+		}
+	}
+	for _, d := range sets {
+		for _, e := range d.elems {
+			if e.VerdictData != nil {
+				add(e.VerdictData.Chain)
+			}
 		}
 	}
 	return out
@@ -216,8 +254,9 @@ func (s Spec) restoreAndClassify(chain string) []rule {
 	return out
 }
 
-// rules lists every rule of the table in order.
-func (s Spec) rules() []rule {
+// rulesOf lists every rule of the table in order, for the groups gs of
+// the traffic rules and the table's sets.
+func (s Spec) rulesOf(gs [2][]group, sets []setDef) []rule {
 	var out []rule
 	if s.V6 {
 		for _, ch := range []string{"prerouting", "output", "postrouting", "nat"} {
@@ -284,7 +323,7 @@ func (s Spec) rules() []rule {
 			exprs: join(matchIface(expr.MetaKeyOIFNAME, l.Iface), []expr.Any{&expr.Masq{}}),
 		})
 	}
-	out = append(out, s.classifyRules()...)
+	out = append(out, s.classifyRulesOf(gs, sets)...)
 	for _, rec := range s.Records.Encode() {
 		out = append(out, rule{
 			chain:  "state",
@@ -302,11 +341,12 @@ func (s Spec) rules() []rule {
 func (s Spec) Render() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "add table inet %s\nflush table inet %s\ntable inet %s {\n", TableName, TableName, TableName)
-	for _, d := range s.sets() {
+	l := s.layout()
+	for _, d := range l.sets {
 		fmt.Fprintf(&b, "\t%s\n", d.text)
 	}
-	rs := s.rules()
-	for _, c := range s.chainDefs() {
+	rs := l.rules
+	for _, c := range l.chains {
 		fmt.Fprintf(&b, "\tchain %s {\n", c.name)
 		if c.hookText != "" {
 			fmt.Fprintf(&b, "\t\t%s\n", c.hookText)
@@ -330,7 +370,7 @@ func (s Spec) Render() string {
 // recordRules are the rules of the state chain that hold records.
 func recordRules(records Records) []rule {
 	var out []rule
-	for _, r := range (Spec{Records: records}).rules() {
+	for _, r := range (Spec{Records: records}).layout().rules {
 		if r.record {
 			out = append(out, r)
 		}
@@ -354,14 +394,15 @@ func RenderRecords(records Records) string {
 // fakes and tests.
 func (s Spec) Current() *Current {
 	cur := &Current{Exists: true, Chains: map[string][]string{}, hooks: map[string]string{}}
-	for _, d := range s.sets() {
+	l := s.layout()
+	for _, d := range l.sets {
 		cur.Sets = append(cur.Sets, d.set.Name)
 	}
-	for _, c := range s.chainDefs() {
+	for _, c := range l.chains {
 		cur.Chains[c.name] = []string{}
 		cur.hooks[c.name] = hookKey(c.typ, c.hook, c.prio)
 	}
-	for _, r := range s.rules() {
+	for _, r := range l.rules {
 		cur.Chains[r.chain] = append(cur.Chains[r.chain], r.comment())
 	}
 	cur.Records = DecodeRecords(cur.Chains["state"])
@@ -372,6 +413,8 @@ func (s Spec) Current() *Current {
 type Conn struct {
 	// Writes counts committed transactions.
 	Writes int
+	// LastBatch is the size in bytes of the last table Apply sent.
+	LastBatch int
 }
 
 func table() *nftables.Table {
@@ -394,10 +437,14 @@ type Current struct {
 func (c *Conn) Read() (*Current, error) {
 	// A fresh Conn per operation: a failed batch leaves an error stuck on
 	// the Conn, and the library keeps it for every later Flush.
-	nc, err := nftables.New()
+	// One socket for the whole read: a table of 1000 traffic rules has
+	// over 1000 chains, each listed by a request of its own, and a socket
+	// per request made the read some 30% slower.
+	nc, err := nftables.New(nftables.AsLasting())
 	if err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
+	defer nc.CloseLasting()
 	cur := &Current{Chains: map[string][]string{}, hooks: map[string]string{}}
 	t, err := nc.ListTableOfFamily(TableName, nftables.TableFamilyINet)
 	if err != nil {
@@ -450,13 +497,15 @@ func hookKey(t nftables.ChainType, h *nftables.ChainHook, p *nftables.ChainPrior
 }
 
 // UpToDate reports whether cur already is spec.
-func (s Spec) UpToDate(cur *Current) bool {
-	defs := s.chainDefs()
+func (s Spec) UpToDate(cur *Current) bool { return s.layout().upToDate(cur) }
+
+func (l layout) upToDate(cur *Current) bool {
+	defs := l.chains
 	if !cur.Exists || len(cur.Chains) != len(defs) {
 		return false
 	}
 	var sets []string
-	for _, d := range s.sets() {
+	for _, d := range l.sets {
 		sets = append(sets, d.set.Name)
 	}
 	if !slices.Equal(slices.Sorted(slices.Values(sets)), slices.Sorted(slices.Values(cur.Sets))) {
@@ -469,7 +518,7 @@ func (s Spec) UpToDate(cur *Current) bool {
 			return false
 		}
 	}
-	for _, r := range s.rules() {
+	for _, r := range l.rules {
 		want[r.chain] = append(want[r.chain], r.comment())
 	}
 	for name, cm := range want {
@@ -487,16 +536,29 @@ func (c *Conn) Apply(s Spec) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if s.UpToDate(cur) {
+	l := s.layout()
+	if l.upToDate(cur) {
 		return false, nil
 	}
-	nc, err := nftables.New(nftables.WithSockOptions(bigReceiveBuffer))
+	c.Writes++
+	size, err := commit(func(nc *nftables.Conn) error { return l.queue(nc, cur) })
+	c.LastBatch = size
 	if err != nil {
-		return false, fmt.Errorf("nftables: %w", err)
+		// The kernel commits or rejects a batch whole, but an error on the
+		// acks (ENOBUFS) comes after the commit: ask the kernel which.
+		if after, rerr := c.Read(); rerr == nil && l.upToDate(after) {
+			return true, nil
+		}
+		return false, fmt.Errorf("replace table inet %s: %w", TableName, err)
 	}
+	return true, nil
+}
+
+// queue adds to nc the one transaction that turns the table cur into l.
+func (l layout) queue(nc *nftables.Conn, cur *Current) error {
 	t := nc.AddTable(table())
-	defs := s.chainDefs()
-	sets := s.sets()
+	defs := l.chains
+	sets := l.sets
 	have := map[string]bool{}
 	for _, name := range cur.Sets {
 		have[name] = true
@@ -542,20 +604,27 @@ func (c *Conn) Apply(s Spec) (bool, error) {
 		byName[cd.name] = nc.AddChain(ch)
 	}
 	for _, d := range sets {
-		d.set.Table = t
-		if !have[d.set.Name] {
-			if err := nc.AddSet(d.set, d.elems); err != nil {
-				return false, fmt.Errorf("set %s: %w", d.set.Name, err)
+		// A copy: the library writes its batch-local id into the set, and
+		// the layout is queued more than once.
+		set := *d.set
+		set.Table = t
+		chunks := elemChunks(d.elems)
+		if !have[set.Name] {
+			var first []nftables.SetElement
+			if len(chunks) > 0 {
+				first, chunks = chunks[0], chunks[1:]
 			}
-			continue
+			if err := nc.AddSet(&set, first); err != nil {
+				return fmt.Errorf("set %s: %w", d.set.Name, err)
+			}
 		}
-		if len(d.elems) > 0 {
-			if err := nc.SetAddElements(d.set, d.elems); err != nil {
-				return false, fmt.Errorf("set %s: %w", d.set.Name, err)
+		for _, c := range chunks {
+			if err := nc.SetAddElements(&set, c); err != nil {
+				return fmt.Errorf("set %s: %w", d.set.Name, err)
 			}
 		}
 	}
-	for _, r := range s.rules() {
+	for _, r := range l.rules {
 		nc.AddRule(&nftables.Rule{
 			Table:    t,
 			Chain:    byName[r.chain],
@@ -563,39 +632,149 @@ func (c *Conn) Apply(s Spec) (bool, error) {
 			UserData: userdata.AppendString(nil, userdata.TypeComment, r.comment()),
 		})
 	}
-	c.Writes++
-	if err := nc.Flush(); err != nil {
-		// The kernel commits or rejects a batch whole, but an error on the
-		// acks (ENOBUFS) comes after the commit: ask the kernel which.
-		if after, rerr := c.Read(); rerr == nil && s.UpToDate(after) {
-			return true, nil
-		}
-		return false, fmt.Errorf("replace table inet %s: %w", TableName, err)
-	}
-	return true, nil
+	return nil
 }
 
-// bigReceiveBuffer makes room for one ack per message of a large batch
-// (64 links are ~600 rules). The default socket buffer overflows, and the
-// kernel then drops acks with ENOBUFS. SO_RCVBUFFORCE ignores rmem_max;
-// flowpin runs with CAP_NET_ADMIN, which it needs for that.
-func bigReceiveBuffer(c *mdnetlink.Conn) error {
+// A netlink attribute's length is 16 bits, and a set's elements travel
+// in one attribute of their message: more than 64 KiB of them (some 600
+// classification elements) and the library wraps the length silently, so
+// the kernel takes only the first few hundred elements, or refuses the
+// batch. The nft command splits them over several messages too (libnftnl,
+// nftnl_set_elems_nlmsg_build_payload_iter); elemChunks does, with room
+// to spare: elemBytes is more than an element's encoding (nested key, key
+// end and verdict, each with its attribute headers).
+const maxElemBytes = 32 << 10
+
+func elemBytes(e nftables.SetElement) int {
+	n := 64 + len(e.Key) + len(e.KeyEnd) + len(e.Val)
+	if e.VerdictData != nil {
+		n += len(e.VerdictData.Chain)
+	}
+	return n
+}
+
+func elemChunks(es []nftables.SetElement) [][]nftables.SetElement {
+	var out [][]nftables.SetElement
+	start, size := 0, 0
+	for i, e := range es {
+		if n := elemBytes(e); size+n > maxElemBytes && i > start {
+			out = append(out, es[start:i])
+			start, size = i, 0
+		}
+		size += elemBytes(e)
+	}
+	if start < len(es) {
+		out = append(out, es[start:])
+	}
+	return out
+}
+
+// commit sends what queue adds as one batch, on a socket sized for it.
+// It returns the batch's size in bytes.
+func commit(queue func(*nftables.Conn) error) (int, error) {
+	size, msgs, err := measure(queue)
+	if err != nil {
+		return size, err
+	}
+	nc, err := nftables.New(nftables.WithSockOptions(batchBuffers(size, msgs)))
+	if err != nil {
+		return size, fmt.Errorf("nftables: %w", err)
+	}
+	if err := queue(nc); err != nil {
+		return size, err
+	}
+	return size, nc.Flush()
+}
+
+// measure is the size in bytes and the number of messages of the batch
+// queue makes, marshalled by the library as it would be sent (a dry run
+// against a recording socket). The library keeps its queue to itself.
+func measure(queue func(*nftables.Conn) error) (size, msgs int, err error) {
+	tooLong := 0
+	nc, err := nftables.New(nftables.WithTestDial(func(req []mdnetlink.Message) ([]mdnetlink.Message, error) {
+		for _, m := range req {
+			if len(m.Data) > math.MaxUint16 {
+				// Only a single attribute this long makes a message this
+				// long here, and its length has wrapped.
+				tooLong = max(tooLong, len(m.Data))
+			}
+			size += nlmsgAlign(unix.NLMSG_HDRLEN + len(m.Data))
+			msgs++
+		}
+		return nil, nil
+	}))
+	if err != nil {
+		return 0, 0, fmt.Errorf("nftables: %w", err)
+	}
+	if err := queue(nc); err != nil {
+		return 0, 0, err
+	}
+	if err := nc.Flush(); err != nil {
+		return 0, 0, fmt.Errorf("marshal batch: %w", err)
+	}
+	if tooLong > 0 {
+		return 0, 0, fmt.Errorf("marshal batch: a message of %d bytes holds an attribute longer than netlink's 64 KiB", tooLong)
+	}
+	return size, msgs, nil
+}
+
+func nlmsgAlign(n int) int { return (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }
+
+// Socket buffers for one batch. A batch is one sendmsg, which the kernel
+// refuses with EMSGSIZE when it is longer than the socket's send buffer
+// less 32 bytes (netlink_sendmsg, net/netlink/af_netlink.c; the default,
+// wmem_default, is about 200 KiB: some 400 traffic rules). Every message
+// is acked, and acks that do not fit the receive buffer are dropped with
+// ENOBUFS. So, as the nft command does (mnl_set_sndbuffer,
+// mnl_set_rcvbuffer in nftables' src/mnl.c), the send buffer grows to the
+// batch and the receive buffer to 1 KiB per message, never below 16 MiB.
+// SO_*BUFFORCE ignore wmem_max and rmem_max but need CAP_NET_ADMIN in the
+// initial user namespace; without it (a container) the buffers grow as
+// far as those caps allow. The kernel doubles the value given (for its
+// own overhead), so the batch fits with room to spare. Lost acks are
+// survivable (Apply asks the kernel whether the batch was committed); a
+// batch that does not fit is not.
+const minReceiveBuffer = 16 << 20
+
+func batchBuffers(size, msgs int) nftables.SockOption {
+	return func(c *mdnetlink.Conn) error {
+		have, err := growBuffer(c, unix.SO_SNDBUF, unix.SO_SNDBUFFORCE, size)
+		if err != nil {
+			return fmt.Errorf("send buffer: %w", err)
+		}
+		if size > have-32 {
+			return fmt.Errorf("a batch of %d bytes does not fit the socket's send buffer of %d: without CAP_NET_ADMIN in the initial user namespace, net.core.wmem_max caps it; raise that to %d or more", size, have, size)
+		}
+		if _, err := growBuffer(c, unix.SO_RCVBUF, unix.SO_RCVBUFFORCE, max(minReceiveBuffer, msgs*1024)); err != nil {
+			return fmt.Errorf("receive buffer: %w", err)
+		}
+		return nil
+	}
+}
+
+// growBuffer asks for a socket buffer (opt) of at least want bytes, with
+// force or else as far as the sysctl cap allows, and returns the size it
+// has then.
+func growBuffer(c *mdnetlink.Conn, opt, force, want int) (int, error) {
 	raw, err := c.SyscallConn()
 	if err != nil {
-		return err
+		return 0, err
 	}
+	var have int
 	var serr error
 	err = raw.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20)
+		if have, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, opt); serr != nil || have >= want {
+			return
+		}
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, force, want) != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, want)
+		}
+		have, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, opt)
 	})
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if serr != nil {
-		// Without the privilege, take what rmem_max allows.
-		return c.SetReadBuffer(16 << 20)
-	}
-	return nil
+	return have, serr
 }
 
 // Record replaces the records in the state chain in one transaction, and
@@ -610,10 +789,15 @@ func (c *Conn) Record(records Records) (bool, error) {
 	if cur.Exists && slices.Equal(cur.Chains["state"], records.Encode()) {
 		return false, nil
 	}
-	nc, err := nftables.New(nftables.WithSockOptions(bigReceiveBuffer))
-	if err != nil {
-		return false, fmt.Errorf("nftables: %w", err)
+	c.Writes++
+	if _, err := commit(func(nc *nftables.Conn) error { return queueRecords(nc, cur, records) }); err != nil {
+		return false, fmt.Errorf("record state in table inet %s: %w", TableName, err)
 	}
+	return true, nil
+}
+
+// queueRecords adds to nc the transaction that replaces the records.
+func queueRecords(nc *nftables.Conn, cur *Current, records Records) error {
 	t := nc.AddTable(table())
 	var ch *nftables.Chain
 	for _, cd := range chains {
@@ -642,11 +826,7 @@ func (c *Conn) Record(records Records) (bool, error) {
 			UserData: userdata.AppendString(nil, userdata.TypeComment, r.comment()),
 		})
 	}
-	c.Writes++
-	if err := nc.Flush(); err != nil {
-		return false, fmt.Errorf("record state in table inet %s: %w", TableName, err)
-	}
-	return true, nil
+	return nil
 }
 
 // FlushSets empties the named sets of the table (a link's sticky sources

@@ -11,7 +11,7 @@ type PlannedRule struct {
 // written, the state chain of the records among them.
 func (s Spec) ChainNames() []string {
 	var out []string
-	for _, c := range s.chainDefs() {
+	for _, c := range s.layout().chains {
 		out = append(out, c.name)
 	}
 	return out
@@ -21,7 +21,7 @@ func (s Spec) ChainNames() []string {
 // records.
 func (s Spec) Planned() []PlannedRule {
 	var out []PlannedRule
-	for _, r := range s.rules() {
+	for _, r := range s.layout().rules {
 		if !r.record {
 			out = append(out, PlannedRule{Chain: r.chain, Text: r.text, Comment: r.comment()})
 		}

@@ -198,29 +198,7 @@ nothing: change the daemon's config and restart it instead.`,
 				a.log.Warn(w)
 			}
 			a.printCommands(verbose, res)
-			var in4, in6, has4, has6 int
-			for _, l := range d.Links {
-				if l.HasV4() {
-					has4++
-				}
-				if l.HasV6() {
-					has6++
-				}
-				if l.InRoute {
-					in4++
-				}
-				if l.V6.InRoute {
-					in6++
-				}
-			}
-			switch {
-			case has6 == 0:
-				fmt.Fprintf(a.out, "applied: %d of %d links in the multipath route, %d kernel writes\n", in4, len(d.Links), res.Writes)
-			case has4 == 0:
-				fmt.Fprintf(a.out, "applied: IPv6 %d of %d links in the multipath route, %d kernel writes\n", in6, has6, res.Writes)
-			default:
-				fmt.Fprintf(a.out, "applied: IPv4 %d of %d links, IPv6 %d of %d links in the multipath route, %d kernel writes\n", in4, has4, in6, has6, res.Writes)
-			}
+			fmt.Fprintln(a.out, apply.Summary(d, res.Writes))
 			return nil
 		},
 	}

@@ -184,27 +184,25 @@ func (k *Kernel) checkCollisions(c *config.Config, d *plan.Desired) error {
 	if err != nil {
 		return err
 	}
-	type owner struct {
-		link  int // -1: balance table
-		table int
-	}
-	tables := []owner{{-1, c.BalanceTable}}
-	for i, l := range c.Links {
-		tables = append(tables, owner{i, l.Table})
-	}
-	for _, p := range d.Policies[1:] {
-		// A policy's table is the next free id above balance_table.
-		tables = append(tables, owner{-1, p.Table})
-	}
-	tableErr := func(o owner, format string, args ...any) error {
-		if o.link < 0 {
+	tables := d.Tables()
+	tableErr := func(o plan.Table, format string, args ...any) error {
+		if o.Link < 0 {
+			// The balance table, or a policy's: the next free id above it.
 			return c.FieldError("balance_table", format, args...)
 		}
-		return c.LinkError(o.link, "table", format, args...)
+		return c.LinkError(o.Link, "table", format, args...)
+	}
+	// The field names a link's table and the balance table; a policy's
+	// is named by its owner.
+	name := func(o plan.Table) string {
+		if o.Link < 0 && o.ID != c.BalanceTable {
+			return o.String()
+		}
+		return fmt.Sprintf("table %d", o.ID)
 	}
 	ids := make([]int, len(tables))
 	for i, o := range tables {
-		ids[i] = o.table
+		ids[i] = o.ID
 	}
 	foreignRoutes, err := k.Routes.ForeignRoutes(ids)
 	if err != nil {
@@ -212,12 +210,12 @@ func (k *Kernel) checkCollisions(c *config.Config, d *plan.Desired) error {
 	}
 	for _, o := range tables {
 		for _, fr := range foreign {
-			if fr.Table == o.table {
-				return tableErr(o, "table %d is already used by ip rule %q, which flowpin does not own", o.table, fr.Text)
+			if fr.Table == o.ID {
+				return tableErr(o, "%s is already used by ip rule %q, which flowpin does not own", name(o), fr.Text)
 			}
 		}
-		if routes := foreignRoutes[o.table]; len(routes) > 0 {
-			return tableErr(o, "table %d already holds routes flowpin does not own (%s)", o.table, routes[0])
+		if routes := foreignRoutes[o.ID]; len(routes) > 0 {
+			return tableErr(o, "%s already holds routes flowpin does not own (%s)", name(o), routes[0])
 		}
 	}
 	for _, fr := range foreign {
@@ -554,6 +552,39 @@ func (k *Kernel) Apply(d *plan.Desired) (*Result, error) {
 	}
 	res.Writes = k.Writes() - start
 	return res, nil
+}
+
+// Summary is apply's last line: how many links are in the multipath
+// route that new flows take, per family, and the kernel writes. A link
+// of a lower tier that is up is on standby, not in that route.
+func Summary(d *plan.Desired, writes int) string {
+	var has4, has6 int
+	var standby []string
+	in4, in6 := d.Multipath(false), d.Multipath(true)
+	for i, l := range d.Links {
+		if l.HasV4() {
+			has4++
+		}
+		if l.HasV6() {
+			has6++
+		}
+		if (l.InRoute && !slices.Contains(in4, i)) || (l.V6.InRoute && !slices.Contains(in6, i)) {
+			standby = append(standby, l.Name)
+		}
+	}
+	var counts string
+	switch {
+	case has6 == 0:
+		counts = fmt.Sprintf("%d of %d links", len(in4), len(d.Links))
+	case has4 == 0:
+		counts = fmt.Sprintf("IPv6 %d of %d links", len(in6), has6)
+	default:
+		counts = fmt.Sprintf("IPv4 %d of %d links, IPv6 %d of %d links", len(in4), has4, len(in6), has6)
+	}
+	if len(standby) > 0 {
+		return fmt.Sprintf("applied: %s in the multipath route (on standby in a lower tier: %s), %d kernel writes", counts, strings.Join(standby, ", "), writes)
+	}
+	return fmt.Sprintf("applied: %s in the multipath route, %d kernel writes", counts, writes)
 }
 
 // Down removes every rule, route and the table flowpin added, and puts the

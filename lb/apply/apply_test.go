@@ -802,3 +802,22 @@ func TestAcceptRAWarning(t *testing.T) {
 		t.Errorf("warnings:\n%s", got)
 	}
 }
+
+// apply's summary counts the links really in the multipath route of new
+// flows: a link of a lower tier is up, but on standby and not in it.
+func TestSummaryCountsTheMultipathRoute(t *testing.T) {
+	b := newBox()
+	for _, tc := range []struct{ name, y, want string }{
+		{"one tier", cfg(isp1(3), isp2(1)), "applied: 2 of 2 links in the multipath route, 7 kernel writes"},
+		{"isp2 a backup", cfg(isp1(1), linkYAML("isp2", "wan2", "198.51.100.1", 1, ", tier: 2")),
+			"applied: 1 of 2 links in the multipath route (on standby in a lower tier: isp2), 7 kernel writes"},
+	} {
+		d, err := b.kernel().Prepare(b.resolve(t, tc.y))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := Summary(d, 7); got != tc.want {
+			t.Errorf("%s:\n got %q\nwant %q", tc.name, got, tc.want)
+		}
+	}
+}

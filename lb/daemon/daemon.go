@@ -395,9 +395,35 @@ func (d *Daemon) loop(ctx context.Context, events *<-chan Event, results <-chan 
 			d.Log.Info("subscribed to kernel notifications again")
 			d.runner.RequestNow("subscribed again")
 		case <-d.runner.C():
+			d.takeQueued(*events)
 			d.runSync()
 		case <-d.od.C():
 			d.runner.Request("on-demand keep time")
+		}
+	}
+}
+
+// maxFolded bounds the notifications takeQueued handles before a sync,
+// so that a storm that never ends still lets syncs run.
+const maxFolded = 1 << 14
+
+// takeQueued handles the notifications already queued when a sync is
+// due: the sync reads the kernel after all of them, so each is folded
+// into it. Otherwise a burst bigger than what the loop takes between two
+// syncs (writing a table of 1000 traffic rules is thousands of
+// notifications, flowpin's own write among them) went one or two per
+// sync, each sync re-reading the whole table: the daemon synced back to
+// back for minutes, a core busy and probe results waiting.
+func (d *Daemon) takeQueued(events <-chan Event) {
+	for range maxFolded {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				return // the loop sees the closed channel next
+			}
+			d.onEvent(ev)
+		default:
+			return
 		}
 	}
 }

@@ -312,6 +312,33 @@ func TestBurstIsOneSyncAndBackstopIsSlow(t *testing.T) {
 	h.waitTranscript(both, both, both)
 }
 
+// Notifications queued while a sync runs are folded into the next sync,
+// however long the sync took: writing a table of 1000 traffic rules is
+// thousands of notifications, and taken one or two per sync, each sync
+// re-reading that table, they kept the daemon syncing back to back for
+// minutes.
+func TestBurstQueuedDuringASyncIsOneSync(t *testing.T) {
+	h := newHarness(t)
+	h.events.buffer = 1024
+	h.start()
+	h.waitTranscript(both)
+	entered, release := h.k.holdNextApply()
+	h.events.send(Event{Kind: EventDrift, What: "route change"})
+	h.clock.Advance(MinSyncInterval)
+	<-entered
+	for range 500 {
+		h.events.send(Event{Kind: EventDrift, What: "nftables change"})
+	}
+	h.clock.Advance(time.Second) // the sync took that long
+	release()
+	h.waitTranscript(both, both, both)
+	// Nothing is left to sync for.
+	time.Sleep(20 * time.Millisecond)
+	h.clock.Advance(MinSyncInterval)
+	time.Sleep(20 * time.Millisecond)
+	h.waitTranscript(both, both, both)
+}
+
 // A lost subscription (a netlink socket that overflowed) is counted, the
 // kernel is re-read at once, and the daemon subscribes again.
 func TestLostSubscriptionResyncsAndResubscribes(t *testing.T) {

@@ -61,6 +61,19 @@ type fakeKernel struct {
 	// rewrite, if set, is what writing the nft table does (its counters
 	// start again); Apply then writes it.
 	rewrite func()
+	// hold, if set, makes the next Apply say so on entered and wait for
+	// hold to close: a sync that takes a while.
+	hold, entered chan struct{}
+}
+
+// holdNextApply holds the next Apply until release is called; entered is
+// closed once it runs.
+func (k *fakeKernel) holdNextApply() (entered <-chan struct{}, release func()) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.hold, k.entered = make(chan struct{}), make(chan struct{})
+	hold := k.hold
+	return k.entered, func() { close(hold) }
 }
 
 func newFakeKernel(rec *transcript, c *config.Config) *fakeKernel {
@@ -110,7 +123,13 @@ func (k *fakeKernel) PrepareWith(c *config.Config, o plan.Options) (*plan.Desire
 func (k *fakeKernel) Apply(d *plan.Desired) (*apply.Result, error) {
 	k.mu.Lock()
 	err := k.applyErr
+	hold, entered := k.hold, k.entered
+	k.hold, k.entered = nil, nil
 	k.mu.Unlock()
+	if hold != nil {
+		close(entered)
+		<-hold
+	}
 	var in, down []string
 	for _, l := range d.Links {
 		if l.InRoute {
@@ -301,6 +320,9 @@ type fakeEvents struct {
 	ctx        context.Context
 	subscribed int
 	failNext   int // the next n Subscribe calls fail
+	// buffer is the channel's capacity: with one, notifications queue
+	// while the daemon is busy, as they do in the real subscription.
+	buffer int
 }
 
 var errSubscribe = errors.New("subscribe: no buffer space available")
@@ -313,7 +335,7 @@ func (e *fakeEvents) Subscribe(ctx context.Context) (<-chan Event, error) {
 		return nil, errSubscribe
 	}
 	e.subscribed++
-	ch := make(chan Event)
+	ch := make(chan Event, e.buffer)
 	e.ch, e.ctx = ch, ctx
 	go func() {
 		<-ctx.Done()

@@ -13,6 +13,7 @@ import (
 
 	"flowpin/lb/config"
 	"flowpin/lb/config/configtest"
+	"flowpin/lb/plan"
 	"flowpin/nft"
 	"flowpin/nft/ct"
 	"flowpin/rules"
@@ -458,5 +459,78 @@ func TestVerifyPolicies(t *testing.T) {
 	}
 	if got := report(rep.Checks); !strings.Contains(got, "FAIL policy isp2-first: new flows leave by wan") {
 		t.Errorf("policy rule removed, but:\n%s", got)
+	}
+}
+
+// backupFake is the dual-WAN router with isp2 a backup (tier 2) and a
+// policy that names isp1 alone, as applied.
+func backupFake(t *testing.T) (*fakeKernel, *config.Config) {
+	t.Helper()
+	c := configtest.MustParse(t, configtest.TwoLinks+"    tier: 2\n"+`policies:
+  - {name: isp1-only, tiers: [[isp1]]}
+rules:
+  - {name: web, proto: tcp, dst_ports: [443], policy: isp1-only}
+`)
+	f, _ := applied(t, c, map[string]rules.Iface{
+		"lan":  {Name: "lan", Index: 2, Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/24")}},
+		"wan1": {Name: "wan1", Index: 3, Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.2/24")}},
+		"wan2": {Name: "wan2", Index: 4, Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("198.51.100.2/24")}},
+	})
+	return f, c
+}
+
+// A backup tier as applied verifies clean: new flows reach the active
+// tier's links only, and the standby link, usable as it is, takes none.
+// Had the multipath route taken it in, verify says so.
+func TestVerifyBackupTier(t *testing.T) {
+	f, c := backupFake(t)
+	rep, err := f.kernel().Verify(c, VerifyOptions{NoProbe: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Failed() != 0 {
+		t.Fatalf("verify right after apply with a tier-2 link: %d failed:\n%s", rep.Failed(), report(rep.Checks))
+	}
+	if got := report(rep.Checks); !strings.Contains(got, "ok   new flows: tcp to 198.18.0.1:443 from 64 source ports: isp1 64") {
+		t.Errorf("spread check:\n%s", got)
+	}
+	r := f.route(t, 100, "0.0.0.0/0")
+	r.Gw, r.Dev = netip.Addr{}, ""
+	r.Nexthops = []rules.Nexthop{{Dev: "wan1", Gw: netip.MustParseAddr("192.0.2.1"), Weight: 1}, {Dev: "wan2", Gw: netip.MustParseAddr("198.51.100.1"), Weight: 1}}
+	rep, err = f.kernel().Verify(c, VerifyOptions{NoProbe: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := report(rep.Checks); !strings.Contains(got, "FAIL new flows:") || !strings.Contains(got, "isp2 (standby)") {
+		t.Errorf("the standby link in the multipath route, but:\n%s", got)
+	}
+}
+
+// verify looks for foreign routes in every table flowpin owns, as apply
+// guards them: a policy's table too.
+func TestVerifyForeignRouteInPolicyTable(t *testing.T) {
+	f, c := backupFake(t)
+	d, err := plan.Plan(c, f.ifaces)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pt plan.Table
+	for _, tb := range d.Tables() {
+		if tb.Owner == "policy isp1-only" {
+			pt = tb
+		}
+	}
+	if pt.ID == 0 {
+		t.Fatalf("no table of policy isp1-only in %v", d.Tables())
+	}
+	f.routes = append(f.routes, fakeRoute{Route: rules.Route{Family: rules.V4, Table: pt.ID,
+		Dst: netip.MustParsePrefix("203.0.113.0/24"), Dev: "wan2", Gw: netip.MustParseAddr("198.51.100.1")}})
+	rep, err := f.kernel().Verify(c, VerifyOptions{NoProbe: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("FAIL table %d (policy isp1-only): holds a route flowpin does not own: 203.0.113.0/24 via 198.51.100.1 dev wan2 table %d", pt.ID, pt.ID)
+	if got := report(rep.Checks); !strings.Contains(got, want) {
+		t.Errorf("no %q in\n%s", want, got)
 	}
 }

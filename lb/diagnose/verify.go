@@ -315,17 +315,18 @@ func (k *Kernel) verifyRouting(r *VerifyReport, c *config.Config, d *plan.Desire
 		r.pass("routing", "%d ip rules and %d routes as planned", len(d.Routing.Rules), len(d.Routing.Routes))
 	}
 	r.Checks = append(r.Checks, drift...)
-	tables := []int{c.BalanceTable}
-	for _, l := range c.Links {
-		tables = append(tables, l.Table)
+	tables := d.Tables()
+	ids := make([]int, len(tables))
+	for i, t := range tables {
+		ids[i] = t.ID
 	}
-	foreign, err := k.Routes.ForeignRoutes(tables)
+	foreign, err := k.Routes.ForeignRoutes(ids)
 	if err != nil {
 		return err
 	}
 	for _, t := range tables {
-		for _, f := range foreign[t] {
-			r.fail(fmt.Sprintf("table %d", t), fmt.Sprintf("ip route del %s, or give flowpin another table id", f),
+		for _, f := range foreign[t.ID] {
+			r.fail(t.String(), fmt.Sprintf("ip route del %s, or give flowpin another table id", f),
 				"holds a route flowpin does not own: %s", f)
 		}
 	}
@@ -670,16 +671,25 @@ func probeGateway(dev string, gw netip.Addr) error {
 }
 
 // verifySpread checks that the wildcard source is routable and that new
-// flows reach every usable link: route get for one destination over a
-// range of source ports, as the multipath hash sees them.
+// flows reach every link in the multipath route, the default policy's
+// active tier, and no other: route get for one destination over a range
+// of source ports, as the multipath hash sees them. A usable link of a
+// lower tier is on standby and takes none.
 func (k *Kernel) verifySpread(r *VerifyReport, d *plan.Desired, o VerifyOptions) {
 	usable := map[string]string{} // dev -> link
-	var want []string
 	for _, l := range d.Links {
 		if l.Usable {
 			usable[l.Interface] = l.Name
-			want = append(want, l.Interface)
 		}
+	}
+	inRoute := map[string]bool{} // dev
+	var want []string
+	for _, i := range d.Policies[0].ActiveLinks(d.Links) {
+		inRoute[d.Links[i].Interface] = true
+		want = append(want, d.Links[i].Interface)
+	}
+	standby := func(dev string) string {
+		return fmt.Sprintf("%s (link %s), which is on standby in a lower tier than tier %d", dev, usable[dev], d.Policies[0].Active+1)
 	}
 	q := rules.Query{Dst: o.Probe}
 	ans, err := k.Routes.RouteGet(q)
@@ -689,6 +699,8 @@ func (k *Kernel) verifySpread(r *VerifyReport, d *plan.Desired, o VerifyOptions)
 		return
 	case usable[ans.Dev] == "":
 		r.fail("wildcard source", applyFix, "ip route get %s: leaves by %s, which is no usable flowpin link", q.Args(), orNone(ans.Dev))
+	case !inRoute[ans.Dev]:
+		r.fail("wildcard source", applyFix, "ip route get %s: leaves by %s", q.Args(), standby(ans.Dev))
 	default:
 		r.pass("wildcard source", "ip route get %s: leaves by %s (link %s)", q.Args(), ans.Dev, usable[ans.Dev])
 	}
@@ -719,10 +731,14 @@ func (k *Kernel) verifySpread(r *VerifyReport, d *plan.Desired, o VerifyOptions)
 			missing = append(missing, usable[dev])
 		}
 	}
-	for dev, cnt := range seen {
-		if usable[dev] == "" {
-			parts = append(parts, fmt.Sprintf("%s (not a link) %d", orNone(dev), cnt))
+	for _, dev := range slices.Sorted(maps.Keys(seen)) {
+		switch {
+		case usable[dev] == "":
+			parts = append(parts, fmt.Sprintf("%s (not a link) %d", orNone(dev), seen[dev]))
 			missing = append(missing, "(traffic leaves by "+orNone(dev)+")")
+		case !inRoute[dev]:
+			parts = append(parts, fmt.Sprintf("%s (standby) %d", usable[dev], seen[dev]))
+			missing = append(missing, "(traffic leaves by "+standby(dev)+")")
 		}
 	}
 	detail := fmt.Sprintf("tcp to %s:443 from %d source ports: %s", o.Probe, n, strings.Join(parts, ", "))

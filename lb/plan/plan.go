@@ -354,3 +354,43 @@ func FullScript(d *Desired) []string {
 	}
 	return out
 }
+
+// Table is a routing table flowpin owns, and whose it is.
+type Table struct {
+	ID int
+	// Link is the index of the link whose table it is; -1 for the
+	// balance table and a policy's.
+	Link int
+	// Owner says whose it is: "balance_table", "link isp1", "policy p".
+	Owner string
+}
+
+// Tables lists every routing table flowpin owns, in both families: the
+// balance table (the default policy's), each link's, then each other
+// policy's. It is the one list of them: apply refuses to take a table that
+// holds someone else's routes, and verify reports such routes, on the
+// same tables.
+func (d *Desired) Tables() []Table {
+	out := []Table{{ID: d.Policies[0].Table, Link: -1, Owner: "balance_table"}}
+	for i, l := range d.Links {
+		out = append(out, Table{ID: l.Table, Link: i, Owner: "link " + l.Name})
+	}
+	for _, p := range d.Policies[1:] {
+		out = append(out, Table{ID: p.Table, Link: -1, Owner: "policy " + p.Name})
+	}
+	return out
+}
+
+// String names the table and its owner.
+func (t Table) String() string { return fmt.Sprintf("table %d (%s)", t.ID, t.Owner) }
+
+// Multipath lists the links in the multipath route that unmatched new
+// flows take (the balance table): the links of the default policy's active
+// tier that are in route. A link of a lower tier is usable but on
+// standby, and not in it. With v6, the IPv6 route.
+func (d *Desired) Multipath(v6 bool) []int {
+	if v6 {
+		return d.Policies[0].ActiveLinks6(d.Links)
+	}
+	return d.Policies[0].ActiveLinks(d.Links)
+}

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -225,5 +227,68 @@ func TestPlanMissingInterfaceHasNoSysctls(t *testing.T) {
 	got := strings.Join(keys, " ")
 	if strings.Contains(got, "wan2") || !strings.Contains(got, "conf/wan1/rp_filter") {
 		t.Errorf("sysctls: %s", got)
+	}
+}
+
+// Tables lists every table flowpin's routes go into, and Multipath the
+// links of the balance table's route: the active tier's only.
+func TestPlanTablesAndMultipath(t *testing.T) {
+	c := mustParse(t, twoLinks+"    tier: 2\n"+`policies:
+  - {name: isp2-first, tiers: [[isp2], [isp1]]}
+rules:
+  - {name: s, proto: udp, policy: isp2, sticky: 10m}
+  - {name: w, proto: tcp, policy: isp2-first}
+`)
+	d, err := Plan(c, ifaces(iface("wan1", true, "192.0.2.2/24"), iface("wan2", true, "198.51.100.2/24")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, tb := range d.Tables() {
+		got = append(got, tb.String())
+	}
+	want := []string{"table 100 (balance_table)", "table 101 (link isp1)", "table 102 (link isp2)", "table 103 (policy isp2-first)", "table 104 (policy isp2)"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("tables (-want +got):\n%s", diff)
+	}
+	routed := map[int]bool{}
+	for _, r := range d.Routing.Routes {
+		routed[r.Table] = true
+	}
+	for _, tb := range d.Tables() {
+		delete(routed, tb.ID)
+	}
+	if len(routed) != 0 {
+		t.Errorf("routes planned in tables Tables leaves out: %v", routed)
+	}
+	if got := d.Multipath(false); !slices.Equal(got, []int{0}) {
+		t.Errorf("multipath links %v, want [0]: isp2 is on standby in tier 2", got)
+	}
+}
+
+// A sticky rule whose policy has no link up (its one link down, or every
+// link down for policy default) has nothing to stick to: the table must
+// still declare every chain it jumps to, or the kernel refuses all of it.
+func TestPlanStickyRuleWithNoLinkUp(t *testing.T) {
+	jump := regexp.MustCompile(`\b(?:jump|goto) ([A-Za-z0-9_.-]+)`)
+	for _, tc := range []struct {
+		name, rule string
+		ifs        map[string]rules.Iface
+	}{
+		{"policy isp2, wan2 down", "{name: s, proto: udp, policy: isp2, sticky: 10m}",
+			ifaces(iface("wan1", true, "192.0.2.2/24"), iface("wan2", false, "198.51.100.2/24"))},
+		{"policy default, every link down", "{name: s, proto: udp, policy: default, sticky: 10m}",
+			ifaces(iface("wan1", false, "192.0.2.2/24"), iface("wan2", false, "198.51.100.2/24"))},
+	} {
+		d, err := Plan(mustParse(t, twoLinks+"rules:\n  - "+tc.rule+"\n"), tc.ifs)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		script := d.NFT.Render()
+		for _, m := range jump.FindAllStringSubmatch(script, -1) {
+			if !strings.Contains(script, "\tchain "+m[1]+" {") {
+				t.Errorf("%s: the table jumps to chain %s, which it does not have:\n%s", tc.name, m[1], script)
+			}
+		}
 	}
 }
