@@ -71,11 +71,41 @@ type Deps struct {
 	// flows (with Flows only; zero value: passive.Default).
 	Passive passive.Params
 
+	// Parts are the daemon's parts; each one nil is built from the
+	// config. A Supervisor's daemons share those set here across reloads.
+	Parts Parts
+
 	// probes, if set, are the probe loops, and flowsShared the flow
 	// tracker, shared across reloads (default: the daemon's own).
 	probes      *probeLoops
 	flowsShared *tally.Shared
 	carry       *carry.Set
+}
+
+// Parts are the parts the daemon's loop feeds. The interfaces are what
+// the loop asks of them, so a test can put one of its own in their place.
+type Parts struct {
+	Board    *board.Board // the links' health
+	Keep     *keep.Flows  // the fate of down links' flows
+	Failback Failback     // default failback.New()
+	OnDemand OnDemand     // default ondemand.New(Deps.Clock)
+}
+
+// Failback follows the policies' active tiers (lb/daemon/failback).
+type Failback interface {
+	// Applied takes the plan just applied and says what changed.
+	Applied(des *plan.Desired, links []config.Link, open [2]bool) []failback.Step
+	Policies() []plan.PolicyPlan
+}
+
+// OnDemand follows the on-demand links (lb/daemon/ondemand).
+type OnDemand interface {
+	// Follow takes the links' health after a sync and says what to do.
+	Follow(c *config.Config, linkUp func(name string) bool) []ondemand.Action
+	// C fires when a keep time ends.
+	C() <-chan time.Time
+	Standby(name string) bool
+	Stop()
 }
 
 // Daemon keeps the kernel matching the config and routes around dead
@@ -112,7 +142,7 @@ type Daemon struct {
 	// applied is the plan last applied.
 	applied *plan.Desired
 	// tiers follows the policies' active tiers (failback).
-	tiers *failback.Tiers
+	tiers Failback
 
 	metrics *Metrics
 	carry   *carry.Set     // the nft counters' offsets (lb/daemon/carry)
@@ -127,7 +157,7 @@ type Daemon struct {
 	// handover: stopped by a reload, not for good.
 	handover atomic.Bool
 	// od is the on-demand part.
-	od *ondemand.Links
+	od OnDemand
 
 	// loops[u] is unit u's probe loop (probes.go), once Run took them
 	// over; owned by Run's goroutine.
@@ -157,10 +187,22 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 	if deps.carry == nil {
 		deps.carry = carry.NewSet()
 	}
+	p := deps.Parts
+	if p.Board == nil {
+		p.Board = board.New()
+	}
+	if p.Keep == nil {
+		p.Keep = keep.New()
+	}
+	if p.Failback == nil {
+		p.Failback = failback.New()
+	}
+	if p.OnDemand == nil {
+		p.OnDemand = ondemand.New(deps.Clock)
+	}
 	d := &Daemon{
 		Config: c, Log: log, deps: deps,
-		board: board.New(),
-		keep:  keep.New(), tiers: failback.New(), od: ondemand.New(deps.Clock), units: units(c),
+		board: p.Board, keep: p.Keep, tiers: p.Failback, od: p.OnDemand, units: units(c),
 		metrics: NewMetrics(), carry: deps.carry,
 	}
 	if deps.Flows != nil {
