@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -31,6 +33,16 @@ type Link struct {
 	Iface string
 	Mark  uint32
 	NAT   bool
+	// Shared: another link uses Iface too (two modems on one switch
+	// behind wan0), so the interface alone does not say which link a
+	// packet takes. A new flow leaving by Iface is pinned by its next hop
+	// (Nexthop, Nexthop6: the link's gateways, zero for a family it does
+	// not carry); a packet arriving on Iface is the link's if it comes
+	// from one of MACs, its gateways' link-layer addresses.
+	Shared   bool
+	Nexthop  netip.Addr
+	Nexthop6 netip.Addr
+	MACs     []string
 }
 
 // Spec is the whole table.
@@ -205,6 +217,99 @@ func saveRule(chain string, key expr.MetaKey, dir string, mask uint32, l Link) r
 	}
 }
 
+// matchEtherSaddr: the packet came from mac. The interface must be an
+// Ethernet one for its link-layer header to hold a source address; nft
+// adds the same `meta iiftype ether` check in an inet table.
+func matchEtherSaddr(mac net.HardwareAddr) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFTYPE, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint16(unix.ARPHRD_ETHER)},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: mac},
+	}
+}
+
+// matchNexthop: the route chosen for the packet goes through gw (`rt ip
+// nexthop`, `rt ip6 nexthop`); nft adds the family check in an inet table.
+func matchNexthop(gw netip.Addr) []expr.Any {
+	proto, key := byte(unix.NFPROTO_IPV4), expr.RtNexthop4
+	if gw.Is6() {
+		proto, key = unix.NFPROTO_IPV6, expr.RtNexthop6
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		&expr.Rt{Register: 1, Key: key},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: gw.AsSlice()},
+	}
+}
+
+// ctStateNew: ct state new.
+func ctStateNew() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: le(expr.CtStateBitNEW), Xor: le(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: le(0)},
+	}
+}
+
+// sharedSaves are the save rules of a link on a shared interface, for
+// chain: prerouting pins a flow to the link whose gateway sent its packet
+// (port forwards, and the replies of flows from before apply); postrouting
+// pins only a new flow, by the next hop routing chose. An older unpinned
+// flow (from before apply) is pinned by the first packet its modem sends
+// back, never by where the hash sends it now, which may be the other
+// modem; and a reply is never pinned by its route.
+func sharedSaves(chain string, mask uint32, l Link) []rule {
+	var out []rule
+	set := fmt.Sprintf("ct mark & %s == 0x00000000 counter ct mark set ct mark & %s | %s", hexm(mask), hexm(^mask), hexm(l.Mark))
+	setExprs := join(ctMarkIs(mask, 0), counter(), setMarkBits(true, mask, l.Mark))
+	if chain == "prerouting" {
+		for _, m := range l.MACs {
+			mac, err := net.ParseMAC(m)
+			if err != nil {
+				continue
+			}
+			out = append(out, rule{
+				chain: chain,
+				text:  fmt.Sprintf("iifname %q ether saddr %s %s", l.Iface, mac, set),
+				why:   "save " + l.Name,
+				exprs: join(matchIface(expr.MetaKeyIIFNAME, l.Iface), matchEtherSaddr(mac), setExprs),
+			})
+		}
+		return out
+	}
+	for _, gw := range []netip.Addr{l.Nexthop, l.Nexthop6} {
+		if !gw.IsValid() {
+			continue
+		}
+		fam := "ip"
+		if gw.Is6() {
+			fam = "ip6"
+		}
+		out = append(out, rule{
+			chain: chain,
+			text:  fmt.Sprintf("oifname %q rt %s nexthop %s ct state new %s", l.Iface, fam, gw, set),
+			why:   "save " + l.Name,
+			exprs: join(matchIface(expr.MetaKeyOIFNAME, l.Iface), matchNexthop(gw), ctStateNew(), setExprs),
+		})
+	}
+	return out
+}
+
+// saves are the save rules of every link for chain.
+func (s Spec) saves(chain string, key expr.MetaKey, dir string) []rule {
+	var out []rule
+	for _, l := range s.Links {
+		if l.Shared {
+			out = append(out, sharedSaves(chain, s.Mask, l)...)
+		} else {
+			out = append(out, saveRule(chain, key, dir, s.Mask, l))
+		}
+	}
+	return out
+}
+
 func restoreRule(chain string, mask uint32, l Link) rule {
 	return rule{
 		chain: chain,
@@ -268,17 +373,8 @@ func (s Spec) rulesOf(gs [2][]group, sets []setDef) []rule {
 	// forwards). Its mark is NOT restored onto the packet: replies from a
 	// WAN must be routed by main towards the LAN, and a link table has no
 	// LAN route, so every such connection would hang in SYN_RECV.
-	for _, l := range s.Links {
-		out = append(out, saveRule("prerouting", expr.MetaKeyIIFNAME, "iifname", s.Mask, l))
-	}
-	for _, l := range s.Links {
-		out = append(out, rule{
-			chain: "prerouting",
-			text:  fmt.Sprintf("iifname %q counter return", l.Iface),
-			why:   "from " + l.Name,
-			exprs: join(matchIface(expr.MetaKeyIIFNAME, l.Iface), counter(), []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}),
-		})
-	}
+	out = append(out, s.saves("prerouting", expr.MetaKeyIIFNAME, "iifname")...)
+	out = append(out, s.fromRules()...)
 	// Everything else (the LAN side, forwarded replies of inbound flows)
 	// takes its flow's link mark, so the fwmark rule routes it by the link;
 	// the first packet of a new flow is classified by the traffic rules.
@@ -309,13 +405,13 @@ func (s Spec) rulesOf(gs [2][]group, sets []setDef) []rule {
 	out = append(out, s.restoreAndClassify("output")...)
 	// Postrouting: a flow leaving by a link for the first time is pinned
 	// to it. Runs before srcnat, after the routing decision.
+	out = append(out, s.saves("postrouting", expr.MetaKeyOIFNAME, "oifname")...)
+	natted := map[string]bool{}
 	for _, l := range s.Links {
-		out = append(out, saveRule("postrouting", expr.MetaKeyOIFNAME, "oifname", s.Mask, l))
-	}
-	for _, l := range s.Links {
-		if !l.NAT {
-			continue
+		if !l.NAT || natted[l.Iface] {
+			continue // one masquerade serves every link of a shared interface
 		}
+		natted[l.Iface] = true
 		out = append(out, rule{
 			chain: "nat",
 			text:  fmt.Sprintf("oifname %q masquerade", l.Iface),
@@ -331,6 +427,54 @@ func (s Spec) rulesOf(gs [2][]group, sets []setDef) []rule {
 			why:    rec,
 			record: true,
 			exprs:  []expr.Any{&expr.Counter{}},
+		})
+	}
+	return out
+}
+
+// fromRules end the prerouting of a packet that arrived on a link: it is
+// counted as the link's and its mark is not restored. On a shared
+// interface a link's packets are those from its gateways' link-layer
+// addresses; one last rule ends the rest (a sender not yet in the
+// neighbour table), so that no packet from a WAN is routed by a link mark.
+func (s Spec) fromRules() []rule {
+	var out []rule
+	shared := map[string]bool{}
+	var order []string
+	ret := []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}
+	for _, l := range s.Links {
+		if !l.Shared {
+			out = append(out, rule{
+				chain: "prerouting",
+				text:  fmt.Sprintf("iifname %q counter return", l.Iface),
+				why:   "from " + l.Name,
+				exprs: join(matchIface(expr.MetaKeyIIFNAME, l.Iface), counter(), ret),
+			})
+			continue
+		}
+		if !shared[l.Iface] {
+			shared[l.Iface] = true
+			order = append(order, l.Iface)
+		}
+		for _, m := range l.MACs {
+			mac, err := net.ParseMAC(m)
+			if err != nil {
+				continue
+			}
+			out = append(out, rule{
+				chain: "prerouting",
+				text:  fmt.Sprintf("iifname %q ether saddr %s counter return", l.Iface, mac),
+				why:   "from " + l.Name,
+				exprs: join(matchIface(expr.MetaKeyIIFNAME, l.Iface), matchEtherSaddr(mac), counter(), ret),
+			})
+		}
+	}
+	for _, iface := range order {
+		out = append(out, rule{
+			chain: "prerouting",
+			text:  fmt.Sprintf("iifname %q return", iface),
+			why:   "from " + iface + " (another sender)",
+			exprs: join(matchIface(expr.MetaKeyIIFNAME, iface), ret),
 		})
 	}
 	return out
