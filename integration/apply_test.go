@@ -360,7 +360,7 @@ func TestBadInput(t *testing.T) {
 		{"weight negative", link("    weight: -1\n"), "flowpin.yaml:5: links[0].weight: -1 is out of range"},
 		{"weight over 256", link("    weight: 1000\n"), "flowpin.yaml:5: links[0].weight: 1000 is out of range"},
 		{"gateway not an ip", strings.Replace(good, "gateway: 198.51.100.1", "gateway: isp2-gw", 1), `links[1].gateway: "isp2-gw" is not an IP address`},
-		{"gateway unreachable", strings.Replace(good, "gateway: 198.51.100.1", "gateway: 198.51.99.1", 1), "links[1].gateway: 198.51.99.1 is not reachable on wan2"},
+		{"gateway unreachable", strings.Replace(good, "gateway: 198.51.100.1", "gateway: 198.51.99.1", 1), "links[1].gateway: 198.51.99.1 is neither on a subnet of wan2"},
 		{"table used by a foreign rule", link("    table: 150\n"), `flowpin.yaml:5: links[0].table: table 150 is already used by ip rule "600: from 10.98.0.0/24 lookup 150"`},
 		{"table holds foreign routes", "balance_table: 160\n" + link(""), "flowpin.yaml:1: balance_table: table 160 already holds routes flowpin does not own (10.97.0.0/24 dev lan"},
 		{"mark used by a foreign rule", good + "  - {name: lan, interface: lan, gateway: 10.77.0.2}\n", `flowpin.yaml:12: links[2].mark: 0x300 collides with ip rule "700: from all fwmark 0x300/0xff00 lookup main"`},

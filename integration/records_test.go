@@ -30,8 +30,8 @@ func TestUpgradeKeepsOldRecords(t *testing.T) {
 		t.Errorf("apply flushed flows, as if a link's mark had changed:\n%s", out)
 	}
 	for _, want := range []string{
-		"1100:\tfrom all fwmark 0x200/0xff00 lookup 102 proto 201", // isp1, as recorded (by position: 0x100, 101)
-		"1101:\tfrom all fwmark 0x100/0xff00 lookup 101 proto 201", // isp2
+		"1101:\tfrom all fwmark 0x200/0xff00 lookup 102 proto 201", // isp1, as recorded (by position: 0x100, 101)
+		"1102:\tfrom all fwmark 0x100/0xff00 lookup 101 proto 201", // isp2
 	} {
 		if rules := run(t, d.Router, "ip", "rule"); !strings.Contains(rules, want) {
 			t.Errorf("no %q in\n%s", want, rules)

@@ -79,7 +79,7 @@ func TestReloadKeepsLinkBytes(t *testing.T) {
 		return r
 	}
 	before := read()
-	kernelBefore := ruleBytes(t, d.Router, "prerouting", "restore isp1")
+	kernelBefore := ruleBytes(t, d.Router, "restore_isp1", "restore isp1")
 	for s, v := range before.series {
 		if v <= 0 {
 			t.Fatalf("%s is %v before the reload: no traffic counted", s, v)
@@ -92,7 +92,7 @@ func TestReloadKeepsLinkBytes(t *testing.T) {
 		t.Fatalf("reload: %v\n%s", err, out)
 	}
 	after := read()
-	kernelAfter := ruleBytes(t, d.Router, "prerouting", "restore isp1")
+	kernelAfter := ruleBytes(t, d.Router, "restore_isp1", "restore isp1")
 	t.Logf("kernel counter of restore isp1: %d bytes before the reload, %d after (rewritten)", kernelBefore, kernelAfter)
 	if kernelAfter >= kernelBefore {
 		t.Fatalf("the reload did not rewrite the table's counters (%d then %d): the test proves nothing", kernelBefore, kernelAfter)

@@ -67,8 +67,11 @@ func TestPlanFullScriptHostileNames(t *testing.T) {
 		if routes := run(t, router, "ip", "route", "show", "table", fmt.Sprint(101+i)); !strings.Contains(routes, "dev "+name+" ") {
 			t.Errorf("table %d has no route by %q:\n%s", 101+i, name, routes)
 		}
-		if !strings.Contains(ruleset, fmt.Sprintf("oifname %q masquerade", name)) {
-			t.Errorf("no NAT rule for %q:\n%s", name, ruleset)
+		if !strings.Contains(ruleset, fmt.Sprintf("%q", name)) {
+			t.Errorf("no NAT for %q:\n%s", name, ruleset)
 		}
+	}
+	if nat := run(t, router, "nft", "list", "set", "inet", "flowpin", "nat_oif"); !strings.Contains(ruleset, "oifname @nat_oif masquerade") || strings.Count(nat, `"`) != 2*len(names) {
+		t.Errorf("NAT is not one masquerade by the set of the %d interfaces:\n%s", len(names), nat)
 	}
 }

@@ -149,10 +149,10 @@ func TestVerifyDualWAN(t *testing.T) {
 	}{
 		{
 			name:   "delete flowpin's fwmark rule of isp2",
-			inject: func() { run(t, d.Router, "ip", "rule", "del", "pref", "1101") },
+			inject: func() { run(t, d.Router, "ip", "rule", "del", "pref", "1102") },
 			clean:  func() { mustApply(t, d.Router, cfg) },
 			want: []string{
-				"missing: ip rule add pref 1101 from all fwmark 0x200/0xff00 lookup 102 proto 201",
+				"missing: ip rule add pref 1102 from all fwmark 0x200/0xff00 lookup 102 proto 201",
 				// Whether marked packets then still leave by wan2 is up to
 				// the multipath hash of the probe: not asserted.
 				"fix: flowpin apply",

@@ -320,6 +320,12 @@ type setDef struct {
 	set   *nftables.Set
 	elems []nftables.SetElement
 	text  string
+	// decl declares the set without its elements (nft syntax, between
+	// the braces), for Render's flush of a refilled set.
+	decl string
+	// refill: emptied and filled anew by every apply (a map of the
+	// plan); otherwise kept with what packets put in it (a sticky set).
+	refill bool
 }
 
 // families are the address families, in the order of a layout's groups.
@@ -341,7 +347,8 @@ func (s Spec) setsOf(gs [2][]group) []setDef {
 				texts = append(texts, e.text(f)+" : goto "+chain)
 			}
 			text := fmt.Sprintf("map %s {\n\t\ttype %s : verdict\n\t\tflags interval\n\t\telements = { %s }\n\t}", g.name, f.keyText(), strings.Join(texts, ",\n\t\t\t     "))
-			out = append(out, setDef{set: set, elems: elems, text: text})
+			decl := fmt.Sprintf("type %s : verdict; flags interval;", f.keyText())
+			out = append(out, setDef{set: set, elems: elems, text: text, decl: decl, refill: true})
 		}
 	}
 	for _, c := range s.Classes {
@@ -504,20 +511,11 @@ func (s Spec) classifyRulesOf(gs [2][]group, setDefs []setDef) []rule {
 		out = append(out, rule{chain: ch, text: t, why: "policy of " + c.Name, exprs: ex})
 	}
 	// Postrouting: a new flow of a sticky rule that went out by a link
-	// records its source against that link. With no link to stick to
-	// (every link of its policy's active tier down) there is nothing to
-	// record.
-	for _, c := range s.Classes {
-		if c.Sticky == 0 || len(c.StickyLinks)+len(c.StickyLinks6) == 0 {
-			continue
-		}
+	// records its source against that link (the rule's mark sends it
+	// here: stickyElems). With no link to stick to (every link of its
+	// policy's active tier down) there is nothing to record.
+	for _, c := range s.stickyClasses() {
 		ch := "sticky_" + c.Name
-		out = append(out, rule{
-			chain: "postrouting",
-			text:  fmt.Sprintf("meta mark & %s == %s goto %s", hexm(s.Mask), hexm(c.Mark), ch),
-			why:   "sticky " + c.Name,
-			exprs: join(metaMarkIs(s.Mask, c.Mark), []expr.Any{&expr.Verdict{Kind: expr.VerdictGoto, Chain: ch}}),
-		})
 		for _, f := range []family{ipv4, ipv6} {
 			for _, l := range c.stickyLinks(f) {
 				iface := s.linkIface(l)
@@ -534,6 +532,34 @@ func (s Spec) classifyRulesOf(gs [2][]group, setDefs []setDef) []rule {
 				})
 			}
 		}
+	}
+	return out
+}
+
+// stickyClasses are the rules whose new flows are recorded in
+// postrouting: sticky, with a link to stick to, and the first of any
+// that share a mark (a map holds a key once).
+func (s Spec) stickyClasses() []Class {
+	var out []Class
+	for _, c := range s.Classes {
+		if c.Sticky == 0 || len(c.StickyLinks)+len(c.StickyLinks6) == 0 {
+			continue
+		}
+		if slices.ContainsFunc(out, func(o Class) bool { return o.Mark == c.Mark }) {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// stickyElems send a sticky rule's new flow, by the mark classification
+// gave it, to its recording chain: one lookup whatever the number of
+// rules.
+func (s Spec) stickyElems() []vmapElem {
+	var out []vmapElem
+	for _, c := range s.stickyClasses() {
+		out = append(out, vmapElem{le(c.Mark), hexm(c.Mark), expr.VerdictGoto, "sticky_" + c.Name})
 	}
 	return out
 }
@@ -597,15 +623,6 @@ func labelRule(chain string, label int) rule {
 	}
 }
 
-// metaMarkIs: meta mark & mask == v.
-func metaMarkIs(mask, v uint32) []expr.Any {
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: le(mask), Xor: le(0)},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: le(v)},
-	}
-}
-
 // StickySet names the set that holds the sources a sticky rule keeps on a
 // link, for addresses of a's family.
 func StickySet(rule, link string, a netip.Addr) string {
@@ -642,22 +659,29 @@ func (c *Conn) StickyHas(set string, a netip.Addr) (bool, time.Duration, error) 
 	return false, 0, nil
 }
 
-// v6Exempt are the rules, at the head of every chain, that let IPv6's own
+// v6ExemptChain holds v6Exempt's rules, jumped to from the head of every
+// base chain for IPv6 packets only: an IPv4 packet passes one rule.
+const v6ExemptChain = "v6_exempt"
+
+// v6Exempt are the rules, run first in every base chain, that let IPv6's own
 // machinery through untouched: link-local and multicast traffic, neighbour
 // discovery and router advertisements (which also reach global
 // addresses), and DHCPv6. Marking them would route them by a link's table
 // or pin them to a link; NAT would rewrite addresses that only mean
 // something on one wire. None of it is ever balanced.
-func v6Exempt(chain string) []rule {
+func v6Exempt() []rule {
+	const chain = v6ExemptChain
 	ll := netip.MustParsePrefix("fe80::/10")
 	mc := netip.MustParsePrefix("ff00::/8")
-	ret := &expr.Verdict{Kind: expr.VerdictReturn}
+	// Accept ends the base chain that jumped here, as a return from it
+	// would.
+	ret := &expr.Verdict{Kind: expr.VerdictAccept}
 	return []rule{
-		{chain: chain, text: "ip6 saddr fe80::/10 return", why: "link-local source", exprs: join(matchNfproto(ipv6), ip6PrefixIs(8, ll), []expr.Any{ret})},
-		{chain: chain, text: "ip6 daddr fe80::/10 return", why: "link-local destination", exprs: join(matchNfproto(ipv6), ip6PrefixIs(24, ll), []expr.Any{ret})},
-		{chain: chain, text: "ip6 daddr ff00::/8 return", why: "multicast", exprs: join(matchNfproto(ipv6), ip6PrefixIs(24, mc), []expr.Any{ret})},
-		{chain: chain, text: "icmpv6 type 133-137 return", why: "neighbour discovery", exprs: join(matchNfproto(ipv6), l4Range(unix.IPPROTO_ICMPV6, 0, []byte{133}, []byte{137}), []expr.Any{ret})},
-		{chain: chain, text: "meta nfproto ipv6 udp dport 546-547 return", why: "dhcpv6", exprs: join(matchNfproto(ipv6), l4Range(unix.IPPROTO_UDP, 2, []byte{0x02, 0x22}, []byte{0x02, 0x23}), []expr.Any{ret})},
+		{chain: chain, text: "ip6 saddr fe80::/10 accept", why: "link-local source", exprs: join(matchNfproto(ipv6), ip6PrefixIs(8, ll), []expr.Any{ret})},
+		{chain: chain, text: "ip6 daddr fe80::/10 accept", why: "link-local destination", exprs: join(matchNfproto(ipv6), ip6PrefixIs(24, ll), []expr.Any{ret})},
+		{chain: chain, text: "ip6 daddr ff00::/8 accept", why: "multicast", exprs: join(matchNfproto(ipv6), ip6PrefixIs(24, mc), []expr.Any{ret})},
+		{chain: chain, text: "icmpv6 type 133-137 accept", why: "neighbour discovery", exprs: join(matchNfproto(ipv6), l4Range(unix.IPPROTO_ICMPV6, 0, []byte{133}, []byte{137}), []expr.Any{ret})},
+		{chain: chain, text: "meta nfproto ipv6 udp dport 546-547 accept", why: "dhcpv6", exprs: join(matchNfproto(ipv6), l4Range(unix.IPPROTO_UDP, 2, []byte{0x02, 0x22}, []byte{0x02, 0x23}), []expr.Any{ret})},
 	}
 }
 

@@ -25,15 +25,19 @@ func (c Counter) plus(o Counter) Counter {
 // of its comment before the digest: "save isp1", "restore isp1").
 func CounterKey(chain, why string) string { return chain + " " + why }
 
-// Counters reads the counter of every rule of the table that has one,
-// keyed by CounterKey, in one pass over the table's rules: the cost
-// grows with the number of links, not of flows. A missing table gives an
-// empty map. Counters start at zero when the table is (re)written.
+// Counters reads the counter of every rule of the table that counts a
+// link's traffic, keyed by CounterKey with the base chain the rule's
+// chain serves (a link's restore in prerouting is "prerouting restore
+// isp1", though it sits in the link's own chain): one dump per link chain,
+// so the cost grows with the number of links, not of flows. A missing
+// table gives an empty map. Counters start at zero when the table is
+// (re)written.
 func (c *Conn) Counters() (map[string]Counter, error) {
-	nc, err := nftables.New()
+	nc, err := nftables.New(nftables.AsLasting())
 	if err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
+	defer nc.CloseLasting()
 	out := map[string]Counter{}
 	t, err := nc.ListTableOfFamily(TableName, nftables.TableFamilyINet)
 	if err != nil {
@@ -42,23 +46,28 @@ func (c *Conn) Counters() (map[string]Counter, error) {
 		}
 		return nil, fmt.Errorf("list table inet %s: %w", TableName, err)
 	}
-	for _, cd := range chains {
-		if cd.name == "state" {
-			continue // records: their counters mean nothing
+	chs, err := nc.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, fmt.Errorf("list chains: %w", err)
+	}
+	for _, ch := range chs {
+		base := counterBase(ch.Name)
+		if ch.Table.Name != TableName || base == "" {
+			continue // records and traffic rules: not a link's traffic
 		}
-		rs, err := nc.GetRules(t, &nftables.Chain{Name: cd.name, Table: t})
+		rs, err := nc.GetRules(t, ch)
 		if errors.Is(err, unix.ENOENT) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("list rules of chain %s: %w", cd.name, err)
+			return nil, fmt.Errorf("list rules of chain %s: %w", ch.Name, err)
 		}
 		for _, r := range rs {
 			cm, _ := userdata.GetString(r.UserData, userdata.TypeComment)
 			why, _, _ := strings.Cut(cm, " #")
 			for _, e := range r.Exprs {
 				if ce, ok := e.(*expr.Counter); ok {
-					k := CounterKey(cd.name, why)
+					k := CounterKey(base, why)
 					out[k] = out[k].plus(Counter{Packets: ce.Packets, Bytes: ce.Bytes})
 				}
 			}
@@ -74,8 +83,8 @@ func (c *Conn) Counters() (map[string]Counter, error) {
 // packets that pinned a flow on the way out (postrouting save: a flow's
 // first packet has no mark yet, so no restore matched it). Each packet
 // matches exactly one of these. In is every packet that arrived on the
-// link's interface (the prerouting "from" rule, which every such packet
-// reaches, the pinning save rule before it included).
+// link's interface (the "from" rule of its prerouting chain, which every
+// such packet reaches, the pinning save rule before it included).
 func LinkTraffic(m map[string]Counter, link string) (out, in Counter) {
 	out = m[CounterKey("prerouting", "restore "+link)].
 		plus(m[CounterKey("output", "restore "+link)]).

@@ -210,3 +210,28 @@ func hookName(h nftables.ChainHook, f nftables.TableFamily) string {
 	}
 	return strings.ToLower(fmt.Sprintf("hook %d", h))
 }
+
+// Flowtables lists every flowtable in the ruleset, any table's, as
+// "family table name". A flow a flowtable offloads skips the nft hooks
+// after its first packets, so flowpin's rule counters miss its bytes.
+func (c *Conn) Flowtables() ([]string, error) {
+	nc, err := nftables.New()
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	tables, err := nc.ListTables()
+	if err != nil {
+		return nil, fmt.Errorf("list tables: %w", err)
+	}
+	var out []string
+	for _, t := range tables {
+		fts, err := nc.ListFlowtables(t)
+		if err != nil {
+			return nil, fmt.Errorf("list flowtables of table %s %s: %w", familyName(t.Family), t.Name, err)
+		}
+		for _, ft := range fts {
+			out = append(out, fmt.Sprintf("%s %s %s", familyName(t.Family), t.Name, ft.Name))
+		}
+	}
+	return out, nil
+}

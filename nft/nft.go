@@ -35,10 +35,11 @@ type Link struct {
 	NAT   bool
 	// Shared: another link uses Iface too (two modems on one switch
 	// behind wan0), so the interface alone does not say which link a
-	// packet takes. A new flow leaving by Iface is pinned by its next hop
-	// (Nexthop, Nexthop6: the link's gateways, zero for a family it does
-	// not carry); a packet arriving on Iface is the link's if it comes
-	// from one of MACs, its gateways' link-layer addresses.
+	// packet takes. A new flow leaving by Iface is the link's if routing
+	// chose its next hop (Nexthop, Nexthop6: the link's gateways, zero
+	// for a family it does not carry); a packet arriving on Iface is the
+	// link's if it comes from one of MACs, its gateways' link-layer
+	// addresses.
 	Shared   bool
 	Nexthop  netip.Addr
 	Nexthop6 netip.Addr
@@ -98,7 +99,7 @@ type layout struct {
 func (s Spec) layout() layout {
 	gs := [2][]group{s.groups(ipv4), s.groups(ipv6)}
 	var l layout
-	l.sets = s.setsOf(gs)
+	l.sets = append(s.linkMaps(), s.setsOf(gs)...)
 	l.rules = s.rulesOf(gs, l.sets)
 	l.chains = chainDefsOf(l.rules, l.sets)
 	return l
@@ -207,141 +208,271 @@ func join(parts ...[]expr.Any) []expr.Any { return slices.Concat(parts...) }
 // save, restore and from rules these are its traffic (Counters).
 func counter() []expr.Any { return []expr.Any{&expr.Counter{}} }
 
-func saveRule(chain string, key expr.MetaKey, dir string, mask uint32, l Link) rule {
+// saveRule pins a flow to link l: in the link's own chain, which the
+// verdict maps send only the link's packets to.
+func saveRule(chain string, mask uint32, l Link) rule {
 	return rule{
 		chain: chain,
-		text: fmt.Sprintf("%s %q ct mark & %s == 0x00000000 counter ct mark set ct mark & %s | %s",
-			dir, l.Iface, hexm(mask), hexm(^mask), hexm(l.Mark)),
+		text: fmt.Sprintf("ct mark & %s == 0x00000000 counter ct mark set ct mark & %s | %s",
+			hexm(mask), hexm(^mask), hexm(l.Mark)),
 		why:   "save " + l.Name,
-		exprs: join(matchIface(key, l.Iface), ctMarkIs(mask, 0), counter(), setMarkBits(true, mask, l.Mark)),
+		exprs: join(ctMarkIs(mask, 0), counter(), setMarkBits(true, mask, l.Mark)),
 	}
 }
 
-// matchEtherSaddr: the packet came from mac. The interface must be an
-// Ethernet one for its link-layer header to hold a source address; nft
-// adds the same `meta iiftype ether` check in an inet table.
-func matchEtherSaddr(mac net.HardwareAddr) []expr.Any {
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyIIFTYPE, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint16(unix.ARPHRD_ETHER)},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: mac},
-	}
-}
-
-// matchNexthop: the route chosen for the packet goes through gw (`rt ip
-// nexthop`, `rt ip6 nexthop`); nft adds the family check in an inet table.
-func matchNexthop(gw netip.Addr) []expr.Any {
-	proto, key := byte(unix.NFPROTO_IPV4), expr.RtNexthop4
-	if gw.Is6() {
-		proto, key = unix.NFPROTO_IPV6, expr.RtNexthop6
-	}
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
-		&expr.Rt{Register: 1, Key: key},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: gw.AsSlice()},
-	}
-}
-
-// ctStateNew: ct state new.
-func ctStateNew() []expr.Any {
-	return []expr.Any{
-		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: le(expr.CtStateBitNEW), Xor: le(0)},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: le(0)},
-	}
-}
-
-// sharedSaves are the save rules of a link on a shared interface, for
-// chain: prerouting pins a flow to the link whose gateway sent its packet
-// (port forwards, and the replies of flows from before apply); postrouting
-// pins only a new flow, by the next hop routing chose. An older unpinned
-// flow (from before apply) is pinned by the first packet its modem sends
-// back, never by where the hash sends it now, which may be the other
-// modem; and a reply is never pinned by its route.
-func sharedSaves(chain string, mask uint32, l Link) []rule {
-	var out []rule
-	set := fmt.Sprintf("ct mark & %s == 0x00000000 counter ct mark set ct mark & %s | %s", hexm(mask), hexm(^mask), hexm(l.Mark))
-	setExprs := join(ctMarkIs(mask, 0), counter(), setMarkBits(true, mask, l.Mark))
-	if chain == "prerouting" {
-		for _, m := range l.MACs {
-			mac, err := net.ParseMAC(m)
-			if err != nil {
-				continue
-			}
-			out = append(out, rule{
-				chain: chain,
-				text:  fmt.Sprintf("iifname %q ether saddr %s %s", l.Iface, mac, set),
-				why:   "save " + l.Name,
-				exprs: join(matchIface(expr.MetaKeyIIFNAME, l.Iface), matchEtherSaddr(mac), setExprs),
-			})
-		}
-		return out
-	}
-	for _, gw := range []netip.Addr{l.Nexthop, l.Nexthop6} {
-		if !gw.IsValid() {
-			continue
-		}
-		fam := "ip"
-		if gw.Is6() {
-			fam = "ip6"
-		}
-		out = append(out, rule{
-			chain: chain,
-			text:  fmt.Sprintf("oifname %q rt %s nexthop %s ct state new %s", l.Iface, fam, gw, set),
-			why:   "save " + l.Name,
-			exprs: join(matchIface(expr.MetaKeyOIFNAME, l.Iface), matchNexthop(gw), ctStateNew(), setExprs),
-		})
-	}
-	return out
-}
-
-// saves are the save rules of every link for chain.
-func (s Spec) saves(chain string, key expr.MetaKey, dir string) []rule {
-	var out []rule
-	for _, l := range s.Links {
-		if l.Shared {
-			out = append(out, sharedSaves(chain, s.Mask, l)...)
-		} else {
-			out = append(out, saveRule(chain, key, dir, s.Mask, l))
-		}
-	}
-	return out
-}
-
+// restoreRule puts link l's mark on a packet of a flow pinned to it: in
+// the link's own chain, which a ct mark lookup sends only those packets
+// to.
 func restoreRule(chain string, mask uint32, l Link) rule {
 	return rule{
 		chain: chain,
-		text: fmt.Sprintf("ct mark & %s == %s counter meta mark set meta mark & %s | %s",
-			hexm(mask), hexm(l.Mark), hexm(^mask), hexm(l.Mark)),
+		text:  fmt.Sprintf("counter meta mark set meta mark & %s | %s", hexm(^mask), hexm(l.Mark)),
 		why:   "restore " + l.Name,
-		exprs: join(ctMarkIs(mask, l.Mark), counter(), setMarkBits(false, mask, l.Mark)),
+		exprs: join(counter(), setMarkBits(false, mask, l.Mark)),
 	}
+}
+
+// The chains a link's packets are sent to by the verdict maps, one per
+// link and purpose. Each holds the link's counters, so that what status
+// reads is counted where the packet is, whatever the number of links
+// (Counters names them after the base chain they serve). The prefixes are
+// none a prefix of another, nor of the classification chains' (rule_,
+// sticky_), so no two links' or rules' names can make the same chain.
+const (
+	fromPrefix    = "from_"    // prerouting: arrived on the link
+	restorePrefix = "restore_" // prerouting: forwarded, restored to the link
+	outputPrefix  = "output_"  // output: the box's own, restored to the link
+	savePrefix    = "save_"    // postrouting: left by the link
+	// A shared interface's chains: an interface's vmap element can name
+	// only one chain, so where links share one, its chain picks the link.
+	iifPrefix = "iif_"
+	oifPrefix = "oif_"
+)
+
+// counterBase is the base chain whose packets a chain's counters count,
+// "" for a chain whose counters are not the links' traffic.
+func counterBase(chain string) string {
+	switch {
+	case chain == "prerouting" || chain == "output" || chain == "postrouting":
+		return chain
+	case strings.HasPrefix(chain, fromPrefix), strings.HasPrefix(chain, restorePrefix):
+		return "prerouting"
+	case strings.HasPrefix(chain, outputPrefix):
+		return "output"
+	case strings.HasPrefix(chain, savePrefix):
+		return "postrouting"
+	}
+	return ""
+}
+
+// The maps that send a packet to its link's chain in one lookup.
+const (
+	mapIIF       = "by_iif"        // iifname : goto from_LINK
+	mapOIF       = "by_oif"        // oifname : jump save_LINK
+	mapPinned    = "by_ctmark"     // ct mark & mask : goto restore_LINK
+	mapPinnedOut = "by_ctmark_out" // ct mark & mask : goto output_LINK
+	mapSticky    = "by_mark"       // meta mark & mask : goto sticky_RULE
+	setNAT       = "nat_oif"       // the interfaces of the links with NAT
+	// A shared interface's maps, one each per interface: which of its
+	// links a packet is, in one lookup whatever the number of links.
+	mapMAC      = "by_mac_"      // ether saddr : goto from_LINK
+	mapNexthop  = "by_nexthop_"  // rt ip nexthop : goto save_LINK
+	mapNexthop6 = "by_nexthop6_" // rt ip6 nexthop : goto save_LINK
+)
+
+// ifaceLinks groups the links by interface, in the order the interfaces
+// first appear: the links of one interface in config order.
+func (s Spec) ifaceLinks() (ifaces []string, by map[string][]Link) {
+	by = map[string][]Link{}
+	for _, l := range s.Links {
+		if _, ok := by[l.Iface]; !ok {
+			ifaces = append(ifaces, l.Iface)
+		}
+		by[l.Iface] = append(by[l.Iface], l)
+	}
+	return ifaces, by
+}
+
+// linkMaps are the verdict maps and the NAT set of the links (the maps
+// of the traffic rules are setsOf's).
+func (s Spec) linkMaps() []setDef {
+	if len(s.Links) == 0 {
+		return nil
+	}
+	ifaces, by := s.ifaceLinks()
+	var iif, oif []vmapElem
+	var nat []string
+	for _, name := range ifaces {
+		ls := by[name]
+		in, out := fromPrefix+ls[0].Name, savePrefix+ls[0].Name
+		if len(ls) > 1 {
+			in, out = iifPrefix+name, oifPrefix+name
+		}
+		iif = append(iif, vmapElem{ifname(name), fmt.Sprintf("%q", name), expr.VerdictGoto, in})
+		oif = append(oif, vmapElem{ifname(name), fmt.Sprintf("%q", name), expr.VerdictJump, out})
+		if slices.ContainsFunc(ls, func(l Link) bool { return l.NAT }) {
+			nat = append(nat, name)
+		}
+	}
+	var pinned, pinnedOut []vmapElem
+	for _, l := range s.pinLinks() {
+		pinned = append(pinned, vmapElem{le(l.Mark), hexm(l.Mark), expr.VerdictGoto, restorePrefix + l.Name})
+		pinnedOut = append(pinnedOut, vmapElem{le(l.Mark), hexm(l.Mark), expr.VerdictGoto, outputPrefix + l.Name})
+	}
+	out := []setDef{
+		vmap(mapIIF, nftables.TypeIFName, iif),
+		vmap(mapOIF, nftables.TypeIFName, oif),
+		vmap(mapPinned, nftables.TypeMark, pinned),
+		vmap(mapPinnedOut, nftables.TypeMark, pinnedOut),
+	}
+	if st := s.stickyElems(); len(st) > 0 {
+		out = append(out, vmap(mapSticky, nftables.TypeMark, st))
+	}
+	for _, name := range ifaces {
+		if ls := by[name]; len(ls) > 1 {
+			out = append(out, sharedMaps(name, ls)...)
+		}
+	}
+	if len(nat) > 0 {
+		d := setDef{
+			set:    &nftables.Set{Name: setNAT, KeyType: nftables.TypeIFName},
+			decl:   "type ifname;",
+			refill: true,
+		}
+		var texts []string
+		for _, n := range nat {
+			d.elems = append(d.elems, nftables.SetElement{Key: ifname(n)})
+			texts = append(texts, fmt.Sprintf("%q", n))
+		}
+		d.text = fmt.Sprintf("set %s {\n\t\ttype ifname\n\t\telements = { %s }\n\t}", setNAT, strings.Join(texts, ", "))
+		out = append(out, d)
+	}
+	return out
+}
+
+// sharedMaps are the maps that tell apart the links of interface name,
+// which they share: by the link-layer address a packet arrived from (its
+// gateways', from the neighbour table) and by the next hop routing chose
+// for a packet leaving. A map with no elements is left out, and so is the
+// rule that would look it up (a gateway not resolved yet).
+func sharedMaps(name string, ls []Link) []setDef {
+	var macs, nh4, nh6 []vmapElem
+	for _, l := range ls {
+		for _, m := range l.MACs {
+			mac, err := net.ParseMAC(m)
+			if err != nil || len(mac) != 6 {
+				continue
+			}
+			macs = append(macs, vmapElem{mac, mac.String(), expr.VerdictGoto, fromPrefix + l.Name})
+		}
+		if l.Nexthop.Is4() {
+			nh4 = append(nh4, vmapElem{l.Nexthop.AsSlice(), l.Nexthop.String(), expr.VerdictGoto, savePrefix + l.Name})
+		}
+		if l.Nexthop6.Is6() {
+			nh6 = append(nh6, vmapElem{l.Nexthop6.AsSlice(), l.Nexthop6.String(), expr.VerdictGoto, savePrefix + l.Name})
+		}
+	}
+	var out []setDef
+	if len(macs) > 0 {
+		out = append(out, vmap(mapMAC+name, nftables.TypeEtherAddr, macs))
+	}
+	if len(nh4) > 0 {
+		out = append(out, vmap(mapNexthop+name, nftables.TypeIPAddr, nh4))
+	}
+	if len(nh6) > 0 {
+		out = append(out, vmap(mapNexthop6+name, nftables.TypeIP6Addr, nh6))
+	}
+	return out
+}
+
+// pinLinks are the links a ct mark pins a flow to, and main's bypass
+// mark as a link of its own ("main").
+func (s Spec) pinLinks() []Link {
+	ls := slices.Clone(s.Links)
+	if s.Bypass != 0 {
+		ls = append(ls, Link{Name: "main", Mark: s.Bypass})
+	}
+	// Two links with one mark are a config error caught earlier; a map
+	// refuses a duplicate key, so the first keeps it, as the first of
+	// two restore rules did.
+	var out []Link
+	for _, l := range ls {
+		if !slices.ContainsFunc(out, func(o Link) bool { return o.Mark == l.Mark }) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+type vmapElem struct {
+	key   []byte
+	text  string
+	kind  expr.VerdictKind
+	chain string
+}
+
+func vmap(name string, key nftables.SetDatatype, es []vmapElem) setDef {
+	d := setDef{
+		set:    &nftables.Set{Name: name, KeyType: key, DataType: nftables.TypeVerdict, IsMap: true},
+		decl:   fmt.Sprintf("type %s : verdict;", key.Name),
+		refill: true,
+	}
+	var texts []string
+	for _, e := range es {
+		d.elems = append(d.elems, nftables.SetElement{Key: e.key, VerdictData: &expr.Verdict{Kind: e.kind, Chain: e.chain}})
+		verb := "goto"
+		if e.kind == expr.VerdictJump {
+			verb = "jump"
+		}
+		texts = append(texts, fmt.Sprintf("%s : %s %s", e.text, verb, e.chain))
+	}
+	elems := ""
+	if len(texts) > 0 {
+		elems = fmt.Sprintf("\n\t\telements = { %s }", strings.Join(texts, ",\n\t\t\t     "))
+	}
+	d.text = fmt.Sprintf("map %s {\n\t\ttype %s : verdict%s\n\t}", name, key.Name, elems)
+	return d
+}
+
+// vmapRule looks up the key the exprs load into register 1 in map m and
+// takes its verdict; no element, no verdict: the next rule. The comment
+// carries a digest of the map, so a changed element rewrites the table.
+func vmapRule(chain, why, keyText string, key []expr.Any, m setDef) rule {
+	return rule{
+		chain: chain,
+		text:  fmt.Sprintf("%s vmap @%s", keyText, m.set.Name),
+		why:   why + " " + digest(m.text),
+		exprs: join(key, []expr.Any{&expr.Lookup{SourceRegister: 1, SetName: m.set.Name, DestRegister: 0, IsDestRegSet: true}}),
+	}
+}
+
+func maskedMark(ct bool, mask uint32) []expr.Any {
+	var load expr.Any = &expr.Meta{Key: expr.MetaKeyMARK, Register: 1}
+	if ct {
+		load = &expr.Ct{Register: 1, Key: expr.CtKeyMARK}
+	}
+	return []expr.Any{load, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: le(mask), Xor: le(0)}}
 }
 
 // restoreAndClassify: a packet that already carries a mark inside the mask
 // is left alone: another program set it (a VPN's socket sets SO_MARK so
 // that its own ip rule matches its encrypted packets), and rewriting its
 // bits would route them into the tunnel they carry. Then the restore of a
-// pinned flow's link, and the classification of a new flow's first packet.
-func (s Spec) restoreAndClassify(chain string) []rule {
+// pinned flow's link, one lookup of its ct mark whatever the number of
+// links (the link's chain ends the base chain: goto), and the
+// classification of a new flow's first packet.
+func (s Spec) restoreAndClassify(chain string, pinned setDef) []rule {
 	out := []rule{{
 		chain: chain,
 		text:  fmt.Sprintf("meta mark & %s != 0x00000000 return", hexm(s.Mask)),
 		why:   "foreign mark",
-		exprs: []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: le(s.Mask), Xor: le(0)},
+		exprs: join(maskedMark(false, s.Mask), []expr.Any{
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: le(0)},
 			&expr.Verdict{Kind: expr.VerdictReturn},
-		},
+		}),
 	}}
-	for _, l := range s.Links {
-		out = append(out, restoreRule(chain, s.Mask, l))
-	}
-	if s.Bypass != 0 {
-		out = append(out, restoreRule(chain, s.Mask, Link{Name: "main", Mark: s.Bypass}))
+	if len(pinned.elems) > 0 {
+		out = append(out, vmapRule(chain, "links by ct mark", fmt.Sprintf("ct mark & %s", hexm(s.Mask)), maskedMark(true, s.Mask), pinned))
 	}
 	if len(s.Classes) > 0 || s.Unmatched != (Action{}) {
 		out = append(out, rule{
@@ -359,26 +490,137 @@ func (s Spec) restoreAndClassify(chain string) []rule {
 	return out
 }
 
-// rulesOf lists every rule of the table in order, for the groups gs of
-// the traffic rules and the table's sets.
-func (s Spec) rulesOf(gs [2][]group, sets []setDef) []rule {
+// linkChains are the rules of the links' own chains.
+func (s Spec) linkChains(byName map[string]setDef) []rule {
 	var out []rule
-	if s.V6 {
-		for _, ch := range []string{"prerouting", "output", "postrouting", "nat"} {
-			out = append(out, v6Exempt(ch)...)
+	for _, l := range s.Links {
+		// Arrived on the link. A flow seen for the first time there is
+		// pinned to it (inbound connections, port forwards). Its mark is
+		// NOT restored onto the packet: replies from a WAN must be routed
+		// by main towards the LAN, and a link table has no LAN route, so
+		// every such connection would hang in SYN_RECV.
+		from := fromPrefix + l.Name
+		out = append(out,
+			saveRule(from, s.Mask, l),
+			rule{chain: from, text: "counter", why: "from " + l.Name, exprs: counter()},
+		)
+		// Left by the link: a flow leaving by a link for the first time
+		// is pinned to it.
+		out = append(out, saveRule(savePrefix+l.Name, s.Mask, l))
+	}
+	for _, l := range s.pinLinks() {
+		out = append(out, restoreRule(restorePrefix+l.Name, s.Mask, l), restoreRule(outputPrefix+l.Name, s.Mask, l))
+	}
+	ifaces, by := s.ifaceLinks()
+	for _, name := range ifaces {
+		if len(by[name]) > 1 {
+			out = append(out, sharedChains(name, byName)...)
 		}
 	}
-	// Prerouting. A packet arriving on a link: a flow seen for the first
-	// time there is pinned to that link (inbound connections, port
-	// forwards). Its mark is NOT restored onto the packet: replies from a
-	// WAN must be routed by main towards the LAN, and a link table has no
-	// LAN route, so every such connection would hang in SYN_RECV.
-	out = append(out, s.saves("prerouting", expr.MetaKeyIIFNAME, "iifname")...)
-	out = append(out, s.fromRules()...)
-	// Everything else (the LAN side, forwarded replies of inbound flows)
-	// takes its flow's link mark, so the fwmark rule routes it by the link;
-	// the first packet of a new flow is classified by the traffic rules.
-	out = append(out, s.restoreAndClassify("prerouting")...)
+	return out
+}
+
+// sharedChains are the rules of the chains of interface name, which
+// several links share (two modems on one switch behind wan0), so the
+// interface alone does not say which link a packet is.
+//
+// Arriving: the link is the one whose gateway sent the packet, by its
+// link-layer address (a port forward, or the first reply of a flow from
+// before apply, which is so pinned to the modem that has it, never to the
+// one the hash would pick now). Any other sender (a gateway not in the
+// neighbour table yet, another host on the segment) is no link's: the
+// packet ends prerouting unmarked, as on any link, so that nothing from a
+// WAN is routed by a link mark.
+//
+// Leaving: only a new flow is pinned, to the link whose gateway routing
+// chose as next hop; a reply (of a flow that arrived by a link) is never
+// pinned by its route. An established packet passes one lookup or two
+// rules that fail at their first test, whatever the number of links.
+func sharedChains(name string, byName map[string]setDef) []rule {
+	var out []rule
+	iif, oif := iifPrefix+name, oifPrefix+name
+	if m, ok := byName[mapMAC+name]; ok {
+		out = append(out, vmapRule(iif, "links by mac", "ether saddr", etherSaddr(), m))
+	}
+	out = append(out, rule{chain: iif, text: "return", why: "from " + name + " (another sender)",
+		exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}})
+	for _, f := range []struct{ set, fam string }{{mapNexthop, "ip"}, {mapNexthop6, "ip6"}} {
+		m, ok := byName[f.set+name]
+		if !ok {
+			continue
+		}
+		out = append(out, vmapRule(oif, "links by nexthop", fmt.Sprintf("ct state new rt %s nexthop", f.fam),
+			join(ctStateNew(), nexthop(f.fam == "ip6")), m))
+	}
+	return out
+}
+
+// etherSaddr loads the source link-layer address into register 1. Only an
+// Ethernet header has one there; nft adds the same `meta iiftype ether`
+// test in an inet table.
+func etherSaddr() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFTYPE, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint16(unix.ARPHRD_ETHER)},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
+	}
+}
+
+// nexthop loads the next hop routing chose (`rt ip nexthop`, `rt ip6
+// nexthop`) into register 1, after the family test nft adds in an inet
+// table.
+func nexthop(v6 bool) []expr.Any {
+	proto, key := byte(unix.NFPROTO_IPV4), expr.RtNexthop4
+	if v6 {
+		proto, key = unix.NFPROTO_IPV6, expr.RtNexthop6
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		&expr.Rt{Register: 1, Key: key},
+	}
+}
+
+// ctStateNew: ct state new.
+func ctStateNew() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: le(expr.CtStateBitNEW), Xor: le(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: le(0)},
+	}
+}
+
+// rulesOf lists every rule of the table in order, for the groups gs of
+// the traffic rules and the table's sets. A packet of an established
+// flow passes a fixed number of rules in every chain, whatever the number
+// of links, policies and traffic rules: what depends on a link or a rule
+// is an element of a map, found in one lookup.
+func (s Spec) rulesOf(gs [2][]group, sets []setDef) []rule {
+	var out []rule
+	byName := map[string]setDef{}
+	for _, d := range sets {
+		byName[d.set.Name] = d
+	}
+	if s.V6 {
+		out = append(out, v6Exempt()...)
+		for _, ch := range []string{"prerouting", "output", "postrouting", "nat"} {
+			out = append(out, rule{
+				chain: ch,
+				text:  "meta nfproto ipv6 jump " + v6ExemptChain,
+				why:   "ipv6 machinery",
+				exprs: join(matchNfproto(ipv6), []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: v6ExemptChain}}),
+			})
+		}
+	}
+	// Prerouting. A packet arriving on a link goes to its link's chain
+	// and no further (goto). Everything else (the LAN side, forwarded
+	// replies of inbound flows) takes its flow's link mark, so the fwmark
+	// rule routes it by the link; the first packet of a new flow is
+	// classified by the traffic rules.
+	if m, ok := byName[mapIIF]; ok {
+		out = append(out, vmapRule("prerouting", "links by iif", "iifname", []expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}}, m))
+	}
+	out = append(out, s.restoreAndClassify("prerouting", byName[mapPinned])...)
 	// Local output: the same, re-routed by the route chain. Except the
 	// router's own ICMP errors travelling back to a flow's originator
 	// (conntrack relates them to the flow, in its reply direction): for a
@@ -402,23 +644,30 @@ func (s Spec) rulesOf(gs [2][]group, sets []setDef) []rule {
 			&expr.Verdict{Kind: expr.VerdictReturn},
 		},
 	})
-	out = append(out, s.restoreAndClassify("output")...)
-	// Postrouting: a flow leaving by a link for the first time is pinned
-	// to it. Runs before srcnat, after the routing decision.
-	out = append(out, s.saves("postrouting", expr.MetaKeyOIFNAME, "oifname")...)
-	natted := map[string]bool{}
-	for _, l := range s.Links {
-		if !l.NAT || natted[l.Iface] {
-			continue // one masquerade serves every link of a shared interface
-		}
-		natted[l.Iface] = true
+	out = append(out, s.restoreAndClassify("output", byName[mapPinnedOut])...)
+	// Postrouting: runs before srcnat, after the routing decision. The
+	// link's chain saves a new flow's link and returns (jump), so that a
+	// sticky rule's new flow is then recorded against it.
+	if m, ok := byName[mapOIF]; ok {
+		out = append(out, vmapRule("postrouting", "links by oif", "oifname", []expr.Any{&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1}}, m))
+	}
+	if m, ok := byName[mapSticky]; ok {
+		out = append(out, vmapRule("postrouting", "sticky rules", fmt.Sprintf("meta mark & %s", hexm(s.Mask)), maskedMark(false, s.Mask), m))
+	}
+	// NAT: one set of the interfaces, looked up once per new flow.
+	if _, ok := byName[setNAT]; ok {
 		out = append(out, rule{
 			chain: "nat",
-			text:  fmt.Sprintf("oifname %q masquerade", l.Iface),
-			why:   "nat " + l.Name,
-			exprs: join(matchIface(expr.MetaKeyOIFNAME, l.Iface), []expr.Any{&expr.Masq{}}),
+			text:  fmt.Sprintf("oifname @%s masquerade", setNAT),
+			why:   "nat " + digest(byName[setNAT].text),
+			exprs: []expr.Any{
+				&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+				&expr.Lookup{SourceRegister: 1, SetName: setNAT},
+				&expr.Masq{},
+			},
 		})
 	}
+	out = append(out, s.linkChains(byName)...)
 	out = append(out, s.classifyRulesOf(gs, sets)...)
 	for _, rec := range s.Records.Encode() {
 		out = append(out, rule{
@@ -432,60 +681,25 @@ func (s Spec) rulesOf(gs [2][]group, sets []setDef) []rule {
 	return out
 }
 
-// fromRules end the prerouting of a packet that arrived on a link: it is
-// counted as the link's and its mark is not restored. On a shared
-// interface a link's packets are those from its gateways' link-layer
-// addresses; one last rule ends the rest (a sender not yet in the
-// neighbour table), so that no packet from a WAN is routed by a link mark.
-func (s Spec) fromRules() []rule {
-	var out []rule
-	shared := map[string]bool{}
-	var order []string
-	ret := []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}
-	for _, l := range s.Links {
-		if !l.Shared {
-			out = append(out, rule{
-				chain: "prerouting",
-				text:  fmt.Sprintf("iifname %q counter return", l.Iface),
-				why:   "from " + l.Name,
-				exprs: join(matchIface(expr.MetaKeyIIFNAME, l.Iface), counter(), ret),
-			})
-			continue
-		}
-		if !shared[l.Iface] {
-			shared[l.Iface] = true
-			order = append(order, l.Iface)
-		}
-		for _, m := range l.MACs {
-			mac, err := net.ParseMAC(m)
-			if err != nil {
-				continue
-			}
-			out = append(out, rule{
-				chain: "prerouting",
-				text:  fmt.Sprintf("iifname %q ether saddr %s counter return", l.Iface, mac),
-				why:   "from " + l.Name,
-				exprs: join(matchIface(expr.MetaKeyIIFNAME, l.Iface), matchEtherSaddr(mac), counter(), ret),
-			})
-		}
-	}
-	for _, iface := range order {
-		out = append(out, rule{
-			chain: "prerouting",
-			text:  fmt.Sprintf("iifname %q return", iface),
-			why:   "from " + iface + " (another sender)",
-			exprs: join(matchIface(expr.MetaKeyIIFNAME, iface), ret),
-		})
-	}
-	return out
-}
-
 // Render returns the table as an nft script that creates or replaces it
 // atomically (`nft -f`).
 func (s Spec) Render() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "add table inet %s\nflush table inet %s\ntable inet %s {\n", TableName, TableName, TableName)
+	fmt.Fprintf(&b, "add table inet %s\nflush table inet %s\n", TableName, TableName)
 	l := s.layout()
+	// `flush table` empties the chains, not the sets: a map of the plan
+	// is emptied here (created first if missing) and filled below, or an
+	// element that changed its verdict would be refused as existing.
+	for _, d := range l.sets {
+		if d.refill {
+			kind := "set"
+			if d.set.IsMap {
+				kind = "map"
+			}
+			fmt.Fprintf(&b, "add %s inet %s %s { %s }\nflush %s inet %s %s\n", kind, TableName, d.set.Name, d.decl, kind, TableName, d.set.Name)
+		}
+	}
+	fmt.Fprintf(&b, "table inet %s {\n", TableName)
 	for _, d := range l.sets {
 		fmt.Fprintf(&b, "\t%s\n", d.text)
 	}
@@ -713,16 +927,17 @@ func (l layout) queue(nc *nftables.Conn, cur *Current) error {
 		// rule maps are emptied and refilled; sets and chains no longer
 		// wanted go once nothing refers to them.
 		nc.FlushTable(t)
-		wanted := map[string]bool{}
+		wanted := map[string]setDef{}
 		for _, d := range sets {
-			wanted[d.set.Name] = true
+			wanted[d.set.Name] = d
 		}
 		for _, name := range cur.Sets {
 			st := &nftables.Set{Table: t, Name: name}
+			d, ok := wanted[name]
 			switch {
-			case !wanted[name]:
+			case !ok:
 				nc.DelSet(st)
-			case strings.HasPrefix(name, "rules"):
+			case d.refill:
 				nc.FlushSet(st)
 			}
 		}

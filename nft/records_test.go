@@ -76,8 +76,10 @@ func TestRecordsOldFormat(t *testing.T) {
 	}
 	s := v0Spec
 	s.Records = got
-	if diff := cmp.Diff(string(golden), s.Render()); diff != "" {
-		t.Errorf("the same table rendered now differs from the old one (-old +now):\n%s", diff)
+	// The packet chains have changed since (verdict maps); the records
+	// must not have.
+	if diff := cmp.Diff(comments, stateComments(t, s.Render())); diff != "" {
+		t.Errorf("the same records rendered now differ from the old ones (-old +now):\n%s", diff)
 	}
 	if cur := s.Current(); !cur.Records.Equal(v0Records) || !slices.Equal(cur.Chains["state"], comments) {
 		t.Errorf("Current: records %+v, state chain %q", cur.Records, cur.Chains["state"])

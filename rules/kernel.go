@@ -370,6 +370,11 @@ func toNetlinkRule(r Rule) *netlink.Rule {
 		nr.Mask = &m
 	}
 	nr.SuppressPrefixlen = r.SuppressPrefixlen
+	nr.IifName = r.Iif
+	nr.Invert = r.Invert
+	if r.Goto != 0 {
+		nr.Goto = r.Goto
+	}
 	return nr
 }
 

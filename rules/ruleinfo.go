@@ -209,7 +209,11 @@ func (r RuleInfo) matchSelectors(p Packet) bool {
 
 // Rule is the part of r that flowpin writes and compares.
 func (r RuleInfo) Rule() Rule {
-	return Rule{Family: r.Family, Priority: r.Priority, Src: r.Src, Mark: r.Mark, Mask: r.Mask, Table: r.Table, SuppressPrefixlen: r.SuppressPrefixlen}
+	out := Rule{Family: r.Family, Priority: r.Priority, Src: r.Src, Mark: r.Mark, Mask: r.Mask, Iif: r.Iif, Invert: r.Invert, Table: r.Table, SuppressPrefixlen: r.SuppressPrefixlen}
+	if r.Action == ActionGoto {
+		out.Goto, out.Table = r.Goto, 0
+	}
+	return out
 }
 
 // ListRules dumps every ip rule of family, sorted by priority. It is the

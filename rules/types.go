@@ -33,7 +33,15 @@ type Rule struct {
 	Src      netip.Prefix // invalid: from all
 	Mark     uint32
 	Mask     uint32 // 0: no fwmark selector
-	Table    int
+	// Iif: only packets that came in on this interface ("lo": generated
+	// by this host). "": any.
+	Iif string
+	// Invert: the rule applies to packets its selectors do NOT match.
+	Invert bool
+	Table  int
+	// Goto, if not 0, is the priority a matching packet jumps to instead
+	// of looking up Table (which is then 0).
+	Goto int
 	// SuppressPrefixlen hides routes with a prefix this short or shorter
 	// (0: the default route). -1: no suppressor.
 	SuppressPrefixlen int
@@ -107,6 +115,9 @@ func ipCmd(family int) string {
 // Selector renders the rule the way `ip rule` prints it, after the priority.
 func (r Rule) Selector() string {
 	var b strings.Builder
+	if r.Invert {
+		b.WriteString("not ")
+	}
 	if r.Src.IsValid() {
 		fmt.Fprintf(&b, "from %s", r.Src.Masked())
 		if r.Src.IsSingleIP() {
@@ -118,6 +129,13 @@ func (r Rule) Selector() string {
 	}
 	if r.Mask != 0 {
 		fmt.Fprintf(&b, " fwmark %#x/%#x", r.Mark, r.Mask)
+	}
+	if r.Iif != "" {
+		fmt.Fprintf(&b, " iif %s", shellescape.Quote(r.Iif))
+	}
+	if r.Goto != 0 {
+		fmt.Fprintf(&b, " goto %d", r.Goto)
+		return b.String()
 	}
 	fmt.Fprintf(&b, " lookup %s", TableName(r.Table))
 	if r.SuppressPrefixlen >= 0 {

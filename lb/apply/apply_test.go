@@ -322,12 +322,12 @@ func TestRollbackAtEachStep(t *testing.T) {
 			b.routes.FailWhen(func(cmd string) bool { return strings.HasPrefix(cmd, "ip route replace default table 100") }, boom)
 		}},
 		{"rule", func(b *box) {
-			b.routes.FailWhen(func(cmd string) bool { return strings.HasPrefix(cmd, "ip rule add pref 1101") }, boom)
+			b.routes.FailWhen(func(cmd string) bool { return strings.HasPrefix(cmd, "ip rule add pref 1102") }, boom)
 		}},
 		{"nft table", func(b *box) { b.nft.FailNth(2, boom) }},
 		{"first write", func(b *box) { b.routes.FailNth(1, boom) }},
 		{"last route write", func(b *box) {
-			b.routes.FailWhen(func(cmd string) bool { return strings.HasPrefix(cmd, "ip rule add pref 1301") }, boom)
+			b.routes.FailWhen(func(cmd string) bool { return strings.HasPrefix(cmd, "ip rule add pref 1302") }, boom)
 		}},
 	} {
 		for _, from := range []string{"empty", "applied"} {

@@ -35,8 +35,9 @@ const (
 	// Below 32766 (main) and above 0 (local); clear of the 0-999 range
 	// that hand-written rules and most tools use.
 	DefaultPriorityBase = 1000
-	// MaxLinks is bounded by the rule layout: 100 priorities per block.
-	MaxLinks = 100
+	// MaxLinks is bounded by the rule layout: 99 priorities per block
+	// (each block's first is the goto that skips it).
+	MaxLinks = 99
 	// RulePrioritySpan is how far above PriorityBase flowpin's ip rules
 	// reach; the planner lays them out inside [base, base+span].
 	RulePrioritySpan = 400
@@ -185,7 +186,7 @@ type rawConfig struct {
 	MarkMask     *int64    `yaml:"mark_mask"`
 	BalanceTable *int64    `yaml:"balance_table"`
 	PriorityBase *int64    `yaml:"priority_base"`
-	Links        []rawLink `yaml:"links" max:"100"` // MaxLinks
+	Links        []rawLink `yaml:"links" max:"99"` // MaxLinks
 	// DefaultPolicy names the policy of flows no rule matches.
 	DefaultPolicy string      `yaml:"default_policy"`
 	Policies      []rawPolicy `yaml:"policies" max:"64"` // MaxPolicies

@@ -140,7 +140,7 @@ var errorCases = []struct {
 	{"check not a mapping", link0("    check: [10.0.0.9]\n"), "f.yaml:5: links[0].check: want a mapping of keys, not a list"},
 	{"name is a list", "links:\n  - name: [a]\n", "f.yaml:2: links[0].name: want a single value, not a list"},
 	{"second document", twoLinks + "---\nlinks: []\n", "f.yaml:12: a second YAML document: a config is one document (remove the ---)"},
-	{"too many links", manyLinks(101), "f.yaml:2: links: 101 entries: at most 100 are supported"},
+	{"too many links", manyLinks(100), "f.yaml:2: links: 100 entries: at most 99 are supported"},
 	{"too many targets", link0("    check:\n      targets: [" + strings.Repeat("10.0.0.9, ", 16) + "10.0.0.9]\n"), "f.yaml:6: links[0].check.targets: 17 entries: at most 16 are supported"},
 	{"file too large", twoLinks + strings.Repeat("#", MaxFileSize), "f.yaml: larger than 1 MiB, the most a config may be"},
 	{"duplicate name", "links:\n  - {name: a, interface: x, gateway: 10.0.0.1}\n  - {name: a, interface: y, gateway: 10.0.1.1}\n", `f.yaml:3: links[1].name: duplicate link name "a" (also links[0])`},
@@ -380,7 +380,7 @@ func TestParseConfigHugeInput(t *testing.T) {
 	start = time.Now()
 	_, err = Parse("f.yaml", []byte(fits))
 	t.Logf("Parse of %d bytes (%d links) refused in %v", len(fits), strings.Count(fits, "\n")-1, time.Since(start))
-	if want := "f.yaml:2: links: 209713 entries: at most 100 are supported"; err == nil || err.Error() != want {
+	if want := "f.yaml:2: links: 209713 entries: at most 99 are supported"; err == nil || err.Error() != want {
 		t.Errorf("Parse: %v, want %s", err, want)
 	}
 }
@@ -398,7 +398,7 @@ func TestMaskValues(t *testing.T) {
 		n    int
 		head []uint32
 	}{
-		{0xff00, 100, []uint32{0x100, 0x200, 0x300}},
+		{0xff00, MaxLinks, []uint32{0x100, 0x200, 0x300}},
 		{0x0300, 3, []uint32{0x100, 0x200, 0x300}},
 		{0x80000000, 1, []uint32{0x80000000}},
 	} {

@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"flowpin/lb/config"
-	"flowpin/lb/daemon"
+	"flowpin/lb/daemon/hooks"
 )
 
 // The config refuses policies whose hook variables collide by the same
@@ -21,8 +21,8 @@ func TestPolicyEnvNameIsTheDaemons(t *testing.T) {
 		if got := config.PolicyEnvName(in); got != want {
 			t.Errorf("config.PolicyEnvName(%q) = %q, want %q", in, got, want)
 		}
-		if got := daemon.PolicyEnvName(in); got != want {
-			t.Errorf("daemon.PolicyEnvName(%q) = %q, want %q", in, got, want)
+		if got := hooks.PolicyEnvName(in); got != want {
+			t.Errorf("hooks.PolicyEnvName(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -15,6 +15,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"flowpin/lb/config"
+	"flowpin/lb/daemon/carry"
+	"flowpin/lb/daemon/failback"
+	"flowpin/lb/daemon/hooks"
+	"flowpin/lb/daemon/keep"
+	"flowpin/lb/daemon/ondemand"
+	"flowpin/lb/daemon/passive"
+	"flowpin/lb/daemon/tally"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
 	"flowpin/nft"
@@ -42,7 +49,7 @@ type Deps struct {
 	Probers   ProberFactory // default KernelProbers
 	// Hooks, if set, runs hooks and on-demand commands, shared across
 	// reloads (default: one of the daemon's own).
-	Hooks  *HookRunner
+	Hooks  *hooks.Runner
 	Clock  Clock  // default RealClock
 	Events Events // default KernelEvents of rules.Events and nft.TableEvents
 
@@ -54,7 +61,7 @@ type Deps struct {
 	Flows FlowTable
 	// Traffic, if set, gives each link's bytes and packets, and
 	// RuleHits the traffic rules' hits (both from nft counters, carried
-	// over the table's rewrites: carry.go).
+	// over the table's rewrites: lb/daemon/carry).
 	Traffic  TrafficCounters
 	RuleHits RuleHitReader
 	// FlowEventSpace is the event socket's receive buffer (default
@@ -62,18 +69,27 @@ type Deps struct {
 	FlowEventSpace    int
 	ReconcileInterval time.Duration // default ReconcileInterval
 	// Passive tunes the detection of dead links from their own new
-	// flows (with Flows only; zero value: DefaultPassive).
-	Passive PassiveParams
+	// flows (with Flows only; zero value: passive.Default).
+	Passive passive.Params
 
 	// probes, if set, are the probe loops, and flowsShared the flow
 	// tracker, shared across reloads (default: the daemon's own).
 	probes      *probeLoops
-	flowsShared *sharedFlows
-	carry       *carries
+	flowsShared *tally.Shared
+	carry       *carry.Set
 }
 
 // Daemon keeps the kernel matching the config and routes around dead
 // links. It runs in the network namespace it was started in.
+//
+// It is the loop: it owns the links' health and the one sync scheduler
+// (syncRunner), and feeds what happens to its parts, each in a package of
+// its own that cannot reach back into it: failback (the policies' tiers),
+// ondemand, passive (detection from the flows), hooks (the hook runner),
+// tally (the flow counts), keep (the fate of a down link's flows) and
+// carry (the nft counters over rewrites). The parts own their state and
+// return decisions (flows to flush, commands to run, what to log), which
+// the loop carries out; so each is tested on its own.
 type Daemon struct {
 	Config *config.Config
 	Log    *slog.Logger
@@ -92,43 +108,30 @@ type Daemon struct {
 	// units are the links' families, in config order: what is probed.
 	units []unit
 
-	// kept: units whose flows were left in place when they went down
-	// (keep.go), until they are up again.
-	kept map[string]keptFlows
-
 	// Owned by Run's goroutine.
 	runner *syncRunner
-	// flush: units whose flows go once a sync took them out and another
-	// link can take them (keep.go); failedAt: when each unit's last
-	// failed round began.
-	flush    map[string]bool
-	failedAt map[string]time.Time
-	// applied is the plan last applied; open[v6], whether it failed open
-	// in that family (keep.go).
+	// keep decides the fate of down links' flows and whether a family's
+	// route fails open (lb/daemon/keep).
+	keep *keep.Flows
+	// applied is the plan last applied.
 	applied *plan.Desired
-	open    [2]bool
-	// active is each policy's active tier as last applied (-1: none).
-	active map[string]int
-	// policies as last applied, for status.
-	policies []plan.PolicyPlan
+	// tiers follows the policies' active tiers (failback).
+	tiers *failback.Tiers
 
 	metrics *Metrics
-	carry   *carries      // the nft counters' offsets (carry.go)
-	flows   *flowTracker  // nil without Deps.Flows
-	watch   *passiveWatch // the flow tracker's, once Run starts
+	carry   *carry.Set     // the nft counters' offsets (lb/daemon/carry)
+	flows   *tally.Tracker // nil without Deps.Flows
+	watch   *passiveWatch  // the flow tracker's, once Run starts
 
 	// hooks runs on_change hooks and on-demand commands (nil before Run).
-	hooks        *HookRunner
-	pendingHooks []linkChange
+	hooks        *hooks.Runner
+	pendingHooks hooks.Pending
 	// inherit: what the daemon before a reload left (reload.go).
 	inherit *handover
 	// handover: stopped by a reload, not for good.
 	handover atomic.Bool
-	// On-demand links (ondemand.go): state by link name (loop's),
-	// standby (under mu), the keep timer and the standby gauge.
-	od      map[string]*onDemand
-	standby map[string]bool
-	odTimer Timer
+	// od is the on-demand part; odGauge, its links' standby gauge.
+	od      *ondemand.Links
 	odGauge *prometheus.GaugeVec
 
 	// loops[u] is unit u's probe loop (probes.go), set under mu once Run
@@ -156,38 +159,38 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 		deps.MinSyncInterval = MinSyncInterval
 	}
 	if deps.ReconcileInterval <= 0 {
-		deps.ReconcileInterval = ReconcileInterval
+		deps.ReconcileInterval = tally.ReconcileInterval
 	}
 	if deps.carry == nil {
-		deps.carry = newCarries()
+		deps.carry = carry.NewSet()
 	}
 	d := &Daemon{
 		Config: c, Log: log, deps: deps,
 		trackers: map[string]*health.Tracker{}, gateways: map[string]netip.Addr{}, usable: map[string]bool{},
-		flush: map[string]bool{}, failedAt: map[string]time.Time{}, kept: map[string]keptFlows{}, active: map[string]int{}, od: map[string]*onDemand{}, standby: map[string]bool{}, units: units(c),
+		keep: keep.New(), tiers: failback.New(), od: ondemand.New(deps.Clock), units: units(c),
 		metrics: NewMetrics(), carry: deps.carry,
 	}
 	d.suspectWhy = make([]string, len(d.units))
 	if deps.Flows != nil {
 		if deps.flowsShared != nil {
-			d.flows = deps.flowsShared.reuse(c.MarkMask)
+			d.flows = deps.flowsShared.Reuse(c.MarkMask)
 		}
 		if d.flows == nil {
-			d.flows = newFlowTracker(deps.Flows, c.MarkMask, deps.Clock, log, d.metrics, deps.FlowEventSpace, deps.ReconcileInterval)
+			d.flows = tally.New(deps.Flows, c.MarkMask, deps.Clock, log, flowMetrics{d.metrics}, deps.FlowEventSpace, deps.ReconcileInterval)
 		}
 		if err := d.metrics.registerOwned(newFlowCollector(d)); err != nil {
 			panic(err) // a fresh registry
 		}
 		p := deps.Passive
-		if p == (PassiveParams{}) {
-			p = DefaultPassive
+		if p == (passive.Params{}) {
+			p = passive.Default
 		}
-		slots := make([]watchSlot, len(d.units))
+		slots := make([]passive.Slot, len(d.units))
 		for i, u := range d.units {
-			slots[i] = watchSlot{mark: c.Links[u.link].Mark, v6: u.v6}
+			slots[i] = passive.Slot{Mark: c.Links[u.link].Mark, V6: u.v6}
 		}
-		det := newPassiveDetector(p, c.MarkMask, slots)
-		if w := d.flows.watch.Load(); w != nil && w.det.sameSlots(det) {
+		det := passive.NewDetector(p, c.MarkMask, slots)
+		if w, _ := d.flows.Watcher().(*passiveWatch); w != nil && w.det.SameSlots(det) {
 			// A reload that kept the links: the baselines go on.
 			det = w.det
 		}
@@ -195,8 +198,6 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 	}
 	return d
 }
-
-func (d *Daemon) flowTracker() *flowTracker { return d.flows }
 
 // inheritMetrics carries prev's metrics over a reload, so counters go on
 // counting and /metrics shows no reset: prev's own collectors leave the
@@ -211,8 +212,8 @@ func (d *Daemon) inheritMetrics(prev *Daemon) {
 		}
 	}
 	d.metrics = m
-	if d.flows != nil && d.flows.metrics != m {
-		d.flows.metrics = m // a new tracker, not yet running
+	if d.flows != nil && d.flows.Metrics() != (flowMetrics{m}) {
+		d.flows.SetMetrics(flowMetrics{m}) // a new tracker, not yet running
 	}
 	m.prune(d.Config)
 }
@@ -294,21 +295,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 		drain(events)
 	}()
 	if d.flows != nil {
-		d.flows.watch.Store(d.watch)
+		d.flows.Watch(d.watch)
 		if sh := d.deps.flowsShared; sh != nil {
-			sh.run(d.flows)
+			sh.Run(d.flows)
 		} else {
 			wg.Add(1)
-			go func() { defer wg.Done(); d.flows.run(ctx) }()
+			go func() { defer wg.Done(); d.flows.Run(ctx) }()
 		}
 	}
 	if d.hooks = d.deps.Hooks; d.hooks == nil {
-		d.hooks = NewHookRunner(d.Config.Hooks.Timeout, d.Log)
+		d.hooks = hooks.NewRunner(d.Config.Hooks.Timeout, d.Log)
 		defer d.hooks.Stop()
 	}
 	d.runner = newSyncRunner(d.deps.Clock, d.deps.MinSyncInterval, d.deps.ResyncInterval)
 	defer d.runner.Stop()
-	defer d.stopOnDemandTimer()
+	defer d.od.Stop()
 	d.runner.Due()
 	err = d.sync("start")
 	d.runner.Done(err)
@@ -396,7 +397,7 @@ func (d *Daemon) loop(ctx context.Context, events *<-chan Event, results <-chan 
 		case <-d.runner.C():
 			d.takeQueued(*events)
 			d.runSync()
-		case <-d.onDemandC():
+		case <-d.od.C():
 			d.runner.Request("on-demand keep time")
 		}
 	}
@@ -527,7 +528,7 @@ func (d *Daemon) downSet(v6 bool) map[string]string {
 // that went down have their flows flushed only once it succeeded (until
 // the multipath route no longer offers the link, a flushed flow would
 // simply be pinned to it again), and only where another link can take
-// them (keep.go).
+// them (lb/daemon/keep).
 func (d *Daemon) sync(why string) error {
 	start := d.deps.Clock.Now()
 	des, err := d.deps.Applier.PrepareWith(d.Config, plan.Options{Down: d.failOpen(false), Down6: d.failOpen(true), MissingOK: true})
@@ -564,74 +565,34 @@ func (d *Daemon) sync(why string) error {
 	return nil
 }
 
-// failback follows each policy's active tier, per family. When a higher
-// tier is back, a policy with failback: flush deletes its own flows of that
-// family on the links of the tiers below (found by the policy's ct label),
-// so they re-establish on the active tier; other policies' flows on those
-// links, and the other family's, stay. With keep, they stay until they
-// end.
+// failback acts on what the failback part (lb/daemon/failback) makes of
+// the plan just applied: each policy's active tier, per family. When a
+// higher tier is back, a policy with failback: flush has its own flows of
+// that family deleted on the links of the tiers below (found by the
+// policy's ct label), so they re-establish on the active tier; other
+// policies' flows on those links, and the other family's, stay. With
+// keep, they stay until they end.
 func (d *Daemon) failback(des *plan.Desired) {
-	d.mu.Lock()
-	d.policies = des.Policies
-	d.mu.Unlock()
-	for _, p := range des.Policies {
-		for _, v6 := range []bool{false, true} {
-			if !p.HasFamily(d.Config.Links, v6) {
+	for _, s := range d.tiers.Applied(des, d.Config.Links, d.keep.Open()) {
+		if s.Started {
+			d.metrics.tierStarted(s.Policy, s.Family, s.To)
+			continue
+		}
+		d.Log.Info("policy tier changed", "policy", s.Policy, "family", s.Family, "from", failback.TierName(s.From), "to", failback.TierName(s.To))
+		d.metrics.tierChanged(s.Policy, s.Family, s.To)
+		for _, f := range s.Flushes {
+			n, err := d.deps.Conntrack.FlushLabel(f.Mark, d.Config.MarkMask, f.Label, f.AF)
+			if err != nil {
+				d.Log.Error("failback: flush the policy's flows", "policy", s.Policy, "link", f.Link, "family", s.Family, "err", err)
 				continue
 			}
-			active, family, af := p.Active, "ipv4", uint8(unix.AF_INET)
-			if v6 {
-				active, family, af = p.Active6, "ipv6", unix.AF_INET6
-			}
-			if d.open[b2i(v6)] {
-				// Every link of the family is judged down and the route
-				// failed open (keep.go): the tier it shows has no live
-				// link, so there is nothing to fail back to, and the
-				// last live tier is kept for when a link is back.
-				continue
-			}
-			key := unitKey(p.Name, v6)
-			old, seen := d.active[key]
-			d.active[key] = active
-			if !seen {
-				d.metrics.tierStarted(p.Name, family, active)
-			}
-			if !seen || active == old {
-				continue
-			}
-			d.Log.Info("policy tier changed", "policy", p.Name, "family", family, "from", tierName(old), "to", tierName(active))
-			d.metrics.tierChanged(p.Name, family, active)
-			// Only towards a live tier: with active < 0 no link of the
-			// policy is up, and its flows stay where they are (keep.go).
-			if active < 0 || (old >= 0 && active > old) || p.Failback != config.Flush || p.Label == 0 {
-				continue
-			}
-			for _, i := range p.LowerLinks(v6) {
-				l := des.Links[i]
-				n, err := d.deps.Conntrack.FlushLabel(l.Mark, d.Config.MarkMask, p.Label-1, af)
-				if err != nil {
-					d.Log.Error("failback: flush the policy's flows", "policy", p.Name, "link", l.Name, "family", family, "err", err)
-					continue
-				}
-				d.Log.Info("failback: flushed the policy's flows on a lower tier", "policy", p.Name, "link", l.Name, "family", family, "flows", n)
-			}
+			d.Log.Info("failback: flushed the policy's flows on a lower tier", "policy", s.Policy, "link", f.Link, "family", s.Family, "flows", n)
 		}
 	}
 }
 
-func tierName(t int) string {
-	if t < 0 {
-		return "none (last resort)"
-	}
-	return fmt.Sprintf("tier %d", t+1)
-}
-
 // Policies are the policies as last applied, with their active tiers.
-func (d *Daemon) Policies() []plan.PolicyPlan {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.policies
-}
+func (d *Daemon) Policies() []plan.PolicyPlan { return d.tiers.Policies() }
 
 // flushFlows deletes only this link's flows: their NAT binding is to an
 // address that no longer works, so they must re-establish on a live link
@@ -662,7 +623,7 @@ func (d *Daemon) observe(r probeResult) {
 	d.metrics.probed(l.Name, u.family(), r.round, t)
 	d.mu.Unlock()
 	if bad > 0 {
-		d.failed(unitKey(l.Name, u.v6), r.start)
+		d.keep.Failed(unitKey(l.Name, u.v6), r.start)
 	}
 	if changed {
 		d.changed(l, u, state, reason)
@@ -678,12 +639,11 @@ func (d *Daemon) changed(l config.Link, u unit, state health.LinkState, reason s
 	// (or here again). Pinned flows on healthy links are untouched.
 	k := unitKey(l.Name, u.v6)
 	if state == health.StateDown {
-		d.flush[k] = true
+		d.keep.Down(k)
 	} else {
-		delete(d.flush, k)
-		d.unkeep(k)
+		d.keep.Up(k)
 	}
-	d.pendingHooks = append(d.pendingHooks, linkChange{link: l, v6: u.v6, state: state, reason: reason})
+	d.pendingHooks.Add(hooks.Change{Link: l, V6: u.v6, State: state, Reason: reason})
 	d.runner.Request("link " + l.Name + " " + u.family() + " " + string(state))
 }
 
@@ -767,7 +727,7 @@ func (d *Daemon) forceDown(l config.Link, why string, only *bool) {
 		changed := t.ForceDown(why, now)
 		reason := t.Reason
 		d.mu.Unlock()
-		d.failed(unitKey(l.Name, u.v6), now)
+		d.keep.Failed(unitKey(l.Name, u.v6), now)
 		if changed {
 			d.changed(l, u, health.StateDown, reason)
 		}
@@ -786,15 +746,15 @@ func (d *Daemon) Health() []health.LinkHealth {
 			continue
 		}
 		state := t.State
-		if state != health.StateUp && d.isStandby(l.Name) {
+		if state != health.StateUp && d.od.Standby(l.Name) {
 			state = health.StateStandby
 		}
 		lh := health.LinkHealth{
 			Name: l.Name, Family: u.family(), State: state, LastChange: t.LastChange, Reason: t.Reason,
 			RTTMillis: millis(t.RTT()), JitterMillis: millis(t.Jitter()), Loss: t.Loss(), Window: t.Rounds(),
 		}
-		if k, ok := d.kept[unitKey(l.Name, u.v6)]; ok {
-			lh.FlowsKept, lh.FlowsKeptSince = k.why, k.since
+		if k, ok := d.keep.Kept(unitKey(l.Name, u.v6)); ok {
+			lh.FlowsKept, lh.FlowsKeptSince = k.Why, k.Since
 		}
 		out = append(out, lh)
 	}

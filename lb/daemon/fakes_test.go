@@ -16,10 +16,10 @@ import (
 	"flowpin/lb/apply"
 	"flowpin/lb/clock/clocktest"
 	"flowpin/lb/config"
+	"flowpin/lb/daemon/tally/tallytest"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
 	"flowpin/nft"
-	"flowpin/nft/ct"
 	"flowpin/rules"
 )
 
@@ -381,107 +381,10 @@ func (e *fakeEvents) lose(what string) {
 	}
 }
 
-// fakeFlowTable is conntrack for the flow tracker: a table the test
-// edits, and a subscription it feeds. A walk can be held after it read
-// the table (hold), so events can race with it.
-type fakeFlowTable struct {
-	mu     sync.Mutex
-	table  map[uint32]ct.FlowRecord
-	ch     chan []ct.Event
-	walks  int
-	hold   chan struct{} // non-nil: the next walk, once read, waits for it to close
-	walked chan struct{} // closed when a held walk has read the table
-}
+// fakeFlowTable is conntrack for the flow tally (tallytest).
+type fakeFlowTable = tallytest.Table
 
-func newFakeFlowTable() *fakeFlowTable {
-	return &fakeFlowTable{table: map[uint32]ct.FlowRecord{}}
-}
-
-func (f *fakeFlowTable) put(id, mark uint32, family uint8) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.table[id] = ct.FlowRecord{ID: id, Mark: mark, Family: family}
-}
-
-func (f *fakeFlowTable) del(id uint32) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.table, id)
-}
-
-func (f *fakeFlowTable) Subscribe(ctx context.Context, _ int) (<-chan []ct.Event, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	ch := make(chan []ct.Event)
-	f.ch = ch
-	out := make(chan []ct.Event)
-	go func() {
-		defer close(out)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case b := <-ch:
-				select {
-				case out <- b:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}
-	}()
-	return out, nil
-}
-
-// send delivers one batch and returns once the tracker took it.
-func (f *fakeFlowTable) send(evs ...ct.Event) {
-	f.mu.Lock()
-	ch := f.ch
-	f.mu.Unlock()
-	ch <- evs
-}
-
-// settle returns once the tracker is done with every batch sent before:
-// it has taken two more (it handles one at a time).
-func (f *fakeFlowTable) settle() {
-	f.send()
-	f.send()
-}
-
-func (f *fakeFlowTable) Walk(_ *ct.MarkFilter, _ ct.Detail, fn func(*ct.FlowRecord)) error {
-	f.mu.Lock()
-	f.walks++
-	recs := make([]ct.FlowRecord, 0, len(f.table))
-	for _, r := range f.table {
-		recs = append(recs, r)
-	}
-	hold, walked := f.hold, f.walked
-	f.hold = nil
-	f.mu.Unlock()
-	for i := range recs {
-		fn(&recs[i])
-	}
-	if hold != nil {
-		close(walked)
-		<-hold
-	}
-	return nil
-}
-
-func (f *fakeFlowTable) walkCount() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.walks
-}
-
-// holdNextWalk makes the next walk wait, after reading, until release.
-func (f *fakeFlowTable) holdNextWalk() (walked <-chan struct{}, release func()) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.hold, f.walked = make(chan struct{}), make(chan struct{})
-	h := f.hold
-	return f.walked, func() { close(h) }
-}
+var newFakeFlowTable = tallytest.New
 
 // fakeTraffic is nft's rule counters.
 type fakeTraffic map[string]nft.Counter

@@ -1,289 +1,34 @@
 package daemon
 
 import (
-	"bytes"
-	"context"
-	"errors"
-	"fmt"
-	"io"
-	"log/slog"
-	"os"
-	"os/exec"
-	"strings"
-	"sync"
-	"syscall"
-	"time"
-	"unicode"
-
-	"golang.org/x/sys/unix"
-
-	"flowpin/lb/config"
+	"flowpin/lb/daemon/hooks"
 	"flowpin/lb/health"
 )
 
-// A HookJob is one command to run: a hook or an on-demand up/down.
-type HookJob struct {
-	// Queue orders jobs: those of one queue (a link) run one at a time, in
-	// the order submitted; different queues run side by side.
-	Queue string
-	What  string // for the log: "on_change hook", "on_demand up"
-	Argv  []string
-	Env   []string // added to the daemon's environment
-	// Done, if set, is called with the outcome on the runner's goroutine.
-	Done func(error)
-}
-
-// HookRunner runs jobs in the background, so neither the daemon's loop
-// nor a failover ever waits for one. A job that outlives Timeout is
-// killed with its whole process group (a shell script's children too).
-type HookRunner struct {
-	Timeout time.Duration
-	Log     *slog.Logger
-
-	ctx    context.Context
-	cancel context.CancelFunc
-	mu     sync.Mutex
-	queues map[string][]HookJob // waiting; a key present means a worker runs
-	wg     sync.WaitGroup
-}
-
-// NewHookRunner returns a runner; Stop kills what runs and drops the rest.
-func NewHookRunner(timeout time.Duration, log *slog.Logger) *HookRunner {
-	ctx, cancel := context.WithCancel(context.Background())
-	return &HookRunner{Timeout: timeout, Log: log, ctx: ctx, cancel: cancel, queues: map[string][]HookJob{}}
-}
-
-// SetTimeout changes the timeout of the jobs that start from now on.
-func (r *HookRunner) SetTimeout(t time.Duration) {
-	r.mu.Lock()
-	r.Timeout = t
-	r.mu.Unlock()
-}
-
-// Submit queues j and returns at once.
-func (r *HookRunner) Submit(j HookJob) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.ctx.Err() != nil {
-		return
-	}
-	q, busy := r.queues[j.Queue]
-	r.queues[j.Queue] = append(q, j)
-	if busy {
-		return
-	}
-	r.wg.Add(1)
-	go r.work(j.Queue)
-}
-
-func (r *HookRunner) work(key string) {
-	defer r.wg.Done()
-	for {
-		r.mu.Lock()
-		q := r.queues[key]
-		if len(q) == 0 || r.ctx.Err() != nil {
-			delete(r.queues, key)
-			r.mu.Unlock()
-			return
-		}
-		j := q[0]
-		r.queues[key] = q[1:]
-		r.mu.Unlock()
-		err := r.run(j)
-		if j.Done != nil {
-			j.Done(err)
-		}
-	}
-}
-
-// Stop kills the jobs that run, drops those waiting and waits for the
-// workers to end.
-func (r *HookRunner) Stop() {
-	r.mu.Lock()
-	r.cancel()
-	r.mu.Unlock()
-	r.wg.Wait()
-}
-
-// stderrTail is how much of a failed job's stderr the log keeps.
-const stderrTail = 512
-
-func (r *HookRunner) run(j HookJob) error {
-	r.mu.Lock()
-	timeout := r.Timeout
-	r.mu.Unlock()
-	ctx, cancel := context.WithTimeout(r.ctx, timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, j.Argv[0], j.Argv[1:]...)
-	cmd.Env = append(os.Environ(), j.Env...)
-	// Its own process group, so the kill reaches what a script started.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	var stderr tailBuffer
-	start := time.Now()
-	err := runWithStderr(cmd, &stderr)
-	took := time.Since(start).Round(time.Millisecond)
-	attrs := []any{"queue", j.Queue, "command", strings.Join(j.Argv, " "), "took", took}
-	switch {
-	case err == nil:
-		r.Log.Info(j.What+" done", attrs...)
-		return nil
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		err = fmt.Errorf("killed after the timeout of %v", timeout)
-	case r.ctx.Err() != nil:
-		err = errors.New("killed: the daemon is stopping")
-	}
-	code := -1
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	}
-	r.Log.Error(j.What+" failed", append(attrs, "exit_code", code, "err", err, "stderr", stderr.String())...)
-	return err
-}
-
-// runWithStderr runs cmd with its stderr going to tail, and returns once
-// the process has exited: its exit status is the outcome.
-//
-// The stderr is a pipe of our own, not an io.Writer handed to exec: exec
-// would then wait for the write end to close everywhere, and a child the
-// hook left in the background (a daemon it restarted) holds it open. Wait
-// would stall and then report ErrWaitDelay for a hook that exited 0. What
-// the hook wrote before it exited is in the pipe when Wait returns and is
-// read without waiting; a background child's later writes get EPIPE once
-// the read end is closed, as they would after exec's WaitDelay.
-func runWithStderr(cmd *exec.Cmd, tail *tailBuffer) error {
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return fmt.Errorf("stderr pipe: %w", err)
-	}
-	defer pr.Close()
-	cmd.Stderr = pw
-	err = cmd.Start()
-	pw.Close() // the child has its own copy
-	if err != nil {
-		return err
-	}
-	copied := make(chan struct{})
-	go func() {
-		defer close(copied)
-		// Ends at EOF, or when the deadline below stops it.
-		_, _ = io.Copy(tail, pr)
-	}()
-	err = cmd.Wait()
-	_ = pr.SetReadDeadline(time.Now())
-	<-copied
-	// The copy may have stopped with the hook's last writes unread: take
-	// what the pipe holds now, without waiting for more.
-	_ = pr.SetReadDeadline(time.Time{})
-	if rc, rerr := pr.SyscallConn(); rerr == nil {
-		buf := make([]byte, 4096)
-		_ = rc.Read(func(fd uintptr) bool {
-			for {
-				n, rerr := unix.Read(int(fd), buf)
-				if n <= 0 || rerr != nil {
-					return true
-				}
-				_, _ = tail.Write(buf[:n])
-			}
-		})
-	}
-	return err
-}
-
-// tailBuffer keeps the last stderrTail bytes written to it.
-type tailBuffer struct {
-	mu sync.Mutex
-	b  []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.b = append(t.b, p...)
-	if len(t.b) > stderrTail {
-		t.b = t.b[len(t.b)-stderrTail:]
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(bytes.TrimSpace(t.b))
-}
-
-// tierEnv is an active tier as a hook sees it: 1-based, or none.
-func tierEnv(active int) string {
-	if active < 0 {
-		return "none"
-	}
-	return fmt.Sprint(active + 1)
-}
-
-// PolicyEnvName is the hook's variable for a policy's active tier:
-// FLOWPIN_POLICY_<NAME>_TIER (IPv4; with a 6 appended for IPv6), the name upper-cased with every character
-// that is not a letter or digit replaced by '_'.
-func PolicyEnvName(policy string) string {
-	var b strings.Builder
-	for _, c := range policy {
-		if c < unicode.MaxASCII && (unicode.IsLetter(c) || unicode.IsDigit(c)) {
-			b.WriteRune(unicode.ToUpper(c))
-		} else {
-			b.WriteByte('_')
-		}
-	}
-	return "FLOWPIN_POLICY_" + b.String() + "_TIER"
-}
-
-// linkChange is a link state change whose hook waits for the sync that
-// follows it, so the hook sees the policies' tiers as that sync left them.
-type linkChange struct {
-	link   config.Link
-	v6     bool
-	state  health.LinkState
-	reason string
-}
-
 // hookChanges submits the on_change hook for each change since the last
-// sync. Called on the loop's goroutine after a sync, successful or not.
+// sync (the hook runner's part, lb/daemon/hooks). Called on the loop's
+// goroutine after a sync, successful or not.
 func (d *Daemon) hookChanges() {
-	pending := d.pendingHooks
-	d.pendingHooks = nil
+	pending := d.pendingHooks.Take()
 	if d.hooks == nil || d.Config.Hooks.OnChange == "" {
 		return
 	}
 	for _, ch := range pending {
-		d.hooks.Submit(HookJob{
-			Queue: ch.link.Name, What: "on_change hook",
-			Argv: []string{d.Config.Hooks.OnChange},
-			Env:  d.hookEnv(ch),
-		})
+		d.hooks.Submit(d.hookJob(ch))
 	}
 }
 
-// hookEnv is what a hook learns of a change.
-func (d *Daemon) hookEnv(ch linkChange) []string {
-	fam := unit{v6: ch.v6}.family()
-	env := []string{
-		"FLOWPIN_LINK=" + ch.link.Name,
-		"FLOWPIN_INTERFACE=" + ch.link.Interface,
-		"FLOWPIN_FAMILY=" + fam,
-		"FLOWPIN_STATE=" + string(ch.state),
-		"FLOWPIN_REASON=" + ch.reason,
-	}
+// hookJob is ch's on_change hook, with the links up in its family and the
+// policies' tiers as now.
+func (d *Daemon) hookJob(ch hooks.Change) hooks.Job {
 	var up []string
 	d.mu.Lock()
 	for _, l := range d.Config.Links {
-		if t := d.trackers[unitKey(l.Name, ch.v6)]; t != nil && t.State == health.StateUp {
+		if t := d.trackers[unitKey(l.Name, ch.V6)]; t != nil && t.State == health.StateUp {
 			up = append(up, l.Name)
 		}
 	}
-	policies := d.policies
 	d.mu.Unlock()
-	env = append(env, "FLOWPIN_UP_LINKS="+strings.Join(up, ","))
-	for _, p := range policies {
-		env = append(env, PolicyEnvName(p.Name)+"="+tierEnv(p.Active), PolicyEnvName(p.Name)+"6="+tierEnv(p.Active6))
-	}
-	return env
+	policies := d.tiers.Policies()
+	return hooks.OnChange(d.Config.Hooks.OnChange, ch, up, policies)
 }

@@ -5,68 +5,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
-
 	"flowpin/lb/config"
 	"flowpin/lb/config/configtest"
 	"flowpin/lb/health"
-	"flowpin/lb/plan"
 )
-
-func TestPlanFlush(t *testing.T) {
-	const voip = `policies:
-  - {name: voip, tiers: [[isp2]], failback: flush}
-rules:
-  - {name: sip, proto: udp, dst_ports: [5060], policy: voip}
-`
-	// can is what takersFor would say: each link live and ready.
-	can := func(live, ready []bool) takers {
-		return func(j int) (bool, bool) { return live[j], ready[j] }
-	}
-	yes, no := []bool{true, true}, []bool{false, false}
-	for _, tc := range []struct {
-		name        string
-		extra       string
-		down        []string // out of the route
-		live, ready []bool
-		want        flushPlan
-	}{
-		{"the other link takes them", "", []string{"isp2"}, yes, yes, flushPlan{flush: true}},
-		{"the other link fails its probes too", "", []string{"isp2"}, yes, no,
-			flushPlan{kept: "the other IPv4 links' probes fail too"}},
-		{"every link down", "", []string{"isp1", "isp2"}, no, no,
-			flushPlan{kept: "no other IPv4 link is up to take them"}},
-		{"a policy with nowhere to go keeps its flows by label", voip, []string{"isp2"}, yes, yes,
-			flushPlan{flush: true, keep: []int{0}, kept: "those of policy voip: none of its other links is up in IPv4"}},
-		{"a rule's one-link policy cannot be told apart", "rules:\n  - {name: r, proto: tcp, policy: isp2}\n", []string{"isp2"}, yes, yes,
-			flushPlan{flush: true, mixed: []string{"isp2"}}},
-		{"only a policy with no other link gets flows", "policies:\n  - {name: p, tiers: [[isp2]]}\ndefault_policy: p\n", []string{"isp2"}, yes, yes,
-			flushPlan{kept: "no other link of policy p is up in IPv4 to take them"}},
-		{"the default policy gets no flows, the one that does can move", "policies:\n  - {name: p, tiers: [[isp2], [isp1]]}\ndefault_policy: p\n", []string{"isp2"}, yes, yes,
-			flushPlan{flush: true}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			c := configtest.MustParse(t, checked+tc.extra)
-			k := newFakeKernel(&transcript{}, c)
-			down := map[string]string{}
-			for _, n := range tc.down {
-				down[n] = "down: test"
-			}
-			des, err := k.PrepareWith(c, plan.Options{Down: down})
-			if err != nil {
-				t.Fatal(err)
-			}
-			live := slices.Clone(tc.live)
-			for i, l := range des.Links {
-				live[i] = live[i] && l.InRoute
-			}
-			got := planFlush(c, des, 1, false, can(live, tc.ready))
-			if !cmp.Equal(got, tc.want, cmp.AllowUnexported(flushPlan{})) {
-				t.Errorf("planFlush = %+v, want %+v", got, tc.want)
-			}
-		})
-	}
-}
 
 // keptOpen is why flows stay when every link is judged down.
 const keptOpen = "no other IPv4 link is up to take them (every IPv4 link is judged down, and all stay in the route)"

@@ -51,7 +51,7 @@ func familyName(f uint8) string {
 
 func (fc *flowCollector) Collect(ch chan<- prometheus.Metric) {
 	c := fc.d.Config
-	counts, ready := fc.d.flowTracker().snapshot()
+	counts, ready := fc.d.flows.Counts()
 	ch <- prometheus.MustNewConstMetric(fc.ready, prometheus.GaugeValue, b2f(ready))
 	if ready {
 		names := map[uint32]string{0: status.UnpinnedLink}
@@ -64,11 +64,11 @@ func (fc *flowCollector) Collect(ch chan<- prometheus.Metric) {
 			byLink[[2]string{l.Name, "ipv6"}] = 0
 		}
 		for k, n := range counts {
-			name, ok := names[k.mark]
+			name, ok := names[k.Mark]
 			if !ok {
 				name = "other"
 			}
-			byLink[[2]string{name, familyName(k.family)}] += n
+			byLink[[2]string{name, familyName(k.Family)}] += n
 		}
 		for k, n := range byLink {
 			ch <- prometheus.MustNewConstMetric(fc.flows, prometheus.GaugeValue, float64(n), k[0], k[1])

@@ -101,7 +101,7 @@ func TestOnDemandUpAndDown(t *testing.T) {
 }
 
 // A needed on-demand link that does not come up has its up command run
-// again every OnDemandRetry.
+// again every ondemand.Retry.
 func TestOnDemandRetriesUp(t *testing.T) {
 	h := newHarness(t)
 	log := filepath.Join(t.TempDir(), "commands")

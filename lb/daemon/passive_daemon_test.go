@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"flowpin/lb/daemon/passive"
 	"flowpin/lb/health"
 	"flowpin/nft/ct"
 )
@@ -20,7 +21,14 @@ func suspectISP2(t *testing.T, probesAnswer bool) *harness {
 	h.flows = newFakeFlowTable()
 	h.start()
 	h.waitTranscript(both)
-	h.eventually("flow counts ready", func() bool { _, ok := h.d.flows.snapshot(); return ok })
+	h.eventually("flow counts ready", func() bool { _, ok := h.d.flows.Counts(); return ok })
+	// A suspicion before Run took the probe loops finds no loop to ask
+	// for a burst (and the cooldown then holds the next one back).
+	h.eventually("probe loops taken", func() bool {
+		h.d.mu.Lock()
+		defer h.d.mu.Unlock()
+		return h.d.loops != nil
+	})
 	h.probers.set("wan2", probesAnswer)
 	var evs []ct.Event
 	for i := range uint32(4) {
@@ -30,10 +38,10 @@ func suspectISP2(t *testing.T, probesAnswer bool) *harness {
 			ct.Event{Type: ct.EventNew, ID: 20 + i, Mark: 0x200, Proto: 6, Family: v4},
 		)
 	}
-	h.flows.send(evs...)
-	h.flows.settle()
+	h.flows.Send(evs...)
+	h.flows.Settle()
 	before := h.probers.count("wan2")
-	h.clock.Advance(DefaultPassive.Window + watchTick)
+	h.clock.Advance(passive.Default.Window + passive.TickEvery)
 	// One burst: a single Probe call, the target three times.
 	h.eventually("burst probe of wan2", func() bool { return h.probers.count("wan2") == before+1 })
 	return h

@@ -9,13 +9,15 @@ import (
 	"maps"
 	"net"
 	"net/http"
-	"slices"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"flowpin/lb/config"
 	"flowpin/lb/ctl"
+	"flowpin/lb/daemon/carry"
+	"flowpin/lb/daemon/hooks"
+	"flowpin/lb/daemon/keep"
+	"flowpin/lb/daemon/tally"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
 )
@@ -120,7 +122,7 @@ func (s *Supervisor) Run(ctx context.Context, c *config.Config) error {
 	defer close(s.done)
 	// One hook runner for all: a reload must not kill a running hook.
 	if s.Deps.Hooks == nil {
-		s.Deps.Hooks = NewHookRunner(c.Hooks.Timeout, s.Log)
+		s.Deps.Hooks = hooks.NewRunner(c.Hooks.Timeout, s.Log)
 		defer s.Deps.Hooks.Stop()
 	}
 	s.Deps.Hooks.SetTimeout(c.Hooks.Timeout)
@@ -131,11 +133,11 @@ func (s *Supervisor) Run(ctx context.Context, c *config.Config) error {
 		defer s.Deps.probes.stop()
 	}
 	if s.Deps.carry == nil {
-		s.Deps.carry = newCarries()
+		s.Deps.carry = carry.NewSet()
 	}
 	if s.Deps.Flows != nil && s.Deps.flowsShared == nil {
-		s.Deps.flowsShared = &sharedFlows{}
-		defer s.Deps.flowsShared.stop()
+		s.Deps.flowsShared = &tally.Shared{}
+		defer s.Deps.flowsShared.Stop()
 	}
 	r, err := s.launch(ctx, c, nil)
 	if err != nil {
@@ -233,14 +235,11 @@ func describeReload(old, c *config.Config) string {
 
 // handover is what a daemon leaves the one of the reloaded config, by
 // unit key: each link's health, the fate of the flows of links that went
-// down (keep.go), and the hooks of changes whose sync it did not run.
+// down (lb/daemon/keep), and the hooks of changes whose sync it did not run.
 type handover struct {
 	trackers map[string]*health.Tracker
-	flush    map[string]bool
-	failedAt map[string]time.Time
-	kept     map[string]keptFlows
-	hooks    []linkChange
-	open     [2]bool
+	keep     *keep.Flows
+	hooks    []hooks.Change
 }
 
 // handOver is what the daemon that follows this one inherits; only after
@@ -249,8 +248,7 @@ func (d *Daemon) handOver() *handover {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return &handover{
-		trackers: maps.Clone(d.trackers), flush: maps.Clone(d.flush), failedAt: maps.Clone(d.failedAt),
-		kept: maps.Clone(d.kept), hooks: slices.Clone(d.pendingHooks), open: d.open,
+		trackers: maps.Clone(d.trackers), keep: d.keep.Clone(), hooks: d.pendingHooks.List(),
 	}
 }
 
@@ -266,15 +264,7 @@ func (d *Daemon) inherited(key string, c config.HealthCheck) *health.Tracker {
 		return nil
 	}
 	t.Fall, t.Rise = c.Fall, c.Rise
-	if d.inherit.flush[key] {
-		d.flush[key] = true
-	}
-	if at, ok := d.inherit.failedAt[key]; ok {
-		d.failedAt[key] = at
-	}
-	if k, ok := d.inherit.kept[key]; ok {
-		d.kept[key] = k
-	}
+	d.keep.Inherit(d.inherit.keep, key)
 	return t
 }
 
@@ -286,11 +276,11 @@ func (d *Daemon) inheritHooks() {
 	if d.inherit == nil {
 		return
 	}
-	d.open = d.inherit.open
+	d.keep.InheritOpen(d.inherit.keep)
 	for _, ch := range d.inherit.hooks {
-		if i, ok := d.Config.LinkByName(ch.link.Name); ok {
-			ch.link = d.Config.Links[i]
-			d.pendingHooks = append(d.pendingHooks, ch)
+		if i, ok := d.Config.LinkByName(ch.Link.Name); ok {
+			ch.Link = d.Config.Links[i]
+			d.pendingHooks.Add(ch)
 		}
 	}
 }

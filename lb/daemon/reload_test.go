@@ -304,14 +304,14 @@ func TestReloadStormKeepsProbing(t *testing.T) {
 func TestReloadKeepsFlowCounts(t *testing.T) {
 	h := newHarness(t)
 	ft := newFakeFlowTable()
-	ft.put(1, 0x100, v4)
-	ft.put(2, 0x200, v6)
+	ft.Put(1, 0x100, v4)
+	ft.Put(2, 0x200, v6)
 	sup := NewSupervisor(Deps{Applier: h.k, Conntrack: h.k, Probers: h.probers.factory, Clock: h.clock, Events: h.events, Flows: ft},
 		func() (*config.Config, error) { return h.c, nil }, quietLog())
 	d, stop := runSupervisor(t, sup, h.c)
 	defer stop()
 	h.eventually("counted", func() bool { _, err := d.FlowTally(); return err == nil })
-	walks := ft.walkCount()
+	walks := ft.WalkCount()
 	for range 5 {
 		if err := sup.Reload(); err != nil {
 			t.Fatal(err)
@@ -322,11 +322,11 @@ func TestReloadKeepsFlowCounts(t *testing.T) {
 			t.Fatalf("tally right after a reload: %v, %v", tally, err)
 		}
 	}
-	if n := ft.walkCount(); n != walks {
+	if n := ft.WalkCount(); n != walks {
 		t.Errorf("5 reloads walked the conntrack table %d times", n-walks)
 	}
 	// And it still follows the events.
-	ft.send(ct.Event{Type: ct.EventNew, ID: 3, Mark: 0x100, Family: v4})
+	ft.Send(ct.Event{Type: ct.EventNew, ID: 3, Mark: 0x100, Family: v4})
 	h.eventually("counted the new flow", func() bool {
 		tally, err := d.FlowTally()
 		return err == nil && tally[0x100].Flows == 2

@@ -8,6 +8,7 @@ import (
 	"flowpin/lb/apply"
 	"flowpin/lb/clock"
 	"flowpin/lb/config"
+	"flowpin/lb/daemon/tally"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
 	"flowpin/nft"
@@ -41,14 +42,8 @@ type Flusher interface {
 
 var _ Flusher = (*ct.Conntrack)(nil)
 
-// FlowTable is conntrack as the daemon's flow counts need it: the event
-// stream, and a streamed dump to start from and to correct drift with.
-type FlowTable interface {
-	Subscribe(ctx context.Context, space int) (<-chan []ct.Event, error)
-	Walk(f *ct.MarkFilter, d ct.Detail, fn func(rec *ct.FlowRecord)) error
-}
-
-var _ FlowTable = (*ct.Conntrack)(nil)
+// FlowTable is conntrack as the daemon's flow tally needs it.
+type FlowTable = tally.Table
 
 // TrafficCounters reads the counters of flowpin's nft rules, from which
 // each link's bytes and packets come (nft.LinkTraffic).

@@ -53,16 +53,16 @@ func TestVerifyEndToEnd(t *testing.T) {
 		{name: "as applied"},
 		{
 			name:  "missing rule",
-			fault: func(_ *testing.T, f *fakeKernel) { f.delRule(1000) },
+			fault: func(_ *testing.T, f *fakeKernel) { f.delRule(1001) },
 			fail: map[string][2]string{
-				"rule 1000": {"missing: ip rule add pref 1000 from 192.0.2.2 lookup 101 suppress_prefixlength 0 proto 201", "flowpin apply"},
+				"rule 1001": {"missing: ip rule add pref 1001 from 192.0.2.2 lookup 101 suppress_prefixlength 0 proto 201", "flowpin apply"},
 			},
 		},
 		{
 			name:  "missing fwmark rule",
-			fault: func(_ *testing.T, f *fakeKernel) { f.delRule(1101) },
+			fault: func(_ *testing.T, f *fakeKernel) { f.delRule(1102) },
 			fail: map[string][2]string{
-				"rule 1101":               {"missing: ip rule add pref 1101 from all fwmark 0x200/0xff00 lookup 102", "flowpin apply"},
+				"rule 1102":               {"missing: ip rule add pref 1102 from all fwmark 0x200/0xff00 lookup 102", "flowpin apply"},
 				"link isp2: fwmark 0x200": {"want wan2 via 198.51.100.1: table 100, rule 1400: from all lookup 100 proto 201", "flowpin apply"},
 			},
 		},
@@ -83,7 +83,7 @@ func TestVerifyEndToEnd(t *testing.T) {
 			},
 			fail: map[string][2]string{
 				"route 2/102/0.0.0.0/0":        {"differs: have ip route replace default via 198.51.100.9 dev wan2 table 102", "flowpin apply"},
-				"link isp2: from 198.51.100.2": {"leaves by wan2 via 198.51.100.9, want wan2 via 198.51.100.1: table 102, rule 1301: from 198.51.100.2 lookup 102 proto 201", "flowpin apply"},
+				"link isp2: from 198.51.100.2": {"leaves by wan2 via 198.51.100.9, want wan2 via 198.51.100.1: table 102, rule 1302: from 198.51.100.2 lookup 102 proto 201", "flowpin apply"},
 				"link isp2: fwmark 0x200":      {"leaves by wan2 via 198.51.100.9", "flowpin apply"},
 			},
 		},
@@ -322,7 +322,7 @@ func TestExplainEndToEnd(t *testing.T) {
 			steps: map[string]string{
 				"conntrack":       "existing flow (original direction of 10.0.0.5:40001 -> 198.18.0.1:443), ct mark 0x200: pinned to link isp2 (wan2)",
 				"nft prerouting":  "restore: ct mark & 0xff00 == 0x200, so meta mark set to 0x200: the fwmark rule of link isp2 routes it",
-				"ip rule":         "1101: from all fwmark 0x200/0xff00 lookup 102 proto 201  (flowpin's: pinned flows of link isp2)",
+				"ip rule":         "1102: from all fwmark 0x200/0xff00 lookup 102 proto 201  (flowpin's: pinned flows of link isp2)",
 				"route":           "default via 198.51.100.1 dev wan2 table 102",
 				"nexthop":         "via 198.51.100.1 dev wan2",
 				"nft postrouting": "ct mark already holds a link (0x200): unchanged",

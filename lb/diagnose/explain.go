@@ -580,7 +580,11 @@ func (k *Kernel) ruleRole(c *config.Config, r rules.RuleInfo) string {
 		return fmt.Sprintf("link #%d", i)
 	}
 	switch {
-	case off >= plan.OffSourceLocal && off < plan.OffMark:
+	case off == plan.OffForwarded || off == plan.OffSkipSource:
+		return "forwarded packets skip the source rules of this host's own traffic"
+	case off == plan.OffUnmarked:
+		return "packets without a link mark skip the links' fwmark rules"
+	case off >= plan.OffSourceLocal && off < plan.OffUnmarked:
 		return "a link's own subnet from its own address (" + name(off-plan.OffSourceLocal) + ")"
 	case off >= plan.OffMark && off < plan.OffMain:
 		return "pinned flows of link " + name(off-plan.OffMark)
@@ -588,7 +592,7 @@ func (k *Kernel) ruleRole(c *config.Config, r rules.RuleInfo) string {
 		return "connected and more specific routes in main, before the balance table"
 	case off == plan.OffPolicy:
 		return "new flows a traffic rule sends to main (policy main, never pinned)"
-	case off > plan.OffPolicy && off < plan.OffSource:
+	case off > plan.OffPolicy && off < plan.OffSkipSource:
 		return fmt.Sprintf("new flows a traffic rule sent to a policy (fwmark %#x)", r.Mark)
 	case off >= plan.OffSource && off < plan.OffBalance:
 		return "traffic from link " + name(off-plan.OffSource) + "'s address"

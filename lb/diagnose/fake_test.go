@@ -332,8 +332,12 @@ func lookupRule(prio, table int) rules.RuleInfo {
 
 // ownedRule is a planned rule as the kernel reads it back.
 func ownedRule(r rules.Rule) rules.RuleInfo {
-	return rules.RuleInfo{Family: r.Family, Priority: r.Priority, Action: rules.ActionToTable, Table: r.Table, Goto: -1,
-		Src: r.Src, Mark: r.Mark, Mask: r.Mask, SuppressPrefixlen: r.SuppressPrefixlen, Protocol: rules.Protocol}
+	ri := rules.RuleInfo{Family: r.Family, Priority: r.Priority, Action: rules.ActionToTable, Table: r.Table, Goto: -1,
+		Src: r.Src, Mark: r.Mark, Mask: r.Mask, Iif: r.Iif, Invert: r.Invert, SuppressPrefixlen: r.SuppressPrefixlen, Protocol: rules.Protocol}
+	if r.Goto != 0 {
+		ri.Action, ri.Goto = rules.ActionGoto, r.Goto
+	}
+	return ri
 }
 
 // applied is the namespace after `flowpin apply` of c: a router with a LAN

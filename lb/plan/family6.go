@@ -114,6 +114,7 @@ func routing6(c *config.Config, d *Desired, s *rules.State) {
 		}
 		s.Routes = append(s.Routes, rules.Route{Family: rules.V6, Table: l.Table, Dst: all6, Gw: v.Gateway, Dev: l.Interface, Src: v.Addr.Addr()})
 	}
+	s.Rules = append(s.Rules, skipRules(c, rules.V6)...)
 	s.Rules = append(s.Rules,
 		rules.Rule{Family: rules.V6, Priority: base + OffMain, Table: MainTable, SuppressPrefixlen: 0},
 		rules.Rule{Family: rules.V6, Priority: base + OffBalance, Table: c.BalanceTable, SuppressPrefixlen: -1},

@@ -22,36 +22,69 @@ import (
 // onto packets from a link). On a server with two interfaces on ONE
 // subnet, a main lookup before the link rules sends the second address's
 // replies out of the first interface, and a switch that checks sources
-// drops them.
+// drops them. And every rule a forwarded packet passes costs it time on
+// every packet, so the blocks it has no business in are jumped over:
+// a forwarded packet passes a fixed number of rules plus, pinned, the
+// fwmark rules up to its link's.
 //
-//	B+i      from ADDR_i lookup T_i suppress_prefixlength 0
+//	B        not iif lo goto B+100
+//	         The source rules below are for this host's own traffic
+//	         (its lookups have iif lo: flowi4_iif = LOOPBACK_IFINDEX);
+//	         a forwarded packet never has a source of this host (the
+//	         kernel drops it as martian), so it skips them.
+//	B+1+i    from ADDR_i lookup T_i suppress_prefixlength 0
 //	         A link's own subnet, from its own address, leaves by that
 //	         link even when main has the same subnet on another interface
 //	         (two NICs on one subnet). The default route in T_i
 //	         is suppressed so that the next rule can still see main.
-//	B+100+i  fwmark M_i lookup T_i
+//	B+100    fwmark 0/MASK goto B+200
+//	         A packet with no link mark (a new flow, an unpinned one)
+//	         skips the links' fwmark rules: none could match it.
+//	B+101+i  fwmark M_i lookup T_i
 //	         A pinned flow stays on its link, even if main has grown a
 //	         more specific route since it started.
 //	B+200    lookup main suppress_prefixlength 0
 //	         Unpinned traffic still reaches connected and more specific
 //	         routes (the LAN, a VPN); main's default is skipped.
-//	B+300+i  from ADDR_i lookup T_i
-//	         Anything else sourced from a link's address leaves by that
-//	         link: no asymmetric replies.
 //	B+201..  fwmark M_k lookup T_k (see OffPolicy)
 //	         A new flow a traffic rule sent to a policy: the policy's
 //	         active tier, or its last resort.
+//	B+300    not iif lo goto B+400
+//	         As at B: the source rules are for this host's traffic.
+//	B+301+i  from ADDR_i lookup T_i
+//	         Anything else sourced from a link's address leaves by that
+//	         link: no asymmetric replies.
 //	B+400    lookup BALANCE
 //	         Other new flows: the default policy, the weighted multipath
 //	         route of its active tier; if no link is up, its last resort
 //	         (unreachable unless another default_policy says otherwise).
 const (
-	OffSourceLocal = 0
-	OffMark        = 100
+	OffForwarded   = 0
+	OffSourceLocal = 1
+	OffUnmarked    = 100
+	OffMark        = 101
 	OffMain        = 200
-	OffSource      = 300
+	OffSkipSource  = 300
+	OffSource      = 301
 	OffBalance     = 400
 )
+
+// skipRules are the gotos of the layout, in family fam: a forwarded packet
+// past the source rules, an unmarked one past the links' fwmark rules.
+// Each goto lands on a rule that always exists.
+func skipRules(c *config.Config, fam int) []rules.Rule {
+	base := c.PriorityBase
+	return []rules.Rule{
+		{Family: fam, Priority: base + OffForwarded, Iif: "lo", Invert: true, Goto: base + OffUnmarked, SuppressPrefixlen: -1},
+		{Family: fam, Priority: base + OffUnmarked, Mark: 0, Mask: c.MarkMask, Goto: base + OffMain, SuppressPrefixlen: -1},
+		{Family: fam, Priority: base + OffSkipSource, Iif: "lo", Invert: true, Goto: base + OffBalance, SuppressPrefixlen: -1},
+	}
+}
+
+// The config refuses more links than a block holds (the blocks of
+// source rules are the smallest: B+1 to B+99).
+var _ = [1]struct{}{}[OffUnmarked-OffSourceLocal-config.MaxLinks]
+var _ = [1]struct{}{}[OffBalance-OffSource-config.MaxLinks]
 
 // The config validates priority_base against the span of this layout.
 var _ = [1]struct{}{}[OffBalance-config.RulePrioritySpan]
@@ -348,6 +381,7 @@ func routing(c *config.Config, d *Desired, ifaces map[string]rules.Iface) rules.
 		}
 		s.Routes = append(s.Routes, rules.Route{Family: rules.V4, Table: l.Table, Dst: all4, Gw: l.Via(), Dev: l.Interface, Src: l.Addr.Addr()})
 	}
+	s.Rules = append(s.Rules, skipRules(c, rules.V4)...)
 	s.Rules = append(s.Rules,
 		rules.Rule{Family: rules.V4, Priority: base + OffMain, Table: MainTable, SuppressPrefixlen: 0},
 		rules.Rule{Family: rules.V4, Priority: base + OffBalance, Table: c.BalanceTable, SuppressPrefixlen: -1},

@@ -175,13 +175,16 @@ func TestPlanRuleOrder(t *testing.T) {
 		got = append(got, r.Command("add"))
 	}
 	want := []string{
-		"ip rule add pref 1000 from 10.88.0.10 lookup 101 suppress_prefixlength 0 proto 201",
-		"ip rule add pref 1001 from 10.88.0.11 lookup 102 suppress_prefixlength 0 proto 201",
-		"ip rule add pref 1100 from all fwmark 0x100/0xff00 lookup 101 proto 201",
-		"ip rule add pref 1101 from all fwmark 0x200/0xff00 lookup 102 proto 201",
+		"ip rule add pref 1000 not from all iif lo goto 1100 proto 201",
+		"ip rule add pref 1001 from 10.88.0.10 lookup 101 suppress_prefixlength 0 proto 201",
+		"ip rule add pref 1002 from 10.88.0.11 lookup 102 suppress_prefixlength 0 proto 201",
+		"ip rule add pref 1100 from all fwmark 0x0/0xff00 goto 1200 proto 201",
+		"ip rule add pref 1101 from all fwmark 0x100/0xff00 lookup 101 proto 201",
+		"ip rule add pref 1102 from all fwmark 0x200/0xff00 lookup 102 proto 201",
 		"ip rule add pref 1200 from all lookup main suppress_prefixlength 0 proto 201",
-		"ip rule add pref 1300 from 10.88.0.10 lookup 101 proto 201",
-		"ip rule add pref 1301 from 10.88.0.11 lookup 102 proto 201",
+		"ip rule add pref 1300 not from all iif lo goto 1400 proto 201",
+		"ip rule add pref 1301 from 10.88.0.10 lookup 101 proto 201",
+		"ip rule add pref 1302 from 10.88.0.11 lookup 102 proto 201",
 		"ip rule add pref 1400 from all lookup 100 proto 201",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {

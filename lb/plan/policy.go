@@ -19,8 +19,8 @@ import (
 const OffPolicy = OffMain + 1
 
 // The config refuses more policies and sticky rules than fit between
-// OffPolicy+1 and OffSource.
-var _ = [1]struct{}{}[OffSource-OffPolicy-1-config.MaxRoutedMarks]
+// OffPolicy+1 and OffSkipSource.
+var _ = [1]struct{}{}[OffSkipSource-OffPolicy-1-config.MaxRoutedMarks]
 
 // PolicyPlan is one policy as planned.
 type PolicyPlan struct {

@@ -3,6 +3,7 @@ package status
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"flowpin/lb/config"
@@ -17,10 +18,12 @@ type Conntrack interface {
 }
 
 // NFT is what status reads of flowpin's nft table: the table, and the
-// traffic rules' counters.
+// traffic rules' counters; and of the ruleset, its flowtables.
 type NFT interface {
 	Tables
 	HitReader
+	// Flowtables lists the ruleset's flowtables ("family table name").
+	Flowtables() ([]string, error)
 }
 
 // Kernel is what Collect reads of the kernel.
@@ -106,6 +109,11 @@ func Collect(ctx context.Context, c *config.Config, src Sources) (*Status, error
 		}
 		st = BuildStatus(c, ap, t, src.now())
 	}
+	fts, err := src.Kernel.NFT.Flowtables()
+	if err != nil {
+		return nil, err
+	}
+	st.Warnings = append(st.Warnings, flowtableWarnings(fts)...)
 	var hits HitReader = src.Kernel.NFT
 	if src.Hits != nil {
 		hits = src.Hits
@@ -123,6 +131,17 @@ func Collect(ctx context.Context, c *config.Config, src Sources) (*Status, error
 		}
 	}
 	return st, nil
+}
+
+// flowtableWarnings tell the user what a flowtable means for status: an
+// offloaded flow's packets bypass the nft hooks, flowpin's counters among
+// them (README, "Flow offload").
+func flowtableWarnings(fts []string) []string {
+	var out []string
+	for _, ft := range fts {
+		out = append(out, fmt.Sprintf("flowtable %s: flows it offloads keep their link, but their packets skip nft, so the links' bytes and packets here miss them (conntrack's per-flow counters see them only with the flowtable's flags counter)", ft))
+	}
+	return out
 }
 
 // CollectFlows lists the flows q selects, largest first, as `flowpin

@@ -167,6 +167,26 @@ func TestCollectFromDump(t *testing.T) {
 	}
 }
 
+// A flowtable in the ruleset (another table's: OpenWrt's offload) is
+// named in the warnings, with what it means for the counts; none, no
+// warning (TestCollectFromDump). This kernel has no flowtables, so the
+// fake is the test.
+func TestCollectFlowtable(t *testing.T) {
+	b := newCollectBox(t, collectYAML)
+	b.nft.FlowtableNames = []string{"inet fw4 ft"}
+	st, err := Collect(ctx, b.c, Sources{Kernel: b.kernel(), Health: fakeHealth{err: ErrNoDaemon}, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Warnings) != 1 || !strings.HasPrefix(st.Warnings[0], "flowtable inet fw4 ft: flows it offloads keep their link, but their packets skip nft") {
+		t.Errorf("warnings %q", st.Warnings)
+	}
+	b.nft.ReadErr = errors.New("netlink: permission denied")
+	if _, err := Collect(ctx, b.c, Sources{Kernel: b.kernel(), Health: fakeHealth{err: ErrNoDaemon}, Now: clock}); err == nil {
+		t.Error("a ruleset that cannot be read: no error")
+	}
+}
+
 // The daemon's status: the flows per mark from its memory, never a dump
 // of the table; its health on every link.
 func TestCollectFromDaemon(t *testing.T) {

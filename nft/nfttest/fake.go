@@ -32,6 +32,10 @@ type Fake struct {
 	// Hits are the traffic rules' counters by rule name, as the kernel
 	// would have counted them (RuleHits).
 	Hits map[string]nft.Hits
+	// FlowtableNames are the ruleset's flowtables (Flowtables), as
+	// "family table name": this kernel cannot create one, so a test
+	// sets them here.
+	FlowtableNames []string
 
 	// uses are the tables of `flowpin use`, by name (see use.go).
 	uses map[string]nft.Use
@@ -98,6 +102,16 @@ func (f *Fake) Read() (*nft.Current, error) {
 		return nil, f.ReadErr
 	}
 	return f.current(), nil
+}
+
+// Flowtables returns FlowtableNames.
+func (f *Fake) Flowtables() ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ReadErr != nil {
+		return nil, f.ReadErr
+	}
+	return slices.Clone(f.FlowtableNames), nil
 }
 
 // RuleHits returns the counter of each traffic rule in the table (zero

@@ -1,4 +1,4 @@
-package daemon
+package passive
 
 import (
 	"net/netip"
@@ -20,16 +20,18 @@ type simResult struct {
 	links    []int
 }
 
+const v4 = unix.AF_INET
+
 // simulate runs the detector over dur of traffic: a flow every step,
-// events in time order, ticks every watchTick, all on a fake clock.
-func simulate(t *testing.T, p PassiveParams, nLinks int, dur, step time.Duration, script flowScript) simResult {
+// events in time order, ticks every TickEvery, all on a fake clock.
+func simulate(t *testing.T, p Params, nLinks int, dur, step time.Duration, script flowScript) simResult {
 	t.Helper()
 	marks := []uint32{0x100, 0x200, 0x300}[:nLinks]
-	var slots []watchSlot
+	var slots []Slot
 	for _, m := range marks {
-		slots = append(slots, watchSlot{mark: m})
+		slots = append(slots, Slot{Mark: m})
 	}
-	d := newPassiveDetector(p, 0xff00, slots)
+	d := NewDetector(p, 0xff00, slots)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	type reply struct {
 		at time.Duration
@@ -37,10 +39,10 @@ func simulate(t *testing.T, p PassiveParams, nLinks int, dur, step time.Duration
 	}
 	var replies []reply
 	var res simResult
-	collect := func(ss []suspicion, at time.Duration) {
+	collect := func(ss []Suspicion, at time.Duration) {
 		for _, s := range ss {
 			res.suspects = append(res.suspects, at)
-			res.links = append(res.links, s.link)
+			res.links = append(res.links, s.Link)
 		}
 	}
 	n := 0
@@ -70,10 +72,10 @@ func simulate(t *testing.T, p PassiveParams, nLinks int, dur, step time.Duration
 			next += step
 		}
 		if len(evs) > 0 {
-			collect(d.observe(evs, t0.Add(now)), now)
+			collect(d.Observe(evs, t0.Add(now)), now)
 		}
-		if now%watchTick == 0 {
-			collect(d.tick(t0.Add(now)), now)
+		if now%TickEvery == 0 {
+			collect(d.Tick(t0.Add(now)), now)
 		}
 	}
 	return res
@@ -171,7 +173,7 @@ func TestPassiveDetector(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			r := simulate(t, DefaultPassive, c.links, death+5*time.Second, 50*ms, c.script)
+			r := simulate(t, Default, c.links, death+5*time.Second, 50*ms, c.script)
 			if len(c.want) == 0 {
 				if len(r.suspects) > 0 {
 					t.Fatalf("suspected links %v at %v, want none", r.links, r.suspects)
@@ -192,11 +194,11 @@ func TestPassiveDetector(t *testing.T) {
 			if got := r.suspects[0] - death; got > c.within {
 				t.Errorf("suspected %v after the death, want within %v", got, c.within)
 			}
-			t.Logf("suspected %v after the death; %d suspicions over 5 s (cooldown %v)", r.suspects[0]-death, len(r.suspects), DefaultPassive.Cooldown)
+			t.Logf("suspected %v after the death; %d suspicions over 5 s (cooldown %v)", r.suspects[0]-death, len(r.suspects), Default.Cooldown)
 			// The cooldown spaces suspicions.
 			for i := 1; i < len(r.suspects); i++ {
-				if gap := r.suspects[i] - r.suspects[i-1]; gap < DefaultPassive.Cooldown {
-					t.Errorf("suspicions %v apart, want at least %v", gap, DefaultPassive.Cooldown)
+				if gap := r.suspects[i] - r.suspects[i-1]; gap < Default.Cooldown {
+					t.Errorf("suspicions %v apart, want at least %v", gap, Default.Cooldown)
 				}
 			}
 		})
@@ -206,11 +208,11 @@ func TestPassiveDetector(t *testing.T) {
 // A flow that ends before its window, and flows of other protocols or of
 // no link, are not judged; the pending flows are bounded.
 func TestPassiveDetectorIgnores(t *testing.T) {
-	p := DefaultPassive
+	p := Default
 	p.MaxPending = 2
-	d := newPassiveDetector(p, 0xff00, []watchSlot{{mark: 0x100}})
+	d := NewDetector(p, 0xff00, []Slot{{Mark: 0x100}})
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	d.observe([]ct.Event{
+	d.Observe([]ct.Event{
 		{Type: ct.EventNew, ID: 1, Mark: 0x100, Proto: 1, Family: v4},            // ICMP
 		{Type: ct.EventNew, ID: 2, Mark: 0, Proto: 6, Family: v4},                // no link
 		{Type: ct.EventNew, ID: 7, Mark: 0x100, Proto: 6, Family: unix.AF_INET6}, // a family the link does not have
@@ -223,7 +225,7 @@ func TestPassiveDetectorIgnores(t *testing.T) {
 	if len(d.pending) != 2 {
 		t.Errorf("%d pending, want 2 (flows 3 and 5)", len(d.pending))
 	}
-	d.tick(t0.Add(time.Second))
+	d.Tick(t0.Add(time.Second))
 	if _, n := d.share(0, t0.Add(time.Second)); n != 2 || len(d.pending) != 0 || len(d.queue) != 0 {
 		t.Errorf("judged %d, pending %d, queued %d; want 2, 0, 0", n, len(d.pending), len(d.queue))
 	}

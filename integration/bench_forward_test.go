@@ -1,0 +1,238 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The forwarding benchmark: how many packets a flowpin router forwards,
+// as a share of what a bare NAT router forwards on the same machine in
+// the same run. trafgen (netsniff-ng) sends 64-byte UDP frames from a LAN
+// namespace on one CPU; they are counted where they arrive, at the ISP
+// namespace. iperf3 cannot do this: it is sender-bound here, far below
+// the router's rate.
+//
+// Every case has its own router namespace: one ip rule, once added,
+// leaves a namespace's IPv4 fib on its slower custom-rules path for good,
+// even after it is deleted (fib_has_custom_rules, net/ipv4/fib_rules.c),
+// so the bare router must be a namespace that never had one. The "floor"
+// is a bare router with one ip rule that never matches: no policy router
+// can beat it.
+//
+// FLOWPIN_BENCH_OLD=/path/to/flowpin adds the same cases with that binary
+// (an older build), measured in the same run.
+//
+//	make bench   (go test -run '^$' -bench Forwarding ./integration/)
+
+// fwdCase is one router namespace and how it was set up.
+type fwdCase struct {
+	name  string
+	lan   string // the sender's namespace
+	isp   string // where packets are counted
+	links int    // flowpin's links; 0: not flowpin
+	pin   string // the link a one-flow run was pinned to
+}
+
+// fwdRouter builds lan -> router -> isp with n uplinks (router wan<i>
+// 100.64.<i>.2/24, the ISP's end 100.64.<i>.1) and the destination
+// 198.18.0.1 on the ISP. setup finishes the router.
+func fwdRouter(b *testing.B, name string, n int, setup func(router string)) fwdCase {
+	l := newLab(b)
+	lan, router, isp := l.addNS("lan"), l.addNS("router"), l.addNS("isp")
+	veth(b, lan, "lan0", router, "lan")
+	addAddr(b, lan, "lan0", "10.0.0.2/24")
+	addAddr(b, router, "lan", "10.0.0.1/24")
+	for i := range n {
+		wan, far := fmt.Sprintf("wan%d", i), fmt.Sprintf("c%d", i)
+		veth(b, router, wan, isp, far)
+		addAddr(b, router, wan, fmt.Sprintf("100.64.%d.2/24", i))
+		addAddr(b, isp, far, fmt.Sprintf("100.64.%d.1/24", i))
+		// A fixed neighbour: no ARP in the measured path.
+		mac := strings.TrimSpace(run(b, isp, "cat", "/sys/class/net/"+far+"/address"))
+		run(b, router, "ip", "neigh", "replace", fmt.Sprintf("100.64.%d.1", i), "lladdr", mac, "dev", wan, "nud", "permanent")
+	}
+	addAddr(b, isp, "lo", "198.18.0.1/32")
+	// Counted and dropped on arrival: nothing answers, nothing goes back.
+	nft(b, isp, `table inet sink {
+	counter rx { }
+	chain pre {
+		type filter hook prerouting priority -300; policy accept;
+		udp dport 9 counter name "rx" drop
+	}
+}`)
+	setSysctl(b, router, "net.ipv4.ip_forward", "1")
+	setup(router)
+	// New flows fill conntrack; short UDP timeouts keep the table from
+	// filling in the router's namespace (per namespace).
+	setSysctl(b, router, "net.netfilter.nf_conntrack_udp_timeout", "2")
+	return fwdCase{name: name, lan: lan, isp: isp, links: n}
+}
+
+func bareRouter(router string, b *testing.B, rule bool) {
+	run(b, router, "ip", "route", "add", "default", "via", "100.64.0.1", "dev", "wan0")
+	nft(b, router, `table ip bare {
+	chain post {
+		type nat hook postrouting priority srcnat; policy accept;
+		oifname "wan0" masquerade
+	}
+}`)
+	if rule {
+		run(b, router, "ip", "rule", "add", "pref", "500", "fwmark", "0x1234", "lookup", "200")
+	}
+}
+
+func flowpinRouter(b *testing.B, bin string, n int) func(string) {
+	return func(router string) {
+		var cfg strings.Builder
+		cfg.WriteString("links:\n")
+		for i := range n {
+			fmt.Fprintf(&cfg, "  - {name: isp%d, interface: wan%d, gateway: 100.64.%d.1, nat: true}\n", i, i, i)
+		}
+		if out, err := tryRun(router, bin, "apply", "-c", writeFile(b, "fwd.yaml", cfg.String())); err != nil {
+			b.Fatalf("apply: %v\n%s", err, out)
+		}
+	}
+}
+
+// trafgenConf is one 64-byte frame (60 without the FCS) from the LAN host
+// to 198.18.0.1:9: one flow, or (newFlows) a random source port on every
+// packet, so nearly every packet starts a flow (the router's short UDP
+// timeout retires them).
+func trafgenConf(dstMAC, srcMAC string, newFlows bool) string {
+	sport := "4000"
+	if newFlows {
+		sport = "drnd()"
+	}
+	return fmt.Sprintf(`{
+  eth(da=%s, sa=%s, type=0x0800),
+  ipv4(saddr=10.0.0.2, daddr=198.18.0.1, ttl=64),
+  udp(sport=%s, dport=9),
+  fill(0x00, 18)
+}
+`, dstMAC, srcMAC, sport)
+}
+
+// measure sends for a while and returns the packets per second that
+// arrived at the ISP, measured after a short warm-up.
+func (c *fwdCase) measure(b *testing.B, conf string, d time.Duration) float64 {
+	path := writeFile(b, "trafgen.cfg", conf)
+	cmd := exec.Command("ip", "netns", "exec", c.lan, "trafgen", "--dev", "lan0", "--conf", path, "--cpus", "1", "--no-cpu-stats", "--notouch-irq", "--no-sock-mem")
+	// Its own process group: trafgen forks a worker, and both stop with
+	// the group, by its id.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("trafgen: %v", err)
+	}
+	stop := func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(3 * time.Second):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+	}
+	defer stop()
+	time.Sleep(400 * time.Millisecond)
+	c0, t0 := nftCounter(b, c.isp, "inet", "sink", "rx"), time.Now()
+	time.Sleep(d)
+	c1, t1 := nftCounter(b, c.isp, "inet", "sink", "rx"), time.Now()
+	return float64(c1-c0) / t1.Sub(t0).Seconds()
+}
+
+var forwardingOnce sync.Once
+
+// BenchmarkForwarding prints the table; the work is done once however
+// often the framework calls it.
+func BenchmarkForwarding(b *testing.B) {
+	if _, err := exec.LookPath("trafgen"); err != nil {
+		b.Fatal("trafgen not found: make deps installs netsniff-ng")
+	}
+	if flowpinBin == "" {
+		b.Fatal("flowpin binary not built")
+	}
+	forwardingOnce.Do(func() { forwarding(b) })
+}
+
+func forwarding(b *testing.B) {
+	cases := []fwdCase{
+		fwdRouter(b, "bare NAT", 1, func(r string) { bareRouter(r, b, false) }),
+		fwdRouter(b, "one ip rule", 1, func(r string) { bareRouter(r, b, true) }),
+	}
+	type bin struct{ label, path string }
+	bins := []bin{{"flowpin", flowpinBin}}
+	if old := os.Getenv("FLOWPIN_BENCH_OLD"); old != "" {
+		bins = append(bins, bin{"old", old})
+	}
+	for _, n := range []int{2, 32} {
+		for _, bn := range bins {
+			cases = append(cases, fwdRouter(b, fmt.Sprintf("%s %d links", bn.label, n), n, flowpinRouter(b, bn.path, n)))
+		}
+	}
+	const rounds = 3
+	const window = 1500 * time.Millisecond
+	rates := map[string][]float64{}
+	for _, mode := range []string{"established", "new"} {
+		for range rounds {
+			// Interleaved rounds: a neighbour's load on this shared
+			// machine falls on every case alike.
+			for i := range cases {
+				c := &cases[i]
+				mac := func(ns, dev string) string {
+					return strings.TrimSpace(run(b, ns, "cat", "/sys/class/net/"+dev+"/address"))
+				}
+				routerNS := strings.TrimSuffix(c.lan, "-lan") + "-router"
+				conf := trafgenConf(mac(routerNS, "lan"), mac(c.lan, "lan0"), mode == "new")
+				rates[c.name+"/"+mode] = append(rates[c.name+"/"+mode], c.measure(b, conf, window))
+				if mode == "established" && c.links > 0 && c.pin == "" {
+					c.pin = pinnedLink(routerNS, c.links)
+				}
+			}
+		}
+	}
+	median := func(v []float64) float64 {
+		s := slices.Clone(v)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	var out strings.Builder
+	fmt.Fprintf(&out, "\nforwarded 64-byte UDP, packets/s (median of %d), as a share of the bare NAT router and of the one-ip-rule floor:\n", rounds)
+	fmt.Fprintf(&out, "%-20s %-12s %10s %7s %7s  %s\n", "router", "flows", "pps", "/bare", "/floor", "one flow pinned to")
+	for _, mode := range []string{"established", "new"} {
+		bare, floor := median(rates["bare NAT/"+mode]), median(rates["one ip rule/"+mode])
+		for _, c := range cases {
+			r := median(rates[c.name+"/"+mode])
+			pin := ""
+			if mode == "established" {
+				pin = c.pin
+			}
+			fmt.Fprintf(&out, "%-20s %-12s %10.0f %7.2f %7.2f  %s\n", c.name, mode, r, r/bare, r/floor, pin)
+			b.ReportMetric(r/bare, strings.ReplaceAll(c.name, " ", "_")+"_"+mode+"/bare")
+		}
+	}
+	fmt.Print(out.String())
+}
+
+// pinnedLink names the link the one established flow is pinned to, as
+// its ct mark says ("isp<i>", the mark's position among the links).
+func pinnedLink(router string, links int) string {
+	out, _ := tryRun(router, "conntrack", "-L", "-p", "udp", "--dport", "9")
+	for _, f := range strings.Fields(out) {
+		if m, ok := strings.CutPrefix(f, "mark="); ok {
+			var v int
+			if _, err := fmt.Sscan(m, &v); err == nil && v&0xff00 != 0 {
+				return fmt.Sprintf("isp%d of %d (mark %#x)", v>>8-1, links, v)
+			}
+		}
+	}
+	return "?"
+}
