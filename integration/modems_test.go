@@ -128,7 +128,10 @@ func TestTwoModemsOneInterface(t *testing.T) {
 		t.Errorf("the multipath route does not name both modems on wan0:\n%s", balance)
 	}
 	table := run(t, d.Router, "nft", "list", "table", "inet", "flowpin")
-	for _, want := range []string{`rt ip nexthop 192.168.1.1`, `rt ip nexthop 192.168.1.254`, `iifname "wan0" ether saddr`} {
+	// wan0's own chains tell the modems apart: by next hop leaving, by
+	// the sending modem's link-layer address arriving.
+	for _, want := range []string{`rt ip nexthop vmap @by_nexthop_wan0`, `192.168.1.1 : goto save_modem1`, `192.168.1.254 : goto save_modem2`,
+		`ether saddr vmap @by_mac_wan0`, `: goto from_modem1`, `: goto from_modem2`} {
 		if !strings.Contains(table, want) {
 			t.Errorf("the nft table has no %q:\n%s", want, table)
 		}
