@@ -674,13 +674,16 @@ func (d *Daemon) changed(l config.Link, u unit, state health.LinkState, reason s
 	d.runner.Request("link " + l.Name + " " + u.family() + " " + string(state))
 }
 
-func (d *Daemon) linkByIface(name string) (int, bool) {
+// linksByIface are the links on interface name: more than one when
+// modems share it.
+func (d *Daemon) linksByIface(name string) []int {
+	var out []int
 	for i, l := range d.Config.Links {
 		if l.Interface == name {
-			return i, true
+			out = append(out, i)
 		}
 	}
-	return -1, false
+	return out
 }
 
 // onEvent handles one kernel notification. A link whose carrier goes is
@@ -689,21 +692,36 @@ func (d *Daemon) linkByIface(name string) (int, bool) {
 func (d *Daemon) onEvent(ev Event) {
 	switch ev.Kind {
 	case EventLink:
-		i, ok := d.linkByIface(ev.Iface)
-		if !ok {
+		links := d.linksByIface(ev.Iface)
+		if len(links) == 0 {
 			return
 		}
-		if ev.Removed {
-			for ui, u := range d.units {
-				if u.link == i {
-					d.loops[ui].reopen.Store(true)
+		for _, i := range links {
+			if ev.Removed {
+				for ui, u := range d.units {
+					if u.link == i {
+						d.loops[ui].reopen.Store(true)
+					}
 				}
+				d.forceDown(d.Config.Links[i], "interface "+ev.Iface+" removed", nil)
+			} else if !ev.Up {
+				d.forceDown(d.Config.Links[i], "carrier lost on "+ev.Iface, nil)
 			}
-			d.forceDown(d.Config.Links[i], "interface "+ev.Iface+" removed", nil)
-		} else if !ev.Up {
-			d.forceDown(d.Config.Links[i], "carrier lost on "+ev.Iface, nil)
 		}
 		d.runner.Request("interface " + ev.Iface)
+	case EventNeigh:
+		// A link that shares its interface knows its gateway's packets by
+		// the gateway's link-layer address: a new one (a modem replaced)
+		// rewrites its rules.
+		if d.applied == nil {
+			return
+		}
+		for _, l := range d.applied.NFT.Links {
+			if l.Shared && l.Iface == ev.Iface && (l.Nexthop == ev.IP || l.Nexthop6 == ev.IP) && !slices.Contains(l.MACs, ev.MAC) {
+				d.runner.Request(fmt.Sprintf("gateway %s of link %s is now %s", ev.IP, l.Name, ev.MAC))
+				return
+			}
+		}
 	case EventNeighFailed:
 		v6 := ev.IP.Is6() && !ev.IP.Is4In6()
 		for _, l := range d.Config.Links {

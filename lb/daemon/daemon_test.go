@@ -698,3 +698,43 @@ func TestIPv6FailsAlone(t *testing.T) {
 		t.Errorf("flowpin_link_up{isp1,ipv6} = %v", got)
 	}
 }
+
+// Two modems on one interface: the daemon re-plans when a gateway's
+// link-layer address changes (a modem replaced), so the rules that pin
+// flows arriving from it follow; other neighbours' churn, or the address
+// it already has, cause no sync.
+func TestSharedGatewayNewMACResyncs(t *testing.T) {
+	c := configtest.MustParse(t, `links:
+  - {name: modem1, interface: wan0, gateway: 192.168.1.1, nat: true, check: {targets: [203.0.113.10], interval: 1s, timeout: 500ms}}
+  - {name: modem2, interface: wan0, gateway: 192.168.1.254, nat: true, check: {targets: [203.0.113.10], interval: 1s, timeout: 500ms}}
+`)
+	h := &harness{t: t, c: c, clock: newFakeClock(), rec: &transcript{}, events: &fakeEvents{}, ready: make(chan struct{})}
+	h.k = newFakeKernel(h.rec, c)
+	gw2 := netip.MustParseAddr("192.168.1.254")
+	h.k.mu.Lock()
+	wan0 := h.k.ifaces["wan0"]
+	wan0.Neighbours = map[netip.Addr]string{gw2: "02:00:00:00:00:fe"}
+	h.k.ifaces["wan0"] = wan0
+	h.k.mu.Unlock()
+	h.probers = newFakeProbers(c)
+	h.start()
+	const applied = "apply route=[modem1 modem2] out=[]"
+	h.waitTranscript(applied)
+
+	h.events.send(Event{Kind: EventNeigh, Iface: "wan0", IP: netip.MustParseAddr("192.168.1.77"), MAC: "02:00:00:00:00:77"})
+	h.events.send(Event{Kind: EventNeigh, Iface: "wan0", IP: gw2, MAC: "02:00:00:00:00:fe"})
+	h.events.send(Event{Kind: EventNeigh, Iface: "lan", IP: gw2, MAC: "02:00:00:00:00:99"})
+	h.clock.Advance(MinSyncInterval)
+	time.Sleep(50 * time.Millisecond)
+	if got := h.rec.get(); len(got) != 1 {
+		t.Fatalf("neighbours that change nothing synced: %q", got)
+	}
+
+	h.k.mu.Lock()
+	wan0.Neighbours = map[netip.Addr]string{gw2: "02:00:00:00:00:aa"}
+	h.k.ifaces["wan0"] = wan0
+	h.k.mu.Unlock()
+	h.events.send(Event{Kind: EventNeigh, Iface: "wan0", IP: gw2, MAC: "02:00:00:00:00:aa"})
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(applied, applied)
+}
