@@ -335,7 +335,7 @@ func (s Spec) linkMaps() []setDef {
 	}
 	if len(nat) > 0 {
 		d := setDef{
-			set:    &nftables.Set{Name: setNAT, KeyType: nftables.TypeIFName},
+			set:    &nftables.Set{Name: setNAT, KeyType: nftables.TypeIFName, KeyByteOrder: keyOrder(nftables.TypeIFName)},
 			decl:   "type ifname;",
 			refill: true,
 		}
@@ -411,9 +411,22 @@ type vmapElem struct {
 	chain string
 }
 
+// keyOrder is the byte order a set's key is declared with, for `nft list`
+// only: the kernel compares raw bytes, but nft reads the order from the
+// set's user data and, for a host-order type declared without it, prints
+// an interface name as "" and mark 0x100 as 0x00010000 (nft's datatype.c:
+// ifname and mark are BYTEORDER_HOST_ENDIAN types).
+func keyOrder(key nftables.SetDatatype) binaryutil.ByteOrder {
+	switch key.Name {
+	case nftables.TypeIFName.Name, nftables.TypeMark.Name:
+		return binaryutil.NativeEndian
+	}
+	return nil
+}
+
 func vmap(name string, key nftables.SetDatatype, es []vmapElem) setDef {
 	d := setDef{
-		set:    &nftables.Set{Name: name, KeyType: key, DataType: nftables.TypeVerdict, IsMap: true},
+		set:    &nftables.Set{Name: name, KeyType: key, KeyByteOrder: keyOrder(key), DataType: nftables.TypeVerdict, IsMap: true},
 		decl:   fmt.Sprintf("type %s : verdict;", key.Name),
 		refill: true,
 	}
