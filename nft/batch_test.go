@@ -193,6 +193,23 @@ func randomSpec(r *rand.Rand) Spec {
 	for i := range 1 + r.IntN(3) {
 		s.Links = append(s.Links, Link{Name: names[i], Iface: fmt.Sprintf("wan%d", i+1), Mark: uint32(i+1) << 8, NAT: r.IntN(2) == 0})
 	}
+	// Often two links on one interface (two modems behind one switch),
+	// told apart by next hop and by MAC, some not resolved yet.
+	if len(s.Links) > 1 && r.IntN(2) == 0 {
+		for i := range s.Links[:2] {
+			l := &s.Links[i]
+			l.Iface, l.Shared = "wan1", true
+			if r.IntN(3) > 0 {
+				l.Nexthop = netip.AddrFrom4([4]byte{192, 168, 1, byte(1 + i)})
+			}
+			if r.IntN(2) == 0 {
+				l.Nexthop6 = netip.MustParseAddr(fmt.Sprintf("fe80::%d", 1+i))
+			}
+			if r.IntN(3) > 0 {
+				l.MACs = []string{fmt.Sprintf("02:00:00:00:00:%02x", 1+i)}
+			}
+		}
+	}
 	someLinks := func() []string {
 		var out []string
 		for _, l := range s.Links {

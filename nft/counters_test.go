@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 )
@@ -84,6 +85,35 @@ func TestCountersInNamespace(t *testing.T) {
 		// A re-apply that changes nothing keeps the counts.
 		if wrote, err := c.Apply(spec); wrote || err != nil {
 			t.Errorf("second apply wrote=%v err=%v", wrote, err)
+		}
+		return nil
+	})
+}
+
+// `nft list` is what an operator reads: the link maps must show their
+// interface names and marks as written, not "" and byte-swapped marks
+// (nft prints a host-order key as it finds it unless the set says so).
+func TestMapsListReadably(t *testing.T) {
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("needs nft (make deps)")
+	}
+	spec := Spec{Mask: 0xff00, Links: []Link{{Name: "isp1", Iface: "wan1", Mark: 0x100, NAT: true}, {Name: "isp2", Iface: "wan2", Mark: 0x200, NAT: true}}}
+	inFreshNS(t, func(ns string) error {
+		if _, err := (&Conn{}).Apply(spec); err != nil {
+			return err
+		}
+		out, err := exec.Command("ip", "netns", "exec", ns, "nft", "list", "table", "inet", "flowpin").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("nft list: %v: %s", err, out)
+		}
+		text := string(out)
+		for _, want := range []string{`"wan1" : goto`, `"wan2" : goto`, `"wan1" : jump`, `0x00000100 : goto`, `0x00000200 : goto`} {
+			if !strings.Contains(text, want) {
+				t.Errorf("nft list has no %q:\n%s", want, text)
+			}
+		}
+		if strings.Contains(text, `""`) {
+			t.Errorf("nft list shows an empty interface name:\n%s", text)
 		}
 		return nil
 	})

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -31,6 +33,17 @@ type Link struct {
 	Iface string
 	Mark  uint32
 	NAT   bool
+	// Shared: another link uses Iface too (two modems on one switch
+	// behind wan0), so the interface alone does not say which link a
+	// packet takes. A new flow leaving by Iface is the link's if routing
+	// chose its next hop (Nexthop, Nexthop6: the link's gateways, zero
+	// for a family it does not carry); a packet arriving on Iface is the
+	// link's if it comes from one of MACs, its gateways' link-layer
+	// addresses.
+	Shared   bool
+	Nexthop  netip.Addr
+	Nexthop6 netip.Addr
+	MACs     []string
 }
 
 // Spec is the whole table.
@@ -260,6 +273,11 @@ const (
 	mapPinnedOut = "by_ctmark_out" // ct mark & mask : goto output_LINK
 	mapSticky    = "by_mark"       // meta mark & mask : goto sticky_RULE
 	setNAT       = "nat_oif"       // the interfaces of the links with NAT
+	// A shared interface's maps, one each per interface: which of its
+	// links a packet is, in one lookup whatever the number of links.
+	mapMAC      = "by_mac_"      // ether saddr : goto from_LINK
+	mapNexthop  = "by_nexthop_"  // rt ip nexthop : goto save_LINK
+	mapNexthop6 = "by_nexthop6_" // rt ip6 nexthop : goto save_LINK
 )
 
 // ifaceLinks groups the links by interface, in the order the interfaces
@@ -310,9 +328,14 @@ func (s Spec) linkMaps() []setDef {
 	if st := s.stickyElems(); len(st) > 0 {
 		out = append(out, vmap(mapSticky, nftables.TypeMark, st))
 	}
+	for _, name := range ifaces {
+		if ls := by[name]; len(ls) > 1 {
+			out = append(out, sharedMaps(name, ls)...)
+		}
+	}
 	if len(nat) > 0 {
 		d := setDef{
-			set:    &nftables.Set{Name: setNAT, KeyType: nftables.TypeIFName},
+			set:    &nftables.Set{Name: setNAT, KeyType: nftables.TypeIFName, KeyByteOrder: keyOrder(nftables.TypeIFName)},
 			decl:   "type ifname;",
 			refill: true,
 		}
@@ -323,6 +346,41 @@ func (s Spec) linkMaps() []setDef {
 		}
 		d.text = fmt.Sprintf("set %s {\n\t\ttype ifname\n\t\telements = { %s }\n\t}", setNAT, strings.Join(texts, ", "))
 		out = append(out, d)
+	}
+	return out
+}
+
+// sharedMaps are the maps that tell apart the links of interface name,
+// which they share: by the link-layer address a packet arrived from (its
+// gateways', from the neighbour table) and by the next hop routing chose
+// for a packet leaving. A map with no elements is left out, and so is the
+// rule that would look it up (a gateway not resolved yet).
+func sharedMaps(name string, ls []Link) []setDef {
+	var macs, nh4, nh6 []vmapElem
+	for _, l := range ls {
+		for _, m := range l.MACs {
+			mac, err := net.ParseMAC(m)
+			if err != nil || len(mac) != 6 {
+				continue
+			}
+			macs = append(macs, vmapElem{mac, mac.String(), expr.VerdictGoto, fromPrefix + l.Name})
+		}
+		if l.Nexthop.Is4() {
+			nh4 = append(nh4, vmapElem{l.Nexthop.AsSlice(), l.Nexthop.String(), expr.VerdictGoto, savePrefix + l.Name})
+		}
+		if l.Nexthop6.Is6() {
+			nh6 = append(nh6, vmapElem{l.Nexthop6.AsSlice(), l.Nexthop6.String(), expr.VerdictGoto, savePrefix + l.Name})
+		}
+	}
+	var out []setDef
+	if len(macs) > 0 {
+		out = append(out, vmap(mapMAC+name, nftables.TypeEtherAddr, macs))
+	}
+	if len(nh4) > 0 {
+		out = append(out, vmap(mapNexthop+name, nftables.TypeIPAddr, nh4))
+	}
+	if len(nh6) > 0 {
+		out = append(out, vmap(mapNexthop6+name, nftables.TypeIP6Addr, nh6))
 	}
 	return out
 }
@@ -353,9 +411,22 @@ type vmapElem struct {
 	chain string
 }
 
+// keyOrder is the byte order a set's key is declared with, for `nft list`
+// only: the kernel compares raw bytes, but nft reads the order from the
+// set's user data and, for a host-order type declared without it, prints
+// an interface name as "" and mark 0x100 as 0x00010000 (nft's datatype.c:
+// ifname and mark are BYTEORDER_HOST_ENDIAN types).
+func keyOrder(key nftables.SetDatatype) binaryutil.ByteOrder {
+	switch key.Name {
+	case nftables.TypeIFName.Name, nftables.TypeMark.Name:
+		return binaryutil.NativeEndian
+	}
+	return nil
+}
+
 func vmap(name string, key nftables.SetDatatype, es []vmapElem) setDef {
 	d := setDef{
-		set:    &nftables.Set{Name: name, KeyType: key, DataType: nftables.TypeVerdict, IsMap: true},
+		set:    &nftables.Set{Name: name, KeyType: key, KeyByteOrder: keyOrder(key), DataType: nftables.TypeVerdict, IsMap: true},
 		decl:   fmt.Sprintf("type %s : verdict;", key.Name),
 		refill: true,
 	}
@@ -433,7 +504,7 @@ func (s Spec) restoreAndClassify(chain string, pinned setDef) []rule {
 }
 
 // linkChains are the rules of the links' own chains.
-func (s Spec) linkChains() []rule {
+func (s Spec) linkChains(byName map[string]setDef) []rule {
 	var out []rule
 	for _, l := range s.Links {
 		// Arrived on the link. A flow seen for the first time there is
@@ -453,25 +524,83 @@ func (s Spec) linkChains() []rule {
 	for _, l := range s.pinLinks() {
 		out = append(out, restoreRule(restorePrefix+l.Name, s.Mask, l), restoreRule(outputPrefix+l.Name, s.Mask, l))
 	}
-	// Links sharing an interface, in config order: as before the maps,
-	// the first to save the flow has it. (A link's own next hop, where
-	// it can tell them apart, would go here.)
 	ifaces, by := s.ifaceLinks()
 	for _, name := range ifaces {
-		ls := by[name]
-		if len(ls) < 2 {
-			continue
-		}
-		for _, l := range ls {
-			out = append(out,
-				rule{chain: iifPrefix + name, text: "jump " + fromPrefix + l.Name, why: "link " + l.Name,
-					exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: fromPrefix + l.Name}}},
-				rule{chain: oifPrefix + name, text: "jump " + savePrefix + l.Name, why: "link " + l.Name,
-					exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: savePrefix + l.Name}}},
-			)
+		if len(by[name]) > 1 {
+			out = append(out, sharedChains(name, byName)...)
 		}
 	}
 	return out
+}
+
+// sharedChains are the rules of the chains of interface name, which
+// several links share (two modems on one switch behind wan0), so the
+// interface alone does not say which link a packet is.
+//
+// Arriving: the link is the one whose gateway sent the packet, by its
+// link-layer address (a port forward, or the first reply of a flow from
+// before apply, which is so pinned to the modem that has it, never to the
+// one the hash would pick now). Any other sender (a gateway not in the
+// neighbour table yet, another host on the segment) is no link's: the
+// packet ends prerouting unmarked, as on any link, so that nothing from a
+// WAN is routed by a link mark.
+//
+// Leaving: only a new flow is pinned, to the link whose gateway routing
+// chose as next hop; a reply (of a flow that arrived by a link) is never
+// pinned by its route. An established packet passes one lookup or two
+// rules that fail at their first test, whatever the number of links.
+func sharedChains(name string, byName map[string]setDef) []rule {
+	var out []rule
+	iif, oif := iifPrefix+name, oifPrefix+name
+	if m, ok := byName[mapMAC+name]; ok {
+		out = append(out, vmapRule(iif, "links by mac", "ether saddr", etherSaddr(), m))
+	}
+	out = append(out, rule{chain: iif, text: "return", why: "from " + name + " (another sender)",
+		exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}})
+	for _, f := range []struct{ set, fam string }{{mapNexthop, "ip"}, {mapNexthop6, "ip6"}} {
+		m, ok := byName[f.set+name]
+		if !ok {
+			continue
+		}
+		out = append(out, vmapRule(oif, "links by nexthop", fmt.Sprintf("ct state new rt %s nexthop", f.fam),
+			join(ctStateNew(), nexthop(f.fam == "ip6")), m))
+	}
+	return out
+}
+
+// etherSaddr loads the source link-layer address into register 1. Only an
+// Ethernet header has one there; nft adds the same `meta iiftype ether`
+// test in an inet table.
+func etherSaddr() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFTYPE, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint16(unix.ARPHRD_ETHER)},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
+	}
+}
+
+// nexthop loads the next hop routing chose (`rt ip nexthop`, `rt ip6
+// nexthop`) into register 1, after the family test nft adds in an inet
+// table.
+func nexthop(v6 bool) []expr.Any {
+	proto, key := byte(unix.NFPROTO_IPV4), expr.RtNexthop4
+	if v6 {
+		proto, key = unix.NFPROTO_IPV6, expr.RtNexthop6
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		&expr.Rt{Register: 1, Key: key},
+	}
+}
+
+// ctStateNew: ct state new.
+func ctStateNew() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: le(expr.CtStateBitNEW), Xor: le(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: le(0)},
+	}
 }
 
 // rulesOf lists every rule of the table in order, for the groups gs of
@@ -551,7 +680,7 @@ func (s Spec) rulesOf(gs [2][]group, sets []setDef) []rule {
 			},
 		})
 	}
-	out = append(out, s.linkChains()...)
+	out = append(out, s.linkChains(byName)...)
 	out = append(out, s.classifyRulesOf(gs, sets)...)
 	for _, rec := range s.Records.Encode() {
 		out = append(out, rule{

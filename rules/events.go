@@ -25,6 +25,9 @@ const (
 	// EventLost: notifications were lost (a socket overflowed or
 	// failed); whoever follows the kernel must read it again.
 	EventLost
+	// EventNeigh: a neighbour was resolved, with MAC (it may have
+	// changed: a modem replaced on a shared interface).
+	EventNeigh
 )
 
 // Event is one routing notification, reduced to what flowpin acts on.
@@ -36,7 +39,8 @@ type Event struct {
 	// Removed: the interface was deleted. Up: administratively up with
 	// carrier (EventLink).
 	Removed, Up bool
-	IP          netip.Addr // the neighbour (EventNeighFailed)
+	IP          netip.Addr // the neighbour (EventNeighFailed, EventNeigh)
+	MAC         string     // its link-layer address (EventNeigh)
 }
 
 // Subscriptions names the subscriptions Events makes, as an EventLost
@@ -211,10 +215,13 @@ func linkEvent(u netlink.LinkUpdate) (Event, bool) {
 	return Event{Kind: EventLink, Iface: a.Name, Removed: removed, Up: up}, true
 }
 
-// neighEvent passes on only failed neighbours: the rest of the neighbour
-// table's churn says nothing about flowpin's state.
+// neighEvent passes on failed neighbours and resolved ones with their
+// link-layer address; the rest of the neighbour table's churn (probes,
+// entries going stale) says nothing about flowpin's state.
 func neighEvent(u netlink.NeighUpdate) (Event, bool) {
-	if u.State&netlink.NUD_FAILED == 0 {
+	failed := u.State&netlink.NUD_FAILED != 0
+	resolved := u.Type == unix.RTM_NEWNEIGH && len(u.HardwareAddr) > 0 && u.State&(netlink.NUD_REACHABLE|netlink.NUD_PERMANENT|netlink.NUD_NOARP) != 0
+	if !failed && !resolved {
 		return Event{}, false
 	}
 	ip, ok := netip.AddrFromSlice(u.IP)
@@ -225,5 +232,8 @@ func neighEvent(u netlink.NeighUpdate) (Event, bool) {
 	if err != nil {
 		return Event{}, false
 	}
-	return Event{Kind: EventNeighFailed, Iface: l.Attrs().Name, IP: ip.Unmap()}, true
+	if failed {
+		return Event{Kind: EventNeighFailed, Iface: l.Attrs().Name, IP: ip.Unmap()}, true
+	}
+	return Event{Kind: EventNeigh, Iface: l.Attrs().Name, IP: ip.Unmap(), MAC: u.HardwareAddr.String()}, true
 }

@@ -104,6 +104,10 @@ type Iface struct {
 	// Peers are the peer prefixes of its point-to-point IPv4 addresses
 	// (`inet 100.64.0.2 peer 100.64.0.1/32`), by local address.
 	Peers map[netip.Addr]netip.Prefix
+	// Neighbours are the link-layer addresses of its resolved neighbours
+	// (both families), as `ip neigh` prints them: a link that shares the
+	// interface with another knows its gateway's packets by them.
+	Neighbours map[netip.Addr]string
 }
 
 // retry reruns a dump that the kernel interrupted (a change raced it), so
@@ -182,6 +186,24 @@ func (k *Kernel) Interfaces() (map[string]Iface, error) {
 		add(r.LinkIndex, r.Gw)
 		for _, nh := range r.MultiPath {
 			add(nh.LinkIndex, nh.Gw)
+		}
+	}
+	for _, fam := range []int{V4, V6} {
+		ns, err := retry(func() ([]netlink.Neigh, error) { return k.h.NeighList(0, fam) })
+		if err != nil {
+			return nil, fmt.Errorf("list neighbours: %w", err)
+		}
+		for _, n := range ns {
+			name, ok := byIndex[n.LinkIndex]
+			if !ok || len(n.HardwareAddr) == 0 || !addrOf(n.IP).IsValid() || !(Neighbour{State: neighState(n.State)}).Usable() {
+				continue
+			}
+			i := out[name]
+			if i.Neighbours == nil {
+				i.Neighbours = map[netip.Addr]string{}
+			}
+			i.Neighbours[addrOf(n.IP)] = n.HardwareAddr.String()
+			out[name] = i
 		}
 	}
 	return out, nil

@@ -341,9 +341,12 @@ func (c *Config) FieldError(path, format string, args ...any) error {
 
 // used is what the links so far have taken; each must be unique.
 type used struct {
-	names, ifaces map[string]int
-	tables        map[int64]string
-	marks         map[uint32]int
+	names map[string]int
+	// ifaces lists the links on each interface so far: links may share
+	// one if their next hops differ.
+	ifaces map[string][]int
+	tables map[int64]string
+	marks  map[uint32]int
 }
 
 func (c *Config) fill(raw *rawConfig) error {
@@ -352,7 +355,7 @@ func (c *Config) fill(raw *rawConfig) error {
 	}
 	u := used{
 		names:  map[string]int{},
-		ifaces: map[string]int{},
+		ifaces: map[string][]int{},
 		tables: map[int64]string{int64(c.BalanceTable): "balance_table"},
 		marks:  map[uint32]int{},
 	}
@@ -432,13 +435,13 @@ func (c *Config) fillLink(i int, rl *rawLink, u *used) (Link, error) {
 	if !validInterface(l.Interface) {
 		return l, c.LinkError(i, "interface", "%s is not a valid interface name", quote(l.Interface))
 	}
-	if j, dup := u.ifaces[l.Interface]; dup {
-		return l, c.LinkError(i, "interface", "%s is already used by links[%d]", quote(l.Interface), j)
-	}
-	u.ifaces[l.Interface] = i
 	if err := c.fillGateway(i, rl, &l); err != nil {
 		return l, err
 	}
+	if err := c.checkShared(i, l, u); err != nil {
+		return l, err
+	}
+	u.ifaces[l.Interface] = append(u.ifaces[l.Interface], i)
 	if err := c.fillCheck(i, rl.Check, &l.Check); err != nil {
 		return l, err
 	}
@@ -507,6 +510,49 @@ func (c *Config) fillGateway(i int, rl *rawLink, l *Link) error {
 		l.Gateway6 = gw
 	}
 	return nil
+}
+
+// checkShared: links on one interface (two modems on one switch behind
+// wan0) are told apart only by their next hops, so each needs its own,
+// given as an address: auto would take the same default route for both.
+func (c *Config) checkShared(i int, l Link, u *used) error {
+	others := u.ifaces[l.Interface]
+	if len(others) == 0 {
+		return nil
+	}
+	const why = "auto on interface %s, which links[%d] also uses: links on one interface are told apart by their next hops, so give each its own address"
+	if l.GatewayAuto {
+		return c.LinkError(i, "gateway", why, l.Interface, others[0])
+	}
+	if l.Gateway6Auto {
+		return c.LinkError(i, "gateway6", why, l.Interface, others[0])
+	}
+	for _, j := range others {
+		o := c.Links[j]
+		if o.GatewayAuto {
+			return c.LinkError(j, "gateway", why, l.Interface, i)
+		}
+		if o.Gateway6Auto {
+			return c.LinkError(j, "gateway6", why, l.Interface, i)
+		}
+		if l.Gateway.IsValid() && l.Gateway == o.Gateway {
+			return c.LinkError(i, "gateway", "%s on interface %s is already links[%d]'s: links on one interface need different next hops", l.Gateway, l.Interface, j)
+		}
+		if l.Gateway6.IsValid() && l.Gateway6 == o.Gateway6 {
+			return c.LinkError(i, "gateway6", "%s on interface %s is already links[%d]'s: links on one interface need different next hops", l.Gateway6, l.Interface, j)
+		}
+	}
+	return nil
+}
+
+// Shared says whether another link uses the link's interface.
+func (c *Config) Shared(i int) bool {
+	for j, o := range c.Links {
+		if j != i && o.Interface == c.Links[i].Interface {
+			return true
+		}
+	}
+	return false
 }
 
 // HasV4 says whether the link carries IPv4 (it has gateway).

@@ -4,12 +4,11 @@ import (
 	"testing"
 
 	"flowpin/lb/config"
-	"flowpin/lb/daemon/hooks"
 )
 
-// The config refuses policies whose hook variables collide by the same
-// mapping the daemon uses to name them; the two must not drift apart.
-func TestPolicyEnvNameIsTheDaemons(t *testing.T) {
+// Hooks read a policy's tier from this variable, and the config refuses
+// policies whose variables collide by it.
+func TestPolicyEnvName(t *testing.T) {
 	for in, want := range map[string]string{
 		"default":     "FLOWPIN_POLICY_DEFAULT_TIER",
 		"Default":     "FLOWPIN_POLICY_DEFAULT_TIER",
@@ -19,10 +18,7 @@ func TestPolicyEnvNameIsTheDaemons(t *testing.T) {
 		"ärger":       "FLOWPIN_POLICY__RGER_TIER",
 	} {
 		if got := config.PolicyEnvName(in); got != want {
-			t.Errorf("config.PolicyEnvName(%q) = %q, want %q", in, got, want)
-		}
-		if got := hooks.PolicyEnvName(in); got != want {
-			t.Errorf("hooks.PolicyEnvName(%q) = %q, want %q", in, got, want)
+			t.Errorf("PolicyEnvName(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

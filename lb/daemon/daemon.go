@@ -5,16 +5,15 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"flowpin/lb/config"
+	"flowpin/lb/daemon/board"
 	"flowpin/lb/daemon/carry"
 	"flowpin/lb/daemon/failback"
 	"flowpin/lb/daemon/hooks"
@@ -72,11 +71,41 @@ type Deps struct {
 	// flows (with Flows only; zero value: passive.Default).
 	Passive passive.Params
 
+	// Parts are the daemon's parts; each one nil is built from the
+	// config. A Supervisor's daemons share those set here across reloads.
+	Parts Parts
+
 	// probes, if set, are the probe loops, and flowsShared the flow
 	// tracker, shared across reloads (default: the daemon's own).
 	probes      *probeLoops
 	flowsShared *tally.Shared
 	carry       *carry.Set
+}
+
+// Parts are the parts the daemon's loop feeds. The interfaces are what
+// the loop asks of them, so a test can put one of its own in their place.
+type Parts struct {
+	Board    *board.Board // the links' health
+	Keep     *keep.Flows  // the fate of down links' flows
+	Failback Failback     // default failback.New()
+	OnDemand OnDemand     // default ondemand.New(Deps.Clock)
+}
+
+// Failback follows the policies' active tiers (lb/daemon/failback).
+type Failback interface {
+	// Applied takes the plan just applied and says what changed.
+	Applied(des *plan.Desired, links []config.Link, open [2]bool) []failback.Step
+	Policies() []plan.PolicyPlan
+}
+
+// OnDemand follows the on-demand links (lb/daemon/ondemand).
+type OnDemand interface {
+	// Follow takes the links' health after a sync and says what to do.
+	Follow(c *config.Config, linkUp func(name string) bool) []ondemand.Action
+	// C fires when a keep time ends.
+	C() <-chan time.Time
+	Standby(name string) bool
+	Stop()
 }
 
 // Daemon keeps the kernel matching the config and routes around dead
@@ -99,12 +128,9 @@ type Daemon struct {
 
 	deps Deps
 
-	mu sync.Mutex // guards trackers, gateways and usable for readers
-	// trackers, gateways, usable and flush are keyed by unitKey: a link's
-	// address families are judged on their own.
-	trackers map[string]*health.Tracker
-	gateways map[string]netip.Addr // the gateway each unit last planned with
-	usable   map[string]bool
+	// board is the links' health, keyed by unitKey: a link's address
+	// families are judged on their own (lb/daemon/board).
+	board *board.Board
 	// units are the links' families, in config order: what is probed.
 	units []unit
 
@@ -116,7 +142,7 @@ type Daemon struct {
 	// applied is the plan last applied.
 	applied *plan.Desired
 	// tiers follows the policies' active tiers (failback).
-	tiers *failback.Tiers
+	tiers Failback
 
 	metrics *Metrics
 	carry   *carry.Set     // the nft counters' offsets (lb/daemon/carry)
@@ -130,15 +156,12 @@ type Daemon struct {
 	inherit *handover
 	// handover: stopped by a reload, not for good.
 	handover atomic.Bool
-	// od is the on-demand part; odGauge, its links' standby gauge.
-	od      *ondemand.Links
-	odGauge *prometheus.GaugeVec
+	// od is the on-demand part.
+	od OnDemand
 
-	// loops[u] is unit u's probe loop (probes.go), set under mu once Run
-	// took them over. A burst asked of it (its new flows go unanswered):
-	// suspectWhy[u] (under mu) says why.
-	loops      []*probeLoop
-	suspectWhy []string
+	// loops[u] is unit u's probe loop (probes.go), once Run took them
+	// over; owned by Run's goroutine.
+	loops []*probeLoop
 }
 
 // New prepares a daemon; Run starts it.
@@ -164,13 +187,24 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 	if deps.carry == nil {
 		deps.carry = carry.NewSet()
 	}
+	p := deps.Parts
+	if p.Board == nil {
+		p.Board = board.New()
+	}
+	if p.Keep == nil {
+		p.Keep = keep.New()
+	}
+	if p.Failback == nil {
+		p.Failback = failback.New()
+	}
+	if p.OnDemand == nil {
+		p.OnDemand = ondemand.New(deps.Clock)
+	}
 	d := &Daemon{
 		Config: c, Log: log, deps: deps,
-		trackers: map[string]*health.Tracker{}, gateways: map[string]netip.Addr{}, usable: map[string]bool{},
-		keep: keep.New(), tiers: failback.New(), od: ondemand.New(deps.Clock), units: units(c),
+		board: p.Board, keep: p.Keep, tiers: p.Failback, od: p.OnDemand, units: units(c),
 		metrics: NewMetrics(), carry: deps.carry,
 	}
-	d.suspectWhy = make([]string, len(d.units))
 	if deps.Flows != nil {
 		if deps.flowsShared != nil {
 			d.flows = deps.flowsShared.Reuse(c.MarkMask)
@@ -194,7 +228,7 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 			// A reload that kept the links: the baselines go on.
 			det = w.det
 		}
-		d.watch = &passiveWatch{d: d, det: det}
+		d.watch = &passiveWatch{det: det, suspect: d.suspect}
 	}
 	return d
 }
@@ -236,6 +270,9 @@ type unit struct {
 	link int
 	v6   bool
 }
+
+// key is u's unitKey.
+func (d *Daemon) key(u unit) string { return unitKey(d.Config.Links[u.link].Name, u.v6) }
 
 func (u unit) family() string {
 	if u.v6 {
@@ -326,10 +363,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 		probes = newProbeLoops()
 		defer probes.stop()
 	}
-	loops := probes.take(d)
-	d.mu.Lock()
-	d.loops = loops
-	d.mu.Unlock()
+	d.loops = probes.take(d)
+	bursts := make(map[string]chan<- struct{}, len(d.loops))
+	for i, lp := range d.loops {
+		bursts[d.key(d.units[i])] = lp.burst
+	}
+	d.board.Arm(bursts)
 	return d.loop(ctx, &events, probes.out)
 }
 
@@ -486,8 +525,6 @@ func (d *Daemon) adopt() error {
 		}
 	}
 	now := d.deps.Clock.Now()
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	for _, u := range d.units {
 		l := d.Config.Links[u.link]
 		state, why := health.StateUp, "up: daemon started"
@@ -502,7 +539,7 @@ func (d *Daemon) adopt() error {
 		if t == nil {
 			t = health.NewTracker(l.Check, state, now, why)
 		}
-		d.trackers[unitKey(l.Name, u.v6)] = t
+		d.board.Add(unitKey(l.Name, u.v6), t)
 		d.metrics.setState(l.Name, u.family(), t.State)
 	}
 	d.inheritHooks()
@@ -512,13 +549,13 @@ func (d *Daemon) adopt() error {
 // downSet names the links whose family (IPv6 with v6) the checks took
 // down, with the reason.
 func (d *Daemon) downSet(v6 bool) map[string]string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	down := map[string]string{}
 	for _, u := range d.units {
-		name := d.Config.Links[u.link].Name
-		if t := d.trackers[unitKey(name, u.v6)]; u.v6 == v6 && t.State == health.StateDown {
-			down[name] = t.Reason
+		if u.v6 != v6 {
+			continue
+		}
+		if why, ok := d.board.Down(d.key(u)); ok {
+			down[d.Config.Links[u.link].Name] = why
 		}
 	}
 	return down
@@ -547,17 +584,12 @@ func (d *Daemon) sync(why string) error {
 	if res.Writes > 0 {
 		d.Log.Info("repaired kernel state", "trigger", why, "writes", res.Writes, "changes", res.Commands)
 	}
-	d.mu.Lock()
 	for _, l := range des.Links {
-		if old := d.gateways[l.Name]; old.IsValid() && l.Gateway.IsValid() && old != l.Gateway {
+		if old := d.board.SetGateway(unitKey(l.Name, false), l.Gateway); old.IsValid() && l.Gateway.IsValid() && old != l.Gateway {
 			d.Log.Info("gateway changed", "link", l.Name, "from", old, "to", l.Gateway)
 		}
-		d.gateways[unitKey(l.Name, false)] = l.Gateway
-		d.usable[unitKey(l.Name, false)] = l.Usable
-		d.gateways[unitKey(l.Name, true)] = l.V6.Gateway
-		d.usable[unitKey(l.Name, true)] = l.V6.Usable
+		d.board.SetGateway(unitKey(l.Name, true), l.V6.Gateway)
 	}
-	d.mu.Unlock()
 	d.applied = des
 	d.settleFlows()
 	d.failback(des)
@@ -615,18 +647,13 @@ func (d *Daemon) flushFlows(l config.Link, u unit) {
 func (d *Daemon) observe(r probeResult) {
 	u := d.units[r.unit]
 	l := d.Config.Links[u.link]
-	d.mu.Lock()
-	t := d.trackers[unitKey(l.Name, u.v6)]
-	changed := t.Observe(r.round, l.Check.Quorum, r.at)
-	state, reason := t.State, t.Reason
-	_, bad := t.Streaks()
-	d.metrics.probed(l.Name, u.family(), r.round, t)
-	d.mu.Unlock()
-	if bad > 0 {
+	s := d.board.Observe(unitKey(l.Name, u.v6), r.round, l.Check.Quorum, r.at)
+	d.metrics.probed(l.Name, u.family(), r.round, s)
+	if s.Bad > 0 {
 		d.keep.Failed(unitKey(l.Name, u.v6), r.start)
 	}
-	if changed {
-		d.changed(l, u, state, reason)
+	if s.Changed {
+		d.changed(l, u, s.State, s.Reason)
 	}
 }
 
@@ -647,13 +674,16 @@ func (d *Daemon) changed(l config.Link, u unit, state health.LinkState, reason s
 	d.runner.Request("link " + l.Name + " " + u.family() + " " + string(state))
 }
 
-func (d *Daemon) linkByIface(name string) (int, bool) {
+// linksByIface are the links on interface name: more than one when
+// modems share it.
+func (d *Daemon) linksByIface(name string) []int {
+	var out []int
 	for i, l := range d.Config.Links {
 		if l.Interface == name {
-			return i, true
+			out = append(out, i)
 		}
 	}
-	return -1, false
+	return out
 }
 
 // onEvent handles one kernel notification. A link whose carrier goes is
@@ -662,28 +692,40 @@ func (d *Daemon) linkByIface(name string) (int, bool) {
 func (d *Daemon) onEvent(ev Event) {
 	switch ev.Kind {
 	case EventLink:
-		i, ok := d.linkByIface(ev.Iface)
-		if !ok {
+		links := d.linksByIface(ev.Iface)
+		if len(links) == 0 {
 			return
 		}
-		if ev.Removed {
-			for ui, u := range d.units {
-				if u.link == i {
-					d.loops[ui].reopen.Store(true)
+		for _, i := range links {
+			if ev.Removed {
+				for ui, u := range d.units {
+					if u.link == i {
+						d.loops[ui].reopen.Store(true)
+					}
 				}
+				d.forceDown(d.Config.Links[i], "interface "+ev.Iface+" removed", nil)
+			} else if !ev.Up {
+				d.forceDown(d.Config.Links[i], "carrier lost on "+ev.Iface, nil)
 			}
-			d.forceDown(d.Config.Links[i], "interface "+ev.Iface+" removed", nil)
-		} else if !ev.Up {
-			d.forceDown(d.Config.Links[i], "carrier lost on "+ev.Iface, nil)
 		}
 		d.runner.Request("interface " + ev.Iface)
+	case EventNeigh:
+		// A link that shares its interface knows its gateway's packets by
+		// the gateway's link-layer address: a new one (a modem replaced)
+		// rewrites its rules.
+		if d.applied == nil {
+			return
+		}
+		for _, l := range d.applied.NFT.Links {
+			if l.Shared && l.Iface == ev.Iface && (l.Nexthop == ev.IP || l.Nexthop6 == ev.IP) && !slices.Contains(l.MACs, ev.MAC) {
+				d.runner.Request(fmt.Sprintf("gateway %s of link %s is now %s", ev.IP, l.Name, ev.MAC))
+				return
+			}
+		}
 	case EventNeighFailed:
 		v6 := ev.IP.Is6() && !ev.IP.Is4In6()
 		for _, l := range d.Config.Links {
-			d.mu.Lock()
-			gw := d.gateways[unitKey(l.Name, v6)]
-			d.mu.Unlock()
-			if gw == ev.IP && l.Interface == ev.Iface {
+			if gw := d.board.Gateway(unitKey(l.Name, v6)); gw == ev.IP && l.Interface == ev.Iface {
 				d.forceDown(l, fmt.Sprintf("gateway %s unreachable (neighbour failed)", ev.IP), &v6)
 			}
 		}
@@ -704,11 +746,7 @@ func (d *Daemon) forceDown(l config.Link, why string, only *bool) {
 			continue
 		}
 		now := d.deps.Clock.Now()
-		d.mu.Lock()
-		t := d.trackers[unitKey(l.Name, u.v6)]
-		changed := t.ForceDown(why, now)
-		reason := t.Reason
-		d.mu.Unlock()
+		changed, reason := d.board.ForceDown(unitKey(l.Name, u.v6), why, now)
 		d.keep.Failed(unitKey(l.Name, u.v6), now)
 		if changed {
 			d.changed(l, u, health.StateDown, reason)
@@ -718,13 +756,11 @@ func (d *Daemon) forceDown(l config.Link, why string, only *bool) {
 
 // Health is the daemon's view of every link, in config order.
 func (d *Daemon) Health() []health.LinkHealth {
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	var out []health.LinkHealth
 	for _, u := range d.units {
 		l := d.Config.Links[u.link]
-		t := d.trackers[unitKey(l.Name, u.v6)]
-		if t == nil {
+		t, ok := d.board.View(unitKey(l.Name, u.v6))
+		if !ok {
 			continue
 		}
 		state := t.State
@@ -733,7 +769,7 @@ func (d *Daemon) Health() []health.LinkHealth {
 		}
 		lh := health.LinkHealth{
 			Name: l.Name, Family: u.family(), State: state, LastChange: t.LastChange, Reason: t.Reason,
-			RTTMillis: millis(t.RTT()), JitterMillis: millis(t.Jitter()), Loss: t.Loss(), Window: t.Rounds(),
+			RTTMillis: millis(t.RTT), JitterMillis: millis(t.Jitter), Loss: t.Loss, Window: t.Rounds,
 		}
 		if k, ok := d.keep.Kept(unitKey(l.Name, u.v6)); ok {
 			lh.FlowsKept, lh.FlowsKeptSince = k.Why, k.Since

@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,7 +19,9 @@ import (
 
 	"flowpin/lb/config"
 	"flowpin/lb/config/configtest"
+	"flowpin/lb/daemon/failback"
 	"flowpin/lb/health"
+	"flowpin/lb/plan"
 )
 
 // checked is a dual-WAN config with health checks: fall 3, rise 2, a
@@ -49,6 +53,7 @@ type harness struct {
 	flows   *fakeFlowTable  // optional: set before start
 	traffic TrafficCounters // optional: set before start
 	hits    RuleHitReader   // optional: set before start
+	parts   Parts           // optional: set before start
 	d       *Daemon
 	ready   chan struct{}
 	cancel  context.CancelFunc
@@ -93,6 +98,7 @@ func (h *harness) run() {
 		deps.Flows = h.flows
 	}
 	deps.Traffic, deps.RuleHits = h.traffic, h.hits
+	deps.Parts = h.parts
 	h.d = New(h.c, deps, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	h.d.OnReady = func() { close(h.ready) }
 	ctx, cancel := context.WithCancel(context.Background())
@@ -241,6 +247,54 @@ func TestCarrierLossTakesALinkDownAtOnce(t *testing.T) {
 	h.waitTranscript(both, isp2Out, flush2)
 	if s := h.state("isp1"); s.State != health.StateUp {
 		t.Errorf("isp1: %+v", s)
+	}
+}
+
+// recordingFailback is a failback part that records the plans the loop
+// fed it, which links each had in the route.
+type recordingFailback struct {
+	Failback
+	mu     sync.Mutex
+	inPlan [][]string
+}
+
+func (r *recordingFailback) Applied(des *plan.Desired, links []config.Link, open [2]bool) []failback.Step {
+	var in []string
+	for _, l := range des.Links {
+		if l.InRoute {
+			in = append(in, l.Name)
+		}
+	}
+	r.mu.Lock()
+	r.inPlan = append(r.inPlan, in)
+	r.mu.Unlock()
+	return r.Failback.Applied(des, links, open)
+}
+
+func (r *recordingFailback) plans() [][]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.inPlan)
+}
+
+// The loop feeds an injected part the plan of each sync it applied.
+func TestInjectedFailbackPartIsFedEachAppliedPlan(t *testing.T) {
+	h := newHarness(t)
+	fb := &recordingFailback{Failback: failback.New()}
+	h.parts.Failback = fb
+	h.start()
+	h.waitTranscript(both)
+	h.events.send(Event{Kind: EventLink, Iface: "wan2", Up: false})
+	h.waitState("isp2", health.StateDown)
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(both, isp2Out, flush2)
+	got := fb.plans()
+	want := [][]string{{"isp1", "isp2"}, {"isp1"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("plans fed to the failback part (links in the route): %v, want %v", got, want)
+	}
+	if len(h.d.Policies()) == 0 {
+		t.Error("Policies are not the injected part's")
 	}
 }
 
@@ -643,4 +697,44 @@ func TestIPv6FailsAlone(t *testing.T) {
 	if got := testutil.ToFloat64(h.d.Metrics().up.WithLabelValues("isp1", "ipv6")); got != 0 {
 		t.Errorf("flowpin_link_up{isp1,ipv6} = %v", got)
 	}
+}
+
+// Two modems on one interface: the daemon re-plans when a gateway's
+// link-layer address changes (a modem replaced), so the rules that pin
+// flows arriving from it follow; other neighbours' churn, or the address
+// it already has, cause no sync.
+func TestSharedGatewayNewMACResyncs(t *testing.T) {
+	c := configtest.MustParse(t, `links:
+  - {name: modem1, interface: wan0, gateway: 192.168.1.1, nat: true, check: {targets: [203.0.113.10], interval: 1s, timeout: 500ms}}
+  - {name: modem2, interface: wan0, gateway: 192.168.1.254, nat: true, check: {targets: [203.0.113.10], interval: 1s, timeout: 500ms}}
+`)
+	h := &harness{t: t, c: c, clock: newFakeClock(), rec: &transcript{}, events: &fakeEvents{}, ready: make(chan struct{})}
+	h.k = newFakeKernel(h.rec, c)
+	gw2 := netip.MustParseAddr("192.168.1.254")
+	h.k.mu.Lock()
+	wan0 := h.k.ifaces["wan0"]
+	wan0.Neighbours = map[netip.Addr]string{gw2: "02:00:00:00:00:fe"}
+	h.k.ifaces["wan0"] = wan0
+	h.k.mu.Unlock()
+	h.probers = newFakeProbers(c)
+	h.start()
+	const applied = "apply route=[modem1 modem2] out=[]"
+	h.waitTranscript(applied)
+
+	h.events.send(Event{Kind: EventNeigh, Iface: "wan0", IP: netip.MustParseAddr("192.168.1.77"), MAC: "02:00:00:00:00:77"})
+	h.events.send(Event{Kind: EventNeigh, Iface: "wan0", IP: gw2, MAC: "02:00:00:00:00:fe"})
+	h.events.send(Event{Kind: EventNeigh, Iface: "lan", IP: gw2, MAC: "02:00:00:00:00:99"})
+	h.clock.Advance(MinSyncInterval)
+	time.Sleep(50 * time.Millisecond)
+	if got := h.rec.get(); len(got) != 1 {
+		t.Fatalf("neighbours that change nothing synced: %q", got)
+	}
+
+	h.k.mu.Lock()
+	wan0.Neighbours = map[netip.Addr]string{gw2: "02:00:00:00:00:aa"}
+	h.k.ifaces["wan0"] = wan0
+	h.k.mu.Unlock()
+	h.events.send(Event{Kind: EventNeigh, Iface: "wan0", IP: gw2, MAC: "02:00:00:00:00:aa"})
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(applied, applied)
 }

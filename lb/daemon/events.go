@@ -64,12 +64,14 @@ func relay[T any](ctx context.Context, cancel context.CancelFunc, wg *sync.WaitG
 }
 
 func routingEvent(e rules.Event) Event {
-	ev := Event{What: e.What, Iface: e.Iface, Removed: e.Removed, Up: e.Up, IP: e.IP}
+	ev := Event{What: e.What, Iface: e.Iface, Removed: e.Removed, Up: e.Up, IP: e.IP, MAC: e.MAC}
 	switch e.Kind {
 	case rules.EventLink:
 		ev.Kind = EventLink
 	case rules.EventNeighFailed:
 		ev.Kind = EventNeighFailed
+	case rules.EventNeigh:
+		ev.Kind = EventNeigh
 	case rules.EventChange:
 		ev.Kind = EventDrift
 	case rules.EventLost:

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"flowpin/lb/daemon/hooks"
-	"flowpin/lb/health"
 )
 
 // hookChanges submits the on_change hook for each change since the last
@@ -22,13 +21,11 @@ func (d *Daemon) hookChanges() {
 // policies' tiers as now.
 func (d *Daemon) hookJob(ch hooks.Change) hooks.Job {
 	var up []string
-	d.mu.Lock()
 	for _, l := range d.Config.Links {
-		if t := d.trackers[unitKey(l.Name, ch.V6)]; t != nil && t.State == health.StateUp {
+		if d.board.Up(unitKey(l.Name, ch.V6)) {
 			up = append(up, l.Name)
 		}
 	}
-	d.mu.Unlock()
 	policies := d.tiers.Policies()
 	return hooks.OnChange(d.Config.Hooks.OnChange, ch, up, policies)
 }

@@ -27,8 +27,8 @@ func TestHookEnv(t *testing.T) {
 	}
 	d := New(c, Deps{}, quietLog())
 	now := time.Now()
-	d.trackers[unitKey("isp1", false)] = health.NewTracker(c.Links[0].Check, health.StateDown, now, "down")
-	d.trackers[unitKey("lte", false)] = health.NewTracker(c.Links[1].Check, health.StateUp, now, "up")
+	d.board.Add(unitKey("isp1", false), health.NewTracker(c.Links[0].Check, health.StateDown, now, "down"))
+	d.board.Add(unitKey("lte", false), health.NewTracker(c.Links[1].Check, health.StateUp, now, "up"))
 	d.tiers.Applied(&plan.Desired{Policies: []plan.PolicyPlan{
 		{Policy: config.Policy{Name: "default"}, Active: 1, Active6: -1},
 		{Policy: config.Policy{Name: "cable-first"}, Active: 0, Active6: -1},

@@ -6,7 +6,6 @@ import (
 
 	"flowpin/lb/config"
 	"flowpin/lb/daemon/keep"
-	"flowpin/lb/health"
 )
 
 // The fate of a down link's flows (deleted only where another link can
@@ -59,24 +58,11 @@ func (d *Daemon) settleFlows() {
 // own recovery under way, as after the probe target's outage, does not
 // count yet).
 func (d *Daemon) takersFor(u keep.Unit) keep.Takers {
-	failed := d.keep.FailedAt(u.Key)
-	ready := make([]bool, len(d.Config.Links))
-	d.mu.Lock()
-	// A link that answers again is coming back: its flows may be fine.
-	answering := false
-	if self := d.trackers[u.Key]; self != nil {
-		good, _ := self.Streaks()
-		answering = good > 0
-	}
+	others := make([]string, len(d.Config.Links))
 	for j, l := range d.Config.Links {
-		t := d.trackers[unitKey(l.Name, u.V6)]
-		if answering || t == nil || t.State != health.StateUp {
-			continue
-		}
-		_, bad := t.Streaks()
-		ready[j] = bad == 0 && t.LastChange.Before(failed)
+		others[j] = unitKey(l.Name, u.V6)
 	}
-	d.mu.Unlock()
+	ready := d.board.Ready(u.Key, others, d.keep.FailedAt(u.Key))
 	applied := d.applied
 	return func(j int) (bool, bool) {
 		lp := applied.Links[j]

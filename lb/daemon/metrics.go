@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"flowpin/lb/config"
+	"flowpin/lb/daemon/board"
 	"flowpin/lb/health"
 	"flowpin/nft"
 	"flowpin/nft/ct"
@@ -49,6 +50,9 @@ type Metrics struct {
 	// a reload replaces them, while the counters above go on counting.
 	mu    sync.Mutex
 	owned []prometheus.Collector
+	// standbyVec is flowpin_link_standby, the running daemon's, registered
+	// with its first on-demand link.
+	standbyVec *prometheus.GaugeVec
 }
 
 // registerOwned registers a collector of the running daemon.
@@ -72,7 +76,28 @@ func (m *Metrics) handOver() []prometheus.Collector {
 	}
 	old := m.owned
 	m.owned = nil
+	m.standbyVec = nil
 	return old
+}
+
+// standby sets flowpin_link_standby of an on-demand link.
+func (m *Metrics) standby(link string, v float64) {
+	m.mu.Lock()
+	g := m.standbyVec
+	m.mu.Unlock()
+	if g == nil {
+		g = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "flowpin_link_standby",
+			Help: "1 while an on-demand link is intentionally down (not an alarm; flowpin_link_up is 0 then).",
+		}, []string{"link"})
+		if err := m.registerOwned(g); err != nil {
+			panic(err) // a programming error: one per daemon
+		}
+		m.mu.Lock()
+		m.standbyVec = g
+		m.mu.Unlock()
+	}
+	g.WithLabelValues(link).Set(v)
 }
 
 // prune deletes the series of links, address families and policies that
@@ -236,15 +261,15 @@ func (m *Metrics) tierChanged(policy, family string, active int) {
 func (m *Metrics) changed(link, family string) { m.changes.WithLabelValues(link, family).Inc() }
 
 // probed records a round and the link's quality over its window after it.
-func (m *Metrics) probed(link, family string, r health.Round, t *health.Tracker) {
+func (m *Metrics) probed(link, family string, r health.Round, t board.Seen) {
 	m.probes.WithLabelValues(link, family, "answered").Add(float64(r.Answered))
 	m.probes.WithLabelValues(link, family, "lost").Add(float64(r.Sent - r.Answered))
 	if r.Answered > 0 {
 		m.rtt.WithLabelValues(link, family).Set(r.RTT.Seconds())
 	}
-	m.linkRTT.WithLabelValues(link, family).Set(t.RTT().Seconds())
-	m.jitter.WithLabelValues(link, family).Set(t.Jitter().Seconds())
-	m.loss.WithLabelValues(link, family).Set(t.Loss())
+	m.linkRTT.WithLabelValues(link, family).Set(t.RTT.Seconds())
+	m.jitter.WithLabelValues(link, family).Set(t.Jitter.Seconds())
+	m.loss.WithLabelValues(link, family).Set(t.Loss)
 }
 
 func (m *Metrics) synced(writes int, took time.Duration) {

@@ -1,11 +1,8 @@
 package daemon
 
 import (
-	"github.com/prometheus/client_golang/prometheus"
-
 	"flowpin/lb/config"
 	"flowpin/lb/daemon/ondemand"
-	"flowpin/lb/health"
 )
 
 // onDemandLinks carries out what the on-demand part (lb/daemon/ondemand)
@@ -22,7 +19,7 @@ func (d *Daemon) onDemandLinks() {
 			if a.Standby {
 				v = 1
 			}
-			d.standbyGauge().WithLabelValues(l.Name).Set(v)
+			d.metrics.standby(l.Name, v)
 		case ondemand.Up:
 			d.Log.Warn("on-demand link needed: bringing it up", "link", l.Name, "command", l.OnDemand.Up)
 			d.onDemandCommand(l, "up", l.OnDemand.Up)
@@ -47,29 +44,7 @@ func (d *Daemon) onDemandLinks() {
 
 // linkUp: some family of the link is up.
 func (d *Daemon) linkUp(name string) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, v6 := range []bool{false, true} {
-		if t := d.trackers[unitKey(name, v6)]; t != nil && t.State == health.StateUp {
-			return true
-		}
-	}
-	return false
-}
-
-// standbyGauge is flowpin_link_standby, registered with the first
-// on-demand link.
-func (d *Daemon) standbyGauge() *prometheus.GaugeVec {
-	if d.odGauge == nil {
-		d.odGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "flowpin_link_standby",
-			Help: "1 while an on-demand link is intentionally down (not an alarm; flowpin_link_up is 0 then).",
-		}, []string{"link"})
-		if err := d.metrics.registerOwned(d.odGauge); err != nil {
-			panic(err) // a programming error: one per daemon
-		}
-	}
-	return d.odGauge
+	return d.board.Up(unitKey(name, false)) || d.board.Up(unitKey(name, true))
 }
 
 // onDemandCommand runs an on-demand link's up or down command.

@@ -43,7 +43,7 @@ func TestOnDemandUpAndDown(t *testing.T) {
 	if s := h.state("lte"); s.State != health.StateStandby {
 		t.Fatalf("lte at start: %+v, want standby", s)
 	}
-	if got := testutil.ToFloat64(h.d.odGauge.WithLabelValues("lte")); got != 1 {
+	if got := testutil.ToFloat64(h.d.metrics.standbyVec.WithLabelValues("lte")); got != 1 {
 		t.Errorf("flowpin_link_standby{lte} = %v", got)
 	}
 	h.round()
@@ -95,7 +95,7 @@ func TestOnDemandUpAndDown(t *testing.T) {
 	// The down command takes the interface down: standby, not an alarm.
 	h.events.send(Event{Kind: EventLink, Iface: "wwan0", Up: false})
 	h.waitState("lte", health.StateStandby)
-	if got := testutil.ToFloat64(h.d.odGauge.WithLabelValues("lte")); got != 1 {
+	if got := testutil.ToFloat64(h.d.metrics.standbyVec.WithLabelValues("lte")); got != 1 {
 		t.Errorf("flowpin_link_standby{lte} = %v", got)
 	}
 }

@@ -16,19 +16,19 @@ import (
 // passiveWatch feeds the detector from the flow tracker's goroutine and
 // hands suspicions to the daemon.
 type passiveWatch struct {
-	d   *Daemon
-	det *passive.Detector
+	det     *passive.Detector
+	suspect func(passive.Suspicion)
 }
 
 func (w *passiveWatch) Events(evs []ct.Event, now time.Time) {
 	for _, s := range w.det.Observe(evs, now) {
-		w.d.suspect(s)
+		w.suspect(s)
 	}
 }
 
 func (w *passiveWatch) Tick(now time.Time) {
 	for _, s := range w.det.Tick(now) {
-		w.d.suspect(s)
+		w.suspect(s)
 	}
 }
 
@@ -44,26 +44,11 @@ const (
 func (d *Daemon) suspect(s passive.Suspicion) {
 	u := d.units[s.Link]
 	l := d.Config.Links[u.link]
-	d.mu.Lock()
-	t := d.trackers[unitKey(l.Name, u.v6)]
-	up := t != nil && t.State == health.StateUp && d.loops != nil
-	if up {
-		d.suspectWhy[s.Link] = s.Why
-	}
-	var burst chan struct{}
-	if up {
-		burst = d.loops[s.Link].burst
-	}
-	d.mu.Unlock()
-	if !up {
+	if !d.board.Suspect(unitKey(l.Name, u.v6), s.Why) {
 		return
 	}
 	d.metrics.suspected(l.Name, u.family())
 	d.Log.Warn("link suspect: its new flows go unanswered; probing it at once", "link", l.Name, "family", u.family(), "why", s.Why)
-	select {
-	case burst <- struct{}{}:
-	default: // one is pending already
-	}
 }
 
 // burstRound probes the unit's targets burstProbes times each, at once,
@@ -77,12 +62,8 @@ func (lp *probeLoop) burstRound(p *Prober) health.Round {
 	if len(tg) == 0 {
 		return health.Round{Sent: 1, Err: errors.New("no target: no gateway known yet")}
 	}
-	var rtt time.Duration
-	for _, h := range d.Health() {
-		if h.Name == lp.link.Name && h.Family == (unit{v6: lp.v6}).family() {
-			rtt = time.Duration(h.RTTMillis * float64(time.Millisecond))
-		}
-	}
+	h, _ := d.board.View(lp.key)
+	rtt := h.RTT.Truncate(time.Microsecond) // as status shows it
 	timeout := max(min(4*rtt, lp.link.Check.Timeout), min(burstMinTimeout, lp.link.Check.Timeout))
 	var many []netip.Addr
 	for range burstProbes {
@@ -96,9 +77,7 @@ func (lp *probeLoop) burstRound(p *Prober) health.Round {
 func (d *Daemon) burstDone(r probeResult) {
 	u := d.units[r.unit]
 	l := d.Config.Links[u.link]
-	d.mu.Lock()
-	why := d.suspectWhy[r.unit]
-	d.mu.Unlock()
+	why := d.board.BurstWhy(unitKey(l.Name, u.v6))
 	if r.round.Answered == 0 {
 		d.metrics.burst(l.Name, u.family(), "down")
 		lost := "probes lost"

@@ -25,9 +25,7 @@ func suspectISP2(t *testing.T, probesAnswer bool) *harness {
 	// A suspicion before Run took the probe loops finds no loop to ask
 	// for a burst (and the cooldown then holds the next one back).
 	h.eventually("probe loops taken", func() bool {
-		h.d.mu.Lock()
-		defer h.d.mu.Unlock()
-		return h.d.loops != nil
+		return h.d.board.Armed()
 	})
 	h.probers.set("wan2", probesAnswer)
 	var evs []ct.Event

@@ -208,9 +208,7 @@ func (d *Daemon) targets(l config.Link, v6 bool) []netip.Addr {
 	if len(tg) > 0 {
 		return tg
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if gw := d.gateways[unitKey(l.Name, v6)]; gw.IsValid() {
+	if gw := d.board.Gateway(unitKey(l.Name, v6)); gw.IsValid() {
 		return []netip.Addr{gw}
 	}
 	return nil

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -245,10 +244,8 @@ type handover struct {
 // handOver is what the daemon that follows this one inherits; only after
 // its Run has ended.
 func (d *Daemon) handOver() *handover {
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	return &handover{
-		trackers: maps.Clone(d.trackers), keep: d.keep.Clone(), hooks: d.pendingHooks.List(),
+		trackers: d.board.Trackers(), keep: d.keep.Clone(), hooks: d.pendingHooks.List(),
 	}
 }
 

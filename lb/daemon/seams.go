@@ -101,6 +101,8 @@ const (
 	EventLink EventKind = iota
 	// EventNeighFailed: the kernel gave up resolving a neighbour.
 	EventNeighFailed
+	// EventNeigh: a neighbour was resolved (IP, MAC).
+	EventNeigh
 	// EventDrift: an address, route, rule or flowpin's nft table changed.
 	EventDrift
 	// EventLost: notifications were lost (the socket overflowed or
@@ -117,7 +119,8 @@ type Event struct {
 	// Removed: the interface was deleted. Up: administratively up with
 	// carrier (EventLink).
 	Removed, Up bool
-	IP          netip.Addr // the neighbour (EventNeighFailed)
+	IP          netip.Addr // the neighbour (EventNeighFailed, EventNeigh)
+	MAC         string     // its link-layer address (EventNeigh)
 }
 
 // Events is the source of kernel notifications: KernelEvents, in tests a

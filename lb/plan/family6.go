@@ -84,6 +84,7 @@ func routing6(c *config.Config, d *Desired, s *rules.State) {
 	}
 	base := c.PriorityBase
 	all6 := netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+	sources := map[netip.Prefix]bool{}
 	for i, l := range d.Links {
 		if !l.HasV6() {
 			continue
@@ -94,6 +95,10 @@ func routing6(c *config.Config, d *Desired, s *rules.State) {
 		}
 		for _, a := range v.Addrs {
 			src := netip.PrefixFrom(a.Addr(), 128)
+			if sources[src] {
+				continue // a link before it on the same interface has them
+			}
+			sources[src] = true
 			s.Rules = append(s.Rules,
 				rules.Rule{Family: rules.V6, Priority: base + OffSourceLocal + i, Src: src, Table: l.Table, SuppressPrefixlen: 0},
 				rules.Rule{Family: rules.V6, Priority: base + OffSource + i, Src: src, Table: l.Table, SuppressPrefixlen: -1},

@@ -257,6 +257,10 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 			}
 		}
 		lp.PointToPoint = ifc.PointToPoint
+		shared := c.Shared(i)
+		if shared && ifc.PointToPoint {
+			return nil, c.LinkError(i, "interface", "%s is point-to-point: it has one peer, so it cannot carry two links told apart by their next hops", l.Interface)
+		}
 		if l.GatewayAuto {
 			lp.Gateway = autoGateway(ifc, v4)
 		}
@@ -300,7 +304,15 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 			}
 		}
 		d.Links = append(d.Links, lp)
-		d.NFT.Links = append(d.NFT.Links, nft.Link{Name: l.Name, Iface: l.Interface, Mark: l.Mark, NAT: l.NAT})
+		nl := nft.Link{Name: l.Name, Iface: l.Interface, Mark: l.Mark, NAT: l.NAT}
+		if shared {
+			nl.Shared, nl.Nexthop, nl.Nexthop6 = true, l.Gateway, l.Gateway6
+			nl.MACs = gatewayMACs(ifc, l.Gateway, l.Gateway6)
+			if len(nl.MACs) == 0 && ok {
+				d.Warnings = append(d.Warnings, fmt.Sprintf("link %s: its gateway is not in the neighbour table of %s yet, so flows arriving from it (port forwards) are not pinned to it until it is (flowpin run follows the neighbour table; a one-off apply must be run again)", l.Name, l.Interface))
+			}
+		}
+		d.NFT.Links = append(d.NFT.Links, nl)
 	}
 	d.NFT.V6 = slices.ContainsFunc(c.Links, config.Link.HasV6)
 	if err := policies(c, d); err != nil {
@@ -311,6 +323,21 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 	slices.SortStableFunc(d.Routing.Rules, func(a, b rules.Rule) int { return a.Priority - b.Priority })
 	d.Sysctls, d.LateSysctls = sysctls(d.Links)
 	return d, nil
+}
+
+// gatewayMACs are the link-layer addresses the neighbour table has for the
+// gateways, each once, sorted (a modem often answers both families from
+// one). A gateway not resolved yet has none: its packets are then no
+// link's until the daemon sees the neighbour entry and re-plans.
+func gatewayMACs(ifc rules.Iface, gws ...netip.Addr) []string {
+	var out []string
+	for _, gw := range gws {
+		if mac, ok := ifc.Neighbours[gw]; ok && gw.IsValid() && !slices.Contains(out, mac) {
+			out = append(out, mac)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // autoGateway picks the next hop of the interface's own default route in
@@ -403,6 +430,7 @@ func routing(c *config.Config, d *Desired, ifaces map[string]rules.Iface) rules.
 	}
 	base := c.PriorityBase
 	all4 := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	sources := map[netip.Prefix]bool{}
 	for i, l := range d.Links {
 		if !l.HasV4() {
 			continue
@@ -411,10 +439,15 @@ func routing(c *config.Config, d *Desired, ifaces map[string]rules.Iface) rules.
 			continue
 		}
 		src := netip.PrefixFrom(l.Addr.Addr(), 32)
-		s.Rules = append(s.Rules,
-			rules.Rule{Family: rules.V4, Priority: base + OffSourceLocal + i, Src: src, Table: l.Table, SuppressPrefixlen: 0},
-			rules.Rule{Family: rules.V4, Priority: base + OffSource + i, Src: src, Table: l.Table, SuppressPrefixlen: -1},
-		)
+		// Links on one interface share its address; the first link's
+		// source rules would hide a second's, so only it has them.
+		if !sources[src] {
+			sources[src] = true
+			s.Rules = append(s.Rules,
+				rules.Rule{Family: rules.V4, Priority: base + OffSourceLocal + i, Src: src, Table: l.Table, SuppressPrefixlen: 0},
+				rules.Rule{Family: rules.V4, Priority: base + OffSource + i, Src: src, Table: l.Table, SuppressPrefixlen: -1},
+			)
+		}
 		// The link's own subnet (or its point-to-point peer), so the
 		// table alone routes neighbours on it (the gateway, other hosts
 		// of a shared subnet). A /32 without a peer has none.
@@ -478,16 +511,22 @@ func sysctls4() []rules.Sysctl {
 // IPv4.
 func linkSysctls(links []LinkPlan) []rules.Sysctl {
 	var early []rules.Sysctl
+	// Interfaces per subnet: two links on one interface (two modems on
+	// one switch) are one interface.
 	shared := map[netip.Prefix]int{}
+	seen := map[string]bool{}
 	for _, l := range links {
-		if l.Addr.IsValid() {
+		if l.Addr.IsValid() && !seen[l.Interface] {
+			seen[l.Interface] = true
 			shared[l.Addr.Masked()]++
 		}
 	}
+	done := map[string]bool{}
 	for _, l := range links {
-		if l.Missing || !l.HasV4() {
-			continue // set when the interface appears
+		if l.Missing || !l.HasV4() || done[l.Interface] {
+			continue // set when the interface appears, and once per interface
 		}
+		done[l.Interface] = true
 		// Loose reverse-path filtering: strict drops replies of flows a
 		// mark routed by a link table main would not have chosen.
 		early = append(early, rules.Sysctl{Key: "net/ipv4/conf/" + l.Interface + "/rp_filter", Value: "2"})

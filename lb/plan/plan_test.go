@@ -95,6 +95,30 @@ func p2p(name string, addrs ...string) rules.Iface {
 	return i
 }
 
+// twoModems: two ISP modems on one switch behind wan0, each doing its own
+// NAT; both modems answer IPv6 too.
+const twoModems = `links:
+  - {name: modem1, interface: wan0, gateway: 192.168.1.1, gateway6: 'fe80::1', weight: 2, nat: true}
+  - {name: modem2, interface: wan0, gateway: 192.168.1.254, gateway6: 'fe80::fe', nat: true}
+  - {name: isp3, interface: wan3, gateway: 198.51.100.1, nat: true}
+`
+
+// twoModemsIfaces: wan0 with both modems resolved (modem1 answers IPv6
+// from the same MAC), wan3 an ordinary link.
+func twoModemsIfaces(resolved bool) map[string]rules.Iface {
+	wan0 := iface("wan0", true, "192.168.1.2/24", "2001:db8:1::2/64")
+	if resolved {
+		wan0.Neighbours = map[netip.Addr]string{
+			netip.MustParseAddr("192.168.1.1"):   "02:00:00:00:00:01",
+			netip.MustParseAddr("fe80::1"):       "02:00:00:00:00:01",
+			netip.MustParseAddr("192.168.1.254"): "02:00:00:00:00:fe",
+			netip.MustParseAddr("fe80::fe"):      "02:00:00:00:00:ff",
+			netip.MustParseAddr("192.168.1.77"):  "02:00:00:00:00:77",
+		}
+	}
+	return ifaces(wan0, iface("wan3", true, "198.51.100.2/24"), iface("lan", true, "10.77.0.1/24"))
+}
+
 const server6Config = `links:
   - {name: eth0, interface: eth0, gateway6: '2001:db8:88::1'}
   - {name: eth1, interface: eth1, gateway6: '2001:db8:88::1'}
@@ -119,6 +143,12 @@ func TestPlanGolden(t *testing.T) {
 		{"p2p-subnet-auto", pppoe, ifaces(iface("wan1", true, "192.0.2.2/24"), p2p("ppp0", "10.8.0.6/30")), nil},
 		{"pppoe-peer-gateway", strings.Replace(pppoe, "gateway: auto", "gateway: 100.64.0.1", 1), ifaces(iface("wan1", true, "192.0.2.2/24"), p2p("ppp0", "100.64.0.2 100.64.0.1/32")), nil},
 		{"server6", server6Config, ifaces(iface("eth0", true, "2001:db8:88::10/64"), iface("eth1", true, "2001:db8:88::11/64")), nil},
+		{"two-modems", twoModems, twoModemsIfaces(true), nil},
+		// Before the modems answer ARP/ND, no packet from wan0 is theirs.
+		{"two-modems-unresolved", twoModems, twoModemsIfaces(false), []string{
+			"link modem1: its gateway is not in the neighbour table of wan0 yet, so flows arriving from it (port forwards) are not pinned to it until it is (flowpin run follows the neighbour table; a one-off apply must be run again)",
+			"link modem2: its gateway is not in the neighbour table of wan0 yet, so flows arriving from it (port forwards) are not pinned to it until it is (flowpin run follows the neighbour table; a one-off apply must be run again)",
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d, err := Plan(mustParse(t, tc.config), tc.ifaces)
@@ -174,6 +204,10 @@ func TestPlanErrors(t *testing.T) {
 			"f.yaml:9: links[1].gateway: 198.51.100.1 is neither on a subnet of wan2 (its addresses: [203.0.113.2/24]) nor its peer (it is not point-to-point)"},
 		{"gateway neither on a subnet nor the peer", strings.Replace(pppoe, "gateway: auto", "gateway: 100.64.0.9", 1), ifaces(iface("wan1", true, "192.0.2.2/24"), p2p("ppp0", "100.64.0.2 100.64.0.1/32")),
 			"f.yaml:3: links[1].gateway: 100.64.0.9 is neither on a subnet of ppp0 (its addresses: [100.64.0.2/32]) nor its peer (100.64.0.1/32)"},
+		{"shared interface, gateway neither on a subnet nor the peer", strings.Replace(twoModems, "192.168.1.254", "192.168.2.254", 1), twoModemsIfaces(true),
+			"f.yaml:3: links[1].gateway: 192.168.2.254 is neither on a subnet of wan0 (its addresses: [192.168.1.2/24]) nor its peer (it is not point-to-point)"},
+		{"two links on a point-to-point interface", strings.Replace(strings.Replace(twoModems, "wan0", "ppp0", 2), "gateway6: 'fe80::1', ", "", 1), ifaces(p2p("ppp0", "192.168.1.2/24"), iface("wan3", true, "198.51.100.2/24")),
+			"f.yaml:2: links[0].interface: ppp0 is point-to-point: it has one peer, so it cannot carry two links told apart by their next hops"},
 		{"gateway is own address", twoLinks, ifaces(iface("wan1", true, "192.0.2.1/24"), iface("wan2", true, "198.51.100.2/24")),
 			"f.yaml:4: links[0].gateway: 192.0.2.1 is wan1's own address, not a next hop"},
 		{"gateway is the broadcast address", strings.Replace(twoLinks, "198.51.100.1", "198.51.100.255", 1), ifaces(iface("wan1", true, "192.0.2.2/24"), iface("wan2", true, "198.51.100.2/24")),

@@ -91,6 +91,11 @@ func (e *Events) NeighFailed(iface string, ip netip.Addr) bool {
 	return e.Send(rules.Event{Kind: rules.EventNeighFailed, Iface: iface, IP: ip})
 }
 
+// Neigh sends that ip on iface was resolved to mac.
+func (e *Events) Neigh(iface string, ip netip.Addr, mac string) bool {
+	return e.Send(rules.Event{Kind: rules.EventNeigh, Iface: iface, IP: ip, MAC: mac})
+}
+
 // Lose ends the subscription as an overflow does: an EventLost naming
 // what, then the channel closed.
 func (e *Events) Lose(what string) {

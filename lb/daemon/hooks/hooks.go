@@ -19,7 +19,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unicode"
 
 	"golang.org/x/sys/unix"
 
@@ -228,21 +227,6 @@ func tierEnv(active int) string {
 	return fmt.Sprint(active + 1)
 }
 
-// PolicyEnvName is the hook's variable for a policy's active tier:
-// FLOWPIN_POLICY_<NAME>_TIER (IPv4; with a 6 appended for IPv6), the name upper-cased with every character
-// that is not a letter or digit replaced by '_'.
-func PolicyEnvName(policy string) string {
-	var b strings.Builder
-	for _, c := range policy {
-		if c < unicode.MaxASCII && (unicode.IsLetter(c) || unicode.IsDigit(c)) {
-			b.WriteRune(unicode.ToUpper(c))
-		} else {
-			b.WriteByte('_')
-		}
-	}
-	return "FLOWPIN_POLICY_" + b.String() + "_TIER"
-}
-
 // Change is a link state change whose hook waits for the sync that
 // follows it, so the hook sees the policies' tiers as that sync left them.
 type Change struct {
@@ -297,7 +281,7 @@ func Env(ch Change, up []string, policies []plan.PolicyPlan) []string {
 	}
 	env = append(env, "FLOWPIN_UP_LINKS="+strings.Join(up, ","))
 	for _, p := range policies {
-		env = append(env, PolicyEnvName(p.Name)+"="+tierEnv(p.Active), PolicyEnvName(p.Name)+"6="+tierEnv(p.Active6))
+		env = append(env, config.PolicyEnvName(p.Name)+"="+tierEnv(p.Active), config.PolicyEnvName(p.Name)+"6="+tierEnv(p.Active6))
 	}
 	return env
 }

@@ -139,19 +139,6 @@ func TestHookRunnerStop(t *testing.T) {
 	r.Submit(Job{Queue: "a", Argv: []string{"/bin/true"}, Done: func(error) { t.Error("ran after stop") }})
 }
 
-func TestPolicyEnvName(t *testing.T) {
-	for in, want := range map[string]string{
-		"default":     "FLOWPIN_POLICY_DEFAULT_TIER",
-		"cable-first": "FLOWPIN_POLICY_CABLE_FIRST_TIER",
-		"voip.2":      "FLOWPIN_POLICY_VOIP_2_TIER",
-		"ärger":       "FLOWPIN_POLICY__RGER_TIER",
-	} {
-		if got := PolicyEnvName(in); got != want {
-			t.Errorf("%q: %q, want %q", in, got, want)
-		}
-	}
-}
-
 type syncBuf struct {
 	mu sync.Mutex
 	b  strings.Builder
