@@ -178,7 +178,10 @@ func forwarding(b *testing.B) {
 			cases = append(cases, fwdRouter(b, fmt.Sprintf("%s %d links", bn.label, n), n, flowpinRouter(b, bn.path, n)))
 		}
 	}
-	const rounds = 3
+	// Five rounds, not three: on this shared machine one case's rate
+	// spread from 0.56 to 1.0 of its best within a run, and a median of
+	// five holds still where one of three did not.
+	const rounds = 5
 	const window = 1500 * time.Millisecond
 	rates := map[string][]float64{}
 	for _, mode := range []string{"established", "new"} {
