@@ -43,7 +43,7 @@ type fwdCase struct {
 // fwdRouter builds lan -> router -> isp with n uplinks (router wan<i>
 // 100.64.<i>.2/24, the ISP's end 100.64.<i>.1) and the destination
 // 198.18.0.1 on the ISP. setup finishes the router.
-func fwdRouter(b *testing.B, name string, n int, setup func(router string)) fwdCase {
+func fwdRouter(b testing.TB, name string, n int, setup func(router string)) fwdCase {
 	l := newLab(b)
 	lan, router, isp := l.addNS("lan"), l.addNS("router"), l.addNS("isp")
 	veth(b, lan, "lan0", router, "lan")
@@ -75,7 +75,7 @@ func fwdRouter(b *testing.B, name string, n int, setup func(router string)) fwdC
 	return fwdCase{name: name, lan: lan, isp: isp, links: n}
 }
 
-func bareRouter(router string, b *testing.B, rule bool) {
+func bareRouter(router string, b testing.TB, rule bool) {
 	run(b, router, "ip", "route", "add", "default", "via", "100.64.0.1", "dev", "wan0")
 	nft(b, router, `table ip bare {
 	chain post {
@@ -88,7 +88,7 @@ func bareRouter(router string, b *testing.B, rule bool) {
 	}
 }
 
-func flowpinRouter(b *testing.B, bin string, n int) func(string) {
+func flowpinRouter(b testing.TB, bin string, n int) func(string) {
 	return func(router string) {
 		var cfg strings.Builder
 		cfg.WriteString("links:\n")
