@@ -59,6 +59,22 @@ func TestPointToPointIPv6Link(t *testing.T) {
 	if err != nil || !strings.Contains(ex, "dev wan2") || strings.Contains(ex, "fe80::1 dev wan2") {
 		t.Errorf("explain from wan2's IPv6 address: %v\n%s", err, ex)
 	}
+	// A forwarded LAN packet the multipath hash gives wan2: explain names
+	// the device, not the placeholder next hop.
+	picked := false
+	for sport := 40000; sport < 40040 && !picked; sport++ {
+		ex, err := flowpin(t, d.Router, "explain", "-c", cfg, "--iif", "lan", "--from", d.LANHost6, "--proto", "tcp", "--sport", fmt.Sprint(sport), "--dport", "443", d.Service6)
+		if err != nil {
+			t.Fatalf("explain: %v\n%s", err, ex)
+		}
+		if strings.Contains(ex, "fe80::1 dev wan2") {
+			t.Errorf("explain names the placeholder as wan2's next hop:\n%s", ex)
+		}
+		picked = strings.Contains(ex, "picks dev wan2 out of")
+	}
+	if !picked {
+		t.Error("explain never said the hash picks dev wan2 in 40 source ports")
+	}
 	st, err := flowpin(t, d.Router, "status", "-c", cfg)
 	if err != nil || !strings.Contains(st, "dev wan2 (auto)") || strings.Contains(st, "fe80::1") {
 		t.Errorf("status: %v\n%s", err, st)
