@@ -841,7 +841,7 @@ func TestPointToPointIPv6(t *testing.T) {
 		b.routes.Sysctls[k] = v
 	}
 	before := b.dump()
-	y := cfg(linkYAML("isp1", "wan1", "192.0.2.1", 3, ", gateway6: '2001:db8:1::1'"), linkYAML("isp2", "wan2", "auto", 1, ", gateway6: auto"))
+	y := cfg(linkYAML("isp1", "wan1", "192.0.2.1", 3, ", gateway6: '2001:db8:1::1'"), linkYAML("isp2", "wan2", "auto", 1, ", gateway6: auto, check: {targets: ['2001:db8:ff::1']}"))
 	res := b.apply(t, y)
 	if len(res.Warnings) != 0 {
 		t.Errorf("warnings: %q", res.Warnings)

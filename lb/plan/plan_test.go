@@ -157,10 +157,11 @@ func TestPlanGolden(t *testing.T) {
 		{"p2p-subnet-auto", pppoe, ifaces(iface("wan1", true, "192.0.2.2/24"), p2p("ppp0", "10.8.0.6/30")), nil},
 		{"pppoe-peer-gateway", strings.Replace(pppoe, "gateway: auto", "gateway: 100.64.0.1", 1), ifaces(iface("wan1", true, "192.0.2.2/24"), p2p("ppp0", "100.64.0.2 100.64.0.1/32")), nil},
 		// IPv6 over the session: `default dev ppp0` in its table and a
-		// placeholder link-local next hop in the multipath route.
-		{"pppoe6", pppoe6, pppoe6Ifaces(true), nil},
+		// placeholder link-local next hop in the multipath route. No IPv6
+		// check target: nothing to probe on ppp0, said in a warning.
+		{"pppoe6", pppoe6, pppoe6Ifaces(true), []string{"link isp2: IPv6 on point-to-point ppp0 has no next hop to probe: flowpin run judges it down until links[1].check.targets has an IPv6 address"}},
 		// The session alone: the lone IPv6 balance route is device-only.
-		{"pppoe6-alone", pppoe6, pppoe6Ifaces(false), []string{"link isp1 left out of the multipath route: interface wan1 is down", "link isp1 left out of the IPv6 multipath route: interface wan1 is down"}},
+		{"pppoe6-alone", pppoe6, pppoe6Ifaces(false), []string{"link isp1 left out of the multipath route: interface wan1 is down", "link isp1 left out of the IPv6 multipath route: interface wan1 is down", "link isp2: IPv6 on point-to-point ppp0 has no next hop to probe: flowpin run judges it down until links[1].check.targets has an IPv6 address"}},
 		{"server6", server6Config, ifaces(iface("eth0", true, "2001:db8:88::10/64"), iface("eth1", true, "2001:db8:88::11/64")), nil},
 		{"two-modems", twoModems, twoModemsIfaces(true), nil},
 		// Before the modems answer ARP/ND, no packet from wan0 is theirs.
