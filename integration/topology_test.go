@@ -116,8 +116,11 @@ func buildDualWAN(t testing.TB, ipv6, p2p bool) *dualWAN {
 		switch {
 		case p2pISP:
 			// Sessions come and go with their interface: filter by name
-			// in the forward path, which outlives any one device.
-			nft(t, isp.ns, bcp38SessionRuleset)
+			// in the forward path, which outlives any one device (with
+			// IPv6, addIPv6 adds bcp38SessionRuleset6 instead).
+			if !ipv6 {
+				nft(t, isp.ns, bcp38SessionRuleset)
+			}
 		case !ipv6:
 			nft(t, isp.ns, bcp38Ruleset(isp.custAddr))
 		}
@@ -131,13 +134,13 @@ func buildDualWAN(t testing.TB, ipv6, p2p bool) *dualWAN {
 	addRoute(t, d.Far, "198.51.100.0/24", "via", "100.64.2.1", "src", d.Service)
 
 	if ipv6 {
-		d.addIPv6(t)
+		d.addIPv6(t, p2p)
 	}
 	t.Logf("dual-WAN topology (%s-*) up in %v", d.Router[:len(d.Router)-len("-router")], time.Since(start).Round(time.Millisecond))
 	return d
 }
 
-func (d *dualWAN) addIPv6(t testing.TB) {
+func (d *dualWAN) addIPv6(t testing.TB, p2p bool) {
 	t.Helper()
 	d.LANHost6, d.RouterLAN6 = "fd00:77::2", "fd00:77::1"
 	d.WAN1v6, d.WAN2v6 = "2001:db8:1::2", "2001:db8:2::2"
@@ -149,11 +152,12 @@ func (d *dualWAN) addIPv6(t testing.TB) {
 
 	addAddr6(t, d.Router, "lan", "fd00:77::1/64")
 	addAddr6(t, d.Router, "wan1", "2001:db8:1::2/64")
-	addAddr6(t, d.Router, "wan2", "2001:db8:2::2/64")
-	setSysctl(t, d.Router, "net.ipv6.conf.all.forwarding", "1")
-	for _, dev := range []string{"wan1", "wan2"} {
-		setSysctl(t, d.Router, "net.ipv6.conf."+dev+".accept_ra", "2")
+	if !p2p {
+		addAddr6(t, d.Router, "wan2", "2001:db8:2::2/64")
+		setSysctl(t, d.Router, "net.ipv6.conf.wan2.accept_ra", "2")
 	}
+	setSysctl(t, d.Router, "net.ipv6.conf.all.forwarding", "1")
+	setSysctl(t, d.Router, "net.ipv6.conf.wan1.accept_ra", "2")
 	addRoute6(t, d.Router, "default", "via", "fe80::1", "dev", "wan1")
 
 	for _, isp := range []struct {
@@ -162,14 +166,22 @@ func (d *dualWAN) addIPv6(t testing.TB) {
 		{d.ISP1, "2001:db8:1::1/64", "2001:db8:1::/64", "2001:db8:100:1::1/64", "2001:db8:100:1::2", "2001:db8:2::/64", d.WAN1},
 		{d.ISP2, "2001:db8:2::1/64", "2001:db8:2::/64", "2001:db8:100:2::1/64", "2001:db8:100:2::2", "2001:db8:1::/64", d.WAN2},
 	} {
-		addAddr6(t, isp.ns, "cust", isp.cust)
-		// The gateway every ISP advertises: fe80::1 on the customer link.
-		addAddr6(t, isp.ns, "cust", "fe80::1/64")
+		p2pISP := p2p && isp.ns == d.ISP2
+		if !p2pISP {
+			// The session's addresses come with it (startSession).
+			addAddr6(t, isp.ns, "cust", isp.cust)
+			// The gateway every ISP advertises: fe80::1 on the customer link.
+			addAddr6(t, isp.ns, "cust", "fe80::1/64")
+		}
 		addAddr6(t, isp.ns, "core", isp.core)
 		setSysctl(t, isp.ns, "net.ipv6.conf.all.forwarding", "1")
 		addRoute6(t, isp.ns, "2001:db8:ff::/64", "via", isp.far)
 		addRoute6(t, isp.ns, isp.otherPrefix, "via", isp.far)
-		nft(t, isp.ns, bcp38Ruleset6(isp.custAddr4, isp.custPrefix))
+		if p2pISP {
+			nft(t, isp.ns, bcp38SessionRuleset6)
+		} else {
+			nft(t, isp.ns, bcp38Ruleset6(isp.custAddr4, isp.custPrefix))
+		}
 	}
 
 	addAddr6(t, d.Far, "isp1", "2001:db8:100:1::2/64")
@@ -208,7 +220,30 @@ func (d *dualWAN) startSession(t testing.TB, addr string) *tunSession {
 	run(t, d.ISP2, "ip", "addr", "add", d.GW2, "peer", addr+"/32", "dev", "cust")
 	linkUp(t, d.Router, "wan2")
 	linkUp(t, d.ISP2, "cust")
+	if d.WAN2v6 != "" {
+		// IPv6 over the session: a global /64 on each end, and the
+		// random link-local addresses the kernel gives a tun device.
+		addAddr6(t, d.Router, "wan2", d.WAN2v6+"/64")
+		addAddr6(t, d.ISP2, "cust", "2001:db8:2::1/64")
+		settle6(t, d.Router, d.ISP2)
+	}
 	return s
+}
+
+// newPPPWAN6 is newPPPWAN with IPv6 beside IPv4 as in newDualWAN6, where
+// wan2's session also carries 2001:db8:2::2/64 (isp2's end
+// 2001:db8:2::1/64) and no IPv6 default route in main goes through it.
+func newPPPWAN6(t testing.TB) (*dualWAN, *tunSession) {
+	t.Helper()
+	d := buildDualWAN(t, true, true)
+	return d, d.startSession(t, d.WAN2)
+}
+
+// configP2P6 is config6 with isp2 on the point-to-point wan2 with gateway:
+// auto and gateway6: auto, which needs no next hop.
+func (d *dualWAN) configP2P6(weight1, weight2 int) string {
+	c := strings.Replace(d.config6(weight1, weight2), "gateway: "+d.GW2, "gateway: auto", 1)
+	return strings.Replace(c, "gateway6: "+d.GW2v6, "gateway6: auto", 1)
 }
 
 // configP2P is config with isp2 on the point-to-point wan2 and gateway:
@@ -224,6 +259,19 @@ const bcp38SessionRuleset = `table inet bcp38 {
 	chain forward_in {
 		type filter hook forward priority 0;
 		iifname "cust" ip saddr != 198.51.100.0/24 counter name "spoofed" drop
+	}
+}
+`
+
+// bcp38SessionRuleset6 is bcp38SessionRuleset with IPv6: only the
+// customer's /64 (or link-local) may come from cust.
+const bcp38SessionRuleset6 = `table inet bcp38 {
+	counter spoofed {}
+	counter spoofed6 {}
+	chain forward_in {
+		type filter hook forward priority 0;
+		iifname "cust" ip saddr != 198.51.100.0/24 counter name "spoofed" drop
+		iifname "cust" ip6 saddr != { 2001:db8:2::/64, fe80::/10 } counter name "spoofed6" drop
 	}
 }
 `

@@ -155,7 +155,7 @@ func (k *Kernel) PrepareWith(c *config.Config, o plan.Options) (*plan.Desired, e
 	if err := k.checkCollisions(c, d); err != nil {
 		return nil, err
 	}
-	d.Warnings = append(d.Warnings, k.raWarnings(c)...)
+	d.Warnings = append(d.Warnings, k.raWarnings(c, d)...)
 	return d, nil
 }
 
@@ -163,10 +163,11 @@ func (k *Kernel) PrepareWith(c *config.Config, o plan.Options) (*plan.Desired, e
 // advertisements on an interface unless its accept_ra is 2
 // (Documentation/networking/ip-sysctl.rst, accept_ra), and gateway6: auto
 // would never learn a next hop there.
-func (k *Kernel) raWarnings(c *config.Config) []string {
+// A point-to-point link needs no learned next hop.
+func (k *Kernel) raWarnings(c *config.Config, d *plan.Desired) []string {
 	var out []string
-	for _, l := range c.Links {
-		if !l.Gateway6Auto {
+	for i, l := range c.Links {
+		if !l.Gateway6Auto || i < len(d.Links) && d.Links[i].PointToPoint {
 			continue
 		}
 		fwd, err1 := k.Routes.ReadSysctl("net/ipv6/conf/" + l.Interface + "/forwarding")

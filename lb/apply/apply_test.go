@@ -822,3 +822,52 @@ func TestSummaryCountsTheMultipathRoute(t *testing.T) {
 		}
 	}
 }
+
+// IPv6 on a point-to-point session (gateway6: auto) beside an Ethernet
+// link: the session's table is device-only, its leg of the IPv6 multipath
+// route names the placeholder next hop (the fake, as the kernel, refuses a
+// device-only IPv6 leg); a re-apply writes nothing; the session going down
+// leaves the other link alone in the route; down restores everything.
+func TestPointToPointIPv6(t *testing.T) {
+	b := newBox()
+	wan2 := rules.Iface{Name: "wan2", Up: true, PointToPoint: true,
+		Addrs: []netip.Prefix{netip.MustParsePrefix("198.51.100.2/32"), netip.MustParsePrefix("fe80::5c1:2ff:fe03:4/64"), netip.MustParsePrefix("2001:db8:2::2/64")},
+		Peers: map[netip.Addr]netip.Prefix{netip.MustParseAddr("198.51.100.2"): netip.MustParsePrefix("198.51.100.1/32")}}
+	b.routes.Ifaces["wan2"] = wan2
+	wan1 := b.routes.Ifaces["wan1"]
+	wan1.Addrs = append(wan1.Addrs, netip.MustParsePrefix("2001:db8:1::2/64"))
+	b.routes.Ifaces["wan1"] = wan1
+	for k, v := range map[string]string{"net/ipv6/fib_multipath_hash_fields": "7", "net/ipv6/fib_multipath_hash_policy": "0", "net/ipv6/conf/wan2/forwarding": "1", "net/ipv6/conf/wan2/accept_ra": "1"} {
+		b.routes.Sysctls[k] = v
+	}
+	before := b.dump()
+	y := cfg(linkYAML("isp1", "wan1", "192.0.2.1", 3, ", gateway6: '2001:db8:1::1'"), linkYAML("isp2", "wan2", "auto", 1, ", gateway6: auto, check: {targets: ['2001:db8:ff::1']}"))
+	res := b.apply(t, y)
+	if len(res.Warnings) != 0 {
+		t.Errorf("warnings: %q", res.Warnings)
+	}
+	golden(t, "p2p6_apply.golden", b.transcript())
+	for _, want := range []string{
+		"ip -6 route replace default dev wan2 table 102 proto 201 src 2001:db8:2::2",
+		"ip -6 route replace default table 100 proto 201 nexthop via 2001:db8:1::1 dev wan1 weight 3 nexthop via fe80::1 dev wan2 weight 1",
+	} {
+		if !slices.Contains(b.routes.Transcript, want) {
+			t.Errorf("no %q in:\n%s", want, strings.Join(b.routes.Transcript, "\n"))
+		}
+	}
+	b.resetTranscripts()
+	if res := b.apply(t, y); res.Writes != 0 {
+		t.Errorf("second apply wrote %d times:\n%s", res.Writes, b.transcript())
+	}
+	wan2.Up = false
+	b.routes.Ifaces["wan2"] = wan2
+	b.resetTranscripts()
+	b.apply(t, y)
+	if want := "ip -6 route replace default via 2001:db8:1::1 dev wan1 table 100 proto 201"; !slices.Contains(b.routes.Transcript, want) {
+		t.Errorf("session down: no %q in:\n%s", want, strings.Join(b.routes.Transcript, "\n"))
+	}
+	b.down(t)
+	if diff := cmp.Diff(before, withoutLoadedCT(b.dump())); diff != "" {
+		t.Errorf("down left the box different from before apply (-before +after):\n%s", diff)
+	}
+}

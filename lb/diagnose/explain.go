@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -250,6 +251,24 @@ func (x *explainer) route() (bool, error) {
 		entry = ans
 		e.Notes = append(e.Notes, ferr.Error())
 	}
+	// A point-to-point link's IPv6 multipath leg names a placeholder next
+	// hop the kernel never resolves (plan.P2PLeg6): the packet leaves by
+	// the device alone, so say that.
+	p2p := func(dev string) bool {
+		return x.linkWhere(func(l *plan.LinkPlan) bool { return l.Interface == dev && l.PointToPoint }) != nil
+	}
+	if p2p(ans.Dev) {
+		ans.Gw = netip.Addr{}
+	}
+	entry.Nexthops = slices.Clone(entry.Nexthops)
+	for i, nh := range entry.Nexthops {
+		if p2p(nh.Dev) {
+			entry.Nexthops[i].Gw = netip.Addr{}
+		}
+	}
+	if p2p(entry.Dev) {
+		entry.Gw = netip.Addr{}
+	}
 	x.ans, x.entry = ans, entry
 
 	all, err := x.k.Routes.ListRules(familyOf(p.Dst))
@@ -397,7 +416,11 @@ func (x *explainer) nexthop() (local bool) {
 			how = fmt.Sprintf("the multipath hash of %s %s -> %s", rules.ProtoName(p.Proto), joinHostPort(src, p.Sport), joinHostPort(p.Dst.String(), p.Dport))
 		}
 		e.HashPick = x.pinnedTo == nil
-		e.add("nexthop", "%s picks via %s dev %s out of %s", how, ans.Gw, ans.Dev, strings.Join(legs, ", "))
+		pick := "dev " + ans.Dev
+		if ans.Gw.IsValid() {
+			pick = fmt.Sprintf("via %s dev %s", ans.Gw, ans.Dev)
+		}
+		e.add("nexthop", "%s picks %s out of %s", how, pick, strings.Join(legs, ", "))
 		x.k.hashNotes(e, p)
 	case ans.Gw.IsValid():
 		e.add("nexthop", "via %s dev %s", ans.Gw, ans.Dev)

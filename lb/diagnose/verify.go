@@ -219,9 +219,9 @@ func asV6(d *plan.Desired, rename bool) *plan.Desired {
 	for _, l := range d.Links {
 		if l.HasV6() {
 			l.Usable, l.InRoute, l.Addr, l.Gateway, l.Why = l.V6.Usable, l.V6.InRoute, l.V6.Addr, l.V6.Gateway, l.V6.Why
-			// IPv6 routes always name their gateway6 (a point-to-point
-			// interface's device-only routes are IPv4's).
-			l.PointToPoint = false
+			// A point-to-point link stays one: its IPv6 table's route is
+			// device-only as its IPv4 one (Via6), with no neighbour to
+			// resolve.
 		} else {
 			l.Usable, l.InRoute, l.Why = false, false, "no IPv6 on this link (no gateway6)"
 		}

@@ -35,7 +35,7 @@ func planV6(c *config.Config, i int, ifc rules.Iface, exists bool, o Options) (F
 			fp.Addrs = append(fp.Addrs, a)
 		}
 	}
-	if l.Gateway6Auto {
+	if l.Gateway6Auto && !ifc.PointToPoint {
 		for _, gw := range ifc.Gateways {
 			if gw.Is6() && !gw.Is4In6() {
 				fp.Gateway = gw
@@ -49,7 +49,10 @@ func planV6(c *config.Config, i int, ifc rules.Iface, exists bool, o Options) (F
 			break
 		}
 	}
-	if !fp.Addr.IsValid() && fp.Gateway.IsLinkLocalUnicast() && len(fp.Addrs) > 0 {
+	if !fp.Addr.IsValid() && (fp.Gateway.IsLinkLocalUnicast() || ifc.PointToPoint && l.Gateway6Auto) && len(fp.Addrs) > 0 {
+		// On a point-to-point interface gateway6: auto needs no next hop
+		// (IPv6 over a session has only link-local addresses, random
+		// each session, so no peer can be learned).
 		// A link-local next hop (what router advertisements give) is on
 		// every link: leave with the first global address.
 		fp.Addr = fp.Addrs[0]
@@ -59,7 +62,7 @@ func planV6(c *config.Config, i int, ifc rules.Iface, exists bool, o Options) (F
 		fp.Why = fmt.Sprintf("interface %s does not exist", l.Interface)
 	case len(fp.Addrs) == 0:
 		fp.Why = fmt.Sprintf("interface %s has no global IPv6 address yet", l.Interface)
-	case l.Gateway6Auto && !fp.Gateway.IsValid():
+	case l.Gateway6Auto && !fp.Gateway.IsValid() && !ifc.PointToPoint:
 		fp.Why = fmt.Sprintf("interface %s has no IPv6 default route in main to take the gateway from yet (router advertisements)", l.Interface)
 	case !fp.Addr.IsValid():
 		return fp, c.LinkError(i, "gateway6", "%s is not on a subnet of %s (its IPv6 addresses: %v); a link-local next hop (fe80::) is always on-link", l.Gateway6, l.Interface, fp.Addrs)
@@ -111,7 +114,7 @@ func routing6(c *config.Config, d *Desired, s *rules.State) {
 				s.Routes = append(s.Routes, rules.Route{Family: rules.V6, Table: l.Table, Dst: p, Dev: l.Interface})
 			}
 		}
-		s.Routes = append(s.Routes, rules.Route{Family: rules.V6, Table: l.Table, Dst: all6, Gw: v.Gateway, Dev: l.Interface, Src: v.Addr.Addr()})
+		s.Routes = append(s.Routes, rules.Route{Family: rules.V6, Table: l.Table, Dst: all6, Gw: l.Via6(), Dev: l.Interface, Src: v.Addr.Addr()})
 	}
 	s.Rules = append(s.Rules, markTree(c, d.Links, rules.V6)...)
 	s.Rules = append(s.Rules, skipRules(c, rules.V6)...)
@@ -120,4 +123,33 @@ func routing6(c *config.Config, d *Desired, s *rules.State) {
 		rules.Rule{Family: rules.V6, Priority: base + OffBalance, Table: c.BalanceTable, SuppressPrefixlen: -1},
 	)
 	policyRouting(c, d, s, rules.V6)
+}
+
+// Via6 is the next hop the link's own IPv6 table names: its gateway6, or
+// none on a point-to-point interface (`default dev IF`), as Via.
+func (l LinkPlan) Via6() netip.Addr {
+	if l.PointToPoint {
+		return netip.Addr{}
+	}
+	return l.V6.Gateway
+}
+
+// P2PLeg6 is the next hop a point-to-point link's leg of an IPv6
+// multipath route names. The kernel refuses a device-only leg there
+// ("Device only routes can not be added for IPv6 using the multipath
+// API", fib6_nh_init via ip6_route_multipath_add); nexthop objects would
+// avoid it, but this link-local placeholder does the same with the
+// classic API: on a NOARP device (tun, ppp, wireguard have no
+// header_ops) ndisc marks every neighbour NUD_NOARP and never resolves
+// it, so the packet goes out of the device whatever the address, as with
+// `dev IF`. It never reaches status, verify or explain as a gateway, and
+// the probes never use it.
+var P2PLeg6 = netip.MustParseAddr("fe80::1")
+
+// Leg6 is the next hop of the link's leg in an IPv6 multipath route.
+func (l LinkPlan) Leg6() netip.Addr {
+	if l.PointToPoint {
+		return P2PLeg6
+	}
+	return l.V6.Gateway
 }

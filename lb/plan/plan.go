@@ -302,6 +302,13 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 			if !v6.Usable && !lp.Missing {
 				d.Warnings = append(d.Warnings, fmt.Sprintf("link %s left out of the IPv6 multipath route: %s", l.Name, v6.Why))
 			}
+			// IPv6 on a point-to-point link has no peer address to learn
+			// (each end's link-local address is random, new every
+			// session), so without an IPv6 check target the daemon has
+			// nothing to probe and judges that side down.
+			if lp.PointToPoint && l.Gateway6Auto && !slices.ContainsFunc(l.Check.Targets, netip.Addr.Is6) {
+				d.Warnings = append(d.Warnings, fmt.Sprintf("link %s: IPv6 on point-to-point %s has no next hop to probe: flowpin run judges it down until links[%d].check.targets has an IPv6 address", l.Name, l.Interface, i))
+			}
 		}
 		d.Links = append(d.Links, lp)
 		nl := nft.Link{Name: l.Name, Iface: l.Interface, Mark: l.Mark, NAT: l.NAT}

@@ -79,6 +79,20 @@ const pppoe = `links:
   - {name: isp2, interface: ppp0, gateway: auto, nat: true}
 `
 
+// pppoe6: pppoe with IPv6 on both links; the session's gateway6 is auto,
+// which on a point-to-point link needs no next hop.
+const pppoe6 = `links:
+  - {name: isp1, interface: wan1, gateway: 192.0.2.1, gateway6: '2001:db8:1::1', weight: 3, nat: true}
+  - {name: isp2, interface: ppp0, gateway: auto, gateway6: auto, nat: true}
+`
+
+func pppoe6Ifaces(wan1Up bool) map[string]rules.Iface {
+	ppp := p2p("ppp0", "100.64.0.2 100.64.0.1/32")
+	// A session's IPv6: a random link-local address and a global one (DHCPv6-PD or SLAAC on the LAN side gives the rest).
+	ppp.Addrs = append(ppp.Addrs, netip.MustParsePrefix("fe80::8d2:11ff:fe3a:5/64"), netip.MustParsePrefix("2001:db8:2::2/64"))
+	return ifaces(iface("wan1", wan1Up, "192.0.2.2/24", "2001:db8:1::2/64"), ppp)
+}
+
 // p2p is a point-to-point interface with a peer for each of addrs
 // ("100.64.0.2 100.64.0.1/32"; a lone prefix has none).
 func p2p(name string, addrs ...string) rules.Iface {
@@ -142,6 +156,12 @@ func TestPlanGolden(t *testing.T) {
 		// A tunnel with a subnet and no peer, and no default route in main.
 		{"p2p-subnet-auto", pppoe, ifaces(iface("wan1", true, "192.0.2.2/24"), p2p("ppp0", "10.8.0.6/30")), nil},
 		{"pppoe-peer-gateway", strings.Replace(pppoe, "gateway: auto", "gateway: 100.64.0.1", 1), ifaces(iface("wan1", true, "192.0.2.2/24"), p2p("ppp0", "100.64.0.2 100.64.0.1/32")), nil},
+		// IPv6 over the session: `default dev ppp0` in its table and a
+		// placeholder link-local next hop in the multipath route. No IPv6
+		// check target: nothing to probe on ppp0, said in a warning.
+		{"pppoe6", pppoe6, pppoe6Ifaces(true), []string{"link isp2: IPv6 on point-to-point ppp0 has no next hop to probe: flowpin run judges it down until links[1].check.targets has an IPv6 address"}},
+		// The session alone: the lone IPv6 balance route is device-only.
+		{"pppoe6-alone", pppoe6, pppoe6Ifaces(false), []string{"link isp1 left out of the multipath route: interface wan1 is down", "link isp1 left out of the IPv6 multipath route: interface wan1 is down", "link isp2: IPv6 on point-to-point ppp0 has no next hop to probe: flowpin run judges it down until links[1].check.targets has an IPv6 address"}},
 		{"server6", server6Config, ifaces(iface("eth0", true, "2001:db8:88::10/64"), iface("eth1", true, "2001:db8:88::11/64")), nil},
 		{"two-modems", twoModems, twoModemsIfaces(true), nil},
 		// Before the modems answer ARP/ND, no packet from wan0 is theirs.

@@ -252,7 +252,7 @@ func policyRouting(c *config.Config, d *Desired, s *rules.State, fam int) {
 	active, gw := PolicyPlan.ActiveLinks, LinkPlan.Via
 	if fam == rules.V6 {
 		all = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
-		active, gw = PolicyPlan.ActiveLinks6, func(l LinkPlan) netip.Addr { return l.V6.Gateway }
+		active, gw = PolicyPlan.ActiveLinks6, LinkPlan.Leg6
 	}
 	if d.NFT.Bypass != 0 {
 		s.Rules = append(s.Rules, rules.Rule{Family: fam, Priority: base + OffPolicy, Mark: d.NFT.Bypass, Mask: c.MarkMask, Table: MainTable, SuppressPrefixlen: -1})
@@ -272,7 +272,12 @@ func policyRouting(c *config.Config, d *Desired, s *rules.State, fam int) {
 		case len(nhs) == 1:
 			// The kernel stores a one-nexthop multipath route as a plain
 			// one; plan it that way so a re-apply sees no difference.
-			s.Routes = append(s.Routes, rules.Route{Family: fam, Table: p.Table, Dst: all, Gw: nhs[0].Gw, Dev: nhs[0].Dev})
+			l := d.Links[active(p, d.Links)[0]]
+			via := l.Via()
+			if fam == rules.V6 {
+				via = l.Via6() // a lone route may be device-only in IPv6 too
+			}
+			s.Routes = append(s.Routes, rules.Route{Family: fam, Table: p.Table, Dst: all, Gw: via, Dev: nhs[0].Dev})
 		case len(nhs) > 1:
 			s.Routes = append(s.Routes, rules.Route{Family: fam, Table: p.Table, Dst: all, Nexthops: nhs})
 		case p.LastResort == config.Unreachable || p.LastResort == config.Blackhole:

@@ -177,6 +177,13 @@ func (f *Fake) Do(op rules.Op) error {
 				return fmt.Errorf("%s: interface %s: no such device", op.Command(), d)
 			}
 		}
+		// As the kernel (ip6_route_multipath_add): an IPv6 multipath leg
+		// must name a next hop.
+		for _, nh := range op.Route.Nexthops {
+			if op.Route.Family == rules.V6 && !nh.Gw.IsValid() {
+				return fmt.Errorf("%s: Device only routes can not be added for IPv6 using the multipath API", op.Command())
+			}
+		}
 	}
 	if err := f.write(op.Command()); err != nil {
 		return err
