@@ -327,7 +327,7 @@ func TestRollbackAtEachStep(t *testing.T) {
 		{"nft table", func(b *box) { b.nft.FailNth(2, boom) }},
 		{"first write", func(b *box) { b.routes.FailNth(1, boom) }},
 		{"last route write", func(b *box) {
-			b.routes.FailWhen(func(cmd string) bool { return strings.HasPrefix(cmd, "ip rule add pref 1302") }, boom)
+			b.routes.FailWhen(func(cmd string) bool { return strings.HasPrefix(cmd, "ip rule add pref 1402") }, boom)
 		}},
 	} {
 		for _, from := range []string{"empty", "applied"} {

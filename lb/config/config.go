@@ -31,7 +31,7 @@ const (
 	// DefaultBalanceTable holds the weighted multipath default route; link
 	// i gets table DefaultBalanceTable+1+i.
 	DefaultBalanceTable = 100
-	// DefaultPriorityBase: flowpin's ip rules live in [base, base+400].
+	// DefaultPriorityBase: flowpin's ip rules live in [base, base+500].
 	// Below 32766 (main) and above 0 (local); clear of the 0-999 range
 	// that hand-written rules and most tools use.
 	DefaultPriorityBase = 1000
@@ -40,7 +40,7 @@ const (
 	MaxLinks = 99
 	// RulePrioritySpan is how far above PriorityBase flowpin's ip rules
 	// reach; the planner lays them out inside [base, base+span].
-	RulePrioritySpan = 400
+	RulePrioritySpan = 500
 	// MaxWeight is the kernel's limit: a nexthop weight is rtnh_hops+1,
 	// and rtnh_hops is one byte.
 	MaxWeight = 256

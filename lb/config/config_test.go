@@ -182,7 +182,7 @@ var errorCases = []struct {
 	{"mark twice", "links:\n  - {name: a, interface: x, gateway: 10.0.0.1, mark: 0x200}\n  - {name: b, interface: y, gateway: 10.0.1.1, mark: 0x200}\n", "f.yaml:3: links[1].mark: 0x200 is already used by links[0]"},
 	{"mask too small for the links", "mark_mask: 0x1\n" + twoLinks, "f.yaml:8: links[1].mark: mark_mask 0x1 has room for 1 links only"},
 	{"bad mask", "mark_mask: 0\nlinks:\n  - {name: a, interface: x, gateway: 10.0.0.1}\n", "f.yaml:1: mark_mask: 0x0 is not a non-zero 32-bit mask"},
-	{"priority", "priority_base: 32700\nlinks:\n  - {name: a, interface: x, gateway: 10.0.0.1}\n", "f.yaml:1: priority_base: 32700 is out of range (1..32365): flowpin's rules must sit between the local (0) and main (32766) rules"},
+	{"priority", "priority_base: 32700\nlinks:\n  - {name: a, interface: x, gateway: 10.0.0.1}\n", "f.yaml:1: priority_base: 32700 is out of range (1..32265): flowpin's rules must sit between the local (0) and main (32766) rules"},
 	{"ipv6 gateway", "links:\n  - {name: a, interface: x, gateway: '2001:db8::1'}\n", "f.yaml:2: links[0].gateway: 2001:db8::1 is an IPv6 address: IPv6 next hops go in gateway6"},
 	{"ipv4 gateway6", "links:\n  - {name: a, interface: x, gateway6: 192.0.2.1}\n", "f.yaml:2: links[0].gateway6: 192.0.2.1 is an IPv4 address: IPv4 next hops go in gateway"},
 	{"link-local gateway6 on another interface", "links:\n  - {name: a, interface: wan1, gateway6: 'fe80::1%wan2'}\n", `f.yaml:2: links[0].gateway6: "fe80::1%wan2" names interface wan2, but the link is on wan1 (write it without %wan2, or fe80::1%wan1)`},

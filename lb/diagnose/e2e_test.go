@@ -63,7 +63,7 @@ func TestVerifyEndToEnd(t *testing.T) {
 			fault: func(_ *testing.T, f *fakeKernel) { f.delRule(1102) },
 			fail: map[string][2]string{
 				"rule 1102":               {"missing: ip rule add pref 1102 from all fwmark 0x200/0xff00 lookup 102", "flowpin apply"},
-				"link isp2: fwmark 0x200": {"want wan2 via 198.51.100.1: table 100, rule 1400: from all lookup 100 proto 201", "flowpin apply"},
+				"link isp2: fwmark 0x200": {"want wan2 via 198.51.100.1: table 100, rule 1500: from all lookup 100 proto 201", "flowpin apply"},
 			},
 		},
 		{
@@ -83,7 +83,7 @@ func TestVerifyEndToEnd(t *testing.T) {
 			},
 			fail: map[string][2]string{
 				"route 2/102/0.0.0.0/0":        {"differs: have ip route replace default via 198.51.100.9 dev wan2 table 102", "flowpin apply"},
-				"link isp2: from 198.51.100.2": {"leaves by wan2 via 198.51.100.9, want wan2 via 198.51.100.1: table 102, rule 1302: from 198.51.100.2 lookup 102 proto 201", "flowpin apply"},
+				"link isp2: from 198.51.100.2": {"leaves by wan2 via 198.51.100.9, want wan2 via 198.51.100.1: table 102, rule 1402: from 198.51.100.2 lookup 102 proto 201", "flowpin apply"},
 				"link isp2: fwmark 0x200":      {"leaves by wan2 via 198.51.100.9", "flowpin apply"},
 			},
 		},
@@ -102,7 +102,7 @@ func TestVerifyEndToEnd(t *testing.T) {
 				f.setRule(r)
 			},
 			fail: map[string][2]string{
-				"foreign rule 500": {`"500: from all lookup main suppress_prefixlength 0" (not flowpin's) comes before flowpin's rules (1000-1400) and catches their traffic to every route more specific than /0`, "ip rule del pref 500, or narrow its selector, or move it after 1400"},
+				"foreign rule 500": {`"500: from all lookup main suppress_prefixlength 0" (not flowpin's) comes before flowpin's rules (1000-1500) and catches their traffic to every route more specific than /0`, "ip rule del pref 500, or narrow its selector, or move it after 1500"},
 			},
 		},
 		{
@@ -113,7 +113,7 @@ func TestVerifyEndToEnd(t *testing.T) {
 					Dst: netip.MustParsePrefix("0.0.0.0/0"), Dev: "wan1", Gw: netip.MustParseAddr("192.0.2.1")}})
 			},
 			fail: map[string][2]string{
-				"foreign rule 500":             {`"500: from all lookup 200" (not flowpin's) comes before flowpin's rules (1000-1400) and catches their traffic`, "ip rule del pref 500"},
+				"foreign rule 500":             {`"500: from all lookup 200" (not flowpin's) comes before flowpin's rules (1000-1500) and catches their traffic`, "ip rule del pref 500"},
 				"link isp2: from 198.51.100.2": {"leaves by wan1 via 192.0.2.1, want wan2 via 198.51.100.1: table 200, rule 500: from all lookup 200 (not flowpin's)", "ip rule del pref 500, or move it after flowpin's rules"},
 				"link isp2: fwmark 0x200":      {"rule 500: from all lookup 200 (not flowpin's)", "ip rule del pref 500"},
 				"new flows":                    {"never: isp2", "flowpin apply; if a foreign rule is reported above, remove it"},
@@ -307,7 +307,7 @@ func TestExplainEndToEnd(t *testing.T) {
 			steps: map[string]string{
 				"conntrack":       "no entry for tcp 10.0.0.5:40000 -> 198.18.0.1:443: this is the first packet of a new flow",
 				"nft prerouting":  "no restore (the flow has no link yet): meta mark stays 0",
-				"ip rule":         "1400: from all lookup 100 proto 201  (flowpin's: new flows: the weighted multipath route)",
+				"ip rule":         "1500: from all lookup 100 proto 201  (flowpin's: new flows: the weighted multipath route)",
 				"route":           "default table 100 nexthop via 192.0.2.1 dev wan1 weight 3 nexthop via 198.51.100.1 dev wan2 weight 1",
 				"nexthop":         "the multipath hash of tcp 10.0.0.5:40000 -> 198.18.0.1:443 picks via 192.0.2.1 dev wan1 out of wan1 weight 3, wan2 weight 1",
 				"nft postrouting": "save: ct mark set to 0x100: every later packet of this flow is pinned to link isp1",
@@ -336,7 +336,7 @@ func TestExplainEndToEnd(t *testing.T) {
 			steps: map[string]string{
 				"conntrack":       "existing flow (reply direction of 10.0.0.5:22 -> 198.18.0.1:50000), ct mark 0x200: pinned to link isp2 (wan2)",
 				"nft prerouting":  "arrives on wan2, link isp2: the flow is already pinned to isp2; the mark is not restored onto packets from a link, so main routes it",
-				"ip rule":         "1200: from all lookup main suppress_prefixlength 0 proto 201  (flowpin's: connected and more specific routes in main, before the balance table)",
+				"ip rule":         "1300: from all lookup main suppress_prefixlength 0 proto 201  (flowpin's: connected and more specific routes in main, before the balance table)",
 				"route":           "10.0.0.0/24 dev lan table main src 10.0.0.1",
 				"nexthop":         "directly connected on lan",
 				"nft postrouting": "lan is not a flowpin link: no save, no NAT by flowpin",
@@ -452,7 +452,7 @@ func TestVerifyPolicies(t *testing.T) {
 			t.Errorf("no %q in\n%s", w, got)
 		}
 	}
-	f.delRule(1202)
+	f.delRule(1302)
 	rep, err = f.kernel().Verify(c, VerifyOptions{NoProbe: true})
 	if err != nil {
 		t.Fatal(err)

@@ -609,8 +609,16 @@ func (k *Kernel) ruleRole(c *config.Config, r rules.RuleInfo) string {
 		return "packets without a link mark skip the links' fwmark rules"
 	case off >= plan.OffSourceLocal && off < plan.OffUnmarked:
 		return "a link's own subnet from its own address (" + name(off-plan.OffSourceLocal) + ")"
+	case off >= plan.OffMark && off < plan.OffMain && r.Action == rules.ActionGoto:
+		return fmt.Sprintf("pinned flows: a branch of the mark tree on bit %#x", r.Mask)
 	case off >= plan.OffMark && off < plan.OffMain:
-		return "pinned flows of link " + name(off-plan.OffMark)
+		// The tree places a link's rule by its mark, not its position.
+		for _, l := range c.Links {
+			if l.Table == r.Table && l.Mark == r.Mark {
+				return "pinned flows of link " + l.Name
+			}
+		}
+		return fmt.Sprintf("pinned flows of fwmark %#x", r.Mark)
 	case off == plan.OffMain:
 		return "connected and more specific routes in main, before the balance table"
 	case off == plan.OffPolicy:

@@ -180,7 +180,7 @@ func TestVerifyShadowChecks(t *testing.T) {
 	}
 	base := []rules.RuleInfo{
 		{Priority: 0, Action: rules.ActionToTable, Table: 255, SuppressPrefixlen: -1},
-		own(1000), own(1100), own(1400),
+		own(1000), own(1100), own(1500),
 		{Priority: 32766, Action: rules.ActionToTable, Table: 254, SuppressPrefixlen: -1},
 	}
 	got := ShadowChecks(c, d, base)
@@ -194,10 +194,10 @@ func TestVerifyShadowChecks(t *testing.T) {
 		want string // "" : not reported
 	}{
 		{"everything to main", rules.RuleInfo{Priority: 100, Action: rules.ActionToTable, Table: 254, SuppressPrefixlen: -1},
-			`"100: from all lookup main" (not flowpin's) comes before flowpin's rules (1000-1400) and catches their traffic`},
+			`"100: from all lookup main" (not flowpin's) comes before flowpin's rules (1000-1500) and catches their traffic`},
 		{"main suppress 0 (wg-quick style)", rules.RuleInfo{Priority: 900, Action: rules.ActionToTable, Table: 254, SuppressPrefixlen: 0},
 			"every route more specific than /0"},
-		{"from a link's address", rules.RuleInfo{Priority: 1200, Action: rules.ActionToTable, Table: 7, SuppressPrefixlen: -1, Src: netip.MustParsePrefix("198.51.100.0/24")},
+		{"from a link's address", rules.RuleInfo{Priority: 1300, Action: rules.ActionToTable, Table: 7, SuppressPrefixlen: -1, Src: netip.MustParsePrefix("198.51.100.0/24")},
 			"among flowpin's rules"},
 		{"blackhole", rules.RuleInfo{Priority: 50, Action: rules.ActionBlackhole, SuppressPrefixlen: -1}, "50: from all blackhole"},
 		{"flowpin's mark bits", rules.RuleInfo{Priority: 60, Action: rules.ActionToTable, Table: 7, Mark: 0x100, Mask: 0xff00, SuppressPrefixlen: -1},
@@ -247,9 +247,9 @@ func TestExplainMatchedRule(t *testing.T) {
 		to(0, 255, -1),
 		from(to(1001, 102, 0)),
 		mark(to(1101, 102, -1)),
-		to(1200, 254, 0),
-		from(to(1301, 102, -1)),
-		to(1400, 100, -1),
+		to(1300, 254, 0),
+		from(to(1401, 102, -1)),
+		to(1500, 100, -1),
 		to(32766, 254, -1),
 	}
 	dst := netip.MustParseAddr("198.18.0.1")
@@ -261,11 +261,11 @@ func TestExplainMatchedRule(t *testing.T) {
 		want        int // priority, -1: none
 	}{
 		{"own subnet from own address", layout, rules.Packet{Src: src.Addr(), Dst: netip.MustParseAddr("198.51.100.1")}, 102, 24, 1001},
-		{"default from own address: 1001 suppressed", layout, rules.Packet{Src: src.Addr(), Dst: dst}, 102, 0, 1301},
+		{"default from own address: 1001 suppressed", layout, rules.Packet{Src: src.Addr(), Dst: dst}, 102, 0, 1401},
 		{"pinned by mark", layout, rules.Packet{Dst: dst, Mark: 0x200}, 102, 0, 1101},
-		{"mark outside the mask bits", layout, rules.Packet{Dst: dst, Mark: 0x1}, 100, 0, 1400},
-		{"LAN route from main", layout, rules.Packet{Dst: netip.MustParseAddr("10.77.0.2")}, 254, 24, 1200},
-		{"goto skips", append([]rules.RuleInfo{{Priority: 10, Action: rules.ActionGoto, Goto: 1400, SuppressPrefixlen: -1}}, layout...), rules.Packet{Src: src.Addr(), Dst: dst}, 100, 0, 1400},
+		{"mark outside the mask bits", layout, rules.Packet{Dst: dst, Mark: 0x1}, 100, 0, 1500},
+		{"LAN route from main", layout, rules.Packet{Dst: netip.MustParseAddr("10.77.0.2")}, 254, 24, 1300},
+		{"goto skips", append([]rules.RuleInfo{{Priority: 10, Action: rules.ActionGoto, Goto: 1500, SuppressPrefixlen: -1}}, layout...), rules.Packet{Src: src.Addr(), Dst: dst}, 100, 0, 1500},
 		{"no rule for that table", layout, rules.Packet{Dst: dst}, 77, 0, -1},
 	}
 	for _, tc := range cases {

@@ -92,7 +92,6 @@ func routing6(c *config.Config, d *Desired, s *rules.State) {
 		if !l.HasV6() {
 			continue
 		}
-		s.Rules = append(s.Rules, rules.Rule{Family: rules.V6, Priority: base + OffMark + i, Mark: l.Mark, Mask: c.MarkMask, Table: l.Table, SuppressPrefixlen: -1})
 		v := l.V6
 		if !v.Usable {
 			continue
@@ -117,6 +116,7 @@ func routing6(c *config.Config, d *Desired, s *rules.State) {
 		}
 		s.Routes = append(s.Routes, rules.Route{Family: rules.V6, Table: l.Table, Dst: all6, Gw: l.Via6(), Dev: l.Interface, Src: v.Addr.Addr()})
 	}
+	s.Rules = append(s.Rules, markTree(c, d.Links, rules.V6)...)
 	s.Rules = append(s.Rules, skipRules(c, rules.V6)...)
 	s.Rules = append(s.Rules,
 		rules.Rule{Family: rules.V6, Priority: base + OffMain, Table: MainTable, SuppressPrefixlen: 0},

@@ -24,8 +24,8 @@ import (
 // replies out of the first interface, and a switch that checks sources
 // drops them. And every rule a forwarded packet passes costs it time on
 // every packet, so the blocks it has no business in are jumped over:
-// a forwarded packet passes a fixed number of rules plus, pinned, the
-// fwmark rules up to its link's.
+// a forwarded packet passes a fixed number of rules plus, pinned, a
+// path through the mark tree bounded by the mark mask's bits.
 //
 //	B        not iif lo goto B+100
 //	         The source rules below are for this host's own traffic
@@ -37,24 +37,34 @@ import (
 //	         link even when main has the same subnet on another interface
 //	         (two NICs on one subnet). The default route in T_i
 //	         is suppressed so that the next rule can still see main.
-//	B+100    fwmark 0/MASK goto B+200
+//	B+100    fwmark 0/MASK goto B+300
 //	         A packet with no link mark (a new flow, an unpinned one)
 //	         skips the links' fwmark rules: none could match it.
-//	B+101+i  fwmark M_i lookup T_i
+//	B+101..  the mark tree (see markTree): fwmark BIT/BIT goto ...,
+//	         ending in fwmark M_i lookup T_i
 //	         A pinned flow stays on its link, even if main has grown a
-//	         more specific route since it started.
-//	B+200    lookup main suppress_prefixlength 0
+//	         more specific route since it started. The kernel walks ip
+//	         rules as a list and has no "table = mark" action (iproute2's
+//	         fwmark/mask selects, it does not index), so one rule per link
+//	         would cost a pinned packet a walk as long as its link's
+//	         position. Instead the rules branch on one mark bit at a
+//	         time: a pinned packet passes at most one goto per mark bit
+//	         in MASK and two lookups, whatever the number of links (at
+//	         most 9 with the default mask 0xff00; 2 at 2 links, 6 at 32).
+//	         The block is 199 wide: a tree over MaxLinks marks needs up to
+//	         2*MaxLinks-2 rules.
+//	B+300    lookup main suppress_prefixlength 0
 //	         Unpinned traffic still reaches connected and more specific
 //	         routes (the LAN, a VPN); main's default is skipped.
-//	B+201..  fwmark M_k lookup T_k (see OffPolicy)
+//	B+301..  fwmark M_k lookup T_k (see OffPolicy)
 //	         A new flow a traffic rule sent to a policy: the policy's
 //	         active tier, or its last resort.
-//	B+300    not iif lo goto B+400
+//	B+400    not iif lo goto B+500
 //	         As at B: the source rules are for this host's traffic.
-//	B+301+i  from ADDR_i lookup T_i
+//	B+401+i  from ADDR_i lookup T_i
 //	         Anything else sourced from a link's address leaves by that
 //	         link: no asymmetric replies.
-//	B+400    lookup BALANCE
+//	B+500    lookup BALANCE
 //	         Other new flows: the default policy, the weighted multipath
 //	         route of its active tier; if no link is up, its last resort
 //	         (unreachable unless another default_policy says otherwise).
@@ -63,10 +73,10 @@ const (
 	OffSourceLocal = 1
 	OffUnmarked    = 100
 	OffMark        = 101
-	OffMain        = 200
-	OffSkipSource  = 300
-	OffSource      = 301
-	OffBalance     = 400
+	OffMain        = 300
+	OffSkipSource  = 400
+	OffSource      = 401
+	OffBalance     = 500
 )
 
 // skipRules are the gotos of the layout, in family fam: a forwarded packet
@@ -81,10 +91,83 @@ func skipRules(c *config.Config, fam int) []rules.Rule {
 	}
 }
 
+// markTree is the links' fwmark rules in family fam, laid out as a tree
+// from OffMark on. A set of one or two links is its fwmark lookup rules in
+// link order; a larger set is split on the lowest mask bit that divides
+// it: `fwmark BIT/BIT goto` the rules of the links with the bit set, which
+// follow those of the links without it. A pinned packet so passes one rule
+// per level, and the levels are bounded by the mask's bits, not by the
+// links. A link's rule exists even when the link is down: its table is
+// then empty and lookup falls through (onto rules whose marks differ,
+// then main), and the rule is ready when the link comes back. A mark
+// that is no link's (a policy's) misses its leaf the same way.
+func markTree(c *config.Config, links []LinkPlan, fam int) []rules.Rule {
+	var set []LinkPlan
+	for _, l := range links {
+		if (fam == rules.V4 && l.HasV4()) || (fam == rules.V6 && l.HasV6()) {
+			set = append(set, l)
+		}
+	}
+	var out []rules.Rule
+	var grow func(set []LinkPlan, prio int) int
+	grow = func(set []LinkPlan, prio int) int {
+		if len(set) <= 2 {
+			// Two lookups cost a packet what a branch and one lookup
+			// would, and take one rule less.
+			for _, l := range set {
+				out = append(out, rules.Rule{Family: fam, Priority: prio, Mark: l.Mark, Mask: c.MarkMask, Table: l.Table, SuppressPrefixlen: -1})
+				prio++
+			}
+			return prio
+		}
+		bit := splitBit(set, c.MarkMask)
+		var clear, set1 []LinkPlan
+		for _, l := range set {
+			if l.Mark&bit == 0 {
+				clear = append(clear, l)
+			} else {
+				set1 = append(set1, l)
+			}
+		}
+		at := len(out)
+		out = append(out, rules.Rule{Family: fam, Priority: prio, Mark: bit, Mask: bit, SuppressPrefixlen: -1})
+		next := grow(clear, prio+1)
+		out[at].Goto = next
+		return grow(set1, next)
+	}
+	grow(set, c.PriorityBase+OffMark)
+	return out
+}
+
+// splitBit is the lowest bit of mask on which the marks of set (distinct,
+// more than one) differ. Links' marks count up from the mask's lowest bit,
+// so the lowest bit splits them most evenly.
+func splitBit(set []LinkPlan, mask uint32) uint32 {
+	for bit := uint32(1); bit != 0; bit <<= 1 {
+		if mask&bit == 0 {
+			continue
+		}
+		n := 0
+		for _, l := range set {
+			if l.Mark&bit != 0 {
+				n++
+			}
+		}
+		if n > 0 && n < len(set) {
+			return bit
+		}
+	}
+	panic("plan: links with equal marks") // the config refuses them
+}
+
 // The config refuses more links than a block holds (the blocks of
 // source rules are the smallest: B+1 to B+99).
 var _ = [1]struct{}{}[OffUnmarked-OffSourceLocal-config.MaxLinks]
 var _ = [1]struct{}{}[OffBalance-OffSource-config.MaxLinks]
+
+// The mark tree of MaxLinks links fits between OffMark and OffMain: n
+// leaves and at most n-2 branches (each splits a set of 3 or more).
+var _ = uint(OffMain - OffMark - (2*config.MaxLinks - 2))
 
 // The config validates priority_base against the span of this layout.
 var _ = [1]struct{}{}[OffBalance-config.RulePrioritySpan]
@@ -359,10 +442,6 @@ func routing(c *config.Config, d *Desired, ifaces map[string]rules.Iface) rules.
 		if !l.HasV4() {
 			continue
 		}
-		// The fwmark rule exists even for a link that is down: its table
-		// is then empty and lookup falls through, and the rule is ready
-		// when the link comes back.
-		s.Rules = append(s.Rules, rules.Rule{Family: rules.V4, Priority: base + OffMark + i, Mark: l.Mark, Mask: c.MarkMask, Table: l.Table, SuppressPrefixlen: -1})
 		if !l.Usable {
 			continue
 		}
@@ -388,6 +467,7 @@ func routing(c *config.Config, d *Desired, ifaces map[string]rules.Iface) rules.
 		}
 		s.Routes = append(s.Routes, rules.Route{Family: rules.V4, Table: l.Table, Dst: all4, Gw: l.Via(), Dev: l.Interface, Src: l.Addr.Addr()})
 	}
+	s.Rules = append(s.Rules, markTree(c, d.Links, rules.V4)...)
 	s.Rules = append(s.Rules, skipRules(c, rules.V4)...)
 	s.Rules = append(s.Rules,
 		rules.Rule{Family: rules.V4, Priority: base + OffMain, Table: MainTable, SuppressPrefixlen: 0},

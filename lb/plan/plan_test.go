@@ -198,14 +198,14 @@ func TestPlanRuleOrder(t *testing.T) {
 		"ip rule add pref 1000 not from all iif lo goto 1100 proto 201",
 		"ip rule add pref 1001 from 10.88.0.10 lookup 101 suppress_prefixlength 0 proto 201",
 		"ip rule add pref 1002 from 10.88.0.11 lookup 102 suppress_prefixlength 0 proto 201",
-		"ip rule add pref 1100 from all fwmark 0x0/0xff00 goto 1200 proto 201",
+		"ip rule add pref 1100 from all fwmark 0x0/0xff00 goto 1300 proto 201",
 		"ip rule add pref 1101 from all fwmark 0x100/0xff00 lookup 101 proto 201",
 		"ip rule add pref 1102 from all fwmark 0x200/0xff00 lookup 102 proto 201",
-		"ip rule add pref 1200 from all lookup main suppress_prefixlength 0 proto 201",
-		"ip rule add pref 1300 not from all iif lo goto 1400 proto 201",
-		"ip rule add pref 1301 from 10.88.0.10 lookup 101 proto 201",
-		"ip rule add pref 1302 from 10.88.0.11 lookup 102 proto 201",
-		"ip rule add pref 1400 from all lookup 100 proto 201",
+		"ip rule add pref 1300 from all lookup main suppress_prefixlength 0 proto 201",
+		"ip rule add pref 1400 not from all iif lo goto 1500 proto 201",
+		"ip rule add pref 1401 from 10.88.0.10 lookup 101 proto 201",
+		"ip rule add pref 1402 from 10.88.0.11 lookup 102 proto 201",
+		"ip rule add pref 1500 from all lookup 100 proto 201",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("rules (-want +got):\n%s", diff)

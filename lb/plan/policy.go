@@ -14,8 +14,8 @@ import (
 // connected routes (OffMain) and the source rules: a flow its traffic
 // rule sent to a policy is routed by that policy's table.
 //
-//	B+201      fwmark BYPASS lookup main      (rules with policy: main)
-//	B+202+k    fwmark M_k lookup T_k          (policies, sticky rules)
+//	B+301      fwmark BYPASS lookup main      (rules with policy: main)
+//	B+302+k    fwmark M_k lookup T_k          (policies, sticky rules)
 const OffPolicy = OffMain + 1
 
 // The config refuses more policies and sticky rules than fit between

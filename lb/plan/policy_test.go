@@ -378,8 +378,8 @@ rules:
 		}
 	}
 	if diff := cmp.Diff([]string{
-		"ip rule add pref 1204 from all fwmark 0xfc00/0xff00 lookup 104 proto 201",
-		"ip -6 rule add pref 1204 from all fwmark 0xfc00/0xff00 lookup 104 proto 201",
+		"ip rule add pref 1304 from all fwmark 0xfc00/0xff00 lookup 104 proto 201",
+		"ip -6 rule add pref 1304 from all fwmark 0xfc00/0xff00 lookup 104 proto 201",
 	}, stickyRules); diff != "" {
 		t.Errorf("sticky rule's ip rules (-want +got):\n%s", diff)
 	}
