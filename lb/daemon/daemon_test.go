@@ -373,7 +373,7 @@ func TestBurstIsOneSyncAndBackstopIsSlow(t *testing.T) {
 // minutes.
 func TestBurstQueuedDuringASyncIsOneSync(t *testing.T) {
 	h := newHarness(t)
-	h.events.buffer = 1024
+	h.events.Buffer = 1024
 	h.start()
 	h.waitTranscript(both)
 	entered, release := h.k.holdNextApply()
@@ -399,9 +399,7 @@ func TestLostSubscriptionResyncsAndResubscribes(t *testing.T) {
 	h := newHarness(t)
 	h.start()
 	h.waitTranscript(both)
-	h.events.mu.Lock()
-	h.events.failNext = 1 // the first attempt to subscribe again fails
-	h.events.mu.Unlock()
+	h.events.failNext(1) // the first attempt to subscribe again fails
 	h.events.lose("links")
 	h.waitTranscript(both, both) // no clock advance: at once
 	if got := testutil.ToFloat64(h.d.Metrics().subLosses.WithLabelValues("links")); got != 1 {
@@ -419,7 +417,7 @@ func TestLostSubscriptionResyncsAndResubscribes(t *testing.T) {
 
 func TestSubscribeFailsRunReturnsNotReady(t *testing.T) {
 	h := newHarness(t)
-	h.events.failNext = 1
+	h.events.failNext(1)
 	h.run()
 	select {
 	case err := <-h.done:

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -21,6 +20,7 @@ import (
 	"flowpin/lb/plan"
 	"flowpin/nft"
 	"flowpin/rules"
+	"flowpin/rules/rulestest"
 )
 
 // fakeClock moves only when a test advances it.
@@ -313,73 +313,22 @@ func (f *fakeProber) Close() {
 	f.p.closed++
 }
 
-// fakeEvents is a subscription the test feeds, fails or loses.
+// fakeEvents is the daemon's event subscription, fed, failed or lost by
+// the test (rulestest.Stream is the mechanism).
 type fakeEvents struct {
-	mu         sync.Mutex
-	ch         chan Event
-	ctx        context.Context
-	subscribed int
-	failNext   int // the next n Subscribe calls fail
-	// buffer is the channel's capacity: with one, notifications queue
-	// while the daemon is busy, as they do in the real subscription.
-	buffer int
+	rulestest.Stream[Event]
 }
 
 var errSubscribe = errors.New("subscribe: no buffer space available")
 
-func (e *fakeEvents) Subscribe(ctx context.Context) (<-chan Event, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.failNext > 0 {
-		e.failNext--
-		return nil, errSubscribe
-	}
-	e.subscribed++
-	ch := make(chan Event, e.buffer)
-	e.ch, e.ctx = ch, ctx
-	go func() {
-		<-ctx.Done()
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		if e.ch == ch {
-			close(ch)
-			e.ch = nil
-		}
-	}()
-	return ch, nil
-}
+func (e *fakeEvents) count() int         { return e.Subscribed() }
+func (e *fakeEvents) send(ev Event) bool { return e.Send(ev) }
 
-func (e *fakeEvents) count() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.subscribed
-}
-
-// send delivers ev; false if there is no live subscription.
-func (e *fakeEvents) send(ev Event) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.ch == nil {
-		return false
-	}
-	select {
-	case e.ch <- ev:
-		return true
-	case <-e.ctx.Done():
-		return false
-	}
-}
+// failNext makes the next n subscriptions fail.
+func (e *fakeEvents) failNext(n int) { e.FailNext(n, errSubscribe) }
 
 // lose ends the subscription as an overflow does: EventLost, then close.
-func (e *fakeEvents) lose(what string) {
-	e.send(Event{Kind: EventLost, What: what})
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.ch != nil {
-		close(e.ch)
-		e.ch = nil
-	}
-}
+func (e *fakeEvents) lose(what string) { e.End(Event{Kind: EventLost, What: what}) }
 
 // fakeFlowTable is conntrack for the flow tally (tallytest).
 type fakeFlowTable = tallytest.Table
