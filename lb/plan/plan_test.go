@@ -202,6 +202,7 @@ func TestPlanRuleOrder(t *testing.T) {
 		"ip rule add pref 1101 from all fwmark 0x100/0xff00 lookup 101 proto 201",
 		"ip rule add pref 1102 from all fwmark 0x200/0xff00 lookup 102 proto 201",
 		"ip rule add pref 1300 from all lookup main suppress_prefixlength 0 proto 201",
+		"ip rule add pref 1301 from all fwmark 0xff00/0xff00 lookup main proto 201",
 		"ip rule add pref 1400 not from all iif lo goto 1500 proto 201",
 		"ip rule add pref 1401 from 10.88.0.10 lookup 101 proto 201",
 		"ip rule add pref 1402 from 10.88.0.11 lookup 102 proto 201",
