@@ -278,7 +278,8 @@ const (
 	mapPinned    = "by_ctmark"     // ct mark & mask : goto restore_LINK
 	mapPinnedOut = "by_ctmark_out" // ct mark & mask : goto output_LINK
 	mapSticky    = "by_mark"       // meta mark & mask : goto sticky_RULE
-	setNAT       = "nat_oif"       // the interfaces of the links with NAT
+	setNAT       = "nat_oif"       // the interfaces whose links all have NAT
+	setNATMark   = "nat_mark"      // the marks of links with NAT on an interface with others without
 	// A shared interface's maps, one each per interface: which of its
 	// links a packet is, in one lookup whatever the number of links.
 	mapMAC      = "by_mac_"      // ether saddr : goto from_LINK
@@ -316,7 +317,7 @@ func (s Spec) linkMaps() []setDef {
 		}
 		iif = append(iif, vmapElem{ifname(name), fmt.Sprintf("%q", name), expr.VerdictGoto, in})
 		oif = append(oif, vmapElem{ifname(name), fmt.Sprintf("%q", name), expr.VerdictJump, out})
-		if slices.ContainsFunc(ls, func(l Link) bool { return l.NAT }) {
+		if !slices.ContainsFunc(ls, func(l Link) bool { return !l.NAT }) {
 			nat = append(nat, name)
 		}
 	}
@@ -339,6 +340,9 @@ func (s Spec) linkMaps() []setDef {
 			out = append(out, sharedMaps(name, ls)...)
 		}
 	}
+	if m := s.natMarks(); len(m) > 0 {
+		out = append(out, m...)
+	}
 	if len(nat) > 0 {
 		d := setDef{
 			set:    &nftables.Set{Name: setNAT, KeyType: nftables.TypeIFName, KeyByteOrder: keyOrder(nftables.TypeIFName)},
@@ -354,6 +358,43 @@ func (s Spec) linkMaps() []setDef {
 		out = append(out, d)
 	}
 	return out
+}
+
+// natMarks is the set of the marks of the links with NAT on an interface
+// where some other link has none (a modem that NATs beside one that
+// routes the LAN's addresses): the interface does not say whether to
+// masquerade, the flow's link does. The nat chain sees only a flow's
+// first packet, after postrouting's mangle chain pinned it by its next
+// hop, so its ct mark already names the link it leaves by.
+func (s Spec) natMarks() []setDef {
+	ifaces, by := s.ifaceLinks()
+	var marks []uint32
+	for _, name := range ifaces {
+		ls := by[name]
+		if !slices.ContainsFunc(ls, func(l Link) bool { return !l.NAT }) {
+			continue
+		}
+		for _, l := range ls {
+			if l.NAT {
+				marks = append(marks, l.Mark)
+			}
+		}
+	}
+	if len(marks) == 0 {
+		return nil
+	}
+	d := setDef{
+		set:    &nftables.Set{Name: setNATMark, KeyType: nftables.TypeMark, KeyByteOrder: keyOrder(nftables.TypeMark)},
+		decl:   "type mark;",
+		refill: true,
+	}
+	var texts []string
+	for _, m := range marks {
+		d.elems = append(d.elems, nftables.SetElement{Key: le(m)})
+		texts = append(texts, hexm(m))
+	}
+	d.text = fmt.Sprintf("set %s {\n\t\ttype mark\n\t\telements = { %s }\n\t}", setNATMark, strings.Join(texts, ", "))
+	return []setDef{d}
 }
 
 // sharedMaps are the maps that tell apart the links of interface name,
@@ -714,6 +755,19 @@ func (s Spec) rulesOf(gs [2][]group, sets []setDef) []rule {
 				&expr.Lookup{SourceRegister: 1, SetName: setNAT},
 				&expr.Masq{},
 			},
+		})
+	}
+	// NAT by link, where the interface does not decide it: one lookup,
+	// also per new flow.
+	if m, ok := byName[setNATMark]; ok {
+		out = append(out, rule{
+			chain: "nat",
+			text:  fmt.Sprintf("ct mark & %s @%s masquerade", hexm(s.Mask), setNATMark),
+			why:   "nat by link " + digest(m.text),
+			exprs: join(maskedMark(true, s.Mask), []expr.Any{
+				&expr.Lookup{SourceRegister: 1, SetName: setNATMark},
+				&expr.Masq{},
+			}),
 		})
 	}
 	out = append(out, s.linkChains(byName)...)
