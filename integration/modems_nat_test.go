@@ -11,7 +11,9 @@ import (
 // source address.
 func origSources(t *testing.T, ns string, port int) map[string]int {
 	t.Helper()
-	out := run(t, ns, "conntrack", "-L", "-p", "tcp", "--dport", strconv.Itoa(port))
+	// Without the summary conntrack writes to stderr, which can land
+	// in the middle of a line of the listing.
+	out := run(t, ns, "sh", "-c", "conntrack -L -p tcp --dport "+strconv.Itoa(port)+" 2>/dev/null")
 	got := map[string]int{}
 	for _, line := range strings.Split(out, "\n") {
 		for _, f := range strings.Fields(line) {
