@@ -202,6 +202,9 @@ func policies(c *config.Config, d *Desired) error {
 		return err
 	}
 	d.NFT.Bypass, d.NFT.Main = m.Bypass, m.Main
+	if m.Main == 0 {
+		d.Warnings = append(d.Warnings, fmt.Sprintf("mark_mask %#x has no value left to route flows from before apply by main: until pinned they take the multipath route, which may move them to another link", c.MarkMask))
+	}
 	for _, pp := range m.Policies {
 		for t, tier := range pp.Tiers {
 			if slices.ContainsFunc(tier, func(i int) bool { return d.Links[i].InRoute }) {
