@@ -625,7 +625,7 @@ func (k *Kernel) ruleRole(c *config.Config, r rules.RuleInfo) string {
 	case off == plan.OffMain:
 		return "connected and more specific routes in main, before the balance table"
 	case off == plan.OffPolicy:
-		return "new flows a traffic rule sends to main (policy main, never pinned)"
+		return "flows from before apply, routed by main until pinned, and new flows a traffic rule sends to main (policy main, never pinned)"
 	case off > plan.OffPolicy && off < plan.OffSkipSource:
 		return fmt.Sprintf("new flows a traffic rule sent to a policy (fwmark %#x)", r.Mark)
 	case off >= plan.OffSource && off < plan.OffBalance:
