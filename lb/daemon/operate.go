@@ -55,7 +55,9 @@ func (d *Daemon) SetLink(ctx context.Context, name string, m operator.Mode, forc
 		for _, l := range d.Config.Links {
 			names = append(names, l.Name)
 		}
-		return operator.Entry{}, fmt.Errorf("%w %q in the config (links: %s)", ErrUnknownLink, name, strings.Join(names, ", "))
+		// The name goes back as given: the client escapes what it prints
+		// (status.Printable), once.
+		return operator.Entry{}, fmt.Errorf("%w \"%s\" in the config (links: %s)", ErrUnknownLink, name, strings.Join(names, ", "))
 	}
 	if _, err := operator.ParseMode(string(m)); err != nil {
 		return operator.Entry{}, fmt.Errorf("%w %v", ErrBadMode, err)

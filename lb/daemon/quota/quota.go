@@ -196,7 +196,12 @@ func (b *Book) Count(now time.Time, totals map[string]Reading) []Change {
 		e := b.links[name]
 		start, _ := PeriodOf(q, now)
 		if e == nil {
-			e = &Entry{PeriodStart: start}
+			// A quota new to the book counts from now: the counter's past
+			// is the baseline (the same on a reboot: Boot is this one's).
+			e = &Entry{PeriodStart: start, Boot: b.boot}
+			if r, ok := totals[name]; ok {
+				e.Kernel, b.last[name] = r.Raw, r.Carried
+			}
 			b.links[name] = e
 			b.dirty = true
 		}
