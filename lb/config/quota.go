@@ -89,6 +89,9 @@ func (c *Config) fillQuota(i int, rl *rawLink, l *Link) error {
 			return c.LinkError(i, "quota.period", "%s: want monthly, daily, or a number of days (like 30d)", quote(p))
 		}
 	}
+	if q.Period != Monthly {
+		q.StartDay = 0
+	}
 	if rq.StartDay != nil {
 		if q.Period != Monthly {
 			return c.LinkError(i, "quota.start_day", "%d: only a monthly period has a start day", *rq.StartDay)

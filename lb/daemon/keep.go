@@ -42,6 +42,15 @@ func (d *Daemon) failOpen(v6 bool) map[string]string {
 			checked[name] = why
 		}
 	}
+	// No link of the family left to take new flows but for its checks'
+	// judgement: the links on standby for their quota with
+	// quota_last_resort take them, before failing open.
+	if len(checked) == n {
+		for _, name := range d.lastResorts(v6) {
+			delete(forced, name)
+			n++
+		}
+	}
 	down, changed := d.keep.FailOpen(v6, checked, n)
 	if changed {
 		if d.keep.Open()[b2i(v6)] {
@@ -57,7 +66,6 @@ func (d *Daemon) failOpen(v6 bool) map[string]string {
 	for k, v := range forced {
 		planned[k] = v
 	}
-	d.lastResort(v6, planned)
 	return planned
 }
 

@@ -275,30 +275,20 @@ func (d *Daemon) quotaC() <-chan time.Time {
 	return d.quotaTimer.C()
 }
 
-// lastResort takes back into the route (down) the links of a family on
-// standby for their quota with quota_last_resort, when no other link of
-// that family is left in it.
-func (d *Daemon) lastResort(v6 bool, down map[string]string) {
-	taking, resort := 0, []string{}
+// lastResorts are the links of a family on standby for their quota with
+// quota_last_resort.
+func (d *Daemon) lastResorts(v6 bool) []string {
+	var out []string
 	for _, u := range d.units {
-		if u.v6 != v6 {
-			continue
-		}
 		l := d.Config.Links[u.link]
-		if _, out := down[l.Name]; !out {
-			taking++
+		if u.v6 != v6 || l.Quota == nil || !l.Quota.LastResort {
 			continue
 		}
-		if o, ok := d.board.Overridden(d.key(u)); ok && o.State == health.StateStandby && l.Quota != nil && l.Quota.LastResort {
-			resort = append(resort, l.Name)
+		if o, ok := d.board.Overridden(d.key(u)); ok && o.State == health.StateStandby {
+			out = append(out, l.Name)
 		}
 	}
-	if taking > 0 {
-		return
-	}
-	for _, name := range resort {
-		delete(down, name)
-	}
+	return out
 }
 
 // operatorOf is what Health shows of link l's operator mode and quota.

@@ -1,0 +1,196 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"flowpin/lb/config/configtest"
+	"flowpin/lb/daemon/operator"
+	"flowpin/lb/health"
+	"flowpin/nft"
+)
+
+func setLink(t *testing.T, h *harness, name string, m operator.Mode) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.d.SetLink(context.Background(), name, m, false)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("SetLink %s %s: %v", name, m, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("SetLink %s %s: no answer", name, m)
+	}
+}
+
+// The operator's modes: drain leaves the route and flushes nothing; down
+// leaves it and flushes the link's flows (another link takes them); up
+// keeps a link whose probes fail in the route; auto gives it back to its
+// probes.
+func TestOperatorModes(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.waitTranscript(both)
+
+	setLink(t, h, "isp2", operator.Drain)
+	h.waitTranscript(both, isp2Out)
+	s := h.state("isp2")
+	if s.State != health.StateUp || s.Operator != "drain" || !strings.HasPrefix(s.Reason, "drained by operator since 00:00:00 (checks: up") {
+		t.Errorf("isp2 drained: %+v", s)
+	}
+	if _, err := h.d.SetLink(context.Background(), "isp1", operator.Drain, false); !errors.Is(err, ErrLastLink) {
+		t.Errorf("draining the last link: %v", err)
+	}
+	if _, err := h.d.SetLink(context.Background(), "isp3", operator.Drain, false); !errors.Is(err, ErrUnknownLink) || !strings.Contains(err.Error(), `"isp3"`) {
+		t.Errorf("an unknown link: %v", err)
+	}
+	if _, err := h.d.SetLink(context.Background(), "isp2", "sideways", false); !errors.Is(err, ErrBadMode) {
+		t.Errorf("a bad mode: %v", err)
+	}
+
+	setLink(t, h, "isp2", operator.Down)
+	h.waitTranscript(both, isp2Out, isp2Out, flush2)
+	if s := h.state("isp2"); s.State != health.StateDown || !strings.HasPrefix(s.Reason, "down by operator since ") {
+		t.Errorf("isp2 down by operator: %+v", s)
+	}
+	// The probes answer: down by the operator stays down.
+	h.round()
+	h.round()
+	h.round()
+	if s := h.state("isp2"); s.State != health.StateDown {
+		t.Errorf("isp2 down by operator after good rounds: %+v", s)
+	}
+
+	// up: in the route while its probes fail.
+	h.probers.set("wan2", false)
+	setLink(t, h, "isp2", operator.Up)
+	h.waitTranscript(both, isp2Out, isp2Out, flush2, both)
+	for range 4 {
+		h.round()
+	}
+	if s := h.state("isp2"); s.State != health.StateUp || s.Operator != "up" {
+		t.Errorf("isp2 up by operator with failing probes: %+v", s)
+	}
+	h.clock.Advance(MinSyncInterval)
+	// auto: its probes decide again, and they failed.
+	setLink(t, h, "isp2", operator.Auto)
+	h.waitState("isp2", health.StateDown)
+	if s := h.state("isp2"); s.Operator != "" || !strings.Contains(s.Reason, "probes lost") {
+		t.Errorf("isp2 back in auto: %+v", s)
+	}
+	h.eventually("isp2 out and flushed", func() bool {
+		got := h.rec.get()
+		return len(got) >= 7 && got[len(got)-2] == isp2Out && got[len(got)-1] == flush2
+	})
+}
+
+// drain and down of every link: refused, unless forced; forced, no link
+// is left in the route (the operator asked for it) and no health failing
+// open puts them back.
+func TestOperatorEveryLinkOut(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.waitTranscript(both)
+	setLink(t, h, "isp1", operator.Down)
+	if _, err := h.d.SetLink(context.Background(), "isp2", operator.Drain, false); !errors.Is(err, ErrLastLink) {
+		t.Fatalf("draining the last link: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := h.d.SetLink(context.Background(), "isp2", operator.Drain, true); done <- err }()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	h.waitTranscript(both, "apply route=[isp2] out=[isp1]", "flush mark 0x100/0xff00", "apply route=[] out=[isp1 isp2]")
+}
+
+const quotaDaily = "    quota: {bytes: 1000, period: daily}\n"
+
+// A quota: exhausted, the link goes to standby and its flows are
+// deleted where another link can take them; the next period (the
+// injected clock at midnight) brings it back.
+func TestQuotaStandbyUntilTheNextPeriod(t *testing.T) {
+	h := newHarness(t)
+	h.c = configtest.MustParse(t, checked+quotaDaily)
+	h.k = newFakeKernel(h.rec, h.c)
+	traffic := &fakeCounters{}
+	h.traffic = traffic
+	h.start()
+	h.waitTranscript(both)
+
+	traffic.add(nft.CounterKey("prerouting", "restore isp2"), 5, 600)
+	h.clock.Advance(QuotaInterval)
+	time.Sleep(10 * time.Millisecond)
+	if s := h.state("isp2"); s.State != health.StateUp || s.Quota == nil || s.Quota.Used != 600 || s.Quota.Left != 400 {
+		t.Fatalf("isp2 with 600 of 1000 bytes: %+v (%+v)", s, s.Quota)
+	}
+	traffic.add(nft.CounterKey("prerouting", "from isp2"), 5, 500)
+	h.eventually("quota counted", func() bool {
+		h.clock.Advance(QuotaInterval)
+		return h.state("isp2").State == health.StateStandby
+	})
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(both, isp2Out, flush2)
+	s := h.state("isp2")
+	if !strings.HasPrefix(s.Reason, "quota: 1.1 kB of 1.0 kB used (1.0 kB daily); a new period begins 2026-01-02 00:00") || !s.Quota.Exhausted {
+		t.Errorf("isp2 exhausted: %+v (%+v)", s, s.Quota)
+	}
+	// More traffic (its established flows' last packets) is counted, and
+	// changes nothing.
+	traffic.add(nft.CounterKey("postrouting", "save isp2"), 1, 100)
+	h.eventually("counted on standby", func() bool {
+		h.clock.Advance(QuotaInterval)
+		return h.state("isp2").Quota.Used == 1200
+	})
+
+	// Midnight.
+	now := h.clock.Now()
+	h.clock.Advance(time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC).Sub(now))
+	h.eventually("a new period", func() bool {
+		h.clock.Advance(QuotaInterval)
+		return h.state("isp2").State == health.StateUp
+	})
+	if s := h.state("isp2"); s.Quota.Used != 0 || s.Quota.Exhausted || !s.Quota.PeriodStart.Equal(time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("isp2 in the new period: %+v", s.Quota)
+	}
+	h.clock.Advance(MinSyncInterval)
+	h.eventually("back in the route", func() bool {
+		got := h.rec.get()
+		return got[len(got)-1] == both
+	})
+}
+
+// quota_last_resort: an exhausted link still takes new flows when no
+// other link can.
+func TestQuotaLastResort(t *testing.T) {
+	h := newHarness(t)
+	h.c = configtest.MustParse(t, checked+quotaDaily+"    quota_last_resort: true\n")
+	h.k = newFakeKernel(h.rec, h.c)
+	traffic := &fakeCounters{}
+	h.traffic = traffic
+	h.start()
+	h.waitTranscript(both)
+	traffic.add(nft.CounterKey("prerouting", "restore isp2"), 5, 2000)
+	h.eventually("exhausted", func() bool {
+		h.clock.Advance(QuotaInterval)
+		return h.state("isp2").State == health.StateStandby
+	})
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(both, isp2Out, flush2)
+	h.events.send(Event{Kind: EventLink, Iface: "wan1", Up: false})
+	h.waitState("isp1", health.StateDown)
+	h.clock.Advance(MinSyncInterval)
+	h.eventually("isp2 the last resort", func() bool {
+		got := h.rec.get()
+		return got[len(got)-1] == "apply route=[isp2] out=[isp1]"
+	})
+	if s := h.state("isp2"); s.State != health.StateStandby || !strings.Contains(s.Reason, "the last resort") {
+		t.Errorf("isp2 as the last resort: %+v", s)
+	}
+}
