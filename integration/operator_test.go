@@ -283,5 +283,22 @@ func TestOperatorLink(t *testing.T) {
 	if l.State != "standby" || l.Quota == nil || l.Quota.Used < used {
 		t.Errorf("isp2 after a restart: %+v (quota %+v), want standby with at least %d used", l, l.Quota, used)
 	}
+
+	// A reload that removes a drained link forgets its mode: back in the
+	// config, it is in auto.
+	dm.setLink(t, "isp2", "drain")
+	oneLink := qcfg[:strings.Index(qcfg, "  - name: isp2")] + qcfg[strings.Index(qcfg, "hooks:"):]
+	if out, err := dm.reload(t, oneLink, false); err != nil {
+		t.Fatalf("reload without isp2: %v\n%s", err, out)
+	}
+	if !strings.Contains(dm.logs(), `msg="operator modes of links no longer in the config forgotten" links=[isp2]`) {
+		t.Errorf("no log of isp2's mode forgotten:\n%s", dm.logs())
+	}
+	if out, err := dm.reload(t, qcfg, false); err != nil {
+		t.Fatalf("reload with isp2 again: %v\n%s", err, out)
+	}
+	if l := dm.opLinks(t)["isp2"]; l.Operator != "" {
+		t.Errorf("isp2 back in the config: %+v", l)
+	}
 	t.Logf("test took %v", time.Since(began).Round(time.Millisecond))
 }

@@ -3,9 +3,15 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"flowpin/lb/config/configtest"
 	"flowpin/lb/daemon/operator"
@@ -44,6 +50,19 @@ func TestOperatorModes(t *testing.T) {
 	s := h.state("isp2")
 	if s.State != health.StateUp || s.Operator != "drain" || !strings.HasPrefix(s.Reason, "drained by operator since 00:00:00 (checks: up") {
 		t.Errorf("isp2 drained: %+v", s)
+	}
+	if err := testutil.GatherAndCompare(h.d.Metrics().Registry, strings.NewReader(`# HELP flowpin_link_operator_mode 1 for the link's operator mode (flowpin link NAME drain|down|up|auto), 0 for the others.
+# TYPE flowpin_link_operator_mode gauge
+flowpin_link_operator_mode{link="isp1",mode="auto"} 1
+flowpin_link_operator_mode{link="isp1",mode="down"} 0
+flowpin_link_operator_mode{link="isp1",mode="drain"} 0
+flowpin_link_operator_mode{link="isp1",mode="up"} 0
+flowpin_link_operator_mode{link="isp2",mode="auto"} 0
+flowpin_link_operator_mode{link="isp2",mode="down"} 0
+flowpin_link_operator_mode{link="isp2",mode="drain"} 1
+flowpin_link_operator_mode{link="isp2",mode="up"} 0
+`), "flowpin_link_operator_mode"); err != nil {
+		t.Error(err)
 	}
 	if _, err := h.d.SetLink(context.Background(), "isp1", operator.Drain, false); !errors.Is(err, ErrLastLink) {
 		t.Errorf("draining the last link: %v", err)
@@ -141,6 +160,15 @@ func TestQuotaStandbyUntilTheNextPeriod(t *testing.T) {
 	if !strings.HasPrefix(s.Reason, "quota: 1.1 kB of 1.0 kB used (1.0 kB daily); a new period begins 2026-01-02 00:00") || !s.Quota.Exhausted {
 		t.Errorf("isp2 exhausted: %+v (%+v)", s, s.Quota)
 	}
+	if err := testutil.GatherAndCompare(h.d.Metrics().Registry, strings.NewReader(`# HELP flowpin_link_quota_left_bytes Bytes left of the link's quota in the current period.
+# TYPE flowpin_link_quota_left_bytes gauge
+flowpin_link_quota_left_bytes{link="isp2"} 0
+# HELP flowpin_link_quota_used_bytes Bytes the link carried in its quota's current period (both directions).
+# TYPE flowpin_link_quota_used_bytes gauge
+flowpin_link_quota_used_bytes{link="isp2"} 1100
+`), "flowpin_link_quota_left_bytes", "flowpin_link_quota_used_bytes"); err != nil {
+		t.Error(err)
+	}
 	// More traffic (its established flows' last packets) is counted, and
 	// changes nothing.
 	traffic.add(nft.CounterKey("postrouting", "save isp2"), 1, 100)
@@ -192,5 +220,60 @@ func TestQuotaLastResort(t *testing.T) {
 	})
 	if s := h.state("isp2"); s.State != health.StateStandby || !strings.Contains(s.Reason, "the last resort") {
 		t.Errorf("isp2 as the last resort: %+v", s)
+	}
+}
+
+type linkSetterFunc func(name string, m operator.Mode, force bool) (operator.Entry, error)
+
+func (f linkSetterFunc) SetLink(_ context.Context, name string, m operator.Mode, force bool) (operator.Entry, error) {
+	return f(name, m, force)
+}
+
+// Only root sets a link's mode; the daemon's refusals map to 404, 400 and
+// 409, through the API's router (odd characters in the name included).
+func TestLinkHandler(t *testing.T) {
+	var calls []string
+	api := APIHandler(struct {
+		Source
+		LinkSetter
+	}{SourceFuncs{}, linkSetterFunc(func(name string, m operator.Mode, force bool) (operator.Entry, error) {
+		calls = append(calls, fmt.Sprintf("%s %s %v", name, m, force))
+		switch {
+		case name == "isp1" && m == operator.Drain && !force:
+			return operator.Entry{}, fmt.Errorf("%w: isp1 would leave no link", ErrLastLink)
+		case name != "isp1":
+			return operator.Entry{}, fmt.Errorf("%w %q", ErrUnknownLink, name)
+		case m == "sideways":
+			return operator.Entry{}, fmt.Errorf("%w %q", ErrBadMode, m)
+		}
+		return operator.Entry{Mode: m, Since: time.Unix(0, 0)}, nil
+	})})
+	for _, tc := range []struct {
+		name, path string
+		uid        any
+		code       int
+		body       string
+	}{
+		{"no credentials", "/links/isp1/down", nil, http.StatusForbidden, "only root"},
+		{"uid 65534", "/links/isp1/down", uint32(65534), http.StatusForbidden, "only root"},
+		{"root", "/links/isp1/down", uint32(0), http.StatusOK, `"mode":"down"`},
+		{"last link", "/links/isp1/drain", uint32(0), http.StatusConflict, "would leave no link"},
+		{"forced", "/links/isp1/drain?force=1", uint32(0), http.StatusOK, `"mode":"drain"`},
+		{"unknown", "/links/is%20p%2F1%1b/drain", uint32(0), http.StatusNotFound, `"is p/1\x1b"`},
+		{"bad mode", "/links/isp1/sideways", uint32(0), http.StatusBadRequest, "bad mode"},
+	} {
+		req := httptest.NewRequest(http.MethodPost, tc.path, nil)
+		if tc.uid != nil {
+			req = req.WithContext(context.WithValue(req.Context(), peerUIDKey{}, tc.uid))
+		}
+		w := httptest.NewRecorder()
+		api.ServeHTTP(w, req)
+		if w.Code != tc.code || !strings.Contains(w.Body.String(), tc.body) {
+			t.Errorf("%s: %d %q, want %d %q", tc.name, w.Code, w.Body.String(), tc.code, tc.body)
+		}
+	}
+	want := []string{"isp1 down false", "isp1 drain false", "isp1 drain true", "is p/1\x1b drain false", "isp1 sideways false"}
+	if !slices.Equal(calls, want) {
+		t.Errorf("calls %q, want %q (none unprivileged)", calls, want)
 	}
 }
