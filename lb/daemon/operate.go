@@ -46,9 +46,9 @@ type opRequest struct {
 }
 
 // SetLink sets link name's operator mode and waits until the daemon has
-// applied it. Without force, drain and down are refused when no link
-// would be left that the operator has not taken out: that would leave
-// new flows nowhere to go.
+// applied it. Without force, drain and down are refused when no other
+// link would be left up and not taken out by the operator: that would
+// leave new flows nowhere to go.
 func (d *Daemon) SetLink(ctx context.Context, name string, m operator.Mode, force bool) (operator.Entry, error) {
 	if _, ok := d.Config.LinkByName(name); !ok {
 		var names []string
@@ -65,16 +65,17 @@ func (d *Daemon) SetLink(ctx context.Context, name string, m operator.Mode, forc
 	store := d.deps.Operator
 	if (m == operator.Drain || m == operator.Down) && !force {
 		left := 0
-		for _, l := range d.Config.Links {
+		for _, u := range d.units {
+			l := d.Config.Links[u.link]
 			if l.Name == name {
 				continue
 			}
-			if mm := store.Get(l.Name).Mode; mm != operator.Drain && mm != operator.Down {
+			if mm := store.Get(l.Name).Mode; mm != operator.Drain && mm != operator.Down && d.board.Up(d.key(u)) {
 				left++
 			}
 		}
 		if left == 0 {
-			return operator.Entry{}, fmt.Errorf("%w: %s would leave no link to take new flows (every other link is drained or down by operator); --force does it anyway", ErrLastLink, name)
+			return operator.Entry{}, fmt.Errorf("%w: %s would leave no link to take new flows (every other link is down, on standby, or drained or down by operator); --force does it anyway", ErrLastLink, name)
 		}
 	}
 	e, err := store.Set(name, m, d.deps.Clock.Now())

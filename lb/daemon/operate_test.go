@@ -117,6 +117,12 @@ func TestOperatorEveryLinkOut(t *testing.T) {
 	h := newHarness(t)
 	h.start()
 	h.waitTranscript(both)
+	// isp1 down by its carrier: isp2 is the last link up.
+	h.events.send(Event{Kind: EventLink, Iface: "wan1", Up: false})
+	h.waitState("isp1", health.StateDown)
+	if _, err := h.d.SetLink(context.Background(), "isp2", operator.Down, false); !errors.Is(err, ErrLastLink) {
+		t.Fatalf("down of the last link up: %v", err)
+	}
 	setLink(t, h, "isp1", operator.Down)
 	if _, err := h.d.SetLink(context.Background(), "isp2", operator.Drain, false); !errors.Is(err, ErrLastLink) {
 		t.Fatalf("draining the last link: %v", err)
