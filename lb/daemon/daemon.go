@@ -388,6 +388,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	d.hookChanges() // of changes before a reload
+	d.forgetRemoved()
 	if d.OnReady != nil {
 		d.OnReady()
 	}

@@ -174,9 +174,18 @@ func (d *Daemon) applyOverrides(cause string) {
 	}
 }
 
-// adoptOverrides, at start: forgets the modes of links a reload removed,
-// gives the quota part the config's quotas, and sets the overrides.
+// adoptOverrides, at start: gives the quota part the config's quotas,
+// and sets the overrides.
 func (d *Daemon) adoptOverrides() {
+	d.deps.Quota.Configure(d.Config.Links)
+	d.countQuotas()
+	d.applyOverrides("")
+}
+
+// forgetRemoved forgets the operator's modes of links a reload removed;
+// only once the config is applied, since a reload that fails goes back
+// to the old config, links and modes.
+func (d *Daemon) forgetRemoved() {
 	names := make([]string, len(d.Config.Links))
 	for i, l := range d.Config.Links {
 		names[i] = l.Name
@@ -184,9 +193,6 @@ func (d *Daemon) adoptOverrides() {
 	if gone, err := d.deps.Operator.Keep(names); len(gone) > 0 {
 		d.Log.Warn("operator modes of links no longer in the config forgotten", "links", gone, "err", err)
 	}
-	d.deps.Quota.Configure(d.Config.Links)
-	d.countQuotas()
-	d.applyOverrides("")
 }
 
 // drained are the links of a family the operator drained, with why: out
