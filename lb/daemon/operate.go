@@ -303,7 +303,7 @@ func (d *Daemon) operatorOf(l config.Link, lh *health.LinkHealth, now time.Time)
 	if e := d.deps.Operator.Get(l.Name); e.Mode != operator.Auto {
 		lh.Operator, lh.OperatorSince = string(e.Mode), e.Since
 		if e.Mode == operator.Drain {
-			lh.Reason = e.Describe() + " (checks: " + lh.Reason + ")"
+			lh.Reason = e.Describe() + "; checks: " + lh.Reason
 		}
 	}
 	if us, ok := d.deps.Quota.Usage(l.Name, now); ok {

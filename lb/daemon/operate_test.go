@@ -48,7 +48,7 @@ func TestOperatorModes(t *testing.T) {
 	setLink(t, h, "isp2", operator.Drain)
 	h.waitTranscript(both, isp2Out)
 	s := h.state("isp2")
-	if s.State != health.StateUp || s.Operator != "drain" || !strings.HasPrefix(s.Reason, "drained by operator since 00:00:00 (checks: up") {
+	if s.State != health.StateUp || s.Operator != "drain" || !strings.HasPrefix(s.Reason, "drained by operator since 00:00:00; checks: up") {
 		t.Errorf("isp2 drained: %+v", s)
 	}
 	if err := testutil.GatherAndCompare(h.d.Metrics().Registry, strings.NewReader(`# HELP flowpin_link_operator_mode 1 for the link's operator mode (flowpin link NAME drain|down|up|auto), 0 for the others.
