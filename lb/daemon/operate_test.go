@@ -175,6 +175,16 @@ flowpin_link_quota_used_bytes{link="isp2"} 1100
 `), "flowpin_link_quota_left_bytes", "flowpin_link_quota_used_bytes"); err != nil {
 		t.Error(err)
 	}
+	// up by the operator overrides the quota; auto gives it back.
+	setLink(t, h, "isp2", operator.Up)
+	if s := h.state("isp2"); s.State != health.StateUp || !s.Quota.Exhausted {
+		t.Errorf("isp2 up by operator, quota exhausted: %+v (%+v)", s, s.Quota)
+	}
+	setLink(t, h, "isp2", operator.Auto)
+	if s := h.state("isp2"); s.State != health.StateStandby {
+		t.Errorf("isp2 back in auto, quota exhausted: %+v", s)
+	}
+	h.waitTranscript(both, isp2Out, flush2, both, isp2Out, flush2)
 	// More traffic (its established flows' last packets) is counted, and
 	// changes nothing.
 	traffic.add(nft.CounterKey("postrouting", "save isp2"), 1, 100)
