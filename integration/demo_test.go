@@ -110,6 +110,7 @@ func TestDemo(t *testing.T) {
 		t.Errorf("point-to-point: no flow from the new session's address (%v)", m)
 	}
 	checkDemoP2P6(t, text)
+	checkOperatorDemo(t, expect("Operator control", "drained by operator since", "(exit 1: root only)", "(isp2: standby, ", "isp2 quota: ", "warning: link isp2 used all of its quota"), each)
 	if !strings.Contains(text, "==> Done") {
 		t.Error("the demo did not reach its end")
 	}

@@ -634,4 +634,6 @@ nsx "$ROUTER" "$BIN" down -c "$WORK/ppp.yaml"
 stop_session
 . "$(dirname "$(realpath "$0")")/demo_p2p6.sh"
 
+source "$(dirname "$(realpath "$0")")/demo_operator.sh"
+
 heading "Done (namespaces $P-* are removed on exit)"
