@@ -26,7 +26,7 @@ import (
 )
 
 func (a *app) runCmd() *cobra.Command {
-	var metricsAddr, logFormat string
+	var metricsAddr, logFormat, resolvDir string
 	var web daemon.WebOptions
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -116,13 +116,27 @@ links, in the foreground.
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			load := func() (*config.Config, error) { return config.LoadResolved(a.config, k.Kernel) }
+			// WatchdogSec= in the unit: ping at half the interval, from
+			// the daemon's loop (Deps.Watchdog).
+			var watchdog func()
+			wdInterval, err := sddaemon.SdWatchdogEnabled(false)
+			if err != nil {
+				return fmt.Errorf("systemd watchdog: %w", err)
+			}
+			if wdInterval > 0 {
+				watchdog = func() { _, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyWatchdog) }
+				log.Info("systemd watchdog", "ping_every", wdInterval/2)
+			}
 			sup := daemon.NewSupervisor(daemon.Deps{
-				Applier:   daemon.KernelApplier(k.Kernel),
-				Conntrack: k.ct,
-				Events:    daemon.KernelEvents{Routing: rules.Events{Log: log}, Table: nft.TableEvents{}},
-				Flows:     k.ct,
-				Traffic:   k.nft,
-				RuleHits:  k.nft,
+				ResolvDir:        resolvDir,
+				Watchdog:         watchdog,
+				WatchdogInterval: wdInterval / 2,
+				Applier:          daemon.KernelApplier(k.Kernel),
+				Conntrack:        k.ct,
+				Events:           daemon.KernelEvents{Routing: rules.Events{Log: log}, Table: nft.TableEvents{}},
+				Flows:            k.ct,
+				Traffic:          k.nft,
+				RuleHits:         k.nft,
 			}, load, log)
 			first := true
 			sup.OnReady = func(d *daemon.Daemon) {
@@ -196,6 +210,7 @@ links, in the foreground.
 	cmd.Flags().StringSliceVar(&web.Hosts, "metrics-host", nil, "also answer requests whose Host header is NAME (any port) or NAME:PORT, e.g. the name Prometheus scrapes or a proxy forwards (repeatable, or comma-separated); others get 421")
 	cmd.Flags().BoolVar(&web.PublicStatus, "public-status", false, "serve the status page and /status.json to every client that reaches --metrics, not only to root and group flowpin on this host")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	cmd.Flags().StringVar(&resolvDir, "resolv-dir", "/run/flowpin", "write the links' DNS servers (links[].dns) to DIR/resolv.conf")
 	return cmd
 }
 

@@ -95,6 +95,11 @@ type Link struct {
 	// OnDemand, if set, brings the link up only while its tier is the
 	// active one.
 	OnDemand *OnDemand
+	// DNS are the link's resolvers (dns.go): given, or with DNSAuto read
+	// from the lease file DNSFrom (empty: the usual places).
+	DNS     []netip.Addr
+	DNSAuto bool
+	DNSFrom string
 }
 
 // HealthCheck is how the daemon probes a link. Defaults are for a failover in
@@ -126,6 +131,8 @@ type HealthCheck struct {
 	Port   int
 	URL    string
 	Query  string
+	// Command is the exec method's shell command (probe_exec.go).
+	Command string
 }
 
 // Check defaults.
@@ -225,6 +232,8 @@ type rawLink struct {
 	Tier      *int64       `yaml:"tier"` // 1..MaxTier
 	Check     *rawCheck    `yaml:"check"`
 	OnDemand  *rawOnDemand `yaml:"on_demand"`
+	DNS       *rawDNS      `yaml:"dns"`
+	DNSFrom   *string      `yaml:"dns_from"`
 }
 
 type rawCheck struct {
@@ -242,6 +251,7 @@ type rawCheck struct {
 	Port     *int64         `yaml:"port"`
 	URL      *string        `yaml:"url"`
 	Query    *string        `yaml:"query"`
+	Command  *string        `yaml:"command"`
 }
 
 // Load reads and validates the file at path. It does not look at the
@@ -458,6 +468,9 @@ func (c *Config) fillLink(i int, rl *rawLink, u *used) (Link, error) {
 			return l, c.LinkError(i, "weight", "%d is out of range (1..%d)", w, MaxWeight)
 		}
 		l.Weight = int(*rl.Weight)
+	}
+	if err := c.fillDNS(i, rl, &l); err != nil {
+		return l, err
 	}
 	return l, nil
 }

@@ -20,6 +20,7 @@ import (
 	"flowpin/lb/daemon/keep"
 	"flowpin/lb/daemon/ondemand"
 	"flowpin/lb/daemon/passive"
+	"flowpin/lb/daemon/resolv"
 	"flowpin/lb/daemon/tally"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
@@ -70,6 +71,19 @@ type Deps struct {
 	// Passive tunes the detection of dead links from their own new
 	// flows (with Flows only; zero value: passive.Default).
 	Passive passive.Params
+
+	// ResolvDir is where the resolv file of the links' DNS servers is
+	// written (default resolv.DefaultDir); Resolv, if set, is its writer,
+	// shared across reloads.
+	ResolvDir string
+	Resolv    *resolv.Writer
+
+	// Watchdog, if set, is called from the loop at least every
+	// WatchdogInterval while the loop turns (systemd's WATCHDOG=1): a
+	// loop stuck anywhere stops the pings, and systemd restarts the
+	// daemon.
+	Watchdog         func()
+	WatchdogInterval time.Duration
 
 	// Parts are the daemon's parts; each one nil is built from the
 	// config. A Supervisor's daemons share those set here across reloads.
@@ -162,6 +176,13 @@ type Daemon struct {
 	// loops[u] is unit u's probe loop (probes.go), once Run took them
 	// over; owned by Run's goroutine.
 	loops []*probeLoop
+
+	// pingWatchdog pings systemd and re-arms the loop's watchdog timer.
+	pingWatchdog func()
+	// resolv writes the resolv file (dns.go); leaseSeen is what the
+	// last read of each dns: auto lease found, to log changes only.
+	resolv    *resolv.Writer
+	leaseSeen map[string]string
 }
 
 // New prepares a daemon; Run starts it.
@@ -187,6 +208,13 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 	if deps.carry == nil {
 		deps.carry = carry.NewSet()
 	}
+	if deps.Resolv == nil {
+		dir := deps.ResolvDir
+		if dir == "" {
+			dir = resolv.DefaultDir
+		}
+		deps.Resolv = &resolv.Writer{Dir: dir}
+	}
 	p := deps.Parts
 	if p.Board == nil {
 		p.Board = board.New()
@@ -203,7 +231,7 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 	d := &Daemon{
 		Config: c, Log: log, deps: deps,
 		board: p.Board, keep: p.Keep, tiers: p.Failback, od: p.OnDemand, units: units(c),
-		metrics: NewMetrics(), carry: deps.carry,
+		metrics: NewMetrics(), carry: deps.carry, resolv: deps.Resolv,
 	}
 	if deps.Flows != nil {
 		if deps.flowsShared != nil {
@@ -389,6 +417,19 @@ func (d *Daemon) loop(ctx context.Context, events *<-chan Event, results <-chan 
 	resub := d.deps.Clock.NewTimer(0)
 	resub.Stop()
 	defer resub.Stop()
+	// The watchdog's ping comes from this loop, between the things it
+	// does, not from a goroutine of its own: a ticker would go on pinging
+	// while the loop hangs in a sync or a full channel.
+	var wdC <-chan time.Time
+	if d.deps.Watchdog != nil && d.deps.WatchdogInterval > 0 {
+		wd := d.deps.Clock.NewTimer(0)
+		defer wd.Stop()
+		wdC = wd.C()
+		d.pingWatchdog = func() {
+			d.deps.Watchdog()
+			wd.Reset(d.deps.WatchdogInterval)
+		}
+	}
 	resubBackoff := time.Duration(0)
 	for {
 		select {
@@ -438,6 +479,8 @@ func (d *Daemon) loop(ctx context.Context, events *<-chan Event, results <-chan 
 			d.runSync()
 		case <-d.od.C():
 			d.runner.Request("on-demand keep time")
+		case <-wdC:
+			d.pingWatchdog()
 		}
 	}
 }
@@ -568,7 +611,11 @@ func (d *Daemon) downSet(v6 bool) map[string]string {
 // them (lb/daemon/keep).
 func (d *Daemon) sync(why string) error {
 	start := d.deps.Clock.Now()
-	des, err := d.deps.Applier.PrepareWith(d.Config, plan.Options{Down: d.failOpen(false), Down6: d.failOpen(true), MissingOK: true})
+	auto := d.leaseDNS()
+	// Before the apply, which may fail and be retried: the file follows
+	// the links' health either way.
+	d.writeResolv(auto)
+	des, err := d.deps.Applier.PrepareWith(d.Config, plan.Options{Down: d.failOpen(false), Down6: d.failOpen(true), MissingOK: true, DNS: auto})
 	if err != nil {
 		d.metrics.syncFailed()
 		return err
