@@ -426,8 +426,8 @@ func (d *Daemon) loop(ctx context.Context, events *<-chan Event, results <-chan 
 		defer wd.Stop()
 		wdC = wd.C()
 		d.pingWatchdog = func() {
-			d.deps.Watchdog()
 			wd.Reset(d.deps.WatchdogInterval)
+			d.deps.Watchdog()
 		}
 	}
 	resubBackoff := time.Duration(0)

@@ -54,6 +54,12 @@ type harness struct {
 	traffic TrafficCounters // optional: set before start
 	hits    RuleHitReader   // optional: set before start
 	parts   Parts           // optional: set before start
+	// optional, set before start: the probers instead of probers', the
+	// watchdog and its interval; resolvDir is a fresh temporary one.
+	factory    ProberFactory
+	watchdog   func()
+	wdInterval time.Duration
+	resolvDir  string
 	d       *Daemon
 	ready   chan struct{}
 	cancel  context.CancelFunc
@@ -99,6 +105,13 @@ func (h *harness) run() {
 	}
 	deps.Traffic, deps.RuleHits = h.traffic, h.hits
 	deps.Parts = h.parts
+	if h.factory != nil {
+		deps.Probers = h.factory
+	}
+	if h.resolvDir == "" {
+		h.resolvDir = h.t.TempDir()
+	}
+	deps.ResolvDir, deps.Watchdog, deps.WatchdogInterval = h.resolvDir, h.watchdog, h.wdInterval
 	h.d = New(h.c, deps, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	h.d.OnReady = func() { close(h.ready) }
 	ctx, cancel := context.WithCancel(context.Background())
