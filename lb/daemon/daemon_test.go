@@ -60,11 +60,11 @@ type harness struct {
 	watchdog   func()
 	wdInterval time.Duration
 	resolvDir  string
-	d       *Daemon
-	ready   chan struct{}
-	cancel  context.CancelFunc
-	done    chan error
-	stopped sync.Once
+	d          *Daemon
+	ready      chan struct{}
+	cancel     context.CancelFunc
+	done       chan error
+	stopped    sync.Once
 }
 
 func newHarness(t *testing.T) *harness {
