@@ -1,0 +1,214 @@
+package integration
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// probesDNSConfig: isp1 is checked by an exec probe (socat connects to the
+// far service out of the link: bound to its interface, with its mark),
+// isp2 by an ARP probe of its gateway; each link has a DNS server of its
+// own behind the far end.
+func probesDNSConfig(d *dualWAN, port int) string {
+	return fmt.Sprintf(`links:
+  - name: isp1
+    interface: wan1
+    gateway: %s
+    nat: true
+    dns: [203.0.113.53]
+    check:
+      method: exec
+      command: 'exec socat -u OPEN:/dev/null TCP4:%s:%d,connect-timeout=1,so-bindtodevice=$FLOWPIN_INTERFACE,setsockopt-int=1:36:$((FLOWPIN_MARK))'
+      interval: 500ms
+      timeout: 500ms
+      fall: 2
+      rise: 2
+  - name: isp2
+    interface: wan2
+    gateway: %s
+    nat: true
+    dns: [203.0.113.54]
+    check: {method: arp, interval: 300ms, timeout: 300ms, fall: 3, rise: 2}
+`, d.GW1, d.Service, port, d.GW2)
+}
+
+// dnsCounters counts, in each ISP's forward path, the queries to each of
+// the two servers: where the router's DNS traffic really left.
+const dnsCounters = `table inet dnscount {
+	counter q53 {}
+	counter q54 {}
+	chain count {
+		type filter hook forward priority 0;
+		ip daddr 203.0.113.53 udp dport 53 counter name q53
+		ip daddr 203.0.113.54 udp dport 53 counter name q54
+	}
+}
+`
+
+// resolvServers are the nameservers the daemon's resolv file lists.
+func resolvServers(path string) string {
+	b, _ := os.ReadFile(path)
+	var out []string
+	for l := range strings.Lines(string(b)) {
+		if f := strings.Fields(l); len(f) == 2 && f[0] == "nameserver" {
+			out = append(out, f[1])
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+func waitResolv(t testing.TB, path, want string, limit time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for resolvServers(path) != want {
+		if time.Since(start) > limit {
+			t.Fatalf("resolv file lists %q after %v, want %q", resolvServers(path), limit, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// watchdogPings counts the WATCHDOG=1 datagrams that arrive within d.
+func watchdogPings(conn *net.UnixConn, d time.Duration) int {
+	n := 0
+	buf := make([]byte, 512)
+	deadline := time.Now().Add(d)
+	for {
+		_ = conn.SetReadDeadline(deadline)
+		m, err := conn.Read(buf)
+		if err != nil {
+			return n
+		}
+		if string(buf[:m]) == "WATCHDOG=1" {
+			n++
+		}
+	}
+}
+
+// TestProbesDNSWatchdog: in one dual-WAN topology, an exec probe and an
+// ARP probe each take their link down on a silent failure and bring it
+// back; the resolv file follows both failures and returns; the router's
+// own DNS queries leave by the link of the server they go to; and the
+// daemon's systemd watchdog pings stop while the process is stopped
+// (SIGSTOP) and resume on SIGCONT.
+func TestProbesDNSWatchdog(t *testing.T) {
+	d := newDualWAN(t)
+	srv := startEchoServer(t, d.Far, d.Service+":0")
+	for _, a := range []string{"203.0.113.53/32", "203.0.113.54/32"} {
+		addAddr(t, d.Far, "lo", a)
+	}
+	nft(t, d.ISP1, dnsCounters)
+	nft(t, d.ISP2, dnsCounters)
+
+	// systemd's end of the notify socket, and a watchdog of 1s.
+	sock := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	t.Setenv("WATCHDOG_USEC", "1000000")
+	resolvDir := t.TempDir()
+	resolvFile := filepath.Join(resolvDir, "resolv.conf")
+	dm := startDaemon(t, d.Router, probesDNSConfig(d, srv.Port()), "--resolv-dir", resolvDir)
+	waitResolv(t, resolvFile, "203.0.113.53 203.0.113.54", 3*time.Second)
+
+	// The router's own queries: ten sockets to each server, each its own
+	// source port, so the multipath hash alone would spread them.
+	inNS(t, d.Router, func() error {
+		for i := range 20 {
+			c, err := net.Dial("udp", fmt.Sprintf("203.0.113.5%d:53", 3+i%2))
+			if err != nil {
+				return err
+			}
+			_, err = c.Write([]byte("query"))
+			c.Close()
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	time.Sleep(200 * time.Millisecond)
+	got := [4]int{
+		nftCounter(t, d.ISP1, "inet", "dnscount", "q53"), nftCounter(t, d.ISP1, "inet", "dnscount", "q54"),
+		nftCounter(t, d.ISP2, "inet", "dnscount", "q53"), nftCounter(t, d.ISP2, "inet", "dnscount", "q54"),
+	}
+	t.Logf("queries: isp1 carried %d to isp1's server and %d to isp2's; isp2 carried %d to isp1's and %d to its own", got[0], got[1], got[2], got[3])
+	if got != [4]int{10, 0, 0, 10} {
+		t.Errorf("queries did not follow their servers' links: %v, want [10 0 0 10]", got)
+	}
+
+	// exec: isp1's upstream goes silent; the command's connection fails.
+	start := time.Now()
+	undo := blackhole(t, d.ISP1)
+	l := dm.waitState(t, "isp1", "down", 5*time.Second)
+	t.Logf("exec probe: isp1 down %v after the upstream went silent (%s)", time.Since(start).Round(time.Millisecond), l.Reason)
+	if !strings.Contains(l.Reason, "command") {
+		t.Errorf("isp1's reason %q is not the probe command's", l.Reason)
+	}
+	took := waitResolv(t, resolvFile, "203.0.113.54", 3*time.Second)
+	t.Logf("resolv file without isp1's server %v after isp1 was seen down", took.Round(time.Millisecond))
+	undo()
+	dm.waitState(t, "isp1", "up", 5*time.Second)
+	waitResolv(t, resolvFile, "203.0.113.53 203.0.113.54", 3*time.Second)
+
+	// arp: isp2's modem stops answering ARP; IP still flows.
+	nft(t, d.ISP2, `table netdev noarp {
+	chain in {
+		type filter hook ingress device "cust" priority -500;
+		ether type arp drop
+	}
+}
+`)
+	start = time.Now()
+	l = dm.waitState(t, "isp2", "down", 5*time.Second)
+	t.Logf("arp probe: isp2 down %v after its gateway stopped answering ARP (%s)", time.Since(start).Round(time.Millisecond), l.Reason)
+	if !strings.Contains(l.Reason, "probes lost to "+d.GW2+" (no reply)") {
+		t.Errorf("isp2's reason %q is not the ARP probe's", l.Reason)
+	}
+	waitResolv(t, resolvFile, "203.0.113.53", 3*time.Second)
+	run(t, d.ISP2, "nft", "delete", "table", "netdev", "noarp")
+	dm.waitState(t, "isp2", "up", 5*time.Second)
+	waitResolv(t, resolvFile, "203.0.113.53 203.0.113.54", 3*time.Second)
+
+	// The watchdog: pings while the daemon runs, none while it is
+	// stopped (systemd would restart it after WatchdogSec), pings again
+	// once it runs.
+	if n := watchdogPings(conn, 1500*time.Millisecond); n < 1 {
+		t.Fatalf("%d watchdog pings in 1.5s of a running daemon", n)
+	}
+	if err := dm.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	watchdogPings(conn, 10*time.Millisecond) // sent before it stopped
+	stopped := watchdogPings(conn, 2*time.Second)
+	if err := dm.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	again := watchdogPings(conn, 1500*time.Millisecond)
+	t.Logf("watchdog (1s): %d pings in 2s stopped, %d in 1.5s after SIGCONT", stopped, again)
+	if stopped != 0 || again < 1 {
+		t.Errorf("pings: %d while stopped, %d after", stopped, again)
+	}
+
+	// down removes the servers' routes with the rest.
+	if _, err := dm.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := flowpin(t, d.Router, "down", "-c", dm.cfg); err != nil {
+		t.Fatalf("down: %v\n%s", err, out)
+	}
+	if out := run(t, d.Router, "ip", "route", "show", "table", "all"); strings.Contains(out, "203.0.113.5") {
+		t.Errorf("a server's route outlived down:\n%s", out)
+	}
+}
