@@ -125,6 +125,13 @@ links, in the foreground.
 			}
 			if wdInterval > 0 {
 				watchdog = func() { _, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyWatchdog) }
+				if wdInterval < time.Second {
+					// A sync of a large config, or the first one, can take
+					// longer: systemd would restart a daemon that works.
+					log.Warn("systemd watchdog: WatchdogSec is under a second, shorter than a sync may take; 30s is a safe value", "watchdog", wdInterval)
+				}
+				// Never a timer of 0: that would spin the loop.
+				wdInterval = max(wdInterval, 2*time.Millisecond)
 				log.Info("systemd watchdog", "ping_every", wdInterval/2)
 			}
 			sup := daemon.NewSupervisor(daemon.Deps{
