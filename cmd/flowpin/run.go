@@ -52,6 +52,14 @@ links, in the foreground.
   With no other link up to take them (the probe target itself stopped
   answering, so every link is judged down), no flow is deleted: they go
   on when the links are back, and flowpin status says so.
+- check.method exec runs the operator's command per round (exit 0 is an
+  answer; killed with its process group at the timeout); arp asks for the
+  gateway's link-layer address (ARP, or NDP for IPv6) on the link.
+- With links[].dns, the servers of the links that are up are written to
+  /run/flowpin/resolv.conf (--resolv-dir) at start and on every change,
+  for dnsmasq's resolv-file=, and each server's queries leave by its link.
+- Under systemd with WatchdogSec=, the control loop itself pings the
+  watchdog: a wedged loop stops the pings and systemd restarts the daemon.
 - "gateway: auto" follows the interface's default route in main (DHCP, PPP).
 - flowpin status shows each link's state, the last change and why.
 - Flows per link are counted in memory from conntrack events, after one
