@@ -212,3 +212,33 @@ func TestProbesDNSWatchdog(t *testing.T) {
 		t.Errorf("a server's route outlived down:\n%s", out)
 	}
 }
+
+// TestARPProbeIPv6: the arp method on a dual-stack link asks for the
+// IPv6 gateway with NDP: isp2's router stops answering neighbour
+// solicitations, and only isp2's IPv6 side goes down (its IPv4 side,
+// asked by ARP, stays up); it comes back when they are answered again.
+// isp1's IPv6 gateway is link-local (fe80::1, from the RA), asked the
+// same way.
+func TestARPProbeIPv6(t *testing.T) {
+	d := newDualWAN6(t)
+	check := "{method: arp, interval: 300ms, timeout: 300ms, fall: 3, rise: 2}"
+	cfg := strings.ReplaceAll(d.config6(1, 1), "    nat: true\n", "    nat: true\n    check: "+check+"\n")
+	dm := startDaemon(t, d.Router, cfg)
+	dm.waitFamilies(t, "isp1", [2]string{"up", "up"})
+	dm.waitFamilies(t, "isp2", [2]string{"up", "up"})
+	nft(t, d.ISP2, `table netdev nond {
+	chain in {
+		type filter hook ingress device "cust" priority -500;
+		icmpv6 type nd-neighbor-solicit drop
+	}
+}
+`)
+	start := time.Now()
+	dm.waitFamilies(t, "isp2", [2]string{"up", "down"})
+	t.Logf("ndp probe: isp2's IPv6 down %v after its router stopped answering solicitations", time.Since(start).Round(time.Millisecond))
+	if st := dm.familyStates(t); st["isp1"] != [2]string{"up", "up"} {
+		t.Errorf("isp1: %v", st["isp1"])
+	}
+	run(t, d.ISP2, "nft", "delete", "table", "netdev", "nond")
+	dm.waitFamilies(t, "isp2", [2]string{"up", "up"})
+}
