@@ -84,3 +84,28 @@ func TestParseExecARPDNS(t *testing.T) {
 		t.Errorf("c's dns: %v", cc.DNS)
 	}
 }
+
+// MarshalYAML writes dns as the config has it: auto, or the list.
+func (r rawDNS) MarshalYAML() (any, error) {
+	if r.Auto {
+		return "auto", nil
+	}
+	return r.Addrs, nil
+}
+
+// renderDNS writes a link's dns and dns_from back (FuzzParse).
+func renderDNS(rl *rawLink, l Link) {
+	switch {
+	case l.DNSAuto:
+		rl.DNS = &rawDNS{Auto: true}
+		if l.DNSFrom != "" {
+			rl.DNSFrom = &l.DNSFrom
+		}
+	case len(l.DNS) > 0:
+		rd := &rawDNS{}
+		for _, a := range l.DNS {
+			rd.Addrs = append(rd.Addrs, a.String())
+		}
+		rl.DNS = rd
+	}
+}
