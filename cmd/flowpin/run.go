@@ -124,28 +124,27 @@ links, in the foreground.
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			load := func() (*config.Config, error) { return config.LoadResolved(a.config, k.Kernel) }
-			// WatchdogSec= in the unit: ping at half the interval, from
-			// the daemon's loop (Deps.Watchdog).
+			// WatchdogSec= in the unit: pings from the daemon's loop
+			// (Deps.Watchdog).
 			var watchdog func()
-			wdInterval, err := sddaemon.SdWatchdogEnabled(false)
+			wdSec, err := sddaemon.SdWatchdogEnabled(false)
 			if err != nil {
 				return fmt.Errorf("systemd watchdog: %w", err)
 			}
-			if wdInterval > 0 {
+			wdEvery := time.Duration(0)
+			if wdSec > 0 {
 				watchdog = func() { _, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyWatchdog) }
-				if wdInterval < time.Second {
-					// A sync of a large config, or the first one, can take
-					// longer: systemd would restart a daemon that works.
-					log.Warn("systemd watchdog: WatchdogSec is under a second, shorter than a sync may take; 30s is a safe value", "watchdog", wdInterval)
+				var short bool
+				wdEvery, short = daemon.WatchdogPing(wdSec)
+				if short {
+					log.Warn("systemd watchdog: WatchdogSec is under a second, shorter than a sync may take; 30s is a safe value", "watchdog", wdSec)
 				}
-				// Never a timer of 0: that would spin the loop.
-				wdInterval = max(wdInterval, 2*time.Millisecond)
-				log.Info("systemd watchdog", "ping_every", wdInterval/2)
+				log.Info("systemd watchdog", "ping_every", wdEvery)
 			}
 			sup := daemon.NewSupervisor(daemon.Deps{
 				ResolvDir:        resolvDir,
 				Watchdog:         watchdog,
-				WatchdogInterval: wdInterval / 2,
+				WatchdogInterval: wdEvery,
 				Applier:          daemon.KernelApplier(k.Kernel),
 				Conntrack:        k.ct,
 				Events:           daemon.KernelEvents{Routing: rules.Events{Log: log}, Table: nft.TableEvents{}},

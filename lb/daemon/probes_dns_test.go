@@ -201,3 +201,48 @@ func TestResolvFileFollowsTheLinks(t *testing.T) {
 	h.clock.Advance(MinSyncInterval)
 	h.eventually("isp1's server back, first", func() bool { return servers() == "192.0.2.53 198.51.100.53" })
 }
+
+// dns: auto reads the lease at every sync: a renewed lease with other
+// servers changes the resolv file and the servers' routes.
+func TestDNSAutoFollowsTheLease(t *testing.T) {
+	lease := filepath.Join(t.TempDir(), "isp2.lease")
+	write := func(s string) {
+		if err := os.WriteFile(lease, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("lease {\n  option domain-name-servers 198.51.100.53;\n}\n")
+	h := newHarness(t)
+	h.c = configtest.MustParse(t, strings.Replace(strings.Replace(checked,
+		"    gateway: 192.0.2.1\n", "    gateway: 192.0.2.1\n    dns: [192.0.2.53]\n", 1),
+		"    gateway: 198.51.100.1\n", "    gateway: 198.51.100.1\n    dns: auto\n    dns_from: "+lease+"\n", 1))
+	h.k = newFakeKernel(h.rec, h.c)
+	h.probers = newFakeProbers(h.c)
+	h.start()
+	file := filepath.Join(h.resolvDir, "resolv.conf")
+	servers := func() string {
+		b, _ := os.ReadFile(file)
+		var out []string
+		for l := range strings.Lines(string(b)) {
+			if f := strings.Fields(l); len(f) == 2 && f[0] == "nameserver" {
+				out = append(out, f[1])
+			}
+		}
+		return strings.Join(out, " ")
+	}
+	h.eventually("the lease's server", func() bool { return servers() == "192.0.2.53 198.51.100.53" })
+	write("lease {\n  option domain-name-servers 198.51.100.53;\n}\nlease {\n  option domain-name-servers 198.51.100.54, 198.51.100.55;\n}\n")
+	h.events.send(Event{Kind: EventDrift, What: "an address changed"})
+	h.clock.Advance(MinSyncInterval)
+	h.eventually("the renewed lease's servers", func() bool { return servers() == "192.0.2.53 198.51.100.54 198.51.100.55" })
+	h.stop()
+	var routes []string
+	for _, r := range h.d.applied.Routing.Routes {
+		if r.Table == h.c.BalanceTable && r.Dst.Bits() == 32 {
+			routes = append(routes, r.Dst.String()+" "+r.Dev)
+		}
+	}
+	if want := "192.0.2.53/32 wan1,198.51.100.54/32 wan2,198.51.100.55/32 wan2"; strings.Join(routes, ",") != want {
+		t.Errorf("servers' routes %v, want %s", routes, want)
+	}
+}

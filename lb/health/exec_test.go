@@ -131,3 +131,19 @@ func TestExecProbeForks(t *testing.T) {
 		t.Errorf("its child %d still runs", pid)
 	}
 }
+
+// A child that leaves the group (setsid) cannot be killed with it, and
+// holds the output pipe: the round still ends when the command does.
+func TestExecProbeEscapedChild(t *testing.T) {
+	pidf := filepath.Join(t.TempDir(), "pid")
+	r, took := execProbe(t, "setsid sh -c 'echo $$ > "+pidf+"; exec sleep 60' & sleep 0.2; exit 0", 5*time.Second)
+	pid := readPid(t, pidf)
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	if !r.Good(1) {
+		t.Fatalf("round %+v", r)
+	}
+	if took > 2*time.Second {
+		t.Errorf("the probe waited %v for a child outside its group", took)
+	}
+	t.Logf("a command whose child left its group: round over in %v", took)
+}
