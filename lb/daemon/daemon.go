@@ -177,8 +177,6 @@ type Daemon struct {
 	// over; owned by Run's goroutine.
 	loops []*probeLoop
 
-	// pingWatchdog pings systemd and re-arms the loop's watchdog timer.
-	pingWatchdog func()
 	// resolv writes the resolv file (dns.go); leaseSeen is what the
 	// last read of each dns: auto lease found, to log changes only.
 	resolv    *resolv.Writer
@@ -421,11 +419,14 @@ func (d *Daemon) loop(ctx context.Context, events *<-chan Event, results <-chan 
 	// does, not from a goroutine of its own: a ticker would go on pinging
 	// while the loop hangs in a sync or a full channel.
 	var wdC <-chan time.Time
+	var ping func()
 	if d.deps.Watchdog != nil && d.deps.WatchdogInterval > 0 {
 		wd := d.deps.Clock.NewTimer(0)
 		defer wd.Stop()
 		wdC = wd.C()
-		d.pingWatchdog = func() {
+		ping = func() {
+			// Re-armed first: a test that sees the ping and moves the
+			// clock on finds the timer armed.
 			wd.Reset(d.deps.WatchdogInterval)
 			d.deps.Watchdog()
 		}
@@ -480,7 +481,7 @@ func (d *Daemon) loop(ctx context.Context, events *<-chan Event, results <-chan 
 		case <-d.od.C():
 			d.runner.Request("on-demand keep time")
 		case <-wdC:
-			d.pingWatchdog()
+			ping()
 		}
 	}
 }
