@@ -121,30 +121,36 @@ func TestProbesDNSWatchdog(t *testing.T) {
 	dm := startDaemon(t, d.Router, probesDNSConfig(d, srv.Port()), "--resolv-dir", resolvDir)
 	waitResolv(t, resolvFile, "203.0.113.53 203.0.113.54", 3*time.Second)
 
-	// The router's own queries: ten sockets to each server, each its own
-	// source port, so the multipath hash alone would spread them.
-	inNS(t, d.Router, func() error {
-		for i := range 20 {
-			c, err := net.Dial("udp", fmt.Sprintf("203.0.113.5%d:53", 3+i%2))
-			if err != nil {
-				return err
-			}
-			_, err = c.Write([]byte("query"))
-			c.Close()
-			if err != nil {
-				return err
-			}
+	// The router's own queries, then a LAN host's (forwarded): ten
+	// sockets to each server, each its own source port, so the multipath
+	// hash alone would spread them.
+	for _, from := range []string{d.Router, d.LAN} {
+		for _, isp := range []string{d.ISP1, d.ISP2} {
+			run(t, isp, "nft", "reset", "counters", "table", "inet", "dnscount")
 		}
-		return nil
-	})
-	time.Sleep(200 * time.Millisecond)
-	got := [4]int{
-		nftCounter(t, d.ISP1, "inet", "dnscount", "q53"), nftCounter(t, d.ISP1, "inet", "dnscount", "q54"),
-		nftCounter(t, d.ISP2, "inet", "dnscount", "q53"), nftCounter(t, d.ISP2, "inet", "dnscount", "q54"),
-	}
-	t.Logf("queries: isp1 carried %d to isp1's server and %d to isp2's; isp2 carried %d to isp1's and %d to its own", got[0], got[1], got[2], got[3])
-	if got != [4]int{10, 0, 0, 10} {
-		t.Errorf("queries did not follow their servers' links: %v, want [10 0 0 10]", got)
+		inNS(t, from, func() error {
+			for i := range 20 {
+				c, err := net.Dial("udp", fmt.Sprintf("203.0.113.5%d:53", 3+i%2))
+				if err != nil {
+					return err
+				}
+				_, err = c.Write([]byte("query"))
+				c.Close()
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		time.Sleep(200 * time.Millisecond)
+		got := [4]int{
+			nftCounter(t, d.ISP1, "inet", "dnscount", "q53"), nftCounter(t, d.ISP1, "inet", "dnscount", "q54"),
+			nftCounter(t, d.ISP2, "inet", "dnscount", "q53"), nftCounter(t, d.ISP2, "inet", "dnscount", "q54"),
+		}
+		t.Logf("queries from %s: isp1 carried %d to isp1's server and %d to isp2's; isp2 carried %d to isp1's and %d to its own", from, got[0], got[1], got[2], got[3])
+		if got != [4]int{10, 0, 0, 10} {
+			t.Errorf("queries from %s did not follow their servers' links: %v, want [10 0 0 10]", from, got)
+		}
 	}
 
 	// exec: isp1's upstream goes silent; the command's connection fails.
