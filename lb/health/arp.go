@@ -16,47 +16,65 @@ import (
 // interface. A reply is an answer: the modem or router on the LAN side
 // is there, which is the cheapest check of it and needs no IP route.
 type ARPProber struct {
-	ifi *net.Interface
-	v4  *arp.Client
-	v6  *ndp.Conn
+	iface string
+	ipv6  bool
+	ifi   *net.Interface
+	v4    *arp.Client
+	v6    *ndp.Conn
 	// addr6 is the link-local address the solicitations come from.
 	addr6 netip.Addr
+	// reopen: the last round lost, and the socket is opened afresh
+	// before the next one. The ARP client took the interface's address
+	// (its requests' sender) when it was opened: after a new DHCP lease a
+	// gateway that checks the sender (rp_filter) would never answer.
+	reopen bool
 }
 
 // NewARPProber opens a packet socket for ARP on iface, or with v6 an
 // ICMPv6 socket on its link-local address (needs CAP_NET_RAW).
 func NewARPProber(iface string, v6 bool) (*ARPProber, error) {
+	p := &ARPProber{iface: iface, ipv6: v6}
+	if err := p.open(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *ARPProber) open() error {
+	iface, v6 := p.iface, p.ipv6
 	ifi, err := net.InterfaceByName(iface)
 	if err != nil {
-		return nil, fmt.Errorf("arp probe on %s: %w", iface, err)
+		return fmt.Errorf("arp probe on %s: %w", iface, err)
 	}
 	if len(ifi.HardwareAddr) == 0 {
-		return nil, fmt.Errorf("arp probe on %s: the interface has no link-layer address (point-to-point?)", iface)
+		return fmt.Errorf("arp probe on %s: the interface has no link-layer address (point-to-point?)", iface)
 	}
-	p := &ARPProber{ifi: ifi}
+	p.ifi = ifi
 	if v6 {
 		c, addr, err := ndp.Listen(ifi, ndp.LinkLocal)
 		if err != nil {
-			return nil, fmt.Errorf("ndp probe on %s: %w", iface, err)
+			return fmt.Errorf("ndp probe on %s: %w", iface, err)
 		}
 		p.v6, p.addr6 = c, addr
-		return p, nil
+		return nil
 	}
 	c, err := arp.Dial(ifi)
 	if err != nil {
-		return nil, fmt.Errorf("arp probe on %s: %w", iface, err)
+		return fmt.Errorf("arp probe on %s: %w", iface, err)
 	}
 	p.v4 = c
-	return p, nil
+	return nil
 }
 
 // Close closes the socket.
 func (p *ARPProber) Close() {
 	if p.v4 != nil {
 		p.v4.Close()
+		p.v4 = nil
 	}
 	if p.v6 != nil {
 		p.v6.Close()
+		p.v6 = nil
 	}
 }
 
@@ -64,12 +82,22 @@ func (p *ARPProber) Close() {
 // left of timeout.
 func (p *ARPProber) Probe(targets []netip.Addr, timeout time.Duration) Round {
 	r := Round{Sent: len(targets)}
+	if p.reopen {
+		p.Close()
+		if err := p.open(); err != nil {
+			// Still reopening next round; the daemon reopens a prober
+			// whose interface went away (ENODEV) itself.
+			r.Err = err
+			return r
+		}
+		p.reopen = false
+	}
 	deadline := time.Now().Add(timeout)
 	var rtts []time.Duration
 	for _, tgt := range targets {
 		start := time.Now()
 		var err error
-		if p.v6 != nil {
+		if p.ipv6 {
 			err = p.solicit(tgt, deadline)
 		} else {
 			err = p.request(tgt, deadline)
@@ -87,9 +115,10 @@ func (p *ARPProber) Probe(targets []netip.Addr, timeout time.Duration) Round {
 		}
 	}
 	r.Answered, r.RTT = len(rtts), Median(rtts)
+	p.reopen = r.Answered < r.Sent
 	if r.Answered < r.Sent && r.Cause == "" {
 		r.Cause = "no reply"
-		if p.v6 != nil {
+		if p.ipv6 {
 			r.Cause = "no neighbour advertisement"
 		}
 	}
