@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -65,7 +66,7 @@ func (p *ExecProber) SetGateway(gw netip.Addr) { p.gateway.Store(&gw) }
 func (p *ExecProber) Close() {}
 
 // Env is what the command finds in its environment besides the daemon's.
-func (p *ExecProber) Env(targets []netip.Addr) []string {
+func (p *ExecProber) Env(targets []netip.Addr, timeout time.Duration) []string {
 	env := append([]string(nil), p.env...)
 	gw := ""
 	if g := p.gateway.Load(); g != nil && g.IsValid() {
@@ -75,7 +76,9 @@ func (p *ExecProber) Env(targets []netip.Addr) []string {
 	for i, t := range targets {
 		ts[i] = t.String()
 	}
-	return append(env, "FLOWPIN_GATEWAY="+gw, "FLOWPIN_TARGETS="+strings.Join(ts, " "))
+	// The timeout, so the command can give its own tools less.
+	return append(env, "FLOWPIN_GATEWAY="+gw, "FLOWPIN_TARGETS="+strings.Join(ts, " "),
+		"FLOWPIN_TIMEOUT_MS="+strconv.FormatInt(timeout.Milliseconds(), 10))
 }
 
 // Probe runs the command once; it returns by the timeout whatever the
@@ -88,7 +91,7 @@ func (p *ExecProber) Probe(targets []netip.Addr, timeout time.Duration) Round {
 		return Round{Sent: 1, Err: fmt.Errorf("%d exec probes already running", MaxExecInFlight)}
 	}
 	start := time.Now()
-	err := runProbe(p.command, p.Env(targets), timeout)
+	err := runProbe(p.command, p.Env(targets, timeout), timeout)
 	if err != nil {
 		return Round{Sent: 1, Err: err}
 	}

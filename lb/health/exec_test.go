@@ -41,7 +41,7 @@ func TestExecProbe(t *testing.T) {
 		{"exit 1 with its output", "echo 'gateway says no'; exit 1", false, "command exited 1: gateway says no"},
 		{"no such command", "/nonexistent/check-wan", false, "command exited 127: "},
 		{"megabytes of output", "head -c 5000000 /dev/zero | tr '\\0' x; exit 3", false, "command exited 3: xxxxxxxx"},
-		{"the environment", `test "$FLOWPIN_LINK $FLOWPIN_INTERFACE $FLOWPIN_MARK $FLOWPIN_FAMILY $FLOWPIN_GATEWAY $FLOWPIN_TARGETS" = "isp1 wan1 0x100 ipv4 192.0.2.1 192.0.2.1"`, true, ""},
+		{"the environment", `test "$FLOWPIN_LINK $FLOWPIN_INTERFACE $FLOWPIN_MARK $FLOWPIN_FAMILY $FLOWPIN_GATEWAY $FLOWPIN_TARGETS $FLOWPIN_TIMEOUT_MS" = "isp1 wan1 0x100 ipv4 192.0.2.1 192.0.2.1 3000"`, true, ""},
 		{"a file the check looks at", "test -e " + filepath.Join(dir, "absent"), false, "command exited 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
