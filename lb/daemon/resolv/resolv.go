@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"flowpin/lb/config"
 	"flowpin/lb/plan"
@@ -75,6 +76,8 @@ func Render(servers []netip.Addr) []byte {
 type Writer struct {
 	Dir  string
 	last []byte
+	// mtime is the last file's modification time.
+	mtime time.Time
 }
 
 // Write makes the file list servers. It says whether it wrote.
@@ -83,16 +86,23 @@ func (w *Writer) Write(servers []netip.Addr) (bool, error) {
 	if w.last != nil && bytes.Equal(data, w.last) {
 		return false, nil
 	}
-	if err := WriteAtomic(filepath.Join(w.Dir, FileName), data); err != nil {
+	// dnsmasq notices a new file by its mtime, in whole seconds: a
+	// second change within the second of the first (a link down and
+	// back) would go unread. Each file is given a second of its own.
+	mtime := time.Now().Truncate(time.Second)
+	if !mtime.After(w.mtime) {
+		mtime = w.mtime.Add(time.Second)
+	}
+	if err := writeAtomic(filepath.Join(w.Dir, FileName), data, mtime); err != nil {
 		return false, err
 	}
-	w.last = data
+	w.last, w.mtime = data, mtime
 	return true, nil
 }
 
-// WriteAtomic writes data to a temporary file beside path and renames it
-// over path, so a reader never sees half a file.
-func WriteAtomic(path string, data []byte) error {
+// writeAtomic writes data to a temporary file beside path, with mtime,
+// and renames it over path, so a reader never sees half a file.
+func writeAtomic(path string, data []byte, mtime time.Time) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -113,6 +123,9 @@ func WriteAtomic(path string, data []byte) error {
 		return err
 	}
 	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Chtimes(tmp, mtime, mtime); err != nil {
 		return err
 	}
 	return os.Rename(tmp, path)

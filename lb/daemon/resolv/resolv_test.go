@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"flowpin/lb/config"
 )
@@ -170,5 +171,27 @@ func TestReadLease(t *testing.T) {
 	}
 	if _, _, err := ReadLease([]string{dir}); err == nil {
 		t.Error("a directory read as a lease")
+	}
+}
+
+// Changes within one second get files of different whole-second mtimes:
+// dnsmasq compares them to notice a new file.
+func TestWriterMtimes(t *testing.T) {
+	w := &Writer{Dir: t.TempDir()}
+	path := filepath.Join(w.Dir, FileName)
+	var last time.Time
+	for i, servers := range [][]netip.Addr{addrs4("192.0.2.53"), nil, addrs4("192.0.2.53"), nil} {
+		if _, err := w.Write(servers); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := fi.ModTime().Truncate(time.Second)
+		if i > 0 && !m.After(last) {
+			t.Errorf("write %d: mtime %v, the one before %v", i, m, last)
+		}
+		last = m
 	}
 }
