@@ -4,11 +4,14 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 // probesDNSConfig: isp1 is checked by an exec probe (socat connects to the
@@ -75,6 +78,73 @@ func waitResolv(t testing.TB, path, want string, limit time.Duration) time.Durat
 	return time.Since(start)
 }
 
+// startNameServer answers who.test. with answer on addr:53 in ns.
+func startNameServer(t testing.TB, ns, addr, answer string) {
+	t.Helper()
+	var pc net.PacketConn
+	inNS(t, ns, func() (err error) { pc, err = net.ListenPacket("udp4", addr+":53"); return err })
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: "who.test.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 0}, A: net.ParseIP(answer)})
+		_ = w.WriteMsg(m)
+	})}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.ActivateAndServe() }()
+	<-started
+	t.Cleanup(func() { _ = srv.Shutdown(); <-done })
+}
+
+// startDnsmasq runs dnsmasq on the router's LAN address with the
+// daemon's resolv file, as the README sets it up (strict-order here, so
+// which server answers is certain).
+func startDnsmasq(t testing.TB, ns, listen, resolvFile string) {
+	t.Helper()
+	cmd := exec.Command("ip", "netns", "exec", ns, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+		"--user=root", "--pid-file=", "--no-hosts", "--bind-interfaces", "--listen-address="+listen,
+		"--resolv-file="+resolvFile, "--strict-order", "--cache-size=0")
+	out := &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("dnsmasq: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("dnsmasq:\n%s", out)
+		}
+	})
+}
+
+// askLAN asks the router's dnsmasq from the LAN until the answer is want,
+// for 5 s at most, and returns the last answer.
+func askLAN(t testing.TB, d *dualWAN, want string) string {
+	t.Helper()
+	got := ""
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		inNS(t, d.LAN, func() error {
+			c := &dns.Client{Timeout: 500 * time.Millisecond}
+			m := new(dns.Msg)
+			m.SetQuestion("who.test.", dns.TypeA)
+			in, _, err := c.Exchange(m, d.RouterLAN+":53")
+			got = fmt.Sprint(err)
+			if err == nil && len(in.Answer) == 1 {
+				got = in.Answer[0].(*dns.A).A.String()
+			}
+			return nil
+		})
+		if got == want {
+			return got
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return got
+}
+
 // watchdogPings counts the WATCHDOG=1 datagrams that arrive within d.
 func watchdogPings(conn *net.UnixConn, d time.Duration) int {
 	n := 0
@@ -106,6 +176,9 @@ func TestProbesDNSWatchdog(t *testing.T) {
 	}
 	nft(t, d.ISP1, dnsCounters)
 	nft(t, d.ISP2, dnsCounters)
+	if _, err := exec.LookPath("dnsmasq"); err != nil {
+		t.Fatal("dnsmasq missing: make deps installs dnsmasq-base")
+	}
 
 	// systemd's end of the notify socket, and a watchdog of 1s.
 	sock := filepath.Join(t.TempDir(), "notify")
@@ -153,6 +226,15 @@ func TestProbesDNSWatchdog(t *testing.T) {
 		}
 	}
 
+	// A LAN host asks the router's dnsmasq, which reads the resolv file:
+	// isp1's server answers while isp1 is up.
+	startNameServer(t, d.Far, "203.0.113.53", "10.0.0.53")
+	startNameServer(t, d.Far, "203.0.113.54", "10.0.0.54")
+	startDnsmasq(t, d.Router, d.RouterLAN, resolvFile)
+	if got := askLAN(t, d, "10.0.0.53"); got != "10.0.0.53" {
+		t.Errorf("dnsmasq answered %s, want isp1's server's 10.0.0.53", got)
+	}
+
 	// exec: isp1's upstream goes silent; the command's connection fails.
 	start := time.Now()
 	undo := blackhole(t, d.ISP1)
@@ -163,9 +245,17 @@ func TestProbesDNSWatchdog(t *testing.T) {
 	}
 	took := waitResolv(t, resolvFile, "203.0.113.54", 3*time.Second)
 	t.Logf("resolv file without isp1's server %v after isp1 was seen down", took.Round(time.Millisecond))
+	start = time.Now()
+	if got := askLAN(t, d, "10.0.0.54"); got != "10.0.0.54" {
+		t.Errorf("with isp1 down, dnsmasq answered %s, want isp2's server's 10.0.0.54", got)
+	}
+	t.Logf("dnsmasq answered from isp2's server %v after the file changed", time.Since(start).Round(time.Millisecond))
 	undo()
 	dm.waitState(t, "isp1", "up", 5*time.Second)
 	waitResolv(t, resolvFile, "203.0.113.53 203.0.113.54", 3*time.Second)
+	if got := askLAN(t, d, "10.0.0.53"); got != "10.0.0.53" {
+		t.Errorf("with isp1 back, dnsmasq answered %s, want 10.0.0.53", got)
+	}
 
 	// arp: isp2's modem stops answering ARP; IP still flows.
 	nft(t, d.ISP2, `table netdev noarp {
