@@ -1,11 +1,13 @@
 package daemon
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 
 	"flowpin/lb/config"
 	"flowpin/lb/daemon/resolv"
+	"flowpin/lb/dnslease"
 )
 
 // hasDNS: some link names DNS servers, so the daemon writes the resolv
@@ -19,37 +21,26 @@ func hasDNS(c *config.Config) bool {
 // notifications, and the resync backstop catches the rest. A lease it
 // cannot read gives none, and says so once per change.
 func (d *Daemon) leaseDNS() map[string][]netip.Addr {
-	var out map[string][]netip.Addr
-	for _, l := range d.Config.Links {
-		if !l.DNSAuto {
-			continue
-		}
-		paths := []string{l.DNSFrom}
-		if l.DNSFrom == "" {
-			paths = resolv.LeasePaths(l.Interface)
-		}
-		servers, from, err := resolv.ReadLease(paths)
-		if out == nil {
-			out = map[string][]netip.Addr{}
-		}
-		out[l.Name] = servers
-		msg := from
-		if err != nil {
-			msg = from + ": " + err.Error()
-		}
+	servers, from, errs := dnslease.Read(d.Config)
+	for name, s := range servers {
+		key := from[name] + " " + addrList(s) + " " + fmt.Sprint(errs[name])
 		if d.leaseSeen == nil {
 			d.leaseSeen = map[string]string{}
 		}
-		if key := msg + " " + addrList(servers); d.leaseSeen[l.Name] != key {
-			d.leaseSeen[l.Name] = key
-			if err != nil {
-				d.Log.Warn("dns: auto: cannot read the lease", "link", l.Name, "file", from, "err", err)
-			} else {
-				d.Log.Info("dns: auto: servers from the lease", "link", l.Name, "file", from, "servers", addrList(servers))
-			}
+		if d.leaseSeen[name] == key {
+			continue
+		}
+		d.leaseSeen[name] = key
+		switch {
+		case errs[name] != nil:
+			d.Log.Warn("dns: auto: cannot read the lease", "link", name, "file", from[name], "err", errs[name])
+		case from[name] == "":
+			d.Log.Warn("dns: auto: no lease file found (give links[].dns_from)", "link", name)
+		default:
+			d.Log.Info("dns: auto: servers from the lease", "link", name, "file", from[name], "servers", addrList(s))
 		}
 	}
-	return out
+	return servers
 }
 
 func addrList(as []netip.Addr) string {

@@ -1,19 +1,16 @@
 // Package resolv is the daemon's DNS part: it writes the resolv.conf
-// that a local resolver (dnsmasq's resolv-file=, systemd-resolved) reads,
-// listing the DNS servers of the links that are up, and reads the servers
-// of links with dns: auto from their DHCP or PPP client's lease.
+// that a local resolver (dnsmasq's resolv-file=) reads, listing the DNS
+// servers of the links that are up (those of dns: auto as lb/dnslease
+// read them).
 package resolv
 
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"flowpin/lb/config"
@@ -129,113 +126,4 @@ func writeAtomic(path string, data []byte, mtime time.Time) error {
 		return err
 	}
 	return os.Rename(tmp, path)
-}
-
-// maxLease is how much of a lease file is read: its end, where a
-// client appends its latest lease.
-const maxLease = 256 << 10
-
-// LeasePaths are where dns: auto looks for link iface's servers when
-// the link names no dns_from, first found first: dhclient's lease file
-// (Debian's ifupdown), systemd-networkd's lease, dhcpcd's resolv.conf
-// fragments (dhcpcd 9's hook state, then older dhcpcd), and for ppp
-// interfaces pppd's usepeerdns file.
-func LeasePaths(iface string) []string {
-	out := []string{
-		"/var/lib/dhcp/dhclient." + iface + ".leases",
-	}
-	if ifi, err := net.InterfaceByName(iface); err == nil {
-		out = append(out, "/run/systemd/netif/leases/"+strconv.Itoa(ifi.Index))
-	}
-	out = append(out,
-		"/run/dhcpcd/hook-state/resolv.conf/"+iface+".dhcp",
-		"/run/dhcpcd/resolv.conf/"+iface+".dhcp",
-	)
-	if strings.HasPrefix(iface, "ppp") {
-		out = append(out, "/run/ppp/resolv.conf", "/etc/ppp/resolv.conf")
-	}
-	return out
-}
-
-// ReadLease reads the servers of the first of paths that exists. A file
-// that exists but names none gives none: the lease has no DNS servers.
-func ReadLease(paths []string) ([]netip.Addr, string, error) {
-	for _, p := range paths {
-		data, err := readTail(p)
-		if os.IsNotExist(err) {
-			continue
-		}
-		if err != nil {
-			return nil, p, err
-		}
-		return ParseLease(data), p, nil
-	}
-	return nil, "", nil
-}
-
-func readTail(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	off := max(fi.Size()-maxLease, 0)
-	buf := make([]byte, fi.Size()-off)
-	n, err := f.ReadAt(buf, off)
-	if n == len(buf) {
-		err = nil
-	}
-	return buf[:n], err
-}
-
-// ParseLease finds DNS servers in a lease file of any of the usual
-// forms: resolv.conf lines (nameserver ADDR: pppd, dhcpcd's fragments);
-// dhclient's `option domain-name-servers A, B;` (the last lease in the
-// file wins: dhclient appends); networkd's DNS=A B; dhcpcd's
-// domain_name_servers='A B'. At most config.MaxDNS, each once; what is
-// not an address is skipped.
-func ParseLease(data []byte) []netip.Addr {
-	var ns, last []netip.Addr
-	for line := range strings.Lines(string(data)) {
-		line = strings.TrimSpace(line)
-		switch {
-		case strings.HasPrefix(line, "nameserver"):
-			ns = append(ns, addrs(strings.TrimPrefix(line, "nameserver"))...)
-		case strings.HasPrefix(line, "option domain-name-servers"):
-			last = addrs(strings.TrimSuffix(strings.TrimPrefix(line, "option domain-name-servers"), ";"))
-		case strings.HasPrefix(line, "DNS="):
-			last = addrs(strings.TrimPrefix(line, "DNS="))
-		case strings.HasPrefix(line, "domain_name_servers="), strings.HasPrefix(line, "new_domain_name_servers="):
-			_, v, _ := strings.Cut(line, "=")
-			last = addrs(strings.Trim(v, `'"`))
-		}
-	}
-	if len(ns) == 0 {
-		ns = last
-	}
-	var out []netip.Addr
-	for _, a := range ns {
-		if !slices.Contains(out, a) && len(out) < config.MaxDNS {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
-// addrs are the addresses in s, separated by commas or blanks.
-func addrs(s string) []netip.Addr {
-	var out []netip.Addr
-	for f := range strings.FieldsFuncSeq(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' }) {
-		if a, err := netip.ParseAddr(f); err == nil && a.Zone() == "" && !a.Is4In6() {
-			out = append(out, a)
-		}
-	}
-	return out
 }
