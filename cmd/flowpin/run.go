@@ -127,17 +127,17 @@ links, in the foreground.
 			// WatchdogSec= in the unit: pings from the daemon's loop
 			// (Deps.Watchdog).
 			var watchdog func()
-			wdSec, err := sddaemon.SdWatchdogEnabled(false)
+			wdTimeout, err := sddaemon.SdWatchdogEnabled(false)
 			if err != nil {
 				return fmt.Errorf("systemd watchdog: %w", err)
 			}
 			wdEvery := time.Duration(0)
-			if wdSec > 0 {
+			if wdTimeout > 0 {
 				watchdog = func() { _, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyWatchdog) }
 				var short bool
-				wdEvery, short = daemon.WatchdogPing(wdSec)
+				wdEvery, short = daemon.WatchdogPing(wdTimeout)
 				if short {
-					log.Warn("systemd watchdog: WatchdogSec is under a second, shorter than a sync may take; 30s is a safe value", "watchdog", wdSec)
+					log.Warn("systemd watchdog: WatchdogSec is under a second, shorter than a sync may take; 30s is a safe value", "watchdog", wdTimeout)
 				}
 				log.Info("systemd watchdog", "ping_every", wdEvery)
 			}
