@@ -27,6 +27,7 @@ var wantFiles = []string{
 	"/usr/share/doc/flowpin/examples/dual-wan-nat.yaml",
 	"/usr/share/doc/flowpin/examples/multihomed-server.yaml",
 	"/usr/share/doc/flowpin/examples/two-gateways.yaml",
+	"/usr/share/doc/flowpin/examples/dns-and-probes.yaml",
 	"/usr/share/doc/flowpin/examples/grafana-dashboard.json",
 	"/usr/share/lintian/overrides/flowpin",
 	"/usr/share/man/man8/flowpin.8.gz",

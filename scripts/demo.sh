@@ -636,4 +636,5 @@ stop_session
 
 source "$(dirname "$(realpath "$0")")/demo_operator.sh"
 
+source "$(dirname "$(realpath "$0")")/demo_dns.sh"
 heading "Done (namespaces $P-* are removed on exit)"

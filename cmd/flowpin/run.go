@@ -27,7 +27,7 @@ import (
 )
 
 func (a *app) runCmd() *cobra.Command {
-	var metricsAddr, logFormat, operatorState, quotaState string
+	var metricsAddr, logFormat, operatorState, quotaState, resolvDir string
 	var web daemon.WebOptions
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -53,6 +53,14 @@ links, in the foreground.
   With no other link up to take them (the probe target itself stopped
   answering, so every link is judged down), no flow is deleted: they go
   on when the links are back, and flowpin status says so.
+- check.method exec runs the operator's command per round (exit 0 is an
+  answer; killed with its process group at the timeout); arp asks for the
+  gateway's link-layer address (ARP, or NDP for IPv6) on the link.
+- With links[].dns, the servers of the links that are up are written to
+  /run/flowpin/resolv.conf (--resolv-dir) at start and on every change,
+  for dnsmasq's resolv-file=, and each server's queries leave by its link.
+- Under systemd with WatchdogSec=, the control loop itself pings the
+  watchdog: a wedged loop stops the pings and systemd restarts the daemon.
 - "gateway: auto" follows the interface's default route in main (DHCP, PPP).
 - flowpin status shows each link's state, the last change and why.
 - Flows per link are counted in memory from conntrack events, after one
@@ -121,15 +129,35 @@ links, in the foreground.
 			if err != nil {
 				return err
 			}
+			// WatchdogSec= in the unit: pings from the daemon's loop
+			// (Deps.Watchdog).
+			var watchdog func()
+			wdTimeout, err := sddaemon.SdWatchdogEnabled(false)
+			if err != nil {
+				return fmt.Errorf("systemd watchdog: %w", err)
+			}
+			wdEvery := time.Duration(0)
+			if wdTimeout > 0 {
+				watchdog = func() { _, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyWatchdog) }
+				var short bool
+				wdEvery, short = daemon.WatchdogPing(wdTimeout)
+				if short {
+					log.Warn("systemd watchdog: WatchdogSec is under a second, shorter than a sync may take; 30s is a safe value", "watchdog", wdTimeout)
+				}
+				log.Info("systemd watchdog", "ping_every", wdEvery)
+			}
 			sup := daemon.NewSupervisor(daemon.Deps{
-				Applier:   daemon.KernelApplier(k.Kernel),
-				Conntrack: k.ct,
-				Events:    daemon.KernelEvents{Routing: rules.Events{Log: log}, Table: nft.TableEvents{}},
-				Flows:     k.ct,
-				Traffic:   k.nft,
-				RuleHits:  k.nft,
-				Operator:  ops,
-				Quota:     quotas,
+				ResolvDir:        resolvDir,
+				Watchdog:         watchdog,
+				WatchdogInterval: wdEvery,
+				Applier:          daemon.KernelApplier(k.Kernel),
+				Conntrack:        k.ct,
+				Events:           daemon.KernelEvents{Routing: rules.Events{Log: log}, Table: nft.TableEvents{}},
+				Flows:            k.ct,
+				Traffic:          k.nft,
+				RuleHits:         k.nft,
+				Operator:         ops,
+				Quota:            quotas,
 			}, load, log)
 			first := true
 			sup.OnReady = func(d *daemon.Daemon) {
@@ -205,6 +233,7 @@ links, in the foreground.
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	cmd.Flags().StringVar(&operatorState, "operator-state", "", "keep the links' operator modes (flowpin link) in FILE (default "+ctl.SocketDir+"/<network namespace>.operator.json: they survive a restart, not a reboot)")
 	cmd.Flags().StringVar(&quotaState, "quota-state", defaultQuotaState, "keep the links' quota counts in FILE (it survives reboots; give each daemon on a host its own)")
+	cmd.Flags().StringVar(&resolvDir, "resolv-dir", "/run/flowpin", "write the links' DNS servers (links[].dns) to DIR/resolv.conf")
 	return cmd
 }
 

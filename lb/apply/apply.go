@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"flowpin/lb/config"
+	"flowpin/lb/dnslease"
 	"flowpin/lb/plan"
 	"flowpin/nft"
 	"flowpin/rules"
@@ -139,7 +140,15 @@ func CheckPrivileges() error {
 // Prepare loads the interfaces, plans, and checks the plan against state
 // flowpin does not own. Nothing is written.
 func (k *Kernel) Prepare(c *config.Config) (*plan.Desired, error) {
-	return k.PrepareWith(c, plan.Options{})
+	// dns: auto's servers as their leases say now, read as the daemon
+	// reads them, so apply, verify and the daemon plan the same routes.
+	servers, from, errs := dnslease.Read(c)
+	d, err := k.PrepareWith(c, plan.Options{DNS: servers})
+	if err != nil {
+		return nil, err
+	}
+	d.Warnings = append(d.Warnings, dnslease.Warnings(c, from, errs)...)
+	return d, nil
 }
 
 // PrepareWith is Prepare with the daemon's plan options.

@@ -88,16 +88,19 @@ func parsePercent(s string) (float64, string) {
 func (c *Config) fillMethod(i int, raw *rawCheck, out *HealthCheck) error {
 	if raw.Method != nil {
 		switch m := ProbeMethod(*raw.Method); m {
-		case ProbeICMP, ProbeTCP, ProbeHTTP, ProbeDNS:
+		case ProbeICMP, ProbeTCP, ProbeHTTP, ProbeDNS, ProbeExec, ProbeARP:
 			out.Method = m
 		default:
-			return c.LinkError(i, "check.method", "%s is not a probe method (icmp, tcp, http or dns)", quote(*raw.Method))
+			return c.LinkError(i, "check.method", "%s is not a probe method (icmp, tcp, http, dns, exec or arp)", quote(*raw.Method))
 		}
 	}
 	m := out.Method
+	if err := c.fillExecARP(i, raw, out); err != nil {
+		return err
+	}
 	if raw.Port != nil {
-		if m == ProbeICMP {
-			return c.LinkError(i, "check.port", "%d: a port is for the tcp, http and dns methods, and this check uses icmp", *raw.Port)
+		if m != ProbeTCP && m != ProbeHTTP && m != ProbeDNS {
+			return c.LinkError(i, "check.port", "%d: a port is for the tcp, http and dns methods, and this check uses %s", *raw.Port, m)
 		}
 		if v := *raw.Port; v < 1 || v > 65535 {
 			return c.LinkError(i, "check.port", "%d is out of range (1..65535)", v)

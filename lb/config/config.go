@@ -97,6 +97,11 @@ type Link struct {
 	OnDemand *OnDemand
 	// Quota, if set, caps the link's traffic per period (quota.go).
 	Quota *Quota
+	// DNS are the link's resolvers (dns.go): given, or with DNSAuto read
+	// from the lease file DNSFrom (empty: the usual places).
+	DNS     []netip.Addr
+	DNSAuto bool
+	DNSFrom string
 }
 
 // HealthCheck is how the daemon probes a link. Defaults are for a failover in
@@ -128,6 +133,8 @@ type HealthCheck struct {
 	Port   int
 	URL    string
 	Query  string
+	// Command is the exec method's shell command (probe_exec.go).
+	Command string
 }
 
 // Check defaults.
@@ -230,6 +237,8 @@ type rawLink struct {
 	// Quota, QuotaLastResort: lb/config/quota.go.
 	Quota           *rawQuota `yaml:"quota"`
 	QuotaLastResort *bool     `yaml:"quota_last_resort"`
+	DNS             *rawDNS   `yaml:"dns"`
+	DNSFrom         *string   `yaml:"dns_from"`
 }
 
 type rawCheck struct {
@@ -247,6 +256,7 @@ type rawCheck struct {
 	Port     *int64         `yaml:"port"`
 	URL      *string        `yaml:"url"`
 	Query    *string        `yaml:"query"`
+	Command  *string        `yaml:"command"`
 }
 
 // Load reads and validates the file at path. It does not look at the
@@ -465,6 +475,9 @@ func (c *Config) fillLink(i int, rl *rawLink, u *used) (Link, error) {
 		l.Weight = int(*rl.Weight)
 	}
 	if err := c.fillQuota(i, rl, &l); err != nil {
+		return l, err
+	}
+	if err := c.fillDNS(i, rl, &l); err != nil {
 		return l, err
 	}
 	return l, nil

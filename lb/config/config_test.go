@@ -207,7 +207,7 @@ var errorCases = []struct {
 	{"window 101", link0("    check: {window: 101}\n"), "f.yaml:5: links[0].check.window: 101 is out of range (1..100 rounds)"},
 	{"hold_down negative", link0("    check: {hold_down: -1s}\n"), "f.yaml:5: links[0].check.hold_down: -1s is out of range (0s..1h0m0s)"},
 	{"hold_down a day", link0("    check: {hold_down: 24h}\n"), "f.yaml:5: links[0].check.hold_down: 24h0m0s is out of range (0s..1h0m0s)"},
-	{"unknown method", link0("    check: {method: udp}\n"), `f.yaml:5: links[0].check.method: "udp" is not a probe method (icmp, tcp, http or dns)`},
+	{"unknown method", link0("    check: {method: udp}\n"), `f.yaml:5: links[0].check.method: "udp" is not a probe method (icmp, tcp, http, dns, exec or arp)`},
 	{"tcp without port", link0("    check:\n      method: tcp\n"), "f.yaml:5: links[0].check.port: missing: method tcp connects to a port (port: 443, say)"},
 	{"port with icmp", link0("    check: {port: 443}\n"), "f.yaml:5: links[0].check.port: 443: a port is for the tcp, http and dns methods, and this check uses icmp"},
 	{"port 0", link0("    check: {method: tcp, port: 0}\n"), "f.yaml:5: links[0].check.port: 0 is out of range (1..65535)"},

@@ -49,6 +49,12 @@ func (d *decoder) errAt(n *yaml.Node, path, format string, args ...any) error {
 
 var durationType = reflect.TypeFor[time.Duration]()
 
+// nodeDecoder is a schema value that takes more than one shape (dns: a
+// list of addresses, or auto) and decodes its node itself.
+type nodeDecoder interface {
+	decodeNode(d *decoder, path string, n *yaml.Node) error
+}
+
 // decode fills v (settable) from n. path names v in messages.
 func (d *decoder) decode(path string, n *yaml.Node, v reflect.Value) error {
 	if d.nodes++; d.nodes > maxNodes {
@@ -57,6 +63,11 @@ func (d *decoder) decode(path string, n *yaml.Node, v reflect.Value) error {
 	n = resolve(n)
 	if isNull(n) {
 		return nil // absent: leave the zero value, a nil pointer
+	}
+	if v.CanAddr() {
+		if u, ok := v.Addr().Interface().(nodeDecoder); ok {
+			return u.decodeNode(d, path, n)
+		}
 	}
 	switch v.Kind() {
 	case reflect.Pointer:

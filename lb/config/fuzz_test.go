@@ -281,6 +281,7 @@ func render(t *testing.T, c *Config) []byte {
 			rl.Mark = i64(int64(l.Mark))
 		}
 		rl.Tier = i64(int64(l.Tier))
+		renderDNS(&rl, l)
 		raw.Links = append(raw.Links, rl)
 	}
 	for _, p := range c.Policies {
@@ -348,6 +349,9 @@ func renderQuality(rc *rawCheck, ch HealthCheck) {
 	}
 	if ch.Method == ProbeDNS {
 		rc.Query = &ch.Query
+	}
+	if ch.Method == ProbeExec {
+		rc.Command = &ch.Command
 	}
 }
 

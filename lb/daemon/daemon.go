@@ -22,6 +22,7 @@ import (
 	"flowpin/lb/daemon/operator"
 	"flowpin/lb/daemon/passive"
 	"flowpin/lb/daemon/quota"
+	"flowpin/lb/daemon/resolv"
 	"flowpin/lb/daemon/tally"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
@@ -81,6 +82,18 @@ type Deps struct {
 	// QuotaInterval: how often the quotas are counted (default
 	// QuotaInterval).
 	QuotaInterval time.Duration
+	// ResolvDir is where the resolv file of the links' DNS servers is
+	// written (default resolv.DefaultDir); Resolv, if set, is its writer,
+	// shared across reloads.
+	ResolvDir string
+	Resolv    *resolv.Writer
+
+	// Watchdog, if set, is called from the loop at least every
+	// WatchdogInterval while the loop turns (systemd's WATCHDOG=1): a
+	// loop stuck anywhere stops the pings, and systemd restarts the
+	// daemon.
+	Watchdog         func()
+	WatchdogInterval time.Duration
 
 	// Parts are the daemon's parts; each one nil is built from the
 	// config. A Supervisor's daemons share those set here across reloads.
@@ -182,6 +195,11 @@ type Daemon struct {
 	// loops[u] is unit u's probe loop (probes.go), once Run took them
 	// over; owned by Run's goroutine.
 	loops []*probeLoop
+
+	// resolv writes the resolv file (dns.go); leaseSeen is what the
+	// last read of each dns: auto lease found, to log changes only.
+	resolv    *resolv.Writer
+	leaseSeen map[string]string
 }
 
 // New prepares a daemon; Run starts it.
@@ -216,6 +234,13 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 	if deps.QuotaInterval <= 0 {
 		deps.QuotaInterval = QuotaInterval
 	}
+	if deps.Resolv == nil {
+		dir := deps.ResolvDir
+		if dir == "" {
+			dir = resolv.DefaultDir
+		}
+		deps.Resolv = &resolv.Writer{Dir: dir}
+	}
 	p := deps.Parts
 	if p.Board == nil {
 		p.Board = board.New()
@@ -232,7 +257,7 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 	d := &Daemon{
 		Config: c, Log: log, deps: deps,
 		board: p.Board, keep: p.Keep, tiers: p.Failback, od: p.OnDemand, units: units(c),
-		metrics: NewMetrics(), carry: deps.carry,
+		metrics: NewMetrics(), carry: deps.carry, resolv: deps.Resolv,
 		ops: make(chan opRequest), stopped: make(chan struct{}),
 	}
 	if err := d.metrics.registerOwned(newOperatorCollector(d)); err != nil {
@@ -433,6 +458,22 @@ func (d *Daemon) loop(ctx context.Context, events *<-chan Event, results <-chan 
 	resub := d.deps.Clock.NewTimer(0)
 	resub.Stop()
 	defer resub.Stop()
+	// The watchdog's ping comes from this loop, between the things it
+	// does, not from a goroutine of its own: a ticker would go on pinging
+	// while the loop hangs in a sync or a full channel.
+	var wdC <-chan time.Time
+	var ping func()
+	if d.deps.Watchdog != nil && d.deps.WatchdogInterval > 0 {
+		wd := d.deps.Clock.NewTimer(0)
+		defer wd.Stop()
+		wdC = wd.C()
+		ping = func() {
+			// Re-armed first: a test that sees the ping and moves the
+			// clock on finds the timer armed.
+			wd.Reset(d.deps.WatchdogInterval)
+			d.deps.Watchdog()
+		}
+	}
 	resubBackoff := time.Duration(0)
 	for {
 		select {
@@ -486,6 +527,8 @@ func (d *Daemon) loop(ctx context.Context, events *<-chan Event, results <-chan 
 			d.operate(req)
 		case <-d.quotaC():
 			d.quotaTick()
+		case <-wdC:
+			ping()
 		}
 	}
 }
@@ -604,7 +647,11 @@ func (d *Daemon) adopt() error {
 // them (lb/daemon/keep).
 func (d *Daemon) sync(why string) error {
 	start := d.deps.Clock.Now()
-	des, err := d.deps.Applier.PrepareWith(d.Config, plan.Options{Down: d.failOpen(false), Down6: d.failOpen(true), MissingOK: true})
+	auto := d.leaseDNS()
+	// Before the apply, which may fail and be retried: the file follows
+	// the links' health either way.
+	d.writeResolv(auto)
+	des, err := d.deps.Applier.PrepareWith(d.Config, plan.Options{Down: d.failOpen(false), Down6: d.failOpen(true), MissingOK: true, DNS: auto})
 	if err != nil {
 		d.metrics.syncFailed()
 		return err

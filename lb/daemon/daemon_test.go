@@ -55,11 +55,17 @@ type harness struct {
 	hits    RuleHitReader   // optional: set before start
 	parts   Parts           // optional: set before start
 	deps    func(*Deps)     // optional: set before start, edits the deps
-	d       *Daemon
-	ready   chan struct{}
-	cancel  context.CancelFunc
-	done    chan error
-	stopped sync.Once
+	// optional, set before start: the probers instead of probers', the
+	// watchdog and its interval; resolvDir is a fresh temporary one.
+	factory    ProberFactory
+	watchdog   func()
+	wdInterval time.Duration
+	resolvDir  string
+	d          *Daemon
+	ready      chan struct{}
+	cancel     context.CancelFunc
+	done       chan error
+	stopped    sync.Once
 }
 
 func newHarness(t *testing.T) *harness {
@@ -103,6 +109,13 @@ func (h *harness) run() {
 	if h.deps != nil {
 		h.deps(&deps)
 	}
+	if h.factory != nil {
+		deps.Probers = h.factory
+	}
+	if h.resolvDir == "" {
+		h.resolvDir = h.t.TempDir()
+	}
+	deps.ResolvDir, deps.Watchdog, deps.WatchdogInterval = h.resolvDir, h.watchdog, h.wdInterval
 	h.d = New(h.c, deps, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	h.d.OnReady = func() { close(h.ready) }
 	ctx, cancel := context.WithCancel(context.Background())

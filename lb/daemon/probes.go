@@ -193,6 +193,10 @@ func (lp *probeLoop) round(p *Prober) health.Round {
 	if len(tg) == 0 {
 		return health.Round{Sent: 1, Err: errors.New("no target: no gateway known yet")}
 	}
+	if gs, ok := (*p).(interface{ SetGateway(netip.Addr) }); ok {
+		// The exec probe's FLOWPIN_GATEWAY: auto gateways change.
+		gs.SetGateway(lp.owner.Load().board.Gateway(unitKey(lp.link.Name, lp.v6)))
+	}
 	return lp.probe(p, tg, lp.link.Check.Timeout)
 }
 

@@ -75,6 +75,10 @@ func KernelProbers(l config.Link, v6 bool) (Prober, error) {
 			return nil, err
 		}
 		return p, nil
+	case config.ProbeExec:
+		return health.NewExecProber(l, v6)
+	case config.ProbeARP:
+		return health.NewARPProber(l.Interface, v6)
 	}
 	p, err := health.NewConnProber(l.Check, l.Interface, l.Mark)
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"flowpin/lb/clock"
 	"flowpin/lb/config"
+	"flowpin/lb/dnslease"
 	"flowpin/lb/plan"
 	"flowpin/nft"
 	"flowpin/nft/ct"
@@ -166,7 +167,8 @@ func (k *Kernel) Verify(c *config.Config, o VerifyOptions) (*VerifyReport, error
 	if err != nil {
 		return nil, err
 	}
-	d, err := plan.Plan(c, ifaces)
+	leases, _, _ := dnslease.Read(c)
+	d, err := plan.With(c, ifaces, plan.Options{DNS: leases})
 	if err != nil {
 		return nil, err
 	}

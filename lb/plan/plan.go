@@ -239,6 +239,9 @@ type Options struct {
 	// MissingOK: an interface that does not exist (a ppp0 between two
 	// sessions) leaves its link unusable instead of being an error.
 	MissingOK bool
+	// DNS are the servers of the links with dns: auto, by link name, as
+	// the daemon read them from the leases (dns.go).
+	DNS map[string][]netip.Addr
 }
 
 // With is Plan with the daemon's options.
@@ -258,6 +261,9 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 		}
 		lp.PointToPoint = ifc.PointToPoint
 		shared := c.Shared(i)
+		if ok && ifc.PointToPoint && l.Check.Method == config.ProbeARP {
+			return nil, c.LinkError(i, "check.method", "arp: %s is point-to-point, with no link-layer neighbour to ask for the gateway; probe it with icmp (or exec)", l.Interface)
+		}
 		if shared && ifc.PointToPoint {
 			return nil, c.LinkError(i, "interface", "%s is point-to-point: it has one peer, so it cannot carry two links told apart by their next hops", l.Interface)
 		}
@@ -327,6 +333,7 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 	}
 	d.Routing = routing(c, d, ifaces)
 	routing6(c, d, &d.Routing)
+	d.Routing.Routes = append(d.Routing.Routes, dnsRoutes(c, d, o)...)
 	slices.SortStableFunc(d.Routing.Rules, func(a, b rules.Rule) int { return a.Priority - b.Priority })
 	d.Sysctls, d.LateSysctls = sysctls(d.Links)
 	return d, nil

@@ -1,0 +1,75 @@
+package daemon
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"flowpin/lb/config"
+	"flowpin/lb/daemon/resolv"
+	"flowpin/lb/dnslease"
+)
+
+// hasDNS: some link names DNS servers, so the daemon writes the resolv
+// file.
+func hasDNS(c *config.Config) bool {
+	return slices.ContainsFunc(c.Links, func(l config.Link) bool { return len(l.DNS) > 0 || l.DNSAuto })
+}
+
+// leaseDNS reads the servers of the links with dns: auto from their
+// leases, at every sync: a renewed lease comes with address and route
+// notifications, and the resync backstop catches the rest. A lease it
+// cannot read gives none, and says so once per change.
+func (d *Daemon) leaseDNS() map[string][]netip.Addr {
+	servers, from, errs := dnslease.Read(d.Config)
+	for name, s := range servers {
+		key := from[name] + " " + addrList(s) + " " + fmt.Sprint(errs[name])
+		if d.leaseSeen == nil {
+			d.leaseSeen = map[string]string{}
+		}
+		if d.leaseSeen[name] == key {
+			continue
+		}
+		d.leaseSeen[name] = key
+		switch {
+		case errs[name] != nil:
+			d.Log.Warn("dns: auto: cannot read the lease", "link", name, "file", from[name], "err", errs[name])
+		case from[name] == "":
+			d.Log.Warn("dns: auto: no lease file found (give links[].dns_from)", "link", name)
+		default:
+			d.Log.Info("dns: auto: servers from the lease", "link", name, "file", from[name], "servers", addrList(s))
+		}
+	}
+	return servers
+}
+
+func addrList(as []netip.Addr) string {
+	s := ""
+	for i, a := range as {
+		if i > 0 {
+			s += " "
+		}
+		s += a.String()
+	}
+	return s
+}
+
+// writeResolv writes the resolv file for the health the plan des was
+// made with: the servers of the links whose family is up.
+func (d *Daemon) writeResolv(auto map[string][]netip.Addr) {
+	if d.resolv == nil || !hasDNS(d.Config) {
+		return
+	}
+	up := func(i int, v6 bool) bool {
+		_, down := d.board.Down(unitKey(d.Config.Links[i].Name, v6))
+		return !down
+	}
+	servers := resolv.Servers(d.Config, auto, up)
+	wrote, err := d.resolv.Write(servers)
+	switch {
+	case err != nil:
+		d.Log.Error("dns: write the resolv file", "dir", d.resolv.Dir, "err", err)
+	case wrote:
+		d.Log.Info("dns: resolv file written", "file", d.resolv.Dir+"/"+resolv.FileName, "servers", addrList(servers))
+	}
+}

@@ -1,0 +1,129 @@
+// Package resolv is the daemon's DNS part: it writes the resolv.conf
+// that a local resolver (dnsmasq's resolv-file=) reads, listing the DNS
+// servers of the links that are up (those of dns: auto as lb/dnslease
+// read them).
+package resolv
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"flowpin/lb/config"
+	"flowpin/lb/plan"
+)
+
+// DefaultDir holds the file the daemon writes, FileName.
+const DefaultDir = "/run/flowpin"
+
+// FileName is the file a local resolver is pointed at.
+const FileName = "resolv.conf"
+
+// Servers lists the servers of the links up, each once: the links of the
+// policy unmatched flows take (default_policy, or default) tier by tier,
+// then any other link, in config order; each link's servers in the order
+// given (auto: the lease's servers, by link name). up says whether link
+// i's family (IPv6 with v6) is up.
+func Servers(c *config.Config, auto map[string][]netip.Addr, up func(link int, v6 bool) bool) []netip.Addr {
+	var order []int
+	for _, tier := range c.Policies[c.Unmatched].Tiers {
+		for _, i := range tier {
+			if !slices.Contains(order, i) {
+				order = append(order, i)
+			}
+		}
+	}
+	for i := range c.Links {
+		if !slices.Contains(order, i) {
+			order = append(order, i)
+		}
+	}
+	var out []netip.Addr
+	for _, i := range order {
+		for _, a := range plan.LinkResolvers(c, i, auto) {
+			if !slices.Contains(out, a) && up(i, a.Is6()) {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}
+
+// Render is the file's text for servers.
+func Render(servers []netip.Addr) []byte {
+	var b bytes.Buffer
+	b.WriteString("# Written by flowpin: the DNS servers of the links that are up, in the\n")
+	b.WriteString("# default policy's order, rewritten on every change. Point a local resolver\n")
+	b.WriteString("# at it (dnsmasq: resolv-file=; see flowpin's README); do not edit it.\n")
+	if len(servers) == 0 {
+		b.WriteString("# No link with DNS servers is up.\n")
+	}
+	for _, a := range servers {
+		fmt.Fprintf(&b, "nameserver %s\n", a)
+	}
+	return b.Bytes()
+}
+
+// Writer writes Dir/resolv.conf when what it would hold changed (and the
+// first time), atomically: readers see the old file or the new one.
+type Writer struct {
+	Dir  string
+	last []byte
+	// mtime is the last file's modification time.
+	mtime time.Time
+}
+
+// Write makes the file list servers. It says whether it wrote.
+func (w *Writer) Write(servers []netip.Addr) (bool, error) {
+	data := Render(servers)
+	if w.last != nil && bytes.Equal(data, w.last) {
+		return false, nil
+	}
+	// dnsmasq notices a new file by its mtime, in whole seconds: a
+	// second change within the second of the first (a link down and
+	// back) would go unread. Each file is given a second of its own.
+	mtime := time.Now().Truncate(time.Second)
+	if !mtime.After(w.mtime) {
+		mtime = w.mtime.Add(time.Second)
+	}
+	if err := writeAtomic(filepath.Join(w.Dir, FileName), data, mtime); err != nil {
+		return false, err
+	}
+	w.last, w.mtime = data, mtime
+	return true, nil
+}
+
+// writeAtomic writes data to a temporary file beside path, with mtime,
+// and renames it over path, so a reader never sees half a file.
+func writeAtomic(path string, data []byte, mtime time.Time) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // gone after the rename; left only on failure
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	// Readable by the resolver, which may run as its own user.
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Chtimes(tmp, mtime, mtime); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

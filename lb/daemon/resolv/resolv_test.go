@@ -1,0 +1,130 @@
+package resolv
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"flowpin/lb/config"
+)
+
+func addrs4(ss ...string) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range ss {
+		out = append(out, netip.MustParseAddr(s))
+	}
+	return out
+}
+
+const twoLinks = `links:
+  - name: isp1
+    interface: wan1
+    gateway: 192.0.2.1
+    gateway6: 2001:db8:1::1
+    tier: 2
+    dns: [192.0.2.53, 2001:db8:1::53, 9.9.9.9]
+  - name: isp2
+    interface: wan2
+    gateway: 198.51.100.1
+    dns: auto
+`
+
+// The servers of the links up, tier by tier in the default policy's
+// order, each once; a family down drops that family's servers only.
+func TestServers(t *testing.T) {
+	c, err := config.Parse("f.yaml", []byte(twoLinks))
+	if err != nil {
+		t.Fatal(err)
+	}
+	auto := map[string][]netip.Addr{"isp2": addrs4("198.51.100.53", "9.9.9.9")}
+	for _, tc := range []struct {
+		name string
+		down []string // unit keys down
+		want []netip.Addr
+	}{
+		{"all up: isp2 (tier 1) first", nil, addrs4("198.51.100.53", "9.9.9.9", "192.0.2.53", "2001:db8:1::53")},
+		{"isp2 down", []string{"isp2"}, addrs4("192.0.2.53", "2001:db8:1::53", "9.9.9.9")},
+		{"isp1 IPv6 down", []string{"isp1/ipv6"}, addrs4("198.51.100.53", "9.9.9.9", "192.0.2.53")},
+		{"all down", []string{"isp1", "isp1/ipv6", "isp2"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := func(i int, v6 bool) bool {
+				k := c.Links[i].Name
+				if v6 {
+					k += "/ipv6"
+				}
+				return !slices.Contains(tc.down, k)
+			}
+			if got := Servers(c, auto, up); !slices.Equal(got, tc.want) {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// The file is replaced whole (never written in place), only when its
+// text changes, and is readable by a resolver running as its own user.
+func TestWriter(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run")
+	w := &Writer{Dir: dir}
+	path := filepath.Join(dir, FileName)
+	wrote, err := w.Write(addrs4("192.0.2.53"))
+	if err != nil || !wrote {
+		t.Fatalf("first write: %v %v", wrote, err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o644 {
+		t.Fatalf("stat: %v %v", fi, err)
+	}
+	if wrote, _ := w.Write(addrs4("192.0.2.53")); wrote {
+		t.Error("rewrote an unchanged file")
+	}
+	// A reader holding the old file keeps reading the old text.
+	old, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if wrote, _ := w.Write(nil); !wrote {
+		t.Error("did not write a change")
+	}
+	b, _ := os.ReadFile(path)
+	if strings.Contains(string(b), "nameserver") || !strings.Contains(string(b), "No link with DNS servers is up") {
+		t.Errorf("new file:\n%s", b)
+	}
+	ob := make([]byte, 4096)
+	n, _ := old.Read(ob)
+	if !strings.Contains(string(ob[:n]), "nameserver 192.0.2.53") {
+		t.Errorf("the old file changed under its reader:\n%s", ob[:n])
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 {
+		t.Errorf("left behind: %v", ents)
+	}
+}
+
+// Changes within one second get files of different whole-second mtimes:
+// dnsmasq compares them to notice a new file.
+func TestWriterMtimes(t *testing.T) {
+	w := &Writer{Dir: t.TempDir()}
+	path := filepath.Join(w.Dir, FileName)
+	var last time.Time
+	for i, servers := range [][]netip.Addr{addrs4("192.0.2.53"), nil, addrs4("192.0.2.53"), nil} {
+		if _, err := w.Write(servers); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := fi.ModTime().Truncate(time.Second)
+		if i > 0 && !m.After(last) {
+			t.Errorf("write %d: mtime %v, the one before %v", i, m, last)
+		}
+		last = m
+	}
+}
