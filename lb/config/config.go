@@ -95,6 +95,11 @@ type Link struct {
 	// OnDemand, if set, brings the link up only while its tier is the
 	// active one.
 	OnDemand *OnDemand
+	// Prefixes6 are the IPv6 prefixes this ISP routes or delegates to
+	// the site (see prefixes6.go); with Prefixes6Auto the planner takes
+	// them from the kernel's delegated-prefix routes.
+	Prefixes6     []netip.Prefix
+	Prefixes6Auto bool
 }
 
 // HealthCheck is how the daemon probes a link. Defaults are for a failover in
@@ -225,6 +230,7 @@ type rawLink struct {
 	Tier      *int64       `yaml:"tier"` // 1..MaxTier
 	Check     *rawCheck    `yaml:"check"`
 	OnDemand  *rawOnDemand `yaml:"on_demand"`
+	Prefixes6 rawPrefixes6 `yaml:"prefixes6"`
 }
 
 type rawCheck struct {
@@ -370,6 +376,9 @@ func (c *Config) fill(raw *rawConfig) error {
 		if err := c.fillTable(i, raw.Links[i].Table, &u); err != nil {
 			return err
 		}
+	}
+	if err := c.fillPrefixes6(raw.Links); err != nil {
+		return err
 	}
 	values := MaskValues(c.MarkMask)
 	for i := range raw.Links {

@@ -58,6 +58,9 @@ func (d *decoder) decode(path string, n *yaml.Node, v reflect.Value) error {
 	if isNull(n) {
 		return nil // absent: leave the zero value, a nil pointer
 	}
+	if v.Type() == prefixes6Type {
+		return d.prefixes6(path, n, v.Addr().Interface().(*rawPrefixes6))
+	}
 	switch v.Kind() {
 	case reflect.Pointer:
 		p := reflect.New(v.Type().Elem())
