@@ -672,7 +672,7 @@ func (s Spec) rulesOf(gs [2][]group, sets []setDef) []rule {
 		out = append(out, vmapRule("postrouting", "sticky rules", fmt.Sprintf("meta mark & %s", hexm(s.Mask)), maskedMark(false, s.Mask), m))
 	}
 	_, masq := byName[setNAT]
-	out = append(out, s.prefixNAT(masq)...)
+	out = append(out, s.prefixNAT()...)
 	// NAT: one set of the interfaces, looked up once per new flow.
 	if masq {
 		out = append(out, rule{

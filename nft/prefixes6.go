@@ -3,6 +3,7 @@ package nft
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
@@ -13,8 +14,8 @@ import (
 // traffic rule balances them elsewhere (ip rules send them by the link),
 // and masquerade never rewrites them on the link's interface.
 type Prefix6 struct {
-	Prefix netip.Prefix
-	Iface  string // the link's interface
+	Prefix      netip.Prefix
+	Link, Iface string // the link's name and interface
 }
 
 // Translate6 maps a down link's prefix 1:1 onto a live link's prefix of
@@ -22,8 +23,8 @@ type Prefix6 struct {
 // conntrack NAT: the mapping is made on a flow's first packet and held in
 // its conntrack entry until the flow ends, whatever happens to the rule.
 type Translate6 struct {
-	From, To netip.Prefix
-	Iface    string // the live link's interface
+	From, To    netip.Prefix
+	Link, Iface string // the live link's name and interface
 }
 
 // prefixSkips head the classify chain: a new flow from an ISP's prefix is
@@ -51,14 +52,14 @@ func (s Spec) prefixSkips() []rule {
 // the masquerade of a link with both a ULA LAN's NAT66 and its own prefix
 // never rewrites it). A prefix leaving by a link that has nat: true and
 // no prefix of its length is masqueraded, as the ULA is.
-func (s Spec) prefixNAT(masq bool) []rule {
+func (s Spec) prefixNAT() []rule {
 	var out []rule
 	for _, t := range s.Translate6 {
 		first, last := t.To.Masked().Addr(), lastAddr(t.To)
 		out = append(out, rule{
 			chain: "nat",
 			text:  fmt.Sprintf("oifname %q ip6 saddr %s snat ip6 prefix to %s", t.Iface, t.From, t.To),
-			why:   "translate " + t.From.String(),
+			why:   fmt.Sprintf("%s %s to %s on %s", whyTranslate, t.From, t.To, t.Link),
 			exprs: join(matchIface(expr.MetaKeyOIFNAME, t.Iface), matchNfproto(ipv6), ip6PrefixIs(8, t.From), []expr.Any{
 				&expr.Immediate{Register: 1, Data: first.AsSlice()},
 				&expr.Immediate{Register: 2, Data: last.AsSlice()},
@@ -68,16 +69,59 @@ func (s Spec) prefixNAT(masq bool) []rule {
 			}),
 		})
 	}
-	if !masq {
-		return out
-	}
+	// Without any NAT these change nothing, but they name each prefix's
+	// link in the table, where status reads them.
 	for _, p := range s.Prefixes6 {
 		out = append(out, rule{
 			chain: "nat",
 			text:  fmt.Sprintf("oifname %q ip6 saddr %s accept", p.Iface, p.Prefix),
-			why:   "own prefix " + p.Prefix.String(),
+			why:   fmt.Sprintf("%s %s of %s", whyOwn, p.Prefix, p.Link),
 			exprs: join(matchIface(expr.MetaKeyOIFNAME, p.Iface), matchNfproto(ipv6), ip6PrefixIs(8, p.Prefix), []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}}),
 		})
+	}
+	return out
+}
+
+// The comments of the nat chain's prefix rules, which status reads back.
+const (
+	whyOwn       = "own prefix"
+	whyTranslate = "translate"
+)
+
+// AppliedPrefix6 is one ISP prefix as the table holds it: its link, and
+// the prefixes it is translated to now (none while its link is up).
+type AppliedPrefix6 struct {
+	Prefix netip.Prefix
+	Link   string
+	To     []Translate6 // Iface left empty
+}
+
+// Prefixes6 reads the prefixes and their translations back from the nat
+// chain's comments, in the table's order.
+func (c *Current) Prefixes6() []AppliedPrefix6 {
+	var out []AppliedPrefix6
+	var trans []Translate6
+	for _, cm := range c.Chains["nat"] {
+		f := strings.Fields(cm)
+		switch {
+		case len(f) >= 5 && f[0]+" "+f[1] == whyOwn && f[3] == "of":
+			if p, err := netip.ParsePrefix(f[2]); err == nil {
+				out = append(out, AppliedPrefix6{Prefix: p, Link: f[4]})
+			}
+		case len(f) >= 6 && f[0] == whyTranslate && f[2] == "to" && f[4] == "on":
+			from, err1 := netip.ParsePrefix(f[1])
+			to, err2 := netip.ParsePrefix(f[3])
+			if err1 == nil && err2 == nil {
+				trans = append(trans, Translate6{From: from, To: to, Link: f[5]})
+			}
+		}
+	}
+	for i := range out {
+		for _, t := range trans {
+			if t.From == out[i].Prefix {
+				out[i].To = append(out[i].To, t)
+			}
+		}
 	}
 	return out
 }

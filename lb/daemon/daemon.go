@@ -581,6 +581,7 @@ func (d *Daemon) sync(why string) error {
 		return err
 	}
 	d.metrics.synced(res.Writes, d.deps.Clock.Now().Sub(start))
+	d.metrics.setPrefixes6(des)
 	if res.Writes > 0 {
 		d.Log.Info("repaired kernel state", "trigger", why, "writes", res.Writes, "changes", res.Commands)
 	}

@@ -97,7 +97,7 @@ func planPrefixes6(c *config.Config, d *Desired, ifaces map[string]rules.Iface) 
 	for k := range d.Prefixes6 {
 		pp := &d.Prefixes6[k]
 		l := d.Links[pp.Link]
-		d.NFT.Prefixes6 = append(d.NFT.Prefixes6, nft.Prefix6{Prefix: pp.Prefix, Iface: l.Interface})
+		d.NFT.Prefixes6 = append(d.NFT.Prefixes6, nft.Prefix6{Prefix: pp.Prefix, Link: l.Name, Iface: l.Interface})
 		if l.V6.InRoute {
 			continue
 		}
@@ -119,7 +119,7 @@ func planPrefixes6(c *config.Config, d *Desired, ifaces map[string]rules.Iface) 
 			}
 			to := own[j][at]
 			pp.To = append(pp.To, Prefix6Map{Link: j, Prefix: to})
-			d.NFT.Translate6 = append(d.NFT.Translate6, nft.Translate6{From: pp.Prefix, To: to, Iface: o.Interface})
+			d.NFT.Translate6 = append(d.NFT.Translate6, nft.Translate6{From: pp.Prefix, To: to, Link: o.Name, Iface: o.Interface})
 		}
 		if len(multipath) == 0 {
 			d.Warnings = append(d.Warnings, fmt.Sprintf("link %s is down and no other link takes IPv6 flows: its %s has nowhere to go", l.Name, pp.Prefix))
