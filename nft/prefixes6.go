@@ -134,3 +134,14 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	}
 	return netip.AddrFrom16(b)
 }
+
+// MapAddr is a's address after the 1:1 translation onto to: to's prefix
+// bits, a's host bits, as NF_NAT_RANGE_NETMAP maps it.
+func MapAddr(a netip.Addr, to netip.Prefix) netip.Addr {
+	b, p := a.As16(), to.Masked().Addr().As16()
+	for i := range to.Bits() {
+		m := byte(0x80 >> (i % 8))
+		b[i/8] = b[i/8]&^m | p[i/8]&m
+	}
+	return netip.AddrFrom16(b)
+}

@@ -1,0 +1,33 @@
+package nft
+
+import (
+	"net/netip"
+	"testing"
+)
+
+func TestMapAddr(t *testing.T) {
+	for _, tc := range []struct{ a, to, want string }{
+		{"2001:db8:1:100::2", "2001:db8:2:100::/56", "2001:db8:2:100::2"},
+		{"2001:db8:1:1a7::7", "2001:db8:2:100::/56", "2001:db8:2:1a7::7"},
+		{"2001:db8:1:10f::7", "2001:db8:2:20::/60", "2001:db8:2:2f::7"},
+	} {
+		if got := MapAddr(netip.MustParseAddr(tc.a), netip.MustParsePrefix(tc.to)); got != netip.MustParseAddr(tc.want) {
+			t.Errorf("MapAddr(%s, %s) = %s, want %s", tc.a, tc.to, got, tc.want)
+		}
+	}
+}
+
+// The prefix rules read back from the table they are written to.
+func TestPrefixes6ReadBack(t *testing.T) {
+	p1, p2 := netip.MustParsePrefix("2001:db8:1:100::/56"), netip.MustParsePrefix("2001:db8:2:100::/56")
+	s := Spec{Mask: 0xff00, V6: true,
+		Links:      []Link{{Name: "isp1", Iface: "wan1", Mark: 0x100}, {Name: "isp2", Iface: "wan2", Mark: 0x200, NAT: true}},
+		Prefixes6:  []Prefix6{{Prefix: p1, Link: "isp1", Iface: "wan1"}, {Prefix: p2, Link: "isp2", Iface: "wan2"}},
+		Translate6: []Translate6{{From: p1, To: p2, Link: "isp2", Iface: "wan2"}},
+	}
+	got := s.Current().Prefixes6()
+	if len(got) != 2 || got[0].Prefix != p1 || got[0].Link != "isp1" || len(got[0].To) != 1 || got[0].To[0].To != p2 || got[0].To[0].Link != "isp2" ||
+		got[1].Prefix != p2 || got[1].Link != "isp2" || len(got[1].To) != 0 {
+		t.Errorf("read back %+v", got)
+	}
+}
