@@ -126,6 +126,17 @@ func TestPrefixes6(t *testing.T) {
 		t.Errorf("NAT66 beside the prefixes: from %s %d of 20 failed, far saw %v; want all masqueraded to a link", d.LANHost6, r.Failed, r.PerSource)
 	}
 	p.checkStatus(t, dm, false)
+	cfg := dm.cfg
+	out, err := flowpin(t, d.Router, "verify", "-c", cfg, "--no-probe")
+	for _, want := range []string{
+		"prefix " + prefix1 + ": a flow from it leaves by link isp1, wan1 via fe80::1 (ip route get 2001:2::1 from 2001:db8:1:100::f1 iif lan)",
+		"prefix " + prefix2 + ": a flow from it leaves by link isp2, wan2 via 2001:db8:2::1",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("verify (%v) lacks %q:\n%s", err, want, out)
+		}
+	}
+	p.explain(t, cfg, "leaves by wan1 via fe80::1 (link isp1) with source "+host1a, "is link isp1's own prefix: it leaves untranslated")
 
 	// isp2's prefix holds flows open through the outage and the return.
 	held2 := startLongLived(t, d.LAN, target, srv, 8, dialOpts{Src: host1b})
@@ -161,6 +172,7 @@ func TestPrefixes6(t *testing.T) {
 		t.Errorf("isp1 down: from %s %d of 10 failed, far saw %v; want all from itself", host1b, r.Failed, r.PerSource)
 	}
 	p.checkStatus(t, dm, true)
+	p.explain(t, cfg, "leaves by wan2 via 2001:db8:2::1 (link isp2) with source "+host1b, "translated 1:1 onto link isp2's "+prefix2)
 	held1 := startLongLived(t, d.LAN, target, srv, 8, dialOpts{Src: host1a})
 	time.Sleep(300 * time.Millisecond)
 
@@ -209,5 +221,15 @@ func (p *prefixesWAN) checkStatus(t testing.TB, dm *daemon, translated bool) {
 	}
 	if !strings.Contains(out, want) || !strings.Contains(out, prefix2+" (isp2") {
 		t.Errorf("status lacks %q or isp2's prefix:\n%s", want, out)
+	}
+}
+
+// explain asks about a new flow from host1a and wants its summary to
+// start with summary and its steps to contain step.
+func (p *prefixesWAN) explain(t testing.TB, cfg, summary, step string) {
+	t.Helper()
+	out, err := flowpin(t, p.Router, "explain", "-c", cfg, "--iif", "lan", "--from", host1a, "--proto", "tcp", "--sport", "40000", "--dport", "443", p.Service6)
+	if err != nil || !strings.Contains(out, summary) || !strings.Contains(out, step) {
+		t.Errorf("explain (%v): want %q and %q:\n%s", err, summary, step, out)
 	}
 }
