@@ -63,11 +63,13 @@ func newPrefixesWAN(t testing.TB) *prefixesWAN {
 	return p
 }
 
-// prefixesConfig: both links with NAT66 for the ULA LAN and their own
-// /56, checked fast against the far host in each family.
+// config: both links with NAT66 for the ULA LAN and their own /56,
+// checked fast against the far host in each family. isp1's /56 is
+// delegated (prefixes6: auto, from the route a DHCPv6-PD client installs:
+// delegate), isp2's is given.
 func (p *prefixesWAN) config() string {
 	return strings.Replace(strings.Replace(checkedConfig6(p.dualWAN),
-		"    nat: true\n", "    nat: true\n    prefixes6: ["+prefix1+"]\n", 1),
+		"    nat: true\n", "    nat: true\n    prefixes6: auto\n", 1),
 		"    weight: 1\n    nat: true\n    check", "    weight: 1\n    nat: true\n    prefixes6: ["+prefix2+"]\n    check", 1)
 }
 
@@ -76,6 +78,32 @@ func (p *prefixesWAN) config() string {
 func (p *prefixesWAN) flows(t testing.TB, ns, src, target string, srv *echoServer, n int) connectResult {
 	t.Helper()
 	return connectN(t, ns, target, srv, n, dialOpts{Src: src, Timeout: time.Second})
+}
+
+// delegate installs isp1's /56 as dhcpcd does when its DHCPv6-PD client
+// on wan1 is delegated it: an unreachable route on lo with protocol dhcp
+// (dnsmasq, the DHCPv6 server here, cannot delegate prefixes), or with
+// del, removes it as dhcpcd does when the delegation ends.
+func (p *prefixesWAN) delegate(t testing.TB, del bool) {
+	t.Helper()
+	verb := "add"
+	if del {
+		verb = "del"
+	}
+	run(t, p.Router, "ip", "-6", "route", verb, "unreachable", prefix1, "dev", "lo", "proto", "dhcp", "metric", "1001")
+}
+
+// waitPrefixRule waits up to 5 s until the router has (or, without want,
+// lacks) the ip rule of isp1's /56.
+func (p *prefixesWAN) waitPrefixRule(t testing.TB, want bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for strings.Contains(run(t, p.Router, "ip", "-6", "rule", "show"), "from "+prefix1+" lookup") != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 5 s, ip rule from %s present: %v, want %v\n%s", prefix1, !want, want, run(t, p.Router, "ip", "-6", "rule", "show"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func natRules(t testing.TB, ns string) string {
@@ -108,6 +136,7 @@ func TestPrefixes6(t *testing.T) {
 	}
 	setSysctl(t, d.Router, "net.ipv6.fib_multipath_hash_policy", "0")
 	run(t, d.Router, "ip", "-6", "route", "replace", "default", "via", "fe80::1", "dev", "wan1")
+	p.delegate(t, false)
 	before := state(t, d.Router)
 
 	dm := startDaemon(t, d.Router, p.config())
@@ -195,6 +224,17 @@ func TestPrefixes6(t *testing.T) {
 		t.Errorf("%d of 8 established flows of isp2's prefix broke through isp1's outage and return", b)
 	}
 	p.checkStatus(t, dm, false)
+
+	// prefixes6: auto follows the delegation: it ends, the prefix's rule
+	// goes; it comes back, so does the rule, and the flows.
+	p.delegate(t, true)
+	p.waitPrefixRule(t, false)
+	p.delegate(t, false)
+	p.waitPrefixRule(t, true)
+	srv.Reset()
+	if r := p.flows(t, d.LAN, host1a, target, srv, 10); r.Failed != 0 || r.PerSource[netip.MustParseAddr(host1a)] != 10 {
+		t.Errorf("delegated again: from %s %d of 10 failed, far saw %v; want all from itself", host1a, r.Failed, r.PerSource)
+	}
 
 	if _, err := dm.stop(); err != nil {
 		t.Fatalf("daemon: %v", err)
