@@ -633,4 +633,7 @@ grep -E 'link (down|up)' "$WORK/ppp.log" | cut -c1-200
 nsx "$ROUTER" "$BIN" down -c "$WORK/ppp.yaml"
 stop_session
 
+# shellcheck source=scripts/demo_prefixes6.sh
+source "$(dirname "$(realpath "$0")")/demo_prefixes6.sh"
+
 heading "Done (namespaces $P-* are removed on exit)"
