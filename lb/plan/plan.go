@@ -331,7 +331,9 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 	}
 	d.Routing = routing(c, d, ifaces)
 	routing6(c, d, &d.Routing)
-	planPrefixes6(c, d, ifaces)
+	if err := planPrefixes6(c, d, ifaces); err != nil {
+		return nil, err
+	}
 	prefixRules(c, d, &d.Routing)
 	slices.SortStableFunc(d.Routing.Rules, func(a, b rules.Rule) int { return a.Priority - b.Priority })
 	d.Sysctls, d.LateSysctls = sysctls(d.Links)

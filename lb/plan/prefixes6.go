@@ -57,10 +57,32 @@ type Prefix6Map struct {
 // ones for auto) and, for the links not taking IPv6 flows, their
 // translations. It runs after the policies, whose IPv6 multipath links
 // are those the translated flows can leave by.
-func planPrefixes6(c *config.Config, d *Desired, ifaces map[string]rules.Iface) {
+func planPrefixes6(c *config.Config, d *Desired, ifaces map[string]rules.Iface) error {
 	var given []netip.Prefix
 	for _, l := range c.Links {
 		given = append(given, l.Prefixes6...)
+	}
+	// A prefix must not hold another link's own address: the prefix rule
+	// would send that link's own traffic out of the prefix's link.
+	holder := func(i int, p netip.Prefix) (string, netip.Addr) {
+		for j, o := range d.Links {
+			if j == i {
+				continue
+			}
+			for _, a := range o.V6.Addrs {
+				if p.Contains(a.Addr()) {
+					return o.Name, a.Addr()
+				}
+			}
+		}
+		return "", netip.Addr{}
+	}
+	for i, l := range c.Links {
+		for _, p := range l.Prefixes6 {
+			if name, a := holder(i, p); name != "" {
+				return c.LinkError(i, "prefixes6", "%s holds %s, link %s's own address: flows from that address would leave by link %s", p, a, name, l.Name)
+			}
+		}
 	}
 	var delegated []netip.Prefix
 	for _, name := range sortedKeys(ifaces) {
@@ -77,6 +99,10 @@ func planPrefixes6(c *config.Config, d *Desired, ifaces map[string]rules.Iface) 
 			for _, p := range delegated {
 				if why := config.CheckPrefix6(p); why != "" {
 					d.Warnings = append(d.Warnings, fmt.Sprintf("link %s: prefixes6: auto leaves out delegated %s, which %s", l.Name, p, why))
+					continue
+				}
+				if name, a := holder(i, p); name != "" {
+					d.Warnings = append(d.Warnings, fmt.Sprintf("link %s: prefixes6: auto leaves out delegated %s: it holds %s, link %s's own address", l.Name, p, a, name))
 					continue
 				}
 				if slices.ContainsFunc(given, p.Overlaps) {
@@ -125,6 +151,7 @@ func planPrefixes6(c *config.Config, d *Desired, ifaces map[string]rules.Iface) 
 			d.Warnings = append(d.Warnings, fmt.Sprintf("link %s is down and no other link takes IPv6 flows: its %s has nowhere to go", l.Name, pp.Prefix))
 		}
 	}
+	return nil
 }
 
 // prefixRules are the source rules of the prefixes whose links take IPv6

@@ -195,3 +195,32 @@ func TestPrefixes6Auto(t *testing.T) {
 		t.Errorf("auto flags: %+v", d.Prefixes6)
 	}
 }
+
+// A prefix holding another link's own address would send that link's own
+// traffic out of the wrong ISP: refused.
+func TestPrefixes6HoldsAnotherLinksAddress(t *testing.T) {
+	c := mustParse(t, `links:
+  - {name: isp1, interface: wan1, gateway6: '2001:db8:1::1', prefixes6: [2001:db8::/32]}
+  - {name: isp2, interface: wan2, gateway6: '2001:db8:2::1'}
+`)
+	_, err := Plan(c, prefixes6Ifaces())
+	want := "f.yaml:2: links[0].prefixes6: 2001:db8::/32 holds 2001:db8:2::2, link isp2's own address: flows from that address would leave by link isp1"
+	if err == nil || err.Error() != want {
+		t.Errorf("got %v\nwant %s", err, want)
+	}
+}
+
+// Every link down (as planned; the daemon keeps them in the route then,
+// failing open): nothing to translate onto, said in a warning.
+func TestPrefixes6AllDown(t *testing.T) {
+	d, err := With(mustParse(t, prefixes6Config), prefixes6Ifaces(), Options{Down6: map[string]string{"isp1": "down", "isp2": "down"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := natRulesOf(d); slices.ContainsFunc(got, func(s string) bool { return strings.Contains(s, "snat") }) {
+		t.Errorf("translations with no live link: %q", got)
+	}
+	if !slices.Contains(d.Warnings, "link isp1 is down and no other link takes IPv6 flows: its 2001:db8:1:100::/56 has nowhere to go") {
+		t.Errorf("warnings: %q", d.Warnings)
+	}
+}
