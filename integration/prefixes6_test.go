@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -154,7 +155,7 @@ func TestPrefixes6(t *testing.T) {
 	if r := p.flows(t, d.LAN, d.LANHost6, target, srv, 20); r.Failed != 0 || r.PerSource[netip.MustParseAddr(d.WAN1v6)]+r.PerSource[netip.MustParseAddr(d.WAN2v6)] != 20 {
 		t.Errorf("NAT66 beside the prefixes: from %s %d of 20 failed, far saw %v; want all masqueraded to a link", d.LANHost6, r.Failed, r.PerSource)
 	}
-	p.checkStatus(t, dm, false)
+	p.checkStatus(t, false)
 	cfg := dm.cfg
 	out, err := flowpin(t, d.Router, "verify", "-c", cfg, "--no-probe")
 	for _, want := range []string{
@@ -200,7 +201,7 @@ func TestPrefixes6(t *testing.T) {
 	if r := p.flows(t, d.LAN, host1b, target, srv, 10); r.Failed != 0 || r.PerSource[netip.MustParseAddr(host1b)] != 10 {
 		t.Errorf("isp1 down: from %s %d of 10 failed, far saw %v; want all from itself", host1b, r.Failed, r.PerSource)
 	}
-	p.checkStatus(t, dm, true)
+	p.checkStatus(t, true)
 	p.explain(t, cfg, "leaves by wan2 via 2001:db8:2::1 (link isp2) with source "+host1b, "translated 1:1 onto link isp2's "+prefix2)
 	held1 := startLongLived(t, d.LAN, target, srv, 8, dialOpts{Src: host1a})
 	time.Sleep(300 * time.Millisecond)
@@ -223,7 +224,7 @@ func TestPrefixes6(t *testing.T) {
 	if b := heldBroken(t, "isp2's prefix", held2, host1b); b != 0 {
 		t.Errorf("%d of 8 established flows of isp2's prefix broke through isp1's outage and return", b)
 	}
-	p.checkStatus(t, dm, false)
+	p.checkStatus(t, false)
 
 	// prefixes6: auto follows the delegation: it ends, the prefix's rule
 	// goes; it comes back, so does the rule, and the flows.
@@ -249,7 +250,7 @@ func TestPrefixes6(t *testing.T) {
 
 // checkStatus: status lists each link's prefixes, and whether isp1's is
 // translated now.
-func (p *prefixesWAN) checkStatus(t testing.TB, dm *daemon, translated bool) {
+func (p *prefixesWAN) checkStatus(t testing.TB, translated bool) {
 	t.Helper()
 	out, err := flowpin(t, p.Router, "status")
 	if err != nil {
@@ -261,6 +262,24 @@ func (p *prefixesWAN) checkStatus(t testing.TB, dm *daemon, translated bool) {
 	}
 	if !strings.Contains(out, want) || !strings.Contains(out, prefix2+" (isp2") {
 		t.Errorf("status lacks %q or isp2's prefix:\n%s", want, out)
+	}
+	out, err = flowpin(t, p.Router, "status", "--json")
+	var js struct {
+		Links []struct {
+			Name      string
+			Prefixes6 []struct {
+				Prefix     string
+				Translated bool
+				To         []struct{ Link, Prefix string }
+			}
+		}
+	}
+	if err != nil || json.Unmarshal([]byte(out), &js) != nil || len(js.Links) != 2 || len(js.Links[0].Prefixes6) != 1 || len(js.Links[1].Prefixes6) != 1 {
+		t.Fatalf("status --json (%v):\n%s", err, out)
+	}
+	p1 := js.Links[0].Prefixes6[0]
+	if p1.Prefix != prefix1 || p1.Translated != translated || translated && (len(p1.To) != 1 || p1.To[0].Link != "isp2" || p1.To[0].Prefix != prefix2) {
+		t.Errorf("status --json: isp1's prefixes6 %+v, want %s translated %v", p1, prefix1, translated)
 	}
 }
 
