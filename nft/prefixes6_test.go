@@ -31,3 +31,31 @@ func TestPrefixes6ReadBack(t *testing.T) {
 		t.Errorf("read back %+v", got)
 	}
 }
+
+// A new flow from an ISP prefix is never classified: no policy mark (nor
+// the failback label of a policy with failback: flush) reaches it, so no
+// traffic rule sends it to another ISP and no failback deletes it.
+func TestPrefixes6SkipClassify(t *testing.T) {
+	p1 := netip.MustParsePrefix("2001:db8:1:100::/56")
+	s := Spec{Mask: 0xff00, V6: true,
+		Links:     []Link{{Name: "isp1", Iface: "wan1", Mark: 0x100}, {Name: "isp2", Iface: "wan2", Mark: 0x200}},
+		Unmatched: Action{Mark: 0x8000, Label: 1},
+		Prefixes6: []Prefix6{{Prefix: p1, Link: "isp1", Iface: "wan1"}},
+	}
+	var classify []string
+	for _, r := range s.Planned() {
+		if r.Chain == "classify" {
+			classify = append(classify, r.Text)
+		}
+	}
+	if len(classify) < 2 || classify[0] != "ip6 saddr 2001:db8:1:100::/56 return" {
+		t.Errorf("classify chain: %q; want the prefix's return first", classify)
+	}
+	// Without a classify chain, nothing to skip.
+	s.Unmatched = Action{}
+	for _, r := range s.Planned() {
+		if r.Chain == "classify" {
+			t.Errorf("classify rule without classification: %q", r.Text)
+		}
+	}
+}
