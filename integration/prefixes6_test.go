@@ -225,6 +225,14 @@ func TestPrefixes6(t *testing.T) {
 		t.Errorf("%d of 8 established flows of isp2's prefix broke through isp1's outage and return", b)
 	}
 	p.checkStatus(t, false)
+	for _, want := range []string{
+		"prefix " + prefix1 + " of link isp1: its link is down, new flows are translated to " + prefix2 + " on isp2",
+		"prefix " + prefix1 + " of link isp1: its link is back, new flows leave by it untranslated",
+	} {
+		if !strings.Contains(dm.logs(), want) {
+			t.Errorf("the daemon's log lacks %q", want)
+		}
+	}
 
 	// prefixes6: auto follows the delegation: it ends, the prefix's rule
 	// goes; it comes back, so does the rule, and the flows.

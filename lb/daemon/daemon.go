@@ -591,6 +591,9 @@ func (d *Daemon) sync(why string) error {
 		}
 		d.board.SetGateway(unitKey(l.Name, true), l.V6.Gateway)
 	}
+	for _, msg := range prefixChanges(d.applied, des) {
+		d.Log.Info(msg)
+	}
 	d.applied = des
 	d.settleFlows()
 	d.failback(des)
