@@ -177,7 +177,9 @@ func TestPrefixes6(t *testing.T) {
 	repair := outage(t, d.ISP1, "ipv6")
 	var took time.Duration
 	for {
-		r := p.flows(t, d.LAN, host1a, target, srv, 1)
+		// A short timeout: a flow still sent by dead isp1 fails fast, so
+		// the figure is the failover's, not the probe flow's timeout.
+		r := connectN(t, d.LAN, target, srv, 1, dialOpts{Src: host1a, Timeout: 200 * time.Millisecond})
 		if r.OK == 1 && r.PerSource[netip.MustParseAddr(host1b)] == 1 {
 			took = time.Since(start)
 			break
@@ -253,6 +255,18 @@ func TestPrefixes6(t *testing.T) {
 	}
 	if diff := cmp.Diff(before, state(t, d.Router)); diff != "" {
 		t.Errorf("down did not restore the kernel (-before +after):\n%s", diff)
+	}
+
+	// isp1 down at boot (its port is down): a one-off apply translates
+	// its prefix from the start.
+	run(t, d.Router, "ip", "link", "set", "wan1", "down")
+	out = apply(t, d.Router, p.config())
+	if !strings.Contains(out, "link isp1 left out of the IPv6 multipath route") {
+		t.Errorf("apply with wan1 down: no warning about isp1:\n%s", out)
+	}
+	srv.Reset()
+	if r := p.flows(t, d.LAN, host1a, target, srv, 10); r.Failed != 0 || r.PerSource[netip.MustParseAddr(host1b)] != 10 {
+		t.Errorf("isp1 down at boot: from %s %d of 10 failed, far saw %v; want all as %s", host1a, r.Failed, r.PerSource, host1b)
 	}
 }
 
