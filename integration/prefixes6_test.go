@@ -152,6 +152,11 @@ func TestPrefixes6(t *testing.T) {
 			t.Errorf("after apply: from %s %d of 30 failed, far saw %v; want all from %s itself", c.src, r.Failed, r.PerSource, c.src)
 		}
 	}
+	// The router's own traffic from its LAN address in isp1's prefix
+	// takes the prefix rule too.
+	if r := p.flows(t, d.Router, "2001:db8:1:100::1", target, srv, 10); r.Failed != 0 || r.PerSource[netip.MustParseAddr("2001:db8:1:100::1")] != 10 {
+		t.Errorf("the router's own flows from 2001:db8:1:100::1: %d of 10 failed, far saw %v; want all from itself", r.Failed, r.PerSource)
+	}
 	if r := p.flows(t, d.LAN, d.LANHost6, target, srv, 20); r.Failed != 0 || r.PerSource[netip.MustParseAddr(d.WAN1v6)]+r.PerSource[netip.MustParseAddr(d.WAN2v6)] != 20 {
 		t.Errorf("NAT66 beside the prefixes: from %s %d of 20 failed, far saw %v; want all masqueraded to a link", d.LANHost6, r.Failed, r.PerSource)
 	}
