@@ -3,13 +3,19 @@ package status
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
+
+	"flowpin/rules"
 )
 
 // Prefix6Status is one of a link's ISP prefixes: whether new flows from
 // it are translated now (its link is down), and to what on which link.
 type Prefix6Status struct {
-	Prefix     string             `json:"prefix"`
+	Prefix string `json:"prefix"`
+	// OwnLink: new flows from it leave by its own link (its ip rule is
+	// in place); false while the link is down.
+	OwnLink    bool               `json:"own_link"`
 	Translated bool               `json:"translated"`
 	To         []Prefix6MapStatus `json:"to,omitempty"`
 }
@@ -32,6 +38,7 @@ func prefixes6Of(link string, a *Applied) []Prefix6Status {
 			continue
 		}
 		ps := Prefix6Status{Prefix: p.Prefix.String(), Translated: len(p.To) > 0}
+		ps.OwnLink = slices.ContainsFunc(a.Rules, func(r rules.Rule) bool { return r.Family == rules.V6 && r.Src == p.Prefix })
 		for _, t := range p.To {
 			ps.To = append(ps.To, Prefix6MapStatus{Link: t.Link, Prefix: t.To.String()})
 		}
@@ -49,8 +56,12 @@ func writePrefixes6(w io.Writer, s *Status) error {
 		}
 		var parts []string
 		for _, p := range l.Prefixes6 {
-			if !p.Translated {
+			switch {
+			case p.OwnLink:
 				parts = append(parts, fmt.Sprintf("%s (%s, own link, untranslated)", p.Prefix, Printable(l.Name)))
+				continue
+			case !p.Translated:
+				parts = append(parts, fmt.Sprintf("%s (%s, down: no live link has a prefix of its length, so it is not translated)", p.Prefix, Printable(l.Name)))
 				continue
 			}
 			var to []string

@@ -31,20 +31,20 @@ func TestStatusPrefixes6(t *testing.T) {
 		text string
 	}{
 		{"up", nil, [][]Prefix6Status{
-			{{Prefix: "2001:db8:1:100::/56"}},
-			{{Prefix: "2001:db8:2:100::/56"}, {Prefix: "2001:db8:2:200::/60"}},
+			{{Prefix: "2001:db8:1:100::/56", OwnLink: true}},
+			{{Prefix: "2001:db8:2:100::/56", OwnLink: true}, {Prefix: "2001:db8:2:200::/60", OwnLink: true}},
 		}, "prefixes6 of isp1: 2001:db8:1:100::/56 (isp1, own link, untranslated)\nprefixes6 of isp2: 2001:db8:2:100::/56 (isp2, own link, untranslated); 2001:db8:2:200::/60 (isp2, own link, untranslated)\n"},
 		{"isp2 down", map[string]string{"isp2": "down"}, [][]Prefix6Status{
-			{{Prefix: "2001:db8:1:100::/56"}},
+			{{Prefix: "2001:db8:1:100::/56", OwnLink: true}},
 			{{Prefix: "2001:db8:2:100::/56", Translated: true, To: []Prefix6MapStatus{{Link: "isp1", Prefix: "2001:db8:1:100::/56"}}}, {Prefix: "2001:db8:2:200::/60"}},
-		}, "prefixes6 of isp2: 2001:db8:2:100::/56 (isp2, down: translated to 2001:db8:1:100::/56 on isp1); 2001:db8:2:200::/60 (isp2, own link, untranslated)\n"},
+		}, "prefixes6 of isp2: 2001:db8:2:100::/56 (isp2, down: translated to 2001:db8:1:100::/56 on isp1); 2001:db8:2:200::/60 (isp2, down: no live link has a prefix of its length, so it is not translated)\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d, err := plan.With(c, ifs, plan.Options{Down6: tc.down})
 			if err != nil {
 				t.Fatal(err)
 			}
-			a := &Applied{Table: true, Acct: true, Prefixes6: d.NFT.Current().Prefixes6()}
+			a := &Applied{Table: true, Acct: true, Rules: d.Routing.Rules, Prefixes6: d.NFT.Current().Prefixes6()}
 			s := BuildStatus(c, a, Tally{}, time.Unix(0, 0))
 			var got [][]Prefix6Status
 			for _, l := range s.Links {
