@@ -16,6 +16,10 @@ import (
 type Prefix6 struct {
 	Prefix      netip.Prefix
 	Link, Iface string // the link's name and interface
+	// Nexthop6 is the link's IPv6 gateway when it shares Iface with
+	// another link (Link.Shared): the interface alone does not say which
+	// link a packet leaves by, the next hop routing chose does.
+	Nexthop6 netip.Addr
 }
 
 // Translate6 maps a down link's prefix 1:1 onto a live link's prefix of
@@ -24,7 +28,8 @@ type Prefix6 struct {
 // its conntrack entry until the flow ends, whatever happens to the rule.
 type Translate6 struct {
 	From, To    netip.Prefix
-	Link, Iface string // the live link's name and interface
+	Link, Iface string     // the live link's name and interface
+	Nexthop6    netip.Addr // as in Prefix6
 }
 
 // prefixSkips head the classify chain: a new flow from an ISP's prefix is
@@ -56,11 +61,12 @@ func (s Spec) prefixNAT() []rule {
 	var out []rule
 	for _, t := range s.Translate6 {
 		first, last := t.To.Masked().Addr(), lastAddr(t.To)
+		via, viaText := leavesBy(t.Iface, t.Nexthop6)
 		out = append(out, rule{
 			chain: "nat",
-			text:  fmt.Sprintf("oifname %q ip6 saddr %s snat ip6 prefix to %s", t.Iface, t.From, t.To),
+			text:  fmt.Sprintf("%s ip6 saddr %s snat ip6 prefix to %s", viaText, t.From, t.To),
 			why:   fmt.Sprintf("%s %s to %s on %s", whyTranslate, t.From, t.To, t.Link),
-			exprs: join(matchIface(expr.MetaKeyOIFNAME, t.Iface), matchNfproto(ipv6), ip6PrefixIs(8, t.From), []expr.Any{
+			exprs: join(via, matchNfproto(ipv6), ip6PrefixIs(8, t.From), []expr.Any{
 				&expr.Immediate{Register: 1, Data: first.AsSlice()},
 				&expr.Immediate{Register: 2, Data: last.AsSlice()},
 				// NF_NAT_RANGE_NETMAP ("prefix"): the source keeps its host
@@ -72,14 +78,27 @@ func (s Spec) prefixNAT() []rule {
 	// Without any NAT these change nothing, but they name each prefix's
 	// link in the table, where status reads them.
 	for _, p := range s.Prefixes6 {
+		via, viaText := leavesBy(p.Iface, p.Nexthop6)
 		out = append(out, rule{
 			chain: "nat",
-			text:  fmt.Sprintf("oifname %q ip6 saddr %s accept", p.Iface, p.Prefix),
+			text:  fmt.Sprintf("%s ip6 saddr %s accept", viaText, p.Prefix),
 			why:   fmt.Sprintf("%s %s of %s", whyOwn, p.Prefix, p.Link),
-			exprs: join(matchIface(expr.MetaKeyOIFNAME, p.Iface), matchNfproto(ipv6), ip6PrefixIs(8, p.Prefix), []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}}),
+			exprs: join(via, matchNfproto(ipv6), ip6PrefixIs(8, p.Prefix), []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}}),
 		})
 	}
 	return out
+}
+
+// leavesBy matches a packet leaving by a link: its interface, and on a
+// shared interface the next hop routing chose (`rt ip6 nexthop`, which the
+// kernel accepts in a postrouting chain, the nat one included).
+func leavesBy(iface string, nexthop6 netip.Addr) ([]expr.Any, string) {
+	ex, text := matchIface(expr.MetaKeyOIFNAME, iface), fmt.Sprintf("oifname %q", iface)
+	if nexthop6.IsValid() {
+		ex = join(ex, nexthop(true), []expr.Any{&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: nexthop6.AsSlice()}})
+		text += fmt.Sprintf(" meta nfproto ipv6 rt ip6 nexthop %s", nexthop6)
+	}
+	return ex, text
 }
 
 // The comments of the nat chain's prefix rules, which status reads back.

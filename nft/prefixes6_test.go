@@ -2,6 +2,8 @@ package nft
 
 import (
 	"net/netip"
+	"os/exec"
+	"strings"
 	"testing"
 )
 
@@ -58,4 +60,62 @@ func TestPrefixes6SkipClassify(t *testing.T) {
 			t.Errorf("classify rule without classification: %q", r.Text)
 		}
 	}
+}
+
+// The prefix rules as the kernel takes them from this library: nft lists
+// each exactly as planned (so the expressions say what the text says),
+// the table reads back up to date, and the prefixes read back from it.
+func TestPrefixes6InNamespace(t *testing.T) {
+	p1, p2, p3 := netip.MustParsePrefix("2001:db8:1:100::/56"), netip.MustParsePrefix("2001:db8:2:100::/56"), netip.MustParsePrefix("2001:db8:3:100::/56")
+	s := Spec{Mask: 0xff00, V6: true,
+		Links: []Link{
+			{Name: "isp1", Iface: "wan1", Mark: 0x100, NAT: true},
+			{Name: "modem1", Iface: "wan0", Mark: 0x200, Shared: true, Nexthop6: netip.MustParseAddr("fe80::1")},
+			{Name: "modem2", Iface: "wan0", Mark: 0x300, Shared: true, Nexthop6: netip.MustParseAddr("fe80::fe")},
+		},
+		Unmatched: Action{Mark: 0x8000},
+		Prefixes6: []Prefix6{
+			{Prefix: p1, Link: "isp1", Iface: "wan1"},
+			{Prefix: p2, Link: "modem1", Iface: "wan0", Nexthop6: netip.MustParseAddr("fe80::1")},
+			{Prefix: p3, Link: "modem2", Iface: "wan0", Nexthop6: netip.MustParseAddr("fe80::fe")},
+		},
+		Translate6: []Translate6{
+			{From: p1, To: p2, Link: "modem1", Iface: "wan0", Nexthop6: netip.MustParseAddr("fe80::1")},
+			{From: p1, To: p3, Link: "modem2", Iface: "wan0", Nexthop6: netip.MustParseAddr("fe80::fe")},
+		},
+	}
+	inFreshNS(t, func(ns string) error {
+		c := &Conn{}
+		if _, err := c.Apply(s); err != nil {
+			t.Fatalf("apply: %v", err)
+		}
+		cur, err := c.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !s.UpToDate(cur) {
+			t.Errorf("not up to date after apply")
+		}
+		got := cur.Prefixes6()
+		if len(got) != 3 || len(got[0].To) != 2 || got[0].To[1].To != p3 || got[0].To[1].Link != "modem2" || got[2].Link != "modem2" {
+			t.Errorf("read back %+v", got)
+		}
+		out, err := exec.Command("ip", "netns", "exec", ns, "nft", "list", "table", "inet", "flowpin").CombinedOutput()
+		if err != nil {
+			t.Fatalf("nft list: %v\n%s", err, out)
+		}
+		n := 0
+		for _, r := range s.Planned() {
+			if strings.Contains(r.Text, "ip6 saddr 2001:db8:") {
+				n++
+				if !strings.Contains(string(out), r.Text+" comment") {
+					t.Errorf("nft lists no %q\n%s", r.Text, out)
+				}
+			}
+		}
+		if n != 8 {
+			t.Errorf("%d prefix rules planned, want 8 (3 own, 2 translations, 3 classify skips)", n)
+		}
+		return nil
+	})
 }

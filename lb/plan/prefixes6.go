@@ -123,7 +123,7 @@ func planPrefixes6(c *config.Config, d *Desired, ifaces map[string]rules.Iface) 
 	for k := range d.Prefixes6 {
 		pp := &d.Prefixes6[k]
 		l := d.Links[pp.Link]
-		d.NFT.Prefixes6 = append(d.NFT.Prefixes6, nft.Prefix6{Prefix: pp.Prefix, Link: l.Name, Iface: l.Interface})
+		d.NFT.Prefixes6 = append(d.NFT.Prefixes6, nft.Prefix6{Prefix: pp.Prefix, Link: l.Name, Iface: l.Interface, Nexthop6: sharedNexthop6(c, pp.Link, l)})
 		if l.V6.InRoute {
 			continue
 		}
@@ -145,13 +145,23 @@ func planPrefixes6(c *config.Config, d *Desired, ifaces map[string]rules.Iface) 
 			}
 			to := own[j][at]
 			pp.To = append(pp.To, Prefix6Map{Link: j, Prefix: to})
-			d.NFT.Translate6 = append(d.NFT.Translate6, nft.Translate6{From: pp.Prefix, To: to, Link: o.Name, Iface: o.Interface})
+			d.NFT.Translate6 = append(d.NFT.Translate6, nft.Translate6{From: pp.Prefix, To: to, Link: o.Name, Iface: o.Interface, Nexthop6: sharedNexthop6(c, j, o)})
 		}
 		if len(multipath) == 0 {
 			d.Warnings = append(d.Warnings, fmt.Sprintf("link %s is down and no other link takes IPv6 flows: its %s has nowhere to go", l.Name, pp.Prefix))
 		}
 	}
 	return nil
+}
+
+// sharedNexthop6 is link i's IPv6 next hop when another link shares its
+// interface (two modems behind wan0), so the nat chain tells them apart;
+// zero otherwise.
+func sharedNexthop6(c *config.Config, i int, l LinkPlan) netip.Addr {
+	if !c.Shared(i) {
+		return netip.Addr{}
+	}
+	return l.V6.Gateway
 }
 
 // prefixRules are the source rules of the prefixes whose links take IPv6

@@ -224,3 +224,28 @@ func TestPrefixes6AllDown(t *testing.T) {
 		t.Errorf("warnings: %q", d.Warnings)
 	}
 }
+
+// Two modems on one interface: the nat chain tells their flows apart by
+// the next hop routing chose, as the save chain does.
+func TestPrefixes6SharedInterface(t *testing.T) {
+	c := mustParse(t, `links:
+  - {name: isp1, interface: wan1, gateway6: '2001:db8:1::1', prefixes6: [2001:db8:1:100::/56]}
+  - {name: modem1, interface: wan0, gateway6: 'fe80::1', prefixes6: [2001:db8:2:100::/56]}
+  - {name: modem2, interface: wan0, gateway6: 'fe80::fe', prefixes6: [2001:db8:3:100::/56]}
+`)
+	ifs := ifaces(iface("wan1", true, "2001:db8:1::2/64"), iface("wan0", true, "2001:db8:2::2/64"))
+	d, err := With(c, ifs, Options{Down6: map[string]string{"isp1": "down"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`oifname "wan0" meta nfproto ipv6 rt ip6 nexthop fe80::1 ip6 saddr 2001:db8:1:100::/56 snat ip6 prefix to 2001:db8:2:100::/56`,
+		`oifname "wan0" meta nfproto ipv6 rt ip6 nexthop fe80::fe ip6 saddr 2001:db8:1:100::/56 snat ip6 prefix to 2001:db8:3:100::/56`,
+		`oifname "wan1" ip6 saddr 2001:db8:1:100::/56 accept`,
+		`oifname "wan0" meta nfproto ipv6 rt ip6 nexthop fe80::1 ip6 saddr 2001:db8:2:100::/56 accept`,
+		`oifname "wan0" meta nfproto ipv6 rt ip6 nexthop fe80::fe ip6 saddr 2001:db8:3:100::/56 accept`,
+	}
+	if diff := cmp.Diff(want, natRulesOf(d)); diff != "" {
+		t.Errorf("nat rules (-want +got):\n%s", diff)
+	}
+}
