@@ -95,6 +95,8 @@ type Link struct {
 	// OnDemand, if set, brings the link up only while its tier is the
 	// active one.
 	OnDemand *OnDemand
+	// Quota, if set, caps the link's traffic per period (quota.go).
+	Quota *Quota
 	// Prefixes6 are the IPv6 prefixes this ISP routes or delegates to
 	// the site (see prefixes6.go); with Prefixes6Auto the planner takes
 	// them from the kernel's delegated-prefix routes.
@@ -230,7 +232,10 @@ type rawLink struct {
 	Tier      *int64       `yaml:"tier"` // 1..MaxTier
 	Check     *rawCheck    `yaml:"check"`
 	OnDemand  *rawOnDemand `yaml:"on_demand"`
-	Prefixes6 rawPrefixes6 `yaml:"prefixes6"`
+	// Quota, QuotaLastResort: lb/config/quota.go.
+	Quota           *rawQuota    `yaml:"quota"`
+	QuotaLastResort *bool        `yaml:"quota_last_resort"`
+	Prefixes6       rawPrefixes6 `yaml:"prefixes6"`
 }
 
 type rawCheck struct {
@@ -467,6 +472,9 @@ func (c *Config) fillLink(i int, rl *rawLink, u *used) (Link, error) {
 			return l, c.LinkError(i, "weight", "%d is out of range (1..%d)", w, MaxWeight)
 		}
 		l.Weight = int(*rl.Weight)
+	}
+	if err := c.fillQuota(i, rl, &l); err != nil {
+		return l, err
 	}
 	return l, nil
 }
