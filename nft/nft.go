@@ -70,6 +70,10 @@ type Spec struct {
 	Main uint32
 	// V6: some link carries IPv6; IPv6's own machinery is exempted.
 	V6 bool
+	// Prefixes6 are the ISPs' own prefixes, Translate6 the mappings of
+	// down links' prefixes (prefixes6.go).
+	Prefixes6  []Prefix6
+	Translate6 []Translate6
 }
 
 type chainDef struct {
@@ -744,8 +748,10 @@ func (s Spec) rulesOf(gs [2][]group, sets []setDef) []rule {
 	if m, ok := byName[mapSticky]; ok {
 		out = append(out, vmapRule("postrouting", "sticky rules", fmt.Sprintf("meta mark & %s", hexm(s.Mask)), maskedMark(false, s.Mask), m))
 	}
+	_, masq := byName[setNAT]
+	out = append(out, s.prefixNAT()...)
 	// NAT: one set of the interfaces, looked up once per new flow.
-	if _, ok := byName[setNAT]; ok {
+	if masq {
 		out = append(out, rule{
 			chain: "nat",
 			text:  fmt.Sprintf("oifname @%s masquerade", setNAT),
@@ -771,6 +777,7 @@ func (s Spec) rulesOf(gs [2][]group, sets []setDef) []rule {
 		})
 	}
 	out = append(out, s.linkChains(byName)...)
+	out = append(out, s.prefixSkips()...)
 	out = append(out, s.classifyRulesOf(gs, sets)...)
 	for _, rec := range s.Records.Encode() {
 		out = append(out, rule{

@@ -108,6 +108,11 @@ type Iface struct {
 	// (both families), as `ip neigh` prints them: a link that shares the
 	// interface with another knows its gateway's packets by them.
 	Neighbours map[netip.Addr]string
+	// Delegated are the IPv6 prefixes a DHCPv6-PD client holds for the
+	// site, by the route it installs for each in main: `unreachable P
+	// proto dhcp`, on lo (dhcpcd, systemd-networkd), so that the parts
+	// not assigned to a LAN are not routed back upstream.
+	Delegated []netip.Prefix
 }
 
 // retry reruns a dump that the kernel interrupted (a change raced it), so
@@ -173,6 +178,14 @@ func (k *Kernel) Interfaces() (map[string]Iface, error) {
 		mainRoutes = append(mainRoutes, rs...)
 	}
 	for _, r := range mainRoutes {
+		if p := prefixOf(r.Dst); r.Type == unix.RTN_UNREACHABLE && r.Protocol == unix.RTPROT_DHCP && p.IsValid() && p.Addr().Is6() {
+			if name, ok := byIndex[r.LinkIndex]; ok {
+				i := out[name]
+				i.Delegated = append(i.Delegated, p)
+				out[name] = i
+			}
+			continue
+		}
 		if r.Protocol == Protocol || (r.Dst != nil && prefixOf(r.Dst).Bits() != 0) {
 			continue
 		}

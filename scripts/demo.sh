@@ -637,4 +637,7 @@ stop_session
 source "$(dirname "$(realpath "$0")")/demo_operator.sh"
 
 source "$(dirname "$(realpath "$0")")/demo_dns.sh"
+# shellcheck source=scripts/demo_prefixes6.sh
+source "$(dirname "$(realpath "$0")")/demo_prefixes6.sh"
+
 heading "Done (namespaces $P-* are removed on exit)"

@@ -102,6 +102,11 @@ type Link struct {
 	DNS     []netip.Addr
 	DNSAuto bool
 	DNSFrom string
+	// Prefixes6 are the IPv6 prefixes this ISP routes or delegates to
+	// the site (see prefixes6.go); with Prefixes6Auto the planner takes
+	// them from the kernel's delegated-prefix routes.
+	Prefixes6     []netip.Prefix
+	Prefixes6Auto bool
 }
 
 // HealthCheck is how the daemon probes a link. Defaults are for a failover in
@@ -235,10 +240,11 @@ type rawLink struct {
 	Check     *rawCheck    `yaml:"check"`
 	OnDemand  *rawOnDemand `yaml:"on_demand"`
 	// Quota, QuotaLastResort: lb/config/quota.go.
-	Quota           *rawQuota `yaml:"quota"`
-	QuotaLastResort *bool     `yaml:"quota_last_resort"`
-	DNS             *rawDNS   `yaml:"dns"`
-	DNSFrom         *string   `yaml:"dns_from"`
+	Quota           *rawQuota    `yaml:"quota"`
+	QuotaLastResort *bool        `yaml:"quota_last_resort"`
+	DNS             *rawDNS      `yaml:"dns"`
+	DNSFrom         *string      `yaml:"dns_from"`
+	Prefixes6       rawPrefixes6 `yaml:"prefixes6"`
 }
 
 type rawCheck struct {
@@ -385,6 +391,9 @@ func (c *Config) fill(raw *rawConfig) error {
 		if err := c.fillTable(i, raw.Links[i].Table, &u); err != nil {
 			return err
 		}
+	}
+	if err := c.fillPrefixes6(raw.Links); err != nil {
+		return err
 	}
 	values := MaskValues(c.MarkMask)
 	for i := range raw.Links {

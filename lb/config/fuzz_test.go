@@ -271,6 +271,10 @@ func render(t *testing.T, c *Config) []byte {
 		}
 		renderQuality(rc, ch)
 		rl := rawLink{Name: l.Name, Interface: l.Interface, Gateway: gw, Gateway6: gw6, Weight: i64(int64(l.Weight)), NAT: l.NAT, Check: rc}
+		rl.Prefixes6 = rawPrefixes6{Set: l.Prefixes6Auto || len(l.Prefixes6) > 0, Auto: l.Prefixes6Auto}
+		for _, p := range l.Prefixes6 {
+			rl.Prefixes6.List = append(rl.Prefixes6.List, p.String())
+		}
 		if od := l.OnDemand; od != nil {
 			rl.OnDemand = &rawOnDemand{Up: od.Up, Down: od.Down, Keep: &od.Keep}
 		}

@@ -664,6 +664,7 @@ func (d *Daemon) sync(why string) error {
 		return err
 	}
 	d.metrics.synced(res.Writes, d.deps.Clock.Now().Sub(start))
+	d.metrics.setPrefixes6(des)
 	if res.Writes > 0 {
 		d.Log.Info("repaired kernel state", "trigger", why, "writes", res.Writes, "changes", res.Commands)
 	}
@@ -672,6 +673,9 @@ func (d *Daemon) sync(why string) error {
 			d.Log.Info("gateway changed", "link", l.Name, "from", old, "to", l.Gateway)
 		}
 		d.board.SetGateway(unitKey(l.Name, true), l.V6.Gateway)
+	}
+	for _, msg := range prefixChanges(d.applied, des) {
+		d.Log.Info(msg)
 	}
 	d.applied = des
 	d.settleFlows()

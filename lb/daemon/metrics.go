@@ -44,6 +44,8 @@ type Metrics struct {
 	bursts      *prometheus.CounterVec
 	tier        *prometheus.GaugeVec
 	tierChanges *prometheus.CounterVec
+	// prefix6: flowpin_prefix6_translated (metrics_prefixes6.go).
+	prefix6 *prometheus.GaugeVec
 
 	// owned are the collectors of the daemon that runs now (flow counts,
 	// rule hits, standby): they read that daemon's state and config, so
@@ -223,6 +225,8 @@ func NewMetrics() *Metrics {
 		Name: "flowpin_policy_tier_changes_total", Help: "Failovers and failbacks of the policy between tiers.",
 	}, []string{"policy", "family"})
 	m.Registry.MustRegister(m.tier, m.tierChanges)
+	m.prefix6 = newPrefix6Vec()
+	m.Registry.MustRegister(m.prefix6)
 	for _, what := range kernelSubscriptions {
 		m.subLosses.WithLabelValues(what) // 0 until the first loss
 	}

@@ -313,6 +313,10 @@ func (x *explainer) classify() {
 		e.add("nft classify", "an existing flow: only the packets of a new one (ct state new) are classified by the traffic rules")
 		return
 	}
+	if pp := x.prefixOf(p.Src); pp != nil {
+		e.add("nft classify", "source %s is in %s, link %s's own prefix (prefixes6): no traffic rule applies, its link's prefix rule routes it", p.Src, pp.Prefix, x.d.Links[pp.Link].Name)
+		return
+	}
 	i, unsure := plan.Match(x.c.Rules, plan.Flow{Src: p.Src, Dst: p.Dst, Proto: p.Proto, Sport: p.Sport, Dport: p.Dport, Iif: p.Iif})
 	if unsure != "" {
 		e.Notes = append(e.Notes, unsure+": the answer assumes it does not match")
@@ -462,6 +466,8 @@ func (x *explainer) nat() {
 		// The reply tuple of a NATed flow is addressed to the NAT source.
 		e.Source = flow.Reply.Dst
 		e.add("nat", "the flow is already translated: source %s", e.Source)
+	case out != nil && x.inLink == nil && flow == nil && x.prefixOf(e.Source) != nil:
+		x.natPrefix(e.Source)
 	case out != nil && out.NAT && x.inLink == nil && (flow == nil || !flow.IsReply):
 		if out.Addr.IsValid() {
 			e.Source = out.Addr.Addr()
@@ -626,6 +632,13 @@ func (k *Kernel) ruleRole(c *config.Config, r rules.RuleInfo) string {
 		return "connected and more specific routes in main, before the balance table"
 	case off == plan.OffPolicy:
 		return "flows from before apply, routed by main until pinned, and new flows a traffic rule sends to main (policy main, never pinned)"
+	case off == plan.OffPrefix && r.Src.IsValid():
+		for _, l := range c.Links {
+			if l.Table == r.Table {
+				return fmt.Sprintf("flows from link %s's own prefix %s (prefixes6) leave by it", l.Name, r.Src)
+			}
+		}
+		return fmt.Sprintf("flows from prefix %s (prefixes6) leave by its link", r.Src)
 	case off > plan.OffPolicy && off < plan.OffSkipSource:
 		return fmt.Sprintf("new flows a traffic rule sent to a policy (fwmark %#x)", r.Mark)
 	case off >= plan.OffSource && off < plan.OffBalance:

@@ -225,7 +225,7 @@ func (f *fakeKernel) routeGet(q rules.Query) (rules.Answer, error) {
 	pkt := packetOf(q)
 	for i := 0; i < len(all); i++ {
 		r := all[i]
-		if r.Family != rules.V4 || !r.Matches(pkt) {
+		if r.Family != familyOf(q.Dst) || !r.Matches(pkt) {
 			continue
 		}
 		switch r.Action {
@@ -278,7 +278,7 @@ func (f *fakeKernel) answer(rt fakeRoute, q rules.Query) rules.Answer {
 		}
 		return a
 	}
-	a.Dst = netip.PrefixFrom(q.Dst, 32)
+	a.Dst = netip.PrefixFrom(q.Dst, q.Dst.BitLen())
 	if len(rt.Nexthops) > 0 {
 		h := fnv.New32a()
 		fmt.Fprintf(h, "%s %s %d %d %d", q.Src, q.Dst, q.Proto, q.Sport, q.Dport)
@@ -372,8 +372,8 @@ func applied(t testing.TB, c *config.Config, ifaces map[string]rules.Iface) (*fa
 	for _, name := range names {
 		for _, p := range ifaces[name].Addrs {
 			f.routes = append(f.routes,
-				fakeRoute{Route: rules.Route{Family: rules.V4, Table: unix.RT_TABLE_MAIN, Dst: p.Masked(), Dev: name, Src: p.Addr(), Scope: rules.ScopeLink}},
-				fakeRoute{Route: rules.Route{Family: rules.V4, Table: unix.RT_TABLE_LOCAL, Dst: netip.PrefixFrom(p.Addr(), 32), Dev: name, Src: p.Addr()}, Type: unix.RTN_LOCAL})
+				fakeRoute{Route: rules.Route{Family: familyOf(p.Addr()), Table: unix.RT_TABLE_MAIN, Dst: p.Masked(), Dev: name, Src: p.Addr(), Scope: rules.ScopeLink}},
+				fakeRoute{Route: rules.Route{Family: familyOf(p.Addr()), Table: unix.RT_TABLE_LOCAL, Dst: netip.PrefixFrom(p.Addr(), p.Addr().BitLen()), Dev: name, Src: p.Addr()}, Type: unix.RTN_LOCAL})
 		}
 	}
 	for i, l := range d.Links {

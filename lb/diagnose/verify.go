@@ -208,6 +208,7 @@ func (k *Kernel) Verify(c *config.Config, o VerifyOptions) (*VerifyReport, error
 		k.verifyLinks(r, d6, all6, o6)
 		k.verifyPolicies(r, d6, o6)
 		k.verifySpread(r, d6, o6)
+		k.verifyPrefixes6(r, d, ifaces, all6, o)
 	}
 	return r, nil
 }

@@ -59,6 +59,8 @@ import (
 //	B+301..  fwmark M_k lookup T_k (see OffPolicy)
 //	         A new flow a traffic rule sent to a policy: the policy's
 //	         active tier, or its last resort.
+//	B+399    from PREFIX lookup T_i (see OffPrefix)
+//	         A flow from an ISP's own prefix leaves by that ISP.
 //	B+400    not iif lo goto B+500
 //	         As at B: the source rules are for this host's traffic.
 //	B+401+i  from ADDR_i lookup T_i
@@ -184,7 +186,9 @@ type Desired struct {
 	Links       []LinkPlan
 	Policies    []PolicyPlan
 	Rules       []RulePlan
-	Warnings    []string
+	// Prefixes6 are the links' ISP prefixes (prefixes6.go).
+	Prefixes6 []Prefix6Plan
+	Warnings  []string
 }
 
 // LinkPlan is one link as planned.
@@ -334,6 +338,10 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 	d.Routing = routing(c, d, ifaces)
 	routing6(c, d, &d.Routing)
 	d.Routing.Routes = append(d.Routing.Routes, dnsRoutes(c, d, o)...)
+	if err := planPrefixes6(c, d, ifaces); err != nil {
+		return nil, err
+	}
+	prefixRules(c, d, &d.Routing)
 	slices.SortStableFunc(d.Routing.Rules, func(a, b rules.Rule) int { return a.Priority - b.Priority })
 	d.Sysctls, d.LateSysctls = sysctls(d.Links)
 	return d, nil

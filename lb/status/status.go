@@ -127,6 +127,8 @@ type LinkStatus struct {
 	FlowShare   float64 `json:"flow_share"`
 	WeightShare float64 `json:"weight_share"`
 	Rate        *Rates  `json:"rate,omitempty"` // --watch only
+	// Prefixes6 are the link's ISP prefixes as applied (prefixes6).
+	Prefixes6 []Prefix6Status `json:"prefixes6,omitempty"`
 }
 
 // MarkCount is flows whose mark is under flowpin's mask but belongs to no
@@ -223,6 +225,9 @@ type Applied struct {
 	Rules  []rules.Rule // ip rules with protocol 201
 	Routes []rules.Route
 	Acct   bool
+	// Prefixes6: the links' ISP prefixes and their translations, as the
+	// nft table holds them.
+	Prefixes6 []nft.AppliedPrefix6
 }
 
 // ErrNotApplied: nothing of flowpin is in this network namespace.
@@ -243,7 +248,7 @@ func ReadApplied(r Routing, t Tables) (*Applied, error) {
 	if !cur.Exists && len(owned.Rules) == 0 {
 		return nil, ErrNotApplied
 	}
-	a := &Applied{Table: cur.Exists, Rules: owned.Rules, Routes: owned.Routes}
+	a := &Applied{Table: cur.Exists, Rules: owned.Rules, Routes: owned.Routes, Prefixes6: cur.Prefixes6()}
 	// A missing key means nf_conntrack is not loaded: nothing counts.
 	v, err := r.ReadSysctl("net/netfilter/nf_conntrack_acct")
 	a.Acct = err == nil && v == "1"
@@ -299,6 +304,7 @@ func BuildStatus(c *config.Config, a *Applied, t Tally, now time.Time) *Status {
 		if len(a.Rules) > 0 && !hasMarkRule(a.Rules, l.Mark, c.MarkMask) {
 			s.Warnings = append(s.Warnings, fmt.Sprintf("link %s: no ip rule for fwmark %#x/%#x: the config differs from what was applied (run flowpin apply)", l.Name, l.Mark, c.MarkMask))
 		}
+		ls.Prefixes6 = prefixes6Of(l.Name, a)
 		pinned += ls.Flows
 		s.Links = append(s.Links, ls)
 	}
