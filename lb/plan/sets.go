@@ -1,0 +1,23 @@
+package plan
+
+import (
+	"flowpin/lb/config"
+	"flowpin/nft"
+)
+
+// namedSets are the config's sets as the table holds them. Every set is
+// made, used by a rule or not: dnsmasq's nftset lines name them, and
+// dnsmasq logs an error for each answer it cannot add to a missing set.
+func namedSets(c *config.Config) []nft.NamedSet {
+	var out []nft.NamedSet
+	for _, s := range c.Sets {
+		n := nft.NamedSet{Name: s.Name}
+		if s.Domain() {
+			n.Timeout = s.Timeout
+		} else if s.Elems != nil {
+			n.Ranges = s.Elems.Ranges()
+		}
+		out = append(out, n)
+	}
+	return out
+}
