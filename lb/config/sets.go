@@ -11,8 +11,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"go4.org/netipx"
 )
 
 // Set is a named set of addresses that a rule's src_set or dst_set
@@ -32,9 +30,9 @@ type Set struct {
 	// Files are absolute paths, read by Load (ReadSetFiles).
 	Files     []string
 	Addresses []netip.Prefix
-	// Elems are Addresses and the files' contents, merged; nil until
-	// ReadSetFiles, and for a domain set.
-	Elems *netipx.IPSet
+	// Elems are Addresses and then the files' contents, as written (the
+	// planner merges them); nil until ReadSetFiles, and for a domain set.
+	Elems []netip.Prefix
 }
 
 // Domain says whether a resolver fills the set.
@@ -209,28 +207,25 @@ func (c *Config) checkSetRef(field, name string) error {
 // An unreadable file or a bad line is an error naming the file, the line
 // and the value; c is then unchanged.
 func (c *Config) ReadSetFiles() error {
-	elems := make([]*netipx.IPSet, len(c.Sets))
+	elems := make([][]netip.Prefix, len(c.Sets))
 	for k, s := range c.Sets {
 		if s.Domain() {
 			continue
 		}
-		var b netipx.IPSetBuilder
-		for _, p := range s.Addresses {
-			b.AddPrefix(p)
-		}
+		ps := slices.Clone(s.Addresses)
+		add := func(p netip.Prefix) { ps = append(ps, p) }
 		lines := 0
 		for j, f := range s.Files {
-			n, err := readSetFile(f, &b, MaxSetLines-lines)
+			n, err := readSetFile(f, add, MaxSetLines-lines)
 			if err != nil {
 				return c.setFileError(k, j, err)
 			}
 			lines += n
 		}
-		set, err := b.IPSet()
-		if err != nil {
-			return c.FieldError(fmt.Sprintf("sets[%d]", k), "%v", err)
+		if ps == nil {
+			ps = []netip.Prefix{}
 		}
-		elems[k] = set
+		elems[k] = ps
 	}
 	for k := range c.Sets {
 		c.Sets[k].Elems = elems[k]
@@ -256,23 +251,23 @@ type SetFileError struct {
 
 func (e *SetFileError) Error() string { return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg) }
 
-func readSetFile(path string, b *netipx.IPSetBuilder, maxLines int) (int, error) {
+func readSetFile(path string, add func(netip.Prefix), maxLines int) (int, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, fmt.Errorf("set file: %w", err)
 	}
 	defer f.Close()
-	return ParseSetFile(path, f, b, maxLines)
+	return ParseSetFile(path, f, add, maxLines)
 }
 
 // maxSetLine: no address or CIDR with a comment is longer; a longer line
 // is not a list of addresses (a binary file, or the wrong file).
 const maxSetLine = 4096
 
-// ParseSetFile adds the addresses and CIDRs of r, one a line, to b. A
+// ParseSetFile passes the addresses and CIDRs of r, one a line, to add. A
 // '#' starts a comment; blank lines are skipped. It reads at most
 // maxLines lines that hold an address. It returns how many it read.
-func ParseSetFile(name string, r io.Reader, b *netipx.IPSetBuilder, maxLines int) (int, error) {
+func ParseSetFile(name string, r io.Reader, add func(netip.Prefix), maxLines int) (int, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 512), maxSetLine)
 	n, count := 0, 0
@@ -293,7 +288,7 @@ func ParseSetFile(name string, r io.Reader, b *netipx.IPSetBuilder, maxLines int
 		if count++; count > maxLines {
 			return count, &SetFileError{File: name, Line: n, Msg: fmt.Sprintf("more than %d addresses in the set's files", MaxSetLines)}
 		}
-		b.AddPrefix(p)
+		add(p)
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {

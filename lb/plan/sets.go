@@ -1,6 +1,8 @@
 package plan
 
 import (
+	"go4.org/netipx"
+
 	"flowpin/lb/config"
 	"flowpin/nft"
 )
@@ -14,8 +16,15 @@ func namedSets(c *config.Config) []nft.NamedSet {
 		n := nft.NamedSet{Name: s.Name}
 		if s.Domain() {
 			n.Timeout = s.Timeout
-		} else if s.Elems != nil {
-			n.Ranges = s.Elems.Ranges()
+		} else {
+			// Merged: an interval set refuses overlapping elements, and
+			// adjacent ones are one element fewer.
+			var b netipx.IPSetBuilder
+			for _, p := range s.Elems {
+				b.AddPrefix(p)
+			}
+			set, _ := b.IPSet()
+			n.Ranges = set.Ranges()
 		}
 		out = append(out, n)
 	}
