@@ -28,3 +28,21 @@ func TestNamedSetsMerged(t *testing.T) {
 		t.Errorf("ranges %s, want %s", s, want)
 	}
 }
+
+func TestDnsmasqLines(t *testing.T) {
+	c := &config.Config{Path: "/etc/flowpin/flowpin.yaml", Sets: []config.Set{
+		{Name: "video", Domains: []string{"video.example", "cdn.example"}, Timeout: time.Hour},
+		{Name: "office", Elems: []netip.Prefix{}},
+		{Name: "bank-eu", Domains: []string{"bank.example"}, Timeout: time.Hour, Resolve: true},
+	}}
+	got := DnsmasqLines(c)
+	want := []string{
+		"# set video",
+		"nftset=/video.example/cdn.example/4#inet#flowpin#set4_video,6#inet#flowpin#set6_video",
+		"# set bank-eu",
+		"nftset=/bank.example/4#inet#flowpin#set4_bank-eu,6#inet#flowpin#set6_bank-eu",
+	}
+	if fmt.Sprint(got[2:]) != fmt.Sprint(want) {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
