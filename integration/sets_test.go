@@ -203,7 +203,20 @@ func (l *setsLab) apply(t *testing.T, step string) {
 func TestSetsEndToEnd(t *testing.T) {
 	start := time.Now()
 	l := newSetsLab(t)
-	l.config(t, "", "")
+	// bank is resolved by the daemon itself, through the router's
+	// resolv.conf (ip netns exec mounts /etc/netns/NS/resolv.conf over
+	// it); no client asks dnsmasq for it.
+	etc := filepath.Join("/etc/netns", l.Router)
+	if err := os.MkdirAll(etc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(etc) })
+	if err := os.WriteFile(filepath.Join(etc, "resolv.conf"), []byte("nameserver "+setsDNS+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bank := "  - {name: bank, domains: [bank.example], resolve: true}\n"
+	bankRule := "  - {name: bank-by-isp2, dst_set: bank, proto: tcp, policy: isp2}\n"
+	l.config(t, bank, bankRule)
 	l.apply(t, "first apply")
 
 	out, err := flowpin(t, l.Router, "dnsmasq", "-c", l.cfg)
@@ -235,16 +248,22 @@ func TestSetsEndToEnd(t *testing.T) {
 	l.apply(t, "the same config")
 	l.wantAll(t, "after apply of the same config", videoAddr, "isp2")
 	l.writeOffice(t, officeAddr2+"\n")
-	l.config(t, "", "  - {name: dns-by-isp1, proto: udp, dst_ports: [53], policy: isp1}\n")
+	l.config(t, bank, bankRule+"  - {name: dns-by-isp1, proto: udp, dst_ports: [53], policy: isp1}\n")
 	l.apply(t, "a changed config and file")
 	l.wantAll(t, "after apply of a changed config", videoAddr, "isp2")
 	l.wantAll(t, "after apply of a changed config", videoSub, "isp2")
 	l.wantAll(t, "the changed file after apply", officeAddr2, "isp1")
 	l.wantBalanced(t, "an address gone from the file", officeAddr)
 
+	l.wantBalanced(t, "resolve: true before the daemon runs", bankAddr)
 	dm := startDaemon(t, l.Router, mustRead(t, l.cfg))
 	dm.waitState(t, "isp2", "up", 5*time.Second)
 	l.wantAll(t, "after the daemon started", videoAddr, "isp2")
+	waitFor(t, 5*time.Second, "the daemon resolves bank.example", func() bool {
+		_, err := tryRun(l.Router, "nft", "get", "element", "inet", "flowpin", "set4_bank", "{ "+bankAddr+" }")
+		return err == nil
+	})
+	l.wantAll(t, "resolve: true, no dnsmasq involved", bankAddr, "isp2")
 	// Drift: a rule deleted by hand is put back; the elements stay.
 	nft(t, l.Router, "flush chain inet flowpin classify\n")
 	waitFor(t, 5*time.Second, "drift repair", func() bool {
@@ -262,6 +281,22 @@ func TestSetsEndToEnd(t *testing.T) {
 	l.wantAll(t, "the changed file after reload", officeAddr, "isp1")
 	l.wantBalanced(t, "an address gone from the file after reload", officeAddr2)
 	l.wantAll(t, "after reload", videoAddr, "isp2")
+
+	// The daemon watches the file: replaced by rename, no reload.
+	l.writeOffice(t, officeAddr2+"\n")
+	waitFor(t, 5*time.Second, "the watcher applies the changed file", func() bool {
+		_, err := tryRun(l.Router, "nft", "get", "element", "inet", "flowpin", "set4_office", "{ "+officeAddr2+" }")
+		return err == nil
+	})
+	l.wantAll(t, "the changed file, watched", officeAddr2, "isp1")
+	// A bad line: one error naming file, line and value; nothing applied.
+	l.writeOffice(t, officeAddr+"\n10.0.0.300\n")
+	waitFor(t, 5*time.Second, "the bad line's error", func() bool {
+		return strings.Contains(dm.logs(), l.office+`:2: sets[1].files[0]: \"10.0.0.300\" is not an address`)
+	})
+	l.wantAll(t, "a bad line changes nothing", officeAddr2, "isp1")
+	l.wantBalanced(t, "a bad line changes nothing", officeAddr)
+	l.writeOffice(t, officeAddr2+"\n")
 
 	if _, err := dm.stop(); err != nil {
 		t.Fatalf("daemon stop: %v", err)

@@ -19,6 +19,8 @@ import (
 	"flowpin/lb/config"
 	"flowpin/lb/ctl"
 	"flowpin/lb/daemon"
+	"flowpin/lb/daemon/resolve"
+	"flowpin/lb/daemon/setfiles"
 	"flowpin/lb/health"
 	"flowpin/lb/status"
 	"flowpin/nft"
@@ -125,11 +127,14 @@ links, in the foreground.
 				RuleHits:  k.nft,
 			}, load, log)
 			first := true
+			stopSetParts := func() {}
 			sup.OnReady = func(d *daemon.Daemon) {
 				if first {
 					first = false
 					log.Info("running", "config", a.config, "links", len(d.Config.Links))
 				}
+				stopSetParts()
+				stopSetParts = startSetParts(ctx, d.Config, sup, log)
 				_, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyReady)
 			}
 			// SIGHUP (systemctl reload) reloads the config; the outcome
@@ -197,6 +202,27 @@ links, in the foreground.
 	cmd.Flags().BoolVar(&web.PublicStatus, "public-status", false, "serve the status page and /status.json to every client that reaches --metrics, not only to root and group flowpin on this host")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	return cmd
+}
+
+// startSetParts starts the daemon's parts of the config's sets, each
+// config anew: the set file watcher and the resolver of resolve: true.
+func startSetParts(ctx context.Context, c *config.Config, sup *daemon.Supervisor, log *slog.Logger) func() {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		if err := setfiles.Watch(ctx, setfiles.FilesOf(c), sup.Reload, log); err != nil {
+			log.Error("set file watcher", "err", err)
+		}
+	}()
+	if sets := resolve.SetsOf(c); len(sets) > 0 {
+		r, err := resolve.FromResolvConf("/etc/resolv.conf")
+		if err != nil {
+			log.Error("resolve: true sets stay empty", "err", err)
+		} else {
+			// A Conn of its own: Conn counts its writes unlocked.
+			go resolve.Run(ctx, sets, r, &nft.Conn{}, log, resolve.RealClock)
+		}
+	}
+	return cancel
 }
 
 // supervisedAPI answers the status socket from the daemon that runs now.
