@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -264,6 +265,7 @@ func TestSetsEndToEnd(t *testing.T) {
 		return err == nil
 	})
 	l.wantAll(t, "resolve: true, no dnsmasq involved", bankAddr, "isp2")
+	l.checkSurfaces(t)
 	// Drift: a rule deleted by hand is put back; the elements stay.
 	nft(t, l.Router, "flush chain inet flowpin classify\n")
 	waitFor(t, 5*time.Second, "drift repair", func() bool {
@@ -335,4 +337,47 @@ func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// checkSurfaces: status (JSON) counts each set's elements, explain names
+// the set an address is in and the rule it decides, verify finds the sets.
+func (l *setsLab) checkSurfaces(t *testing.T) {
+	t.Helper()
+	out, err := flowpin(t, l.Router, "status", "--json", "-c", l.cfg)
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	var st struct {
+		Sets []struct {
+			Name      string   `json:"name"`
+			Kind      string   `json:"kind"`
+			Rules     []string `json:"rules"`
+			Elements4 int      `json:"elements_ipv4"`
+			Elements6 int      `json:"elements_ipv6"`
+		} `json:"sets"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	got := map[string]string{}
+	for _, s := range st.Sets {
+		got[s.Name] = fmt.Sprintf("%s %v %d/%d", s.Kind, s.Rules, s.Elements4, s.Elements6)
+	}
+	// video: the two names the LAN resolved; office: one address after
+	// the change; bank: what the daemon resolved.
+	want := map[string]string{"video": "domains [video-by-isp2] 2/0", "office": "file [office-by-isp1] 1/0", "bank": "domains [bank-by-isp2] 1/0"}
+	for name, w := range want {
+		if got[name] != w {
+			t.Errorf("status: set %s: %q, want %q", name, got[name], w)
+		}
+	}
+	out, err = flowpin(t, l.Router, "explain", "-c", l.cfg, "--iif", "lan", "--from", l.LANHost, "--proto", "tcp", "--sport", "40000", "--dport", "80", videoAddr)
+	if err != nil || !strings.Contains(out, "destination "+videoAddr+" is in set video (set4_video)") || !strings.Contains(out, "rule video-by-isp2") {
+		t.Errorf("explain: %v\n%s", err, out)
+	}
+	out, _ = flowpin(t, l.Router, "verify", "-c", l.cfg)
+	if !strings.Contains(out, "set video") || !strings.Contains(out, "matched by rule video-by-isp2") {
+		t.Errorf("verify names no set:\n%s", out)
+	}
+	t.Logf("status:\n%s", run(t, l.Router, flowpinBin, "status", "-c", l.cfg))
 }

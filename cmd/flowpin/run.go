@@ -174,6 +174,9 @@ links, in the foreground.
 					if err := d.Metrics().RegisterRuleMetrics(d.Config, d); err != nil {
 						return fmt.Errorf("metrics: %w", err)
 					}
+					if err := d.Metrics().RegisterSetMetrics(d.Config, &nft.Conn{}); err != nil {
+						return fmt.Errorf("metrics: %w", err)
+					}
 					return nil
 				}
 				// The registry of the daemon that runs now: a reload's
