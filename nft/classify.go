@@ -343,6 +343,8 @@ type setDef struct {
 	digest string
 	// carried: the elements a set that is made anew had (carryElements).
 	carried []nftables.SetElement
+	// lazyText, if set, makes text when Render needs it (a file set's).
+	lazyText func() string
 }
 
 // families are the address families, in the order of a layout's groups.

@@ -719,7 +719,11 @@ func (s Spec) Render() string {
 	}
 	fmt.Fprintf(&b, "table inet %s {\n", TableName)
 	for _, d := range l.sets {
-		fmt.Fprintf(&b, "\t%s\n", d.text)
+		text := d.text
+		if d.lazyText != nil {
+			text = d.lazyText()
+		}
+		fmt.Fprintf(&b, "\t%s\n", text)
 	}
 	rs := l.rules
 	for _, c := range l.chains {

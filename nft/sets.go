@@ -72,31 +72,41 @@ func (s Spec) namedSetDefs() []setDef {
 				refill: true,
 			}
 			sum := sha256.New()
-			var texts []string
+			var rs []netipx.IPRange
+			d.elems = make([]nftables.SetElement, 0, 2*len(n.Ranges))
 			for _, r := range n.Ranges {
 				if !f.of(r.From()) {
 					continue
 				}
-				d.elems = append(d.elems, nftables.SetElement{Key: r.From().AsSlice()})
+				rs = append(rs, r)
+				from, to := r.From().AsSlice(), r.To().AsSlice()
+				d.elems = append(d.elems, nftables.SetElement{Key: from})
 				// An interval ends at the first address past it; a range
 				// up to the family's last address has no end element.
 				if next := r.To().Next(); next.IsValid() && f.of(next) {
 					d.elems = append(d.elems, nftables.SetElement{Key: next.AsSlice(), IntervalEnd: true})
 				}
-				sum.Write(r.From().AsSlice())
-				sum.Write(r.To().AsSlice())
-				if p, ok := r.Prefix(); ok {
-					texts = append(texts, p.String())
-				} else {
-					texts = append(texts, r.String())
-				}
+				sum.Write(from)
+				sum.Write(to)
 			}
 			d.digest = hex.EncodeToString(sum.Sum(nil)[:8])
-			elems := ""
-			if len(texts) > 0 {
-				elems = fmt.Sprintf("\n\t\telements = { %s }", strings.Join(texts, ",\n\t\t\t     "))
+			// The text is for Render only: 100k elements are not written
+			// out on every apply.
+			d.lazyText = func() string {
+				texts := make([]string, 0, len(rs))
+				for _, r := range rs {
+					if p, ok := r.Prefix(); ok {
+						texts = append(texts, p.String())
+					} else {
+						texts = append(texts, r.String())
+					}
+				}
+				elems := ""
+				if len(texts) > 0 {
+					elems = fmt.Sprintf("\n\t\telements = { %s }", strings.Join(texts, ",\n\t\t\t     "))
+				}
+				return fmt.Sprintf("set %s {\n\t\ttype %s\n\t\tflags interval%s\n\t}", name, f.addr.Name, elems)
 			}
-			d.text = fmt.Sprintf("set %s {\n\t\ttype %s\n\t\tflags interval%s\n\t}", name, f.addr.Name, elems)
 			out = append(out, d)
 		}
 	}
