@@ -633,4 +633,6 @@ grep -E 'link (down|up)' "$WORK/ppp.log" | cut -c1-200
 nsx "$ROUTER" "$BIN" down -c "$WORK/ppp.yaml"
 stop_session
 
+source "$(dirname "$(realpath "$0")")/demo_sets.sh"
+
 heading "Done (namespaces $P-* are removed on exit)"

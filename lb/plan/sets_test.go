@@ -46,3 +46,30 @@ func TestDnsmasqLines(t *testing.T) {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}
 }
+
+// A rule with a set matches by what the kernel's set holds; without
+// knowing it, the answer is flagged unsure.
+func TestMatchSets(t *testing.T) {
+	rs := []config.Rule{
+		{Name: "video", DstSet: "video"},
+		{Name: "office", SrcSet: "office", Proto: config.TCP},
+	}
+	in := map[string]string{"video": "203.0.113.20", "office": "10.0.0.7"}
+	inSet := func(set string, a netip.Addr) bool { return in[set] == a.String() }
+	for _, tc := range []struct {
+		f      Flow
+		want   int
+		unsure bool
+	}{
+		{Flow{Dst: netip.MustParseAddr("203.0.113.20"), InSet: inSet}, 0, false},
+		{Flow{Dst: netip.MustParseAddr("203.0.113.21"), Src: netip.MustParseAddr("10.0.0.7"), Proto: 6, InSet: inSet}, 1, false},
+		{Flow{Dst: netip.MustParseAddr("203.0.113.21"), Src: netip.MustParseAddr("10.0.0.8"), Proto: 6, InSet: inSet}, -1, false},
+		{Flow{Dst: netip.MustParseAddr("203.0.113.21"), Proto: 6, InSet: inSet}, -1, true},
+		{Flow{Dst: netip.MustParseAddr("203.0.113.20")}, -1, true},
+	} {
+		i, unsure := Match(rs, tc.f)
+		if i != tc.want || (unsure != "") != tc.unsure {
+			t.Errorf("%+v: rule %d (%q), want %d", tc.f, i, unsure, tc.want)
+		}
+	}
+}
