@@ -16,8 +16,10 @@ func checkSetsDemo(t *testing.T, sec string, each func(string) [][5]int) {
 		}
 	}
 	c := each(sec)
+	// At far a retransmitted SYN counts as one more new connection, so
+	// "all on isp2" is none on isp1.
 	if len(c) != 3 || c[0][0] != 30 || c[0][2] == 0 || c[0][3] == 0 ||
-		c[1][0] != 30 || c[1][3] != 30 || c[2][0] != 30 || c[2][3] != 30 {
+		c[1][0] != 30 || c[1][2] != 0 || c[1][3] < 30 || c[2][0] != 30 || c[2][2] != 0 || c[2][3] < 30 {
 		t.Errorf("sets demo: %v; want 30 balanced, then 30 on isp2 twice", c)
 	}
 }

@@ -76,6 +76,6 @@ echo "--- apply of a changed config, no new DNS query: the element stays"
 sed -i 's/policy: isp2}/policy: isp2}\n  - {name: dns-by-isp1, proto: udp, dst_ports: [53], policy: isp1}/' "$WORK/sets.yaml"
 nsx "$ROUTER" "$BIN" apply -c "$WORK/sets.yaml"
 traffic 30
-nsx "$ROUTER" "$BIN" status -c "$WORK/sets.yaml" | sed -n '/^SET/,/^$/p'
+nsx "$ROUTER" "$BIN" status -c "$WORK/sets.yaml" | sed -n '/^SET/,/^state/p' | grep -v '^state'
 nsx "$ROUTER" "$BIN" down -c "$WORK/sets.yaml"
 echo "(after down, restart dnsmasq: its cached answers are not added to the new sets)"
