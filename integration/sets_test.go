@@ -59,7 +59,7 @@ bind-interfaces
 no-resolv
 no-hosts
 local-ttl=600
-host-record=video.example,%s
+host-record=video.example,%s,2001:db8:ff::20
 host-record=www.video.example,%s
 host-record=other.example,%s
 host-record=bank.example,%s
@@ -133,10 +133,15 @@ func startDnsmasq(t *testing.T, ns, dir, name, conf string) *exec.Cmd {
 // addresses.
 func lookup(t *testing.T, ns, server, name string) []string {
 	t.Helper()
+	return lookupType(t, ns, server, name, dns.TypeA)
+}
+
+func lookupType(t *testing.T, ns, server, name string, qtype uint16) []string {
+	t.Helper()
 	var got []string
 	err := nsDo(ns, func() error {
 		m := new(dns.Msg)
-		m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+		m.SetQuestion(dns.Fqdn(name), qtype)
 		var last error
 		for range 50 { // dnsmasq may still be starting
 			r, _, err := (&dns.Client{Timeout: time.Second}).Exchange(m, net.JoinHostPort(server, "53"))
@@ -146,8 +151,11 @@ func lookup(t *testing.T, ns, server, name string) []string {
 				continue
 			}
 			for _, rr := range r.Answer {
-				if a, ok := rr.(*dns.A); ok {
+				switch a := rr.(type) {
+				case *dns.A:
 					got = append(got, a.A.String())
+				case *dns.AAAA:
+					got = append(got, a.AAAA.String())
 				}
 			}
 			return nil
@@ -234,6 +242,13 @@ func TestSetsEndToEnd(t *testing.T) {
 		t.Fatalf("video.example resolved to %v", got)
 	}
 	lookup(t, l.LAN, l.RouterLAN, "WWW.video.example")
+	// An AAAA answer goes to the IPv6 set (one set per family).
+	if got := lookupType(t, l.LAN, l.RouterLAN, "video.example", dns.TypeAAAA); len(got) != 1 || got[0] != "2001:db8:ff::20" {
+		t.Fatalf("video.example AAAA: %v", got)
+	}
+	if _, err := tryRun(l.Router, "nft", "get", "element", "inet", "flowpin", "set6_video", "{ 2001:db8:ff::20 }"); err != nil {
+		t.Errorf("the AAAA answer is not in set6_video: %v", err)
+	}
 	lookup(t, l.LAN, l.RouterLAN, "other.example")
 	// dnsmasq adds with no timeout of its own: the set's applies, so an
 	// address that moved away stops matching.
@@ -365,7 +380,7 @@ func (l *setsLab) checkSurfaces(t *testing.T) {
 	}
 	// video: the two names the LAN resolved; office: one address after
 	// the change; bank: what the daemon resolved.
-	want := map[string]string{"video": "domains [video-by-isp2] 2/0", "office": "file [office-by-isp1] 1/0", "bank": "domains [bank-by-isp2] 1/0"}
+	want := map[string]string{"video": "domains [video-by-isp2] 2/1", "office": "file [office-by-isp1] 1/0", "bank": "domains [bank-by-isp2] 1/0"}
 	for name, w := range want {
 		if got[name] != w {
 			t.Errorf("status: set %s: %q, want %q", name, got[name], w)
