@@ -252,6 +252,21 @@ type rawCheck struct {
 // Load reads and validates the file at path. It does not look at the
 // kernel; Plan checks the config against the interfaces.
 func Load(path string) (*Config, error) {
+	c, err := LoadWithoutSetFiles(path)
+	if err != nil {
+		return nil, err
+	}
+	// The set files are read with the config, so apply, reload and the
+	// file watcher see them the same way.
+	if err := c.ReadSetFiles(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// LoadWithoutSetFiles is Load but for the set files, which stay unread
+// (Set.Elems nil): for what needs only the sets' names and domains.
+func LoadWithoutSetFiles(path string) (*Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
@@ -263,16 +278,7 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	c, err := Parse(path, data)
-	if err != nil {
-		return nil, err
-	}
-	// The set files are read with the config, so apply, reload and the
-	// file watcher see them the same way.
-	if err := c.ReadSetFiles(); err != nil {
-		return nil, err
-	}
-	return c, nil
+	return Parse(path, data)
 }
 
 // Parse validates data as if read from path (used in messages).
