@@ -39,6 +39,8 @@ func TestBadInputRefusedBeforeApply(t *testing.T) {
 			`flowpin.yaml:8: links[0].check: unknown key "intervl" (did you mean "interval"?)`},
 		{"terminal escape in a name", strings.Replace(good, "name: isp1", "name: \"\\e]0;owned\\a\"", 1),
 			`flowpin.yaml:2: links[0].name: "\x1b]0;owned\a": use letters`},
+		{"a quota of 0 bytes", strings.Replace(good, "nat: true\n", "nat: true\n    quota: {bytes: 0}\n", 1),
+			`flowpin.yaml:7: links[0].quota.bytes: "0": must be more than 0`},
 		{"too many targets", strings.Replace(good, "nat: true\n", "nat: true\n    check:\n      targets: ["+strings.Repeat("203.0.113.10, ", 16)+"203.0.113.10]\n", 1),
 			"flowpin.yaml:8: links[0].check.targets: 17 entries: at most 16 are supported"},
 	}

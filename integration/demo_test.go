@@ -109,6 +109,8 @@ func TestDemo(t *testing.T) {
 	if m := regexp.MustCompile(`from the new address 198\.51\.100\.7: (\d+)`).FindStringSubmatch(ppp); m == nil || m[1] == "0" {
 		t.Errorf("point-to-point: no flow from the new session's address (%v)", m)
 	}
+	checkDemoP2P6(t, text)
+	checkOperatorDemo(t, expect("Operator control", "drained by operator since", "(exit 1: root only)", "(isp2: standby, ", "isp2 quota: ", "warning: link isp2 used all of its quota"), each)
 	checkSetsDemo(t, section("Traffic by name"), each)
 	if !strings.Contains(text, "==> Done") {
 		t.Error("the demo did not reach its end")

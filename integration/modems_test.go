@@ -27,7 +27,29 @@ import (
 // sees, as the dual-WAN helpers expect.
 func newTwoModems(t testing.TB) *dualWAN {
 	t.Helper()
-	l := newLab(t)
+	return buildTwoModems(t, false)
+}
+
+// newTwoModems6 is newTwoModems with IPv6 beside IPv4 on the same wires:
+//
+//	lan fd00:77::2 --- router wan0 2001:db8:1::2 ---[br0]--- modem1 2001:db8:1::1  ==core 2001:db8:a::1== far (2001:db8:ff::10 on lo)
+//	                                                   \--- modem2 2001:db8:1::fe ==core 2001:db8:b::1==/
+//
+// Each modem masquerades IPv6 to its core address too, so the far end
+// tells the modems apart in both families. Main's IPv6 default route is
+// via modem1, as a router advertisement or a static route would give.
+func newTwoModems6(t testing.TB) *dualWAN {
+	t.Helper()
+	return buildTwoModems(t, true)
+}
+
+func buildTwoModems(t testing.TB, ipv6 bool) *dualWAN {
+	t.Helper()
+	newL := newLab
+	if ipv6 {
+		newL = newLab6
+	}
+	l := newL(t)
 	d := &dualWAN{
 		LAN: l.addNS("lan"), Router: l.addNS("router"),
 		ISP1: l.addNS("modem1"), ISP2: l.addNS("modem2"), Far: l.addNS("far"),
@@ -80,7 +102,62 @@ func newTwoModems(t testing.TB) *dualWAN {
 	addAddr(t, d.Far, "m1", "100.64.1.2/30")
 	addAddr(t, d.Far, "m2", "100.64.2.2/30")
 	addAddr(t, d.Far, "lo", "203.0.113.10/32")
+	if ipv6 {
+		d.addModems6(t)
+	}
 	return d
+}
+
+func (d *dualWAN) addModems6(t testing.TB) {
+	t.Helper()
+	d.LANHost6, d.RouterLAN6 = "fd00:77::2", "fd00:77::1"
+	d.WAN1v6, d.WAN2v6 = "2001:db8:a::1", "2001:db8:b::1"
+	d.GW1v6, d.GW2v6 = "2001:db8:1::1", "2001:db8:1::fe"
+	d.Service6 = "2001:db8:ff::10"
+	addAddr6(t, d.LAN, "eth0", "fd00:77::2/64")
+	addRoute6(t, d.LAN, "default", "via", d.RouterLAN6)
+	addAddr6(t, d.Router, "lan", "fd00:77::1/64")
+	addAddr6(t, d.Router, "wan0", "2001:db8:1::2/64")
+	setSysctl(t, d.Router, "net.ipv6.conf.all.forwarding", "1")
+	addRoute6(t, d.Router, "default", "via", d.GW1v6, "dev", "wan0")
+	for _, m := range []struct{ ns, lan, core, far string }{
+		{d.ISP1, d.GW1v6 + "/64", d.WAN1v6 + "/64", "2001:db8:a::2"},
+		{d.ISP2, d.GW2v6 + "/64", d.WAN2v6 + "/64", "2001:db8:b::2"},
+	} {
+		addAddr6(t, m.ns, "lan", m.lan)
+		addAddr6(t, m.ns, "core", m.core)
+		setSysctl(t, m.ns, "net.ipv6.conf.all.forwarding", "1")
+		addRoute6(t, m.ns, "default", "via", m.far)
+		nft(t, m.ns, `table ip6 modem6 {
+	chain post {
+		type nat hook postrouting priority srcnat;
+		oifname "core" masquerade
+	}
+}
+`)
+	}
+	addAddr6(t, d.Far, "m1", "2001:db8:a::2/64")
+	addAddr6(t, d.Far, "m2", "2001:db8:b::2/64")
+	addAddr6(t, d.Far, "lo", d.Service6+"/128")
+	settle6(t, d.LAN, d.Router, d.ISP1, d.ISP2, d.Far)
+}
+
+// configModems6 is configModems with each modem's IPv6 next hop.
+func (d *dualWAN) configModems6(w1, w2 int) string {
+	return fmt.Sprintf(`links:
+  - name: modem1
+    interface: wan0
+    gateway: %s
+    gateway6: %s
+    weight: %d
+    nat: true
+  - name: modem2
+    interface: wan0
+    gateway: %s
+    gateway6: %s
+    weight: %d
+    nat: true
+`, d.GW1, d.GW1v6, w1, d.GW2, d.GW2v6, w2)
 }
 
 // configModems is the config of the two modems on wan0, told apart by

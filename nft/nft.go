@@ -62,6 +62,12 @@ type Spec struct {
 	// Bypass, if set, is the ct mark of flows routed by main: restored
 	// onto their packets like a link's.
 	Bypass uint32
+	// Main, if set, is the mark that routes a packet by main. A forwarded
+	// packet of an established flow without a link's mark gets it: a
+	// flow from before apply goes on where main sent it before flowpin,
+	// and is pinned to the link main chose as it leaves (see
+	// unpinnedRule).
+	Main uint32
 	// V6: some link carries IPv6; IPv6's own machinery is exempted.
 	V6 bool
 	// Sets are the named address sets the classes match, and those no
@@ -276,7 +282,8 @@ const (
 	mapPinned    = "by_ctmark"     // ct mark & mask : goto restore_LINK
 	mapPinnedOut = "by_ctmark_out" // ct mark & mask : goto output_LINK
 	mapSticky    = "by_mark"       // meta mark & mask : goto sticky_RULE
-	setNAT       = "nat_oif"       // the interfaces of the links with NAT
+	setNAT       = "nat_oif"       // the interfaces whose links all have NAT
+	setNATMark   = "nat_mark"      // the marks of links with NAT on an interface with others without
 	// A shared interface's maps, one each per interface: which of its
 	// links a packet is, in one lookup whatever the number of links.
 	mapMAC      = "by_mac_"      // ether saddr : goto from_LINK
@@ -314,7 +321,7 @@ func (s Spec) linkMaps() []setDef {
 		}
 		iif = append(iif, vmapElem{ifname(name), fmt.Sprintf("%q", name), expr.VerdictGoto, in})
 		oif = append(oif, vmapElem{ifname(name), fmt.Sprintf("%q", name), expr.VerdictJump, out})
-		if slices.ContainsFunc(ls, func(l Link) bool { return l.NAT }) {
+		if !slices.ContainsFunc(ls, func(l Link) bool { return !l.NAT }) {
 			nat = append(nat, name)
 		}
 	}
@@ -337,6 +344,9 @@ func (s Spec) linkMaps() []setDef {
 			out = append(out, sharedMaps(name, ls)...)
 		}
 	}
+	if m := s.natMarks(); len(m) > 0 {
+		out = append(out, m...)
+	}
 	if len(nat) > 0 {
 		d := setDef{
 			set:    &nftables.Set{Name: setNAT, KeyType: nftables.TypeIFName, KeyByteOrder: keyOrder(nftables.TypeIFName)},
@@ -352,6 +362,43 @@ func (s Spec) linkMaps() []setDef {
 		out = append(out, d)
 	}
 	return out
+}
+
+// natMarks is the set of the marks of the links with NAT on an interface
+// where some other link has none (a modem that NATs beside one that
+// routes the LAN's addresses): the interface does not say whether to
+// masquerade, the flow's link does. The nat chain sees only a flow's
+// first packet, after postrouting's mangle chain pinned it by its next
+// hop, so its ct mark already names the link it leaves by.
+func (s Spec) natMarks() []setDef {
+	ifaces, by := s.ifaceLinks()
+	var marks []uint32
+	for _, name := range ifaces {
+		ls := by[name]
+		if !slices.ContainsFunc(ls, func(l Link) bool { return !l.NAT }) {
+			continue
+		}
+		for _, l := range ls {
+			if l.NAT {
+				marks = append(marks, l.Mark)
+			}
+		}
+	}
+	if len(marks) == 0 {
+		return nil
+	}
+	d := setDef{
+		set:    &nftables.Set{Name: setNATMark, KeyType: nftables.TypeMark, KeyByteOrder: keyOrder(nftables.TypeMark)},
+		decl:   "type mark;",
+		refill: true,
+	}
+	var texts []string
+	for _, m := range marks {
+		d.elems = append(d.elems, nftables.SetElement{Key: le(m)})
+		texts = append(texts, hexm(m))
+	}
+	d.text = fmt.Sprintf("set %s {\n\t\ttype mark\n\t\telements = { %s }\n\t}", setNATMark, strings.Join(texts, ", "))
+	return []setDef{d}
 }
 
 // sharedMaps are the maps that tell apart the links of interface name,
@@ -491,6 +538,9 @@ func (s Spec) restoreAndClassify(chain string, pinned setDef) []rule {
 	if len(pinned.elems) > 0 {
 		out = append(out, vmapRule(chain, "links by ct mark", fmt.Sprintf("ct mark & %s", hexm(s.Mask)), maskedMark(true, s.Mask), pinned))
 	}
+	if chain == "prerouting" && s.Main != 0 {
+		out = append(out, s.unpinnedRule(chain))
+	}
 	if len(s.Classes) > 0 || s.Unmatched != (Action{}) {
 		out = append(out, rule{
 			chain: chain,
@@ -505,6 +555,30 @@ func (s Spec) restoreAndClassify(chain string, pinned setDef) []rule {
 		})
 	}
 	return out
+}
+
+// unpinnedRule routes a forwarded packet of an established flow that has
+// no link by main, where such a flow went before flowpin: a flow from
+// before apply. By the balance route it could move to another link, where
+// its NAT binding (or a modem's) does not exist and it dies. As it leaves
+// by a link it is then pinned to it, by the interface or, on a shared one,
+// by the next hop main chose. Pinned packets never get here (their ct mark
+// took them to their link's chain), and an established flow without a
+// link is rare (traffic between the LAN and a VPN): they pay one rule.
+// The router's own flows are left to the source rules, which route them
+// by the link of their address as before.
+func (s Spec) unpinnedRule(chain string) rule {
+	return rule{
+		chain: chain,
+		text: fmt.Sprintf("ct mark & %s == 0x00000000 ct state established meta mark set meta mark & %s | %s return",
+			hexm(s.Mask), hexm(^s.Mask), hexm(s.Main)),
+		why: "unpinned to main",
+		exprs: join(ctMarkIs(s.Mask, 0), []expr.Any{
+			&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: le(expr.CtStateBitESTABLISHED), Xor: le(0)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: le(0)},
+		}, setMarkBits(false, s.Mask, s.Main), []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}),
+	}
 }
 
 // linkChains are the rules of the links' own chains.
@@ -531,7 +605,7 @@ func (s Spec) linkChains(byName map[string]setDef) []rule {
 	ifaces, by := s.ifaceLinks()
 	for _, name := range ifaces {
 		if len(by[name]) > 1 {
-			out = append(out, sharedChains(name, byName)...)
+			out = append(out, sharedChains(name, s.Mask, byName)...)
 		}
 	}
 	return out
@@ -549,11 +623,14 @@ func (s Spec) linkChains(byName map[string]setDef) []rule {
 // packet ends prerouting unmarked, as on any link, so that nothing from a
 // WAN is routed by a link mark.
 //
-// Leaving: only a new flow is pinned, to the link whose gateway routing
-// chose as next hop; a reply (of a flow that arrived by a link) is never
-// pinned by its route. An established packet passes one lookup or two
-// rules that fail at their first test, whatever the number of links.
-func sharedChains(name string, byName map[string]setDef) []rule {
+// Leaving: a flow without a link, in its original direction, is pinned
+// to the link whose gateway routing chose as next hop: a new flow, or one
+// from before apply (which prerouting sends by main, the way it went
+// before). A reply (of a flow that arrived by a link, or from another
+// sender) is never pinned by its route, nor is a flow pinned already. A
+// pinned packet passes one lookup or two rules that fail at their first
+// test, whatever the number of links.
+func sharedChains(name string, mask uint32, byName map[string]setDef) []rule {
 	var out []rule
 	iif, oif := iifPrefix+name, oifPrefix+name
 	if m, ok := byName[mapMAC+name]; ok {
@@ -566,8 +643,8 @@ func sharedChains(name string, byName map[string]setDef) []rule {
 		if !ok {
 			continue
 		}
-		out = append(out, vmapRule(oif, "links by nexthop", fmt.Sprintf("ct state new rt %s nexthop", f.fam),
-			join(ctStateNew(), nexthop(f.fam == "ip6")), m))
+		out = append(out, vmapRule(oif, "links by nexthop", fmt.Sprintf("ct mark & %s == 0x00000000 ct direction original rt %s nexthop", hexm(mask), f.fam),
+			join(ctMarkIs(mask, 0), ctOriginal(), nexthop(f.fam == "ip6")), m))
 	}
 	return out
 }
@@ -598,12 +675,12 @@ func nexthop(v6 bool) []expr.Any {
 	}
 }
 
-// ctStateNew: ct state new.
-func ctStateNew() []expr.Any {
+// ctOriginal: ct direction original, the way the flow's first packet
+// went.
+func ctOriginal() []expr.Any {
 	return []expr.Any{
-		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: le(expr.CtStateBitNEW), Xor: le(0)},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: le(0)},
+		&expr.Ct{Register: 1, Key: expr.CtKeyDIRECTION},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}}, // IP_CT_DIR_ORIGINAL
 	}
 }
 
@@ -682,6 +759,19 @@ func (s Spec) rulesOf(gs [2][]group, sets []setDef) []rule {
 				&expr.Lookup{SourceRegister: 1, SetName: setNAT},
 				&expr.Masq{},
 			},
+		})
+	}
+	// NAT by link, where the interface does not decide it: one lookup,
+	// also per new flow.
+	if m, ok := byName[setNATMark]; ok {
+		out = append(out, rule{
+			chain: "nat",
+			text:  fmt.Sprintf("ct mark & %s @%s masquerade", hexm(s.Mask), setNATMark),
+			why:   "nat by link " + digest(m.text),
+			exprs: join(maskedMark(true, s.Mask), []expr.Any{
+				&expr.Lookup{SourceRegister: 1, SetName: setNATMark},
+				&expr.Masq{},
+			}),
 		})
 	}
 	out = append(out, s.linkChains(byName)...)

@@ -632,6 +632,9 @@ DAEMON=
 grep -E 'link (down|up)' "$WORK/ppp.log" | cut -c1-200
 nsx "$ROUTER" "$BIN" down -c "$WORK/ppp.yaml"
 stop_session
+. "$(dirname "$(realpath "$0")")/demo_p2p6.sh"
+
+source "$(dirname "$(realpath "$0")")/demo_operator.sh"
 
 source "$(dirname "$(realpath "$0")")/demo_sets.sh"
 

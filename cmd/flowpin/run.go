@@ -19,6 +19,7 @@ import (
 	"flowpin/lb/config"
 	"flowpin/lb/ctl"
 	"flowpin/lb/daemon"
+	"flowpin/lb/daemon/operator"
 	"flowpin/lb/daemon/resolve"
 	"flowpin/lb/daemon/setfiles"
 	"flowpin/lb/health"
@@ -28,7 +29,7 @@ import (
 )
 
 func (a *app) runCmd() *cobra.Command {
-	var metricsAddr, logFormat string
+	var metricsAddr, logFormat, operatorState, quotaState string
 	var web daemon.WebOptions
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -118,6 +119,10 @@ links, in the foreground.
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			load := func() (*config.Config, error) { return config.LoadResolved(a.config, k.Kernel) }
+			ops, quotas, err := openStates(operatorState, quotaState, log)
+			if err != nil {
+				return err
+			}
 			sup := daemon.NewSupervisor(daemon.Deps{
 				Applier:   daemon.KernelApplier(k.Kernel),
 				Conntrack: k.ct,
@@ -125,6 +130,8 @@ links, in the foreground.
 				Flows:     k.ct,
 				Traffic:   k.nft,
 				RuleHits:  k.nft,
+				Operator:  ops,
+				Quota:     quotas,
 			}, load, log)
 			first := true
 			stopSetParts := func() {}
@@ -204,6 +211,8 @@ links, in the foreground.
 	cmd.Flags().StringSliceVar(&web.Hosts, "metrics-host", nil, "also answer requests whose Host header is NAME (any port) or NAME:PORT, e.g. the name Prometheus scrapes or a proxy forwards (repeatable, or comma-separated); others get 421")
 	cmd.Flags().BoolVar(&web.PublicStatus, "public-status", false, "serve the status page and /status.json to every client that reaches --metrics, not only to root and group flowpin on this host")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	cmd.Flags().StringVar(&operatorState, "operator-state", "", "keep the links' operator modes (flowpin link) in FILE (default "+ctl.SocketDir+"/<network namespace>.operator.json: they survive a restart, not a reboot)")
+	cmd.Flags().StringVar(&quotaState, "quota-state", defaultQuotaState, "keep the links' quota counts in FILE (it survives reboots; give each daemon on a host its own)")
 	return cmd
 }
 
@@ -247,6 +256,14 @@ func (s supervisedAPI) Status() (*status.Status, error) {
 }
 
 func (s supervisedAPI) Reload() error { return s.sup.Reload() }
+
+func (s supervisedAPI) SetLink(ctx context.Context, name string, m operator.Mode, force bool) (operator.Entry, error) {
+	d := s.sup.Current()
+	if d == nil {
+		return operator.Entry{}, errors.New("the daemon is starting")
+	}
+	return d.SetLink(ctx, name, m, force)
+}
 
 // metricsListenAddr binds localhost when the address names no host.
 func metricsListenAddr(s string) (string, error) {

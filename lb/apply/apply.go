@@ -347,7 +347,7 @@ func (k *Kernel) Changes(d *plan.Desired) ([]string, error) {
 		}
 		out = append(out, s.Command)
 	}
-	if !st.spec.UpToDate(st.cur) {
+	if !st.early && !st.spec.UpToDate(st.cur) {
 		out = append(out, nft.Script(st.spec.Render()))
 	}
 	for _, s := range d.LateSysctls {
@@ -372,6 +372,8 @@ type applySteps struct {
 	changes []Change
 	// spec is the table to write after them.
 	spec nft.Spec
+	// early: the table is written before the routing (a first apply).
+	early bool
 	// flush: marks of links that left the config or whose mark changed;
 	// their flows are deleted once everything else is in place.
 	flush []uint32
@@ -424,6 +426,28 @@ func (k *Kernel) steps(d *plan.Desired) (*applySteps, error) {
 		}
 	}
 	st.changes = append(st.changes, sp.changes...)
+	// The first apply writes the table before the routing: until its
+	// chains mark them for main, the packets of flows from before apply
+	// would take the balance route as soon as its rules exist, and a flow
+	// moved to another link dies (its NAT binding, or a modem's, is on the
+	// old one). The table's marks route nothing before the rules exist,
+	// and the rules are added in priority order, main's before the
+	// balance route's, so no packet is ever between the two.
+	if !cur.Exists && d.NFT.Main != 0 {
+		st.early = true
+		st.changes = append(st.changes, Change{
+			Command: "nft -f - # table inet " + nft.TableName,
+			script:  nft.Script(st.spec.Render()),
+			do: func() error {
+				_, err := k.applyTable(st.spec)
+				return err
+			},
+			undo: func() error {
+				_, err := k.removeTable()
+				return err
+			},
+		})
+	}
 	for _, op := range rules.Diff(owned, d.Routing) {
 		op := op
 		st.changes = append(st.changes, Change{
@@ -518,9 +542,9 @@ func (k *Kernel) Apply(d *plan.Desired) (*Result, error) {
 		return nil, rollback(err)
 	}
 	if wrote {
-		res.Table = true
 		res.Commands = append(res.Commands, "nft -f - # table inet "+nft.TableName)
 	}
+	res.Table = wrote || st.early
 	for _, s := range d.LateSysctls {
 		now, err := k.Routes.ReadSysctl(s.Key)
 		if err == nil && now == s.Value {

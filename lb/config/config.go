@@ -97,6 +97,8 @@ type Link struct {
 	// OnDemand, if set, brings the link up only while its tier is the
 	// active one.
 	OnDemand *OnDemand
+	// Quota, if set, caps the link's traffic per period (quota.go).
+	Quota *Quota
 }
 
 // HealthCheck is how the daemon probes a link. Defaults are for a failover in
@@ -230,6 +232,9 @@ type rawLink struct {
 	Tier      *int64       `yaml:"tier"` // 1..MaxTier
 	Check     *rawCheck    `yaml:"check"`
 	OnDemand  *rawOnDemand `yaml:"on_demand"`
+	// Quota, QuotaLastResort: lb/config/quota.go.
+	Quota           *rawQuota `yaml:"quota"`
+	QuotaLastResort *bool     `yaml:"quota_last_resort"`
 }
 
 type rawCheck struct {
@@ -481,6 +486,9 @@ func (c *Config) fillLink(i int, rl *rawLink, u *used) (Link, error) {
 			return l, c.LinkError(i, "weight", "%d is out of range (1..%d)", w, MaxWeight)
 		}
 		l.Weight = int(*rl.Weight)
+	}
+	if err := c.fillQuota(i, rl, &l); err != nil {
+		return l, err
 	}
 	return l, nil
 }

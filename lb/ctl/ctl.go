@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -111,6 +112,24 @@ func (c Client) Status(ctx context.Context) (*status.Status, error) {
 // when applied, its reason when refused.
 func (c Client) Reload(ctx context.Context) error {
 	return c.post(ctx, "/reload")
+}
+
+// LinkMode is the daemon's answer to SetLink: the mode now set and since
+// when.
+type LinkMode struct {
+	Mode  string    `json:"mode"`
+	Since time.Time `json:"since"`
+}
+
+// SetLink asks the daemon to set link name's operator mode (drain, down,
+// up or auto) and waits until it is applied; force takes out the last
+// link too. The error is the daemon's reason when refused.
+func (c Client) SetLink(ctx context.Context, name, mode string, force bool) error {
+	path := "/links/" + url.PathEscape(name) + "/" + url.PathEscape(mode)
+	if force {
+		path += "?force=1"
+	}
+	return c.post(ctx, path)
 }
 
 const (

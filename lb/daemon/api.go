@@ -161,6 +161,9 @@ func APIHandler(src Source) http.Handler {
 	if r, ok := src.(Reloader); ok {
 		mux.HandleFunc("POST /reload", reloadHandler(r))
 	}
+	if ls, ok := src.(LinkSetter); ok {
+		mux.HandleFunc("POST /links/{name}/{mode}", linkHandler(ls))
+	}
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(src.Health())

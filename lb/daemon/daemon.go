@@ -19,7 +19,9 @@ import (
 	"flowpin/lb/daemon/hooks"
 	"flowpin/lb/daemon/keep"
 	"flowpin/lb/daemon/ondemand"
+	"flowpin/lb/daemon/operator"
 	"flowpin/lb/daemon/passive"
+	"flowpin/lb/daemon/quota"
 	"flowpin/lb/daemon/tally"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
@@ -70,6 +72,15 @@ type Deps struct {
 	// Passive tunes the detection of dead links from their own new
 	// flows (with Flows only; zero value: passive.Default).
 	Passive passive.Params
+
+	// Operator holds the operators' link modes (flowpin link), and Quota
+	// counts the links' quotas; both outlive reloads, and each nil is
+	// one in memory (lb/daemon/operate.go).
+	Operator *operator.Store
+	Quota    *quota.Book
+	// QuotaInterval: how often the quotas are counted (default
+	// QuotaInterval).
+	QuotaInterval time.Duration
 
 	// Parts are the daemon's parts; each one nil is built from the
 	// config. A Supervisor's daemons share those set here across reloads.
@@ -159,6 +170,15 @@ type Daemon struct {
 	// od is the on-demand part.
 	od OnDemand
 
+	// ops are the operator's requests (SetLink) to the loop; stopped is
+	// closed when Run returned.
+	ops     chan opRequest
+	stopped chan struct{}
+	// quotaTimer fires when the quotas are due to be counted (nil: no
+	// quota); quotaSaved is when their file was last written.
+	quotaTimer Timer
+	quotaSaved time.Time
+
 	// loops[u] is unit u's probe loop (probes.go), once Run took them
 	// over; owned by Run's goroutine.
 	loops []*probeLoop
@@ -187,6 +207,15 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 	if deps.carry == nil {
 		deps.carry = carry.NewSet()
 	}
+	if deps.Operator == nil {
+		deps.Operator, _ = operator.Open("")
+	}
+	if deps.Quota == nil {
+		deps.Quota, _ = quota.Open("")
+	}
+	if deps.QuotaInterval <= 0 {
+		deps.QuotaInterval = QuotaInterval
+	}
 	p := deps.Parts
 	if p.Board == nil {
 		p.Board = board.New()
@@ -204,6 +233,10 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 		Config: c, Log: log, deps: deps,
 		board: p.Board, keep: p.Keep, tiers: p.Failback, od: p.OnDemand, units: units(c),
 		metrics: NewMetrics(), carry: deps.carry,
+		ops: make(chan opRequest), stopped: make(chan struct{}),
+	}
+	if err := d.metrics.registerOwned(newOperatorCollector(d)); err != nil {
+		panic(err) // a fresh registry
 	}
 	if deps.Flows != nil {
 		if deps.flowsShared != nil {
@@ -314,6 +347,7 @@ func (u unit) af() uint8 {
 // the kernel as last applied: `flowpin down` removes it. Every goroutine
 // it starts has ended when it returns.
 func (d *Daemon) Run(ctx context.Context) error {
+	defer close(d.stopped)
 	if err := d.adopt(); err != nil {
 		return err
 	}
@@ -354,6 +388,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	d.hookChanges() // of changes before a reload
+	d.forgetRemoved()
 	if d.OnReady != nil {
 		d.OnReady()
 	}
@@ -369,6 +404,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 		bursts[d.key(d.units[i])] = lp.burst
 	}
 	d.board.Arm(bursts)
+	if d.hasQuotas() && d.deps.Traffic != nil {
+		d.quotaTimer = d.deps.Clock.NewTimer(d.deps.QuotaInterval)
+		defer func() {
+			// The count up to the exit (or the reload) is kept.
+			d.quotaTimer.Stop()
+			d.countQuotas()
+			d.saveQuotas(d.deps.Clock.Now())
+		}()
+	}
 	return d.loop(ctx, &events, probes.out)
 }
 
@@ -438,6 +482,10 @@ func (d *Daemon) loop(ctx context.Context, events *<-chan Event, results <-chan 
 			d.runSync()
 		case <-d.od.C():
 			d.runner.Request("on-demand keep time")
+		case req := <-d.ops:
+			d.operate(req)
+		case <-d.quotaC():
+			d.quotaTick()
 		}
 	}
 }
@@ -530,7 +578,9 @@ func (d *Daemon) adopt() error {
 		state, why := health.StateUp, "up: daemon started"
 		if reason, ok := unusable[unitKey(l.Name, u.v6)]; ok {
 			state, why = health.StateDown, "down: "+reason
-		} else if cur.Exists && !inRoute[unitKey(l.Interface, u.v6)] && l.Tier <= activeTier[u.v6] {
+		} else if cur.Exists && !inRoute[unitKey(l.Interface, u.v6)] && l.Tier <= activeTier[u.v6] && d.deps.Operator.Get(l.Name).Mode == operator.Auto {
+			// Out of the route by the operator's mode is no sign of
+			// failure; by a quota, the override says so.
 			state, why = health.StateDown, "down: not in the multipath route when the daemon started"
 		} else if cur.Exists {
 			why = "up: adopted from the running kernel"
@@ -543,22 +593,8 @@ func (d *Daemon) adopt() error {
 		d.metrics.setState(l.Name, u.family(), t.State)
 	}
 	d.inheritHooks()
+	d.adoptOverrides()
 	return nil
-}
-
-// downSet names the links whose family (IPv6 with v6) the checks took
-// down, with the reason.
-func (d *Daemon) downSet(v6 bool) map[string]string {
-	down := map[string]string{}
-	for _, u := range d.units {
-		if u.v6 != v6 {
-			continue
-		}
-		if why, ok := d.board.Down(d.key(u)); ok {
-			down[d.Config.Links[u.link].Name] = why
-		}
-	}
-	return down
 }
 
 // sync plans with the current health and applies the difference. Links
@@ -653,24 +689,25 @@ func (d *Daemon) observe(r probeResult) {
 		d.keep.Failed(unitKey(l.Name, u.v6), r.start)
 	}
 	if s.Changed {
-		d.changed(l, u, s.State, s.Reason)
+		d.changed(l, u, s.State, s.Reason, hooks.CauseHealth)
 	}
 }
 
-// changed acts on a unit's new state: route first, then flows.
-func (d *Daemon) changed(l config.Link, u unit, state health.LinkState, reason string) {
+// changed acts on a unit's new state: route first, then flows. cause is
+// who changed it (hooks.Cause*).
+func (d *Daemon) changed(l config.Link, u unit, state health.LinkState, reason, cause string) {
 	d.metrics.setState(l.Name, u.family(), state)
 	d.metrics.changed(l.Name, u.family())
-	d.Log.Warn("link "+string(state), "link", l.Name, "family", u.family(), "interface", l.Interface, "reason", reason)
+	d.Log.Warn("link "+string(state), "link", l.Name, "family", u.family(), "interface", l.Interface, "reason", reason, "cause", cause)
 	// Out of (or back into) the multipath route: new flows go elsewhere
 	// (or here again). Pinned flows on healthy links are untouched.
 	k := unitKey(l.Name, u.v6)
-	if state == health.StateDown {
+	if state == health.StateDown || state == health.StateStandby {
 		d.keep.Down(k)
 	} else {
 		d.keep.Up(k)
 	}
-	d.pendingHooks.Add(hooks.Change{Link: l, V6: u.v6, State: state, Reason: reason})
+	d.pendingHooks.Add(hooks.Change{Link: l, V6: u.v6, State: state, Reason: reason, Cause: cause})
 	d.runner.Request("link " + l.Name + " " + u.family() + " " + string(state))
 }
 
@@ -749,7 +786,7 @@ func (d *Daemon) forceDown(l config.Link, why string, only *bool) {
 		changed, reason := d.board.ForceDown(unitKey(l.Name, u.v6), why, now)
 		d.keep.Failed(unitKey(l.Name, u.v6), now)
 		if changed {
-			d.changed(l, u, health.StateDown, reason)
+			d.changed(l, u, health.StateDown, reason, hooks.CauseHealth)
 		}
 	}
 }
@@ -757,6 +794,7 @@ func (d *Daemon) forceDown(l config.Link, why string, only *bool) {
 // Health is the daemon's view of every link, in config order.
 func (d *Daemon) Health() []health.LinkHealth {
 	var out []health.LinkHealth
+	now := d.deps.Clock.Now()
 	for _, u := range d.units {
 		l := d.Config.Links[u.link]
 		t, ok := d.board.View(unitKey(l.Name, u.v6))
@@ -774,6 +812,7 @@ func (d *Daemon) Health() []health.LinkHealth {
 		if k, ok := d.keep.Kept(unitKey(l.Name, u.v6)); ok {
 			lh.FlowsKept, lh.FlowsKeptSince = k.Why, k.Since
 		}
+		d.operatorOf(l, &lh, now)
 		out = append(out, lh)
 	}
 	return slices.Clip(out)

@@ -54,6 +54,7 @@ type harness struct {
 	traffic TrafficCounters // optional: set before start
 	hits    RuleHitReader   // optional: set before start
 	parts   Parts           // optional: set before start
+	deps    func(*Deps)     // optional: set before start, edits the deps
 	d       *Daemon
 	ready   chan struct{}
 	cancel  context.CancelFunc
@@ -99,6 +100,9 @@ func (h *harness) run() {
 	}
 	deps.Traffic, deps.RuleHits = h.traffic, h.hits
 	deps.Parts = h.parts
+	if h.deps != nil {
+		h.deps(&deps)
+	}
 	h.d = New(h.c, deps, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	h.d.OnReady = func() { close(h.ready) }
 	ctx, cancel := context.WithCancel(context.Background())

@@ -16,13 +16,42 @@ import (
 // failOpen is the down set of a family (IPv6 with v6) to plan with: the
 // links the checks took down, or none when no link of the family is up.
 func (d *Daemon) failOpen(v6 bool) map[string]string {
-	n := 0
+	// Units out by an override (an operator's down, a quota's standby)
+	// or drained are out whatever the others' health: they neither count
+	// towards failing open nor are put back by it.
+	n, checked, forced := 0, map[string]string{}, d.drained(v6)
 	for _, u := range d.units {
-		if u.v6 == v6 {
+		if u.v6 != v6 {
+			continue
+		}
+		name := d.Config.Links[u.link].Name
+		why, out := d.board.Down(d.key(u))
+		if _, over := d.board.Overridden(d.key(u)); over {
+			if out {
+				forced[name] = why
+			} else {
+				n++ // up by the operator: a link of the family that is up
+			}
+			continue
+		}
+		if _, drained := forced[name]; drained {
+			continue
+		}
+		n++
+		if out {
+			checked[name] = why
+		}
+	}
+	// No link of the family left to take new flows but for its checks'
+	// judgement: the links on standby for their quota with
+	// quota_last_resort take them, before failing open.
+	if len(checked) == n {
+		for _, name := range d.lastResorts(v6) {
+			delete(forced, name)
 			n++
 		}
 	}
-	down, changed := d.keep.FailOpen(v6, d.downSet(v6), n)
+	down, changed := d.keep.FailOpen(v6, checked, n)
 	if changed {
 		if d.keep.Open()[b2i(v6)] {
 			d.Log.Warn("every link of the family is judged down: they all stay in the route (a failure they share, such as the probe target's, must not cut off every flow)", "family", keep.FamilyLabel(v6))
@@ -30,7 +59,14 @@ func (d *Daemon) failOpen(v6 bool) map[string]string {
 			d.Log.Info("a link of the family is up again: the links judged down leave the route", "family", keep.FamilyLabel(v6))
 		}
 	}
-	return down
+	planned := make(map[string]string, len(down)+len(forced))
+	for k, v := range down {
+		planned[k] = v
+	}
+	for k, v := range forced {
+		planned[k] = v
+	}
+	return planned
 }
 
 // settleFlows carries out what the keep part decides for each unit that

@@ -343,6 +343,21 @@ func TestExplainEndToEnd(t *testing.T) {
 			},
 		},
 		{
+			// A flow from before apply: no mark, so main routes it.
+			name: "flow from before apply", p: Packet{Src: lanHost, Dst: far, Iif: "lan", Proto: unix.IPPROTO_TCP, Sport: 40002, Dport: 443},
+			setup: func(f *fakeKernel) {
+				old := pinned
+				old.Orig.Sport, old.Reply.Dport, old.Mark = 40002, 40002, 0
+				f.flows = append(f.flows, old)
+			},
+			summary: "leaves by ",
+			steps: map[string]string{
+				"conntrack":      "not pinned to a link yet",
+				"nft prerouting": "an established flow without a link (from before apply): meta mark set to 0xff00, routed by the main table",
+				"ip rule":        "1301: from all fwmark 0xff00/0xff00 lookup main",
+			},
+		},
+		{
 			name: "forwarding off", p: newFlow,
 			setup:   func(f *fakeKernel) { f.sysctls["net/ipv4/ip_forward"] = "0" },
 			summary: "not routed: net.ipv4.ip_forward is 0 in this namespace",

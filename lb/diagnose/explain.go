@@ -227,6 +227,9 @@ func (x *explainer) restore() {
 	case x.bypass && x.inLink == nil:
 		x.mark = x.mark&^x.c.MarkMask | x.d.NFT.Bypass
 		e.add(chain, "restore: ct mark & %#x == %#x, so meta mark set to %#x: routed by the main table", x.c.MarkMask, x.d.NFT.Bypass, x.mark)
+	case x.pinnedTo == nil && x.flow != nil && x.flow.Mark&x.c.MarkMask == 0 && p.Iif != "" && x.d.NFT.Main != 0:
+		x.mark = x.mark&^x.c.MarkMask | x.d.NFT.Main
+		e.add(chain, "an established flow without a link (from before apply): meta mark set to %#x, routed by the main table as before flowpin, and pinned to the link main chooses as it leaves", x.mark)
 	case x.pinnedTo != nil:
 		x.mark = x.mark&^x.c.MarkMask | x.pinnedTo.Mark
 		e.add(chain, "restore: ct mark & %#x == %#x, so meta mark set to %#x: the fwmark rule of link %s routes it", x.c.MarkMask, x.pinnedTo.Mark, x.mark, x.pinnedTo.Name)
@@ -626,7 +629,7 @@ func (k *Kernel) ruleRole(c *config.Config, r rules.RuleInfo) string {
 	case off == plan.OffMain:
 		return "connected and more specific routes in main, before the balance table"
 	case off == plan.OffPolicy:
-		return "new flows a traffic rule sends to main (policy main, never pinned)"
+		return "flows from before apply, routed by main until pinned, and new flows a traffic rule sends to main (policy main, never pinned)"
 	case off > plan.OffPolicy && off < plan.OffSkipSource:
 		return fmt.Sprintf("new flows a traffic rule sent to a policy (fwmark %#x)", r.Mark)
 	case off >= plan.OffSource && off < plan.OffBalance:

@@ -59,6 +59,23 @@ type LinkHealth struct {
 	// rather than deleted, and why (no other link could take them).
 	FlowsKept      string    `json:"flows_kept,omitempty"`
 	FlowsKeptSince time.Time `json:"flows_kept_since,omitzero"`
+	// Operator is the mode `flowpin link` set (drain, down, up; empty:
+	// auto, the checks decide), since OperatorSince.
+	Operator      string    `json:"operator,omitempty"`
+	OperatorSince time.Time `json:"operator_since,omitzero"`
+	// Quota: the link's data cap, if it has one.
+	Quota *QuotaUsage `json:"quota,omitempty"`
+}
+
+// QuotaUsage is a link's quota in its current period.
+type QuotaUsage struct {
+	Bytes       uint64    `json:"bytes"`
+	Used        uint64    `json:"used"`
+	Left        uint64    `json:"left"`
+	PeriodStart time.Time `json:"period_start"`
+	PeriodEnd   time.Time `json:"period_end"`
+	Exhausted   bool      `json:"exhausted"`
+	LastResort  bool      `json:"last_resort,omitempty"`
 }
 
 // Tracker is one link's health with hysteresis: Fall consecutive bad

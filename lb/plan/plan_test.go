@@ -164,6 +164,9 @@ func TestPlanGolden(t *testing.T) {
 		{"pppoe6-alone", pppoe6, pppoe6Ifaces(false), []string{"link isp1 left out of the multipath route: interface wan1 is down", "link isp1 left out of the IPv6 multipath route: interface wan1 is down", "link isp2: IPv6 on point-to-point ppp0 has no next hop to probe: flowpin run judges it down until links[1].check.targets has an IPv6 address"}},
 		{"server6", server6Config, ifaces(iface("eth0", true, "2001:db8:88::10/64"), iface("eth1", true, "2001:db8:88::11/64")), nil},
 		{"two-modems", twoModems, twoModemsIfaces(true), nil},
+		// modem2 routes the router's public addresses: NAT by link, not by
+		// interface, on wan0; wan3 keeps its interface in nat_oif.
+		{"two-modems-mixed-nat", strings.Replace(twoModems, "'fe80::fe', nat: true", "'fe80::fe', nat: false", 1), twoModemsIfaces(true), nil},
 		// Before the modems answer ARP/ND, no packet from wan0 is theirs.
 		{"two-modems-unresolved", twoModems, twoModemsIfaces(false), []string{
 			"link modem1: its gateway is not in the neighbour table of wan0 yet, so flows arriving from it (port forwards) are not pinned to it until it is (flowpin run follows the neighbour table; a one-off apply must be run again)",
@@ -202,6 +205,7 @@ func TestPlanRuleOrder(t *testing.T) {
 		"ip rule add pref 1101 from all fwmark 0x100/0xff00 lookup 101 proto 201",
 		"ip rule add pref 1102 from all fwmark 0x200/0xff00 lookup 102 proto 201",
 		"ip rule add pref 1300 from all lookup main suppress_prefixlength 0 proto 201",
+		"ip rule add pref 1301 from all fwmark 0xff00/0xff00 lookup main proto 201",
 		"ip rule add pref 1400 not from all iif lo goto 1500 proto 201",
 		"ip rule add pref 1401 from 10.88.0.10 lookup 101 proto 201",
 		"ip rule add pref 1402 from 10.88.0.11 lookup 102 proto 201",

@@ -14,7 +14,8 @@ import (
 // connected routes (OffMain) and the source rules: a flow its traffic
 // rule sent to a policy is routed by that policy's table.
 //
-//	B+301      fwmark BYPASS lookup main      (rules with policy: main)
+//	B+301      fwmark MAIN lookup main        (rules with policy: main, and
+//	                                          flows from before apply)
 //	B+302+k    fwmark M_k lookup T_k          (policies, sticky rules)
 const OffPolicy = OffMain + 1
 
@@ -102,6 +103,10 @@ type Marks struct {
 	Policies []PolicyPlan
 	// Bypass is the ct mark of flows routed by main (0: no such rule).
 	Bypass uint32
+	// Main is the mark that routes a packet by main: the bypass mark, or
+	// without rules with policy main the last value the others left (0:
+	// none left). It carries the packets of flows from before apply.
+	Main uint32
 	// Rules: the mark of each traffic rule's new flows.
 	Rules []uint32
 }
@@ -180,6 +185,12 @@ func Allocate(c *config.Config) (*Marks, error) {
 			m.Rules = append(m.Rules, m.Policies[r.Target].Mark)
 		}
 	}
+	// Taken last, so that it moves no policy's or rule's mark; with none
+	// left, flows from before apply follow the balance route, as new ones.
+	m.Main = m.Bypass
+	if m.Main == 0 {
+		m.Main, _ = takeMark("flows from before apply")
+	}
 	return m, nil
 }
 
@@ -190,7 +201,10 @@ func policies(c *config.Config, d *Desired) error {
 	if err != nil {
 		return err
 	}
-	d.NFT.Bypass = m.Bypass
+	d.NFT.Bypass, d.NFT.Main = m.Bypass, m.Main
+	if m.Main == 0 {
+		d.Warnings = append(d.Warnings, fmt.Sprintf("mark_mask %#x has no value left to route flows from before apply by main: until pinned they take the multipath route, which may move them to another link", c.MarkMask))
+	}
 	for _, pp := range m.Policies {
 		for t, tier := range pp.Tiers {
 			if slices.ContainsFunc(tier, func(i int) bool { return d.Links[i].InRoute }) {
@@ -255,8 +269,8 @@ func policyRouting(c *config.Config, d *Desired, s *rules.State, fam int) {
 		all = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
 		active, gw = PolicyPlan.ActiveLinks6, LinkPlan.Leg6
 	}
-	if d.NFT.Bypass != 0 {
-		s.Rules = append(s.Rules, rules.Rule{Family: fam, Priority: base + OffPolicy, Mark: d.NFT.Bypass, Mask: c.MarkMask, Table: MainTable, SuppressPrefixlen: -1})
+	if d.NFT.Main != 0 {
+		s.Rules = append(s.Rules, rules.Rule{Family: fam, Priority: base + OffPolicy, Mark: d.NFT.Main, Mask: c.MarkMask, Table: MainTable, SuppressPrefixlen: -1})
 	}
 	prio := base + OffPolicy + 1
 	for _, p := range d.Policies {

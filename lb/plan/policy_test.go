@@ -482,3 +482,26 @@ func TestPlanV6Families(t *testing.T) {
 		})
 	}
 }
+
+// With every value of the mask taken by a link, flows from before apply
+// have no mark to be routed by main: the plan says so, and has no rule
+// for it.
+func TestNoMainMarkLeft(t *testing.T) {
+	d, err := Plan(mustParse(t, `mark_mask: 0x300
+links:
+  - {name: isp1, interface: wan1, gateway: 192.0.2.1}
+  - {name: isp2, interface: wan2, gateway: 198.51.100.1}
+  - {name: isp3, interface: wan3, gateway: 203.0.113.1}
+`), ifaces(iface("wan1", true, "192.0.2.2/24"), iface("wan2", true, "198.51.100.2/24"), iface("wan3", true, "203.0.113.2/24")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.NFT.Main != 0 || len(d.Warnings) != 1 || !strings.Contains(d.Warnings[0], "no value left to route flows from before apply by main") {
+		t.Errorf("main mark %#x, warnings %q", d.NFT.Main, d.Warnings)
+	}
+	for _, r := range d.Routing.Rules {
+		if r.Table == MainTable && r.Mark != 0 {
+			t.Errorf("a fwmark rule to main without a mark for it: %+v", r)
+		}
+	}
+}

@@ -31,6 +31,7 @@ func WriteStatus(w io.Writer, s *Status) error {
 		if l.State6 != "" && l.State6 != l.State {
 			state += " (IPv6 " + string(l.State6) + ")"
 		}
+		state += operatorState(l)
 		row := fmt.Sprintf("%s\t%s\t%s\t%d\t%#x\t%s\t%d\t%s\t%s\t%s", Printable(l.Name), Printable(l.Interface), Printable(gatewayCell(l)), l.Weight, l.Mark, Printable(state), l.Flows, share, want, counterCells(l.Counters))
 		if withRates {
 			if l.Rate != nil {
@@ -86,6 +87,15 @@ func WriteStatus(w io.Writer, s *Status) error {
 	}
 	for _, msg := range s.Warnings {
 		fmt.Fprintln(w, "warning:", Printable(msg))
+	}
+	for _, l := range s.Links {
+		line, warning := quotaLine(l)
+		if line != "" {
+			fmt.Fprintln(w, line)
+		}
+		if warning != "" {
+			fmt.Fprintln(w, "warning:", Printable(warning))
+		}
 	}
 	return nil
 }

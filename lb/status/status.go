@@ -105,6 +105,11 @@ type LinkStatus struct {
 	FlowsKept      string     `json:"flows_kept,omitempty"`
 	FlowsKeptSince *time.Time `json:"flows_kept_since,omitempty"`
 	FlowsKept6     string     `json:"flows_kept6,omitempty"`
+	// Operator, from the daemon: the mode flowpin link set (drain, down,
+	// up; absent: auto) and since when. Quota: the link's data cap.
+	Operator      string             `json:"operator,omitempty"`
+	OperatorSince *time.Time         `json:"operator_since,omitempty"`
+	Quota         *health.QuotaUsage `json:"quota,omitempty"`
 	// Over the probes' last Window rounds: median rtt, jitter (mean
 	// absolute difference of consecutive rounds' rtts) and the share of
 	// probes lost.

@@ -24,11 +24,22 @@ type Board struct {
 	// suspicion that asked for the burst under way.
 	bursts map[string]chan<- struct{}
 	why    map[string]string
+	// overrides set a unit's state whatever its tracker says: an
+	// operator's down or up, an exhausted quota's standby. The tracker
+	// goes on judging the probes underneath, for when it is lifted.
+	overrides map[string]Override
+}
+
+// Override is a unit's state set from outside its health checks.
+type Override struct {
+	State  health.LinkState // up, down or standby
+	Reason string
+	Since  time.Time
 }
 
 // New returns a board with no unit.
 func New() *Board {
-	return &Board{trackers: map[string]*health.Tracker{}, gateways: map[string]netip.Addr{}, why: map[string]string{}}
+	return &Board{trackers: map[string]*health.Tracker{}, gateways: map[string]netip.Addr{}, why: map[string]string{}, overrides: map[string]Override{}}
 }
 
 // Add sets unit key's tracker: a new one, or the one it had before a
@@ -57,7 +68,11 @@ func (b *Board) Observe(key string, r health.Round, quorum int, at time.Time) Se
 	t := b.trackers[key]
 	changed := t.Observe(r, quorum, at)
 	_, bad := t.Streaks()
-	return Seen{Changed: changed, State: t.State, Reason: t.Reason, Bad: bad, RTT: t.RTT(), Jitter: t.Jitter(), Loss: t.Loss()}
+	state, reason := t.State, t.Reason
+	if o, ok := b.overrides[key]; ok {
+		changed, state, reason = false, o.State, o.Reason
+	}
+	return Seen{Changed: changed, State: state, Reason: reason, Bad: bad, RTT: t.RTT(), Jitter: t.Jitter(), Loss: t.Loss()}
 }
 
 // ForceDown takes unit key down at once; changed says whether it was not
@@ -67,6 +82,9 @@ func (b *Board) ForceDown(key, why string, now time.Time) (changed bool, reason 
 	defer b.mu.Unlock()
 	t := b.trackers[key]
 	changed = t.ForceDown(why, now)
+	if o, ok := b.overrides[key]; ok {
+		return false, o.Reason
+	}
 	return changed, t.Reason
 }
 
@@ -74,16 +92,57 @@ func (b *Board) ForceDown(key, why string, now time.Time) (changed bool, reason 
 func (b *Board) Up(key string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	t := b.trackers[key]
-	return t != nil && t.State == health.StateUp
+	state, _, ok := b.state(key)
+	return ok && state == health.StateUp
 }
 
-// Down says why unit key is down, if it is.
+// state is unit key's state as the daemon acts on it: its override's, or
+// its tracker's.
+func (b *Board) state(key string) (health.LinkState, string, bool) {
+	if o, ok := b.overrides[key]; ok {
+		return o.State, o.Reason, true
+	}
+	if t := b.trackers[key]; t != nil {
+		return t.State, t.Reason, true
+	}
+	return "", "", false
+}
+
+// SetOverride sets unit key's override (nil: lifts it) and says whether
+// its state changed, and what it is now.
+func (b *Board) SetOverride(key string, o *Override) (changed bool, state health.LinkState, reason string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	before, _, _ := b.state(key)
+	if o == nil {
+		delete(b.overrides, key)
+	} else {
+		b.overrides[key] = *o
+	}
+	state, reason, _ = b.state(key)
+	return state != before, state, reason
+}
+
+func (b *Board) overridden(key string) bool {
+	_, ok := b.overrides[key]
+	return ok
+}
+
+// Overridden is unit key's override, if it has one.
+func (b *Board) Overridden(key string) (Override, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	o, ok := b.overrides[key]
+	return o, ok
+}
+
+// Down says why unit key is down (or on standby: out all the same), if
+// it is.
 func (b *Board) Down(key string) (string, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if t := b.trackers[key]; t != nil && t.State == health.StateDown {
-		return t.Reason, true
+	if state, reason, ok := b.state(key); ok && (state == health.StateDown || state == health.StateStandby) {
+		return reason, true
 	}
 	return "", false
 }
@@ -107,7 +166,11 @@ func (b *Board) View(key string) (View, bool) {
 	if t == nil {
 		return View{}, false
 	}
-	return View{State: t.State, LastChange: t.LastChange, Reason: t.Reason, RTT: t.RTT(), Jitter: t.Jitter(), Loss: t.Loss(), Rounds: t.Rounds()}, true
+	v := View{State: t.State, LastChange: t.LastChange, Reason: t.Reason, RTT: t.RTT(), Jitter: t.Jitter(), Loss: t.Loss(), Rounds: t.Rounds()}
+	if o, ok := b.overrides[key]; ok {
+		v.State, v.Reason, v.LastChange = o.State, o.Reason, o.Since
+	}
+	return v, true
 }
 
 // Ready judges units as takers of the flows of unit self, which failed a
@@ -120,13 +183,20 @@ func (b *Board) Ready(self string, others []string, failed time.Time) []bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	ready := make([]bool, len(others))
-	if t := b.trackers[self]; t != nil {
+	// A unit taken out by an override answers its probes as it likes:
+	// it is not coming back by itself.
+	if t := b.trackers[self]; t != nil && !b.overridden(self) {
 		if good, _ := t.Streaks(); good > 0 {
 			return ready
 		}
 	}
 	for i, k := range others {
 		t := b.trackers[k]
+		if o, ok := b.overrides[k]; ok {
+			// In or out by the operator (or its quota): up since then.
+			ready[i] = o.State == health.StateUp && o.Since.Before(failed)
+			continue
+		}
 		if t == nil || t.State != health.StateUp {
 			continue
 		}
@@ -176,7 +246,7 @@ func (b *Board) Suspect(key, why string) bool {
 	defer b.mu.Unlock()
 	t := b.trackers[key]
 	burst := b.bursts[key]
-	if t == nil || t.State != health.StateUp || burst == nil {
+	if _, set := b.overrides[key]; set || t == nil || t.State != health.StateUp || burst == nil {
 		return false
 	}
 	b.why[key] = why

@@ -133,3 +133,48 @@ func TestTrackersIsACopy(t *testing.T) {
 		t.Error("Trackers' map is the board's own")
 	}
 }
+
+// An override sets a unit's state whatever its probes say; they go on
+// judging underneath, for when it is lifted.
+func TestOverride(t *testing.T) {
+	b := New()
+	t0 := time.Unix(1000, 0)
+	b.Add("isp1", health.NewTracker(check, health.StateUp, t0, "up"))
+	b.Add("isp2", health.NewTracker(check, health.StateUp, t0, "up"))
+	c1 := make(chan struct{}, 1)
+	b.Arm(map[string]chan<- struct{}{"isp1": c1})
+	changed, state, reason := b.SetOverride("isp1", &Override{State: health.StateDown, Reason: "down by operator", Since: t0})
+	if !changed || state != health.StateDown || reason != "down by operator" || b.Up("isp1") {
+		t.Fatalf("SetOverride down = %v %v %q", changed, state, reason)
+	}
+	if why, ok := b.Down("isp1"); !ok || why != "down by operator" {
+		t.Errorf("Down = %q %v", why, ok)
+	}
+	for i := 1; i <= 3; i++ {
+		if s := b.Observe("isp1", lost(), 1, t0.Add(time.Duration(i)*time.Second)); s.Changed || s.State != health.StateDown {
+			t.Fatalf("round %d under the override: %+v", i, s)
+		}
+	}
+	if b.Suspect("isp1", "suspicion") || len(c1) != 0 {
+		t.Error("an overridden unit was asked for a burst")
+	}
+	// It answers its probes, yet others are ready to take its flows: it
+	// is not coming back by itself.
+	b.Observe("isp1", answered(time.Millisecond), 1, t0.Add(4*time.Second))
+	if r := b.Ready("isp1", []string{"isp2"}, t0.Add(5*time.Second)); !r[0] {
+		t.Error("isp2 not ready to take the flows of isp1 down by the operator")
+	}
+	// Lifted: the tracker's state, which its probes brought back up
+	// (rise 1) after taking it down.
+	changed, state, _ = b.SetOverride("isp1", nil)
+	if !changed || state != health.StateUp {
+		t.Errorf("lifted: %v %v, want up (its probes')", changed, state)
+	}
+	changed, state, _ = b.SetOverride("isp2", &Override{State: health.StateStandby, Reason: "quota", Since: t0})
+	if v, _ := b.View("isp2"); !changed || state != health.StateStandby || v.State != health.StateStandby || v.Reason != "quota" {
+		t.Errorf("standby: %v %v %+v", changed, state, v)
+	}
+	if _, ok := b.Down("isp2"); !ok {
+		t.Error("a unit on standby is not out")
+	}
+}

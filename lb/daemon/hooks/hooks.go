@@ -7,6 +7,7 @@ package hooks
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -234,7 +235,18 @@ type Change struct {
 	V6     bool
 	State  health.LinkState
 	Reason string
+	// Cause is who made the change: CauseHealth (the checks; "" too),
+	// CauseOperator (flowpin link) or CauseQuota (a quota exhausted or
+	// renewed).
+	Cause string
 }
+
+// Causes of a change (FLOWPIN_CAUSE).
+const (
+	CauseHealth   = "health"
+	CauseOperator = "operator"
+	CauseQuota    = "quota"
+)
 
 // Pending are the changes whose hooks wait for the next sync. Owned by
 // the daemon's loop.
@@ -278,6 +290,7 @@ func Env(ch Change, up []string, policies []plan.PolicyPlan) []string {
 		"FLOWPIN_FAMILY=" + fam,
 		"FLOWPIN_STATE=" + string(ch.State),
 		"FLOWPIN_REASON=" + ch.Reason,
+		"FLOWPIN_CAUSE=" + cmp.Or(ch.Cause, CauseHealth),
 	}
 	env = append(env, "FLOWPIN_UP_LINKS="+strings.Join(up, ","))
 	for _, p := range policies {

@@ -174,7 +174,7 @@ func TestEnv(t *testing.T) {
 	j := OnChange("/bin/true", Change{Link: c.Links[0], State: health.StateDown, Reason: "down: carrier lost on wan1"}, []string{"lte"}, policies)
 	want := []string{
 		"FLOWPIN_LINK=isp1", "FLOWPIN_INTERFACE=wan1", "FLOWPIN_FAMILY=ipv4", "FLOWPIN_STATE=down",
-		"FLOWPIN_REASON=down: carrier lost on wan1", "FLOWPIN_UP_LINKS=lte",
+		"FLOWPIN_REASON=down: carrier lost on wan1", "FLOWPIN_CAUSE=health", "FLOWPIN_UP_LINKS=lte",
 		"FLOWPIN_POLICY_DEFAULT_TIER=2", "FLOWPIN_POLICY_DEFAULT_TIER6=none",
 		"FLOWPIN_POLICY_CABLE_FIRST_TIER=1", "FLOWPIN_POLICY_CABLE_FIRST_TIER6=none",
 	}

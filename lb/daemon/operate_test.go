@@ -1,0 +1,295 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"flowpin/lb/config/configtest"
+	"flowpin/lb/daemon/operator"
+	"flowpin/lb/health"
+	"flowpin/nft"
+)
+
+func setLink(t *testing.T, h *harness, name string, m operator.Mode) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.d.SetLink(context.Background(), name, m, false)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("SetLink %s %s: %v", name, m, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("SetLink %s %s: no answer", name, m)
+	}
+}
+
+// The operator's modes: drain leaves the route and flushes nothing; down
+// leaves it and flushes the link's flows (another link takes them); up
+// keeps a link whose probes fail in the route; auto gives it back to its
+// probes.
+func TestOperatorModes(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.waitTranscript(both)
+
+	setLink(t, h, "isp2", operator.Drain)
+	h.waitTranscript(both, isp2Out)
+	s := h.state("isp2")
+	if s.State != health.StateUp || s.Operator != "drain" || !strings.HasPrefix(s.Reason, "drained by operator since 00:00:00; checks: up") {
+		t.Errorf("isp2 drained: %+v", s)
+	}
+	if err := testutil.GatherAndCompare(h.d.Metrics().Registry, strings.NewReader(`# HELP flowpin_link_operator_mode 1 for the link's operator mode (flowpin link NAME drain|down|up|auto), 0 for the others.
+# TYPE flowpin_link_operator_mode gauge
+flowpin_link_operator_mode{link="isp1",mode="auto"} 1
+flowpin_link_operator_mode{link="isp1",mode="down"} 0
+flowpin_link_operator_mode{link="isp1",mode="drain"} 0
+flowpin_link_operator_mode{link="isp1",mode="up"} 0
+flowpin_link_operator_mode{link="isp2",mode="auto"} 0
+flowpin_link_operator_mode{link="isp2",mode="down"} 0
+flowpin_link_operator_mode{link="isp2",mode="drain"} 1
+flowpin_link_operator_mode{link="isp2",mode="up"} 0
+`), "flowpin_link_operator_mode"); err != nil {
+		t.Error(err)
+	}
+	if _, err := h.d.SetLink(context.Background(), "isp1", operator.Drain, false); !errors.Is(err, ErrLastLink) {
+		t.Errorf("draining the last link: %v", err)
+	}
+	if _, err := h.d.SetLink(context.Background(), "isp3", operator.Drain, false); !errors.Is(err, ErrUnknownLink) || !strings.Contains(err.Error(), `"isp3"`) {
+		t.Errorf("an unknown link: %v", err)
+	}
+	if _, err := h.d.SetLink(context.Background(), "isp2", "sideways", false); !errors.Is(err, ErrBadMode) {
+		t.Errorf("a bad mode: %v", err)
+	}
+
+	setLink(t, h, "isp2", operator.Down)
+	h.waitTranscript(both, isp2Out, isp2Out, flush2)
+	if s := h.state("isp2"); s.State != health.StateDown || !strings.HasPrefix(s.Reason, "down by operator since ") {
+		t.Errorf("isp2 down by operator: %+v", s)
+	}
+	// The probes answer: down by the operator stays down.
+	h.round()
+	h.round()
+	h.round()
+	if s := h.state("isp2"); s.State != health.StateDown {
+		t.Errorf("isp2 down by operator after good rounds: %+v", s)
+	}
+
+	// up: in the route while its probes fail.
+	h.probers.set("wan2", false)
+	setLink(t, h, "isp2", operator.Up)
+	h.waitTranscript(both, isp2Out, isp2Out, flush2, both)
+	for range 4 {
+		h.round()
+	}
+	if s := h.state("isp2"); s.State != health.StateUp || s.Operator != "up" {
+		t.Errorf("isp2 up by operator with failing probes: %+v", s)
+	}
+	h.clock.Advance(MinSyncInterval)
+	// auto: its probes decide again, and they failed.
+	setLink(t, h, "isp2", operator.Auto)
+	h.waitState("isp2", health.StateDown)
+	if s := h.state("isp2"); s.Operator != "" || !strings.Contains(s.Reason, "probes lost") {
+		t.Errorf("isp2 back in auto: %+v", s)
+	}
+	h.eventually("isp2 out and flushed", func() bool {
+		got := h.rec.get()
+		return len(got) >= 7 && got[len(got)-2] == isp2Out && got[len(got)-1] == flush2
+	})
+}
+
+// drain and down of every link: refused, unless forced; forced, no link
+// is left in the route (the operator asked for it) and no health failing
+// open puts them back.
+func TestOperatorEveryLinkOut(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.waitTranscript(both)
+	// isp1 down by its carrier: isp2 is the last link up.
+	h.events.send(Event{Kind: EventLink, Iface: "wan1", Up: false})
+	h.waitState("isp1", health.StateDown)
+	if _, err := h.d.SetLink(context.Background(), "isp2", operator.Down, false); !errors.Is(err, ErrLastLink) {
+		t.Fatalf("down of the last link up: %v", err)
+	}
+	setLink(t, h, "isp1", operator.Down)
+	if _, err := h.d.SetLink(context.Background(), "isp2", operator.Drain, false); !errors.Is(err, ErrLastLink) {
+		t.Fatalf("draining the last link: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := h.d.SetLink(context.Background(), "isp2", operator.Drain, true); done <- err }()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	h.waitTranscript(both, "apply route=[isp2] out=[isp1]", "flush mark 0x100/0xff00", "apply route=[] out=[isp1 isp2]")
+}
+
+const quotaDaily = "    quota: {bytes: 1000, period: daily}\n"
+
+// A quota: exhausted, the link goes to standby and its flows are
+// deleted where another link can take them; the next period (the
+// injected clock at midnight) brings it back.
+func TestQuotaStandbyUntilTheNextPeriod(t *testing.T) {
+	h := newHarness(t)
+	h.c = configtest.MustParse(t, checked+quotaDaily)
+	h.k = newFakeKernel(h.rec, h.c)
+	traffic := &fakeCounters{}
+	h.traffic = traffic
+	h.start()
+	h.waitTranscript(both)
+
+	traffic.add(nft.CounterKey("prerouting", "restore isp2"), 5, 600)
+	h.clock.Advance(QuotaInterval)
+	time.Sleep(10 * time.Millisecond)
+	if s := h.state("isp2"); s.State != health.StateUp || s.Quota == nil || s.Quota.Used != 600 || s.Quota.Left != 400 {
+		t.Fatalf("isp2 with 600 of 1000 bytes: %+v (%+v)", s, s.Quota)
+	}
+	traffic.add(nft.CounterKey("prerouting", "from isp2"), 5, 500)
+	h.eventually("quota counted", func() bool {
+		h.clock.Advance(QuotaInterval)
+		return h.state("isp2").State == health.StateStandby
+	})
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(both, isp2Out, flush2)
+	s := h.state("isp2")
+	if !strings.HasPrefix(s.Reason, "quota: 1.1 kB of 1.0 kB used (1.0 kB daily); a new period begins 2026-01-02 00:00") || !s.Quota.Exhausted {
+		t.Errorf("isp2 exhausted: %+v (%+v)", s, s.Quota)
+	}
+	if err := testutil.GatherAndCompare(h.d.Metrics().Registry, strings.NewReader(`# HELP flowpin_link_quota_left_bytes Bytes left of the link's quota in the current period.
+# TYPE flowpin_link_quota_left_bytes gauge
+flowpin_link_quota_left_bytes{link="isp2"} 0
+# HELP flowpin_link_quota_used_bytes Bytes the link carried in its quota's current period (both directions).
+# TYPE flowpin_link_quota_used_bytes gauge
+flowpin_link_quota_used_bytes{link="isp2"} 1100
+`), "flowpin_link_quota_left_bytes", "flowpin_link_quota_used_bytes"); err != nil {
+		t.Error(err)
+	}
+	// up by the operator overrides the quota; auto gives it back.
+	setLink(t, h, "isp2", operator.Up)
+	if s := h.state("isp2"); s.State != health.StateUp || !s.Quota.Exhausted {
+		t.Errorf("isp2 up by operator, quota exhausted: %+v (%+v)", s, s.Quota)
+	}
+	setLink(t, h, "isp2", operator.Auto)
+	if s := h.state("isp2"); s.State != health.StateStandby {
+		t.Errorf("isp2 back in auto, quota exhausted: %+v", s)
+	}
+	h.waitTranscript(both, isp2Out, flush2, both, isp2Out, flush2)
+	// More traffic (its established flows' last packets) is counted, and
+	// changes nothing.
+	traffic.add(nft.CounterKey("postrouting", "save isp2"), 1, 100)
+	h.eventually("counted on standby", func() bool {
+		h.clock.Advance(QuotaInterval)
+		return h.state("isp2").Quota.Used == 1200
+	})
+
+	// Midnight.
+	now := h.clock.Now()
+	h.clock.Advance(time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC).Sub(now))
+	h.eventually("a new period", func() bool {
+		h.clock.Advance(QuotaInterval)
+		return h.state("isp2").State == health.StateUp
+	})
+	if s := h.state("isp2"); s.Quota.Used != 0 || s.Quota.Exhausted || !s.Quota.PeriodStart.Equal(time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("isp2 in the new period: %+v", s.Quota)
+	}
+	h.clock.Advance(MinSyncInterval)
+	h.eventually("back in the route", func() bool {
+		got := h.rec.get()
+		return got[len(got)-1] == both
+	})
+}
+
+// quota_last_resort: an exhausted link still takes new flows when no
+// other link can.
+func TestQuotaLastResort(t *testing.T) {
+	h := newHarness(t)
+	h.c = configtest.MustParse(t, checked+quotaDaily+"    quota_last_resort: true\n")
+	h.k = newFakeKernel(h.rec, h.c)
+	traffic := &fakeCounters{}
+	h.traffic = traffic
+	h.start()
+	h.waitTranscript(both)
+	traffic.add(nft.CounterKey("prerouting", "restore isp2"), 5, 2000)
+	h.eventually("exhausted", func() bool {
+		h.clock.Advance(QuotaInterval)
+		return h.state("isp2").State == health.StateStandby
+	})
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(both, isp2Out, flush2)
+	h.events.send(Event{Kind: EventLink, Iface: "wan1", Up: false})
+	h.waitState("isp1", health.StateDown)
+	h.clock.Advance(MinSyncInterval)
+	h.eventually("isp2 the last resort", func() bool {
+		got := h.rec.get()
+		return got[len(got)-1] == "apply route=[isp2] out=[isp1]"
+	})
+	if s := h.state("isp2"); s.State != health.StateStandby || !strings.Contains(s.Reason, "the last resort") {
+		t.Errorf("isp2 as the last resort: %+v", s)
+	}
+}
+
+type linkSetterFunc func(name string, m operator.Mode, force bool) (operator.Entry, error)
+
+func (f linkSetterFunc) SetLink(_ context.Context, name string, m operator.Mode, force bool) (operator.Entry, error) {
+	return f(name, m, force)
+}
+
+// Only root sets a link's mode; the daemon's refusals map to 404, 400 and
+// 409, through the API's router (odd characters in the name included).
+func TestLinkHandler(t *testing.T) {
+	var calls []string
+	api := APIHandler(struct {
+		Source
+		LinkSetter
+	}{SourceFuncs{}, linkSetterFunc(func(name string, m operator.Mode, force bool) (operator.Entry, error) {
+		calls = append(calls, fmt.Sprintf("%s %s %v", name, m, force))
+		switch {
+		case name == "isp1" && m == operator.Drain && !force:
+			return operator.Entry{}, fmt.Errorf("%w: isp1 would leave no link", ErrLastLink)
+		case name != "isp1":
+			return operator.Entry{}, fmt.Errorf("%w %q", ErrUnknownLink, name)
+		case m == "sideways":
+			return operator.Entry{}, fmt.Errorf("%w %q", ErrBadMode, m)
+		}
+		return operator.Entry{Mode: m, Since: time.Unix(0, 0)}, nil
+	})})
+	for _, tc := range []struct {
+		name, path string
+		uid        any
+		code       int
+		body       string
+	}{
+		{"no credentials", "/links/isp1/down", nil, http.StatusForbidden, "only root"},
+		{"uid 65534", "/links/isp1/down", uint32(65534), http.StatusForbidden, "only root"},
+		{"root", "/links/isp1/down", uint32(0), http.StatusOK, `"mode":"down"`},
+		{"last link", "/links/isp1/drain", uint32(0), http.StatusConflict, "would leave no link"},
+		{"forced", "/links/isp1/drain?force=1", uint32(0), http.StatusOK, `"mode":"drain"`},
+		{"unknown", "/links/is%20p%2F1%1b/drain", uint32(0), http.StatusNotFound, `"is p/1\x1b"`},
+		{"bad mode", "/links/isp1/sideways", uint32(0), http.StatusBadRequest, "bad mode"},
+	} {
+		req := httptest.NewRequest(http.MethodPost, tc.path, nil)
+		if tc.uid != nil {
+			req = req.WithContext(context.WithValue(req.Context(), peerUIDKey{}, tc.uid))
+		}
+		w := httptest.NewRecorder()
+		api.ServeHTTP(w, req)
+		if w.Code != tc.code || !strings.Contains(w.Body.String(), tc.body) {
+			t.Errorf("%s: %d %q, want %d %q", tc.name, w.Code, w.Body.String(), tc.code, tc.body)
+		}
+	}
+	want := []string{"isp1 down false", "isp1 drain false", "isp1 drain true", "is p/1\x1b drain false", "isp1 sideways false"}
+	if !slices.Equal(calls, want) {
+		t.Errorf("calls %q, want %q (none unprivileged)", calls, want)
+	}
+}
