@@ -98,7 +98,7 @@ test: deps deb-deps browser-deps lint ## the whole suite: unit and real-kernel i
 # Fuzz targets as package:Target. `go test -fuzz` takes one package and one
 # target at a time, so they run one after another. A crash is written to
 # the package's testdata/fuzz and from then on runs as a plain test.
-FUZZ_TARGETS  := lb/config:FuzzParse lb/config:FuzzAssign nft:FuzzDecodeRecords nft/ct:FuzzDecodeFlow nft/ct:FuzzDecodeBatch \
+FUZZ_TARGETS  := lb/config:FuzzParse lb/config:FuzzAssign lb/config:FuzzParseSetFile nft:FuzzDecodeRecords nft/ct:FuzzDecodeFlow nft/ct:FuzzDecodeBatch \
                  nft/ct:FuzzAppendEvents rules:FuzzParseAnswer
 # Budgets are counts of executions, not durations: with a duration, Go's
 # fuzz coordinator (go1.26) can report "context deadline exceeded" as a

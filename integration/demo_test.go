@@ -113,6 +113,7 @@ func TestDemo(t *testing.T) {
 	checkOperatorDemo(t, expect("Operator control", "drained by operator since", "(exit 1: root only)", "(isp2: standby, ", "isp2 quota: ", "warning: link isp2 used all of its quota"), each)
 	checkDemoDNS(t, text)
 	checkDemoPrefixes6(t, expect("IPv6 with each ISP's own prefix"))
+	checkSetsDemo(t, section("Traffic by name"), each)
 	if !strings.Contains(text, "==> Done") {
 		t.Error("the demo did not reach its end")
 	}

@@ -97,28 +97,6 @@ func startNameServer(t testing.TB, ns, addr, answer string) {
 	t.Cleanup(func() { _ = srv.Shutdown(); <-done })
 }
 
-// startDnsmasq runs dnsmasq on the router's LAN address with the
-// daemon's resolv file, as the README sets it up (strict-order here, so
-// which server answers is certain).
-func startDnsmasq(t testing.TB, ns, listen, resolvFile string) {
-	t.Helper()
-	cmd := exec.Command("ip", "netns", "exec", ns, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
-		"--user=root", "--pid-file=", "--no-hosts", "--bind-interfaces", "--listen-address="+listen,
-		"--resolv-file="+resolvFile, "--strict-order", "--cache-size=0")
-	out := &strings.Builder{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("dnsmasq: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("dnsmasq:\n%s", out)
-		}
-	})
-}
-
 // askLAN asks the router's dnsmasq from the LAN until the answer is want,
 // for 5 s at most, and returns the last answer.
 func askLAN(t testing.TB, d *dualWAN, want string) string {
@@ -230,7 +208,7 @@ func TestProbesDNSWatchdog(t *testing.T) {
 	// isp1's server answers while isp1 is up.
 	startNameServer(t, d.Far, "203.0.113.53", "10.0.0.53")
 	startNameServer(t, d.Far, "203.0.113.54", "10.0.0.54")
-	startDnsmasq(t, d.Router, d.RouterLAN, resolvFile)
+	startDnsmasq(t, d.Router, t.TempDir(), "router", "listen-address="+d.RouterLAN+"\nbind-interfaces\nno-hosts\nresolv-file="+resolvFile+"\nstrict-order\ncache-size=0\n")
 	if got := askLAN(t, d, "10.0.0.53"); got != "10.0.0.53" {
 		t.Errorf("dnsmasq answered %s, want isp1's server's 10.0.0.53", got)
 	}

@@ -26,6 +26,8 @@ type Class struct {
 	Src, Dst           []netip.Prefix
 	SrcPorts, DstPorts []PortRange
 	IIF                string
+	// SrcSet, DstSet name a NamedSet the source or destination is in.
+	SrcSet, DstSet string
 	Action
 	// Sticky, if set, keeps a source on the link it last used through
 	// this rule, for this long, if that link is among StickyLinks.
@@ -250,13 +252,22 @@ type group struct {
 	name  string
 	iif   string
 	elems []element
+	// srcSet, dstSet: the named sets the rules of the map match, looked
+	// up before the map: one lookup per set, not an element per address.
+	srcSet, dstSet string
 }
+
+// guard is what a group's rule tests before its map: the input interface
+// and the named sets.
+type guard struct{ iif, srcSet, dstSet string }
 
 // groups lays the rules of family f out in maps. A rule goes into the
 // layer after the last one holding a rule it overlaps, so the layers,
 // looked up in order, give the first matching rule; rules that do not
 // overlap share a layer, so 200 disjoint rules are one lookup. A layer is
-// one map per input interface its rules name.
+// one map per input interface and named sets its rules name. A rule with
+// a set overlaps what its other selectors overlap, as if the set held
+// every address, so a later rule it may shadow comes in a later layer.
 func (s Spec) groups(f family) []group {
 	var layers [][]element
 	for ci, c := range s.Classes {
@@ -280,20 +291,21 @@ func (s Spec) groups(f family) []group {
 	}
 	var gs []group
 	for _, layer := range layers {
-		var iifs []string
-		byIIF := map[string][]element{}
+		var keys []guard
+		byGuard := map[guard][]element{}
 		for _, e := range layer {
-			iif := ""
+			c := s.Classes[e.class]
+			k := guard{srcSet: c.SrcSet, dstSet: c.DstSet}
 			if bytes.Equal(e.fields[5].lo, e.fields[5].hi) {
-				iif = strings.TrimRight(string(e.fields[5].lo), "\x00")
+				k.iif = strings.TrimRight(string(e.fields[5].lo), "\x00")
 			}
-			if _, ok := byIIF[iif]; !ok {
-				iifs = append(iifs, iif)
+			if _, ok := byGuard[k]; !ok {
+				keys = append(keys, k)
 			}
-			byIIF[iif] = append(byIIF[iif], e)
+			byGuard[k] = append(byGuard[k], e)
 		}
-		for _, iif := range iifs {
-			gs = append(gs, group{name: fmt.Sprintf("rules%s_%d", f.suffix(), len(gs)), iif: iif, elems: byIIF[iif]})
+		for _, k := range keys {
+			gs = append(gs, group{name: fmt.Sprintf("rules%s_%d", f.suffix(), len(gs)), iif: k.iif, srcSet: k.srcSet, dstSet: k.dstSet, elems: byGuard[k]})
 		}
 	}
 	return gs
@@ -324,8 +336,15 @@ type setDef struct {
 	// the braces), for Render's flush of a refilled set.
 	decl string
 	// refill: emptied and filled anew by every apply (a map of the
-	// plan); otherwise kept with what packets put in it (a sticky set).
+	// plan); otherwise kept with what packets or resolvers put in it (a
+	// sticky set, a domain set).
 	refill bool
+	// digest, of a file set: its elements' (see setsChain).
+	digest string
+	// carried: the elements a set that is made anew had (carryElements).
+	carried []nftables.SetElement
+	// lazyText, if set, makes text when Render needs it (a file set's).
+	lazyText func() string
 }
 
 // families are the address families, in the order of a layout's groups.
@@ -460,6 +479,14 @@ func (s Spec) classifyRulesOf(gs [2][]group, setDefs []setDef) []rule {
 			if g.iif != "" {
 				text += fmt.Sprintf("iifname %q ", g.iif)
 				ex = join(ex, matchIface(expr.MetaKeyIIFNAME, g.iif))
+			}
+			if g.srcSet != "" {
+				text += fmt.Sprintf("%s saddr @%s ", f.name, SetName(g.srcSet, f == ipv6))
+				ex = join(ex, addrInSet(f, true, SetName(g.srcSet, f == ipv6)))
+			}
+			if g.dstSet != "" {
+				text += fmt.Sprintf("%s daddr @%s ", f.name, SetName(g.dstSet, f == ipv6))
+				ex = join(ex, addrInSet(f, false, SetName(g.dstSet, f == ipv6)))
 			}
 			out = append(out, rule{
 				chain: "classify",

@@ -24,6 +24,10 @@ func TestTableEventOnlyOwnTable(t *testing.T) {
 		{"own chain", nftables.MonitorEvent{Data: &nftables.Chain{Table: own}}, &TableEvent{What: "nftables change"}},
 		{"own rule", nftables.MonitorEvent{Data: &nftables.Rule{Table: own}}, &TableEvent{What: "nftables change"}},
 		{"other table", nftables.MonitorEvent{Data: &nftables.Rule{Table: other}}, nil},
+		// dnsmasq adding to a domain set is no change of the table: the
+		// daemon must not take it for drift.
+		{"an element a resolver added", nftables.MonitorEvent{Type: nftables.MonitorEventTypeNewSetElem, Data: []nftables.SetElement{{Key: []byte{203, 0, 113, 10}}}}, nil},
+		{"an element that expired", nftables.MonitorEvent{Type: nftables.MonitorEventTypeDelSetElem, Data: []nftables.SetElement{{Key: []byte{203, 0, 113, 10}}}}, nil},
 		{"error", nftables.MonitorEvent{Error: unix.ENOBUFS}, &TableEvent{Lost: true, What: "nftables"}},
 	} {
 		got, ok := tableEvent(&tc.ev)

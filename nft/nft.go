@@ -74,6 +74,9 @@ type Spec struct {
 	// down links' prefixes (prefixes6.go).
 	Prefixes6  []Prefix6
 	Translate6 []Translate6
+	// Sets are the named address sets the classes match, and those no
+	// class uses (a resolver may fill them all the same).
+	Sets []NamedSet
 }
 
 type chainDef struct {
@@ -110,6 +113,7 @@ func (s Spec) layout() layout {
 	gs := [2][]group{s.groups(ipv4), s.groups(ipv6)}
 	var l layout
 	l.sets = append(s.linkMaps(), s.setsOf(gs)...)
+	l.sets = append(l.sets, s.namedSetDefs()...)
 	l.rules = s.rulesOf(gs, l.sets)
 	l.chains = chainDefsOf(l.rules, l.sets)
 	return l
@@ -779,6 +783,7 @@ func (s Spec) rulesOf(gs [2][]group, sets []setDef) []rule {
 	out = append(out, s.linkChains(byName)...)
 	out = append(out, s.prefixSkips()...)
 	out = append(out, s.classifyRulesOf(gs, sets)...)
+	out = append(out, s.namedSetRules(byName)...)
 	for _, rec := range s.Records.Encode() {
 		out = append(out, rule{
 			chain:  "state",
@@ -811,7 +816,11 @@ func (s Spec) Render() string {
 	}
 	fmt.Fprintf(&b, "table inet %s {\n", TableName)
 	for _, d := range l.sets {
-		fmt.Fprintf(&b, "\t%s\n", d.text)
+		text := d.text
+		if d.lazyText != nil {
+			text = d.lazyText()
+		}
+		fmt.Fprintf(&b, "\t%s\n", text)
 	}
 	rs := l.rules
 	for _, c := range l.chains {
@@ -861,10 +870,11 @@ func RenderRecords(records Records) string {
 // Current is the table as Read would find it once spec is applied, for
 // fakes and tests.
 func (s Spec) Current() *Current {
-	cur := &Current{Exists: true, Chains: map[string][]string{}, hooks: map[string]string{}}
+	cur := &Current{Exists: true, Chains: map[string][]string{}, hooks: map[string]string{}, kinds: map[string]string{}}
 	l := s.layout()
 	for _, d := range l.sets {
 		cur.Sets = append(cur.Sets, d.set.Name)
+		cur.kinds[d.set.Name] = setKind(d.set)
 	}
 	for _, c := range l.chains {
 		cur.Chains[c.name] = []string{}
@@ -899,6 +909,8 @@ type Current struct {
 	Records Records
 	// Sets are the names of the table's sets and maps.
 	Sets []string
+	// kinds: each set's type, flags and timeout (setKind).
+	kinds map[string]string
 }
 
 // Read lists the owned table. A missing table is not an error.
@@ -913,7 +925,7 @@ func (c *Conn) Read() (*Current, error) {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
 	defer nc.CloseLasting()
-	cur := &Current{Chains: map[string][]string{}, hooks: map[string]string{}}
+	cur := &Current{Chains: map[string][]string{}, hooks: map[string]string{}, kinds: map[string]string{}}
 	t, err := nc.ListTableOfFamily(TableName, nftables.TableFamilyINet)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
@@ -949,6 +961,7 @@ func (c *Conn) Read() (*Current, error) {
 	}
 	for _, st := range sets {
 		cur.Sets = append(cur.Sets, st.Name)
+		cur.kinds[st.Name] = setKind(st)
 	}
 	return cur, nil
 }
@@ -979,6 +992,11 @@ func (l layout) upToDate(cur *Current) bool {
 	if !slices.Equal(slices.Sorted(slices.Values(sets)), slices.Sorted(slices.Values(cur.Sets))) {
 		return false
 	}
+	for _, d := range l.sets {
+		if cur.kinds != nil && cur.kinds[d.set.Name] != setKind(d.set) {
+			return false
+		}
+	}
 	want := map[string][]string{}
 	for _, c := range defs {
 		want[c.name] = []string{}
@@ -1007,6 +1025,9 @@ func (c *Conn) Apply(s Spec) (bool, error) {
 	l := s.layout()
 	if l.upToDate(cur) {
 		return false, nil
+	}
+	if err := l.carryElements(cur); err != nil {
+		return false, err
 	}
 	c.Writes++
 	size, err := commit(func(nc *nftables.Conn) error { return l.queue(nc, cur) })
@@ -1047,6 +1068,16 @@ func (l layout) queue(nc *nftables.Conn, cur *Current) error {
 			switch {
 			case !ok:
 				nc.DelSet(st)
+			case cur.kinds != nil && cur.kinds[name] != setKind(d.set):
+				// Another type, flags or timeout: the kernel keeps an
+				// existing set as it is, so it is made anew (a domain
+				// set with the elements it had: carryElements).
+				nc.DelSet(st)
+				have[name] = false
+			case d.unchanged(cur):
+				// A file set as it is: 100k elements are not rewritten
+				// because a link went down.
+				have[name] = true
 			case d.refill:
 				nc.FlushSet(st)
 			}
@@ -1077,7 +1108,14 @@ func (l layout) queue(nc *nftables.Conn, cur *Current) error {
 		// the layout is queued more than once.
 		set := *d.set
 		set.Table = t
-		chunks := elemChunks(d.elems)
+		elems := d.elems
+		if have[set.Name] && d.unchanged(cur) {
+			elems = nil
+		}
+		if !have[set.Name] && d.carried != nil {
+			elems = d.carried
+		}
+		chunks := elemChunks(elems)
 		if !have[set.Name] {
 			var first []nftables.SetElement
 			if len(chunks) > 0 {

@@ -639,5 +639,6 @@ source "$(dirname "$(realpath "$0")")/demo_operator.sh"
 source "$(dirname "$(realpath "$0")")/demo_dns.sh"
 # shellcheck source=scripts/demo_prefixes6.sh
 source "$(dirname "$(realpath "$0")")/demo_prefixes6.sh"
+source "$(dirname "$(realpath "$0")")/demo_sets.sh"
 
 heading "Done (namespaces $P-* are removed on exit)"

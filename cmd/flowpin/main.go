@@ -60,7 +60,7 @@ Every command acts on the network namespace it runs in, so
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVarP(&a.config, "config", "c", config.DefaultPath, "config file")
-	root.AddCommand(a.applyCmd(), a.planCmd(), a.downCmd(), a.runCmd(), a.statusCmd(), a.verifyCmd(), a.explainCmd(), a.useCmd(), a.reloadCmd(), a.linkCmd())
+	root.AddCommand(a.applyCmd(), a.planCmd(), a.downCmd(), a.runCmd(), a.statusCmd(), a.verifyCmd(), a.explainCmd(), a.useCmd(), a.reloadCmd(), a.linkCmd(), a.dnsmasqCmd())
 	root.AddCommand(a.versionCmd(), genDocsCmd())
 	stampVersion(root)
 	return root

@@ -20,6 +20,8 @@ import (
 	"flowpin/lb/ctl"
 	"flowpin/lb/daemon"
 	"flowpin/lb/daemon/operator"
+	"flowpin/lb/daemon/resolve"
+	"flowpin/lb/daemon/setfiles"
 	"flowpin/lb/health"
 	"flowpin/lb/status"
 	"flowpin/nft"
@@ -160,11 +162,14 @@ links, in the foreground.
 				Quota:            quotas,
 			}, load, log)
 			first := true
+			stopSetParts := func() {}
 			sup.OnReady = func(d *daemon.Daemon) {
 				if first {
 					first = false
 					log.Info("running", "config", a.config, "links", len(d.Config.Links))
 				}
+				stopSetParts()
+				stopSetParts = startSetParts(ctx, d.Config, sup, log)
 				_, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyReady)
 			}
 			// SIGHUP (systemctl reload) reloads the config; the outcome
@@ -204,6 +209,9 @@ links, in the foreground.
 					if err := d.Metrics().RegisterRuleMetrics(d.Config, d); err != nil {
 						return fmt.Errorf("metrics: %w", err)
 					}
+					if err := d.Metrics().RegisterSetMetrics(d.Config, &nft.Conn{}); err != nil {
+						return fmt.Errorf("metrics: %w", err)
+					}
 					return nil
 				}
 				// The registry of the daemon that runs now: a reload's
@@ -235,6 +243,27 @@ links, in the foreground.
 	cmd.Flags().StringVar(&quotaState, "quota-state", defaultQuotaState, "keep the links' quota counts in FILE (it survives reboots; give each daemon on a host its own)")
 	cmd.Flags().StringVar(&resolvDir, "resolv-dir", "/run/flowpin", "write the links' DNS servers (links[].dns) to DIR/resolv.conf")
 	return cmd
+}
+
+// startSetParts starts the daemon's parts of the config's sets, each
+// config anew: the set file watcher and the resolver of resolve: true.
+func startSetParts(ctx context.Context, c *config.Config, sup *daemon.Supervisor, log *slog.Logger) func() {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		if err := setfiles.Watch(ctx, setfiles.FilesOf(c), sup.Reload, log); err != nil {
+			log.Error("set file watcher", "err", err)
+		}
+	}()
+	if sets := resolve.SetsOf(c); len(sets) > 0 {
+		r, err := resolve.FromResolvConf("/etc/resolv.conf")
+		if err != nil {
+			log.Error("resolve: true sets stay empty", "err", err)
+		} else {
+			// A Conn of its own: Conn counts its writes unlocked.
+			go resolve.Run(ctx, sets, r, &nft.Conn{}, log, resolve.RealClock)
+		}
+	}
+	return cancel
 }
 
 // supervisedAPI answers the status socket from the daemon that runs now.

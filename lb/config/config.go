@@ -61,6 +61,8 @@ type Config struct {
 	// matches: default_policy, or 0.
 	Unmatched int
 	Rules     []Rule
+	// Sets are the named address sets rules match (src_set, dst_set).
+	Sets []Set
 	// Hooks run on link state changes.
 	Hooks Hooks
 
@@ -205,6 +207,7 @@ type rawConfig struct {
 	DefaultPolicy string      `yaml:"default_policy"`
 	Policies      []rawPolicy `yaml:"policies" max:"64"` // MaxPolicies
 	Rules         []rawRule   `yaml:"rules" max:"1000"`  // MaxRules
+	Sets          []rawSet    `yaml:"sets" max:"64"`     // MaxSets
 	Hooks         *rawHooks   `yaml:"hooks"`
 }
 
@@ -225,6 +228,8 @@ type rawRule struct {
 	IIF      string         `yaml:"iif"`
 	Policy   string         `yaml:"policy"`
 	Sticky   *time.Duration `yaml:"sticky"`
+	SrcSet   string         `yaml:"src_set"`
+	DstSet   string         `yaml:"dst_set"`
 }
 
 type rawLink struct {
@@ -268,6 +273,21 @@ type rawCheck struct {
 // Load reads and validates the file at path. It does not look at the
 // kernel; Plan checks the config against the interfaces.
 func Load(path string) (*Config, error) {
+	c, err := LoadWithoutSetFiles(path)
+	if err != nil {
+		return nil, err
+	}
+	// The set files are read with the config, so apply, reload and the
+	// file watcher see them the same way.
+	if err := c.ReadSetFiles(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// LoadWithoutSetFiles is Load but for the set files, which stay unread
+// (Set.Elems nil): for what needs only the sets' names and domains.
+func LoadWithoutSetFiles(path string) (*Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
@@ -400,6 +420,9 @@ func (c *Config) fill(raw *rawConfig) error {
 		if err := c.fillMark(i, raw.Links[i].Mark, values, &u); err != nil {
 			return err
 		}
+	}
+	if err := c.fillSets(raw); err != nil {
+		return err
 	}
 	c.Policies = []Policy{{Name: DefaultPolicy, Tiers: DefaultTiers(c.Links), LastResort: Unreachable, Failback: Keep, Implicit: true}}
 	if err := c.fillPolicies(raw); err != nil {

@@ -318,10 +318,21 @@ func render(t *testing.T, c *Config) []byte {
 		if r.Sticky > 0 {
 			rr.Sticky = &r.Sticky
 		}
+		rr.SrcSet, rr.DstSet = r.SrcSet, r.DstSet
 		raw.Rules = append(raw.Rules, rr)
 	}
 	if c.Unmatched != 0 {
 		raw.DefaultPolicy = c.Policies[c.Unmatched].Name
+	}
+	for _, s := range c.Sets {
+		rs := rawSet{Name: s.Name, Domains: s.Domains, Resolve: s.Resolve, Files: s.Files}
+		if s.Domain() {
+			rs.Timeout = &s.Timeout
+		}
+		for _, p := range s.Addresses {
+			rs.Addresses = append(rs.Addresses, p.String())
+		}
+		raw.Sets = append(raw.Sets, rs)
 	}
 	raw.Hooks = &rawHooks{OnChange: c.Hooks.OnChange, Timeout: &c.Hooks.Timeout}
 	out, err := yaml.Marshal(raw)

@@ -117,6 +117,8 @@ type Rule struct {
 	// sends flows to, or -1 for main (bypass).
 	Target int
 	Sticky time.Duration
+	// SrcSet, DstSet: the source or destination is in the named set.
+	SrcSet, DstSet string
 }
 
 // Bypass says whether the rule routes by main without pinning.

@@ -281,6 +281,14 @@ func (c *Config) fillRule(i int, rr *rawRule, names map[string]int) (Rule, error
 	if fs, fd := families(r.Src), families(r.Dst); fs != 0 && fd != 0 && fs&fd == 0 {
 		return r, c.FieldError(at("dst"), "only %s addresses, and src only %s: no flow matches both", familyName(fd), familyName(fs))
 	}
+	for _, ref := range []struct{ field, name string }{{"src_set", rr.SrcSet}, {"dst_set", rr.DstSet}} {
+		if ref.name != "" {
+			if err := c.checkSetRef(at(ref.field), ref.name); err != nil {
+				return r, err
+			}
+		}
+	}
+	r.SrcSet, r.DstSet = rr.SrcSet, rr.DstSet
 	if r.SrcPorts, err = c.ports(at("src_ports"), rr.SrcPorts, r.Proto); err != nil {
 		return r, err
 	}

@@ -56,6 +56,9 @@ type Explanation struct {
 	Policy  string `json:"policy,omitempty"`
 	Tier    int    `json:"tier,omitempty"`
 	StuckTo string `json:"stuck_to,omitempty"`
+	// Sets: the config's sets that hold the destination or the source
+	// ("destination in video").
+	Sets []string `json:"sets,omitempty"`
 	// Notes: caveats that make the answer less certain.
 	Notes []string `json:"notes,omitempty"`
 	// Error: the kernel would not route the packet, and why.
@@ -124,6 +127,7 @@ func (k *Kernel) Explain(c *config.Config, p Packet) (*Explanation, error) {
 	k.describe(x.e, p)
 	x.conntrack()
 	x.restore()
+	x.sets()
 	x.classify()
 	routed, err := x.route()
 	if err != nil {
@@ -317,7 +321,7 @@ func (x *explainer) classify() {
 		e.add("nft classify", "source %s is in %s, link %s's own prefix (prefixes6): no traffic rule applies, its link's prefix rule routes it", p.Src, pp.Prefix, x.d.Links[pp.Link].Name)
 		return
 	}
-	i, unsure := plan.Match(x.c.Rules, plan.Flow{Src: p.Src, Dst: p.Dst, Proto: p.Proto, Sport: p.Sport, Dport: p.Dport, Iif: p.Iif})
+	i, unsure := plan.Match(x.c.Rules, plan.Flow{Src: p.Src, Dst: p.Dst, Proto: p.Proto, Sport: p.Sport, Dport: p.Dport, Iif: p.Iif, InSet: x.inSet})
 	if unsure != "" {
 		e.Notes = append(e.Notes, unsure+": the answer assumes it does not match")
 	}

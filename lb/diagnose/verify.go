@@ -182,6 +182,9 @@ func (k *Kernel) Verify(c *config.Config, o VerifyOptions) (*VerifyReport, error
 	if err := k.verifyNFT(r, d); err != nil {
 		return nil, err
 	}
+	if err := k.verifySets(r, c); err != nil {
+		return nil, err
+	}
 	k.verifySysctls(r, d)
 	all, err := k.Routes.ListRules(rules.V4)
 	if err != nil {

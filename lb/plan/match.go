@@ -16,6 +16,9 @@ type Flow struct {
 	Sport, Dport uint16
 	// Iif: the interface the packet arrived on; "" for the router's own.
 	Iif string
+	// InSet says whether the named set holds an address now (the kernel's
+	// sets); nil: unknown.
+	InSet func(set string, a netip.Addr) bool
 }
 
 // Match finds the traffic rule that decides the policy of f, as the
@@ -56,6 +59,22 @@ func matches(r config.Rule, f Flow) (bool, string) {
 	}
 	if !inPrefixes(r.Dst, f.Dst.Unmap(), is4) {
 		return false, ""
+	}
+	if r.SrcSet != "" || r.DstSet != "" {
+		if f.InSet == nil {
+			return false, "set membership"
+		}
+		if r.DstSet != "" && !f.InSet(r.DstSet, f.Dst.Unmap()) {
+			return false, ""
+		}
+		if r.SrcSet != "" {
+			if !f.Src.IsValid() {
+				return false, "source (--from)"
+			}
+			if !f.InSet(r.SrcSet, f.Src.Unmap()) {
+				return false, ""
+			}
+		}
 	}
 	if len(r.Src) > 0 && !f.Src.IsValid() {
 		// The kernel picks the source of a local flow; a forwarded one has it.

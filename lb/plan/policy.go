@@ -222,7 +222,7 @@ func policies(c *config.Config, d *Desired) error {
 	}
 	for i, r := range c.Rules {
 		rp := RulePlan{Rule: r, Mark: m.Rules[i]}
-		cl := nft.Class{Name: r.Name, Proto: string(r.Proto), Src: r.Src, Dst: r.Dst, IIF: r.IIF}
+		cl := nft.Class{Name: r.Name, Proto: string(r.Proto), Src: r.Src, Dst: r.Dst, IIF: r.IIF, SrcSet: r.SrcSet, DstSet: r.DstSet}
 		for _, pr := range r.SrcPorts {
 			cl.SrcPorts = append(cl.SrcPorts, nft.PortRange{Lo: pr.Lo, Hi: pr.Hi})
 		}
@@ -250,6 +250,7 @@ func policies(c *config.Config, d *Desired) error {
 		d.Rules = append(d.Rules, rp)
 		d.NFT.Classes = append(d.NFT.Classes, cl)
 	}
+	d.NFT.Sets = namedSets(c)
 	if n := d.NFT.ClassElements(); n > nft.MaxClassElements {
 		return c.FieldError("rules", "the rules expand to %d set elements (every source x destination x port range of a rule), more than %d", n, nft.MaxClassElements)
 	}

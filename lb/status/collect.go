@@ -121,6 +121,9 @@ func Collect(ctx context.Context, c *config.Config, src Sources) (*Status, error
 	if err := AddPolicies(st, c, ap, hits); err != nil {
 		return nil, err
 	}
+	if err := addSets(st, c, src.Kernel.NFT); err != nil {
+		return nil, err
+	}
 	if src.Health != nil {
 		h, err := src.Health.Health(ctx)
 		switch {

@@ -56,6 +56,9 @@ func WriteStatus(w io.Writer, s *Status) error {
 	if err := writePrefixes6(w, s); err != nil {
 		return err
 	}
+	if err := WriteSets(w, s); err != nil {
+		return err
+	}
 	if !s.Daemon {
 		fmt.Fprintln(w, "state unknown: no flowpin daemon is tracking link health")
 	} else {

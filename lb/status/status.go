@@ -154,6 +154,8 @@ type Status struct {
 	// or policies).
 	Policies []PolicyStatus `json:"policies,omitempty"`
 	Rules    []RuleStatus   `json:"rules,omitempty"`
+	// Sets: the named address sets, with their element counts.
+	Sets []SetStatus `json:"sets,omitempty"`
 	// Unpinned flows carry no flowpin mark: they started before apply,
 	// or never crossed a link (the box's own LAN traffic).
 	Unpinned   Counters    `json:"unpinned"`

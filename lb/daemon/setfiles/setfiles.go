@@ -1,0 +1,84 @@
+// Package setfiles is the daemon's watcher of the config's set files: when
+// one changes, it asks for a reload, which reads the files again and
+// applies the difference (only a changed file's set is rewritten). A file
+// with a bad line makes the reload fail with the file, the line and the
+// value; the daemon runs on, and the set keeps the elements it had.
+package setfiles
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"flowpin/lb/config"
+)
+
+// Settle is how long the files must be quiet before the reload: a file
+// written in pieces, or several files replaced one after the other, give
+// one reload.
+const Settle = 300 * time.Millisecond
+
+// Watch watches files until ctx ends, calling reload once they have
+// settled after a change. It watches their directories, not the files:
+// editors and downloaders write a new file and rename it over the old one,
+// which a watch on the old file's inode would never see.
+func Watch(ctx context.Context, files []string, reload func() error, log *slog.Logger) error {
+	if len(files) == 0 {
+		return nil
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	var dirs []string
+	for _, f := range files {
+		if d := filepath.Dir(f); !slices.Contains(dirs, d) {
+			dirs = append(dirs, d)
+			if err := w.Add(d); err != nil {
+				log.Warn("cannot watch a set file's directory; reload by hand after changing it", "dir", d, "err", err)
+			}
+		}
+	}
+	var timer <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.Events:
+			if !ok {
+				return nil
+			}
+			if slices.Contains(files, filepath.Clean(ev.Name)) && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename|fsnotify.Remove) != 0 {
+				timer = time.After(Settle)
+			}
+		case err, ok := <-w.Errors:
+			if !ok {
+				return nil
+			}
+			// An overflow lost events: reading the files again is right
+			// whatever they were.
+			log.Warn("set file watcher", "err", err)
+			timer = time.After(Settle)
+		case <-timer:
+			timer = nil
+			log.Info("a set file changed; reloading")
+			if err := reload(); err != nil {
+				log.Error("set file change not applied; the sets keep their elements", "err", err)
+			}
+		}
+	}
+}
+
+// FilesOf are the files of the config's file sets.
+func FilesOf(c *config.Config) []string {
+	var out []string
+	for _, s := range c.Sets {
+		out = append(out, s.Files...)
+	}
+	return out
+}

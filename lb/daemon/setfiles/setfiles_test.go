@@ -1,0 +1,68 @@
+package setfiles
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// A file replaced by rename (as editors do) and a file written in place
+// each give one reload; another file in the directory gives none.
+func TestWatch(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "office.txt")
+	if err := os.WriteFile(f, []byte("10.0.0.0/8\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reloads := make(chan struct{}, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Watch(ctx, []string{f}, func() error { reloads <- struct{}{}; return nil }, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
+	time.Sleep(100 * time.Millisecond) // the watch is set up
+	expect := func(step string, n int) {
+		t.Helper()
+		got := 0
+		deadline := time.After(3 * Settle)
+		for {
+			select {
+			case <-reloads:
+				got++
+				continue
+			case <-deadline:
+			}
+			break
+		}
+		if got != n {
+			t.Errorf("%s: %d reloads, want %d", step, got, n)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "other.txt"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	expect("another file", 0)
+	tmp := f + ".new"
+	if err := os.WriteFile(tmp, []byte("10.1.0.0/16\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, f); err != nil {
+		t.Fatal(err)
+	}
+	expect("rename over", 1)
+	for i := range 5 {
+		if err := os.WriteFile(f, []byte{byte('0' + i), '\n'}, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect("five writes in a row", 1)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,35 @@
+package plan
+
+import (
+	"fmt"
+	"strings"
+
+	"flowpin/lb/config"
+	"flowpin/nft"
+)
+
+// DnsmasqLines are the dnsmasq config lines (nftset=, dnsmasq 2.87 and
+// later) that make dnsmasq add every address it resolves for a domain
+// set's names, and their subdomains, to the set: its IPv4 answers to the
+// IPv4 set, its IPv6 answers to the IPv6 set. dnsmasq adds an address when
+// an answer comes from upstream, not from its cache.
+func DnsmasqLines(c *config.Config) []string {
+	out := []string{
+		fmt.Sprintf("# Written by `flowpin dnsmasq -c %s`. Restart dnsmasq after changing", c.Path),
+		"# this file, and after `flowpin down` (its cached answers are not added again).",
+	}
+	n := 0
+	for _, s := range c.Sets {
+		if !s.Domain() {
+			continue
+		}
+		n++
+		out = append(out, fmt.Sprintf("# set %s", s.Name),
+			fmt.Sprintf("nftset=/%s/4#inet#%s#%s,6#inet#%s#%s", strings.Join(s.Domains, "/"),
+				nft.TableName, nft.SetName(s.Name, false), nft.TableName, nft.SetName(s.Name, true)))
+	}
+	if n == 0 {
+		out = append(out, "# no set with domains in the config")
+	}
+	return out
+}

@@ -1,0 +1,75 @@
+package plan
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"flowpin/lb/config"
+)
+
+// Overlapping and adjacent prefixes of both families are merged into the
+// fewest ranges; a domain set has a timeout and no elements.
+func TestNamedSetsMerged(t *testing.T) {
+	c := &config.Config{Sets: []config.Set{
+		{Name: "v", Domains: []string{"v.example"}, Timeout: 2 * time.Hour},
+		{Name: "office", Elems: []netip.Prefix{
+			netip.MustParsePrefix("10.0.0.0/25"), netip.MustParsePrefix("10.0.0.128/25"), netip.MustParsePrefix("10.0.0.7/32"),
+			netip.MustParsePrefix("2001:db8::/33"), netip.MustParsePrefix("2001:db8:8000::/33"), netip.MustParsePrefix("192.0.2.1/32"),
+			netip.MustParsePrefix("10.0.1.0/24"), netip.MustParsePrefix("10.0.3.0/24"),
+		}},
+	}}
+	got := namedSets(c)
+	if len(got) != 2 || got[0].Timeout != 2*time.Hour || got[0].Ranges != nil || got[1].Timeout != 0 {
+		t.Fatalf("%+v", got)
+	}
+	if s, want := fmt.Sprint(got[1].Ranges), "[10.0.0.0-10.0.1.255 10.0.3.0-10.0.3.255 192.0.2.1-192.0.2.1 2001:db8::-2001:db8:ffff:ffff:ffff:ffff:ffff:ffff]"; s != want {
+		t.Errorf("ranges %s, want %s", s, want)
+	}
+}
+
+func TestDnsmasqLines(t *testing.T) {
+	c := &config.Config{Path: "/etc/flowpin/flowpin.yaml", Sets: []config.Set{
+		{Name: "video", Domains: []string{"video.example", "cdn.example"}, Timeout: time.Hour},
+		{Name: "office", Elems: []netip.Prefix{}},
+		{Name: "bank-eu", Domains: []string{"bank.example"}, Timeout: time.Hour, Resolve: true},
+	}}
+	got := DnsmasqLines(c)
+	want := []string{
+		"# set video",
+		"nftset=/video.example/cdn.example/4#inet#flowpin#set4_video,6#inet#flowpin#set6_video",
+		"# set bank-eu",
+		"nftset=/bank.example/4#inet#flowpin#set4_bank-eu,6#inet#flowpin#set6_bank-eu",
+	}
+	if fmt.Sprint(got[2:]) != fmt.Sprint(want) {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+// A rule with a set matches by what the kernel's set holds; without
+// knowing it, the answer is flagged unsure.
+func TestMatchSets(t *testing.T) {
+	rs := []config.Rule{
+		{Name: "video", DstSet: "video"},
+		{Name: "office", SrcSet: "office", Proto: config.TCP},
+	}
+	in := map[string]string{"video": "203.0.113.20", "office": "10.0.0.7"}
+	inSet := func(set string, a netip.Addr) bool { return in[set] == a.String() }
+	for _, tc := range []struct {
+		f      Flow
+		want   int
+		unsure bool
+	}{
+		{Flow{Dst: netip.MustParseAddr("203.0.113.20"), InSet: inSet}, 0, false},
+		{Flow{Dst: netip.MustParseAddr("203.0.113.21"), Src: netip.MustParseAddr("10.0.0.7"), Proto: 6, InSet: inSet}, 1, false},
+		{Flow{Dst: netip.MustParseAddr("203.0.113.21"), Src: netip.MustParseAddr("10.0.0.8"), Proto: 6, InSet: inSet}, -1, false},
+		{Flow{Dst: netip.MustParseAddr("203.0.113.21"), Proto: 6, InSet: inSet}, -1, true},
+		{Flow{Dst: netip.MustParseAddr("203.0.113.20")}, -1, true},
+	} {
+		i, unsure := Match(rs, tc.f)
+		if i != tc.want || (unsure != "") != tc.unsure {
+			t.Errorf("%+v: rule %d (%q), want %d", tc.f, i, unsure, tc.want)
+		}
+	}
+}
