@@ -28,7 +28,8 @@ func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "../scripts/demo.sh", flowpinBin)
-	cmd.Env = append(os.Environ(), "DEMO_HOLD=0", "TUNPAIR="+tunpairBin)
+	prefix := "fpdemo" + strconv.Itoa(os.Getpid())
+	cmd.Env = append(os.Environ(), "DEMO_HOLD=0", "TUNPAIR="+tunpairBin, "DEMO_NS="+prefix)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	t.Logf("demo took %v", time.Since(start).Round(time.Second))
@@ -41,7 +42,7 @@ func TestDemo(t *testing.T) {
 	if err != nil {
 		t.Fatalf("demo: %v", err)
 	}
-	if ns, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(ns), "fpdemo-") {
+	if ns, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(ns), prefix+"-") {
 		t.Errorf("the demo left namespaces:\n%s", ns)
 	}
 	section := func(heading string) string {

@@ -29,7 +29,9 @@ for tool in ip nft perl timeout; do
 	command -v "$tool" >/dev/null || { echo "demo.sh: $tool not found (apt-get install iproute2 nftables perl-base)" >&2; exit 1; }
 done
 
-P=fpdemo
+# DEMO_NS: the namespaces' prefix (a test running the demo beside another
+# demo gives its own).
+P=${DEMO_NS:-fpdemo}
 LAN=$P-lan ROUTER=$P-router ISP1=$P-isp1 ISP2=$P-isp2 FAR=$P-far
 ALL=("$LAN" "$ROUTER" "$ISP1" "$ISP2" "$FAR")
 SERVICE=203.0.113.10 SERVICE6=2001:db8:ff::10 PORT=5201
