@@ -598,6 +598,25 @@ stop_session() {
 	wait "$SESSION" 2>/dev/null || true
 	SESSION=
 }
+# isp2_cable gives the router its Ethernet cable to isp2 back, where a
+# PPP-like section left a session or none.
+isp2_cable() {
+	ip -n "$ROUTER" link show wan2 2>/dev/null | grep -q link/ether && return
+	ip -n "$ROUTER" link del wan2 2>/dev/null || true
+	ip -n "$ISP2" link del cust 2>/dev/null || true
+	veth "$ROUTER" wan2 "$ISP2" cust
+	ip -n "$ROUTER" addr add 198.51.100.2/24 dev wan2
+	ip -n "$ISP2" addr add 198.51.100.1/24 dev cust
+	nsx "$ISP2" nft delete table netdev bcp38 2>/dev/null || true
+	nsx "$ISP2" nft -f - <<-EOF
+		table netdev bcp38 {
+			chain in {
+				type filter hook ingress device "cust" priority 0;
+				ip saddr != 198.51.100.2 drop
+			}
+		}
+	EOF
+}
 start_session 198.51.100.2
 ip -n "$ROUTER" -d link show wan2 | head -2
 ip -n "$ROUTER" addr show dev wan2 | grep inet
@@ -634,13 +653,18 @@ DAEMON=
 grep -E 'link (down|up)' "$WORK/ppp.log" | cut -c1-200
 nsx "$ROUTER" "$BIN" down -c "$WORK/ppp.yaml"
 stop_session
-. "$(dirname "$(realpath "$0")")/demo_p2p6.sh"
-
-source "$(dirname "$(realpath "$0")")/demo_operator.sh"
-
-source "$(dirname "$(realpath "$0")")/demo_dns.sh"
+# The sections below are in their own files; those that need the
+# PPP-like session come first, then isp2 gets its cable back (isp2_cable).
+here=$(dirname "$(realpath "$0")")
+# shellcheck source=scripts/demo_p2p6.sh
+source "$here/demo_p2p6.sh"
+# shellcheck source=scripts/demo_dns.sh
+source "$here/demo_dns.sh"
+# shellcheck source=scripts/demo_operator.sh
+source "$here/demo_operator.sh"
 # shellcheck source=scripts/demo_prefixes6.sh
-source "$(dirname "$(realpath "$0")")/demo_prefixes6.sh"
-source "$(dirname "$(realpath "$0")")/demo_sets.sh"
+source "$here/demo_prefixes6.sh"
+# shellcheck source=scripts/demo_sets.sh
+source "$here/demo_sets.sh"
 
 heading "Done (namespaces $P-* are removed on exit)"

@@ -4,24 +4,7 @@
 # control, flowpin link drain then auto, and a tiny quota running out.
 
 heading "Operator control: flowpin link isp2 drain, then auto; isp2's 10 kB daily quota runs out"
-# A section before may have left isp2 a point-to-point session, or none:
-# give the router its Ethernet cable to isp2 back.
-if ! ip -n "$ROUTER" link show wan2 2>/dev/null | grep -q link/ether; then
-	ip -n "$ROUTER" link del wan2 2>/dev/null || true
-	ip -n "$ISP2" link del cust 2>/dev/null || true
-	veth "$ROUTER" wan2 "$ISP2" cust
-	ip -n "$ROUTER" addr add 198.51.100.2/24 dev wan2
-	ip -n "$ISP2" addr add 198.51.100.1/24 dev cust
-	nsx "$ISP2" nft delete table netdev bcp38 2>/dev/null || true
-	nsx "$ISP2" nft -f - <<-EOF
-		table netdev bcp38 {
-			chain in {
-				type filter hook ingress device "cust" priority 0;
-				ip saddr != 198.51.100.2 drop
-			}
-		}
-	EOF
-fi
+isp2_cable
 cat >"$WORK/operator.yaml" <<EOF
 links:
   - {name: isp1, interface: wan1, gateway: 192.0.2.1, nat: true, check: {targets: [$SERVICE], interval: 300ms, timeout: 300ms, fall: 3, rise: 3}}

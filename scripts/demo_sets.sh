@@ -6,20 +6,7 @@
 # of a changed config, with no new DNS query.
 
 heading "Traffic by name: dnsmasq on the router fills a set, and video.example's flows leave by isp2"
-# isp2 back on its Ethernet cable (the PPP-like section took it away).
-ip -n "$ROUTER" link del wan2 2>/dev/null || true
-veth "$ROUTER" wan2 "$ISP2" cust
-ip -n "$ROUTER" addr add 198.51.100.2/24 dev wan2
-ip -n "$ISP2" addr add 198.51.100.1/24 dev cust
-nsx "$ISP2" nft delete table netdev bcp38 2>/dev/null || true
-nsx "$ISP2" nft -f - <<-EOF
-	table netdev bcp38 {
-		chain in {
-			type filter hook ingress device "cust" priority 0;
-			ip saddr != 198.51.100.2 drop
-		}
-	}
-EOF
+isp2_cable
 # The upstream DNS server, at far: video.example is the service's address.
 ip -n "$FAR" addr add 203.0.113.53/32 dev lo
 cat >"$WORK/upstream.conf" <<EOF
