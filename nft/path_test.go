@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -22,13 +24,14 @@ import (
 
 // pathPacket is what the table can see of a forwarded IPv4 UDP packet.
 type pathPacket struct {
-	iif, oif      string
-	mark, ctmark  uint32
-	new           bool
-	saddr, daddr  [4]byte
-	sport, dport  uint16
-	stuck         map[string]bool // sticky sets holding the source
-	recorded      map[string]bool // sticky sets the packet put its source in
+	iif, oif     string
+	mark, ctmark uint32
+	new          bool
+	saddr, daddr [4]byte
+	sport, dport uint16
+	// stuck: the sticky maps that hold the source, and its link's mark
+	// there (updated as packets change them).
+	stuck         map[string]uint32
 	labels        []byte
 	routedNexthop [4]byte
 }
@@ -102,18 +105,19 @@ func keyFields(t nftables.SetDatatype) []int {
 	return out
 }
 
-// lookup finds key in set d: the verdict of a map's element, or whether
-// the set holds it.
-func (in *interp) lookup(d setDef, r uint32) (*expr.Verdict, bool) {
+// lookup finds key in set d: the verdict or data of a map's element, or
+// whether the set holds it.
+func (in *interp) lookup(d setDef, r uint32) (*expr.Verdict, []byte, bool) {
 	fields := keyFields(d.set.KeyType)
 	n := 0
 	for _, f := range fields {
 		n += f
 	}
 	key := in.get(r, n)
-	if !d.set.IsMap && len(d.elems) == 0 {
-		// A sticky set, filled by packets.
-		return nil, in.p.stuck[d.set.Name]
+	if d.set.Dynamic {
+		// A sticky map, filled by packets.
+		m, ok := in.p.stuck[d.set.Name]
+		return nil, binary.BigEndian.AppendUint32(nil, m), ok
 	}
 	for _, e := range d.elems {
 		ok := true
@@ -130,10 +134,10 @@ func (in *interp) lookup(d setDef, r uint32) (*expr.Verdict, bool) {
 			ok = bytes.Equal(key[:len(e.Key)], e.Key)
 		}
 		if ok {
-			return e.VerdictData, true
+			return e.VerdictData, e.Val, true
 		}
 	}
-	return nil, false
+	return nil, nil, false
 }
 
 // run evaluates base chain base and the chains it jumps to, until the
@@ -277,19 +281,31 @@ func (in *interp) eval(r rule, base string, c *pathCount) (*expr.Verdict, bool) 
 			if !ok {
 				panic("no set " + e.SetName)
 			}
-			v, found := in.lookup(d, e.SourceRegister)
+			v, data, found := in.lookup(d, e.SourceRegister)
 			if found == e.Invert {
 				return nil, false
 			}
-			if e.IsDestRegSet {
+			if e.IsDestRegSet && e.DestRegister == 0 {
 				return v, true
+			}
+			if e.IsDestRegSet {
+				in.load(e.DestRegister, data)
 			}
 		case *expr.Dynset:
 			c.lookups[base]++
-			if p.recorded == nil {
-				p.recorded = map[string]bool{}
+			switch _, ok := p.stuck[e.SetName]; {
+			case e.Operation == dynsetOpDelete:
+				delete(p.stuck, e.SetName)
+			case ok:
+				// An update that finds the element refreshes its timeout
+				// and keeps its data.
+			default:
+				p.stuck[e.SetName] = binary.BigEndian.Uint32(in.get(e.SrcRegData, 4))
 			}
-			p.recorded[e.SetName] = true
+		case *expr.Byteorder:
+			v := bytes.Clone(in.get(e.SourceRegister, 4))
+			slices.Reverse(v) // little-endian host
+			in.load(e.DestRegister, v)
 		case *expr.Immediate:
 			in.load(e.Register, e.Data)
 		case *expr.Counter:
@@ -308,6 +324,10 @@ func (in *interp) eval(r rule, base string, c *pathCount) (*expr.Verdict, bool) 
 // prerouting hook, then (after routing chose p.oif) postrouting, and the
 // NAT chain, which conntrack runs for a flow's first packet only.
 func (s Spec) forward(p pathPacket) (pathCount, pathPacket) {
+	p.stuck = maps.Clone(p.stuck)
+	if p.stuck == nil {
+		p.stuck = map[string]uint32{}
+	}
 	in := &interp{l: s.layout(), sets: map[string]setDef{}, p: &p}
 	for _, d := range in.l.sets {
 		in.sets[d.set.Name] = d
@@ -380,28 +400,44 @@ func TestForwardPathIsFlat(t *testing.T) {
 
 // A sticky rule's new flow: a source not stuck yet is classified, leaves
 // by the link routing chose and is recorded against it; a source stuck to
-// a link gets that link's mark. The counts are printed for issue 25's
-// closing note.
-func TestStickyPath(t *testing.T) {
+// a link gets that link's mark; a source stuck to a link the rule may not
+// use now is classified and recorded against the link it leaves by. All
+// in a number of rules and lookups that does not grow with the links.
+func TestStickyPathIsFlat(t *testing.T) {
+	type counts struct{ rules, lookups int }
+	got := map[string]counts{}
 	for _, n := range []int{2, 32} {
 		s := pathSpec(n, true)
-		last := s.Links[n-1]
+		last, first := s.Links[n-1], s.Links[0]
+		m := stuckMap(ipv4, "bank")
 		p := pathPacket{iif: "lan", oif: last.Iface, new: true, saddr: [4]byte{10, 0, 0, 2}, daddr: [4]byte{198, 18, 0, 1}, sport: 4000, dport: 9}
-		c, out := s.forward(p)
-		r, l := c.total()
-		t.Logf("%d links, sticky rule, new flow of a source not stuck: %d nft rules (prerouting %d, postrouting %d, nat %d), %d lookups",
-			n, r, c.rules["prerouting"], c.rules["postrouting"], c.rules["nat"], l)
-		if out.mark != 0xfe00 || out.ctmark != last.Mark || !out.recorded[stickySet(ipv4, "bank", last.Name)] || len(out.recorded) != 1 {
-			t.Errorf("%d links: unstuck source leaves with mark %#x, ct mark %#x, recorded in %v; want 0xfe00, %#x, only %s\n%s",
-				n, out.mark, out.ctmark, out.recorded, last.Mark, stickySet(ipv4, "bank", last.Name), strings.Join(c.trace, "\n"))
+		// The rule may stick to every link but the first.
+		s.Classes[0].StickyLinks = s.Classes[0].StickyLinks[1:]
+		for _, tc := range []struct {
+			name         string
+			stuck        map[string]uint32
+			mark, ctmark uint32
+			stuckAfter   map[string]uint32
+		}{
+			{"not stuck", nil, 0xfe00, last.Mark, map[string]uint32{m: last.Mark}},
+			{"stuck to the last link", map[string]uint32{m: last.Mark}, last.Mark, last.Mark, map[string]uint32{m: last.Mark}},
+			{"stuck to a link it may not use", map[string]uint32{m: first.Mark}, 0xfe00, last.Mark, map[string]uint32{m: last.Mark}},
+		} {
+			p.stuck = tc.stuck
+			c, out := s.forward(p)
+			r, l := c.total()
+			t.Logf("%d links, sticky rule, new flow of a source %s: %d nft rules (prerouting %d, postrouting %d, nat %d), %d lookups",
+				n, tc.name, r, c.rules["prerouting"], c.rules["postrouting"], c.rules["nat"], l)
+			got[fmt.Sprint(tc.name, n)] = counts{r, l}
+			if out.mark != tc.mark || out.ctmark != tc.ctmark || !maps.Equal(out.stuck, tc.stuckAfter) {
+				t.Errorf("%d links, source %s: leaves with mark %#x, ct mark %#x, stuck %v; want %#x, %#x, %v\n%s",
+					n, tc.name, out.mark, out.ctmark, out.stuck, tc.mark, tc.ctmark, tc.stuckAfter, strings.Join(c.trace, "\n"))
+			}
 		}
-		p.stuck = map[string]bool{stickySet(ipv4, "bank", last.Name): true}
-		c, out = s.forward(p)
-		r, l = c.total()
-		t.Logf("%d links, sticky rule, new flow of a source stuck to the last link: %d nft rules (prerouting %d, postrouting %d, nat %d), %d lookups",
-			n, r, c.rules["prerouting"], c.rules["postrouting"], c.rules["nat"], l)
-		if out.mark != last.Mark || out.ctmark != last.Mark {
-			t.Errorf("%d links: stuck source leaves with mark %#x, ct mark %#x; want %#x\n%s", n, out.mark, out.ctmark, last.Mark, strings.Join(c.trace, "\n"))
+	}
+	for _, kind := range []string{"not stuck", "stuck to the last link", "stuck to a link it may not use"} {
+		if a, b := got[kind+"2"], got[kind+"32"]; a != b {
+			t.Errorf("a new flow of a source %s passes %+v at 2 links but %+v at 32", kind, a, b)
 		}
 	}
 }
