@@ -320,6 +320,9 @@ func TestBatchCarriesEveryElement(t *testing.T) {
 		for _, d := range tc.spec.linkMaps() {
 			want += len(d.elems) // the links' maps
 		}
+		for _, d := range tc.spec.stickySets() {
+			want += len(d.elems) // the links each sticky rule may stick to
+		}
 		if b.elems != want {
 			t.Errorf("%s: the batch carries %d set elements, want %d", tc.name, b.elems, want)
 		}

@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -322,10 +321,6 @@ func (s Spec) ClassElements() int {
 
 func ruleChain(name string) string { return "rule_" + name }
 
-func stickySet(f family, class, link string) string {
-	return fmt.Sprintf("sticky%s_%s_%s", f.suffix(), class, link)
-}
-
 // setDef is a set of the table: a classification map (rebuilt on every
 // apply) or a sticky set (filled by packets, kept across applies).
 type setDef struct {
@@ -370,19 +365,7 @@ func (s Spec) setsOf(gs [2][]group) []setDef {
 			out = append(out, setDef{set: set, elems: elems, text: text, decl: decl, refill: true})
 		}
 	}
-	for _, c := range s.Classes {
-		if c.Sticky == 0 {
-			continue
-		}
-		for _, f := range []family{ipv4, ipv6} {
-			for _, l := range c.stickyLinks(f) {
-				name := stickySet(f, c.Name, l)
-				set := &nftables.Set{Name: name, KeyType: f.addr, Dynamic: true, HasTimeout: true}
-				text := fmt.Sprintf("set %s {\n\t\ttype %s\n\t\tflags dynamic,timeout\n\t}", name, f.addr.Name)
-				out = append(out, setDef{set: set, text: text})
-			}
-		}
-	}
+	out = append(out, s.stickySets()...)
 	return out
 }
 
@@ -511,29 +494,7 @@ func (s Spec) classifyRulesOf(gs [2][]group, setDefs []setDef) []rule {
 		if c.Label != 0 {
 			out = append(out, labelRule(ch, c.Label))
 		}
-		for _, f := range []family{ipv4, ipv6} {
-			for _, l := range c.stickyLinks(f) {
-				if c.Sticky == 0 {
-					break
-				}
-				mark := s.linkMark(l)
-				set := stickySet(f, c.Name, l)
-				out = append(out, rule{
-					chain: ch,
-					text: fmt.Sprintf("meta nfproto %s %s saddr @%s update @%s { %s saddr timeout %s } meta mark set meta mark & %s | %s return",
-						nfprotoName(f), f.name, set, set, f.name, nftDuration(c.Sticky), hexm(^s.Mask), hexm(mark)),
-					why: "stuck to " + l,
-					exprs: join(matchNfproto(f),
-						[]expr.Any{
-							&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddrOff, Len: uint32(f.addrLen)},
-							&expr.Lookup{SourceRegister: 1, SetName: set},
-							&expr.Dynset{SrcRegKey: 1, SetName: set, Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: c.Sticky},
-						},
-						setMarkBits(false, s.Mask, mark),
-						[]expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}),
-				})
-			}
-		}
+		out = append(out, s.stuckRules(ch, c)...)
 		t, ex := s.actionRule(c.Action)
 		out = append(out, rule{chain: ch, text: t, why: "policy of " + c.Name, exprs: ex})
 	}
@@ -542,23 +503,7 @@ func (s Spec) classifyRulesOf(gs [2][]group, setDefs []setDef) []rule {
 	// here: stickyElems). With no link to stick to (every link of its
 	// policy's active tier down) there is nothing to record.
 	for _, c := range s.stickyClasses() {
-		ch := "sticky_" + c.Name
-		for _, f := range []family{ipv4, ipv6} {
-			for _, l := range c.stickyLinks(f) {
-				iface := s.linkIface(l)
-				set := stickySet(f, c.Name, l)
-				out = append(out, rule{
-					chain: ch,
-					text:  fmt.Sprintf("meta nfproto %s oifname %q update @%s { %s saddr timeout %s }", nfprotoName(f), iface, set, f.name, nftDuration(c.Sticky)),
-					why:   "stick to " + l,
-					exprs: join(matchNfproto(f), matchIface(expr.MetaKeyOIFNAME, iface),
-						[]expr.Any{
-							&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddrOff, Len: uint32(f.addrLen)},
-							&expr.Dynset{SrcRegKey: 1, SetName: set, Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: c.Sticky},
-						}),
-				})
-			}
-		}
+		out = append(out, s.recordStuck("sticky_"+c.Name, c)...)
 	}
 	return out
 }
@@ -613,15 +558,6 @@ func (s Spec) linkMark(name string) uint32 {
 	return 0
 }
 
-func (s Spec) linkIface(name string) string {
-	for _, l := range s.Links {
-		if l.Name == name {
-			return l.Iface
-		}
-	}
-	return ""
-}
-
 // actionRule marks a new flow's packet for its policy's table.
 func (s Spec) actionRule(a Action) (string, []expr.Any) {
 	text := fmt.Sprintf("meta mark set meta mark & %s | %s", hexm(^s.Mask), hexm(a.Mark))
@@ -648,42 +584,6 @@ func labelRule(chain string, label int) rule {
 			&expr.Ct{Register: 1, Key: expr.CtKeyLABELS, SourceRegister: true},
 		},
 	}
-}
-
-// StickySet names the set that holds the sources a sticky rule keeps on a
-// link, for addresses of a's family.
-func StickySet(rule, link string, a netip.Addr) string {
-	if a.Unmap().Is4() {
-		return stickySet(ipv4, rule, link)
-	}
-	return stickySet(ipv6, rule, link)
-}
-
-// StickyHas says whether set holds a, and for how much longer. A missing
-// set holds nothing.
-func (c *Conn) StickyHas(set string, a netip.Addr) (bool, time.Duration, error) {
-	nc, err := nftables.New()
-	if err != nil {
-		return false, 0, fmt.Errorf("nftables: %w", err)
-	}
-	s, err := nc.GetSetByName(table(), set)
-	if err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return false, 0, nil
-		}
-		return false, 0, fmt.Errorf("set %s: %w", set, err)
-	}
-	es, err := nc.GetSetElements(s)
-	if err != nil {
-		return false, 0, fmt.Errorf("elements of set %s: %w", set, err)
-	}
-	key := a.Unmap().AsSlice()
-	for _, e := range es {
-		if bytes.Equal(e.Key, key) {
-			return true, e.Expires, nil
-		}
-	}
-	return false, 0, nil
 }
 
 // v6ExemptChain holds v6Exempt's rules, jumped to from the head of every

@@ -73,15 +73,19 @@ func TestClassifyInNamespace(t *testing.T) {
 			t.Fatalf("nft list: %v\n%s", err, out)
 		}
 		t.Logf("%s", out)
-		if o, err := exec.Command("ip", "netns", "exec", ns, "nft", "add", "element", "inet", "flowpin", "sticky4_bank_fiber", "{ 10.0.0.7 timeout 5m }").CombinedOutput(); err != nil {
+		if o, err := exec.Command("ip", "netns", "exec", ns, "nft", "add", "element", "inet", "flowpin", "stuck4_bank", "{ 10.0.0.7 timeout 5m : 0x100 }").CombinedOutput(); err != nil {
 			t.Fatalf("%v %s", err, o)
+		}
+		src := netip.MustParseAddr("10.0.0.7")
+		if mark, left, err := c.StuckTo(StickyMap("bank", src), src); mark != 0x100 || left <= 4*time.Minute || err != nil {
+			t.Errorf("StuckTo = %#x, %v, %v; want fiber's 0x100 for about 5m", mark, left, err)
 		}
 		s2 := s
 		s2.Classes = append([]Class{{Name: "x", Proto: "tcp", DstPorts: []PortRange{{22, 22}}, Action: Action{Mark: 0xfb00}}}, s.Classes...)
 		if _, err := c.Apply(s2); err != nil {
 			t.Fatalf("second apply: %v", err)
 		}
-		out, _ = exec.Command("ip", "netns", "exec", ns, "nft", "list", "set", "inet", "flowpin", "sticky4_bank_fiber").CombinedOutput()
+		out, _ = exec.Command("ip", "netns", "exec", ns, "nft", "list", "map", "inet", "flowpin", "stuck4_bank").CombinedOutput()
 		if !strings.Contains(string(out), "10.0.0.7") {
 			t.Errorf("sticky entry lost by a re-apply:\n%s", out)
 		}
@@ -95,7 +99,7 @@ func TestClassifyInNamespace(t *testing.T) {
 		}
 		cur, _ = c.Read()
 		leftover := slices.ContainsFunc(cur.Sets, func(n string) bool {
-			return strings.HasPrefix(n, "rules") || strings.HasPrefix(n, "sticky")
+			return strings.HasPrefix(n, "rules") || strings.HasPrefix(n, "stuck") || strings.HasPrefix(n, "stickto")
 		})
 		if leftover || !plain.UpToDate(cur) {
 			t.Errorf("left over: sets %v, chains %v", cur.Sets, cur.Chains)

@@ -251,7 +251,8 @@ func restoreRule(chain string, mask uint32, l Link) rule {
 // reads is counted where the packet is, whatever the number of links
 // (Counters names them after the base chain they serve). The prefixes are
 // none a prefix of another, nor of the classification chains' (rule_,
-// sticky_), so no two links' or rules' names can make the same chain.
+// sticky_), nor of stuck_ (sticky.go), so no two links' or rules' names
+// can make the same chain.
 const (
 	fromPrefix    = "from_"    // prerouting: arrived on the link
 	restorePrefix = "restore_" // prerouting: forwarded, restored to the link
@@ -342,6 +343,9 @@ func (s Spec) linkMaps() []setDef {
 	}
 	if st := s.stickyElems(); len(st) > 0 {
 		out = append(out, vmap(mapSticky, nftables.TypeMark, st))
+	}
+	if st := s.stuckElems(); len(st) > 0 {
+		out = append(out, vmap(mapStuck, nftables.TypeMark, st))
 	}
 	for _, name := range ifaces {
 		if ls := by[name]; len(ls) > 1 {
@@ -606,6 +610,7 @@ func (s Spec) linkChains(byName map[string]setDef) []rule {
 	for _, l := range s.pinLinks() {
 		out = append(out, restoreRule(restorePrefix+l.Name, s.Mask, l), restoreRule(outputPrefix+l.Name, s.Mask, l))
 	}
+	out = append(out, s.stuckChains()...)
 	ifaces, by := s.ifaceLinks()
 	for _, name := range ifaces {
 		if len(by[name]) > 1 {

@@ -405,7 +405,7 @@ func TestExplainEndToEnd(t *testing.T) {
 // sticky source the link it is stuck to.
 func TestExplainPolicies(t *testing.T) {
 	f, c := policyFake(t)
-	f.sticky = map[string]time.Duration{"sticky4_bank_isp2 10.0.0.5": 9 * time.Minute}
+	f.sticky = map[string]stuck{"stuck4_bank 10.0.0.5": {0x200, 9 * time.Minute}}
 	lanHost, far := netip.MustParseAddr("10.0.0.5"), netip.MustParseAddr("198.18.0.1")
 	for _, tc := range []struct {
 		name                   string
@@ -417,7 +417,7 @@ func TestExplainPolicies(t *testing.T) {
 		{"rule to a policy", Packet{Src: lanHost, Dst: far, Iif: "lan", Proto: unix.IPPROTO_TCP, Sport: 40000, Dport: 443}, "wan2", "https", "isp2-first", "", 1,
 			"rule https (rules[0]) matches: policy isp2-first"},
 		{"sticky source", Packet{Src: lanHost, Dst: far, Iif: "lan", Proto: unix.IPPROTO_TCP, Sport: 40000, Dport: 8443}, "wan2", "bank", "default", "isp2", 1,
-			"source 10.0.0.5 is stuck to link isp2 for 9m0s more (set sticky4_bank_isp2)"},
+			"source 10.0.0.5 is stuck to link isp2 for 9m0s more (map stuck4_bank)"},
 		{"no rule", Packet{Src: lanHost, Dst: far, Iif: "lan", Proto: unix.IPPROTO_UDP, Sport: 40000, Dport: 53}, "", "", "default", "", 0,
 			"no traffic rule matches: policy default"},
 	} {

@@ -349,18 +349,17 @@ func (x *explainer) classify() {
 	x.policy = &pol
 	e.Policy = pol.Name
 	if r.Sticky > 0 && p.Src.IsValid() {
+		m := nft.StickyMap(r.Name, p.Src)
+		mark, left, err := x.k.NFT.StuckTo(m, p.Src)
+		if err != nil {
+			e.Notes = append(e.Notes, err.Error())
+		}
 		for _, li := range pol.ActiveLinks(x.d.Links) {
 			l := x.d.Links[li]
-			set := nft.StickySet(r.Name, l.Name, p.Src)
-			has, left, err := x.k.NFT.StickyHas(set, p.Src)
-			if err != nil {
-				e.Notes = append(e.Notes, err.Error())
-				continue
-			}
-			if has {
+			if mark != 0 && l.Mark == mark {
 				x.mark = x.mark&^mask | l.Mark
 				e.StuckTo = l.Name
-				e.add("nft classify", "rule %s (rules[%d]) matches: policy %s; source %s is stuck to link %s for %v more (set %s): meta mark %#x", r.Name, i, pol.Name, p.Src, l.Name, left.Round(time.Second), set, x.mark)
+				e.add("nft classify", "rule %s (rules[%d]) matches: policy %s; source %s is stuck to link %s for %v more (map %s): meta mark %#x", r.Name, i, pol.Name, p.Src, l.Name, left.Round(time.Second), m, x.mark)
 				return
 			}
 		}

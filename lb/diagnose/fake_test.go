@@ -42,8 +42,8 @@ type fakeKernel struct {
 	nft     *nft.Current
 	writers []nft.MarkWriter
 	flows   []ct.Flow
-	// sticky: "set addr" -> time left.
-	sticky map[string]time.Duration
+	// sticky: "map addr" -> the link's mark and the time left.
+	sticky map[string]stuck
 
 	// neighDelay makes every Neighbour call take that long; inNeigh and
 	// peakNeigh count the calls under way at once.
@@ -155,11 +155,16 @@ func (f *fakeKernel) Read() (*nft.Current, error) {
 	return f.nft, nil
 }
 
-func (f *fakeKernel) StickyHas(set string, a netip.Addr) (bool, time.Duration, error) {
+type stuck struct {
+	mark uint32
+	left time.Duration
+}
+
+func (f *fakeKernel) StuckTo(m string, a netip.Addr) (uint32, time.Duration, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	left, ok := f.sticky[set+" "+a.String()]
-	return ok, left, nil
+	s := f.sticky[m+" "+a.String()]
+	return s.mark, s.left, nil
 }
 
 func (f *fakeKernel) ForeignMarkWriters(mask uint32) ([]nft.MarkWriter, error) {

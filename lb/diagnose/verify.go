@@ -41,8 +41,9 @@ type Routing interface {
 type Tables interface {
 	Read() (*nft.Current, error)
 	ForeignMarkWriters(mask uint32) ([]nft.MarkWriter, error)
-	// StickyHas says whether a sticky set holds an address.
-	StickyHas(set string, a netip.Addr) (bool, time.Duration, error)
+	// StuckTo says the mark of the link a sticky map holds for an
+	// address (0: none), and for how much longer.
+	StuckTo(m string, a netip.Addr) (uint32, time.Duration, error)
 }
 
 // Flows is what explain asks of conntrack.
