@@ -44,8 +44,10 @@ func PeriodOf(q *config.Quota, now time.Time) (start, end time.Time) {
 	case config.FixedDays:
 		sy, sm, sd := q.Start.Date()
 		// Whole calendar days from Start to now, counted on UTC dates so
-		// that no DST change makes a day 23 or 25 hours.
-		days := int(time.Date(y, m, d, 0, 0, 0, 0, time.UTC).Sub(time.Date(sy, sm, sd, 0, 0, 0, 0, time.UTC)).Hours() / 24)
+		// that no DST change makes a day 23 or 25 hours, and in Unix
+		// seconds: a time.Duration ends at 292 years, and a start further
+		// away would pin every period to one in the past.
+		days := int((time.Date(y, m, d, 0, 0, 0, 0, time.UTC).Unix() - time.Date(sy, sm, sd, 0, 0, 0, 0, time.UTC).Unix()) / 86400)
 		k := days / q.Days
 		if days < 0 && days%q.Days != 0 {
 			k-- // floor: a date before Start is in an earlier period

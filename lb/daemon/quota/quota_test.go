@@ -44,6 +44,12 @@ func TestPeriodOf(t *testing.T) {
 		{"30 days, first", days(30, day(utc, 2026, 1, 10, 0)), day(utc, 2026, 1, 10, 0), day(utc, 2026, 1, 10, 0), day(utc, 2026, 2, 9, 0)},
 		{"30 days, before the start", days(30, day(utc, 2026, 1, 10, 0)), day(utc, 2026, 1, 9, 0), day(utc, 2025, 12, 11, 0), day(utc, 2026, 1, 10, 0)},
 		{"7 days over DST", days(7, day(berlin, 2026, 3, 25, 0)), day(berlin, 2026, 3, 31, 23), day(berlin, 2026, 3, 25, 0), day(berlin, 2026, 4, 1, 0)},
+		// Starts more than 292 years away, past what a time.Duration
+		// holds: weeks from a Friday (1700-01-01) and from a Saturday
+		// (2400-01-01, as 2000-01-01), days from year 1.
+		{"7 days from 1700", days(7, day(utc, 1700, 1, 1, 0)), day(utc, 2026, 3, 12, 5), day(utc, 2026, 3, 6, 0), day(utc, 2026, 3, 13, 0)},
+		{"7 days from 2400", days(7, day(utc, 2400, 1, 1, 0)), day(utc, 2026, 3, 12, 5), day(utc, 2026, 3, 7, 0), day(utc, 2026, 3, 14, 0)},
+		{"1 day from year 1", days(1, day(utc, 1, 1, 1, 0)), day(utc, 2026, 3, 12, 5), day(utc, 2026, 3, 12, 0), day(utc, 2026, 3, 13, 0)},
 	} {
 		start, end := PeriodOf(c.q, c.now)
 		if !start.Equal(c.start) || !end.Equal(c.end) {
