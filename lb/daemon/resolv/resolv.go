@@ -53,6 +53,19 @@ func Servers(c *config.Config, auto map[string][]netip.Addr, up func(link int, v
 	return out
 }
 
+// Pick is what the file lists: the servers of the links in the route
+// (inRoute), or with none of them in it (every link out by the
+// operator, or no server's link usable) every link's, as Servers orders
+// them. A resolv file without servers is worse than one whose servers
+// are out of reach: glibc's resolver then asks 127.0.0.1, itself for a
+// local dnsmasq, and the first link back answers sooner from a list.
+func Pick(c *config.Config, auto map[string][]netip.Addr, inRoute func(link int, v6 bool) bool) []netip.Addr {
+	if s := Servers(c, auto, inRoute); len(s) > 0 {
+		return s
+	}
+	return Servers(c, auto, func(int, bool) bool { return true })
+}
+
 // Render is the file's text for servers.
 func Render(servers []netip.Addr) []byte {
 	var b bytes.Buffer
@@ -60,7 +73,7 @@ func Render(servers []netip.Addr) []byte {
 	b.WriteString("# default policy's order, rewritten on every change. Point a local resolver\n")
 	b.WriteString("# at it (dnsmasq: resolv-file=; see flowpin's README); do not edit it.\n")
 	if len(servers) == 0 {
-		b.WriteString("# No link with DNS servers is up.\n")
+		b.WriteString("# No link has DNS servers yet (dns: auto without a lease).\n")
 	}
 	for _, a := range servers {
 		fmt.Fprintf(&b, "nameserver %s\n", a)

@@ -62,6 +62,15 @@ func TestServers(t *testing.T) {
 			if got := Servers(c, auto, up); !slices.Equal(got, tc.want) {
 				t.Errorf("got %v, want %v", got, tc.want)
 			}
+			// With no link in the route, Pick lists every link's servers
+			// rather than none (a resolver would ask 127.0.0.1).
+			want := tc.want
+			if want == nil {
+				want = addrs4("198.51.100.53", "9.9.9.9", "192.0.2.53", "2001:db8:1::53")
+			}
+			if got := Pick(c, auto, up); !slices.Equal(got, want) {
+				t.Errorf("Pick: got %v, want %v", got, want)
+			}
 		})
 	}
 }
@@ -93,7 +102,7 @@ func TestWriter(t *testing.T) {
 		t.Error("did not write a change")
 	}
 	b, _ := os.ReadFile(path)
-	if strings.Contains(string(b), "nameserver") || !strings.Contains(string(b), "No link with DNS servers is up") {
+	if strings.Contains(string(b), "nameserver") || !strings.Contains(string(b), "No link has DNS servers") {
 		t.Errorf("new file:\n%s", b)
 	}
 	ob := make([]byte, 4096)
