@@ -66,8 +66,9 @@ survives a reload and a daemon restart, not a reboot: it is kept in
 /run/flowpin (flowpin run --operator-state). A reload that removes the
 link forgets its mode.
 
-drain and down of the last link not drained or down by the operator are
-refused (new flows would have nowhere to go) unless --force.
+drain and down of the last link of a family (IPv4, IPv6) that is up and
+not drained or down by the operator are refused (new flows of that
+family would have nowhere to go) unless --force.
 Root only, like reload.`,
 		Example: "  flowpin link isp1 drain\n  flowpin link isp1 auto\n  flowpin link lte down --force",
 		Args:    cobra.ExactArgs(2),

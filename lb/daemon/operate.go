@@ -64,18 +64,30 @@ func (d *Daemon) SetLink(ctx context.Context, name string, m operator.Mode, forc
 	}
 	store := d.deps.Operator
 	if (m == operator.Drain || m == operator.Down) && !force {
-		left := 0
-		for _, u := range d.units {
-			l := d.Config.Links[u.link]
-			if l.Name == name {
-				continue
+		// Per family: a link that is the last of IPv6 is so whatever the
+		// IPv4 sides of the others do.
+		for _, v6 := range []bool{false, true} {
+			carries, left := false, 0
+			for _, u := range d.units {
+				if u.v6 != v6 {
+					continue
+				}
+				l := d.Config.Links[u.link]
+				if l.Name == name {
+					carries = true
+					continue
+				}
+				if mm := store.Get(l.Name).Mode; mm != operator.Drain && mm != operator.Down && d.board.Up(d.key(u)) {
+					left++
+				}
 			}
-			if mm := store.Get(l.Name).Mode; mm != operator.Drain && mm != operator.Down && d.board.Up(d.key(u)) {
-				left++
+			if carries && left == 0 {
+				fam := "IPv4"
+				if v6 {
+					fam = "IPv6"
+				}
+				return operator.Entry{}, fmt.Errorf("%w: %s would leave no %s link to take new flows (every other link of the family is down, on standby, or drained or down by operator); --force does it anyway", ErrLastLink, name, fam)
 			}
-		}
-		if left == 0 {
-			return operator.Entry{}, fmt.Errorf("%w: %s would leave no link to take new flows (every other link is down, on standby, or drained or down by operator); --force does it anyway", ErrLastLink, name)
 		}
 	}
 	e, err := store.Set(name, m, d.deps.Clock.Now())

@@ -293,3 +293,39 @@ func TestLinkHandler(t *testing.T) {
 		t.Errorf("calls %q, want %q (none unprivileged)", calls, want)
 	}
 }
+
+// The last link that takes new flows is judged per family: with isp2's
+// IPv6 down by its checks, draining or downing isp1 would leave IPv6
+// nothing but a link judged dead (put back by failing open), though
+// isp2's IPv4 still works.
+func TestOperatorLastLinkPerFamily(t *testing.T) {
+	h := newHarness(t)
+	h.c = configtest.MustParse(t, dualStackLinks)
+	h.k = newFakeKernel(h.rec, h.c)
+	h.probers = newFakeProbers(h.c)
+	h.start()
+	h.waitTranscript("apply route=[isp1 isp2] out=[] route6=[isp1 isp2] out6=[]")
+	h.probers.set("wan2/6", false)
+	for range 3 {
+		h.round()
+	}
+	h.eventually("isp2 IPv6 down", func() bool {
+		for _, l := range h.d.Health() {
+			if l.Name == "isp2" && l.Family == "ipv6" {
+				return l.State == health.StateDown
+			}
+		}
+		return false
+	})
+	for _, m := range []operator.Mode{operator.Drain, operator.Down} {
+		_, err := h.d.SetLink(context.Background(), "isp1", m, false)
+		if !errors.Is(err, ErrLastLink) || !strings.Contains(err.Error(), "IPv6") {
+			t.Errorf("%s isp1, the last IPv6 link up: %v", m, err)
+		}
+	}
+	if e := h.d.deps.Operator.Get("isp1"); e.Mode != operator.Auto {
+		t.Errorf("isp1 after the refusals: %+v", e)
+	}
+	// isp2 is not the last link of either family it is up in.
+	setLink(t, h, "isp2", operator.Drain)
+}
