@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/google/renameio/v2"
+
+	"flowpin/lb/daemon/statefile"
 )
 
 // Mode is what the operator said of a link.
@@ -86,7 +88,7 @@ func Open(path string) (*Store, error) {
 	if path == "" {
 		return s, nil
 	}
-	data, err := os.ReadFile(path)
+	data, err := statefile.Read(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return s, nil
 	}

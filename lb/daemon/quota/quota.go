@@ -25,6 +25,7 @@ import (
 	"github.com/google/renameio/v2"
 
 	"flowpin/lb/config"
+	"flowpin/lb/daemon/statefile"
 )
 
 // PeriodOf is the period of q that holds now: [start, end), in now's
@@ -130,7 +131,7 @@ func Open(path string) (*Book, error) {
 	if path == "" {
 		return b, nil
 	}
-	data, err := os.ReadFile(path)
+	data, err := statefile.Read(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return b, nil
 	}

@@ -190,3 +190,34 @@ func TestOpenCorrupt(t *testing.T) {
 		}
 	}
 }
+
+// A state file others could have written is not believed (a forged
+// count would put a link on standby), and neither is a huge one.
+func TestOpenUntrusted(t *testing.T) {
+	forged := `{"version":1,"links":{"lte":{"used":1000000,"period_start":"2026-01-01T00:00:00Z"}}}`
+	for name, c := range map[string]struct {
+		data []byte
+		mode os.FileMode
+	}{
+		"world-writable": {[]byte(forged), 0o646},
+		"huge":           {[]byte(forged + strings.Repeat(" ", 2<<20)), 0o644},
+	} {
+		path := filepath.Join(t.TempDir(), "q.json")
+		if err := os.WriteFile(path, c.data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, c.mode); err != nil {
+			t.Fatal(err)
+		}
+		b, err := Open(path)
+		if err == nil || !strings.Contains(err.Error(), "counting from zero") {
+			t.Errorf("%s: Open: %v", name, err)
+		}
+		b.Configure(quotaLinks(&config.Quota{Bytes: 10, Period: config.Daily}))
+		now := day(time.UTC, 2026, 1, 1, 5)
+		b.Count(now, map[string]Reading{"lte": {Carried: 3}})
+		if u, _ := b.Usage("lte", now); u.Used != 0 || u.Exhausted {
+			t.Errorf("%s: counts from the file: %+v", name, u)
+		}
+	}
+}
