@@ -99,8 +99,7 @@ func (d *Daemon) SetLink(ctx context.Context, name string, m operator.Mode, forc
 	select {
 	case d.ops <- req:
 	case <-d.stopped:
-		// A reload or a stop: the next daemon reads the mode from the store.
-		return e, nil
+		return e, errHandedOver
 	case <-ctx.Done():
 		return e, ctx.Err()
 	}
@@ -111,11 +110,15 @@ func (d *Daemon) SetLink(ctx context.Context, name string, m operator.Mode, forc
 		}
 		return e, nil
 	case <-d.stopped:
-		return e, nil
+		return e, errHandedOver
 	case <-ctx.Done():
 		return e, ctx.Err()
 	}
 }
+
+// errHandedOver: the daemon stopped (a reload, or for good) with the mode
+// stored but not applied; Supervisor.SetLink takes it to the next one.
+var errHandedOver = errors.New("the daemon stopped before it applied the mode")
 
 // operate runs an operator's request on the loop: the overrides, then a
 // sync at once, whose outcome is the answer.
@@ -361,6 +364,51 @@ func (oc *operatorCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(oc.qBytes, prometheus.GaugeValue, float64(us.Bytes), l.Name)
 			ch <- prometheus.MustNewConstMetric(oc.qUsed, prometheus.GaugeValue, float64(us.Used), l.Name)
 			ch <- prometheus.MustNewConstMetric(oc.qLeft, prometheus.GaugeValue, float64(us.Left), l.Name)
+		}
+	}
+}
+
+// SetLink sets a link's operator mode through the daemon running now
+// (flowpin link), as Daemon.SetLink. A request that meets a reload (the
+// daemon it reached stopped before applying it) goes on to the next
+// daemon: that one may have read the modes before this one was stored,
+// and would only show it, not apply it.
+func (s *Supervisor) SetLink(ctx context.Context, name string, m operator.Mode, force bool) (operator.Entry, error) {
+	d := s.Current()
+	if d == nil {
+		return operator.Entry{}, errors.New("the daemon is starting")
+	}
+	for {
+		e, err := d.SetLink(ctx, name, m, force)
+		if !errors.Is(err, errHandedOver) {
+			return e, err
+		}
+		next, err := s.nextDaemon(ctx, d)
+		if next == nil {
+			// Stopped for good: the next start reads the mode.
+			return e, err
+		}
+		// Checked and stored already: the next daemon only applies it
+		// (or refuses a link its config no longer has).
+		d, force = next, true
+	}
+}
+
+// nextDaemon waits for a daemon other than d to run; nil when the
+// supervisor ended.
+func (s *Supervisor) nextDaemon(ctx context.Context, d *Daemon) (*Daemon, error) {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if n := s.Current(); n != nil && n != d {
+			return n, nil
+		}
+		select {
+		case <-s.done:
+			return nil, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-tick.C:
 		}
 	}
 }

@@ -8,14 +8,18 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"flowpin/lb/apply"
+	"flowpin/lb/config"
 	"flowpin/lb/config/configtest"
 	"flowpin/lb/daemon/operator"
 	"flowpin/lb/health"
+	"flowpin/lb/plan"
 	"flowpin/nft"
 )
 
@@ -328,4 +332,69 @@ func TestOperatorLastLinkPerFamily(t *testing.T) {
 	}
 	// isp2 is not the last link of either family it is up in.
 	setLink(t, h, "isp2", operator.Drain)
+}
+
+// holdApply holds the Apply after arm until release.
+type holdApply struct {
+	*fakeKernel
+	mu      sync.Mutex
+	armed   bool
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (k *holdApply) Apply(d *plan.Desired) (*apply.Result, error) {
+	k.mu.Lock()
+	hold := k.armed
+	k.armed = false
+	k.mu.Unlock()
+	if hold {
+		close(k.held)
+		<-k.release
+	}
+	return k.fakeKernel.Apply(d)
+}
+
+// flowpin link during a reload: the old daemon has stopped, the new one
+// has read the modes and is in its first sync. The mode is applied by
+// the new daemon, not only stored (status would say "down by operator"
+// of a link still in the route).
+func TestOperatorLinkDuringReload(t *testing.T) {
+	h := newHarness(t)
+	k := &holdApply{fakeKernel: h.k, held: make(chan struct{}), release: make(chan struct{})}
+	ops, _ := operator.Open("")
+	sup := NewSupervisor(Deps{Applier: k, Conntrack: h.k, Probers: h.probers.factory, Clock: h.clock, Events: h.events, Operator: ops},
+		func() (*config.Config, error) { return h.c, nil }, quietLog())
+	first, stop := runSupervisor(t, sup, h.c)
+	defer stop()
+	k.mu.Lock()
+	k.armed = true
+	k.mu.Unlock()
+	reloaded := make(chan error, 1)
+	go func() { reloaded <- sup.Reload() }()
+	<-k.held
+	set := make(chan error, 1)
+	go func() {
+		_, err := sup.SetLink(context.Background(), "isp2", operator.Down, false)
+		set <- err
+	}()
+	// The request reached the old daemon, stopped; then the new one ends
+	// its first sync.
+	time.Sleep(50 * time.Millisecond)
+	close(k.release)
+	if err := <-reloaded; err != nil {
+		t.Fatal(err)
+	}
+	second := waitDaemon(t, sup, first)
+	select {
+	case err := <-set:
+		if err != nil {
+			t.Fatalf("SetLink: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("SetLink: no answer")
+	}
+	if s := healthOf(second, "isp2"); s.State != health.StateDown || s.Operator != "down" {
+		t.Errorf("isp2 after flowpin link down during a reload: %+v", s)
+	}
 }
