@@ -140,7 +140,7 @@ links, in the foreground.
 			}
 			wdEvery := time.Duration(0)
 			if wdTimeout > 0 {
-				watchdog = func() { _, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyWatchdog) }
+				watchdog = watchdogPing()
 				var short bool
 				wdEvery, short = daemon.WatchdogPing(wdTimeout)
 				if short {
