@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
 
 	"flowpin/lb/config"
@@ -117,6 +118,9 @@ func writeAtomic(path string, data []byte, mtime time.Time) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
+	if err := ownDir(dir); err != nil {
+		return err
+	}
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
 	if err != nil {
 		return err
@@ -139,4 +143,28 @@ func writeAtomic(path string, data []byte, mtime time.Time) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// ownDir checks that only this user may create, rename or delete entries
+// in dir: whoever else could (a --resolv-dir of /tmp, sticky or not, or a
+// directory left 0777) could put their own file, or a symlink to one,
+// where the resolver reads its servers, and so send the LAN's queries
+// to a server of theirs.
+func ownDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !fi.IsDir():
+		return fmt.Errorf("%s is not a directory", dir)
+	case !ok:
+		return fmt.Errorf("%s: no owner to check", dir)
+	case int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("%s belongs to uid %d, not to uid %d: others may write the resolv file there", dir, st.Uid, os.Geteuid())
+	case fi.Mode().Perm()&0o022 != 0:
+		return fmt.Errorf("%s has mode %v: others may write the resolv file there (give the daemon a directory of its own)", dir, fi.Mode().Perm())
+	}
+	return nil
 }

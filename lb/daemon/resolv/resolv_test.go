@@ -137,3 +137,25 @@ func TestWriterMtimes(t *testing.T) {
 		last = m
 	}
 }
+
+// A directory others may write (a --resolv-dir of /tmp, or one left
+// 0777) is refused: whoever can write there can put their own file, or a
+// symlink to one, where the resolver reads its servers.
+func TestWriterRefusesAnOpenDir(t *testing.T) {
+	for _, mode := range []os.FileMode{0o777, 0o775, os.ModeSticky | 0o777} {
+		dir := filepath.Join(t.TempDir(), "run")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, mode); err != nil {
+			t.Fatal(err)
+		}
+		w := &Writer{Dir: dir}
+		if _, err := w.Write(addrs4("192.0.2.53")); err == nil || !strings.Contains(err.Error(), "others may write") {
+			t.Errorf("dir mode %v: %v", mode, err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, FileName)); err == nil {
+			t.Errorf("dir mode %v: written", mode)
+		}
+	}
+}
