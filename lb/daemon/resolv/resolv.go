@@ -100,11 +100,21 @@ func (w *Writer) Write(servers []netip.Addr) (bool, error) {
 	// dnsmasq notices a new file by its mtime, in whole seconds: a
 	// second change within the second of the first (a link down and
 	// back) would go unread. Each file is given a second of its own.
+	path := filepath.Join(w.Dir, FileName)
+	if w.mtime.IsZero() {
+		// The first write of this process goes on from the file a
+		// daemon before it wrote: that one's mtime may be ahead of the
+		// clock (below), and a restart that wrote the same second again
+		// would go unread.
+		if fi, err := os.Stat(path); err == nil {
+			w.mtime = fi.ModTime().Truncate(time.Second)
+		}
+	}
 	mtime := time.Now().Truncate(time.Second)
 	if !mtime.After(w.mtime) {
 		mtime = w.mtime.Add(time.Second)
 	}
-	if err := writeAtomic(filepath.Join(w.Dir, FileName), data, mtime); err != nil {
+	if err := writeAtomic(path, data, mtime); err != nil {
 		return false, err
 	}
 	w.last, w.mtime = data, mtime

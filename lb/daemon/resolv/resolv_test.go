@@ -159,3 +159,31 @@ func TestWriterRefusesAnOpenDir(t *testing.T) {
 		}
 	}
 }
+
+// A new daemon (a restart) goes on from the file's mtime: dnsmasq reads a
+// resolv file only if its mtime differs from the one it last read, and
+// the last daemon's may be ahead of the clock (a link that flapped ten
+// times a second gave each version a second of its own), so a restart's
+// first file could get the very second dnsmasq last read.
+func TestWriterMtimeAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, FileName)
+	if err := os.WriteFile(path, []byte("nameserver 192.0.2.53\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ahead := time.Now().Add(time.Hour).Truncate(time.Second)
+	if err := os.Chtimes(path, ahead, ahead); err != nil {
+		t.Fatal(err)
+	}
+	w := &Writer{Dir: dir}
+	if _, err := w.Write(addrs4("198.51.100.53")); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fi.ModTime().After(ahead) {
+		t.Errorf("mtime %v, not after the last daemon's %v: dnsmasq would not read it", fi.ModTime(), ahead)
+	}
+}
