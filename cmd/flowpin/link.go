@@ -31,7 +31,11 @@ func openStates(opPath, quotaPath string, log *slog.Logger) (*operator.Store, *q
 		}
 		opPath = filepath.Join(ctl.SocketDir, id+".operator.json")
 	}
-	ops, err := operator.Open(opPath)
+	netns, err := nslock.Cookie()
+	if err != nil {
+		log.Warn("operator modes: no network namespace cookie; a file of another namespace is not told apart", "err", err)
+	}
+	ops, err := operator.OpenIn(opPath, netns)
 	if err != nil {
 		log.Error("operator modes", "err", err)
 	}
