@@ -14,8 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/renameio/v2"
-
 	"flowpin/lb/daemon/statefile"
 )
 
@@ -207,7 +205,7 @@ func (s *Store) save(links map[string]Entry) error {
 	if err != nil {
 		return err
 	}
-	if err := renameio.WriteFile(s.path, append(data, '\n'), 0o644); err != nil {
+	if err := statefile.Write(s.path, append(data, '\n')); err != nil {
 		return fmt.Errorf("save operator state: %w", err)
 	}
 	return nil

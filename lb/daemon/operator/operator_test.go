@@ -99,3 +99,23 @@ func TestOpenUntrusted(t *testing.T) {
 		t.Errorf("isp1 from a forged file: %+v", e)
 	}
 }
+
+// A file refused for its mode is replaced by a saved one the next start
+// reads: the mode is not handed on.
+func TestSaveOverAnUntrustedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "op.json")
+	if err := os.WriteFile(path, []byte(`{"version":1,"links":{}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := Open(path)
+	if _, err := s.Set("isp1", Drain, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(path)
+	if err != nil || s2.Get("isp1").Mode != Drain {
+		t.Errorf("after a restart: %+v, %v", s2.Get("isp1"), err)
+	}
+}

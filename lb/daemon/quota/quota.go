@@ -22,8 +22,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/renameio/v2"
-
 	"flowpin/lb/config"
 	"flowpin/lb/daemon/statefile"
 )
@@ -300,7 +298,7 @@ func (b *Book) Save() error {
 	if err := os.MkdirAll(filepath.Dir(b.path), 0o755); err != nil {
 		return fmt.Errorf("save quota state: %w", err)
 	}
-	if err := renameio.WriteFile(b.path, append(data, '\n'), 0o644); err != nil {
+	if err := statefile.Write(b.path, append(data, '\n')); err != nil {
 		return fmt.Errorf("save quota state: %w", err)
 	}
 	b.dirty = false

@@ -221,3 +221,31 @@ func TestOpenUntrusted(t *testing.T) {
 		}
 	}
 }
+
+// A file refused for its mode is replaced by a saved one the next start
+// reads: the mode is not handed on.
+func TestSaveOverAnUntrustedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.json")
+	if err := os.WriteFile(path, []byte(`{"version":1,"links":{}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := Open(path)
+	b.Configure(quotaLinks(&config.Quota{Bytes: 10, Period: config.Daily}))
+	now := day(time.UTC, 2026, 1, 1, 5)
+	b.Count(now, map[string]Reading{"lte": {Carried: 3}})
+	b.Count(now, map[string]Reading{"lte": {Carried: 7}})
+	if err := b.Save(); err != nil {
+		t.Fatal(err)
+	}
+	b2, err := Open(path)
+	if err != nil {
+		t.Fatalf("after a restart: %v", err)
+	}
+	b2.Configure(quotaLinks(&config.Quota{Bytes: 10, Period: config.Daily}))
+	if u, _ := b2.Usage("lte", now); u.Used != 4 {
+		t.Errorf("after a restart: %+v", u)
+	}
+}

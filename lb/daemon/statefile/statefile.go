@@ -11,7 +11,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"syscall"
+
+	"github.com/google/renameio/v2"
 )
 
 // MaxSize is the largest state file read: far more than the links of a
@@ -49,4 +52,20 @@ func Read(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%d bytes, more than a state file's %d", fi.Size(), MaxSize)
 	}
 	return io.ReadAll(io.LimitReader(f, MaxSize+1))
+}
+
+// Write replaces path with data atomically: a temporary file beside it,
+// synced, then renamed over it (renameio), so a crash leaves the old
+// version or the new one. The new file is 0644 whatever the old one's
+// mode: one others could write must not hand that on.
+func Write(path string, data []byte) error {
+	f, err := renameio.NewPendingFile(path, renameio.WithTempDir(filepath.Dir(path)), renameio.WithStaticPermissions(0o644))
+	if err != nil {
+		return err
+	}
+	defer func() { _ = f.Cleanup() }()
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	return f.CloseAtomicallyReplace()
 }

@@ -60,3 +60,29 @@ func TestRead(t *testing.T) {
 		t.Errorf("another user's file: %v", err)
 	}
 }
+
+// Write replaces the file with one of mode 0644, whatever the one it
+// replaces had: a file others could write (planted, or left 0666) would
+// otherwise hand its mode on, and Read would refuse every later version.
+func TestWrite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	if err := os.WriteFile(path, []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(path, []byte(`{"a":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := Read(path); err != nil || string(b) != `{"a":1}` {
+		t.Errorf("read back: %q %v", b, err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("mode: %v %v", fi, err)
+	}
+	ents, _ := os.ReadDir(filepath.Dir(path))
+	if len(ents) != 1 {
+		t.Errorf("left behind: %v", ents)
+	}
+}
