@@ -55,8 +55,8 @@ func Servers(c *config.Config, auto map[string][]netip.Addr, up func(link int, v
 }
 
 // Pick is what the file lists: the servers of the links in the route
-// (inRoute), or with none of them in it (every link out by the
-// operator, or no server's link usable) every link's, as Servers orders
+// (inRoute), or when those have none (every link out by the operator,
+// or only links without servers left) every link's, as Servers orders
 // them. A resolv file without servers is worse than one whose servers
 // are out of reach: glibc's resolver then asks 127.0.0.1, itself for a
 // local dnsmasq, and the first link back answers sooner from a list.
