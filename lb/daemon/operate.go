@@ -77,7 +77,7 @@ func (d *Daemon) SetLink(ctx context.Context, name string, m operator.Mode, forc
 					carries = true
 					continue
 				}
-				if mm := store.Get(l.Name).Mode; mm != operator.Drain && mm != operator.Down && d.board.Up(d.key(u)) {
+				if mm := store.Get(l.Name).Mode; mm != operator.Drain && mm != operator.Down && d.board.Up(d.key(u)) && d.usable(u) {
 					left++
 				}
 			}

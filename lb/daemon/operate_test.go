@@ -398,3 +398,35 @@ func TestOperatorLinkDuringReload(t *testing.T) {
 		t.Errorf("isp2 after flowpin link down during a reload: %+v", s)
 	}
 }
+
+// up by the operator on a link whose interface is gone: it carries
+// nothing, so it is no link that takes new flows. When the other link's
+// checks fail too, the route fails open to that one rather than leaving
+// no link at all.
+func TestOperatorUpWithoutInterface(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.waitTranscript(both)
+	h.round()
+	setLink(t, h, "isp2", operator.Up)
+	h.k.removeIface("wan2")
+	h.probers.setMissing("wan2", true)
+	h.events.send(Event{Kind: EventLink, Iface: "wan2", Removed: true})
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(both, both, isp2Out)
+	// Nor is it a link left to take new flows when isp1 is drained.
+	if _, err := h.d.SetLink(context.Background(), "isp1", operator.Drain, false); !errors.Is(err, ErrLastLink) {
+		t.Errorf("drain isp1 beside an isp2 up by operator without its interface: %v", err)
+	}
+	h.probers.set("wan1", false)
+	for range 3 {
+		h.round()
+	}
+	h.waitState("isp1", health.StateDown)
+	h.clock.Advance(MinSyncInterval)
+	h.events.send(Event{Kind: EventDrift, What: "resync"})
+	h.eventually("a sync after isp1 went down", func() bool { return len(h.rec.get()) > 3 })
+	if got := h.rec.get(); got[len(got)-1] != isp2Out {
+		t.Errorf("transcript ends %q, want isp1 in the route by failing open (%q)", got[len(got)-1], isp2Out)
+	}
+}
