@@ -298,12 +298,13 @@ func (d *Daemon) quotaC() <-chan time.Time {
 }
 
 // lastResorts are the links of a family on standby for their quota with
-// quota_last_resort.
+// quota_last_resort, but for those the operator drained: no new flows,
+// whatever their quota says.
 func (d *Daemon) lastResorts(v6 bool) []string {
 	var out []string
 	for _, u := range d.units {
 		l := d.Config.Links[u.link]
-		if u.v6 != v6 || l.Quota == nil || !l.Quota.LastResort {
+		if u.v6 != v6 || l.Quota == nil || !l.Quota.LastResort || d.deps.Operator.Get(l.Name).Mode == operator.Drain {
 			continue
 		}
 		if o, ok := d.board.Overridden(d.key(u)); ok && o.State == health.StateStandby {

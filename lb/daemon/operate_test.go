@@ -430,3 +430,38 @@ func TestOperatorUpWithoutInterface(t *testing.T) {
 		t.Errorf("transcript ends %q, want isp1 in the route by failing open (%q)", got[len(got)-1], isp2Out)
 	}
 }
+
+// A link the operator drained is not taken back as a quota's last
+// resort: drained means no new flows. When the other link fails its
+// checks too, the route fails open to that one, as without the drained
+// link.
+func TestQuotaLastResortDrained(t *testing.T) {
+	h := newHarness(t)
+	h.c = configtest.MustParse(t, checked+quotaDaily+"    quota_last_resort: true\n")
+	h.k = newFakeKernel(h.rec, h.c)
+	h.probers = newFakeProbers(h.c)
+	traffic := &fakeCounters{}
+	h.traffic = traffic
+	h.start()
+	h.waitTranscript(both)
+	traffic.add(nft.CounterKey("prerouting", "restore isp2"), 5, 2000)
+	h.eventually("exhausted", func() bool {
+		h.clock.Advance(QuotaInterval)
+		return h.state("isp2").State == health.StateStandby
+	})
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(both, isp2Out, flush2)
+	setLink(t, h, "isp2", operator.Drain)
+	n := len(h.rec.get())
+	h.probers.set("wan1", false)
+	for range 3 {
+		h.round()
+	}
+	h.waitState("isp1", health.StateDown)
+	h.clock.Advance(MinSyncInterval)
+	h.events.send(Event{Kind: EventDrift, What: "resync"})
+	h.eventually("a sync after isp1 went down", func() bool { return len(h.rec.get()) > n })
+	if got := h.rec.get(); got[len(got)-1] != isp2Out {
+		t.Errorf("transcript ends %q, want %q: the drained isp2 out, isp1 in by failing open", got[len(got)-1], isp2Out)
+	}
+}
