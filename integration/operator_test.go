@@ -226,7 +226,7 @@ func TestOperatorLink(t *testing.T) {
 		{[]string{"nosuch", "drain"}, `no such link "nosuch" in the config (links: isp1, isp2)`},
 		{[]string{"is p2/../x\x1b", "drain"}, `no such link "is p2/../x\x1b" in the config`},
 		{[]string{"isp2", "sideways"}, `want drain, down, up or auto`},
-		{[]string{"isp1", "drain"}, "would leave no link to take new flows"},
+		{[]string{"isp1", "drain"}, "would leave no IPv4 link to take new flows"},
 	} {
 		out, err := flowpin(t, d.Router, append([]string{"link"}, c.args...)...)
 		if err == nil || !strings.Contains(out, c.want) || strings.Count(strings.TrimSpace(out), "\n") > 0 {

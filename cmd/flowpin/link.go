@@ -31,7 +31,11 @@ func openStates(opPath, quotaPath string, log *slog.Logger) (*operator.Store, *q
 		}
 		opPath = filepath.Join(ctl.SocketDir, id+".operator.json")
 	}
-	ops, err := operator.Open(opPath)
+	netns, err := nslock.Cookie()
+	if err != nil {
+		log.Warn("operator modes: no network namespace cookie; a file of another namespace is not told apart", "err", err)
+	}
+	ops, err := operator.OpenIn(opPath, netns)
 	if err != nil {
 		log.Error("operator modes", "err", err)
 	}
@@ -66,8 +70,9 @@ survives a reload and a daemon restart, not a reboot: it is kept in
 /run/flowpin (flowpin run --operator-state). A reload that removes the
 link forgets its mode.
 
-drain and down of the last link not drained or down by the operator are
-refused (new flows would have nowhere to go) unless --force.
+drain and down of the last link of a family (IPv4, IPv6) that is up and
+not drained or down by the operator are refused (new flows of that
+family would have nowhere to go) unless --force.
 Root only, like reload.`,
 		Example: "  flowpin link isp1 drain\n  flowpin link isp1 auto\n  flowpin link lte down --force",
 		Args:    cobra.ExactArgs(2),

@@ -140,7 +140,7 @@ links, in the foreground.
 			}
 			wdEvery := time.Duration(0)
 			if wdTimeout > 0 {
-				watchdog = func() { _, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyWatchdog) }
+				watchdog = watchdogPing()
 				var short bool
 				wdEvery, short = daemon.WatchdogPing(wdTimeout)
 				if short {
@@ -287,11 +287,7 @@ func (s supervisedAPI) Status() (*status.Status, error) {
 func (s supervisedAPI) Reload() error { return s.sup.Reload() }
 
 func (s supervisedAPI) SetLink(ctx context.Context, name string, m operator.Mode, force bool) (operator.Entry, error) {
-	d := s.sup.Current()
-	if d == nil {
-		return operator.Entry{}, errors.New("the daemon is starting")
-	}
-	return d.SetLink(ctx, name, m, force)
+	return s.sup.SetLink(ctx, name, m, force)
 }
 
 // metricsListenAddr binds localhost when the address names no host.

@@ -648,14 +648,14 @@ func (d *Daemon) adopt() error {
 func (d *Daemon) sync(why string) error {
 	start := d.deps.Clock.Now()
 	auto := d.leaseDNS()
-	// Before the apply, which may fail and be retried: the file follows
-	// the links' health either way.
-	d.writeResolv(auto)
 	des, err := d.deps.Applier.PrepareWith(d.Config, plan.Options{Down: d.failOpen(false), Down6: d.failOpen(true), MissingOK: true, DNS: auto})
 	if err != nil {
 		d.metrics.syncFailed()
 		return err
 	}
+	// Before the apply, which may fail and be retried: the file follows
+	// the plan either way.
+	d.writeResolv(des, auto)
 	d.beginWrite()
 	res, err := d.deps.Applier.Apply(des)
 	d.endWrite(err == nil && res.Table)

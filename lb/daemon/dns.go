@@ -8,6 +8,7 @@ import (
 	"flowpin/lb/config"
 	"flowpin/lb/daemon/resolv"
 	"flowpin/lb/dnslease"
+	"flowpin/lb/plan"
 )
 
 // hasDNS: some link names DNS servers, so the daemon writes the resolv
@@ -54,17 +55,21 @@ func addrList(as []netip.Addr) string {
 	return s
 }
 
-// writeResolv writes the resolv file for the health the plan des was
-// made with: the servers of the links whose family is up.
-func (d *Daemon) writeResolv(auto map[string][]netip.Addr) {
+// writeResolv writes the resolv file for the plan des: the servers of
+// the links whose family is in its route, as the servers' routes go (a
+// drained link's server has none through its link, and links that all
+// failed their checks stay in the route: fail open).
+func (d *Daemon) writeResolv(des *plan.Desired, auto map[string][]netip.Addr) {
 	if d.resolv == nil || !hasDNS(d.Config) {
 		return
 	}
-	up := func(i int, v6 bool) bool {
-		_, down := d.board.Down(unitKey(d.Config.Links[i].Name, v6))
-		return !down
+	inRoute := func(i int, v6 bool) bool {
+		if v6 {
+			return des.Links[i].V6.InRoute
+		}
+		return des.Links[i].InRoute
 	}
-	servers := resolv.Servers(d.Config, auto, up)
+	servers := resolv.Pick(d.Config, auto, inRoute)
 	wrote, err := d.resolv.Write(servers)
 	switch {
 	case err != nil:

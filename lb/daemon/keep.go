@@ -29,9 +29,11 @@ func (d *Daemon) failOpen(v6 bool) map[string]string {
 		if _, over := d.board.Overridden(d.key(u)); over {
 			if out {
 				forced[name] = why
-			} else {
+			} else if d.usable(u) {
 				n++ // up by the operator: a link of the family that is up
 			}
+			// Up by the operator but unusable (its interface gone): it
+			// carries nothing, and failing open must not count on it.
 			continue
 		}
 		if _, drained := forced[name]; drained {
@@ -141,4 +143,16 @@ func b2i(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// usable says whether unit u could carry traffic in the plan last
+// applied (its interface, address and gateway there); true before any.
+func (d *Daemon) usable(u unit) bool {
+	if d.applied == nil || u.link >= len(d.applied.Links) || d.applied.Links[u.link].Name != d.Config.Links[u.link].Name {
+		return true
+	}
+	if u.v6 {
+		return d.applied.Links[u.link].V6.Usable
+	}
+	return d.applied.Links[u.link].Usable
 }

@@ -64,18 +64,30 @@ func (d *Daemon) SetLink(ctx context.Context, name string, m operator.Mode, forc
 	}
 	store := d.deps.Operator
 	if (m == operator.Drain || m == operator.Down) && !force {
-		left := 0
-		for _, u := range d.units {
-			l := d.Config.Links[u.link]
-			if l.Name == name {
-				continue
+		// Per family: a link that is the last of IPv6 is so whatever the
+		// IPv4 sides of the others do.
+		for _, v6 := range []bool{false, true} {
+			carries, left := false, 0
+			for _, u := range d.units {
+				if u.v6 != v6 {
+					continue
+				}
+				l := d.Config.Links[u.link]
+				if l.Name == name {
+					carries = true
+					continue
+				}
+				if mm := store.Get(l.Name).Mode; mm != operator.Drain && mm != operator.Down && d.board.Up(d.key(u)) && d.usable(u) {
+					left++
+				}
 			}
-			if mm := store.Get(l.Name).Mode; mm != operator.Drain && mm != operator.Down && d.board.Up(d.key(u)) {
-				left++
+			if carries && left == 0 {
+				fam := "IPv4"
+				if v6 {
+					fam = "IPv6"
+				}
+				return operator.Entry{}, fmt.Errorf("%w: %s would leave no %s link to take new flows (every other link of the family is down, on standby, or drained or down by operator); --force does it anyway", ErrLastLink, name, fam)
 			}
-		}
-		if left == 0 {
-			return operator.Entry{}, fmt.Errorf("%w: %s would leave no link to take new flows (every other link is down, on standby, or drained or down by operator); --force does it anyway", ErrLastLink, name)
 		}
 	}
 	e, err := store.Set(name, m, d.deps.Clock.Now())
@@ -87,8 +99,7 @@ func (d *Daemon) SetLink(ctx context.Context, name string, m operator.Mode, forc
 	select {
 	case d.ops <- req:
 	case <-d.stopped:
-		// A reload or a stop: the next daemon reads the mode from the store.
-		return e, nil
+		return e, errHandedOver
 	case <-ctx.Done():
 		return e, ctx.Err()
 	}
@@ -99,11 +110,15 @@ func (d *Daemon) SetLink(ctx context.Context, name string, m operator.Mode, forc
 		}
 		return e, nil
 	case <-d.stopped:
-		return e, nil
+		return e, errHandedOver
 	case <-ctx.Done():
 		return e, ctx.Err()
 	}
 }
+
+// errHandedOver: the daemon stopped (a reload, or for good) with the mode
+// stored but not applied; Supervisor.SetLink takes it to the next one.
+var errHandedOver = errors.New("the daemon stopped before it applied the mode")
 
 // operate runs an operator's request on the loop: the overrides, then a
 // sync at once, whose outcome is the answer.
@@ -283,12 +298,13 @@ func (d *Daemon) quotaC() <-chan time.Time {
 }
 
 // lastResorts are the links of a family on standby for their quota with
-// quota_last_resort.
+// quota_last_resort, but for those the operator drained: no new flows,
+// whatever their quota says.
 func (d *Daemon) lastResorts(v6 bool) []string {
 	var out []string
 	for _, u := range d.units {
 		l := d.Config.Links[u.link]
-		if u.v6 != v6 || l.Quota == nil || !l.Quota.LastResort {
+		if u.v6 != v6 || l.Quota == nil || !l.Quota.LastResort || d.deps.Operator.Get(l.Name).Mode == operator.Drain {
 			continue
 		}
 		if o, ok := d.board.Overridden(d.key(u)); ok && o.State == health.StateStandby {
@@ -349,6 +365,51 @@ func (oc *operatorCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(oc.qBytes, prometheus.GaugeValue, float64(us.Bytes), l.Name)
 			ch <- prometheus.MustNewConstMetric(oc.qUsed, prometheus.GaugeValue, float64(us.Used), l.Name)
 			ch <- prometheus.MustNewConstMetric(oc.qLeft, prometheus.GaugeValue, float64(us.Left), l.Name)
+		}
+	}
+}
+
+// SetLink sets a link's operator mode through the daemon running now
+// (flowpin link), as Daemon.SetLink. A request that meets a reload (the
+// daemon it reached stopped before applying it) goes on to the next
+// daemon: that one may have read the modes before this one was stored,
+// and would only show it, not apply it.
+func (s *Supervisor) SetLink(ctx context.Context, name string, m operator.Mode, force bool) (operator.Entry, error) {
+	d := s.Current()
+	if d == nil {
+		return operator.Entry{}, errors.New("the daemon is starting")
+	}
+	for {
+		e, err := d.SetLink(ctx, name, m, force)
+		if !errors.Is(err, errHandedOver) {
+			return e, err
+		}
+		next, err := s.nextDaemon(ctx, d)
+		if next == nil {
+			// Stopped for good: the next start reads the mode.
+			return e, err
+		}
+		// Checked and stored already: the next daemon only applies it
+		// (or refuses a link its config no longer has).
+		d, force = next, true
+	}
+}
+
+// nextDaemon waits for a daemon other than d to run; nil when the
+// supervisor ended.
+func (s *Supervisor) nextDaemon(ctx context.Context, d *Daemon) (*Daemon, error) {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if n := s.Current(); n != nil && n != d {
+			return n, nil
+		}
+		select {
+		case <-s.done:
+			return nil, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-tick.C:
 		}
 	}
 }

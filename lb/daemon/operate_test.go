@@ -8,14 +8,18 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"flowpin/lb/apply"
+	"flowpin/lb/config"
 	"flowpin/lb/config/configtest"
 	"flowpin/lb/daemon/operator"
 	"flowpin/lb/health"
+	"flowpin/lb/plan"
 	"flowpin/nft"
 )
 
@@ -291,5 +295,173 @@ func TestLinkHandler(t *testing.T) {
 	want := []string{"isp1 down false", "isp1 drain false", "isp1 drain true", "is p/1\x1b drain false", "isp1 sideways false"}
 	if !slices.Equal(calls, want) {
 		t.Errorf("calls %q, want %q (none unprivileged)", calls, want)
+	}
+}
+
+// The last link that takes new flows is judged per family: with isp2's
+// IPv6 down by its checks, draining or downing isp1 would leave IPv6
+// nothing but a link judged dead (put back by failing open), though
+// isp2's IPv4 still works.
+func TestOperatorLastLinkPerFamily(t *testing.T) {
+	h := newHarness(t)
+	h.c = configtest.MustParse(t, dualStackLinks)
+	h.k = newFakeKernel(h.rec, h.c)
+	h.probers = newFakeProbers(h.c)
+	h.start()
+	h.waitTranscript("apply route=[isp1 isp2] out=[] route6=[isp1 isp2] out6=[]")
+	h.probers.set("wan2/6", false)
+	for range 3 {
+		h.round()
+	}
+	h.eventually("isp2 IPv6 down", func() bool {
+		for _, l := range h.d.Health() {
+			if l.Name == "isp2" && l.Family == "ipv6" {
+				return l.State == health.StateDown
+			}
+		}
+		return false
+	})
+	for _, m := range []operator.Mode{operator.Drain, operator.Down} {
+		_, err := h.d.SetLink(context.Background(), "isp1", m, false)
+		if !errors.Is(err, ErrLastLink) || !strings.Contains(err.Error(), "IPv6") {
+			t.Errorf("%s isp1, the last IPv6 link up: %v", m, err)
+		}
+	}
+	if e := h.d.deps.Operator.Get("isp1"); e.Mode != operator.Auto {
+		t.Errorf("isp1 after the refusals: %+v", e)
+	}
+	// isp2 is not the last link of either family it is up in.
+	setLink(t, h, "isp2", operator.Drain)
+}
+
+// holdApply holds the Apply after arm until release.
+type holdApply struct {
+	*fakeKernel
+	mu      sync.Mutex
+	armed   bool
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (k *holdApply) Apply(d *plan.Desired) (*apply.Result, error) {
+	k.mu.Lock()
+	hold := k.armed
+	k.armed = false
+	k.mu.Unlock()
+	if hold {
+		close(k.held)
+		<-k.release
+	}
+	return k.fakeKernel.Apply(d)
+}
+
+// flowpin link during a reload: the old daemon has stopped, the new one
+// has read the modes and is in its first sync. The mode is applied by
+// the new daemon, not only stored (status would say "down by operator"
+// of a link still in the route).
+func TestOperatorLinkDuringReload(t *testing.T) {
+	h := newHarness(t)
+	k := &holdApply{fakeKernel: h.k, held: make(chan struct{}), release: make(chan struct{})}
+	ops, _ := operator.Open("")
+	sup := NewSupervisor(Deps{Applier: k, Conntrack: h.k, Probers: h.probers.factory, Clock: h.clock, Events: h.events, Operator: ops},
+		func() (*config.Config, error) { return h.c, nil }, quietLog())
+	first, stop := runSupervisor(t, sup, h.c)
+	defer stop()
+	k.mu.Lock()
+	k.armed = true
+	k.mu.Unlock()
+	reloaded := make(chan error, 1)
+	go func() { reloaded <- sup.Reload() }()
+	<-k.held
+	set := make(chan error, 1)
+	go func() {
+		_, err := sup.SetLink(context.Background(), "isp2", operator.Down, false)
+		set <- err
+	}()
+	// The request reached the old daemon, stopped; then the new one ends
+	// its first sync.
+	time.Sleep(50 * time.Millisecond)
+	close(k.release)
+	if err := <-reloaded; err != nil {
+		t.Fatal(err)
+	}
+	second := waitDaemon(t, sup, first)
+	select {
+	case err := <-set:
+		if err != nil {
+			t.Fatalf("SetLink: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("SetLink: no answer")
+	}
+	if s := healthOf(second, "isp2"); s.State != health.StateDown || s.Operator != "down" {
+		t.Errorf("isp2 after flowpin link down during a reload: %+v", s)
+	}
+}
+
+// up by the operator on a link whose interface is gone: it carries
+// nothing, so it is no link that takes new flows. When the other link's
+// checks fail too, the route fails open to that one rather than leaving
+// no link at all.
+func TestOperatorUpWithoutInterface(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.waitTranscript(both)
+	h.round()
+	setLink(t, h, "isp2", operator.Up)
+	h.k.removeIface("wan2")
+	h.probers.setMissing("wan2", true)
+	h.events.send(Event{Kind: EventLink, Iface: "wan2", Removed: true})
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(both, both, isp2Out)
+	// Nor is it a link left to take new flows when isp1 is drained.
+	if _, err := h.d.SetLink(context.Background(), "isp1", operator.Drain, false); !errors.Is(err, ErrLastLink) {
+		t.Errorf("drain isp1 beside an isp2 up by operator without its interface: %v", err)
+	}
+	h.probers.set("wan1", false)
+	for range 3 {
+		h.round()
+	}
+	h.waitState("isp1", health.StateDown)
+	h.clock.Advance(MinSyncInterval)
+	h.events.send(Event{Kind: EventDrift, What: "resync"})
+	h.eventually("a sync after isp1 went down", func() bool { return len(h.rec.get()) > 3 })
+	if got := h.rec.get(); got[len(got)-1] != isp2Out {
+		t.Errorf("transcript ends %q, want isp1 in the route by failing open (%q)", got[len(got)-1], isp2Out)
+	}
+}
+
+// A link the operator drained is not taken back as a quota's last
+// resort: drained means no new flows. When the other link fails its
+// checks too, the route fails open to that one, as without the drained
+// link.
+func TestQuotaLastResortDrained(t *testing.T) {
+	h := newHarness(t)
+	h.c = configtest.MustParse(t, checked+quotaDaily+"    quota_last_resort: true\n")
+	h.k = newFakeKernel(h.rec, h.c)
+	h.probers = newFakeProbers(h.c)
+	traffic := &fakeCounters{}
+	h.traffic = traffic
+	h.start()
+	h.waitTranscript(both)
+	traffic.add(nft.CounterKey("prerouting", "restore isp2"), 5, 2000)
+	h.eventually("exhausted", func() bool {
+		h.clock.Advance(QuotaInterval)
+		return h.state("isp2").State == health.StateStandby
+	})
+	h.clock.Advance(MinSyncInterval)
+	h.waitTranscript(both, isp2Out, flush2)
+	setLink(t, h, "isp2", operator.Drain)
+	n := len(h.rec.get())
+	h.probers.set("wan1", false)
+	for range 3 {
+		h.round()
+	}
+	h.waitState("isp1", health.StateDown)
+	h.clock.Advance(MinSyncInterval)
+	h.events.send(Event{Kind: EventDrift, What: "resync"})
+	h.eventually("a sync after isp1 went down", func() bool { return len(h.rec.get()) > n })
+	if got := h.rec.get(); got[len(got)-1] != isp2Out {
+		t.Errorf("transcript ends %q, want %q: the drained isp2 out, isp1 in by failing open", got[len(got)-1], isp2Out)
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"flowpin/lb/config"
 	"flowpin/lb/config/configtest"
+	"flowpin/lb/daemon/operator"
 	"flowpin/lb/health"
 )
 
@@ -245,4 +246,49 @@ func TestDNSAutoFollowsTheLease(t *testing.T) {
 	if want := "192.0.2.53/32 wan1,198.51.100.54/32 wan2,198.51.100.55/32 wan2"; strings.Join(routes, ",") != want {
 		t.Errorf("servers' routes %v, want %s", routes, want)
 	}
+}
+
+// The resolv file lists the servers of the links in the route, as the
+// servers' routes do: a drained link's server has no route through its
+// link (its queries would leave by another, whose ISP may refuse them),
+// and links that all failed their checks stay in the route (fail open),
+// so their servers stay listed rather than none, from which a resolver
+// would ask 127.0.0.1.
+func TestResolvFileFollowsTheRoute(t *testing.T) {
+	h := newHarness(t)
+	h.c = configtest.MustParse(t, checkedDNS)
+	h.k = newFakeKernel(h.rec, h.c)
+	h.probers = newFakeProbers(h.c)
+	h.start()
+	file := filepath.Join(h.resolvDir, "resolv.conf")
+	servers := func() string {
+		b, _ := os.ReadFile(file)
+		var out []string
+		for l := range strings.Lines(string(b)) {
+			if f := strings.Fields(l); len(f) == 2 && f[0] == "nameserver" {
+				out = append(out, f[1])
+			}
+		}
+		return strings.Join(out, " ")
+	}
+	h.eventually("written at the start", func() bool { return servers() == "192.0.2.53 198.51.100.53" })
+	setLink(t, h, "isp1", operator.Drain)
+	h.eventually("the drained link's server out", func() bool { return servers() == "198.51.100.53" })
+	h.clock.Advance(MinSyncInterval)
+	setLink(t, h, "isp1", operator.Auto)
+	h.eventually("back in auto", func() bool { return servers() == "192.0.2.53 198.51.100.53" })
+
+	h.probers.set("wan1", false)
+	h.probers.set("wan2", false)
+	for range 3 {
+		h.round()
+	}
+	h.waitState("isp1", health.StateDown)
+	h.waitState("isp2", health.StateDown)
+	h.clock.Advance(MinSyncInterval)
+	h.events.send(Event{Kind: EventDrift, What: "resync"})
+	h.eventually("every link down: both in the route, both listed", func() bool {
+		b, _ := os.ReadFile(file)
+		return servers() == "192.0.2.53 198.51.100.53" && !strings.Contains(string(b), "No link")
+	})
 }

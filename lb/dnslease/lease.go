@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"flowpin/lb/config"
 )
@@ -101,7 +102,10 @@ func ReadLease(paths []string) ([]netip.Addr, string, error) {
 }
 
 func readTail(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	// O_NONBLOCK: opening a FIFO to read would wait for a writer, and the
+	// daemon's loop with it; it is refused below as not a regular file.
+	// A regular file ignores the flag.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}

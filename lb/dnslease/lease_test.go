@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
+	"time"
 
 	"flowpin/lb/config"
 )
@@ -99,5 +101,32 @@ func TestRead(t *testing.T) {
 	servers, from, errs := Read(c)
 	if len(servers) != 1 || !slices.Equal(servers["lte"], addrs4("10.9.0.1")) || from["lte"] != lease || len(errs) != 0 {
 		t.Errorf("servers %v from %v errs %v", servers, from, errs)
+	}
+}
+
+// A dns_from that is a FIFO (a careless path, or a client's pipe) is
+// refused at once: opening it to read would block the daemon's loop
+// until some writer opened it, and the watchdog would kill the daemon.
+func TestReadLeaseFIFO(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "lease")
+	if err := syscall.Mkfifo(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := ReadLease([]string{p})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("a FIFO read as a lease")
+		}
+	case <-time.After(5 * time.Second):
+		// Unblock the reader, so the test ends.
+		if f, err := os.OpenFile(p, os.O_WRONLY, 0); err == nil {
+			f.Close()
+		}
+		t.Fatal("ReadLease blocked on a FIFO")
 	}
 }

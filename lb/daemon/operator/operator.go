@@ -14,7 +14,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/renameio/v2"
+	"flowpin/lb/daemon/statefile"
 )
 
 // Mode is what the operator said of a link.
@@ -65,13 +65,18 @@ func (e Entry) Describe() string {
 }
 
 type file struct {
-	Version int              `json:"version"`
-	Links   map[string]Entry `json:"links"`
+	Version int `json:"version"`
+	// Netns is the cookie of the network namespace whose modes these are
+	// (0: not known). The file's default name is the namespace's nsfs
+	// inode, which a namespace created after it is gone may get again.
+	Netns uint64           `json:"netns_cookie,omitempty"`
+	Links map[string]Entry `json:"links"`
 }
 
 // Store holds the links' modes; safe from any goroutine.
 type Store struct {
-	path string // "": in memory only
+	path  string // "": in memory only
+	netns uint64 // the namespace's cookie, written with the modes
 
 	mu    sync.Mutex
 	links map[string]Entry
@@ -81,12 +86,18 @@ type Store struct {
 // mode set. One that does not parse is set aside as path + ".corrupt",
 // every link is in auto, and the error says so (for the log); the store
 // is usable.
-func Open(path string) (*Store, error) {
-	s := &Store{path: path, links: map[string]Entry{}}
+func Open(path string) (*Store, error) { return OpenIn(path, 0) }
+
+// OpenIn is Open for the network namespace of cookie netns (0: not
+// known): a file of another namespace's (a namespace gone since, whose
+// inode this one got) is not this one's; every link is in auto, and the
+// error says so. A file that names no namespace is read.
+func OpenIn(path string, netns uint64) (*Store, error) {
+	s := &Store{path: path, netns: netns, links: map[string]Entry{}}
 	if path == "" {
 		return s, nil
 	}
-	data, err := os.ReadFile(path)
+	data, err := statefile.Read(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return s, nil
 	}
@@ -107,6 +118,9 @@ func Open(path string) (*Store, error) {
 		aside := path + ".corrupt"
 		_ = os.Rename(path, aside)
 		return s, fmt.Errorf("operator state %s does not parse (%v): set aside as %s, every link in auto", path, err, aside)
+	}
+	if netns != 0 && f.Netns != 0 && f.Netns != netns {
+		return s, fmt.Errorf("operator state %s is another network namespace's (cookie %d, this one's %d: one gone since, with this one's inode): every link in auto", path, f.Netns, netns)
 	}
 	for name, e := range f.Links {
 		if e.Mode != Auto {
@@ -187,11 +201,11 @@ func (s *Store) save(links map[string]Entry) error {
 	if s.path == "" {
 		return nil
 	}
-	data, err := json.MarshalIndent(file{Version: 1, Links: links}, "", "  ")
+	data, err := json.MarshalIndent(file{Version: 1, Netns: s.netns, Links: links}, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := renameio.WriteFile(s.path, append(data, '\n'), 0o644); err != nil {
+	if err := statefile.Write(s.path, append(data, '\n')); err != nil {
 		return fmt.Errorf("save operator state: %w", err)
 	}
 	return nil

@@ -79,3 +79,43 @@ func TestSetFailsToSave(t *testing.T) {
 		t.Errorf("mode set though not saved: %+v", e)
 	}
 }
+
+// A state file others could have written (a --operator-state in a
+// directory a local user can write) is not believed: a forged "down"
+// would take a link out.
+func TestOpenUntrusted(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "op.json")
+	if err := os.WriteFile(path, []byte(`{"version":1,"links":{"isp1":{"mode":"down","since":"2026-01-01T00:00:00Z"}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o646); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(path)
+	if err == nil || !strings.Contains(err.Error(), "others could have written it") || !strings.Contains(err.Error(), "every link in auto") {
+		t.Errorf("Open: %v", err)
+	}
+	if e := s.Get("isp1"); e.Mode != Auto {
+		t.Errorf("isp1 from a forged file: %+v", e)
+	}
+}
+
+// A file refused for its mode is replaced by a saved one the next start
+// reads: the mode is not handed on.
+func TestSaveOverAnUntrustedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "op.json")
+	if err := os.WriteFile(path, []byte(`{"version":1,"links":{}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := Open(path)
+	if _, err := s.Set("isp1", Drain, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(path)
+	if err != nil || s2.Get("isp1").Mode != Drain {
+		t.Errorf("after a restart: %+v, %v", s2.Get("isp1"), err)
+	}
+}

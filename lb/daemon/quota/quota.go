@@ -22,9 +22,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/renameio/v2"
-
 	"flowpin/lb/config"
+	"flowpin/lb/daemon/statefile"
 )
 
 // PeriodOf is the period of q that holds now: [start, end), in now's
@@ -44,8 +43,10 @@ func PeriodOf(q *config.Quota, now time.Time) (start, end time.Time) {
 	case config.FixedDays:
 		sy, sm, sd := q.Start.Date()
 		// Whole calendar days from Start to now, counted on UTC dates so
-		// that no DST change makes a day 23 or 25 hours.
-		days := int(time.Date(y, m, d, 0, 0, 0, 0, time.UTC).Sub(time.Date(sy, sm, sd, 0, 0, 0, 0, time.UTC)).Hours() / 24)
+		// that no DST change makes a day 23 or 25 hours, and in Unix
+		// seconds: a time.Duration ends at 292 years, and a start further
+		// away would pin every period to one in the past.
+		days := int((time.Date(y, m, d, 0, 0, 0, 0, time.UTC).Unix() - time.Date(sy, sm, sd, 0, 0, 0, 0, time.UTC).Unix()) / 86400)
 		k := days / q.Days
 		if days < 0 && days%q.Days != 0 {
 			k-- // floor: a date before Start is in an earlier period
@@ -128,7 +129,7 @@ func Open(path string) (*Book, error) {
 	if path == "" {
 		return b, nil
 	}
-	data, err := os.ReadFile(path)
+	data, err := statefile.Read(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return b, nil
 	}
@@ -297,7 +298,7 @@ func (b *Book) Save() error {
 	if err := os.MkdirAll(filepath.Dir(b.path), 0o755); err != nil {
 		return fmt.Errorf("save quota state: %w", err)
 	}
-	if err := renameio.WriteFile(b.path, append(data, '\n'), 0o644); err != nil {
+	if err := statefile.Write(b.path, append(data, '\n')); err != nil {
 		return fmt.Errorf("save quota state: %w", err)
 	}
 	b.dirty = false

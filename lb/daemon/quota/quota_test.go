@@ -44,6 +44,12 @@ func TestPeriodOf(t *testing.T) {
 		{"30 days, first", days(30, day(utc, 2026, 1, 10, 0)), day(utc, 2026, 1, 10, 0), day(utc, 2026, 1, 10, 0), day(utc, 2026, 2, 9, 0)},
 		{"30 days, before the start", days(30, day(utc, 2026, 1, 10, 0)), day(utc, 2026, 1, 9, 0), day(utc, 2025, 12, 11, 0), day(utc, 2026, 1, 10, 0)},
 		{"7 days over DST", days(7, day(berlin, 2026, 3, 25, 0)), day(berlin, 2026, 3, 31, 23), day(berlin, 2026, 3, 25, 0), day(berlin, 2026, 4, 1, 0)},
+		// Starts more than 292 years away, past what a time.Duration
+		// holds: weeks from a Friday (1700-01-01) and from a Saturday
+		// (2400-01-01, as 2000-01-01), days from year 1.
+		{"7 days from 1700", days(7, day(utc, 1700, 1, 1, 0)), day(utc, 2026, 3, 12, 5), day(utc, 2026, 3, 6, 0), day(utc, 2026, 3, 13, 0)},
+		{"7 days from 2400", days(7, day(utc, 2400, 1, 1, 0)), day(utc, 2026, 3, 12, 5), day(utc, 2026, 3, 7, 0), day(utc, 2026, 3, 14, 0)},
+		{"1 day from year 1", days(1, day(utc, 1, 1, 1, 0)), day(utc, 2026, 3, 12, 5), day(utc, 2026, 3, 12, 0), day(utc, 2026, 3, 13, 0)},
 	} {
 		start, end := PeriodOf(c.q, c.now)
 		if !start.Equal(c.start) || !end.Equal(c.end) {
@@ -182,5 +188,64 @@ func TestOpenCorrupt(t *testing.T) {
 		if err := b.Save(); err != nil {
 			t.Errorf("%s: save: %v", name, err)
 		}
+	}
+}
+
+// A state file others could have written is not believed (a forged
+// count would put a link on standby), and neither is a huge one.
+func TestOpenUntrusted(t *testing.T) {
+	forged := `{"version":1,"links":{"lte":{"used":1000000,"period_start":"2026-01-01T00:00:00Z"}}}`
+	for name, c := range map[string]struct {
+		data []byte
+		mode os.FileMode
+	}{
+		"world-writable": {[]byte(forged), 0o646},
+		"huge":           {[]byte(forged + strings.Repeat(" ", 2<<20)), 0o644},
+	} {
+		path := filepath.Join(t.TempDir(), "q.json")
+		if err := os.WriteFile(path, c.data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, c.mode); err != nil {
+			t.Fatal(err)
+		}
+		b, err := Open(path)
+		if err == nil || !strings.Contains(err.Error(), "counting from zero") {
+			t.Errorf("%s: Open: %v", name, err)
+		}
+		b.Configure(quotaLinks(&config.Quota{Bytes: 10, Period: config.Daily}))
+		now := day(time.UTC, 2026, 1, 1, 5)
+		b.Count(now, map[string]Reading{"lte": {Carried: 3}})
+		if u, _ := b.Usage("lte", now); u.Used != 0 || u.Exhausted {
+			t.Errorf("%s: counts from the file: %+v", name, u)
+		}
+	}
+}
+
+// A file refused for its mode is replaced by a saved one the next start
+// reads: the mode is not handed on.
+func TestSaveOverAnUntrustedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.json")
+	if err := os.WriteFile(path, []byte(`{"version":1,"links":{}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := Open(path)
+	b.Configure(quotaLinks(&config.Quota{Bytes: 10, Period: config.Daily}))
+	now := day(time.UTC, 2026, 1, 1, 5)
+	b.Count(now, map[string]Reading{"lte": {Carried: 3}})
+	b.Count(now, map[string]Reading{"lte": {Carried: 7}})
+	if err := b.Save(); err != nil {
+		t.Fatal(err)
+	}
+	b2, err := Open(path)
+	if err != nil {
+		t.Fatalf("after a restart: %v", err)
+	}
+	b2.Configure(quotaLinks(&config.Quota{Bytes: 10, Period: config.Daily}))
+	if u, _ := b2.Usage("lte", now); u.Used != 4 {
+		t.Errorf("after a restart: %+v", u)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
 
 	"flowpin/lb/config"
@@ -53,6 +54,19 @@ func Servers(c *config.Config, auto map[string][]netip.Addr, up func(link int, v
 	return out
 }
 
+// Pick is what the file lists: the servers of the links in the route
+// (inRoute), or when those have none (every link out by the operator,
+// or only links without servers left) every link's, as Servers orders
+// them. A resolv file without servers is worse than one whose servers
+// are out of reach: glibc's resolver then asks 127.0.0.1, itself for a
+// local dnsmasq, and the first link back answers sooner from a list.
+func Pick(c *config.Config, auto map[string][]netip.Addr, inRoute func(link int, v6 bool) bool) []netip.Addr {
+	if s := Servers(c, auto, inRoute); len(s) > 0 {
+		return s
+	}
+	return Servers(c, auto, func(int, bool) bool { return true })
+}
+
 // Render is the file's text for servers.
 func Render(servers []netip.Addr) []byte {
 	var b bytes.Buffer
@@ -60,7 +74,7 @@ func Render(servers []netip.Addr) []byte {
 	b.WriteString("# default policy's order, rewritten on every change. Point a local resolver\n")
 	b.WriteString("# at it (dnsmasq: resolv-file=; see flowpin's README); do not edit it.\n")
 	if len(servers) == 0 {
-		b.WriteString("# No link with DNS servers is up.\n")
+		b.WriteString("# No link has DNS servers yet (dns: auto without a lease).\n")
 	}
 	for _, a := range servers {
 		fmt.Fprintf(&b, "nameserver %s\n", a)
@@ -86,11 +100,21 @@ func (w *Writer) Write(servers []netip.Addr) (bool, error) {
 	// dnsmasq notices a new file by its mtime, in whole seconds: a
 	// second change within the second of the first (a link down and
 	// back) would go unread. Each file is given a second of its own.
+	path := filepath.Join(w.Dir, FileName)
+	if w.mtime.IsZero() {
+		// The first write of this process goes on from the file a
+		// daemon before it wrote: that one's mtime may be ahead of the
+		// clock (below), and a restart that wrote the same second again
+		// would go unread.
+		if fi, err := os.Stat(path); err == nil {
+			w.mtime = fi.ModTime().Truncate(time.Second)
+		}
+	}
 	mtime := time.Now().Truncate(time.Second)
 	if !mtime.After(w.mtime) {
 		mtime = w.mtime.Add(time.Second)
 	}
-	if err := writeAtomic(filepath.Join(w.Dir, FileName), data, mtime); err != nil {
+	if err := writeAtomic(path, data, mtime); err != nil {
 		return false, err
 	}
 	w.last, w.mtime = data, mtime
@@ -102,6 +126,9 @@ func (w *Writer) Write(servers []netip.Addr) (bool, error) {
 func writeAtomic(path string, data []byte, mtime time.Time) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := ownDir(dir); err != nil {
 		return err
 	}
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
@@ -126,4 +153,28 @@ func writeAtomic(path string, data []byte, mtime time.Time) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// ownDir checks that only this user may create, rename or delete entries
+// in dir: whoever else could (a --resolv-dir of /tmp, sticky or not, or a
+// directory left 0777) could put their own file, or a symlink to one,
+// where the resolver reads its servers, and so send the LAN's queries
+// to a server of theirs.
+func ownDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !fi.IsDir():
+		return fmt.Errorf("%s is not a directory", dir)
+	case !ok:
+		return fmt.Errorf("%s: no owner to check", dir)
+	case int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("%s belongs to uid %d, not to uid %d: others may write the resolv file there", dir, st.Uid, os.Geteuid())
+	case fi.Mode().Perm()&0o022 != 0:
+		return fmt.Errorf("%s has mode %v: others may write the resolv file there (give the daemon a directory of its own)", dir, fi.Mode().Perm())
+	}
+	return nil
 }

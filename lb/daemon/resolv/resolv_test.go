@@ -62,6 +62,15 @@ func TestServers(t *testing.T) {
 			if got := Servers(c, auto, up); !slices.Equal(got, tc.want) {
 				t.Errorf("got %v, want %v", got, tc.want)
 			}
+			// With no link in the route, Pick lists every link's servers
+			// rather than none (a resolver would ask 127.0.0.1).
+			want := tc.want
+			if want == nil {
+				want = addrs4("198.51.100.53", "9.9.9.9", "192.0.2.53", "2001:db8:1::53")
+			}
+			if got := Pick(c, auto, up); !slices.Equal(got, want) {
+				t.Errorf("Pick: got %v, want %v", got, want)
+			}
 		})
 	}
 }
@@ -93,7 +102,7 @@ func TestWriter(t *testing.T) {
 		t.Error("did not write a change")
 	}
 	b, _ := os.ReadFile(path)
-	if strings.Contains(string(b), "nameserver") || !strings.Contains(string(b), "No link with DNS servers is up") {
+	if strings.Contains(string(b), "nameserver") || !strings.Contains(string(b), "No link has DNS servers") {
 		t.Errorf("new file:\n%s", b)
 	}
 	ob := make([]byte, 4096)
@@ -126,5 +135,55 @@ func TestWriterMtimes(t *testing.T) {
 			t.Errorf("write %d: mtime %v, the one before %v", i, m, last)
 		}
 		last = m
+	}
+}
+
+// A directory others may write (a --resolv-dir of /tmp, or one left
+// 0777) is refused: whoever can write there can put their own file, or a
+// symlink to one, where the resolver reads its servers.
+func TestWriterRefusesAnOpenDir(t *testing.T) {
+	for _, mode := range []os.FileMode{0o777, 0o775, os.ModeSticky | 0o777} {
+		dir := filepath.Join(t.TempDir(), "run")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, mode); err != nil {
+			t.Fatal(err)
+		}
+		w := &Writer{Dir: dir}
+		if _, err := w.Write(addrs4("192.0.2.53")); err == nil || !strings.Contains(err.Error(), "others may write") {
+			t.Errorf("dir mode %v: %v", mode, err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, FileName)); err == nil {
+			t.Errorf("dir mode %v: written", mode)
+		}
+	}
+}
+
+// A new daemon (a restart) goes on from the file's mtime: dnsmasq reads a
+// resolv file only if its mtime differs from the one it last read, and
+// the last daemon's may be ahead of the clock (a link that flapped ten
+// times a second gave each version a second of its own), so a restart's
+// first file could get the very second dnsmasq last read.
+func TestWriterMtimeAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, FileName)
+	if err := os.WriteFile(path, []byte("nameserver 192.0.2.53\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ahead := time.Now().Add(time.Hour).Truncate(time.Second)
+	if err := os.Chtimes(path, ahead, ahead); err != nil {
+		t.Fatal(err)
+	}
+	w := &Writer{Dir: dir}
+	if _, err := w.Write(addrs4("198.51.100.53")); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fi.ModTime().After(ahead) {
+		t.Errorf("mtime %v, not after the last daemon's %v: dnsmasq would not read it", fi.ModTime(), ahead)
 	}
 }
