@@ -299,6 +299,21 @@ func TestStatusPageInBrowser(t *testing.T) {
 	if got, want := strings.Join(st.Sets["video"], " | "), "video | the resolver (dnsmasq nftset=) fills it for video.example | video-by-isp2 | 0 | 0"; got != want {
 		t.Errorf("set video on the page: %q, want %q", got, want)
 	}
+	// flowpin status says the same in text.
+	if out, err := flowpin(t, d.Router, "status", "-c", dm.cfg); err != nil {
+		t.Errorf("flowpin status: %v\n%s", err, out)
+	} else {
+		for _, want := range []string{
+			"\ndns of isp1: 203.0.113.53 (in the resolv file)\n",
+			"\ndns of isp2: 203.0.113.54 (in the resolv file), 2001:db8:ff::54 (in the resolv file)\n",
+			"\nprefixes6 of isp2: 2001:db8:2:100::/56 (isp2, own link, untranslated)\n",
+			"\nwarning: link isp1 used 85% of its quota (150 MB left until ",
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("flowpin status lacks %q:\n%s", strings.TrimSpace(want), out)
+			}
+		}
+	}
 	// The quota warning is drawn, in its colour, where the page put it.
 	for _, dl := range st.Links[0].Details {
 		if dl.Key == "quota-warning" {
