@@ -61,7 +61,7 @@ deb: deb-deps build ## build $(DIST)/flowpin_VERSION_ARCH.deb for amd64 and arm6
 	rm -rf $(DIST)/.stage && mkdir -p $(DIST)/.stage/common/examples
 	$(BIN) gen-docs $(DIST)/.stage/common
 	gzip -9n $(DIST)/.stage/common/man8/*.8
-	cp examples/*.yaml examples/grafana-dashboard.json $(DIST)/.stage/common/examples/
+	cp examples/*.yaml examples/*.txt examples/grafana-dashboard.json $(DIST)/.stage/common/examples/
 	cp -p packaging/nfpm.yaml packaging/copyright packaging/postinst packaging/prerm packaging/lintian-overrides $(DIST)/.stage/common/
 	@# The example unit runs /usr/local/sbin/flowpin; the package's is in
 	@# /usr/sbin and waits for a config before it starts.

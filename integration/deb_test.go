@@ -28,6 +28,9 @@ var wantFiles = []string{
 	"/usr/share/doc/flowpin/examples/multihomed-server.yaml",
 	"/usr/share/doc/flowpin/examples/two-gateways.yaml",
 	"/usr/share/doc/flowpin/examples/dns-and-probes.yaml",
+	"/usr/share/doc/flowpin/examples/sets.yaml",
+	"/usr/share/doc/flowpin/examples/sets-office.txt", // sets.yaml reads it
+	"/usr/share/doc/flowpin/examples/isp-prefixes6.yaml",
 	"/usr/share/doc/flowpin/examples/grafana-dashboard.json",
 	"/usr/share/lintian/overrides/flowpin",
 	"/usr/share/man/man8/flowpin.8.gz",

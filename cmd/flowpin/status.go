@@ -89,7 +89,10 @@ flowpin puts in each flow's conntrack mark.
 NAT box, upload); "in" is the reply direction. Byte and packet counters
 exist only for flows that began after net.netfilter.nf_conntrack_acct was
 set, which apply does. A link's state is "unknown" until a flowpin daemon
-tracks health.
+tracks health. Below the table: the policies and traffic rules, each
+link's IPv6 prefixes (translated now or not) and DNS servers (whether the
+daemon's resolv file lists them), the sets with their elements, and with a
+daemon each link's last change, probe quality, operator mode and quota.
 
 --flows lists the flows themselves, largest first by bytes, with the source
 the far end sees after NAT. --watch redraws the table in place every

@@ -10,6 +10,7 @@ import (
 	"github.com/coreos/go-systemd/v22/unit"
 
 	"flowpin/lb/ctl"
+	"flowpin/lb/daemon/resolv"
 )
 
 // The unit the package installs lets the daemon write where it keeps
@@ -50,7 +51,7 @@ func TestUnitWritesItsState(t *testing.T) {
 	if !strict {
 		t.Fatal("the unit no longer has ProtectSystem=strict: this test checks nothing")
 	}
-	for _, dir := range []string{filepath.Dir(defaultQuotaState), ctl.SocketDir} {
+	for _, dir := range []string{filepath.Dir(defaultQuotaState), ctl.SocketDir, resolv.DefaultDir} {
 		if !slices.Contains(writable, dir) {
 			t.Errorf("%s is read-only under the unit (writable: %v)", dir, writable)
 		}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
@@ -286,6 +287,7 @@ func render(t *testing.T, c *Config) []byte {
 		}
 		rl.Tier = i64(int64(l.Tier))
 		renderDNS(&rl, l)
+		renderQuota(&rl, l.Quota)
 		raw.Links = append(raw.Links, rl)
 	}
 	for _, p := range c.Policies {
@@ -368,6 +370,25 @@ func renderQuality(rc *rawCheck, ch HealthCheck) {
 	if ch.Method == ProbeExec {
 		rc.Command = &ch.Command
 	}
+}
+
+// renderQuota writes q back with every value explicit.
+func renderQuota(rl *rawLink, q *Quota) {
+	if q == nil {
+		return
+	}
+	period := string(q.Period)
+	rq := &rawQuota{Bytes: strconv.FormatUint(q.Bytes, 10), Period: &period}
+	switch q.Period {
+	case Monthly:
+		d := int64(q.StartDay)
+		rq.StartDay = &d
+	case FixedDays:
+		period = fmt.Sprintf("%dd", q.Days)
+		start := q.Start.Format(time.DateOnly)
+		rq.Start = &start
+	}
+	rl.Quota, rl.QuotaLastResort = rq, &q.LastResort
 }
 
 func renderPorts(rs []PortRange) []string {

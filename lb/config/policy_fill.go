@@ -10,8 +10,10 @@ import (
 
 // MaxRoutedMarks is how many policies (but default) and sticky rules a
 // config may have: each takes one ip rule that routes its mark by its
-// table, and the rule layout has room for 98 of them, priority_base+202
-// to priority_base+299 (the bypass rule of policy main sits at +201).
+// table, and the rule layout has room for 98 of them, priority_base+302
+// to priority_base+399 (the rule of policy main and of the flows from
+// before apply sits at +301; the 98th shares +399 with the prefixes6
+// rules, lb/plan.OffPrefix).
 const MaxRoutedMarks = 98
 
 // Sticky limits: under a second a source would be forgotten between the

@@ -200,6 +200,9 @@ type Daemon struct {
 	// last read of each dns: auto lease found, to log changes only.
 	resolv    *resolv.Writer
 	leaseSeen map[string]string
+	// dns is what the last write of the resolv file made of each link's
+	// servers, for Health and the metrics (other goroutines).
+	dns atomic.Pointer[dnsView]
 }
 
 // New prepares a daemon; Run starts it.
@@ -259,6 +262,9 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 		board: p.Board, keep: p.Keep, tiers: p.Failback, od: p.OnDemand, units: units(c),
 		metrics: NewMetrics(), carry: deps.carry, resolv: deps.Resolv,
 		ops: make(chan opRequest), stopped: make(chan struct{}),
+	}
+	if err := d.metrics.registerOwned(newDNSCollector(d)); err != nil {
+		panic(err) // a programming error: one per daemon
 	}
 	if err := d.metrics.registerOwned(newOperatorCollector(d)); err != nil {
 		panic(err) // a fresh registry
@@ -864,6 +870,7 @@ func (d *Daemon) Health() []health.LinkHealth {
 			lh.FlowsKept, lh.FlowsKeptSince = k.Why, k.Since
 		}
 		d.operatorOf(l, &lh, now)
+		lh.DNS = d.dnsOf(l.Name)
 		out = append(out, lh)
 	}
 	return slices.Clip(out)

@@ -8,6 +8,7 @@ import (
 	"flowpin/lb/config"
 	"flowpin/lb/daemon/resolv"
 	"flowpin/lb/dnslease"
+	"flowpin/lb/health"
 	"flowpin/lb/plan"
 )
 
@@ -71,10 +72,38 @@ func (d *Daemon) writeResolv(des *plan.Desired, auto map[string][]netip.Addr) {
 	}
 	servers := resolv.Pick(d.Config, auto, inRoute)
 	wrote, err := d.resolv.Write(servers)
+	// After the write: a file that could not be written still lists what
+	// it listed before.
+	v := &dnsView{byLink: map[string][]netip.Addr{}, listed: d.resolv.Listed()}
+	for i, l := range d.Config.Links {
+		v.byLink[l.Name] = plan.LinkResolvers(d.Config, i, auto)
+	}
+	d.dns.Store(v)
 	switch {
 	case err != nil:
 		d.Log.Error("dns: write the resolv file", "dir", d.resolv.Dir, "err", err)
 	case wrote:
 		d.Log.Info("dns: resolv file written", "file", d.resolv.Dir+"/"+resolv.FileName, "servers", addrList(servers))
 	}
+}
+
+// dnsView is each link's DNS servers as the resolv file was last written
+// (plan.LinkResolvers), and the servers the file lists.
+type dnsView struct {
+	byLink map[string][]netip.Addr
+	listed []netip.Addr
+}
+
+// dnsOf is link's servers, each with whether the resolv file lists it
+// now; nil before the first write, or for a link without servers.
+func (d *Daemon) dnsOf(link string) []health.DNSServer {
+	v := d.dns.Load()
+	if v == nil {
+		return nil
+	}
+	var out []health.DNSServer
+	for _, a := range v.byLink[link] {
+		out = append(out, health.DNSServer{Address: a, InResolv: slices.Contains(v.listed, a)})
+	}
+	return out
 }

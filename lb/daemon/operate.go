@@ -28,8 +28,6 @@ const (
 	// often (and on every exhaustion, renewal and exit), so a crash or a
 	// power cut loses at most this much of the count.
 	QuotaSaveInterval = time.Minute
-	// QuotaWarn: status warns once a link used this share of its quota.
-	QuotaWarn = 0.8
 )
 
 // Operator errors: the API answers them as 404, 400 and 409.

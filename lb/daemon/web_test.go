@@ -327,3 +327,34 @@ func (fakeConn) LocalAddr() net.Addr              { return nil }
 func (fakeConn) SetDeadline(time.Time) error      { return nil }
 func (fakeConn) SetReadDeadline(time.Time) error  { return nil }
 func (fakeConn) SetWriteDeadline(time.Time) error { return nil }
+
+// The page reads the status fields of what issues 22 to 24 added, under
+// the names status.json gives them: a renamed field would leave the page
+// silently blank (TestStatusPageInBrowser sees them drawn).
+func TestStatusPageReadsNewFields(t *testing.T) {
+	in := true
+	st := status.Status{
+		Links: []status.LinkStatus{{
+			Name: "isp1", Operator: "drain", OperatorSince: &time.Time{}, QuotaWarning: "w",
+			Quota:     &health.QuotaUsage{Bytes: 1, Used: 1},
+			Prefixes6: []status.Prefix6Status{{Prefix: "2001:db8::/56", OwnLink: true, Translated: true, To: []status.Prefix6MapStatus{{Link: "isp2", Prefix: "2001:db8:1::/56"}}}},
+			DNS:       []status.DNSStatus{{Address: "192.0.2.53", InResolv: &in}}, DNSAuto: true,
+		}},
+		Sets: []status.SetStatus{{Name: "office", Kind: "file", Resolve: true, Domains: []string{"a"}, Files: []string{"f"}, Rules: []string{"r"}}},
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := regexp.MustCompile(`(?s)<script>(.*?)</script>`).FindStringSubmatch(string(statusPage))[1]
+	for _, f := range []string{"operator", "operator_since", "quota", "used", "left", "bytes", "period_end", "quota_warning",
+		"prefixes6", "prefix", "own_link", "translated", "to", "link", "dns", "address", "in_resolv", "dns_auto",
+		"sets", "name", "kind", "resolve", "domains", "files", "rules", "elements_ipv4", "elements_ipv6"} {
+		if !strings.Contains(string(b), `"`+f+`":`) {
+			t.Errorf("status.json has no field %q", f)
+		}
+		if !regexp.MustCompile(`\.` + f + `\b`).MatchString(js) {
+			t.Errorf("the page does not read %q", f)
+		}
+	}
+}

@@ -65,6 +65,16 @@ type LinkHealth struct {
 	OperatorSince time.Time `json:"operator_since,omitzero"`
 	// Quota: the link's data cap, if it has one.
 	Quota *QuotaUsage `json:"quota,omitempty"`
+	// DNS are the link's DNS servers (links[].dns, or those of its lease
+	// with dns: auto) as the daemon last wrote the resolv file.
+	DNS []DNSServer `json:"dns,omitempty"`
+}
+
+// DNSServer is one of a link's DNS servers, and whether the resolv file
+// the daemon writes lists it now (only while its link's family is up).
+type DNSServer struct {
+	Address  netip.Addr `json:"address"`
+	InResolv bool       `json:"in_resolv"`
 }
 
 // QuotaUsage is a link's quota in its current period.

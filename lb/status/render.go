@@ -56,6 +56,9 @@ func WriteStatus(w io.Writer, s *Status) error {
 	if err := writePrefixes6(w, s); err != nil {
 		return err
 	}
+	if err := writeDNS(w, s); err != nil {
+		return err
+	}
 	if err := WriteSets(w, s); err != nil {
 		return err
 	}
@@ -92,12 +95,11 @@ func WriteStatus(w io.Writer, s *Status) error {
 		fmt.Fprintln(w, "warning:", Printable(msg))
 	}
 	for _, l := range s.Links {
-		line, warning := quotaLine(l)
-		if line != "" {
+		if line := quotaLine(l); line != "" {
 			fmt.Fprintln(w, line)
 		}
-		if warning != "" {
-			fmt.Fprintln(w, "warning:", Printable(warning))
+		if l.QuotaWarning != "" {
+			fmt.Fprintln(w, "warning:", Printable(l.QuotaWarning))
 		}
 	}
 	return nil

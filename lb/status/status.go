@@ -110,6 +110,8 @@ type LinkStatus struct {
 	Operator      string             `json:"operator,omitempty"`
 	OperatorSince *time.Time         `json:"operator_since,omitempty"`
 	Quota         *health.QuotaUsage `json:"quota,omitempty"`
+	// QuotaWarning, once the link used QuotaWarnShare of its quota.
+	QuotaWarning string `json:"quota_warning,omitempty"`
 	// Over the probes' last Window rounds: median rtt, jitter (mean
 	// absolute difference of consecutive rounds' rtts) and the share of
 	// probes lost.
@@ -129,6 +131,10 @@ type LinkStatus struct {
 	Rate        *Rates  `json:"rate,omitempty"` // --watch only
 	// Prefixes6 are the link's ISP prefixes as applied (prefixes6).
 	Prefixes6 []Prefix6Status `json:"prefixes6,omitempty"`
+	// DNS are the link's DNS servers (dns.go); DNSAuto: they come from
+	// its lease (dns: auto), which only the daemon reads.
+	DNS     []DNSStatus `json:"dns,omitempty"`
+	DNSAuto bool        `json:"dns_auto,omitempty"`
 }
 
 // MarkCount is flows whose mark is under flowpin's mask but belongs to no
@@ -307,6 +313,7 @@ func BuildStatus(c *config.Config, a *Applied, t Tally, now time.Time) *Status {
 			s.Warnings = append(s.Warnings, fmt.Sprintf("link %s: no ip rule for fwmark %#x/%#x: the config differs from what was applied (run flowpin apply)", l.Name, l.Mark, c.MarkMask))
 		}
 		ls.Prefixes6 = prefixes6Of(l.Name, a)
+		ls.DNS, ls.DNSAuto = dnsOf(l), l.DNSAuto
 		pinned += ls.Flows
 		s.Links = append(s.Links, ls)
 	}

@@ -38,6 +38,7 @@ func (s *Status) WithHealth(h []health.LinkHealth) {
 		// Always set: a status is served again with the latest health
 		// (the daemon's API), which may no longer keep them.
 		s.Links[i].withOperator(l)
+		s.Links[i].withDNS(l.DNS)
 		s.Links[i].FlowsKept, s.Links[i].FlowsKeptSince = l.FlowsKept, nil
 		if l.FlowsKept != "" {
 			kept := l.FlowsKeptSince

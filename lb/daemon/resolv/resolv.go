@@ -87,6 +87,9 @@ func Render(servers []netip.Addr) []byte {
 type Writer struct {
 	Dir  string
 	last []byte
+	// listed are the servers the file holds since the last write that
+	// succeeded.
+	listed []netip.Addr
 	// mtime is the last file's modification time.
 	mtime time.Time
 }
@@ -117,9 +120,13 @@ func (w *Writer) Write(servers []netip.Addr) (bool, error) {
 	if err := writeAtomic(path, data, mtime); err != nil {
 		return false, err
 	}
-	w.last, w.mtime = data, mtime
+	w.last, w.mtime, w.listed = data, mtime, slices.Clone(servers)
 	return true, nil
 }
+
+// Listed are the servers the file holds now: those of the last write
+// that succeeded (none before the first).
+func (w *Writer) Listed() []netip.Addr { return slices.Clone(w.listed) }
 
 // writeAtomic writes data to a temporary file beside path, with mtime,
 // and renames it over path, so a reader never sees half a file.

@@ -187,3 +187,32 @@ func TestWriterMtimeAfterRestart(t *testing.T) {
 		t.Errorf("mtime %v, not after the last daemon's %v: dnsmasq would not read it", fi.ModTime(), ahead)
 	}
 }
+
+// Listed is what the file holds: the servers of the last write that
+// succeeded, not those of one that failed.
+func TestWriterListed(t *testing.T) {
+	dir := t.TempDir()
+	w := &Writer{Dir: dir}
+	if got := w.Listed(); len(got) != 0 {
+		t.Errorf("before any write: %v", got)
+	}
+	if _, err := w.Write(addrs4("192.0.2.53", "2001:db8::53")); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.Listed(); !slices.Equal(got, addrs4("192.0.2.53", "2001:db8::53")) {
+		t.Errorf("after a write: %v", got)
+	}
+	// The directory is gone and a file in its place: the write fails.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(addrs4("198.51.100.53")); err == nil {
+		t.Fatal("a write into a file succeeded")
+	}
+	if got := w.Listed(); !slices.Equal(got, addrs4("192.0.2.53", "2001:db8::53")) {
+		t.Errorf("after a failed write: %v", got)
+	}
+}
