@@ -33,6 +33,9 @@ type Link struct {
 	Iface string
 	Mark  uint32
 	NAT   bool
+	// NATSource, if valid, is the address the link's new flows of its
+	// family are SNATed to instead of masqueraded (nat_source).
+	NATSource netip.Addr
 	// Shared: another link uses Iface too (two modems on one switch
 	// behind wan0), so the interface alone does not say which link a
 	// packet takes. A new flow leaving by Iface is the link's if routing
@@ -64,6 +67,9 @@ type Spec struct {
 	Bypass uint32
 	// V6: some link carries IPv6; IPv6's own machinery is exempted.
 	V6 bool
+	// Guard: drop TCP packets that would start a flow without a SYN (an
+	// HA pair's takeover; guardRule).
+	Guard bool
 }
 
 type chainDef struct {
@@ -333,6 +339,7 @@ func (s Spec) linkMaps() []setDef {
 			out = append(out, sharedMaps(name, ls)...)
 		}
 	}
+	out = append(out, s.natSourceMaps()...)
 	if len(nat) > 0 {
 		d := setDef{
 			set:    &nftables.Set{Name: setNAT, KeyType: nftables.TypeIFName, KeyByteOrder: keyOrder(nftables.TypeIFName)},
@@ -614,6 +621,9 @@ func (s Spec) rulesOf(gs [2][]group, sets []setDef) []rule {
 	for _, d := range sets {
 		byName[d.set.Name] = d
 	}
+	if s.Guard {
+		out = append(out, guardRule())
+	}
 	if s.V6 {
 		out = append(out, v6Exempt()...)
 		for _, ch := range []string{"prerouting", "output", "postrouting", "nat"} {
@@ -667,6 +677,7 @@ func (s Spec) rulesOf(gs [2][]group, sets []setDef) []rule {
 	if m, ok := byName[mapSticky]; ok {
 		out = append(out, vmapRule("postrouting", "sticky rules", fmt.Sprintf("meta mark & %s", hexm(s.Mask)), maskedMark(false, s.Mask), m))
 	}
+	out = append(out, natSourceRules(byName)...)
 	// NAT: one set of the interfaces, looked up once per new flow.
 	if _, ok := byName[setNAT]; ok {
 		out = append(out, rule{

@@ -63,6 +63,9 @@ type Config struct {
 	Rules     []Rule
 	// Hooks run on link state changes.
 	Hooks Hooks
+	// HA: this router is one of a VRRP pair whose flows conntrackd
+	// copies to the other (README, "HA pair"); see ha.go.
+	HA bool
 
 	lines lineIndex
 }
@@ -95,6 +98,10 @@ type Link struct {
 	// OnDemand, if set, brings the link up only while its tier is the
 	// active one.
 	OnDemand *OnDemand
+	// NATSource, if valid, is the address new flows of its family leaving
+	// by the link are SNATed to (a VIP, a fixed public address) instead of
+	// masqueraded to the interface's own.
+	NATSource netip.Addr
 }
 
 // HealthCheck is how the daemon probes a link. Defaults are for a failover in
@@ -192,6 +199,7 @@ type rawConfig struct {
 	Policies      []rawPolicy `yaml:"policies" max:"64"` // MaxPolicies
 	Rules         []rawRule   `yaml:"rules" max:"1000"`  // MaxRules
 	Hooks         *rawHooks   `yaml:"hooks"`
+	HA            bool        `yaml:"ha"`
 }
 
 type rawPolicy struct {
@@ -225,6 +233,7 @@ type rawLink struct {
 	Tier      *int64       `yaml:"tier"` // 1..MaxTier
 	Check     *rawCheck    `yaml:"check"`
 	OnDemand  *rawOnDemand `yaml:"on_demand"`
+	NATSource string       `yaml:"nat_source"`
 }
 
 type rawCheck struct {
@@ -381,7 +390,10 @@ func (c *Config) fill(raw *rawConfig) error {
 	if err := c.fillPolicies(raw); err != nil {
 		return err
 	}
-	return c.fillOps(raw)
+	if err := c.fillOps(raw); err != nil {
+		return err
+	}
+	return c.fillHA(raw)
 }
 
 // fillTop takes the top-level settings.

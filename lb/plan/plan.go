@@ -185,6 +185,11 @@ type Desired struct {
 	Policies    []PolicyPlan
 	Rules       []RulePlan
 	Warnings    []string
+	// HA: the config's ha (no flow is ever deleted at apply).
+	HA bool
+	// VIPs are the links' nat_source addresses and whether this node
+	// holds them (an HA pair's role: RoleOf).
+	VIPs []VIP
 }
 
 // LinkPlan is one link as planned.
@@ -243,7 +248,7 @@ type Options struct {
 
 // With is Plan with the daemon's options.
 func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired, error) {
-	d := &Desired{NFT: nft.Spec{Mask: c.MarkMask}}
+	d := &Desired{NFT: nft.Spec{Mask: c.MarkMask, Guard: c.HA}, HA: c.HA, VIPs: VIPs(c, ifaces)}
 	for i, l := range c.Links {
 		lp := LinkPlan{Link: l}
 		ifc, ok := ifaces[l.Interface]
@@ -251,7 +256,7 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 			return nil, c.LinkError(i, "interface", "%q does not exist", l.Interface)
 		}
 		var v4 []netip.Prefix
-		for _, a := range ifc.Addrs {
+		for _, a := range ownAddrs(c, ifc.Addrs) {
 			if a.Addr().Is4() {
 				v4 = append(v4, a)
 			}
@@ -271,6 +276,8 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 			lp.Why = fmt.Sprintf("interface %s does not exist", l.Interface)
 		case !l.HasV4():
 			lp.Why = "no IPv4 on this link (no gateway)"
+		case len(v4) == 0 && c.HA && l.NATSource.Is4() && len(ifc.Addrs) > 0:
+			lp.Why = fmt.Sprintf("interface %s has no IPv4 address of its own (nat_source %s is the pair's, not this node's): with ha each node needs its own address on the link", l.Interface, l.NATSource)
 		case len(v4) == 0:
 			lp.Why = fmt.Sprintf("interface %s has no IPv4 address yet", l.Interface)
 		case l.GatewayAuto && !lp.Gateway.IsValid() && !ifc.PointToPoint:
@@ -311,7 +318,7 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 			}
 		}
 		d.Links = append(d.Links, lp)
-		nl := nft.Link{Name: l.Name, Iface: l.Interface, Mark: l.Mark, NAT: l.NAT}
+		nl := nft.Link{Name: l.Name, Iface: l.Interface, Mark: l.Mark, NAT: l.NAT, NATSource: l.NATSource}
 		if shared {
 			nl.Shared, nl.Nexthop, nl.Nexthop6 = true, l.Gateway, l.Gateway6
 			nl.MACs = gatewayMACs(ifc, l.Gateway, l.Gateway6)
