@@ -159,6 +159,10 @@ type Daemon struct {
 	// od is the on-demand part.
 	od OnDemand
 
+	// role: the HA role as of the last sync (role.go); read by status.
+	roleMu sync.Mutex
+	role   plan.Role
+
 	// loops[u] is unit u's probe loop (probes.go), once Run took them
 	// over; owned by Run's goroutine.
 	loops []*probeLoop
@@ -591,6 +595,7 @@ func (d *Daemon) sync(why string) error {
 		d.board.SetGateway(unitKey(l.Name, true), l.V6.Gateway)
 	}
 	d.applied = des
+	d.followRole(des)
 	d.settleFlows()
 	d.failback(des)
 	d.onDemandLinks()

@@ -32,6 +32,9 @@ type Kernel struct {
 	NFT    NFT
 	// CT is dumped only when no daemon's counts are at hand.
 	CT Conntrack
+	// Ifaces, if set, says where the links' nat_source addresses are
+	// (an HA pair's role).
+	Ifaces Interfaces
 }
 
 // FlowCounts are the flow counts a daemon keeps in memory.
@@ -119,6 +122,9 @@ func Collect(ctx context.Context, c *config.Config, src Sources) (*Status, error
 		hits = src.Hits
 	}
 	if err := AddPolicies(st, c, ap, hits); err != nil {
+		return nil, err
+	}
+	if err := AddHA(st, c, src.Kernel.Ifaces); err != nil {
 		return nil, err
 	}
 	if src.Health != nil {

@@ -160,6 +160,9 @@ type Status struct {
 	// links' traffic counted by flowpin's nft rules, carried over the
 	// rewrites of its table while the daemon runs (a daemon's status).
 	BytesFrom string `json:"bytes_from,omitempty"`
+	// HA: the role of this node of an HA pair (config ha), or where the
+	// links' nat_source addresses are (absent without either).
+	HA *HAStatus `json:"ha,omitempty"`
 }
 
 // BytesFromRules: see Status.BytesFrom.
