@@ -20,6 +20,7 @@ import (
 	"flowpin/lb/clock"
 	"flowpin/lb/config"
 	"flowpin/lb/plan"
+	"flowpin/lb/status"
 	"flowpin/nft"
 	"flowpin/nft/ct"
 	"flowpin/rules"
@@ -129,6 +130,9 @@ type VerifyOptions struct {
 	// ProbeWait: how long to wait for a probed gateway's ARP answer.
 	// Default 1.5 s.
 	ProbeWait time.Duration
+	// Peer, if set, reads the status of the other node of an HA pair
+	// (ha.go).
+	Peer func() (*status.Status, error)
 }
 
 // gatewayChecksAtOnce bounds the gateway checks that run at the same time:
@@ -178,6 +182,9 @@ func (k *Kernel) Verify(c *config.Config, o VerifyOptions) (*VerifyReport, error
 		return nil, err
 	}
 	if err := k.verifyNFT(r, d); err != nil {
+		return nil, err
+	}
+	if err := k.verifyHA(r, c, d, o); err != nil {
 		return nil, err
 	}
 	k.verifySysctls(r, d)

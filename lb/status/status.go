@@ -89,6 +89,7 @@ type LinkStatus struct {
 	GatewayAuto bool             `json:"gateway_auto,omitempty"`
 	Weight      int              `json:"weight"`
 	Mark        uint32           `json:"mark"`
+	Table       int              `json:"table"`
 	State       health.LinkState `json:"state"`
 	// From the daemon (absent without one): when the state last changed
 	// and why, and the probes' round-trip time and loss.
@@ -278,7 +279,7 @@ func BuildStatus(c *config.Config, a *Applied, t Tally, now time.Time) *Status {
 	for _, l := range c.Links {
 		ls := LinkStatus{
 			Name: l.Name, Interface: l.Interface, Gateway: l.Gateway.String(),
-			Weight: l.Weight, Mark: l.Mark, State: health.StateUnknown,
+			Weight: l.Weight, Mark: l.Mark, Table: l.Table, State: health.StateUnknown,
 		}
 		if l.GatewayAuto {
 			ls.GatewayAuto = true
