@@ -1,0 +1,576 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// haPair is two routers, fw-a and fw-b, sharing the LAN and both WAN
+// segments (bridges in a switch namespace), with a dedicated sync link
+// between them, as README's "HA pair" section and examples/ha describe:
+//
+//	lan 10.9.0.10 ──brlan── a lan 10.9.0.2, b lan 10.9.0.3, VIP 10.9.0.1
+//	isp1 192.0.2.1 ──brw1── a wan1 192.0.2.3, b wan1 192.0.2.4, VIP 192.0.2.2
+//	isp2 198.51.100.1 ──brw2── a wan2 198.51.100.3, b .4, VIP 198.51.100.2
+//	a sync0 10.255.0.1/30 ── b sync0 10.255.0.2/30
+//	isp1, isp2 ── far (203.0.113.10)
+//
+// Each ISP drops what its customer segment sends from outside its
+// customer prefix, so a flow that left by the other link dies.
+type haPair struct {
+	LAN, A, B, ISP1, ISP2, Far, SW string
+	// dirs: each node's /etc (keepalived.conf, conntrackd.conf,
+	// primary-backup.sh, flowpin.yaml, pid and lock files).
+	dirs map[string]string
+	cfg  string // flowpin.yaml, the same on both nodes
+}
+
+const (
+	haVIP1   = "192.0.2.2"
+	haVIP2   = "198.51.100.2"
+	haLANVIP = "10.9.0.1"
+	haFar    = "203.0.113.10"
+)
+
+// The files of README's example, which the pair runs as they are; only
+// the paths of files a node owns are moved into the node's directory, as
+// two nodes on one host cannot share /etc and /var/run.
+const (
+	haExamples    = "../examples/ha"
+	primaryBackup = "/usr/share/doc/conntrackd/examples/sync/primary-backup.sh"
+)
+
+func newHAPair(t *testing.T) *haPair {
+	t.Helper()
+	start := time.Now()
+	for _, bin := range []string{"keepalived", "conntrackd"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Fatalf("%s is not installed (make deps): %v", bin, err)
+		}
+	}
+	l := newLab(t)
+	p := &haPair{
+		LAN: l.addNS("lan"), A: l.addNS("a"), B: l.addNS("b"),
+		ISP1: l.addNS("isp1"), ISP2: l.addNS("isp2"), Far: l.addNS("far"), SW: l.addNS("sw"),
+		dirs: map[string]string{},
+	}
+	for _, br := range []string{"brlan", "brw1", "brw2"} {
+		run(t, p.SW, "ip", "link", "add", br, "type", "bridge", "mcast_snooping", "0")
+		linkUp(t, p.SW, br)
+	}
+	port := func(ns, dev, swPort, br string) {
+		veth(t, ns, dev, p.SW, swPort)
+		run(t, p.SW, "ip", "link", "set", swPort, "master", br)
+	}
+	port(p.LAN, "eth0", "lan-c", "brlan")
+	port(p.ISP1, "cust", "w1-i", "brw1")
+	port(p.ISP2, "cust", "w2-i", "brw2")
+	for i, n := range []string{p.A, p.B} {
+		s := string(rune('a' + i))
+		port(n, "lan", "lan-"+s, "brlan")
+		port(n, "wan1", "w1-"+s, "brw1")
+		port(n, "wan2", "w2-"+s, "brw2")
+		addAddr(t, n, "lan", fmt.Sprintf("10.9.0.%d/24", 2+i))
+		addAddr(t, n, "wan1", fmt.Sprintf("192.0.2.%d/24", 3+i))
+		addAddr(t, n, "wan2", fmt.Sprintf("198.51.100.%d/24", 3+i))
+		setSysctl(t, n, "net.ipv4.ip_forward", "1")
+		// What a box has before flowpin: one default route.
+		addRoute(t, n, "default", "via", "192.0.2.1", "dev", "wan1")
+	}
+	veth(t, p.A, "sync0", p.B, "sync0")
+	addAddr(t, p.A, "sync0", "10.255.0.1/30")
+	addAddr(t, p.B, "sync0", "10.255.0.2/30")
+
+	addAddr(t, p.LAN, "eth0", "10.9.0.10/24")
+	addRoute(t, p.LAN, "default", "via", haLANVIP)
+
+	veth(t, p.ISP1, "core", p.Far, "isp1")
+	veth(t, p.ISP2, "core", p.Far, "isp2")
+	for _, isp := range []struct{ ns, cust, core, far, prefix string }{
+		{p.ISP1, "192.0.2.1/24", "100.64.1.1/30", "100.64.1.2", "192.0.2.0/24"},
+		{p.ISP2, "198.51.100.1/24", "100.64.2.1/30", "100.64.2.2", "198.51.100.0/24"},
+	} {
+		addAddr(t, isp.ns, "cust", isp.cust)
+		addAddr(t, isp.ns, "core", isp.core)
+		setSysctl(t, isp.ns, "net.ipv4.ip_forward", "1")
+		addRoute(t, isp.ns, "203.0.113.0/24", "via", isp.far)
+		nft(t, isp.ns, bcp38Ruleset(isp.prefix))
+	}
+	addAddr(t, p.Far, "isp1", "100.64.1.2/30")
+	addAddr(t, p.Far, "isp2", "100.64.2.2/30")
+	addAddr(t, p.Far, "lo", haFar+"/32")
+	addRoute(t, p.Far, "192.0.2.0/24", "via", "100.64.1.1", "src", haFar)
+	addRoute(t, p.Far, "198.51.100.0/24", "via", "100.64.2.1", "src", haFar)
+
+	cfg, err := os.ReadFile(filepath.Join(haExamples, "flowpin.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cfg = string(cfg)
+	for _, n := range []string{"a", "b"} {
+		p.dirs[n] = p.nodeFiles(t, n)
+	}
+	t.Logf("HA pair topology (%s) up in %v", strings.TrimSuffix(p.A, "-a"), time.Since(start).Round(time.Millisecond))
+	return p
+}
+
+// nodeFiles writes node n's copy of the example files into a directory of
+// its own and returns it.
+func (p *haPair) nodeFiles(t *testing.T, n string) string {
+	t.Helper()
+	dir := t.TempDir()
+	local := strings.NewReplacer(
+		"/etc/conntrackd/", dir+"/",
+		"/etc/keepalived/", dir+"/",
+		"/var/run/conntrackd.ctl", dir+"/conntrackd.ctl",
+		"/var/lock/conntrack.lock", dir+"/conntrack.lock",
+	)
+	for _, f := range []struct {
+		from, to string
+		mode     os.FileMode // keepalived refuses an executable config
+	}{
+		{filepath.Join(haExamples, "keepalived-"+n+".conf"), "keepalived.conf", 0o644},
+		{filepath.Join(haExamples, "conntrackd-"+n+".conf"), "conntrackd.conf", 0o644},
+		{primaryBackup, "primary-backup.sh", 0o755},
+	} {
+		b, err := os.ReadFile(f.from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f.to), []byte(local.Replace(string(b))), f.mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// bgProc is a daemon of the pair's (keepalived, conntrackd) run in a
+// namespace; its output is kept for a failing test's log.
+type bgProc struct {
+	name string
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	out  bytes.Buffer
+	done chan struct{}
+}
+
+func startBG(t *testing.T, ns, name string, args ...string) *bgProc {
+	t.Helper()
+	if err := mustOwn(ns); err != nil {
+		t.Fatal(err)
+	}
+	b := &bgProc{name: name, done: make(chan struct{})}
+	b.cmd = exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
+	w := lockedWriter{&b.mu, &b.out}
+	b.cmd.Stdout, b.cmd.Stderr = w, w
+	if err := b.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = b.cmd.Wait(); close(b.done) }()
+	t.Cleanup(func() {
+		b.kill()
+		if t.Failed() {
+			t.Logf("%s log:\n%s", b.name, b.logs())
+		}
+	})
+	return b
+}
+
+func (b *bgProc) logs() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.out.String()
+}
+
+// kill ends the process with SIGKILL, by its own pid.
+func (b *bgProc) kill() {
+	_ = b.cmd.Process.Signal(syscall.SIGKILL)
+	select {
+	case <-b.done:
+	case <-time.After(5 * time.Second):
+	}
+}
+
+// haNode is one router's daemons.
+type haNode struct {
+	ns, dir    string
+	flowpin    *daemon
+	conntrackd *bgProc
+	keepalived *bgProc
+}
+
+func (p *haPair) startConntrackd(t *testing.T, n string, ns string) *bgProc {
+	t.Helper()
+	dir := p.dirs[n]
+	b := startBG(t, ns, "conntrackd "+n, "conntrackd", "-C", filepath.Join(dir, "conntrackd.conf"))
+	waitFor(t, 5*time.Second, "conntrackd "+n+" socket", func() bool {
+		_, err := os.Stat(filepath.Join(dir, "conntrackd.ctl"))
+		return err == nil
+	})
+	return b
+}
+
+// startKeepalived runs keepalived's VRRP part in the foreground, with pid
+// files of the node's own.
+func (p *haPair) startKeepalived(t *testing.T, n string, ns string) *bgProc {
+	t.Helper()
+	dir := p.dirs[n]
+	b := startBG(t, ns, "keepalived "+n, "keepalived", "-n", "-l", "-D", "-P",
+		"-f", filepath.Join(dir, "keepalived.conf"),
+		"-p", filepath.Join(dir, "keepalived.pid"), "-r", filepath.Join(dir, "vrrp.pid"))
+	return b
+}
+
+// killKeepalived SIGKILLs keepalived and its VRRP child (by their pid
+// files): a dead box sends no last advert with priority 0.
+func (p *haPair) killKeepalived(t *testing.T, n string, b *bgProc) {
+	t.Helper()
+	if raw, err := os.ReadFile(filepath.Join(p.dirs[n], "vrrp.pid")); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(raw))); err == nil && pid > 1 {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	b.kill()
+}
+
+func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !ok() {
+		if time.Since(start) > limit {
+			t.Fatalf("%s: not within %v", what, limit)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// holds says which of the VIPs ns has.
+func holds(t *testing.T, ns string) map[string]bool {
+	t.Helper()
+	out := run(t, ns, "ip", "-o", "-4", "addr", "show")
+	m := map[string]bool{}
+	for _, v := range []string{haLANVIP, haVIP1, haVIP2} {
+		m[v] = strings.Contains(out, " "+v+"/")
+	}
+	return m
+}
+
+func holdsAll(t *testing.T, ns string) bool {
+	for _, ok := range holds(t, ns) {
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// haStatus is the part of `flowpin status --json` this test reads.
+type haStatus struct {
+	Links []struct {
+		Name  string `json:"name"`
+		Mark  uint32 `json:"mark"`
+		Table int    `json:"table"`
+		State string `json:"state"`
+	} `json:"links"`
+	HA *struct {
+		Role string `json:"role"`
+		VIPs []struct {
+			Addr  string `json:"addr"`
+			Iface string `json:"interface"`
+		} `json:"vips"`
+	} `json:"ha"`
+}
+
+func readHAStatus(t *testing.T, dm *daemon) haStatus {
+	t.Helper()
+	out, err := flowpin(t, dm.ns, "status", "--json", "-c", dm.cfg)
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	var s haStatus
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	return s
+}
+
+func (s haStatus) role() string {
+	if s.HA == nil {
+		return ""
+	}
+	return s.HA.Role
+}
+
+// verifyCheck is one check of `flowpin verify --json`.
+type verifyCheck struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Skip   bool   `json:"skipped"`
+	Detail string `json:"detail"`
+}
+
+// verifyChecks runs flowpin verify --json in ns and returns its checks by
+// name (the last of a name).
+func verifyChecks(t *testing.T, ns, cfg string, args ...string) map[string]verifyCheck {
+	t.Helper()
+	out, _ := flowpin(t, ns, append([]string{"verify", "--json", "--no-probe", "-c", cfg}, args...)...)
+	var rep struct {
+		Checks []verifyCheck `json:"checks"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("verify --json: %v\n%s", err, out)
+	}
+	m := map[string]verifyCheck{}
+	for _, c := range rep.Checks {
+		m[c.Name] = c
+	}
+	return m
+}
+
+// farEstablished are the remote addresses of the far end's established
+// connections to port.
+func farEstablished(t *testing.T, ns string, port int) map[netip.AddrPort]bool {
+	t.Helper()
+	out := run(t, ns, "ss", "-Htn", "state", "established", "sport", "= :"+strconv.Itoa(port))
+	m := map[netip.AddrPort]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 {
+			continue
+		}
+		if ap, err := netip.ParseAddrPort(f[len(f)-1]); err == nil {
+			m[ap] = true
+		}
+	}
+	return m
+}
+
+var ctReply = regexp.MustCompile(`src=` + regexp.QuoteMeta(haFar) + ` dst=(\S+) sport=(\d+) dport=(\d+) .*mark=(\d+)`)
+
+// ctMarks are the ct marks of ns's flows to the far end, by the NAT
+// source (the reply's destination) the far end sees.
+func ctMarks(t *testing.T, ns string) map[netip.AddrPort]uint32 {
+	t.Helper()
+	out := run(t, ns, "conntrack", "-L", "-p", "tcp")
+	m := map[netip.AddrPort]uint32{}
+	for _, line := range strings.Split(out, "\n") {
+		g := ctReply.FindStringSubmatch(line)
+		if g == nil {
+			continue
+		}
+		ap, err := netip.ParseAddrPort(g[1] + ":" + g[3])
+		if err != nil {
+			continue
+		}
+		mark, _ := strconv.ParseUint(g[4], 10, 32)
+		m[ap] = uint32(mark)
+	}
+	return m
+}
+
+// rstCounters count TCP resets: sent by ns itself (output), and received
+// by ns (input). An endpoint's input count covers resets from anyone.
+const rstCounters = `table inet hatest {
+	counter rst_sent {}
+	counter rst_received {}
+	chain out {
+		type filter hook output priority 0; policy accept;
+		tcp flags & rst == rst counter name "rst_sent"
+	}
+	chain in {
+		type filter hook input priority 0; policy accept;
+		tcp flags & rst == rst counter name "rst_received"
+	}
+}
+`
+
+// TestHATakeover is issue 21's "Done when": A and B run keepalived,
+// conntrackd and flowpin run with the same config (README's example,
+// examples/ha); 30 long-lived flows exchange data both ways every 200 ms;
+// A is killed hard; B holds the VIPs in under 2 s, at least 29 flows go
+// on with the same link and NAT source address and port as the far end
+// saw them, and no reset is sent for a mid-stream packet; then 40 new
+// flows spread over both links, and a silent death of isp2 moves new
+// flows to isp1. Along the way: both nodes give the links the same marks
+// and tables, status shows each node's role, and verify compares the
+// pair through the sync link.
+func TestHATakeover(t *testing.T) {
+	p := newHAPair(t)
+	a := &haNode{ns: p.A, dir: p.dirs["a"]}
+	b := &haNode{ns: p.B, dir: p.dirs["b"]}
+
+	// B first: a backup that comes up before its master holds nothing.
+	b.conntrackd = p.startConntrackd(t, "b", p.B)
+	b.flowpin = startDaemon(t, p.B, p.cfg, "--metrics", "10.255.0.2:9108", "--public-status")
+	b.keepalived = p.startKeepalived(t, "b", p.B)
+	a.conntrackd = p.startConntrackd(t, "a", p.A)
+	a.flowpin = startDaemon(t, p.A, p.cfg, "--metrics", "10.255.0.1:9108", "--public-status")
+	a.keepalived = p.startKeepalived(t, "a", p.A)
+	waitFor(t, 10*time.Second, "A holds the VIPs", func() bool { return holdsAll(t, p.A) })
+	waitFor(t, 5*time.Second, "B holds none of the VIPs", func() bool {
+		for _, ok := range holds(t, p.B) {
+			if ok {
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, 5*time.Second, "A's status says primary", func() bool { return readHAStatus(t, a.flowpin).role() == "primary" })
+	stA, stB := readHAStatus(t, a.flowpin), readHAStatus(t, b.flowpin)
+	if stB.role() != "backup" {
+		t.Fatalf("B's status role %q, want backup", stB.role())
+	}
+	marks := map[string]uint32{} // by VIP
+	for i, l := range stA.Links {
+		lb := stB.Links[i]
+		if l.Name != lb.Name || l.Mark != lb.Mark || l.Table != lb.Table {
+			t.Fatalf("the nodes pin differently: A %+v, B %+v", l, lb)
+		}
+	}
+	marks[haVIP1], marks[haVIP2] = stA.Links[0].Mark, stA.Links[1].Mark
+	for _, n := range []*haNode{a, b} {
+		if l := n.flowpin.waitState(t, "isp2", "up", 5*time.Second); l.State != "up" {
+			t.Fatal(l)
+		}
+	}
+	// The routes do not name the VIP: B, which does not hold it, has
+	// them all.
+	for _, ns := range []string{p.A, p.B} {
+		if out := run(t, ns, "ip", "route", "show", "table", "all"); strings.Contains(out, "src "+haVIP1) || strings.Contains(out, "src "+haVIP2) {
+			t.Errorf("%s: a route depends on holding a VIP:\n%s", ns, out)
+		}
+	}
+	vA := verifyChecks(t, p.A, a.flowpin.cfg, "--peer", "http://10.255.0.2:9108")
+	for _, name := range []string{"ha layout", "ha guard", "ha nat_source", "ha role", "ha peer layout", "ha peer role"} {
+		if c := vA[name]; !c.OK {
+			t.Errorf("verify on A: %s: %+v", name, c)
+		}
+	}
+	t.Logf("verify on A: %s; %s", vA["ha role"].Detail, vA["ha peer role"].Detail)
+	if c := verifyChecks(t, p.B, b.flowpin.cfg)["ha role"]; !c.OK || !strings.HasPrefix(c.Detail, "backup") {
+		t.Errorf("verify on B: ha role: %+v", c)
+	}
+
+	srv := startEchoServer(t, p.Far, haFar+":0")
+	target := hostPort(haFar, srv.Port())
+	nft(t, p.B, rstCounters)
+	nft(t, p.Far, rstCounters)
+	nft(t, p.LAN, rstCounters)
+
+	const n = 30
+	ll := startLongLived(t, p.LAN, target, srv, n, dialOpts{Interval: 200 * time.Millisecond})
+	before := map[netip.Addr]int{}
+	for _, st := range ll.status {
+		before[st.Remote.Addr()]++
+	}
+	t.Logf("30 long-lived flows by NAT source: %v", before)
+	if before[netip.MustParseAddr(haVIP1)] == 0 || before[netip.MustParseAddr(haVIP2)] == 0 {
+		t.Fatalf("the flows did not spread over both links: %v", before)
+	}
+	// conntrackd has them in B's external cache before A dies.
+	waitFor(t, 5*time.Second, "B's conntrackd has the flows", func() bool {
+		out, _ := tryRun(p.B, "conntrackd", "-C", filepath.Join(b.dir, "conntrackd.conf"), "-e")
+		return strings.Count(out, "dport="+strconv.Itoa(srv.Port())) >= n
+	})
+	time.Sleep(500 * time.Millisecond)
+
+	// A dies: its links go, then its daemons, without a word.
+	for _, dev := range []string{"lan", "wan1", "wan2", "sync0"} {
+		run(t, p.A, "ip", "link", "set", dev, "down")
+	}
+	killed := time.Now()
+	p.killKeepalived(t, "a", a.keepalived)
+	a.conntrackd.kill()
+	_ = a.flowpin.cmd.Process.Kill()
+	took := waitFor(t, 5*time.Second, "B holds the VIPs", func() bool { return holdsAll(t, p.B) })
+	t.Logf("takeover: B holds the VIPs %v after A died", took.Round(time.Millisecond))
+	if took >= 2*time.Second {
+		t.Errorf("takeover took %v, want under 2 s", took)
+	}
+	waitFor(t, 3*time.Second, "B's status says primary", func() bool { return readHAStatus(t, b.flowpin).role() == "primary" })
+
+	// The flows go on for 3 s after the takeover.
+	time.Sleep(took + 3*time.Second)
+	far := farEstablished(t, p.Far, srv.Port())
+	ct := ctMarks(t, p.B)
+	rstB := nftCounter(t, p.B, "inet", "hatest", "rst_sent")
+	rstFar := nftCounter(t, p.Far, "inet", "hatest", "rst_received")
+	rstLAN := nftCounter(t, p.LAN, "inet", "hatest", "rst_received")
+	sts := ll.stop()
+	kept := 0
+	for i, st := range sts {
+		alive := st.Err == nil && st.LastEcho.After(killed.Add(took+2*time.Second))
+		switch {
+		case !alive:
+			t.Logf("flow %d (%v as %v) did not survive: %v, %d echoes, last %v after the kill", i, st.Local, st.Remote, st.Err, st.Echoes, st.LastEcho.Sub(killed).Round(time.Millisecond))
+		case !far[st.Remote]:
+			t.Errorf("flow %d goes on, but the far end has no connection from %v any more", i, st.Remote)
+		case ct[st.Remote] != marks[st.Remote.Addr().String()]:
+			t.Errorf("flow %d (NAT source %v) has mark %#x on B, want its link's %#x", i, st.Remote, ct[st.Remote], marks[st.Remote.Addr().String()])
+		default:
+			kept++
+		}
+	}
+	t.Logf("flows kept: %d of %d (same NAT source address and port at the far end, same link's mark on B); max stall %v",
+		kept, n, maxRTT(sts).Round(time.Millisecond))
+	if kept < n-1 {
+		t.Errorf("%d of %d flows kept, want at least %d", kept, n, n-1)
+	}
+	t.Logf("resets: sent by B %d, received by the far end %d, by the LAN host %d", rstB, rstFar, rstLAN)
+	if rstB+rstFar+rstLAN != 0 {
+		t.Errorf("resets during the takeover: sent by B %d, received by the far end %d, by the LAN host %d; want none", rstB, rstFar, rstLAN)
+	}
+	t.Logf("B's guard rule dropped %d TCP packets that would have started a flow without a SYN", guardDrops(t, p.B))
+
+	// New flows after the takeover spread over both links.
+	srv.Reset()
+	res := connectN(t, p.LAN, target, srv, 40, dialOpts{})
+	t.Logf("40 new flows after the takeover: %d ok, by NAT source %v", res.OK, res.PerSource)
+	if res.Failed > 0 || res.PerSource[netip.MustParseAddr(haVIP1)] == 0 || res.PerSource[netip.MustParseAddr(haVIP2)] == 0 {
+		t.Fatalf("new flows after the takeover: %d failed (%v), by NAT source %v", res.Failed, res.Errors, res.PerSource)
+	}
+
+	// B's own failover: isp2 dies silently.
+	blackhole(t, p.ISP2)
+	b.flowpin.waitState(t, "isp2", "down", 5*time.Second)
+	srv.Reset()
+	res = connectN(t, p.LAN, target, srv, 20, dialOpts{})
+	t.Logf("20 new flows with isp2 dead: %d ok, by NAT source %v", res.OK, res.PerSource)
+	if res.Failed > 0 || res.PerSource[netip.MustParseAddr(haVIP2)] != 0 {
+		t.Fatalf("new flows with isp2 dead: %d failed (%v), by NAT source %v", res.Failed, res.Errors, res.PerSource)
+	}
+}
+
+func maxRTT(sts []connStatus) time.Duration {
+	var m time.Duration
+	for _, s := range sts {
+		m = max(m, s.MaxRTT)
+	}
+	return m
+}
+
+var guardCounter = regexp.MustCompile(`counter packets (\d+) bytes \d+ drop comment "ha guard`)
+
+// guardDrops reads the guard rule's counter in ns.
+func guardDrops(t *testing.T, ns string) int {
+	t.Helper()
+	g := guardCounter.FindStringSubmatch(run(t, ns, "nft", "list", "chain", "inet", "flowpin", "prerouting"))
+	if g == nil {
+		t.Fatalf("%s: no guard rule in prerouting", ns)
+	}
+	v, _ := strconv.Atoi(g[1])
+	return v
+}
