@@ -330,7 +330,8 @@ func verifyChecks(t *testing.T, ns, cfg string, args ...string) map[string]verif
 	var rep struct {
 		Checks []verifyCheck `json:"checks"`
 	}
-	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+	// A failed check adds its one-line error after the JSON.
+	if err := json.NewDecoder(strings.NewReader(out)).Decode(&rep); err != nil {
 		t.Fatalf("verify --json: %v\n%s", err, out)
 	}
 	m := map[string]verifyCheck{}
@@ -533,7 +534,27 @@ func TestHATakeover(t *testing.T) {
 	if rstB+rstFar+rstLAN != 0 {
 		t.Errorf("resets during the takeover: sent by B %d, received by the far end %d, by the LAN host %d; want none", rstB, rstFar, rstLAN)
 	}
-	t.Logf("B's guard rule dropped %d TCP packets that would have started a flow without a SYN", guardDrops(t, p.B))
+	guarded := guardDrops(t, p.B)
+	t.Logf("B's guard rule dropped %d TCP packets that would have started a flow without a SYN", guarded)
+
+	// What the guard is for, made certain: a flow whose entry B does not
+	// have (as before conntrackd's commit) sends on. Its packets from the
+	// far end are for the VIP, so B's own stack would answer them with a
+	// reset; from the LAN, they would start a new flow mid-stream.
+	one := startLongLived(t, p.LAN, target, srv, 1, dialOpts{Interval: 100 * time.Millisecond})
+	natPort := strconv.Itoa(int(one.status[0].Remote.Port()))
+	time.Sleep(300 * time.Millisecond)
+	run(t, p.B, "conntrack", "-D", "-p", "tcp", "--reply-port-dst", natPort)
+	time.Sleep(time.Second)
+	one.stop()
+	if sent := nftCounter(t, p.B, "inet", "hatest", "rst_sent"); sent != 0 {
+		t.Errorf("B sent %d resets for mid-stream packets of a flow it had no entry for, want none", sent)
+	}
+	if g := guardDrops(t, p.B); g <= guarded {
+		t.Errorf("the guard rule dropped nothing of a flow B had no entry for (%d before, %d after)", guarded, g)
+	} else {
+		t.Logf("the guard dropped %d mid-stream packets of a flow whose entry B did not have; no reset sent", g-guarded)
+	}
 
 	// New flows after the takeover spread over both links.
 	srv.Reset()
@@ -569,7 +590,8 @@ func guardDrops(t *testing.T, ns string) int {
 	t.Helper()
 	g := guardCounter.FindStringSubmatch(run(t, ns, "nft", "list", "chain", "inet", "flowpin", "prerouting"))
 	if g == nil {
-		t.Fatalf("%s: no guard rule in prerouting", ns)
+		t.Errorf("%s: no guard rule in prerouting", ns)
+		return 0
 	}
 	v, _ := strconv.Atoi(g[1])
 	return v
