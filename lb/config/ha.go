@@ -25,6 +25,9 @@ func (c *Config) fillHA(raw *rawConfig) error {
 			return c.LinkError(i, "nat", "true without an IPv4 nat_source, and ha is true: masquerade would NAT to this node's own address, which the peer does not have, so no flow of link %s could survive a takeover (give nat_source: the link's VIP)", quote(l.Name))
 		}
 	}
+	if len(c.NATSources()) == 0 {
+		return c.FieldError("ha", "true, but no link has a nat_source: a node of the pair knows it is the one routing the flows (and runs hooks and on-demand commands) by holding the VIPs, which are the links' nat_source addresses")
+	}
 	return nil
 }
 
