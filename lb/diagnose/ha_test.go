@@ -41,11 +41,11 @@ func TestHAChecks(t *testing.T) {
 		vips []plan.VIP
 		want map[string]string // check -> "ok: prefix" or "FAIL: prefix"
 	}{
-		{"primary, as planned", good, []plan.VIP{{vip1, "wan1"}, {vip2, "wan2"}}, map[string]string{
+		{"primary, as planned", good, []plan.VIP{{Addr: vip1, Iface: "wan1"}, {Addr: vip2, Iface: "wan2"}}, map[string]string{
 			"ha layout": "ok: marks and tables from the config alone", "ha guard": "ok: TCP packets",
 			"ha nat_source": "ok: new flows are SNATed to the VIPs", "ha role": "ok: primary"}},
-		{"backup", good, []plan.VIP{{vip1, ""}, {vip2, ""}}, map[string]string{"ha role": "ok: backup"}},
-		{"split, stale table", stale, []plan.VIP{{vip1, "wan1"}, {vip2, ""}}, map[string]string{
+		{"backup", good, []plan.VIP{{Addr: vip1}, {Addr: vip2}}, map[string]string{"ha role": "ok: backup"}},
+		{"split, stale table", stale, []plan.VIP{{Addr: vip1, Iface: "wan1"}, {Addr: vip2}}, map[string]string{
 			"ha layout": "FAIL: the config gives isp1 mark 0x100 table 101, isp2 mark 0x200 table 102, but isp1 applied with mark 0x300 table 105",
 			"ha guard":  "FAIL: missing", "ha nat_source": "FAIL: the table has no nat_source map", "ha role": "FAIL: split: this node holds 192.0.2.2 on wan1 but not 198.51.100.2"}},
 	} {
