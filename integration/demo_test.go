@@ -109,6 +109,7 @@ func TestDemo(t *testing.T) {
 	if m := regexp.MustCompile(`from the new address 198\.51\.100\.7: (\d+)`).FindStringSubmatch(ppp); m == nil || m[1] == "0" {
 		t.Errorf("point-to-point: no flow from the new session's address (%v)", m)
 	}
+	checkHADemo(t, expect)
 	if !strings.Contains(text, "==> Done") {
 		t.Error("the demo did not reach its end")
 	}

@@ -633,4 +633,5 @@ grep -E 'link (down|up)' "$WORK/ppp.log" | cut -c1-200
 nsx "$ROUTER" "$BIN" down -c "$WORK/ppp.yaml"
 stop_session
 
+. "$(dirname "$(realpath "$0")")/demo_ha.sh"
 heading "Done (namespaces $P-* are removed on exit)"
