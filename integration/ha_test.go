@@ -414,9 +414,13 @@ func TestHATakeover(t *testing.T) {
 	b := &haNode{ns: p.B, dir: p.dirs["b"]}
 
 	// B first: a backup that comes up before its master holds nothing.
+	// And its wan2 is down at boot: the link is down until it is back.
+	run(t, p.B, "ip", "link", "set", "wan2", "down")
 	b.conntrackd = p.startConntrackd(t, "b", p.B)
 	b.flowpin = startDaemon(t, p.B, p.cfg, "--metrics", "10.255.0.2:9108", "--public-status")
 	b.keepalived = p.startKeepalived(t, "b", p.B)
+	b.flowpin.waitState(t, "isp2", "down", 5*time.Second)
+	linkUp(t, p.B, "wan2")
 	a.conntrackd = p.startConntrackd(t, "a", p.A)
 	a.flowpin = startDaemon(t, p.A, p.cfg, "--metrics", "10.255.0.1:9108", "--public-status")
 	a.keepalived = p.startKeepalived(t, "a", p.A)
@@ -463,6 +467,16 @@ func TestHATakeover(t *testing.T) {
 	t.Logf("verify on A: %s; %s", vA["ha role"].Detail, vA["ha peer role"].Detail)
 	if c := verifyChecks(t, p.B, b.flowpin.cfg)["ha role"]; !c.OK || !strings.HasPrefix(c.Detail, "backup") {
 		t.Errorf("verify on B: ha role: %+v", c)
+	}
+
+	// A reload on the backup changes nothing of the pair: still backup,
+	// the same layout, no flow deleted (conntrackd's cache is in
+	// userspace; the kernel's own flows of B stay).
+	if out, err := b.flowpin.reload(t, p.cfg, true); err != nil {
+		t.Fatalf("reload on B: %v\n%s", err, out)
+	}
+	if st := readHAStatus(t, b.flowpin); st.role() != "backup" || st.Links[0].Mark != stA.Links[0].Mark || st.Links[1].Table != stA.Links[1].Table {
+		t.Fatalf("after a reload, B: %+v", st)
 	}
 
 	srv := startEchoServer(t, p.Far, haFar+":0")
@@ -595,4 +609,51 @@ func guardDrops(t *testing.T, ns string) int {
 	}
 	v, _ := strconv.Atoi(g[1])
 	return v
+}
+
+// TestNATSourceFixed: nat_source without ha, a fixed public address that
+// is not the interface's first: the link's new flows leave with it, the
+// other link still masquerades, the router's own connections keep their
+// source, explain says so, and status does not warn while the address is
+// on the interface.
+func TestNATSourceFixed(t *testing.T) {
+	d := newDualWAN(t)
+	run(t, d.ISP1, "nft", "delete", "table", "netdev", "bcp38")
+	nft(t, d.ISP1, bcp38Ruleset("192.0.2.0/24"))
+	addAddr(t, d.Router, "wan1", "192.0.2.9/24")
+	cfg := writeFile(t, "f.yaml", strings.Replace(d.config(1, 1), "    nat: true\n", "    nat: true\n    nat_source: 192.0.2.9\n", 1))
+	if out, err := flowpin(t, d.Router, "apply", "-c", cfg); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	srv := startEchoServer(t, d.Far, d.Service+":0")
+	target := hostPort(d.Service, srv.Port())
+	res := connectN(t, d.LAN, target, srv, 30, dialOpts{})
+	t.Logf("30 flows from the LAN by NAT source: %v", res.PerSource)
+	if res.Failed > 0 || res.PerSource[netip.MustParseAddr("192.0.2.9")] == 0 || res.PerSource[netip.MustParseAddr(d.WAN2)] == 0 || res.PerSource[netip.MustParseAddr(d.WAN1)] != 0 {
+		t.Errorf("%d failed (%v); by NAT source %v: want isp1's flows from 192.0.2.9, isp2's from %s", res.Failed, res.Errors, res.PerSource, d.WAN2)
+	}
+	srv.Reset()
+	own := connectN(t, d.Router, target, srv, 10, dialOpts{Src: d.WAN1})
+	if own.Failed > 0 || own.PerSource[netip.MustParseAddr(d.WAN1)] != 10 {
+		t.Errorf("the router's own connections from %s: %d failed, by source %v; want their own source kept", d.WAN1, own.Failed, own.PerSource)
+	}
+	found := false
+	for sport := 40000; sport < 40064 && !found; sport++ {
+		out, err := flowpin(t, d.Router, "explain", "-c", cfg, "--iif", "lan", "--from", d.LANHost, "--proto", "tcp", "--sport", strconv.Itoa(sport), "--dport", "443", d.Service)
+		if err != nil {
+			t.Fatalf("explain: %v\n%s", err, out)
+		}
+		found = strings.Contains(out, "snat on wan1 to its nat_source: source becomes 192.0.2.9")
+	}
+	if !found {
+		t.Error("explain never names the SNAT to nat_source for a flow leaving by wan1")
+	}
+	out, err := flowpin(t, d.Router, "status", "-c", cfg)
+	if err != nil || strings.Contains(out, "nat_source") {
+		t.Errorf("status: %v\n%s", err, out)
+	}
+	run(t, d.Router, "ip", "addr", "del", "192.0.2.9/24", "dev", "wan1")
+	if out, _ := flowpin(t, d.Router, "status", "-c", cfg); !strings.Contains(out, "warning: nat_source 192.0.2.9 is on no interface of this host") {
+		t.Errorf("status does not warn of the missing nat_source:\n%s", out)
+	}
 }

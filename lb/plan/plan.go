@@ -329,6 +329,12 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 		d.NFT.Links = append(d.NFT.Links, nl)
 	}
 	d.NFT.V6 = slices.ContainsFunc(c.Links, config.Link.HasV6)
+	for _, v := range d.VIPs {
+		// With ha the backup holds no VIP, as it should.
+		if !c.HA && v.Iface == "" {
+			d.Warnings = append(d.Warnings, fmt.Sprintf("nat_source %s is on no interface of this host: replies to it arrive only if the ISP routes it here", v.Addr))
+		}
+	}
 	if err := policies(c, d); err != nil {
 		return nil, err
 	}

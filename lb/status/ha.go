@@ -40,11 +40,11 @@ func AddHA(s *Status, c *config.Config, ifs Interfaces) error {
 	vips := plan.VIPs(c, ifaces)
 	s.HA = &HAStatus{Role: plan.RoleOf(vips), VIPs: vips}
 	if !c.HA {
-		// A fixed public address, not a pair: only its absence matters.
+		// A fixed public address, not a pair: only where it is matters.
 		s.HA.Role = ""
 		for _, v := range vips {
 			if v.Iface == "" {
-				s.Warnings = append(s.Warnings, fmt.Sprintf("nat_source %s is on no interface of this host: flows SNATed to it get no replies", v.Addr))
+				s.Warnings = append(s.Warnings, fmt.Sprintf("nat_source %s is on no interface of this host: replies to it arrive only if the ISP routes it here", v.Addr))
 			}
 		}
 	}
