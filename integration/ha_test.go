@@ -625,6 +625,10 @@ func TestNATSourceFixed(t *testing.T) {
 	if out, err := flowpin(t, d.Router, "apply", "-c", cfg); err != nil {
 		t.Fatalf("apply: %v\n%s", err, out)
 	}
+	// The table read back is the one planned: a second apply writes nothing.
+	if out, err := flowpin(t, d.Router, "apply", "-c", cfg); err != nil || !strings.Contains(out, ", 0 kernel writes") {
+		t.Errorf("second apply: %v\n%s", err, out)
+	}
 	srv := startEchoServer(t, d.Far, d.Service+":0")
 	target := hostPort(d.Service, srv.Port())
 	res := connectN(t, d.LAN, target, srv, 30, dialOpts{})
