@@ -502,6 +502,7 @@ func TestHATakeover(t *testing.T) {
 	})
 	time.Sleep(500 * time.Millisecond)
 
+	repairsBefore := strings.Count(b.flowpin.logs(), "repaired kernel state")
 	// A dies: its links go, then its daemons, without a word.
 	for _, dev := range []string{"lan", "wan1", "wan2", "sync0"} {
 		run(t, p.A, "ip", "link", "set", dev, "down")
@@ -516,6 +517,11 @@ func TestHATakeover(t *testing.T) {
 		t.Errorf("takeover took %v, want under 2 s", took)
 	}
 	waitFor(t, 3*time.Second, "B's status says primary", func() bool { return readHAStatus(t, b.flowpin).role() == "primary" })
+	// The promotion is an address change and nothing more: B's daemon
+	// writes nothing for it (no route names a VIP, nothing is flushed).
+	if logs := b.flowpin.logs(); strings.Count(logs, "repaired kernel state") != repairsBefore || strings.Contains(logs, "flushed") {
+		t.Errorf("B's daemon wrote to the kernel for its promotion:\n%s", logs)
+	}
 
 	// The flows go on for 3 s after the takeover.
 	time.Sleep(took + 3*time.Second)
