@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -665,5 +667,45 @@ func TestNATSourceFixed(t *testing.T) {
 	run(t, d.Router, "ip", "addr", "del", "192.0.2.9/24", "dev", "wan1")
 	if out, _ := flowpin(t, d.Router, "status", "-c", cfg); !strings.Contains(out, "warning: nat_source 192.0.2.9 is on no interface of this host") {
 		t.Errorf("status does not warn of the missing nat_source:\n%s", out)
+	}
+}
+
+// TestHABothAtOnce: the pair's hostile starts. Before keepalived runs,
+// neither node holds a VIP: both say backup, and verify says the pair is
+// not consistent. Then both keepalived start in the same instant: one
+// node (A, the higher priority) ends up holding every VIP and the other
+// none, and verify on each side, comparing with the peer, agrees.
+func TestHABothAtOnce(t *testing.T) {
+	p := newHAPair(t)
+	var dms [2]*daemon
+	for i, n := range []string{"a", "b"} {
+		ns := []string{p.A, p.B}[i]
+		p.startConntrackd(t, n, ns)
+		dms[i] = startDaemon(t, ns, p.cfg, "--metrics", fmt.Sprintf("10.255.0.%d:9108", i+1), "--public-status")
+	}
+	for _, dm := range dms {
+		if r := readHAStatus(t, dm).role(); r != "backup" {
+			t.Errorf("%s without keepalived: role %q, want backup", dm.ns, r)
+		}
+	}
+	if c := verifyChecks(t, p.A, dms[0].cfg, "--peer", "http://10.255.0.2:9108")["ha peer role"]; c.OK || !strings.Contains(c.Detail, "this node is backup and the peer backup") {
+		t.Errorf("verify with no node holding the VIPs: %+v", c)
+	}
+	p.startKeepalived(t, "a", p.A)
+	p.startKeepalived(t, "b", p.B)
+	took := waitFor(t, 10*time.Second, "one node holds every VIP, the other none", func() bool {
+		return holdsAll(t, p.A) && !slices.Contains(slices.Collect(maps.Values(holds(t, p.B))), true)
+	})
+	t.Logf("both started at once: A holds the VIPs after %v", took.Round(time.Millisecond))
+	waitFor(t, 3*time.Second, "the roles settle", func() bool {
+		return readHAStatus(t, dms[0]).role() == "primary" && readHAStatus(t, dms[1]).role() == "backup"
+	})
+	for i, peer := range []string{"http://10.255.0.2:9108", "http://10.255.0.1:9108"} {
+		v := verifyChecks(t, dms[i].ns, dms[i].cfg, "--peer", peer)
+		for _, name := range []string{"ha peer layout", "ha peer role"} {
+			if !v[name].OK {
+				t.Errorf("verify on %s: %s: %+v", dms[i].ns, name, v[name])
+			}
+		}
 	}
 }
