@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"flowpin/lb/config"
 	"flowpin/lb/daemon/hooks"
 	"flowpin/lb/health"
@@ -82,5 +84,25 @@ hooks:
 	}
 	if l := read("lte"); l != "up\n" {
 		t.Errorf("on-demand after promotion: %q, want lte brought up once", l)
+	}
+}
+
+// flowpin_ha_primary follows the role; its changes count from the first.
+func TestHARoleMetrics(t *testing.T) {
+	c, err := config.Parse("f.yaml", []byte("ha: true\nlinks:\n  - {name: isp1, interface: wan1, gateway: 192.0.2.1, nat: true, nat_source: 192.0.2.2}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := New(c, Deps{}, quietLog())
+	vip := netip.MustParseAddr("192.0.2.2")
+	for _, step := range []struct {
+		iface   string
+		primary float64
+		changes float64
+	}{{"", 0, 0}, {"wan1", 1, 1}, {"wan1", 1, 1}, {"", 0, 2}} {
+		d.followRole(&plan.Desired{VIPs: []plan.VIP{{Addr: vip, Iface: step.iface}}})
+		if p, ch := testutil.ToFloat64(d.metrics.ha.primary), testutil.ToFloat64(d.metrics.ha.changes); p != step.primary || ch != step.changes {
+			t.Errorf("VIP on %q: flowpin_ha_primary %v, changes %v; want %v, %v", step.iface, p, ch, step.primary, step.changes)
+		}
 	}
 }
