@@ -420,13 +420,14 @@ func TestHATakeover(t *testing.T) {
 	run(t, p.B, "ip", "link", "set", "wan2", "down")
 	b.conntrackd = p.startConntrackd(t, "b", p.B)
 	b.flowpin = startDaemon(t, p.B, p.cfg, "--metrics", "10.255.0.2:9108", "--public-status")
-	b.keepalived = p.startKeepalived(t, "b", p.B)
 	b.flowpin.waitState(t, "isp2", "down", 5*time.Second)
 	linkUp(t, p.B, "wan2")
 	a.conntrackd = p.startConntrackd(t, "a", p.A)
 	a.flowpin = startDaemon(t, p.A, p.cfg, "--metrics", "10.255.0.1:9108", "--public-status")
+	// With nopreempt, the first keepalived up is the master.
 	a.keepalived = p.startKeepalived(t, "a", p.A)
 	waitFor(t, 10*time.Second, "A holds the VIPs", func() bool { return holdsAll(t, p.A) })
+	b.keepalived = p.startKeepalived(t, "b", p.B)
 	waitFor(t, 5*time.Second, "B holds none of the VIPs", func() bool {
 		for _, ok := range holds(t, p.B) {
 			if ok {
@@ -587,13 +588,54 @@ func TestHATakeover(t *testing.T) {
 	}
 
 	// B's own failover: isp2 dies silently.
-	blackhole(t, p.ISP2)
+	revive := blackhole(t, p.ISP2)
 	b.flowpin.waitState(t, "isp2", "down", 5*time.Second)
 	srv.Reset()
 	res = connectN(t, p.LAN, target, srv, 20, dialOpts{})
 	t.Logf("20 new flows with isp2 dead: %d ok, by NAT source %v", res.OK, res.PerSource)
 	if res.Failed > 0 || res.PerSource[netip.MustParseAddr(haVIP2)] != 0 {
 		t.Fatalf("new flows with isp2 dead: %d failed (%v), by NAT source %v", res.Failed, res.Errors, res.PerSource)
+	}
+	revive()
+	b.flowpin.waitState(t, "isp2", "up", 5*time.Second)
+
+	// A comes back: it stays backup (nopreempt), and takes over B's flows
+	// when B dies in turn.
+	for _, dev := range []string{"lan", "wan1", "wan2", "sync0"} {
+		linkUp(t, p.A, dev)
+	}
+	a.conntrackd = p.startConntrackd(t, "a", p.A)
+	a.flowpin = startDaemon(t, p.A, p.cfg, "--metrics", "10.255.0.1:9108", "--public-status")
+	a.keepalived = p.startKeepalived(t, "a", p.A)
+	waitFor(t, 5*time.Second, "A back as backup", func() bool { return readHAStatus(t, a.flowpin).role() == "backup" })
+	const m = 10
+	back := startLongLived(t, p.LAN, target, srv, m, dialOpts{Interval: 200 * time.Millisecond})
+	waitFor(t, 5*time.Second, "A's conntrackd has B's flows", func() bool {
+		out, _ := tryRun(p.A, "conntrackd", "-C", filepath.Join(a.dir, "conntrackd.conf"), "-e")
+		return strings.Count(out, "dport="+strconv.Itoa(srv.Port())) >= m
+	})
+	if holdsAll(t, p.A) || !holdsAll(t, p.B) {
+		t.Fatalf("A took the VIPs back: A %v, B %v", holds(t, p.A), holds(t, p.B))
+	}
+	for _, dev := range []string{"lan", "wan1", "wan2", "sync0"} {
+		run(t, p.B, "ip", "link", "set", dev, "down")
+	}
+	killed = time.Now()
+	p.killKeepalived(t, "b", b.keepalived)
+	b.conntrackd.kill()
+	_ = b.flowpin.cmd.Process.Kill()
+	took = waitFor(t, 5*time.Second, "A holds the VIPs again", func() bool { return holdsAll(t, p.A) })
+	time.Sleep(took + 2*time.Second)
+	far = farEstablished(t, p.Far, srv.Port())
+	kept = 0
+	for _, st := range back.stop() {
+		if st.Err == nil && st.LastEcho.After(killed.Add(took+time.Second)) && far[st.Remote] {
+			kept++
+		}
+	}
+	t.Logf("and back: A holds the VIPs %v after B died; flows started on B kept: %d of %d", took.Round(time.Millisecond), kept, m)
+	if kept < m {
+		t.Errorf("%d of the %d flows started on B kept after A took over again", kept, m)
 	}
 }
 
@@ -673,8 +715,9 @@ func TestNATSourceFixed(t *testing.T) {
 // TestHABothAtOnce: the pair's hostile starts. Before keepalived runs,
 // neither node holds a VIP: both say backup, and verify says the pair is
 // not consistent. Then both keepalived start in the same instant: one
-// node (A, the higher priority) ends up holding every VIP and the other
-// none, and verify on each side, comparing with the peer, agrees.
+// node ends up holding every VIP and the other none (with nopreempt,
+// whichever won the election keeps them), and verify on each side,
+// comparing with the peer, agrees.
 func TestHABothAtOnce(t *testing.T) {
 	p := newHAPair(t)
 	var dms [2]*daemon
@@ -693,12 +736,20 @@ func TestHABothAtOnce(t *testing.T) {
 	}
 	p.startKeepalived(t, "a", p.A)
 	p.startKeepalived(t, "b", p.B)
+	none := func(ns string) bool { return !slices.Contains(slices.Collect(maps.Values(holds(t, ns))), true) }
+	primary := -1
 	took := waitFor(t, 10*time.Second, "one node holds every VIP, the other none", func() bool {
-		return holdsAll(t, p.A) && !slices.Contains(slices.Collect(maps.Values(holds(t, p.B))), true)
+		switch {
+		case holdsAll(t, p.A) && none(p.B):
+			primary = 0
+		case holdsAll(t, p.B) && none(p.A):
+			primary = 1
+		}
+		return primary >= 0
 	})
-	t.Logf("both started at once: A holds the VIPs after %v", took.Round(time.Millisecond))
+	t.Logf("both started at once: %s holds the VIPs after %v", dms[primary].ns, took.Round(time.Millisecond))
 	waitFor(t, 3*time.Second, "the roles settle", func() bool {
-		return readHAStatus(t, dms[0]).role() == "primary" && readHAStatus(t, dms[1]).role() == "backup"
+		return readHAStatus(t, dms[primary]).role() == "primary" && readHAStatus(t, dms[1-primary]).role() == "backup"
 	})
 	for i, peer := range []string{"http://10.255.0.2:9108", "http://10.255.0.1:9108"} {
 		v := verifyChecks(t, dms[i].ns, dms[i].cfg, "--peer", peer)

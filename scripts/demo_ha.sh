@@ -94,7 +94,7 @@ for s in a b; do
 		/usr/share/doc/conntrackd/examples/sync/primary-backup.sh >"$d/primary-backup.sh"
 	chmod 755 "$d/primary-backup.sh"
 done
-# start_node S NS: conntrackd, flowpin run, keepalived, as a boot would.
+# start_node S NS: conntrackd, then flowpin run, as a boot would.
 start_node() {
 	local d=$WORK/ha-$1
 	# ip netns exec, not nsx: $! is then the daemon's own pid.
@@ -108,14 +108,22 @@ start_node() {
 	echo $! >"$d/flowpin.pid"
 	disown $!
 	for _ in $(seq 50); do grep -q msg=running "$d/flowpin.log" && break; sleep 0.1; done
+}
+# start_vrrp S NS: keepalived. With nopreempt, the first one up is the
+# master.
+start_vrrp() {
+	local d=$WORK/ha-$1
 	ip netns exec "$2" keepalived -n -l -P -f "$d/keepalived.conf" -p "$d/keepalived.pid" -r "$d/vrrp.pid" >"$d/keepalived.log" 2>&1 &
 	HA_PIDS+=($!)
 	disown $!
 }
-start_node b "$HB" # the backup first: either may start first
+start_node b "$HB" # either node may start first
 start_node a "$HA"
 holds_all() { [[ $(ip -n "$1" -o -4 addr show | grep -cE ' (10\.9\.0\.1|192\.0\.2\.2|198\.51\.100\.2)/') == 3 ]]; }
+start_vrrp a "$HA"
 for _ in $(seq 100); do holds_all "$HA" && break; sleep 0.1; done
+start_vrrp b "$HB"
+sleep 0.5
 echo "--- flowpin status on fw-a, then on fw-b (the same marks; the role from each node's own addresses)"
 nsx "$HA" "$BIN" status -c "$HA_EX/flowpin.yaml" | grep -E '^(LINK|isp|ha:)'
 nsx "$HB" "$BIN" status -c "$HA_EX/flowpin.yaml" | grep -E '^(LINK|isp|ha:)'
