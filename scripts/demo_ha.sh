@@ -109,8 +109,7 @@ start_node() {
 	disown $!
 	for _ in $(seq 50); do grep -q msg=running "$d/flowpin.log" && break; sleep 0.1; done
 }
-# start_vrrp S NS: keepalived. With nopreempt, the first one up is the
-# master.
+# start_vrrp S NS: keepalived.
 start_vrrp() {
 	local d=$WORK/ha-$1
 	ip netns exec "$2" keepalived -n -l -P -f "$d/keepalived.conf" -p "$d/keepalived.pid" -r "$d/vrrp.pid" >"$d/keepalived.log" 2>&1 &
@@ -120,9 +119,9 @@ start_vrrp() {
 start_node b "$HB" # either node may start first
 start_node a "$HA"
 holds_all() { [[ $(ip -n "$1" -o -4 addr show | grep -cE ' (10\.9\.0\.1|192\.0\.2\.2|198\.51\.100\.2)/') == 3 ]]; }
-start_vrrp a "$HA"
-for _ in $(seq 100); do holds_all "$HA" && break; sleep 0.1; done
 start_vrrp b "$HB"
+start_vrrp a "$HA" # the higher priority: it takes the VIPs
+for _ in $(seq 100); do holds_all "$HA" && break; sleep 0.1; done
 sleep 0.5
 echo "--- flowpin status on fw-a, then on fw-b (the same marks; the role from each node's own addresses)"
 nsx "$HA" "$BIN" status -c "$HA_EX/flowpin.yaml" | grep -E '^(LINK|isp|ha:)'

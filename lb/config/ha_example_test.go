@@ -38,7 +38,7 @@ func TestHAExampleInREADME(t *testing.T) {
 	} {
 		a, _ := os.ReadFile(filepath.Join("../../examples/ha", f.a))
 		b, _ := os.ReadFile(filepath.Join("../../examples/ha", f.b))
-		swapped := strings.NewReplacer("fw-a", "fw-b", "priority 150", "priority 100",
+		swapped := strings.NewReplacer("fw-a", "fw-b", "priority 150", "priority 100", "state MASTER", "state BACKUP",
 			"\n        IPv4_address 10.255.0.1\n", "\n        IPv4_address 10.255.0.2\n",
 			"Destination_Address 10.255.0.2", "Destination_Address 10.255.0.1").Replace(string(a))
 		if swapped != string(b) {
