@@ -458,6 +458,11 @@ func TestHATakeover(t *testing.T) {
 		return true
 	})
 	waitFor(t, 5*time.Second, "A's status says primary", func() bool { return readHAStatus(t, a.flowpin).role() == "primary" })
+	// A steady pair. (The kill below takes A's links down one by one, so
+	// A's daemon sees wan1 go while the sync link is still up: before
+	// ha kept a down link's flows, it deleted them, conntrackd synced the
+	// deletion to B, and every isp1 flow died with A.)
+	time.Sleep(time.Second)
 	stA, stB := readHAStatus(t, a.flowpin), readHAStatus(t, b.flowpin)
 	if stB.role() != "backup" {
 		t.Fatalf("B's status role %q, want backup", stB.role())
@@ -524,11 +529,13 @@ func TestHATakeover(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 
 	repairsBefore := strings.Count(b.flowpin.logs(), "repaired kernel state")
-	// A dies: its links go, then its daemons, without a word.
+	cacheB, _ := tryRun(p.B, "conntrackd", "-C", filepath.Join(b.dir, "conntrackd.conf"), "-e")
+	// A dies: its links go, then its daemons, without a word. It is dead
+	// from its first link down (its adverts stop).
+	killed := time.Now()
 	for _, dev := range []string{"lan", "wan1", "wan2", "sync0"} {
 		run(t, p.A, "ip", "link", "set", dev, "down")
 	}
-	killed := time.Now()
 	p.killKeepalived(t, "a", a.keepalived)
 	a.conntrackd.kill()
 	_ = a.flowpin.cmd.Process.Kill()
@@ -562,7 +569,8 @@ func TestHATakeover(t *testing.T) {
 			t.Errorf("flow %d goes on, but the far end has no connection from %v any more", i, st.Remote)
 		case ct[st.Remote] != marks[st.Remote.Addr().String()]:
 			// It goes on, but no longer pinned: not kept.
-			t.Logf("flow %d (NAT source %v) goes on, but has mark %#x on B, not its link's %#x", i, st.Remote, ct[st.Remote], marks[st.Remote.Addr().String()])
+			t.Logf("flow %d (NAT source %v) goes on, but has mark %#x on B, not its link's %#x; in B's external cache before the takeover: %q",
+				i, st.Remote, ct[st.Remote], marks[st.Remote.Addr().String()], cacheLine(cacheB, st.Local, srv.Port()))
 		default:
 			kept++
 		}
@@ -660,6 +668,18 @@ func TestHATakeover(t *testing.T) {
 	if kept < m {
 		t.Errorf("%d of the %d flows started on B kept after A took the VIPs back", kept, m)
 	}
+}
+
+// cacheLine is the line of conntrackd's cache dump for the flow from
+// local to the far end's port.
+func cacheLine(dump string, local netip.AddrPort, port int) string {
+	want := fmt.Sprintf("src=%s dst=%s sport=%d dport=%d ", local.Addr(), haFar, local.Port(), port)
+	for _, line := range strings.Split(dump, "\n") {
+		if strings.Contains(line, want) {
+			return strings.TrimSpace(line)
+		}
+	}
+	return ""
 }
 
 func maxRTT(sts []connStatus) time.Duration {

@@ -148,8 +148,8 @@ echo "--- at far, the flows' NAT sources (the VIPs: both links)"
 nsx "$HFAR" ss -Htn state established sport = :7000 | awk '{ print $NF }' | sort >"$WORK/ha-before"
 cut -d: -f1 "$WORK/ha-before" | sort | uniq -c
 echo "--- fw-a dies: its links go down, keepalived, conntrackd and flowpin are SIGKILLed"
-for dev in lan wan1 wan2 sync0; do ip -n "$HA" link set "$dev" down; done
 killed=${EPOCHREALTIME/./}
+for dev in lan wan1 wan2 sync0; do ip -n "$HA" link set "$dev" down; done
 for f in vrrp keepalived conntrackd flowpin; do kill -KILL "$(cat "$WORK/ha-a/$f.pid")" 2>/dev/null || true; done
 for _ in $(seq 500); do holds_all "$HB" && break; sleep 0.01; done
 printf 'takeover: fw-b holds the VIPs %d ms after fw-a died\n' $(((${EPOCHREALTIME/./} - killed) / 1000))
