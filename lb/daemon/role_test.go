@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 
 	"flowpin/lb/config"
 	"flowpin/lb/daemon/hooks"
+	"flowpin/lb/daemon/keep"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
 )
@@ -103,6 +105,33 @@ func TestHARoleMetrics(t *testing.T) {
 		d.followRole(&plan.Desired{VIPs: []plan.VIP{{Addr: vip, Iface: step.iface}}})
 		if p, ch := testutil.ToFloat64(d.metrics.ha.primary), testutil.ToFloat64(d.metrics.ha.changes); p != step.primary || ch != step.changes {
 			t.Errorf("VIP on %q: flowpin_ha_primary %v, changes %v; want %v, %v", step.iface, p, ch, step.primary, step.changes)
+		}
+	}
+}
+
+// With ha, a link that goes down keeps its flows: deleting them here
+// would delete them on the peer too (conntrackd syncs deletions), which
+// may still route them. Without ha the same link's flows go.
+func TestHADownLinkKeepsFlows(t *testing.T) {
+	for _, ha := range []bool{false, true} {
+		yaml := "links:\n  - {name: isp1, interface: wan1, gateway: 192.0.2.1, nat: true, nat_source: 192.0.2.2}\n  - {name: isp2, interface: wan2, gateway: 198.51.100.1, nat: true, nat_source: 198.51.100.2}\n"
+		if ha {
+			yaml = "ha: true\n" + yaml
+		}
+		c, err := config.Parse("f.yaml", []byte(yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := &transcript{}
+		k := newFakeKernel(rec, c)
+		d := New(c, Deps{Applier: k, Conntrack: k}, quietLog())
+		d.flushDown(c.Links[0], unit{link: 0}, keep.Plan{})
+		flushed := slices.ContainsFunc(rec.get(), func(l string) bool { return strings.HasPrefix(l, "flush") })
+		if flushed == ha {
+			t.Errorf("ha %v: flushed %v (%q)", ha, flushed, rec.get())
+		}
+		if _, kept := d.keep.Kept(unitKey("isp1", false)); kept != ha {
+			t.Errorf("ha %v: kept %v", ha, kept)
 		}
 	}
 }
