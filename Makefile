@@ -7,7 +7,7 @@ STATICCHECK_VERSION := v0.8.2
 # Not $$HOME/go/bin: CI's GOPATH may be elsewhere and not on PATH.
 STATICCHECK = $(shell $(GO) env GOPATH)/bin/staticcheck
 # Debian tools the integration tests, the demo and the benchmarks use.
-DEBS    := nftables conntrack socat procps netsniff-ng dnsmasq-base
+DEBS    := nftables conntrack socat procps netsniff-ng dnsmasq-base keepalived conntrackd
 
 # Build identity, stamped into the binary (flowpin --version). Overridable
 # for builds outside git: make build VERSION=1.2.3 COMMIT=abc...
@@ -24,7 +24,7 @@ build: ## build bin/flowpin
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/flowpin
 
 deps: ## install the Debian tools the tests and the demo need (root)
-	@missing=""; for t in nft:nftables conntrack:conntrack socat:socat sysctl:procps trafgen:netsniff-ng dnsmasq:dnsmasq-base; do \
+	@missing=""; for t in nft:nftables conntrack:conntrack socat:socat sysctl:procps trafgen:netsniff-ng dnsmasq:dnsmasq-base keepalived:keepalived conntrackd:conntrackd; do \
 		command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \

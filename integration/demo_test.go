@@ -115,6 +115,7 @@ func TestDemo(t *testing.T) {
 	checkDemoDNS(t, text)
 	checkDemoPrefixes6(t, expect("IPv6 with each ISP's own prefix"))
 	checkSetsDemo(t, section("Traffic by name"), each)
+	checkHADemo(t, expect)
 	if !strings.Contains(text, "==> Done") {
 		t.Error("the demo did not reach its end")
 	}

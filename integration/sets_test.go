@@ -343,17 +343,6 @@ func mustRead(t *testing.T, path string) string {
 	return string(b)
 }
 
-func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, limit)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // checkSurfaces: status (JSON) counts each set's elements, explain names
 // the set an address is in and the rule it decides, verify finds the sets.
 func (l *setsLab) checkSurfaces(t *testing.T) {

@@ -158,6 +158,9 @@ type dialOpts struct {
 	Timeout time.Duration
 	// Parallel is how many connections are in flight at once; default 8.
 	Parallel int
+	// Interval between a long-lived connection's echoes; default
+	// longLivedInterval.
+	Interval time.Duration
 }
 
 func (o dialOpts) timeout() time.Duration {
@@ -327,6 +330,8 @@ type connStatus struct {
 	Stalled bool
 	// Err is the first error other than a stall timeout (nil if none).
 	Err error
+	// LastEcho: when the last round trip completed.
+	LastEcho time.Time
 }
 
 const (
@@ -340,6 +345,7 @@ type longLived struct {
 	conns    []net.Conn
 	status   []connStatus
 	done     chan struct{}
+	interval time.Duration
 	wg       sync.WaitGroup
 	stopOnce sync.Once
 }
@@ -350,9 +356,13 @@ type longLived struct {
 func startLongLived(t testing.TB, ns, target string, srv *echoServer, k int, o dialOpts) *longLived {
 	t.Helper()
 	l := &longLived{
-		conns:  make([]net.Conn, k),
-		status: make([]connStatus, k),
-		done:   make(chan struct{}),
+		conns:    make([]net.Conn, k),
+		status:   make([]connStatus, k),
+		done:     make(chan struct{}),
+		interval: o.Interval,
+	}
+	if l.interval <= 0 {
+		l.interval = longLivedInterval
 	}
 	for i := 0; i < k; i++ {
 		c, err := dialIn(ns, target, o.localAddr(i), o.timeout())
@@ -398,7 +408,7 @@ func echoToken(w io.Writer, br *bufio.Reader, tok string) error {
 func (l *longLived) loop(i int, br *bufio.Reader) {
 	defer l.wg.Done()
 	c, st := l.conns[i], &l.status[i]
-	tick := time.NewTicker(longLivedInterval)
+	tick := time.NewTicker(l.interval)
 	defer tick.Stop()
 	for seq := 0; ; seq++ {
 		select {
@@ -445,6 +455,7 @@ func (l *longLived) loop(i int, br *bufio.Reader) {
 			st.MaxRTT = rtt
 		}
 		st.Echoes++
+		st.LastEcho = time.Now()
 	}
 }
 

@@ -33,6 +33,9 @@ type Link struct {
 	Iface string
 	Mark  uint32
 	NAT   bool
+	// NATSource, if valid, is the address the link's new flows of its
+	// family are SNATed to instead of masqueraded (nat_source).
+	NATSource netip.Addr
 	// Shared: another link uses Iface too (two modems on one switch
 	// behind wan0), so the interface alone does not say which link a
 	// packet takes. A new flow leaving by Iface is the link's if routing
@@ -77,6 +80,9 @@ type Spec struct {
 	// Sets are the named address sets the classes match, and those no
 	// class uses (a resolver may fill them all the same).
 	Sets []NamedSet
+	// Guard: drop TCP packets that would start a flow without a SYN (an
+	// HA pair's takeover; guardRule).
+	Guard bool
 }
 
 type chainDef struct {
@@ -355,6 +361,7 @@ func (s Spec) linkMaps() []setDef {
 	if m := s.natMarks(); len(m) > 0 {
 		out = append(out, m...)
 	}
+	out = append(out, s.natSourceMaps()...)
 	if len(nat) > 0 {
 		d := setDef{
 			set:    &nftables.Set{Name: setNAT, KeyType: nftables.TypeIFName, KeyByteOrder: keyOrder(nftables.TypeIFName)},
@@ -704,6 +711,9 @@ func (s Spec) rulesOf(gs [2][]group, sets []setDef) []rule {
 	for _, d := range sets {
 		byName[d.set.Name] = d
 	}
+	if s.Guard {
+		out = append(out, guardRule())
+	}
 	if s.V6 {
 		out = append(out, v6Exempt()...)
 		for _, ch := range []string{"prerouting", "output", "postrouting", "nat"} {
@@ -759,6 +769,7 @@ func (s Spec) rulesOf(gs [2][]group, sets []setDef) []rule {
 	}
 	_, masq := byName[setNAT]
 	out = append(out, s.prefixNAT()...)
+	out = append(out, natSourceRules(byName)...)
 	// NAT: one set of the interfaces, looked up once per new flow.
 	if masq {
 		out = append(out, rule{

@@ -262,7 +262,7 @@ func (v statusView) frame(prev *status.Status) (frame, error) {
 }
 
 func (k *kernel) status() status.Kernel {
-	return status.Kernel{Routes: k.routes, NFT: k.nft, CT: k.ct}
+	return status.Kernel{Routes: k.routes, NFT: k.nft, CT: k.ct, Ifaces: k.routes}
 }
 
 // Terminal control (VT100/xterm, what every terminal emulator speaks): the
@@ -376,7 +376,7 @@ func daemonStatus(c *config.Config, d *daemon.Daemon) (*status.Status, error) {
 	conn := &ct.Conntrack{}
 	defer conn.Close()
 	return status.Collect(context.Background(), c, status.Sources{
-		Kernel: status.Kernel{Routes: rk, NFT: &nft.Conn{}, CT: conn},
+		Kernel: status.Kernel{Routes: rk, NFT: &nft.Conn{}, CT: conn, Ifaces: rk},
 		Counts: d,
 		Health: liveHealth{d},
 		// The daemon's hits, carried over rewrites of the table.

@@ -3,14 +3,18 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
 	"flowpin/lb/diagnose"
+	"flowpin/lb/status"
 )
 
 func (a *app) verifyCmd() *cobra.Command {
@@ -18,6 +22,7 @@ func (a *app) verifyCmd() *cobra.Command {
 		asJSON  bool
 		probe   string
 		noProbe bool
+		peer    string
 	)
 	cmd := &cobra.Command{
 		Use:   "verify",
@@ -35,13 +40,22 @@ routes (ip route get, with source, mark and ports), as one would by hand:
   - the wildcard source is routable and new flows reach every usable link;
   - sysctls: multipath hash, rp_filter per link, ARP where links share a subnet;
   - no foreign ip rule before flowpin's catches its traffic, and no foreign
-    nft rule writes the mark bits flowpin owns.
+    nft rule writes the mark bits flowpin owns;
+  - with ha: true, this node's side of the pair: marks and tables from the
+    config alone, the guard rule, SNAT to the VIPs, and its role (whether
+    it holds the VIPs); with --peer URL (the peer's flowpin run --metrics
+    ADDR --public-status, reached over the sync link), the peer's marks,
+    tables and role too: the same layout, and exactly one node holding the
+    VIPs.
 
 One line per check, with the reason and the fix. Nothing is changed.`,
 		Example: "  flowpin verify -c /etc/flowpin/flowpin.yaml\n  ip netns exec router flowpin verify -c router.yaml --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o := diagnose.VerifyOptions{NoProbe: noProbe}
+			if peer != "" {
+				o.Peer = func() (*status.Status, error) { return peerStatus(peer) }
+			}
 			if probe != "" {
 				var err error
 				if o.Probe, err = netip.ParseAddr(probe); err != nil {
@@ -95,7 +109,26 @@ One line per check, with the reason and the fix. Nothing is changed.`,
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the checks as JSON")
 	cmd.Flags().StringVar(&probe, "to", "", "destination for the route lookups (default "+diagnose.DefaultProbe.String()+"; nothing is sent to it)")
 	cmd.Flags().BoolVar(&noProbe, "no-probe", false, "never send a packet to a gateway that has no neighbour entry")
+	cmd.Flags().StringVar(&peer, "peer", "", "with ha: true, the URL of the HA peer's status listener (http://ADDR:PORT of its flowpin run --metrics ADDR:PORT --public-status), to compare the pair")
 	return cmd
+}
+
+// peerStatus reads the HA peer's /status.json at base (http://ADDR:PORT).
+func peerStatus(base string) (*status.Status, error) {
+	cl := http.Client{Timeout: 3 * time.Second}
+	resp, err := cl.Get(strings.TrimSuffix(base, "/") + "/status.json")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s/status.json: %s", strings.TrimSuffix(base, "/"), resp.Status)
+	}
+	var st status.Status
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&st); err != nil {
+		return nil, fmt.Errorf("%s/status.json: %w", strings.TrimSuffix(base, "/"), err)
+	}
+	return &st, nil
 }
 
 func (a *app) explainCmd() *cobra.Command {

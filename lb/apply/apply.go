@@ -404,7 +404,12 @@ func (k *Kernel) steps(d *plan.Desired) (*applySteps, error) {
 	for _, l := range d.Links {
 		st.spec.Records.Links = append(st.spec.Records.Links, nft.LinkRecord{Name: l.Name, Mark: l.Mark, Table: l.Table})
 	}
-	st.flush = staleMarks(cur.Records.Links, d)
+	// An HA pair's flows come and go between the nodes through
+	// conntrackd: a node deletes none of them on its own, or a takeover
+	// could delete the flows it was meant to keep (README, "HA pair").
+	if !d.HA {
+		st.flush = staleMarks(cur.Records.Links, d)
+	}
 	owned, err := k.Routes.Owned()
 	if err != nil {
 		return nil, err

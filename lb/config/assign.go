@@ -28,8 +28,14 @@ func LoadResolved(path string, r AppliedReader) (*Config, error) {
 
 // Resolve gives each link the mark and table it was last applied with in
 // this namespace, unless the config sets them: a link keeps them while
-// other links come and go (see Assign).
+// other links come and go (see Assign). With ha, the history is not read:
+// both nodes of a pair must give each link the same mark and table, and
+// only the config is the same on both, so they are Assign's from the
+// config alone (a flow synced from the peer carries the peer's mark).
 func Resolve(c *Config, r AppliedReader) (*Config, error) {
+	if c.HA {
+		return Assign(c, nil)
+	}
 	applied, err := r.AppliedLinks()
 	if err != nil {
 		return nil, err

@@ -65,6 +65,9 @@ type Config struct {
 	Sets []Set
 	// Hooks run on link state changes.
 	Hooks Hooks
+	// HA: this router is one of a VRRP pair whose flows conntrackd
+	// copies to the other (README, "HA pair"); see ha.go.
+	HA bool
 
 	lines lineIndex
 }
@@ -109,6 +112,10 @@ type Link struct {
 	// them from the kernel's delegated-prefix routes.
 	Prefixes6     []netip.Prefix
 	Prefixes6Auto bool
+	// NATSource, if valid, is the address new flows of its family leaving
+	// by the link are SNATed to (a VIP, a fixed public address) instead of
+	// masqueraded to the interface's own.
+	NATSource netip.Addr
 }
 
 // HealthCheck is how the daemon probes a link. Defaults are for a failover in
@@ -209,6 +216,7 @@ type rawConfig struct {
 	Rules         []rawRule   `yaml:"rules" max:"1000"`  // MaxRules
 	Sets          []rawSet    `yaml:"sets" max:"64"`     // MaxSets
 	Hooks         *rawHooks   `yaml:"hooks"`
+	HA            bool        `yaml:"ha"`
 }
 
 type rawPolicy struct {
@@ -250,6 +258,7 @@ type rawLink struct {
 	DNS             *rawDNS      `yaml:"dns"`
 	DNSFrom         *string      `yaml:"dns_from"`
 	Prefixes6       rawPrefixes6 `yaml:"prefixes6"`
+	NATSource       string       `yaml:"nat_source"`
 }
 
 type rawCheck struct {
@@ -428,7 +437,10 @@ func (c *Config) fill(raw *rawConfig) error {
 	if err := c.fillPolicies(raw); err != nil {
 		return err
 	}
-	return c.fillOps(raw)
+	if err := c.fillOps(raw); err != nil {
+		return err
+	}
+	return c.fillHA(raw)
 }
 
 // fillTop takes the top-level settings.

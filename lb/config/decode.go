@@ -325,7 +325,8 @@ func typeName(t reflect.Type) string {
 }
 
 // nearest is the known key closest to key, within two edits, if no other
-// is as close.
+// is as close. A key all of whose characters would have to change ("x"
+// for "ha") is a different word, not a typo of it.
 func nearest(key string, known map[string]fieldInfo) string {
 	if len(key) > 64 {
 		return ""
@@ -333,6 +334,7 @@ func nearest(key string, known map[string]fieldInfo) string {
 	found, best, tie := "", 3, false
 	for k := range known {
 		switch d := editDistance(key, k); {
+		case d >= len(key):
 		case d < best:
 			found, best, tie = k, d, false
 		case d == best:

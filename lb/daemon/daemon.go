@@ -191,6 +191,9 @@ type Daemon struct {
 	// quota); quotaSaved is when their file was last written.
 	quotaTimer Timer
 	quotaSaved time.Time
+	// role: the HA role as of the last sync (role.go); read by status.
+	roleMu sync.Mutex
+	role   plan.Role
 
 	// loops[u] is unit u's probe loop (probes.go), once Run took them
 	// over; owned by Run's goroutine.
@@ -684,6 +687,7 @@ func (d *Daemon) sync(why string) error {
 		d.Log.Info(msg)
 	}
 	d.applied = des
+	d.followRole(des)
 	d.settleFlows()
 	d.failback(des)
 	d.onDemandLinks()

@@ -8,6 +8,12 @@ import (
 // sync (the hook runner's part, lb/daemon/hooks). Called on the loop's
 // goroutine after a sync, successful or not.
 func (d *Daemon) hookChanges() {
+	if !d.acts() {
+		// The backup of an HA pair: the hooks wait, one per link and
+		// family (the last change), for a promotion (role.go).
+		d.pendingHooks.Coalesce()
+		return
+	}
 	pending := d.pendingHooks.Take()
 	if d.hooks == nil || d.Config.Hooks.OnChange == "" {
 		return

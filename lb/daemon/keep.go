@@ -109,8 +109,18 @@ func (d *Daemon) takersFor(u keep.Unit) keep.Takers {
 	}
 }
 
-// flushDown deletes unit u's flows as fp says.
+// haKeep is why an HA node leaves a down link's flows in place.
+const haKeep = "ha: conntrackd would delete them on the peer too, which may still route them (its own link may work, or it takes over)"
+
+// flushDown deletes unit u's flows as fp says; with ha, none: a deletion
+// here is synced to the peer, and a master that loses a link (or dies,
+// its links going first) would take the link's flows with it, flows the
+// peer was about to carry on.
 func (d *Daemon) flushDown(l config.Link, u unit, fp keep.Plan) {
+	if d.Config.HA {
+		d.keepFlows(l, u, haKeep)
+		return
+	}
 	k := unitKey(l.Name, u.v6)
 	if len(fp.Mixed) > 0 {
 		d.Log.Info("the flows of policies with no live link go with the link's: no label tells them apart (failback: flush gives a policy one)",

@@ -55,6 +55,8 @@ type Metrics struct {
 	// standbyVec is flowpin_link_standby, the running daemon's, registered
 	// with its first on-demand link.
 	standbyVec *prometheus.GaugeVec
+	// ha: flowpin_ha_*, registered with the first role (role.go).
+	ha haMetrics
 }
 
 // registerOwned registers a collector of the running daemon.

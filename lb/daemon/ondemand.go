@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"slices"
+
 	"flowpin/lb/config"
 	"flowpin/lb/daemon/ondemand"
 )
@@ -11,7 +13,20 @@ import (
 // a higher tier has been up in every such policy for its keep time. While
 // intentionally down it is "standby".
 func (d *Daemon) onDemandLinks() {
-	for _, a := range d.od.Follow(d.Config, d.linkUp) {
+	linkUp := d.linkUp
+	if !d.acts() {
+		// Not the node that routes the pair's flows (an HA backup): no
+		// on-demand link is needed here, as if every other link were up.
+		// One this node brought up while primary goes down after its
+		// keep time; on promotion the next sync brings up what is needed.
+		linkUp = func(name string) bool {
+			if i := slices.IndexFunc(d.Config.Links, func(l config.Link) bool { return l.Name == name }); i >= 0 && d.Config.Links[i].OnDemand == nil {
+				return true
+			}
+			return d.linkUp(name)
+		}
+	}
+	for _, a := range d.od.Follow(d.Config, linkUp) {
 		l := a.Link
 		switch a.Kind {
 		case ondemand.SetStandby:

@@ -471,6 +471,11 @@ func (x *explainer) nat() {
 		e.add("nat", "the flow is already translated: source %s", e.Source)
 	case out != nil && x.inLink == nil && flow == nil && x.prefixOf(e.Source) != nil:
 		x.natPrefix(e.Source)
+	case out != nil && out.NAT && x.inLink == nil && (flow == nil || !flow.IsReply) &&
+		x.p.Iif != "" && out.NATSource.IsValid() && out.NATSource.Is4() == x.p.Dst.Is4():
+		// A forwarded flow; the router's own keep their source.
+		e.Source = out.NATSource
+		e.add("nat", "snat on %s to its nat_source: source becomes %s", out.Interface, e.Source)
 	case out != nil && out.NAT && x.inLink == nil && (flow == nil || !flow.IsReply):
 		if out.Addr.IsValid() {
 			e.Source = out.Addr.Addr()

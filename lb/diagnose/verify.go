@@ -21,6 +21,7 @@ import (
 	"flowpin/lb/config"
 	"flowpin/lb/dnslease"
 	"flowpin/lb/plan"
+	"flowpin/lb/status"
 	"flowpin/nft"
 	"flowpin/nft/ct"
 	"flowpin/rules"
@@ -131,6 +132,9 @@ type VerifyOptions struct {
 	// ProbeWait: how long to wait for a probed gateway's ARP answer.
 	// Default 1.5 s.
 	ProbeWait time.Duration
+	// Peer, if set, reads the status of the other node of an HA pair
+	// (ha.go).
+	Peer func() (*status.Status, error)
 }
 
 // gatewayChecksAtOnce bounds the gateway checks that run at the same time:
@@ -184,6 +188,9 @@ func (k *Kernel) Verify(c *config.Config, o VerifyOptions) (*VerifyReport, error
 		return nil, err
 	}
 	if err := k.verifySets(r, c); err != nil {
+		return nil, err
+	}
+	if err := k.verifyHA(r, c, d, o); err != nil {
 		return nil, err
 	}
 	k.verifySysctls(r, d)

@@ -30,7 +30,7 @@ type FamilyPlan struct {
 func planV6(c *config.Config, i int, ifc rules.Iface, exists bool, o Options) (FamilyPlan, error) {
 	l := c.Links[i]
 	fp := FamilyPlan{Gateway: l.Gateway6}
-	for _, a := range ifc.Addrs {
+	for _, a := range ownAddrs(c, ifc.Addrs) {
 		if a.Addr().Is6() && !a.Addr().Is4In6() && !a.Addr().IsLinkLocalUnicast() {
 			fp.Addrs = append(fp.Addrs, a)
 		}

@@ -189,6 +189,11 @@ type Desired struct {
 	// Prefixes6 are the links' ISP prefixes (prefixes6.go).
 	Prefixes6 []Prefix6Plan
 	Warnings  []string
+	// HA: the config's ha (no flow is ever deleted at apply).
+	HA bool
+	// VIPs are the links' nat_source addresses and whether this node
+	// holds them (an HA pair's role: RoleOf).
+	VIPs []VIP
 }
 
 // LinkPlan is one link as planned.
@@ -250,7 +255,7 @@ type Options struct {
 
 // With is Plan with the daemon's options.
 func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired, error) {
-	d := &Desired{NFT: nft.Spec{Mask: c.MarkMask}}
+	d := &Desired{NFT: nft.Spec{Mask: c.MarkMask, Guard: c.HA}, HA: c.HA, VIPs: VIPs(c, ifaces)}
 	for i, l := range c.Links {
 		lp := LinkPlan{Link: l}
 		ifc, ok := ifaces[l.Interface]
@@ -258,7 +263,7 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 			return nil, c.LinkError(i, "interface", "%q does not exist", l.Interface)
 		}
 		var v4 []netip.Prefix
-		for _, a := range ifc.Addrs {
+		for _, a := range ownAddrs(c, ifc.Addrs) {
 			if a.Addr().Is4() {
 				v4 = append(v4, a)
 			}
@@ -281,6 +286,8 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 			lp.Why = fmt.Sprintf("interface %s does not exist", l.Interface)
 		case !l.HasV4():
 			lp.Why = "no IPv4 on this link (no gateway)"
+		case len(v4) == 0 && c.HA && l.NATSource.Is4() && len(ifc.Addrs) > 0:
+			lp.Why = fmt.Sprintf("interface %s has no IPv4 address of its own (nat_source %s is the pair's, not this node's): with ha each node needs its own address on the link", l.Interface, l.NATSource)
 		case len(v4) == 0:
 			lp.Why = fmt.Sprintf("interface %s has no IPv4 address yet", l.Interface)
 		case l.GatewayAuto && !lp.Gateway.IsValid() && !ifc.PointToPoint:
@@ -321,7 +328,7 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 			}
 		}
 		d.Links = append(d.Links, lp)
-		nl := nft.Link{Name: l.Name, Iface: l.Interface, Mark: l.Mark, NAT: l.NAT}
+		nl := nft.Link{Name: l.Name, Iface: l.Interface, Mark: l.Mark, NAT: l.NAT, NATSource: l.NATSource}
 		if shared {
 			nl.Shared, nl.Nexthop, nl.Nexthop6 = true, l.Gateway, l.Gateway6
 			nl.MACs = gatewayMACs(ifc, l.Gateway, l.Gateway6)
@@ -332,6 +339,12 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 		d.NFT.Links = append(d.NFT.Links, nl)
 	}
 	d.NFT.V6 = slices.ContainsFunc(c.Links, config.Link.HasV6)
+	for _, v := range d.VIPs {
+		// With ha the backup holds no VIP, as it should.
+		if !c.HA && v.Iface == "" {
+			d.Warnings = append(d.Warnings, fmt.Sprintf("nat_source %s is on no interface of this host: replies to it arrive only if the ISP routes it here", v.Addr))
+		}
+	}
 	if err := policies(c, d); err != nil {
 		return nil, err
 	}

@@ -32,6 +32,9 @@ type Kernel struct {
 	NFT    NFT
 	// CT is dumped only when no daemon's counts are at hand.
 	CT Conntrack
+	// Ifaces, if set, says where the links' nat_source addresses are
+	// (an HA pair's role).
+	Ifaces Interfaces
 }
 
 // FlowCounts are the flow counts a daemon keeps in memory.
@@ -122,6 +125,9 @@ func Collect(ctx context.Context, c *config.Config, src Sources) (*Status, error
 		return nil, err
 	}
 	if err := addSets(st, c, src.Kernel.NFT); err != nil {
+		return nil, err
+	}
+	if err := AddHA(st, c, src.Kernel.Ifaces); err != nil {
 		return nil, err
 	}
 	if src.Health != nil {

@@ -62,6 +62,7 @@ func WriteStatus(w io.Writer, s *Status) error {
 	if err := WriteSets(w, s); err != nil {
 		return err
 	}
+	writeHA(w, s.HA)
 	if !s.Daemon {
 		fmt.Fprintln(w, "state unknown: no flowpin daemon is tracking link health")
 	} else {

@@ -89,6 +89,7 @@ type LinkStatus struct {
 	GatewayAuto bool             `json:"gateway_auto,omitempty"`
 	Weight      int              `json:"weight"`
 	Mark        uint32           `json:"mark"`
+	Table       int              `json:"table"`
 	State       health.LinkState `json:"state"`
 	// From the daemon (absent without one): when the state last changed
 	// and why, and the probes' round-trip time and loss.
@@ -175,6 +176,9 @@ type Status struct {
 	// links' traffic counted by flowpin's nft rules, carried over the
 	// rewrites of its table while the daemon runs (a daemon's status).
 	BytesFrom string `json:"bytes_from,omitempty"`
+	// HA: the role of this node of an HA pair (config ha), or where the
+	// links' nat_source addresses are (absent without either).
+	HA *HAStatus `json:"ha,omitempty"`
 }
 
 // BytesFromRules: see Status.BytesFrom.
@@ -293,7 +297,7 @@ func BuildStatus(c *config.Config, a *Applied, t Tally, now time.Time) *Status {
 	for _, l := range c.Links {
 		ls := LinkStatus{
 			Name: l.Name, Interface: l.Interface, Gateway: l.Gateway.String(),
-			Weight: l.Weight, Mark: l.Mark, State: health.StateUnknown,
+			Weight: l.Weight, Mark: l.Mark, Table: l.Table, State: health.StateUnknown,
 		}
 		if l.GatewayAuto {
 			ls.GatewayAuto = true

@@ -60,10 +60,10 @@ func TestStatusBuild(t *testing.T) {
 	s := BuildStatus(c, statusApplied(c), tally, now)
 
 	want := []LinkStatus{
-		{Name: "isp1", Interface: "wan1", Gateway: "192.0.2.1", Weight: 3, Mark: 0x100, State: health.StateUnknown,
+		{Name: "isp1", Interface: "wan1", Gateway: "192.0.2.1", Weight: 3, Mark: 0x100, Table: 101, State: health.StateUnknown,
 			Counters:    Counters{Flows: 6, BytesOut: 600, BytesIn: 6000, PacketsOut: 6, PacketsIn: 60},
 			InMultipath: true, FlowShare: 0.75, WeightShare: 0.75},
-		{Name: "isp2", Interface: "wan2", Gateway: "198.51.100.1", Weight: 1, Mark: 0x200, State: health.StateUnknown,
+		{Name: "isp2", Interface: "wan2", Gateway: "198.51.100.1", Weight: 1, Mark: 0x200, Table: 102, State: health.StateUnknown,
 			Counters:    Counters{Flows: 2, BytesOut: 200, BytesIn: 2000, PacketsOut: 2, PacketsIn: 20, FlowsWithoutCounters: 1},
 			InMultipath: true, FlowShare: 0.25, WeightShare: 0.25},
 	}

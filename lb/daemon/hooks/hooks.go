@@ -264,6 +264,23 @@ func (p *Pending) Take() []Change {
 	return out
 }
 
+// Coalesce keeps only the last change queued of each link and family,
+// in the order of those last changes: while changes wait long (an HA
+// backup's), only where each link ended up matters.
+func (p *Pending) Coalesce() {
+	last := map[string]int{}
+	for i, ch := range p.changes {
+		last[fmt.Sprintf("%s/%t", ch.Link.Name, ch.V6)] = i
+	}
+	out := p.changes[:0:0]
+	for i, ch := range p.changes {
+		if last[fmt.Sprintf("%s/%t", ch.Link.Name, ch.V6)] == i {
+			out = append(out, ch)
+		}
+	}
+	p.changes = out
+}
+
 // List is a copy of the changes queued (for the daemon of a reload).
 func (p *Pending) List() []Change { return slices.Clone(p.changes) }
 

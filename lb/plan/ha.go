@@ -1,0 +1,82 @@
+package plan
+
+import (
+	"net/netip"
+	"slices"
+	"sort"
+
+	"flowpin/lb/config"
+	"flowpin/rules"
+)
+
+// Role is what a node of an HA pair is now, seen from its own addresses.
+type Role string
+
+// Roles. A node holds the VIPs (the links' nat_source addresses) when
+// keepalived made it the master; the backup holds none. Split is a pair
+// in trouble (or keepalived mid-takeover): some VIPs here, some not.
+const (
+	RolePrimary Role = "primary"
+	RoleBackup  Role = "backup"
+	RoleSplit   Role = "split"
+)
+
+// VIP is a link's nat_source and where this node holds it.
+type VIP struct {
+	Addr netip.Addr `json:"addr"`
+	// Iface holds it here; empty: this node does not hold it.
+	Iface string `json:"interface,omitempty"`
+}
+
+// VIPs are the config's nat_source addresses (each once, in config order)
+// and the interface of this node that has each, if any.
+func VIPs(c *config.Config, ifaces map[string]rules.Iface) []VIP {
+	names := make([]string, 0, len(ifaces))
+	for n := range ifaces {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var out []VIP
+	for _, a := range c.NATSources() {
+		v := VIP{Addr: a}
+		for _, n := range names {
+			if slices.ContainsFunc(ifaces[n].Addrs, func(p netip.Prefix) bool { return p.Addr() == a }) {
+				v.Iface = n
+				break
+			}
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// RoleOf is the role of a node holding vips as VIPs says; "" without any.
+func RoleOf(vips []VIP) Role {
+	held := 0
+	for _, v := range vips {
+		if v.Iface != "" {
+			held++
+		}
+	}
+	switch {
+	case len(vips) == 0:
+		return ""
+	case held == len(vips):
+		return RolePrimary
+	case held == 0:
+		return RoleBackup
+	}
+	return RoleSplit
+}
+
+// ownAddrs are addrs less the config's nat_source addresses, with ha: on a
+// pair the VIPs come and go with the role, and nothing in a link's
+// routes may depend on them (the backup has none, and the kernel refuses
+// a route whose src is not a local address).
+func ownAddrs(c *config.Config, addrs []netip.Prefix) []netip.Prefix {
+	if !c.HA {
+		return addrs
+	}
+	vips := c.NATSources()
+	return slices.DeleteFunc(slices.Clone(addrs), func(p netip.Prefix) bool { return slices.Contains(vips, p.Addr()) })
+}
