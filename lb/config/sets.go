@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -252,13 +253,46 @@ type SetFileError struct {
 func (e *SetFileError) Error() string { return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg) }
 
 func readSetFile(path string, add func(netip.Prefix), maxLines int) (int, error) {
-	f, err := os.Open(path)
+	// O_NONBLOCK: open(2) of a FIFO with no writer returns at once
+	// instead of blocking apply, or the daemon's reload, for ever (fifo(7)).
+	// Anyone who can write the file's directory can put one there. It
+	// changes nothing for a regular file.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return 0, fmt.Errorf("set file: %w", err)
 	}
 	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("set file: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		// A FIFO, a device (/dev/zero) or a directory is no list of
+		// addresses, and reading one may never end.
+		return 0, fmt.Errorf("set file %s is not a regular file but %s", path, fileKind(st.Mode()))
+	}
 	return ParseSetFile(path, f, add, maxLines)
 }
+
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	}
+	return "of mode " + m.Type().String()
+}
+
+// MaxSetFileBytes bounds what is read of one set file, comments and blank
+// lines included: a file that grows for ever (a log written to the wrong
+// path) must not hold apply or a reload. The largest list there is, the
+// whole routing table with comments, is a tenth of it.
+const MaxSetFileBytes = 256 << 20
 
 // maxSetLine: no address or CIDR with a comment is longer; a longer line
 // is not a list of addresses (a binary file, or the wrong file).
@@ -268,10 +302,14 @@ const maxSetLine = 4096
 // '#' starts a comment; blank lines are skipped. It reads at most
 // maxLines lines that hold an address. It returns how many it read.
 func ParseSetFile(name string, r io.Reader, add func(netip.Prefix), maxLines int) (int, error) {
-	sc := bufio.NewScanner(r)
+	lr := &io.LimitedReader{R: r, N: MaxSetFileBytes + 1}
+	sc := bufio.NewScanner(lr)
 	sc.Buffer(make([]byte, 0, 512), maxSetLine)
 	n, count := 0, 0
 	for sc.Scan() {
+		if lr.N <= 0 {
+			return count, &SetFileError{File: name, Line: n + 1, Msg: fmt.Sprintf("the file is larger than %d MiB: not a list of addresses", MaxSetFileBytes>>20)}
+		}
 		n++
 		line := sc.Text()
 		if i := strings.IndexByte(line, '#'); i >= 0 {
