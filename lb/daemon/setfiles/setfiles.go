@@ -35,6 +35,15 @@ func Watch(ctx context.Context, files []string, reload func() error, log *slog.L
 		return err
 	}
 	defer w.Close()
+	// A symlinked file (a list an updater keeps elsewhere) changes where
+	// it points to: that file and its directory are watched too. A
+	// reload starts a new watcher, which follows a symlink that moved.
+	files = slices.Clone(files)
+	for _, f := range files {
+		if t, err := filepath.EvalSymlinks(f); err == nil && t != f && !slices.Contains(files, t) {
+			files = append(files, t)
+		}
+	}
 	var dirs []string
 	for _, f := range files {
 		if d := filepath.Dir(f); !slices.Contains(dirs, d) {

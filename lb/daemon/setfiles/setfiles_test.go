@@ -66,3 +66,36 @@ func TestWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A set file that is a symlink (to a list an updater keeps elsewhere) is
+// followed: a change of the file it points to gives a reload.
+func TestWatchSymlink(t *testing.T) {
+	etc, lists := t.TempDir(), t.TempDir()
+	real := filepath.Join(lists, "country.txt")
+	if err := os.WriteFile(real, []byte("10.0.0.0/8\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(etc, "office.txt")
+	if err := os.Symlink(real, f); err != nil {
+		t.Fatal(err)
+	}
+	reloads := make(chan struct{}, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		_ = Watch(ctx, []string{f}, func() error { reloads <- struct{}{}; return nil }, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
+	time.Sleep(100 * time.Millisecond) // the watch is set up
+	tmp := real + ".new"
+	if err := os.WriteFile(tmp, []byte("10.1.0.0/16\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, real); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-reloads:
+	case <-time.After(3 * Settle):
+		t.Errorf("the file the symlink points to changed: no reload")
+	}
+}
