@@ -2,7 +2,9 @@ package plan
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
+	"unicode"
 
 	"flowpin/lb/config"
 	"flowpin/nft"
@@ -14,8 +16,14 @@ import (
 // IPv4 set, its IPv6 answers to the IPv6 set. dnsmasq adds an address when
 // an answer comes from upstream, not from its cache.
 func DnsmasqLines(c *config.Config) []string {
+	path := c.Path
+	if strings.ContainsFunc(path, unicode.IsControl) {
+		// dnsmasq reads this as config: a line break in the path would
+		// start a directive of its own.
+		path = strconv.Quote(path)
+	}
 	out := []string{
-		fmt.Sprintf("# Written by `flowpin dnsmasq -c %s`. Restart dnsmasq after changing", c.Path),
+		fmt.Sprintf("# Written by `flowpin dnsmasq -c %s`. Restart dnsmasq after changing", path),
 		"# this file, and after `flowpin down` (its cached answers are not added again).",
 	}
 	n := 0

@@ -3,6 +3,7 @@ package plan
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,6 +71,20 @@ func TestMatchSets(t *testing.T) {
 		i, unsure := Match(rs, tc.f)
 		if i != tc.want || (unsure != "") != tc.unsure {
 			t.Errorf("%+v: rule %d (%q), want %d", tc.f, i, unsure, tc.want)
+		}
+	}
+}
+
+// A config path with a line break (odd, but a valid file name) stays in
+// the comment: the output is read by dnsmasq as config, where a second
+// line would be a directive of its own.
+func TestDnsmasqLinesOddPath(t *testing.T) {
+	c := &config.Config{Path: "/tmp/x\nserver=/bank.example/203.0.113.66\n/f.yaml", Sets: []config.Set{
+		{Name: "video", Domains: []string{"video.example"}, Timeout: time.Hour},
+	}}
+	for _, l := range DnsmasqLines(c) {
+		if strings.Contains(l, "\n") || strings.Contains(l, "\r") {
+			t.Errorf("line %q holds a line break", l)
 		}
 	}
 }
