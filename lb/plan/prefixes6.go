@@ -109,6 +109,22 @@ func planPrefixes6(c *config.Config, d *Desired, ifaces map[string]rules.Iface) 
 					d.Warnings = append(d.Warnings, fmt.Sprintf("link %s: prefixes6: auto leaves out delegated %s: it overlaps another link's prefixes6", l.Name, p))
 					continue
 				}
+				// The kernel's routes are not bounded by the config's
+				// checks: the same bounds as for a list given by hand.
+				if len(own[i]) >= config.MaxPrefixes6 {
+					d.Warnings = append(d.Warnings, fmt.Sprintf("link %s: prefixes6: auto leaves out delegated %s: it takes at most %d prefixes", l.Name, p, config.MaxPrefixes6))
+					continue
+				}
+				lists := [][]netip.Prefix{append(slices.Clone(own[i]), p)}
+				for j, o := range c.Links {
+					if j != i {
+						lists = append(lists, o.Prefixes6)
+					}
+				}
+				if n := config.Translate6Bound(lists); n > config.MaxTranslate6 {
+					d.Warnings = append(d.Warnings, fmt.Sprintf("link %s: prefixes6: auto leaves out delegated %s: with it, links down would need %d translation rules, more than %d", l.Name, p, n, config.MaxTranslate6))
+					continue
+				}
 				own[i] = append(own[i], p)
 				d.Prefixes6 = append(d.Prefixes6, Prefix6Plan{Prefix: p, Link: i, Auto: true})
 			}
