@@ -141,6 +141,13 @@ func (c *Config) fillSet(k int, rs *rawSet, domains map[string]string) (Set, err
 			if v := *rs.Timeout; v <= 0 || v > MaxSetTimeout {
 				return s, c.FieldError(at("timeout"), "%v is out of range (up to %v)", v, MaxSetTimeout)
 			}
+			if v := *rs.Timeout; v%time.Second != 0 {
+				// The kernel holds a set's timeout in jiffies and reads it
+				// back rounded to them: a set whose timeout never reads
+				// back as written is made anew, elements carried over, on
+				// every apply and every drift check.
+				return s, c.FieldError(at("timeout"), "%v is not a whole number of seconds", v)
+			}
 			s.Timeout = max(*rs.Timeout, MinSetTimeout)
 		}
 	}
