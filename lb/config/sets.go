@@ -255,6 +255,8 @@ type SetFileError struct {
 	File string
 	Line int
 	Msg  string
+	// quoted: Msg shows the line.
+	quoted bool
 }
 
 func (e *SetFileError) Error() string { return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg) }
@@ -278,7 +280,15 @@ func readSetFile(path string, add func(netip.Prefix), maxLines int) (int, error)
 		// addresses, and reading one may never end.
 		return 0, fmt.Errorf("set file %s is not a regular file but %s", path, fileKind(st.Mode()))
 	}
-	return ParseSetFile(path, f, add, maxLines)
+	n, err := ParseSetFile(path, f, add, maxLines)
+	var le *SetFileError
+	if st.Mode().Perm()&0o004 == 0 && errors.As(err, &le) && le.quoted {
+		// Root reads the file; the error reaches the log and whoever may
+		// reload the daemon. A file not everyone may read (a symlink to
+		// /etc/shadow where a list was expected) keeps its lines.
+		le.Msg = "is not an address or a CIDR, or a comment (the line is not shown: the file is not readable by all)"
+	}
+	return n, err
 }
 
 func fileKind(m os.FileMode) string {
@@ -328,7 +338,7 @@ func ParseSetFile(name string, r io.Reader, add func(netip.Prefix), maxLines int
 		}
 		p, msg := parseSetEntry(line)
 		if msg != "" {
-			return count, &SetFileError{File: name, Line: n, Msg: msg}
+			return count, &SetFileError{File: name, Line: n, Msg: msg, quoted: true}
 		}
 		if count++; count > maxLines {
 			return count, &SetFileError{File: name, Line: n, Msg: fmt.Sprintf("more than %d addresses in the set's files", MaxSetLines)}

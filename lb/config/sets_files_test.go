@@ -87,3 +87,29 @@ func TestParseSetFileEndless(t *testing.T) {
 		t.Fatal("ParseSetFile still reads after 20 s")
 	}
 }
+
+// The daemon runs as root and its errors reach the log and whoever may
+// reload it (group flowpin). A set file only some may read (a symlink to
+// /etc/shadow where a list was expected) must not have its lines shown:
+// the line is named, not its value.
+func TestSetFilePrivateLinesNotShown(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "shadow")
+	writeFile(t, secret, "root:$y$j9T$secrethash:19000:0:99999:7:::\n")
+	if err := os.Chmod(secret, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "f.yaml")
+	writeFile(t, cfg, setsLinks+"sets:\n  - name: office\n    files: [shadow]\n")
+	err := loadWithin(t, cfg)
+	if err == nil || strings.Contains(err.Error(), "secrethash") || !strings.Contains(err.Error(), secret+":1: sets[0].files[0]: ") {
+		t.Errorf("got %v, want the file and line named, without the value", err)
+	}
+	// A list anyone may read gets its value quoted, as before.
+	if err := os.Chmod(secret, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := loadWithin(t, cfg); err == nil || !strings.Contains(err.Error(), "secrethash") {
+		t.Errorf("a world-readable file's bad line: %v", err)
+	}
+}
