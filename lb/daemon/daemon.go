@@ -165,6 +165,9 @@ type Daemon struct {
 	keep *keep.Flows
 	// applied is the plan last applied.
 	applied *plan.Desired
+	// held6: the prefixes the prefixes6: auto link had in that plan
+	// (prefixes6.go).
+	held6 held6
 	// tiers follows the policies' active tiers (failback).
 	tiers Failback
 
@@ -651,7 +654,7 @@ func (d *Daemon) sync(why string) error {
 	// Before the apply, which may fail and be retried: the file follows
 	// the links' health either way.
 	d.writeResolv(auto)
-	des, err := d.deps.Applier.PrepareWith(d.Config, plan.Options{Down: d.failOpen(false), Down6: d.failOpen(true), MissingOK: true, DNS: auto})
+	des, err := d.deps.Applier.PrepareWith(d.Config, plan.Options{Down: d.failOpen(false), Down6: d.failOpen(true), MissingOK: true, DNS: auto, Held6: d.heldPrefixes6()})
 	if err != nil {
 		d.metrics.syncFailed()
 		return err
@@ -678,6 +681,7 @@ func (d *Daemon) sync(why string) error {
 		d.Log.Info(msg)
 	}
 	d.applied = des
+	d.held6 = heldOf(d.Config, des)
 	d.settleFlows()
 	d.failback(des)
 	d.onDemandLinks()
