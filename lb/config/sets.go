@@ -182,6 +182,11 @@ func NormalizeDomain(d string) (string, error) {
 	case len(name) > 253:
 		return "", errors.New("is longer than 253 characters")
 	}
+	if _, err := netip.ParseAddr(name); err == nil {
+		// Its digits pass for labels, but no resolver answers for it:
+		// the set would stay empty without a word.
+		return "", errors.New("is an address, not a domain name: list addresses in a set of their own (addresses:)")
+	}
 	for _, label := range strings.Split(name, ".") {
 		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
 			return "", errors.New("is not a domain name (labels of 1 to 63 letters, digits and '-', separated by dots)")
