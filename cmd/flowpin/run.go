@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -126,7 +127,24 @@ links, in the foreground.
 			defer ln.Close()
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			load := func() (*config.Config, error) { return config.LoadResolved(a.config, k.Kernel) }
+			// The stamps of the set files as the last Load read them: a
+			// set file watcher starts from them (startSetParts).
+			var readMu sync.Mutex
+			lastRead := setfiles.Stamps(c)
+			load := func() (*config.Config, error) {
+				c, err := config.LoadResolved(a.config, k.Kernel)
+				if err == nil {
+					readMu.Lock()
+					lastRead = setfiles.Stamps(c)
+					readMu.Unlock()
+				}
+				return c, err
+			}
+			stamps := func() map[string]string {
+				readMu.Lock()
+				defer readMu.Unlock()
+				return lastRead
+			}
 			ops, quotas, err := openStates(operatorState, quotaState, log)
 			if err != nil {
 				return err
@@ -169,7 +187,7 @@ links, in the foreground.
 					log.Info("running", "config", a.config, "links", len(d.Config.Links))
 				}
 				stopSetParts()
-				stopSetParts = startSetParts(ctx, d.Config, sup, log)
+				stopSetParts = startSetParts(ctx, d.Config, stamps(), sup, log)
 				_, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyReady)
 			}
 			// SIGHUP (systemctl reload) reloads the config; the outcome
@@ -247,10 +265,10 @@ links, in the foreground.
 
 // startSetParts starts the daemon's parts of the config's sets, each
 // config anew: the set file watcher and the resolver of resolve: true.
-func startSetParts(ctx context.Context, c *config.Config, sup *daemon.Supervisor, log *slog.Logger) func() {
+func startSetParts(ctx context.Context, c *config.Config, stamps map[string]string, sup *daemon.Supervisor, log *slog.Logger) func() {
 	ctx, cancel := context.WithCancel(ctx)
 	go func() {
-		if err := setfiles.Watch(ctx, setfiles.FilesOf(c), sup.Reload, log); err != nil {
+		if err := setfiles.WatchSince(ctx, setfiles.FilesOf(c), stamps, sup.Reload, log); err != nil {
 			log.Error("set file watcher", "err", err)
 		}
 	}()

@@ -34,6 +34,21 @@ type Set struct {
 	// Elems are Addresses and then the files' contents, as written (the
 	// planner merges them); nil until ReadSetFiles, and for a domain set.
 	Elems []netip.Prefix
+	// Stamps say what each of Files was when ReadSetFiles read it
+	// (FileStamp), so the daemon's watcher, which starts after the read,
+	// sees a change made in between.
+	Stamps []string
+}
+
+// FileStamp names a file's version: its inode and device, size, and
+// modification and change times. A file replaced by rename has another
+// inode; one written in place another ctime, which no tool can set back.
+func FileStamp(fi os.FileInfo) string {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Sprintf("%d/%d", fi.Size(), fi.ModTime().UnixNano())
+	}
+	return fmt.Sprintf("%d/%d/%d/%d.%d/%d.%d", st.Dev, st.Ino, st.Size, st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec)
 }
 
 // Domain says whether a resolver fills the set.
@@ -221,6 +236,7 @@ func (c *Config) checkSetRef(field, name string) error {
 // and the value; c is then unchanged.
 func (c *Config) ReadSetFiles() error {
 	elems := make([][]netip.Prefix, len(c.Sets))
+	stamps := make([][]string, len(c.Sets))
 	for k, s := range c.Sets {
 		if s.Domain() {
 			continue
@@ -229,11 +245,12 @@ func (c *Config) ReadSetFiles() error {
 		add := func(p netip.Prefix) { ps = append(ps, p) }
 		lines := 0
 		for j, f := range s.Files {
-			n, err := readSetFile(f, add, MaxSetLines-lines)
+			n, stamp, err := readSetFile(f, add, MaxSetLines-lines)
 			if err != nil {
 				return c.setFileError(k, j, err)
 			}
 			lines += n
+			stamps[k] = append(stamps[k], stamp)
 		}
 		if ps == nil {
 			ps = []netip.Prefix{}
@@ -242,6 +259,7 @@ func (c *Config) ReadSetFiles() error {
 	}
 	for k := range c.Sets {
 		c.Sets[k].Elems = elems[k]
+		c.Sets[k].Stamps = stamps[k]
 	}
 	return nil
 }
@@ -266,24 +284,24 @@ type SetFileError struct {
 
 func (e *SetFileError) Error() string { return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg) }
 
-func readSetFile(path string, add func(netip.Prefix), maxLines int) (int, error) {
+func readSetFile(path string, add func(netip.Prefix), maxLines int) (int, string, error) {
 	// O_NONBLOCK: open(2) of a FIFO with no writer returns at once
 	// instead of blocking apply, or the daemon's reload, for ever (fifo(7)).
 	// Anyone who can write the file's directory can put one there. It
 	// changes nothing for a regular file.
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return 0, fmt.Errorf("set file: %w", err)
+		return 0, "", fmt.Errorf("set file: %w", err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return 0, fmt.Errorf("set file: %w", err)
+		return 0, "", fmt.Errorf("set file: %w", err)
 	}
 	if !st.Mode().IsRegular() {
 		// A FIFO, a device (/dev/zero) or a directory is no list of
 		// addresses, and reading one may never end.
-		return 0, fmt.Errorf("set file %s is not a regular file but %s", path, fileKind(st.Mode()))
+		return 0, "", fmt.Errorf("set file %s is not a regular file but %s", path, fileKind(st.Mode()))
 	}
 	n, err := ParseSetFile(path, f, add, maxLines)
 	var le *SetFileError
@@ -293,7 +311,7 @@ func readSetFile(path string, add func(netip.Prefix), maxLines int) (int, error)
 		// /etc/shadow where a list was expected) keeps its lines.
 		le.Msg = "is not an address or a CIDR, or a comment (the line is not shown: the file is not readable by all)"
 	}
-	return n, err
+	return n, FileStamp(st), err
 }
 
 func fileKind(m os.FileMode) string {

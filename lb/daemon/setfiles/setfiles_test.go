@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"flowpin/lb/config"
 )
 
 // A file replaced by rename (as editors do) and a file written in place
@@ -97,5 +99,53 @@ func TestWatchSymlink(t *testing.T) {
 	case <-reloads:
 	case <-time.After(3 * Settle):
 		t.Errorf("the file the symlink points to changed: no reload")
+	}
+}
+
+// A file that changed after the config read it, but before this watch
+// began (during the reload that read it, which starts a new watcher and
+// stops the one that saw the first change), gives a reload; an unchanged
+// one does not.
+func TestWatchChangedBeforeWatch(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "office.txt")
+	if err := os.WriteFile(f, []byte("10.0.0.0/8\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := &config.Config{Sets: []config.Set{{Name: "office", Files: []string{f}}}}
+	if err := c.ReadSetFiles(); err != nil {
+		t.Fatal(err)
+	}
+	run := func() int {
+		reloads := make(chan struct{}, 10)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			_ = WatchSince(ctx, FilesOf(c), Stamps(c), func() error { reloads <- struct{}{}; return nil }, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		}()
+		got := 0
+		deadline := time.After(3 * Settle)
+		for {
+			select {
+			case <-reloads:
+				got++
+				continue
+			case <-deadline:
+			}
+			return got
+		}
+	}
+	if n := run(); n != 0 {
+		t.Errorf("unchanged since read: %d reloads", n)
+	}
+	tmp := f + ".new"
+	if err := os.WriteFile(tmp, []byte("10.1.0.0/16\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, f); err != nil {
+		t.Fatal(err)
+	}
+	if n := run(); n != 1 {
+		t.Errorf("replaced since read: %d reloads, want 1", n)
 	}
 }
