@@ -348,6 +348,13 @@ func TestSetsEndToEnd(t *testing.T) {
 	if _, err := dm2.stop(); err != nil {
 		t.Fatalf("daemon stop: %v", err)
 	}
+	// No daemon, a set file with a bad line: status still shows what the
+	// kernel holds (it reads no set file).
+	l.writeOffice(t, "10.0.0.300\n")
+	if out, err := flowpin(t, l.Router, "status", "-c", l.cfg); err != nil || !strings.Contains(out, "office") {
+		t.Errorf("status with a bad set file and no daemon: %v\n%s", err, out)
+	}
+	l.writeOffice(t, officeAddr2+"\n")
 
 	if out, err := flowpin(t, l.Router, "down"); err != nil {
 		t.Fatalf("down: %v\n%s", err, out)
