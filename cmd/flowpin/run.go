@@ -181,13 +181,14 @@ links, in the foreground.
 			}, load, log)
 			first := true
 			stopSetParts := func() {}
+			var resolver resolve.Keeper
 			sup.OnReady = func(d *daemon.Daemon) {
 				if first {
 					first = false
 					log.Info("running", "config", a.config, "links", len(d.Config.Links))
 				}
 				stopSetParts()
-				stopSetParts = startSetParts(ctx, d.Config, stamps(), sup, log)
+				stopSetParts = startSetParts(ctx, d.Config, stamps(), &resolver, sup, log)
 				_, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyReady)
 			}
 			// SIGHUP (systemctl reload) reloads the config; the outcome
@@ -265,22 +266,26 @@ links, in the foreground.
 
 // startSetParts starts the daemon's parts of the config's sets, each
 // config anew: the set file watcher and the resolver of resolve: true.
-func startSetParts(ctx context.Context, c *config.Config, stamps map[string]string, sup *daemon.Supervisor, log *slog.Logger) func() {
-	ctx, cancel := context.WithCancel(ctx)
+func startSetParts(runCtx context.Context, c *config.Config, stamps map[string]string, resolver *resolve.Keeper, sup *daemon.Supervisor, log *slog.Logger) func() {
+	ctx, cancel := context.WithCancel(runCtx)
 	go func() {
 		if err := setfiles.WatchSince(ctx, setfiles.FilesOf(c), stamps, sup.Reload, log); err != nil {
 			log.Error("set file watcher", "err", err)
 		}
 	}()
-	if sets := resolve.SetsOf(c); len(sets) > 0 {
+	// The resolver outlives a reload that keeps its sets (resolve.Keeper).
+	sets := resolve.SetsOf(c)
+	if len(sets) > 0 {
 		r, err := resolve.FromResolvConf("/etc/resolv.conf")
 		if err != nil {
 			log.Error("resolve: true sets stay empty", "err", err)
 		} else {
 			// A Conn of its own: Conn counts its writes unlocked.
-			go resolve.Run(ctx, sets, r, &nft.Conn{}, log, resolve.RealClock)
+			resolver.Keep(runCtx, sets, func(ctx context.Context) { resolve.Run(ctx, sets, r, &nft.Conn{}, log, resolve.RealClock) })
+			return cancel
 		}
 	}
+	resolver.Keep(runCtx, nil, nil)
 	return cancel
 }
 
