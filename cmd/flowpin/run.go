@@ -281,11 +281,11 @@ func startSetParts(runCtx context.Context, c *config.Config, stamps map[string]s
 			log.Error("resolve: true sets stay empty", "err", err)
 		} else {
 			// A Conn of its own: Conn counts its writes unlocked.
-			resolver.Keep(runCtx, sets, func(ctx context.Context) { resolve.Run(ctx, sets, r, &nft.Conn{}, log, resolve.RealClock) })
+			resolver.Keep(runCtx, sets, r.Servers, func(ctx context.Context) { resolve.Run(ctx, sets, r, &nft.Conn{}, log, resolve.RealClock) })
 			return cancel
 		}
 	}
-	resolver.Keep(runCtx, nil, nil)
+	resolver.Keep(runCtx, nil, nil, nil)
 	return cancel
 }
 

@@ -12,25 +12,26 @@ import (
 // reload loop, or a set file rewritten often (each change is a reload),
 // made a query storm of every name of every set.
 type Keeper struct {
-	mu     sync.Mutex
-	sets   []Set
-	cancel context.CancelFunc
+	mu      sync.Mutex
+	sets    []Set
+	servers []string
+	cancel  context.CancelFunc
 }
 
-// Keep runs start (a goroutine of its own) for sets, unless it runs for
-// equal sets already; a resolver for other sets is stopped first. No sets:
-// none runs. ctx is the daemon's, which outlives reloads.
-func (k *Keeper) Keep(ctx context.Context, sets []Set, start func(ctx context.Context)) {
+// Keep runs start (a goroutine of its own) for sets asking servers,
+// unless it runs for equal ones already; a resolver for others is stopped
+// first. No sets: none runs. ctx is the daemon's, which outlives reloads.
+func (k *Keeper) Keep(ctx context.Context, sets []Set, servers []string, start func(ctx context.Context)) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.cancel != nil && reflect.DeepEqual(k.sets, sets) {
+	if k.cancel != nil && reflect.DeepEqual(k.sets, sets) && reflect.DeepEqual(k.servers, servers) {
 		return
 	}
 	if k.cancel != nil {
 		k.cancel()
 		k.cancel = nil
 	}
-	k.sets = sets
+	k.sets, k.servers = sets, servers
 	if len(sets) == 0 {
 		return
 	}

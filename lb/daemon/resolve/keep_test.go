@@ -16,8 +16,9 @@ func TestKeeperAcrossReloads(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var k Keeper
+	servers := []string{"192.0.2.53:53"}
 	reload := func(sets []Set) {
-		k.Keep(ctx, sets, func(ctx context.Context) { Run(ctx, sets, r, w, quiet, RealClock) })
+		k.Keep(ctx, sets, servers, func(ctx context.Context) { Run(ctx, sets, r, w, quiet, RealClock) })
 	}
 	asked := func() []string {
 		time.Sleep(200 * time.Millisecond)
@@ -37,9 +38,15 @@ func TestKeeperAcrossReloads(t *testing.T) {
 	if got := asked(); len(got) != 3 || got[1] != "bank.example" || got[2] != "pay.example" {
 		t.Errorf("a changed set: asked %v, want both names once more", got)
 	}
+	// Other servers in resolv.conf: asked anew.
+	servers = []string{"198.51.100.53:53"}
+	reload([]Set{{Name: "bank", Domains: []string{"bank.example", "pay.example"}, Timeout: time.Hour}})
+	if got := asked(); len(got) != 5 {
+		t.Errorf("other servers: asked %v, want both names once more", got)
+	}
 	reload(nil)
 	reload(nil)
-	if got := asked(); len(got) != 3 {
+	if got := asked(); len(got) != 5 {
 		t.Errorf("no set: asked %v", got)
 	}
 }
