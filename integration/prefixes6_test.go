@@ -210,6 +210,16 @@ func TestPrefixes6(t *testing.T) {
 	}
 	p.checkStatus(t, true)
 	p.explain(t, cfg, "leaves by wan2 via 2001:db8:2::1 (link isp2) with source "+host1b, "translated 1:1 onto link isp2's "+prefix2)
+	// The delegation is withdrawn while isp1 is down (dhcpcd does that
+	// when the uplink loses its carrier); the hosts keep their addresses
+	// from it, so the prefix stays isp1's, translated.
+	p.delegate(t, true)
+	time.Sleep(2 * time.Second) // the route event's sync
+	srv.Reset()
+	if r := p.flows(t, d.LAN, host1a, target, srv, 10); r.Failed != 0 || r.PerSource[netip.MustParseAddr(host1b)] != 10 {
+		t.Errorf("isp1 down, its delegation withdrawn: from %s %d of 10 failed, far saw %v; want all as %s", host1a, r.Failed, r.PerSource, host1b)
+	}
+	p.delegate(t, false)
 	held1 := startLongLived(t, d.LAN, target, srv, 8, dialOpts{Src: host1a})
 	time.Sleep(300 * time.Millisecond)
 

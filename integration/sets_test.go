@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -313,6 +314,29 @@ func TestSetsEndToEnd(t *testing.T) {
 	})
 	l.wantAll(t, "a bad line changes nothing", officeAddr2, "isp1")
 	l.wantBalanced(t, "a bad line changes nothing", officeAddr)
+	// A FIFO in the file's place (whoever may write the directory can
+	// make one): open(2) blocked for ever, and the daemon's reload with
+	// it. Refused at once; the daemon goes on reloading and answering.
+	if err := os.Remove(l.office); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(l.office, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the FIFO's error", func() bool {
+		return strings.Contains(dm.logs(), l.office+" is not a regular file but a FIFO")
+	})
+	fifoStart := time.Now()
+	if out, err := flowpin(t, l.Router, "reload"); err == nil || !strings.Contains(out, "is not a regular file") {
+		t.Errorf("reload with a FIFO for a set file: %v\n%s", err, out)
+	}
+	t.Logf("reload refused the FIFO in %v", time.Since(fifoStart).Round(time.Millisecond))
+	l.wantAll(t, "a FIFO changes nothing", officeAddr2, "isp1")
+	l.writeOffice(t, officeAddr+"\n")
+	waitFor(t, 5*time.Second, "the watcher applies the file that replaced the FIFO", func() bool {
+		_, err := tryRun(l.Router, "nft", "get", "element", "inet", "flowpin", "set4_office", "{ "+officeAddr+" }")
+		return err == nil
+	})
 	l.writeOffice(t, officeAddr2+"\n")
 
 	if _, err := dm.stop(); err != nil {
@@ -324,6 +348,13 @@ func TestSetsEndToEnd(t *testing.T) {
 	if _, err := dm2.stop(); err != nil {
 		t.Fatalf("daemon stop: %v", err)
 	}
+	// No daemon, a set file with a bad line: status still shows what the
+	// kernel holds (it reads no set file).
+	l.writeOffice(t, "10.0.0.300\n")
+	if out, err := flowpin(t, l.Router, "status", "-c", l.cfg); err != nil || !strings.Contains(out, "office") {
+		t.Errorf("status with a bad set file and no daemon: %v\n%s", err, out)
+	}
+	l.writeOffice(t, officeAddr2+"\n")
 
 	if out, err := flowpin(t, l.Router, "down"); err != nil {
 		t.Fatalf("down: %v\n%s", err, out)

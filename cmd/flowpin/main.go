@@ -129,13 +129,6 @@ func (a *app) openWithConfig() (*kernel, *config.Config, error) {
 	return k, c, nil
 }
 
-// loadConfig loads the config and resolves it against the namespace
-// (config.Resolve, from the records in flowpin's table). Every command
-// that reads links' marks or tables uses the resolved config.
-func (a *app) loadConfig(k *kernel) (*config.Config, error) {
-	return config.LoadResolved(a.config, k.Kernel)
-}
-
 func (a *app) prepare() (*kernel, *plan.Desired, error) {
 	k, c, err := a.openWithConfig()
 	if err != nil {

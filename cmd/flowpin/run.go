@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -126,7 +127,24 @@ links, in the foreground.
 			defer ln.Close()
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			load := func() (*config.Config, error) { return config.LoadResolved(a.config, k.Kernel) }
+			// The stamps of the set files as the last Load read them: a
+			// set file watcher starts from them (startSetParts).
+			var readMu sync.Mutex
+			lastRead := setfiles.Stamps(c)
+			load := func() (*config.Config, error) {
+				c, err := config.LoadResolved(a.config, k.Kernel)
+				if err == nil {
+					readMu.Lock()
+					lastRead = setfiles.Stamps(c)
+					readMu.Unlock()
+				}
+				return c, err
+			}
+			stamps := func() map[string]string {
+				readMu.Lock()
+				defer readMu.Unlock()
+				return lastRead
+			}
 			ops, quotas, err := openStates(operatorState, quotaState, log)
 			if err != nil {
 				return err
@@ -163,13 +181,14 @@ links, in the foreground.
 			}, load, log)
 			first := true
 			stopSetParts := func() {}
+			var resolver resolve.Keeper
 			sup.OnReady = func(d *daemon.Daemon) {
 				if first {
 					first = false
 					log.Info("running", "config", a.config, "links", len(d.Config.Links))
 				}
 				stopSetParts()
-				stopSetParts = startSetParts(ctx, d.Config, sup, log)
+				stopSetParts = startSetParts(ctx, d.Config, stamps(), &resolver, sup, log)
 				_, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyReady)
 			}
 			// SIGHUP (systemctl reload) reloads the config; the outcome
@@ -247,22 +266,26 @@ links, in the foreground.
 
 // startSetParts starts the daemon's parts of the config's sets, each
 // config anew: the set file watcher and the resolver of resolve: true.
-func startSetParts(ctx context.Context, c *config.Config, sup *daemon.Supervisor, log *slog.Logger) func() {
-	ctx, cancel := context.WithCancel(ctx)
+func startSetParts(runCtx context.Context, c *config.Config, stamps map[string]string, resolver *resolve.Keeper, sup *daemon.Supervisor, log *slog.Logger) func() {
+	ctx, cancel := context.WithCancel(runCtx)
 	go func() {
-		if err := setfiles.Watch(ctx, setfiles.FilesOf(c), sup.Reload, log); err != nil {
+		if err := setfiles.WatchSince(ctx, setfiles.FilesOf(c), stamps, sup.Reload, log); err != nil {
 			log.Error("set file watcher", "err", err)
 		}
 	}()
-	if sets := resolve.SetsOf(c); len(sets) > 0 {
+	// The resolver outlives a reload that keeps its sets (resolve.Keeper).
+	sets := resolve.SetsOf(c)
+	if len(sets) > 0 {
 		r, err := resolve.FromResolvConf("/etc/resolv.conf")
 		if err != nil {
 			log.Error("resolve: true sets stay empty", "err", err)
 		} else {
 			// A Conn of its own: Conn counts its writes unlocked.
-			go resolve.Run(ctx, sets, r, &nft.Conn{}, log, resolve.RealClock)
+			resolver.Keep(runCtx, sets, r.Servers, func(ctx context.Context) { resolve.Run(ctx, sets, r, &nft.Conn{}, log, resolve.RealClock) })
+			return cancel
 		}
 	}
+	resolver.Keep(runCtx, nil, nil, nil)
 	return cancel
 }
 

@@ -160,7 +160,14 @@ Exits non-zero when flowpin was never applied in this network namespace.`,
 			if _, err := status.ReadApplied(k.routes, k.nft); err != nil {
 				return err
 			}
-			c, err := a.loadConfig(k)
+			// Without the set files: status shows what the kernel holds,
+			// and counts the sets' elements there. A set file with a bad
+			// line (or none where it should be) is when the operator most
+			// needs to see what is applied.
+			c, err := config.LoadWithoutSetFiles(a.config)
+			if err == nil {
+				c, err = config.Resolve(c, k.Kernel)
+			}
 			if err != nil {
 				return err
 			}

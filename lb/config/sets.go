@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -33,6 +34,21 @@ type Set struct {
 	// Elems are Addresses and then the files' contents, as written (the
 	// planner merges them); nil until ReadSetFiles, and for a domain set.
 	Elems []netip.Prefix
+	// Stamps say what each of Files was when ReadSetFiles read it
+	// (FileStamp), so the daemon's watcher, which starts after the read,
+	// sees a change made in between.
+	Stamps []string
+}
+
+// FileStamp names a file's version: its inode and device, size, and
+// modification and change times. A file replaced by rename has another
+// inode; one written in place another ctime, which no tool can set back.
+func FileStamp(fi os.FileInfo) string {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Sprintf("%d/%d", fi.Size(), fi.ModTime().UnixNano())
+	}
+	return fmt.Sprintf("%d/%d/%d/%d.%d/%d.%d", st.Dev, st.Ino, st.Size, st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec)
 }
 
 // Domain says whether a resolver fills the set.
@@ -51,9 +67,11 @@ const (
 	// link. An hour outlives the TTLs of nearly every name.
 	MinSetTimeout = time.Hour
 	MaxSetTimeout = 7 * 24 * time.Hour
-	// MaxSetLines bounds what the files of one set may hold: a country's
-	// list is tens of thousands of lines, the whole IPv4 routing table a
-	// million.
+	// MaxSetLines bounds what the files of all sets together may hold: a
+	// country's list is tens of thousands of lines, the whole IPv4
+	// routing table a million. 2M ranges take some 54 s and 2.6 GiB to
+	// apply (measured on a shared 2-core machine); a bound per set let
+	// MaxSets times that pass.
 	MaxSetLines = 2_000_000
 )
 
@@ -140,6 +158,13 @@ func (c *Config) fillSet(k int, rs *rawSet, domains map[string]string) (Set, err
 			if v := *rs.Timeout; v <= 0 || v > MaxSetTimeout {
 				return s, c.FieldError(at("timeout"), "%v is out of range (up to %v)", v, MaxSetTimeout)
 			}
+			if v := *rs.Timeout; v%time.Second != 0 {
+				// The kernel holds a set's timeout in jiffies and reads it
+				// back rounded to them: a set whose timeout never reads
+				// back as written is made anew, elements carried over, on
+				// every apply and every drift check.
+				return s, c.FieldError(at("timeout"), "%v is not a whole number of seconds", v)
+			}
 			s.Timeout = max(*rs.Timeout, MinSetTimeout)
 		}
 	}
@@ -173,6 +198,11 @@ func NormalizeDomain(d string) (string, error) {
 		return "", errors.New("is not a domain name")
 	case len(name) > 253:
 		return "", errors.New("is longer than 253 characters")
+	}
+	if _, err := netip.ParseAddr(name); err == nil {
+		// Its digits pass for labels, but no resolver answers for it:
+		// the set would stay empty without a word.
+		return "", errors.New("is an address, not a domain name: list addresses in a set of their own (addresses:)")
 	}
 	for _, label := range strings.Split(name, ".") {
 		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
@@ -208,19 +238,21 @@ func (c *Config) checkSetRef(field, name string) error {
 // and the value; c is then unchanged.
 func (c *Config) ReadSetFiles() error {
 	elems := make([][]netip.Prefix, len(c.Sets))
+	stamps := make([][]string, len(c.Sets))
+	lines := 0
 	for k, s := range c.Sets {
 		if s.Domain() {
 			continue
 		}
 		ps := slices.Clone(s.Addresses)
 		add := func(p netip.Prefix) { ps = append(ps, p) }
-		lines := 0
 		for j, f := range s.Files {
-			n, err := readSetFile(f, add, MaxSetLines-lines)
+			n, stamp, err := readSetFile(f, add, MaxSetLines-lines)
 			if err != nil {
 				return c.setFileError(k, j, err)
 			}
 			lines += n
+			stamps[k] = append(stamps[k], stamp)
 		}
 		if ps == nil {
 			ps = []netip.Prefix{}
@@ -229,6 +261,7 @@ func (c *Config) ReadSetFiles() error {
 	}
 	for k := range c.Sets {
 		c.Sets[k].Elems = elems[k]
+		c.Sets[k].Stamps = stamps[k]
 	}
 	return nil
 }
@@ -247,18 +280,61 @@ type SetFileError struct {
 	File string
 	Line int
 	Msg  string
+	// quoted: Msg shows the line.
+	quoted bool
 }
 
 func (e *SetFileError) Error() string { return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg) }
 
-func readSetFile(path string, add func(netip.Prefix), maxLines int) (int, error) {
-	f, err := os.Open(path)
+func readSetFile(path string, add func(netip.Prefix), maxLines int) (int, string, error) {
+	// O_NONBLOCK: open(2) of a FIFO with no writer returns at once
+	// instead of blocking apply, or the daemon's reload, for ever (fifo(7)).
+	// Anyone who can write the file's directory can put one there. It
+	// changes nothing for a regular file.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return 0, fmt.Errorf("set file: %w", err)
+		return 0, "", fmt.Errorf("set file: %w", err)
 	}
 	defer f.Close()
-	return ParseSetFile(path, f, add, maxLines)
+	st, err := f.Stat()
+	if err != nil {
+		return 0, "", fmt.Errorf("set file: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		// A FIFO, a device (/dev/zero) or a directory is no list of
+		// addresses, and reading one may never end.
+		return 0, "", fmt.Errorf("set file %s is not a regular file but %s", path, fileKind(st.Mode()))
+	}
+	n, err := ParseSetFile(path, f, add, maxLines)
+	var le *SetFileError
+	if st.Mode().Perm()&0o004 == 0 && errors.As(err, &le) && le.quoted {
+		// Root reads the file; the error reaches the log and whoever may
+		// reload the daemon. A file not everyone may read (a symlink to
+		// /etc/shadow where a list was expected) keeps its lines.
+		le.Msg = "is not an address or a CIDR, or a comment (the line is not shown: the file is not readable by all)"
+	}
+	return n, FileStamp(st), err
 }
+
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	}
+	return "of mode " + m.Type().String()
+}
+
+// MaxSetFileBytes bounds what is read of one set file, comments and blank
+// lines included: a file that grows for ever (a log written to the wrong
+// path) must not hold apply or a reload. The largest list there is, the
+// whole routing table with comments, is a tenth of it.
+const MaxSetFileBytes = 256 << 20
 
 // maxSetLine: no address or CIDR with a comment is longer; a longer line
 // is not a list of addresses (a binary file, or the wrong file).
@@ -268,10 +344,14 @@ const maxSetLine = 4096
 // '#' starts a comment; blank lines are skipped. It reads at most
 // maxLines lines that hold an address. It returns how many it read.
 func ParseSetFile(name string, r io.Reader, add func(netip.Prefix), maxLines int) (int, error) {
-	sc := bufio.NewScanner(r)
+	lr := &io.LimitedReader{R: r, N: MaxSetFileBytes + 1}
+	sc := bufio.NewScanner(lr)
 	sc.Buffer(make([]byte, 0, 512), maxSetLine)
 	n, count := 0, 0
 	for sc.Scan() {
+		if lr.N <= 0 {
+			return count, &SetFileError{File: name, Line: n + 1, Msg: fmt.Sprintf("the file is larger than %d MiB: not a list of addresses", MaxSetFileBytes>>20)}
+		}
 		n++
 		line := sc.Text()
 		if i := strings.IndexByte(line, '#'); i >= 0 {
@@ -283,10 +363,10 @@ func ParseSetFile(name string, r io.Reader, add func(netip.Prefix), maxLines int
 		}
 		p, msg := parseSetEntry(line)
 		if msg != "" {
-			return count, &SetFileError{File: name, Line: n, Msg: msg}
+			return count, &SetFileError{File: name, Line: n, Msg: msg, quoted: true}
 		}
 		if count++; count > maxLines {
-			return count, &SetFileError{File: name, Line: n, Msg: fmt.Sprintf("more than %d addresses in the set's files", MaxSetLines)}
+			return count, &SetFileError{File: name, Line: n, Msg: fmt.Sprintf("more than %d addresses in the sets' files", MaxSetLines)}
 		}
 		add(p)
 	}

@@ -63,6 +63,13 @@ func TestSetErrors(t *testing.T) {
 		{"both", "sets: [{name: a, domains: [a.example], files: [x]}]", "sets[0].domains: set \"a\" has both"},
 		{"resolve files", "sets: [{name: a, resolve: true, files: [x]}]", "sets[0].resolve: only a set with domains"},
 		{"timeout files", "sets: [{name: a, timeout: 2h, files: [x]}]", "sets[0].timeout: only a domain set"},
+		// The kernel keeps a set's timeout in jiffies and gives it back
+		// rounded: a fraction of a second made every apply and every
+		// drift check find the set changed and make it anew.
+		// An address among the domains matches no name a resolver sees:
+		// its set would stay empty without a word.
+		{"address domain", "sets: [{name: a, domains: [192.0.2.10]}]", `sets[0].domains[0]: "192.0.2.10" is an address, not a domain name`},
+		{"timeout fraction", "sets: [{name: a, timeout: 3600.003s, domains: [a.example]}]", "sets[0].timeout: 1h0m0.003s is not a whole number of seconds"},
 		{"timeout big", "sets: [{name: a, timeout: 200h, domains: [a.example]}]", "sets[0].timeout: 200h0m0s is out of range"},
 		{"wildcard", "sets: [{name: a, domains: ['*.a.example']}]", `sets[0].domains[0]: "*.a.example" is a wildcard: write "a.example"`},
 		{"bad domain", "sets: [{name: a, domains: ['a..example']}]", `sets[0].domains[0]: "a..example" is not a domain name`},

@@ -165,6 +165,9 @@ type Daemon struct {
 	keep *keep.Flows
 	// applied is the plan last applied.
 	applied *plan.Desired
+	// held6: the prefixes the prefixes6: auto link had in that plan
+	// (prefixes6.go).
+	held6 held6
 	// tiers follows the policies' active tiers (failback).
 	tiers Failback
 
@@ -657,7 +660,7 @@ func (d *Daemon) adopt() error {
 func (d *Daemon) sync(why string) error {
 	start := d.deps.Clock.Now()
 	auto := d.leaseDNS()
-	des, err := d.deps.Applier.PrepareWith(d.Config, plan.Options{Down: d.failOpen(false), Down6: d.failOpen(true), MissingOK: true, DNS: auto})
+	des, err := d.deps.Applier.PrepareWith(d.Config, plan.Options{Down: d.failOpen(false), Down6: d.failOpen(true), MissingOK: true, DNS: auto, Held6: d.heldPrefixes6()})
 	if err != nil {
 		d.metrics.syncFailed()
 		return err
@@ -688,6 +691,7 @@ func (d *Daemon) sync(why string) error {
 	}
 	d.applied = des
 	d.followRole(des)
+	d.held6 = heldOf(d.Config, des)
 	d.settleFlows()
 	d.failback(des)
 	d.onDemandLinks()

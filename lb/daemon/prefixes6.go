@@ -2,9 +2,11 @@ package daemon
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
+	"flowpin/lb/config"
 	"flowpin/lb/plan"
 )
 
@@ -47,4 +49,42 @@ func prefixChanges(old, cur *plan.Desired) []string {
 		}
 	}
 	return out
+}
+
+// held6 are the prefixes the link with prefixes6: auto had in the plan
+// last applied. While that link is down they stay its own, translated,
+// even when the kernel no longer holds their delegation (plan.Options.Held6).
+type held6 struct {
+	link     string
+	prefixes []netip.Prefix
+}
+
+// heldOf is what the link with prefixes6: auto has in des.
+func heldOf(c *config.Config, des *plan.Desired) held6 {
+	i := slices.IndexFunc(c.Links, func(l config.Link) bool { return l.Prefixes6Auto })
+	if i < 0 {
+		return held6{}
+	}
+	h := held6{link: c.Links[i].Name}
+	for _, p := range des.Prefixes6 {
+		if p.Auto {
+			h.prefixes = append(h.prefixes, p.Prefix)
+		}
+	}
+	return h
+}
+
+// heldPrefixes6 are the prefixes held for the auto link: this daemon's
+// own once it has applied a plan, else those its predecessor held before
+// a reload, for the same link.
+func (d *Daemon) heldPrefixes6() []netip.Prefix {
+	h := d.held6
+	if d.applied == nil && d.inherit != nil {
+		h = d.inherit.held6
+	}
+	i := slices.IndexFunc(d.Config.Links, func(l config.Link) bool { return l.Prefixes6Auto })
+	if i < 0 || h.link != d.Config.Links[i].Name {
+		return nil
+	}
+	return h.prefixes
 }

@@ -239,13 +239,14 @@ type handover struct {
 	trackers map[string]*health.Tracker
 	keep     *keep.Flows
 	hooks    []hooks.Change
+	held6    held6
 }
 
 // handOver is what the daemon that follows this one inherits; only after
 // its Run has ended.
 func (d *Daemon) handOver() *handover {
 	return &handover{
-		trackers: d.board.Trackers(), keep: d.keep.Clone(), hooks: d.pendingHooks.List(),
+		trackers: d.board.Trackers(), keep: d.keep.Clone(), hooks: d.pendingHooks.List(), held6: d.held6,
 	}
 }
 

@@ -251,6 +251,11 @@ type Options struct {
 	// DNS are the servers of the links with dns: auto, by link name, as
 	// the daemon read them from the leases (dns.go).
 	DNS map[string][]netip.Addr
+	// Held6 are the prefixes the link with prefixes6: auto had when the
+	// daemon last planned it: while the link is down, they are its own
+	// whether the kernel still holds their delegation or not
+	// (planPrefixes6).
+	Held6 []netip.Prefix
 }
 
 // With is Plan with the daemon's options.
@@ -351,7 +356,7 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 	d.Routing = routing(c, d, ifaces)
 	routing6(c, d, &d.Routing)
 	d.Routing.Routes = append(d.Routing.Routes, dnsRoutes(c, d, o)...)
-	if err := planPrefixes6(c, d, ifaces); err != nil {
+	if err := planPrefixes6(c, d, ifaces, o.Held6); err != nil {
 		return nil, err
 	}
 	prefixRules(c, d, &d.Routing)

@@ -54,10 +54,10 @@ type Prefix6Map struct {
 }
 
 // planPrefixes6 works out every link's prefixes (given, or delegated
-// ones for auto) and, for the links not taking IPv6 flows, their
-// translations. It runs after the policies, whose IPv6 multipath links
+// ones for auto, with those it held before while it is down) and, for the
+// links not taking IPv6 flows, their translations. It runs after the policies, whose IPv6 multipath links
 // are those the translated flows can leave by.
-func planPrefixes6(c *config.Config, d *Desired, ifaces map[string]rules.Iface) error {
+func planPrefixes6(c *config.Config, d *Desired, ifaces map[string]rules.Iface, held []netip.Prefix) error {
 	var given []netip.Prefix
 	for _, l := range c.Links {
 		given = append(given, l.Prefixes6...)
@@ -96,7 +96,22 @@ func planPrefixes6(c *config.Config, d *Desired, ifaces map[string]rules.Iface) 
 	own := make([][]netip.Prefix, len(d.Links))
 	for i, l := range c.Links {
 		if l.Prefixes6Auto {
-			for _, p := range delegated {
+			found := delegated
+			if !d.Links[i].V6.InRoute {
+				// A DHCPv6-PD client may withdraw its delegation when the
+				// uplink fails (dhcpcd on carrier loss), while the LAN's
+				// hosts keep the addresses they took from it: those are
+				// the flows the translation is for. While the link is
+				// down, what it had stays its own.
+				found = slices.Clone(delegated)
+				for _, p := range held {
+					if !slices.Contains(found, p) {
+						found = append(found, p)
+					}
+				}
+				slices.SortFunc(found, netip.Prefix.Compare)
+			}
+			for _, p := range found {
 				if why := config.CheckPrefix6(p); why != "" {
 					d.Warnings = append(d.Warnings, fmt.Sprintf("link %s: prefixes6: auto leaves out delegated %s, which %s", l.Name, p, why))
 					continue
@@ -107,6 +122,22 @@ func planPrefixes6(c *config.Config, d *Desired, ifaces map[string]rules.Iface) 
 				}
 				if slices.ContainsFunc(given, p.Overlaps) {
 					d.Warnings = append(d.Warnings, fmt.Sprintf("link %s: prefixes6: auto leaves out delegated %s: it overlaps another link's prefixes6", l.Name, p))
+					continue
+				}
+				// The kernel's routes are not bounded by the config's
+				// checks: the same bounds as for a list given by hand.
+				if len(own[i]) >= config.MaxPrefixes6 {
+					d.Warnings = append(d.Warnings, fmt.Sprintf("link %s: prefixes6: auto leaves out delegated %s: it takes at most %d prefixes", l.Name, p, config.MaxPrefixes6))
+					continue
+				}
+				lists := [][]netip.Prefix{append(slices.Clone(own[i]), p)}
+				for j, o := range c.Links {
+					if j != i {
+						lists = append(lists, o.Prefixes6)
+					}
+				}
+				if n := config.Translate6Bound(lists); n > config.MaxTranslate6 {
+					d.Warnings = append(d.Warnings, fmt.Sprintf("link %s: prefixes6: auto leaves out delegated %s: with it, links down would need %d translation rules, more than %d", l.Name, p, n, config.MaxTranslate6))
 					continue
 				}
 				own[i] = append(own[i], p)

@@ -3,6 +3,7 @@ package plan
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,5 +72,58 @@ func TestMatchSets(t *testing.T) {
 		if i != tc.want || (unsure != "") != tc.unsure {
 			t.Errorf("%+v: rule %d (%q), want %d", tc.f, i, unsure, tc.want)
 		}
+	}
+}
+
+// A config path with a line break (odd, but a valid file name) stays in
+// the comment: the output is read by dnsmasq as config, where a second
+// line would be a directive of its own.
+func TestDnsmasqLinesOddPath(t *testing.T) {
+	c := &config.Config{Path: "/tmp/x\nserver=/bank.example/203.0.113.66\n/f.yaml", Sets: []config.Set{
+		{Name: "video", Domains: []string{"video.example"}, Timeout: time.Hour},
+	}}
+	for _, l := range DnsmasqLines(c) {
+		if strings.Contains(l, "\n") || strings.Contains(l, "\r") {
+			t.Errorf("line %q holds a line break", l)
+		}
+	}
+}
+
+// dnsmasq 2.90 refuses a config line longer than 1024 characters ("bad
+// option"), and then does not start at all: the LAN's DNS is down. A set
+// with many domains (up to 1024 of 253 characters) is split over several
+// nftset= lines of the same sets, each within that.
+func TestDnsmasqLinesLong(t *testing.T) {
+	var ds []string
+	for i := range 300 {
+		ds = append(ds, fmt.Sprintf("name%d.%s.example", i, strings.Repeat("x", 40)))
+	}
+	ds = append(ds, strings.Repeat("a", 63)+"."+strings.Repeat("b", 63)+"."+strings.Repeat("c", 63)+"."+strings.Repeat("d", 61))
+	name := strings.Repeat("v", config.MaxSetName)
+	c := &config.Config{Path: "/etc/flowpin/flowpin.yaml", Sets: []config.Set{{Name: name, Domains: ds, Timeout: time.Hour}}}
+	seen := map[string]int{}
+	tail := "/4#inet#flowpin#set4_" + name + ",6#inet#flowpin#set6_" + name
+	for _, l := range DnsmasqLines(c) {
+		if len(l) > 1024 {
+			t.Errorf("a line of %d characters: %.60s...", len(l), l)
+		}
+		if !strings.HasPrefix(l, "nftset=/") {
+			continue
+		}
+		if !strings.HasSuffix(l, tail) {
+			t.Errorf("line %.60s... does not end with the sets", l)
+			continue
+		}
+		for _, d := range strings.Split(strings.TrimSuffix(strings.TrimPrefix(l, "nftset=/"), tail), "/") {
+			seen[d]++
+		}
+	}
+	for _, d := range ds {
+		if seen[d] != 1 {
+			t.Errorf("%s in %d lines, want 1", d, seen[d])
+		}
+	}
+	if len(seen) != len(ds) {
+		t.Errorf("%d names in the lines, want %d", len(seen), len(ds))
 	}
 }

@@ -8,6 +8,7 @@ package setfiles
 import (
 	"context"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"time"
@@ -27,6 +28,35 @@ const Settle = 300 * time.Millisecond
 // editors and downloaders write a new file and rename it over the old one,
 // which a watch on the old file's inode would never see.
 func Watch(ctx context.Context, files []string, reload func() error, log *slog.Logger) error {
+	return watch(ctx, files, nil, reload, log)
+}
+
+// WatchSince is Watch, for files last read as stamps says (Stamps): a
+// file that is no longer what was read once the watch is set up gives a
+// reload too. The daemon starts a watcher for each config it runs, after
+// the reload that read the files, and stops the one before: a change made
+// during that reload is seen by no watcher's events. Stamps should be of
+// the last read, whichever config it was for: a config that was read but
+// failed to apply (the daemon went back to the one before) read the files
+// as they are, and a reload for it again would fail again.
+func WatchSince(ctx context.Context, files []string, stamps map[string]string, reload func() error, log *slog.Logger) error {
+	return watch(ctx, files, stamps, reload, log)
+}
+
+// Stamps are the stamps of c's set files as Load read them.
+func Stamps(c *config.Config) map[string]string {
+	out := map[string]string{}
+	for _, s := range c.Sets {
+		for j, f := range s.Files {
+			if j < len(s.Stamps) {
+				out[f] = s.Stamps[j]
+			}
+		}
+	}
+	return out
+}
+
+func watch(ctx context.Context, files []string, stamps map[string]string, reload func() error, log *slog.Logger) error {
 	if len(files) == 0 {
 		return nil
 	}
@@ -35,6 +65,15 @@ func Watch(ctx context.Context, files []string, reload func() error, log *slog.L
 		return err
 	}
 	defer w.Close()
+	// A symlinked file (a list an updater keeps elsewhere) changes where
+	// it points to: that file and its directory are watched too. A
+	// reload starts a new watcher, which follows a symlink that moved.
+	files = slices.Clone(files)
+	for _, f := range files {
+		if t, err := filepath.EvalSymlinks(f); err == nil && t != f && !slices.Contains(files, t) {
+			files = append(files, t)
+		}
+	}
 	var dirs []string
 	for _, f := range files {
 		if d := filepath.Dir(f); !slices.Contains(dirs, d) {
@@ -45,6 +84,11 @@ func Watch(ctx context.Context, files []string, reload func() error, log *slog.L
 		}
 	}
 	var timer <-chan time.Time
+	for f, was := range stamps {
+		if fi, err := os.Stat(f); err != nil || config.FileStamp(fi) != was {
+			timer = time.After(Settle)
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
