@@ -23,12 +23,19 @@ help: ## list the targets
 build: ## build bin/flowpin
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/flowpin
 
+# Debian's keepalived and conntrackd packages start host services when
+# installed; the tests and the demo run their own, in namespaces. So while
+# apt-get runs, a policy-rc.d (invoke-rc.d's hook, see policy-rc.d(8))
+# says no to every service start, unless the host has its own.
 deps: ## install the Debian tools the tests and the demo need (root)
 	@missing=""; for t in nft:nftables conntrack:conntrack socat:socat sysctl:procps trafgen:netsniff-ng dnsmasq:dnsmasq-base keepalived:keepalived conntrackd:conntrackd; do \
 		command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		norc=; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && norc=1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; rc=$$?; \
+		if [ -n "$$norc" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+		exit $$rc; \
 	fi
 	$(GO) mod download
 

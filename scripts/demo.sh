@@ -667,5 +667,6 @@ source "$here/demo_prefixes6.sh"
 # shellcheck source=scripts/demo_sets.sh
 source "$here/demo_sets.sh"
 
-. "$(dirname "$(realpath "$0")")/demo_ha.sh"
+# shellcheck source=scripts/demo_ha.sh
+source "$here/demo_ha.sh"
 heading "Done (namespaces $P-* are removed on exit)"
