@@ -4,7 +4,9 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -44,6 +46,9 @@ func TestDemo(t *testing.T) {
 	}
 	if ns, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(ns), prefix+"-") {
 		t.Errorf("the demo left namespaces:\n%s", ns)
+	}
+	if left := demoProcesses("DEMO_NS=" + prefix); len(left) > 0 {
+		t.Errorf("the demo left processes running (a namespace whose name is gone lives on in them):\n%s", strings.Join(left, "\n"))
 	}
 	section := func(heading string) string {
 		i := strings.Index(text, "==> "+heading)
@@ -119,4 +124,23 @@ func TestDemo(t *testing.T) {
 	if !strings.Contains(text, "==> Done") {
 		t.Error("the demo did not reach its end")
 	}
+}
+
+// demoProcesses lists the live processes whose environment has env: every
+// process the demo starts inherits it, ip netns exec included.
+func demoProcesses(env string) []string {
+	var out []string
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, "environ"))
+		if err != nil || !slices.Contains(strings.Split(string(b), "\x00"), env) {
+			continue
+		}
+		if st, _ := os.ReadFile(filepath.Join(d, "stat")); strings.Contains(string(st), ") Z ") {
+			continue // a zombie, its parent's to reap
+		}
+		cmd, _ := os.ReadFile(filepath.Join(d, "cmdline"))
+		out = append(out, filepath.Base(d)+": "+strings.ReplaceAll(string(cmd), "\x00", " "))
+	}
+	return out
 }

@@ -16,7 +16,7 @@ no-resolv
 no-hosts
 host-record=video.example,$SERVICE
 EOF
-nsx "$FAR" dnsmasq --keep-in-foreground --conf-file="$WORK/upstream.conf" --pid-file="$WORK/upstream.pid" --user=root --log-facility=- 2>/dev/null &
+ip netns exec "$FAR" dnsmasq --keep-in-foreground --conf-file="$WORK/upstream.conf" --pid-file="$WORK/upstream.pid" --user=root --log-facility=- 2>/dev/null &
 LISTENER_PID+=" $!"
 cat >"$WORK/sets.yaml" <<EOF
 links:
@@ -33,7 +33,7 @@ nsx "$ROUTER" "$BIN" apply -c "$WORK/sets.yaml"
 echo "--- flowpin dnsmasq: the lines dnsmasq needs"
 nsx "$ROUTER" "$BIN" dnsmasq -c "$WORK/sets.yaml" | tee "$WORK/flowpin-dnsmasq.conf"
 printf 'listen-address=10.77.0.1\nbind-interfaces\nno-resolv\nno-hosts\nserver=203.0.113.53\nconf-file=%s\n' "$WORK/flowpin-dnsmasq.conf" >"$WORK/router-dnsmasq.conf"
-nsx "$ROUTER" dnsmasq --keep-in-foreground --conf-file="$WORK/router-dnsmasq.conf" --pid-file="$WORK/router-dnsmasq.pid" --user=root --log-facility=- 2>/dev/null &
+ip netns exec "$ROUTER" dnsmasq --keep-in-foreground --conf-file="$WORK/router-dnsmasq.conf" --pid-file="$WORK/router-dnsmasq.pid" --user=root --log-facility=- 2>/dev/null &
 LISTENER_PID+=" $!"
 # lookup NAME: an A query from the LAN to the router's dnsmasq (perl: no
 # dig on a bare machine).
