@@ -287,24 +287,15 @@ type SetFileError struct {
 func (e *SetFileError) Error() string { return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg) }
 
 func readSetFile(path string, add func(netip.Prefix), maxLines int) (int, string, error) {
-	// O_NONBLOCK: open(2) of a FIFO with no writer returns at once
-	// instead of blocking apply, or the daemon's reload, for ever (fifo(7)).
-	// Anyone who can write the file's directory can put one there. It
-	// changes nothing for a regular file.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, st, err := OpenRegular(path)
 	if err != nil {
+		var nr *NotRegularError
+		if errors.As(err, &nr) {
+			return 0, "", fmt.Errorf("set file %w", err)
+		}
 		return 0, "", fmt.Errorf("set file: %w", err)
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return 0, "", fmt.Errorf("set file: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		// A FIFO, a device (/dev/zero) or a directory is no list of
-		// addresses, and reading one may never end.
-		return 0, "", fmt.Errorf("set file %s is not a regular file but %s", path, fileKind(st.Mode()))
-	}
 	n, err := ParseSetFile(path, f, add, maxLines)
 	var le *SetFileError
 	if st.Mode().Perm()&0o004 == 0 && errors.As(err, &le) && le.quoted {
@@ -314,20 +305,6 @@ func readSetFile(path string, add func(netip.Prefix), maxLines int) (int, string
 		le.Msg = "is not an address or a CIDR, or a comment (the line is not shown: the file is not readable by all)"
 	}
 	return n, FileStamp(st), err
-}
-
-func fileKind(m os.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "a directory"
-	case m&os.ModeNamedPipe != 0:
-		return "a FIFO"
-	case m&os.ModeSocket != 0:
-		return "a socket"
-	case m&os.ModeDevice != 0:
-		return "a device"
-	}
-	return "of mode " + m.Type().String()
 }
 
 // MaxSetFileBytes bounds what is read of one set file, comments and blank

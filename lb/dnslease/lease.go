@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"flowpin/lb/config"
 )
@@ -102,21 +101,11 @@ func ReadLease(paths []string) ([]netip.Addr, string, error) {
 }
 
 func readTail(path string) ([]byte, error) {
-	// O_NONBLOCK: opening a FIFO to read would wait for a writer, and the
-	// daemon's loop with it; it is refused below as not a regular file.
-	// A regular file ignores the flag.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, fi, err := config.OpenRegular(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
 	off := max(fi.Size()-maxLease, 0)
 	buf := make([]byte, fi.Size()-off)
 	n, err := f.ReadAt(buf, off)

@@ -15,6 +15,8 @@ import (
 	"syscall"
 
 	"github.com/google/renameio/v2"
+
+	"flowpin/lb/config"
 )
 
 // MaxSize is the largest state file read: far more than the links of a
@@ -29,19 +31,13 @@ var euid = os.Geteuid
 // user, that its group or others may write, or that is larger than
 // MaxSize. A missing file is an error that matches os.ErrNotExist.
 func Read(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, fi, err := config.OpenRegular(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	switch {
-	case !fi.Mode().IsRegular():
-		return nil, errors.New("not a regular file")
 	case !ok:
 		return nil, errors.New("no owner to check")
 	case int(st.Uid) != euid():
