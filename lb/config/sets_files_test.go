@@ -115,9 +115,8 @@ func TestSetFilePrivateLinesNotShown(t *testing.T) {
 	}
 }
 
-// MaxSetLines bounds the files of all sets together: 2M ranges took 54 s
-// and 2.6 GiB to apply here, and MaxSets sets of 2M lines each, which
-// each passed, would need some 170 GiB.
+// MaxSetLines bounds the files of all sets together: a bound per set let
+// MaxSets times it pass (at 2M a set, some 170 GiB to apply).
 func TestSetFilesBoundTogether(t *testing.T) {
 	dir := t.TempDir()
 	half := strings.Repeat("10.0.0.1\n", MaxSetLines/2+1)
