@@ -160,10 +160,12 @@ nsx "$FAR" nft -f - <<-EOF
 		counter other {}
 		chain in {
 			type filter hook input priority 0;
-			tcp dport $PORT ct state new ip saddr 192.0.2.2 counter name "via_isp1"
-			tcp dport $PORT ct state new ip saddr 198.51.100.2 counter name "via_isp2"
-			tcp dport $PORT ct state new ip saddr 198.51.100.7 counter name "via_isp2_session2"
-			tcp dport $PORT ct state new ip saddr != { 192.0.2.2, 198.51.100.2, 198.51.100.7 } counter name "other"
+			# one count per connection: a retransmitted SYN is new too
+			tcp dport $PORT ct mark 0x1 return
+			tcp dport $PORT ct state new ip saddr 192.0.2.2 counter name "via_isp1" ct mark set 0x1
+			tcp dport $PORT ct state new ip saddr 198.51.100.2 counter name "via_isp2" ct mark set 0x1
+			tcp dport $PORT ct state new ip saddr 198.51.100.7 counter name "via_isp2_session2" ct mark set 0x1
+			tcp dport $PORT ct state new ip saddr != { 192.0.2.2, 198.51.100.2, 198.51.100.7 } counter name "other" ct mark set 0x1
 		}
 	}
 	table ip6 demo {
@@ -172,9 +174,11 @@ nsx "$FAR" nft -f - <<-EOF
 		counter other {}
 		chain in {
 			type filter hook input priority 0;
-			tcp dport $PORT ct state new ip6 saddr 2001:db8:1::2 counter name "via_isp1"
-			tcp dport $PORT ct state new ip6 saddr 2001:db8:2::2 counter name "via_isp2"
-			tcp dport $PORT ct state new ip6 saddr != { 2001:db8:1::2, 2001:db8:2::2 } counter name "other"
+			# one count per connection: a retransmitted SYN is new too
+			tcp dport $PORT ct mark 0x1 return
+			tcp dport $PORT ct state new ip6 saddr 2001:db8:1::2 counter name "via_isp1" ct mark set 0x1
+			tcp dport $PORT ct state new ip6 saddr 2001:db8:2::2 counter name "via_isp2" ct mark set 0x1
+			tcp dport $PORT ct state new ip6 saddr != { 2001:db8:1::2, 2001:db8:2::2 } counter name "other" ct mark set 0x1
 		}
 	}
 EOF

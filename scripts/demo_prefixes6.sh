@@ -55,9 +55,11 @@ nsx "$P6FAR" nft -f - <<-EOF
 		counter other {}
 		chain in {
 			type filter hook input priority 0;
-			tcp dport $PORT ct state new ip6 saddr $H1 counter name "from_h1"
-			tcp dport $PORT ct state new ip6 saddr $H2 counter name "from_h2"
-			tcp dport $PORT ct state new ip6 saddr != { $H1, $H2 } counter name "other"
+			# one count per connection: a retransmitted SYN is new too
+			tcp dport $PORT ct mark 0x1 return
+			tcp dport $PORT ct state new ip6 saddr $H1 counter name "from_h1" ct mark set 0x1
+			tcp dport $PORT ct state new ip6 saddr $H2 counter name "from_h2" ct mark set 0x1
+			tcp dport $PORT ct state new ip6 saddr != { $H1, $H2 } counter name "other" ct mark set 0x1
 		}
 	}
 EOF
