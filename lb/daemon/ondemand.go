@@ -49,7 +49,12 @@ func (d *Daemon) onDemandLinks() {
 			// down, it is surely gone once its down command has run, so
 			// its flows could not go on there even with nowhere else to
 			// go: deleting them lets them fail at once rather than hang.
-			if err := d.deps.Conntrack.FlushMark(l.Mark, d.Config.MarkMask); err != nil {
+			// With ha, none: conntrackd would delete them on the peer too,
+			// and a node demoted with the link up takes it down here while
+			// the new primary may carry those flows on its own copy of it.
+			if d.Config.HA {
+				d.keepFlows(l, unit{link: slices.IndexFunc(d.Config.Links, func(o config.Link) bool { return o.Name == l.Name })}, haKeep)
+			} else if err := d.deps.Conntrack.FlushMark(l.Mark, d.Config.MarkMask); err != nil {
 				d.Log.Error("on-demand: flush the link's flows", "link", l.Name, "err", err)
 			}
 			d.onDemandCommand(l, "down", l.OnDemand.Down)
