@@ -12,11 +12,11 @@ import (
 	"flowpin/lb/plan"
 )
 
-// With ha, an on-demand link taken down after its keep time keeps its
-// flows: a node demoted while it had the link up takes it down, and
-// deleting its flows there would delete them on the new primary too
-// (conntrackd syncs deletions), which may carry them on by its own copy
-// of the link. Without ha they go, as before.
+// With ha, an on-demand link that a node demoted while it had the link up
+// takes down after its keep time keeps its flows: deleting them there
+// would delete them on the new primary too (conntrackd syncs deletions),
+// which may carry them on by its own copy of the link. Without ha they
+// go, as before, and so they do on the primary.
 func TestHAOnDemandDownKeepsFlows(t *testing.T) {
 	for _, ha := range []bool{false, true} {
 		yaml := `links:
@@ -48,7 +48,22 @@ func TestHAOnDemandDownKeepsFlows(t *testing.T) {
 		d.onDemandLinks() // keep is over: down
 		flushed := slices.ContainsFunc(rec.get(), func(l string) bool { return strings.HasPrefix(l, "flush") })
 		if flushed == ha {
-			t.Errorf("ha %v: flushed %v (%q)", ha, flushed, rec.get())
+			t.Errorf("ha %v, demoted: flushed %v (%q)", ha, flushed, rec.get())
+		}
+		if !ha {
+			continue
+		}
+		// Primary again, lte needed and up, then unneeded for its keep
+		// time: the primary deletes its flows.
+		d.followRole(&plan.Desired{VIPs: []plan.VIP{{Addr: netip.MustParseAddr("192.0.2.2"), Iface: "wan1"}}})
+		d.board.Add(unitKey("isp1", false), health.NewTracker(c.Links[0].Check, health.StateDown, time.Now(), "down"))
+		d.onDemandLinks()
+		d.board.Add(unitKey("isp1", false), health.NewTracker(c.Links[0].Check, health.StateUp, time.Now(), "up"))
+		d.onDemandLinks()
+		time.Sleep(10 * time.Millisecond)
+		d.onDemandLinks()
+		if !slices.ContainsFunc(rec.get(), func(l string) bool { return strings.HasPrefix(l, "flush") }) {
+			t.Errorf("ha, primary: not flushed (%q)", rec.get())
 		}
 	}
 }
