@@ -106,3 +106,21 @@ func VIPElsewhere(c *config.Config, v VIP) string {
 	}
 	return fmt.Sprintf("nat_source %s is on %s, not on %s (its link's interface): replies to flows SNATed to it find it only while the kernel answers ARP for it on %s; put it on dev %s (keepalived's virtual_ipaddress)", v.Addr, v.Iface, strings.Join(on, ", "), strings.Join(on, ", "), on[0])
 }
+
+// masqueraded6 warns, with ha, of each dual-stack link with nat: true: its
+// nat_source is IPv4 (the config demands one, and a link has one), so its
+// IPv6 flows are masqueraded to this node's own
+// address, which the peer does not have: they cannot go on after a
+// takeover.
+func masqueraded6(c *config.Config) []string {
+	if !c.HA {
+		return nil
+	}
+	var out []string
+	for _, l := range c.Links {
+		if l.NAT && l.HasV6() && !l.NATSource.Is6() && len(l.Prefixes6) == 0 && !l.Prefixes6Auto {
+			out = append(out, fmt.Sprintf("link %s: with ha its IPv6 flows are NATed by masquerade to this node's own address (its nat_source %s is IPv4), so they cannot go on on the peer after a takeover; route IPv6 without NAT66 (prefixes6) to keep them", l.Name, l.NATSource))
+		}
+	}
+	return out
+}

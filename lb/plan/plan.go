@@ -353,6 +353,7 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 			d.Warnings = append(d.Warnings, w)
 		}
 	}
+	d.Warnings = append(d.Warnings, masqueraded6(c)...)
 	if err := policies(c, d); err != nil {
 		return nil, err
 	}
