@@ -13,6 +13,19 @@ func (c *Config) fillHA(raw *rawConfig) error {
 			return err
 		}
 	}
+	// The SNAT to a nat_source goes by the interface a flow leaves by (one
+	// map lookup), not by the link: a link without NAT on that interface
+	// would have its flows SNATed too.
+	for i, l := range c.Links {
+		if l.NAT {
+			continue
+		}
+		for _, o := range c.Links {
+			if o.Interface == l.Interface && o.NATSource.IsValid() {
+				return c.LinkError(i, "nat", "false, but it shares interface %s with link %s, whose nat_source %s its flows leaving by %s would be SNATed to as well: give links on one interface the same nat", l.Interface, quote(o.Name), o.NATSource, l.Interface)
+			}
+		}
+	}
 	if !c.HA {
 		return nil
 	}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -32,5 +33,21 @@ func TestParseNATSourceConflicts(t *testing.T) {
 	// Links on one interface share it, as they share the interface.
 	if _, err := Parse("f.yaml", []byte("links:\n  - {name: a, interface: x, gateway: 192.0.2.1, nat: true, nat_source: 192.0.2.9}\n  - {name: b, interface: x, gateway: 192.0.2.254, nat: true, nat_source: 192.0.2.9}\n")); err != nil {
 		t.Errorf("shared interface, one nat_source: %v", err)
+	}
+}
+
+// A link with nat: false on the interface of a link with a nat_source is
+// refused: the SNAT to a nat_source goes by the interface a flow leaves
+// by, so its flows would be SNATed too.
+func TestParseNATSourceSharedWithoutNAT(t *testing.T) {
+	for _, y := range []string{
+		"links:\n  - {name: a, interface: x, gateway: 192.0.2.1, nat: true, nat_source: 192.0.2.9}\n  - {name: b, interface: x, gateway: 192.0.2.254}\n",
+		"links:\n  - {name: b, interface: x, gateway: 192.0.2.254}\n  - {name: a, interface: x, gateway: 192.0.2.1, nat: true, nat_source: 192.0.2.9}\n",
+	} {
+		_, err := Parse("f.yaml", []byte(y))
+		var ce *ConfigError
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), `nat: false, but it shares interface x with link "a", whose nat_source 192.0.2.9`) {
+			t.Errorf("%s: %v", y, err)
+		}
 	}
 }
