@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -23,6 +24,11 @@ func TestPeerStatus(t *testing.T) {
 		switch r.URL.Path {
 		case "/status.json":
 			w.Write([]byte(`{"mark_mask":65280,"ha":{"role":"backup"}}`))
+		case "/huge/status.json":
+			// A valid document, larger than verify reads.
+			w.Write([]byte(`{"warnings":["`))
+			w.Write(bytes.Repeat([]byte("a"), 17<<20))
+			w.Write([]byte(`"]}`))
 		case "/moved/status.json":
 			http.Redirect(w, r, other.URL+"/status.json", http.StatusFound)
 		default:
@@ -36,6 +42,9 @@ func TestPeerStatus(t *testing.T) {
 		if err != nil || st.HA == nil || st.HA.Role != "backup" {
 			t.Errorf("%s: %+v, %v", base, st, err)
 		}
+	}
+	if _, err := peerStatus(peer.URL + "/huge"); err == nil {
+		t.Errorf("a body of 17 MiB was read whole")
 	}
 	if _, err := peerStatus(peer.URL + "/moved"); err == nil || elsewhere.Load() != 0 {
 		t.Errorf("redirect: err %v, followed %d times", err, elsewhere.Load())
