@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -54,6 +55,10 @@ One line per check, with the reason and the fix. Nothing is changed.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o := diagnose.VerifyOptions{NoProbe: noProbe}
 			if peer != "" {
+				// A typo is one line and exit 1, before any check runs.
+				if _, err := peerURL(peer); err != nil {
+					return err
+				}
 				o.Peer = func() (*status.Status, error) { return peerStatus(peer) }
 			}
 			if probe != "" {
@@ -113,20 +118,52 @@ One line per check, with the reason and the fix. Nothing is changed.`,
 	return cmd
 }
 
+// peerURL is the URL of the peer's /status.json: base is its listener
+// (http://ADDR:PORT, with or without a path prefix) or the document itself.
+// Anything else is refused before a packet is sent: an empty host would
+// have Go resolve "status.json" by DNS.
+func peerURL(base string) (string, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return "", fmt.Errorf("--peer %q: %v", base, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("--peer %q: give the peer's status listener as http://ADDR:PORT", base)
+	}
+	if !strings.HasSuffix(u.Path, "/status.json") {
+		u.Path = strings.TrimSuffix(u.Path, "/") + "/status.json"
+	}
+	return u.String(), nil
+}
+
+// peerClient reads the peer directly: it is on the sync link, so never
+// through the environment's proxy, and a redirect (the peer's, or
+// whatever answers on its address) is an answer, not somewhere to go.
+func peerClient() *http.Client {
+	return &http.Client{
+		Timeout:       3 * time.Second,
+		Transport:     &http.Transport{Proxy: nil, DisableKeepAlives: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
 // peerStatus reads the HA peer's /status.json at base (http://ADDR:PORT).
 func peerStatus(base string) (*status.Status, error) {
-	cl := http.Client{Timeout: 3 * time.Second}
-	resp, err := cl.Get(strings.TrimSuffix(base, "/") + "/status.json")
+	where, err := peerURL(base)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := peerClient().Get(where)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s/status.json: %s", strings.TrimSuffix(base, "/"), resp.Status)
+		return nil, fmt.Errorf("%s: %s", where, resp.Status)
 	}
 	var st status.Status
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&st); err != nil {
-		return nil, fmt.Errorf("%s/status.json: %w", strings.TrimSuffix(base, "/"), err)
+		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 	return &st, nil
 }

@@ -386,6 +386,31 @@ type applySteps struct {
 	// flush: marks of links that left the config or whose mark changed;
 	// their flows are deleted once everything else is in place.
 	flush []uint32
+	// warnings go into the Result.
+	warnings []string
+}
+
+// movedLayout says which links of d have a mark or table other than the
+// one recorded. With ha they come from the config alone (turning ha on
+// can move them) and no flow is deleted, so the live flows of a moved
+// mark now route by whichever link has it: the operator must know.
+func movedLayout(records []nft.LinkRecord, d *plan.Desired) []string {
+	recs := map[string]nft.LinkRecord{}
+	for _, r := range records {
+		recs[r.Name] = r
+	}
+	var moved []string
+	for _, l := range d.Links {
+		r, ok := recs[l.Name]
+		if !ok || r.Mark == l.Mark && r.Table == l.Table {
+			continue
+		}
+		moved = append(moved, fmt.Sprintf("%s mark %#x -> %#x table %d -> %d", l.Name, r.Mark, l.Mark, r.Table, l.Table))
+	}
+	if len(moved) == 0 {
+		return nil
+	}
+	return []string{fmt.Sprintf("ha: links moved to the marks and tables of the config alone (%s); with ha no flow is deleted, so the flows that carry a moved mark now route by the link that has it, with their old NAT address, and break: restart them, or give the links explicit mark: and table: the same on both nodes", strings.Join(moved, ", "))}
 }
 
 func (k *Kernel) steps(d *plan.Desired) (*applySteps, error) {
@@ -409,6 +434,8 @@ func (k *Kernel) steps(d *plan.Desired) (*applySteps, error) {
 	// could delete the flows it was meant to keep (README, "HA pair").
 	if !d.HA {
 		st.flush = staleMarks(cur.Records.Links, d)
+	} else {
+		st.warnings = movedLayout(cur.Records.Links, d)
 	}
 	owned, err := k.Routes.Owned()
 	if err != nil {
@@ -534,6 +561,7 @@ func (k *Kernel) Apply(d *plan.Desired) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	res.Warnings = append(res.Warnings, st.warnings...)
 	var done []Change
 	rollback := func(cause error) error {
 		errs := []error{cause}

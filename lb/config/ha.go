@@ -13,6 +13,19 @@ func (c *Config) fillHA(raw *rawConfig) error {
 			return err
 		}
 	}
+	// The SNAT to a nat_source goes by the interface a flow leaves by (one
+	// map lookup), not by the link: a link without NAT on that interface
+	// would have its flows SNATed too.
+	for i, l := range c.Links {
+		if l.NAT {
+			continue
+		}
+		for _, o := range c.Links {
+			if o.Interface == l.Interface && o.NATSource.IsValid() {
+				return c.LinkError(i, "nat", "false, but it shares interface %s with link %s, whose nat_source %s its flows leaving by %s would be SNATed to as well: give links on one interface the same nat", l.Interface, quote(o.Name), o.NATSource, l.Interface)
+			}
+		}
+	}
 	if !c.HA {
 		return nil
 	}
@@ -31,6 +44,9 @@ func (c *Config) fillHA(raw *rawConfig) error {
 	return nil
 }
 
+// thisNetwork is 0.0.0.0/8, addresses no host has (RFC 1122 3.2.1.3).
+var thisNetwork = netip.MustParsePrefix("0.0.0.0/8")
+
 func (c *Config) fillNATSource(i int, s string) error {
 	if s == "" {
 		return nil
@@ -40,7 +56,7 @@ func (c *Config) fillNATSource(i int, s string) error {
 	if err != nil || a.Zone() != "" || a.Is4In6() {
 		return c.LinkError(i, "nat_source", "%s is not an IP address", quote(s))
 	}
-	if a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() || a.IsLinkLocalUnicast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+	if a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() || a.IsLinkLocalUnicast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) || thisNetwork.Contains(a) {
 		return c.LinkError(i, "nat_source", "%s cannot be a flow's source address", a)
 	}
 	if !l.NAT {
@@ -52,10 +68,23 @@ func (c *Config) fillNATSource(i int, s string) error {
 	if a.Is6() && !l.HasV6() {
 		return c.LinkError(i, "nat_source", "%s is an IPv6 address, but link %s carries no IPv6 (no gateway6)", a, quote(l.Name))
 	}
+	for j, o := range c.Links {
+		for _, g := range []struct {
+			field string
+			addr  netip.Addr
+		}{{"gateway", o.Gateway}, {"gateway6", o.Gateway6}} {
+			if g.addr == a {
+				return c.LinkError(i, "nat_source", "%s is link %s's %s: flows SNATed to it would have their replies sent to that router, not to this one", a, quote(c.Links[j].Name), g.field)
+			}
+		}
+	}
 	// The SNAT map is keyed by the interface a flow leaves by: links that
 	// share one share its address.
 	for j := range i {
 		o := c.Links[j]
+		if o.NATSource == a && o.Interface != l.Interface {
+			return c.LinkError(i, "nat_source", "%s is also links[%d]'s, on interface %s: an address is routed to one link (and keepalived holds a VIP on one interface), so the replies of flows leaving by %s would not come back by it", a, j, o.Interface, l.Interface)
+		}
 		if o.Interface == l.Interface && o.NATSource.IsValid() && o.NATSource.Is4() == a.Is4() && o.NATSource != a {
 			return c.LinkError(i, "nat_source", "%s differs from links[%d]'s %s on the same interface %s: flows are NATed by the interface they leave by, so links on one interface need the same nat_source", a, j, o.NATSource, l.Interface)
 		}

@@ -676,6 +676,14 @@ func (d *Daemon) sync(why string) error {
 		return err
 	}
 	d.metrics.synced(res.Writes, d.deps.Clock.Now().Sub(start))
+	// The plan's own warnings (the first ones) are the planner's to say;
+	// the rest are the apply's: a flush that failed, or with ha marks
+	// that moved under live flows.
+	if len(res.Warnings) > len(des.Warnings) {
+		for _, w := range res.Warnings[len(des.Warnings):] {
+			d.Log.Warn(w, "trigger", why)
+		}
+	}
 	d.metrics.setPrefixes6(des)
 	if res.Writes > 0 {
 		d.Log.Info("repaired kernel state", "trigger", why, "writes", res.Writes, "changes", res.Commands)

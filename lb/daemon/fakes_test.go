@@ -56,6 +56,8 @@ type fakeKernel struct {
 	ifaces   map[string]rules.Iface
 	applyErr error
 	flushErr error
+	// warnings, if set, are the next Apply's warnings.
+	warnings []string
 	owned    rules.State
 	table    nft.Current
 	// rewrite, if set, is what writing the nft table does (its counters
@@ -157,12 +159,14 @@ func (k *fakeKernel) Apply(d *plan.Desired) (*apply.Result, error) {
 	k.rec.add("%s", line)
 	k.mu.Lock()
 	rewrite := k.rewrite
+	warnings := k.warnings
+	k.warnings = nil
 	k.mu.Unlock()
 	if rewrite != nil {
 		rewrite()
-		return &apply.Result{Table: true}, nil
+		return &apply.Result{Table: true, Warnings: warnings}, nil
 	}
-	return &apply.Result{}, nil
+	return &apply.Result{Warnings: warnings}, nil
 }
 
 func (k *fakeKernel) Current() (rules.State, *nft.Current, error) {

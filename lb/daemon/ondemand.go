@@ -49,7 +49,14 @@ func (d *Daemon) onDemandLinks() {
 			// down, it is surely gone once its down command has run, so
 			// its flows could not go on there even with nowhere else to
 			// go: deleting them lets them fail at once rather than hang.
-			if err := d.deps.Conntrack.FlushMark(l.Mark, d.Config.MarkMask); err != nil {
+			// Not on an HA node that is not the primary: it took the link
+			// down because it was demoted, not because the link is gone
+			// for the pair, and conntrackd would delete the flows on the
+			// peer too, which routes them now, maybe by its own copy of
+			// the link. The primary deletes them as a lone router does.
+			if !d.acts() {
+				d.keepFlows(l, unit{link: slices.IndexFunc(d.Config.Links, func(o config.Link) bool { return o.Name == l.Name })}, haKeep)
+			} else if err := d.deps.Conntrack.FlushMark(l.Mark, d.Config.MarkMask); err != nil {
 				d.Log.Error("on-demand: flush the link's flows", "link", l.Name, "err", err)
 			}
 			d.onDemandCommand(l, "down", l.OnDemand.Down)

@@ -111,7 +111,10 @@ func HAChecks(c *config.Config, d *plan.Desired, cur *nft.Current) []VerifyCheck
 // why it could not be read (err).
 func PeerChecks(c *config.Config, role plan.Role, peer *status.Status, err error) []VerifyCheck {
 	if !c.HA {
-		return nil
+		// Asked to compare a pair, this node is not one of a pair: saying
+		// nothing would read as "the pair is consistent".
+		return []VerifyCheck{{Name: "ha peer", Detail: "--peer given, but this node's config has no ha: true: it is not one node of an HA pair, so there is nothing to compare",
+			Fix: "set ha: true in the config of both nodes (README, HA pair), or leave out --peer"}}
 	}
 	if err != nil {
 		return []VerifyCheck{{Name: "ha peer", Detail: fmt.Sprintf("cannot read the peer's status: %v; only this node's side is checked", err),
@@ -164,6 +167,9 @@ func PeerChecks(c *config.Config, role plan.Role, peer *status.Status, err error
 // comparison with the peer.
 func (k *Kernel) verifyHA(r *VerifyReport, c *config.Config, d *plan.Desired, o VerifyOptions) error {
 	if !c.HA {
+		if o.Peer != nil {
+			r.Checks = append(r.Checks, PeerChecks(c, "", nil, nil)...)
+		}
 		return nil
 	}
 	cur, err := k.NFT.Read()

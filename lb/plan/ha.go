@@ -1,9 +1,11 @@
 package plan
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"sort"
+	"strings"
 
 	"flowpin/lb/config"
 	"flowpin/rules"
@@ -79,4 +81,46 @@ func ownAddrs(c *config.Config, addrs []netip.Prefix) []netip.Prefix {
 	}
 	vips := c.NATSources()
 	return slices.DeleteFunc(slices.Clone(addrs), func(p netip.Prefix) bool { return slices.Contains(vips, p.Addr()) })
+}
+
+// VIPElsewhere warns of a nat_source held on an interface that is no
+// interface of its links (keepalived's virtual_ipaddress without the
+// link's dev): it counts as held, but the ISP's router asks for it on the
+// link, and it is answered there only while the kernel answers ARP for any
+// local address on any interface (arp_ignore 0).
+func VIPElsewhere(c *config.Config, v VIP) string {
+	if v.Iface == "" {
+		return ""
+	}
+	var on []string
+	for _, l := range c.Links {
+		if l.NATSource != v.Addr {
+			continue
+		}
+		if l.Interface == v.Iface {
+			return ""
+		}
+		if !slices.Contains(on, l.Interface) {
+			on = append(on, l.Interface)
+		}
+	}
+	return fmt.Sprintf("nat_source %s is on %s, not on %s (its link's interface): replies to flows SNATed to it find it only while the kernel answers ARP for it on %s; put it on dev %s (keepalived's virtual_ipaddress)", v.Addr, v.Iface, strings.Join(on, ", "), strings.Join(on, ", "), on[0])
+}
+
+// masqueraded6 warns, with ha, of each dual-stack link with nat: true: its
+// nat_source is IPv4 (the config demands one, and a link has one), so its
+// IPv6 flows are masqueraded to this node's own
+// address, which the peer does not have: they cannot go on after a
+// takeover.
+func masqueraded6(c *config.Config) []string {
+	if !c.HA {
+		return nil
+	}
+	var out []string
+	for _, l := range c.Links {
+		if l.NAT && l.HasV6() && !l.NATSource.Is6() && len(l.Prefixes6) == 0 && !l.Prefixes6Auto {
+			out = append(out, fmt.Sprintf("link %s: with ha its IPv6 flows are NATed by masquerade to this node's own address (its nat_source %s is IPv4), so they cannot go on on the peer after a takeover; route IPv6 without NAT66 (prefixes6) to keep them", l.Name, l.NATSource))
+		}
+	}
+	return out
 }

@@ -349,7 +349,11 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 		if !c.HA && v.Iface == "" {
 			d.Warnings = append(d.Warnings, fmt.Sprintf("nat_source %s is on no interface of this host: replies to it arrive only if the ISP routes it here", v.Addr))
 		}
+		if w := VIPElsewhere(c, v); w != "" {
+			d.Warnings = append(d.Warnings, w)
+		}
 	}
+	d.Warnings = append(d.Warnings, masqueraded6(c)...)
 	if err := policies(c, d); err != nil {
 		return nil, err
 	}

@@ -39,6 +39,11 @@ func AddHA(s *Status, c *config.Config, ifs Interfaces) error {
 	}
 	vips := plan.VIPs(c, ifaces)
 	s.HA = &HAStatus{Role: plan.RoleOf(vips), VIPs: vips}
+	for _, v := range vips {
+		if w := plan.VIPElsewhere(c, v); w != "" {
+			s.Warnings = append(s.Warnings, w)
+		}
+	}
 	if !c.HA {
 		// A fixed public address, not a pair: only where it is matters.
 		s.HA.Role = ""
