@@ -4,39 +4,10 @@ import (
 	"context"
 	"errors"
 	"testing"
-	"time"
 
 	"flowpin/nft"
+	"flowpin/rules/rulestest"
 )
-
-// recv takes one event, or fails the test if none comes or the channel
-// is closed.
-func recv(t *testing.T, ch <-chan nft.TableEvent) nft.TableEvent {
-	t.Helper()
-	select {
-	case ev, ok := <-ch:
-		if !ok {
-			t.Fatal("closed")
-		}
-		return ev
-	case <-time.After(5 * time.Second):
-		t.Fatal("no event")
-	}
-	return nft.TableEvent{}
-}
-
-// closed waits for ch to be closed.
-func closed(t *testing.T, ch <-chan nft.TableEvent) {
-	t.Helper()
-	select {
-	case ev, ok := <-ch:
-		if ok {
-			t.Fatalf("%+v, want closed", ev)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("not closed")
-	}
-}
 
 // The fake keeps the real subscription's contract: events in order, a
 // lost one then the channel closed, closed when the context ends.
@@ -66,11 +37,11 @@ func TestTableEvents(t *testing.T) {
 		{What: "nftables change"},
 		{Lost: true, What: "nftables"},
 	} {
-		if got := recv(t, ch); got != want {
+		if got := rulestest.Recv(t, ch); got != want {
 			t.Errorf("%+v, want %+v", got, want)
 		}
 	}
-	closed(t, ch)
+	rulestest.Closed(t, ch)
 	if e.Live() || e.Subscribed() != 1 {
 		t.Errorf("live %v, %d subscriptions; want none live, 1 made", e.Live(), e.Subscribed())
 	}
@@ -84,7 +55,7 @@ func TestTableEvents(t *testing.T) {
 		t.Error("not live")
 	}
 	cancel()
-	closed(t, ch)
+	rulestest.Closed(t, ch)
 	if e.Changed() {
 		t.Error("Send after the context ended delivered")
 	}

@@ -5,39 +5,9 @@ import (
 	"errors"
 	"net/netip"
 	"testing"
-	"time"
 
 	"flowpin/rules"
 )
-
-// recv takes one event, or fails the test if none comes or the channel
-// is closed.
-func recv(t *testing.T, ch <-chan rules.Event) rules.Event {
-	t.Helper()
-	select {
-	case ev, ok := <-ch:
-		if !ok {
-			t.Fatal("closed")
-		}
-		return ev
-	case <-time.After(5 * time.Second):
-		t.Fatal("no event")
-	}
-	return rules.Event{}
-}
-
-// closed waits for ch to be closed.
-func closed(t *testing.T, ch <-chan rules.Event) {
-	t.Helper()
-	select {
-	case ev, ok := <-ch:
-		if ok {
-			t.Fatalf("%+v, want closed", ev)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("not closed")
-	}
-}
 
 // The fake keeps the real subscription's contract: events in order, a
 // lost one then the channel closed, closed when the context ends.
@@ -66,11 +36,11 @@ func TestEvents(t *testing.T) {
 		{Kind: rules.EventNeighFailed, Iface: "wan2", IP: gw},
 		{Kind: rules.EventLost, What: "links"},
 	} {
-		if got := recv(t, ch); got != want {
+		if got := Recv(t, ch); got != want {
 			t.Errorf("%+v, want %+v", got, want)
 		}
 	}
-	closed(t, ch)
+	Closed(t, ch)
 	if e.Live() || e.Subscribed() != 1 {
 		t.Errorf("live %v, %d subscriptions; want none live, 1 made", e.Live(), e.Subscribed())
 	}
@@ -84,7 +54,7 @@ func TestEvents(t *testing.T) {
 		t.Error("not live")
 	}
 	cancel()
-	closed(t, ch)
+	Closed(t, ch)
 	if e.Send(rules.Event{Kind: rules.EventChange, What: "route change"}) {
 		t.Error("Send after the context ended delivered")
 	}

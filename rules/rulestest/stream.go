@@ -3,6 +3,8 @@ package rulestest
 import (
 	"context"
 	"sync"
+	"testing"
+	"time"
 )
 
 // Stream is a subscription a test feeds: Send delivers a notification on
@@ -93,5 +95,35 @@ func (s *Stream[E]) End(last E) {
 	if s.ch != nil {
 		close(s.ch)
 		s.ch = nil
+	}
+}
+
+// Recv takes one event from a subscription, or fails the test if none
+// comes within 5 s or the channel is closed.
+func Recv[E any](t testing.TB, ch <-chan E) E {
+	t.Helper()
+	select {
+	case ev, ok := <-ch:
+		if !ok {
+			t.Fatal("closed")
+		}
+		return ev
+	case <-time.After(5 * time.Second):
+		t.Fatal("no event")
+	}
+	var zero E
+	return zero
+}
+
+// Closed waits (5 s at most) for a subscription's channel to be closed.
+func Closed[E any](t testing.TB, ch <-chan E) {
+	t.Helper()
+	select {
+	case ev, ok := <-ch:
+		if ok {
+			t.Fatalf("%+v, want closed", ev)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("not closed")
 	}
 }
