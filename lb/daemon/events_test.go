@@ -16,35 +16,6 @@ import (
 	"flowpin/rules/rulestest"
 )
 
-// next takes one event, or fails the test if none comes or the channel
-// is closed.
-func next(t *testing.T, ch <-chan Event) Event {
-	t.Helper()
-	select {
-	case ev, ok := <-ch:
-		if !ok {
-			t.Fatal("closed")
-		}
-		return ev
-	case <-time.After(5 * time.Second):
-		t.Fatal("no event")
-	}
-	return Event{}
-}
-
-// closes waits for ch to be closed, with no event before.
-func closes(t *testing.T, ch <-chan Event) {
-	t.Helper()
-	select {
-	case ev, ok := <-ch:
-		if ok {
-			t.Fatalf("%+v, want closed", ev)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("not closed")
-	}
-}
-
 // Both sources' notifications reach the daemon as its events; an error
 // the nft monitor survives is a loss that leaves both subscribed.
 func TestKernelEventsRelays(t *testing.T) {
@@ -71,7 +42,7 @@ func TestKernelEventsRelays(t *testing.T) {
 		if !c.send() {
 			t.Fatalf("%+v: not delivered", c.want)
 		}
-		if got := next(t, ch); got != c.want {
+		if got := rulestest.Recv(t, ch); got != c.want {
 			t.Errorf("%+v, want %+v", got, c.want)
 		}
 	}
@@ -79,7 +50,7 @@ func TestKernelEventsRelays(t *testing.T) {
 		t.Errorf("live: routing %v, nft %v; want both", routing.Live(), table.Live())
 	}
 	cancel()
-	closes(t, ch)
+	rulestest.Closed(t, ch)
 }
 
 // A lost subscription, of either source, comes as one EventLost naming
@@ -101,10 +72,10 @@ func TestKernelEventsLoss(t *testing.T) {
 				t.Fatal(err)
 			}
 			go c.lose(routing, table)
-			if got := next(t, ch); got != c.want {
+			if got := rulestest.Recv(t, ch); got != c.want {
 				t.Errorf("%+v, want %+v", got, c.want)
 			}
-			closes(t, ch)
+			rulestest.Closed(t, ch)
 			if routing.Live() || table.Live() {
 				t.Errorf("live after the loss: routing %v, nft %v", routing.Live(), table.Live())
 			}
@@ -123,7 +94,7 @@ func TestKernelEventsEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	cancel()
-	closes(t, ch)
+	rulestest.Closed(t, ch)
 
 	boom := errors.New("boom")
 	table.FailNext(1, boom)
