@@ -166,17 +166,17 @@ var checkedDNS = strings.Replace(strings.Replace(checked,
 	"    gateway: 192.0.2.1\n", "    gateway: 192.0.2.1\n    dns: [192.0.2.53]\n", 1),
 	"    gateway: 198.51.100.1\n", "    gateway: 198.51.100.1\n    dns: [198.51.100.53]\n", 1)
 
-// The resolv file is written at the start and follows the links' health:
-// a link down takes its servers out, its return brings them back, in the
-// default policy's order.
-func TestResolvFileFollowsTheLinks(t *testing.T) {
-	h := newHarness(t)
+// startDNSHarness starts a daemon on checkedDNS; servers reads the
+// nameservers its resolv file lists, space-separated.
+func startDNSHarness(t *testing.T) (h *harness, servers func() string) {
+	t.Helper()
+	h = newHarness(t)
 	h.c = configtest.MustParse(t, checkedDNS)
 	h.k = newFakeKernel(h.rec, h.c)
 	h.probers = newFakeProbers(h.c)
 	h.start()
 	file := filepath.Join(h.resolvDir, "resolv.conf")
-	servers := func() string {
+	return h, func() string {
 		b, _ := os.ReadFile(file)
 		var out []string
 		for l := range strings.Lines(string(b)) {
@@ -186,6 +186,13 @@ func TestResolvFileFollowsTheLinks(t *testing.T) {
 		}
 		return strings.Join(out, " ")
 	}
+}
+
+// The resolv file is written at the start and follows the links' health:
+// a link down takes its servers out, its return brings them back, in the
+// default policy's order.
+func TestResolvFileFollowsTheLinks(t *testing.T) {
+	h, servers := startDNSHarness(t)
 	h.eventually("written at the start", func() bool { return servers() == "192.0.2.53 198.51.100.53" })
 	h.probers.set("wan1", false)
 	for range 3 {
@@ -255,22 +262,7 @@ func TestDNSAutoFollowsTheLease(t *testing.T) {
 // so their servers stay listed rather than none, from which a resolver
 // would ask 127.0.0.1.
 func TestResolvFileFollowsTheRoute(t *testing.T) {
-	h := newHarness(t)
-	h.c = configtest.MustParse(t, checkedDNS)
-	h.k = newFakeKernel(h.rec, h.c)
-	h.probers = newFakeProbers(h.c)
-	h.start()
-	file := filepath.Join(h.resolvDir, "resolv.conf")
-	servers := func() string {
-		b, _ := os.ReadFile(file)
-		var out []string
-		for l := range strings.Lines(string(b)) {
-			if f := strings.Fields(l); len(f) == 2 && f[0] == "nameserver" {
-				out = append(out, f[1])
-			}
-		}
-		return strings.Join(out, " ")
-	}
+	h, servers := startDNSHarness(t)
 	h.eventually("written at the start", func() bool { return servers() == "192.0.2.53 198.51.100.53" })
 	setLink(t, h, "isp1", operator.Drain)
 	h.eventually("the drained link's server out", func() bool { return servers() == "198.51.100.53" })
@@ -288,7 +280,7 @@ func TestResolvFileFollowsTheRoute(t *testing.T) {
 	h.clock.Advance(MinSyncInterval)
 	h.events.send(Event{Kind: EventDrift, What: "resync"})
 	h.eventually("every link down: both in the route, both listed", func() bool {
-		b, _ := os.ReadFile(file)
+		b, _ := os.ReadFile(filepath.Join(h.resolvDir, "resolv.conf"))
 		return servers() == "192.0.2.53 198.51.100.53" && !strings.Contains(string(b), "No link")
 	})
 }
