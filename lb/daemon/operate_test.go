@@ -214,12 +214,17 @@ flowpin_link_quota_used_bytes{link="isp2"} 1100
 	})
 }
 
-// quota_last_resort: an exhausted link still takes new flows when no
-// other link can.
-func TestQuotaLastResort(t *testing.T) {
+// exhaustedLastResort starts a daemon whose isp2 has a daily quota with
+// quota_last_resort (probed by fakes, with probers) and runs it out: isp2
+// on standby, out of the route, its flows deleted.
+func exhaustedLastResort(t *testing.T, probers bool) *harness {
+	t.Helper()
 	h := newHarness(t)
 	h.c = configtest.MustParse(t, checked+quotaDaily+"    quota_last_resort: true\n")
 	h.k = newFakeKernel(h.rec, h.c)
+	if probers {
+		h.probers = newFakeProbers(h.c)
+	}
 	traffic := &fakeCounters{}
 	h.traffic = traffic
 	h.start()
@@ -231,6 +236,13 @@ func TestQuotaLastResort(t *testing.T) {
 	})
 	h.clock.Advance(MinSyncInterval)
 	h.waitTranscript(both, isp2Out, flush2)
+	return h
+}
+
+// quota_last_resort: an exhausted link still takes new flows when no
+// other link can.
+func TestQuotaLastResort(t *testing.T) {
+	h := exhaustedLastResort(t, false)
 	h.events.send(Event{Kind: EventLink, Iface: "wan1", Up: false})
 	h.waitState("isp1", health.StateDown)
 	h.clock.Advance(MinSyncInterval)
@@ -436,21 +448,7 @@ func TestOperatorUpWithoutInterface(t *testing.T) {
 // checks too, the route fails open to that one, as without the drained
 // link.
 func TestQuotaLastResortDrained(t *testing.T) {
-	h := newHarness(t)
-	h.c = configtest.MustParse(t, checked+quotaDaily+"    quota_last_resort: true\n")
-	h.k = newFakeKernel(h.rec, h.c)
-	h.probers = newFakeProbers(h.c)
-	traffic := &fakeCounters{}
-	h.traffic = traffic
-	h.start()
-	h.waitTranscript(both)
-	traffic.add(nft.CounterKey("prerouting", "restore isp2"), 5, 2000)
-	h.eventually("exhausted", func() bool {
-		h.clock.Advance(QuotaInterval)
-		return h.state("isp2").State == health.StateStandby
-	})
-	h.clock.Advance(MinSyncInterval)
-	h.waitTranscript(both, isp2Out, flush2)
+	h := exhaustedLastResort(t, true)
 	setLink(t, h, "isp2", operator.Drain)
 	n := len(h.rec.get())
 	h.probers.set("wan1", false)
