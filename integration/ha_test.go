@@ -617,6 +617,14 @@ func TestHATakeover(t *testing.T) {
 	// B's own failover: isp2 dies silently.
 	revive := blackhole(t, p.ISP2)
 	b.flowpin.waitState(t, "isp2", "down", 5*time.Second)
+	// status says down a few ms before the balance route (table 100)
+	// loses isp2; a flow started between the two is pinned to the dead
+	// link, and with ha: true its flows are not deleted (README), so it
+	// would retry there until it gives up. New flows are dialed once the
+	// route has moved.
+	waitFor(t, 2*time.Second, "B's balance route without isp2", func() bool {
+		return !strings.Contains(run(t, p.B, "ip", "-4", "route", "show", "table", "100", "default"), "wan2")
+	})
 	srv.Reset()
 	res = connectN(t, p.LAN, target, srv, 20, dialOpts{})
 	t.Logf("20 new flows with isp2 dead: %d ok, by NAT source %v", res.OK, res.PerSource)

@@ -154,8 +154,13 @@ func TestQuotaStandbyUntilTheNextPeriod(t *testing.T) {
 	h.waitTranscript(both)
 
 	traffic.add(nft.CounterKey("prerouting", "restore isp2"), 5, 600)
-	h.clock.Advance(QuotaInterval)
-	time.Sleep(10 * time.Millisecond)
+	// The count is taken in the loop, once its timer is armed: move the
+	// clock on until it is (no more traffic comes meanwhile).
+	h.eventually("600 bytes counted", func() bool {
+		h.clock.Advance(QuotaInterval)
+		q := h.state("isp2").Quota
+		return q != nil && q.Used != 0
+	})
 	if s := h.state("isp2"); s.State != health.StateUp || s.Quota == nil || s.Quota.Used != 600 || s.Quota.Left != 400 {
 		t.Fatalf("isp2 with 600 of 1000 bytes: %+v (%+v)", s, s.Quota)
 	}
