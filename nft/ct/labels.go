@@ -14,7 +14,7 @@ import (
 // policy's flows on one link, and no other flow on it. It returns how
 // many flows it deleted.
 func (ct *Conntrack) FlushLabel(mark, mask uint32, bit int, family uint8) (int, error) {
-	return ct.deleteWhere(mark, mask, family, func(labels []byte) bool { return HasLabel(labels, bit) })
+	return ct.deleteWhere(mark, mask, family, func(f *conntrack.Flow) bool { return HasLabel(f.Labels, bit) })
 }
 
 // FlushMarkExceptLabels deletes the flows of one address family with
@@ -22,20 +22,28 @@ func (ct *Conntrack) FlushLabel(mark, mask uint32, bit int, family uint8) (int, 
 // link's flows, but for those of the policies told apart by these bits.
 // It returns how many flows it deleted.
 func (ct *Conntrack) FlushMarkExceptLabels(mark, mask uint32, family uint8, keep []int) (int, error) {
-	return ct.deleteWhere(mark, mask, family, func(labels []byte) bool {
-		for _, bit := range keep {
-			if HasLabel(labels, bit) {
-				return false
-			}
-		}
-		return true
+	return ct.deleteWhere(mark, mask, family, func(f *conntrack.Flow) bool { return !HasAnyLabel(f.Labels, keep) })
+}
+
+// FlushUnreplied deletes the flows of one address family with
+// (ct mark & mask) == mark that never saw a reply (no IPS_SEEN_REPLY)
+// and carry none of the ct label bits keep: a link's connection attempts
+// that its death left unanswered, so that the client's next try (a SYN
+// retransmit, the next datagram) is classified again onto a live link.
+// The flows that were answered stay. It returns how many it deleted.
+//
+// A flow answered between the dump and its deletion is deleted too; its
+// link is down, so that is rare, and costs that one flow a reconnect.
+func (ct *Conntrack) FlushUnreplied(mark, mask uint32, family uint8, keep []int) (int, error) {
+	return ct.deleteWhere(mark, mask, family, func(f *conntrack.Flow) bool {
+		return !f.Status.SeenReply() && !HasAnyLabel(f.Labels, keep)
 	})
 }
 
-// deleteWhere deletes the flows of one family and mark whose labels del
-// accepts. ctnetlink filters a dump by mark but not by label, so the
-// kernel sends the link's flows and the labels are checked here.
-func (ct *Conntrack) deleteWhere(mark, mask uint32, family uint8, del func(labels []byte) bool) (int, error) {
+// deleteWhere deletes the flows of one family and mark that del accepts.
+// ctnetlink filters a dump by mark but not by label or status, so the
+// kernel sends the link's flows and the rest is checked here.
+func (ct *Conntrack) deleteWhere(mark, mask uint32, family uint8, del func(f *conntrack.Flow) bool) (int, error) {
 	c, err := ct.requests()
 	if err != nil {
 		return 0, err
@@ -50,8 +58,9 @@ func (ct *Conntrack) deleteWhere(mark, mask uint32, family uint8, del func(label
 		return 0, fmt.Errorf("conntrack dump family %d mark %#x/%#x: %w", family, mark, mask, err)
 	}
 	n := 0
-	for _, f := range flows {
-		if !del(f.Labels) {
+	for i := range flows {
+		f := flows[i]
+		if !del(&f) {
 			continue
 		}
 		if err := c.Delete(f); err != nil {
@@ -69,6 +78,16 @@ func (ct *Conntrack) deleteWhere(mark, mask uint32, family uint8, del func(label
 // the bitmap out (bit i is bit i%8 of byte i/8 on little-endian hosts).
 func HasLabel(labels []byte, bit int) bool {
 	return bit >= 0 && bit/8 < len(labels) && labels[bit/8]&(1<<(bit%8)) != 0
+}
+
+// HasAnyLabel says whether any of the ct label bits is set in labels.
+func HasAnyLabel(labels []byte, bits []int) bool {
+	for _, bit := range bits {
+		if HasLabel(labels, bit) {
+			return true
+		}
+	}
+	return false
 }
 
 // FlushMarkFamily is FlushMark for one address family (unix.AF_INET or
