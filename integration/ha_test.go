@@ -614,8 +614,29 @@ func TestHATakeover(t *testing.T) {
 		t.Fatalf("new flows after the takeover: %d failed (%v), by NAT source %v", res.Failed, res.Errors, res.PerSource)
 	}
 
-	// B's own failover: isp2 dies silently.
+	// B's own failover: isp2 dies silently, with connection attempts
+	// under way. Those the route sends by isp2 before it is judged down
+	// get no answer and are pinned there; B deletes them (they never saw
+	// a reply) once isp2 is out of the route, and a SYN retransmit goes by
+	// isp1. Kept, they would retry on isp2 until they time out.
 	revive := blackhole(t, p.ISP2)
+	died := time.Now()
+	srv.Reset()
+	pinned := make(chan int, 1)
+	stopWatch := make(chan struct{})
+	go func() { pinned <- maxSynSent(p.B, marks[haVIP2], stopWatch) }()
+	res = connectN(t, p.LAN, target, srv, 16, dialOpts{Parallel: 16, Timeout: 6 * time.Second})
+	lastDone := time.Since(died)
+	close(stopWatch)
+	onDead := <-pinned
+	t.Logf("16 connection attempts as isp2 died silently: %d ok, by NAT source %v; %d were pinned to isp2 unanswered; the last done %v after isp2 died",
+		res.OK, res.PerSource, onDead, lastDone.Round(time.Millisecond))
+	if onDead == 0 {
+		t.Fatal("no connection attempt was pinned to isp2 as it died: the check proves nothing")
+	}
+	if res.Failed > 0 || res.PerSource[netip.MustParseAddr(haVIP1)] != 16 {
+		t.Fatalf("connection attempts as isp2 died: %d failed (%v), by NAT source at the far end %v; want all 16 by isp1", res.Failed, res.Errors, res.PerSource)
+	}
 	b.flowpin.waitState(t, "isp2", "down", 5*time.Second)
 	// status says down a few ms before the balance route (table 100)
 	// loses isp2; a flow started between the two is pinned to the dead
@@ -675,6 +696,22 @@ func TestHATakeover(t *testing.T) {
 	t.Logf("and back: A took the VIPs back %v after its keepalived started; flows started on B kept: %d of %d", took.Round(time.Millisecond), kept, m)
 	if kept < m {
 		t.Errorf("%d of the %d flows started on B kept after A took the VIPs back", kept, m)
+	}
+}
+
+// maxSynSent polls ns's conntrack table until stop and returns the most
+// TCP flows to the far end at once that were in SYN_SENT with ct mark
+// mark: connection attempts pinned to that link and unanswered.
+func maxSynSent(ns string, mark uint32, stop <-chan struct{}) int {
+	most := 0
+	for {
+		out, _ := tryRun(ns, "conntrack", "-L", "-p", "tcp", "--state", "SYN_SENT", "-d", haFar, "-m", strconv.FormatUint(uint64(mark), 10))
+		most = max(most, strings.Count(out, "SYN_SENT"))
+		select {
+		case <-stop:
+			return most
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 
