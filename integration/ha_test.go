@@ -639,10 +639,9 @@ func TestHATakeover(t *testing.T) {
 	}
 	b.flowpin.waitState(t, "isp2", "down", 5*time.Second)
 	// status says down a few ms before the balance route (table 100)
-	// loses isp2; a flow started between the two is pinned to the dead
-	// link, and with ha: true its flows are not deleted (README), so it
-	// would retry there until it gives up. New flows are dialed once the
-	// route has moved.
+	// loses isp2; a flow started between the two would be pinned to the
+	// dead link until its first SYN retransmit (as above). New flows are
+	// dialed once the route has moved, so each connects at once by isp1.
 	waitFor(t, 2*time.Second, "B's balance route without isp2", func() bool {
 		return !strings.Contains(run(t, p.B, "ip", "-4", "route", "show", "table", "100", "default"), "wan2")
 	})
