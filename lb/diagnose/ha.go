@@ -90,7 +90,7 @@ func HAChecks(c *config.Config, d *plan.Desired, cur *nft.Current) []VerifyCheck
 	var held, not []string
 	for _, v := range d.VIPs {
 		if v.Iface != "" {
-			held = append(held, v.Addr.String()+" on "+v.Iface)
+			held = append(held, v.Addr.String()+" on "+status.Printable(v.Iface))
 		} else {
 			not = append(not, v.Addr.String())
 		}
@@ -108,7 +108,9 @@ func HAChecks(c *config.Config, d *plan.Desired, cur *nft.Current) []VerifyCheck
 }
 
 // PeerChecks compare this node (c, role) with the peer's status, or say
-// why it could not be read (err).
+// why it could not be read (err). The peer's strings come from the
+// network and are printed to a terminal: only their printable form goes
+// into a detail.
 func PeerChecks(c *config.Config, role plan.Role, peer *status.Status, err error) []VerifyCheck {
 	if !c.HA {
 		// Asked to compare a pair, this node is not one of a pair: saying
@@ -144,7 +146,7 @@ func PeerChecks(c *config.Config, role plan.Role, peer *status.Status, err error
 	}
 	for _, p := range peer.Links {
 		if !slices.ContainsFunc(c.Links, func(l config.Link) bool { return l.Name == p.Name }) {
-			differ = append(differ, fmt.Sprintf("the peer's link %s is not this node's", p.Name))
+			differ = append(differ, fmt.Sprintf("the peer's link %s is not this node's", status.Printable(p.Name)))
 		}
 	}
 	if len(differ) > 0 {
@@ -158,7 +160,7 @@ func PeerChecks(c *config.Config, role plan.Role, peer *status.Status, err error
 	case role == plan.RolePrimary && peer.HA.Role == plan.RolePrimary:
 		add(false, "ha peer role", "check that VRRP adverts pass between the nodes (the LAN, a firewall)", "both nodes hold the VIPs (split brain)")
 	default:
-		add(false, "ha peer role", "check keepalived on both nodes", "this node is %s and the peer %s: not exactly one node holds every VIP", role, peer.HA.Role)
+		add(false, "ha peer role", "check keepalived on both nodes", "this node is %s and the peer %s: not exactly one node holds every VIP", role, status.Printable(string(peer.HA.Role)))
 	}
 	return out
 }
