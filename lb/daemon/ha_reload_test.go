@@ -1,7 +1,9 @@
 package daemon
 
 import (
+	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -96,4 +98,27 @@ func TestHAReloadWhileTheRoleFlips(t *testing.T) {
 			t.Errorf("without ha, %s is still exported", f.GetName())
 		}
 	}
+}
+
+// A node demoted while its syncs fail (the apply refused, say, by a
+// netlink error) is a backup all the same: the role is the node's
+// addresses, not what it managed to apply. Taken only from syncs that
+// succeeded, it stayed primary, and the node ran hooks (which run after
+// every sync, successful or not) and on-demand commands as the primary.
+func TestHADemotedWhileSyncsFail(t *testing.T) {
+	h := newHarness(t)
+	h.c = configtest.MustParse(t, haChecked)
+	h.k = newFakeKernel(h.rec, h.c)
+	h.k.holdVIPs(true)
+	h.probers = newFakeProbers(h.c)
+	h.start()
+	h.eventually("primary", func() bool { return h.d.Role() == plan.RolePrimary })
+	h.k.setApplyErr(errors.New("netlink: no buffer space available"))
+	h.k.holdVIPs(false)
+	h.events.send(Event{Kind: EventDrift, What: "address change"})
+	h.clock.Advance(MinSyncInterval)
+	h.eventually("an apply failed", func() bool {
+		return slices.ContainsFunc(h.rec.get(), func(l string) bool { return strings.HasSuffix(l, ": FAILED") })
+	})
+	h.eventually("backup, though the sync failed", func() bool { return h.d.Role() == plan.RoleBackup })
 }
