@@ -488,7 +488,7 @@ func TestHATakeover(t *testing.T) {
 		}
 	}
 	vA := verifyChecks(t, p.A, a.flowpin.cfg, "--peer", "http://10.255.0.2:9108")
-	for _, name := range []string{"ha layout", "ha guard", "ha nat_source", "ha role", "ha peer layout", "ha peer role"} {
+	for _, name := range []string{"ha layout", "ha guard", "ha nat_source", "ha role", "ha conntrackd", "ha peer layout", "ha peer role"} {
 		if c := vA[name]; !c.OK {
 			t.Errorf("verify on A: %s: %+v", name, c)
 		}

@@ -17,6 +17,26 @@ import (
 // and table (a synced flow carries its mark, which must route the same on
 // the node that takes it over), both have the guard rule and SNAT to the
 // VIPs, and exactly one holds the VIPs. haChecks are this node's side;
+// SyncCheck says whether conntrackd runs in this node's network
+// namespace (pids, or err if that cannot be told). Nothing else shows its
+// absence: the pair looks consistent, the VIPs move, and every flow dies
+// at the takeover, as the peer never got a copy.
+func SyncCheck(pids []int, err error) VerifyCheck {
+	const name = "ha conntrackd"
+	switch {
+	case err != nil:
+		return VerifyCheck{Name: name, Skip: true, Detail: fmt.Sprintf("cannot tell whether conntrackd runs here: %v", err)}
+	case len(pids) == 0:
+		return VerifyCheck{Name: name, Detail: "no conntrackd runs in this network namespace: the peer gets no copy of this node's flows (and their pins), so a takeover would break every one of them",
+			Fix: "start conntrackd with the pair's conntrackd.conf before keepalived (conntrackd -d; README, HA pair)"}
+	}
+	s := make([]string, len(pids))
+	for i, p := range pids {
+		s[i] = fmt.Sprint(p)
+	}
+	return VerifyCheck{Name: name, OK: true, Detail: fmt.Sprintf("conntrackd runs here (pid %s): it copies the flows, and their pins, to the peer", strings.Join(s, ", "))}
+}
+
 // PeerChecks compare it with the peer's status, when verify can reach it
 // (verify --peer).
 
@@ -179,6 +199,10 @@ func (k *Kernel) verifyHA(r *VerifyReport, c *config.Config, d *plan.Desired, o 
 		return err
 	}
 	r.Checks = append(r.Checks, HAChecks(c, d, cur)...)
+	if k.SyncDaemons != nil {
+		pids, err := k.SyncDaemons()
+		r.Checks = append(r.Checks, SyncCheck(pids, err))
+	}
 	if o.Peer == nil {
 		r.skip("ha peer", "not compared with the peer (verify --peer http://ADDR:PORT reads its status; see README, HA pair)")
 		return nil

@@ -1,6 +1,8 @@
 package diagnose
 
 import (
+	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 	"unicode"
@@ -8,6 +10,7 @@ import (
 	"flowpin/lb/config"
 	"flowpin/lb/plan"
 	"flowpin/lb/status"
+	"flowpin/rules"
 )
 
 // The peer's status comes over the network: a link name or role with
@@ -32,5 +35,41 @@ func TestPeerChecksEscapeThePeersStrings(t *testing.T) {
 	}
 	if seen != 2 {
 		t.Errorf("%d details show the peer's strings escaped, want 2 (the link, the role)", seen)
+	}
+}
+
+// With ha, verify says whether conntrackd runs in this node's namespace:
+// without it nothing else shows that the peer has no copy of the flows
+// (the VIPs still move, and every flow dies at the takeover). It cannot
+// always tell (not root): then it says so and skips.
+func TestVerifyHAConntrackd(t *testing.T) {
+	c, err := config.Parse("f.yaml", []byte(haCfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ = config.Assign(c, nil)
+	f, _ := applied(t, c, map[string]rules.Iface{
+		"wan1": {Name: "wan1", Index: 3, Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.3/24"), netip.MustParsePrefix("192.0.2.2/24")}},
+		"wan2": {Name: "wan2", Index: 4, Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("198.51.100.3/24"), netip.MustParsePrefix("198.51.100.2/24")}},
+	})
+	for _, tc := range []struct {
+		name string
+		pids []int
+		err  error
+		want string
+	}{
+		{"running", []int{812}, nil, "ok   ha conntrackd: conntrackd runs here (pid 812)"},
+		{"not running", nil, nil, "FAIL ha conntrackd: no conntrackd runs in this network namespace"},
+		{"cannot tell", nil, errors.New("permission denied"), "skip ha conntrackd: cannot tell whether conntrackd runs here: permission denied"},
+	} {
+		k := f.kernel()
+		k.SyncDaemons = func() ([]int, error) { return tc.pids, tc.err }
+		rep, err := k.Verify(c, VerifyOptions{NoProbe: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := report(rep.Checks); !strings.Contains(got, tc.want) {
+			t.Errorf("%s: no %q in\n%s", tc.name, tc.want, got)
+		}
 	}
 }
