@@ -14,7 +14,7 @@ import (
 // policy's flows on one link, and no other flow on it. It returns how
 // many flows it deleted.
 func (ct *Conntrack) FlushLabel(mark, mask uint32, bit int, family uint8) (int, error) {
-	return ct.deleteWhere(mark, mask, family, func(f *conntrack.Flow) bool { return HasLabel(f.Labels, bit) })
+	return ct.deleteWhere(markFilter(mark, mask, family), mark, mask, family, func(f *conntrack.Flow) bool { return HasLabel(f.Labels, bit) })
 }
 
 // FlushMarkExceptLabels deletes the flows of one address family with
@@ -22,7 +22,7 @@ func (ct *Conntrack) FlushLabel(mark, mask uint32, bit int, family uint8) (int, 
 // link's flows, but for those of the policies told apart by these bits.
 // It returns how many flows it deleted.
 func (ct *Conntrack) FlushMarkExceptLabels(mark, mask uint32, family uint8, keep []int) (int, error) {
-	return ct.deleteWhere(mark, mask, family, func(f *conntrack.Flow) bool { return !HasAnyLabel(f.Labels, keep) })
+	return ct.deleteWhere(markFilter(mark, mask, family), mark, mask, family, func(f *conntrack.Flow) bool { return !HasAnyLabel(f.Labels, keep) })
 }
 
 // FlushUnreplied deletes the flows of one address family with
@@ -34,16 +34,26 @@ func (ct *Conntrack) FlushMarkExceptLabels(mark, mask uint32, family uint8, keep
 //
 // A flow answered between the dump and its deletion is deleted too; its
 // link is down, so that is rare, and costs that one flow a reconnect.
+//
+// The kernel (5.15 and later) filters the dump by status as well, so the
+// link's answered flows, which may be many, never cross into user space;
+// an older kernel ignores that part of the filter and sends them all,
+// and they are told apart here.
 func (ct *Conntrack) FlushUnreplied(mark, mask uint32, family uint8, keep []int) (int, error) {
-	return ct.deleteWhere(mark, mask, family, func(f *conntrack.Flow) bool {
+	unanswered := markFilter(mark, mask, family).Status(0).StatusMask(uint32(conntrack.StatusSeenReply))
+	return ct.deleteWhere(unanswered, mark, mask, family, func(f *conntrack.Flow) bool {
 		return !f.Status.SeenReply() && !HasAnyLabel(f.Labels, keep)
 	})
 }
 
-// deleteWhere deletes the flows of one family and mark that del accepts.
-// ctnetlink filters a dump by mark but not by label or status, so the
-// kernel sends the link's flows and the rest is checked here.
-func (ct *Conntrack) deleteWhere(mark, mask uint32, family uint8, del func(f *conntrack.Flow) bool) (int, error) {
+func markFilter(mark, mask uint32, family uint8) conntrack.Filter {
+	return conntrack.NewFilter().Family(netfilter.ProtoFamily(family)).Mark(mark).MarkMask(mask)
+}
+
+// deleteWhere deletes the flows the kernel's dump by filter sends (those
+// of one family and mark, at least) that del accepts. ctnetlink filters a
+// dump by mark (and status) but not by label, so the rest is checked here.
+func (ct *Conntrack) deleteWhere(filter conntrack.Filter, mark, mask uint32, family uint8, del func(f *conntrack.Flow) bool) (int, error) {
 	c, err := ct.requests()
 	if err != nil {
 		return 0, err
@@ -51,7 +61,7 @@ func (ct *Conntrack) deleteWhere(mark, mask uint32, family uint8, del func(f *co
 	var flows []conntrack.Flow
 	err = RetryInterrupted(func() error {
 		var derr error
-		flows, derr = c.DumpFilter(conntrack.NewFilter().Family(netfilter.ProtoFamily(family)).Mark(mark).MarkMask(mask), nil)
+		flows, derr = c.DumpFilter(filter, nil)
 		return derr
 	})
 	if err != nil {
