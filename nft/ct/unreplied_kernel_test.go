@@ -53,6 +53,11 @@ func TestFlushUnrepliedInNamespace(t *testing.T) {
 	if !slices.Equal(replied, []int{1, 4}) {
 		t.Errorf("walk: flows that saw a reply %v, want 1 4", replied)
 	}
+	// The kernel filters the dump by status: only the link's two
+	// unanswered flows cross into user space.
+	if got, err := w.DumpFilter(markFilter(link, mask, unix.AF_INET).Status(0).StatusMask(uint32(conntrack.StatusSeenReply)), nil); err != nil || len(got) != 2 {
+		t.Errorf("dump filtered by status: %d flows, %v; want the 2 unanswered", len(got), err)
+	}
 	if n, err := c.FlushUnreplied(link, mask, unix.AF_INET6, nil); err != nil || n != 0 {
 		t.Fatalf("IPv6: %d, %v; want none", n, err)
 	}
