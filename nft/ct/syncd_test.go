@@ -1,6 +1,7 @@
 package ct
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,7 +13,8 @@ import (
 )
 
 // fakeProc is a /proc with this process's network namespace and the
-// processes given (pid: comm, namespace).
+// processes given (pid: comm, namespace); they run as root, but for a
+// comm ending in "@1000" (that uid).
 func fakeProc(t *testing.T, procs map[string][2]string) string {
 	t.Helper()
 	root := t.TempDir()
@@ -21,7 +23,15 @@ func fakeProc(t *testing.T, procs map[string][2]string) string {
 			t.Fatal(err)
 		}
 		if comm != "" {
+			uid := "0"
+			if c, u, ok := strings.Cut(comm, "@"); ok {
+				comm, uid = c, u
+			}
 			if err := os.WriteFile(filepath.Join(root, pid, "comm"), []byte(comm+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			status := fmt.Sprintf("Name:\t%s\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t%s\t%s\t%s\t%s\nGid:\t0\t0\t0\t0\n", comm, uid, uid, uid, uid)
+			if err := os.WriteFile(filepath.Join(root, pid, "status"), []byte(status), 0o644); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -47,6 +57,7 @@ func TestSyncDaemons(t *testing.T) {
 		{"only in another namespace (the peer's, on one host)", map[string][2]string{"301": {"conntrackd", there}}, nil},
 		{"none", map[string][2]string{"1": {"init", there}}, nil},
 		{"a name that is not a pid", map[string][2]string{"sys": {"conntrackd", here}}, nil},
+		{"a user's program of that name", map[string][2]string{"302": {"conntrackd@1000", here}, "303": {"conntrackd", here}}, []int{303}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := SyncDaemons(fakeProc(t, tc.procs))
@@ -72,7 +83,11 @@ func TestSyncDaemonsInNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(t.TempDir(), "conntrackd")
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil { // for the other user's copy
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "conntrackd")
 	if err := os.WriteFile(bin, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -86,6 +101,8 @@ func TestSyncDaemonsInNamespace(t *testing.T) {
 	}
 	here := start(bin, "30")
 	there := start("ip", "netns", "exec", ns, bin, "30")
+	// Any user can run a program of that name; setpriv execs it.
+	user := start("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin, "30")
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		pids, err := SyncDaemons("/proc")
@@ -93,10 +110,16 @@ func TestSyncDaemonsInNamespace(t *testing.T) {
 			t.Fatal(err)
 		}
 		// ip netns exec execs the program: the same pid, once it has.
-		comm, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(there.Process.Pid), "comm"))
-		if slices.Contains(pids, here.Process.Pid) && strings.TrimSpace(string(comm)) == "conntrackd" {
+		named := func(c *exec.Cmd) bool {
+			comm, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(c.Process.Pid), "comm"))
+			return strings.TrimSpace(string(comm)) == "conntrackd"
+		}
+		if slices.Contains(pids, here.Process.Pid) && named(there) && named(user) {
 			if slices.Contains(pids, there.Process.Pid) {
 				t.Errorf("a conntrackd in another namespace counted: %v", pids)
+			}
+			if slices.Contains(pids, user.Process.Pid) {
+				t.Errorf("a user's program named conntrackd counted: %v", pids)
 			}
 			return
 		}
