@@ -584,6 +584,11 @@ func TestHATakeover(t *testing.T) {
 	if rstB+rstFar+rstLAN != 0 {
 		t.Errorf("resets during the takeover: sent by B %d, received by the far end %d, by the LAN host %d; want none", rstB, rstFar, rstLAN)
 	}
+	// verify on dead A: its conntrackd is gone, and verify says so (while
+	// it ran, the check passed above).
+	if c := verifyChecks(t, p.A, a.flowpin.cfg)["ha conntrackd"]; c.OK || !strings.Contains(c.Detail, "no conntrackd runs in this network namespace") {
+		t.Errorf("verify on A without its conntrackd: %+v", c)
+	}
 	guarded := guardDrops(t, p.B)
 	t.Logf("B's guard rule dropped %d TCP packets that would have started a flow without a SYN", guarded)
 
