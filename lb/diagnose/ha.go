@@ -170,6 +170,12 @@ func PeerChecks(c *config.Config, role plan.Role, peer *status.Status, err error
 		}
 	}
 	if len(differ) > 0 {
+		// The peer's status may list any number of links (its body is
+		// read up to 16 MiB): name a few differences, count the rest.
+		const shown = 8
+		if len(differ) > shown {
+			differ = append(differ[:shown:shown], fmt.Sprintf("and %d more", len(differ)-shown))
+		}
 		add(false, "ha peer layout", sameConfig, "the nodes pin differently, so a takeover would route synced flows by the wrong links: %s", strings.Join(differ, "; "))
 	} else {
 		add(true, "ha peer layout", "", "the peer gives every link the same mark and table")

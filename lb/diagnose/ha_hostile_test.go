@@ -2,6 +2,7 @@ package diagnose
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -72,4 +73,28 @@ func TestVerifyHAConntrackd(t *testing.T) {
 			t.Errorf("%s: no %q in\n%s", tc.name, tc.want, got)
 		}
 	}
+}
+
+// A peer whose status lists thousands of links (its body may be up to
+// 16 MiB) gets a detail of a few lines, not one line per link.
+func TestPeerChecksBoundTheDifferences(t *testing.T) {
+	c, err := config.Parse("f.yaml", []byte(haCfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ = config.Assign(c, nil)
+	peer := &status.Status{MarkMask: 0xff00, HA: &status.HAStatus{Role: plan.RolePrimary}}
+	for i := range 5000 {
+		peer.Links = append(peer.Links, status.LinkStatus{Name: fmt.Sprintf("x%d", i), Mark: 0x100, Table: 101})
+	}
+	for _, ch := range PeerChecks(c, plan.RoleBackup, peer, nil) {
+		if ch.Name != "ha peer layout" {
+			continue
+		}
+		if ch.OK || len(ch.Detail) > 1000 || !strings.HasSuffix(ch.Detail, "and 4994 more") {
+			t.Errorf("%d-byte detail: %.300q...", len(ch.Detail), ch.Detail)
+		}
+		return
+	}
+	t.Error("no ha peer layout check")
 }
