@@ -129,7 +129,7 @@ func (d *Daemon) flushDown(l config.Link, u unit, fp keep.Plan) {
 		n, err := d.deps.Conntrack.FlushUnreplied(l.Mark, d.Config.MarkMask, u.af(), fp.Keep)
 		if err != nil {
 			d.Log.Error("delete the link's unanswered flows", "link", l.Name, "family", u.family(), "err", err)
-		} else {
+		} else if n > 0 {
 			d.Log.Info("deleted the link's flows that never saw a reply, so their retries go by a live link", "link", l.Name, "family", u.family(), "flows", n, "mark", fmt.Sprintf("%#x/%#x", l.Mark, d.Config.MarkMask))
 		}
 		d.keepFlows(l, u, haKeepReplied)
