@@ -623,14 +623,16 @@ func TestHATakeover(t *testing.T) {
 	// under way. Those the route sends by isp2 before it is judged down
 	// get no answer and are pinned there; B deletes them (they never saw
 	// a reply) once isp2 is out of the route, and a SYN retransmit goes by
-	// isp1. Kept, they would retry on isp2 until they time out.
+	// isp1. Kept, they would retry on isp2 until they time out. (A
+	// client's SYNs go at 0, 1, 3 and 7 s: the timeout leaves isp2's
+	// detection up to about 7 s on a loaded machine.)
 	revive := blackhole(t, p.ISP2)
 	died := time.Now()
 	srv.Reset()
 	pinned := make(chan int, 1)
 	stopWatch := make(chan struct{})
 	go func() { pinned <- maxSynSent(p.B, marks[haVIP2], stopWatch) }()
-	res = connectN(t, p.LAN, target, srv, 16, dialOpts{Parallel: 16, Timeout: 6 * time.Second})
+	res = connectN(t, p.LAN, target, srv, 16, dialOpts{Parallel: 16, Timeout: 10 * time.Second})
 	lastDone := time.Since(died)
 	close(stopWatch)
 	onDead := <-pinned
