@@ -27,7 +27,7 @@ func SyncCheck(pids []int, err error) VerifyCheck {
 	case err != nil:
 		return VerifyCheck{Name: name, Skip: true, Detail: fmt.Sprintf("cannot tell whether conntrackd runs here: %v", err)}
 	case len(pids) == 0:
-		return VerifyCheck{Name: name, Detail: "no conntrackd runs in this network namespace: the peer gets no copy of this node's flows (and their pins), so a takeover would break every one of them",
+		return VerifyCheck{Name: name, Detail: "no conntrackd runs in this network namespace: the peer gets no copy of this node's flows (and their pins), so a takeover would break every one of them (verify sees the processes of its own PID namespace only: a conntrackd in another container that shares this network namespace is not seen)",
 			Fix: "start conntrackd with the pair's conntrackd.conf before keepalived (conntrackd -d; README, HA pair)"}
 	}
 	s := make([]string, len(pids))
