@@ -97,7 +97,7 @@ func (k *kernel) Close() {
 }
 
 func (k *kernel) diagnose() *diagnose.Kernel {
-	return &diagnose.Kernel{Routes: k.routes, NFT: k.nft, CT: k.ct}
+	return &diagnose.Kernel{Routes: k.routes, NFT: k.nft, CT: k.ct, SyncDaemons: func() ([]int, error) { return ct.SyncDaemons("/proc") }}
 }
 
 func (a *app) open() (*kernel, error) {

@@ -665,6 +665,10 @@ func (d *Daemon) sync(why string) error {
 		d.metrics.syncFailed()
 		return err
 	}
+	// The role is the node's addresses as just read, whether or not the
+	// apply succeeds: hooks run after a failed sync too, and a demoted
+	// node must not run them as the primary.
+	d.followRole(des)
 	// Before the apply, which may fail and be retried: the file follows
 	// the plan either way.
 	d.writeResolv(des, auto)
@@ -698,7 +702,6 @@ func (d *Daemon) sync(why string) error {
 		d.Log.Info(msg)
 	}
 	d.applied = des
-	d.followRole(des)
 	d.held6 = heldOf(d.Config, des)
 	d.settleFlows()
 	d.failback(des)

@@ -38,6 +38,9 @@ type Flusher interface {
 	// FlushMarkExceptLabels: the flows of one family that carry none of
 	// the ct label bits keep.
 	FlushMarkExceptLabels(mark, mask uint32, family uint8, keep []int) (int, error)
+	// FlushUnreplied: the flows of one family that never saw a reply and
+	// carry none of the ct label bits keep.
+	FlushUnreplied(mark, mask uint32, family uint8, keep []int) (int, error)
 }
 
 var _ Flusher = (*ct.Conntrack)(nil)

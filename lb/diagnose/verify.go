@@ -70,6 +70,9 @@ type Kernel struct {
 	// Clock times the wait for a probed gateway's answer. Nil: the wall
 	// clock.
 	Clock clock.Clock
+	// SyncDaemons are the pids of the conntrackd processes in this
+	// network namespace (ct.SyncDaemons). Nil: not checked.
+	SyncDaemons func() ([]int, error)
 }
 
 func (k *Kernel) clock() clock.Clock {

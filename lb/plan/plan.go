@@ -346,10 +346,13 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 	d.NFT.V6 = slices.ContainsFunc(c.Links, config.Link.HasV6)
 	for _, v := range d.VIPs {
 		// With ha the backup holds no VIP, as it should.
-		if !c.HA && v.Iface == "" {
+		if !c.HA && v.Iface == "" && v.DADFailed == "" {
 			d.Warnings = append(d.Warnings, fmt.Sprintf("nat_source %s is on no interface of this host: replies to it arrive only if the ISP routes it here", v.Addr))
 		}
 		if w := VIPElsewhere(c, v); w != "" {
+			d.Warnings = append(d.Warnings, w)
+		}
+		if w := VIPDADFailed(v); w != "" {
 			d.Warnings = append(d.Warnings, w)
 		}
 	}
