@@ -165,6 +165,9 @@ type Daemon struct {
 	keep *keep.Flows
 	// applied is the plan last applied.
 	applied *plan.Desired
+	// appliedPub is applied as published for readers off the loop (an
+	// operator's request); never changed once published.
+	appliedPub atomic.Pointer[plan.Desired]
 	// held6: the prefixes the prefixes6: auto link had in that plan
 	// (prefixes6.go).
 	held6 held6
@@ -702,6 +705,7 @@ func (d *Daemon) sync(why string) error {
 		d.Log.Info(msg)
 	}
 	d.applied = des
+	d.appliedPub.Store(des)
 	d.held6 = heldOf(d.Config, des)
 	d.settleFlows()
 	d.failback(des)
