@@ -80,6 +80,11 @@ type Spec struct {
 	// Sets are the named address sets the classes match, and those no
 	// class uses (a resolver may fill them all the same).
 	Sets []NamedSet
+	// Recheck names file sets (by SetName) whose elements Apply lists
+	// and compares with the spec's, and writes again if they differ
+	// (FileSetDrift). The rest are taken as written: listing a 100k-range
+	// set costs a tenth of a second or more.
+	Recheck []string
 	// Guard: drop TCP packets that would start a flow without a SYN (an
 	// HA pair's takeover; guardRule).
 	Guard bool
@@ -927,6 +932,8 @@ type Current struct {
 	Sets []string
 	// kinds: each set's type, flags and timeout (setKind).
 	kinds map[string]string
+	// drifted: file sets whose elements differ from the spec's (Recheck).
+	drifted map[string]bool
 }
 
 // Read lists the owned table. A missing table is not an error.
@@ -1009,7 +1016,7 @@ func (l layout) upToDate(cur *Current) bool {
 		return false
 	}
 	for _, d := range l.sets {
-		if cur.kinds != nil && cur.kinds[d.set.Name] != setKind(d.set) {
+		if cur.kinds != nil && cur.kinds[d.set.Name] != setKind(d.set) || cur.drifted[d.set.Name] {
 			return false
 		}
 	}
@@ -1036,6 +1043,9 @@ func (l layout) upToDate(cur *Current) bool {
 func (c *Conn) Apply(s Spec) (bool, error) {
 	cur, err := c.Read()
 	if err != nil {
+		return false, err
+	}
+	if err := c.recheck(s, cur); err != nil {
 		return false, err
 	}
 	l := s.layout()

@@ -149,7 +149,7 @@ func addrInSet(f family, src bool, set string) []expr.Any {
 // unchanged says whether cur holds set d with the elements d would write:
 // a file set whose digest rule is there as it is now.
 func (d setDef) unchanged(cur *Current) bool {
-	if !d.refill || d.digest == "" {
+	if !d.refill || d.digest == "" || cur.drifted[d.set.Name] {
 		return false
 	}
 	prefix := "set " + d.set.Name + " " + d.digest + " #"
