@@ -34,8 +34,8 @@ func TestKernelRanges(t *testing.T) {
 func TestCompareRanges(t *testing.T) {
 	a, b, c, d := rng("10.0.0.0", "10.0.0.255"), rng("10.0.2.0", "10.0.2.255"), rng("10.0.4.0", "10.0.4.255"), rng("10.0.4.0", "10.0.4.127")
 	for _, tc := range []struct {
-		name             string
-		want, have       []netipx.IPRange
+		name           string
+		want, have     []netipx.IPRange
 		missing, extra int
 	}{
 		{"same", []netipx.IPRange{a, b, c}, []netipx.IPRange{a, b, c}, 0, 0},
