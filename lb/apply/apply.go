@@ -55,6 +55,12 @@ type Tables interface {
 	Record(nft.Records) (bool, error)
 }
 
+// elementChecker finds file sets whose elements someone changed, as
+// nft.Conn's Apply does, so that plan shows the rewrite apply would make.
+type elementChecker interface {
+	CheckElements(nft.Spec, *nft.Current) error
+}
+
 // Flows is what apply needs of conntrack: ct.Conntrack in production.
 type Flows interface {
 	// FlushMark deletes every flow with (ct mark & mask) == mark.
@@ -355,6 +361,11 @@ func (k *Kernel) Changes(d *plan.Desired) ([]string, error) {
 			continue
 		}
 		out = append(out, s.Command)
+	}
+	if ec, ok := k.NFT.(elementChecker); ok && !st.early {
+		if err := ec.CheckElements(st.spec, st.cur); err != nil {
+			return nil, err
+		}
 	}
 	if !st.early && !st.spec.UpToDate(st.cur) {
 		out = append(out, nft.Script(st.spec.Render()))

@@ -66,6 +66,8 @@ type fakeKernel struct {
 	// hold, if set, makes the next Apply say so on entered and wait for
 	// hold to close: a sync that takes a while.
 	hold, entered chan struct{}
+	// rechecks: each Apply's nft.Spec.Recheck.
+	rechecks [][]string
 }
 
 // holdNextApply holds the next Apply until release is called; entered is
@@ -125,6 +127,7 @@ func (k *fakeKernel) PrepareWith(c *config.Config, o plan.Options) (*plan.Desire
 func (k *fakeKernel) Apply(d *plan.Desired) (*apply.Result, error) {
 	k.mu.Lock()
 	err := k.applyErr
+	k.rechecks = append(k.rechecks, slices.Clone(d.NFT.Recheck))
 	hold, entered := k.hold, k.entered
 	k.hold, k.entered = nil, nil
 	k.mu.Unlock()
