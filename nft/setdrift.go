@@ -169,3 +169,14 @@ func (c *Conn) recheck(s Spec, cur *Current) error {
 // whose elements differ from the spec's: UpToDate is then false, and
 // Render's script writes them again (plan shows what apply would do).
 func (c *Conn) CheckElements(s Spec, cur *Current) error { return c.recheck(s, cur) }
+
+// FileSetCounts is how many ranges each file set of s holds in each
+// family, by the table's set name: what Apply writes, as SetCounts
+// counts them.
+func (s Spec) FileSetCounts() map[string]int {
+	out := map[string]int{}
+	for name, rs := range s.fileSetRanges() {
+		out[name] = len(rs)
+	}
+	return out
+}

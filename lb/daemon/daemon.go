@@ -679,7 +679,7 @@ func (d *Daemon) sync(why string) error {
 		d.metrics.syncFailed()
 		return err
 	}
-	d.setCheck.done()
+	d.setCheck.done(&des.NFT)
 	d.metrics.synced(res.Writes, d.deps.Clock.Now().Sub(start))
 	// The plan's own warnings (the first ones) are the planner's to say;
 	// the rest are the apply's: a flush that failed, or with ha marks

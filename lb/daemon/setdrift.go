@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"slices"
+	"sync/atomic"
 
 	"flowpin/nft"
 )
@@ -15,6 +16,9 @@ import (
 type fileSetCheck struct {
 	all   bool
 	named map[string]bool
+	// written: each file set's ranges as the last sync left them
+	// (nft.Spec.FileSetCounts), for the metrics' goroutine.
+	written atomic.Pointer[map[string]int]
 }
 
 func newFileSetCheck() *fileSetCheck { return &fileSetCheck{all: true, named: map[string]bool{}} }
@@ -41,8 +45,10 @@ func (f *fileSetCheck) narrow(spec *nft.Spec) {
 	spec.Recheck = slices.DeleteFunc(spec.Recheck, func(name string) bool { return !f.named[name] })
 }
 
-// done: a sync applied, the sets it checked are as written.
-func (f *fileSetCheck) done() {
+// done: a sync applied spec; the sets it checked are as written.
+func (f *fileSetCheck) done(spec *nft.Spec) {
 	f.all = false
 	clear(f.named)
+	counts := spec.FileSetCounts()
+	f.written.Store(&counts)
 }
