@@ -819,15 +819,19 @@ func (s Spec) rulesOf(gs [2][]group, sets []setDef) []rule {
 
 // Render returns the table as an nft script that creates or replaces it
 // atomically (`nft -f`).
-func (s Spec) Render() string {
+func (s Spec) Render() string { return s.layout().render(nil) }
+
+// render is the script that turns the table cur (nil: none, or any)
+// into l, as queue's batch does.
+func (l layout) render(cur *Current) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "add table inet %s\nflush table inet %s\n", TableName, TableName)
-	l := s.layout()
+	remade := l.renderRemoved(&b, cur)
 	// `flush table` empties the chains, not the sets: a map of the plan
 	// is emptied here (created first if missing) and filled below, or an
 	// element that changed its verdict would be refused as existing.
 	for _, d := range l.sets {
-		if d.refill {
+		if d.refill && !remade[d.set.Name] {
 			kind := "set"
 			if d.set.IsMap {
 				kind = "map"
@@ -840,6 +844,9 @@ func (s Spec) Render() string {
 		text := d.text
 		if d.lazyText != nil {
 			text = d.lazyText()
+		}
+		if remade[d.set.Name] && len(d.carried) > 0 {
+			text = withElements(text, d.carried)
 		}
 		fmt.Fprintf(&b, "\t%s\n", text)
 	}
