@@ -1052,10 +1052,10 @@ func (c *Conn) Apply(s Spec) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if err := c.recheck(s, cur); err != nil {
+	l := s.layout()
+	if err := c.recheck(l, s, cur); err != nil {
 		return false, err
 	}
-	l := s.layout()
 	if l.upToDate(cur) {
 		return false, nil
 	}

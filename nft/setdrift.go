@@ -147,12 +147,19 @@ func compareRanges(name string, want, have []netipx.IPRange) SetDrift {
 }
 
 // recheck marks in cur the file sets of s.Recheck whose elements differ
-// from the spec's, so that Apply writes them again.
-func (c *Conn) recheck(s Spec, cur *Current) error {
+// from the spec's, so that Apply writes them again. A set Apply writes
+// anyway (its file changed, or it is new) is not listed.
+func (c *Conn) recheck(l layout, s Spec, cur *Current) error {
 	if len(s.Recheck) == 0 || !cur.Exists {
 		return nil
 	}
-	drift, err := c.FileSetDrift(s, s.Recheck)
+	var names []string
+	for _, d := range l.sets {
+		if slices.Contains(s.Recheck, d.set.Name) && slices.Contains(cur.Sets, d.set.Name) && d.unchanged(cur) {
+			names = append(names, d.set.Name)
+		}
+	}
+	drift, err := c.FileSetDrift(s, names)
 	if err != nil {
 		return err
 	}
@@ -168,7 +175,7 @@ func (c *Conn) recheck(s Spec, cur *Current) error {
 // CheckElements marks in cur, as Apply does, the file sets of s.Recheck
 // whose elements differ from the spec's: UpToDate is then false, and
 // Render's script writes them again (plan shows what apply would do).
-func (c *Conn) CheckElements(s Spec, cur *Current) error { return c.recheck(s, cur) }
+func (c *Conn) CheckElements(s Spec, cur *Current) error { return c.recheck(s.layout(), s, cur) }
 
 // FileSetCounts is how many ranges each file set of s holds in each
 // family, by the table's set name: what Apply writes, as SetCounts
