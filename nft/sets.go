@@ -46,8 +46,9 @@ func SetName(name string, v6 bool) string {
 
 // setsChain holds one rule per named set, which nothing jumps to: its
 // comment carries the digest of a file set's elements, so that a changed
-// file makes the table differ (the elements themselves are not read back
-// to compare), and only a changed file's set is rewritten.
+// file makes the table differ without reading the elements back (they
+// are read only for Spec.Recheck: FileSetDrift), and only a changed
+// file's set is rewritten.
 const setsChain = "sets"
 
 func (f family) of(a netip.Addr) bool { return a.Is4() == (f.nfproto == unix.NFPROTO_IPV4) }
