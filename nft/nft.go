@@ -79,6 +79,11 @@ type Spec struct {
 	// Sets are the named address sets the classes match, and those no
 	// class uses (a resolver may fill them all the same).
 	Sets []NamedSet
+	// Recheck names file sets (by SetName) whose elements Apply lists
+	// and compares with the spec's, and writes again if they differ
+	// (FileSetDrift). The rest are taken as written: listing a 100k-range
+	// set costs a tenth of a second or more.
+	Recheck []string
 	// Guard: drop TCP packets that would start a flow without a SYN (an
 	// HA pair's takeover; guardRule).
 	Guard bool
@@ -892,15 +897,19 @@ func (s Spec) rulesOf(gs [2][]group, sets []setDef) []rule {
 
 // Render returns the table as an nft script that creates or replaces it
 // atomically (`nft -f`).
-func (s Spec) Render() string {
+func (s Spec) Render() string { return s.layout().render(nil) }
+
+// render is the script that turns the table cur (nil: none, or any)
+// into l, as queue's batch does.
+func (l layout) render(cur *Current) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "add table inet %s\nflush table inet %s\n", TableName, TableName)
-	l := s.layout()
+	remade := l.renderRemoved(&b, cur)
 	// `flush table` empties the chains, not the sets: a map of the plan
 	// is emptied here (created first if missing) and filled below, or an
 	// element that changed its verdict would be refused as existing.
 	for _, d := range l.sets {
-		if d.refill {
+		if d.refill && !remade[d.set.Name] {
 			kind := "set"
 			if d.set.IsMap {
 				kind = "map"
@@ -913,6 +922,9 @@ func (s Spec) Render() string {
 		text := d.text
 		if d.lazyText != nil {
 			text = d.lazyText()
+		}
+		if remade[d.set.Name] && len(d.carried) > 0 {
+			text = withElements(text, d.carried)
 		}
 		fmt.Fprintf(&b, "\t%s\n", text)
 	}
@@ -1005,6 +1017,8 @@ type Current struct {
 	Sets []string
 	// kinds: each set's type, flags and timeout (setKind).
 	kinds map[string]string
+	// drifted: file sets whose elements differ from the spec's (Recheck).
+	drifted map[string]bool
 }
 
 // Read lists the owned table. A missing table is not an error.
@@ -1087,7 +1101,7 @@ func (l layout) upToDate(cur *Current) bool {
 		return false
 	}
 	for _, d := range l.sets {
-		if cur.kinds != nil && cur.kinds[d.set.Name] != setKind(d.set) {
+		if cur.kinds != nil && cur.kinds[d.set.Name] != setKind(d.set) || cur.drifted[d.set.Name] {
 			return false
 		}
 	}
@@ -1117,6 +1131,9 @@ func (c *Conn) Apply(s Spec) (bool, error) {
 		return false, err
 	}
 	l := s.layout()
+	if err := c.recheck(l, s, cur); err != nil {
+		return false, err
+	}
 	if l.upToDate(cur) {
 		return false, nil
 	}

@@ -168,6 +168,8 @@ type Daemon struct {
 	// appliedPub is applied as published for readers off the loop (an
 	// operator's request); never changed once published.
 	appliedPub atomic.Pointer[plan.Desired]
+	// setCheck: the file sets whose elements the next sync checks.
+	setCheck *fileSetCheck
 	// held6: the prefixes the prefixes6: auto link had in that plan
 	// (prefixes6.go).
 	held6 held6
@@ -271,6 +273,7 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 		board: p.Board, keep: p.Keep, tiers: p.Failback, od: p.OnDemand, units: units(c),
 		metrics: NewMetrics(), carry: deps.carry, resolv: deps.Resolv,
 		ops: make(chan opRequest), stopped: make(chan struct{}),
+		setCheck: newFileSetCheck(),
 	}
 	if err := d.metrics.registerOwned(newDNSCollector(d)); err != nil {
 		panic(err) // a programming error: one per daemon
@@ -675,6 +678,7 @@ func (d *Daemon) sync(why string) error {
 	// Before the apply, which may fail and be retried: the file follows
 	// the plan either way.
 	d.writeResolv(des, auto)
+	d.setCheck.narrow(&des.NFT)
 	d.beginWrite()
 	res, err := d.deps.Applier.Apply(des)
 	d.endWrite(err == nil && res.Table)
@@ -682,6 +686,7 @@ func (d *Daemon) sync(why string) error {
 		d.metrics.syncFailed()
 		return err
 	}
+	d.setCheck.done(&des.NFT)
 	d.metrics.synced(res.Writes, d.deps.Clock.Now().Sub(start))
 	// The plan's own warnings (the first ones) are the planner's to say;
 	// the rest are the apply's: a flush that failed, or with ha marks
@@ -847,8 +852,18 @@ func (d *Daemon) onEvent(ev Event) {
 			}
 		}
 	case EventDrift:
+		if ev.Set != "" {
+			var spec *nft.Spec
+			if d.applied != nil {
+				spec = &d.applied.NFT
+			}
+			if !d.setCheck.changed(spec, ev.Set) {
+				return
+			}
+		}
 		d.runner.Request(ev.What)
 	case EventLost:
+		d.setCheck.lost()
 		d.metrics.subscriptionLost(ev.What)
 		d.Log.Warn("kernel notifications lost; re-reading the kernel", "what", ev.What)
 		d.runner.RequestNow("notifications lost: " + ev.What)

@@ -70,6 +70,8 @@ type fakeKernel struct {
 	// ct, if set, is the conntrack table the deletions that look at
 	// each flow act on.
 	ct *cttest.Fake
+	// rechecks: each Apply's nft.Spec.Recheck.
+	rechecks [][]string
 }
 
 // holdNextApply holds the next Apply until release is called; entered is
@@ -129,6 +131,7 @@ func (k *fakeKernel) PrepareWith(c *config.Config, o plan.Options) (*plan.Desire
 func (k *fakeKernel) Apply(d *plan.Desired) (*apply.Result, error) {
 	k.mu.Lock()
 	err := k.applyErr
+	k.rechecks = append(k.rechecks, slices.Clone(d.NFT.Recheck))
 	hold, entered := k.hold, k.entered
 	k.hold, k.entered = nil, nil
 	k.mu.Unlock()

@@ -128,6 +128,9 @@ type Event struct {
 	Removed, Up bool
 	IP          netip.Addr // the neighbour (EventNeighFailed, EventNeigh)
 	MAC         string     // its link-layer address (EventNeigh)
+	// Set: the elements of this set of flowpin's table changed
+	// (EventDrift); drift only if it is a file set.
+	Set string
 }
 
 // Events is the source of kernel notifications: KernelEvents, in tests a

@@ -190,7 +190,7 @@ func (k *Kernel) Verify(c *config.Config, o VerifyOptions) (*VerifyReport, error
 	if err := k.verifyNFT(r, d); err != nil {
 		return nil, err
 	}
-	if err := k.verifySets(r, c); err != nil {
+	if err := k.verifySets(r, c, d.NFT); err != nil {
 		return nil, err
 	}
 	if err := k.verifyHA(r, c, d, o); err != nil {
