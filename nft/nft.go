@@ -546,27 +546,43 @@ func maskedMark(ct bool, mask uint32) []expr.Any {
 	return []expr.Any{load, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: le(mask), Xor: le(0)}}
 }
 
-// restoreAndClassify: a packet that already carries a mark inside the mask
-// is left alone: another program set it (a VPN's socket sets SO_MARK so
-// that its own ip rule matches its encrypted packets), and rewriting its
-// bits would route them into the tunnel they carry. Then the restore of a
-// pinned flow's link, one lookup of its ct mark whatever the number of
-// links (the link's chain ends the base chain: goto), and the
-// classification of a new flow's first packet.
-func (s Spec) restoreAndClassify(chain string, pinned setDef, unpinned ...rule) []rule {
-	out := []rule{{
+// foreignRule: a packet that already carries a mark inside the mask is
+// left alone: another program set it (a VPN's socket sets SO_MARK so that
+// its own ip rule matches its encrypted packets), and rewriting its bits
+// would route them into the tunnel they carry.
+func foreignRule(chain string, mask uint32) rule {
+	return rule{
 		chain: chain,
-		text:  fmt.Sprintf("meta mark & %s != 0x00000000 return", hexm(s.Mask)),
+		text:  fmt.Sprintf("meta mark & %s != 0x00000000 return", hexm(mask)),
 		why:   "foreign mark",
-		exprs: join(maskedMark(false, s.Mask), []expr.Any{
+		exprs: join(maskedMark(false, mask), []expr.Any{
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: le(0)},
 			&expr.Verdict{Kind: expr.VerdictReturn},
 		}),
-	}}
+	}
+}
+
+// restoreAndClassify: the restore of a pinned flow's link, one lookup of
+// its ct mark whatever the number of links (the link's chain ends the
+// base chain: goto), a packet with a foreign mark left alone
+// (foreignRule), and the classification of a new flow's first packet.
+// In output the foreign check comes first. In prerouting the lookup does:
+// a pinned flow's packet that arrived from a link is counted by the link
+// whatever its mark (its pin chain sends it to the link's from chain, as
+// the interface lookup after it does for a flow not pinned yet), and one
+// to restore meets the check in its restore chain.
+func (s Spec) restoreAndClassify(chain string, pinned setDef, unpinned ...rule) []rule {
+	var out []rule
+	if chain != "prerouting" {
+		out = append(out, foreignRule(chain, s.Mask))
+	}
 	if len(pinned.elems) > 0 {
 		out = append(out, vmapRule(chain, "links by ct mark", fmt.Sprintf("ct mark & %s", hexm(s.Mask)), maskedMark(true, s.Mask), pinned))
 	}
 	out = append(out, unpinned...)
+	if chain == "prerouting" {
+		out = append(out, foreignRule(chain, s.Mask))
+	}
 	if chain == "prerouting" && s.Main != 0 {
 		out = append(out, s.unpinnedRule(chain))
 	}
@@ -697,7 +713,7 @@ func (s Spec) linkChains(byName map[string]setDef) []rule {
 	}
 	for _, l := range s.pinLinks() {
 		out = append(out, s.pinRules(l, byName)...)
-		out = append(out, restoreRule(restorePrefix+l.Name, s.Mask, l), restoreRule(outputPrefix+l.Name, s.Mask, l))
+		out = append(out, foreignRule(restorePrefix+l.Name, s.Mask), restoreRule(restorePrefix+l.Name, s.Mask, l), restoreRule(outputPrefix+l.Name, s.Mask, l))
 	}
 	out = append(out, s.stuckChains()...)
 	ifaces, by := s.ifaceLinks()

@@ -387,6 +387,9 @@ func TestForwardPathIsFlat(t *testing.T) {
 		// A flow without NAT (a routed prefix): the interface tells.
 		routed := later
 		routed.ctstatus = 0
+		// Another program's mark inside the mask: kept as it is.
+		foreign := later
+		foreign.mark = 0x7700
 		for _, tc := range []struct {
 			name string
 			p    pathPacket
@@ -398,6 +401,7 @@ func TestForwardPathIsFlat(t *testing.T) {
 			{"established", later, last.Mark, last.Mark, 1},
 			{"reply", reply, 0, last.Mark, 1},
 			{"routed established", routed, last.Mark, last.Mark, 2},
+			{"foreign-marked established", foreign, 0x7700, last.Mark, 1},
 		} {
 			c, out := s.forward(tc.p)
 			r, l := c.total()
@@ -413,7 +417,7 @@ func TestForwardPathIsFlat(t *testing.T) {
 			}
 		}
 	}
-	for _, kind := range []string{"new", "established", "reply", "routed established"} {
+	for _, kind := range []string{"new", "established", "reply", "routed established", "foreign-marked established"} {
 		if a, b := got[kind+"2"], got[kind+"32"]; a != b {
 			t.Errorf("a %s flow's packet passes %+v at 2 links but %+v at 32", kind, a, b)
 		}
