@@ -165,6 +165,9 @@ type Daemon struct {
 	keep *keep.Flows
 	// applied is the plan last applied.
 	applied *plan.Desired
+	// appliedShared is applied for the other goroutines: SetLink's check
+	// runs on the API's.
+	appliedShared atomic.Pointer[plan.Desired]
 	// held6: the prefixes the prefixes6: auto link had in that plan
 	// (prefixes6.go).
 	held6 held6
@@ -698,6 +701,7 @@ func (d *Daemon) sync(why string) error {
 		d.Log.Info(msg)
 	}
 	d.applied = des
+	d.appliedShared.Store(des)
 	d.followRole(des)
 	d.held6 = heldOf(d.Config, des)
 	d.settleFlows()

@@ -6,6 +6,7 @@ import (
 
 	"flowpin/lb/config"
 	"flowpin/lb/daemon/keep"
+	"flowpin/lb/plan"
 )
 
 // The fate of a down link's flows (deleted only where another link can
@@ -157,12 +158,16 @@ func b2i(b bool) int {
 
 // usable says whether unit u could carry traffic in the plan last
 // applied (its interface, address and gateway there); true before any.
-func (d *Daemon) usable(u unit) bool {
-	if d.applied == nil || u.link >= len(d.applied.Links) || d.applied.Links[u.link].Name != d.Config.Links[u.link].Name {
+func (d *Daemon) usable(u unit) bool { return d.usableIn(d.applied, u) }
+
+// usableIn says whether unit u could carry traffic in plan applied; true
+// with none.
+func (d *Daemon) usableIn(applied *plan.Desired, u unit) bool {
+	if applied == nil || u.link >= len(applied.Links) || applied.Links[u.link].Name != d.Config.Links[u.link].Name {
 		return true
 	}
 	if u.v6 {
-		return d.applied.Links[u.link].V6.Usable
+		return applied.Links[u.link].V6.Usable
 	}
-	return d.applied.Links[u.link].Usable
+	return applied.Links[u.link].Usable
 }

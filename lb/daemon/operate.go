@@ -61,6 +61,8 @@ func (d *Daemon) SetLink(ctx context.Context, name string, m operator.Mode, forc
 		return operator.Entry{}, fmt.Errorf("%w %v", ErrBadMode, err)
 	}
 	store := d.deps.Operator
+	// The loop owns d.applied; this runs on the caller's goroutine.
+	applied := d.appliedShared.Load()
 	if (m == operator.Drain || m == operator.Down) && !force {
 		// Per family: a link that is the last of IPv6 is so whatever the
 		// IPv4 sides of the others do.
@@ -75,7 +77,7 @@ func (d *Daemon) SetLink(ctx context.Context, name string, m operator.Mode, forc
 					carries = true
 					continue
 				}
-				if mm := store.Get(l.Name).Mode; mm != operator.Drain && mm != operator.Down && d.board.Up(d.key(u)) && d.usable(u) {
+				if mm := store.Get(l.Name).Mode; mm != operator.Drain && mm != operator.Down && d.board.Up(d.key(u)) && d.usableIn(applied, u) {
 					left++
 				}
 			}
