@@ -146,8 +146,11 @@ func TestExecProbeHangsAloneAndTakesItsLinkDown(t *testing.T) {
 	h.start()
 	for i := range 3 {
 		before := h.probers.count("wan2")
+		// Both probe loops and the sync runner: with 2, the runner and
+		// isp1's loop could be all, isp2's not re-armed yet after its
+		// round, and the advance would miss it.
+		h.eventually("timers armed", func() bool { return h.clock.Armed() >= 3 })
 		start := time.Now()
-		h.eventually("timers armed", func() bool { return h.clock.Armed() >= 2 })
 		h.clock.Advance(time.Second)
 		h.eventually("a round of isp2", func() bool { return h.probers.count("wan2") > before })
 		t.Logf("round %d: isp2 probed %v after the clock moved, isp1's command hanging", i+1, time.Since(start))
