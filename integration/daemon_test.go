@@ -480,10 +480,6 @@ func TestDaemonMetrics(t *testing.T) {
 	blackhole(t, d.ISP2)
 	dm.waitState(t, "isp2", "down", 5*time.Second)
 
-	body, err := scrape(t, d.Router, "127.0.0.1:9108")
-	if err != nil {
-		t.Fatal(err)
-	}
 	want := map[string]func(float64) bool{
 		`flowpin_link_up{family="ipv4",link="isp1"}`:                    func(v float64) bool { return v == 1 },
 		`flowpin_link_up{family="ipv4",link="isp2"}`:                    func(v float64) bool { return v == 0 },
@@ -503,6 +499,16 @@ func TestDaemonMetrics(t *testing.T) {
 		`flowpin_nft_counter_read_errors`:                       func(v float64) bool { return v == 0 },
 		`flowpin_conntrack_event_losses_total`:                  func(v float64) bool { return v >= 0 },
 	}
+	// The sync after isp2 went down (syncs_total) comes a moment after
+	// status says down.
+	body := scrapeUntil(t, d.Router, "127.0.0.1:9108", 5*time.Second, func(body string) bool {
+		for series, ok := range want {
+			if !ok(metric(body, series)) {
+				return false
+			}
+		}
+		return true
+	})
 	for series, ok := range want {
 		if v := metric(body, series); !ok(v) {
 			t.Errorf("%s = %v", series, v)
