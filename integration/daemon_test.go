@@ -159,6 +159,7 @@ type linkJSON struct {
 	State      string    `json:"state"`
 	State6     string    `json:"state6"`
 	Reason     string    `json:"reason"`
+	Reason6    string    `json:"reason6"`
 	LastChange string    `json:"last_change"`
 	StateSince time.Time `json:"state_since"`
 	RTTMillis  float64   `json:"rtt_ms"`
