@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -24,5 +25,20 @@ func scrapeUntil(t testing.TB, ns, addr string, limit time.Duration, ok func(bod
 			return body
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitLogged waits until the daemon has logged msg more than n times (n:
+// the count before the event waited for). Status shows a link's new
+// state a moment before the sync that acts on it (moves the routes,
+// flushes flows) has run; its log line says it has.
+func (dm *daemon) waitLogged(t testing.TB, msg string, n int, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for strings.Count(dm.logs(), msg) <= n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%q logged %d times after %v, want more than %d:\n%s", msg, strings.Count(dm.logs(), msg), limit, n, dm.logs())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
