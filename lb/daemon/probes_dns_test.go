@@ -158,10 +158,10 @@ func TestExecProbeHangsAloneAndTakesItsLinkDown(t *testing.T) {
 	h.start()
 	for i := range 3 {
 		before := h.probers.count("wan2")
-		// Both probe loops and the sync runner: with 2, the runner and
-		// isp1's loop could be all, isp2's not re-armed yet after its
-		// round, and the advance would miss it.
-		h.eventually("timers armed", func() bool { return h.clock.Armed() >= 3 })
+		// Both probe loops: with a count of all timers reaching 2, the
+		// runner's and isp1's loop's could be all, isp2's not re-armed
+		// yet after its round, and the advance would miss it.
+		h.eventually("timers armed", func() bool { return h.clock.ArmedBy(probeLoopTimers) >= 2 })
 		start := time.Now()
 		h.clock.Advance(time.Second)
 		h.eventually("a round of isp2", func() bool { return h.probers.count("wan2") > before })
