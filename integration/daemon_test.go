@@ -278,6 +278,11 @@ func TestDaemonRecoveryAndSelectiveFlush(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	restore := blackhole(t, d.ISP2)
 	dm.waitState(t, "isp2", "down", 5*time.Second)
+	// Status says down a moment before the balance route loses isp2: a
+	// flow opened between the two went to the dead link.
+	waitFor(t, 2*time.Second, "the balance route without isp2", func() bool {
+		return !strings.Contains(run(t, d.Router, "ip", "-4", "route", "show", "table", "100", "default"), "wan2")
+	})
 
 	during := startLongLived(t, d.LAN, target, srv, 16, dialOpts{})
 	time.Sleep(500 * time.Millisecond)
