@@ -280,9 +280,7 @@ func TestDaemonRecoveryAndSelectiveFlush(t *testing.T) {
 	dm.waitState(t, "isp2", "down", 5*time.Second)
 	// Status says down a moment before the balance route loses isp2: a
 	// flow opened between the two went to the dead link.
-	waitFor(t, 2*time.Second, "the balance route without isp2", func() bool {
-		return !strings.Contains(run(t, d.Router, "ip", "-4", "route", "show", "table", "100", "default"), "wan2")
-	})
+	waitBalance(t, d.Router, "wan2", false)
 
 	during := startLongLived(t, d.LAN, target, srv, 16, dialOpts{})
 	time.Sleep(500 * time.Millisecond)
@@ -578,6 +576,8 @@ func TestDaemonLinkNotReadyAtStart(t *testing.T) {
 	}
 	run(t, d.Router, "ip", "addr", "add", d.WAN2+"/24", "dev", "wan2")
 	dm.waitState(t, "isp2", "up", 5*time.Second)
+	// The split is of flows dialled once the route has isp2 again.
+	waitBalance(t, d.Router, "wan2", true)
 	srv.Reset()
 	r := connectN(t, d.LAN, target, srv, 240, dialOpts{})
 	if r.Failed != 0 {

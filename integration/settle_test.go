@@ -42,3 +42,22 @@ func (dm *daemon) waitLogged(t testing.TB, msg string, n int, limit time.Duratio
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// waitBalance waits until the IPv4 balance route (table 100, as the test
+// configs have it) has dev in it, or not. Status shows a link's new state
+// a moment before the sync moves the route: flows dialled in between
+// take the old route.
+func waitBalance(t testing.TB, ns, dev string, in bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		route := run(t, ns, "ip", "-4", "route", "show", "table", "100", "default")
+		if strings.Contains(strings.Join(strings.Fields(route), " ")+" ", " dev "+dev+" ") == in {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("balance route still %q 5 s on, want %s in it: %v", route, dev, in)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
