@@ -149,32 +149,38 @@ func (h *harness) eventually(what string, cond func() bool) {
 }
 
 // round advances the clock by one probe interval once every probe loop
-// has armed its timer, and waits until every link was probed once more.
+// has armed its timer, and waits until the loop has taken every link's
+// new round (the probe's call alone is not enough: its result reaches
+// the loop a moment later, and a test that reads the state then read the
+// state of before).
 func (h *harness) round() {
 	h.t.Helper()
-	before := map[string]int{}
-	var keys []string
-	for _, u := range h.d.units {
+	m := h.d.Metrics()
+	taken := func(u unit) float64 {
 		l := h.c.Links[u.link]
-		k := l.Interface
-		if u.v6 {
-			k += "/6"
-		}
-		keys = append(keys, k)
-		before[k] = h.probers.count(k)
+		return testutil.ToFloat64(m.probes.WithLabelValues(l.Name, u.family(), "answered")) +
+			testutil.ToFloat64(m.probes.WithLabelValues(l.Name, u.family(), "lost"))
+	}
+	before := make([]float64, len(h.d.units))
+	for i, u := range h.d.units {
+		before[i] = taken(u)
 	}
 	// Each unit's probe timer: counted alone, since other timers (the
 	// quota's, on-demand keep times) would make a count of all of them
 	// with one loop still between its round and its re-arm.
 	h.eventually("probe timers armed", func() bool { return h.clock.ArmedBy(probeLoopTimers) >= len(h.d.units) })
 	h.clock.Advance(time.Second)
-	for _, k := range keys {
-		h.eventually("probe of "+k, func() bool {
-			h.probers.mu.Lock()
-			defer h.probers.mu.Unlock()
-			return h.probers.calls[k] > before[k] || h.probers.missing[strings.TrimSuffix(k, "/6")]
-		})
+	for i, u := range h.d.units {
+		h.eventually("round of "+h.d.key(u)+" taken", func() bool { return taken(u) > before[i] })
 	}
+}
+
+// waitRunnerArmed waits until the sync runner's timer is armed again
+// after a sync: Done arms it (a failure's backoff counts from then), a
+// moment after the apply the transcript shows.
+func (h *harness) waitRunnerArmed() {
+	h.t.Helper()
+	h.eventually("the sync runner armed", func() bool { return h.clock.ArmedBy(".newSyncRunner") >= 1 })
 }
 
 func (h *harness) state(link string) health.LinkHealth {
@@ -357,12 +363,15 @@ func TestFailedSyncDoesNotFlush(t *testing.T) {
 	h.clock.Advance(MinSyncInterval)
 	h.waitTranscript(both, isp2Out+": FAILED")
 
-	// Backoff: 1s, then 2s.
+	// Backoff: 1s, then 2s, counted from when the runner took the
+	// failure (the transcript has it a moment before).
+	h.waitRunnerArmed()
 	h.clock.Advance(999 * time.Millisecond)
 	time.Sleep(5 * time.Millisecond)
 	h.waitTranscript(both, isp2Out+": FAILED")
 	h.clock.Advance(time.Millisecond)
 	h.waitTranscript(both, isp2Out+": FAILED", isp2Out+": FAILED")
+	h.waitRunnerArmed()
 	h.clock.Advance(1999 * time.Millisecond)
 	time.Sleep(5 * time.Millisecond)
 	h.waitTranscript(both, isp2Out+": FAILED", isp2Out+": FAILED")
