@@ -129,7 +129,7 @@ func untilAllSucceed6(t testing.TB, d *dualWAN, srv *echoServer, start time.Time
 
 // The daemon with IPv6 on a session: its IPv6 side probes a target (no
 // IPv6 peer address can be learned on a tun link); a silent failure costs
-// new IPv6 flows under 1.5 s and takes wan2's leg out of the IPv6
+// new IPv6 flows under 2.5 s and takes wan2's leg out of the IPv6
 // multipath route; the end of the session takes it down at once.
 func TestPointToPointIPv6Sessions(t *testing.T) {
 	d, session := newPPPWAN6(t)
@@ -149,8 +149,11 @@ func TestPointToPointIPv6Sessions(t *testing.T) {
 	thaw := session.freeze(t)
 	took := untilAllSucceed6(t, d, srv, start, 6*time.Second)
 	t.Logf("silent failure of the session: new IPv6 connections all succeed again after %v", took.Round(time.Millisecond))
-	if took > 1500*time.Millisecond {
-		t.Errorf("new IPv6 flows failed for %v after the session went silent, want under 1.5 s", took)
+	// 3 rounds of 200 ms: about 0.8 s here, 1.2 s measured on a loaded
+	// machine; 2.5 s is the bound, generous, as the other failover tests
+	// have it.
+	if took > 2500*time.Millisecond {
+		t.Errorf("new IPv6 flows failed for %v after the session went silent, want under 2.5 s", took)
 	}
 	dm.waitFamilies(t, "isp2", [2]string{"down", "down"})
 	if b := run(t, d.Router, "ip", "-6", "route", "show", "table", "100"); strings.Contains(b, "wan2") {
