@@ -375,8 +375,12 @@ var okHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { 
 // per-request timeouts, on one connection: it is cut when the
 // connection's time is up, not served for as long as it keeps trickling.
 func TestServeConnLifetime(t *testing.T) {
-	lim := limits{MaxConns: 4, ReadHeader: 500 * time.Millisecond, Read: time.Second, Write: time.Second,
-		Idle: 500 * time.Millisecond, Conn: 1500 * time.Millisecond, MaxHeaderBytes: 4096}
+	// A trickled request takes about 250 ms: the per-request timeouts
+	// are six times that, so that a loaded machine's slower trickle
+	// (each 5 ms sleep longer) never meets them; the connection's life is
+	// twice as long again, room for several requests.
+	lim := limits{MaxConns: 4, ReadHeader: 1500 * time.Millisecond, Read: 2 * time.Second, Write: 2 * time.Second,
+		Idle: 1500 * time.Millisecond, Conn: 3 * time.Second, MaxHeaderBytes: 4096}
 	addr := serveTest(t, lim, kernelClient(&rulestest.SocketOwners{}), okHandler)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {

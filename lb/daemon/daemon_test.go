@@ -175,6 +175,20 @@ func (h *harness) round() {
 	}
 }
 
+// advanceSync moves the clock by MinSyncInterval once the loop is done
+// with what it was handling (a notification, a probe round, an operator's
+// request), so that the sync that asked for is armed: the runner arms its
+// timer for a time it reckons from the clock, and a move of the clock in
+// between left it armed a whole interval later, never fired. A
+// notification that changes nothing is taken only between two of the
+// loop's steps: its delivery says the step before is done. (Not with a
+// buffered subscription, which takes it at once.)
+func (h *harness) advanceSync() {
+	h.t.Helper()
+	h.events.send(Event{Kind: EventLink, Iface: "(no interface)"})
+	h.clock.Advance(MinSyncInterval)
+}
+
 // waitRunnerArmed waits until the sync runner's timer is armed again
 // after a sync: Done arms it (a failure's backoff counts from then), a
 // moment after the apply the transcript shows.
@@ -243,7 +257,7 @@ func TestProbesTakeALinkDownThenBack(t *testing.T) {
 	}
 	h.round()
 	h.waitState("isp2", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	// Out of the multipath route first, then its flows, never the
 	// other way round.
 	h.waitTranscript(both, isp2Out, flush2)
@@ -255,7 +269,7 @@ func TestProbesTakeALinkDownThenBack(t *testing.T) {
 	h.round()
 	h.round()
 	h.waitState("isp2", health.StateUp)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp2Out, flush2, both)
 	if got := testutil.ToFloat64(h.d.Metrics().changes.WithLabelValues("isp2", "ipv4")); got != 2 {
 		t.Errorf("state changes of isp2: %v", got)
@@ -268,14 +282,14 @@ func TestCarrierLossTakesALinkDownAtOnce(t *testing.T) {
 	h.waitTranscript(both)
 	h.events.send(Event{Kind: EventLink, Iface: "wan2", Up: false})
 	h.waitState("isp2", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp2Out, flush2)
 	if r := h.state("isp2").Reason; r != "down: carrier lost on wan2" {
 		t.Errorf("reason %q", r)
 	}
 	// Another interface's change is only a reason to sync.
 	h.events.send(Event{Kind: EventLink, Iface: "lan", Up: false})
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp2Out, flush2)
 	if s := h.state("isp1"); s.State != health.StateUp {
 		t.Errorf("isp1: %+v", s)
@@ -318,7 +332,7 @@ func TestInjectedFailbackPartIsFedEachAppliedPlan(t *testing.T) {
 	h.waitTranscript(both)
 	h.events.send(Event{Kind: EventLink, Iface: "wan2", Up: false})
 	h.waitState("isp2", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp2Out, flush2)
 	got := fb.plans()
 	want := [][]string{{"isp1", "isp2"}, {"isp1"}}
@@ -339,7 +353,7 @@ func TestNeighbourFailedTakesALinkDown(t *testing.T) {
 	h.events.send(Event{Kind: EventNeighFailed, Iface: "wan1", IP: netip.MustParseAddr("198.51.100.1")})
 	h.events.send(Event{Kind: EventNeighFailed, Iface: "wan2", IP: netip.MustParseAddr("198.51.100.1")})
 	h.waitState("isp2", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp2Out, flush2)
 	if r := h.state("isp2").Reason; !strings.Contains(r, "gateway 198.51.100.1 unreachable (neighbour failed)") {
 		t.Errorf("reason %q", r)
@@ -360,7 +374,7 @@ func TestFailedSyncDoesNotFlush(t *testing.T) {
 	h.probers.set("wan2", false) // so it stays down while time passes
 	h.events.send(Event{Kind: EventLink, Iface: "wan2", Up: false})
 	h.waitState("isp2", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp2Out+": FAILED")
 
 	// Backoff: 1s, then 2s, counted from when the runner took the
@@ -392,8 +406,9 @@ func TestBurstIsOneSyncAndBackstopIsSlow(t *testing.T) {
 	for range 50 {
 		h.events.send(Event{Kind: EventDrift, What: "route change"})
 	}
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, both)
+	h.waitRunnerArmed() // the backstop counts from the sync, armed at its end
 	h.clock.Advance(ResyncInterval - time.Millisecond)
 	time.Sleep(5 * time.Millisecond)
 	h.waitTranscript(both, both)
@@ -413,7 +428,7 @@ func TestBurstQueuedDuringASyncIsOneSync(t *testing.T) {
 	h.waitTranscript(both)
 	entered, release := h.k.holdNextApply()
 	h.events.send(Event{Kind: EventDrift, What: "route change"})
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	<-entered
 	for range 500 {
 		h.events.send(Event{Kind: EventDrift, What: "nftables change"})
@@ -423,7 +438,7 @@ func TestBurstQueuedDuringASyncIsOneSync(t *testing.T) {
 	h.waitTranscript(both, both, both)
 	// Nothing is left to sync for.
 	time.Sleep(20 * time.Millisecond)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	time.Sleep(20 * time.Millisecond)
 	h.waitTranscript(both, both, both)
 }
@@ -534,7 +549,7 @@ func TestInterfaceRemovedAndBack(t *testing.T) {
 	h.probers.setMissing("wan2", true)
 	h.events.send(Event{Kind: EventLink, Iface: "wan2", Removed: true})
 	h.waitState("isp2", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp2Out, flush2)
 	if r := h.state("isp2").Reason; r != "down: interface wan2 removed" {
 		t.Errorf("reason %q", r)
@@ -544,12 +559,12 @@ func TestInterfaceRemovedAndBack(t *testing.T) {
 	h.k.addIface(h.c.Links[1], 1)
 	h.probers.setMissing("wan2", false)
 	h.events.send(Event{Kind: EventLink, Iface: "wan2", Up: true})
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp2Out, flush2, isp2Out)
 	h.round()
 	h.round()
 	h.waitState("isp2", health.StateUp)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp2Out, flush2, isp2Out, both)
 	h.probers.mu.Lock()
 	defer h.probers.mu.Unlock()
@@ -575,7 +590,7 @@ func TestStartsWithInterfaceAbsent(t *testing.T) {
 	h.round()
 	h.round()
 	h.waitState("isp2", health.StateUp)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.eventually("isp2 in the route", func() bool {
 		got := h.rec.get()
 		return got[len(got)-1] == both
@@ -624,14 +639,14 @@ func TestFailbackFlushesOnlyThePolicysFlows(t *testing.T) {
 	h.round()
 	h.round()
 	h.waitState("isp1", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, "apply route=[isp2] out=[isp1]", "flush mark 0x100/0xff00")
 
 	h.probers.set("wan1", true)
 	h.round()
 	h.round()
 	h.waitState("isp1", health.StateUp)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, "apply route=[isp2] out=[isp1]", "flush mark 0x100/0xff00", both, "flush mark 0x200/0xff00 label 0 family 2")
 	if got := testutil.ToFloat64(h.d.Metrics().tierChanges.WithLabelValues("isp1-first", "ipv4")); got != 2 {
 		t.Errorf("tier changes of isp1-first: %v", got)
@@ -683,14 +698,14 @@ rules:
 	h.round()
 	h.round()
 	h.round()
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	v6down := "apply route=[isp1 isp2] out=[] route6=[isp2] out6=[isp1]"
 	h.waitTranscript(all, v6down, "flush mark 0x100/0xff00 family 10")
 
 	h.probers.set("wan1/6", true)
 	h.round()
 	h.round()
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(all, v6down, "flush mark 0x100/0xff00 family 10", all, "flush mark 0x200/0xff00 label 0 family 10")
 	m := h.d.Metrics()
 	if v4, v6 := testutil.ToFloat64(m.tierChanges.WithLabelValues("isp1-first", "ipv4")), testutil.ToFloat64(m.tierChanges.WithLabelValues("isp1-first", "ipv6")); v4 != 0 || v6 != 2 {
@@ -722,7 +737,7 @@ func TestIPv6FailsAlone(t *testing.T) {
 		}
 		return false
 	})
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(all, "apply route=[isp1 isp2] out=[] route6=[isp2] out6=[isp1]", "flush mark 0x100/0xff00 family 10")
 	if s := h.state("isp1"); s.State != health.StateUp || s.Family != "ipv4" {
 		t.Errorf("isp1 IPv4: %+v", s)
@@ -757,7 +772,7 @@ func TestSharedGatewayNewMACResyncs(t *testing.T) {
 	h.events.send(Event{Kind: EventNeigh, Iface: "wan0", IP: netip.MustParseAddr("192.168.1.77"), MAC: "02:00:00:00:00:77"})
 	h.events.send(Event{Kind: EventNeigh, Iface: "wan0", IP: gw2, MAC: "02:00:00:00:00:fe"})
 	h.events.send(Event{Kind: EventNeigh, Iface: "lan", IP: gw2, MAC: "02:00:00:00:00:99"})
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	time.Sleep(50 * time.Millisecond)
 	if got := h.rec.get(); len(got) != 1 {
 		t.Fatalf("neighbours that change nothing synced: %q", got)
@@ -768,6 +783,6 @@ func TestSharedGatewayNewMACResyncs(t *testing.T) {
 	h.k.ifaces["wan0"] = wan0
 	h.k.mu.Unlock()
 	h.events.send(Event{Kind: EventNeigh, Iface: "wan0", IP: gw2, MAC: "02:00:00:00:00:aa"})
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(applied, applied)
 }

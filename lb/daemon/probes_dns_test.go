@@ -95,7 +95,7 @@ func TestWatchdogPingsOnlyWhileTheLoopTurns(t *testing.T) {
 
 	entered, release := h.k.holdNextApply()
 	h.events.send(Event{Kind: EventDrift, What: "a route changed"})
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	<-entered
 	// The loop is in the sync: every ping it sent before is here.
 	for len(pings) > 0 {
@@ -221,14 +221,14 @@ func TestResolvFileFollowsTheLinks(t *testing.T) {
 		h.round()
 	}
 	h.waitState("isp1", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.eventually("isp1's server out", func() bool { return servers() == "198.51.100.53" })
 	h.probers.set("wan1", true)
 	for range 2 {
 		h.round()
 	}
 	h.waitState("isp1", health.StateUp)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.eventually("isp1's server back, first", func() bool { return servers() == "192.0.2.53 198.51.100.53" })
 }
 
@@ -263,7 +263,7 @@ func TestDNSAutoFollowsTheLease(t *testing.T) {
 	h.eventually("the lease's server", func() bool { return servers() == "192.0.2.53 198.51.100.53" })
 	write("lease {\n  option domain-name-servers 198.51.100.53;\n}\nlease {\n  option domain-name-servers 198.51.100.54, 198.51.100.55;\n}\n")
 	h.events.send(Event{Kind: EventDrift, What: "an address changed"})
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.eventually("the renewed lease's servers", func() bool { return servers() == "192.0.2.53 198.51.100.54 198.51.100.55" })
 	h.stop()
 	var routes []string
@@ -288,7 +288,7 @@ func TestResolvFileFollowsTheRoute(t *testing.T) {
 	h.eventually("written at the start", func() bool { return servers() == "192.0.2.53 198.51.100.53" })
 	setLink(t, h, "isp1", operator.Drain)
 	h.eventually("the drained link's server out", func() bool { return servers() == "198.51.100.53" })
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	setLink(t, h, "isp1", operator.Auto)
 	h.eventually("back in auto", func() bool { return servers() == "192.0.2.53 198.51.100.53" })
 
@@ -299,7 +299,7 @@ func TestResolvFileFollowsTheRoute(t *testing.T) {
 	}
 	h.waitState("isp1", health.StateDown)
 	h.waitState("isp2", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.events.send(Event{Kind: EventDrift, What: "resync"})
 	h.eventually("every link down: both in the route, both listed", func() bool {
 		b, _ := os.ReadFile(filepath.Join(h.resolvDir, "resolv.conf"))
