@@ -11,6 +11,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/nftables"
+
+	flowpinnft "flowpin/nft"
 )
 
 // bigSetFile writes n IPv4 /24s, every other one so that none merge, and
@@ -124,4 +128,115 @@ func setsBench(b *testing.B) {
 	fmt.Printf("\n%s\nnew flows forwarded, packets/s (median of %d): rule by CIDR %.0f, rule by 100k set %.0f: ratio %.2f\n"+
 		"per second of the sender's CPU (less moved by a neighbour's load): rule by CIDR %.0f, rule by 100k set %.0f: ratio %.2f\n",
 		strings.Join(loads, "\n"), rounds, base, set, set/base, cpuBase, cpuSet, cpuSet/cpuBase)
+}
+
+// BenchmarkSetMetricsScrape: a scrape of the daemon's /metrics on a
+// router with a 100k-range file set and a domain set, beside what each
+// scrape cost before: every set's elements listed from the kernel with
+// the nftables library's GetSetElements (what nft.Conn.SetCounts did, at
+// each scrape), and beside nft.Conn.SetCounts now (status, verify),
+// timed in the router's namespace in the same run.
+//
+//	go test -run '^$' -bench SetMetricsScrape ./integration/
+func BenchmarkSetMetricsScrape(b *testing.B) {
+	if flowpinBin == "" {
+		b.Fatal("flowpin binary not built")
+	}
+	scrapeOnce.Do(func() { scrapeBench(b) })
+}
+
+var scrapeOnce sync.Once
+
+func scrapeBench(b *testing.B) {
+	l := newLab(b)
+	router, isp := l.addNS("router"), l.addNS("isp")
+	for i := range 2 {
+		veth(b, router, fmt.Sprintf("wan%d", i), isp, fmt.Sprintf("c%d", i))
+		addAddr(b, router, fmt.Sprintf("wan%d", i), fmt.Sprintf("100.64.%d.2/24", i))
+		addAddr(b, isp, fmt.Sprintf("c%d", i), fmt.Sprintf("100.64.%d.1/24", i))
+	}
+	big := bigSetFile(b, 100_000)
+	cfg := setsConfig(2, fmt.Sprintf("sets:\n  - {name: big, files: [%s]}\n  - {name: video, domains: [video.example]}\nrules:\n  - {name: dst, dst_set: big, policy: isp0}\n", big))
+	applyMeasured(b, router, writeFile(b, "scrape.yaml", cfg))
+	nft(b, router, "add element inet flowpin set4_video { 203.0.113.10 }\n")
+	startDaemon(b, router, cfg, "--metrics", ":9108")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		body, err := scrape(b, router, "127.0.0.1:9108")
+		if err == nil && metric(body, `flowpin_set_elements{family="ipv4",kind="file",set="big"}`) == 100_000 {
+			if v := metric(body, `flowpin_set_elements{family="ipv4",kind="domains",set="video"}`); v != 1 {
+				b.Fatalf("the domain set's count is %v, want 1", v)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("no scrape with the file set's 100k ranges: %v\n%s", err, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	names := []string{"set4_big", "set6_big", "set4_video", "set6_video"}
+	// The collector's count before: the library lists each set.
+	libraryCount := func() error {
+		nc, err := nftables.New(nftables.AsLasting())
+		if err != nil {
+			return err
+		}
+		defer nc.CloseLasting()
+		t := &nftables.Table{Name: flowpinnft.TableName, Family: nftables.TableFamilyINet}
+		n := 0
+		for _, name := range names {
+			st, err := nc.GetSetByName(t, name)
+			if err != nil {
+				return err
+			}
+			es, err := nc.GetSetElements(st)
+			if err != nil {
+				return err
+			}
+			for _, e := range es {
+				if name == "set4_big" && !e.IntervalEnd {
+					n++
+				}
+			}
+		}
+		if n != 100_000 {
+			return fmt.Errorf("the library counted %d", n)
+		}
+		return nil
+	}
+	const rounds = 5
+	var now, before, counts []time.Duration
+	for range rounds {
+		start := time.Now()
+		if _, err := scrape(b, router, "127.0.0.1:9108"); err != nil {
+			b.Fatal(err)
+		}
+		now = append(now, time.Since(start))
+		start = time.Now()
+		if err := nsDo(router, libraryCount); err != nil {
+			b.Fatal(err)
+		}
+		before = append(before, time.Since(start))
+		start = time.Now()
+		if err := nsDo(router, func() error {
+			c, err := (&flowpinnft.Conn{}).SetCounts(names)
+			if err == nil && c["set4_big"] != 100_000 {
+				err = fmt.Errorf("counted %v", c)
+			}
+			return err
+		}); err != nil {
+			b.Fatal(err)
+		}
+		counts = append(counts, time.Since(start))
+	}
+	median := func(v []time.Duration) time.Duration {
+		s := slices.Clone(v)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	b.ReportMetric(float64(median(now).Microseconds())/1000, "scrape_ms")
+	b.ReportMetric(float64(median(before).Microseconds())/1000, "sets_listed_ms")
+	b.ReportMetric(float64(median(counts).Microseconds())/1000, "setcounts_ms")
+	fmt.Printf("\n/metrics with a 100k-range file set (median of %d): a scrape now %v (%v); listing every set's elements with the library, as each scrape did before, %v (%v); nft.Conn.SetCounts now (status, verify) %v (%v)\n",
+		rounds, median(now).Round(100*time.Microsecond), now, median(before).Round(100*time.Microsecond), before, median(counts).Round(100*time.Microsecond), counts)
 }

@@ -488,7 +488,7 @@ func TestHATakeover(t *testing.T) {
 		}
 	}
 	vA := verifyChecks(t, p.A, a.flowpin.cfg, "--peer", "http://10.255.0.2:9108")
-	for _, name := range []string{"ha layout", "ha guard", "ha nat_source", "ha role", "ha peer layout", "ha peer role"} {
+	for _, name := range []string{"ha layout", "ha guard", "ha nat_source", "ha role", "ha conntrackd", "ha peer layout", "ha peer role"} {
 		if c := vA[name]; !c.OK {
 			t.Errorf("verify on A: %s: %+v", name, c)
 		}
@@ -584,6 +584,11 @@ func TestHATakeover(t *testing.T) {
 	if rstB+rstFar+rstLAN != 0 {
 		t.Errorf("resets during the takeover: sent by B %d, received by the far end %d, by the LAN host %d; want none", rstB, rstFar, rstLAN)
 	}
+	// verify on dead A: its conntrackd is gone, and verify says so (while
+	// it ran, the check passed above).
+	if c := verifyChecks(t, p.A, a.flowpin.cfg)["ha conntrackd"]; c.OK || !strings.Contains(c.Detail, "no conntrackd runs in this network namespace") {
+		t.Errorf("verify on A without its conntrackd: %+v", c)
+	}
 	guarded := guardDrops(t, p.B)
 	t.Logf("B's guard rule dropped %d TCP packets that would have started a flow without a SYN", guarded)
 
@@ -614,14 +619,36 @@ func TestHATakeover(t *testing.T) {
 		t.Fatalf("new flows after the takeover: %d failed (%v), by NAT source %v", res.Failed, res.Errors, res.PerSource)
 	}
 
-	// B's own failover: isp2 dies silently.
+	// B's own failover: isp2 dies silently, with connection attempts
+	// under way. Those the route sends by isp2 before it is judged down
+	// get no answer and are pinned there; B deletes them (they never saw
+	// a reply) once isp2 is out of the route, and a SYN retransmit goes by
+	// isp1. Kept, they would retry on isp2 until they time out. (A
+	// client's SYNs go at 0, 1, 3 and 7 s: the timeout leaves isp2's
+	// detection up to about 7 s on a loaded machine.)
 	revive := blackhole(t, p.ISP2)
+	died := time.Now()
+	srv.Reset()
+	pinned := make(chan int, 1)
+	stopWatch := make(chan struct{})
+	go func() { pinned <- maxSynSent(p.B, marks[haVIP2], stopWatch) }()
+	res = connectN(t, p.LAN, target, srv, 16, dialOpts{Parallel: 16, Timeout: 10 * time.Second})
+	lastDone := time.Since(died)
+	close(stopWatch)
+	onDead := <-pinned
+	t.Logf("16 connection attempts as isp2 died silently: %d ok, by NAT source %v; %d were pinned to isp2 unanswered; the last done %v after isp2 died",
+		res.OK, res.PerSource, onDead, lastDone.Round(time.Millisecond))
+	if onDead == 0 {
+		t.Fatal("no connection attempt was pinned to isp2 as it died: the check proves nothing")
+	}
+	if res.Failed > 0 || res.PerSource[netip.MustParseAddr(haVIP1)] != 16 {
+		t.Fatalf("connection attempts as isp2 died: %d failed (%v), by NAT source at the far end %v; want all 16 by isp1", res.Failed, res.Errors, res.PerSource)
+	}
 	b.flowpin.waitState(t, "isp2", "down", 5*time.Second)
 	// status says down a few ms before the balance route (table 100)
-	// loses isp2; a flow started between the two is pinned to the dead
-	// link, and with ha: true its flows are not deleted (README), so it
-	// would retry there until it gives up. New flows are dialed once the
-	// route has moved.
+	// loses isp2; a flow started between the two would be pinned to the
+	// dead link until its first SYN retransmit (as above). New flows are
+	// dialed once the route has moved, so each connects at once by isp1.
 	waitFor(t, 2*time.Second, "B's balance route without isp2", func() bool {
 		return !strings.Contains(run(t, p.B, "ip", "-4", "route", "show", "table", "100", "default"), "wan2")
 	})
@@ -675,6 +702,22 @@ func TestHATakeover(t *testing.T) {
 	t.Logf("and back: A took the VIPs back %v after its keepalived started; flows started on B kept: %d of %d", took.Round(time.Millisecond), kept, m)
 	if kept < m {
 		t.Errorf("%d of the %d flows started on B kept after A took the VIPs back", kept, m)
+	}
+}
+
+// maxSynSent polls ns's conntrack table until stop and returns the most
+// TCP flows to the far end at once that were in SYN_SENT with ct mark
+// mark: connection attempts pinned to that link and unanswered.
+func maxSynSent(ns string, mark uint32, stop <-chan struct{}) int {
+	most := 0
+	for {
+		out, _ := tryRun(ns, "conntrack", "-L", "-p", "tcp", "--state", "SYN_SENT", "-d", haFar, "-m", strconv.FormatUint(uint64(mark), 10))
+		most = max(most, strings.Count(out, "SYN_SENT"))
+		select {
+		case <-stop:
+			return most
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 

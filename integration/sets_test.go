@@ -271,6 +271,17 @@ func TestSetsEndToEnd(t *testing.T) {
 	l.wantAll(t, "after apply of a changed config", videoSub, "isp2")
 	l.wantAll(t, "the changed file after apply", officeAddr2, "isp1")
 	l.wantBalanced(t, "an address gone from the file", officeAddr)
+	// A file set's element deleted by hand: its flows would escape the
+	// rule. verify names the set, plan and apply put it back.
+	nft(t, l.Router, "delete element inet flowpin set4_office { "+officeAddr2+" }\n")
+	if out, err := flowpin(t, l.Router, "verify", "-c", l.cfg); err == nil || !strings.Contains(out, "set4_office: 1 of its 1 ranges missing, 0 not written by flowpin") {
+		t.Errorf("verify after an element of a file set was deleted by hand: %v\n%s", err, out)
+	}
+	if out, err := flowpin(t, l.Router, "plan", "-c", l.cfg); err != nil || !strings.Contains(out, "flush set inet flowpin set4_office") {
+		t.Errorf("plan after an element of a file set was deleted by hand: %v\n%s", err, out)
+	}
+	l.apply(t, "a file set's element deleted by hand")
+	l.wantAll(t, "apply puts back a file set's element deleted by hand", officeAddr2, "isp1")
 
 	l.wantBalanced(t, "resolve: true before the daemon runs", bankAddr)
 	dm := startDaemon(t, l.Router, mustRead(t, l.cfg))
@@ -288,6 +299,19 @@ func TestSetsEndToEnd(t *testing.T) {
 		return strings.Contains(run(t, l.Router, "nft", "list", "chain", "inet", "flowpin", "classify"), "@set4_video")
 	})
 	l.wantAll(t, "after drift repair", videoAddr, "isp2")
+	// A file set flushed or an element deleted by hand is drift too; the
+	// domain sets' elements stay as dnsmasq left them.
+	for _, script := range []string{"flush set inet flowpin set4_office", "delete element inet flowpin set4_office { " + officeAddr2 + " }"} {
+		nft(t, l.Router, script+"\n")
+		waitFor(t, 5*time.Second, "the daemon repairs "+script, func() bool {
+			_, err := tryRun(l.Router, "nft", "get", "element", "inet", "flowpin", "set4_office", "{ "+officeAddr2+" }")
+			return err == nil
+		})
+	}
+	if !strings.Contains(dm.logs(), "elements of set set4_office changed") {
+		t.Errorf("the daemon's log does not say why it repaired:\n%s", dm.logs())
+	}
+	l.wantAll(t, "after the file set's repair", officeAddr2, "isp1")
 
 	// The daemon's config is its own copy: change its file and reload.
 	if err := os.WriteFile(l.office, []byte(officeAddr+"\n"), 0o644); err != nil {

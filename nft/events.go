@@ -19,6 +19,9 @@ type TableEvent struct {
 	Lost bool
 	// What: the subscription (Lost) or the change.
 	What string
+	// Set: the elements of this set of the table changed (an element
+	// added, deleted or expired). Other changes have no Set.
+	Set string
 }
 
 // TableEvents follows nftables changes to flowpin's own table in the
@@ -40,6 +43,11 @@ func (TableEvents) Subscribe(parent context.Context) (<-chan TableEvent, error) 
 	if err != nil {
 		return nil, fmt.Errorf("monitor nftables: %w", err)
 	}
+	elems, err := dialElementEvents()
+	if err != nil {
+		_ = mon.Close()
+		return nil, fmt.Errorf("monitor nftables set elements: %w", err)
+	}
 	ctx, cancel := context.WithCancel(parent)
 	out := make(chan TableEvent, 64)
 	send := func(e TableEvent) {
@@ -49,11 +57,20 @@ func (TableEvents) Subscribe(parent context.Context) (<-chan TableEvent, error) 
 		}
 	}
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		<-ctx.Done()
 		_ = mon.Close()
+		_ = elems.Close()
+	}()
+	go func() {
+		defer wg.Done()
+		elementEvents(elems, send)
+		if ctx.Err() == nil {
+			send(TableEvent{Lost: true, What: Subscription})
+			cancel()
+		}
 	}()
 	go func() {
 		defer wg.Done()

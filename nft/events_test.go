@@ -76,6 +76,30 @@ func TestTableEventsInNamespace(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Error("no event for flowpin's table")
 		}
+		// Element changes name their set: an element of a file set
+		// deleted by hand is drift, one a resolver added to a domain set
+		// is not, and only the daemon knows which set is which.
+		if err := nft("add table inet other; add set inet other set4_x { type ipv4_addr; }; add element inet other set4_x { 192.0.2.1 }; add set inet " + TableName + " set4_x { type ipv4_addr; flags interval; }"); err != nil {
+			return err
+		}
+		select {
+		case ev := <-events:
+			t.Errorf("another table's elements, or a new set, made %+v", ev)
+		case <-time.After(250 * time.Millisecond):
+		}
+		for _, op := range []string{"add", "delete"} {
+			if err := nft(op + " element inet " + TableName + " set4_x { 192.0.2.0/24 }"); err != nil {
+				return err
+			}
+			select {
+			case ev := <-events:
+				if want := (TableEvent{What: "elements of set set4_x changed", Set: "set4_x"}); ev != want {
+					t.Errorf("%s element: got %+v, want %+v", op, ev, want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Errorf("%s element: no event", op)
+			}
+		}
 		cancel()
 		for {
 			select {

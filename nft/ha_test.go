@@ -48,7 +48,7 @@ func TestNATSourceAndGuard(t *testing.T) {
 	}
 	// Without ha and nat_source, none of it.
 	plain := Spec{Mask: 0xff00, Links: []Link{{Name: "isp1", Iface: "wan1", Mark: 0x100, NAT: true}}}.Render()
-	for _, no := range []string{"nat_source", "ha guard", "snat"} {
+	for _, no := range []string{"nat_source", "ha guard", "snat ip"} {
 		if strings.Contains(plain, no) {
 			t.Errorf("a plain table has %q:\n%s", no, plain)
 		}

@@ -67,9 +67,8 @@ type Spec struct {
 	Bypass uint32
 	// Main, if set, is the mark that routes a packet by main. A forwarded
 	// packet of an established flow without a link's mark gets it: a
-	// flow from before apply goes on where main sent it before flowpin,
-	// and is pinned to the link main chose as it leaves (see
-	// unpinnedRule).
+	// flow from before apply goes on where main sent it before flowpin
+	// (see unpinnedRule).
 	Main uint32
 	// V6: some link carries IPv6; IPv6's own machinery is exempted.
 	V6 bool
@@ -80,6 +79,11 @@ type Spec struct {
 	// Sets are the named address sets the classes match, and those no
 	// class uses (a resolver may fill them all the same).
 	Sets []NamedSet
+	// Recheck names file sets (by SetName) whose elements Apply lists
+	// and compares with the spec's, and writes again if they differ
+	// (FileSetDrift). The rest are taken as written: listing a 100k-range
+	// set costs a tenth of a second or more.
+	Recheck []string
 	// Guard: drop TCP packets that would start a flow without a SYN (an
 	// HA pair's takeover; guardRule).
 	Guard bool
@@ -101,7 +105,15 @@ var chains = []chainDef{
 	// Locally generated packets: a route chain re-routes when the mark
 	// changes.
 	{"output", nftables.ChainTypeRoute, nftables.ChainHookOutput, nftables.ChainPriorityMangle, "type route hook output priority mangle; policy accept;"},
-	{"postrouting", nftables.ChainTypeFilter, nftables.ChainHookPostrouting, nftables.ChainPriorityMangle, "type filter hook postrouting priority mangle; policy accept;"},
+	// The save: a nat-type chain, which the kernel runs for a flow's first
+	// packet only (nf_nat_inet_fn, net/netfilter/nf_nat_core.c, calls the
+	// nat chains while a new flow has no NAT binding), so an established
+	// packet does not pass it at all. That is the only packet a save
+	// needs: it pins a flow whose ct mark holds no link. At mangle
+	// priority it runs before any chain at srcnat that binds a NAT and
+	// ends the walk (flowpin's own "nat" chain included), and after the
+	// routing decision, so oifname and rt nexthop are the link's.
+	{"postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityMangle, "type nat hook postrouting priority mangle; policy accept;"},
 	{"nat", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource, "type nat hook postrouting priority srcnat; policy accept;"},
 	{"state", "", nil, nil, ""},
 }
@@ -263,6 +275,7 @@ const (
 	fromPrefix    = "from_"    // prerouting: arrived on the link
 	restorePrefix = "restore_" // prerouting: forwarded, restored to the link
 	outputPrefix  = "output_"  // output: the box's own, restored to the link
+	pinPrefix     = "pin_"     // prerouting: a pinned flow's packet, arrived or to restore
 	savePrefix    = "save_"    // postrouting: left by the link
 	// A shared interface's chains: an interface's vmap element can name
 	// only one chain, so where links share one, its chain picks the link.
@@ -290,7 +303,7 @@ func counterBase(chain string) string {
 const (
 	mapIIF       = "by_iif"        // iifname : goto from_LINK
 	mapOIF       = "by_oif"        // oifname : jump save_LINK
-	mapPinned    = "by_ctmark"     // ct mark & mask : goto restore_LINK
+	mapPinned    = "by_ctmark"     // ct mark & mask : goto pin_LINK
 	mapPinnedOut = "by_ctmark_out" // ct mark & mask : goto output_LINK
 	mapSticky    = "by_mark"       // meta mark & mask : goto sticky_RULE
 	setNAT       = "nat_oif"       // the interfaces whose links all have NAT
@@ -338,7 +351,7 @@ func (s Spec) linkMaps() []setDef {
 	}
 	var pinned, pinnedOut []vmapElem
 	for _, l := range s.pinLinks() {
-		pinned = append(pinned, vmapElem{le(l.Mark), hexm(l.Mark), expr.VerdictGoto, restorePrefix + l.Name})
+		pinned = append(pinned, vmapElem{le(l.Mark), hexm(l.Mark), expr.VerdictGoto, pinPrefix + l.Name})
 		pinnedOut = append(pinnedOut, vmapElem{le(l.Mark), hexm(l.Mark), expr.VerdictGoto, outputPrefix + l.Name})
 	}
 	out := []setDef{
@@ -383,7 +396,7 @@ func (s Spec) linkMaps() []setDef {
 // where some other link has none (a modem that NATs beside one that
 // routes the LAN's addresses): the interface does not say whether to
 // masquerade, the flow's link does. The nat chain sees only a flow's
-// first packet, after postrouting's mangle chain pinned it by its next
+// first packet, after postrouting's save (at mangle priority) pinned it by its next
 // hop, so its ct mark already names the link it leaves by.
 func (s Spec) natMarks() []setDef {
 	ifaces, by := s.ifaceLinks()
@@ -540,7 +553,7 @@ func maskedMark(ct bool, mask uint32) []expr.Any {
 // pinned flow's link, one lookup of its ct mark whatever the number of
 // links (the link's chain ends the base chain: goto), and the
 // classification of a new flow's first packet.
-func (s Spec) restoreAndClassify(chain string, pinned setDef) []rule {
+func (s Spec) restoreAndClassify(chain string, pinned setDef, unpinned ...rule) []rule {
 	out := []rule{{
 		chain: chain,
 		text:  fmt.Sprintf("meta mark & %s != 0x00000000 return", hexm(s.Mask)),
@@ -553,6 +566,7 @@ func (s Spec) restoreAndClassify(chain string, pinned setDef) []rule {
 	if len(pinned.elems) > 0 {
 		out = append(out, vmapRule(chain, "links by ct mark", fmt.Sprintf("ct mark & %s", hexm(s.Mask)), maskedMark(true, s.Mask), pinned))
 	}
+	out = append(out, unpinned...)
 	if chain == "prerouting" && s.Main != 0 {
 		out = append(out, s.unpinnedRule(chain))
 	}
@@ -575,13 +589,18 @@ func (s Spec) restoreAndClassify(chain string, pinned setDef) []rule {
 // unpinnedRule routes a forwarded packet of an established flow that has
 // no link by main, where such a flow went before flowpin: a flow from
 // before apply. By the balance route it could move to another link, where
-// its NAT binding (or a modem's) does not exist and it dies. As it leaves
-// by a link it is then pinned to it, by the interface or, on a shared one,
-// by the next hop main chose. Pinned packets never get here (their ct mark
-// took them to their link's chain), and an established flow without a
-// link is rare (traffic between the LAN and a VPN): they pay one rule.
-// The router's own flows are left to the source rules, which route them
-// by the link of their address as before.
+// its NAT binding (or a modem's) does not exist and it dies. Its first
+// reply from a link pins it to that link (the interface lookup before
+// this rule; on a shared interface, by the modem's link-layer address),
+// which is the link main sent it by, the one its NAT binding is on. The
+// save as it leaves cannot do it: postrouting is a nat-type chain, which
+// an established packet does not pass. Until then, or for a flow that
+// never gets a reply from a link, main routes it, every packet, as
+// before flowpin. Pinned packets never get here (their ct mark took them
+// to their link's chain), and an established flow without a link is rare
+// (traffic between the LAN and a VPN): they pay one rule. The router's
+// own flows are left to the source rules, which route them by the link of
+// their address as before.
 func (s Spec) unpinnedRule(chain string) rule {
 	return rule{
 		chain: chain,
@@ -595,6 +614,68 @@ func (s Spec) unpinnedRule(chain string) rule {
 		}, setMarkBits(false, s.Mask, s.Main), []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}),
 	}
 }
+
+// pinRules are the rules of link l's pin chain, where prerouting's one
+// ct mark lookup sends every packet of a flow pinned to l, from either
+// side. A packet that arrived from a link is not restored (its link's
+// chain counts it; main routes it to the LAN); any other is. Telling the
+// two apart by a lookup of the interface costs every packet a second
+// hash lookup, so the common cases are told by comparisons first:
+//   - arrived on l's own interface: from l (a reply, or an inbound flow);
+//   - the flow's original direction and a source NAT binding: a flow from
+//     the LAN (or the box) that left by a NATed link, on its way out. An
+//     inbound flow has its link's address as destination, not a source
+//     NAT, so it does not match here even when a packet of it arrives by
+//     another link;
+//   - anything else (a flow without NAT: routed prefixes, IPv6 without
+//     NAT66; the replies of a port forward's server; a reply that arrived
+//     by another link): the interface lookup, as before.
+//
+// A forwarded packet of a NATed flow so passes one hash lookup in all, as
+// does a reply on its own link, whatever the number of links.
+func (s Spec) pinRules(l Link, byName map[string]setDef) []rule {
+	chain, restore := pinPrefix+l.Name, restorePrefix+l.Name
+	var out []rule
+	if l.Iface != "" {
+		_, by := s.ifaceLinks()
+		from := fromPrefix + l.Name
+		if len(by[l.Iface]) > 1 {
+			from = iifPrefix + l.Iface
+		}
+		out = append(out, rule{
+			chain: chain,
+			text:  fmt.Sprintf("iifname %q goto %s", l.Iface, from),
+			why:   "arrived on " + l.Iface,
+			exprs: join(matchIface(expr.MetaKeyIIFNAME, l.Iface), []expr.Any{&expr.Verdict{Kind: expr.VerdictGoto, Chain: from}}),
+		})
+	}
+	out = append(out, rule{
+		chain: chain,
+		text:  "ct direction original ct status snat goto " + restore,
+		why:   "leaving, nat",
+		exprs: join(ctOriginal(), []expr.Any{
+			&expr.Ct{Register: 1, Key: expr.CtKeySTATUS},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: le(ipsSrcNAT), Xor: le(0)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: le(0)},
+			&expr.Verdict{Kind: expr.VerdictGoto, Chain: restore},
+		}),
+	})
+	if m, ok := byName[mapIIF]; ok {
+		out = append(out, vmapRule(chain, "links by iif", "iifname", []expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}}, m))
+	}
+	out = append(out, rule{
+		chain: chain,
+		text:  "goto " + restore,
+		why:   "restore",
+		exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictGoto, Chain: restore}},
+	})
+	return out
+}
+
+// ipsSrcNAT is IPS_SRC_NAT of enum ip_conntrack_status
+// (include/uapi/linux/netfilter/nf_conntrack_common.h): the flow has a
+// source NAT binding, set when its first packet was masqueraded.
+const ipsSrcNAT = 1 << 4
 
 // linkChains are the rules of the links' own chains.
 func (s Spec) linkChains(byName map[string]setDef) []rule {
@@ -615,6 +696,7 @@ func (s Spec) linkChains(byName map[string]setDef) []rule {
 		out = append(out, saveRule(savePrefix+l.Name, s.Mask, l))
 	}
 	for _, l := range s.pinLinks() {
+		out = append(out, s.pinRules(l, byName)...)
 		out = append(out, restoreRule(restorePrefix+l.Name, s.Mask, l), restoreRule(outputPrefix+l.Name, s.Mask, l))
 	}
 	out = append(out, s.stuckChains()...)
@@ -730,10 +812,11 @@ func (s Spec) rulesOf(gs [2][]group, sets []setDef) []rule {
 	// replies of inbound flows) takes its flow's link mark, so the fwmark
 	// rule routes it by the link; the first packet of a new flow is
 	// classified by the traffic rules.
+	var iif []rule
 	if m, ok := byName[mapIIF]; ok {
-		out = append(out, vmapRule("prerouting", "links by iif", "iifname", []expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}}, m))
+		iif = append(iif, vmapRule("prerouting", "links by iif", "iifname", []expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}}, m))
 	}
-	out = append(out, s.restoreAndClassify("prerouting", byName[mapPinned])...)
+	out = append(out, s.restoreAndClassify("prerouting", byName[mapPinned], iif...)...)
 	// Local output: the same, re-routed by the route chain. Except the
 	// router's own ICMP errors travelling back to a flow's originator
 	// (conntrack relates them to the flow, in its reply direction): for a
@@ -814,15 +897,19 @@ func (s Spec) rulesOf(gs [2][]group, sets []setDef) []rule {
 
 // Render returns the table as an nft script that creates or replaces it
 // atomically (`nft -f`).
-func (s Spec) Render() string {
+func (s Spec) Render() string { return s.layout().render(nil) }
+
+// render is the script that turns the table cur (nil: none, or any)
+// into l, as queue's batch does.
+func (l layout) render(cur *Current) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "add table inet %s\nflush table inet %s\n", TableName, TableName)
-	l := s.layout()
+	remade := l.renderRemoved(&b, cur)
 	// `flush table` empties the chains, not the sets: a map of the plan
 	// is emptied here (created first if missing) and filled below, or an
 	// element that changed its verdict would be refused as existing.
 	for _, d := range l.sets {
-		if d.refill {
+		if d.refill && !remade[d.set.Name] {
 			kind := "set"
 			if d.set.IsMap {
 				kind = "map"
@@ -835,6 +922,9 @@ func (s Spec) Render() string {
 		text := d.text
 		if d.lazyText != nil {
 			text = d.lazyText()
+		}
+		if remade[d.set.Name] && len(d.carried) > 0 {
+			text = withElements(text, d.carried)
 		}
 		fmt.Fprintf(&b, "\t%s\n", text)
 	}
@@ -927,6 +1017,8 @@ type Current struct {
 	Sets []string
 	// kinds: each set's type, flags and timeout (setKind).
 	kinds map[string]string
+	// drifted: file sets whose elements differ from the spec's (Recheck).
+	drifted map[string]bool
 }
 
 // Read lists the owned table. A missing table is not an error.
@@ -1009,7 +1101,7 @@ func (l layout) upToDate(cur *Current) bool {
 		return false
 	}
 	for _, d := range l.sets {
-		if cur.kinds != nil && cur.kinds[d.set.Name] != setKind(d.set) {
+		if cur.kinds != nil && cur.kinds[d.set.Name] != setKind(d.set) || cur.drifted[d.set.Name] {
 			return false
 		}
 	}
@@ -1039,6 +1131,9 @@ func (c *Conn) Apply(s Spec) (bool, error) {
 		return false, err
 	}
 	l := s.layout()
+	if err := c.recheck(l, s, cur); err != nil {
+		return false, err
+	}
 	if l.upToDate(cur) {
 		return false, nil
 	}

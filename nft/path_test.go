@@ -27,6 +27,8 @@ type pathPacket struct {
 	iif, oif     string
 	mark, ctmark uint32
 	new          bool
+	reply        bool   // the flow's reply direction
+	ctstatus     uint32 // IPS_* bits
 	saddr, daddr [4]byte
 	sport, dport uint16
 	// stuck: the sticky maps that hold the source, and its link's mark
@@ -239,7 +241,13 @@ func (in *interp) eval(r rule, base string, c *pathCount) (*expr.Verdict, bool) 
 				}
 				in.load(e.Register, le(st))
 			case expr.CtKeyDIRECTION:
-				in.load(e.Register, []byte{0, 0, 0, 0})
+				d := byte(0)
+				if p.reply {
+					d = 1
+				}
+				in.load(e.Register, []byte{d, 0, 0, 0})
+			case expr.CtKeySTATUS:
+				in.load(e.Register, le(p.ctstatus))
 			default:
 				panic(fmt.Sprintf("ct %v", e.Key))
 			}
@@ -321,8 +329,9 @@ func (in *interp) eval(r rule, base string, c *pathCount) (*expr.Verdict, bool) 
 }
 
 // forward counts what packet p passes on its way through the router: the
-// prerouting hook, then (after routing chose p.oif) postrouting, and the
-// NAT chain, which conntrack runs for a flow's first packet only.
+// prerouting hook, then (after routing chose p.oif) postrouting's save and
+// the NAT chain, nat-type chains, which conntrack runs for a flow's first
+// packet only.
 func (s Spec) forward(p pathPacket) (pathCount, pathPacket) {
 	p.stuck = maps.Clone(p.stuck)
 	if p.stuck == nil {
@@ -334,8 +343,9 @@ func (s Spec) forward(p pathPacket) (pathCount, pathPacket) {
 	}
 	c := pathCount{rules: map[string]int{}, lookups: map[string]int{}}
 	in.run("prerouting", &c)
-	in.run("postrouting", &c)
 	if p.new {
+		// Both are nat-type chains: a flow's first packet only.
+		in.run("postrouting", &c)
 		in.run("nat", &c)
 	}
 	return c, p
@@ -370,28 +380,40 @@ func TestForwardPathIsFlat(t *testing.T) {
 		first := base
 		first.new = true
 		later := base
-		later.ctmark = last.Mark
+		later.ctmark, later.ctstatus = last.Mark, ipsSrcNAT
+		// A reply from the link: not restored, main routes it.
+		reply := later
+		reply.iif, reply.oif, reply.reply = last.Iface, "lan", true
+		// A flow without NAT (a routed prefix): the interface tells.
+		routed := later
+		routed.ctstatus = 0
 		for _, tc := range []struct {
 			name string
 			p    pathPacket
 			// the marks the packet leaves with
 			mark, ctmark uint32
+			lookups      int
 		}{
-			{"new", first, 0, last.Mark},
-			{"established", later, last.Mark, last.Mark},
+			{"new", first, 0, last.Mark, 4},
+			{"established", later, last.Mark, last.Mark, 1},
+			{"reply", reply, 0, last.Mark, 1},
+			{"routed established", routed, last.Mark, last.Mark, 2},
 		} {
 			c, out := s.forward(tc.p)
 			r, l := c.total()
 			t.Logf("%d links, %s flow's packet: %d nft rules (prerouting %d, postrouting %d, nat %d), %d lookups",
 				n, tc.name, r, c.rules["prerouting"], c.rules["postrouting"], c.rules["nat"], l)
 			got[fmt.Sprint(tc.name, n)] = counts{r, l}
+			if l != tc.lookups {
+				t.Errorf("%d links, %s flow's packet: %d lookups, want %d\n%s", n, tc.name, l, tc.lookups, strings.Join(c.trace, "\n"))
+			}
 			if out.mark != tc.mark || out.ctmark != tc.ctmark {
 				t.Errorf("%d links, %s flow by %s: leaves with mark %#x, ct mark %#x; want %#x, %#x\n%s",
 					n, tc.name, last.Iface, out.mark, out.ctmark, tc.mark, tc.ctmark, strings.Join(c.trace, "\n"))
 			}
 		}
 	}
-	for _, kind := range []string{"new", "established"} {
+	for _, kind := range []string{"new", "established", "reply", "routed established"} {
 		if a, b := got[kind+"2"], got[kind+"32"]; a != b {
 			t.Errorf("a %s flow's packet passes %+v at 2 links but %+v at 32", kind, a, b)
 		}

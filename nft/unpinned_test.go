@@ -34,8 +34,8 @@ func TestUnpinnedToMain(t *testing.T) {
 	s := twoModemsSpec(true)
 	pre := chainTexts(s, "prerouting")
 	const want = "ct mark & 0x0000ff00 == 0x00000000 ct state established meta mark set meta mark & 0xffff00ff | 0x0000ff00 return"
-	if len(pre) != 4 || !strings.HasPrefix(pre[2], "ct mark & 0x0000ff00 vmap @by_ctmark") || pre[3] != want {
-		t.Errorf("prerouting:\n%s\nwant the ct mark lookup, then %q", strings.Join(pre, "\n"), want)
+	if len(pre) != 4 || !strings.HasPrefix(pre[1], "ct mark & 0x0000ff00 vmap @by_ctmark") || !strings.HasPrefix(pre[2], "iifname vmap @by_iif") || pre[3] != want {
+		t.Errorf("prerouting:\n%s\nwant the ct mark lookup, the interface lookup, then %q", strings.Join(pre, "\n"), want)
 	}
 	for _, r := range chainTexts(s, "output") {
 		if strings.Contains(r, "established") {

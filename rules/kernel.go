@@ -113,6 +113,13 @@ type Iface struct {
 	// proto dhcp`, on lo (dhcpcd, systemd-networkd), so that the parts
 	// not assigned to a LAN are not routed back upstream.
 	Delegated []netip.Prefix
+	// Tentative are the IPv6 addresses of Addrs in duplicate address
+	// detection (IFA_F_TENTATIVE, for about a second after they are
+	// added), and DADFailed those that failed it (IFA_F_DADFAILED:
+	// another host on the link has the address). The kernel sends from
+	// neither (ipv6_dev_get_saddr skips them, and a failed one stays
+	// tentative for good).
+	Tentative, DADFailed []netip.Addr
 }
 
 // retry reruns a dump that the kernel interrupted (a change raced it), so
@@ -159,6 +166,12 @@ func (k *Kernel) Interfaces() (map[string]Iface, error) {
 		ones, _ := a.Mask.Size()
 		i := out[name]
 		i.Addrs = append(i.Addrs, netip.PrefixFrom(ip.Unmap(), ones))
+		switch {
+		case a.Flags&unix.IFA_F_DADFAILED != 0:
+			i.DADFailed = append(i.DADFailed, ip.Unmap())
+		case a.Flags&unix.IFA_F_TENTATIVE != 0:
+			i.Tentative = append(i.Tentative, ip.Unmap())
+		}
 		if peer := prefixOf(a.Peer); peer.IsValid() && peer.Addr().Is4() {
 			if i.Peers == nil {
 				i.Peers = map[netip.Addr]netip.Prefix{}

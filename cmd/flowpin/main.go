@@ -97,7 +97,7 @@ func (k *kernel) Close() {
 }
 
 func (k *kernel) diagnose() *diagnose.Kernel {
-	return &diagnose.Kernel{Routes: k.routes, NFT: k.nft, CT: k.ct}
+	return &diagnose.Kernel{Routes: k.routes, NFT: k.nft, CT: k.ct, SyncDaemons: func() ([]int, error) { return ct.SyncDaemons("/proc") }}
 }
 
 func (a *app) open() (*kernel, error) {
@@ -207,7 +207,8 @@ func (a *app) planCmd() *cobra.Command {
 		Long: `Print what apply would change, without changing anything, as the
 equivalent ip rule / ip route / sysctl / nft commands, in the order apply
 runs them. With --full, print the whole desired state as a script for an
-empty namespace, to review or to paste by hand.`,
+empty namespace, to review or to paste by hand; its nft script also
+replaces a table that is there as apply would.`,
 		Example: "  flowpin plan -c /etc/flowpin/flowpin.yaml\n  flowpin plan --full -c flowpin.yaml > flowpin.sh",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -218,7 +219,14 @@ empty namespace, to review or to paste by hand.`,
 			defer k.Close()
 			var lines []string
 			if full {
-				lines = plan.FullScript(d)
+				// The table's script turns whatever table is there into
+				// the plan's, as apply does; the rest is for an empty
+				// namespace.
+				table, err := k.TableScript(d)
+				if err != nil {
+					return err
+				}
+				lines = plan.FullScriptWith(d, table)
 			} else if lines, err = k.Changes(d); err != nil {
 				return err
 			}

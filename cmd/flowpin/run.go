@@ -228,7 +228,7 @@ links, in the foreground.
 					if err := d.Metrics().RegisterRuleMetrics(d.Config, d); err != nil {
 						return fmt.Errorf("metrics: %w", err)
 					}
-					if err := d.Metrics().RegisterSetMetrics(d.Config, &nft.Conn{}); err != nil {
+					if err := d.Metrics().RegisterSetMetrics(d.Config, d.SetCounter(&nft.Conn{})); err != nil {
 						return fmt.Errorf("metrics: %w", err)
 					}
 					return nil

@@ -55,6 +55,44 @@ type Tables interface {
 	Record(nft.Records) (bool, error)
 }
 
+// elementChecker finds file sets whose elements someone changed, as
+// nft.Conn's Apply does, so that plan shows the rewrite apply would make.
+type elementChecker interface {
+	CheckElements(nft.Spec, *nft.Current) error
+}
+
+// scripter renders the script that turns the table found into a spec as
+// Apply would (nft.Conn): sets made anew with the elements they had.
+type scripter interface {
+	Script(nft.Spec, *nft.Current) (string, error)
+}
+
+// tableScript is the nft script that turns cur into s, as Apply does.
+func (k *Kernel) tableScript(s nft.Spec, cur *nft.Current) (string, error) {
+	if sc, ok := k.NFT.(scripter); ok {
+		return sc.Script(s, cur)
+	}
+	return s.Render(), nil
+}
+
+// TableScript is the nft script that makes the table of d from the one
+// in the kernel, as apply would: run by `nft -f` on a router where the
+// table exists, it makes the same table as apply (plan --full).
+// The records are apply's too (the values sysctls had before flowpin),
+// so that down after the script restores them.
+func (k *Kernel) TableScript(d *plan.Desired) (string, error) {
+	st, err := k.steps(d)
+	if err != nil {
+		return "", err
+	}
+	if ec, ok := k.NFT.(elementChecker); ok {
+		if err := ec.CheckElements(st.spec, st.cur); err != nil {
+			return "", err
+		}
+	}
+	return k.tableScript(st.spec, st.cur)
+}
+
 // Flows is what apply needs of conntrack: ct.Conntrack in production.
 type Flows interface {
 	// FlushMark deletes every flow with (ct mark & mask) == mark.
@@ -356,8 +394,17 @@ func (k *Kernel) Changes(d *plan.Desired) ([]string, error) {
 		}
 		out = append(out, s.Command)
 	}
+	if ec, ok := k.NFT.(elementChecker); ok && !st.early {
+		if err := ec.CheckElements(st.spec, st.cur); err != nil {
+			return nil, err
+		}
+	}
 	if !st.early && !st.spec.UpToDate(st.cur) {
-		out = append(out, nft.Script(st.spec.Render()))
+		script, err := k.tableScript(st.spec, st.cur)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, nft.Script(script))
 	}
 	for _, s := range d.LateSysctls {
 		if now, err := k.Routes.ReadSysctl(s.Key); err != nil || now != s.Value {

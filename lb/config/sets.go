@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/net/publicsuffix"
 )
 
 // Set is a named set of addresses that a rule's src_set or dst_set
@@ -214,7 +216,31 @@ func NormalizeDomain(d string) (string, error) {
 			}
 		}
 	}
+	if publicSuffix(name) {
+		return "", fmt.Errorf("is a public suffix (like com, co.uk or github.io): anyone may register a name under it, so any client of the resolver could put any address into the set by looking up a name it controls; list the domain itself (example%s)", "."+name)
+	}
 	return name, nil
+}
+
+// homeArpa is the special-use domain for home networks (RFC 8375): on
+// the list, but never delegated, so only the local resolver answers for
+// names under it, as for lan.
+const homeArpa = "home.arpa"
+
+// publicSuffix says whether name is on the Public Suffix List: a TLD, a
+// registry's zone (co.uk) or a hosting provider's (github.io). A single
+// label the list does not know (lan, home, internal) is not: the list's
+// default rule makes any unknown TLD a suffix, but no one outside can
+// register under a name that is not delegated, so it is a local name the
+// operator's own resolver answers for.
+func publicSuffix(name string) bool {
+	ps, icann := publicsuffix.PublicSuffix(name)
+	if ps != name || name == homeArpa {
+		return false
+	}
+	// icann is false both for the private part of the list (github.io,
+	// always more than one label) and for the default rule.
+	return icann || strings.Contains(name, ".")
 }
 
 // checkSetRef says why name is not a set a rule can match.

@@ -72,6 +72,13 @@ func TestSetErrors(t *testing.T) {
 		{"timeout fraction", "sets: [{name: a, timeout: 3600.003s, domains: [a.example]}]", "sets[0].timeout: 1h0m0.003s is not a whole number of seconds"},
 		{"timeout big", "sets: [{name: a, timeout: 200h, domains: [a.example]}]", "sets[0].timeout: 200h0m0s is out of range"},
 		{"wildcard", "sets: [{name: a, domains: ['*.a.example']}]", `sets[0].domains[0]: "*.a.example" is a wildcard: write "a.example"`},
+		// A public suffix: anyone may register a name under it, and the
+		// resolver adds that name's addresses, whatever they are.
+		{"tld", "sets: [{name: a, domains: [Com.]}]", `f.yaml:4: sets[0].domains[0]: "Com." is a public suffix`},
+		{"registry", "sets: [{name: a, domains: [video.example, co.uk]}]", `f.yaml:4: sets[0].domains[1]: "co.uk" is a public suffix (like com, co.uk or github.io): anyone may register a name under it, so any client of the resolver could put any address into the set by looking up a name it controls; list the domain itself (example.co.uk)`},
+		{"private suffix", "sets: [{name: a, domains: [github.io]}]", `sets[0].domains[0]: "github.io" is a public suffix`},
+		{"wildcard rule", "sets: [{name: a, domains: [anything.ck]}]", `sets[0].domains[0]: "anything.ck" is a public suffix`},
+		{"arpa", "sets: [{name: a, domains: [in-addr.arpa]}]", `sets[0].domains[0]: "in-addr.arpa" is a public suffix`},
 		{"bad domain", "sets: [{name: a, domains: ['a..example']}]", `sets[0].domains[0]: "a..example" is not a domain name`},
 		{"space domain", "sets: [{name: a, domains: ['a b.example']}]", `sets[0].domains[0]: "a b.example" is not a domain name`},
 		{"dup domain", "sets: [{name: a, domains: [a.example]}, {name: b, domains: [A.example.]}]", `sets[1].domains[0]: "a.example" is already in set "a"`},
@@ -182,4 +189,21 @@ func FuzzParseSetFile(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSetDomainsNotPublicSuffixes: names under a public suffix, and
+// local names the Public Suffix List does not know, are domains a set
+// may hold.
+func TestSetDomainsNotPublicSuffixes(t *testing.T) {
+	for _, d := range []string{"example.com", "video.example", "www.bbc.co.uk", "user.github.io", "lan", "home", "home.arpa", "nas.home.arpa", "internal", "local", "example"} {
+		t.Run(d, func(t *testing.T) {
+			c, err := Parse("f.yaml", []byte(setsLinks+"sets: [{name: a, domains: ["+d+"]}]\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Sets[0].Domains; len(got) != 1 || got[0] != d {
+				t.Errorf("domains %v", got)
+			}
+		})
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -375,12 +376,8 @@ var okHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { 
 // per-request timeouts, on one connection: it is cut when the
 // connection's time is up, not served for as long as it keeps trickling.
 func TestServeConnLifetime(t *testing.T) {
-	// A trickled request takes about 250 ms: the per-request timeouts
-	// are six times that, so that a loaded machine's slower trickle
-	// (each 5 ms sleep longer) never meets them; the connection's life is
-	// twice as long again, room for several requests.
-	lim := limits{MaxConns: 4, ReadHeader: 1500 * time.Millisecond, Read: 2 * time.Second, Write: 2 * time.Second,
-		Idle: 1500 * time.Millisecond, Conn: 3 * time.Second, MaxHeaderBytes: 4096}
+	lim := limits{MaxConns: 4, ReadHeader: 2 * time.Second, Read: 2 * time.Second, Write: time.Second,
+		Idle: time.Second, Conn: 3 * time.Second, MaxHeaderBytes: 4096}
 	addr := serveTest(t, lim, kernelClient(&rulestest.SocketOwners{}), okHandler)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -391,11 +388,15 @@ func TestServeConnLifetime(t *testing.T) {
 	br := bufio.NewReader(c)
 	served := 0
 	request := func() error {
-		for _, b := range []byte("GET / HTTP/1.1\r\nHost: flowpin\r\nX-Slow: 1\r\n\r\n") {
-			if _, err := c.Write([]byte{b}); err != nil {
+		// Five pieces 40 ms apart: about 200 ms a request, a tenth of
+		// ReadHeader, so that a loaded machine's slower sleeps (a 5 ms
+		// sleep per byte took over 500 ms a request here) never trip it.
+		req := []byte("GET / HTTP/1.1\r\nHost: flowpin\r\nX-Slow: 1\r\n\r\n")
+		for piece := range slices.Chunk(req, (len(req)+4)/5) {
+			if _, err := c.Write(piece); err != nil {
 				return err
 			}
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(40 * time.Millisecond)
 		}
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
@@ -419,7 +420,7 @@ func TestServeConnLifetime(t *testing.T) {
 	}
 	took := time.Since(opened)
 	t.Logf("trickling client served %d requests, cut after %v (%v)", served, took.Round(time.Millisecond), err2)
-	// Each request takes about 250 ms: several fit before the cut, so
+	// Each request takes about 200 ms: several fit before the cut, so
 	// what cut it was the connection's life, not a request's timeout.
 	if served < 3 {
 		t.Errorf("only %d trickled requests served before the cut", served)

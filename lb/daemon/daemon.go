@@ -165,9 +165,11 @@ type Daemon struct {
 	keep *keep.Flows
 	// applied is the plan last applied.
 	applied *plan.Desired
-	// appliedShared is applied for the other goroutines: SetLink's check
-	// runs on the API's.
-	appliedShared atomic.Pointer[plan.Desired]
+	// appliedPub is applied as published for readers off the loop (an
+	// operator's request); never changed once published.
+	appliedPub atomic.Pointer[plan.Desired]
+	// setCheck: the file sets whose elements the next sync checks.
+	setCheck *fileSetCheck
 	// held6: the prefixes the prefixes6: auto link had in that plan
 	// (prefixes6.go).
 	held6 held6
@@ -273,6 +275,7 @@ func New(c *config.Config, deps Deps, log *slog.Logger) *Daemon {
 		board: p.Board, keep: p.Keep, tiers: p.Failback, od: p.OnDemand, units: units(c),
 		metrics: NewMetrics(), carry: deps.carry, resolv: deps.Resolv,
 		ops: make(chan opRequest), stopped: make(chan struct{}),
+		setCheck: newFileSetCheck(),
 	}
 	if err := d.metrics.registerOwned(newDNSCollector(d)); err != nil {
 		panic(err) // a programming error: one per daemon
@@ -670,9 +673,14 @@ func (d *Daemon) sync(why string) error {
 		d.metrics.syncFailed()
 		return err
 	}
+	// The role is the node's addresses as just read, whether or not the
+	// apply succeeds: hooks run after a failed sync too, and a demoted
+	// node must not run them as the primary.
+	d.followRole(des)
 	// Before the apply, which may fail and be retried: the file follows
 	// the plan either way.
 	d.writeResolv(des, auto)
+	d.setCheck.narrow(&des.NFT)
 	d.beginWrite()
 	res, err := d.deps.Applier.Apply(des)
 	d.endWrite(err == nil && res.Table)
@@ -680,6 +688,7 @@ func (d *Daemon) sync(why string) error {
 		d.metrics.syncFailed()
 		return err
 	}
+	d.setCheck.done(&des.NFT)
 	d.metrics.synced(res.Writes, d.deps.Clock.Now().Sub(start))
 	// The plan's own warnings (the first ones) are the planner's to say;
 	// the rest are the apply's: a flush that failed, or with ha marks
@@ -703,8 +712,7 @@ func (d *Daemon) sync(why string) error {
 		d.Log.Info(msg)
 	}
 	d.applied = des
-	d.appliedShared.Store(des)
-	d.followRole(des)
+	d.appliedPub.Store(des)
 	d.held6 = heldOf(d.Config, des)
 	d.settleFlows()
 	d.failback(des)
@@ -846,8 +854,18 @@ func (d *Daemon) onEvent(ev Event) {
 			}
 		}
 	case EventDrift:
+		if ev.Set != "" {
+			var spec *nft.Spec
+			if d.applied != nil {
+				spec = &d.applied.NFT
+			}
+			if !d.setCheck.changed(spec, ev.Set) {
+				return
+			}
+		}
 		d.runner.Request(ev.What)
 	case EventLost:
+		d.setCheck.lost()
 		d.metrics.subscriptionLost(ev.What)
 		d.Log.Warn("kernel notifications lost; re-reading the kernel", "what", ev.What)
 		d.runner.RequestNow("notifications lost: " + ev.What)

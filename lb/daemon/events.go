@@ -84,5 +84,5 @@ func tableEvent(e nft.TableEvent) Event {
 	if e.Lost {
 		return Event{Kind: EventLost, What: e.What}
 	}
-	return Event{Kind: EventDrift, What: e.What}
+	return Event{Kind: EventDrift, What: e.What, Set: e.Set}
 }

@@ -19,6 +19,7 @@ import (
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
 	"flowpin/nft"
+	"flowpin/nft/ct/cttest"
 	"flowpin/rules"
 	"flowpin/rules/rulestest"
 )
@@ -66,6 +67,11 @@ type fakeKernel struct {
 	// hold, if set, makes the next Apply say so on entered and wait for
 	// hold to close: a sync that takes a while.
 	hold, entered chan struct{}
+	// ct, if set, is the conntrack table the deletions that look at
+	// each flow act on.
+	ct *cttest.Fake
+	// rechecks: each Apply's nft.Spec.Recheck.
+	rechecks [][]string
 }
 
 // holdNextApply holds the next Apply until release is called; entered is
@@ -125,6 +131,7 @@ func (k *fakeKernel) PrepareWith(c *config.Config, o plan.Options) (*plan.Desire
 func (k *fakeKernel) Apply(d *plan.Desired) (*apply.Result, error) {
 	k.mu.Lock()
 	err := k.applyErr
+	k.rechecks = append(k.rechecks, slices.Clone(d.NFT.Recheck))
 	hold, entered := k.hold, k.entered
 	k.hold, k.entered = nil, nil
 	k.mu.Unlock()
@@ -206,6 +213,17 @@ func (k *fakeKernel) FlushMarkExceptLabels(mark, mask uint32, family uint8, keep
 	k.mu.Unlock()
 	k.rec.add("flush mark %#x/%#x family %d except labels %v", mark, mask, family, keep)
 	return 0, err
+}
+
+func (k *fakeKernel) FlushUnreplied(mark, mask uint32, family uint8, keep []int) (int, error) {
+	k.mu.Lock()
+	err, table := k.flushErr, k.ct
+	k.mu.Unlock()
+	k.rec.add("flush unreplied mark %#x/%#x family %d except labels %v", mark, mask, family, keep)
+	if err != nil || table == nil {
+		return 0, err
+	}
+	return table.FlushUnreplied(mark, mask, family, keep)
 }
 
 // fakeProbers hands out probers whose answers the test sets per

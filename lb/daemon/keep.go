@@ -113,13 +113,27 @@ func (d *Daemon) takersFor(u keep.Unit) keep.Takers {
 // haKeep is why an HA node leaves a down link's flows in place.
 const haKeep = "ha: conntrackd would delete them on the peer too, which may still route them (its own link may work, or it takes over)"
 
-// flushDown deletes unit u's flows as fp says; with ha, none: a deletion
-// here is synced to the peer, and a master that loses a link (or dies,
-// its links going first) would take the link's flows with it, flows the
-// peer was about to carry on.
+// haKeepReplied is why an HA node leaves a down link's answered flows in
+// place, having deleted the rest.
+const haKeepReplied = "ha: those that saw a reply; conntrackd would delete them on the peer too, which may still route them (its own link may work, or it takes over)"
+
+// flushDown deletes unit u's flows as fp says. With ha, only those that
+// never saw a reply: a deletion here is synced to the peer, and a master
+// that loses a link (or dies, its links going first) would take the
+// link's established flows with it, flows the peer was about to carry
+// on. A connection attempt the link's death left unanswered is another
+// matter: kept, its client's retries (SYN retransmits) would follow its
+// pin to the dead link until the client gives up; deleted, the next one
+// is classified again onto a live link. The peer loses nothing with it.
 func (d *Daemon) flushDown(l config.Link, u unit, fp keep.Plan) {
 	if d.Config.HA {
-		d.keepFlows(l, u, haKeep)
+		n, err := d.deps.Conntrack.FlushUnreplied(l.Mark, d.Config.MarkMask, u.af(), fp.Keep)
+		if err != nil {
+			d.Log.Error("delete the link's unanswered flows", "link", l.Name, "family", u.family(), "err", err)
+		} else if n > 0 {
+			d.Log.Info("deleted the link's flows that never saw a reply, so their retries go by a live link", "link", l.Name, "family", u.family(), "flows", n, "mark", fmt.Sprintf("%#x/%#x", l.Mark, d.Config.MarkMask))
+		}
+		d.keepFlows(l, u, haKeepReplied)
 		return
 	}
 	k := unitKey(l.Name, u.v6)
@@ -160,8 +174,8 @@ func b2i(b bool) int {
 // applied (its interface, address and gateway there); true before any.
 func (d *Daemon) usable(u unit) bool { return d.usableIn(d.applied, u) }
 
-// usableIn says whether unit u could carry traffic in plan applied; true
-// with none.
+// usableIn is usable by the plan applied: the loop's own (d.applied), or,
+// off the loop, the one it last published (d.appliedPub).
 func (d *Daemon) usableIn(applied *plan.Desired, u unit) bool {
 	if applied == nil || u.link >= len(applied.Links) || applied.Links[u.link].Name != d.Config.Links[u.link].Name {
 		return true

@@ -126,6 +126,9 @@ func (m *Metrics) prune(c *config.Config) {
 	keepPolicy := func(lb map[string]string) bool { return policies[lb["policy"]][lb["family"]] }
 	deleteSeries(m.tier.MetricVec, keepPolicy)
 	deleteSeries(m.tierChanges.MetricVec, keepPolicy)
+	if !c.HA {
+		m.dropHA()
+	}
 }
 
 // deleteSeries deletes the series of v whose labels keep refuses.

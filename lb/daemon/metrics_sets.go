@@ -12,7 +12,8 @@ type SetCounter interface {
 	SetCounts(names []string) (map[string]int, error)
 }
 
-// setCollector counts each named set's elements at scrape time.
+// setCollector reports each named set's elements at scrape time, as sc
+// counts them: Daemon.SetCounter, which lists no file set.
 type setCollector struct {
 	c     *config.Config
 	sc    SetCounter

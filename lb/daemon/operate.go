@@ -94,8 +94,9 @@ func (d *Daemon) SetLink(ctx context.Context, name string, m operator.Mode, forc
 // forced), and stores the mode; call with setMu held.
 func (d *Daemon) checkAndSet(name string, m operator.Mode, force bool) (operator.Entry, error) {
 	store := d.deps.Operator
-	// The loop owns d.applied; this runs on the caller's goroutine.
-	applied := d.appliedShared.Load()
+	// Off the loop: the plan it last published, not the one it may be
+	// writing now.
+	applied := d.appliedPub.Load()
 	if (m == operator.Drain || m == operator.Down) && !force {
 		// Per family: a link that is the last of IPv6 is so whatever the
 		// IPv4 sides of the others do.

@@ -433,7 +433,7 @@ func TestOperatorUpWithoutInterface(t *testing.T) {
 	h.waitTranscript(both, both, isp2Out)
 	// The transcript has the apply; the sync records its plan, which the
 	// check below reads, a moment later.
-	h.eventually("isp2 unusable in the plan applied", func() bool { return !h.d.usableIn(h.d.appliedShared.Load(), unit{link: 1}) })
+	h.eventually("isp2 unusable in the plan applied", func() bool { return !h.d.usableIn(h.d.appliedPub.Load(), unit{link: 1}) })
 	// Nor is it a link left to take new flows when isp1 is drained.
 	if _, err := h.d.SetLink(context.Background(), "isp1", operator.Drain, false); !errors.Is(err, ErrLastLink) {
 		t.Errorf("drain isp1 beside an isp2 up by operator without its interface: %v", err)

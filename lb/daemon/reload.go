@@ -240,13 +240,14 @@ type handover struct {
 	keep     *keep.Flows
 	hooks    []hooks.Change
 	held6    held6
+	role     plan.Role
 }
 
 // handOver is what the daemon that follows this one inherits; only after
 // its Run has ended.
 func (d *Daemon) handOver() *handover {
 	return &handover{
-		trackers: d.board.Trackers(), keep: d.keep.Clone(), hooks: d.pendingHooks.List(), held6: d.held6,
+		trackers: d.board.Trackers(), keep: d.keep.Clone(), hooks: d.pendingHooks.List(), held6: d.held6, role: d.Role(),
 	}
 }
 
@@ -275,6 +276,13 @@ func (d *Daemon) inheritHooks() {
 		return
 	}
 	d.keep.InheritOpen(d.inherit.keep)
+	// The role goes on from where it was, so a role that changed across
+	// the reload is said and counted as a change (role.go).
+	if d.Config.HA {
+		d.roleMu.Lock()
+		d.role = d.inherit.role
+		d.roleMu.Unlock()
+	}
 	for _, ch := range d.inherit.hooks {
 		if i, ok := d.Config.LinkByName(ch.Link.Name); ok {
 			ch.Link = d.Config.Links[i]

@@ -61,15 +61,29 @@ func (d *Daemon) acts() bool {
 	return !d.Config.HA || d.Role() == plan.RolePrimary
 }
 
-// haMetrics are registered with the first role of a daemon with ha.
+// haMetrics are registered with the first role of a daemon with ha, and
+// unregistered by a reload to a config without: a node that is no longer
+// one of a pair must not go on saying it is the primary.
 type haMetrics struct {
-	once    sync.Once
+	mu      sync.Mutex
 	primary prometheus.Gauge
 	changes prometheus.Counter
 }
 
+func (m *Metrics) dropHA() {
+	m.ha.mu.Lock()
+	defer m.ha.mu.Unlock()
+	if m.ha.primary != nil {
+		m.Registry.Unregister(m.ha.primary)
+		m.Registry.Unregister(m.ha.changes)
+		m.ha.primary, m.ha.changes = nil, nil
+	}
+}
+
 func (m *Metrics) haRole(r plan.Role, changed bool) {
-	m.ha.once.Do(func() {
+	m.ha.mu.Lock()
+	defer m.ha.mu.Unlock()
+	if m.ha.primary == nil {
 		m.ha.primary = prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "flowpin_ha_primary", Help: "1 if this node of an HA pair holds every VIP (its links' nat_source addresses), 0 if not.",
 		})
@@ -77,7 +91,7 @@ func (m *Metrics) haRole(r plan.Role, changed bool) {
 			Name: "flowpin_ha_role_changes_total", Help: "Changes of this node's HA role (primary, backup, split) seen since the daemon started.",
 		})
 		m.Registry.MustRegister(m.ha.primary, m.ha.changes)
-	})
+	}
 	v := 0.0
 	if r == plan.RolePrimary {
 		v = 1

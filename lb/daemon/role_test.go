@@ -10,12 +10,15 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/sys/unix"
 
 	"flowpin/lb/config"
 	"flowpin/lb/daemon/hooks"
 	"flowpin/lb/daemon/keep"
 	"flowpin/lb/health"
 	"flowpin/lb/plan"
+	"flowpin/nft/ct"
+	"flowpin/nft/ct/cttest"
 )
 
 // On an HA backup, hooks and on-demand commands wait: the node that does
@@ -109,10 +112,13 @@ func TestHARoleMetrics(t *testing.T) {
 	}
 }
 
-// With ha, a link that goes down keeps its flows: deleting them here
-// would delete them on the peer too (conntrackd syncs deletions), which
-// may still route them. Without ha the same link's flows go.
+// With ha, a link that goes down keeps its answered flows: deleting them
+// here would delete them on the peer too (conntrackd syncs deletions),
+// which may still route them. Its connection attempts that never saw a
+// reply go, so their retries are classified again onto a live link.
+// Without ha the link's flows all go.
 func TestHADownLinkKeepsFlows(t *testing.T) {
+	const v4, v6 = unix.AF_INET, unix.AF_INET6
 	for _, ha := range []bool{false, true} {
 		yaml := "links:\n  - {name: isp1, interface: wan1, gateway: 192.0.2.1, nat: true, nat_source: 192.0.2.2}\n  - {name: isp2, interface: wan2, gateway: 198.51.100.1, nat: true, nat_source: 198.51.100.2}\n"
 		if ha {
@@ -124,14 +130,29 @@ func TestHADownLinkKeepsFlows(t *testing.T) {
 		}
 		rec := &transcript{}
 		k := newFakeKernel(rec, c)
+		k.ct = &cttest.Fake{Flows: []ct.FlowRecord{
+			{ID: 1, Family: v4, Mark: 0x100, SeenReply: true},
+			{ID: 2, Family: v4, Mark: 0x100},            // a SYN that got no answer
+			{ID: 3, Family: v4, Mark: 0x100 | 0x1_0000}, // so, with another program's mark bit
+			{ID: 4, Family: v4, Mark: 0x100},            // a kept policy's, by its label
+			{ID: 5, Family: v6, Mark: 0x100},            // the other family's
+			{ID: 6, Family: v4, Mark: 0x200},            // the other link's
+		}, Labels: map[uint32][]byte{4: {1 << 2}}}
 		d := New(c, Deps{Applier: k, Conntrack: k}, quietLog())
-		d.flushDown(c.Links[0], unit{link: 0}, keep.Plan{})
-		flushed := slices.ContainsFunc(rec.get(), func(l string) bool { return strings.HasPrefix(l, "flush") })
-		if flushed == ha {
-			t.Errorf("ha %v: flushed %v (%q)", ha, flushed, rec.get())
+		d.flushDown(c.Links[0], unit{link: 0}, keep.Plan{Flush: true, Keep: []int{2}})
+		if !ha {
+			if got := rec.get(); !slices.Equal(got, []string{"flush mark 0x100/0xff00 family 2 except labels [2]"}) {
+				t.Errorf("without ha: %q", got)
+			}
+			continue
 		}
-		if _, kept := d.keep.Kept(unitKey("isp1", false)); kept != ha {
-			t.Errorf("ha %v: kept %v", ha, kept)
+		var left []uint32
+		_ = k.ct.Walk(nil, ct.DetailCounters, func(r *ct.FlowRecord) { left = append(left, r.ID) })
+		if want := []uint32{1, 4, 5, 6}; !slices.Equal(left, want) {
+			t.Errorf("ha: flows left %v, want %v (%q)", left, want, rec.get())
+		}
+		if kf, kept := d.keep.Kept(unitKey("isp1", false)); !kept || kf.Why != haKeepReplied {
+			t.Errorf("ha: kept %v %+v", kept, kf)
 		}
 	}
 }

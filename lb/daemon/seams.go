@@ -38,6 +38,9 @@ type Flusher interface {
 	// FlushMarkExceptLabels: the flows of one family that carry none of
 	// the ct label bits keep.
 	FlushMarkExceptLabels(mark, mask uint32, family uint8, keep []int) (int, error)
+	// FlushUnreplied: the flows of one family that never saw a reply and
+	// carry none of the ct label bits keep.
+	FlushUnreplied(mark, mask uint32, family uint8, keep []int) (int, error)
 }
 
 var _ Flusher = (*ct.Conntrack)(nil)
@@ -125,6 +128,9 @@ type Event struct {
 	Removed, Up bool
 	IP          netip.Addr // the neighbour (EventNeighFailed, EventNeigh)
 	MAC         string     // its link-layer address (EventNeigh)
+	// Set: the elements of this set of flowpin's table changed
+	// (EventDrift); drift only if it is a file set.
+	Set string
 }
 
 // Events is the source of kernel notifications: KernelEvents, in tests a

@@ -229,7 +229,7 @@ func (x *explainer) restore() {
 		e.add(chain, "restore: ct mark & %#x == %#x, so meta mark set to %#x: routed by the main table", x.c.MarkMask, x.d.NFT.Bypass, x.mark)
 	case x.pinnedTo == nil && x.flow != nil && x.flow.Mark&x.c.MarkMask == 0 && p.Iif != "" && x.d.NFT.Main != 0:
 		x.mark = x.mark&^x.c.MarkMask | x.d.NFT.Main
-		e.add(chain, "an established flow without a link (from before apply): meta mark set to %#x, routed by the main table as before flowpin, and pinned to the link main chooses as it leaves", x.mark)
+		e.add(chain, "an established flow without a link (from before apply): meta mark set to %#x, routed by the main table as before flowpin; its first reply from a link pins it there", x.mark)
 	case x.pinnedTo != nil:
 		x.mark = x.mark&^x.c.MarkMask | x.pinnedTo.Mark
 		e.add(chain, "restore: ct mark & %#x == %#x, so meta mark set to %#x: the fwmark rule of link %s routes it", x.c.MarkMask, x.pinnedTo.Mark, x.mark, x.pinnedTo.Name)

@@ -17,6 +17,26 @@ import (
 // and table (a synced flow carries its mark, which must route the same on
 // the node that takes it over), both have the guard rule and SNAT to the
 // VIPs, and exactly one holds the VIPs. haChecks are this node's side;
+// SyncCheck says whether conntrackd runs in this node's network
+// namespace (pids, or err if that cannot be told). Nothing else shows its
+// absence: the pair looks consistent, the VIPs move, and every flow dies
+// at the takeover, as the peer never got a copy.
+func SyncCheck(pids []int, err error) VerifyCheck {
+	const name = "ha conntrackd"
+	switch {
+	case err != nil:
+		return VerifyCheck{Name: name, Skip: true, Detail: fmt.Sprintf("cannot tell whether conntrackd runs here: %v", err)}
+	case len(pids) == 0:
+		return VerifyCheck{Name: name, Detail: "no conntrackd runs in this network namespace: the peer gets no copy of this node's flows (and their pins), so a takeover would break every one of them (verify sees the processes of its own PID namespace only: a conntrackd in another container that shares this network namespace is not seen)",
+			Fix: "start conntrackd with the pair's conntrackd.conf before keepalived (conntrackd -d; README, HA pair)"}
+	}
+	s := make([]string, len(pids))
+	for i, p := range pids {
+		s[i] = fmt.Sprint(p)
+	}
+	return VerifyCheck{Name: name, OK: true, Detail: fmt.Sprintf("conntrackd runs here (pid %s): it copies the flows, and their pins, to the peer", strings.Join(s, ", "))}
+}
+
 // PeerChecks compare it with the peer's status, when verify can reach it
 // (verify --peer).
 
@@ -90,7 +110,7 @@ func HAChecks(c *config.Config, d *plan.Desired, cur *nft.Current) []VerifyCheck
 	var held, not []string
 	for _, v := range d.VIPs {
 		if v.Iface != "" {
-			held = append(held, v.Addr.String()+" on "+v.Iface)
+			held = append(held, v.Addr.String()+" on "+status.Printable(v.Iface))
 		} else {
 			not = append(not, v.Addr.String())
 		}
@@ -108,7 +128,9 @@ func HAChecks(c *config.Config, d *plan.Desired, cur *nft.Current) []VerifyCheck
 }
 
 // PeerChecks compare this node (c, role) with the peer's status, or say
-// why it could not be read (err).
+// why it could not be read (err). The peer's strings come from the
+// network and are printed to a terminal: only their printable form goes
+// into a detail.
 func PeerChecks(c *config.Config, role plan.Role, peer *status.Status, err error) []VerifyCheck {
 	if !c.HA {
 		// Asked to compare a pair, this node is not one of a pair: saying
@@ -144,10 +166,16 @@ func PeerChecks(c *config.Config, role plan.Role, peer *status.Status, err error
 	}
 	for _, p := range peer.Links {
 		if !slices.ContainsFunc(c.Links, func(l config.Link) bool { return l.Name == p.Name }) {
-			differ = append(differ, fmt.Sprintf("the peer's link %s is not this node's", p.Name))
+			differ = append(differ, fmt.Sprintf("the peer's link %s is not this node's", status.Printable(p.Name)))
 		}
 	}
 	if len(differ) > 0 {
+		// The peer's status may list any number of links (its body is
+		// read up to 16 MiB): name a few differences, count the rest.
+		const shown = 8
+		if len(differ) > shown {
+			differ = append(differ[:shown:shown], fmt.Sprintf("and %d more", len(differ)-shown))
+		}
 		add(false, "ha peer layout", sameConfig, "the nodes pin differently, so a takeover would route synced flows by the wrong links: %s", strings.Join(differ, "; "))
 	} else {
 		add(true, "ha peer layout", "", "the peer gives every link the same mark and table")
@@ -158,7 +186,7 @@ func PeerChecks(c *config.Config, role plan.Role, peer *status.Status, err error
 	case role == plan.RolePrimary && peer.HA.Role == plan.RolePrimary:
 		add(false, "ha peer role", "check that VRRP adverts pass between the nodes (the LAN, a firewall)", "both nodes hold the VIPs (split brain)")
 	default:
-		add(false, "ha peer role", "check keepalived on both nodes", "this node is %s and the peer %s: not exactly one node holds every VIP", role, peer.HA.Role)
+		add(false, "ha peer role", "check keepalived on both nodes", "this node is %s and the peer %s: not exactly one node holds every VIP", role, status.Printable(string(peer.HA.Role)))
 	}
 	return out
 }
@@ -177,6 +205,10 @@ func (k *Kernel) verifyHA(r *VerifyReport, c *config.Config, d *plan.Desired, o 
 		return err
 	}
 	r.Checks = append(r.Checks, HAChecks(c, d, cur)...)
+	if k.SyncDaemons != nil {
+		pids, err := k.SyncDaemons()
+		r.Checks = append(r.Checks, SyncCheck(pids, err))
+	}
 	if o.Peer == nil {
 		r.skip("ha peer", "not compared with the peer (verify --peer http://ADDR:PORT reads its status; see README, HA pair)")
 		return nil

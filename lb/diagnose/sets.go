@@ -62,10 +62,17 @@ func (x *explainer) sets() {
 	}
 }
 
+// SetDriftReader compares a file set's elements in the kernel with
+// what spec writes (nft.Conn).
+type SetDriftReader interface {
+	FileSetDrift(spec nft.Spec, names []string) ([]nft.SetDrift, error)
+}
+
 // verifySets checks that each of the config's sets is in the table, one
-// per family, with how many elements it holds, and names a set no rule
-// uses (a resolver may still fill it; no flow follows it).
-func (k *Kernel) verifySets(r *VerifyReport, c *config.Config) error {
+// per family, with how many elements it holds, that a file set holds the
+// elements flowpin wrote and no others, and names a set no rule uses (a
+// resolver may still fill it; no flow follows it).
+func (k *Kernel) verifySets(r *VerifyReport, c *config.Config, spec nft.Spec) error {
 	if len(c.Sets) == 0 {
 		return nil
 	}
@@ -76,11 +83,28 @@ func (k *Kernel) verifySets(r *VerifyReport, c *config.Config) error {
 	counter, _ := k.NFT.(interface {
 		SetCounts(names []string) (map[string]int, error)
 	})
+	drifted := map[string][]string{}
+	if dr, ok := k.NFT.(SetDriftReader); ok {
+		// Every file set, every time: a count would miss an element
+		// deleted and another added.
+		drift, err := dr.FileSetDrift(spec, spec.FileSets())
+		if err != nil {
+			return err
+		}
+		for _, d := range drift {
+			set := strings.TrimPrefix(strings.TrimPrefix(d.Set, "set4_"), "set6_")
+			drifted[set] = append(drifted[set], d.String())
+		}
+	}
 	for _, s := range c.Sets {
 		name := "set " + s.Name
 		n4, n6 := nft.SetName(s.Name, false), nft.SetName(s.Name, true)
 		if !slices.Contains(cur.Sets, n4) || !slices.Contains(cur.Sets, n6) {
 			r.fail(name, applyFix, "missing from table inet %s (%s, %s)", nft.TableName, n4, n6)
+			continue
+		}
+		if d := drifted[s.Name]; len(d) > 0 {
+			r.fail(name, applyFix, "%s: elements deleted or added by hand, so flows escape the set's rules or follow them wrongly", strings.Join(d, "; "))
 			continue
 		}
 		var used []string

@@ -70,6 +70,9 @@ type Kernel struct {
 	// Clock times the wait for a probed gateway's answer. Nil: the wall
 	// clock.
 	Clock clock.Clock
+	// SyncDaemons are the pids of the conntrackd processes in this
+	// network namespace (ct.SyncDaemons). Nil: not checked.
+	SyncDaemons func() ([]int, error)
 }
 
 func (k *Kernel) clock() clock.Clock {
@@ -187,7 +190,7 @@ func (k *Kernel) Verify(c *config.Config, o VerifyOptions) (*VerifyReport, error
 	if err := k.verifyNFT(r, d); err != nil {
 		return nil, err
 	}
-	if err := k.verifySets(r, c); err != nil {
+	if err := k.verifySets(r, c, d.NFT); err != nil {
 		return nil, err
 	}
 	if err := k.verifyHA(r, c, d, o); err != nil {

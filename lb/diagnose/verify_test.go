@@ -159,7 +159,7 @@ func TestVerifyNFTRecordsAsFound(t *testing.T) {
 	if err := f.kernel().verifyNFT(r, d); err != nil {
 		t.Fatal(err)
 	}
-	if len(r.Checks) != 1 || !r.Checks[0].OK || r.Checks[0].Detail != "table inet flowpin as planned (19 rules)" {
+	if len(r.Checks) != 1 || !r.Checks[0].OK || r.Checks[0].Detail != "table inet flowpin as planned (27 rules)" {
 		t.Errorf("records in another order: got\n%s", details(r.Checks))
 	}
 

@@ -28,10 +28,18 @@ type VIP struct {
 	Addr netip.Addr `json:"addr"`
 	// Iface holds it here; empty: this node does not hold it.
 	Iface string `json:"interface,omitempty"`
+	// DADFailed: an IPv6 VIP that is on this interface but failed
+	// duplicate address detection (another host on the link has it), so
+	// it is not held.
+	DADFailed string `json:"dad_failed_on,omitempty"`
 }
 
 // VIPs are the config's nat_source addresses (each once, in config order)
-// and the interface of this node that has each, if any.
+// and the interface of this node that has each, if any. An IPv6 VIP that
+// is tentative (keepalived just added it and DAD is under way) or failed
+// DAD (the peer, or someone else, has it too) is not held: this node
+// cannot send from it, and believing itself primary on it would make two
+// primaries.
 func VIPs(c *config.Config, ifaces map[string]rules.Iface) []VIP {
 	names := make([]string, 0, len(ifaces))
 	for n := range ifaces {
@@ -42,8 +50,16 @@ func VIPs(c *config.Config, ifaces map[string]rules.Iface) []VIP {
 	for _, a := range c.NATSources() {
 		v := VIP{Addr: a}
 		for _, n := range names {
-			if slices.ContainsFunc(ifaces[n].Addrs, func(p netip.Prefix) bool { return p.Addr() == a }) {
-				v.Iface = n
+			ifc := ifaces[n]
+			if !slices.ContainsFunc(ifc.Addrs, func(p netip.Prefix) bool { return p.Addr() == a }) {
+				continue
+			}
+			if slices.Contains(ifc.DADFailed, a) {
+				v.DADFailed = n
+				continue
+			}
+			if !slices.Contains(ifc.Tentative, a) {
+				v.Iface, v.DADFailed = n, ""
 				break
 			}
 		}
@@ -81,6 +97,17 @@ func ownAddrs(c *config.Config, addrs []netip.Prefix) []netip.Prefix {
 	}
 	vips := c.NATSources()
 	return slices.DeleteFunc(slices.Clone(addrs), func(p netip.Prefix) bool { return slices.Contains(vips, p.Addr()) })
+}
+
+// VIPDADFailed warns of an IPv6 VIP that failed duplicate address
+// detection here: another host on the link answers for it (the peer
+// holding it too, or a misconfigured host), so this node does not count
+// it as held, and cannot send from it until it is removed and added again.
+func VIPDADFailed(v VIP) string {
+	if v.DADFailed == "" || v.Iface != "" {
+		return ""
+	}
+	return fmt.Sprintf("nat_source %s on %s failed duplicate address detection: another host on the link has it (both nodes of the pair holding it?), so it is not held here; the kernel does not use it until it is removed and added again", v.Addr, v.DADFailed)
 }
 
 // VIPElsewhere warns of a nat_source held on an interface that is no

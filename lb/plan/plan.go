@@ -346,10 +346,13 @@ func With(c *config.Config, ifaces map[string]rules.Iface, o Options) (*Desired,
 	d.NFT.V6 = slices.ContainsFunc(c.Links, config.Link.HasV6)
 	for _, v := range d.VIPs {
 		// With ha the backup holds no VIP, as it should.
-		if !c.HA && v.Iface == "" {
+		if !c.HA && v.Iface == "" && v.DADFailed == "" {
 			d.Warnings = append(d.Warnings, fmt.Sprintf("nat_source %s is on no interface of this host: replies to it arrive only if the ISP routes it here", v.Addr))
 		}
 		if w := VIPElsewhere(c, v); w != "" {
+			d.Warnings = append(d.Warnings, w)
+		}
+		if w := VIPDADFailed(v); w != "" {
 			d.Warnings = append(d.Warnings, w)
 		}
 	}
@@ -604,7 +607,11 @@ func lateSysctls() []rules.Sysctl {
 
 // FullScript is the whole desired state as commands for an empty
 // namespace: what an operator would type by hand.
-func FullScript(d *Desired) []string {
+func FullScript(d *Desired) []string { return FullScriptWith(d, d.NFT.Render()) }
+
+// FullScriptWith is FullScript with table as its nft script: one that
+// also turns the table found into d's, as apply does (apply.TableScript).
+func FullScriptWith(d *Desired, table string) []string {
 	var out []string
 	for _, s := range d.Sysctls {
 		out = append(out, s.Command())
@@ -612,7 +619,7 @@ func FullScript(d *Desired) []string {
 	for _, op := range rules.Diff(rules.State{}, d.Routing) {
 		out = append(out, op.Command())
 	}
-	out = append(out, nft.Script(d.NFT.Render()))
+	out = append(out, nft.Script(table))
 	for _, s := range d.LateSysctls {
 		out = append(out, s.Command())
 	}

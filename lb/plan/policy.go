@@ -251,6 +251,10 @@ func policies(c *config.Config, d *Desired) error {
 		d.NFT.Classes = append(d.NFT.Classes, cl)
 	}
 	d.NFT.Sets = namedSets(c)
+	// apply compares a file set's elements with the kernel's and writes
+	// them again if someone changed them: verify's fix is apply. The
+	// daemon narrows this to the sets a notification names.
+	d.NFT.Recheck = d.NFT.FileSets()
 	if n := d.NFT.ClassElements(); n > nft.MaxClassElements {
 		return c.FieldError("rules", "the rules expand to %d set elements (every source x destination x port range of a rule), more than %d", n, nft.MaxClassElements)
 	}

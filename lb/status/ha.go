@@ -43,12 +43,15 @@ func AddHA(s *Status, c *config.Config, ifs Interfaces) error {
 		if w := plan.VIPElsewhere(c, v); w != "" {
 			s.Warnings = append(s.Warnings, w)
 		}
+		if w := plan.VIPDADFailed(v); w != "" {
+			s.Warnings = append(s.Warnings, w)
+		}
 	}
 	if !c.HA {
 		// A fixed public address, not a pair: only where it is matters.
 		s.HA.Role = ""
 		for _, v := range vips {
-			if v.Iface == "" {
+			if v.Iface == "" && v.DADFailed == "" {
 				s.Warnings = append(s.Warnings, fmt.Sprintf("nat_source %s is on no interface of this host: replies to it arrive only if the ISP routes it here", v.Addr))
 			}
 		}

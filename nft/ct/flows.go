@@ -84,6 +84,9 @@ type FlowRecord struct {
 	// dumps and in events for as long as the entry lives.
 	ID   uint32
 	Mark uint32
+	// SeenReply: a packet has travelled in the reply direction
+	// (IPS_SEEN_REPLY in CTA_STATUS): the far end answered.
+	SeenReply bool
 	// Counted: the entry carries counters (nf_conntrack_acct was on when
 	// it was created).
 	Counted bool
@@ -373,6 +376,8 @@ func decodeFlow(b []byte, d Detail, rec *FlowRecord) error {
 		switch it.typ {
 		case ctaMark:
 			rec.Mark = it.u32()
+		case ctaStatus:
+			rec.SeenReply = it.u32()&ipsSeenReply != 0
 		case ctaID:
 			rec.ID = it.u32()
 		case ctaCountersOrig:

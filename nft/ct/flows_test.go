@@ -22,6 +22,7 @@ type ctMessage struct {
 	orig, reply    Counter
 	start          time.Time
 	noPorts, noMrk bool
+	unreplied      bool // a status without IPS_SEEN_REPLY
 }
 
 func (m ctMessage) encode(t testing.TB) []byte {
@@ -52,7 +53,11 @@ func (m ctMessage) encode(t testing.TB) []byte {
 	}
 	ae.Nested(ctaTupleOrig, tuple(m.src, m.dst))
 	ae.Nested(ctaTupleReply, tuple(m.rsrc, m.rdst))
-	ae.Uint32(3, 0x8e) // CTA_STATUS, skipped by the decoder
+	status := uint32(0x8e) // seen reply, assured, confirmed, SNAT done
+	if m.unreplied {
+		status = 0x188 // confirmed, SNAT done, DNAT done: a SYN sent on
+	}
+	ae.Uint32(ctaStatus, status)
 	if !m.noMrk {
 		ae.Uint32(ctaMark, m.mark)
 	}
@@ -94,7 +99,14 @@ func TestStatusDecodeFlow(t *testing.T) {
 				rsrc: mustAP("203.0.113.10:7000"), rdst: mustAP("192.0.2.2:40000"), mark: 0x1_0100,
 				counters: true, orig: Counter{3, 180}, reply: Counter{2, 120}, start: start},
 			detail: DetailCounters,
-			want:   FlowRecord{Mark: 0x1_0100, Counted: true, Orig: Counter{3, 180}, Reply: Counter{2, 120}},
+			want:   FlowRecord{Mark: 0x1_0100, SeenReply: true, Counted: true, Orig: Counter{3, 180}, Reply: Counter{2, 120}},
+		},
+		{
+			name: "a connection attempt that saw no reply",
+			msg: ctMessage{proto: 6, src: mustAP("10.77.0.2:40000"), dst: mustAP("203.0.113.10:7000"),
+				rsrc: mustAP("203.0.113.10:7000"), rdst: mustAP("192.0.2.2:40000"), mark: 0x200, unreplied: true},
+			detail: DetailCounters,
+			want:   FlowRecord{Mark: 0x200},
 		},
 		{
 			name: "tuples, NAT and timestamp",
@@ -102,7 +114,7 @@ func TestStatusDecodeFlow(t *testing.T) {
 				rsrc: mustAP("203.0.113.10:7000"), rdst: mustAP("192.0.2.2:40001"), mark: 0x200,
 				counters: true, orig: Counter{3, 180}, reply: Counter{2, 120}, start: start},
 			detail: DetailTuples,
-			want: FlowRecord{Mark: 0x200, Counted: true, Orig: Counter{3, 180}, Reply: Counter{2, 120},
+			want: FlowRecord{Mark: 0x200, SeenReply: true, Counted: true, Orig: Counter{3, 180}, Reply: Counter{2, 120},
 				Proto:    6,
 				OrigSrc:  Endpoint{netip.MustParseAddr("10.77.0.2"), 40000, true},
 				OrigDst:  Endpoint{netip.MustParseAddr("203.0.113.10"), 7000, true},
@@ -115,7 +127,7 @@ func TestStatusDecodeFlow(t *testing.T) {
 			msg: ctMessage{proto: 58, src: mustAP("[2001:db8::1]:0"), dst: mustAP("[2001:db8::2]:0"),
 				rsrc: mustAP("[2001:db8::2]:0"), rdst: mustAP("[2001:db8::1]:0"), noPorts: true, noMrk: true},
 			detail: DetailTuples,
-			want: FlowRecord{Proto: 58,
+			want: FlowRecord{Proto: 58, SeenReply: true,
 				OrigSrc:  Endpoint{Addr: netip.MustParseAddr("2001:db8::1")},
 				OrigDst:  Endpoint{Addr: netip.MustParseAddr("2001:db8::2")},
 				ReplySrc: Endpoint{Addr: netip.MustParseAddr("2001:db8::2")},

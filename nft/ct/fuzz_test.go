@@ -63,7 +63,7 @@ func TestDecodeBatchRecorded(t *testing.T) {
 		t.Fatal("no IPv4 TCP flow")
 	}
 	lo := netip.MustParseAddr("127.0.0.1")
-	want := FlowRecord{Family: unix.AF_INET, ID: 2529157961, Mark: 0x200, Counted: true, Orig: Counter{5, 368}, Reply: Counter{3, 164}, Proto: 6,
+	want := FlowRecord{Family: unix.AF_INET, ID: 2529157961, Mark: 0x200, SeenReply: true, Counted: true, Orig: Counter{5, 368}, Reply: Counter{3, 164}, Proto: 6,
 		OrigSrc: Endpoint{lo, 39874, true}, OrigDst: Endpoint{lo, 7000, true}, ReplySrc: Endpoint{lo, 7000, true}, ReplyDst: Endpoint{lo, 39874, true}, Start: tcp4.Start}
 	if *tcp4 != want {
 		t.Errorf("tcp flow\n got %+v\nwant %+v", *tcp4, want)

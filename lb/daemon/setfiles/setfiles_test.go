@@ -27,7 +27,29 @@ func TestWatch(t *testing.T) {
 	go func() {
 		done <- Watch(ctx, []string{f}, func() error { reloads <- struct{}{}; return nil }, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	}()
-	time.Sleep(100 * time.Millisecond) // the watch is set up
+	// The watch is up once it sees a change: rewrite the file until it
+	// does (a fixed 100 ms sleep was too short on a loaded machine), then
+	// let the rest of that burst settle.
+	for up, deadline := false, time.Now().Add(10*time.Second); !up; {
+		if time.Now().After(deadline) {
+			t.Fatal("the watch saw no change of the file in 10 s")
+		}
+		if err := os.WriteFile(f, []byte("10.0.0.0/8\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-reloads:
+			up = true
+		case <-time.After(3 * Settle):
+		}
+	}
+	for quiet := false; !quiet; {
+		select {
+		case <-reloads:
+		case <-time.After(3 * Settle):
+			quiet = true
+		}
+	}
 	expect := func(step string, n int) {
 		t.Helper()
 		got := 0

@@ -4,6 +4,7 @@
 package cttest
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -18,8 +19,33 @@ type Fake struct {
 	// Hook, if set, is called before each dump (one per part of a
 	// WalkParallel); an error fails that dump, as ct.ErrDumpInterrupted
 	// or a socket error would.
-	Hook  func() error
-	dumps int
+	Hook func() error
+	// Labels are the ct labels of the flows by ID, as the kernel lays
+	// them out (ct.HasLabel), for the deletions that spare label bits.
+	Labels map[uint32][]byte
+	dumps  int
+}
+
+// FlushUnreplied deletes, as ct.Conntrack's does, the flows of one family
+// with (mark & mask) == mark that never saw a reply and carry none of the
+// label bits keep. A Hook error fails it before anything is deleted.
+func (f *Fake) FlushUnreplied(mark, mask uint32, family uint8, keep []int) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.Hook != nil {
+		if err := f.Hook(); err != nil {
+			return 0, err
+		}
+	}
+	n := 0
+	f.Flows = slices.DeleteFunc(f.Flows, func(r ct.FlowRecord) bool {
+		del := r.Family == family && r.Mark&mask == mark && !r.SeenReply && !ct.HasAnyLabel(f.Labels[r.ID], keep)
+		if del {
+			n++
+		}
+		return del
+	})
+	return n, nil
 }
 
 // Dumps is the number of dumps so far: one per Walk, one per part of a

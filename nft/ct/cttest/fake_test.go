@@ -68,3 +68,26 @@ func TestFakeWalk(t *testing.T) {
 		t.Errorf("failed dumps: %v, flows seen: %v", err, called)
 	}
 }
+
+func TestFakeFlushUnreplied(t *testing.T) {
+	f := &Fake{Flows: []ct.FlowRecord{
+		{ID: 1, Family: 2, Mark: 0x100, SeenReply: true},
+		{ID: 2, Family: 2, Mark: 0x100},
+		{ID: 3, Family: 2, Mark: 0x100},
+		{ID: 4, Family: 10, Mark: 0x100},
+		{ID: 5, Family: 2, Mark: 0x200},
+	}, Labels: map[uint32][]byte{3: {1}}}
+	n, err := f.FlushUnreplied(0x100, 0xff00, 2, []int{0})
+	if err != nil || n != 1 {
+		t.Fatalf("FlushUnreplied: %d, %v; want 1", n, err)
+	}
+	var left []uint32
+	_ = f.Walk(nil, ct.DetailCounters, func(r *ct.FlowRecord) { left = append(left, r.ID) })
+	if len(left) != 4 || left[1] != 3 {
+		t.Errorf("left %v, want 1 3 4 5", left)
+	}
+	f.Hook = func() error { return errors.New("boom") }
+	if _, err := f.FlushUnreplied(0x100, 0xff00, 2, nil); err == nil {
+		t.Error("a failing hook did not fail the deletion")
+	}
+}
