@@ -182,10 +182,20 @@ func (h *harness) round() {
 // between left it armed a whole interval later, never fired. A
 // notification that changes nothing is taken only between two of the
 // loop's steps: its delivery says the step before is done. (Not with a
-// buffered subscription, which takes it at once.)
+// buffered subscription, which takes it at once.) A loop stuck in a sync
+// (holdNextApply) takes it only once released: after 5 s the clock moves
+// anyway, and the notification waits.
 func (h *harness) advanceSync() {
 	h.t.Helper()
-	h.events.send(Event{Kind: EventLink, Iface: "(no interface)"})
+	taken := make(chan struct{})
+	go func() {
+		defer close(taken)
+		h.events.send(Event{Kind: EventLink, Iface: "(no interface)"})
+	}()
+	select {
+	case <-taken:
+	case <-time.After(5 * time.Second):
+	}
 	h.clock.Advance(MinSyncInterval)
 }
 

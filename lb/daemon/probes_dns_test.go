@@ -95,7 +95,10 @@ func TestWatchdogPingsOnlyWhileTheLoopTurns(t *testing.T) {
 
 	entered, release := h.k.holdNextApply()
 	h.events.send(Event{Kind: EventDrift, What: "a route changed"})
-	h.advanceSync()
+	// Not advanceSync: the sync sticks, and the loop would take its no-op
+	// notification only once released. The clock is far past the last
+	// sync: the request fires at once, whenever the loop takes it.
+	h.clock.Advance(MinSyncInterval)
 	<-entered
 	// The loop is in the sync: every ping it sent before is here.
 	for len(pings) > 0 {
