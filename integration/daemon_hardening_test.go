@@ -247,6 +247,8 @@ func TestDaemonStartsWithoutInterface(t *testing.T) {
 	start := time.Now()
 	dm.waitState(t, "isp2", "up", 5*time.Second)
 	t.Logf("isp2 up %v after wan2 appeared", time.Since(start).Round(time.Millisecond))
+	// The split is of flows dialled once the route has isp2 again.
+	waitBalance(t, d.Router, "wan2", true)
 	srv.Reset()
 	r := connectN(t, d.LAN, target, srv, 240, dialOpts{})
 	if r.Failed != 0 {

@@ -159,6 +159,7 @@ type linkJSON struct {
 	State      string    `json:"state"`
 	State6     string    `json:"state6"`
 	Reason     string    `json:"reason"`
+	Reason6    string    `json:"reason6"`
 	LastChange string    `json:"last_change"`
 	StateSince time.Time `json:"state_since"`
 	RTTMillis  float64   `json:"rtt_ms"`
@@ -277,6 +278,9 @@ func TestDaemonRecoveryAndSelectiveFlush(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	restore := blackhole(t, d.ISP2)
 	dm.waitState(t, "isp2", "down", 5*time.Second)
+	// Status says down a moment before the balance route loses isp2: a
+	// flow opened between the two went to the dead link.
+	waitBalance(t, d.Router, "wan2", false)
 
 	during := startLongLived(t, d.LAN, target, srv, 16, dialOpts{})
 	time.Sleep(500 * time.Millisecond)
@@ -480,10 +484,6 @@ func TestDaemonMetrics(t *testing.T) {
 	blackhole(t, d.ISP2)
 	dm.waitState(t, "isp2", "down", 5*time.Second)
 
-	body, err := scrape(t, d.Router, "127.0.0.1:9108")
-	if err != nil {
-		t.Fatal(err)
-	}
 	want := map[string]func(float64) bool{
 		`flowpin_link_up{family="ipv4",link="isp1"}`:                    func(v float64) bool { return v == 1 },
 		`flowpin_link_up{family="ipv4",link="isp2"}`:                    func(v float64) bool { return v == 0 },
@@ -503,6 +503,16 @@ func TestDaemonMetrics(t *testing.T) {
 		`flowpin_nft_counter_read_errors`:                       func(v float64) bool { return v == 0 },
 		`flowpin_conntrack_event_losses_total`:                  func(v float64) bool { return v >= 0 },
 	}
+	// The sync after isp2 went down (syncs_total) comes a moment after
+	// status says down.
+	body := scrapeUntil(t, d.Router, "127.0.0.1:9108", 5*time.Second, func(body string) bool {
+		for series, ok := range want {
+			if !ok(metric(body, series)) {
+				return false
+			}
+		}
+		return true
+	})
 	for series, ok := range want {
 		if v := metric(body, series); !ok(v) {
 			t.Errorf("%s = %v", series, v)
@@ -566,6 +576,8 @@ func TestDaemonLinkNotReadyAtStart(t *testing.T) {
 	}
 	run(t, d.Router, "ip", "addr", "add", d.WAN2+"/24", "dev", "wan2")
 	dm.waitState(t, "isp2", "up", 5*time.Second)
+	// The split is of flows dialled once the route has isp2 again.
+	waitBalance(t, d.Router, "wan2", true)
 	srv.Reset()
 	r := connectN(t, d.LAN, target, srv, 240, dialOpts{})
 	if r.Failed != 0 {

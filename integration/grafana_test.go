@@ -195,20 +195,14 @@ func TestGrafanaDashboardMetrics(t *testing.T) {
 	d, dm := watchedRouter(t, func(port int) string {
 		return fmt.Sprintf("{name: echo, proto: tcp, dst_ports: [%d], policy: default}", port)
 	}, 4)
-	time.Sleep(500 * time.Millisecond)
 	// A healthy router: every series the dashboard draws is there,
-	// counters of what has not happened yet at 0.
-	healthy, err := scrape(t, d.Router, "127.0.0.1:9108")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// counters of what has not happened yet at 0. Some come with the
+	// first probe rounds and flow counts: waited for, not slept for.
+	healthy := scrapeUntil(t, d.Router, "127.0.0.1:9108", 5*time.Second, func(body string) bool { return drawsAll(qs, body) })
 	checkDashboard(t, qs, healthy, "healthy")
 	blackhole(t, d.ISP2)
 	dm.waitState(t, "isp2", "down", 5*time.Second)
-	body, err := scrape(t, d.Router, "127.0.0.1:9108")
-	if err != nil {
-		t.Fatal(err)
-	}
+	body := scrapeUntil(t, d.Router, "127.0.0.1:9108", 5*time.Second, func(body string) bool { return drawsAll(qs, body) })
 	queried := checkDashboard(t, qs, body, "after isp2 failed")
 	// The list: per-link state, flows, throughput, rtt/loss,
 	// failovers, sync errors.
@@ -241,6 +235,20 @@ func TestGrafanaDashboardMetrics(t *testing.T) {
 // checkDashboard checks that every metric the dashboard queries is on the
 // /metrics page body, with the labels the queries use, and returns the
 // metrics queried.
+// drawsAll says whether every metric the dashboard's queries name is on
+// /metrics (checkDashboard says what is wrong).
+func drawsAll(qs []dashQuery, body string) bool {
+	have := exposition(body)
+	for _, q := range qs {
+		for _, r := range metricRef.FindAllStringSubmatch(q.expr, -1) {
+			if _, ok := have[r[1]]; !ok {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 func checkDashboard(t *testing.T, qs []dashQuery, body, phase string) map[string]bool {
 	t.Helper()
 	have := exposition(body)

@@ -3,6 +3,7 @@ package integration
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -107,8 +108,13 @@ default_policy: isp1-first
 	held4 := startLongLived(t, d.LAN, target4, srv4, 8, dialOpts{})
 	time.Sleep(300 * time.Millisecond)
 
+	// The held flows break at the flush, which the sync after status
+	// says up does: the wait for their stall counts from there.
+	const flushed = "failback: flushed the policy's flows on a lower tier"
+	n := strings.Count(dm.logs(), flushed)
 	repair6()
 	dm.waitFamilies(t, "isp1", [2]string{"down", "up"})
+	dm.waitLogged(t, flushed, n, 5*time.Second)
 	time.Sleep(stallAfter + 500*time.Millisecond)
 	b6, b4 := heldBroken(t, "IPv6", held6, d.WAN2v6), heldBroken(t, "IPv4", held4, d.WAN2)
 	t.Logf("isp1's IPv6 back: held IPv6 flows on isp2 broken %d of 8, held IPv4 flows %d of 8", b6, b4)
@@ -122,8 +128,10 @@ default_policy: isp1-first
 
 	held4 = startLongLived(t, d.LAN, target4, srv4, 8, dialOpts{})
 	time.Sleep(300 * time.Millisecond)
+	n = strings.Count(dm.logs(), flushed)
 	repair4()
 	dm.waitFamilies(t, "isp1", [2]string{"up", "up"})
+	dm.waitLogged(t, flushed, n, 5*time.Second)
 	time.Sleep(stallAfter + 500*time.Millisecond)
 	if b4 := heldBroken(t, "IPv4", held4, d.WAN2); b4 != 8 {
 		t.Errorf("IPv4 failback: %d of 8 held IPv4 flows on isp2 broke, want all", b4)

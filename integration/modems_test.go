@@ -268,7 +268,7 @@ func TestTwoModemsPinning(t *testing.T) {
 
 // The daemon probes out of each modem; when modem2's uplink dies silently
 // (its port on the switch, and wan0, stay up), new flows stop failing
-// within 1.5 s, and come back to it when it recovers.
+// within 2.5 s, and come back to it when it recovers.
 func TestTwoModemsFailover(t *testing.T) {
 	d := newTwoModems(t)
 	srv := startEchoServer(t, d.Far, d.Service+":0")
@@ -298,8 +298,11 @@ func TestTwoModemsFailover(t *testing.T) {
 `)
 	took := untilAllSucceed(t, d, srv, start, 6*time.Second)
 	t.Logf("modem2's uplink died silently: new connections all succeed again after %v", took.Round(time.Millisecond))
-	if took > 1500*time.Millisecond {
-		t.Errorf("new flows failed for %v after modem2's uplink died, want under 1.5 s", took)
+	// 3 rounds of 300 ms and the round under way: 0.9 to 1.2 s, which a
+	// 1.5 s bound left little room on a loaded machine; 2.5 s still fails
+	// a detection a few rounds late.
+	if took > 2500*time.Millisecond {
+		t.Errorf("new flows failed for %v after modem2's uplink died, want under 2.5 s", took)
 	}
 	l := dm.waitState(t, "modem2", "down", 2*time.Second)
 	if !strings.Contains(l.Reason, "probes lost to "+d.Service) {

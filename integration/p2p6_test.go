@@ -129,7 +129,7 @@ func untilAllSucceed6(t testing.TB, d *dualWAN, srv *echoServer, start time.Time
 
 // The daemon with IPv6 on a session: its IPv6 side probes a target (no
 // IPv6 peer address can be learned on a tun link); a silent failure costs
-// new IPv6 flows under 1.5 s and takes wan2's leg out of the IPv6
+// new IPv6 flows under 2.5 s and takes wan2's leg out of the IPv6
 // multipath route; the end of the session takes it down at once.
 func TestPointToPointIPv6Sessions(t *testing.T) {
 	d, session := newPPPWAN6(t)
@@ -149,8 +149,11 @@ func TestPointToPointIPv6Sessions(t *testing.T) {
 	thaw := session.freeze(t)
 	took := untilAllSucceed6(t, d, srv, start, 6*time.Second)
 	t.Logf("silent failure of the session: new IPv6 connections all succeed again after %v", took.Round(time.Millisecond))
-	if took > 1500*time.Millisecond {
-		t.Errorf("new IPv6 flows failed for %v after the session went silent, want under 1.5 s", took)
+	// 3 rounds of 200 ms: about 0.8 s here, 1.2 s measured on a loaded
+	// machine; 2.5 s is the bound, generous, as the other failover tests
+	// have it.
+	if took > 2500*time.Millisecond {
+		t.Errorf("new IPv6 flows failed for %v after the session went silent, want under 2.5 s", took)
 	}
 	dm.waitFamilies(t, "isp2", [2]string{"down", "down"})
 	if b := run(t, d.Router, "ip", "-6", "route", "show", "table", "100"); strings.Contains(b, "wan2") {
@@ -161,15 +164,30 @@ func TestPointToPointIPv6Sessions(t *testing.T) {
 
 	ended := time.Now()
 	session.end()
-	dm.waitState(t, "isp2", "down", 500*time.Millisecond)
-	deadline := time.Now().Add(500 * time.Millisecond)
-	for dm.familyStates(t)["isp2"][1] != "down" && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
+	// The reasons, not the time, say it was the interface's going and
+	// not the probes (3 rounds of 200 ms): a loaded machine may take
+	// longer than the probes would to show it.
+	var l linkJSON
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		for _, l = range dm.statusLinks(t) {
+			if l.Name == "isp2" {
+				break
+			}
+		}
+		if l.State == "down" && l.State6 == "down" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("isp2 is IPv4 %q, IPv6 %q 3 s after its session ended", l.State, l.State6)
+		}
 	}
-	if s := dm.familyStates(t)["isp2"][1]; s != "down" {
-		t.Fatalf("isp2's IPv6 is %q 500 ms after its session ended", s)
+	t.Logf("session ended: isp2 down in both families after %v (%s; IPv6 %s)", time.Since(ended).Round(time.Millisecond), l.Reason, l.Reason6)
+	for _, r := range []string{l.Reason, l.Reason6} {
+		// The kernel reports the carrier's loss just before the removal.
+		if !strings.Contains(r, "removed") && !strings.Contains(r, "carrier lost on wan2") {
+			t.Errorf("reason %q does not say the interface went", r)
+		}
 	}
-	t.Logf("session ended: isp2 down in both families after %v", time.Since(ended).Round(time.Millisecond))
 	if b := run(t, d.Router, "ip", "-6", "route", "show", "table", "100"); strings.Contains(b, "wan2") {
 		t.Errorf("wan2 is still in the IPv6 multipath route after its session ended:\n%s", b)
 	}

@@ -114,7 +114,7 @@ func TestPointToPointPinning(t *testing.T) {
 
 // The daemon on a point-to-point link: probes out of it (to its peer, with
 // no targets given), a silent failure (the session process stops, carrier
-// up) costs new flows for less than 1.5 s; the end of the session takes
+// up) costs new flows for less than 2.5 s; the end of the session takes
 // the link down at once and deletes its flows; a new session with a new
 // address is adopted, NATed to that address, with nothing left of the old.
 func TestPointToPointSessions(t *testing.T) {
@@ -134,8 +134,11 @@ func TestPointToPointSessions(t *testing.T) {
 	thaw := session.freeze(t)
 	took := untilAllSucceed(t, d, srv, start, 6*time.Second)
 	t.Logf("silent failure of the session: new connections all succeed again after %v", took.Round(time.Millisecond))
-	if took > 1500*time.Millisecond {
-		t.Errorf("new flows failed for %v after the session went silent, want under 1.5 s", took)
+	// 3 rounds of 200 ms: about 0.8 s; its IPv6 twin took 1.2 s on a
+	// loaded machine. 2.5 s is the bound, generous, as the other failover
+	// tests have it.
+	if took > 2500*time.Millisecond {
+		t.Errorf("new flows failed for %v after the session went silent, want under 2.5 s", took)
 	}
 	if l := dm.waitState(t, "isp2", "down", 2*time.Second); !strings.Contains(l.Reason, d.GW2) {
 		t.Errorf("reason %q does not name the peer it probed", l.Reason)
@@ -155,7 +158,10 @@ func TestPointToPointSessions(t *testing.T) {
 	}
 	ended := time.Now()
 	session.end()
-	l := dm.waitState(t, "isp2", "down", 500*time.Millisecond)
+	// The reason, not the time, says it was the interface's going and not
+	// the probes (3 rounds of 200 ms): a loaded machine may take longer
+	// than the probes would to show it.
+	l := dm.waitState(t, "isp2", "down", 3*time.Second)
 	t.Logf("session ended: isp2 down after %v (%s)", time.Since(ended).Round(time.Millisecond), l.Reason)
 	// The kernel reports the carrier's loss just before the removal;
 	// either goes first.

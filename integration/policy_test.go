@@ -83,9 +83,16 @@ default_policy: primary-first
 			held := startLongLived(t, d.LAN, target, srv, 8, dialOpts{})
 			time.Sleep(300 * time.Millisecond)
 			back := time.Now()
+			const flushed = "failback: flushed the policy's flows on a lower tier"
+			n := strings.Count(dm.logs(), flushed)
 			restore()
 			dm.waitState(t, "isp1", "up", 5*time.Second)
 			t.Logf("isp1 up again after %v", time.Since(back).Round(10*time.Millisecond))
+			if tc.flush {
+				// The held flows break at the flush, in the sync a moment
+				// after status says up: their stall counts from there.
+				dm.waitLogged(t, flushed, n, 5*time.Second)
+			}
 			time.Sleep(stallAfter + 500*time.Millisecond)
 
 			srv.Reset()

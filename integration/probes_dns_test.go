@@ -140,6 +140,33 @@ func watchdogPings(conn *net.UnixConn, d time.Duration) int {
 	}
 }
 
+// waitStopped waits until every thread of process pid is stopped (a
+// signal is delivered when a thread next runs: on a loaded machine, some
+// time after kill returned).
+func waitStopped(t testing.TB, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+		stopped := 0
+		for _, f := range tasks {
+			b, err := os.ReadFile(f)
+			// "tid (comm) state ...": comm may hold anything but the
+			// last ')'.
+			if i := strings.LastIndexByte(string(b), ')'); err == nil && i >= 0 && i+2 < len(b) && (b[i+2] == 'T' || b[i+2] == 't') {
+				stopped++
+			}
+		}
+		if len(tasks) > 0 && stopped == len(tasks) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d: %d of %d threads stopped 5s after SIGSTOP", pid, stopped, len(tasks))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // TestProbesDNSWatchdog: in one dual-WAN topology, an exec probe and an
 // ARP probe each take their link down on a silent failure and bring it
 // back; the resolv file follows both failures and returns; the router's
@@ -193,10 +220,17 @@ func TestProbesDNSWatchdog(t *testing.T) {
 			}
 			return nil
 		})
-		time.Sleep(200 * time.Millisecond)
-		got := [4]int{
-			nftCounter(t, d.ISP1, "inet", "dnscount", "q53"), nftCounter(t, d.ISP1, "inet", "dnscount", "q54"),
-			nftCounter(t, d.ISP2, "inet", "dnscount", "q53"), nftCounter(t, d.ISP2, "inet", "dnscount", "q54"),
+		// Until all 20 are counted (a loaded machine forwards late), then
+		// where they went.
+		var got [4]int
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			got = [4]int{
+				nftCounter(t, d.ISP1, "inet", "dnscount", "q53"), nftCounter(t, d.ISP1, "inet", "dnscount", "q54"),
+				nftCounter(t, d.ISP2, "inet", "dnscount", "q53"), nftCounter(t, d.ISP2, "inet", "dnscount", "q54"),
+			}
+			if got[0]+got[1]+got[2]+got[3] >= 20 || time.Now().After(deadline) {
+				break
+			}
 		}
 		t.Logf("queries from %s: isp1 carried %d to isp1's server and %d to isp2's; isp2 carried %d to isp1's and %d to its own", from, got[0], got[1], got[2], got[3])
 		if got != [4]int{10, 0, 0, 10} {
@@ -268,7 +302,8 @@ func TestProbesDNSWatchdog(t *testing.T) {
 	if err := dm.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	// Once every thread is stopped, all it sent is queued on the socket.
+	waitStopped(t, dm.cmd.Process.Pid)
 	watchdogPings(conn, 10*time.Millisecond) // sent before it stopped
 	stopped := watchdogPings(conn, 2*time.Second)
 	if err := dm.cmd.Process.Signal(syscall.SIGCONT); err != nil {

@@ -376,10 +376,11 @@ type capConn struct {
 	release func()
 }
 
+// Close gives the slot back first: a client that saw its connection
+// closed and dials again at once finds it free.
 func (c *capConn) Close() error {
-	err := c.Conn.Close()
 	c.once.Do(c.release)
-	return err
+	return c.Conn.Close()
 }
 
 func (c *capConn) SetDeadline(t time.Time) error      { return c.Conn.SetDeadline(c.clamp(t)) }

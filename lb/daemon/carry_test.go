@@ -46,7 +46,7 @@ func TestCountersCarriedOverRewrite(t *testing.T) {
 	h.k.rewrite = fc.reset
 	h.k.mu.Unlock()
 	h.events.send(Event{Kind: EventDrift, What: "nft table changed"})
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, both)
 	fc.add("prerouting restore isp1", 1, 100)
 	fc.add("prerouting from isp1", 2, 200)

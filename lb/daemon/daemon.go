@@ -195,6 +195,8 @@ type Daemon struct {
 	// closed when Run returned.
 	ops     chan opRequest
 	stopped chan struct{}
+	// setMu makes SetLink's check and store of a mode one step.
+	setMu sync.Mutex
 	// quotaTimer fires when the quotas are due to be counted (nil: no
 	// quota); quotaSaved is when their file was last written.
 	quotaTimer Timer

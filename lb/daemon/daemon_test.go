@@ -149,30 +149,62 @@ func (h *harness) eventually(what string, cond func() bool) {
 }
 
 // round advances the clock by one probe interval once every probe loop
-// has armed its timer, and waits until every link was probed once more.
+// has armed its timer, and waits until the loop has taken every link's
+// new round (the probe's call alone is not enough: its result reaches
+// the loop a moment later, and a test that reads the state then read the
+// state of before).
 func (h *harness) round() {
 	h.t.Helper()
-	before := map[string]int{}
-	var keys []string
-	for _, u := range h.d.units {
+	m := h.d.Metrics()
+	taken := func(u unit) float64 {
 		l := h.c.Links[u.link]
-		k := l.Interface
-		if u.v6 {
-			k += "/6"
-		}
-		keys = append(keys, k)
-		before[k] = h.probers.count(k)
+		return testutil.ToFloat64(m.probes.WithLabelValues(l.Name, u.family(), "answered")) +
+			testutil.ToFloat64(m.probes.WithLabelValues(l.Name, u.family(), "lost"))
 	}
-	// Each unit's probe timer plus the sync runner's.
-	h.eventually("timers armed", func() bool { return h.clock.Armed() >= len(h.d.units)+1 })
+	before := make([]float64, len(h.d.units))
+	for i, u := range h.d.units {
+		before[i] = taken(u)
+	}
+	// Each unit's probe timer: counted alone, since other timers (the
+	// quota's, on-demand keep times) would make a count of all of them
+	// with one loop still between its round and its re-arm.
+	h.eventually("probe timers armed", func() bool { return h.clock.ArmedBy(probeLoopTimers) >= len(h.d.units) })
 	h.clock.Advance(time.Second)
-	for _, k := range keys {
-		h.eventually("probe of "+k, func() bool {
-			h.probers.mu.Lock()
-			defer h.probers.mu.Unlock()
-			return h.probers.calls[k] > before[k] || h.probers.missing[strings.TrimSuffix(k, "/6")]
-		})
+	for i, u := range h.d.units {
+		h.eventually("round of "+h.d.key(u)+" taken", func() bool { return taken(u) > before[i] })
 	}
+}
+
+// advanceSync moves the clock by MinSyncInterval once the loop is done
+// with what it was handling (a notification, a probe round, an operator's
+// request), so that the sync that asked for is armed: the runner arms its
+// timer for a time it reckons from the clock, and a move of the clock in
+// between left it armed a whole interval later, never fired. A
+// notification that changes nothing is taken only between two of the
+// loop's steps: its delivery says the step before is done. (Not with a
+// buffered subscription, which takes it at once.) A loop stuck in a sync
+// (holdNextApply) takes it only once released: after 5 s the clock moves
+// anyway, and the notification waits.
+func (h *harness) advanceSync() {
+	h.t.Helper()
+	taken := make(chan struct{})
+	go func() {
+		defer close(taken)
+		h.events.send(Event{Kind: EventLink, Iface: "(no interface)"})
+	}()
+	select {
+	case <-taken:
+	case <-time.After(5 * time.Second):
+	}
+	h.clock.Advance(MinSyncInterval)
+}
+
+// waitRunnerArmed waits until the sync runner's timer is armed again
+// after a sync: Done arms it (a failure's backoff counts from then), a
+// moment after the apply the transcript shows.
+func (h *harness) waitRunnerArmed() {
+	h.t.Helper()
+	h.eventually("the sync runner armed", func() bool { return h.clock.ArmedBy(".newSyncRunner") >= 1 })
 }
 
 func (h *harness) state(link string) health.LinkHealth {
@@ -207,6 +239,13 @@ func (h *harness) waitTranscript(want ...string) {
 	}
 }
 
+// probeLoopTimers names the function that makes the probe loops' timers
+// (clocktest's ArmedBy); loopTimers the loop's own (resubscribe, watchdog).
+const (
+	probeLoopTimers = ".(*probeLoop).run"
+	loopTimers      = ".(*Daemon).loop"
+)
+
 const (
 	both    = "apply route=[isp1 isp2] out=[]"
 	isp2Out = "apply route=[isp1] out=[isp2]"
@@ -228,7 +267,7 @@ func TestProbesTakeALinkDownThenBack(t *testing.T) {
 	}
 	h.round()
 	h.waitState("isp2", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	// Out of the multipath route first, then its flows, never the
 	// other way round.
 	h.waitTranscript(both, isp2Out, flush2)
@@ -240,7 +279,7 @@ func TestProbesTakeALinkDownThenBack(t *testing.T) {
 	h.round()
 	h.round()
 	h.waitState("isp2", health.StateUp)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp2Out, flush2, both)
 	if got := testutil.ToFloat64(h.d.Metrics().changes.WithLabelValues("isp2", "ipv4")); got != 2 {
 		t.Errorf("state changes of isp2: %v", got)
@@ -253,14 +292,14 @@ func TestCarrierLossTakesALinkDownAtOnce(t *testing.T) {
 	h.waitTranscript(both)
 	h.events.send(Event{Kind: EventLink, Iface: "wan2", Up: false})
 	h.waitState("isp2", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp2Out, flush2)
 	if r := h.state("isp2").Reason; r != "down: carrier lost on wan2" {
 		t.Errorf("reason %q", r)
 	}
 	// Another interface's change is only a reason to sync.
 	h.events.send(Event{Kind: EventLink, Iface: "lan", Up: false})
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp2Out, flush2)
 	if s := h.state("isp1"); s.State != health.StateUp {
 		t.Errorf("isp1: %+v", s)
@@ -303,7 +342,7 @@ func TestInjectedFailbackPartIsFedEachAppliedPlan(t *testing.T) {
 	h.waitTranscript(both)
 	h.events.send(Event{Kind: EventLink, Iface: "wan2", Up: false})
 	h.waitState("isp2", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp2Out, flush2)
 	got := fb.plans()
 	want := [][]string{{"isp1", "isp2"}, {"isp1"}}
@@ -324,7 +363,7 @@ func TestNeighbourFailedTakesALinkDown(t *testing.T) {
 	h.events.send(Event{Kind: EventNeighFailed, Iface: "wan1", IP: netip.MustParseAddr("198.51.100.1")})
 	h.events.send(Event{Kind: EventNeighFailed, Iface: "wan2", IP: netip.MustParseAddr("198.51.100.1")})
 	h.waitState("isp2", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp2Out, flush2)
 	if r := h.state("isp2").Reason; !strings.Contains(r, "gateway 198.51.100.1 unreachable (neighbour failed)") {
 		t.Errorf("reason %q", r)
@@ -345,15 +384,18 @@ func TestFailedSyncDoesNotFlush(t *testing.T) {
 	h.probers.set("wan2", false) // so it stays down while time passes
 	h.events.send(Event{Kind: EventLink, Iface: "wan2", Up: false})
 	h.waitState("isp2", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp2Out+": FAILED")
 
-	// Backoff: 1s, then 2s.
+	// Backoff: 1s, then 2s, counted from when the runner took the
+	// failure (the transcript has it a moment before).
+	h.waitRunnerArmed()
 	h.clock.Advance(999 * time.Millisecond)
 	time.Sleep(5 * time.Millisecond)
 	h.waitTranscript(both, isp2Out+": FAILED")
 	h.clock.Advance(time.Millisecond)
 	h.waitTranscript(both, isp2Out+": FAILED", isp2Out+": FAILED")
+	h.waitRunnerArmed()
 	h.clock.Advance(1999 * time.Millisecond)
 	time.Sleep(5 * time.Millisecond)
 	h.waitTranscript(both, isp2Out+": FAILED", isp2Out+": FAILED")
@@ -374,8 +416,9 @@ func TestBurstIsOneSyncAndBackstopIsSlow(t *testing.T) {
 	for range 50 {
 		h.events.send(Event{Kind: EventDrift, What: "route change"})
 	}
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, both)
+	h.waitRunnerArmed() // the backstop counts from the sync, armed at its end
 	h.clock.Advance(ResyncInterval - time.Millisecond)
 	time.Sleep(5 * time.Millisecond)
 	h.waitTranscript(both, both)
@@ -395,7 +438,7 @@ func TestBurstQueuedDuringASyncIsOneSync(t *testing.T) {
 	h.waitTranscript(both)
 	entered, release := h.k.holdNextApply()
 	h.events.send(Event{Kind: EventDrift, What: "route change"})
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	<-entered
 	for range 500 {
 		h.events.send(Event{Kind: EventDrift, What: "nftables change"})
@@ -405,7 +448,7 @@ func TestBurstQueuedDuringASyncIsOneSync(t *testing.T) {
 	h.waitTranscript(both, both, both)
 	// Nothing is left to sync for.
 	time.Sleep(20 * time.Millisecond)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	time.Sleep(20 * time.Millisecond)
 	h.waitTranscript(both, both, both)
 }
@@ -423,7 +466,7 @@ func TestLostSubscriptionResyncsAndResubscribes(t *testing.T) {
 		t.Errorf("losses: %v", got)
 	}
 	// The retry to subscribe waits a second.
-	h.eventually("second subscribe attempt", func() bool { return h.clock.Armed() >= 4 })
+	h.eventually("second subscribe attempt", func() bool { return h.clock.ArmedBy(loopTimers) >= 1 })
 	h.clock.Advance(time.Second)
 	h.eventually("subscribed again", func() bool { return h.events.count() == 2 })
 	h.waitTranscript(both, both, both)
@@ -482,7 +525,7 @@ func TestSlowProbeRoundsDoNotOverlap(t *testing.T) {
 	release := make(chan struct{})
 	h.probers.block["wan1"] = release
 	h.start()
-	h.eventually("first round", func() bool { return h.clock.Armed() >= 3 })
+	h.eventually("first round", func() bool { return h.clock.ArmedBy(probeLoopTimers) >= 2 })
 	h.clock.Advance(time.Second)
 	h.eventually("wan1 probing", func() bool { return h.probers.count("wan1") == 1 })
 	for range 5 {
@@ -516,7 +559,7 @@ func TestInterfaceRemovedAndBack(t *testing.T) {
 	h.probers.setMissing("wan2", true)
 	h.events.send(Event{Kind: EventLink, Iface: "wan2", Removed: true})
 	h.waitState("isp2", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp2Out, flush2)
 	if r := h.state("isp2").Reason; r != "down: interface wan2 removed" {
 		t.Errorf("reason %q", r)
@@ -526,12 +569,12 @@ func TestInterfaceRemovedAndBack(t *testing.T) {
 	h.k.addIface(h.c.Links[1], 1)
 	h.probers.setMissing("wan2", false)
 	h.events.send(Event{Kind: EventLink, Iface: "wan2", Up: true})
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp2Out, flush2, isp2Out)
 	h.round()
 	h.round()
 	h.waitState("isp2", health.StateUp)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp2Out, flush2, isp2Out, both)
 	h.probers.mu.Lock()
 	defer h.probers.mu.Unlock()
@@ -557,7 +600,7 @@ func TestStartsWithInterfaceAbsent(t *testing.T) {
 	h.round()
 	h.round()
 	h.waitState("isp2", health.StateUp)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.eventually("isp2 in the route", func() bool {
 		got := h.rec.get()
 		return got[len(got)-1] == both
@@ -606,14 +649,14 @@ func TestFailbackFlushesOnlyThePolicysFlows(t *testing.T) {
 	h.round()
 	h.round()
 	h.waitState("isp1", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, "apply route=[isp2] out=[isp1]", "flush mark 0x100/0xff00")
 
 	h.probers.set("wan1", true)
 	h.round()
 	h.round()
 	h.waitState("isp1", health.StateUp)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, "apply route=[isp2] out=[isp1]", "flush mark 0x100/0xff00", both, "flush mark 0x200/0xff00 label 0 family 2")
 	if got := testutil.ToFloat64(h.d.Metrics().tierChanges.WithLabelValues("isp1-first", "ipv4")); got != 2 {
 		t.Errorf("tier changes of isp1-first: %v", got)
@@ -665,14 +708,14 @@ rules:
 	h.round()
 	h.round()
 	h.round()
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	v6down := "apply route=[isp1 isp2] out=[] route6=[isp2] out6=[isp1]"
 	h.waitTranscript(all, v6down, "flush mark 0x100/0xff00 family 10")
 
 	h.probers.set("wan1/6", true)
 	h.round()
 	h.round()
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(all, v6down, "flush mark 0x100/0xff00 family 10", all, "flush mark 0x200/0xff00 label 0 family 10")
 	m := h.d.Metrics()
 	if v4, v6 := testutil.ToFloat64(m.tierChanges.WithLabelValues("isp1-first", "ipv4")), testutil.ToFloat64(m.tierChanges.WithLabelValues("isp1-first", "ipv6")); v4 != 0 || v6 != 2 {
@@ -704,7 +747,7 @@ func TestIPv6FailsAlone(t *testing.T) {
 		}
 		return false
 	})
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(all, "apply route=[isp1 isp2] out=[] route6=[isp2] out6=[isp1]", "flush mark 0x100/0xff00 family 10")
 	if s := h.state("isp1"); s.State != health.StateUp || s.Family != "ipv4" {
 		t.Errorf("isp1 IPv4: %+v", s)
@@ -739,7 +782,7 @@ func TestSharedGatewayNewMACResyncs(t *testing.T) {
 	h.events.send(Event{Kind: EventNeigh, Iface: "wan0", IP: netip.MustParseAddr("192.168.1.77"), MAC: "02:00:00:00:00:77"})
 	h.events.send(Event{Kind: EventNeigh, Iface: "wan0", IP: gw2, MAC: "02:00:00:00:00:fe"})
 	h.events.send(Event{Kind: EventNeigh, Iface: "lan", IP: gw2, MAC: "02:00:00:00:00:99"})
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	time.Sleep(50 * time.Millisecond)
 	if got := h.rec.get(); len(got) != 1 {
 		t.Fatalf("neighbours that change nothing synced: %q", got)
@@ -750,6 +793,6 @@ func TestSharedGatewayNewMACResyncs(t *testing.T) {
 	h.k.ifaces["wan0"] = wan0
 	h.k.mu.Unlock()
 	h.events.send(Event{Kind: EventNeigh, Iface: "wan0", IP: gw2, MAC: "02:00:00:00:00:aa"})
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(applied, applied)
 }

@@ -49,7 +49,7 @@ flowpin_link_dns_in_resolv{link="isp2",server="198.51.100.53"} %d
 		h.round()
 	}
 	h.waitState("isp1", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.eventually("isp1's server left out", func() bool { return dnsOf() == "isp1 192.0.2.53 false, isp2 198.51.100.53 true" })
 	check(0, 1)
 	h.probers.set("wan1", true)
@@ -57,7 +57,7 @@ flowpin_link_dns_in_resolv{link="isp2",server="198.51.100.53"} %d
 		h.round()
 	}
 	h.waitState("isp1", health.StateUp)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.eventually("isp1's server back", func() bool { return dnsOf() == "isp1 192.0.2.53 true, isp2 198.51.100.53 true" })
 	check(1, 1)
 }

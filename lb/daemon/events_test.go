@@ -130,7 +130,7 @@ func TestDaemonOnKernelEvents(t *testing.T) {
 		t.Errorf("nftables losses: %v", got)
 	}
 	// The retry to subscribe waits a second.
-	h.eventually("second subscribe attempt", func() bool { return h.clock.Armed() >= 4 })
+	h.eventually("second subscribe attempt", func() bool { return h.clock.ArmedBy(loopTimers) >= 1 })
 	if table.Live() || routing.Live() {
 		t.Errorf("live after a failed attempt: routing %v, nft %v", routing.Live(), table.Live())
 	}

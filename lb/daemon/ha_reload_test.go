@@ -116,7 +116,7 @@ func TestHADemotedWhileSyncsFail(t *testing.T) {
 	h.k.setApplyErr(errors.New("netlink: no buffer space available"))
 	h.k.holdVIPs(false)
 	h.events.send(Event{Kind: EventDrift, What: "address change"})
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.eventually("an apply failed", func() bool {
 		return slices.ContainsFunc(h.rec.get(), func(l string) bool { return strings.HasSuffix(l, ": FAILED") })
 	})

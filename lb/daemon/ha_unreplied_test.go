@@ -35,7 +35,7 @@ func TestHADownLinkDeletesUnansweredAttempts(t *testing.T) {
 	h.round()
 	h.round()
 	h.waitState("isp2", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp2Out, "flush unreplied mark 0x200/0xff00 family 2 except labels []")
 	var left []uint32
 	_ = h.k.ct.Walk(nil, ct.DetailCounters, func(r *ct.FlowRecord) { left = append(left, r.ID) })
@@ -65,7 +65,7 @@ func TestHABackupEveryLinkDownDeletesNothing(t *testing.T) {
 	h.probers.set("wan2", false)
 	h.waitState("isp1", health.StateDown)
 	h.waitState("isp2", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	for _, l := range []string{"isp1", "isp2"} {
 		h.eventually(l+"'s flows kept", func() bool { return h.keptOf(l) == keptOpen })
 	}

@@ -35,14 +35,14 @@ func TestEveryLinkDownKeepsFlows(t *testing.T) {
 	h.round()
 	h.round()
 	h.waitState("isp1", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, "apply route=[isp2] out=[isp1]")
 	h.eventually("isp1's flows kept while isp2 fails too", func() bool {
 		return h.keptOf("isp1") == "the other IPv4 links' probes fail too"
 	})
 	h.round()
 	h.waitState("isp2", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	// Every link down: the route fails open, both stay in it.
 	h.waitTranscript(both, "apply route=[isp2] out=[isp1]", both)
 	for _, l := range []string{"isp1", "isp2"} {
@@ -59,7 +59,7 @@ func TestEveryLinkDownKeepsFlows(t *testing.T) {
 	h.waitState("isp2", health.StateUp)
 	for range 3 {
 		h.round()
-		h.clock.Advance(MinSyncInterval)
+		h.advanceSync()
 	}
 	if tr := h.rec.get(); slices.ContainsFunc(tr, func(s string) bool { return strings.HasPrefix(s, "flush") }) {
 		t.Fatalf("flows deleted:\n%s", strings.Join(tr, "\n"))
@@ -83,7 +83,7 @@ func TestKeptFlowsGoWhenTheirLinkStaysDead(t *testing.T) {
 	h.probers.set("wan1", false)
 	h.probers.set("wan2", false)
 	h.waitState("isp2", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, both)
 	h.eventually("isp2's flows kept", func() bool { return h.keptOf("isp2") == keptOpen })
 
@@ -92,7 +92,7 @@ func TestKeptFlowsGoWhenTheirLinkStaysDead(t *testing.T) {
 	h.round()
 	h.round()
 	h.waitState("isp1", health.StateUp)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, both, isp2Out)
 	// isp2's next round, begun with isp1 up, fails too: now they go.
 	h.round()
@@ -118,7 +118,7 @@ rules:
 	h.waitTranscript(both)
 	h.events.send(Event{Kind: EventLink, Iface: "wan2", Up: false})
 	h.waitState("isp2", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp2Out, "flush mark 0x200/0xff00 family 2 except labels [0]")
 	h.eventually("voip's flows kept", func() bool {
 		return h.keptOf("isp2") == "those of policy voip: none of its other links is up in IPv4"
@@ -136,7 +136,7 @@ func TestReloadKeepsKeptFlows(t *testing.T) {
 	h.events.send(Event{Kind: EventLink, Iface: "wan1", Up: false})
 	h.events.send(Event{Kind: EventLink, Iface: "wan2", Up: false})
 	waitHealth(t, first, "isp2", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.d = first
 	h.eventually("kept", func() bool { return healthOf(first, "isp1").FlowsKept != "" && healthOf(first, "isp2").FlowsKept != "" })
 	if err := sup.Reload(); err != nil {
@@ -167,7 +167,7 @@ func TestNoFailbackWhileFailingOpen(t *testing.T) {
 	h.probers.set("wan1", false)
 	h.events.send(Event{Kind: EventLink, Iface: "wan1", Up: false})
 	h.waitState("isp1", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp1Out, "flush mark 0x100/0xff00")
 
 	// isp2 goes too: the route fails open, isp1 is in it, but no tier is
@@ -175,7 +175,7 @@ func TestNoFailbackWhileFailingOpen(t *testing.T) {
 	h.probers.set("wan2", false)
 	h.events.send(Event{Kind: EventLink, Iface: "wan2", Up: false})
 	h.waitState("isp2", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp1Out, "flush mark 0x100/0xff00", both)
 
 	// isp1 is back for real: now the policy fails back.
@@ -183,6 +183,6 @@ func TestNoFailbackWhileFailingOpen(t *testing.T) {
 	h.round()
 	h.round()
 	h.waitState("isp1", health.StateUp)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp1Out, "flush mark 0x100/0xff00", both, isp2Out, "flush mark 0x200/0xff00 label 0 family 2")
 }

@@ -56,7 +56,7 @@ func TestOnDemandUpAndDown(t *testing.T) {
 	h.probers.set("wan1", false)
 	h.events.send(Event{Kind: EventLink, Iface: "wan1", Up: false})
 	h.waitState("isp1", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.eventually("up command", func() bool { return commands() == "up" })
 	if s := h.state("lte"); s.State != health.StateDown {
 		t.Errorf("lte while coming up: %+v, want down (not standby)", s)
@@ -74,7 +74,7 @@ func TestOnDemandUpAndDown(t *testing.T) {
 	h.round()
 	h.round()
 	h.waitState("isp1", health.StateUp)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	for range 8 {
 		h.round()
 	}
@@ -86,7 +86,7 @@ func TestOnDemandUpAndDown(t *testing.T) {
 	}
 	for range 3 {
 		h.round()
-		h.clock.Advance(MinSyncInterval)
+		h.advanceSync()
 	}
 	h.eventually("down command", func() bool { return commands() == "up down" })
 	h.eventually("flush of the backup's flows", func() bool {
@@ -126,7 +126,7 @@ func TestOnDemandRetriesUp(t *testing.T) {
 	h.probers.set("wan1", false)
 	h.events.send(Event{Kind: EventLink, Iface: "wan1", Up: false})
 	h.waitState("isp1", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.eventually("up command", func() bool { return commands() == "up" })
 	for range 28 {
 		h.round()
@@ -136,7 +136,7 @@ func TestOnDemandRetriesUp(t *testing.T) {
 	}
 	for range 3 {
 		h.round()
-		h.clock.Advance(MinSyncInterval)
+		h.advanceSync()
 	}
 	h.eventually("up command again", func() bool { return commands() == "up up" })
 }
@@ -178,7 +178,7 @@ hooks:
 	// lte's carrier goes: its on_change hook runs, and hangs.
 	h.events.send(Event{Kind: EventLink, Iface: "wwan0", Up: false})
 	h.waitState("lte", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.eventually("lte's hook hangs", func() bool {
 		_, err := os.Stat(filepath.Join(dir, "hanging"))
 		return err == nil
@@ -188,6 +188,6 @@ hooks:
 	// once the hook is killed a minute later.
 	h.events.send(Event{Kind: EventLink, Iface: "wan1", Up: false})
 	h.waitState("isp1", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.eventually("up command while lte's hook hangs", func() bool { return commands() == "up" })
 }

@@ -60,6 +60,39 @@ func (d *Daemon) SetLink(ctx context.Context, name string, m operator.Mode, forc
 	if _, err := operator.ParseMode(string(m)); err != nil {
 		return operator.Entry{}, fmt.Errorf("%w %v", ErrBadMode, err)
 	}
+	// The check and the store are one step: two drains at once, each
+	// checked before the other was stored, left no link.
+	d.setMu.Lock()
+	e, err := d.checkAndSet(name, m, force)
+	d.setMu.Unlock()
+	if err != nil {
+		return e, err
+	}
+	d.Log.Warn("operator set link mode", "link", name, "mode", m)
+	req := opRequest{why: "operator: link " + name + " " + string(m), done: make(chan error, 1)}
+	select {
+	case d.ops <- req:
+	case <-d.stopped:
+		return e, errHandedOver
+	case <-ctx.Done():
+		return e, ctx.Err()
+	}
+	select {
+	case err := <-req.done:
+		if err != nil {
+			return e, fmt.Errorf("mode set, but the sync that applies it failed (it is retried): %w", err)
+		}
+		return e, nil
+	case <-d.stopped:
+		return e, errHandedOver
+	case <-ctx.Done():
+		return e, ctx.Err()
+	}
+}
+
+// checkAndSet refuses a drain or down that would leave no link (unless
+// forced), and stores the mode; call with setMu held.
+func (d *Daemon) checkAndSet(name string, m operator.Mode, force bool) (operator.Entry, error) {
 	store := d.deps.Operator
 	// Off the loop: the plan it last published, not the one it may be
 	// writing now.
@@ -91,30 +124,7 @@ func (d *Daemon) SetLink(ctx context.Context, name string, m operator.Mode, forc
 			}
 		}
 	}
-	e, err := store.Set(name, m, d.deps.Clock.Now())
-	if err != nil {
-		return e, err
-	}
-	d.Log.Warn("operator set link mode", "link", name, "mode", m)
-	req := opRequest{why: "operator: link " + name + " " + string(m), done: make(chan error, 1)}
-	select {
-	case d.ops <- req:
-	case <-d.stopped:
-		return e, errHandedOver
-	case <-ctx.Done():
-		return e, ctx.Err()
-	}
-	select {
-	case err := <-req.done:
-		if err != nil {
-			return e, fmt.Errorf("mode set, but the sync that applies it failed (it is retried): %w", err)
-		}
-		return e, nil
-	case <-d.stopped:
-		return e, errHandedOver
-	case <-ctx.Done():
-		return e, ctx.Err()
-	}
+	return store.Set(name, m, d.deps.Clock.Now())
 }
 
 // errHandedOver: the daemon stopped (a reload, or for good) with the mode

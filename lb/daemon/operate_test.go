@@ -101,7 +101,7 @@ flowpin_link_operator_mode{link="isp2",mode="up"} 0
 	if s := h.state("isp2"); s.State != health.StateUp || s.Operator != "up" {
 		t.Errorf("isp2 up by operator with failing probes: %+v", s)
 	}
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	// auto: its probes decide again, and they failed.
 	setLink(t, h, "isp2", operator.Auto)
 	h.waitState("isp2", health.StateDown)
@@ -169,7 +169,7 @@ func TestQuotaStandbyUntilTheNextPeriod(t *testing.T) {
 		h.clock.Advance(QuotaInterval)
 		return h.state("isp2").State == health.StateStandby
 	})
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp2Out, flush2)
 	s := h.state("isp2")
 	if !strings.HasPrefix(s.Reason, "quota: 1.1 kB of 1.0 kB used (1.0 kB daily); a new period begins 2026-01-02 00:00") || !s.Quota.Exhausted {
@@ -212,7 +212,7 @@ flowpin_link_quota_used_bytes{link="isp2"} 1100
 	if s := h.state("isp2"); s.Quota.Used != 0 || s.Quota.Exhausted || !s.Quota.PeriodStart.Equal(time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)) {
 		t.Errorf("isp2 in the new period: %+v", s.Quota)
 	}
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.eventually("back in the route", func() bool {
 		got := h.rec.get()
 		return got[len(got)-1] == both
@@ -239,7 +239,7 @@ func exhaustedLastResort(t *testing.T, probers bool) *harness {
 		h.clock.Advance(QuotaInterval)
 		return h.state("isp2").State == health.StateStandby
 	})
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp2Out, flush2)
 	return h
 }
@@ -250,7 +250,7 @@ func TestQuotaLastResort(t *testing.T) {
 	h := exhaustedLastResort(t, false)
 	h.events.send(Event{Kind: EventLink, Iface: "wan1", Up: false})
 	h.waitState("isp1", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.eventually("isp2 the last resort", func() bool {
 		got := h.rec.get()
 		return got[len(got)-1] == "apply route=[isp2] out=[isp1]"
@@ -429,8 +429,11 @@ func TestOperatorUpWithoutInterface(t *testing.T) {
 	h.k.removeIface("wan2")
 	h.probers.setMissing("wan2", true)
 	h.events.send(Event{Kind: EventLink, Iface: "wan2", Removed: true})
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, both, isp2Out)
+	// The transcript has the apply; the sync records its plan, which the
+	// check below reads, a moment later.
+	h.eventually("isp2 unusable in the plan applied", func() bool { return !h.d.usableIn(h.d.appliedPub.Load(), unit{link: 1}) })
 	// Nor is it a link left to take new flows when isp1 is drained.
 	if _, err := h.d.SetLink(context.Background(), "isp1", operator.Drain, false); !errors.Is(err, ErrLastLink) {
 		t.Errorf("drain isp1 beside an isp2 up by operator without its interface: %v", err)
@@ -440,7 +443,7 @@ func TestOperatorUpWithoutInterface(t *testing.T) {
 		h.round()
 	}
 	h.waitState("isp1", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.events.send(Event{Kind: EventDrift, What: "resync"})
 	h.eventually("a sync after isp1 went down", func() bool { return len(h.rec.get()) > 3 })
 	if got := h.rec.get(); got[len(got)-1] != isp2Out {
@@ -461,7 +464,7 @@ func TestQuotaLastResortDrained(t *testing.T) {
 		h.round()
 	}
 	h.waitState("isp1", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.events.send(Event{Kind: EventDrift, What: "resync"})
 	h.eventually("a sync after isp1 went down", func() bool { return len(h.rec.get()) > n })
 	if got := h.rec.get(); got[len(got)-1] != isp2Out {

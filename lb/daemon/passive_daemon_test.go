@@ -53,7 +53,7 @@ func TestSuspicionBurstTakesLinkDown(t *testing.T) {
 	if r := h.state("isp2").Reason; !strings.Contains(r, "3/3 burst probes lost to 203.0.113.10 after 3 of its last 3 new flows went unanswered for 400ms (baseline 4%, other links at most 0%)") {
 		t.Errorf("reason %q", r)
 	}
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp2Out, flush2)
 	if v := testutil.ToFloat64(h.d.Metrics().bursts.WithLabelValues("isp2", "ipv4", "down")); v != 1 {
 		t.Errorf("bursts down %v", v)

@@ -58,14 +58,14 @@ func TestPrefixes6AutoHeldWhileDown(t *testing.T) {
 	h.round()
 	h.round()
 	h.round()
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.eventually("isp1's prefix translated while isp1 is down, its delegation gone", translated(1))
 
 	// Back up without the delegation: the kernel's word counts again.
 	h.probers.set("wan1/6", true)
 	h.round()
 	h.round()
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.eventually("isp1's prefix gone once isp1 is up with no delegation", func() bool {
 		return testutil.CollectAndCount(h.d.Metrics().prefix6) == 1
 	})

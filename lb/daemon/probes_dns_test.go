@@ -62,45 +62,60 @@ func pinged(msgs <-chan string, d time.Duration) bool {
 // would), systemd hears nothing, and so restarts the daemon after
 // WatchdogSec; once the loop turns again, the pings are back.
 func TestWatchdogPingsOnlyWhileTheLoopTurns(t *testing.T) {
-	msgs := notifyListener(t)
+	// The pings are counted where the loop makes them (flowpin run's
+	// Watchdog sends WATCHDOG=1, tested in cmd/flowpin): each is on the
+	// channel before the loop goes on, so none is in flight once the loop
+	// is seen stuck. Through a socket, one sent before could still be on
+	// its way, and was taken for a ping from the stuck loop.
+	pings := make(chan struct{}, 1024)
+	pinged := func(d time.Duration) bool {
+		select {
+		case <-pings:
+			return true
+		case <-time.After(d):
+			return false
+		}
+	}
 	h := newHarness(t)
-	h.watchdog = func() { _, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyWatchdog) }
+	h.watchdog = func() { pings <- struct{}{} }
 	h.wdInterval = 5 * time.Second
 	h.start()
 	h.waitTranscript(both)
 	// The timer starts at 0: the first ping comes before any advance.
-	// Taken here, each advance below is answered by its own ping, and no
-	// ping of the turning loop is left in flight when the sync sticks.
-	if !pinged(msgs, 2*time.Second) {
+	// Taken here, each advance below is answered by its own ping.
+	if !pinged(5 * time.Second) {
 		t.Fatal("no first ping")
 	}
 	for range 3 {
 		h.clock.Advance(h.wdInterval)
-		if !pinged(msgs, 2*time.Second) {
+		if !pinged(5 * time.Second) {
 			t.Fatal("no ping from a loop that turns")
 		}
 	}
 
 	entered, release := h.k.holdNextApply()
 	h.events.send(Event{Kind: EventDrift, What: "a route changed"})
+	// Not advanceSync: the sync sticks, and the loop would take its no-op
+	// notification only once released. The clock is far past the last
+	// sync: the request fires at once, whenever the loop takes it.
 	h.clock.Advance(MinSyncInterval)
 	<-entered
-	// Anything sent before the loop got stuck (READY=1, STATUS=) may
-	// still be on its way from the socket to the channel.
-	for pinged(msgs, 100*time.Millisecond) {
+	// The loop is in the sync: every ping it sent before is here.
+	for len(pings) > 0 {
+		<-pings
 	}
 	for i := range 3 {
 		h.clock.Advance(h.wdInterval)
-		if pinged(msgs, 300*time.Millisecond) {
+		if pinged(300 * time.Millisecond) {
 			t.Fatalf("a ping %d intervals into a stuck sync", i+1)
 		}
 	}
 	release()
-	if !pinged(msgs, 2*time.Second) {
+	if !pinged(5 * time.Second) {
 		t.Fatal("no ping after the loop turned again")
 	}
 	h.clock.Advance(h.wdInterval)
-	if !pinged(msgs, 2*time.Second) {
+	if !pinged(5 * time.Second) {
 		t.Fatal("the pings did not go on")
 	}
 }
@@ -146,8 +161,11 @@ func TestExecProbeHangsAloneAndTakesItsLinkDown(t *testing.T) {
 	h.start()
 	for i := range 3 {
 		before := h.probers.count("wan2")
+		// Both probe loops: with a count of all timers reaching 2, the
+		// runner's and isp1's loop's could be all, isp2's not re-armed
+		// yet after its round, and the advance would miss it.
+		h.eventually("timers armed", func() bool { return h.clock.ArmedBy(probeLoopTimers) >= 2 })
 		start := time.Now()
-		h.eventually("timers armed", func() bool { return h.clock.Armed() >= 2 })
 		h.clock.Advance(time.Second)
 		h.eventually("a round of isp2", func() bool { return h.probers.count("wan2") > before })
 		t.Logf("round %d: isp2 probed %v after the clock moved, isp1's command hanging", i+1, time.Since(start))
@@ -206,14 +224,14 @@ func TestResolvFileFollowsTheLinks(t *testing.T) {
 		h.round()
 	}
 	h.waitState("isp1", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.eventually("isp1's server out", func() bool { return servers() == "198.51.100.53" })
 	h.probers.set("wan1", true)
 	for range 2 {
 		h.round()
 	}
 	h.waitState("isp1", health.StateUp)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.eventually("isp1's server back, first", func() bool { return servers() == "192.0.2.53 198.51.100.53" })
 }
 
@@ -248,7 +266,7 @@ func TestDNSAutoFollowsTheLease(t *testing.T) {
 	h.eventually("the lease's server", func() bool { return servers() == "192.0.2.53 198.51.100.53" })
 	write("lease {\n  option domain-name-servers 198.51.100.53;\n}\nlease {\n  option domain-name-servers 198.51.100.54, 198.51.100.55;\n}\n")
 	h.events.send(Event{Kind: EventDrift, What: "an address changed"})
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.eventually("the renewed lease's servers", func() bool { return servers() == "192.0.2.53 198.51.100.54 198.51.100.55" })
 	h.stop()
 	var routes []string
@@ -273,7 +291,7 @@ func TestResolvFileFollowsTheRoute(t *testing.T) {
 	h.eventually("written at the start", func() bool { return servers() == "192.0.2.53 198.51.100.53" })
 	setLink(t, h, "isp1", operator.Drain)
 	h.eventually("the drained link's server out", func() bool { return servers() == "198.51.100.53" })
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	setLink(t, h, "isp1", operator.Auto)
 	h.eventually("back in auto", func() bool { return servers() == "192.0.2.53 198.51.100.53" })
 
@@ -284,7 +302,7 @@ func TestResolvFileFollowsTheRoute(t *testing.T) {
 	}
 	h.waitState("isp1", health.StateDown)
 	h.waitState("isp2", health.StateDown)
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.events.send(Event{Kind: EventDrift, What: "resync"})
 	h.eventually("every link down: both in the route, both listed", func() bool {
 		b, _ := os.ReadFile(filepath.Join(h.resolvDir, "resolv.conf"))

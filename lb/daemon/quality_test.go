@@ -26,7 +26,7 @@ func TestHoldDownThroughTheDaemon(t *testing.T) {
 	}
 	h.waitState("isp2", health.StateDown)
 	downAt := h.state("isp2").LastChange
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp2Out, flush2)
 
 	h.probers.set("wan2", true)
@@ -37,7 +37,7 @@ func TestHoldDownThroughTheDaemon(t *testing.T) {
 	if want := "held down until " + downAt.Add(5e9).Format("15:04:05") + " (down: 1/1 probes lost to 203.0.113.10, 3 rounds in a row)"; s.State != health.StateDown || s.Reason != want {
 		t.Fatalf("isp2 during the hold: %s %q, want down %q", s.State, s.Reason, want)
 	}
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp2Out, flush2)
 
 	h.round()
@@ -45,7 +45,7 @@ func TestHoldDownThroughTheDaemon(t *testing.T) {
 	if got := h.state("isp2").LastChange.Sub(downAt); got < 5e9 {
 		t.Errorf("up %v after down, before the 5s hold", got)
 	}
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, isp2Out, flush2, both)
 
 	// Of isp2's 8 rounds, 3 lost; every answer took 1ms.

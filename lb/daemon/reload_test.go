@@ -277,9 +277,9 @@ func TestReloadStormKeepsProbing(t *testing.T) {
 	// fall 3 rounds of 1s: down at 3s. Reload every 0.5s meanwhile.
 	d := first
 	for range 7 {
-		// Both probe loops and the sync runner wait on their timers, as
-		// they would while real time passes.
-		h.eventually("timers armed", func() bool { return h.clock.Armed() >= 3 })
+		// Both probe loops wait on their timers, as they would while real
+		// time passes.
+		h.eventually("timers armed", func() bool { return h.clock.ArmedBy(probeLoopTimers) >= 2 })
 		h.clock.Advance(500 * time.Millisecond)
 		if err := sup.Reload(); err != nil {
 			t.Fatal(err)

@@ -38,17 +38,17 @@ func TestFileSetElementsChecked(t *testing.T) {
 	rechecks("start", all)
 
 	h.events.send(Event{Kind: EventDrift, What: "elements of set set4_video changed", Set: "set4_video"})
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	time.Sleep(20 * time.Millisecond)
 	h.waitTranscript(both)
 
 	h.events.send(Event{Kind: EventDrift, What: "elements of set set6_office changed", Set: "set6_office"})
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, both)
 	rechecks("a file set's elements changed", all, []string{"set6_office"})
 
 	h.events.send(Event{Kind: EventDrift, What: "route change"})
-	h.clock.Advance(MinSyncInterval)
+	h.advanceSync()
 	h.waitTranscript(both, both, both)
 	rechecks("a route changed", all, []string{"set6_office"}, []string{})
 

@@ -54,6 +54,9 @@ func TestConnProberTCP(t *testing.T) {
 func TestConnProberHTTP(t *testing.T) {
 	var mu sync.Mutex
 	var hosts, uris []string
+	// The slow page answers once the test is over (at most 5 s): only the
+	// probe's timeout can end its round in time.
+	unblock := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		hosts, uris = append(hosts, r.Host), append(uris, r.RequestURI)
@@ -66,30 +69,38 @@ func TestConnProberHTTP(t *testing.T) {
 		case "/fail":
 			http.Error(w, "no", http.StatusServiceUnavailable)
 		case "/slow":
-			time.Sleep(300 * time.Millisecond)
+			select {
+			case <-unblock:
+			case <-time.After(5 * time.Second):
+			}
 		}
 	}))
 	defer srv.Close()
+	defer close(unblock) // before Close, which waits for the handlers
 	pt := port(t, srv.Listener.Addr())
+	// The pages that answer get a timeout no loaded machine reaches (a
+	// probe that answers returns at once); the slow one a short one.
+	const answers, short = 5 * time.Second, 100 * time.Millisecond
 	for _, c := range []struct {
 		url      string
+		timeout  time.Duration
 		answered int
 		cause    string
 	}{
-		{"/ok?full=1", 1, ""},
-		{"/moved", 1, ""},
-		{"/fail", 0, "http status 503"},
-		{"/missing", 1, ""}, // 200 from the handler's default
-		{"/slow", 0, ""},    // timed out: "lost" says it
+		{"/ok?full=1", answers, 1, ""},
+		{"/moved", answers, 1, ""},
+		{"/fail", answers, 0, "http status 503"},
+		{"/missing", answers, 1, ""}, // 200 from the handler's default
+		{"/slow", short, 0, ""},      // timed out: "lost" says it
 	} {
 		p := connProber(config.HealthCheck{Method: config.ProbeHTTP, Port: pt, URL: c.url})
 		start := time.Now()
-		r := p.Probe([]netip.Addr{loopback}, 100*time.Millisecond)
+		r := p.Probe([]netip.Addr{loopback}, c.timeout)
 		if r.Answered != c.answered || r.Cause != c.cause {
 			t.Errorf("%s: %+v, want %d answered, cause %q", c.url, r, c.answered, c.cause)
 		}
-		if took := time.Since(start); took > 250*time.Millisecond {
-			t.Errorf("%s: the probe took %v with a 100ms timeout", c.url, took)
+		if took := time.Since(start); c.timeout == short && took > 2*time.Second {
+			t.Errorf("%s: the probe took %v with a %v timeout", c.url, took, c.timeout)
 		}
 	}
 	mu.Lock()
@@ -103,6 +114,7 @@ func TestConnProberHTTP(t *testing.T) {
 }
 
 func TestConnProberDNS(t *testing.T) {
+	unblock := make(chan struct{})
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +128,11 @@ func TestConnProberDNS(t *testing.T) {
 		case "missing.example.":
 			m.Rcode = dns.RcodeNameError
 		case "slow.example.":
-			time.Sleep(300 * time.Millisecond)
+			// Answers once the probes are done (at most 5 s).
+			select {
+			case <-unblock:
+			case <-time.After(5 * time.Second):
+			}
 		default:
 			m.Rcode = dns.RcodeServerFailure
 		}
@@ -139,11 +155,18 @@ func TestConnProberDNS(t *testing.T) {
 		{"slow.example", 0, ""},
 	} {
 		p := connProber(config.HealthCheck{Method: config.ProbeDNS, Port: pt, Query: c.query})
-		r := p.Probe([]netip.Addr{loopback}, 100*time.Millisecond)
+		// A timeout no loaded machine reaches for the queries answered
+		// (they return at once), a short one for the one that is not.
+		timeout := 5 * time.Second
+		if c.answered == 0 && c.cause == "" {
+			timeout = 100 * time.Millisecond
+		}
+		r := p.Probe([]netip.Addr{loopback}, timeout)
 		if r.Answered != c.answered || r.Cause != c.cause {
 			t.Errorf("%s: %+v, want %d answered, cause %q", c.query, r, c.answered, c.cause)
 		}
 	}
+	close(unblock)
 	_ = srv.Shutdown()
 	<-done
 	p := connProber(config.HealthCheck{Method: config.ProbeDNS, Port: pt, Query: "ok.example"})

@@ -2,6 +2,8 @@
 package clocktest
 
 import (
+	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -41,7 +43,7 @@ func (c *Fake) Now() time.Time {
 }
 
 func (c *Fake) NewTimer(d time.Duration) clock.Timer {
-	t := &fakeTimer{c: c, ch: make(chan time.Time, 1)}
+	t := &fakeTimer{c: c, ch: make(chan time.Time, 1), by: caller()}
 	c.mu.Lock()
 	c.timers = append(c.timers, t)
 	c.mu.Unlock()
@@ -77,11 +79,38 @@ func (c *Fake) Armed() int {
 	return n
 }
 
+// ArmedBy counts the timers waiting to fire that were made in a function
+// whose name ends in fn, e.g. "(*probeLoop).run". A test that must move
+// the clock only once certain timers are armed waits for those: a count
+// of all of them is reached early when others come and go.
+func (c *Fake) ArmedBy(fn string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, t := range c.timers {
+		if t.armed && strings.HasSuffix(t.by, fn) {
+			n++
+		}
+	}
+	return n
+}
+
+// caller is the function that called NewTimer.
+func caller() string {
+	pc := make([]uintptr, 1)
+	if runtime.Callers(3, pc) == 0 {
+		return ""
+	}
+	f, _ := runtime.CallersFrames(pc).Next()
+	return f.Function
+}
+
 type fakeTimer struct {
 	c     *Fake
 	ch    chan time.Time
 	at    time.Time
 	armed bool
+	by    string // the function that made it
 }
 
 func (t *fakeTimer) C() <-chan time.Time { return t.ch }

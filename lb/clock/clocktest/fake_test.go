@@ -67,3 +67,22 @@ func TestFakeAutoAdvance(t *testing.T) {
 		t.Error("a timer the clock moved past did not fire")
 	}
 }
+
+func newTimerHere(c *Fake, d time.Duration) clock.Timer { return c.NewTimer(d) }
+
+// ArmedBy counts the armed timers of the function that made them.
+func TestArmedBy(t *testing.T) {
+	c := New()
+	a := newTimerHere(c, time.Second)
+	c.NewTimer(time.Minute)
+	if got := c.ArmedBy(".newTimerHere"); got != 1 {
+		t.Errorf("ArmedBy(newTimerHere) = %d, want 1", got)
+	}
+	if got := c.ArmedBy(".TestArmedBy"); got != 1 {
+		t.Errorf("ArmedBy(TestArmedBy) = %d, want 1", got)
+	}
+	c.Advance(time.Second)
+	if got := c.ArmedBy(".newTimerHere"); got != 0 || !fired(a) {
+		t.Errorf("after it fired: ArmedBy = %d, fired %v", got, fired(a))
+	}
+}
