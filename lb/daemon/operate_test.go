@@ -145,13 +145,7 @@ const quotaDaily = "    quota: {bytes: 1000, period: daily}\n"
 // deleted where another link can take them; the next period (the
 // injected clock at midnight) brings it back.
 func TestQuotaStandbyUntilTheNextPeriod(t *testing.T) {
-	h := newHarness(t)
-	h.c = configtest.MustParse(t, checked+quotaDaily)
-	h.k = newFakeKernel(h.rec, h.c)
-	traffic := &fakeCounters{}
-	h.traffic = traffic
-	h.start()
-	h.waitTranscript(both)
+	h, traffic := quotaHarness(t, checked+quotaDaily, false)
 
 	traffic.add(nft.CounterKey("prerouting", "restore isp2"), 5, 600)
 	// The count is taken in the loop, once its timer is armed: move the
@@ -222,10 +216,13 @@ flowpin_link_quota_used_bytes{link="isp2"} 1100
 // exhaustedLastResort starts a daemon whose isp2 has a daily quota with
 // quota_last_resort (probed by fakes, with probers) and runs it out: isp2
 // on standby, out of the route, its flows deleted.
-func exhaustedLastResort(t *testing.T, probers bool) *harness {
+// quotaHarness starts a daemon on config cfg whose traffic counters the
+// test moves (and, with probers, whose probes it answers), once its first
+// sync is done.
+func quotaHarness(t *testing.T, cfg string, probers bool) (*harness, *fakeCounters) {
 	t.Helper()
 	h := newHarness(t)
-	h.c = configtest.MustParse(t, checked+quotaDaily+"    quota_last_resort: true\n")
+	h.c = configtest.MustParse(t, cfg)
 	h.k = newFakeKernel(h.rec, h.c)
 	if probers {
 		h.probers = newFakeProbers(h.c)
@@ -234,6 +231,12 @@ func exhaustedLastResort(t *testing.T, probers bool) *harness {
 	h.traffic = traffic
 	h.start()
 	h.waitTranscript(both)
+	return h, traffic
+}
+
+func exhaustedLastResort(t *testing.T, probers bool) *harness {
+	t.Helper()
+	h, traffic := quotaHarness(t, checked+quotaDaily+"    quota_last_resort: true\n", probers)
 	traffic.add(nft.CounterKey("prerouting", "restore isp2"), 5, 2000)
 	h.eventually("exhausted", func() bool {
 		h.clock.Advance(QuotaInterval)
