@@ -51,6 +51,28 @@ func fakeFlow(i int, mark uint32) conntrack.Flow {
 	return conntrack.NewFlow(17, 0, src, netip.MustParseAddr("203.0.113.10"), uint16(1024+i%50000), 443, 600, mark)
 }
 
+// withFlows creates flows in namespace h through a conntrack connection
+// of the test's own (w, which the test may go on using: dump, delete) and
+// opens the adapter there (c); both close with the test.
+func withFlows(t *testing.T, h netns.NsHandle, flows []conntrack.Flow) (w *conntrack.Conn, c *Conntrack) {
+	t.Helper()
+	w, err := conntrack.Dial(&netlink.Config{NetNS: int(h)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	for i, fl := range flows {
+		if err := w.Create(fl); err != nil {
+			t.Fatalf("create flow %d: %v", i, err)
+		}
+	}
+	if c, err = Open(int(h)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return w, c
+}
+
 func nextBatch(t *testing.T, ch <-chan []Event) []Event {
 	t.Helper()
 	select {

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
 )
@@ -23,11 +22,6 @@ func TestFlushByLabelsInNamespace(t *testing.T) {
 	if out, err := nft.CombinedOutput(); err != nil {
 		t.Fatalf("nft: %v\n%s", err, out)
 	}
-	w, err := conntrack.Dial(&netlink.Config{NetNS: int(h)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
 	const link, other, mask = 0x100, 0x200, 0xff00
 	label := func(bits ...int) []byte {
 		b := make([]byte, 16)
@@ -44,20 +38,15 @@ func TestFlushByLabelsInNamespace(t *testing.T) {
 		{link, nil}, {link, []int{0}}, {link, []int{1}}, {link, []int{0, 1}}, {link, []int{2}},
 		{other, nil}, {other, []int{1}},
 	}
+	var fls []conntrack.Flow
 	for i, f := range flows {
 		fl := fakeFlow(i, f.mark)
 		if f.bits != nil {
 			fl.Labels, fl.LabelsMask = label(f.bits...), label(0, 1, 2)
 		}
-		if err := w.Create(fl); err != nil {
-			t.Fatalf("create flow %d: %v", i, err)
-		}
+		fls = append(fls, fl)
 	}
-	c, err := Open(int(h))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	w, c := withFlows(t, h, fls)
 	left := func() []int {
 		t.Helper()
 		all, err := w.Dump(nil)

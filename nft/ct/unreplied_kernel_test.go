@@ -4,7 +4,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
 )
@@ -14,17 +13,13 @@ import (
 // a kept label bit; a walk reads SeenReply from the same status.
 func TestFlushUnrepliedInNamespace(t *testing.T) {
 	h, _ := namedNetns(t)
-	w, err := conntrack.Dial(&netlink.Config{NetNS: int(h)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
 	const link, other, mask = 0x100, 0x200, 0xff00
 	// Flow i: mark, answered.
 	flows := []struct {
 		mark    uint32
 		replied bool
 	}{{link, false}, {link, true}, {link, false}, {other, false}, {other, true}}
+	var fls []conntrack.Flow
 	for i, f := range flows {
 		fl := fakeFlow(i, f.mark)
 		if f.replied {
@@ -32,15 +27,9 @@ func TestFlushUnrepliedInNamespace(t *testing.T) {
 			// without that bit asks to change it (EBUSY).
 			fl.Status = conntrack.StatusSeenReply | conntrack.StatusConfirmed
 		}
-		if err := w.Create(fl); err != nil {
-			t.Fatalf("create flow %d: %v", i, err)
-		}
+		fls = append(fls, fl)
 	}
-	c, err := Open(int(h))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	w, c := withFlows(t, h, fls)
 	var replied []int
 	if err := c.Walk(nil, DetailTuples, func(r *FlowRecord) {
 		if r.SeenReply {
