@@ -3,6 +3,7 @@ package status
 import (
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -70,7 +71,13 @@ func WriteStatus(w io.Writer, s *Status) error {
 			if l.StateSince == nil {
 				continue
 			}
-			line := fmt.Sprintf("%s: %s since %s", Printable(l.Name), Printable(l.Reason), l.StateSince.Format("15:04:05"))
+			line := fmt.Sprintf("%s: %s", Printable(l.Name), Printable(l.Reason))
+			// An operator's mode names its own time ("drained by operator
+			// since 10:32:05"), which is not the state's: a drained link
+			// has been up since long before.
+			if !strings.Contains(l.Reason, " since ") {
+				line += " since " + l.StateSince.Format("15:04:05")
+			}
 			if l.Reason6 != "" && l.State6 != l.State {
 				line += "; IPv6: " + Printable(l.Reason6)
 			}

@@ -446,3 +446,27 @@ func TestStatusFlowsKept(t *testing.T) {
 		t.Errorf("later health without kept flows: %s", js)
 	}
 }
+
+// A reason that names its own time (an operator's mode) is not given the
+// state's time as well.
+func TestStatusReasonSinceOnce(t *testing.T) {
+	c := statusConfig(t, statusLinks)
+	s := BuildStatus(c, statusApplied(c), Tally{}, time.Unix(0, 0))
+	up := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+	s.WithHealth([]health.LinkHealth{
+		{Name: "isp1", Family: "ipv4", State: health.StateUp, Reason: "drained by operator since 10:32:05", LastChange: up, Operator: "drain"},
+		{Name: "isp2", Family: "ipv4", State: health.StateUp, Reason: "up: 3 good rounds", LastChange: up},
+	})
+	var buf bytes.Buffer
+	if err := WriteStatus(&buf, s); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"isp1: drained by operator since 10:32:05;", "isp2: up: 3 good rounds since 09:00:00;"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, buf.String())
+		}
+	}
+	if strings.Contains(buf.String(), "10:32:05 since") {
+		t.Errorf("two times for one state:\n%s", buf.String())
+	}
+}
