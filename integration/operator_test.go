@@ -138,6 +138,11 @@ func TestOperatorLink(t *testing.T) {
 	if !strings.Contains(text, "up (drained)") || !strings.Contains(text, "isp2: drained by operator since") {
 		t.Errorf("status text with isp2 drained:\n%s", text)
 	}
+	// verify checks against the daemon's plan: isp2 out of the route is
+	// what it wants, not drift, and takes no new flows.
+	if out, err := flowpin(t, d.Router, "verify", "--no-probe", "-c", dm.cfg); err != nil || !strings.Contains(out, "isp2 out of the IPv4 multipath route (drained by operator since ") {
+		t.Errorf("verify with isp2 drained: %v\n%s", err, out)
+	}
 
 	// The mode survives a daemon restart; the established flows too.
 	if _, err := dm.stop(); err != nil {

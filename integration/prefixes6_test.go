@@ -210,6 +210,16 @@ func TestPrefixes6(t *testing.T) {
 	}
 	p.checkStatus(t, true)
 	p.explain(t, cfg, "leaves by wan2 via 2001:db8:2::1 (link isp2) with source "+host1b, "translated 1:1 onto link isp2's "+prefix2)
+	// verify checks against the daemon's plan: isp1's side out of the
+	// IPv6 route, its prefix rule gone and its prefix translated are what
+	// the daemon wants, not drift.
+	verifyAsDaemon := func(when string) {
+		t.Helper()
+		if out, err := flowpin(t, d.Router, "verify", "-c", cfg, "--no-probe"); err != nil || !strings.Contains(out, "isp1 out of the IPv6 multipath route (") {
+			t.Errorf("verify %s: %v\n%s", when, err, out)
+		}
+	}
+	verifyAsDaemon("with isp1's IPv6 down")
 	// The delegation is withdrawn while isp1 is down (dhcpcd does that
 	// when the uplink loses its carrier); the hosts keep their addresses
 	// from it, so the prefix stays isp1's, translated.
@@ -219,6 +229,7 @@ func TestPrefixes6(t *testing.T) {
 	if r := p.flows(t, d.LAN, host1a, target, srv, 10); r.Failed != 0 || r.PerSource[netip.MustParseAddr(host1b)] != 10 {
 		t.Errorf("isp1 down, its delegation withdrawn: from %s %d of 10 failed, far saw %v; want all as %s", host1a, r.Failed, r.PerSource, host1b)
 	}
+	verifyAsDaemon("with isp1's IPv6 down and its delegation withdrawn")
 	p.delegate(t, false)
 	held1 := startLongLived(t, d.LAN, target, srv, 8, dialOpts{Src: host1a})
 	time.Sleep(300 * time.Millisecond)

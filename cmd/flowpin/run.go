@@ -307,6 +307,13 @@ func (s supervisedAPI) Status() (*status.Status, error) {
 	return daemonStatus(d.Config, d)
 }
 
+func (s supervisedAPI) Intent() (ctl.Intent, bool) {
+	if d := s.sup.Current(); d != nil {
+		return d.Intent()
+	}
+	return ctl.Intent{}, false
+}
+
 func (s supervisedAPI) Reload() error { return s.sup.Reload() }
 
 func (s supervisedAPI) SetLink(ctx context.Context, name string, m operator.Mode, force bool) (operator.Entry, error) {

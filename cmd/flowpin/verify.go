@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"flowpin/lb/ctl"
 	"flowpin/lb/diagnose"
 	"flowpin/lb/status"
 )
@@ -49,6 +52,10 @@ routes (ip route get, with source, mark and ports), as one would by hand:
     tables and role too: the same layout, and exactly one node holding the
     VIPs.
 
+Beside a running flowpin run, verify checks against the daemon's plan: a
+link its checks, an operator (flowpin link) or a quota took out of the
+multipath routes is no drift, and the fix is flowpin reload.
+
 One line per check, with the reason and the fix. Nothing is changed.`,
 		Example: "  flowpin verify -c /etc/flowpin/flowpin.yaml\n  ip netns exec router flowpin verify -c router.yaml --json",
 		Args:    cobra.NoArgs,
@@ -72,6 +79,7 @@ One line per check, with the reason and the fix. Nothing is changed.`,
 				return err
 			}
 			defer k.Close()
+			o.Daemon = daemonIntent(cmd.Context(), cmd.ErrOrStderr())
 			rep, err := k.diagnose().Verify(c, o)
 			if err != nil {
 				return fmt.Errorf("verify: %w", err)
@@ -263,4 +271,28 @@ net.ipv4.ip_forward=1 in this namespace.`,
 	f.Uint16Var(&sport, "sport", 0, "source port")
 	f.Uint16Var(&dport, "dport", 0, "destination port")
 	return cmd
+}
+
+// daemonIntent asks the daemon of this network namespace what it last
+// applied beyond the config, so that verify plans as it does: nil when
+// none runs. A daemon that cannot answer (starting, or not this user's
+// to ask) is said on errw, and verify checks against the config alone.
+func daemonIntent(ctx context.Context, errw io.Writer) *diagnose.DaemonIntent {
+	in, err := ctl.Client{}.Intent(ctx)
+	switch {
+	case errors.Is(err, ctl.ErrNoDaemon):
+		return nil
+	case err != nil:
+		fmt.Fprintf(errw, "flowpin: verify: flowpin run did not say what it applied (%v): checking against the config alone\n", err)
+		return nil
+	}
+	// The reasons are the daemon's words, printed as they are: escaped.
+	clean := func(m map[string]string) map[string]string {
+		out := make(map[string]string, len(m))
+		for k, v := range m {
+			out[k] = status.Printable(v)
+		}
+		return out
+	}
+	return &diagnose.DaemonIntent{Down: clean(in.Down), Down6: clean(in.Down6), Held6: in.Held6}
 }

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -130,6 +131,26 @@ func (c Client) SetLink(ctx context.Context, name, mode string, force bool) erro
 		path += "?force=1"
 	}
 	return c.post(ctx, path)
+}
+
+// Intent is what the daemon last applied beyond the config: the links it
+// took out of the IPv4 and IPv6 multipath routes, each with its reason
+// (health checks, an operator's drain or down, a quota), and the IPv6
+// prefixes it holds for a link that is down. verify plans with it, so
+// that a link the daemon took out is no drift.
+type Intent struct {
+	Down  map[string]string `json:"down,omitempty"`
+	Down6 map[string]string `json:"down6,omitempty"`
+	Held6 []netip.Prefix    `json:"held6,omitempty"`
+}
+
+// Intent asks what the daemon last applied beyond the config.
+func (c Client) Intent(ctx context.Context) (*Intent, error) {
+	var out Intent
+	if err := c.get(ctx, "/intent", &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
 const (

@@ -164,12 +164,34 @@ func APIHandler(src Source) http.Handler {
 	if ls, ok := src.(LinkSetter); ok {
 		mux.HandleFunc("POST /links/{name}/{mode}", linkHandler(ls))
 	}
+	if in, ok := src.(Intender); ok {
+		mux.HandleFunc("GET /intent", intentHandler(in))
+	}
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(src.Health())
 	})
 	mux.Handle("GET /status", statusHandler(src))
 	return mux
+}
+
+// Intender is a Source that tells what the daemon last applied beyond
+// the config (GET /intent, which verify plans with).
+type Intender interface {
+	Intent() (ctl.Intent, bool)
+}
+
+// intentHandler answers GET /intent: 503 until the first sync applied.
+func intentHandler(in Intender) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		i, ok := in.Intent()
+		if !ok {
+			http.Error(w, "the daemon has not applied a plan yet", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(i)
+	}
 }
 
 // statusHandler answers the whole status as JSON, recomputed at most once

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -625,5 +626,47 @@ func TestKernelClient(t *testing.T) {
 	}
 	if !mayReadStatus(userClient(0)) || mayReadStatus(client{key: "192.0.2.7"}) {
 		t.Error("mayReadStatus: want root yes, an unknown user no")
+	}
+}
+
+type intentSource struct {
+	fakeSource
+	intent *ctl.Intent
+}
+
+func (f *intentSource) Intent() (ctl.Intent, bool) {
+	if f.intent == nil {
+		return ctl.Intent{}, false
+	}
+	return *f.intent, true
+}
+
+// GET /intent says what the daemon last applied beyond the config (verify
+// plans with it); before its first sync, that it has none yet.
+func TestAPIIntent(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "flowpin")
+	src := &intentSource{}
+	startAPI(t, dir, src)
+	asker := ctl.Client{Dir: dir, Trust: uint32(os.Geteuid())}
+	if in, err := asker.Intent(context.Background()); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Errorf("before the first sync: %+v, %v; want the daemon's 503", in, err)
+	}
+	src.intent = &ctl.Intent{
+		Down:  map[string]string{"isp2": "drained by operator since 10:32:05"},
+		Down6: map[string]string{"isp1": "down: 3/3 probes lost"},
+		Held6: []netip.Prefix{netip.MustParsePrefix("2001:db8:1::/56")},
+	}
+	in, err := asker.Intent(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(in, src.intent) {
+		t.Errorf("intent %+v, want %+v", in, src.intent)
+	}
+	// A Source that cannot tell (an older daemon's) has no such path.
+	dir2 := filepath.Join(t.TempDir(), "flowpin")
+	startAPI(t, dir2, &fakeSource{})
+	if _, err := (ctl.Client{Dir: dir2, Trust: uint32(os.Geteuid())}).Intent(context.Background()); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("a source without intent: %v, want 404", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"slices"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"flowpin/lb/config"
+	"flowpin/lb/ctl"
 	"flowpin/lb/daemon/board"
 	"flowpin/lb/daemon/carry"
 	"flowpin/lb/daemon/failback"
@@ -168,6 +170,9 @@ type Daemon struct {
 	// appliedPub is applied as published for readers off the loop (an
 	// operator's request); never changed once published.
 	appliedPub atomic.Pointer[plan.Desired]
+	// intentPub is what the plan last applied was planned with beyond the
+	// config, for GET /intent (verify); never changed once published.
+	intentPub atomic.Pointer[ctl.Intent]
 	// setCheck: the file sets whose elements the next sync checks.
 	setCheck *fileSetCheck
 	// held6: the prefixes the prefixes6: auto link had in that plan
@@ -668,7 +673,8 @@ func (d *Daemon) adopt() error {
 func (d *Daemon) sync(why string) error {
 	start := d.deps.Clock.Now()
 	auto := d.leaseDNS()
-	des, err := d.deps.Applier.PrepareWith(d.Config, plan.Options{Down: d.failOpen(false), Down6: d.failOpen(true), MissingOK: true, DNS: auto, Held6: d.heldPrefixes6()})
+	opts := plan.Options{Down: d.failOpen(false), Down6: d.failOpen(true), MissingOK: true, DNS: auto, Held6: d.heldPrefixes6()}
+	des, err := d.deps.Applier.PrepareWith(d.Config, opts)
 	if err != nil {
 		d.metrics.syncFailed()
 		return err
@@ -713,6 +719,8 @@ func (d *Daemon) sync(why string) error {
 	}
 	d.applied = des
 	d.appliedPub.Store(des)
+	// Copies: the maps are keep's and the loop's, read off the loop here.
+	d.intentPub.Store(&ctl.Intent{Down: maps.Clone(opts.Down), Down6: maps.Clone(opts.Down6), Held6: slices.Clone(opts.Held6)})
 	d.held6 = heldOf(d.Config, des)
 	d.settleFlows()
 	d.failback(des)
@@ -886,6 +894,18 @@ func (d *Daemon) forceDown(l config.Link, why string, only *bool) {
 			d.changed(l, u, health.StateDown, reason, hooks.CauseHealth)
 		}
 	}
+}
+
+// Intent is what the plan last applied was planned with beyond the
+// config: the links out of the multipath routes and why, and the IPv6
+// prefixes held for a link that is down. False before the first sync
+// applied.
+func (d *Daemon) Intent() (ctl.Intent, bool) {
+	in := d.intentPub.Load()
+	if in == nil {
+		return ctl.Intent{}, false
+	}
+	return *in, true
 }
 
 // Health is the daemon's view of every link, in config order.

@@ -49,8 +49,15 @@ func TestOperatorModes(t *testing.T) {
 	h.start()
 	h.waitTranscript(both)
 
+	h.eventually("the first plan published, every link in", func() bool { in, ok := h.d.Intent(); return ok && len(in.Down) == 0 })
 	setLink(t, h, "isp2", operator.Drain)
 	h.waitTranscript(both, isp2Out)
+	// What verify plans with (GET /intent): isp2 out, and why; published
+	// by the sync a moment after its apply.
+	h.eventually("the plan applied published with isp2 out", func() bool {
+		in, ok := h.d.Intent()
+		return ok && len(in.Down) == 1 && strings.HasPrefix(in.Down["isp2"], "drained by operator since ")
+	})
 	s := h.state("isp2")
 	if s.State != health.StateUp || s.Operator != "drain" || !strings.HasPrefix(s.Reason, "drained by operator since 00:00:00; checks: up") {
 		t.Errorf("isp2 drained: %+v", s)

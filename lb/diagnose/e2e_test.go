@@ -549,3 +549,63 @@ func TestVerifyForeignRouteInPolicyTable(t *testing.T) {
 		t.Errorf("no %q in\n%s", want, got)
 	}
 }
+
+// With a daemon running, verify plans as it did: a link it took out of
+// the multipath route (an operator's drain here) is no drift and takes no
+// new flows, and the report says why. Checked against the config alone,
+// the same kernel fails; and a real drift beside a daemon is fixed by a
+// reload, since apply refuses to run beside it.
+func TestVerifyAsTheDaemonPlans(t *testing.T) {
+	c := configtest.MustParse(t, configtest.TwoLinks)
+	f, _ := applied(t, c, map[string]rules.Iface{
+		"lan":  {Name: "lan", Index: 2, Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/24")}},
+		"wan1": {Name: "wan1", Index: 3, Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.2/24")}},
+		"wan2": {Name: "wan2", Index: 4, Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("198.51.100.2/24")}},
+	})
+	down := map[string]string{"isp2": "drained by operator since 10:32:05"}
+	d, err := plan.With(c, f.ifaces, plan.Options{Down: down})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var balance rules.Route
+	for _, r := range d.Routing.Routes {
+		if r.Table == c.BalanceTable && r.Dst.Bits() == 0 && r.Family == rules.V4 {
+			balance = r
+		}
+	}
+	f.route(t, c.BalanceTable, "0.0.0.0/0").Route = balance
+
+	rep, err := f.kernel().Verify(c, VerifyOptions{NoProbe: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := report(rep.Checks); !strings.Contains(got, "FAIL route") || !strings.Contains(got, "FAIL new flows:") || !strings.Contains(got, "fix: flowpin apply") {
+		t.Errorf("isp2 out of the route, checked against the config alone:\n%s", got)
+	}
+
+	rep, err = f.kernel().Verify(c, VerifyOptions{NoProbe: true, Daemon: &DaemonIntent{Down: down}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := report(rep.Checks)
+	if rep.Failed() != 0 {
+		t.Errorf("isp2 out of the route as the daemon planned it: %d failed:\n%s", rep.Failed(), got)
+	}
+	for _, want := range []string{
+		"ok   daemon: flowpin run runs here; checked against its plan: isp2 out of the IPv4 multipath route (drained by operator since 10:32:05)",
+		"ok   new flows: tcp to 198.18.0.1:443 from 64 source ports: isp1 64",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no %q in\n%s", want, got)
+		}
+	}
+
+	rep, err = f.kernel().Verify(c, VerifyOptions{NoProbe: true, Daemon: &DaemonIntent{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = report(rep.Checks)
+	if !strings.Contains(got, "FAIL route") || !strings.Contains(got, "fix: flowpin reload") || strings.Contains(got, "fix: flowpin apply") {
+		t.Errorf("a daemon that has every link in, and a route without isp2:\n%s", got)
+	}
+}

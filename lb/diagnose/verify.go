@@ -138,6 +138,20 @@ type VerifyOptions struct {
 	// Peer, if set, reads the status of the other node of an HA pair
 	// (ha.go).
 	Peer func() (*status.Status, error)
+	// Daemon is what `flowpin run` of this namespace last applied beyond
+	// the config; nil: no daemon runs here. Verify then plans as the
+	// daemon did: a link its checks, an operator or a quota took out of a
+	// multipath route is no drift, and neither are the IPv6 prefixes it
+	// holds for a link that is down.
+	Daemon *DaemonIntent
+}
+
+// DaemonIntent is what the daemon planned with beyond the config: the
+// links out of the IPv4 and IPv6 multipath routes, with why, and the
+// prefixes held for a link that is down (plan.Options).
+type DaemonIntent struct {
+	Down, Down6 map[string]string
+	Held6       []netip.Prefix
 }
 
 // gatewayChecksAtOnce bounds the gateway checks that run at the same time:
@@ -153,6 +167,10 @@ var (
 )
 
 const applyFix = "flowpin apply"
+
+// daemonFix replaces applyFix where a daemon runs: apply refuses beside
+// it, and a reload makes it plan and apply again at once.
+const daemonFix = "flowpin reload"
 
 // Verify compares the kernel with what c asks for and asks the kernel how
 // it routes each link's traffic and new flows (route lookups, as `ip route
@@ -176,14 +194,33 @@ func (k *Kernel) Verify(c *config.Config, o VerifyOptions) (*VerifyReport, error
 		return nil, err
 	}
 	leases, _, _ := dnslease.Read(c)
-	d, err := plan.With(c, ifaces, plan.Options{DNS: leases})
+	po := plan.Options{DNS: leases}
+	if in := o.Daemon; in != nil {
+		// As the daemon plans: an interface missing between two PPP
+		// sessions leaves its link unusable, not verify failed.
+		po.Down, po.Down6, po.Held6, po.MissingOK = in.Down, in.Down6, in.Held6, true
+	}
+	d, err := plan.With(c, ifaces, po)
 	if err != nil {
 		return nil, err
 	}
 	r := &VerifyReport{}
+	if o.Daemon != nil {
+		r.pass("daemon", "%s", daemonOuts(c, o.Daemon))
+	}
 	for _, w := range d.Warnings {
 		r.skip("plan", "%s", w)
 	}
+	defer func() {
+		if o.Daemon == nil {
+			return
+		}
+		for i, ch := range r.Checks {
+			if rest, ok := strings.CutPrefix(ch.Fix, applyFix); ok {
+				r.Checks[i].Fix = daemonFix + rest
+			}
+		}
+	}()
 	if err := k.verifyRouting(r, c, d); err != nil {
 		return nil, err
 	}
@@ -225,6 +262,25 @@ func (k *Kernel) Verify(c *config.Config, o VerifyOptions) (*VerifyReport, error
 		k.verifyPrefixes6(r, d, ifaces, all6, o)
 	}
 	return r, nil
+}
+
+// daemonOuts says which links the running daemon took out of the
+// multipath routes, in config order, so that the report tells the checks
+// after it why those links take no new flows.
+func daemonOuts(c *config.Config, in *DaemonIntent) string {
+	var outs []string
+	for _, l := range c.Links {
+		if why, ok := in.Down[l.Name]; ok {
+			outs = append(outs, fmt.Sprintf("%s out of the IPv4 multipath route (%s)", l.Name, why))
+		}
+		if why, ok := in.Down6[l.Name]; ok {
+			outs = append(outs, fmt.Sprintf("%s out of the IPv6 multipath route (%s)", l.Name, why))
+		}
+	}
+	if len(outs) == 0 {
+		return "flowpin run runs here and has every usable link in the multipath routes; checked against its plan"
+	}
+	return "flowpin run runs here; checked against its plan: " + strings.Join(outs, "; ")
 }
 
 // asV6 is d seen through the links' IPv6 sides, so that the per-link,
