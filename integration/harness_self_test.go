@@ -5,13 +5,18 @@ package integration
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"flowpin/lb/nslock"
 )
 
 func addr(s string) netip.Addr { return netip.MustParseAddr(s) }
@@ -359,5 +364,39 @@ func TestHarnessEchoToken(t *testing.T) {
 				t.Errorf("echoToken: %v, want ok=%v", err, c.ok)
 			}
 		})
+	}
+}
+
+// A test's namespace takes flowpin's files in the host's /run/flowpin with
+// it (a daemon killed with the namespace leaves its socket and locks), and
+// only its own: another namespace's stay.
+func TestHarnessRemovesFlowpinFiles(t *testing.T) {
+	requireRoot(t)
+	l := newLab(t)
+	mine, other := l.addNS("a"), l.addNS("b")
+	if err := os.MkdirAll(nslock.DefaultDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	for _, ns := range []string{mine, other} {
+		stem, err := nsStem(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ext := range []string{".sock", ".daemon", ".operator.json"} {
+			f := filepath.Join(nslock.DefaultDir, stem+ext)
+			if err := os.WriteFile(f, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			files = append(files, f)
+			t.Cleanup(func() { _ = os.Remove(f) })
+		}
+	}
+	removeFlowpinFiles(mine)
+	for i, f := range files {
+		_, err := os.Stat(f)
+		if gone := errors.Is(err, os.ErrNotExist); gone != (i < 3) {
+			t.Errorf("%s: gone %v, want %v", f, gone, i < 3)
+		}
 	}
 }

@@ -28,6 +28,9 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"flowpin/lb/nslock"
 )
 
 // flowpinBin is the flowpin binary built once by TestMain; empty when
@@ -234,11 +237,41 @@ func deleteNS(t testing.TB, name string) {
 			}
 		}
 	}
+	removeFlowpinFiles(name)
 	out, err := hostIP("netns", "del", name)
 	owned.Delete(name)
 	if err != nil {
 		t.Errorf("ip netns del %s: %v\n%s", name, err, out)
 	}
+}
+
+// removeFlowpinFiles removes what flowpin keeps for namespace name in the
+// host's /run/flowpin (nslock.DefaultDir): a daemon's socket and locks,
+// its operator and quota state. A daemon killed with the namespace could
+// not remove them, and nothing else would: the namespace is gone. They
+// are named after the namespace's inode, which the kernel may give to the
+// next namespace made once this one is gone, so they are removed while it
+// still exists.
+func removeFlowpinFiles(name string) {
+	stem, err := nsStem(name)
+	if err != nil {
+		return
+	}
+	files, _ := filepath.Glob(filepath.Join(nslock.DefaultDir, stem+".*"))
+	for _, f := range files {
+		_ = os.Remove(f)
+	}
+}
+
+// nsStem is the stem of flowpin's file names for namespace name
+// (nslock.ID as a process in it sees it): `ip netns add` bind-mounts the
+// namespace at /run/netns/NAME, which has the same identity.
+func nsStem(name string) (string, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join("/run/netns", name), &st); err != nil {
+		return "", err
+	}
+	return nslock.Name(st.Dev, st.Ino), nil
 }
 
 // hostIP runs `ip ARGS` in the host namespace. Only the harness uses it, and

@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"flowpin/lb/nslock"
-
 	"golang.org/x/sys/unix"
 )
 
@@ -29,11 +27,11 @@ const socketDir = "/run/flowpin"
 
 func socketPath(t testing.TB, ns string) string {
 	t.Helper()
-	var st unix.Stat_t
-	if err := unix.Stat("/run/netns/"+ns, &st); err != nil {
+	stem, err := nsStem(ns)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return filepath.Join(socketDir, nslock.Name(st.Dev, st.Ino)+".sock")
+	return filepath.Join(socketDir, stem+".sock")
 }
 
 // squatEnv makes this test binary, run again as another user, a squatter
