@@ -116,7 +116,7 @@ func TestDemo(t *testing.T) {
 		t.Errorf("point-to-point: no flow from the new session's address (%v)", m)
 	}
 	checkDemoP2P6(t, text)
-	checkOperatorDemo(t, expect("Operator control", "drained by operator since", "(exit 1: root only)", "(isp2: standby, ", "isp2 quota: ", "warning: link isp2 used all of its quota"), each)
+	checkOperatorDemo(t, expect("Operator control", "drained by operator since", "ok   daemon: flowpin run runs here; checked against its plan: isp2 out of the IPv4 multipath route (drained by operator since ", "(exit 1: root only)", "(isp2: standby, ", "isp2 quota: ", "warning: link isp2 used all of its quota"), each)
 	checkDemoDNS(t, text)
 	checkDemoPrefixes6(t, expect("IPv6 with each ISP's own prefix"))
 	checkSetsDemo(t, section("Traffic by name"), each)

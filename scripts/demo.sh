@@ -50,6 +50,16 @@ cleanup() {
 	# shellcheck disable=SC2086 # a list of pids
 	[[ -n $LISTENER_PID ]] && kill $LISTENER_PID 2>/dev/null && wait $LISTENER_PID 2>/dev/null
 	for ns in "${ALL[@]}"; do
+		# flowpin's files for the namespace in /run/flowpin (a daemon's
+		# socket and locks): one killed with -KILL (the HA section's fw-a)
+		# could not remove them. They are named after the namespace's
+		# identity, net-DEV-INODE with DEV in hex, which the next namespace
+		# made may get once this one is gone: removed while it is still
+		# this one's.
+		local dev ino
+		if read -r dev ino < <(stat -c '%d %i' "/run/netns/$ns" 2>/dev/null); then
+			rm -f "/run/flowpin/net-$(printf %x "$dev")-$ino".*
+		fi
 		ip netns del "$ns" 2>/dev/null
 	done
 	rm -rf "$WORK"

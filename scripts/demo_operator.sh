@@ -25,6 +25,8 @@ traffic 20
 echo "--- flowpin link isp2 drain: no new flows on isp2, its established ones stay"
 nsx "$ROUTER" "$BIN" link isp2 drain
 nsx "$ROUTER" "$BIN" status | grep -E '^(LINK|isp)|drained by operator'
+echo "--- flowpin verify with isp2 drained: checked against the daemon's plan, so isp2 out of the route is no drift"
+nsx "$ROUTER" "$BIN" verify -c "$WORK/operator.yaml" --no-probe | grep -E '^ok +(daemon|routing|new flows)|^verify:'
 traffic 20
 echo "--- as nobody:"
 nsx "$ROUTER" setpriv --reuid=nobody --regid=nogroup --clear-groups "$BIN" link isp2 auto 2>&1 || echo "(exit $?: root only)"
