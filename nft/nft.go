@@ -1039,6 +1039,26 @@ type Current struct {
 
 // Read lists the owned table. A missing table is not an error.
 func (c *Conn) Read() (*Current, error) {
+	// The read is several requests: a table deleted or rewritten by
+	// another program between two of them makes a later one fail with
+	// ENOENT (a chain or the table gone). That is no fault of the kernel
+	// but a read that saw two states: read again, and the next read sees
+	// one (the table as it is now, or none). The library formats the
+	// errors of its listings with %v, so the errno cannot be told
+	// (errors.Is): any failed read is tried again, a few times.
+	for try := 1; ; try++ {
+		cur, err := c.readOnce()
+		if err != nil && try < readTries {
+			continue
+		}
+		return cur, err
+	}
+}
+
+// readTries bounds Read's retries of a read that raced a change.
+const readTries = 5
+
+func (c *Conn) readOnce() (*Current, error) {
 	// A fresh Conn per operation: a failed batch leaves an error stuck on
 	// the Conn, and the library keeps it for every later Flush.
 	// One socket for the whole read: a table of 1000 traffic rules has

@@ -3,12 +3,14 @@ package nft
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"runtime"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netns"
@@ -109,6 +111,62 @@ func TestRecordInNamespace(t *testing.T) {
 		}
 		if want := []string{"sysctl a=1", "sysctl b=2", "link isp1 mark=0x100 table=101"}; !slices.Equal(after.Chains["state"], want) || !after.Records.Equal(more) {
 			t.Errorf("records after Record: %q, want %q", after.Chains["state"], want)
+		}
+		return nil
+	})
+}
+
+// Another program deletes and recreates flowpin's table while Read runs
+// its several requests: no read fails, each sees the table or none.
+func TestReadRacingDeletesInNamespace(t *testing.T) {
+	inFreshNS(t, func(ns string) error {
+		c := &Conn{}
+		script := "add table inet " + TableName + "\nadd chain inet " + TableName + " a\nadd rule inet " + TableName + " a counter\nadd chain inet " + TableName + " b\nadd rule inet " + TableName + " b counter\nadd set inet " + TableName + " s { type ipv4_addr; }\n"
+		stop := make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					done <- nil
+					return
+				default:
+				}
+				cmd := exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
+				cmd.Stdin = strings.NewReader(script)
+				if i%2 == 1 {
+					cmd.Stdin = strings.NewReader("delete table inet " + TableName + "\n")
+				}
+				if out, err := cmd.CombinedOutput(); err != nil {
+					done <- fmt.Errorf("nft: %v\n%s", err, out)
+					return
+				}
+			}
+		}()
+		deadline := time.Now().Add(time.Second)
+		reads, seen := 0, 0
+		var failed error
+		for time.Now().Before(deadline) && failed == nil {
+			cur, err := c.Read()
+			if err != nil {
+				failed = err
+				break
+			}
+			reads++
+			if cur.Exists {
+				seen++
+			}
+		}
+		close(stop)
+		if err := <-done; err != nil {
+			return err
+		}
+		t.Logf("%d reads, %d saw the table", reads, seen)
+		if failed != nil {
+			t.Errorf("read %d failed while another program rewrote the table: %v", reads+1, failed)
+		}
+		if seen == 0 || seen == reads {
+			t.Errorf("%d of %d reads saw the table: the race was not run", seen, reads)
 		}
 		return nil
 	})
