@@ -72,6 +72,14 @@ type fakeKernel struct {
 	ct *cttest.Fake
 	// rechecks: each Apply's nft.Spec.Recheck.
 	rechecks [][]string
+	// writes is what each Apply says it wrote: a repair when not zero.
+	writes int
+}
+
+func (k *fakeKernel) setWrites(n int) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.writes = n
 }
 
 // holdNextApply holds the next Apply until release is called; entered is
@@ -168,12 +176,13 @@ func (k *fakeKernel) Apply(d *plan.Desired) (*apply.Result, error) {
 	rewrite := k.rewrite
 	warnings := k.warnings
 	k.warnings = nil
+	writes := k.writes
 	k.mu.Unlock()
 	if rewrite != nil {
 		rewrite()
-		return &apply.Result{Table: true, Warnings: warnings}, nil
+		return &apply.Result{Table: true, Warnings: warnings, Writes: writes}, nil
 	}
-	return &apply.Result{Warnings: warnings}, nil
+	return &apply.Result{Warnings: warnings, Writes: writes}, nil
 }
 
 func (k *fakeKernel) Current() (rules.State, *nft.Current, error) {
