@@ -608,4 +608,26 @@ func TestVerifyAsTheDaemonPlans(t *testing.T) {
 	if !strings.Contains(got, "FAIL route") || !strings.Contains(got, "fix: flowpin reload") || strings.Contains(got, "fix: flowpin apply") {
 		t.Errorf("a daemon that has every link in, and a route without isp2:\n%s", got)
 	}
+
+	// Every link out by the daemon (an operator's forced down): the
+	// kernel is as planned, but new flows have no link, and the fix is
+	// the operator's, not a reload.
+	both := map[string]string{"isp1": "down by operator since 10:32:05", "isp2": "down by operator since 10:32:06"}
+	d, err = plan.With(c, f.ifaces, plan.Options{Down: both})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.routes = slices.DeleteFunc(f.routes, func(r fakeRoute) bool { return r.Owned })
+	for _, r := range d.Routing.Routes {
+		f.routes = append(f.routes, fakeRoute{Route: r, Owned: true})
+	}
+	rep, err = f.kernel().Verify(c, VerifyOptions{NoProbe: true, Daemon: &DaemonIntent{Down: both}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = report(rep.Checks)
+	if rep.Failed() != 1 || !strings.Contains(got, "FAIL new flows: flowpin run has every link out of the multipath route") ||
+		!strings.Contains(got, "fix: flowpin link NAME auto") || !strings.Contains(got, "ok   routing") {
+		t.Errorf("every link out by the daemon: %d failed:\n%s", rep.Failed(), got)
+	}
 }

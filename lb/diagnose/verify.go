@@ -779,6 +779,13 @@ func (k *Kernel) verifySpread(r *VerifyReport, d *plan.Desired, o VerifyOptions)
 		inRoute[d.Links[i].Interface] = true
 		want = append(want, d.Links[i].Interface)
 	}
+	if len(want) == 0 && o.Daemon != nil {
+		// Not drift: the daemon's plan (an operator's down of every
+		// link, quotas). The wildcard source has nowhere to go either.
+		r.fail("new flows", "flowpin link NAME auto, for a link flowpin run took out (the daemon line above)",
+			"flowpin run has every link out of the multipath route: new flows have no link of flowpin's")
+		return
+	}
 	standby := func(dev string) string {
 		return fmt.Sprintf("%s (link %s), which is on standby in a lower tier than tier %d", dev, usable[dev], d.Policies[0].Active+1)
 	}
