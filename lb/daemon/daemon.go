@@ -173,16 +173,6 @@ type Daemon struct {
 	// intentPub is what the plan last applied was planned with beyond the
 	// config, for GET /intent (verify); never changed once published.
 	intentPub atomic.Pointer[ctl.Intent]
-	// followUp: the last sync repaired the kernel, and was not itself a
-	// follow-up. A repair may have read the kernel in the middle of the
-	// change that triggered it (`ip rule flush` deletes one rule at a
-	// time): the first drift notified after it syncs at once, not after
-	// MinSyncInterval, so that what that read missed is not left broken
-	// for 50 ms, long enough for a pinned flow's packet to leave by main's
-	// default route and lose its NAT binding. One follow-up per repair, so
-	// that a program that keeps undoing flowpin's state cannot make the
-	// daemon sync back to back. followingUp: the sync pending is one.
-	followUp, followingUp bool
 	// setCheck: the file sets whose elements the next sync checks.
 	setCheck *fileSetCheck
 	// held6: the prefixes the prefixes6: auto link had in that plan
@@ -682,8 +672,6 @@ func (d *Daemon) adopt() error {
 // them (lb/daemon/keep).
 func (d *Daemon) sync(why string) error {
 	start := d.deps.Clock.Now()
-	follow := d.followingUp
-	d.followUp, d.followingUp = false, false
 	auto := d.leaseDNS()
 	opts := plan.Options{Down: d.failOpen(false), Down6: d.failOpen(true), MissingOK: true, DNS: auto, Held6: d.heldPrefixes6()}
 	des, err := d.deps.Applier.PrepareWith(d.Config, opts)
@@ -701,6 +689,20 @@ func (d *Daemon) sync(why string) error {
 	d.setCheck.narrow(&des.NFT)
 	d.beginWrite()
 	res, err := d.deps.Applier.Apply(des)
+	if err == nil && res.Writes > 0 {
+		// A repair may have read the kernel in the middle of the change
+		// that triggered it (`ip rule flush` deletes one rule at a time):
+		// it put back what was gone then, and the rest would wait for
+		// the next sync, MinSyncInterval later, long enough for a pinned
+		// flow's packet to leave by main's default route and lose its
+		// NAT binding. One more pass puts back what the change took
+		// since; it writes nothing when the first pass saw it whole.
+		if again, err2 := d.deps.Applier.Apply(des); err2 == nil && again.Writes > 0 {
+			res.Writes += again.Writes
+			res.Commands = append(res.Commands, again.Commands...)
+			res.Table = res.Table || again.Table
+		}
+	}
 	d.endWrite(err == nil && res.Table)
 	if err != nil {
 		d.metrics.syncFailed()
@@ -729,7 +731,6 @@ func (d *Daemon) sync(why string) error {
 	for _, msg := range prefixChanges(d.applied, des) {
 		d.Log.Info(msg)
 	}
-	d.followUp = res.Writes > 0 && !follow
 	d.applied = des
 	d.appliedPub.Store(des)
 	// Copies: the maps are keep's and the loop's, read off the loop here.
@@ -883,11 +884,6 @@ func (d *Daemon) onEvent(ev Event) {
 			if !d.setCheck.changed(spec, ev.Set) {
 				return
 			}
-		}
-		if d.followUp {
-			d.followUp, d.followingUp = false, true
-			d.runner.RequestNow(ev.What)
-			return
 		}
 		d.runner.Request(ev.What)
 	case EventLost:
