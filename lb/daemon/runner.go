@@ -1,6 +1,10 @@
 package daemon
 
-import "time"
+import (
+	"slices"
+	"strings"
+	"time"
+)
 
 // syncRunner decides when the daemon syncs, after kube-proxy's
 // BoundedFrequencyRunner (k8s.io/kubernetes pkg/util/async): a request
@@ -21,6 +25,7 @@ type syncRunner struct {
 	timer   Timer
 	last    time.Time // start of the last sync
 	pending string    // why a sync is wanted; "" when none is
+	reasons int       // how many reasons pending names (see addReason)
 	now     bool      // run the pending sync without waiting for minInterval
 	retryAt time.Time // after a failure: not before this
 	backoff time.Duration
@@ -39,18 +44,39 @@ func newSyncRunner(c Clock, minInterval, backstop time.Duration) *syncRunner {
 func (r *syncRunner) C() <-chan time.Time { return r.timer.C() }
 
 // Request asks for a sync as soon as minInterval (and any backoff)
-// allows. Requests before it runs are coalesced; the first reason wins.
+// allows. Requests before it runs are coalesced into it, and so are
+// their reasons, the first few of them, so that the log says every kind
+// of change the sync answered: the echo of the daemon's own last write
+// ("nftables change") does not hide the set an operator flushed just
+// after it.
 func (r *syncRunner) Request(why string) {
-	if r.pending == "" {
-		r.pending = why
-	}
+	r.addReason(why)
 	r.arm()
+}
+
+// maxReasons bounds the reasons a sync names; more are "...".
+const maxReasons = 3
+
+func (r *syncRunner) addReason(why string) {
+	if r.pending == "" {
+		r.pending, r.reasons = why, 1
+		return
+	}
+	if r.reasons > maxReasons || slices.Contains(strings.Split(r.pending, "; "), why) {
+		return
+	}
+	r.reasons++
+	if r.reasons > maxReasons {
+		r.pending += "; ..."
+		return
+	}
+	r.pending += "; " + why
 }
 
 // RequestNow asks for a sync at once, backoff or not: the daemon lost
 // notifications and does not know what changed.
 func (r *syncRunner) RequestNow(why string) {
-	r.pending = why
+	r.pending, r.reasons = why, 1
 	r.now = true
 	r.retryAt = time.Time{}
 	r.arm()
@@ -94,7 +120,7 @@ func (r *syncRunner) Due() string {
 	default:
 		why = "resync"
 	}
-	r.pending, r.now = "", false
+	r.pending, r.reasons, r.now = "", 0, false
 	r.last = r.clock.Now()
 	return why
 }

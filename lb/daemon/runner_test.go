@@ -36,14 +36,22 @@ func TestRunnerSchedule(t *testing.T) {
 	r.Done(nil)
 
 	// A burst right after a sync waits out the minimum interval and is
-	// one sync; the first reason is kept.
+	// one sync; it names each kind of change once, the first few.
 	for range 100 {
 		r.Request("address change")
 		r.Request("route change")
 	}
 	step(99*time.Millisecond, false, "burst before min interval")
 	step(time.Millisecond, true, "burst at min interval")
-	if why := r.Due(); why != "address change" {
+	if why := r.Due(); why != "address change; route change" {
+		t.Errorf("why %q", why)
+	}
+	r.Done(nil)
+	for _, why := range []string{"a", "b", "a", "c", "d", "e"} {
+		r.Request(why)
+	}
+	step(100*time.Millisecond, true, "five kinds")
+	if why := r.Due(); why != "a; b; c; ..." {
 		t.Errorf("why %q", why)
 	}
 	r.Done(nil)
