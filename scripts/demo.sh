@@ -170,8 +170,11 @@ nsx "$FAR" nft -f - <<-EOF
 		counter other {}
 		chain in {
 			type filter hook input priority 0;
-			# one count per connection: a retransmitted SYN is new too
+			# one count per connection: a retransmitted SYN is new too;
+			# and only a SYN opens one: a late FIN or ACK of a closed
+			# connection, which conntrack picks up as new, is none
 			tcp dport $PORT ct mark 0x1 return
+			tcp dport $PORT tcp flags & (syn | ack) != syn return
 			tcp dport $PORT ct state new ip saddr 192.0.2.2 counter name "via_isp1" ct mark set 0x1
 			tcp dport $PORT ct state new ip saddr 198.51.100.2 counter name "via_isp2" ct mark set 0x1
 			tcp dport $PORT ct state new ip saddr 198.51.100.7 counter name "via_isp2_session2" ct mark set 0x1
@@ -184,8 +187,10 @@ nsx "$FAR" nft -f - <<-EOF
 		counter other {}
 		chain in {
 			type filter hook input priority 0;
-			# one count per connection: a retransmitted SYN is new too
+			# one count per connection: a retransmitted SYN is new too;
+			# and only a SYN opens one
 			tcp dport $PORT ct mark 0x1 return
+			tcp dport $PORT tcp flags & (syn | ack) != syn return
 			tcp dport $PORT ct state new ip6 saddr 2001:db8:1::2 counter name "via_isp1" ct mark set 0x1
 			tcp dport $PORT ct state new ip6 saddr 2001:db8:2::2 counter name "via_isp2" ct mark set 0x1
 			tcp dport $PORT ct state new ip6 saddr != { 2001:db8:1::2, 2001:db8:2::2 } counter name "other" ct mark set 0x1
